@@ -1,0 +1,1 @@
+//! Criterion benchmarks for turnstile live in `benches/`; this library is empty.

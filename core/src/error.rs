@@ -1,0 +1,290 @@
+//! The one error type every strategy returns.
+//!
+//! [`Error::Op`] carries the op's own error untouched, so a caller can still match on, say,
+//! rusqlite's UNIQUE violation. Every other variant is the strategy failing, and each says
+//! what the caller may assume about the op: all but [`Error::Indeterminate`] mean the op's
+//! effects were rolled back or never happened.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::time::Duration;
+
+use crate::{Fence, KeyError};
+
+/// A boxed error from a backend (a database driver, a Redis client, the OS).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The error of a strategy-only operation (acquiring a lock, opening a resource), which
+/// has no op error yet. Convert it with [`Error::widen`].
+pub type StrategyError = Error<Infallible>;
+
+/// What went wrong running an op through a [`Serializer`](crate::Serializer).
+///
+/// `E` is the op's own error type. The enum is `Send + Sync` when `E` is.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error<E> {
+    /// The op ran and returned this error; its transaction (if any) was rolled back.
+    Op(E),
+    /// The deadline passed before the op could start (the lock or the queue was busy).
+    /// The op never ran.
+    Timeout {
+        /// How long the caller waited.
+        waited: Duration,
+    },
+    /// A retrying strategy gave up: the op kept conflicting until the attempt or time
+    /// budget ran out. Its last attempt was rolled back.
+    Contended {
+        /// Attempts made, the last one included.
+        attempts: u32,
+        /// Time spent, ops included.
+        elapsed: Duration,
+    },
+    /// The backend (a lock server, the database) could not be reached or refused us
+    /// (connection refused, authentication, I/O). The op did not commit.
+    Unavailable(BoxError),
+    /// The resource failed outside the op (at `BEGIN` or `COMMIT`, say). Rolled back.
+    Resource(BoxError),
+    /// The lease expired or its connection died before the op committed; the op was
+    /// rolled back (or never started).
+    LeaseLost,
+    /// The resource has seen a newer fencing token for this key than ours: another holder
+    /// took over after our lease expired. Nothing was written.
+    StaleFence {
+        /// The fence we presented.
+        presented: Fence,
+        /// The highest fence the resource had recorded.
+        highest: Fence,
+    },
+    /// The op panicked. Its transaction was rolled back; the strategy keeps serving.
+    Panicked(String),
+    /// The op committed or rolled back the strategy's transaction by itself, which could
+    /// commit other callers' work. The strategy rolled back what it could.
+    TransactionEnded,
+    /// The strategy is closed and accepts no more work. The op never ran.
+    Closed,
+    /// The strategy's queue is full; [`try_submit`]-style calls return this instead of
+    /// blocking. The op never ran.
+    ///
+    /// [`try_submit`]: https://docs.rs/turnstile/latest/turnstile/queue/struct.Queue.html#method.try_submit
+    Full,
+    /// The op tried to run through a strategy it is already running inside (directly, or
+    /// through a cycle of queues); waiting would deadlock. The inner op never ran.
+    Reentrant,
+    /// The lock key was refused.
+    InvalidKey(KeyError),
+    /// The strategy's configuration, spec or an argument (a timeout) was refused.
+    Config(String),
+    /// The caller stopped waiting after the op had started: it may still commit.
+    Indeterminate,
+}
+
+impl<E> Error<E> {
+    /// The op's own error, if this is [`Error::Op`].
+    pub fn op(&self) -> Option<&E> {
+        match self {
+            Error::Op(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// Consumes the error and returns the op's own error, if this is [`Error::Op`].
+    pub fn into_op(self) -> Option<E> {
+        match self {
+            Error::Op(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// True when the op may have committed even though an error came back. Only
+    /// [`Error::Indeterminate`] is such an error.
+    pub fn is_indeterminate(&self) -> bool {
+        matches!(self, Error::Indeterminate)
+    }
+
+    /// True when waiting or retrying later could succeed: a timeout, contention, a full
+    /// queue, an unavailable backend or a lost lease.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Error::Timeout { .. }
+                | Error::Contended { .. }
+                | Error::Unavailable(_)
+                | Error::LeaseLost
+                | Error::StaleFence { .. }
+                | Error::Full
+        )
+    }
+
+    /// Maps the op's error, keeping every strategy failure as it is.
+    pub fn map_op<F, G: FnOnce(E) -> F>(self, f: G) -> Error<F> {
+        match self {
+            Error::Op(e) => Error::Op(f(e)),
+            other => other.strategy_only().unwrap_or_else(|_| unreachable!()),
+        }
+    }
+
+    /// Splits a strategy failure from an op error: `Ok` carries the strategy failure
+    /// re-typed for any op error type, `Err` gives back the op's own error.
+    ///
+    /// # Errors
+    /// Returns the op's error when this is [`Error::Op`].
+    pub fn strategy_only<F>(self) -> Result<Error<F>, E> {
+        Ok(match self {
+            Error::Op(e) => return Err(e),
+            Error::Timeout { waited } => Error::Timeout { waited },
+            Error::Contended { attempts, elapsed } => Error::Contended { attempts, elapsed },
+            Error::Unavailable(e) => Error::Unavailable(e),
+            Error::Resource(e) => Error::Resource(e),
+            Error::LeaseLost => Error::LeaseLost,
+            Error::StaleFence { presented, highest } => Error::StaleFence { presented, highest },
+            Error::Panicked(m) => Error::Panicked(m),
+            Error::TransactionEnded => Error::TransactionEnded,
+            Error::Closed => Error::Closed,
+            Error::Full => Error::Full,
+            Error::Reentrant => Error::Reentrant,
+            Error::InvalidKey(k) => Error::InvalidKey(k),
+            Error::Config(m) => Error::Config(m),
+            Error::Indeterminate => Error::Indeterminate,
+        })
+    }
+
+    /// A short, stable, machine-readable name of the variant (`"timeout"`, `"op"`, …),
+    /// used in histories and reports.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Op(_) => "op",
+            Error::Timeout { .. } => "timeout",
+            Error::Contended { .. } => "contended",
+            Error::Unavailable(_) => "unavailable",
+            Error::Resource(_) => "resource",
+            Error::LeaseLost => "lease-lost",
+            Error::StaleFence { .. } => "stale-fence",
+            Error::Panicked(_) => "panicked",
+            Error::TransactionEnded => "transaction-ended",
+            Error::Closed => "closed",
+            Error::Full => "full",
+            Error::Reentrant => "reentrant",
+            Error::InvalidKey(_) => "invalid-key",
+            Error::Config(_) => "config",
+            Error::Indeterminate => "indeterminate",
+        }
+    }
+
+    /// Wraps a backend error as [`Error::Unavailable`].
+    pub fn unavailable(e: impl Into<BoxError>) -> Self {
+        Error::Unavailable(e.into())
+    }
+
+    /// Wraps a resource error as [`Error::Resource`].
+    pub fn resource(e: impl Into<BoxError>) -> Self {
+        Error::Resource(e.into())
+    }
+}
+
+impl Error<Infallible> {
+    /// Re-types a strategy-only error for any op error type.
+    pub fn widen<E>(self) -> Error<E> {
+        match self.strategy_only() {
+            Ok(e) => e,
+            Err(never) => match never {},
+        }
+    }
+}
+
+impl<E> From<KeyError> for Error<E> {
+    fn from(e: KeyError) -> Self {
+        Error::InvalidKey(e)
+    }
+}
+
+impl<E: fmt::Display> fmt::Display for Error<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Op(e) => write!(f, "operation failed: {e}"),
+            Error::Timeout { waited } => {
+                write!(
+                    f,
+                    "timed out after {waited:?} waiting to start; the op did not run"
+                )
+            }
+            Error::Contended { attempts, elapsed } => write!(
+                f,
+                "gave up after {attempts} attempts in {elapsed:?} of contention; rolled back"
+            ),
+            Error::Unavailable(e) => write!(f, "backend unavailable: {e}"),
+            Error::Resource(e) => write!(f, "resource failed outside the op: {e}"),
+            Error::LeaseLost => f.write_str("the lock lease was lost before commit; rolled back"),
+            Error::StaleFence { presented, highest } => write!(
+                f,
+                "stale fencing token {presented} (the resource has seen {highest}); nothing written"
+            ),
+            Error::Panicked(m) => write!(f, "the op panicked: {m}"),
+            Error::TransactionEnded => {
+                f.write_str("the op ended the strategy's transaction by itself; rolled back")
+            }
+            Error::Closed => f.write_str("the strategy is closed"),
+            Error::Full => f.write_str("the queue is full"),
+            Error::Reentrant => f.write_str(
+                "the op called back into a strategy it is running inside; that would deadlock",
+            ),
+            Error::InvalidKey(e) => write!(f, "invalid lock key: {e}"),
+            Error::Config(m) => write!(f, "invalid configuration: {m}"),
+            Error::Indeterminate => f.write_str(
+                "stopped waiting after the op started; it may or may not have committed",
+            ),
+        }
+    }
+}
+
+impl<E: std::error::Error + 'static> std::error::Error for Error<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Op(e) => Some(e),
+            Error::Unavailable(e) | Error::Resource(e) => Some(&**e),
+            Error::InvalidKey(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// A panic payload as text, for [`Error::Panicked`].
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&'static str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync + 'static>() {}
+
+    #[test]
+    fn error_is_send_sync() {
+        assert_send_sync::<Error<std::io::Error>>();
+        assert_send_sync::<StrategyError>();
+    }
+
+    #[test]
+    fn op_errors_stay_matchable_and_have_a_source() {
+        let e: Error<std::io::Error> = Error::Op(std::io::Error::other("boom"));
+        assert_eq!(e.kind(), "op");
+        assert!(std::error::Error::source(&e).is_some());
+        assert_eq!(e.into_op().unwrap().to_string(), "boom");
+    }
+
+    #[test]
+    fn widen_keeps_the_variant() {
+        let e: Error<String> = StrategyError::Timeout {
+            waited: Duration::from_millis(5),
+        }
+        .widen();
+        assert!(matches!(e, Error::Timeout { .. }));
+    }
+}

@@ -1,0 +1,173 @@
+//! Resources: what a strategy serializes access to.
+//!
+//! [`Connect`] opens one (a SQLite connection, a PostgreSQL client, a directory); it is
+//! r2d2's `ManageConnection` under another name. [`Transact`] adds transactions, savepoints
+//! and fence checks to it, so strategies can promise "`Ok` means committed" and enforce
+//! fencing tokens themselves instead of trusting each op to.
+
+use std::any::Any;
+
+use crate::{BoxError, Error, Fence};
+
+/// Opens resources of one kind, all pointing at the same data.
+pub trait Connect: Send + Sync + 'static {
+    /// What an op gets to work on.
+    type Resource: Send + 'static;
+
+    /// Opens a new resource.
+    ///
+    /// # Errors
+    /// Any error opening it; strategies report it as
+    /// [`Error::Unavailable`](crate::Error::Unavailable).
+    fn connect(&self) -> Result<Self::Resource, BoxError>;
+
+    /// A stable, human-readable identity of the data behind the resources (a canonical
+    /// database path, a server URL without password plus database name). Lock names are
+    /// prefixed with it, so two databases never share a lock, and two processes opening the
+    /// same data agree on it.
+    fn identity(&self) -> &str;
+
+    /// Whether the data accepts one writer at a time whatever the keys (SQLite: one writer
+    /// per file). Lock strategies then default to one whole-resource key, since finer keys
+    /// would still meet at the resource's own write lock.
+    fn single_writer(&self) -> bool {
+        false
+    }
+
+    /// Whether a resource that just failed is broken for good and must be reopened (an
+    /// I/O error, a closed connection) rather than returned to a pool. An op's own error
+    /// (a constraint violation) is never such a reason.
+    fn is_broken(&self, resource: &mut Self::Resource, error: &(dyn Any + Send + Sync)) -> bool {
+        let _ = (resource, error);
+        false
+    }
+}
+
+/// A fence to check and record at the start of a transaction.
+#[derive(Clone, Copy, Debug)]
+pub struct FenceClaim<'a> {
+    /// The lock backend's identity ([`Lock::backend_id`](crate::Lock::backend_id)).
+    pub backend: &'a str,
+    /// The lock name, as [`LockName::bytes`](crate::LockName::bytes).
+    pub name: &'a [u8],
+    /// The token presented.
+    pub fence: Fence,
+}
+
+/// Why a transaction could not begin or commit.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum TransactError {
+    /// Someone else holds the resource's own write lock (SQLite's `SQLITE_BUSY` or
+    /// `SQLITE_LOCKED`, a serialization failure): trying again later may succeed. The
+    /// transaction is rolled back.
+    Busy(BoxError),
+    /// [`Transact::begin`] found a higher fence already recorded for this name. Nothing
+    /// was written.
+    StaleFence {
+        /// The fence presented.
+        presented: Fence,
+        /// The highest one recorded.
+        highest: Fence,
+    },
+    /// Anything else. The transaction is rolled back.
+    Failed(BoxError),
+}
+
+impl TransactError {
+    /// The strategy error for this failure (busy and failed both become
+    /// [`Error::Resource`]; retrying strategies look at [`TransactError::Busy`] first).
+    pub fn into_error<E>(self) -> Error<E> {
+        match self {
+            TransactError::Busy(e) | TransactError::Failed(e) => Error::Resource(e),
+            TransactError::StaleFence { presented, highest } => {
+                Error::StaleFence { presented, highest }
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for TransactError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TransactError::Busy(e) => write!(f, "resource busy: {e}"),
+            TransactError::StaleFence { presented, highest } => {
+                write!(f, "stale fence {presented}; {highest} already recorded")
+            }
+            TransactError::Failed(e) => write!(f, "transaction failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for TransactError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            TransactError::Busy(e) | TransactError::Failed(e) => Some(&**e),
+            TransactError::StaleFence { .. } => None,
+        }
+    }
+}
+
+/// Transactions on a [`Connect`]'s resources.
+///
+/// Only strategies call these; ops get a [`Ctx`](crate::Ctx) with no transaction control.
+pub trait Transact: Connect {
+    /// Begins a write transaction (SQLite: `BEGIN IMMEDIATE`). For each fence, refuses it if
+    /// a higher one for the same backend and name is recorded, and records it, inside the
+    /// same transaction, so the check and the op's writes commit or roll back together.
+    ///
+    /// # Errors
+    /// [`TransactError::Busy`], [`TransactError::StaleFence`] (rolled back) or
+    /// [`TransactError::Failed`].
+    fn begin(
+        &self,
+        resource: &mut Self::Resource,
+        fences: &[FenceClaim<'_>],
+    ) -> Result<(), TransactError>;
+
+    /// Commits. On failure the transaction is rolled back before returning (a busy
+    /// SQLite `COMMIT` leaves it open otherwise).
+    ///
+    /// # Errors
+    /// [`TransactError::Busy`] or [`TransactError::Failed`].
+    fn commit(&self, resource: &mut Self::Resource) -> Result<(), TransactError>;
+
+    /// Rolls back; a no-op when no transaction is open.
+    ///
+    /// # Errors
+    /// When the resource failed to roll back (it should then be discarded).
+    fn rollback(&self, resource: &mut Self::Resource) -> Result<(), BoxError>;
+
+    /// Whether a transaction is still open. Strategies check it after each op: an op that
+    /// committed by itself gets [`Error::TransactionEnded`](crate::Error::TransactionEnded).
+    fn in_transaction(&self, resource: &Self::Resource) -> bool;
+
+    /// Opens savepoint number `n` inside the transaction (group commit uses one per op).
+    ///
+    /// # Errors
+    /// When the resource refuses.
+    fn savepoint(&self, resource: &mut Self::Resource, n: usize) -> Result<(), BoxError>;
+
+    /// Releases savepoint `n`, keeping its work in the transaction.
+    ///
+    /// # Errors
+    /// When the resource refuses.
+    fn release_savepoint(&self, resource: &mut Self::Resource, n: usize) -> Result<(), BoxError>;
+
+    /// Rolls back to savepoint `n` and releases it, undoing only the work since it.
+    ///
+    /// # Errors
+    /// When the resource refuses.
+    fn rollback_to_savepoint(
+        &self,
+        resource: &mut Self::Resource,
+        n: usize,
+    ) -> Result<(), BoxError>;
+
+    /// Whether an error (an op's, seen as `Any`) is the resource's "busy, try again"
+    /// (SQLite: primary code `SQLITE_BUSY` or `SQLITE_LOCKED`).
+    fn is_busy(&self, error: &(dyn Any + Send + Sync)) -> bool {
+        let _ = error;
+        false
+    }
+}

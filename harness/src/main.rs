@@ -1,0 +1,4 @@
+//! The `turnstile` command line.
+fn main() {
+    println!("turnstile: nothing to compare yet");
+}

@@ -1,0 +1,7 @@
+//! Lock backends. Each implements [`Lock`](crate::Lock); wrap one in
+//! [`Locked`](crate::Locked) to get a strategy.
+
+#[cfg(feature = "mutex")]
+mod mutex;
+#[cfg(feature = "mutex")]
+pub use mutex::{FAIR_INTERVAL, MutexLease, MutexLock};

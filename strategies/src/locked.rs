@@ -1,0 +1,378 @@
+//! `Locked<L, C>`: any [`Lock`] backend plus a resource opener is a [`Serializer`].
+//!
+//! This is the one place the ergonomics of lock strategies live (as `lock_api::Mutex`
+//! is for raw mutexes): several keys in sorted order, a bounded pool of resources, the
+//! resource's transaction around the op, fences checked by the resource, a lease checked
+//! before commit, panics caught and rolled back. A backend only grants leases.
+//!
+//! ```
+//! use turnstile::{Key, Locked, Serializer};
+//! use turnstile::lock::MutexLock;
+//! use turnstile::sqlite::Sqlite;
+//!
+//! let dir = tempfile::tempdir()?;
+//! let strategy = Locked::new(MutexLock::new(), Sqlite::new(dir.path().join("app.db")));
+//! let key = Key::new("counter")?;
+//! strategy.run(&key, |db| db.execute_batch("CREATE TABLE IF NOT EXISTS t (v INTEGER)"))?;
+//! let n = strategy.run(&key, |db| {
+//!     db.execute("INSERT INTO t VALUES (1)", [])?;
+//!     db.query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0))
+//! })?;
+//! assert_eq!(n, 1);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use turnstile_core::{
+    Capabilities, Connect, Ctx, Error, FenceClaim, Key, Lease, Lock, LockName, Serializer,
+    StrategyError, Transact, TransactError, Wait, check_timeout, panic_message, sorted_keys,
+};
+
+/// The default time a call waits for its locks (and a pooled resource): 30 s.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The default most resources a [`Locked`] keeps open at once: 8.
+pub const DEFAULT_POOL_SIZE: usize = 8;
+
+/// How a lock strategy runs the op against its resource.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum TxMode {
+    /// Inside the resource's write transaction: `Ok` means committed, errors mean rolled
+    /// back, fences are enforced by the resource. The default.
+    #[default]
+    Transaction,
+    /// Each statement of the op commits by itself; only the lock protects the op. No
+    /// rollback, no fence enforcement. The harness uses this to test a lock's exclusion
+    /// alone, and it is the only mode for resources without transactions.
+    Autocommit,
+}
+
+/// Which lock names a key maps to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyScope {
+    /// One lock per key.
+    PerKey,
+    /// One lock for the whole resource, whatever the key. The default over single-writer
+    /// resources (SQLite), where different keys would meet at its write lock anyway.
+    Whole,
+}
+
+/// A lock backend plus a resource opener: a [`Serializer`].
+///
+/// Defaults: [`TxMode::Transaction`], a [`DEFAULT_TIMEOUT`] wait, a pool of
+/// [`DEFAULT_POOL_SIZE`] resources, and [`KeyScope::Whole`] over a single-writer resource
+/// ([`Connect::single_writer`]), [`KeyScope::PerKey`] otherwise.
+pub struct Locked<L, C: Connect> {
+    lock: L,
+    connect: C,
+    pool: Pool<C::Resource>,
+    mode: TxMode,
+    keys: KeyScope,
+    timeout: Option<Duration>,
+    namespace: Arc<str>,
+}
+
+impl<L: Lock, C: Transact> Locked<L, C> {
+    /// A strategy taking `lock` around ops on resources opened by `connect`.
+    pub fn new(lock: L, connect: C) -> Self {
+        let namespace: Arc<str> = connect.identity().into();
+        let keys = if connect.single_writer() {
+            KeyScope::Whole
+        } else {
+            KeyScope::PerKey
+        };
+        Locked {
+            lock,
+            connect,
+            pool: Pool::new(DEFAULT_POOL_SIZE),
+            mode: TxMode::default(),
+            keys,
+            timeout: Some(DEFAULT_TIMEOUT),
+            namespace,
+        }
+    }
+
+    /// Sets how the op runs against the resource. Default: [`TxMode::Transaction`].
+    pub fn tx_mode(mut self, mode: TxMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Sets which lock names keys map to. Default: [`KeyScope::Whole`] over a
+    /// single-writer resource, [`KeyScope::PerKey`] otherwise.
+    pub fn key_scope(mut self, keys: KeyScope) -> Self {
+        self.keys = keys;
+        self
+    }
+
+    /// Sets how long a call waits for its locks by default; `None` waits forever.
+    /// Default: [`DEFAULT_TIMEOUT`].
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a timeout over [`MAX_TIMEOUT`](turnstile_core::MAX_TIMEOUT).
+    pub fn timeout(mut self, timeout: Option<Duration>) -> Result<Self, StrategyError> {
+        self.timeout = check_timeout(timeout)?;
+        Ok(self)
+    }
+
+    /// Sets the most resources open at once. Default: [`DEFAULT_POOL_SIZE`].
+    ///
+    /// # Errors
+    /// [`Error::Config`] for zero.
+    pub fn pool_size(mut self, size: usize) -> Result<Self, StrategyError> {
+        if size == 0 {
+            return Err(Error::Config("the pool needs at least one resource".into()));
+        }
+        self.pool = Pool::new(size);
+        Ok(self)
+    }
+
+    /// The lock backend.
+    pub fn lock(&self) -> &L {
+        &self.lock
+    }
+
+    /// The resource opener.
+    pub fn connector(&self) -> &C {
+        &self.connect
+    }
+
+    fn names(&self, keys: &[Key]) -> Vec<LockName> {
+        match self.keys {
+            KeyScope::Whole => vec![LockName::new(self.namespace.clone(), Key::whole())],
+            KeyScope::PerKey => keys
+                .iter()
+                .map(|k| LockName::new(self.namespace.clone(), k.clone()))
+                .collect(),
+        }
+    }
+
+    fn run_locked<T, E, F>(
+        &self,
+        keys: &[Key],
+        deadline: Option<Instant>,
+        leases: &[L::Lease],
+        names: &[LockName],
+        resource: &mut C::Resource,
+        op: &mut F,
+    ) -> Outcome<T, E>
+    where
+        F: FnMut(&mut Ctx<'_, C::Resource>) -> Result<T, E>,
+        E: Send + Sync + 'static,
+    {
+        let fence = leases.iter().filter_map(|l| l.fence()).max();
+        let transactional = self.mode == TxMode::Transaction;
+        if transactional {
+            let claims: Vec<FenceClaim<'_>> = leases
+                .iter()
+                .zip(names)
+                .filter_map(|(lease, name)| {
+                    lease.fence().map(|fence| FenceClaim {
+                        backend: self.lock.backend_id(),
+                        name: name.bytes(),
+                        fence,
+                    })
+                })
+                .collect();
+            if let Err(e) = self.connect.begin(resource, &claims) {
+                let broken = matches!(e, TransactError::Failed(_));
+                return Outcome::err(e.into_error(), broken);
+            }
+        }
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            let mut ctx = Ctx::new(&mut *resource, keys)
+                .with_fence(fence)
+                .with_deadline(deadline);
+            op(&mut ctx)
+        }));
+        let value = match result {
+            Ok(Ok(value)) => value,
+            Ok(Err(e)) => {
+                let broken = self.connect.is_broken(resource, &e);
+                let rolled_back = !transactional || self.connect.rollback(resource).is_ok();
+                return Outcome::err(Error::Op(e), broken || !rolled_back);
+            }
+            Err(payload) => {
+                let rolled_back = !transactional || self.connect.rollback(resource).is_ok();
+                return Outcome::err(Error::Panicked(panic_message(&*payload)), !rolled_back);
+            }
+        };
+        if !transactional {
+            return Outcome::ok(value);
+        }
+        if !self.connect.in_transaction(resource) {
+            return Outcome::err(Error::TransactionEnded, false);
+        }
+        // A lease that expired while the op ran must not commit: its successor may already
+        // be writing.
+        if let Some(lost) = leases.iter().find_map(|l| l.check().err()) {
+            let rolled_back = self.connect.rollback(resource).is_ok();
+            return Outcome::err(lost.widen(), !rolled_back);
+        }
+        match self.connect.commit(resource) {
+            Ok(()) => Outcome::ok(value),
+            Err(e) => {
+                let broken = matches!(e, TransactError::Failed(_));
+                Outcome::err(e.into_error(), broken)
+            }
+        }
+    }
+}
+
+struct Outcome<T, E> {
+    result: Result<T, Error<E>>,
+    discard_resource: bool,
+}
+
+impl<T, E> Outcome<T, E> {
+    fn ok(value: T) -> Self {
+        Outcome {
+            result: Ok(value),
+            discard_resource: false,
+        }
+    }
+    fn err(error: Error<E>, discard_resource: bool) -> Self {
+        Outcome {
+            result: Err(error),
+            discard_resource,
+        }
+    }
+}
+
+impl<L: Lock, C: Transact> Serializer for Locked<L, C> {
+    type Resource = C::Resource;
+
+    fn capabilities(&self) -> Capabilities {
+        let lock = self.lock.capabilities();
+        let transactional = self.mode == TxMode::Transaction;
+        lock.transactional(transactional)
+            .fences(lock.fences && transactional)
+    }
+
+    fn run_with<T, E, F>(&self, keys: &[Key], wait: Wait, mut op: F) -> Result<T, Error<E>>
+    where
+        F: FnMut(&mut Ctx<'_, C::Resource>) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: Send + Sync + 'static,
+    {
+        let keys = sorted_keys(keys).map_err(Error::widen)?;
+        let deadline = wait.deadline(self.timeout).map_err(Error::widen)?;
+        let names = self.names(&keys);
+        // Locks first, then a resource: a caller holding a pooled resource while waiting for
+        // a lock could starve the lock's holder of a resource.
+        let mut leases = Vec::with_capacity(names.len());
+        for name in &names {
+            leases.push(self.lock.acquire(name, deadline).map_err(Error::widen)?);
+        }
+        let mut resource = self
+            .pool
+            .get(&self.connect, deadline)
+            .map_err(Error::widen)?;
+        let outcome = self.run_locked(&keys, deadline, &leases, &names, &mut resource, &mut op);
+        if outcome.discard_resource {
+            self.pool.discard();
+        } else {
+            self.pool.put(resource);
+        }
+        // Release in reverse order of acquisition.
+        while let Some(lease) = leases.pop() {
+            // A failed release of a lease that already expired changes nothing for the op.
+            let _ = lease.release();
+        }
+        outcome.result
+    }
+}
+
+impl<L, C: Connect> std::fmt::Debug for Locked<L, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Locked")
+            .field("namespace", &self.namespace)
+            .field("mode", &self.mode)
+            .field("keys", &self.keys)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A bounded pool of resources: at most `max` open at once; callers past that wait until
+/// their deadline.
+struct Pool<R> {
+    state: Mutex<PoolState<R>>,
+    freed: Condvar,
+    max: usize,
+}
+
+struct PoolState<R> {
+    idle: Vec<R>,
+    open: usize,
+}
+
+impl<R> Pool<R> {
+    fn new(max: usize) -> Self {
+        Pool {
+            state: Mutex::new(PoolState {
+                idle: Vec::new(),
+                open: 0,
+            }),
+            freed: Condvar::new(),
+            max,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, PoolState<R>> {
+        // Nothing is held across user code under this mutex, so poison carries no meaning.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get<C: Connect<Resource = R>>(
+        &self,
+        connect: &C,
+        deadline: Option<Instant>,
+    ) -> Result<R, StrategyError> {
+        let start = Instant::now();
+        let mut state = self.lock();
+        loop {
+            if let Some(r) = state.idle.pop() {
+                return Ok(r);
+            }
+            if state.open < self.max {
+                state.open += 1;
+                drop(state);
+                return connect.connect().map_err(|e| {
+                    self.discard();
+                    Error::Unavailable(e)
+                });
+            }
+            state = match deadline {
+                None => self.freed.wait(state).unwrap_or_else(|p| p.into_inner()),
+                Some(at) => {
+                    let now = Instant::now();
+                    if now >= at {
+                        return Err(Error::Timeout {
+                            waited: now - start,
+                        });
+                    }
+                    self.freed
+                        .wait_timeout(state, at - now)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+            };
+        }
+    }
+
+    fn put(&self, resource: R) {
+        self.lock().idle.push(resource);
+        self.freed.notify_one();
+    }
+
+    fn discard(&self) {
+        self.lock().open -= 1;
+        self.freed.notify_one();
+    }
+}

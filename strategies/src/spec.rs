@@ -1,0 +1,287 @@
+//! The spec registry: turns a strategy spec string (`"queue"`, `"mutex"`,
+//! `"file-lock:/var/lock/app"`, `"redis://host:6379"`, …) into a boxed strategy.
+//!
+//! The CLI, the harness's child processes and its negative controls all go through one
+//! registry, so a spec means the same thing everywhere. Applications can register their
+//! own strategies next to the built-in ones.
+//!
+//! ```
+//! use turnstile::spec::{Registry, Setup};
+//! use turnstile::sqlite::Sqlite;
+//! use turnstile::{Key, Wait};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let setup = Setup::new(Sqlite::new(dir.path().join("app.db")));
+//! let strategy = Registry::builtin().open("mutex", &setup)?;
+//! let n: i64 = strategy.run_as(&[Key::whole()], Wait::Default, |db| {
+//!     db.query_row("SELECT 40 + 2", [], |r| r.get(0))
+//! })?;
+//! assert_eq!(n, 42);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use turnstile_core::{BoxSerializer, Connect, Error, StrategyError};
+
+use crate::locked::TxMode;
+
+/// A parsed spec: a strategy name and an optional argument.
+///
+/// `name` and `name:arg` give the name and the argument; a URL (`scheme://…`) gives its
+/// scheme as the name and the whole URL as the argument.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Spec {
+    name: String,
+    arg: Option<String>,
+}
+
+impl Spec {
+    /// Parses a spec.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an empty spec or name.
+    pub fn parse(text: &str) -> Result<Self, StrategyError> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Err(Error::Config("empty strategy spec".into()));
+        }
+        let (name, arg) = if let Some((scheme, _)) = text.split_once("://") {
+            (scheme, Some(text))
+        } else if let Some((name, arg)) = text.split_once(':') {
+            (name, Some(arg))
+        } else {
+            (text, None)
+        };
+        if name.is_empty() {
+            return Err(Error::Config(format!("strategy spec {text:?} has no name")));
+        }
+        Ok(Spec {
+            name: name.to_ascii_lowercase(),
+            arg: arg.map(str::to_owned),
+        })
+    }
+
+    /// The strategy name (a URL's scheme), lower-case.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The argument after `name:`, or the whole URL.
+    pub fn arg(&self) -> Option<&str> {
+        self.arg.as_deref()
+    }
+}
+
+impl fmt::Debug for Spec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A URL argument may carry a password.
+        f.debug_struct("Spec")
+            .field("name", &self.name)
+            .field("arg", &self.arg.as_deref().map(redact_url))
+            .finish()
+    }
+}
+
+/// `scheme://user:password@host…` with the password replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{path}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+/// What a factory builds a strategy over: the resource opener and the common settings.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Setup<C> {
+    /// Opens the resource the strategy serializes.
+    pub connect: C,
+    /// How lock strategies run ops. Default: [`TxMode::Transaction`]. Strategies whose
+    /// mechanism is the transaction (`retry`, `optimistic`) ignore it.
+    pub tx_mode: TxMode,
+    /// The default wait; `None` means each strategy's own default.
+    pub timeout: Option<Duration>,
+}
+
+impl<C> Setup<C> {
+    /// Defaults over `connect`.
+    pub fn new(connect: C) -> Self {
+        Setup {
+            connect,
+            tx_mode: TxMode::default(),
+            timeout: None,
+        }
+    }
+
+    /// Sets [`Setup::tx_mode`].
+    pub fn tx_mode(mut self, mode: TxMode) -> Self {
+        self.tx_mode = mode;
+        self
+    }
+
+    /// Sets [`Setup::timeout`].
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+}
+
+/// Builds a strategy from a parsed spec.
+pub type Factory<C> = Arc<
+    dyn Fn(&Spec, &Setup<C>) -> Result<BoxSerializer<<C as Connect>::Resource>, StrategyError>
+        + Send
+        + Sync,
+>;
+
+struct Entry<C: Connect> {
+    name: String,
+    summary: String,
+    factory: Factory<C>,
+}
+
+/// The names a spec may start with, and how to build each.
+pub struct Registry<C: Connect> {
+    entries: Vec<Entry<C>>,
+}
+
+impl<C: Connect> Default for Registry<C> {
+    fn default() -> Self {
+        Registry {
+            entries: Vec::new(),
+        }
+    }
+}
+
+impl<C: Connect> Registry<C> {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers (or replaces) the strategy called `name`.
+    pub fn register(
+        &mut self,
+        name: &str,
+        summary: &str,
+        factory: impl Fn(&Spec, &Setup<C>) -> Result<BoxSerializer<C::Resource>, StrategyError>
+        + Send
+        + Sync
+        + 'static,
+    ) -> &mut Self {
+        let name = name.to_ascii_lowercase();
+        self.entries.retain(|e| e.name != name);
+        self.entries.push(Entry {
+            name,
+            summary: summary.to_owned(),
+            factory: Arc::new(factory),
+        });
+        self
+    }
+
+    /// The registered names with their one-line summaries, in registration order.
+    pub fn names(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.entries
+            .iter()
+            .map(|e| (e.name.as_str(), e.summary.as_str()))
+    }
+
+    /// Whether `name` is registered.
+    pub fn contains(&self, name: &str) -> bool {
+        self.entries.iter().any(|e| e.name == name)
+    }
+
+    /// Parses `spec` and builds its strategy over `setup`.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a bad spec or an unknown name (the message lists the known
+    /// ones); whatever the factory returns (an unreachable server is
+    /// [`Error::Unavailable`]).
+    pub fn open(
+        &self,
+        spec: &str,
+        setup: &Setup<C>,
+    ) -> Result<BoxSerializer<C::Resource>, StrategyError> {
+        let parsed = Spec::parse(spec)?;
+        match self.entries.iter().find(|e| e.name == parsed.name) {
+            Some(entry) => (entry.factory)(&parsed, setup),
+            None => {
+                let known: Vec<&str> = self.entries.iter().map(|e| e.name.as_str()).collect();
+                Err(Error::Config(format!(
+                    "unknown strategy {:?}; known: {}",
+                    parsed.name,
+                    known.join(", ")
+                )))
+            }
+        }
+    }
+}
+
+fn no_arg(spec: &Spec) -> Result<(), StrategyError> {
+    match spec.arg() {
+        None => Ok(()),
+        Some(arg) => Err(Error::Config(format!(
+            "strategy {:?} takes no argument (got {arg:?})",
+            spec.name()
+        ))),
+    }
+}
+
+#[cfg(feature = "sqlite")]
+impl Registry<crate::sqlite::Sqlite> {
+    /// Every strategy compiled in (by Cargo feature), over SQLite.
+    pub fn builtin() -> Self {
+        #[allow(unused_mut)]
+        let mut registry: Self = Registry::new();
+        #[cfg(feature = "mutex")]
+        registry.register(
+            "mutex",
+            "in-process per-key lock table (threads of one process)",
+            |spec, setup| {
+                no_arg(spec)?;
+                let mut s =
+                    crate::Locked::new(crate::lock::MutexLock::new(), setup.connect.clone())
+                        .tx_mode(setup.tx_mode);
+                if let Some(t) = setup.timeout {
+                    s = s.timeout(Some(t))?;
+                }
+                Ok(Box::new(s))
+            },
+        );
+        registry
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_names_args_and_urls() {
+        let s = Spec::parse("file-lock:/tmp/x").unwrap();
+        assert_eq!((s.name(), s.arg()), ("file-lock", Some("/tmp/x")));
+        let s = Spec::parse("redis://:pw@h:1/0").unwrap();
+        assert_eq!((s.name(), s.arg()), ("redis", Some("redis://:pw@h:1/0")));
+        assert!(Spec::parse("").is_err());
+        assert!(Spec::parse(":x").is_err());
+    }
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(redact_url("redis://u:secret@h:1/0"), "redis://u:***@h:1/0");
+        assert_eq!(redact_url("redis://h:1"), "redis://h:1");
+        assert!(!format!("{:?}", Spec::parse("mysql://r:pw@h/db").unwrap()).contains("pw"));
+    }
+}

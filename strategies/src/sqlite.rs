@@ -1,0 +1,388 @@
+//! SQLite as a resource: an opener with the pragmas that matter for concurrency (WAL,
+//! `synchronous`, `busy_timeout`), `BEGIN IMMEDIATE` write transactions, fences recorded in
+//! a small table, and busy errors classified by their primary result code.
+//!
+//! ```
+//! use turnstile::sqlite::{Sqlite, Synchronous};
+//! use turnstile::Connect;
+//!
+//! let dir = tempfile::tempdir()?;
+//! let db = Sqlite::new(dir.path().join("app.db")).synchronous(Synchronous::Normal);
+//! let conn = db.connect()?;
+//! let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+//! assert_eq!(mode, "wal");
+//! # Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
+//! ```
+
+use std::any::Any;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, ErrorCode, OptionalExtension};
+use turnstile_core::{BoxError, Connect, Fence, FenceClaim, Transact, TransactError};
+
+pub use rusqlite;
+
+/// SQLite's `synchronous` pragma: how hard a commit pushes data to disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Synchronous {
+    /// No syncs at all: fast, and a power loss can corrupt the database.
+    Off,
+    /// In WAL mode: consistent after a crash, but the last commits may be lost on power
+    /// loss. The usual choice for WAL.
+    Normal,
+    /// Every commit is synced: durable. The default.
+    #[default]
+    Full,
+    /// As `Full`, and the directory is synced too.
+    Extra,
+}
+
+impl Synchronous {
+    /// The pragma's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Synchronous::Off => "OFF",
+            Synchronous::Normal => "NORMAL",
+            Synchronous::Full => "FULL",
+            Synchronous::Extra => "EXTRA",
+        }
+    }
+}
+
+impl std::str::FromStr for Synchronous {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "off" => Ok(Synchronous::Off),
+            "normal" => Ok(Synchronous::Normal),
+            "full" => Ok(Synchronous::Full),
+            "extra" => Ok(Synchronous::Extra),
+            other => Err(format!(
+                "unknown synchronous mode {other:?}; expected off, normal, full or extra"
+            )),
+        }
+    }
+}
+
+/// Opens connections to one SQLite database file.
+///
+/// Defaults: WAL journal, `synchronous = FULL`, `busy_timeout = 5 s`, foreign keys on.
+/// Strategies that lock before `BEGIN IMMEDIATE` keep a busy timeout at least as long as a
+/// hold, so different keys over one file wait for each other instead of failing; the
+/// `retry` strategy turns it off so it sees every busy.
+#[derive(Clone, Debug)]
+pub struct Sqlite {
+    path: PathBuf,
+    identity: String,
+    wal: bool,
+    synchronous: Synchronous,
+    busy_timeout: Duration,
+    foreign_keys: bool,
+}
+
+/// The default `busy_timeout`.
+pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Sqlite {
+    /// A database at `path` (created on first connect).
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        let path = path.into();
+        let identity = format!("sqlite:{}", canonical(&path).display());
+        Sqlite {
+            path,
+            identity,
+            wal: true,
+            synchronous: Synchronous::default(),
+            busy_timeout: DEFAULT_BUSY_TIMEOUT,
+            foreign_keys: true,
+        }
+    }
+
+    /// The database path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Sets the `synchronous` pragma. Default: [`Synchronous::Full`].
+    pub fn synchronous(mut self, mode: Synchronous) -> Self {
+        self.synchronous = mode;
+        self
+    }
+
+    /// The `synchronous` pragma in use.
+    pub fn synchronous_mode(&self) -> Synchronous {
+        self.synchronous
+    }
+
+    /// Sets SQLite's busy timeout: how long a statement waits for another connection's
+    /// write lock before failing with `SQLITE_BUSY`. `Duration::ZERO` turns it off.
+    /// Default: [`DEFAULT_BUSY_TIMEOUT`].
+    pub fn busy_timeout(mut self, timeout: Duration) -> Self {
+        self.busy_timeout = timeout;
+        self
+    }
+
+    /// The busy timeout in use.
+    pub fn busy_timeout_value(&self) -> Duration {
+        self.busy_timeout
+    }
+
+    /// Uses WAL (the default; readers never block the writer) or the rollback journal.
+    pub fn wal(mut self, yes: bool) -> Self {
+        self.wal = yes;
+        self
+    }
+
+    /// Turns `foreign_keys` enforcement on (the default) or off.
+    pub fn foreign_keys(mut self, yes: bool) -> Self {
+        self.foreign_keys = yes;
+        self
+    }
+
+    fn open(&self) -> rusqlite::Result<Connection> {
+        let conn = Connection::open(&self.path)?;
+        if self.wal {
+            // Several processes opening a fresh file race to switch it to WAL; a short wait
+            // for the switch costs nothing, even when the strategy wants busy_timeout off.
+            conn.busy_timeout(self.busy_timeout.max(DEFAULT_BUSY_TIMEOUT))?;
+            let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                return Err(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                    Some(format!("could not switch to WAL (journal_mode is {mode})")),
+                ));
+            }
+        }
+        conn.busy_timeout(self.busy_timeout)?;
+        conn.pragma_update(None, "synchronous", self.synchronous.as_str())?;
+        conn.pragma_update(None, "foreign_keys", self.foreign_keys)?;
+        Ok(conn)
+    }
+}
+
+fn canonical(path: &Path) -> PathBuf {
+    if let Ok(p) = path.canonicalize() {
+        return p;
+    }
+    // The file may not exist yet: canonicalize its directory.
+    match (path.parent(), path.file_name()) {
+        (Some(dir), Some(name)) => {
+            let dir = if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            };
+            dir.canonicalize()
+                .map(|d| d.join(name))
+                .unwrap_or_else(|_| path.to_path_buf())
+        }
+        _ => path.to_path_buf(),
+    }
+}
+
+/// Whether `error` is SQLite's "busy, try again": primary result code `SQLITE_BUSY` or
+/// `SQLITE_LOCKED`, including extended forms such as `SQLITE_BUSY_SNAPSHOT`.
+pub fn is_busy(error: &rusqlite::Error) -> bool {
+    matches!(
+        error.sqlite_error_code(),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+    )
+}
+
+/// Whether `error` means the connection itself is unusable (I/O, corruption, misuse)
+/// and should be closed and reopened.
+pub fn is_broken(error: &rusqlite::Error) -> bool {
+    matches!(
+        error.sqlite_error_code(),
+        Some(
+            ErrorCode::SystemIoFailure
+                | ErrorCode::DatabaseCorrupt
+                | ErrorCode::NotADatabase
+                | ErrorCode::ApiMisuse
+                | ErrorCode::CannotOpen
+                | ErrorCode::OutOfMemory
+        )
+    )
+}
+
+fn classify(error: rusqlite::Error) -> TransactError {
+    if is_busy(&error) {
+        TransactError::Busy(Box::new(error))
+    } else {
+        TransactError::Failed(Box::new(error))
+    }
+}
+
+impl Connect for Sqlite {
+    type Resource = Connection;
+
+    fn connect(&self) -> Result<Connection, BoxError> {
+        self.open().map_err(Into::into)
+    }
+
+    fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    fn single_writer(&self) -> bool {
+        true
+    }
+
+    fn is_broken(&self, _resource: &mut Connection, error: &(dyn Any + Send + Sync)) -> bool {
+        error
+            .downcast_ref::<rusqlite::Error>()
+            .is_some_and(is_broken)
+    }
+}
+
+const FENCE_TABLE: &str = "CREATE TABLE IF NOT EXISTS turnstile_fences (
+    backend TEXT NOT NULL,
+    name BLOB NOT NULL,
+    fence INTEGER NOT NULL,
+    PRIMARY KEY (backend, name)
+)";
+
+fn check_fences(conn: &Connection, fences: &[FenceClaim<'_>]) -> Result<(), TransactError> {
+    if fences.is_empty() {
+        return Ok(());
+    }
+    conn.execute_batch(FENCE_TABLE).map_err(classify)?;
+    for claim in fences {
+        let highest: Option<i64> = conn
+            .query_row(
+                "SELECT fence FROM turnstile_fences WHERE backend = ?1 AND name = ?2",
+                rusqlite::params![claim.backend, claim.name],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(classify)?;
+        // Fences are stored as SQLite's signed INTEGER; the order is the same below 2^63.
+        let presented = i64::try_from(claim.fence.0).map_err(|_| {
+            TransactError::Failed(
+                format!("fence {} does not fit SQLite's INTEGER", claim.fence).into(),
+            )
+        })?;
+        if let Some(highest) = highest
+            && highest > presented
+        {
+            return Err(TransactError::StaleFence {
+                presented: claim.fence,
+                highest: Fence(highest as u64),
+            });
+        }
+        conn.execute(
+            "INSERT INTO turnstile_fences (backend, name, fence) VALUES (?1, ?2, ?3)
+             ON CONFLICT (backend, name) DO UPDATE SET fence = excluded.fence",
+            rusqlite::params![claim.backend, claim.name, presented],
+        )
+        .map_err(classify)?;
+    }
+    Ok(())
+}
+
+impl Transact for Sqlite {
+    fn begin(&self, conn: &mut Connection, fences: &[FenceClaim<'_>]) -> Result<(), TransactError> {
+        // IMMEDIATE: a deferred transaction that reads and then writes gets SQLITE_BUSY
+        // at the upgrade without the busy handler ever running.
+        conn.execute_batch("BEGIN IMMEDIATE").map_err(classify)?;
+        if let Err(e) = check_fences(conn, fences) {
+            let _ = self.rollback(conn);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn commit(&self, conn: &mut Connection) -> Result<(), TransactError> {
+        match conn.execute_batch("COMMIT") {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                // A busy COMMIT leaves the transaction open.
+                let _ = self.rollback(conn);
+                Err(classify(e))
+            }
+        }
+    }
+
+    fn rollback(&self, conn: &mut Connection) -> Result<(), BoxError> {
+        if conn.is_autocommit() {
+            return Ok(());
+        }
+        conn.execute_batch("ROLLBACK").map_err(Into::into)
+    }
+
+    fn in_transaction(&self, conn: &Connection) -> bool {
+        !conn.is_autocommit()
+    }
+
+    fn savepoint(&self, conn: &mut Connection, n: usize) -> Result<(), BoxError> {
+        // `n` is a number the strategy chose, never user text.
+        conn.execute_batch(&format!("SAVEPOINT turnstile_{n}"))
+            .map_err(Into::into)
+    }
+
+    fn release_savepoint(&self, conn: &mut Connection, n: usize) -> Result<(), BoxError> {
+        conn.execute_batch(&format!("RELEASE turnstile_{n}"))
+            .map_err(Into::into)
+    }
+
+    fn rollback_to_savepoint(&self, conn: &mut Connection, n: usize) -> Result<(), BoxError> {
+        conn.execute_batch(&format!("ROLLBACK TO turnstile_{n}; RELEASE turnstile_{n}"))
+            .map_err(Into::into)
+    }
+
+    fn is_busy(&self, error: &(dyn Any + Send + Sync)) -> bool {
+        error.downcast_ref::<rusqlite::Error>().is_some_and(is_busy)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fences_are_checked_and_recorded_in_the_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Sqlite::new(dir.path().join("f.db")).synchronous(Synchronous::Normal);
+        let mut conn = db.connect().unwrap();
+        let claim = |f| FenceClaim {
+            backend: "test",
+            name: b"k",
+            fence: Fence(f),
+        };
+        db.begin(&mut conn, &[claim(5)]).unwrap();
+        db.commit(&mut conn).unwrap();
+        // Equal is fine (a rerun under the same lease); lower is refused.
+        db.begin(&mut conn, &[claim(5)]).unwrap();
+        db.commit(&mut conn).unwrap();
+        match db.begin(&mut conn, &[claim(4)]) {
+            Err(TransactError::StaleFence { presented, highest }) => {
+                assert_eq!((presented, highest), (Fence(4), Fence(5)));
+            }
+            other => panic!("expected a stale fence, got {other:?}"),
+        }
+        assert!(!db.in_transaction(&conn));
+        // A fence recorded in a rolled-back transaction is not recorded.
+        db.begin(&mut conn, &[claim(9)]).unwrap();
+        db.rollback(&mut conn).unwrap();
+        db.begin(&mut conn, &[claim(6)]).unwrap();
+        db.commit(&mut conn).unwrap();
+    }
+
+    #[test]
+    fn busy_is_classified_by_primary_code() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Sqlite::new(dir.path().join("b.db")).busy_timeout(Duration::ZERO);
+        let mut a = db.connect().unwrap();
+        let mut b = db.connect().unwrap();
+        db.begin(&mut a, &[]).unwrap();
+        match db.begin(&mut b, &[]) {
+            Err(TransactError::Busy(_)) => {}
+            other => panic!("expected busy, got {other:?}"),
+        }
+        db.rollback(&mut a).unwrap();
+        db.begin(&mut b, &[]).unwrap();
+        db.commit(&mut b).unwrap();
+    }
+}
