@@ -1,10 +1,122 @@
-//! Strategies side by side (filled in by the comparison work).
+//! Strategies side by side: one group per workload, each strategy at 1, 4 and 16 threads.
+//!
+//! Strategies come from the spec registry, so every strategy compiled in joins without
+//! changes here. Server strategies join when their URL is set (`TURNSTILE_REDIS_URL`,
+//! `TURNSTILE_MYSQL_URL`, `TURNSTILE_POSTGRES_URL`) and are skipped with a printed note
+//! otherwise. Run: `cargo bench -p turnstile-benches`.
 #![allow(missing_docs)]
-use criterion::{Criterion, criterion_group, criterion_main};
 
-fn placeholder(c: &mut Criterion) {
-    c.bench_function("noop", |b| b.iter(|| std::hint::black_box(1 + 1)));
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use turnstile::spec::{Registry, Setup};
+use turnstile::sqlite::rusqlite::Connection;
+use turnstile::sqlite::{Sqlite, Synchronous};
+use turnstile::{BoxSerializer, Key, Wait};
+
+const THREADS: [usize; 3] = [1, 4, 16];
+
+/// The specs to compare: every embedded strategy in the registry, plus server strategies
+/// whose URL is in the environment.
+fn specs(registry: &Registry<Sqlite>) -> Vec<String> {
+    let mut specs = Vec::new();
+    for (name, _) in registry.names() {
+        match name {
+            "redis" | "rediss" | "redlock" | "mysql" | "postgres" | "postgresql" => {}
+            other => specs.push(other.to_owned()),
+        }
+    }
+    for (var, scheme) in [
+        ("TURNSTILE_REDIS_URL", "redis"),
+        ("TURNSTILE_MYSQL_URL", "mysql"),
+        ("TURNSTILE_POSTGRES_URL", "postgres"),
+    ] {
+        if !registry.contains(scheme) {
+            continue;
+        }
+        match std::env::var(var) {
+            Ok(url) => specs.push(url),
+            Err(_) => eprintln!("note: {scheme} skipped; set {var} to include it"),
+        }
+    }
+    specs
 }
 
-criterion_group!(benches, placeholder);
+fn open(spec: &str, dir: &std::path::Path) -> Option<BoxSerializer<Connection>> {
+    let db = Sqlite::new(dir.join("bench.db")).synchronous(Synchronous::Normal);
+    let setup = Setup::new(db).timeout(Duration::from_secs(60));
+    let strategy = match Registry::builtin().open(spec, &setup) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("note: {spec} skipped: {e}");
+            return None;
+        }
+    };
+    let created = strategy.run_as(&[Key::whole()], Wait::Default, |db| {
+        db.execute_batch("CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, v INTEGER)")
+    });
+    match created {
+        Ok(()) => Some(strategy),
+        Err(e) => {
+            eprintln!("note: {spec} skipped: {e}");
+            None
+        }
+    }
+}
+
+/// Runs `iters` one-row inserts spread over `threads` threads and returns the wall time.
+fn insert_rows(strategy: &Arc<BoxSerializer<Connection>>, threads: usize, iters: u64) -> Duration {
+    let barrier = Arc::new(Barrier::new(threads + 1));
+    let per_thread = iters.div_ceil(threads as u64);
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let strategy = strategy.clone();
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                let key = Key::whole();
+                barrier.wait();
+                for i in 0..per_thread {
+                    let result = strategy.run_as(&[key.clone()], Wait::Default, move |db| {
+                        db.execute("INSERT INTO events (v) VALUES (?1)", [i as i64])
+                    });
+                    if let Err(e) = result {
+                        eprintln!("insert failed: {e}");
+                    }
+                }
+            })
+        })
+        .collect();
+    let start = Instant::now();
+    barrier.wait();
+    for h in handles {
+        h.join().expect("bench thread panicked");
+    }
+    start.elapsed()
+}
+
+fn one_row_insert(c: &mut Criterion) {
+    let registry = Registry::builtin();
+    let mut group = c.benchmark_group("insert_one_row");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(3));
+    group.throughput(Throughput::Elements(1));
+    for spec in specs(&registry) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let Some(strategy) = open(&spec, dir.path()) else {
+            continue;
+        };
+        let strategy = Arc::new(strategy);
+        let label = turnstile::spec::redact_url(&spec);
+        for threads in THREADS {
+            group.bench_with_input(BenchmarkId::new(&label, threads), &threads, |b, &t| {
+                b.iter_custom(|iters| insert_rows(&strategy, t, iters))
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, one_row_insert);
 criterion_main!(benches);
