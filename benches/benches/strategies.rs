@@ -77,9 +77,10 @@ fn insert_rows(strategy: &Arc<BoxSerializer<Connection>>, threads: usize, iters:
                 let key = Key::whole();
                 barrier.wait();
                 for i in 0..per_thread {
-                    let result = strategy.run_as(&[key.clone()], Wait::Default, move |db| {
-                        db.execute("INSERT INTO events (v) VALUES (?1)", [i as i64])
-                    });
+                    let result =
+                        strategy.run_as(std::slice::from_ref(&key), Wait::Default, move |db| {
+                            db.execute("INSERT INTO events (v) VALUES (?1)", [i as i64])
+                        });
                     if let Err(e) = result {
                         eprintln!("insert failed: {e}");
                     }
