@@ -4,3 +4,4 @@
 //! turnstile strategy is correct for a workload, and the `turnstile` CLI that compares
 //! them side by side.
 #![forbid(unsafe_code)]
+pub mod compare;

@@ -1,0 +1,217 @@
+//! The `compare` report: one record per strategy × setting, the run's reference floors and
+//! the machine, printed as a table and written as JSON.
+
+use std::fmt::Write;
+
+use serde::{Deserialize, Serialize};
+
+/// The whole report, as written to `--json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Report {
+    /// turnstile's version.
+    pub turnstile_version: String,
+    /// Where it ran.
+    pub machine: Machine,
+    /// SQLite as configured for the run.
+    pub sqlite: SqliteInfo,
+    /// Reference floors measured in the same run.
+    pub floors: Vec<Floor>,
+    /// One record per strategy × workload × threads × processes × sync.
+    pub results: Vec<Record>,
+}
+
+/// The machine the run measured.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Machine {
+    /// Logical CPUs available to the process.
+    pub cpus: usize,
+    /// Operating system and architecture.
+    pub os: String,
+    /// Kernel release, when known.
+    pub kernel: Option<String>,
+}
+
+impl Machine {
+    /// Reads the current machine.
+    pub fn current() -> Self {
+        Machine {
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            os: format!("{}-{}", std::env::consts::OS, std::env::consts::ARCH),
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .ok()
+                .map(|s| s.trim().to_owned()),
+        }
+    }
+}
+
+/// SQLite's settings for the run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SqliteInfo {
+    /// The library version linked in.
+    pub version: String,
+    /// The journal mode.
+    pub journal_mode: String,
+    /// `synchronous` settings measured.
+    pub sync: Vec<String>,
+}
+
+/// A reference point measured in the same run, so targets can be stated as ratios.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Floor {
+    /// What was measured (`sqlite_commit_1row`, `redis_two_round_trips`).
+    pub kind: String,
+    /// The `synchronous` setting, for SQLite floors.
+    pub sync: Option<String>,
+    /// Median time of one, in µs.
+    pub p50_us: f64,
+    /// The best rate it allows on one thread.
+    pub ops_per_sec: f64,
+}
+
+/// One measured setting.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Record {
+    /// The strategy spec (passwords redacted).
+    pub strategy: String,
+    /// The scope the strategy claims (`threads`, `processes`, `hosts`).
+    pub scope: String,
+    /// The workload.
+    pub workload: String,
+    /// Threads per process.
+    pub threads: u32,
+    /// Processes.
+    pub procs: u32,
+    /// SQLite's `synchronous`.
+    pub sync: String,
+    /// Ops acknowledged.
+    pub ops: u64,
+    /// Acknowledged ops per second of wall time.
+    pub ops_per_sec: f64,
+    /// Median latency of an acknowledged op (µs).
+    pub p50_us: f64,
+    /// 99th percentile (µs).
+    pub p99_us: f64,
+    /// 99.9th percentile (µs).
+    pub p999_us: f64,
+    /// Slowest op (µs).
+    pub max_us: f64,
+    /// Every checker passed on this run.
+    pub safe: bool,
+    /// Whether the strategy claims to be safe at this setting (a negative control or a
+    /// strategy outside its scope does not).
+    pub claims_safe: bool,
+    /// Each checker's verdict, one line each.
+    pub verdicts: Vec<String>,
+}
+
+/// Renders the results as an aligned text table.
+pub fn table(results: &[Record]) -> String {
+    let header = [
+        "strategy",
+        "scope",
+        "workload",
+        "thr",
+        "proc",
+        "sync",
+        "ops/s",
+        "p50 µs",
+        "p99 µs",
+        "p99.9 µs",
+        "max µs",
+        "verdict",
+    ];
+    let rows: Vec<[String; 12]> = results
+        .iter()
+        .map(|r| {
+            [
+                r.strategy.clone(),
+                r.scope.clone(),
+                r.workload.clone(),
+                r.threads.to_string(),
+                r.procs.to_string(),
+                r.sync.clone(),
+                format!("{:.0}", r.ops_per_sec),
+                format!("{:.0}", r.p50_us),
+                format!("{:.0}", r.p99_us),
+                format!("{:.0}", r.p999_us),
+                format!("{:.0}", r.max_us),
+                verdict(r).to_owned(),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(|h| h.chars().count());
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |out: &mut String, cells: &[String]| {
+        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            let pad = w - cell.chars().count();
+            // Text left, numbers right.
+            if (3..11).contains(&i) {
+                let _ = write!(out, "{}{cell}  ", " ".repeat(pad));
+            } else {
+                let _ = write!(out, "{cell}{}  ", " ".repeat(pad));
+            }
+        }
+        let trimmed = out.trim_end().len();
+        out.truncate(trimmed);
+        out.push('\n');
+    };
+    line(&mut out, &header.map(str::to_owned));
+    for row in &rows {
+        line(&mut out, row);
+    }
+    out
+}
+
+/// The verdict column: `safe`, `VIOLATION` (claims safe but a checker failed: a bug), or
+/// `unsafe (expected)` for controls and out-of-scope runs that were caught.
+pub fn verdict(r: &Record) -> &'static str {
+    match (r.safe, r.claims_safe) {
+        (true, _) => "safe",
+        (false, true) => "VIOLATION",
+        (false, false) => "unsafe (expected)",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(strategy: &str, safe: bool, claims_safe: bool) -> Record {
+        Record {
+            strategy: strategy.into(),
+            scope: "threads".into(),
+            workload: "counter".into(),
+            threads: 4,
+            procs: 1,
+            sync: "normal".into(),
+            ops: 100,
+            ops_per_sec: 1234.4,
+            p50_us: 1.0,
+            p99_us: 2.0,
+            p999_us: 3.0,
+            max_us: 4.0,
+            safe,
+            claims_safe,
+            verdicts: vec![],
+        }
+    }
+
+    #[test]
+    fn table_aligns_and_names_verdicts() {
+        let t = table(&[
+            record("queue", true, true),
+            record("unserialized", false, false),
+            record("mutex", false, true),
+        ]);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 4);
+        assert!(lines[1].contains("1234") && lines[1].ends_with("safe"));
+        assert!(lines[2].ends_with("unsafe (expected)"));
+        assert!(lines[3].ends_with("VIOLATION"));
+    }
+}
