@@ -357,6 +357,38 @@ fn without_fencing_or_renewal_the_overlap_is_observable() {
 }
 
 #[test]
+fn watchdog_keeps_a_long_op_committable() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let db = sqlite(&dir.path().join("long.db"));
+    create_counter(&db);
+    let lock = RedisLock::builder(server.url())
+        .ttl(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let s = Locked::new(lock, db.clone());
+    // Five TTLs inside one transaction: the lease is renewed and still checks out at commit.
+    s.run(&Key::whole(), |db| {
+        std::thread::sleep(Duration::from_millis(500));
+        db.execute("UPDATE counter SET n = n + 1 WHERE id = 1", [])
+    })
+    .unwrap();
+    assert_eq!(read_counter(&db), 1);
+    // With a renewal cap, the same op outlives its lease and is rolled back.
+    let capped = RedisLock::builder(server.url())
+        .ttl(Duration::from_millis(100))
+        .max_renewals(1)
+        .build()
+        .unwrap();
+    let r = Locked::new(capped, db.clone()).run(&Key::whole(), |db| {
+        std::thread::sleep(Duration::from_millis(500));
+        db.execute("UPDATE counter SET n = n + 1 WHERE id = 1", [])
+    });
+    assert!(matches!(r, Err(Error::LeaseLost)), "{r:?}");
+    assert_eq!(read_counter(&db), 1);
+}
+
+#[test]
 fn contention_times_out_and_a_dead_holder_expires() {
     let server = RedisServer::start();
     let lock = RedisLock::new(&server.url()).unwrap();
@@ -452,6 +484,8 @@ fn bad_input_gives_typed_errors() {
         "redis://127.0.0.1:notaport",
         "redis://",
         "memcached://127.0.0.1:1",
+        // No TLS support compiled in.
+        "rediss://127.0.0.1:1",
         "redlock://",
         "redlock://127.0.0.1:1,,127.0.0.1:2",
     ] {

@@ -30,8 +30,8 @@
 //!
 //! ## Waiting
 //! A caller that finds the name held joins an in-process FIFO queue for it; only the head
-//! of the queue talks to Redis. One subscriber connection per lock object (clones share
-//! it), subscribed before the head's next `SET NX`, wakes the head when the release
+//! of the queue talks to Redis. One subscriber connection per process and server (lock
+//! objects on the same URL and key prefix share it, and its queues), subscribed before the head's next `SET NX`, wakes the head when the release
 //! script publishes; the head also retries when the holder's TTL runs out (it may have
 //! died) and at least every poll interval. There are no random sleeps: waiters of one
 //! process are served in order. A name still held at the caller's deadline gives
@@ -324,15 +324,17 @@ impl RedisLockBuilder {
                 Box::new(renew),
             )
         };
+        let channel = self.settings.channel();
+        let waiters = Waiters::shared(&self.url, &channel);
         Ok(RedisLock {
             inner: Arc::new(Inner {
                 node,
-                channel: self.settings.channel(),
+                channel,
                 settings: self.settings,
                 fencing: self.fencing,
                 poll_interval: self.poll_interval,
                 backend_id,
-                waiters: Waiters::new(),
+                waiters,
                 watchdog,
             }),
         })
@@ -360,12 +362,6 @@ struct Inner {
     backend_id: String,
     waiters: Arc<Waiters>,
     watchdog: Watchdog,
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        self.waiters.stop();
-    }
 }
 
 impl fmt::Debug for RedisLock {

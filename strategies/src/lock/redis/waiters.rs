@@ -1,5 +1,6 @@
-//! Waiting for a held name without hammering Redis: one subscriber connection per lock
-//! object (clones share it) feeds an in-process, per-key FIFO queue of waiters.
+//! Waiting for a held name without hammering Redis: one subscriber connection per process
+//! and server (all lock objects on the same URL and key prefix share it) feeds an
+//! in-process, per-key FIFO queue of waiters.
 //!
 //! Only the head of a key's queue talks to Redis; the others sleep until they become head,
 //! so a process sends one `SET NX` per release however many of its threads wait. The head
@@ -10,7 +11,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use redis::Client;
@@ -18,15 +19,23 @@ use redis::Client;
 /// How long the subscriber blocks in one read before checking whether it should stop.
 const SUBSCRIBER_TICK: Duration = Duration::from_millis(250);
 
-/// The waiting side shared by a lock object, its subscriber thread and its leases.
+/// The waiting side shared by the lock objects of one server, their subscriber thread and
+/// their leases.
 pub(super) struct Waiters {
     state: Mutex<State>,
     /// Set when the subscriber's `SUBSCRIBE` is confirmed; cleared when its connection
     /// drops. Only for diagnostics: correctness rests on the poll.
     live: AtomicBool,
-    /// Set when the lock object goes away; the subscriber thread then exits.
-    stopped: AtomicBool,
+    /// Set once the subscriber's first attempt to subscribe has finished, well or not:
+    /// waiters stop waiting for it then (a server that forbids `SUBSCRIBE` must not cost
+    /// every contended acquire a connect timeout).
+    tried: AtomicBool,
 }
+
+/// The process's waiter sets, by (server URL, channel). The subscriber thread holds only
+/// a weak reference and exits once every lock object using its set is gone.
+type Registry = HashMap<(String, Vec<u8>), Weak<Waiters>>;
+static SHARED: LazyLock<Mutex<Registry>> = LazyLock::new(|| Mutex::new(HashMap::new()));
 
 #[derive(Default)]
 struct State {
@@ -49,12 +58,22 @@ pub(super) struct Place<'a> {
 }
 
 impl Waiters {
-    pub(super) fn new() -> Arc<Self> {
-        Arc::new(Waiters {
+    /// The waiter set of this process for the server at `url` (the full URL, password
+    /// included, kept in memory only) and `channel`.
+    pub(super) fn shared(url: &str, channel: &[u8]) -> Arc<Self> {
+        let mut all = SHARED.lock().unwrap_or_else(|p| p.into_inner());
+        all.retain(|_, w| w.strong_count() > 0);
+        let key = (url.to_owned(), channel.to_vec());
+        if let Some(w) = all.get(&key).and_then(Weak::upgrade) {
+            return w;
+        }
+        let w = Arc::new(Waiters {
             state: Mutex::new(State::default()),
             live: AtomicBool::new(false),
-            stopped: AtomicBool::new(false),
-        })
+            tried: AtomicBool::new(false),
+        });
+        all.insert(key, Arc::downgrade(&w));
+        w
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -100,7 +119,7 @@ impl Waiters {
             }
         }
         let until = Instant::now() + wait;
-        while !self.is_live() && Instant::now() < until {
+        while !self.is_live() && !self.tried.load(Ordering::Acquire) && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(1));
         }
     }
@@ -141,10 +160,6 @@ impl Waiters {
                 head.notify_one();
             }
         }
-    }
-
-    pub(super) fn stop(&self) {
-        self.stopped.store(true, Ordering::Release);
     }
 }
 
@@ -217,15 +232,19 @@ impl Drop for Place<'_> {
 
 fn subscribe_loop(waiters: &Weak<Waiters>, client: &Client, channel: &[u8], connect: Duration) {
     let mut backoff = Duration::from_millis(10);
+    let tried = || {
+        if let Some(w) = waiters.upgrade() {
+            w.tried.store(true, Ordering::Release);
+        }
+    };
     loop {
-        let Some(w) = waiters.upgrade() else { return };
-        if w.stopped.load(Ordering::Acquire) {
+        if waiters.strong_count() == 0 {
             return;
         }
-        drop(w);
         let mut conn = match client.get_connection_with_timeout(connect) {
             Ok(conn) => conn,
             Err(_) => {
+                tried();
                 std::thread::sleep(backoff);
                 backoff = (backoff * 2).min(Duration::from_secs(1));
                 continue;
@@ -235,21 +254,21 @@ fn subscribe_loop(waiters: &Weak<Waiters>, client: &Client, channel: &[u8], conn
         if pubsub.set_read_timeout(Some(SUBSCRIBER_TICK)).is_err()
             || pubsub.subscribe(channel).is_err()
         {
+            tried();
             std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(Duration::from_secs(1));
             continue;
         }
         backoff = Duration::from_millis(10);
         if let Some(w) = waiters.upgrade() {
             w.live.store(true, Ordering::Release);
+            w.tried.store(true, Ordering::Release);
             // Releases while we were not subscribed went unheard.
             w.notify_all();
         }
         loop {
             let message = pubsub.get_message();
             let Some(w) = waiters.upgrade() else { return };
-            if w.stopped.load(Ordering::Acquire) {
-                return;
-            }
             match message {
                 Ok(msg) => w.notify(msg.get_payload_bytes()),
                 Err(e) if e.is_timeout() => {}
