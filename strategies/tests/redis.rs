@@ -207,6 +207,33 @@ fn killed_server_gives_unavailable_and_restart_keeps_fences_rising() {
 }
 
 #[test]
+fn paused_server_is_unavailable_and_leaves_no_ghost_lease() {
+    use rustix::process::{Pid, Signal, kill_process};
+    let server = RedisServer::start();
+    let lock = RedisLock::builder(server.url())
+        .response_timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    assert_eq!(lock.ttl(), Duration::from_secs(8));
+    let name = LockName::new("pause-server", Key::new("k").unwrap());
+    // Loads the scripts, so the paused server will run our next acquire when it resumes.
+    lock.acquire(&name, None).unwrap().release().unwrap();
+    let pid = Pid::from_child(server.child());
+    kill_process(pid, Signal::STOP).unwrap();
+    let start = Instant::now();
+    let r = lock.acquire(&name, Some(Instant::now() + Duration::from_secs(1)));
+    let took = start.elapsed();
+    kill_process(pid, Signal::CONT).unwrap();
+    assert!(matches!(r, Err(Error::Unavailable(_))), "{r:?}");
+    assert!(took < Duration::from_secs(5), "hung for {took:?}");
+    // Let the resumed server run the acquire whose reply we never saw: a ghost lease with
+    // our token and an 8 s TTL, which the next acquire must clear first.
+    std::thread::sleep(Duration::from_millis(100));
+    let lease = lock.acquire(&name, Some(Instant::now() + Duration::from_secs(2)));
+    assert!(lease.is_ok(), "{lease:?}");
+}
+
+#[test]
 fn paused_holder_without_renewal_cannot_commit() {
     let server = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();

@@ -42,7 +42,10 @@
 //! Every network call has a connect timeout (default [`DEFAULT_CONNECT_TIMEOUT`]) and a
 //! response timeout (default [`DEFAULT_RESPONSE_TIMEOUT`]), both also capped by the
 //! caller's deadline (never below 50 ms, so a healthy server is not reported unavailable).
-//! A connection that saw any error is closed, never reused.
+//! A connection that saw any error is closed, never reused. An acquire whose reply never
+//! came (a paused or overloaded server) may still have set the key when the server
+//! resumes; its token is remembered and released before the next attempt on that
+//! server, so the ghost lease does not block the name for a whole TTL.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -303,6 +306,7 @@ impl RedisLockBuilder {
         let node = Arc::new(Node::new(
             client,
             display,
+            self.settings.channel(),
             self.settings.connect_timeout,
             self.settings.response_timeout,
         ));
@@ -558,12 +562,9 @@ impl RedisLease {
         }
         let inner = &*self.lock;
         let limit = Instant::now() + inner.settings.response_timeout;
-        let ours = inner.node.release(
-            &self.state.keys,
-            &self.state.token,
-            &inner.channel,
-            Some(limit),
-        );
+        let ours = inner
+            .node
+            .release(&self.state.keys, &self.state.token, Some(limit));
         // Our own waiters need no round trip through the subscriber.
         inner.waiters.notify(&self.state.keys.lock);
         match ours? {

@@ -14,6 +14,9 @@ use turnstile_core::{BoxError, Error, StrategyError};
 /// a tighter one would report a healthy server as unavailable.
 pub(super) const MIN_IO_TIMEOUT: Duration = Duration::from_millis(50);
 
+/// The most unanswered acquires remembered for release (see `Node::orphans`).
+const MAX_ORPHANS: usize = 256;
+
 /// `SET key token NX PX ttl`; on success, optionally `INCR` the fence counter, seeding a
 /// missing counter from the server's `TIME` in microseconds (so a restarted server without
 /// persistence still hands out higher fences than before). Returns `{1, fence}` on
@@ -100,6 +103,12 @@ pub(super) struct Node {
     client: Client,
     display: String,
     idle: Mutex<Vec<Pooled>>,
+    /// Where releases are published (empty: nowhere).
+    channel: Vec<u8>,
+    /// Leases an acquire may have set although we saw no reply (a response timeout, a
+    /// dropped connection): released before the next attempt, so a paused server does
+    /// not leave a ghost holding the name for a whole TTL after it resumes.
+    orphans: Mutex<Vec<(Keys, String)>>,
     connect_timeout: Duration,
     response_timeout: Duration,
 }
@@ -174,6 +183,7 @@ impl Node {
     pub(super) fn new(
         client: Client,
         display: String,
+        channel: Vec<u8>,
         connect_timeout: Duration,
         response_timeout: Duration,
     ) -> Self {
@@ -181,6 +191,8 @@ impl Node {
             client,
             display,
             idle: Mutex::new(Vec::new()),
+            channel,
+            orphans: Mutex::new(Vec::new()),
             connect_timeout,
             response_timeout,
         }
@@ -274,7 +286,8 @@ impl Node {
         fence: bool,
         limit: Option<Instant>,
     ) -> Result<Attempt, StrategyError> {
-        let (won, n): (i64, i64) = self.with_conn(limit, |conn| {
+        self.release_orphans(limit)?;
+        let result: Result<(i64, i64), _> = self.with_conn(limit, |conn| {
             ACQUIRE
                 .key(&keys.lock[..])
                 .key(&keys.fence[..])
@@ -282,13 +295,39 @@ impl Node {
                 .arg(millis(ttl))
                 .arg(if fence { "1" } else { "0" })
                 .invoke(conn)
-        })?;
+        });
+        let (won, n) = match result {
+            Ok(reply) => reply,
+            Err(e) => {
+                let mut orphans = self.orphans.lock().unwrap_or_else(|p| p.into_inner());
+                if orphans.len() >= MAX_ORPHANS {
+                    // Long unreachable: the oldest have expired by their TTL anyway.
+                    orphans.remove(0);
+                }
+                orphans.push((keys.clone(), token.to_owned()));
+                return Err(e);
+            }
+        };
         Ok(if won == 1 {
             Attempt::Acquired(u64::try_from(n).unwrap_or(0))
         } else {
             // PTTL is -1 for a key without expiry (not ours: someone set it by hand).
             Attempt::Held(u64::try_from(n).ok().map(Duration::from_millis))
         })
+    }
+
+    fn release_orphans(&self, limit: Option<Instant>) -> Result<(), StrategyError> {
+        let orphans = std::mem::take(&mut *self.orphans.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut left = orphans.into_iter();
+        while let Some((keys, token)) = left.next() {
+            if let Err(e) = self.release(&keys, &token, limit) {
+                let mut orphans = self.orphans.lock().unwrap_or_else(|p| p.into_inner());
+                orphans.push((keys, token));
+                orphans.extend(left);
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 
     /// Extends our lease to `ttl` from now. `Ok(false)`: it is no longer ours.
@@ -309,15 +348,15 @@ impl Node {
         Ok(n == 1)
     }
 
-    /// Deletes our lease and publishes its key on `channel` (if not empty). `Ok(false)`:
-    /// it was no longer ours.
+    /// Deletes our lease and publishes its key on the node's channel (if any).
+    /// `Ok(false)`: it was no longer ours.
     pub(super) fn release(
         &self,
         keys: &Keys,
         token: &str,
-        channel: &[u8],
         limit: Option<Instant>,
     ) -> Result<bool, StrategyError> {
+        let channel = &self.channel[..];
         let n: i64 = self.with_conn(limit, |conn| {
             RELEASE
                 .key(&keys.lock[..])

@@ -77,6 +77,7 @@ impl RedlockBuilder {
             nodes.push(Arc::new(Node::new(
                 client,
                 display,
+                Vec::new(),
                 self.settings.connect_timeout.min(per_server),
                 self.settings.response_timeout.min(per_server),
             )));
@@ -230,7 +231,7 @@ impl RedlockLock {
     fn release_all(&self, keys: &Keys, token: &str) -> usize {
         let mut released = 0;
         for n in self.inner.nodes.iter() {
-            if let Ok(true) = n.release(keys, token, b"", None) {
+            if let Ok(true) = n.release(keys, token, None) {
                 released += 1;
             }
         }
