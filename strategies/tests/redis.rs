@@ -453,6 +453,36 @@ fn contention_times_out_and_a_dead_holder_expires() {
 }
 
 #[test]
+fn a_release_elsewhere_wakes_the_waiter_through_pubsub() {
+    let server = RedisServer::start();
+    // Two spellings of one server: separate subscribers and queues, as in two processes.
+    let holder = RedisLock::new(&format!("redis://127.0.0.1:{}", server.port())).unwrap();
+    let waiter = RedisLock::builder(server.url())
+        .poll_interval(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let name = LockName::new("wake", Key::new("k").unwrap());
+    let held = holder.acquire(&name, None).unwrap();
+    let handle = {
+        let name = name.clone();
+        let waiter = waiter.clone();
+        std::thread::spawn(move || {
+            let lease = waiter.acquire(&name, Some(Instant::now() + Duration::from_secs(60)));
+            (lease.map(|l| l.fence()), Instant::now())
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(waiter.subscriber_live());
+    let released = Instant::now();
+    held.release().unwrap();
+    let (got, at) = handle.join().unwrap();
+    assert!(matches!(got, Ok(Some(_))), "{got:?}");
+    // Without the release's PUBLISH, only the TTL (8 s) or the poll (30 s) would wake it.
+    let woke = at - released;
+    assert!(woke < Duration::from_secs(4), "woken after {woke:?}");
+}
+
+#[test]
 fn redlock_needs_a_quorum() {
     let mut servers: Vec<RedisServer> = (0..3).map(|_| RedisServer::start()).collect();
     let dir = tempfile::tempdir().unwrap();

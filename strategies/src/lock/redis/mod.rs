@@ -28,6 +28,12 @@
 //! tag and both keys live in one slot. `PREFIX` is `turnstile` unless configured.
 //! Releases are published on the channel `PREFIX:released` with the lock key as payload.
 //!
+//! The [backend id](Lock::backend_id), under which the resource records fences, is
+//! `redis:PREFIX/dbN`: it names the fence counters, not the address, so clients that
+//! reach one server by different names (a DNS name here, an IP there) still compare
+//! their fences. Two different servers must therefore not guard one resource under the
+//! same prefix and database.
+//!
 //! ## Waiting
 //! A caller that finds the name held joins an in-process FIFO queue for it; only the head
 //! of the queue talks to Redis. One subscriber connection per process and server (lock
