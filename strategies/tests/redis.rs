@@ -585,8 +585,25 @@ fn bad_input_gives_typed_errors() {
         let r = lock.acquire(&name, Some(Instant::now() + Duration::from_secs(1)));
         assert!(matches!(r, Err(Error::Unavailable(_))), "{r:?}");
     }
-    let good = open(&server.url());
-    assert!(good.is_ok(), "{:?}", good.err());
+    // The right password, through the registry and the type-erased strategy.
+    let good = registry.open(&server.url(), &setup).unwrap();
+    assert!(good.capabilities().fences);
+    let fence = good
+        .run_as(&[Key::whole()], Wait::Default, |db| {
+            Ok::<_, rusqlite::Error>(db.fence())
+        })
+        .unwrap();
+    assert!(fence.is_some());
+    let redlock = registry
+        .open(&format!("redlock://:s3cret@{}/0", server.addr()), &setup)
+        .unwrap();
+    assert!(!redlock.capabilities().fences);
+    let fence = redlock
+        .run_as(&[Key::whole()], Wait::Default, |db| {
+            Ok::<_, rusqlite::Error>(db.fence())
+        })
+        .unwrap();
+    assert!(fence.is_none());
     assert!(!format!("{:?}", RedisLock::new(&server.url()).unwrap()).contains("s3cret"));
 }
 

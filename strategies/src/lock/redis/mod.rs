@@ -467,7 +467,9 @@ impl Lock for RedisLock {
         let token = new_token();
         let ttl = inner.settings.ttl;
         let started = Instant::now();
-        let attempt = |start: Instant| {
+        // Answers when the attempt started too: the lease's validity counts from then.
+        let attempt = || {
+            let start = Instant::now();
             inner
                 .node
                 .try_acquire(&keys, &token, ttl, inner.fencing, deadline)
@@ -475,8 +477,7 @@ impl Lock for RedisLock {
         };
         // Fast path: nobody of ours is queued, so try at once.
         if !inner.waiters.has_queue(&keys.lock) {
-            let now = Instant::now();
-            if let (Attempt::Acquired(fence), at) = attempt(now)? {
+            if let (Attempt::Acquired(fence), at) = attempt()? {
                 return Ok(self.lease(keys, token, fence, at));
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -503,8 +504,7 @@ impl Lock for RedisLock {
                     waited: started.elapsed(),
                 });
             };
-            let now = Instant::now();
-            match attempt(now)? {
+            match attempt()? {
                 (Attempt::Acquired(fence), at) => {
                     drop(place);
                     return Ok(self.lease(keys, token, fence, at));
