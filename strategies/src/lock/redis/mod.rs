@@ -21,6 +21,10 @@
 //!   server's clock does not go back and fewer than a million leases per second are
 //!   granted. Fence counters never expire: one small key per lock name.
 //!
+//! The lock is as safe as one Redis server: a failover to an asynchronously replicated
+//! replica can lose the latest grant (lease and fence alike). Needs Redis 5 or later
+//! (scripts that call `TIME` before writing).
+//!
 //! ## Keys
 //! A [`LockName`] maps to `PREFIX:lock:{HEX}` (the lease) and `PREFIX:fence:{HEX}` (the
 //! fence counter), where `HEX` is the lowercase hex of [`LockName::bytes`] — exact, so
