@@ -260,6 +260,8 @@ impl Registry<crate::sqlite::Sqlite> {
                 Ok(Box::new(s))
             },
         );
+        #[cfg(feature = "redis")]
+        crate::lock::redis::register(&mut registry);
         registry
     }
 }

@@ -5,3 +5,7 @@
 mod mutex;
 #[cfg(feature = "mutex")]
 pub use mutex::{FAIR_INTERVAL, MutexLease, MutexLock};
+#[cfg(feature = "redis")]
+pub mod redis;
+#[cfg(feature = "redis")]
+pub use self::redis::{RedisLease, RedisLock, RedisLockBuilder, RedlockLease, RedlockLock};

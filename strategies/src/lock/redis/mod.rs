@@ -1,0 +1,700 @@
+//! Redis lease locks: [`RedisLock`] on one server, with fencing tokens, and
+//! [`RedlockLock`] over several independent servers (no fencing).
+//!
+//! A lease is a key set with `SET key token NX PX ttl`, where `token` is random per lease;
+//! it is released by a Lua compare-and-delete and extended by a Lua compare-and-pexpire, so
+//! nobody ever deletes or extends a lease that expired and went to someone else. Keys and
+//! tokens always travel as `KEYS`/`ARGV`, never inside the script text.
+//!
+//! **Leases expire.** A holder that pauses (GC, swap, `SIGSTOP`, a slow disk) past its TTL
+//! loses the lock without knowing, and its successor may start. Two defences, both on by
+//! default:
+//! - a *watchdog* renews each lease every renewal period (TTL/3 by default) while the op
+//!   runs; if a renewal is refused or the lease's validity runs out, [`Lease::check`]
+//!   fails with [`Error::LeaseLost`] and [`Locked`](crate::Locked) rolls back instead of
+//!   committing;
+//! - a *fencing token*: the acquire script also `INCR`s a per-name counter and returns it;
+//!   [`Locked`](crate::Locked) in [`TxMode::Transaction`](crate::TxMode::Transaction)
+//!   hands it to the resource, which refuses a token lower than one it has seen. A missing
+//!   counter (first use, or a restarted server without persistence) is seeded from the
+//!   server's `TIME` in microseconds, so fences keep rising across restarts as long as the
+//!   server's clock does not go back and fewer than a million leases per second are
+//!   granted. Fence counters never expire: one small key per lock name.
+//!
+//! The lock is as safe as one Redis server: a failover to an asynchronously replicated
+//! replica can lose the latest grant (lease and fence alike). Needs Redis 5 or later
+//! (scripts that call `TIME` before writing).
+//!
+//! ## Keys
+//! A [`LockName`] maps to `PREFIX:lock:{HEX}` (the lease) and `PREFIX:fence:{HEX}` (the
+//! fence counter), where `HEX` is the lowercase hex of [`LockName::bytes`] — exact, so
+//! two names never share a lock, and free of braces, so `{HEX}` is the Redis Cluster hash
+//! tag and both keys live in one slot. `PREFIX` is `turnstile` unless configured.
+//! Releases are published on the channel `PREFIX:released` with the lock key as payload.
+//!
+//! The [backend id](Lock::backend_id), under which the resource records fences, is
+//! `redis:PREFIX/dbN`: it names the fence counters, not the address, so clients that
+//! reach one server by different names (a DNS name here, an IP there) still compare
+//! their fences. Two different servers must therefore not guard one resource under the
+//! same prefix and database.
+//!
+//! ## Waiting
+//! A caller that finds the name held joins an in-process FIFO queue for it; only the head
+//! of the queue talks to Redis. One subscriber connection per process and server (lock
+//! objects on the same URL and key prefix share it, and its queues), subscribed before the head's next `SET NX`, wakes the head when the release
+//! script publishes; the head also retries when the holder's TTL runs out (it may have
+//! died) and at least every poll interval. There are no random sleeps: waiters of one
+//! process are served in order. A name still held at the caller's deadline gives
+//! [`Error::Timeout`]; a server that refuses the connection, times out or rejects the
+//! password gives [`Error::Unavailable`] at once.
+//!
+//! ## Timeouts
+//! Every network call has a connect timeout (default [`DEFAULT_CONNECT_TIMEOUT`]) and a
+//! response timeout (default [`DEFAULT_RESPONSE_TIMEOUT`]), both also capped by the
+//! caller's deadline (never below 50 ms, so a healthy server is not reported unavailable).
+//! A connection that saw any error is closed, never reused. An acquire whose reply never
+//! came (a paused or overloaded server) may still have set the key when the server
+//! resumes; its token is remembered and released before the next attempt on that
+//! server, so the ghost lease does not block the name for a whole TTL.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use turnstile::lock::RedisLock;
+//! use turnstile::sqlite::Sqlite;
+//! use turnstile::{Key, Locked, Serializer};
+//!
+//! let lock = RedisLock::builder("redis://127.0.0.1:6379/0")
+//!     .ttl(Duration::from_secs(5))
+//!     .build()?;
+//! let strategy = Locked::new(lock, Sqlite::new("app.db"));
+//! strategy.run(&Key::whole(), |db| db.execute("UPDATE t SET n = n + 1", []))?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod node;
+mod redlock;
+mod waiters;
+mod watchdog;
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use turnstile_core::{
+    Capabilities, Error, Fence, HolderDeath, Lease, Lock, LockName, MAX_TIMEOUT, Scope,
+    StrategyError,
+};
+
+use node::{Attempt, Keys, Node};
+use waiters::Waiters;
+use watchdog::{LeaseState, Renewal, Watchdog};
+
+pub use redlock::{
+    REDLOCK_RETRY_MAX, REDLOCK_RETRY_MIN, RedlockBuilder, RedlockLease, RedlockLock,
+};
+
+/// The default lease time to live: 8 s (redsync's default expiry).
+pub const DEFAULT_TTL: Duration = Duration::from_secs(8);
+/// The default connect timeout: 2 s.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// The default response timeout of one command: 1 s.
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// The default longest sleep of a waiter between two attempts when no release
+/// notification arrives: 100 ms.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// The default most renewals of one lease: 1000 (at the default TTL, an op may run
+/// about 45 minutes before its lease runs out).
+pub const DEFAULT_MAX_RENEWALS: u32 = 1000;
+/// The default prefix of every Redis key and channel: `turnstile`.
+pub const DEFAULT_KEY_PREFIX: &str = "turnstile";
+/// The shortest TTL accepted: 10 ms.
+pub const MIN_TTL: Duration = Duration::from_millis(10);
+
+/// The clock-drift allowance subtracted from a lease's validity: 1 % of the TTL plus
+/// 2 ms (the Redlock algorithm's figures).
+pub fn clock_drift(ttl: Duration) -> Duration {
+    ttl / 100 + Duration::from_millis(2)
+}
+
+/// A fresh lease token: unique per process (pid, counter) and random across processes.
+fn new_token() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{:x}.{n:x}.{:032x}", std::process::id(), fastrand::u128(..))
+}
+
+/// Settings shared by [`RedisLock`] and [`RedlockLock`] builders.
+#[derive(Clone, Debug)]
+struct Settings {
+    ttl: Duration,
+    renew_every: Option<Duration>,
+    renewal: bool,
+    max_renewals: u32,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+    prefix: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            ttl: DEFAULT_TTL,
+            renew_every: None,
+            renewal: true,
+            max_renewals: DEFAULT_MAX_RENEWALS,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+            prefix: DEFAULT_KEY_PREFIX.to_owned(),
+        }
+    }
+}
+
+impl Settings {
+    fn renew_every(&self) -> Duration {
+        self.renew_every.unwrap_or(self.ttl / 3)
+    }
+
+    fn check(&self) -> Result<(), StrategyError> {
+        let config = |m: String| Err(Error::Config(m));
+        if self.ttl < MIN_TTL {
+            return config(format!(
+                "lease TTL {:?} is below the minimum {MIN_TTL:?}",
+                self.ttl
+            ));
+        }
+        if self.ttl > MAX_TIMEOUT {
+            return config(format!(
+                "lease TTL {:?} is above the maximum {MAX_TIMEOUT:?}",
+                self.ttl
+            ));
+        }
+        let renew = self.renew_every();
+        let validity = self.ttl - clock_drift(self.ttl);
+        if renew.is_zero() || renew >= validity {
+            return config(format!(
+                "renewal period {renew:?} must be above zero and shorter than the TTL {:?} less its drift allowance {:?}",
+                self.ttl,
+                clock_drift(self.ttl)
+            ));
+        }
+        for (what, d) in [
+            ("connect timeout", self.connect_timeout),
+            ("response timeout", self.response_timeout),
+        ] {
+            if d.is_zero() || d > MAX_TIMEOUT {
+                return config(format!(
+                    "{what} {d:?} must be above zero and at most {MAX_TIMEOUT:?}"
+                ));
+            }
+        }
+        if self.prefix.is_empty() || self.prefix.contains(['{', '}']) {
+            return config(format!(
+                "key prefix {:?} must be non-empty and free of braces (they would change the Cluster hash tag)",
+                self.prefix
+            ));
+        }
+        Ok(())
+    }
+
+    fn channel(&self) -> Vec<u8> {
+        format!("{}:released", self.prefix).into_bytes()
+    }
+}
+
+macro_rules! settings_setters {
+    () => {
+        /// Sets the lease time to live. Default: [`DEFAULT_TTL`](crate::lock::redis::DEFAULT_TTL).
+        /// [`build`](Self::build) refuses one below
+        /// [`MIN_TTL`](crate::lock::redis::MIN_TTL).
+        pub fn ttl(mut self, ttl: Duration) -> Self {
+            self.settings.ttl = ttl;
+            self
+        }
+
+        /// Sets how often the watchdog extends a held lease. Default: a third of the TTL.
+        /// [`build`](Self::build) refuses one not shorter than the TTL less its drift
+        /// allowance.
+        pub fn renew_every(mut self, period: Duration) -> Self {
+            self.settings.renew_every = Some(period);
+            self
+        }
+
+        /// Turns the watchdog's renewals on (the default) or off. Without them a lease
+        /// lives one TTL, and an op that runs longer fails with
+        /// [`Error::LeaseLost`](turnstile_core::Error::LeaseLost) before its commit.
+        pub fn renewal(mut self, on: bool) -> Self {
+            self.settings.renewal = on;
+            self
+        }
+
+        /// Sets the most renewals of one lease, a cap on how long an op can keep a lock.
+        /// Default: [`DEFAULT_MAX_RENEWALS`](crate::lock::redis::DEFAULT_MAX_RENEWALS).
+        pub fn max_renewals(mut self, n: u32) -> Self {
+            self.settings.max_renewals = n;
+            self
+        }
+
+        /// Sets the connect timeout. Default:
+        /// [`DEFAULT_CONNECT_TIMEOUT`](crate::lock::redis::DEFAULT_CONNECT_TIMEOUT).
+        pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+            self.settings.connect_timeout = timeout;
+            self
+        }
+
+        /// Sets the response timeout of one command. Default:
+        /// [`DEFAULT_RESPONSE_TIMEOUT`](crate::lock::redis::DEFAULT_RESPONSE_TIMEOUT).
+        pub fn response_timeout(mut self, timeout: Duration) -> Self {
+            self.settings.response_timeout = timeout;
+            self
+        }
+
+        /// Sets the prefix of every Redis key and channel. Default:
+        /// [`DEFAULT_KEY_PREFIX`](crate::lock::redis::DEFAULT_KEY_PREFIX). Fences are
+        /// comparable only within one prefix and database.
+        pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+            self.settings.prefix = prefix.into();
+            self
+        }
+    };
+}
+use settings_setters;
+
+/// Builds a [`RedisLock`]; every setter documents its default.
+#[must_use = "a builder does nothing until build() is called"]
+pub struct RedisLockBuilder {
+    url: String,
+    settings: Settings,
+    fencing: bool,
+    poll_interval: Duration,
+}
+
+impl fmt::Debug for RedisLockBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisLockBuilder")
+            .field("url", &crate::spec::redact_url(&self.url))
+            .field("settings", &self.settings)
+            .field("fencing", &self.fencing)
+            .field("poll_interval", &self.poll_interval)
+            .finish()
+    }
+}
+
+impl RedisLockBuilder {
+    settings_setters!();
+
+    /// Issues fencing tokens (the default) or not. `false` is a negative control for the
+    /// harness: leases report no fence, so a paused holder's late writes go through.
+    pub fn fencing(mut self, on: bool) -> Self {
+        self.fencing = on;
+        self
+    }
+
+    /// Sets the longest sleep of a waiter between two attempts when no release
+    /// notification arrives. Default: [`DEFAULT_POLL_INTERVAL`].
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval;
+        self
+    }
+
+    /// Checks the settings and builds the lock. Connects lazily: an unreachable server
+    /// shows at the first acquire (or at [`RedisLock::ping`]).
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an unparseable URL, an unknown scheme, `rediss://` without
+    /// TLS support, or a bad setting (a TTL below [`MIN_TTL`], a renewal period not
+    /// shorter than the TTL, a zero timeout or poll interval, a prefix with braces).
+    pub fn build(self) -> Result<RedisLock, StrategyError> {
+        self.settings.check()?;
+        if self.poll_interval.is_zero() || self.poll_interval > MAX_TIMEOUT {
+            return Err(Error::Config(format!(
+                "poll interval {:?} must be above zero and at most {MAX_TIMEOUT:?}",
+                self.poll_interval
+            )));
+        }
+        let (client, display) = node::parse_url(&self.url)?;
+        let node = Arc::new(Node::new(
+            client,
+            display,
+            self.settings.channel(),
+            self.settings.connect_timeout,
+            self.settings.response_timeout,
+        ));
+        let backend_id = format!("redis:{}/db{}", self.settings.prefix, node.db());
+        let watchdog = {
+            let node = node.clone();
+            let ttl = self.settings.ttl;
+            let renew = move |lease: &LeaseState| {
+                let start = Instant::now();
+                match node.extend(&lease.keys, &lease.token, ttl, Some(lease.valid_until())) {
+                    Ok(true) => Renewal::Extended(start + ttl - clock_drift(ttl)),
+                    Ok(false) => Renewal::Lost,
+                    Err(_) => Renewal::Failed,
+                }
+            };
+            Watchdog::new(
+                self.settings.renew_every(),
+                self.settings.max_renewals,
+                Box::new(renew),
+            )
+        };
+        let channel = self.settings.channel();
+        let waiters = Waiters::shared(&self.url, &channel);
+        Ok(RedisLock {
+            inner: Arc::new(Inner {
+                node,
+                channel,
+                settings: self.settings,
+                fencing: self.fencing,
+                poll_interval: self.poll_interval,
+                backend_id,
+                waiters,
+                watchdog,
+            }),
+        })
+    }
+}
+
+/// A lease lock on one Redis server, with fencing tokens. Cheap to clone (clones share
+/// connections, the subscriber and the watchdog).
+///
+/// Capabilities: [`Scope::Hosts`], fences (unless built with
+/// [`fencing(false)`](RedisLockBuilder::fencing)), leases can expire,
+/// [`HolderDeath::LeaseExpires`]. See the [module docs](self) for keys, waiting and
+/// timeouts.
+#[derive(Clone)]
+pub struct RedisLock {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    node: Arc<Node>,
+    settings: Settings,
+    channel: Vec<u8>,
+    fencing: bool,
+    poll_interval: Duration,
+    backend_id: String,
+    waiters: Arc<Waiters>,
+    watchdog: Watchdog,
+}
+
+impl fmt::Debug for RedisLock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisLock")
+            .field("server", &self.inner.node.display())
+            .field("backend_id", &self.inner.backend_id)
+            .field("settings", &self.inner.settings)
+            .field("fencing", &self.inner.fencing)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisLock {
+    /// A builder for a lock on the server at `url`
+    /// (`redis://[user:password@]host[:port][/db]`, `rediss://…`, or
+    /// `redis+unix:///path?db=N&pass=…`).
+    pub fn builder(url: impl Into<String>) -> RedisLockBuilder {
+        RedisLockBuilder {
+            url: url.into(),
+            settings: Settings::default(),
+            fencing: true,
+            poll_interval: DEFAULT_POLL_INTERVAL,
+        }
+    }
+
+    /// A lock on the server at `url` with every default.
+    ///
+    /// # Errors
+    /// As [`RedisLockBuilder::build`].
+    pub fn new(url: &str) -> Result<Self, StrategyError> {
+        Self::builder(url).build()
+    }
+
+    /// Sends `PING`, answering the round trip (it also checks the password).
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when the server can't be reached or refuses us.
+    pub fn ping(&self) -> Result<Duration, StrategyError> {
+        self.inner.node.ping()
+    }
+
+    /// The lease time to live.
+    pub fn ttl(&self) -> Duration {
+        self.inner.settings.ttl
+    }
+
+    /// Whether the release subscriber is connected right now (it starts with the first
+    /// contended acquire).
+    pub fn subscriber_live(&self) -> bool {
+        self.inner.waiters.is_live()
+    }
+
+    /// The server, without password.
+    pub fn server(&self) -> &str {
+        self.inner.node.display()
+    }
+
+    fn lease(&self, keys: Keys, token: String, fence: u64, start: Instant) -> RedisLease {
+        let ttl = self.inner.settings.ttl;
+        let state = LeaseState::new(keys, token, start + ttl - clock_drift(ttl));
+        if self.inner.settings.renewal {
+            self.inner.watchdog.watch(&state, start);
+        }
+        RedisLease {
+            lock: self.inner.clone(),
+            state,
+            fence: self.inner.fencing.then_some(Fence(fence)),
+        }
+    }
+}
+
+impl Lock for RedisLock {
+    type Lease = RedisLease;
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::new(Scope::Hosts, HolderDeath::LeaseExpires)
+            .fences(self.inner.fencing)
+            .lease_can_expire(true)
+    }
+
+    fn backend_id(&self) -> &str {
+        &self.inner.backend_id
+    }
+
+    fn acquire(
+        &self,
+        name: &LockName,
+        deadline: Option<Instant>,
+    ) -> Result<RedisLease, StrategyError> {
+        let inner = &*self.inner;
+        let keys = Keys::new(&inner.settings.prefix, name.bytes());
+        let token = new_token();
+        let ttl = inner.settings.ttl;
+        let started = Instant::now();
+        // Answers when the attempt started too: the lease's validity counts from then.
+        let attempt = || {
+            let start = Instant::now();
+            inner
+                .node
+                .try_acquire(&keys, &token, ttl, inner.fencing, deadline)
+                .map(|a| (a, start))
+        };
+        // Fast path: nobody of ours is queued, so try at once.
+        if !inner.waiters.has_queue(&keys.lock) {
+            if let (Attempt::Acquired(fence), at) = attempt()? {
+                return Ok(self.lease(keys, token, fence, at));
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(Error::Timeout {
+                    waited: started.elapsed(),
+                });
+            }
+        }
+        // Subscribe before the next SET NX, so its release can't slip past us.
+        let subscribe_wait = deadline
+            .map(|d| d.saturating_duration_since(Instant::now()))
+            .unwrap_or(inner.settings.connect_timeout)
+            .min(inner.settings.connect_timeout);
+        inner.waiters.ensure_subscriber(
+            inner.node.client(),
+            &inner.channel,
+            inner.node.connect_timeout(),
+            subscribe_wait,
+        );
+        let place = inner.waiters.join(&keys.lock);
+        loop {
+            let Some(seen) = place.wait_head(deadline) else {
+                return Err(Error::Timeout {
+                    waited: started.elapsed(),
+                });
+            };
+            match attempt()? {
+                (Attempt::Acquired(fence), at) => {
+                    drop(place);
+                    return Ok(self.lease(keys, token, fence, at));
+                }
+                (Attempt::Held(pttl), _) => {
+                    let now = Instant::now();
+                    if deadline.is_some_and(|d| now >= d) {
+                        return Err(Error::Timeout {
+                            waited: started.elapsed(),
+                        });
+                    }
+                    // The holder's TTL running out (it may have died) publishes nothing.
+                    let mut sleep = inner.poll_interval;
+                    if let Some(pttl) = pttl {
+                        sleep = sleep.min(pttl + Duration::from_millis(1));
+                    }
+                    let mut until = now + sleep;
+                    if let Some(d) = deadline {
+                        until = until.min(d);
+                    }
+                    place.wait_release(seen, until);
+                }
+            }
+        }
+    }
+}
+
+/// A lease on a [`RedisLock`] name, renewed by the watchdog while held. Released (by a
+/// compare-and-delete) on [`Lease::release`] or drop.
+#[must_use = "the lock is released as soon as the lease is dropped"]
+pub struct RedisLease {
+    lock: Arc<Inner>,
+    state: Arc<LeaseState>,
+    fence: Option<Fence>,
+}
+
+impl fmt::Debug for RedisLease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisLease")
+            .field("fence", &self.fence)
+            .field("renewals", &self.state.renewals())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisLease {
+    /// How many times the watchdog has extended this lease.
+    pub fn renewals(&self) -> u32 {
+        self.state.renewals()
+    }
+
+    /// Until when the lease is surely held, by the local monotonic clock (TTL from the
+    /// last successful acquire or extension, less the drift allowance).
+    pub fn valid_until(&self) -> Instant {
+        self.state.valid_until()
+    }
+
+    fn release_inner(&self) -> Result<(), StrategyError> {
+        if !self.state.mark_released() {
+            return Ok(());
+        }
+        let inner = &*self.lock;
+        let limit = Instant::now() + inner.settings.response_timeout;
+        let ours = inner
+            .node
+            .release(&self.state.keys, &self.state.token, Some(limit));
+        // Our own waiters need no round trip through the subscriber.
+        inner.waiters.notify(&self.state.keys.lock);
+        match ours? {
+            true => Ok(()),
+            false => Err(Error::LeaseLost),
+        }
+    }
+}
+
+impl Lease for RedisLease {
+    fn fence(&self) -> Option<Fence> {
+        self.fence
+    }
+
+    fn check(&self) -> Result<(), StrategyError> {
+        self.state.check()
+    }
+
+    fn release(self) -> Result<(), StrategyError> {
+        self.release_inner()
+    }
+}
+
+impl Drop for RedisLease {
+    fn drop(&mut self) {
+        // A failed release leaves the key to expire at its TTL; nothing else to do.
+        let _ = self.release_inner();
+    }
+}
+
+/// Registers `redis://…`, `rediss://…` (and `redis+unix://…`) and
+/// `redlock://h1:p1,h2:p2,h3:p3` in a SQLite registry (called by
+/// [`Registry::builtin`](crate::spec::Registry::builtin)). Each factory pings its
+/// server(s) so a wrong address or password shows at once, as [`Error::Unavailable`].
+#[cfg(feature = "sqlite")]
+pub(crate) fn register(registry: &mut crate::spec::Registry<crate::sqlite::Sqlite>) {
+    use crate::spec::{Setup, Spec};
+    use crate::sqlite::Sqlite;
+    use turnstile_core::BoxSerializer;
+
+    fn finish<L: Lock>(
+        lock: L,
+        setup: &Setup<Sqlite>,
+    ) -> Result<BoxSerializer<<Sqlite as turnstile_core::Connect>::Resource>, StrategyError> {
+        let mut s = crate::Locked::new(lock, setup.connect.clone()).tx_mode(setup.tx_mode);
+        if let Some(t) = setup.timeout {
+            s = s.timeout(Some(t))?;
+        }
+        Ok(Box::new(s))
+    }
+    fn url(spec: &Spec) -> Result<&str, StrategyError> {
+        spec.arg()
+            .ok_or_else(|| Error::Config(format!("strategy {:?} needs a URL", spec.name())))
+    }
+    let single = |spec: &Spec, setup: &Setup<Sqlite>| {
+        let lock = RedisLock::new(url(spec)?)?;
+        lock.ping()?;
+        finish(lock, setup)
+    };
+    for scheme in ["redis", "rediss", "redis+unix"] {
+        registry.register(
+            scheme,
+            "Redis lease lock with fencing tokens and a renewing watchdog (hosts)",
+            single,
+        );
+    }
+    registry.register(
+        "redlock",
+        "Redlock over N independent Redis servers, quorum N/2+1; no fencing (hosts)",
+        |spec, setup| {
+            let lock = RedlockLock::builder_from_url(url(spec)?)?.build()?;
+            lock.ping_all()?;
+            finish(lock, setup)
+        },
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_settings_are_typed_config_errors() {
+        let url = "redis://127.0.0.1:1";
+        let cases = [
+            RedisLock::builder(url).ttl(Duration::ZERO),
+            RedisLock::builder(url).ttl(Duration::from_millis(5)),
+            RedisLock::builder(url)
+                .ttl(Duration::from_secs(1))
+                .renew_every(Duration::from_secs(1)),
+            RedisLock::builder(url).renew_every(Duration::ZERO),
+            RedisLock::builder(url).connect_timeout(Duration::ZERO),
+            RedisLock::builder(url).poll_interval(Duration::ZERO),
+            RedisLock::builder(url).key_prefix("a{b"),
+            RedisLock::builder("redis://h:99999"),
+            RedisLock::builder("memcached://h:1"),
+        ];
+        for builder in cases {
+            let shown = format!("{builder:?}");
+            assert!(
+                matches!(builder.build(), Err(Error::Config(_))),
+                "{shown} was accepted"
+            );
+        }
+        assert!(RedisLock::builder(url).build().is_ok());
+    }
+
+    #[test]
+    fn tokens_are_unique() {
+        let a = new_token();
+        let b = new_token();
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn debug_hides_the_password() {
+        let b = RedisLock::builder("redis://u:hunter2@127.0.0.1:1/0");
+        assert!(!format!("{b:?}").contains("hunter2"));
+        let lock = b.build().unwrap();
+        assert!(!format!("{lock:?}").contains("hunter2"));
+        assert_eq!(lock.backend_id(), "redis:turnstile/db0");
+    }
+}

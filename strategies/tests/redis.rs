@@ -1,0 +1,745 @@
+//! `RedisLock` and `RedlockLock` against real, private `redis-server` processes: exclusion
+//! across threads and processes, a server killed and restarted, a holder paused past its
+//! TTL (in-process and a `SIGSTOP`ped child process), Redlock with dead servers, and bad
+//! input. Run with `cargo test -p turnstile --features redis --test redis`.
+#![cfg(all(feature = "redis", feature = "sqlite"))]
+
+#[path = "support/redis_server.rs"]
+mod redis_server;
+
+use std::path::Path;
+use std::process::{Child, Command};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use redis_server::RedisServer;
+use turnstile::lock::{RedisLock, RedlockLock};
+use turnstile::spec::{Registry, Setup};
+use turnstile::sqlite::{Sqlite, Synchronous, rusqlite};
+use turnstile::{
+    Connect, Error, Fence, FenceClaim, Key, Lease, Lock, LockName, Locked, Serializer, Transact,
+    TransactError, TxMode, Wait,
+};
+
+/// Which child role a re-executed test binary plays.
+const CHILD_ROLE: &str = "TURNSTILE_REDIS_CHILD";
+
+fn sqlite(path: &Path) -> Sqlite {
+    Sqlite::new(path).synchronous(Synchronous::Normal)
+}
+
+fn create_counter(db: &Sqlite) {
+    let conn = db.connect().unwrap();
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS counter (id INTEGER PRIMARY KEY, n INTEGER NOT NULL);
+         INSERT OR IGNORE INTO counter VALUES (1, 0);",
+    )
+    .unwrap();
+}
+
+fn read_counter(db: &Sqlite) -> i64 {
+    db.connect()
+        .unwrap()
+        .query_row("SELECT n FROM counter WHERE id = 1", [], |r| r.get(0))
+        .unwrap()
+}
+
+/// Read, pause, write back: without exclusion, concurrent callers lose updates (SQLite's
+/// own locking does not help in autocommit mode).
+fn increment<S: Serializer<Resource = rusqlite::Connection>>(
+    s: &S,
+) -> Result<(), Error<rusqlite::Error>> {
+    s.run(&Key::whole(), |db| {
+        let n: i64 = db.query_row("SELECT n FROM counter WHERE id = 1", [], |r| r.get(0))?;
+        std::thread::yield_now();
+        db.execute("UPDATE counter SET n = ?1 WHERE id = 1", [n + 1])?;
+        Ok(())
+    })
+}
+
+fn counter_strategy(url: &str, db: &Sqlite) -> Locked<RedisLock, Sqlite> {
+    Locked::new(RedisLock::new(url).unwrap(), db.clone())
+        .tx_mode(TxMode::Autocommit)
+        .timeout(Some(Duration::from_secs(30)))
+        .unwrap()
+}
+
+fn run_threads(threads: usize, ops: usize, s: &Arc<Locked<RedisLock, Sqlite>>) {
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                for _ in 0..ops {
+                    increment(&*s).unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+}
+
+#[test]
+fn counter_is_exact_across_threads() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let db = sqlite(&dir.path().join("c.db"));
+    create_counter(&db);
+    let s = Arc::new(counter_strategy(&server.url(), &db));
+    assert!(s.capabilities().lease_can_expire);
+    run_threads(8, 25, &s);
+    assert_eq!(read_counter(&db), 200);
+    // Contention started the release subscriber.
+    assert!(s.lock().subscriber_live());
+}
+
+/// The body of a child process of `counter_is_exact_across_processes`.
+#[test]
+fn child_counter_worker() {
+    if std::env::var(CHILD_ROLE).as_deref() != Ok("counter") {
+        return;
+    }
+    let url = std::env::var("REDIS_URL").unwrap();
+    let db = sqlite(Path::new(&std::env::var("DB_PATH").unwrap()));
+    let s = Arc::new(counter_strategy(&url, &db));
+    run_threads(2, 20, &s);
+}
+
+fn child(role: &str, test: &str, envs: &[(&str, &str)]) -> Child {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args([test, "--exact", "--nocapture", "--test-threads", "1"])
+        .env(CHILD_ROLE, role);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.spawn().unwrap()
+}
+
+#[test]
+fn counter_is_exact_across_processes() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.db");
+    let db = sqlite(&path);
+    create_counter(&db);
+    let url = server.url();
+    let path_text = path.to_str().unwrap();
+    let children: Vec<Child> = (0..3)
+        .map(|_| {
+            child(
+                "counter",
+                "child_counter_worker",
+                &[("REDIS_URL", &url), ("DB_PATH", path_text)],
+            )
+        })
+        .collect();
+    // The parent competes too.
+    run_threads(2, 20, &Arc::new(counter_strategy(&url, &db)));
+    for mut c in children {
+        assert!(c.wait().unwrap().success());
+    }
+    assert_eq!(read_counter(&db), 3 * 2 * 20 + 2 * 20);
+}
+
+#[test]
+fn killed_server_gives_unavailable_and_restart_keeps_fences_rising() {
+    let mut server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let db = sqlite(&dir.path().join("k.db"));
+    create_counter(&db);
+    let lock = RedisLock::builder(server.url())
+        .connect_timeout(Duration::from_millis(300))
+        .response_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let s = Arc::new(Locked::new(lock.clone(), db.clone()));
+    let fence_of = |s: &Locked<RedisLock, Sqlite>| -> Result<Fence, Error<rusqlite::Error>> {
+        s.run(&Key::whole(), |db| {
+            db.execute("UPDATE counter SET n = n + 1 WHERE id = 1", [])?;
+            Ok(db.fence().expect("a fenced lease"))
+        })
+    };
+    let before = fence_of(&s).unwrap();
+    assert!(fence_of(&s).unwrap() > before);
+
+    // A lease held across the kill: its watchdog can't renew, so it is reported lost.
+    let short = RedisLock::builder(server.url())
+        .ttl(Duration::from_millis(300))
+        .response_timeout(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let name = LockName::new("kill-test", Key::new("held").unwrap());
+    let held = short.acquire(&name, None).unwrap();
+    held.check().unwrap();
+
+    server.kill();
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                let start = Instant::now();
+                let r = s.run_with(
+                    &[Key::whole()],
+                    Wait::Timeout(Duration::from_secs(2)),
+                    |db| db.execute("UPDATE counter SET n = n + 1000 WHERE id = 1", []),
+                );
+                (r.map(|_| ()), start.elapsed())
+            })
+        })
+        .collect();
+    for w in workers {
+        let (r, took) = w.join().unwrap();
+        assert!(matches!(r, Err(Error::Unavailable(_))), "{r:?}");
+        // Generous: the deadline is 2 s, each network call at most 300 ms.
+        assert!(took < Duration::from_secs(10), "hung for {took:?}");
+    }
+    std::thread::sleep(Duration::from_millis(400));
+    assert!(matches!(held.check(), Err(Error::LeaseLost)));
+    drop(held);
+
+    server.restart();
+    // Empty memory: the fence counter is gone and must be re-seeded above the old one.
+    let after = fence_of(&s).unwrap();
+    assert!(after > before, "fence went back from {before} to {after}");
+    assert_eq!(read_counter(&db), 3);
+}
+
+#[test]
+fn paused_server_is_unavailable_and_leaves_no_ghost_lease() {
+    use rustix::process::{Pid, Signal, kill_process};
+    let server = RedisServer::start();
+    let lock = RedisLock::builder(server.url())
+        .response_timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    assert_eq!(lock.ttl(), Duration::from_secs(8));
+    let name = LockName::new("pause-server", Key::new("k").unwrap());
+    // Loads the scripts, so the paused server will run our next acquire when it resumes.
+    lock.acquire(&name, None).unwrap().release().unwrap();
+    let pid = Pid::from_child(server.child());
+    kill_process(pid, Signal::STOP).unwrap();
+    let start = Instant::now();
+    let r = lock.acquire(&name, Some(Instant::now() + Duration::from_secs(1)));
+    let took = start.elapsed();
+    kill_process(pid, Signal::CONT).unwrap();
+    assert!(matches!(r, Err(Error::Unavailable(_))), "{r:?}");
+    assert!(took < Duration::from_secs(5), "hung for {took:?}");
+    // Let the resumed server run the acquire whose reply we never saw: a ghost lease with
+    // our token and an 8 s TTL, which the next acquire must clear first.
+    std::thread::sleep(Duration::from_millis(100));
+    let lease = lock.acquire(&name, Some(Instant::now() + Duration::from_secs(2)));
+    assert!(lease.is_ok(), "{lease:?}");
+}
+
+#[test]
+fn paused_holder_without_renewal_cannot_commit() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let db = sqlite(&dir.path().join("pause.db"));
+    create_counter(&db);
+    let lock = |renewal| {
+        RedisLock::builder(server.url())
+            .ttl(Duration::from_millis(200))
+            .renewal(renewal)
+            .build()
+            .unwrap()
+    };
+    let holder = Locked::new(lock(false), db.clone());
+    // The successor waits for SQLite's write lock past its own TTL: its watchdog renews.
+    let successor = Locked::new(lock(true), db.clone());
+    let stale = std::thread::spawn(move || {
+        holder.run(&Key::whole(), |db| {
+            db.execute("UPDATE counter SET n = n + 100 WHERE id = 1", [])?;
+            // Paused past the TTL while inside the section.
+            std::thread::sleep(Duration::from_millis(700));
+            Ok::<_, rusqlite::Error>(db.fence())
+        })
+    });
+    std::thread::sleep(Duration::from_millis(350));
+    // The successor gets the expired lock and then waits for SQLite's write lock.
+    let fresh = successor
+        .run(&Key::whole(), |db| {
+            db.execute("UPDATE counter SET n = n + 1 WHERE id = 1", [])?;
+            Ok::<_, rusqlite::Error>(db.fence())
+        })
+        .unwrap();
+    let stale = stale.join().unwrap();
+    assert!(matches!(stale, Err(Error::LeaseLost)), "{stale:?}");
+    assert!(fresh.is_some());
+    // Only the successor's write is there.
+    assert_eq!(read_counter(&db), 1);
+}
+
+#[test]
+fn stale_fence_is_refused_by_the_resource() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let db = sqlite(&dir.path().join("fence.db"));
+    create_counter(&db);
+    let lock = RedisLock::builder(server.url())
+        .ttl(Duration::from_millis(100))
+        .renewal(false)
+        .build()
+        .unwrap();
+    let name = LockName::new(db.identity(), Key::whole());
+    let claim = |fence| FenceClaim {
+        backend: lock.backend_id(),
+        name: name.bytes(),
+        fence,
+    };
+    let old = lock.acquire(&name, None).unwrap();
+    let old_fence = old.fence().unwrap();
+    // The holder stalls past its TTL before it even begins.
+    std::thread::sleep(Duration::from_millis(200));
+    let new = lock
+        .acquire(&name, Some(Instant::now() + Duration::from_secs(2)))
+        .unwrap();
+    let new_fence = new.fence().unwrap();
+    assert!(new_fence > old_fence);
+    let mut conn = db.connect().unwrap();
+    db.begin(&mut conn, &[claim(new_fence)]).unwrap();
+    conn.execute("UPDATE counter SET n = n + 1 WHERE id = 1", [])
+        .unwrap();
+    db.commit(&mut conn).unwrap();
+    new.release().unwrap();
+
+    match db.begin(&mut conn, &[claim(old_fence)]) {
+        Err(TransactError::StaleFence { presented, highest }) => {
+            assert_eq!((presented, highest), (old_fence, new_fence));
+        }
+        other => panic!("expected a stale fence, got {other:?}"),
+    }
+    assert!(matches!(old.check(), Err(Error::LeaseLost)));
+    // Its release finds the key gone (or someone else's): lost, not silently fine.
+    assert!(matches!(old.release(), Err(Error::LeaseLost)));
+    assert_eq!(read_counter(&db), 1);
+}
+
+type Fenced = Result<Option<Fence>, Error<std::convert::Infallible>>;
+
+/// Runs one op of `hold` through each of two clients of one server, started 150 ms apart;
+/// returns the most ops ever inside the section at once and each op's fence.
+fn overlap(make: impl Fn() -> RedisLock, hold: Duration) -> (usize, Vec<Fenced>) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sqlite(&dir.path().join("o.db"));
+    let inside = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let handles: Vec<_> = (0..2)
+        .map(|i| {
+            let s = Locked::new(make(), db.clone()).tx_mode(TxMode::Autocommit);
+            let (inside, most) = (inside.clone(), most.clone());
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(150 * i));
+                s.run_with(
+                    &[Key::whole()],
+                    Wait::Timeout(Duration::from_secs(5)),
+                    move |ctx| {
+                        let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(now, Ordering::SeqCst);
+                        std::thread::sleep(hold);
+                        inside.fetch_sub(1, Ordering::SeqCst);
+                        Ok(ctx.fence())
+                    },
+                )
+            })
+        })
+        .collect();
+    let results = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    (most.load(Ordering::SeqCst), results)
+}
+
+#[test]
+fn without_fencing_or_renewal_the_overlap_is_observable() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let unfenced = || {
+        RedisLock::builder(url.clone())
+            .ttl(Duration::from_millis(100))
+            .renewal(false)
+            .fencing(false)
+            .build()
+            .unwrap()
+    };
+    assert!(!unfenced().capabilities().fences);
+    let (most, results) = overlap(unfenced, Duration::from_millis(500));
+    assert_eq!(most, 2, "the expired lease let a second holder in");
+    assert!(results.iter().all(|r| matches!(r, Ok(None))), "{results:?}");
+
+    // With the watchdog on, the same long op keeps its lease: no overlap.
+    let renewed = || {
+        RedisLock::builder(url.clone())
+            .ttl(Duration::from_millis(100))
+            .build()
+            .unwrap()
+    };
+    assert!(renewed().capabilities().fences);
+    let (most, results) = overlap(renewed, Duration::from_millis(500));
+    assert_eq!(most, 1);
+    assert!(
+        results.iter().all(|r| matches!(r, Ok(Some(_)))),
+        "{results:?}"
+    );
+}
+
+#[test]
+fn watchdog_keeps_a_long_op_committable() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let db = sqlite(&dir.path().join("long.db"));
+    create_counter(&db);
+    let lock = RedisLock::builder(server.url())
+        .ttl(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let s = Locked::new(lock, db.clone());
+    // Five TTLs inside one transaction: the lease is renewed and still checks out at commit.
+    s.run(&Key::whole(), |db| {
+        std::thread::sleep(Duration::from_millis(500));
+        db.execute("UPDATE counter SET n = n + 1 WHERE id = 1", [])
+    })
+    .unwrap();
+    assert_eq!(read_counter(&db), 1);
+    // With a renewal cap, the same op outlives its lease and is rolled back.
+    let capped = RedisLock::builder(server.url())
+        .ttl(Duration::from_millis(100))
+        .max_renewals(1)
+        .build()
+        .unwrap();
+    let r = Locked::new(capped, db.clone()).run(&Key::whole(), |db| {
+        std::thread::sleep(Duration::from_millis(500));
+        db.execute("UPDATE counter SET n = n + 1 WHERE id = 1", [])
+    });
+    assert!(matches!(r, Err(Error::LeaseLost)), "{r:?}");
+    assert_eq!(read_counter(&db), 1);
+}
+
+#[test]
+fn contention_times_out_and_a_dead_holder_expires() {
+    let server = RedisServer::start();
+    let lock = RedisLock::new(&server.url()).unwrap();
+    let other = RedisLock::builder(server.url())
+        .ttl(Duration::from_millis(300))
+        .renewal(false)
+        .build()
+        .unwrap();
+    let name = LockName::new("contend", Key::new("k").unwrap());
+    let held = lock.acquire(&name, None).unwrap();
+    let r = other.acquire(&name, Some(Instant::now() + Duration::from_millis(200)));
+    assert!(matches!(r, Err(Error::Timeout { .. })), "{r:?}");
+    // A past deadline tries once.
+    assert!(matches!(
+        other.acquire(&name, Some(Instant::now())),
+        Err(Error::Timeout { .. })
+    ));
+    // A waiter is woken by the release.
+    let waiter = {
+        let lock = lock.clone();
+        let name = name.clone();
+        std::thread::spawn(move || {
+            lock.acquire(&name, Some(Instant::now() + Duration::from_secs(5)))
+                .map(|l| l.fence())
+        })
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    held.release().unwrap();
+    assert!(waiter.join().unwrap().unwrap().is_some());
+    // A holder that dies without releasing: its lease expires and a waiter gets in.
+    let dead = other.acquire(&name, None).unwrap();
+    std::mem::forget(dead);
+    let next = lock.acquire(&name, Some(Instant::now() + Duration::from_secs(5)));
+    assert!(next.is_ok(), "{next:?}");
+}
+
+#[test]
+fn a_release_elsewhere_wakes_the_waiter_through_pubsub() {
+    let server = RedisServer::start();
+    // Two spellings of one server: separate subscribers and queues, as in two processes.
+    let holder = RedisLock::new(&format!("redis://127.0.0.1:{}", server.port())).unwrap();
+    let waiter = RedisLock::builder(server.url())
+        .poll_interval(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let name = LockName::new("wake", Key::new("k").unwrap());
+    let held = holder.acquire(&name, None).unwrap();
+    let handle = {
+        let name = name.clone();
+        let waiter = waiter.clone();
+        std::thread::spawn(move || {
+            let lease = waiter.acquire(&name, Some(Instant::now() + Duration::from_secs(60)));
+            (lease.map(|l| l.fence()), Instant::now())
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(waiter.subscriber_live());
+    let released = Instant::now();
+    held.release().unwrap();
+    let (got, at) = handle.join().unwrap();
+    assert!(matches!(got, Ok(Some(_))), "{got:?}");
+    // Without the release's PUBLISH, only the TTL (8 s) or the poll (30 s) would wake it.
+    let woke = at - released;
+    assert!(woke < Duration::from_secs(4), "woken after {woke:?}");
+}
+
+#[test]
+fn redlock_needs_a_quorum() {
+    let mut servers: Vec<RedisServer> = (0..3).map(|_| RedisServer::start()).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let db = sqlite(&dir.path().join("rl.db"));
+    create_counter(&db);
+    let addrs: Vec<String> = servers.iter().map(RedisServer::addr).collect();
+    let url = format!("redlock://{}/0", addrs.join(","));
+    let lock = RedlockLock::builder_from_url(&url)
+        .unwrap()
+        .ttl(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    assert!(!lock.capabilities().fences);
+    assert_eq!(lock.quorum(), 2);
+    let s = Arc::new(
+        Locked::new(lock, db.clone())
+            .tx_mode(TxMode::Autocommit)
+            .timeout(Some(Duration::from_secs(20)))
+            .unwrap(),
+    );
+    let run = |s: &Arc<Locked<RedlockLock, Sqlite>>| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..5 {
+                        increment(&*s).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+    };
+    run(&s);
+    assert_eq!(read_counter(&db), 20);
+    servers[0].kill();
+    run(&s);
+    assert_eq!(read_counter(&db), 40);
+    servers[1].kill();
+    let start = Instant::now();
+    let r = increment(&*s);
+    assert!(matches!(r, Err(Error::Unavailable(_))), "{r:?}");
+    assert!(start.elapsed() < Duration::from_secs(10));
+    assert_eq!(read_counter(&db), 40);
+}
+
+#[test]
+fn bad_input_gives_typed_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let setup = Setup::new(sqlite(&dir.path().join("bad.db")));
+    let registry = Registry::builtin();
+    let open = |spec: &str| registry.open(spec, &setup).map(|_| ());
+    for spec in [
+        "redis://127.0.0.1:notaport",
+        "redis://",
+        "memcached://127.0.0.1:1",
+        // No TLS support compiled in.
+        "rediss://127.0.0.1:1",
+        "redlock://",
+        "redlock://127.0.0.1:1,,127.0.0.1:2",
+    ] {
+        let r = open(spec);
+        assert!(matches!(r, Err(Error::Config(_))), "{spec}: {r:?}");
+    }
+    assert!(matches!(
+        RedisLock::new("http://h:1"),
+        Err(Error::Config(_))
+    ));
+    let zero = RedisLock::builder("redis://127.0.0.1:1").ttl(Duration::ZERO);
+    assert!(matches!(zero.build(), Err(Error::Config(_))));
+    let renew_too_slow = RedisLock::builder("redis://127.0.0.1:1")
+        .ttl(Duration::from_millis(100))
+        .renew_every(Duration::from_millis(150));
+    assert!(matches!(renew_too_slow.build(), Err(Error::Config(_))));
+
+    // Nothing listens: unavailable, at once.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let r = open(&format!("redis://127.0.0.1:{closed}"));
+    assert!(matches!(r, Err(Error::Unavailable(_))), "{r:?}");
+
+    // Wrong, missing and right password.
+    let server = RedisServer::start_with_password("s3cret");
+    let port = server.port();
+    for url in [
+        format!("redis://:wrong@127.0.0.1:{port}/0"),
+        format!("redis://127.0.0.1:{port}/0"),
+    ] {
+        let r = open(&url);
+        match r {
+            Err(Error::Unavailable(e)) => assert!(!e.to_string().contains("s3cret")),
+            other => panic!("{url}: {other:?}"),
+        }
+        let lock = RedisLock::new(&url).unwrap();
+        let name = LockName::new("auth", Key::new("k").unwrap());
+        let r = lock.acquire(&name, Some(Instant::now() + Duration::from_secs(1)));
+        assert!(matches!(r, Err(Error::Unavailable(_))), "{r:?}");
+    }
+    // The right password, through the registry and the type-erased strategy.
+    let good = registry.open(&server.url(), &setup).unwrap();
+    assert!(good.capabilities().fences);
+    let fence = good
+        .run_as(&[Key::whole()], Wait::Default, |db| {
+            Ok::<_, rusqlite::Error>(db.fence())
+        })
+        .unwrap();
+    assert!(fence.is_some());
+    let redlock = registry
+        .open(&format!("redlock://:s3cret@{}/0", server.addr()), &setup)
+        .unwrap();
+    assert!(!redlock.capabilities().fences);
+    let fence = redlock
+        .run_as(&[Key::whole()], Wait::Default, |db| {
+            Ok::<_, rusqlite::Error>(db.fence())
+        })
+        .unwrap();
+    assert!(fence.is_none());
+    assert!(!format!("{:?}", RedisLock::new(&server.url()).unwrap()).contains("s3cret"));
+}
+
+/// The body of the child process of `sigstopped_holder_is_fenced_out`: acquires, reports
+/// its fence, gives the parent a window to stop it, then tries to write under its (by then
+/// stale) fence and reports what happened.
+#[test]
+fn child_stale_holder() {
+    if std::env::var(CHILD_ROLE).as_deref() != Ok("stale") {
+        return;
+    }
+    let url = std::env::var("REDIS_URL").unwrap();
+    let db = sqlite(Path::new(&std::env::var("DB_PATH").unwrap()));
+    let report = std::env::var("REPORT").unwrap();
+    let lock = RedisLock::builder(url)
+        .ttl(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let name = LockName::new(db.identity(), Key::whole());
+    let lease = lock.acquire(&name, None).unwrap();
+    let fence = lease.fence().unwrap();
+    let mut conn = db.connect().unwrap();
+    std::fs::write(format!("{report}.acquired"), fence.0.to_string()).unwrap();
+    // The parent SIGSTOPs us somewhere in here, for longer than the TTL.
+    for _ in 0..100 {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let claim = FenceClaim {
+        backend: lock.backend_id(),
+        name: name.bytes(),
+        fence,
+    };
+    let outcome = match db.begin(&mut conn, &[claim]) {
+        Err(TransactError::StaleFence { .. }) => "stale".to_owned(),
+        Err(e) => format!("error {e}"),
+        Ok(()) => {
+            conn.execute("UPDATE counter SET n = n + 100 WHERE id = 1", [])
+                .unwrap();
+            db.commit(&mut conn).unwrap();
+            "committed".to_owned()
+        }
+    };
+    let check = match lease.check() {
+        Err(Error::LeaseLost) => "lost",
+        Ok(()) => "held",
+        Err(_) => "other",
+    };
+    std::fs::write(format!("{report}.done"), format!("{outcome} {check}")).unwrap();
+}
+
+/// Kills a child on drop (it works on a stopped child too) so a failing test leaves none.
+struct Reaper(Child);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn sigstopped_holder_is_fenced_out() {
+    use rustix::process::{Pid, Signal, kill_process};
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stop.db");
+    let db = sqlite(&path);
+    create_counter(&db);
+    let report = dir.path().join("report");
+    let report_text = report.to_str().unwrap().to_owned();
+    let mut holder = Reaper(child(
+        "stale",
+        "child_stale_holder",
+        &[
+            ("REDIS_URL", &server.url()),
+            ("DB_PATH", path.to_str().unwrap()),
+            ("REPORT", &report_text),
+        ],
+    ));
+    let acquired = format!("{report_text}.acquired");
+    let until = Instant::now() + Duration::from_secs(20);
+    while !Path::new(&acquired).exists() {
+        assert!(Instant::now() < until, "the child never acquired");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // The Child is not reaped yet, so its pid can't have been reused.
+    kill_process(Pid::from_child(&holder.0), Signal::STOP).unwrap();
+    let stale_fence: u64 = std::fs::read_to_string(&acquired).unwrap().parse().unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    let s = Locked::new(RedisLock::new(&server.url()).unwrap(), db.clone());
+    let fresh = s
+        .run(&Key::whole(), |db| {
+            db.execute("UPDATE counter SET n = n + 1 WHERE id = 1", [])?;
+            Ok::<_, rusqlite::Error>(db.fence().unwrap())
+        })
+        .unwrap();
+    assert!(fresh.0 > stale_fence);
+    kill_process(Pid::from_child(&holder.0), Signal::CONT).unwrap();
+    assert!(holder.0.wait().unwrap().success());
+    let done = std::fs::read_to_string(format!("{report_text}.done")).unwrap();
+    assert_eq!(done, "stale lost");
+    assert_eq!(read_counter(&db), 1);
+}
+
+/// Not a test: single-thread ops/s through `Locked<RedisLock, Sqlite>` against the bare
+/// round trip. `cargo test -p turnstile --features redis --release --test redis -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement, not a check"]
+fn measure_single_thread_ops() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let db = sqlite(&dir.path().join("m.db"));
+    create_counter(&db);
+    let lock = RedisLock::new(&server.url()).unwrap();
+    let n = 2000;
+    let start = Instant::now();
+    for _ in 0..n {
+        lock.ping().unwrap();
+    }
+    let ping = start.elapsed() / n;
+    let name = LockName::new("m", Key::whole());
+    let start = Instant::now();
+    for _ in 0..n {
+        lock.acquire(&name, None).unwrap().release().unwrap();
+    }
+    let lease = start.elapsed() / n;
+    for mode in [TxMode::Autocommit, TxMode::Transaction] {
+        let s = Locked::new(lock.clone(), db.clone()).tx_mode(mode);
+        let start = Instant::now();
+        for _ in 0..n {
+            increment(&s).unwrap();
+        }
+        let op = start.elapsed() / n;
+        println!(
+            "{mode:?}: {:.0} ops/s ({op:?}/op); acquire+release {lease:?}; PING round trip {ping:?}",
+            1.0 / op.as_secs_f64()
+        );
+    }
+}
