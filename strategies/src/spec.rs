@@ -229,6 +229,7 @@ impl<C: Connect> Registry<C> {
     }
 }
 
+#[cfg_attr(not(feature = "mutex"), allow(dead_code))]
 fn no_arg(spec: &Spec) -> Result<(), StrategyError> {
     match spec.arg() {
         None => Ok(()),
