@@ -260,6 +260,35 @@ impl Registry<crate::sqlite::Sqlite> {
                 Ok(Box::new(s))
             },
         );
+        #[cfg(feature = "file-lock")]
+        registry.register(
+            "file-lock",
+            "flock over striped lock files (processes on one host); file-lock:DIR sets the lock directory, default <db>.locks",
+            |spec, setup| {
+                let lock = match spec.arg() {
+                    None => crate::lock::FileLock::beside(setup.connect.path())?,
+                    Some(dir) => crate::lock::FileLock::new(dir)?,
+                };
+                let mut s = crate::Locked::new(lock, setup.connect.clone()).tx_mode(setup.tx_mode);
+                if let Some(t) = setup.timeout {
+                    s = s.timeout(Some(t))?;
+                }
+                Ok(Box::new(s))
+            },
+        );
+        #[cfg(feature = "retry")]
+        registry.register(
+            "retry",
+            "no lock: rerun the whole transaction on busy, with full-jitter backoff",
+            |spec, setup| {
+                no_arg(spec)?;
+                let mut s = crate::retry::Retry::sqlite(setup.connect.clone());
+                if let Some(t) = setup.timeout {
+                    s = s.max_elapsed(Some(t))?;
+                }
+                Ok(Box::new(s))
+            },
+        );
         registry
     }
 }

@@ -5,3 +5,10 @@
 mod mutex;
 #[cfg(feature = "mutex")]
 pub use mutex::{FAIR_INTERVAL, MutexLease, MutexLock};
+#[cfg(feature = "file-lock")]
+mod file;
+#[cfg(feature = "file-lock")]
+pub use file::{
+    DEFAULT_MAX_POLL, DEFAULT_STRIPES, FileLease, FileLock, FileLockBuilder, FileLockError,
+    MAX_STRIPES,
+};
