@@ -47,6 +47,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use std::borrow::Cow;
 use std::ffi::OsString;
 use std::fmt;
 use std::fs::{File, TryLockError};
@@ -391,6 +392,12 @@ impl Lock for FileLock {
 
     fn backend_id(&self) -> &str {
         &self.inner.backend_id
+    }
+
+    /// The stripe number, big-endian: several names are taken in stripe order, and names
+    /// sharing a stripe once.
+    fn order_key<'a>(&self, name: &'a LockName) -> Cow<'a, [u8]> {
+        Cow::Owned(self.stripe_of(name).to_be_bytes().to_vec())
     }
 
     fn acquire(
