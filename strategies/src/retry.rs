@@ -147,7 +147,7 @@ impl<C: Transact> Retry<C> {
     ///
     /// # Errors
     /// [`Error::Config`] for zero (retries would spin) or over
-    /// [`MAX_TIMEOUT`](turnstile_core::MAX_TIMEOUT).
+    /// [`MAX_TIMEOUT`].
     pub fn base(mut self, base: Duration) -> Result<Self, StrategyError> {
         self.base = positive("base", base)?;
         Ok(self)
@@ -156,7 +156,7 @@ impl<C: Transact> Retry<C> {
     /// Sets the largest backoff ceiling. Default: [`DEFAULT_CAP`].
     ///
     /// # Errors
-    /// [`Error::Config`] for zero or over [`MAX_TIMEOUT`](turnstile_core::MAX_TIMEOUT).
+    /// [`Error::Config`] for zero or over [`MAX_TIMEOUT`].
     pub fn cap(mut self, cap: Duration) -> Result<Self, StrategyError> {
         self.cap = positive("cap", cap)?;
         Ok(self)
@@ -180,7 +180,7 @@ impl<C: Transact> Retry<C> {
     /// call's own [`Wait`] replaces it. Default: [`DEFAULT_MAX_ELAPSED`].
     ///
     /// # Errors
-    /// [`Error::Config`] for a limit over [`MAX_TIMEOUT`](turnstile_core::MAX_TIMEOUT).
+    /// [`Error::Config`] for a limit over [`MAX_TIMEOUT`].
     pub fn max_elapsed(mut self, limit: Option<Duration>) -> Result<Self, StrategyError> {
         self.max_elapsed = check_timeout(limit)?;
         Ok(self)

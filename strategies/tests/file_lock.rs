@@ -274,7 +274,7 @@ fn store_worker(locked: bool) {
                 .any(|m| marker(&dir, m, j).exists())
         })
     });
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         records.insert(format!("p{i:02}"), format!("v{i}"));
     } else {
         records.remove(&format!("seed{i:02}"));
@@ -322,7 +322,7 @@ fn run_seed_002(test: &str) -> Vec<String> {
     for i in 0..STORE_PROCESSES {
         let acked = marker(dir.path(), "ack", i).exists();
         let seed = format!("seed{i:02}");
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             if acked && !records.contains_key(&format!("p{i:02}")) {
                 violations.push(format!("acknowledged insert p{i:02} is missing"));
             }

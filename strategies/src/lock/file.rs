@@ -2,50 +2,7 @@
 //! processes on one host (seed 002: fifty processes corrupted an embedded database until
 //! every operation took a `flock`).
 //!
-//! # How a key becomes a lock file
-//! A lock name ([`LockName`]: the resource's identity, then the key) maps onto stripe
-//! `stable_hash64(name) % stripes`, where [`stable_hash64`](turnstile_core::stable_hash64)
-//! is the published, frozen FNV-1a ([`LockName::stable_hash`]). Stripe `i` is the file
-//! `stripe-NNNN.lock` (`i` in four or more decimal digits) in the lock directory. No key
-//! text ever reaches a path, so `../x` or `/etc/passwd` are ordinary keys. Two keys that
-//! share a stripe exclude each other: over-exclusion, which is safe. The stripe count is
-//! recorded in the directory's `layout` file when it is first used, and a `FileLock`
-//! configured with another count is refused ([`FileLockError::StripeMismatch`]):
-//! processes that disagreed on it would lock different files for one key.
-//!
-//! # What it guards against
-//! - Threads of one process share each stripe's open file description, and `flock`
-//!   belongs to the description, so they would not exclude each other: an in-process lock
-//!   table ([`MutexLock`]) per stripe sits in front of the file lock.
-//! - Lock files are opened `O_NOFOLLOW | O_CLOEXEC`, never truncated and never unlinked
-//!   (unlinking a lock file lets two holders lock two different inodes under one name),
-//!   in a directory that is not a symbolic link and not world-writable (anyone could
-//!   plant files in it). A new directory is created with mode `0700`.
-//! - A holder that dies, even by `SIGKILL`, has its locks freed by the kernel when its
-//!   file descriptors close. Locks never expire, so no fencing token is needed.
-//! - `O_CLOEXEC` keeps a lock from leaking into programs this process starts (a child
-//!   that inherited the descriptor would hold the lock after its parent died). A child
-//!   made by a bare `fork()` without `exec` shares the descriptors, and with them the
-//!   locks: don't fork while holding one.
-//!
-//! Local filesystems only: `flock` on NFS is emulated with byte-range locks (or not at
-//! all), and other hosts can't see it anyway.
-//!
-//! ```
-//! use turnstile::lock::FileLock;
-//! use turnstile::sqlite::{Sqlite, Synchronous};
-//! use turnstile::{Key, Locked, Serializer};
-//!
-//! let dir = tempfile::tempdir()?;
-//! let db_path = dir.path().join("app.db");
-//! // Lock files go to `app.db.locks/`, next to the database.
-//! let lock = FileLock::beside(&db_path)?;
-//! let db = Sqlite::new(&db_path).synchronous(Synchronous::Normal);
-//! let strategy = Locked::new(lock, db);
-//! let key = Key::whole();
-//! strategy.run(&key, |db| db.execute_batch("CREATE TABLE IF NOT EXISTS t (v INTEGER)"))?;
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
+//! See [`FileLock`] for how keys map to lock files and what it guards against.
 
 use std::borrow::Cow;
 use std::ffi::OsString;
@@ -287,7 +244,52 @@ impl FileLockBuilder {
 }
 
 /// `flock` over striped lock files in a lock directory: a [`Lock`] that excludes across
-/// processes on one host. See the [module docs](self) for the mapping and the safeguards.
+/// processes on one host.
+///
+/// # How a key becomes a lock file
+/// A lock name ([`LockName`]: the resource's identity, then the key) maps onto stripe
+/// `stable_hash64(name) % stripes`, where [`stable_hash64`](turnstile_core::stable_hash64)
+/// is the published, frozen FNV-1a ([`LockName::stable_hash`]). Stripe `i` is the file
+/// `stripe-NNNN.lock` (`i` in four or more decimal digits) in the lock directory. No key
+/// text ever reaches a path, so `../x` or `/etc/passwd` are ordinary keys. Two keys that
+/// share a stripe exclude each other: over-exclusion, which is safe. The stripe count is
+/// recorded in the directory's `layout` file when it is first used, and a `FileLock`
+/// configured with another count is refused ([`FileLockError::StripeMismatch`]):
+/// processes that disagreed on it would lock different files for one key.
+///
+/// # What it guards against
+/// - Threads of one process share each stripe's open file description, and `flock`
+///   belongs to the description, so they would not exclude each other: an in-process lock
+///   table ([`MutexLock`]) per stripe sits in front of the file lock.
+/// - Lock files are opened `O_NOFOLLOW | O_CLOEXEC`, never truncated and never unlinked
+///   (unlinking a lock file lets two holders lock two different inodes under one name),
+///   in a directory that is not a symbolic link and not world-writable (anyone could
+///   plant files in it). A new directory is created with mode `0700`.
+/// - A holder that dies, even by `SIGKILL`, has its locks freed by the kernel when its
+///   file descriptors close. Locks never expire, so no fencing token is needed.
+/// - `O_CLOEXEC` keeps a lock from leaking into programs this process starts (a child
+///   that inherited the descriptor would hold the lock after its parent died). A child
+///   made by a bare `fork()` without `exec` shares the descriptors, and with them the
+///   locks: don't fork while holding one.
+///
+/// Local filesystems only: `flock` on NFS is emulated with byte-range locks (or not at
+/// all), and other hosts can't see it anyway.
+///
+/// ```
+/// use turnstile::lock::FileLock;
+/// use turnstile::sqlite::{Sqlite, Synchronous};
+/// use turnstile::{Key, Locked, Serializer};
+///
+/// let dir = tempfile::tempdir()?;
+/// let db_path = dir.path().join("app.db");
+/// // Lock files go to `app.db.locks/`, next to the database.
+/// let lock = FileLock::beside(&db_path)?;
+/// let db = Sqlite::new(&db_path).synchronous(Synchronous::Normal);
+/// let strategy = Locked::new(lock, db);
+/// let key = Key::whole();
+/// strategy.run(&key, |db| db.execute_batch("CREATE TABLE IF NOT EXISTS t (v INTEGER)"))?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 ///
 /// Cheap to clone; clones share the open lock files and the in-process lock table.
 #[derive(Clone)]
