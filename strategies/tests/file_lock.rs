@@ -776,3 +776,81 @@ fn several_keys_are_taken_in_stripe_order_so_callers_cannot_deadlock() {
         w.join().unwrap();
     }
 }
+
+// ---------------------------------------------------------------- O_CLOEXEC
+
+/// Creates the stop file when dropped, so a failing test still ends the grandchild.
+struct StopOnDrop(PathBuf);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::File::create(&self.0);
+    }
+}
+
+#[test]
+fn a_program_started_by_the_holder_does_not_inherit_the_lock() {
+    const NAME: &str = "a_program_started_by_the_holder_does_not_inherit_the_lock";
+    let name = LockName::new("t", Key::whole());
+    match child_role().as_deref() {
+        Some("sleeper") => {
+            let dir = env_path("DIR");
+            touch(&dir.join("sleeping"));
+            let give_up = Instant::now() + PATIENCE;
+            while !dir.join("stop").exists() && Instant::now() < give_up {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            // The directory may be gone already if the test failed.
+            let _ = std::fs::File::create(dir.join("stopped"));
+            return;
+        }
+        Some(_) => {
+            let dir = env_path("DIR");
+            let lock = FileLock::new(dir.join("locks")).unwrap();
+            let _lease = lock.acquire(&name, None).unwrap();
+            // Started while holding: without O_CLOEXEC it would keep the lock file open.
+            let _grandchild = child(NAME, "sleeper").env("DIR", &dir).spawn().unwrap();
+            wait_until("the grandchild", || dir.join("sleeping").exists());
+            touch(&dir.join("holding"));
+            std::thread::sleep(PATIENCE);
+            panic!("the holder was meant to be killed");
+        }
+        None => {}
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let _stop = StopOnDrop(dir.path().join("stop"));
+    let mut children = Children(vec![
+        child(NAME, "holder")
+            .env("DIR", dir.path())
+            .spawn()
+            .unwrap(),
+    ]);
+    wait_until("the holder", || {
+        assert!(
+            children.0[0].try_wait().unwrap().is_none(),
+            "the holder exited early"
+        );
+        dir.path().join("holding").exists()
+    });
+    let lock = FileLock::new(dir.path().join("locks")).unwrap();
+    assert!(matches!(
+        lock.acquire(&name, Some(Instant::now())),
+        Err(Error::Timeout { .. })
+    ));
+    children.0[0].kill().unwrap();
+    children.0[0].wait().unwrap();
+    let lease = lock.acquire(&name, Some(Instant::now() + Duration::from_secs(30)));
+    assert!(
+        !dir.path().join("stopped").exists(),
+        "the grandchild must still be running for this to prove anything"
+    );
+    assert!(
+        lease.is_ok(),
+        "the lock stayed held after its holder died: {lease:?}"
+    );
+    drop(lease);
+    drop(_stop);
+    wait_until("the grandchild to stop", || {
+        dir.path().join("stopped").exists()
+    });
+}

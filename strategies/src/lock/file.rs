@@ -328,10 +328,24 @@ impl FileLock {
     }
 
     /// The default lock directory for a database file: `<database>.locks`, next to it.
+    ///
+    /// The database's directory is made absolute and free of links when it exists, so
+    /// processes that name one database by different paths (another working directory, a
+    /// link) still meet in one lock directory.
     pub fn dir_beside(database: impl AsRef<Path>) -> PathBuf {
-        let mut name: OsString = database.as_ref().as_os_str().to_owned();
-        name.push(".locks");
-        PathBuf::from(name)
+        let database = database.as_ref();
+        let parent = match database.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        if let (Some(file), Ok(dir)) = (database.file_name(), parent.canonicalize()) {
+            let mut name = file.to_owned();
+            name.push(".locks");
+            return dir.join(name);
+        }
+        let mut raw: OsString = database.as_os_str().to_owned();
+        raw.push(".locks");
+        PathBuf::from(raw)
     }
 
     /// Opens the lock directory [`FileLock::dir_beside`] `database`, with the defaults.
@@ -659,6 +673,23 @@ mod tests {
         let name = LockName::new("db", Key::new("k").unwrap());
         let expected = turnstile_core::stable_hash64(b"db\0k") % 64;
         assert_eq!(u64::from(lock.stripe_of(&name)), expected);
+    }
+
+    #[test]
+    fn the_default_directory_is_the_same_whatever_the_path_to_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        let alias = dir.path().join("alias");
+        std::os::unix::fs::symlink(&real, &alias).unwrap();
+        let expected = real.canonicalize().unwrap().join("app.db.locks");
+        assert_eq!(FileLock::dir_beside(real.join("app.db")), expected);
+        assert_eq!(FileLock::dir_beside(alias.join("app.db")), expected);
+        assert_eq!(
+            FileLock::dir_beside(real.join("sub").join("..").join("app.db")),
+            PathBuf::from(format!("{}/sub/../app.db.locks", real.display())),
+            "a missing directory falls back to the path as given"
+        );
     }
 
     #[test]
