@@ -809,10 +809,11 @@ fn a_program_started_by_the_holder_does_not_inherit_the_lock() {
             let lock = FileLock::new(dir.join("locks")).unwrap();
             let _lease = lock.acquire(&name, None).unwrap();
             // Started while holding: without O_CLOEXEC it would keep the lock file open.
-            let _grandchild = child(NAME, "sleeper").env("DIR", &dir).spawn().unwrap();
+            let mut grandchild = child(NAME, "sleeper").env("DIR", &dir).spawn().unwrap();
             wait_until("the grandchild", || dir.join("sleeping").exists());
             touch(&dir.join("holding"));
-            std::thread::sleep(PATIENCE);
+            // Blocks (bounded: the grandchild gives up by itself) until killed.
+            let _ = grandchild.wait();
             panic!("the holder was meant to be killed");
         }
         None => {}
