@@ -344,3 +344,39 @@ fn the_spec_registry_builds_retry_with_its_capabilities() {
     let direct = Retry::sqlite(db_at(&path));
     assert_eq!(direct.connector().busy_timeout_value(), Duration::ZERO);
 }
+
+#[test]
+fn a_busy_commit_is_rolled_back_and_retried() {
+    // With the rollback journal a reader's SHARED lock makes the writer's COMMIT busy.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("journal.db");
+    Connection::open(&path)
+        .unwrap()
+        .execute_batch("CREATE TABLE counter (v INTEGER NOT NULL); INSERT INTO counter VALUES (0);")
+        .unwrap();
+    let reader = Connection::open(&path).unwrap();
+    reader.execute_batch("BEGIN").unwrap();
+    let seen: i64 = reader
+        .query_row("SELECT v FROM counter", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(seen, 0);
+    let (events_tx, events) = mpsc::channel::<RetryEvent>();
+    let strategy = Retry::sqlite(db_at(&path).wal(false)).on_retry(move |event| {
+        let _ = events_tx.send(*event);
+    });
+    let runs = Arc::new(AtomicU32::new(0));
+    let counted = runs.clone();
+    let runner = std::thread::spawn(move || {
+        strategy.run(&Key::whole(), move |db| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            increment(db)
+        })
+    });
+    let first = events.recv_timeout(PATIENCE).expect("no retry reported");
+    assert_eq!(first.reason, RetryReason::Commit);
+    // The busy commit was rolled back: the reader's snapshot and the file still say 0.
+    reader.execute_batch("COMMIT").unwrap();
+    runner.join().unwrap().unwrap();
+    assert!(runs.load(Ordering::SeqCst) >= 2, "the whole op ran again");
+    assert_eq!(counter(&path), 1, "exactly one increment committed");
+}
