@@ -593,7 +593,7 @@ fn a_symlinked_lock_directory_is_refused() {
     std::fs::write(&file, "").unwrap();
     assert!(matches!(
         FileLock::new(&file),
-        Err(FileLockError::NotADirectory { .. } | FileLockError::Io { .. })
+        Err(FileLockError::WrongFileType { .. } | FileLockError::Io { .. })
     ));
     assert!(matches!(FileLock::new(""), Err(FileLockError::Config(_))));
 }

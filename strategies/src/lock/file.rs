@@ -51,8 +51,9 @@ pub enum FileLockError {
         /// The path refused.
         path: PathBuf,
     },
-    /// The lock directory is not a directory, or a lock file is not a regular file.
-    NotADirectory {
+    /// The lock directory is not a directory, or a lock file is not a regular file (a
+    /// FIFO or a device planted under its name).
+    WrongFileType {
         /// The path refused.
         path: PathBuf,
     },
@@ -104,7 +105,7 @@ impl fmt::Display for FileLockError {
                 "lock path {} is a symbolic link; refusing to follow it",
                 path.display()
             ),
-            FileLockError::NotADirectory { path } => {
+            FileLockError::WrongFileType { path } => {
                 write!(f, "lock path {} has the wrong file type", path.display())
             }
             FileLockError::WorldWritable { path, mode } => write!(
@@ -193,7 +194,7 @@ impl FileLockBuilder {
     /// and records or checks its stripe count.
     ///
     /// # Errors
-    /// [`FileLockError::Symlink`], [`FileLockError::NotADirectory`],
+    /// [`FileLockError::Symlink`], [`FileLockError::WrongFileType`],
     /// [`FileLockError::WorldWritable`], [`FileLockError::Unwritable`],
     /// [`FileLockError::StripeMismatch`], [`FileLockError::BadLayout`],
     /// [`FileLockError::Config`] or [`FileLockError::Io`].
@@ -271,6 +272,15 @@ impl FileLockBuilder {
 ///   that inherited the descriptor would hold the lock after its parent died). A child
 ///   made by a bare `fork()` without `exec` shares the descriptors, and with them the
 ///   locks: don't fork while holding one.
+///
+/// # Waiting
+/// Threads of one process wait for a stripe on the in-process table (a condition
+/// variable). The one thread per process that then waits for the file lock blocks in the
+/// kernel when there is no deadline, and otherwise polls `try_lock` with jittered sleeps
+/// doubling from 100 µs up to [`FileLockBuilder::max_poll`], so no core spins and the
+/// deadline is kept; a zero timeout tries once. Several names are taken in stripe order
+/// ([`Lock::order_key`]), names sharing a stripe once, so callers of `run_many` can't
+/// deadlock on each other or on themselves.
 ///
 /// Local filesystems only: `flock` on NFS is emulated with byte-range locks (or not at
 /// all), and other hosts can't see it anyway.
@@ -436,7 +446,14 @@ impl Lock for FileLock {
         };
         match deadline {
             // Without a deadline the kernel queues us; no polling.
-            None => file.lock().map_err(unavailable)?,
+            None => loop {
+                match file.lock() {
+                    Ok(()) => break,
+                    // A signal handler installed without SA_RESTART interrupts the wait.
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(unavailable(e)),
+                }
+            },
             Some(at) => {
                 let mut pause = FIRST_POLL;
                 loop {
@@ -559,7 +576,7 @@ fn open_dir(dir: &Path) -> Result<OwnedFd, FileLockError> {
             });
         }
         Err(rustix::io::Errno::NOTDIR) => {
-            return Err(FileLockError::NotADirectory {
+            return Err(FileLockError::WrongFileType {
                 path: dir.to_path_buf(),
             });
         }
@@ -598,7 +615,7 @@ fn open_lock_file(dir_fd: &OwnedFd, dir: &Path, name: &str) -> Result<File, File
     };
     let stat = rustix::fs::fstat(&fd).map_err(|e| io_error(&path, e))?;
     if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
-        return Err(FileLockError::NotADirectory { path });
+        return Err(FileLockError::WrongFileType { path });
     }
     Ok(File::from(fd))
 }
