@@ -2,6 +2,7 @@
 //! `lock_api::RawMutex`. All ergonomics (resource pools, transactions, fences, several
 //! keys, panics) live once, in the generic `Locked` strategy of the `turnstile` crate.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Instant;
@@ -111,6 +112,14 @@ pub trait Lock: Send + Sync + 'static {
         name: &LockName,
         deadline: Option<Instant>,
     ) -> Result<Self::Lease, StrategyError>;
+
+    /// Where `name` sits in this backend's lock order. Strategies that hold several names
+    /// at once acquire them in ascending order of this key, and take names with equal keys
+    /// once, so two callers can't deadlock even when a backend maps several names onto one
+    /// lock (file-lock's stripes). Default: the name's bytes (one lock per name).
+    fn order_key<'a>(&self, name: &'a LockName) -> Cow<'a, [u8]> {
+        Cow::Borrowed(name.bytes())
+    }
 }
 
 /// A held lock. Released on [`Lease::release`] or on drop.

@@ -30,6 +30,8 @@ pub use turnstile_core::*;
 
 pub mod lock;
 pub mod locked;
+#[cfg(feature = "retry")]
+pub mod retry;
 pub mod spec;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;

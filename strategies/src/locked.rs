@@ -143,13 +143,18 @@ impl<L: Lock, C: Transact> Locked<L, C> {
     }
 
     fn names(&self, keys: &[Key]) -> Vec<LockName> {
-        match self.keys {
+        let mut names: Vec<LockName> = match self.keys {
             KeyScope::Whole => vec![LockName::new(self.namespace.clone(), Key::whole())],
             KeyScope::PerKey => keys
                 .iter()
                 .map(|k| LockName::new(self.namespace.clone(), k.clone()))
                 .collect(),
-        }
+        };
+        // In the backend's lock order, one name per backend lock: names that share a lock
+        // (file-lock stripes) would otherwise wait for themselves or cross another caller.
+        names.sort_by(|a, b| self.lock.order_key(a).cmp(&self.lock.order_key(b)));
+        names.dedup_by(|a, b| self.lock.order_key(a) == self.lock.order_key(b));
+        names
     }
 
     fn run_locked<T, E, F>(

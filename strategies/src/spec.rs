@@ -73,6 +73,20 @@ impl Spec {
     pub fn arg(&self) -> Option<&str> {
         self.arg.as_deref()
     }
+
+    /// Refuses an argument, for strategies that take none.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when the spec has an argument.
+    pub fn expect_no_arg(&self) -> Result<(), StrategyError> {
+        match self.arg() {
+            None => Ok(()),
+            Some(arg) => Err(Error::Config(format!(
+                "strategy {:?} takes no argument (got {arg:?})",
+                self.name()
+            ))),
+        }
+    }
 }
 
 impl fmt::Debug for Spec {
@@ -229,16 +243,6 @@ impl<C: Connect> Registry<C> {
     }
 }
 
-#[cfg_attr(not(feature = "mutex"), allow(dead_code))]
-fn no_arg(spec: &Spec) -> Result<(), StrategyError> {
-    match spec.arg() {
-        None => Ok(()),
-        Some(arg) => Err(Error::Config(format!(
-            "strategy {:?} takes no argument (got {arg:?})",
-            spec.name()
-        ))),
-    }
-}
 
 #[cfg(feature = "sqlite")]
 impl Registry<crate::sqlite::Sqlite> {
@@ -251,7 +255,7 @@ impl Registry<crate::sqlite::Sqlite> {
             "mutex",
             "in-process per-key lock table (threads of one process)",
             |spec, setup| {
-                no_arg(spec)?;
+                spec.expect_no_arg()?;
                 let mut s =
                     crate::Locked::new(crate::lock::MutexLock::new(), setup.connect.clone())
                         .tx_mode(setup.tx_mode);
@@ -263,6 +267,35 @@ impl Registry<crate::sqlite::Sqlite> {
         );
         #[cfg(feature = "redis")]
         crate::lock::redis::register(&mut registry);
+        #[cfg(feature = "file-lock")]
+        registry.register(
+            "file-lock",
+            "flock over striped lock files (processes on one host); file-lock:DIR sets the lock directory, default <db>.locks",
+            |spec, setup| {
+                let lock = match spec.arg() {
+                    None => crate::lock::FileLock::beside(setup.connect.path())?,
+                    Some(dir) => crate::lock::FileLock::new(dir)?,
+                };
+                let mut s = crate::Locked::new(lock, setup.connect.clone()).tx_mode(setup.tx_mode);
+                if let Some(t) = setup.timeout {
+                    s = s.timeout(Some(t))?;
+                }
+                Ok(Box::new(s))
+            },
+        );
+        #[cfg(feature = "retry")]
+        registry.register(
+            "retry",
+            "no lock: rerun the whole transaction on busy, with full-jitter backoff",
+            |spec, setup| {
+                spec.expect_no_arg()?;
+                let mut s = crate::retry::Retry::sqlite(setup.connect.clone());
+                if let Some(t) = setup.timeout {
+                    s = s.max_elapsed(Some(t))?;
+                }
+                Ok(Box::new(s))
+            },
+        );
         registry
     }
 }

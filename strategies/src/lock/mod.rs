@@ -9,3 +9,10 @@ pub use mutex::{FAIR_INTERVAL, MutexLease, MutexLock};
 pub mod redis;
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisLease, RedisLock, RedisLockBuilder, RedlockLease, RedlockLock};
+#[cfg(feature = "file-lock")]
+mod file;
+#[cfg(feature = "file-lock")]
+pub use file::{
+    DEFAULT_MAX_POLL, DEFAULT_STRIPES, FileLease, FileLock, FileLockBuilder, FileLockError,
+    MAX_STRIPES,
+};
