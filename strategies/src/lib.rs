@@ -30,6 +30,8 @@ pub use turnstile_core::*;
 
 pub mod lock;
 pub mod locked;
+#[cfg(feature = "queue")]
+pub mod queue;
 pub mod spec;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;

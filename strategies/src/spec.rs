@@ -260,6 +260,19 @@ impl Registry<crate::sqlite::Sqlite> {
                 Ok(Box::new(s))
             },
         );
+        #[cfg(feature = "queue")]
+        registry.register(
+            "queue",
+            "one worker thread owns the connection; ops queue up (threads of one process)",
+            |spec, setup| {
+                no_arg(spec)?;
+                let mut builder = crate::queue::Queue::builder().tx_mode(setup.tx_mode);
+                if let Some(t) = setup.timeout {
+                    builder = builder.timeout(Some(t));
+                }
+                Ok(Box::new(builder.build(setup.connect.clone())?))
+            },
+        );
         registry
     }
 }
