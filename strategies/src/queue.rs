@@ -331,7 +331,9 @@ impl<C: Transact> QueueBuilder<C> {
     /// [`Error::Unavailable`] when the worker could not open its resource (or start).
     pub fn build(self, connect: C) -> Result<Queue<C>, StrategyError> {
         if self.capacity == 0 {
-            return Err(Error::Config("a queue needs a capacity of at least 1".into()));
+            return Err(Error::Config(
+                "a queue needs a capacity of at least 1".into(),
+            ));
         }
         if self.max_batch == 0 {
             return Err(Error::Config("a batch needs room for at least 1 op".into()));
@@ -502,9 +504,7 @@ impl<C: Transact> Queue<C> {
         E: Send + Sync + 'static,
     {
         let keys = vec![key.clone()];
-        let deadline = Wait::Default
-            .deadline(self.timeout)
-            .map_err(Error::widen)?;
+        let deadline = Wait::Default.deadline(self.timeout).map_err(Error::widen)?;
         self.enqueue(keys, deadline, SendMode::Try, op)
     }
 
@@ -521,7 +521,10 @@ impl<C: Transact> Queue<C> {
         E: Send + Sync + 'static,
     {
         let chain = running_on();
-        if chain.as_deref().is_some_and(|c| c.contains(&self.shared.id)) {
+        if chain
+            .as_deref()
+            .is_some_and(|c| c.contains(&self.shared.id))
+        {
             return Err(Error::Reentrant);
         }
         let since = Instant::now();
@@ -780,7 +783,11 @@ impl<T, E> Ticket<T, E> {
                 return result;
             }
             state = match deadline {
-                None => self.slot.done.wait(state).unwrap_or_else(|p| p.into_inner()),
+                None => self
+                    .slot
+                    .done
+                    .wait(state)
+                    .unwrap_or_else(|p| p.into_inner()),
                 Some(at) => {
                     let now = Instant::now();
                     if now >= at {

@@ -74,7 +74,9 @@ fn block_on<F: Future>(future: F) -> F::Output {
 }
 
 fn create_table(queue: &Queue<Sqlite>, sql: &'static str) {
-    queue.run(&whole(), move |db| db.execute_batch(sql)).unwrap();
+    queue
+        .run(&whole(), move |db| db.execute_batch(sql))
+        .unwrap();
 }
 
 fn values(path: &std::path::Path) -> Vec<i64> {
@@ -124,9 +126,11 @@ fn bad_configuration_is_refused() {
         Err(Error::Config(_))
     ));
     let queue = Queue::new(db(&dir)).unwrap();
-    let r = queue.run_with(&[whole()], Wait::Timeout(Duration::MAX), |_| {
-        Ok::<_, Io>(())
-    });
+    let r = queue.run_with(
+        &[whole()],
+        Wait::Timeout(Duration::MAX),
+        |_| Ok::<_, Io>(()),
+    );
     assert!(matches!(r, Err(Error::Config(_))));
     let r = queue.run_many(&[], |_| Ok::<_, Io>(()));
     assert!(matches!(r, Err(Error::Config(_))));
@@ -145,7 +149,9 @@ fn try_submit_on_a_full_queue_gives_full_without_blocking() {
     ));
     // A blocking submit with a zero wait tries once, too.
     assert!(matches!(
-        queue.submit_with(&[whole()], Wait::Timeout(Duration::ZERO), |_| Ok::<_, Io>(4)),
+        queue.submit_with(&[whole()], Wait::Timeout(Duration::ZERO), |_| Ok::<_, Io>(
+            4
+        )),
         Err(Error::Timeout { .. })
     ));
     release.send(()).unwrap();
@@ -201,8 +207,14 @@ fn a_wait_that_times_out_before_start_cancels_the_op() {
     // Everything queued before this has been taken off the queue by now.
     queue.run(&whole(), |_| Ok::<_, Io>(())).unwrap();
     assert!(!ran.load(Ordering::SeqCst), "a cancelled op ran");
-    assert!(!ran_by_run.load(Ordering::SeqCst), "a timed-out run's op ran");
-    assert!(!ran_dropped.load(Ordering::SeqCst), "a dropped ticket's op ran");
+    assert!(
+        !ran_by_run.load(Ordering::SeqCst),
+        "a timed-out run's op ran"
+    );
+    assert!(
+        !ran_dropped.load(Ordering::SeqCst),
+        "a dropped ticket's op ran"
+    );
 }
 
 #[test]
@@ -237,7 +249,9 @@ fn a_ticket_is_a_future() {
     let queue = Queue::new(db(&dir)).unwrap();
     let (busy, release) = block_worker(&queue);
     let ticket = queue
-        .submit(&whole(), |db| db.query_row("SELECT 6 * 7", [], |r| r.get::<_, i64>(0)))
+        .submit(&whole(), |db| {
+            db.query_row("SELECT 6 * 7", [], |r| r.get::<_, i64>(0))
+        })
         .unwrap();
     let releaser = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(20));
@@ -317,11 +331,10 @@ fn reentrant_run_through_another_queue_is_refused() {
     assert_eq!(result.unwrap(), Ok(true));
     // Both keep serving, and B's worker runs ops from A's worker normally.
     let b3 = b.clone();
-    assert_eq!(
-        a.run(&whole(), move |_| Ok::<_, Io>(b3.run(&whole(), |_| Ok::<_, Io>(5)).is_ok()))
-            .unwrap(),
-        true
-    );
+    let inner = a.run(&whole(), move |_| {
+        Ok::<_, Io>(b3.run(&whole(), |_| Ok::<_, Io>(5)).ok())
+    });
+    assert_eq!(inner.unwrap(), Some(5));
 }
 
 #[test]
@@ -418,7 +431,9 @@ fn dropping_the_queue_drains_it() {
     let tickets: Vec<_> = (0..100)
         .map(|i| {
             queue
-                .submit(&whole(), move |db| db.execute("INSERT INTO t VALUES (?1)", [i]))
+                .submit(&whole(), move |db| {
+                    db.execute("INSERT INTO t VALUES (?1)", [i])
+                })
                 .unwrap()
         })
         .collect();
@@ -473,9 +488,13 @@ fn an_op_that_commits_by_itself_gets_transaction_ended() {
     let dir = tempfile::tempdir().unwrap();
     let queue = Queue::new(db(&dir)).unwrap();
     create_table(&queue, "CREATE TABLE t (v INTEGER)");
-    let r = queue.run(&whole(), |db| db.execute_batch("INSERT INTO t VALUES (1); COMMIT"));
+    let r = queue.run(&whole(), |db| {
+        db.execute_batch("INSERT INTO t VALUES (1); COMMIT")
+    });
     assert!(matches!(r, Err(Error::TransactionEnded)), "{r:?}");
-    queue.run(&whole(), |db| db.execute("INSERT INTO t VALUES (2)", [])).unwrap();
+    queue
+        .run(&whole(), |db| db.execute("INSERT INTO t VALUES (2)", []))
+        .unwrap();
     assert_eq!(values(&dir.path().join("q.db")), vec![1, 2]);
 }
 
@@ -487,7 +506,9 @@ fn the_spec_registry_builds_queues_with_the_setup() {
     let q = registry.open("queue", &setup).unwrap();
     assert!(q.capabilities().transactional);
     let n: i64 = q
-        .run_as(&[whole()], Wait::Default, |db| db.query_row("SELECT 3", [], |r| r.get(0)))
+        .run_as(&[whole()], Wait::Default, |db| {
+            db.query_row("SELECT 3", [], |r| r.get(0))
+        })
         .unwrap();
     assert_eq!(n, 3);
     let auto = registry
@@ -502,10 +523,7 @@ fn the_spec_registry_builds_queues_with_the_setup() {
 
 /// Queues `ops` behind a blocked worker, then releases it, so the worker takes them as
 /// one batch.
-fn batch<T: Send + 'static>(
-    queue: &Queue<Sqlite>,
-    ops: Vec<Box<dyn FnMut(&mut rusqlite::Connection) -> rusqlite::Result<T> + Send>>,
-) -> Vec<Result<(T, u32), Error<rusqlite::Error>>> {
+fn batch(queue: &Queue<Sqlite>, ops: Vec<Op>) -> Vec<Result<(usize, u32), Error<rusqlite::Error>>> {
     let (busy, release) = block_worker(queue);
     let tickets: Vec<_> = ops
         .into_iter()
@@ -539,7 +557,10 @@ fn group_commit_rolls_back_only_the_failing_op() {
         db.execute("INSERT INTO t VALUES (4)", [])?;
         panic!("boom")
     });
-    let results = batch(&queue, vec![insert(1), insert(1), insert(3), panicking, insert(5)]);
+    let results = batch(
+        &queue,
+        vec![insert(1), insert(1), insert(3), panicking, insert(5)],
+    );
     assert_eq!(results[0].as_ref().unwrap(), &(1, 1));
     match &results[1] {
         Err(Error::Op(rusqlite::Error::SqliteFailure(e, _))) => {
@@ -604,7 +625,11 @@ fn group_commit_reruns_the_batch_alone_when_the_commit_fails() {
     let orphan: Op = Box::new(|db| db.execute("INSERT INTO t VALUES (2, 99)", []));
     let results = batch(&queue, vec![insert(1), orphan, insert(3)]);
     assert_eq!(results[0].as_ref().unwrap(), &(1, 2));
-    assert!(matches!(results[1], Err(Error::Resource(_))), "{:?}", results[1]);
+    assert!(
+        matches!(results[1], Err(Error::Resource(_))),
+        "{:?}",
+        results[1]
+    );
     assert_eq!(results[2].as_ref().unwrap(), &(1, 2));
     assert_eq!(values(&dir.path().join("q.db")), vec![1, 3]);
 }
@@ -612,7 +637,10 @@ fn group_commit_reruns_the_batch_alone_when_the_commit_fails() {
 #[test]
 fn without_group_commit_ops_commit_one_by_one() {
     let dir = tempfile::tempdir().unwrap();
-    let queue = Queue::builder().group_commit(false).build(db(&dir)).unwrap();
+    let queue = Queue::builder()
+        .group_commit(false)
+        .build(db(&dir))
+        .unwrap();
     assert!(!queue.capabilities().reruns_op);
     create_table(&queue, "CREATE TABLE t (v INTEGER UNIQUE)");
     let results = batch(&queue, vec![insert(1), insert(1), insert(3)]);
