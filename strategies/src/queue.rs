@@ -197,7 +197,7 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::task::{Context, Poll, Waker};
 use std::thread::{JoinHandle, ThreadId};
@@ -345,6 +345,7 @@ impl<C: Transact> QueueBuilder<C> {
             id,
             closed: AtomicBool::new(false),
             closing_on_worker: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
             gate: RwLock::new(Some(sender)),
         });
         let connect = Arc::new(connect);
@@ -413,6 +414,15 @@ impl<C: Transact> QueueBuilder<C> {
 ///
 /// Excludes across the threads of one process (the queue is the only way to the resource).
 /// Defaults: see [`QueueBuilder`]. Dropping the queue closes it (see [`Queue::close`]).
+///
+/// A [`Wait`] (or the default timeout) bounds the time to get a slot in the channel and
+/// then to reach the front of the line; once the op has started, a blocking `run` waits
+/// for it to finish. A zero timeout, or a deadline already past, runs the op only if the
+/// queue is idle (nothing queued or running) and fails with [`Error::Timeout`] at once
+/// otherwise.
+///
+/// Re-entrancy is tracked per thread: an op that hands work to another thread of its own
+/// and waits for it there, where that work calls back into this queue, is not detected.
 pub struct Queue<C: Transact> {
     shared: Arc<Shared<C>>,
     worker: Mutex<Option<JoinHandle<()>>>,
@@ -431,6 +441,8 @@ struct Shared<C: Transact> {
     /// `close` was called on the worker thread itself, which cannot wait for itself: the
     /// worker shuts the gate when it can.
     closing_on_worker: AtomicBool,
+    /// Jobs accepted and not yet finished (or dropped) by the worker: zero means idle.
+    in_flight: AtomicUsize,
     /// Submitters send under a read guard; `close` takes the write guard (after setting
     /// `closed`) to drop the sender, so it never races a send in flight. The worker keeps
     /// draining meanwhile, so senders blocked on a full channel finish.
@@ -528,6 +540,16 @@ impl<C: Transact> Queue<C> {
             return Err(Error::Reentrant);
         }
         let since = Instant::now();
+        let mut deadline = deadline;
+        let mut how = how;
+        // Nothing can start "at once" on a queue unless it is idle: a deadline that has
+        // already passed (a zero timeout) claims the idle queue or gives up, rather than
+        // being accepted and then always expiring.
+        let try_once = matches!(how, SendMode::Until(Some(at)) if at <= since);
+        if try_once {
+            deadline = None;
+            how = SendMode::Try;
+        }
         let slot = Arc::new(Slot::new());
         let job: Box<dyn Job<C>> = Box::new(Task::<C, T, E, F> {
             slot: slot.clone(),
@@ -548,6 +570,19 @@ impl<C: Transact> Queue<C> {
         if self.shared.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
+        if try_once {
+            let idle =
+                self.shared
+                    .in_flight
+                    .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire);
+            if idle.is_err() {
+                return Err(Error::Timeout {
+                    waited: since.elapsed(),
+                });
+            }
+        } else {
+            self.shared.in_flight.fetch_add(1, Ordering::AcqRel);
+        }
         let sent = match how {
             SendMode::Try => sender.try_send(job).map_err(|e| match e {
                 TrySendError::Full(_) => Error::Full,
@@ -562,7 +597,14 @@ impl<C: Transact> Queue<C> {
             }),
         };
         drop(gate);
-        sent.map(|()| Ticket { slot, since })
+        if sent.is_err() {
+            self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+        }
+        sent.map(|()| Ticket {
+            slot,
+            since,
+            deadline,
+        })
     }
 
     /// Stops accepting work, waits until every job accepted before runs (exactly once),
@@ -658,6 +700,7 @@ impl<C: Transact> Serializer for Queue<C> {
         let deadline = wait.deadline(self.timeout).map_err(Error::widen)?;
         let ticket = self.enqueue(keys, deadline, SendMode::Until(deadline), op)?;
         // The deadline bounds the wait to start; once started, the op runs to the end.
+        let deadline = ticket.deadline;
         ticket.wait_inner(deadline, true)
     }
 }
@@ -719,6 +762,8 @@ impl<T, E> Slot<T, E> {
 pub struct Ticket<T, E> {
     slot: Arc<Slot<T, E>>,
     since: Instant,
+    /// The deadline the op must start by.
+    deadline: Option<Instant>,
 }
 
 impl<T, E> Ticket<T, E> {
@@ -979,6 +1024,14 @@ enum Stop<C: Transact> {
     Savepoint(Box<dyn Job<C>>),
 }
 
+struct ClosedOnExit<C: Transact>(Arc<Shared<C>>);
+
+impl<C: Transact> Drop for ClosedOnExit<C> {
+    fn drop(&mut self) {
+        self.0.closed.store(true, Ordering::Release);
+    }
+}
+
 /// The worker thread's state: it owns the resource.
 struct Worker<C: Transact> {
     connect: Arc<C>,
@@ -997,6 +1050,9 @@ struct Worker<C: Transact> {
 
 impl<C: Transact> Worker<C> {
     fn serve(mut self) {
+        // Should the worker die (a panic in the resource's own code), submitters must see
+        // a closed queue; its queued jobs are answered as they are dropped.
+        let _closed_on_exit = ClosedOnExit(self.shared.clone());
         let mut batch: Vec<Box<dyn Job<C>>> = Vec::new();
         while let Some(first) = self.next_job() {
             batch.push(first);
@@ -1064,6 +1120,23 @@ impl<C: Transact> Worker<C> {
         }
     }
 
+    /// Claims a job for running (see [`Job::start`]); one that will not run leaves the
+    /// count of jobs in flight.
+    fn claim(&self, job: &mut dyn Job<C>) -> bool {
+        let claimed = job.start();
+        if !claimed {
+            self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+        }
+        claimed
+    }
+
+    /// Answers a job. It leaves the count of jobs in flight first, so that its caller,
+    /// once woken, finds the queue idle if nothing else is queued.
+    fn deliver(&self, job: &mut dyn Job<C>) {
+        self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+        job.deliver();
+    }
+
     fn reconnect(&mut self) {
         // If reopening fails, keep the old resource: ops will report its errors.
         if let Ok(resource) = self.connect.connect() {
@@ -1087,9 +1160,9 @@ impl<C: Transact> Worker<C> {
     }
 
     fn run_alone(&mut self, job: &mut dyn Job<C>) {
-        if job.start() {
+        if self.claim(job) {
             self.transact_alone(job);
-            job.deliver();
+            self.deliver(&mut *job);
         }
     }
 
@@ -1129,7 +1202,7 @@ impl<C: Transact> Worker<C> {
             if ran == Ran::Ok {
                 self.transact_alone(&mut *job);
             }
-            job.deliver();
+            self.deliver(&mut *job);
         }
     }
 
@@ -1153,7 +1226,7 @@ impl<C: Transact> Worker<C> {
         let mut stop = None;
         let mut rest = batch.drain(..);
         for (n, mut job) in rest.by_ref().enumerate() {
-            if !job.start() {
+            if !self.claim(&mut *job) {
                 continue;
             }
             if self.connect.savepoint(&mut self.resource, n).is_err() {
@@ -1182,7 +1255,7 @@ impl<C: Transact> Worker<C> {
             None => match self.connect.commit(&mut self.resource) {
                 Ok(()) => {
                     for (mut job, _) in done {
-                        job.deliver();
+                        self.deliver(&mut *job);
                     }
                 }
                 Err(e) => {
@@ -1199,25 +1272,25 @@ impl<C: Transact> Worker<C> {
                 }
                 self.rerun_alone(done);
                 self.transact_alone(&mut *job);
-                job.deliver();
+                self.deliver(&mut *job);
             }
             Some(Stop::Ended(mut culprit, ran)) => {
                 if ran == Ran::Ok {
                     culprit.fail(Error::TransactionEnded);
                 }
-                culprit.deliver();
+                self.deliver(&mut *culprit);
                 if !done.is_empty() {
                     match self.batch_committed(seq) {
                         Some(true) => {
                             for (mut job, _) in done {
-                                job.deliver();
+                                self.deliver(&mut *job);
                             }
                         }
                         Some(false) => self.rerun_alone(done),
                         None => {
                             for (mut job, _) in done {
                                 job.fail(Error::Indeterminate);
-                                job.deliver();
+                                self.deliver(&mut *job);
                             }
                         }
                     }

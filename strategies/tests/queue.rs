@@ -160,6 +160,33 @@ fn try_submit_on_a_full_queue_gives_full_without_blocking() {
 }
 
 #[test]
+fn a_zero_timeout_runs_only_on_an_idle_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = Queue::new(db(&dir)).unwrap();
+    queue.run(&whole(), |_| Ok::<_, Io>(())).unwrap();
+    // Idle: the op runs, although it cannot start "before" a zero deadline.
+    assert_eq!(
+        queue
+            .run_timeout(&whole(), Duration::ZERO, |_| Ok::<_, Io>(1))
+            .unwrap(),
+        1
+    );
+    // Busy: it gives up at once, and never runs.
+    let (busy, release) = block_worker(&queue);
+    let ran = Arc::new(AtomicBool::new(false));
+    let flag = ran.clone();
+    let r = queue.run_timeout(&whole(), Duration::ZERO, move |_| {
+        flag.store(true, Ordering::SeqCst);
+        Ok::<_, Io>(2)
+    });
+    assert!(matches!(r, Err(Error::Timeout { .. })), "{r:?}");
+    release.send(()).unwrap();
+    busy.wait().unwrap();
+    queue.close();
+    assert!(!ran.load(Ordering::SeqCst));
+}
+
+#[test]
 fn a_wait_that_times_out_before_start_cancels_the_op() {
     let dir = tempfile::tempdir().unwrap();
     let queue = Arc::new(Queue::new(db(&dir)).unwrap());
@@ -538,7 +565,12 @@ fn batch(queue: &Queue<Sqlite>, ops: Vec<Op>) -> Vec<Result<(usize, u32), Error<
         .collect();
     release.send(()).unwrap();
     busy.wait().unwrap();
-    tickets.into_iter().map(Ticket::wait).collect()
+    let results = tickets.into_iter().map(Ticket::wait).collect();
+    // Every path of a batch leaves the queue idle again: a zero timeout runs at once.
+    queue
+        .run_timeout(&whole(), Duration::ZERO, |_| Ok::<_, Io>(()))
+        .expect("the queue should be idle after a batch");
+    results
 }
 
 type Op = Box<dyn FnMut(&mut rusqlite::Connection) -> rusqlite::Result<usize> + Send>;
