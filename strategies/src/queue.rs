@@ -625,10 +625,12 @@ impl<C: Transact> Queue<C> {
             .unwrap_or_else(|p| p.into_inner())
             .take();
         drop(sender);
-        let handle = self.worker.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(handle) = handle {
-            // The worker catches op panics; a panic here is a bug in the queue itself,
-            // and its jobs were already answered by their drop.
+        // Held while joining, so that a concurrent `close` returns only once the worker
+        // is done too.
+        let mut worker = self.worker.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(handle) = worker.take() {
+            // The worker catches op panics; one that escaped came from the resource's own
+            // code, and the jobs it left were answered as they were dropped.
             let _ = handle.join();
         }
     }
@@ -1024,11 +1026,32 @@ enum Stop<C: Transact> {
     Savepoint(Box<dyn Job<C>>),
 }
 
-struct ClosedOnExit<C: Transact>(Arc<Shared<C>>);
+/// Marks the queue closed when the worker exits, and after a panic in the resource's own
+/// code answers the jobs left in the channel (each as it drops) and shuts the gate.
+struct ClosedOnExit<C: Transact> {
+    shared: Arc<Shared<C>>,
+    receiver: Receiver<Box<dyn Job<C>>>,
+}
 
 impl<C: Transact> Drop for ClosedOnExit<C> {
     fn drop(&mut self) {
-        self.0.closed.store(true, Ordering::Release);
+        self.shared.closed.store(true, Ordering::Release);
+        loop {
+            // Draining lets submitters blocked on a full channel finish their send.
+            while self.receiver.try_recv().is_ok() {}
+            match self.shared.gate.try_write() {
+                Ok(mut gate) => {
+                    gate.take();
+                    break;
+                }
+                Err(std::sync::TryLockError::Poisoned(gate)) => {
+                    gate.into_inner().take();
+                    break;
+                }
+                Err(std::sync::TryLockError::WouldBlock) => std::thread::yield_now(),
+            }
+        }
+        while self.receiver.try_recv().is_ok() {}
     }
 }
 
@@ -1052,7 +1075,10 @@ impl<C: Transact> Worker<C> {
     fn serve(mut self) {
         // Should the worker die (a panic in the resource's own code), submitters must see
         // a closed queue; its queued jobs are answered as they are dropped.
-        let _closed_on_exit = ClosedOnExit(self.shared.clone());
+        let _closed_on_exit = ClosedOnExit {
+            shared: self.shared.clone(),
+            receiver: self.receiver.clone(),
+        };
         let mut batch: Vec<Box<dyn Job<C>>> = Vec::new();
         while let Some(first) = self.next_job() {
             batch.push(first);

@@ -12,7 +12,9 @@ use turnstile::queue::{Queue, Ticket};
 use turnstile::spec::{Registry, Setup};
 use turnstile::sqlite::rusqlite::{self, ErrorCode};
 use turnstile::sqlite::{Sqlite, Synchronous};
-use turnstile::{Error, Key, Serializer, TxMode, Wait};
+use turnstile::{
+    BoxError, Connect, Error, FenceClaim, Key, Serializer, Transact, TransactError, TxMode, Wait,
+};
 
 type Io = std::io::Error;
 
@@ -681,4 +683,101 @@ fn without_group_commit_ops_commit_one_by_one() {
     let path = dir.path().join("q.db");
     assert_eq!(values(&path), vec![1, 3]);
     assert_eq!(batch_markers(&path), 0);
+}
+
+/// SQLite whose `COMMIT` panics once armed: a failure of the resource's own code that a
+/// real SQLite cannot be made to produce.
+struct PanickyCommit {
+    db: Sqlite,
+    armed: Arc<AtomicBool>,
+}
+
+impl Connect for PanickyCommit {
+    type Resource = rusqlite::Connection;
+    fn connect(&self) -> Result<rusqlite::Connection, BoxError> {
+        self.db.connect()
+    }
+    fn identity(&self) -> &str {
+        self.db.identity()
+    }
+}
+
+impl Transact for PanickyCommit {
+    fn begin(
+        &self,
+        c: &mut rusqlite::Connection,
+        fences: &[FenceClaim<'_>],
+    ) -> Result<(), TransactError> {
+        self.db.begin(c, fences)
+    }
+    fn commit(&self, c: &mut rusqlite::Connection) -> Result<(), TransactError> {
+        assert!(!self.armed.load(Ordering::SeqCst), "commit exploded");
+        self.db.commit(c)
+    }
+    fn rollback(&self, c: &mut rusqlite::Connection) -> Result<(), BoxError> {
+        self.db.rollback(c)
+    }
+    fn in_transaction(&self, c: &rusqlite::Connection) -> bool {
+        self.db.in_transaction(c)
+    }
+    fn savepoint(&self, c: &mut rusqlite::Connection, n: usize) -> Result<(), BoxError> {
+        self.db.savepoint(c, n)
+    }
+    fn release_savepoint(&self, c: &mut rusqlite::Connection, n: usize) -> Result<(), BoxError> {
+        self.db.release_savepoint(c, n)
+    }
+    fn rollback_to_savepoint(
+        &self,
+        c: &mut rusqlite::Connection,
+        n: usize,
+    ) -> Result<(), BoxError> {
+        self.db.rollback_to_savepoint(c, n)
+    }
+}
+
+#[test]
+fn a_worker_killed_by_its_resource_leaves_no_caller_hanging() {
+    let dir = tempfile::tempdir().unwrap();
+    let armed = Arc::new(AtomicBool::new(false));
+    let queue = Arc::new(
+        Queue::builder()
+            .group_commit(false)
+            .build(PanickyCommit {
+                db: db(&dir),
+                armed: armed.clone(),
+            })
+            .unwrap(),
+    );
+    queue.run(&whole(), |_| Ok::<_, Io>(())).unwrap();
+    let (started_tx, started_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let running = queue
+        .submit(&whole(), move |_| {
+            started_tx.send(()).unwrap();
+            let _ = release_rx.recv();
+            Ok::<_, Io>(())
+        })
+        .unwrap();
+    started_rx.recv_timeout(HANG).unwrap();
+    let queued: Vec<_> = (0..3)
+        .map(|_| queue.submit(&whole(), |_| Ok::<_, Io>(())).unwrap())
+        .collect();
+    armed.store(true, Ordering::SeqCst);
+    release_tx.send(()).unwrap();
+    let (running, queued) = within(HANG, move || {
+        (
+            running.wait(),
+            queued.into_iter().map(Ticket::wait).collect::<Vec<_>>(),
+        )
+    });
+    // The running op's commit never finished: its caller cannot know.
+    assert!(matches!(running, Err(Error::Indeterminate)), "{running:?}");
+    for r in queued {
+        assert!(matches!(r, Err(Error::Closed)), "{r:?}");
+    }
+    let q = queue.clone();
+    let later = within(HANG, move || q.run(&whole(), |_| Ok::<_, Io>(())));
+    assert!(matches!(later, Err(Error::Closed)));
+    assert!(queue.is_closed());
+    within(HANG, move || drop(queue));
 }
