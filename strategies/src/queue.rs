@@ -181,10 +181,13 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! Group commit records a marker (a fence named after the queue instance, in the
-//! resource's fence table) in each batch of two or more ops, so that after an op ended
-//! the batch's transaction by itself the worker can tell whether the batch committed, and
-//! rerun its ops only if it did not.
+//! Group commit records a marker (a fence named after the queue instance, through
+//! [`Transact::begin`]; for SQLite a row of the `turnstile_fences` table) in each batch of
+//! two or more ops, so that after an op ended the batch's transaction by itself the worker
+//! can tell whether the batch committed, and reruns the others only if it did not: an op
+//! that ran `COMMIT` must not get its batch-mates' writes applied twice. One small row
+//! per queue instance stays behind. Resources whose `begin` ignores fences (against the
+//! [`Transact`] contract) would make that check answer "not committed".
 //!
 //! # Re-entrancy
 //!
@@ -303,8 +306,10 @@ impl<C: Transact> QueueBuilder<C> {
         self
     }
 
-    /// Sets whether ops run inside the resource's transaction. Default:
-    /// [`TxMode::Transaction`].
+    /// Sets whether ops run inside the resource's transaction. In
+    /// [`TxMode::Autocommit`] each statement of an op commits by itself and nothing is
+    /// rolled back when an op fails or panics; only the queue's one-at-a-time order
+    /// protects the op. Default: [`TxMode::Transaction`].
     pub fn tx_mode(mut self, mode: TxMode) -> Self {
         self.tx_mode = mode;
         self

@@ -781,3 +781,33 @@ fn a_worker_killed_by_its_resource_leaves_no_caller_hanging() {
     assert!(queue.is_closed());
     within(HANG, move || drop(queue));
 }
+
+#[test]
+fn ops_see_their_sorted_keys_and_tickets_can_be_cancelled() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = Queue::new(db(&dir)).unwrap();
+    let (a, b) = (Key::new("a").unwrap(), Key::new("b").unwrap());
+    let keys = queue
+        .run_many(&[b.clone(), a.clone(), b.clone()], |ctx| {
+            Ok::<_, Io>(ctx.keys().to_vec())
+        })
+        .unwrap();
+    assert_eq!(keys, vec![a, b]);
+
+    let (busy, release) = block_worker(&queue);
+    let ran = Arc::new(AtomicBool::new(false));
+    let flag = ran.clone();
+    let ticket = queue
+        .submit(&whole(), move |_| {
+            flag.store(true, Ordering::SeqCst);
+            Ok::<_, Io>(())
+        })
+        .unwrap();
+    assert!(!ticket.is_started() && !ticket.is_finished());
+    assert!(ticket.cancel());
+    assert!(busy.is_started());
+    assert!(!busy.cancel(), "a started op cannot be cancelled");
+    release.send(()).unwrap();
+    queue.close();
+    assert!(!ran.load(Ordering::SeqCst));
+}
