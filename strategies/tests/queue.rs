@@ -811,3 +811,33 @@ fn ops_see_their_sorted_keys_and_tickets_can_be_cancelled() {
     queue.close();
     assert!(!ran.load(Ordering::SeqCst));
 }
+
+#[test]
+fn group_commit_answers_a_caller_only_after_the_commit_holding_its_op() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q.db");
+    let queue = Queue::new(db(&dir)).unwrap();
+    create_table(&queue, "CREATE TABLE t (v INTEGER)");
+    let (busy, release) = block_worker(&queue);
+    let tickets: Vec<_> = (0..50_i64)
+        .map(|v| {
+            queue
+                .submit(&whole(), move |db| {
+                    db.execute("INSERT INTO t VALUES (?1)", [v]).map(|_| v)
+                })
+                .unwrap()
+        })
+        .collect();
+    release.send(()).unwrap();
+    busy.wait().unwrap();
+    let reader = rusqlite::Connection::open(&path).unwrap();
+    for ticket in tickets {
+        let v = ticket.wait().unwrap();
+        // Another connection sees the write as soon as its caller hears Ok.
+        let seen: i64 = reader
+            .query_row("SELECT count(*) FROM t WHERE v = ?1", [v], |r| r.get(0))
+            .unwrap();
+        assert_eq!(seen, 1, "answered before its commit: {v}");
+    }
+    assert_eq!(batch_markers(&path), 1);
+}
