@@ -548,6 +548,34 @@ fn the_spec_registry_builds_queues_with_the_setup() {
         registry.open("queue:extra", &setup),
         Err(Error::Config(_))
     ));
+
+    // The setup's timeout is the queue's default wait.
+    let short = Arc::new(
+        registry
+            .open(
+                "queue",
+                &Setup::new(db(&dir)).timeout(Duration::from_millis(50)),
+            )
+            .unwrap(),
+    );
+    let (started_tx, started_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let blocker = short.clone();
+    let busy = std::thread::spawn(move || {
+        blocker.run_as(&[whole()], Wait::Forever, move |_| {
+            started_tx.send(()).unwrap();
+            let _ = release_rx.recv();
+            Ok::<_, Io>(())
+        })
+    });
+    started_rx.recv_timeout(HANG).unwrap();
+    let s = short.clone();
+    let r = within(HANG, move || {
+        s.run_as(&[whole()], Wait::Default, |_| Ok::<_, Io>(()))
+    });
+    assert!(matches!(r, Err(Error::Timeout { .. })), "{r:?}");
+    release_tx.send(()).unwrap();
+    busy.join().unwrap().unwrap();
 }
 
 /// Queues `ops` behind a blocked worker, then releases it, so the worker takes them as
@@ -840,4 +868,15 @@ fn group_commit_answers_a_caller_only_after_the_commit_holding_its_op() {
         assert_eq!(seen, 1, "answered before its commit: {v}");
     }
     assert_eq!(batch_markers(&path), 1);
+}
+
+#[test]
+fn queues_and_tickets_cross_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<Queue<Sqlite>>();
+    send_sync::<Ticket<i64, rusqlite::Error>>();
+    // A ticket is a `Send` future, so multi-threaded runtimes can spawn on it.
+    send::<Ticket<String, Io>>();
+    send_sync::<Error<rusqlite::Error>>();
 }
