@@ -309,7 +309,10 @@ impl<C: Transact> QueueBuilder<C> {
     /// Sets whether ops run inside the resource's transaction. In
     /// [`TxMode::Autocommit`] each statement of an op commits by itself and nothing is
     /// rolled back when an op fails or panics; only the queue's one-at-a-time order
-    /// protects the op. Default: [`TxMode::Transaction`].
+    /// protects the op. An op may run its own `BEGIN … COMMIT`, but one that leaves a
+    /// transaction open has it rolled back (and gets [`Error::Resource`] if it returned
+    /// `Ok`), since the worker's connection serves every later op.
+    /// Default: [`TxMode::Transaction`].
     pub fn tx_mode(mut self, mode: TxMode) -> Self {
         self.tx_mode = mode;
         self
@@ -1201,7 +1204,19 @@ impl<C: Transact> Worker<C> {
     /// result in the job.
     fn transact_alone(&mut self, job: &mut dyn Job<C>) {
         if self.mode == TxMode::Autocommit {
-            self.run_op(job);
+            let ran = self.run_op(job);
+            // The worker's one connection serves every later op: a transaction an op left
+            // open would swallow their writes, uncommitted.
+            if self.connect.in_transaction(&self.resource) {
+                if self.connect.rollback(&mut self.resource).is_err() {
+                    self.broken = true;
+                }
+                if ran == Ran::Ok {
+                    job.fail(Error::resource(
+                        "the op left a transaction open; it was rolled back",
+                    ));
+                }
+            }
             return;
         }
         if let Err(e) = self.connect.begin(&mut self.resource, &[]) {

@@ -513,6 +513,41 @@ fn transaction_mode_wraps_ops_and_autocommit_does_not() {
 }
 
 #[test]
+fn in_autocommit_mode_a_transaction_left_open_is_rolled_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = Queue::builder()
+        .tx_mode(TxMode::Autocommit)
+        .build(db(&dir))
+        .unwrap();
+    create_table(&queue, "CREATE TABLE t (v INTEGER)");
+    // Managing its own transaction is the op's right in autocommit mode.
+    queue
+        .run(&whole(), |db| {
+            db.execute_batch("BEGIN; INSERT INTO t VALUES (1); COMMIT")
+        })
+        .unwrap();
+    let r = queue.run(&whole(), |db| {
+        db.execute_batch("BEGIN; INSERT INTO t VALUES (2)")
+    });
+    assert!(matches!(r, Err(Error::Resource(_))), "{r:?}");
+    let r = queue.run(&whole(), |db| -> rusqlite::Result<()> {
+        db.execute_batch("BEGIN; INSERT INTO t VALUES (3)")?;
+        panic!("left it open")
+    });
+    assert!(matches!(r, Err(Error::Panicked(_))), "{r:?}");
+    // Later ops do not run inside the abandoned transactions.
+    assert!(
+        queue
+            .run(&whole(), |db| Ok::<_, Io>(db.is_autocommit()))
+            .unwrap()
+    );
+    queue
+        .run(&whole(), |db| db.execute("INSERT INTO t VALUES (4)", []))
+        .unwrap();
+    assert_eq!(values(&dir.path().join("q.db")), vec![1, 4]);
+}
+
+#[test]
 fn an_op_that_commits_by_itself_gets_transaction_ended() {
     let dir = tempfile::tempdir().unwrap();
     let queue = Queue::new(db(&dir)).unwrap();
