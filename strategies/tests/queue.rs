@@ -489,6 +489,18 @@ fn close_from_inside_an_op_does_not_deadlock() {
     });
     assert!(matches!(later, Err(Error::Closed)));
     within(HANG, move || drop(queue));
+
+    // The last handle dropped by an op, on the worker thread itself.
+    let queue = Arc::new(Queue::new(db(&dir)).unwrap());
+    let last = queue.clone();
+    let (busy, release) = block_worker(&queue);
+    let ticket = queue
+        .submit(&whole(), move |_| Ok::<_, Io>(Arc::strong_count(&last)))
+        .unwrap();
+    drop(queue);
+    release.send(()).unwrap();
+    busy.wait().unwrap();
+    assert_eq!(within(HANG, move || ticket.wait()).unwrap(), 1);
 }
 
 #[test]
