@@ -32,6 +32,8 @@ pub mod lock;
 pub mod locked;
 #[cfg(feature = "retry")]
 pub mod retry;
+#[cfg(feature = "queue")]
+pub mod queue;
 pub mod spec;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;

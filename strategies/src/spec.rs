@@ -294,6 +294,17 @@ impl Registry<crate::sqlite::Sqlite> {
                     s = s.max_elapsed(Some(t))?;
                 }
                 Ok(Box::new(s))
+        #[cfg(feature = "queue")]
+        registry.register(
+            "queue",
+            "one worker thread owns the connection; ops queue up (threads of one process)",
+            |spec, setup| {
+                no_arg(spec)?;
+                let mut builder = crate::queue::Queue::builder().tx_mode(setup.tx_mode);
+                if let Some(t) = setup.timeout {
+                    builder = builder.timeout(Some(t));
+                }
+                Ok(Box::new(builder.build(setup.connect.clone())?))
             },
         );
         registry

@@ -1,0 +1,1371 @@
+//! The `queue` strategy: one worker thread owns the resource, and every op is handed to it
+//! over a bounded channel, so ops never overlap (seeds 000 and 001: "run all database
+//! operations in a single thread").
+//!
+//! # Running ops
+//!
+//! [`Queue`] implements [`Serializer`]: `run` hands the op to the worker and blocks until
+//! its result comes back. The op's own error reaches the caller untouched, as
+//! [`Error::Op`], so a UNIQUE violation can still be matched.
+//!
+//! ```
+//! use turnstile::queue::Queue;
+//! use turnstile::sqlite::{Sqlite, Synchronous};
+//! use turnstile::sqlite::rusqlite::{self, ErrorCode};
+//! use turnstile::{Error, Key, Serializer};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let queue = Queue::new(Sqlite::new(dir.path().join("app.db")).synchronous(Synchronous::Normal))?;
+//! let key = Key::whole();
+//! queue.run(&key, |db| db.execute_batch("CREATE TABLE users (name TEXT UNIQUE)"))?;
+//! queue.run(&key, |db| db.execute("INSERT INTO users VALUES ('ada')", []))?;
+//! match queue.run(&key, |db| db.execute("INSERT INTO users VALUES ('ada')", [])) {
+//!     Err(Error::Op(rusqlite::Error::SqliteFailure(e, _))) => {
+//!         assert_eq!(e.code, ErrorCode::ConstraintViolation);
+//!     }
+//!     other => panic!("expected a UNIQUE violation, got {other:?}"),
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Tickets
+//!
+//! [`Queue::submit`] returns at once with a [`Ticket`]; wait on it with
+//! [`wait`](Ticket::wait), [`wait_timeout`](Ticket::wait_timeout) or
+//! [`wait_deadline`](Ticket::wait_deadline). A wait that times out before the op started
+//! cancels it: the op never runs and the caller gets [`Error::Timeout`]. After the op
+//! started, a timed-out wait gets [`Error::Indeterminate`]: it may still commit. Dropping a
+//! ticket cancels its op too, unless it already started.
+//!
+//! ```
+//! use std::time::Duration;
+//! use turnstile::queue::Queue;
+//! use turnstile::sqlite::{Sqlite, Synchronous};
+//! use turnstile::Key;
+//!
+//! let dir = tempfile::tempdir()?;
+//! let queue = Queue::new(Sqlite::new(dir.path().join("app.db")).synchronous(Synchronous::Normal))?;
+//! let tickets: Vec<_> = (0..10)
+//!     .map(|i| queue.submit(&Key::whole(), move |db| db.query_row("SELECT ?1 * 2", [i], |r| r.get::<_, i64>(0))))
+//!     .collect::<Result<_, _>>()?;
+//! let doubled: Vec<i64> = tickets
+//!     .into_iter()
+//!     .map(|t| t.wait_timeout(Duration::from_secs(10)))
+//!     .collect::<Result<_, _>>()?;
+//! assert_eq!(doubled, (0..10).map(|i| i * 2).collect::<Vec<_>>());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Async
+//!
+//! A [`Ticket`] is a [`Future`], so async code awaits it on any runtime (seed 000's
+//! deferred). Here with a minimal hand-rolled executor:
+//!
+//! ```
+//! use std::future::Future;
+//! use std::sync::Arc;
+//! use std::task::{Context, Poll, Wake, Waker};
+//! use std::thread::Thread;
+//! use turnstile::queue::Queue;
+//! use turnstile::sqlite::{Sqlite, Synchronous};
+//! use turnstile::Key;
+//!
+//! struct Unpark(Thread);
+//! impl Wake for Unpark {
+//!     fn wake(self: Arc<Self>) { self.0.unpark() }
+//! }
+//! fn block_on<F: Future>(future: F) -> F::Output {
+//!     let mut future = std::pin::pin!(future);
+//!     let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+//!     let mut cx = Context::from_waker(&waker);
+//!     loop {
+//!         match future.as_mut().poll(&mut cx) {
+//!             Poll::Ready(out) => return out,
+//!             Poll::Pending => std::thread::park(),
+//!         }
+//!     }
+//! }
+//!
+//! let dir = tempfile::tempdir()?;
+//! let queue = Queue::new(Sqlite::new(dir.path().join("app.db")).synchronous(Synchronous::Normal))?;
+//! let answer = block_on(async {
+//!     queue.submit(&Key::whole(), |db| db.query_row("SELECT 42", [], |r| r.get::<_, i64>(0)))?.await
+//! })?;
+//! assert_eq!(answer, 42);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Back-pressure
+//!
+//! The channel is bounded ([`QueueBuilder::capacity`]): a full queue makes `run` and
+//! `submit` wait (up to their deadline), and [`Queue::try_submit`] returns [`Error::Full`]
+//! without ever blocking.
+//!
+//! ```
+//! use std::sync::mpsc;
+//! use turnstile::queue::Queue;
+//! use turnstile::sqlite::{Sqlite, Synchronous};
+//! use turnstile::{Error, Key};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let queue = Queue::builder()
+//!     .capacity(1)
+//!     .build(Sqlite::new(dir.path().join("app.db")).synchronous(Synchronous::Normal))?;
+//! let (started_tx, started) = mpsc::channel();
+//! let (release, release_rx) = mpsc::channel::<()>();
+//! // Occupy the worker, then fill the one slot.
+//! let busy = queue.submit(&Key::whole(), move |_| {
+//!     started_tx.send(()).unwrap();
+//!     release_rx.recv().unwrap();
+//!     Ok::<_, std::io::Error>(())
+//! })?;
+//! started.recv()?;
+//! let queued = queue.try_submit(&Key::whole(), |_| Ok::<_, std::io::Error>(()))?;
+//! let refused = queue.try_submit(&Key::whole(), |_| Ok::<_, std::io::Error>(()));
+//! assert!(matches!(refused, Err(Error::Full)));
+//! release.send(())?;
+//! busy.wait()?;
+//! queued.wait()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Closing
+//!
+//! [`Queue::close`] (and dropping the queue) stops accepting work, runs every job accepted
+//! before it exactly once, and joins the worker. Later calls get [`Error::Closed`].
+//!
+//! ```
+//! use turnstile::queue::Queue;
+//! use turnstile::sqlite::{Sqlite, Synchronous};
+//! use turnstile::{Error, Key, Serializer};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let queue = Queue::new(Sqlite::new(dir.path().join("app.db")).synchronous(Synchronous::Normal))?;
+//! let ticket = queue.submit(&Key::whole(), |db| db.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)))?;
+//! queue.close();
+//! assert_eq!(ticket.wait()?, 1);
+//! assert!(matches!(queue.run(&Key::whole(), |_| Ok::<_, std::io::Error>(())), Err(Error::Closed)));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Group commit
+//!
+//! In [`TxMode::Transaction`] (the default) each op runs inside the resource's
+//! transaction. With group commit (on by default) the worker takes everything already
+//! queued, up to [`QueueBuilder::max_batch`] ops, into one transaction with a savepoint
+//! per op: a failing op rolls back only itself, and one commit serves the whole batch. No
+//! caller hears back before the commit that holds its op. When an op's failure ends the
+//! whole transaction, or the commit fails, the batch's other ops run again, one
+//! transaction each, so one bad op costs no other caller its write; that is why
+//! [`Capabilities::reruns_op`] is true with group commit on.
+//!
+//! ```
+//! use turnstile::queue::Queue;
+//! use turnstile::sqlite::{Sqlite, Synchronous};
+//! use turnstile::{Key, Serializer};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let queue = Queue::builder()
+//!     .group_commit(true)
+//!     .max_batch(64)
+//!     .build(Sqlite::new(dir.path().join("app.db")).synchronous(Synchronous::Normal))?;
+//! queue.run(&Key::whole(), |db| db.execute_batch("CREATE TABLE t (v INTEGER)"))?;
+//! let tickets: Vec<_> = (0..100)
+//!     .map(|i| queue.submit(&Key::whole(), move |db| db.execute("INSERT INTO t VALUES (?1)", [i])))
+//!     .collect::<Result<_, _>>()?;
+//! for t in tickets {
+//!     t.wait()?;
+//! }
+//! let n: i64 = queue.run(&Key::whole(), |db| db.query_row("SELECT count(*) FROM t", [], |r| r.get(0)))?;
+//! assert_eq!(n, 100);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Group commit records a marker (a fence named after the queue instance, through
+//! [`Transact::begin`]; for SQLite a row of the `turnstile_fences` table) in each batch of
+//! two or more ops, so that after an op ended the batch's transaction by itself the worker
+//! can tell whether the batch committed, and reruns the others only if it did not: an op
+//! that ran `COMMIT` must not get its batch-mates' writes applied twice. One small row
+//! per queue instance stays behind. Resources whose `begin` ignores fences (against the
+//! [`Transact`] contract) would make that check answer "not committed".
+//!
+//! # Re-entrancy
+//!
+//! An op that calls back into the queue it runs on (directly, or through other queues
+//! whose ops call back: A → B → A) would wait for itself forever; it gets
+//! [`Error::Reentrant`] instead.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::task::{Context, Poll, Waker};
+use std::thread::{JoinHandle, ThreadId};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{
+    Receiver, RecvTimeoutError, SendTimeoutError, Sender, TryRecvError, TrySendError,
+};
+use turnstile_core::{
+    BoxError, Capabilities, Ctx, Error, Fence, FenceClaim, HolderDeath, Key, Scope, Serializer,
+    StrategyError, Transact, TransactError, Wait, check_timeout, panic_message, sorted_keys,
+};
+
+use crate::locked::TxMode;
+
+/// The default most jobs waiting in the channel: 1024.
+pub const DEFAULT_CAPACITY: usize = 1024;
+
+/// The default time a call waits to start its op (a queue slot, then its turn): 30 s.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The default most ops group commit puts in one transaction: 256.
+pub const DEFAULT_MAX_BATCH: usize = 256;
+
+/// The longest the worker spins for new work before it parks. Waking a parked thread
+/// costs tens of microseconds; spinning a little while callers keep submitting avoids it.
+const MAX_SPIN: Duration = Duration::from_micros(50);
+/// The shortest spin; the budget adapts between the two.
+const MIN_SPIN: Duration = Duration::from_micros(2);
+
+/// The backend name of the group-commit marker fence.
+const MARKER_BACKEND: &str = "turnstile-queue-batch";
+
+static NEXT_QUEUE_ID: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// The ids of the queues whose worker this thread is running an op for: the queue's
+    /// own, and those of the queues its submitter was running on (A → B → A).
+    static RUNNING_ON: RefCell<Option<Arc<[u64]>>> = const { RefCell::new(None) };
+}
+
+fn running_on() -> Option<Arc<[u64]>> {
+    RUNNING_ON.with(|c| c.borrow().clone())
+}
+
+/// Configures a [`Queue`]; get one from [`Queue::builder`].
+///
+/// Every setter documents its default.
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct QueueBuilder<C> {
+    capacity: usize,
+    timeout: Option<Duration>,
+    tx_mode: TxMode,
+    group_commit: bool,
+    max_batch: usize,
+    _connect: PhantomData<fn(C)>,
+}
+
+impl<C> Default for QueueBuilder<C> {
+    fn default() -> Self {
+        QueueBuilder {
+            capacity: DEFAULT_CAPACITY,
+            timeout: Some(DEFAULT_TIMEOUT),
+            tx_mode: TxMode::default(),
+            group_commit: true,
+            max_batch: DEFAULT_MAX_BATCH,
+            _connect: PhantomData,
+        }
+    }
+}
+
+impl<C> Clone for QueueBuilder<C> {
+    fn clone(&self) -> Self {
+        QueueBuilder { ..*self }
+    }
+}
+
+impl<C> std::fmt::Debug for QueueBuilder<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueueBuilder")
+            .field("capacity", &self.capacity)
+            .field("timeout", &self.timeout)
+            .field("tx_mode", &self.tx_mode)
+            .field("group_commit", &self.group_commit)
+            .field("max_batch", &self.max_batch)
+            .finish()
+    }
+}
+
+impl<C: Transact> QueueBuilder<C> {
+    /// Sets how many jobs may wait in the channel; past that, submitters wait (or get
+    /// [`Error::Full`] from [`Queue::try_submit`]). Must be at least 1.
+    /// Default: [`DEFAULT_CAPACITY`].
+    pub fn capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity;
+        self
+    }
+
+    /// Sets how long a call waits to start its op by default; `None` waits forever.
+    /// At most [`MAX_TIMEOUT`](turnstile_core::MAX_TIMEOUT). Default: [`DEFAULT_TIMEOUT`].
+    pub fn timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sets whether ops run inside the resource's transaction. In
+    /// [`TxMode::Autocommit`] each statement of an op commits by itself and nothing is
+    /// rolled back when an op fails or panics; only the queue's one-at-a-time order
+    /// protects the op. An op may run its own `BEGIN … COMMIT`, but one that leaves a
+    /// transaction open has it rolled back (and gets [`Error::Resource`] if it returned
+    /// `Ok`), since the worker's connection serves every later op.
+    /// Default: [`TxMode::Transaction`].
+    pub fn tx_mode(mut self, mode: TxMode) -> Self {
+        self.tx_mode = mode;
+        self
+    }
+
+    /// Sets whether the worker commits the ops already queued in one transaction, with a
+    /// savepoint per op. Only applies in [`TxMode::Transaction`]. Default: `true`.
+    pub fn group_commit(mut self, yes: bool) -> Self {
+        self.group_commit = yes;
+        self
+    }
+
+    /// Sets the most ops one group commit takes. Must be at least 1.
+    /// Default: [`DEFAULT_MAX_BATCH`].
+    pub fn max_batch(mut self, max: usize) -> Self {
+        self.max_batch = max;
+        self
+    }
+
+    /// Starts the worker thread, which opens its resource with `connect`.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a zero capacity or batch, or an absurd timeout;
+    /// [`Error::Unavailable`] when the worker could not open its resource (or start).
+    pub fn build(self, connect: C) -> Result<Queue<C>, StrategyError> {
+        if self.capacity == 0 {
+            return Err(Error::Config(
+                "a queue needs a capacity of at least 1".into(),
+            ));
+        }
+        if self.max_batch == 0 {
+            return Err(Error::Config("a batch needs room for at least 1 op".into()));
+        }
+        let timeout = check_timeout(self.timeout)?;
+        let id = NEXT_QUEUE_ID.fetch_add(1, Ordering::Relaxed);
+        let (sender, receiver) = crossbeam_channel::bounded(self.capacity);
+        let shared = Arc::new(Shared {
+            id,
+            closed: AtomicBool::new(false),
+            closing_on_worker: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            gate: RwLock::new(Some(sender)),
+        });
+        let connect = Arc::new(connect);
+        let group_commit = self.group_commit && self.tx_mode == TxMode::Transaction;
+        let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Result<(), BoxError>>(1);
+        let worker_connect = connect.clone();
+        let worker_shared = shared.clone();
+        let (mode, max_batch) = (self.tx_mode, self.max_batch);
+        let handle = std::thread::Builder::new()
+            .name(format!("turnstile-queue-{id}"))
+            .spawn(move || {
+                let resource = match worker_connect.connect() {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(()));
+                Worker {
+                    marker: format!("queue-{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+                        .into_bytes()
+                        .into_boxed_slice(),
+                    own_chain: Arc::from([id]),
+                    connect: worker_connect,
+                    resource,
+                    receiver,
+                    shared: worker_shared,
+                    mode,
+                    group_commit,
+                    max_batch,
+                    spin: MIN_SPIN,
+                    batch_seq: 0,
+                    broken: false,
+                }
+                .serve();
+            })
+            .map_err(Error::unavailable)?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                let _ = handle.join();
+                return Err(Error::Unavailable(e));
+            }
+            Err(_) => {
+                let _ = handle.join();
+                return Err(Error::unavailable(
+                    "the queue's worker thread died while opening its resource",
+                ));
+            }
+        }
+        Ok(Queue {
+            worker_thread: handle.thread().id(),
+            worker: Mutex::new(Some(handle)),
+            shared,
+            connect,
+            timeout,
+            mode: self.tx_mode,
+            group_commit,
+            capacity: self.capacity,
+        })
+    }
+}
+
+/// The `queue` strategy: one worker thread owns the resource and runs every op in turn.
+///
+/// Excludes across the threads of one process (the queue is the only way to the resource).
+/// Defaults: see [`QueueBuilder`]. Dropping the queue closes it (see [`Queue::close`]).
+///
+/// A [`Wait`] (or the default timeout) bounds the time to get a slot in the channel and
+/// then to reach the front of the line; once the op has started, a blocking `run` waits
+/// for it to finish. A zero timeout, or a deadline already past, runs the op only if the
+/// queue is idle (nothing queued or running) and fails with [`Error::Timeout`] at once
+/// otherwise.
+///
+/// Re-entrancy is tracked per thread: an op that hands work to another thread of its own
+/// and waits for it there, where that work calls back into this queue, is not detected.
+pub struct Queue<C: Transact> {
+    shared: Arc<Shared<C>>,
+    worker: Mutex<Option<JoinHandle<()>>>,
+    worker_thread: ThreadId,
+    connect: Arc<C>,
+    timeout: Option<Duration>,
+    mode: TxMode,
+    group_commit: bool,
+    capacity: usize,
+}
+
+/// What submitters and the worker share.
+struct Shared<C: Transact> {
+    id: u64,
+    closed: AtomicBool,
+    /// `close` was called on the worker thread itself, which cannot wait for itself: the
+    /// worker shuts the gate when it can.
+    closing_on_worker: AtomicBool,
+    /// Jobs accepted and not yet finished (or dropped) by the worker: zero means idle.
+    in_flight: AtomicUsize,
+    /// Submitters send under a read guard; `close` takes the write guard (after setting
+    /// `closed`) to drop the sender, so it never races a send in flight. The worker keeps
+    /// draining meanwhile, so senders blocked on a full channel finish.
+    gate: RwLock<Option<Sender<Box<dyn Job<C>>>>>,
+}
+
+enum SendMode {
+    Try,
+    Until(Option<Instant>),
+}
+
+impl<C: Transact> Queue<C> {
+    /// A queue with the default settings over resources opened by `connect`.
+    ///
+    /// # Errors
+    /// As [`QueueBuilder::build`].
+    pub fn new(connect: C) -> Result<Self, StrategyError> {
+        QueueBuilder::default().build(connect)
+    }
+
+    /// A builder with every setting at its default.
+    pub fn builder() -> QueueBuilder<C> {
+        QueueBuilder::default()
+    }
+
+    /// Queues `op` for `key`, waiting up to the default timeout for a slot, and returns a
+    /// ticket for its result. The op must also start before that deadline, or it is
+    /// cancelled and its ticket yields [`Error::Timeout`].
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] when the queue stayed full, [`Error::Closed`],
+    /// [`Error::Reentrant`] when called from an op running on this queue.
+    pub fn submit<T, E, F>(&self, key: &Key, op: F) -> Result<Ticket<T, E>, Error<E>>
+    where
+        F: FnMut(&mut Ctx<'_, C::Resource>) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: Send + Sync + 'static,
+    {
+        self.submit_with(std::slice::from_ref(key), Wait::Default, op)
+    }
+
+    /// Queues `op` for `keys`; `wait` bounds the time to get a slot and to start.
+    ///
+    /// # Errors
+    /// As [`Queue::submit`]; [`Error::Config`] for empty `keys` or an absurd timeout.
+    pub fn submit_with<T, E, F>(
+        &self,
+        keys: &[Key],
+        wait: Wait,
+        op: F,
+    ) -> Result<Ticket<T, E>, Error<E>>
+    where
+        F: FnMut(&mut Ctx<'_, C::Resource>) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: Send + Sync + 'static,
+    {
+        let keys = sorted_keys(keys).map_err(Error::widen)?;
+        let deadline = wait.deadline(self.timeout).map_err(Error::widen)?;
+        self.enqueue(keys, deadline, SendMode::Until(deadline), op)
+    }
+
+    /// Queues `op` for `key` if there is a free slot right now; never blocks. The op must
+    /// start within the default timeout.
+    ///
+    /// # Errors
+    /// [`Error::Full`], [`Error::Closed`], [`Error::Reentrant`].
+    pub fn try_submit<T, E, F>(&self, key: &Key, op: F) -> Result<Ticket<T, E>, Error<E>>
+    where
+        F: FnMut(&mut Ctx<'_, C::Resource>) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: Send + Sync + 'static,
+    {
+        let keys = vec![key.clone()];
+        let deadline = Wait::Default.deadline(self.timeout).map_err(Error::widen)?;
+        self.enqueue(keys, deadline, SendMode::Try, op)
+    }
+
+    fn enqueue<T, E, F>(
+        &self,
+        keys: Vec<Key>,
+        deadline: Option<Instant>,
+        how: SendMode,
+        op: F,
+    ) -> Result<Ticket<T, E>, Error<E>>
+    where
+        F: FnMut(&mut Ctx<'_, C::Resource>) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: Send + Sync + 'static,
+    {
+        let chain = running_on();
+        if chain
+            .as_deref()
+            .is_some_and(|c| c.contains(&self.shared.id))
+        {
+            return Err(Error::Reentrant);
+        }
+        let since = Instant::now();
+        let mut deadline = deadline;
+        let mut how = how;
+        // Nothing can start "at once" on a queue unless it is idle: a deadline that has
+        // already passed (a zero timeout) claims the idle queue or gives up, rather than
+        // being accepted and then always expiring.
+        let try_once = matches!(how, SendMode::Until(Some(at)) if at <= since);
+        if try_once {
+            deadline = None;
+            how = SendMode::Try;
+        }
+        let slot = Arc::new(Slot::new());
+        let job: Box<dyn Job<C>> = Box::new(Task::<C, T, E, F> {
+            slot: slot.clone(),
+            op,
+            keys,
+            deadline,
+            since,
+            chain,
+            pending: None,
+            attempts: 0,
+            delivered: false,
+            _connect: PhantomData,
+        });
+        let gate = self.shared.gate.read().unwrap_or_else(|p| p.into_inner());
+        let Some(sender) = gate.as_ref() else {
+            return Err(Error::Closed);
+        };
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        if try_once {
+            let idle =
+                self.shared
+                    .in_flight
+                    .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire);
+            if idle.is_err() {
+                return Err(Error::Timeout {
+                    waited: since.elapsed(),
+                });
+            }
+        } else {
+            self.shared.in_flight.fetch_add(1, Ordering::AcqRel);
+        }
+        let sent = match how {
+            SendMode::Try => sender.try_send(job).map_err(|e| match e {
+                TrySendError::Full(_) => Error::Full,
+                TrySendError::Disconnected(_) => Error::Closed,
+            }),
+            SendMode::Until(None) => sender.send(job).map_err(|_| Error::Closed),
+            SendMode::Until(Some(at)) => sender.send_deadline(job, at).map_err(|e| match e {
+                SendTimeoutError::Timeout(_) => Error::Timeout {
+                    waited: since.elapsed(),
+                },
+                SendTimeoutError::Disconnected(_) => Error::Closed,
+            }),
+        };
+        drop(gate);
+        if sent.is_err() {
+            self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+        }
+        sent.map(|()| Ticket {
+            slot,
+            since,
+            deadline,
+        })
+    }
+
+    /// Stops accepting work, waits until every job accepted before runs (exactly once),
+    /// and joins the worker thread. Later calls get [`Error::Closed`]. Idempotent.
+    ///
+    /// Called from an op running on this queue, it only stops accepting work: the worker
+    /// cannot wait for itself, so it finishes the accepted jobs and exits on its own.
+    pub fn close(&self) {
+        self.shared.closed.store(true, Ordering::Release);
+        if std::thread::current().id() == self.worker_thread {
+            self.shared.closing_on_worker.store(true, Ordering::Release);
+            return;
+        }
+        let sender = self
+            .shared
+            .gate
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        drop(sender);
+        // Held while joining, so that a concurrent `close` returns only once the worker
+        // is done too.
+        let mut worker = self.worker.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(handle) = worker.take() {
+            // The worker catches op panics; one that escaped came from the resource's own
+            // code, and the jobs it left were answered as they were dropped.
+            let _ = handle.join();
+        }
+    }
+
+    /// Whether [`Queue::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.load(Ordering::Acquire)
+    }
+
+    /// How many jobs wait in the channel right now (not counting the running ones).
+    pub fn len(&self) -> usize {
+        let gate = self.shared.gate.read().unwrap_or_else(|p| p.into_inner());
+        gate.as_ref().map_or(0, Sender::len)
+    }
+
+    /// Whether no job waits in the channel right now.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The most jobs that can wait in the channel.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// The resource opener.
+    pub fn connector(&self) -> &C {
+        &self.connect
+    }
+}
+
+impl<C: Transact> Drop for Queue<C> {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl<C: Transact> std::fmt::Debug for Queue<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue")
+            .field("id", &self.shared.id)
+            .field("identity", &self.connect.identity())
+            .field("mode", &self.mode)
+            .field("group_commit", &self.group_commit)
+            .field("timeout", &self.timeout)
+            .field("capacity", &self.capacity)
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
+impl<C: Transact> Serializer for Queue<C> {
+    type Resource = C::Resource;
+
+    fn capabilities(&self) -> Capabilities {
+        let transactional = self.mode == TxMode::Transaction;
+        Capabilities::new(Scope::Threads, HolderDeath::SameProcess)
+            .transactional(transactional)
+            .reruns_op(self.group_commit)
+    }
+
+    fn run_with<T, E, F>(&self, keys: &[Key], wait: Wait, op: F) -> Result<T, Error<E>>
+    where
+        F: FnMut(&mut Ctx<'_, C::Resource>) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: Send + Sync + 'static,
+    {
+        let keys = sorted_keys(keys).map_err(Error::widen)?;
+        let deadline = wait.deadline(self.timeout).map_err(Error::widen)?;
+        let ticket = self.enqueue(keys, deadline, SendMode::Until(deadline), op)?;
+        // The deadline bounds the wait to start; once started, the op runs to the end.
+        let deadline = ticket.deadline;
+        ticket.wait_inner(deadline, true)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Queued,
+    Started,
+    Cancelled,
+    Done,
+}
+
+struct SlotState<T, E> {
+    phase: Phase,
+    result: Option<Result<T, Error<E>>>,
+    waker: Option<Waker>,
+}
+
+/// Where the worker leaves a job's result for its ticket.
+struct Slot<T, E> {
+    state: Mutex<SlotState<T, E>>,
+    done: Condvar,
+}
+
+impl<T, E> Slot<T, E> {
+    fn new() -> Self {
+        Slot {
+            state: Mutex::new(SlotState {
+                phase: Phase::Queued,
+                result: None,
+                waker: None,
+            }),
+            done: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, SlotState<T, E>> {
+        // No user code runs under this mutex.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn finish(&self, result: Result<T, Error<E>>) {
+        let mut state = self.lock();
+        state.phase = Phase::Done;
+        state.result = Some(result);
+        let waker = state.waker.take();
+        drop(state);
+        self.done.notify_all();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
+/// The result of a queued op, to wait on or to `.await`.
+///
+/// Dropping a ticket before its op started cancels the op: it never runs.
+#[must_use = "dropping a ticket cancels its op unless it has started"]
+pub struct Ticket<T, E> {
+    slot: Arc<Slot<T, E>>,
+    since: Instant,
+    /// The deadline the op must start by.
+    deadline: Option<Instant>,
+}
+
+impl<T, E> Ticket<T, E> {
+    /// Waits for the op's result, however long it takes. (The op still had to start
+    /// within the deadline it was submitted with.)
+    ///
+    /// # Errors
+    /// What the op run gave: [`Error::Op`], [`Error::Timeout`] if it could not start in
+    /// time, [`Error::Panicked`], a resource failure, …
+    pub fn wait(self) -> Result<T, Error<E>> {
+        self.wait_inner(None, false)
+    }
+
+    /// Waits at most `timeout` for the result.
+    ///
+    /// # Errors
+    /// As [`Ticket::wait`]; [`Error::Timeout`] when the op had not started by then (it is
+    /// cancelled and never runs), [`Error::Indeterminate`] when it had (it may still
+    /// commit).
+    pub fn wait_timeout(self, timeout: Duration) -> Result<T, Error<E>> {
+        let deadline = Instant::now().checked_add(timeout);
+        self.wait_inner(deadline, false)
+    }
+
+    /// Waits until `deadline` at most for the result.
+    ///
+    /// # Errors
+    /// As [`Ticket::wait_timeout`].
+    pub fn wait_deadline(self, deadline: Instant) -> Result<T, Error<E>> {
+        self.wait_inner(Some(deadline), false)
+    }
+
+    /// Cancels the op if it has not started; returns whether it was cancelled (then it
+    /// never runs).
+    pub fn cancel(self) -> bool {
+        let mut state = self.slot.lock();
+        if state.phase == Phase::Queued {
+            state.phase = Phase::Cancelled;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Whether the op has started (or already finished, or was answered without running).
+    pub fn is_started(&self) -> bool {
+        self.slot.lock().phase != Phase::Queued
+    }
+
+    /// Whether the result is ready.
+    pub fn is_finished(&self) -> bool {
+        self.slot.lock().result.is_some()
+    }
+
+    /// With `then_forever`, a deadline that passes after the op started keeps waiting
+    /// (a blocking `run`); without, it gives up with `Indeterminate`.
+    fn wait_inner(self, deadline: Option<Instant>, then_forever: bool) -> Result<T, Error<E>> {
+        let mut deadline = deadline;
+        let mut state = self.slot.lock();
+        loop {
+            if let Some(result) = state.result.take() {
+                return result;
+            }
+            state = match deadline {
+                None => self
+                    .slot
+                    .done
+                    .wait(state)
+                    .unwrap_or_else(|p| p.into_inner()),
+                Some(at) => {
+                    let now = Instant::now();
+                    if now >= at {
+                        match state.phase {
+                            Phase::Queued | Phase::Cancelled => {
+                                state.phase = Phase::Cancelled;
+                                return Err(Error::Timeout {
+                                    waited: self.since.elapsed(),
+                                });
+                            }
+                            _ if then_forever => {
+                                deadline = None;
+                                continue;
+                            }
+                            _ => return Err(Error::Indeterminate),
+                        }
+                    }
+                    self.slot
+                        .done
+                        .wait_timeout(state, at - now)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+            };
+        }
+    }
+}
+
+impl<T, E> Drop for Ticket<T, E> {
+    fn drop(&mut self) {
+        let mut state = self.slot.lock();
+        if state.phase == Phase::Queued {
+            state.phase = Phase::Cancelled;
+        }
+    }
+}
+
+impl<T, E> Future for Ticket<T, E> {
+    type Output = Result<T, Error<E>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut state = self.slot.lock();
+        if let Some(result) = state.result.take() {
+            return Poll::Ready(result);
+        }
+        if state.phase == Phase::Done {
+            return Poll::Ready(Err(Error::Config(
+                "a queue ticket was polled again after it completed".into(),
+            )));
+        }
+        match &state.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => state.waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+}
+
+impl<T, E> std::fmt::Debug for Ticket<T, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ticket")
+            .field("phase", &self.slot.lock().phase)
+            .finish()
+    }
+}
+
+/// How an op's run went, for the worker's transaction handling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ran {
+    Ok,
+    Failed,
+    Panicked,
+}
+
+/// A queued op, type-erased for the channel.
+trait Job<C: Transact>: Send {
+    /// Claims the job for running. False when its ticket cancelled it, or its start
+    /// deadline passed (then it is answered with a timeout).
+    fn start(&mut self) -> bool;
+    /// The chain of queues the submitter was running on.
+    fn chain(&self) -> Option<&Arc<[u64]>>;
+    /// Runs the op once, keeping the result to deliver later.
+    fn run(&mut self, connect: &C, resource: &mut C::Resource) -> (Ran, bool);
+    /// Replaces the kept result with a strategy failure.
+    fn fail(&mut self, error: StrategyError);
+    /// Hands the kept result to the ticket.
+    fn deliver(&mut self);
+}
+
+struct Task<C: Transact, T, E, F> {
+    slot: Arc<Slot<T, E>>,
+    op: F,
+    keys: Vec<Key>,
+    deadline: Option<Instant>,
+    since: Instant,
+    chain: Option<Arc<[u64]>>,
+    pending: Option<Result<T, Error<E>>>,
+    attempts: u32,
+    delivered: bool,
+    _connect: PhantomData<fn(&C)>,
+}
+
+impl<C, T, E, F> Job<C> for Task<C, T, E, F>
+where
+    C: Transact,
+    F: FnMut(&mut Ctx<'_, C::Resource>) -> Result<T, E> + Send + 'static,
+    T: Send + 'static,
+    E: Send + Sync + 'static,
+{
+    fn start(&mut self) -> bool {
+        let mut state = self.slot.lock();
+        if state.phase != Phase::Queued {
+            return false;
+        }
+        if self.deadline.is_some_and(|at| Instant::now() >= at) {
+            drop(state);
+            self.delivered = true;
+            self.slot.finish(Err(Error::Timeout {
+                waited: self.since.elapsed(),
+            }));
+            return false;
+        }
+        state.phase = Phase::Started;
+        true
+    }
+
+    fn chain(&self) -> Option<&Arc<[u64]>> {
+        self.chain.as_ref()
+    }
+
+    fn run(&mut self, connect: &C, resource: &mut C::Resource) -> (Ran, bool) {
+        self.attempts += 1;
+        let (keys, op, attempt, deadline) =
+            (&self.keys, &mut self.op, self.attempts, self.deadline);
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            let mut ctx = Ctx::new(&mut *resource, keys)
+                .with_attempt(attempt)
+                .with_deadline(deadline);
+            op(&mut ctx)
+        }));
+        let (ran, broken, result) = match result {
+            Ok(Ok(value)) => (Ran::Ok, false, Ok(value)),
+            Ok(Err(e)) => {
+                let broken = connect.is_broken(resource, &e);
+                (Ran::Failed, broken, Err(Error::Op(e)))
+            }
+            Err(payload) => (
+                Ran::Panicked,
+                false,
+                Err(Error::Panicked(panic_message(&*payload))),
+            ),
+        };
+        self.pending = Some(result);
+        (ran, broken)
+    }
+
+    fn fail(&mut self, error: StrategyError) {
+        self.pending = Some(Err(error.widen()));
+    }
+
+    fn deliver(&mut self) {
+        self.delivered = true;
+        let result = self.pending.take().unwrap_or(Err(Error::Indeterminate));
+        self.slot.finish(result);
+    }
+}
+
+impl<C: Transact, T, E, F> Drop for Task<C, T, E, F> {
+    fn drop(&mut self) {
+        if self.delivered {
+            return;
+        }
+        // Dropped unanswered: the queue shut down under it, or the worker died.
+        let phase = self.slot.lock().phase;
+        match phase {
+            Phase::Queued => self.slot.finish(Err(Error::Closed)),
+            Phase::Started => self.slot.finish(Err(Error::Indeterminate)),
+            Phase::Cancelled | Phase::Done => {}
+        }
+    }
+}
+
+/// How a group commit's loop stopped early.
+enum Stop<C: Transact> {
+    /// The op ended the transaction by itself.
+    Ended(Box<dyn Job<C>>, Ran),
+    /// A savepoint could not be set, released or rolled back to; the job had not been
+    /// answered yet.
+    Savepoint(Box<dyn Job<C>>),
+}
+
+/// Marks the queue closed when the worker exits, and after a panic in the resource's own
+/// code answers the jobs left in the channel (each as it drops) and shuts the gate.
+struct ClosedOnExit<C: Transact> {
+    shared: Arc<Shared<C>>,
+    receiver: Receiver<Box<dyn Job<C>>>,
+}
+
+impl<C: Transact> Drop for ClosedOnExit<C> {
+    fn drop(&mut self) {
+        self.shared.closed.store(true, Ordering::Release);
+        loop {
+            // Draining lets submitters blocked on a full channel finish their send.
+            while self.receiver.try_recv().is_ok() {}
+            match self.shared.gate.try_write() {
+                Ok(mut gate) => {
+                    gate.take();
+                    break;
+                }
+                Err(std::sync::TryLockError::Poisoned(gate)) => {
+                    gate.into_inner().take();
+                    break;
+                }
+                Err(std::sync::TryLockError::WouldBlock) => std::thread::yield_now(),
+            }
+        }
+        while self.receiver.try_recv().is_ok() {}
+    }
+}
+
+/// The worker thread's state: it owns the resource.
+struct Worker<C: Transact> {
+    connect: Arc<C>,
+    resource: C::Resource,
+    receiver: Receiver<Box<dyn Job<C>>>,
+    shared: Arc<Shared<C>>,
+    mode: TxMode,
+    group_commit: bool,
+    max_batch: usize,
+    own_chain: Arc<[u64]>,
+    spin: Duration,
+    batch_seq: u64,
+    marker: Box<[u8]>,
+    broken: bool,
+}
+
+impl<C: Transact> Worker<C> {
+    fn serve(mut self) {
+        // Should the worker die (a panic in the resource's own code), submitters must see
+        // a closed queue; its queued jobs are answered as they are dropped.
+        let _closed_on_exit = ClosedOnExit {
+            shared: self.shared.clone(),
+            receiver: self.receiver.clone(),
+        };
+        let mut batch: Vec<Box<dyn Job<C>>> = Vec::new();
+        while let Some(first) = self.next_job() {
+            batch.push(first);
+            if self.group_commit {
+                while batch.len() < self.max_batch {
+                    match self.receiver.try_recv() {
+                        Ok(job) => batch.push(job),
+                        Err(_) => break,
+                    }
+                }
+            }
+            if self.group_commit && batch.len() > 1 {
+                self.run_batch(&mut batch);
+            } else {
+                for mut job in batch.drain(..) {
+                    self.run_alone(&mut *job);
+                }
+            }
+            if self.broken {
+                self.reconnect();
+            }
+        }
+    }
+
+    /// The next job: spin briefly (adaptively) before parking, since a parked worker
+    /// costs tens of microseconds to wake. `None` once the queue is closed and drained.
+    fn next_job(&mut self) -> Option<Box<dyn Job<C>>> {
+        match self.receiver.try_recv() {
+            Ok(job) => return Some(job),
+            Err(TryRecvError::Disconnected) => return None,
+            Err(TryRecvError::Empty) => {}
+        }
+        let start = Instant::now();
+        loop {
+            for _ in 0..64 {
+                std::hint::spin_loop();
+            }
+            match self.receiver.try_recv() {
+                Ok(job) => {
+                    self.spin = (self.spin * 2).min(MAX_SPIN);
+                    return Some(job);
+                }
+                Err(TryRecvError::Disconnected) => return None,
+                Err(TryRecvError::Empty) => {}
+            }
+            if start.elapsed() >= self.spin {
+                break;
+            }
+        }
+        self.spin = (self.spin / 2).max(MIN_SPIN);
+        loop {
+            if !self.shared.closing_on_worker.load(Ordering::Acquire) {
+                return self.receiver.recv().ok();
+            }
+            // `close` was called by one of our own ops. Shut the gate once no submitter
+            // is sending; until then keep draining so blocked senders get through.
+            if let Ok(mut gate) = self.shared.gate.try_write() {
+                gate.take();
+            }
+            match self.receiver.recv_timeout(Duration::from_millis(1)) {
+                Ok(job) => return Some(job),
+                Err(RecvTimeoutError::Disconnected) => return None,
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+        }
+    }
+
+    /// Claims a job for running (see [`Job::start`]); one that will not run leaves the
+    /// count of jobs in flight.
+    fn claim(&self, job: &mut dyn Job<C>) -> bool {
+        let claimed = job.start();
+        if !claimed {
+            self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+        }
+        claimed
+    }
+
+    /// Answers a job. It leaves the count of jobs in flight first, so that its caller,
+    /// once woken, finds the queue idle if nothing else is queued.
+    fn deliver(&self, job: &mut dyn Job<C>) {
+        self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+        job.deliver();
+    }
+
+    fn reconnect(&mut self) {
+        // If reopening fails, keep the old resource: ops will report its errors.
+        if let Ok(resource) = self.connect.connect() {
+            self.resource = resource;
+        }
+        self.broken = false;
+    }
+
+    /// Runs the op with this thread marked as running on this queue (and on the
+    /// submitter's chain), so calls back into any of them are refused.
+    fn run_op(&mut self, job: &mut dyn Job<C>) -> Ran {
+        let chain = match job.chain() {
+            None => self.own_chain.clone(),
+            Some(outer) => outer.iter().copied().chain([self.shared.id]).collect(),
+        };
+        RUNNING_ON.with(|c| *c.borrow_mut() = Some(chain));
+        let (ran, broken) = job.run(&self.connect, &mut self.resource);
+        RUNNING_ON.with(|c| *c.borrow_mut() = None);
+        self.broken |= broken;
+        ran
+    }
+
+    fn run_alone(&mut self, job: &mut dyn Job<C>) {
+        if self.claim(job) {
+            self.transact_alone(job);
+            self.deliver(&mut *job);
+        }
+    }
+
+    /// One op, in a transaction of its own (or none in autocommit mode). Leaves the
+    /// result in the job.
+    fn transact_alone(&mut self, job: &mut dyn Job<C>) {
+        if self.mode == TxMode::Autocommit {
+            let ran = self.run_op(job);
+            // The worker's one connection serves every later op: a transaction an op left
+            // open would swallow their writes, uncommitted.
+            if self.connect.in_transaction(&self.resource) {
+                if self.connect.rollback(&mut self.resource).is_err() {
+                    self.broken = true;
+                }
+                if ran == Ran::Ok {
+                    job.fail(Error::resource(
+                        "the op left a transaction open; it was rolled back",
+                    ));
+                }
+            }
+            return;
+        }
+        if let Err(e) = self.connect.begin(&mut self.resource, &[]) {
+            self.broken |= matches!(e, TransactError::Failed(_));
+            job.fail(e.into_error());
+            return;
+        }
+        match self.run_op(job) {
+            Ran::Ok => {
+                if !self.connect.in_transaction(&self.resource) {
+                    job.fail(Error::TransactionEnded);
+                } else if let Err(e) = self.connect.commit(&mut self.resource) {
+                    self.broken |= matches!(e, TransactError::Failed(_));
+                    job.fail(e.into_error());
+                }
+            }
+            Ran::Failed | Ran::Panicked => {
+                if self.connect.rollback(&mut self.resource).is_err() {
+                    self.broken = true;
+                }
+            }
+        }
+    }
+
+    /// Reruns ops of a batch that did not commit, one transaction each, and answers them.
+    fn rerun_alone(&mut self, jobs: Vec<(Box<dyn Job<C>>, Ran)>) {
+        for (mut job, ran) in jobs {
+            // A failed op was rolled back to its savepoint: its answer stands.
+            if ran == Ran::Ok {
+                self.transact_alone(&mut *job);
+            }
+            self.deliver(&mut *job);
+        }
+    }
+
+    /// Group commit: the batch in one transaction, a savepoint per op.
+    fn run_batch(&mut self, batch: &mut Vec<Box<dyn Job<C>>>) {
+        self.batch_seq += 1;
+        let seq = self.batch_seq;
+        let marker = FenceClaim {
+            backend: MARKER_BACKEND,
+            name: &self.marker,
+            fence: Fence(seq),
+        };
+        if self.connect.begin(&mut self.resource, &[marker]).is_err() {
+            // Let each op try on its own and get its own error.
+            for mut job in batch.drain(..) {
+                self.run_alone(&mut *job);
+            }
+            return;
+        }
+        let mut done: Vec<(Box<dyn Job<C>>, Ran)> = Vec::with_capacity(batch.len());
+        let mut stop = None;
+        let mut rest = batch.drain(..);
+        for (n, mut job) in rest.by_ref().enumerate() {
+            if !self.claim(&mut *job) {
+                continue;
+            }
+            if self.connect.savepoint(&mut self.resource, n).is_err() {
+                stop = Some(Stop::Savepoint(job));
+                break;
+            }
+            let ran = self.run_op(&mut *job);
+            if !self.connect.in_transaction(&self.resource) {
+                stop = Some(Stop::Ended(job, ran));
+                break;
+            }
+            let kept = match ran {
+                Ran::Ok => self.connect.release_savepoint(&mut self.resource, n),
+                Ran::Failed | Ran::Panicked => {
+                    self.connect.rollback_to_savepoint(&mut self.resource, n)
+                }
+            };
+            if kept.is_err() {
+                stop = Some(Stop::Savepoint(job));
+                break;
+            }
+            done.push((job, ran));
+        }
+        let rest: Vec<Box<dyn Job<C>>> = rest.collect();
+        match stop {
+            None => match self.connect.commit(&mut self.resource) {
+                Ok(()) => {
+                    for (mut job, _) in done {
+                        self.deliver(&mut *job);
+                    }
+                }
+                Err(e) => {
+                    self.broken |= matches!(e, TransactError::Failed(_));
+                    self.rerun_alone(done);
+                }
+            },
+            Some(Stop::Savepoint(mut job)) => {
+                if self.connect.rollback(&mut self.resource).is_err() {
+                    self.broken = true;
+                }
+                if self.broken {
+                    self.reconnect();
+                }
+                self.rerun_alone(done);
+                self.transact_alone(&mut *job);
+                self.deliver(&mut *job);
+            }
+            Some(Stop::Ended(mut culprit, ran)) => {
+                if ran == Ran::Ok {
+                    culprit.fail(Error::TransactionEnded);
+                }
+                self.deliver(&mut *culprit);
+                if !done.is_empty() {
+                    match self.batch_committed(seq) {
+                        Some(true) => {
+                            for (mut job, _) in done {
+                                self.deliver(&mut *job);
+                            }
+                        }
+                        Some(false) => self.rerun_alone(done),
+                        None => {
+                            for (mut job, _) in done {
+                                job.fail(Error::Indeterminate);
+                                self.deliver(&mut *job);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for mut job in rest {
+            self.run_alone(&mut *job);
+        }
+    }
+
+    /// Whether batch `seq`'s transaction committed, read from its marker fence: a probe
+    /// presenting fence 0 is refused with the highest fence recorded.
+    fn batch_committed(&mut self, seq: u64) -> Option<bool> {
+        let probe = FenceClaim {
+            backend: MARKER_BACKEND,
+            name: &self.marker,
+            fence: Fence(0),
+        };
+        match self.connect.begin(&mut self.resource, &[probe]) {
+            Ok(()) => {
+                // Nothing recorded yet: no batch of ours ever committed.
+                if self.connect.rollback(&mut self.resource).is_err() {
+                    self.broken = true;
+                }
+                Some(false)
+            }
+            Err(TransactError::StaleFence { highest, .. }) => Some(highest.0 >= seq),
+            Err(_) => None,
+        }
+    }
+}

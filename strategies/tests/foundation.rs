@@ -1,0 +1,293 @@
+//! Acceptance tests of the foundation: the two in-process strategies (queue and mutex)
+//! exclude a racy read-modify-write that loses updates without them, keep the op's own
+//! error matchable, survive panics, keep the lock table small, and refuse bad keys.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use turnstile::lock::MutexLock;
+use turnstile::queue::Queue;
+use turnstile::sqlite::rusqlite::{self, Connection, ErrorCode};
+use turnstile::sqlite::{Sqlite, Synchronous};
+use turnstile::{
+    Connect, Error, Key, KeyError, KeyScope, Lock, LockName, Locked, MAX_KEY_LEN, Serializer,
+    TxMode,
+};
+
+const THREADS: usize = 8;
+const INCREMENTS: usize = 2_000;
+
+fn db(dir: &tempfile::TempDir) -> Sqlite {
+    Sqlite::new(dir.path().join("f.db")).synchronous(Synchronous::Normal)
+}
+
+fn create_counter(path: &std::path::Path) {
+    let conn = Connection::open(path).unwrap();
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         CREATE TABLE counter (id INTEGER PRIMARY KEY, n INTEGER NOT NULL);
+         INSERT INTO counter VALUES (1, 0);",
+    )
+    .unwrap();
+}
+
+fn read_counter(path: &std::path::Path) -> i64 {
+    Connection::open(path)
+        .unwrap()
+        .query_row("SELECT n FROM counter WHERE id = 1", [], |r| r.get(0))
+        .unwrap()
+}
+
+/// One read-modify-write in two autocommit statements, with the window between them
+/// widened so that two unprotected increments overlap often.
+fn increment(db: &Connection) -> rusqlite::Result<()> {
+    let n: i64 = db.query_row("SELECT n FROM counter WHERE id = 1", [], |r| r.get(0))?;
+    std::thread::sleep(Duration::from_micros(2));
+    db.execute("UPDATE counter SET n = ?1 WHERE id = 1", [n + 1])?;
+    Ok(())
+}
+
+/// THREADS × INCREMENTS increments through `strategy`; returns the final count.
+fn hammer<S>(strategy: Arc<S>, path: &std::path::Path) -> i64
+where
+    S: Serializer<Resource = Connection> + 'static,
+{
+    let handles: Vec<_> = (0..THREADS)
+        .map(|_| {
+            let strategy = strategy.clone();
+            std::thread::spawn(move || {
+                for _ in 0..INCREMENTS {
+                    strategy
+                        .run(&Key::whole(), |db| {
+                            // Both strategies run in autocommit mode: only they protect it.
+                            assert!(db.is_autocommit());
+                            increment(db)
+                        })
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    read_counter(path)
+}
+
+#[test]
+fn the_queue_excludes_a_racy_read_modify_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f.db");
+    create_counter(&path);
+    let queue = Queue::builder()
+        .tx_mode(TxMode::Autocommit)
+        .build(db(&dir))
+        .unwrap();
+    assert_eq!(
+        hammer(Arc::new(queue), &path),
+        (THREADS * INCREMENTS) as i64
+    );
+}
+
+#[test]
+fn the_mutex_strategy_excludes_a_racy_read_modify_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f.db");
+    create_counter(&path);
+    let mutex = Locked::new(MutexLock::new(), db(&dir)).tx_mode(TxMode::Autocommit);
+    assert_eq!(
+        hammer(Arc::new(mutex), &path),
+        (THREADS * INCREMENTS) as i64
+    );
+}
+
+#[test]
+fn without_a_strategy_the_same_increments_lose_updates() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f.db");
+    create_counter(&path);
+    let opener = db(&dir).busy_timeout(Duration::from_secs(30));
+    let handles: Vec<_> = (0..THREADS)
+        .map(|_| {
+            let opener = opener.clone();
+            std::thread::spawn(move || {
+                let conn = opener.connect().unwrap();
+                for _ in 0..INCREMENTS {
+                    // Every statement succeeds (the busy timeout waits out the others'
+                    // writes): whatever goes missing is a lost update, not an error.
+                    increment(&conn).unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let n = read_counter(&path);
+    eprintln!("without a strategy: {n} of {}", THREADS * INCREMENTS);
+    assert!(n > 0);
+    assert!(
+        n < (THREADS * INCREMENTS) as i64,
+        "no update was lost without a strategy ({n}); the race window is too narrow for the test to mean anything"
+    );
+}
+
+fn unique_violation_reaches_the_caller<S: Serializer<Resource = Connection>>(strategy: &S) {
+    let key = Key::whole();
+    strategy
+        .run(&key, |db| {
+            db.execute_batch("CREATE TABLE users (name TEXT NOT NULL UNIQUE)")
+        })
+        .unwrap();
+    strategy
+        .run(&key, |db| {
+            db.execute("INSERT INTO users VALUES ('ada')", [])
+        })
+        .unwrap();
+    match strategy.run(&key, |db| {
+        db.execute("INSERT INTO users VALUES ('ada')", [])
+    }) {
+        Err(Error::Op(rusqlite::Error::SqliteFailure(e, _))) => {
+            assert_eq!(e.code, ErrorCode::ConstraintViolation);
+            assert_eq!(e.extended_code, rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE);
+        }
+        other => panic!("expected the UNIQUE violation itself, got {other:?}"),
+    }
+    let n: i64 = strategy
+        .run(&key, |db| {
+            db.query_row("SELECT count(*) FROM users", [], |r| r.get(0))
+        })
+        .unwrap();
+    assert_eq!(n, 1);
+}
+
+#[test]
+fn a_unique_violation_reaches_the_caller_through_the_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    unique_violation_reaches_the_caller(&Queue::new(db(&dir)).unwrap());
+}
+
+#[test]
+fn a_unique_violation_reaches_the_caller_through_the_mutex() {
+    let dir = tempfile::tempdir().unwrap();
+    unique_violation_reaches_the_caller(&Locked::new(MutexLock::new(), db(&dir)));
+}
+
+fn a_panic_is_caught_and_rolled_back<S: Serializer<Resource = Connection>>(strategy: &S) {
+    let key = Key::whole();
+    strategy
+        .run(&key, |db| db.execute_batch("CREATE TABLE t (v INTEGER)"))
+        .unwrap();
+    let r = strategy.run(&key, |db| -> rusqlite::Result<()> {
+        db.execute("INSERT INTO t VALUES (1)", [])?;
+        panic!("op exploded")
+    });
+    match r {
+        Err(Error::Panicked(message)) => assert_eq!(message, "op exploded"),
+        other => panic!("expected Panicked, got {other:?}"),
+    }
+    // The strategy still serves, and the panicked op's write is gone.
+    let n: i64 = strategy
+        .run(&key, |db| {
+            db.query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        })
+        .unwrap();
+    assert_eq!(n, 0);
+}
+
+#[test]
+fn a_panicking_op_is_caught_by_the_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    a_panic_is_caught_and_rolled_back(&Queue::new(db(&dir)).unwrap());
+}
+
+#[test]
+fn a_panicking_op_is_caught_by_the_mutex() {
+    let dir = tempfile::tempdir().unwrap();
+    a_panic_is_caught_and_rolled_back(&Locked::new(MutexLock::new(), db(&dir)));
+}
+
+#[test]
+fn the_mutex_table_holds_only_the_keys_currently_held() {
+    const KEYS: usize = 100_000;
+    let table = MutexLock::new();
+    let deadline = || Some(Instant::now() + Duration::from_secs(10));
+    let name = |i: usize| LockName::new("db", Key::new(format!("key-{i}")).unwrap());
+    let mut held = Vec::new();
+    for i in 0..KEYS {
+        let lease = table.acquire(&name(i), deadline()).unwrap();
+        if i % 10_000 == 0 {
+            // Keep every 10,000th key held through the rest of the run.
+            held.push(lease);
+            assert_eq!(table.len(), held.len());
+        } else {
+            assert_eq!(table.len(), held.len() + 1);
+            drop(lease);
+        }
+    }
+    assert_eq!(table.len(), 10);
+    drop(held);
+    assert_eq!(table.len(), 0);
+}
+
+#[test]
+fn the_mutex_table_stays_small_through_the_strategy() {
+    const KEYS: usize = 100_000;
+    const WORKERS: usize = 4;
+    let dir = tempfile::tempdir().unwrap();
+    let table = MutexLock::new();
+    let strategy = Arc::new(
+        Locked::new(table.clone(), db(&dir))
+            .key_scope(KeyScope::PerKey)
+            .tx_mode(TxMode::Autocommit),
+    );
+    let handles: Vec<_> = (0..WORKERS)
+        .map(|w| {
+            let (strategy, table) = (strategy.clone(), table.clone());
+            std::thread::spawn(move || {
+                for i in (w..KEYS).step_by(WORKERS) {
+                    let key = Key::new(format!("row-{i}")).unwrap();
+                    let table = table.clone();
+                    // Mid-way, from inside the op: this key is held, and at most the
+                    // other workers' keys besides.
+                    let entries = strategy
+                        .run(&key, move |_| Ok::<_, std::io::Error>(table.len()))
+                        .unwrap();
+                    assert!((1..=WORKERS).contains(&entries), "{entries} entries");
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    assert_eq!(table.len(), 0);
+}
+
+#[test]
+fn bad_keys_are_refused_with_typed_errors() {
+    assert_eq!(Key::new(""), Err(KeyError::Empty));
+    assert_eq!(Key::new("a\0b"), Err(KeyError::Nul { position: 1 }));
+    assert_eq!(Key::new("\0"), Err(KeyError::Nul { position: 0 }));
+    assert_eq!(
+        Key::new("k".repeat(MAX_KEY_LEN + 1)),
+        Err(KeyError::TooLong {
+            len: MAX_KEY_LEN + 1,
+            max: MAX_KEY_LEN
+        })
+    );
+    // The limit is in bytes: 129 two-byte characters are too long.
+    assert!(matches!(
+        Key::new("é".repeat(MAX_KEY_LEN / 2 + 1)),
+        Err(KeyError::TooLong { .. })
+    ));
+    assert_eq!(
+        Key::new("k".repeat(MAX_KEY_LEN)).unwrap().as_str().len(),
+        MAX_KEY_LEN
+    );
+    assert!("".parse::<Key>().is_err());
+    assert!(Key::try_from("x\0").is_err());
+    // And through a strategy, the typed error converts into Error::InvalidKey.
+    let e: Error<std::io::Error> = Key::new("").unwrap_err().into();
+    assert!(matches!(e, Error::InvalidKey(KeyError::Empty)));
+}
