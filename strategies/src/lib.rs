@@ -30,10 +30,10 @@ pub use turnstile_core::*;
 
 pub mod lock;
 pub mod locked;
-#[cfg(feature = "retry")]
-pub mod retry;
 #[cfg(feature = "queue")]
 pub mod queue;
+#[cfg(feature = "retry")]
+pub mod retry;
 pub mod spec;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;

@@ -243,7 +243,6 @@ impl<C: Connect> Registry<C> {
     }
 }
 
-
 #[cfg(feature = "sqlite")]
 impl Registry<crate::sqlite::Sqlite> {
     /// Every strategy compiled in (by Cargo feature), over SQLite.
@@ -294,12 +293,14 @@ impl Registry<crate::sqlite::Sqlite> {
                     s = s.max_elapsed(Some(t))?;
                 }
                 Ok(Box::new(s))
+            },
+        );
         #[cfg(feature = "queue")]
         registry.register(
             "queue",
             "one worker thread owns the connection; ops queue up (threads of one process)",
             |spec, setup| {
-                no_arg(spec)?;
+                spec.expect_no_arg()?;
                 let mut builder = crate::queue::Queue::builder().tx_mode(setup.tx_mode);
                 if let Some(t) = setup.timeout {
                     builder = builder.timeout(Some(t));
