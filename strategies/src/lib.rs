@@ -30,6 +30,10 @@ pub use turnstile_core::*;
 
 pub mod lock;
 pub mod locked;
+#[cfg(feature = "optimistic")]
+pub mod optimistic;
+#[cfg(any(feature = "mysql", feature = "postgres"))]
+pub mod resource;
 pub mod spec;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;

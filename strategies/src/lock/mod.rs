@@ -5,3 +5,16 @@
 mod mutex;
 #[cfg(feature = "mutex")]
 pub use mutex::{FAIR_INTERVAL, MutexLease, MutexLock};
+#[cfg(feature = "mysql")]
+pub mod mysql;
+#[cfg(feature = "mysql")]
+pub use self::mysql::{
+    GetLockNull, MySqlLease, MySqlLock, server_lock_name as mysql_server_lock_name,
+};
+#[cfg(feature = "postgres")]
+pub mod postgres;
+#[cfg(feature = "postgres")]
+pub use self::postgres::{
+    DEFAULT_XACT_POOL_SIZE, DEFAULT_XACT_TIMEOUT, PgXactLocked, PostgresLease, PostgresLock,
+    advisory_key,
+};
