@@ -260,8 +260,46 @@ impl Registry<crate::sqlite::Sqlite> {
                 Ok(Box::new(s))
             },
         );
+        #[cfg(feature = "mysql")]
+        registry.register(
+            "mysql",
+            "MySQL / MariaDB GET_LOCK on a dedicated connection, fenced (hosts): mysql://user:pass@host:port/db",
+            |spec, setup| {
+                let lock = crate::lock::MySqlLock::new(url_arg(spec)?)?;
+                locked(lock, setup)
+            },
+        );
+        #[cfg(feature = "postgres")]
+        for scheme in ["postgres", "postgresql"] {
+            registry.register(
+                scheme,
+                "PostgreSQL session advisory lock on a dedicated connection, fenced (hosts): postgres://user:pass@host:port/db",
+                |spec, setup| {
+                    let lock = crate::lock::PostgresLock::new(url_arg(spec)?)?;
+                    locked(lock, setup)
+                },
+            );
+        }
         registry
     }
+}
+
+#[cfg(any(feature = "mysql", feature = "postgres"))]
+fn url_arg(spec: &Spec) -> Result<&str, StrategyError> {
+    spec.arg()
+        .ok_or_else(|| Error::Config(format!("strategy {:?} needs a server URL", spec.name())))
+}
+
+#[cfg(all(feature = "sqlite", any(feature = "mysql", feature = "postgres")))]
+fn locked<L: turnstile_core::Lock>(
+    lock: L,
+    setup: &Setup<crate::sqlite::Sqlite>,
+) -> Result<BoxSerializer<crate::sqlite::rusqlite::Connection>, StrategyError> {
+    let mut s = crate::Locked::new(lock, setup.connect.clone()).tx_mode(setup.tx_mode);
+    if let Some(t) = setup.timeout {
+        s = s.timeout(Some(t))?;
+    }
+    Ok(Box::new(s))
 }
 
 #[cfg(test)]
