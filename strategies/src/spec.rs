@@ -284,6 +284,44 @@ impl Registry<crate::sqlite::Sqlite> {
     }
 }
 
+#[cfg(all(feature = "sqlite", feature = "optimistic"))]
+impl Registry<crate::optimistic::Versions<crate::sqlite::Sqlite>> {
+    /// The strategies whose ops work on versioned records (a
+    /// [`Versioned`](crate::optimistic::Versioned) handle) over SQLite: `optimistic`, and
+    /// `mutex` around the same records. Named apart from [`Registry::builtin`] so that
+    /// `Registry::builtin()` stays unambiguous.
+    pub fn builtin_versioned() -> Self {
+        let mut registry: Self = Registry::new();
+        registry.register(
+            "optimistic",
+            "no lock: compare-and-set the op's write set, rerun on conflict with full-jitter backoff",
+            |spec, setup| {
+                no_arg(spec)?;
+                let mut s = crate::optimistic::Optimistic::over(setup.connect.clone());
+                if let Some(t) = setup.timeout {
+                    s = s.timeout(Some(t))?;
+                }
+                Ok(Box::new(s))
+            },
+        );
+        #[cfg(feature = "mutex")]
+        registry.register(
+            "mutex",
+            "in-process per-key lock table (threads of one process)",
+            |spec, setup| {
+                no_arg(spec)?;
+                let mut s =
+                    crate::Locked::new(crate::lock::MutexLock::new(), setup.connect.clone());
+                if let Some(t) = setup.timeout {
+                    s = s.timeout(Some(t))?;
+                }
+                Ok(Box::new(s))
+            },
+        );
+        registry
+    }
+}
+
 #[cfg(any(feature = "mysql", feature = "postgres"))]
 fn url_arg(spec: &Spec) -> Result<&str, StrategyError> {
     spec.arg()
