@@ -93,8 +93,11 @@ pub trait VersionStore: Transact {
     ///
     /// # Errors
     /// The backend's error.
-    fn ensure_table(&self, resource: &mut Self::Resource, table: &str)
-        -> Result<(), Self::StoreErr>;
+    fn ensure_table(
+        &self,
+        resource: &mut Self::Resource,
+        table: &str,
+    ) -> Result<(), Self::StoreErr>;
 
     /// Reads a record (outside any transaction).
     ///
@@ -691,13 +694,16 @@ mod sqlite_store {
             Scope::Processes
         }
 
-        fn ensure_table(&self, conn: &mut rusqlite::Connection, table: &str) -> rusqlite::Result<()> {
+        fn ensure_table(
+            &self,
+            conn: &mut rusqlite::Connection,
+            table: &str,
+        ) -> rusqlite::Result<()> {
             // `table` was validated as an identifier.
             conn.execute_batch(&format!(
                 "CREATE TABLE IF NOT EXISTS {table} (
                      id TEXT PRIMARY KEY, value BLOB NOT NULL, version INTEGER NOT NULL)"
             ))
-            
         }
 
         fn read(
@@ -716,7 +722,6 @@ mod sqlite_store {
                     })
                     .optional()
                 })
-                
         }
 
         fn still_at(
@@ -728,8 +733,7 @@ mod sqlite_store {
         ) -> rusqlite::Result<bool> {
             let now: Option<i64> = conn
                 .prepare_cached(&format!("SELECT version FROM {table} WHERE id = ?1"))
-                .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
-                ?;
+                .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())?;
             Ok(now.map(|v| v as u64) == version)
         }
 
@@ -754,8 +758,7 @@ mod sqlite_store {
                          WHERE id = ?2 AND version = ?3"
                     ))
                     .and_then(|mut s| s.execute(params![value, id, v as i64])),
-            }
-            ?;
+            }?;
             Ok(changed == 1)
         }
     }

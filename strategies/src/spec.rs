@@ -229,6 +229,7 @@ impl<C: Connect> Registry<C> {
     }
 }
 
+#[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
 fn no_arg(spec: &Spec) -> Result<(), StrategyError> {
     match spec.arg() {
         None => Ok(()),
@@ -322,7 +323,7 @@ impl Registry<crate::optimistic::Versions<crate::sqlite::Sqlite>> {
     }
 }
 
-#[cfg(any(feature = "mysql", feature = "postgres"))]
+#[cfg(all(feature = "sqlite", any(feature = "mysql", feature = "postgres")))]
 fn url_arg(spec: &Spec) -> Result<&str, StrategyError> {
     spec.arg()
         .ok_or_else(|| Error::Config(format!("strategy {:?} needs a server URL", spec.name())))

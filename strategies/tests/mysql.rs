@@ -13,8 +13,8 @@ use turnstile::lock::{MutexLock, MySqlLock, mysql_server_lock_name};
 use turnstile::resource::{EndedByOp, MySql};
 use turnstile::sqlite::{Sqlite, Synchronous, rusqlite};
 use turnstile::{
-    Connect, Ctx, Error, Fence, FenceClaim, Key, KeyError, Lease, Lock, LockName, Locked, Serializer,
-    Transact, TransactError, TxMode,
+    Connect, Ctx, Error, Fence, FenceClaim, Key, KeyError, Lease, Lock, LockName, Locked,
+    Serializer, Transact, TransactError, TxMode,
 };
 
 fn url() -> String {
@@ -112,7 +112,8 @@ fn counter_on_the_mysql_resource_is_exact_and_fenced() {
     let fences = Arc::new(std::sync::Mutex::new(Vec::new()));
     let threads: Vec<_> = (0..8)
         .map(|_| {
-            let (s, key, table, fences) = (strategy.clone(), key.clone(), table.clone(), fences.clone());
+            let (s, key, table, fences) =
+                (strategy.clone(), key.clone(), table.clone(), fences.clone());
             std::thread::spawn(move || {
                 for _ in 0..15 {
                     let (table, fences) = (table.clone(), fences.clone());
@@ -120,7 +121,10 @@ fn counter_on_the_mysql_resource_is_exact_and_fenced() {
                         let n: Option<i64> =
                             conn.query_first(format!("SELECT n FROM {table} WHERE id = 1"))?;
                         std::thread::sleep(Duration::from_micros(300));
-                        conn.exec_drop(format!("UPDATE {table} SET n = ? WHERE id = 1"), (n.unwrap() + 1,))?;
+                        conn.exec_drop(
+                            format!("UPDATE {table} SET n = ? WHERE id = 1"),
+                            (n.unwrap() + 1,),
+                        )?;
                         fences.lock().unwrap().push(conn.fence().unwrap());
                         Ok::<_, mysql::Error>(())
                     })
@@ -170,8 +174,11 @@ fn resource_records_fences_and_refuses_stale_ones() {
     db.rollback(&mut conn).unwrap();
     db.begin(&mut conn, &[claim(6)]).unwrap();
     db.commit(&mut conn).unwrap();
-    conn.exec_drop("DELETE FROM turnstile_fences WHERE backend = ?", (&backend,))
-        .unwrap();
+    conn.exec_drop(
+        "DELETE FROM turnstile_fences WHERE backend = ?",
+        (&backend,),
+    )
+    .unwrap();
 }
 
 #[test]
@@ -266,10 +273,16 @@ fn names_long_cased_and_hashed() {
     let tag = unique("n");
     // A 65-character key, and a 10,000-character namespace: hashed, and still exclusive.
     let long_key = LockName::new("t", Key::new(format!("{tag}{}", "x".repeat(65))).unwrap());
-    let long_ns = LockName::new(format!("{tag}{}", "y".repeat(10_000)), Key::new("k").unwrap());
+    let long_ns = LockName::new(
+        format!("{tag}{}", "y".repeat(10_000)),
+        Key::new("k").unwrap(),
+    );
     for n in [&long_key, &long_ns] {
         let server = mysql_server_lock_name(n);
-        assert!(server.starts_with("turnstile#") && server.len() <= 64, "{server}");
+        assert!(
+            server.starts_with("turnstile#") && server.len() <= 64,
+            "{server}"
+        );
         let held = lock.acquire(n, Some(Instant::now())).unwrap();
         assert!(matches!(
             lock.acquire(n, Some(Instant::now())),
@@ -281,7 +294,10 @@ fn names_long_cased_and_hashed() {
     // case-insensitively, MariaDB does not; turnstile hashes cased names on both).
     let lower = name(&tag.to_lowercase());
     let upper = name(&tag.to_uppercase());
-    assert_ne!(mysql_server_lock_name(&lower), mysql_server_lock_name(&upper));
+    assert_ne!(
+        mysql_server_lock_name(&lower),
+        mysql_server_lock_name(&upper)
+    );
     let a = lock.acquire(&lower, Some(Instant::now())).unwrap();
     let b = lock.acquire(&upper, Some(Instant::now())).unwrap();
     assert!(matches!(
@@ -337,7 +353,10 @@ fn server_down_wrong_password_and_bad_urls_are_typed() {
     assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
 
     for url in ["mysql://", "mysql://h:notaport/db", "http://h/db"] {
-        assert!(matches!(MySqlLock::new(url), Err(Error::Config(_))), "{url}");
+        assert!(
+            matches!(MySqlLock::new(url), Err(Error::Config(_))),
+            "{url}"
+        );
         assert!(matches!(MySql::new(url), Err(Error::Config(_))), "{url}");
     }
 }
@@ -410,11 +429,18 @@ fn notify(
     id: u32,
     log: &std::path::Path,
 ) -> Result<(), mysql::Error> {
-    let sent: Option<bool> = conn.exec_first(format!("SELECT sent FROM {table} WHERE id = ?"), (id,))?;
+    let sent: Option<bool> =
+        conn.exec_first(format!("SELECT sent FROM {table} WHERE id = ?"), (id,))?;
     if sent == Some(false) {
-        let mut f = std::fs::OpenOptions::new().append(true).create(true).open(log)?;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(log)?;
         f.write_all(format!("{id}\n").as_bytes())?;
-        conn.exec_drop(format!("UPDATE {table} SET sent = TRUE WHERE id = ?"), (id,))?;
+        conn.exec_drop(
+            format!("UPDATE {table} SET sent = TRUE WHERE id = ?"),
+            (id,),
+        )?;
     }
     Ok(())
 }
@@ -429,7 +455,8 @@ fn seed_004_worker(table: &str, log: &std::path::Path, process: usize) {
         .map(|t| {
             let (s, table, log) = (strategy.clone(), table.to_owned(), log.to_owned());
             std::thread::spawn(move || {
-                let offset = ((process * THREADS + t) as u32 * NOTIFICATIONS) / (PROCESSES * THREADS) as u32;
+                let offset =
+                    ((process * THREADS + t) as u32 * NOTIFICATIONS) / (PROCESSES * THREADS) as u32;
                 for i in 0..PER_THREAD {
                     let id = (offset + i) % NOTIFICATIONS;
                     let key = Key::new(format!("{table}/{id}")).unwrap();
@@ -497,17 +524,23 @@ fn seed_004_each_notification_is_sent_exactly_once() {
                 .unwrap()
         })
         .collect();
-    let ok = children
+    // Wait for every child before judging any.
+    let statuses: Vec<bool> = children
         .into_iter()
         .map(|mut c| c.wait().unwrap().success())
-        .all(|ok| ok);
+        .collect();
+    let ok = !statuses.contains(&false);
     let unsent: Option<i64> = admin
         .query_first(format!("SELECT COUNT(*) FROM {table} WHERE NOT sent"))
         .unwrap();
     admin.query_drop(format!("DROP TABLE {table}")).unwrap();
     assert!(ok, "a worker process failed");
     let mut ids = sent_ids(&log);
-    assert_eq!(ids.len(), NOTIFICATIONS as usize, "some notification was sent twice or never");
+    assert_eq!(
+        ids.len(),
+        NOTIFICATIONS as usize,
+        "some notification was sent twice or never"
+    );
     ids.sort_unstable();
     ids.dedup();
     assert_eq!(ids.len(), NOTIFICATIONS as usize);
@@ -541,7 +574,10 @@ fn seed_004_without_a_lock_sends_duplicates() {
     let mut distinct = ids.clone();
     distinct.sort_unstable();
     distinct.dedup();
-    assert!(ids.len() > distinct.len(), "no duplicate without a lock: the check is blind");
+    assert!(
+        ids.len() > distinct.len(),
+        "no duplicate without a lock: the check is blind"
+    );
 }
 
 fn admin_conn() -> mysql::Conn {
@@ -554,12 +590,19 @@ fn notify_slowly(
     id: u32,
     log: &std::path::Path,
 ) -> Result<(), mysql::Error> {
-    let sent: Option<bool> = conn.exec_first(format!("SELECT sent FROM {table} WHERE id = ?"), (id,))?;
+    let sent: Option<bool> =
+        conn.exec_first(format!("SELECT sent FROM {table} WHERE id = ?"), (id,))?;
     if sent == Some(false) {
         std::thread::sleep(Duration::from_millis(2));
-        let mut f = std::fs::OpenOptions::new().append(true).create(true).open(log)?;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(log)?;
         f.write_all(format!("{id}\n").as_bytes())?;
-        conn.exec_drop(format!("UPDATE {table} SET sent = TRUE WHERE id = ?"), (id,))?;
+        conn.exec_drop(
+            format!("UPDATE {table} SET sent = TRUE WHERE id = ?"),
+            (id,),
+        )?;
     }
     Ok(())
 }

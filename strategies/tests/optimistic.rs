@@ -32,7 +32,12 @@ fn increment(db: &mut Ctx<'_, Versioned<Sqlite>>, id: &str) -> Result<(), StoreE
 #[test]
 fn concurrent_increments_are_exact_and_rerun() {
     let dir = tempfile::tempdir().unwrap();
-    let strategy = Arc::new(Optimistic::new(db(dir.path())).unwrap().max_attempts(1000).unwrap());
+    let strategy = Arc::new(
+        Optimistic::new(db(dir.path()))
+            .unwrap()
+            .max_attempts(1000)
+            .unwrap(),
+    );
     let caps = strategy.capabilities();
     assert!(!caps.excludes && caps.reruns_op);
     let reruns = Arc::new(AtomicU32::new(0));
@@ -60,7 +65,10 @@ fn concurrent_increments_are_exact_and_rerun() {
         .run(&Key::whole(), |db| get(db, "counter"))
         .unwrap();
     assert_eq!(n, 160);
-    assert!(reruns.load(Ordering::Relaxed) > 0, "no conflict was ever seen");
+    assert!(
+        reruns.load(Ordering::Relaxed) > 0,
+        "no conflict was ever seen"
+    );
 }
 
 #[test]
@@ -88,7 +96,10 @@ fn conflicts_past_the_budget_are_contended() {
             db.write("x", (v + 1).to_string())
         })
         .unwrap_err();
-    assert!(matches!(err, Error::Contended { attempts: 3, .. }), "{err:?}");
+    assert!(
+        matches!(err, Error::Contended { attempts: 3, .. }),
+        "{err:?}"
+    );
     assert_eq!(runs.load(Ordering::Relaxed), 3);
     // Nothing of the op was written: the rival's three bumps only.
     let x = strategy.run(&Key::whole(), |db| get(db, "x")).unwrap();
@@ -120,7 +131,11 @@ fn a_changed_read_only_record_is_a_conflict_too() {
     let err = versions.commit(&mut a).unwrap_err();
     assert!(matches!(err, turnstile::TransactError::Busy(_)), "{err:?}");
     versions.begin(&mut a, &[]).unwrap();
-    assert_eq!(get(&mut a, "spent").unwrap(), 0, "the conflicting write was applied");
+    assert_eq!(
+        get(&mut a, "spent").unwrap(),
+        0,
+        "the conflicting write was applied"
+    );
 }
 
 #[test]
@@ -135,21 +150,37 @@ fn op_errors_panics_and_a_zero_wait_are_typed() {
         .unwrap_err();
     assert_eq!(err.into_op(), Some("nope"));
     let err = strategy
-        .run(&Key::whole(), |_db| -> Result<(), StoreError> { panic!("boom") })
+        .run(&Key::whole(), |_db| -> Result<(), StoreError> {
+            panic!("boom")
+        })
         .unwrap_err();
-    assert!(matches!(err, Error::Panicked(ref m) if m == "boom"), "{err:?}");
+    assert!(
+        matches!(err, Error::Panicked(ref m) if m == "boom"),
+        "{err:?}"
+    );
     // Nothing from either was written.
-    assert_eq!(strategy.run(&Key::whole(), |db| db.read("y")).unwrap(), None);
+    assert_eq!(
+        strategy.run(&Key::whole(), |db| db.read("y")).unwrap(),
+        None
+    );
     // A zero wait still runs once.
     strategy
-        .run_with(&[Key::whole()], Wait::Timeout(Duration::ZERO), |db| db.write("z", "1"))
+        .run_with(&[Key::whole()], Wait::Timeout(Duration::ZERO), |db| {
+            db.write("z", "1")
+        })
         .unwrap();
     assert!(matches!(
         Optimistic::new(db(dir.path())).unwrap().max_attempts(0),
         Err(Error::Config(_))
     ));
     for bad in ["", "1abc", "a-b", "t; DROP TABLE x", &"t".repeat(64)] {
-        assert!(matches!(Versions::new(db(dir.path())).table(bad), Err(Error::Config(_))), "{bad:?}");
+        assert!(
+            matches!(
+                Versions::new(db(dir.path())).table(bad),
+                Err(Error::Config(_))
+            ),
+            "{bad:?}"
+        );
     }
 }
 

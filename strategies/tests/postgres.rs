@@ -115,7 +115,10 @@ where
                             .query_one(&format!("SELECT n FROM {table} WHERE id = 1"), &[])?
                             .get(0);
                         std::thread::sleep(Duration::from_micros(300));
-                        db.execute(&format!("UPDATE {table} SET n = $1 WHERE id = 1"), &[&(n + 1)])?;
+                        db.execute(
+                            &format!("UPDATE {table} SET n = $1 WHERE id = 1"),
+                            &[&(n + 1)],
+                        )?;
                         Ok::<_, postgres::Error>(())
                     })
                     .unwrap();
@@ -140,14 +143,20 @@ fn counter_on_the_postgres_resource_is_exact_with_session_locks() {
     let table = counter_table(&mut admin());
     let strategy = Arc::new(Locked::new(lock(), Postgres::new(&url()).unwrap()));
     assert!(strategy.capabilities().fences);
-    assert_eq!(hammer(strategy, Key::new(table.clone()).unwrap(), table), 120);
+    assert_eq!(
+        hammer(strategy, Key::new(table.clone()).unwrap(), table),
+        120
+    );
 }
 
 #[test]
 fn counter_on_the_postgres_resource_is_exact_with_transaction_locks() {
     let table = counter_table(&mut admin());
     let strategy = Arc::new(PgXactLocked::new(Postgres::new(&url()).unwrap()));
-    assert_eq!(hammer(strategy, Key::new(table.clone()).unwrap(), table), 120);
+    assert_eq!(
+        hammer(strategy, Key::new(table.clone()).unwrap(), table),
+        120
+    );
 }
 
 #[test]
@@ -174,8 +183,11 @@ fn resource_records_fences_and_refuses_stale_ones() {
     db.rollback(&mut conn).unwrap();
     db.begin(&mut conn, &[claim(6)]).unwrap();
     db.commit(&mut conn).unwrap();
-    conn.execute("DELETE FROM turnstile_fences WHERE backend = $1", &[&backend])
-        .unwrap();
+    conn.execute(
+        "DELETE FROM turnstile_fences WHERE backend = $1",
+        &[&backend],
+    )
+    .unwrap();
 }
 
 #[test]
@@ -189,7 +201,9 @@ fn an_op_that_commits_by_itself_is_reported_and_nothing_after_it_commits() {
     let t = table.clone();
     let err = strategy
         .run(&Key::new("x").unwrap(), move |db| {
-            db.batch_execute(&format!("INSERT INTO {t} VALUES (1); COMMIT; BEGIN; INSERT INTO {t} VALUES (2)"))
+            db.batch_execute(&format!(
+                "INSERT INTO {t} VALUES (1); COMMIT; BEGIN; INSERT INTO {t} VALUES (2)"
+            ))
         })
         .unwrap_err();
     match &err {
@@ -238,7 +252,9 @@ fn session_and_transaction_locks_on_one_key_exclude_each_other() {
     let session = lock()
         .acquire(&LockName::new(db.identity(), key.clone()), None)
         .unwrap();
-    let xact = PgXactLocked::new(db).timeout(Some(Duration::from_millis(300))).unwrap();
+    let xact = PgXactLocked::new(db)
+        .timeout(Some(Duration::from_millis(300)))
+        .unwrap();
     let err = xact
         .run(&key, |_| Ok::<_, postgres::Error>(()))
         .unwrap_err();
@@ -252,7 +268,10 @@ fn names_long_cased_and_hashed() {
     let lock = lock();
     let tag = unique("n");
     let long_key = LockName::new("t", Key::new(format!("{tag}{}", "x".repeat(200))).unwrap());
-    let long_ns = LockName::new(format!("{tag}{}", "y".repeat(10_000)), Key::new("k").unwrap());
+    let long_ns = LockName::new(
+        format!("{tag}{}", "y".repeat(10_000)),
+        Key::new("k").unwrap(),
+    );
     let lower = name(&tag.to_lowercase());
     let upper = name(&tag.to_uppercase());
     assert_ne!(advisory_key(&lower), advisory_key(&upper));
@@ -281,8 +300,11 @@ fn closed_port() -> u16 {
 
 #[test]
 fn server_down_unknown_role_and_bad_urls_are_typed() {
-    let down = PostgresLock::new(&format!("postgres://postgres@127.0.0.1:{}/test", closed_port()))
-        .unwrap();
+    let down = PostgresLock::new(&format!(
+        "postgres://postgres@127.0.0.1:{}/test",
+        closed_port()
+    ))
+    .unwrap();
     let start = Instant::now();
     let err = down
         .acquire(&name("x"), Some(Instant::now() + Duration::from_secs(2)))
@@ -305,7 +327,10 @@ fn server_down_unknown_role_and_bad_urls_are_typed() {
         .unwrap_err();
     assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
     for url in ["postgres://h:notaport/db", "postgres://h/db?sslmode=bogus"] {
-        assert!(matches!(PostgresLock::new(url), Err(Error::Config(_))), "{url}");
+        assert!(
+            matches!(PostgresLock::new(url), Err(Error::Config(_))),
+            "{url}"
+        );
         assert!(matches!(Postgres::new(url), Err(Error::Config(_))), "{url}");
     }
     let setup = Setup::new(Sqlite::new("unused.db"));

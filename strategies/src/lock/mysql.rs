@@ -82,8 +82,14 @@ pub fn server_lock_name(name: &LockName) -> String {
     let key = name.key().as_str();
     let raw_ok = !namespace.contains('|')
         && namespace.len() + 1 + key.len() <= MAX_SERVER_NAME
-        && namespace.bytes().chain(key.bytes()).all(|b| b.is_ascii_graphic() || b == b' ')
-        && !namespace.bytes().chain(key.bytes()).any(|b| b.is_ascii_uppercase());
+        && namespace
+            .bytes()
+            .chain(key.bytes())
+            .all(|b| b.is_ascii_graphic() || b == b' ')
+        && !namespace
+            .bytes()
+            .chain(key.bytes())
+            .any(|b| b.is_ascii_uppercase());
     let raw = format!("{namespace}|{key}");
     if raw_ok && !raw.starts_with(HASHED_PREFIX) {
         raw
@@ -103,7 +109,11 @@ pub struct GetLockNull {
 
 impl std::fmt::Display for GetLockNull {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "GET_LOCK({:?}) returned NULL (a server-side error)", self.name)
+        write!(
+            f,
+            "GET_LOCK({:?}) returned NULL (a server-side error)",
+            self.name
+        )
     }
 }
 
@@ -204,12 +214,17 @@ impl Shared {
     fn open(&self, deadline: Option<Instant>) -> Result<Conn, StrategyError> {
         let timeout = match deadline {
             None => self.connect_timeout,
-            Some(at) => at
-                .saturating_duration_since(Instant::now())
-                .clamp(Duration::from_millis(250), self.connect_timeout.max(Duration::from_millis(250))),
+            Some(at) => at.saturating_duration_since(Instant::now()).clamp(
+                Duration::from_millis(250),
+                self.connect_timeout.max(Duration::from_millis(250)),
+            ),
         };
-        let mut conn = res::open(&self.opts, timeout, Some(WAIT_CHUNK + Duration::from_secs(30)))
-            .map_err(Error::unavailable)?;
+        let mut conn = res::open(
+            &self.opts,
+            timeout,
+            Some(WAIT_CHUNK + Duration::from_secs(30)),
+        )
+        .map_err(Error::unavailable)?;
         if !self.fence_table_ready.load(Ordering::Acquire) {
             conn.query_drop(FENCE_TABLE).map_err(Error::unavailable)?;
             self.fence_table_ready.store(true, Ordering::Release);
@@ -257,7 +272,8 @@ impl Shared {
             }
             if secs == 0 {
                 // Sub-second rest: poll with full jitter, never past the deadline.
-                let cap = Duration::from_millis(1u64 << polls.min(6)).min(Duration::from_millis(50));
+                let cap =
+                    Duration::from_millis(1u64 << polls.min(6)).min(Duration::from_millis(50));
                 let nap = Duration::from_nanos(fastrand::u64(0..=cap.as_nanos() as u64));
                 std::thread::sleep(nap.min(at - now));
                 polls += 1;

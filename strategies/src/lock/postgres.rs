@@ -29,9 +29,8 @@ use std::time::{Duration, Instant};
 use postgres::error::SqlState;
 use postgres::{Client, Config};
 use turnstile_core::{
-    Capabilities, Ctx, Error, Fence, HolderDeath, Key, Lease, Lock, LockName, Scope,
-    Serializer, StrategyError, Transact, TransactError, Wait, check_timeout, panic_message,
-    sorted_keys,
+    Capabilities, Ctx, Error, Fence, HolderDeath, Key, Lease, Lock, LockName, Scope, Serializer,
+    StrategyError, Transact, TransactError, Wait, check_timeout, panic_message, sorted_keys,
 };
 
 use crate::resource::Postgres;
@@ -437,7 +436,9 @@ impl PgXactLocked {
     /// [`Error::Config`] for zero.
     pub fn pool_size(mut self, size: usize) -> Result<Self, StrategyError> {
         if size == 0 {
-            return Err(Error::Config("the pool needs at least one connection".into()));
+            return Err(Error::Config(
+                "the pool needs at least one connection".into(),
+            ));
         }
         self.max = size;
         Ok(self)
@@ -610,7 +611,8 @@ impl Serializer for PgXactLocked {
         let keys = sorted_keys(keys).map_err(Error::widen)?;
         let deadline = wait.deadline(self.timeout).map_err(Error::widen)?;
         let mut client = self.get(deadline).map_err(Error::widen)?;
-        let (result, broken) = self.run_in_transaction(&mut client, &keys, deadline, start, &mut op);
+        let (result, broken) =
+            self.run_in_transaction(&mut client, &keys, deadline, start, &mut op);
         if broken || client.is_closed() {
             drop(client);
             self.discard();

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use mysql::prelude::Queryable;
 use mysql::{Conn, Opts, OptsBuilder};
-use turnstile_core::{BoxError, Connect, Error, Fence, FenceClaim, StrategyError, Transact, TransactError};
+use turnstile_core::{
+    BoxError, Connect, Error, Fence, FenceClaim, StrategyError, Transact, TransactError,
+};
 
 use super::{DEFAULT_CONNECT_TIMEOUT, EndedByOp, MARKER_SAVEPOINT, fence_column, server_identity};
 
@@ -205,10 +207,8 @@ impl Transact for MySql {
         }
         // A constant statement: the marker savepoint lets commit see an op that ended the
         // transaction.
-        conn.query_drop(format!(
-            "START TRANSACTION; SAVEPOINT {MARKER_SAVEPOINT}"
-        ))
-        .map_err(classify)?;
+        conn.query_drop(format!("START TRANSACTION; SAVEPOINT {MARKER_SAVEPOINT}"))
+            .map_err(classify)?;
         if let Err(e) = check_fences(conn, fences) {
             let _ = self.rollback(conn);
             return Err(e);

@@ -187,8 +187,8 @@ fn fence_i64(fence: Fence) -> Result<i64, TransactError> {
 
 fn check_fences(client: &mut Client, fences: &[FenceClaim<'_>]) -> Result<(), TransactError> {
     for claim in fences {
-        let backend = String::from_utf8_lossy(&fence_column(claim.backend.as_bytes(), 1024))
-            .into_owned();
+        let backend =
+            String::from_utf8_lossy(&fence_column(claim.backend.as_bytes(), 1024)).into_owned();
         let name = fence_column(claim.name, 1024);
         let presented = fence_i64(claim.fence)?;
         // One statement checks and records: the upsert waits for a concurrent holder's
