@@ -21,8 +21,10 @@
 //! Ops overlap ([`Capabilities::excludes`] is false) and may run several times
 //! ([`Capabilities::reruns_op`]): they must not have effects outside the write set.
 //!
-//! The records live in one table (default [`DEFAULT_TABLE`]) of any [`VersionStore`]
-//! (SQLite here; PostgreSQL and MySQL with their features). [`Versions`] wraps a store as
+//! The records live in one table (default [`DEFAULT_TABLE`]) of any [`VersionStore`]:
+//! [`Sqlite`](crate::sqlite::Sqlite), and with their features
+//! [`Postgres`](crate::resource::Postgres) and [`MySql`](crate::resource::MySql), whose
+//! arbitration reaches across hosts. [`Versions`] wraps a store as
 //! a [`Connect`] + [`Transact`] whose resource is the [`Versioned`] handle, so the same
 //! ops also run under any lock strategy (`Locked<L, Versions<S>>`), where conflicts
 //! cannot happen.
@@ -760,6 +762,185 @@ mod sqlite_store {
                     .and_then(|mut s| s.execute(params![value, id, v as i64])),
             }?;
             Ok(changed == 1)
+        }
+    }
+}
+
+#[cfg(feature = "postgres")]
+mod postgres_store {
+    use super::*;
+    use crate::resource::Postgres;
+
+    /// On PostgreSQL a read-only record is re-read `FOR SHARE` at commit, which keeps it
+    /// from changing until the commit; a record that was absent is checked, not locked
+    /// (PostgreSQL has no gap locks), so an insert can slip in between that check and the
+    /// commit under `READ COMMITTED`.
+    impl VersionStore for Postgres {
+        type StoreErr = postgres::Error;
+
+        fn scope(&self) -> Scope {
+            Scope::Hosts
+        }
+
+        fn ensure_table(
+            &self,
+            client: &mut postgres::Client,
+            table: &str,
+        ) -> Result<(), postgres::Error> {
+            // `table` was validated as an identifier.
+            crate::resource::postgres::ensure_table(
+                client,
+                &format!(
+                    "CREATE TABLE IF NOT EXISTS {table} (
+                         id TEXT PRIMARY KEY, value BYTEA NOT NULL, version BIGINT NOT NULL)"
+                ),
+            )
+        }
+
+        fn read(
+            &self,
+            client: &mut postgres::Client,
+            table: &str,
+            id: &str,
+        ) -> Result<Option<Record>, postgres::Error> {
+            let row = client.query_opt(
+                &format!("SELECT value, version FROM {table} WHERE id = $1"),
+                &[&id],
+            )?;
+            Ok(row.map(|r| Record {
+                value: r.get(0),
+                version: r.get::<_, i64>(1) as u64,
+            }))
+        }
+
+        fn still_at(
+            &self,
+            client: &mut postgres::Client,
+            table: &str,
+            id: &str,
+            version: Option<u64>,
+        ) -> Result<bool, postgres::Error> {
+            let now = client.query_opt(
+                &format!("SELECT version FROM {table} WHERE id = $1 FOR SHARE"),
+                &[&id],
+            )?;
+            Ok(now.map(|r| r.get::<_, i64>(0) as u64) == version)
+        }
+
+        fn compare_and_set(
+            &self,
+            client: &mut postgres::Client,
+            table: &str,
+            id: &str,
+            expected: Option<u64>,
+            value: &[u8],
+        ) -> Result<bool, postgres::Error> {
+            let changed = match expected {
+                None => client.execute(
+                    &format!(
+                        "INSERT INTO {table} (id, value, version) VALUES ($1, $2, 1)
+                         ON CONFLICT (id) DO NOTHING"
+                    ),
+                    &[&id, &value],
+                )?,
+                Some(v) => client.execute(
+                    &format!(
+                        "UPDATE {table} SET value = $1, version = version + 1
+                         WHERE id = $2 AND version = $3"
+                    ),
+                    &[&value, &id, &(v as i64)],
+                )?,
+            };
+            Ok(changed == 1)
+        }
+    }
+}
+
+#[cfg(feature = "mysql")]
+mod mysql_store {
+    use mysql::prelude::Queryable;
+
+    use super::*;
+    use crate::resource::MySql;
+
+    /// `ER_DUP_ENTRY`: the insert of a record believed absent found it.
+    const ER_DUP_ENTRY: u16 = 1062;
+
+    /// On MySQL a read-only record is re-read `LOCK IN SHARE MODE` at commit (a gap lock
+    /// when it was absent), which keeps it as read until the commit. Ids are binary
+    /// (case-sensitive), at most 255 bytes.
+    impl VersionStore for MySql {
+        type StoreErr = mysql::Error;
+
+        fn scope(&self) -> Scope {
+            Scope::Hosts
+        }
+
+        fn ensure_table(&self, conn: &mut mysql::Conn, table: &str) -> Result<(), mysql::Error> {
+            // `table` was validated as an identifier. DDL commits implicitly on MySQL:
+            // this runs at connect, outside any transaction.
+            conn.query_drop(format!(
+                "CREATE TABLE IF NOT EXISTS {table} (
+                     id VARBINARY(255) PRIMARY KEY, value LONGBLOB NOT NULL,
+                     version BIGINT UNSIGNED NOT NULL) ENGINE = InnoDB"
+            ))
+        }
+
+        fn read(
+            &self,
+            conn: &mut mysql::Conn,
+            table: &str,
+            id: &str,
+        ) -> Result<Option<Record>, mysql::Error> {
+            let row: Option<(Vec<u8>, u64)> = conn.exec_first(
+                format!("SELECT value, version FROM {table} WHERE id = ?"),
+                (id.as_bytes(),),
+            )?;
+            Ok(row.map(|(value, version)| Record { value, version }))
+        }
+
+        fn still_at(
+            &self,
+            conn: &mut mysql::Conn,
+            table: &str,
+            id: &str,
+            version: Option<u64>,
+        ) -> Result<bool, mysql::Error> {
+            let now: Option<u64> = conn.exec_first(
+                format!("SELECT version FROM {table} WHERE id = ? LOCK IN SHARE MODE"),
+                (id.as_bytes(),),
+            )?;
+            Ok(now == version)
+        }
+
+        fn compare_and_set(
+            &self,
+            conn: &mut mysql::Conn,
+            table: &str,
+            id: &str,
+            expected: Option<u64>,
+            value: &[u8],
+        ) -> Result<bool, mysql::Error> {
+            match expected {
+                None => match conn.exec_drop(
+                    format!("INSERT INTO {table} (id, value, version) VALUES (?, ?, 1)"),
+                    (id.as_bytes(), value),
+                ) {
+                    Ok(()) => Ok(conn.affected_rows() == 1),
+                    Err(mysql::Error::MySqlError(e)) if e.code == ER_DUP_ENTRY => Ok(false),
+                    Err(e) => Err(e),
+                },
+                Some(v) => {
+                    conn.exec_drop(
+                        format!(
+                            "UPDATE {table} SET value = ?, version = version + 1
+                             WHERE id = ? AND version = ?"
+                        ),
+                        (value, id.as_bytes(), v),
+                    )?;
+                    Ok(conn.affected_rows() == 1)
+                }
+            }
         }
     }
 }

@@ -51,9 +51,14 @@ use crate::resource::mysql as res;
 /// Longest lock name MySQL and MariaDB accept, in characters.
 pub const MAX_SERVER_NAME: usize = 64;
 
-/// How long one `GET_LOCK` call may block when waiting without a deadline: 30 s. Lock
-/// connections get a read timeout a little longer than this, so a dead server is noticed.
-pub const WAIT_CHUNK: Duration = Duration::from_secs(30);
+/// How long one `GET_LOCK` call may block when waiting without a deadline: 10 s.
+pub const WAIT_CHUNK: Duration = Duration::from_secs(10);
+
+/// Lock connections' read and write timeout beyond [`WAIT_CHUNK`]: 5 s. A server that
+/// stops answering (paused, partitioned) is noticed within `WAIT_CHUNK + IO_MARGIN`; a
+/// [`Lease::check`] or release against it fails as [`Error::LeaseLost`] after at most
+/// that long.
+pub const IO_MARGIN: Duration = Duration::from_secs(5);
 
 /// The default number of idle lock connections kept for reuse: 4.
 pub const DEFAULT_MAX_IDLE: usize = 4;
@@ -219,12 +224,8 @@ impl Shared {
                 self.connect_timeout.max(Duration::from_millis(250)),
             ),
         };
-        let mut conn = res::open(
-            &self.opts,
-            timeout,
-            Some(WAIT_CHUNK + Duration::from_secs(30)),
-        )
-        .map_err(Error::unavailable)?;
+        let mut conn = res::open(&self.opts, timeout, Some(WAIT_CHUNK + IO_MARGIN))
+            .map_err(Error::unavailable)?;
         if !self.fence_table_ready.load(Ordering::Acquire) {
             conn.query_drop(FENCE_TABLE).map_err(Error::unavailable)?;
             self.fence_table_ready.store(true, Ordering::Release);
