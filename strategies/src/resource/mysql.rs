@@ -205,11 +205,14 @@ impl Transact for MySql {
         if !fences.is_empty() {
             self.ensure_fence_table(conn)?;
         }
-        // A constant statement: the marker savepoint lets commit see an op that ended the
-        // transaction.
-        conn.query_drop(format!("START TRANSACTION; SAVEPOINT {MARKER_SAVEPOINT}"))
-            .map_err(classify)?;
-        if let Err(e) = check_fences(conn, fences) {
+        // One statement per query: the driver drops the errors of a multi-statement
+        // query's later statements.
+        conn.query_drop("START TRANSACTION").map_err(classify)?;
+        // The marker savepoint lets commit see an op that ended the transaction.
+        let marked = conn
+            .query_drop(format!("SAVEPOINT {MARKER_SAVEPOINT}"))
+            .map_err(classify);
+        if let Err(e) = marked.and_then(|()| check_fences(conn, fences)) {
             let _ = self.rollback(conn);
             return Err(e);
         }
@@ -217,8 +220,8 @@ impl Transact for MySql {
     }
 
     fn commit(&self, conn: &mut Conn) -> Result<(), TransactError> {
-        // If releasing the marker fails, the COMMIT after it in the batch never runs.
-        match conn.query_drop(format!("RELEASE SAVEPOINT {MARKER_SAVEPOINT}; COMMIT")) {
+        let released = conn.query_drop(format!("RELEASE SAVEPOINT {MARKER_SAVEPOINT}"));
+        match released.and_then(|()| conn.query_drop("COMMIT")) {
             Ok(()) => Ok(()),
             Err(e) => {
                 let _ = self.rollback(conn);
@@ -255,10 +258,9 @@ impl Transact for MySql {
     }
 
     fn rollback_to_savepoint(&self, conn: &mut Conn, n: usize) -> Result<(), BoxError> {
-        conn.query_drop(format!(
-            "ROLLBACK TO SAVEPOINT turnstile_{n}; RELEASE SAVEPOINT turnstile_{n}"
-        ))
-        .map_err(Into::into)
+        conn.query_drop(format!("ROLLBACK TO SAVEPOINT turnstile_{n}"))?;
+        conn.query_drop(format!("RELEASE SAVEPOINT turnstile_{n}"))
+            .map_err(Into::into)
     }
 
     fn is_busy(&self, error: &(dyn Any + Send + Sync)) -> bool {
