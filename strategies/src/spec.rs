@@ -229,7 +229,8 @@ impl<C: Connect> Registry<C> {
     }
 }
 
-#[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+// Used by whichever registrations the features compile in.
+#[cfg_attr(not(all(feature = "sqlite", feature = "mutex")), allow(dead_code))]
 fn no_arg(spec: &Spec) -> Result<(), StrategyError> {
     match spec.arg() {
         None => Ok(()),
@@ -261,26 +262,8 @@ impl Registry<crate::sqlite::Sqlite> {
                 Ok(Box::new(s))
             },
         );
-        #[cfg(feature = "mysql")]
-        registry.register(
-            "mysql",
-            "MySQL / MariaDB GET_LOCK on a dedicated connection, fenced (hosts): mysql://user:pass@host:port/db",
-            |spec, setup| {
-                let lock = crate::lock::MySqlLock::new(url_arg(spec)?)?;
-                locked(lock, setup)
-            },
-        );
-        #[cfg(feature = "postgres")]
-        for scheme in ["postgres", "postgresql"] {
-            registry.register(
-                scheme,
-                "PostgreSQL session advisory lock on a dedicated connection, fenced (hosts): postgres://user:pass@host:port/db",
-                |spec, setup| {
-                    let lock = crate::lock::PostgresLock::new(url_arg(spec)?)?;
-                    locked(lock, setup)
-                },
-            );
-        }
+        #[cfg(any(feature = "mysql", feature = "postgres"))]
+        register_server_locks(&mut registry);
         registry
     }
 }
@@ -323,17 +306,91 @@ impl Registry<crate::optimistic::Versions<crate::sqlite::Sqlite>> {
     }
 }
 
-#[cfg(all(feature = "sqlite", any(feature = "mysql", feature = "postgres")))]
+/// Registers the lock strategies on database servers: `mysql://…` and `postgres://…`
+/// (also `postgresql://…`), each wrapped in [`Locked`](crate::Locked) over the setup's
+/// resource.
+#[cfg(any(feature = "mysql", feature = "postgres"))]
+fn register_server_locks<C: turnstile_core::Transact + Clone>(registry: &mut Registry<C>) {
+    #[cfg(feature = "mysql")]
+    registry.register(
+        "mysql",
+        "MySQL / MariaDB GET_LOCK on a dedicated connection, fenced (hosts): mysql://user:pass@host:port/db",
+        |spec, setup| locked(crate::lock::MySqlLock::new(url_arg(spec)?)?, setup),
+    );
+    #[cfg(feature = "postgres")]
+    for scheme in ["postgres", "postgresql"] {
+        registry.register(
+            scheme,
+            "PostgreSQL session advisory lock on a dedicated connection, fenced (hosts): postgres://user:pass@host:port/db",
+            |spec, setup| locked(crate::lock::PostgresLock::new(url_arg(spec)?)?, setup),
+        );
+    }
+}
+
+#[cfg(any(feature = "mysql", feature = "postgres"))]
+fn register_mutex<C: turnstile_core::Transact + Clone>(registry: &mut Registry<C>) {
+    #[cfg(feature = "mutex")]
+    registry.register(
+        "mutex",
+        "in-process per-key lock table (threads of one process)",
+        |spec, setup| {
+            no_arg(spec)?;
+            locked(crate::lock::MutexLock::new(), setup)
+        },
+    );
+    #[cfg(not(feature = "mutex"))]
+    let _ = registry;
+}
+
+#[cfg(feature = "postgres")]
+impl Registry<crate::resource::Postgres> {
+    /// Every strategy compiled in whose ops run on a [`postgres::Client`], with the data
+    /// in PostgreSQL: `mutex`, `mysql://…`, `postgres://…`, and `pg-xact` (transaction
+    /// advisory locks inside the data's own transaction, see
+    /// [`PgXactLocked`](crate::lock::PgXactLocked)).
+    pub fn builtin_postgres() -> Self {
+        let mut registry: Self = Registry::new();
+        register_mutex(&mut registry);
+        register_server_locks(&mut registry);
+        registry.register(
+            "pg-xact",
+            "PostgreSQL transaction advisory locks inside the data's own transaction (hosts; works behind transaction-pooling proxies)",
+            |spec, setup| {
+                no_arg(spec)?;
+                let mut s = crate::lock::PgXactLocked::new(setup.connect.clone());
+                if let Some(t) = setup.timeout {
+                    s = s.timeout(Some(t))?;
+                }
+                Ok(Box::new(s))
+            },
+        );
+        registry
+    }
+}
+
+#[cfg(feature = "mysql")]
+impl Registry<crate::resource::MySql> {
+    /// Every strategy compiled in whose ops run on a [`mysql::Conn`], with the data in
+    /// MySQL / MariaDB: `mutex`, `mysql://…`, `postgres://…`.
+    pub fn builtin_mysql() -> Self {
+        let mut registry: Self = Registry::new();
+        register_mutex(&mut registry);
+        register_server_locks(&mut registry);
+        registry
+    }
+}
+
+#[cfg(any(feature = "mysql", feature = "postgres"))]
 fn url_arg(spec: &Spec) -> Result<&str, StrategyError> {
     spec.arg()
         .ok_or_else(|| Error::Config(format!("strategy {:?} needs a server URL", spec.name())))
 }
 
-#[cfg(all(feature = "sqlite", any(feature = "mysql", feature = "postgres")))]
-fn locked<L: turnstile_core::Lock>(
+#[cfg(any(feature = "mysql", feature = "postgres"))]
+fn locked<L: turnstile_core::Lock, C: turnstile_core::Transact + Clone>(
     lock: L,
-    setup: &Setup<crate::sqlite::Sqlite>,
-) -> Result<BoxSerializer<crate::sqlite::rusqlite::Connection>, StrategyError> {
+    setup: &Setup<C>,
+) -> Result<BoxSerializer<C::Resource>, StrategyError> {
     let mut s = crate::Locked::new(lock, setup.connect.clone()).tx_mode(setup.tx_mode);
     if let Some(t) = setup.timeout {
         s = s.timeout(Some(t))?;

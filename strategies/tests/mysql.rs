@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use mysql::prelude::Queryable;
 use turnstile::lock::{MutexLock, MySqlLock, mysql_server_lock_name};
 use turnstile::resource::{EndedByOp, MySql};
+use turnstile::spec::{Registry, Setup};
 use turnstile::sqlite::{Sqlite, Synchronous, rusqlite};
 use turnstile::{
     Connect, Ctx, Error, Fence, FenceClaim, Key, KeyError, Lease, Lock, LockName, Locked,
@@ -130,8 +131,9 @@ fn counter_on_the_mysql_resource_is_exact_and_fenced() {
     admin
         .query_drop(format!("INSERT INTO {table} VALUES (1, 0)"))
         .unwrap();
-    let db = MySql::new(&url()).unwrap();
-    let strategy = Arc::new(Locked::new(lock(), db));
+    // Through the registry over the MySQL resource, as the harness builds it.
+    let setup = Setup::new(MySql::new(&url()).unwrap());
+    let strategy = Arc::new(Registry::builtin_mysql().open(&url(), &setup).unwrap());
     assert!(strategy.capabilities().fences);
     let key = Key::new(table.clone()).unwrap();
     let fences = Arc::new(std::sync::Mutex::new(Vec::new()));

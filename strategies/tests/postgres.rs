@@ -187,7 +187,13 @@ fn counter_on_the_postgres_resource_is_exact_with_session_locks() {
 #[test]
 fn counter_on_the_postgres_resource_is_exact_with_transaction_locks() {
     let table = counter_table(&mut admin());
-    let strategy = Arc::new(PgXactLocked::new(Postgres::new(&url()).unwrap()));
+    // Through the registry over the PostgreSQL resource, as the harness builds it.
+    let setup = Setup::new(Postgres::new(&url()).unwrap());
+    let strategy = Arc::new(
+        Registry::builtin_postgres()
+            .open("pg-xact", &setup)
+            .unwrap(),
+    );
     assert_eq!(
         hammer(strategy, Key::new(table.clone()).unwrap(), table),
         96
