@@ -11,11 +11,13 @@
 //!   formatted name.
 //! - **Names.** Lock names are server-wide (across schemas), at most 64 characters, and
 //!   case-insensitive on MySQL 5.7+ (case-sensitive on MariaDB). [`server_lock_name`]
-//!   maps a [`LockName`] to `namespace|key` when that is at most 64 characters, ASCII,
-//!   without upper-case letters and without a `|` in the namespace; any other name becomes
-//!   `turnstile#` and the 16 hex digits of [`LockName::stable_hash`]. No raw name starts
-//!   with `turnstile#`, so the two forms never meet. Hence keys that differ only in case
-//!   are **different locks**, on MySQL as on MariaDB and every other turnstile backend.
+//!   maps a [`LockName`] to `namespace|key` when that is at most 64 characters of
+//!   printable ASCII without spaces or upper-case letters, and the namespace has no
+//!   `|`; any other name becomes `turnstile#` and the 16 hex digits of
+//!   [`LockName::stable_hash`]. No raw name starts with `turnstile#`, so the two forms
+//!   never meet. Hence keys that differ only in case are **different locks**, on MySQL
+//!   as on MariaDB and every other turnstile backend. (Two names sharing a 64-bit hash
+//!   would share a lock: safe, only slower.)
 //!   Empty names never get here ([`Key`](crate::Key) refuses them; MariaDB's
 //!   `GET_LOCK('')` returns NULL, which the seed read as success).
 //! - **Results**: 1 is held; 0 is [`Error::Timeout`]; NULL (an error on the server, e.g.
@@ -90,7 +92,8 @@ pub fn server_lock_name(name: &LockName) -> String {
         && namespace
             .bytes()
             .chain(key.bytes())
-            .all(|b| b.is_ascii_graphic() || b == b' ')
+            // No spaces: PAD SPACE comparisons could make "a" and "a " one lock.
+            .all(|b| b.is_ascii_graphic())
         && !namespace
             .bytes()
             .chain(key.bytes())

@@ -27,7 +27,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use postgres::error::SqlState;
-use postgres::{Client, Config};
+use postgres::{Client, Config, SimpleQueryMessage};
 use turnstile_core::{
     Capabilities, Ctx, Error, Fence, HolderDeath, Key, Lease, Lock, LockName, Scope, Serializer,
     StrategyError, Transact, TransactError, Wait, check_timeout, panic_message, sorted_keys,
@@ -186,37 +186,43 @@ impl Shared {
         }
     }
 
-    /// `Ok(true)`: held; `Ok(false)`: the deadline passed.
+    /// Waits for the lock and bumps its fence: `Ok(Some(fence))` held, `Ok(None)` the
+    /// deadline passed. Each path is one round trip of the simple query protocol, whose
+    /// statements may only contain numbers computed here (the key is a hash, the timeout
+    /// a count of milliseconds), never user text.
     fn lock(
         &self,
         client: &mut Client,
         key: i64,
         deadline: Option<Instant>,
-    ) -> Result<bool, postgres::Error> {
-        match lock_timeout_ms(deadline) {
-            None => client
-                .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
-                .map(|row| row.get(0)),
-            Some(ms) => {
-                client.execute("SELECT set_config('lock_timeout', $1, false)", &[&ms])?;
-                match client.execute("SELECT pg_advisory_lock($1)", &[&key]) {
-                    Ok(_) => Ok(true),
-                    Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => Ok(false),
-                    Err(e) => Err(e),
-                }
-            }
-        }
-    }
-
-    fn bump_fence(&self, client: &mut Client, key: i64) -> Result<Fence, postgres::Error> {
-        client
-            .query_one(
-                "INSERT INTO turnstile_lock_fences (key, fence) VALUES ($1, 1)
+    ) -> Result<Option<Fence>, postgres::Error> {
+        let bump = format!(
+            "INSERT INTO turnstile_lock_fences (key, fence) VALUES ({key}, 1)
+             ON CONFLICT (key) DO UPDATE SET fence = turnstile_lock_fences.fence + 1
+             RETURNING fence"
+        );
+        let script = match lock_timeout_ms(deadline) {
+            // No time left: try once, and bump the fence only if that took the lock.
+            None => format!(
+                "WITH got AS (SELECT pg_try_advisory_lock({key}) AS ok)
+                 INSERT INTO turnstile_lock_fences (key, fence)
+                     SELECT {key}, 1 FROM got WHERE ok
                  ON CONFLICT (key) DO UPDATE SET fence = turnstile_lock_fences.fence + 1
-                 RETURNING fence",
-                &[&key],
-            )
-            .map(|row| Fence(row.get::<_, i64>(0) as u64))
+                 RETURNING fence"
+            ),
+            // The server bounds the wait and wakes us the moment the lock is free.
+            Some(ms) => format!("SET lock_timeout = {ms}; SELECT pg_advisory_lock({key}); {bump}"),
+        };
+        let messages = match client.simple_query(&script) {
+            Ok(messages) => messages,
+            Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let fence = messages.iter().rev().find_map(|m| match m {
+            SimpleQueryMessage::Row(row) => row.get(0).and_then(|f| f.parse::<u64>().ok()),
+            _ => None,
+        });
+        Ok(fence.map(Fence))
     }
 }
 
@@ -240,7 +246,8 @@ impl Lock for PostgresLock {
         let key = advisory_key(name);
         let shared = &self.shared;
         let mut client = shared.checkout(deadline)?;
-        let held = match shared.lock(&mut client, key, deadline) {
+        // On failure the client is dropped, which ends the session and any lock it took.
+        let fence = match shared.lock(&mut client, key, deadline) {
             // A cached connection may have died since (server restart, idle timeout).
             Err(e) if e.is_closed() => {
                 client = shared.open(deadline)?;
@@ -249,16 +256,14 @@ impl Lock for PostgresLock {
             other => other,
         }
         .map_err(Error::unavailable)?;
-        if !held {
-            shared.recycle(client);
+        let Some(fence) = fence else {
+            // Not recycled: had the lock been granted and only the fence bump timed out,
+            // the session would still hold it; closing the connection frees it for sure.
+            drop(client);
             return Err(Error::Timeout {
                 waited: start.elapsed(),
             });
-        }
-        // On failure the client is dropped, which ends the session and its lock.
-        let fence = shared
-            .bump_fence(&mut client, key)
-            .map_err(Error::unavailable)?;
+        };
         Ok(PostgresLease {
             client: Mutex::new(Some(client)),
             key,
@@ -496,40 +501,53 @@ impl PgXactLocked {
         self.freed.notify_one();
     }
 
-    /// Takes every lock inside the open transaction. `Ok(false)`: the deadline passed.
+    /// Takes every lock inside the open transaction, in one round trip. `Ok(false)`: the
+    /// deadline passed (the transaction is then aborted). The script holds only numbers
+    /// computed here: hashed keys and a count of milliseconds.
     fn lock_all(
         client: &mut Client,
         keys: &[i64],
         deadline: Option<Instant>,
     ) -> Result<bool, postgres::Error> {
-        let previous: String = client
-            .query_one("SELECT current_setting('lock_timeout')", &[])?
-            .get(0);
-        for key in keys {
-            match lock_timeout_ms(deadline) {
-                None => {
-                    let got: bool = client
-                        .query_one("SELECT pg_try_advisory_xact_lock($1)", &[key])?
-                        .get(0);
-                    if !got {
-                        return Ok(false);
-                    }
-                }
-                Some(ms) => {
-                    client.execute("SELECT set_config('lock_timeout', $1, true)", &[&ms])?;
-                    match client.execute("SELECT pg_advisory_xact_lock($1)", &[key]) {
-                        Ok(_) => {}
-                        Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
-                            return Ok(false);
-                        }
-                        Err(e) => return Err(e),
-                    }
-                }
+        let script = match lock_timeout_ms(deadline) {
+            None => {
+                // No time left: try each once, failing on the first one held elsewhere.
+                let tries: Vec<String> = keys
+                    .iter()
+                    .map(|k| format!("pg_try_advisory_xact_lock({k})"))
+                    .collect();
+                let all = tries.join(" AND ");
+                let got: bool = client
+                    .simple_query(&format!("SELECT {all}"))?
+                    .iter()
+                    .find_map(|m| match m {
+                        SimpleQueryMessage::Row(row) => row.get(0).map(|v| v == "t"),
+                        _ => None,
+                    })
+                    .unwrap_or(false);
+                return Ok(got);
             }
+            Some(ms) => {
+                // Save the session's lock_timeout in a transaction-local setting, bound the
+                // lock waits, then restore it for the op's own lock waits.
+                let mut script = String::from(
+                    "SELECT set_config('turnstile.lock_timeout', current_setting('lock_timeout'), true); ",
+                );
+                script.push_str(&format!("SET LOCAL lock_timeout = {ms}; "));
+                for k in keys {
+                    script.push_str(&format!("SELECT pg_advisory_xact_lock({k}); "));
+                }
+                script.push_str(
+                    "SELECT set_config('lock_timeout', current_setting('turnstile.lock_timeout'), true)",
+                );
+                script
+            }
+        };
+        match client.batch_execute(&script) {
+            Ok(()) => Ok(true),
+            Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => Ok(false),
+            Err(e) => Err(e),
         }
-        // The op's own lock waits keep the session's setting.
-        client.execute("SELECT set_config('lock_timeout', $1, true)", &[&previous])?;
-        Ok(true)
     }
 
     fn run_in_transaction<T, E, F>(
