@@ -389,6 +389,10 @@ fn server_down_wrong_password_and_bad_urls_are_typed() {
         .unwrap_err();
     assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
 
+    assert!(matches!(
+        Locked::new(lock(), MySql::new(&url()).unwrap()).timeout(Some(Duration::MAX)),
+        Err(Error::Config(_))
+    ));
     for url in ["mysql://", "mysql://h:notaport/db", "http://h/db"] {
         assert!(
             matches!(MySqlLock::new(url), Err(Error::Config(_))),

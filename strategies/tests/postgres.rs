@@ -300,8 +300,25 @@ fn session_and_transaction_locks_on_one_key_exclude_each_other() {
         .run(&key, |_| Ok::<_, postgres::Error>(()))
         .unwrap_err();
     assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+    // A zero wait tries once.
+    let err = xact
+        .run_timeout(&key, Duration::ZERO, |_| Ok::<_, postgres::Error>(()))
+        .unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
     drop(session);
+    xact.run_timeout(&key, Duration::ZERO, |_| Ok::<_, postgres::Error>(()))
+        .unwrap();
     xact.run(&key, |_| Ok::<_, postgres::Error>(())).unwrap();
+    // Absurd settings are refused.
+    let db = Postgres::new(&url()).unwrap();
+    assert!(matches!(
+        PgXactLocked::new(db.clone()).timeout(Some(Duration::MAX)),
+        Err(Error::Config(_))
+    ));
+    assert!(matches!(
+        PgXactLocked::new(db).pool_size(0),
+        Err(Error::Config(_))
+    ));
 }
 
 #[test]
