@@ -95,17 +95,28 @@ impl Postgres {
     }
 }
 
-/// Runs a `CREATE TABLE IF NOT EXISTS`, tolerating the race where two sessions create
-/// the same table at once (one of them fails on the catalog's unique index).
+/// Runs a `CREATE TABLE IF NOT EXISTS`, tolerating the race where several sessions
+/// create the same table at once: the losers fail on the catalog (a duplicate row type,
+/// a unique violation) instead of finding the table, and succeed on a second look.
 pub(crate) fn ensure_table(client: &mut Client, ddl: &str) -> Result<(), postgres::Error> {
-    match client.batch_execute(ddl) {
-        Err(e)
-            if e.code() == Some(&SqlState::UNIQUE_VIOLATION)
-                || e.code() == Some(&SqlState::DUPLICATE_TABLE) =>
-        {
-            client.batch_execute(ddl)
+    let mut tries = 0;
+    loop {
+        match client.batch_execute(ddl) {
+            Err(e)
+                if tries < 3
+                    && [
+                        SqlState::UNIQUE_VIOLATION,
+                        SqlState::DUPLICATE_TABLE,
+                        SqlState::DUPLICATE_OBJECT,
+                    ]
+                    .iter()
+                    .any(|c| e.code() == Some(c)) =>
+            {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10 * tries));
+            }
+            other => return other,
         }
-        other => other,
     }
 }
 
