@@ -16,7 +16,8 @@
 //!    to change exactly one row.
 //! 3. Any mismatch is a conflict: the transaction rolls back, and [`Optimistic`] runs the
 //!    op again after a full-jitter backoff, `U(0, min(cap, base·2ⁿ))`, until its attempt
-//!    budget or the caller's deadline is spent ([`Error::Contended`]).
+//!    budget or the caller's deadline is spent ([`Error::Contended`]). An op whose read
+//!    met the store's "busy" (its error is a busy [`StoreError`]) is rerun the same way.
 //!
 //! Ops overlap ([`Capabilities::excludes`] is false) and may run several times
 //! ([`Capabilities::reruns_op`]): they must not have effects outside the write set.
@@ -499,6 +500,18 @@ impl<S: VersionStore> Transact for Versions<S> {
     }
 }
 
+/// The op's read found the store busy; retried like a conflict.
+#[derive(Debug)]
+struct BusyRead;
+
+impl fmt::Display for BusyRead {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the store was busy while the op read")
+    }
+}
+
+impl std::error::Error for BusyRead {}
+
 /// The `optimistic` strategy: runs the op without a lock over a [`Versioned`] handle,
 /// commits its write set with compare-and-set, reruns it on conflict.
 ///
@@ -641,8 +654,14 @@ impl<S: VersionStore> Serializer for Optimistic<S> {
                     .with_attempt(attempt)
                     .with_deadline(deadline))
             }));
-            let value = match result {
-                Ok(Ok(value)) => value,
+            let committed = match result {
+                Ok(Ok(value)) => self.versions.commit(&mut r).map(|()| value),
+                // The store was busy while the op read (SQLite's WAL restarting, say):
+                // as retryable as a conflict.
+                Ok(Err(e)) if self.versions.is_busy(&e) => {
+                    r.clear();
+                    Err(TransactError::Busy(Box::new(BusyRead)))
+                }
                 Ok(Err(e)) => {
                     let broken = self.versions.is_broken(&mut r, &e);
                     r.clear();
@@ -657,8 +676,8 @@ impl<S: VersionStore> Serializer for Optimistic<S> {
                     return Err(Error::Panicked(turnstile_core::panic_message(&*payload)));
                 }
             };
-            match self.versions.commit(&mut r) {
-                Ok(()) => {
+            match committed {
+                Ok(value) => {
                     self.checkin(r);
                     return Ok(value);
                 }
