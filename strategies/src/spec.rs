@@ -308,21 +308,30 @@ impl Registry<crate::optimistic::Versions<crate::sqlite::Sqlite>> {
 
 /// Registers the lock strategies on database servers: `mysql://…` and `postgres://…`
 /// (also `postgresql://…`), each wrapped in [`Locked`](crate::Locked) over the setup's
-/// resource.
+/// resource, issuing fencing tokens only where `Locked` enforces them
+/// ([`TxMode::Transaction`]).
 #[cfg(any(feature = "mysql", feature = "postgres"))]
 fn register_server_locks<C: turnstile_core::Transact + Clone>(registry: &mut Registry<C>) {
     #[cfg(feature = "mysql")]
     registry.register(
         "mysql",
         "MySQL / MariaDB GET_LOCK on a dedicated connection, fenced (hosts): mysql://user:pass@host:port/db",
-        |spec, setup| locked(crate::lock::MySqlLock::new(url_arg(spec)?)?, setup),
+        |spec, setup| {
+            let lock = crate::lock::MySqlLock::new(url_arg(spec)?)?
+                .fencing(setup.tx_mode == TxMode::Transaction);
+            locked(lock, setup)
+        },
     );
     #[cfg(feature = "postgres")]
     for scheme in ["postgres", "postgresql"] {
         registry.register(
             scheme,
             "PostgreSQL session advisory lock on a dedicated connection, fenced (hosts): postgres://user:pass@host:port/db",
-            |spec, setup| locked(crate::lock::PostgresLock::new(url_arg(spec)?)?, setup),
+            |spec, setup| {
+                let lock = crate::lock::PostgresLock::new(url_arg(spec)?)?
+                    .fencing(setup.tx_mode == TxMode::Transaction);
+                locked(lock, setup)
+            },
         );
     }
 }

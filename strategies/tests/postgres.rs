@@ -90,7 +90,9 @@ fn counter_through_the_lock_on_autocommit_sqlite_is_exact() {
         .unwrap();
     // Through the spec registry, as the CLI and the harness build it.
     let setup = Setup::new(db.clone()).tx_mode(TxMode::Autocommit);
+    // (Without fencing: Locked enforces no fence in autocommit mode.)
     let strategy = Arc::new(Registry::builtin().open(&url(), &setup).unwrap());
+    assert!(!strategy.capabilities().fences);
     let section = Section::new();
     let threads: Vec<_> = (0..8)
         .map(|_| {
@@ -284,6 +286,20 @@ fn lock_excludes_times_out_and_fences_rise() {
     assert!(b.fence().unwrap() > first);
     drop(b);
     drop(lock.acquire(&n, Some(Instant::now())).unwrap());
+    // Without fencing: no token, same exclusion, on both the waiting and the trying path.
+    let unfenced = lock.fencing(false);
+    let held = unfenced.acquire(&n, None).unwrap();
+    assert_eq!(held.fence(), None);
+    assert!(matches!(
+        unfenced.acquire(&n, Some(Instant::now())),
+        Err(Error::Timeout { .. })
+    ));
+    assert!(matches!(
+        unfenced.acquire(&n, Some(Instant::now() + Duration::from_millis(50))),
+        Err(Error::Timeout { .. })
+    ));
+    drop(held);
+    drop(unfenced.acquire(&n, Some(Instant::now())).unwrap());
 }
 
 #[test]

@@ -151,6 +151,7 @@ struct Shared {
     max_idle: usize,
     idle: Mutex<Vec<Conn>>,
     fence_table_ready: AtomicBool,
+    fencing: bool,
 }
 
 impl MySqlLock {
@@ -169,6 +170,7 @@ impl MySqlLock {
                 max_idle: DEFAULT_MAX_IDLE,
                 idle: Mutex::new(Vec::new()),
                 fence_table_ready: AtomicBool::new(false),
+                fencing: true,
             }),
         })
     }
@@ -184,12 +186,22 @@ impl MySqlLock {
                     max_idle: self.shared.max_idle,
                     idle: Mutex::new(Vec::new()),
                     fence_table_ready: AtomicBool::new(false),
+                    fencing: self.shared.fencing,
                 };
                 f(&mut shared);
                 self.shared = Arc::new(shared);
             }
         }
         self
+    }
+
+    /// Issues fencing tokens (the default) or not. Without them a grant costs one round
+    /// trip instead of two (the counter bump is a durable write), and no
+    /// `turnstile_lock_fences` table is needed; `Locked` enforces fences only in
+    /// [`TxMode::Transaction`](crate::TxMode::Transaction), so the spec registry turns
+    /// them off for [`TxMode::Autocommit`](crate::TxMode::Autocommit). Default: on.
+    pub fn fencing(self, on: bool) -> Self {
+        self.with(|s| s.fencing = on)
     }
 
     /// Sets the longest time opening a lock connection may take (it is also cut to the
@@ -229,7 +241,7 @@ impl Shared {
         };
         let mut conn = res::open(&self.opts, timeout, Some(WAIT_CHUNK + IO_MARGIN))
             .map_err(Error::unavailable)?;
-        if !self.fence_table_ready.load(Ordering::Acquire) {
+        if self.fencing && !self.fence_table_ready.load(Ordering::Acquire) {
             conn.query_drop(FENCE_TABLE).map_err(Error::unavailable)?;
             self.fence_table_ready.store(true, Ordering::Release);
         }
@@ -301,7 +313,7 @@ impl Lock for MySqlLock {
     type Lease = MySqlLease;
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::new(Scope::Hosts, HolderDeath::SessionEnds).fences(true)
+        Capabilities::new(Scope::Hosts, HolderDeath::SessionEnds).fences(self.shared.fencing)
     }
 
     fn backend_id(&self) -> &str {
@@ -341,7 +353,12 @@ impl Lock for MySqlLock {
                 waited: start.elapsed(),
             });
         }
-        match shared.bump_fence(&mut conn, &server_name) {
+        let fence = if shared.fencing {
+            shared.bump_fence(&mut conn, &server_name).map(Some)
+        } else {
+            Ok(None)
+        };
+        match fence {
             Ok(fence) => Ok(MySqlLease {
                 conn: Mutex::new(Some(conn)),
                 name: server_name,
@@ -359,7 +376,7 @@ impl Lock for MySqlLock {
 pub struct MySqlLease {
     conn: Mutex<Option<Conn>>,
     name: String,
-    fence: Fence,
+    fence: Option<Fence>,
     shared: Arc<Shared>,
 }
 
@@ -414,7 +431,7 @@ impl std::fmt::Debug for MySqlLease {
 
 impl Lease for MySqlLease {
     fn fence(&self) -> Option<Fence> {
-        Some(self.fence)
+        self.fence
     }
 
     fn check(&self) -> Result<(), StrategyError> {

@@ -96,6 +96,7 @@ struct Shared {
     max_idle: usize,
     idle: Mutex<Vec<Client>>,
     fence_table_ready: AtomicBool,
+    fencing: bool,
 }
 
 impl PostgresLock {
@@ -115,20 +116,35 @@ impl PostgresLock {
                 max_idle: DEFAULT_MAX_IDLE,
                 idle: Mutex::new(Vec::new()),
                 fence_table_ready: AtomicBool::new(false),
+                fencing: true,
             }),
         })
     }
 
     /// Sets how many idle lock connections are kept for reuse. Default:
     /// [`DEFAULT_MAX_IDLE`].
-    pub fn max_idle(mut self, max_idle: usize) -> Self {
-        let shared = Shared {
+    pub fn max_idle(self, max_idle: usize) -> Self {
+        self.with(|s| s.max_idle = max_idle)
+    }
+
+    /// Issues fencing tokens (the default) or not. Without them a grant needs no
+    /// `turnstile_lock_fences` table and no durable write; `Locked` enforces fences only
+    /// in [`TxMode::Transaction`](crate::TxMode::Transaction), so the spec registry turns
+    /// them off for [`TxMode::Autocommit`](crate::TxMode::Autocommit). Default: on.
+    pub fn fencing(self, on: bool) -> Self {
+        self.with(|s| s.fencing = on)
+    }
+
+    fn with(mut self, f: impl FnOnce(&mut Shared)) -> Self {
+        let mut shared = Shared {
             config: self.shared.config.clone(),
             backend_id: self.shared.backend_id.clone(),
-            max_idle,
+            max_idle: self.shared.max_idle,
             idle: Mutex::new(Vec::new()),
             fence_table_ready: AtomicBool::new(false),
+            fencing: self.shared.fencing,
         };
+        f(&mut shared);
         self.shared = Arc::new(shared);
         self
     }
@@ -161,7 +177,7 @@ impl Shared {
             config.connect_timeout(left.min(configured));
         }
         let mut client = res::open(&config).map_err(Error::unavailable)?;
-        if !self.fence_table_ready.load(Ordering::Acquire) {
+        if self.fencing && !self.fence_table_ready.load(Ordering::Acquire) {
             res::ensure_table(&mut client, FENCE_TABLE).map_err(Error::unavailable)?;
             self.fence_table_ready.store(true, Ordering::Release);
         }
@@ -186,8 +202,8 @@ impl Shared {
         }
     }
 
-    /// Waits for the lock and bumps its fence: `Ok(Some(fence))` held, `Ok(None)` the
-    /// deadline passed. Each path is one round trip of the simple query protocol, whose
+    /// Waits for the lock and bumps its fence: `Ok(Some(fence))` held (the fence `None`
+    /// without fencing), `Ok(None)` the deadline passed. Each path is one round trip of the simple query protocol, whose
     /// statements may only contain numbers computed here (the key is a hash, the timeout
     /// a count of milliseconds), never user text.
     fn lock(
@@ -195,7 +211,24 @@ impl Shared {
         client: &mut Client,
         key: i64,
         deadline: Option<Instant>,
-    ) -> Result<Option<Fence>, postgres::Error> {
+    ) -> Result<Option<Option<Fence>>, postgres::Error> {
+        if !self.fencing {
+            let held = match lock_timeout_ms(deadline) {
+                None => client
+                    .simple_query(&format!("SELECT pg_try_advisory_lock({key})"))
+                    .map(|m| last_value(&m) == Some("t")),
+                Some(ms) => client
+                    .batch_execute(&format!(
+                        "SET lock_timeout = {ms}; SELECT pg_advisory_lock({key})"
+                    ))
+                    .map(|()| true),
+            };
+            return match held {
+                Ok(held) => Ok(held.then_some(None)),
+                Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => Ok(None),
+                Err(e) => Err(e),
+            };
+        }
         let bump = format!(
             "INSERT INTO turnstile_lock_fences (key, fence) VALUES ({key}, 1)
              ON CONFLICT (key) DO UPDATE SET fence = turnstile_lock_fences.fence + 1
@@ -218,19 +251,24 @@ impl Shared {
             Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => return Ok(None),
             Err(e) => return Err(e),
         };
-        let fence = messages.iter().rev().find_map(|m| match m {
-            SimpleQueryMessage::Row(row) => row.get(0).and_then(|f| f.parse::<u64>().ok()),
-            _ => None,
-        });
-        Ok(fence.map(Fence))
+        let fence = last_value(&messages).and_then(|f| f.parse::<u64>().ok());
+        Ok(fence.map(|f| Some(Fence(f))))
     }
+}
+
+/// The first column of the last row a simple query returned.
+fn last_value(messages: &[SimpleQueryMessage]) -> Option<&str> {
+    messages.iter().rev().find_map(|m| match m {
+        SimpleQueryMessage::Row(row) => row.get(0),
+        _ => None,
+    })
 }
 
 impl Lock for PostgresLock {
     type Lease = PostgresLease;
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::new(Scope::Hosts, HolderDeath::SessionEnds).fences(true)
+        Capabilities::new(Scope::Hosts, HolderDeath::SessionEnds).fences(self.shared.fencing)
     }
 
     fn backend_id(&self) -> &str {
@@ -278,7 +316,7 @@ impl Lock for PostgresLock {
 pub struct PostgresLease {
     client: Mutex<Option<Client>>,
     key: i64,
-    fence: Fence,
+    fence: Option<Fence>,
     shared: Arc<Shared>,
 }
 
@@ -321,7 +359,7 @@ impl std::fmt::Debug for PostgresLease {
 
 impl Lease for PostgresLease {
     fn fence(&self) -> Option<Fence> {
-        Some(self.fence)
+        self.fence
     }
 
     fn check(&self) -> Result<(), StrategyError> {
