@@ -625,3 +625,46 @@ fn seed_004_without_a_lock_sends_duplicates() {
         "no duplicate without a lock: the check is blind"
     );
 }
+
+#[test]
+fn busy_errors_are_classified_and_savepoints_undo_only_their_part() {
+    let table = unique("turnstile_busy");
+    let mut admin = admin();
+    admin
+        .query_drop(format!(
+            "CREATE TABLE {table} (id INT PRIMARY KEY, v INT) ENGINE = InnoDB"
+        ))
+        .unwrap();
+    admin
+        .query_drop(format!("INSERT INTO {table} VALUES (1, 0)"))
+        .unwrap();
+    let db = MySql::new(&url()).unwrap();
+    let (mut a, mut b) = (db.connect().unwrap(), db.connect().unwrap());
+    db.begin(&mut a, &[]).unwrap();
+    a.query_drop(format!("UPDATE {table} SET v = 1 WHERE id = 1"))
+        .unwrap();
+    b.query_drop("SET SESSION innodb_lock_wait_timeout = 1")
+        .unwrap();
+    db.begin(&mut b, &[]).unwrap();
+    let err = b
+        .query_drop(format!("UPDATE {table} SET v = 2 WHERE id = 1"))
+        .unwrap_err();
+    assert!(db.is_busy(&err), "{err}");
+    assert!(!db.is_busy(&mysql::Error::from(std::io::Error::other("x"))));
+    db.rollback(&mut b).unwrap();
+    // Savepoints: undo the second write only.
+    db.savepoint(&mut a, 1).unwrap();
+    a.query_drop(format!("UPDATE {table} SET v = 5 WHERE id = 1"))
+        .unwrap();
+    db.rollback_to_savepoint(&mut a, 1).unwrap();
+    db.savepoint(&mut a, 2).unwrap();
+    a.query_drop(format!("UPDATE {table} SET v = v + 10 WHERE id = 1"))
+        .unwrap();
+    db.release_savepoint(&mut a, 2).unwrap();
+    db.commit(&mut a).unwrap();
+    let v: Option<i32> = admin
+        .query_first(format!("SELECT v FROM {table} WHERE id = 1"))
+        .unwrap();
+    admin.query_drop(format!("DROP TABLE {table}")).unwrap();
+    assert_eq!(v, Some(11));
+}

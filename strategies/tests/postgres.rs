@@ -528,3 +528,45 @@ fn terminating_a_transaction_lock_holder_rolls_its_write_back() {
     admin.batch_execute(&format!("DROP TABLE {table}")).unwrap();
     assert_eq!(who, ["waiter"]);
 }
+
+#[test]
+fn busy_errors_are_classified_and_savepoints_undo_only_their_part() {
+    let table = unique("turnstile_busy");
+    let mut admin = admin();
+    admin
+        .batch_execute(&format!(
+            "CREATE TABLE {table} (id INT PRIMARY KEY, v INT); INSERT INTO {table} VALUES (1, 0);"
+        ))
+        .unwrap();
+    let db = Postgres::new(&url()).unwrap();
+    let (mut a, mut b) = (db.connect().unwrap(), db.connect().unwrap());
+    db.begin(&mut a, &[]).unwrap();
+    a.batch_execute(&format!("UPDATE {table} SET v = 1 WHERE id = 1"))
+        .unwrap();
+    db.begin(&mut b, &[]).unwrap();
+    let err = b
+        .batch_execute(&format!(
+            "SET LOCAL lock_timeout = 100; UPDATE {table} SET v = 2 WHERE id = 1"
+        ))
+        .unwrap_err();
+    assert!(db.is_busy(&err), "{err}");
+    db.rollback(&mut b).unwrap();
+    let not_busy = b.batch_execute("SELECT 1/0").unwrap_err();
+    assert!(!db.is_busy(&not_busy), "{not_busy}");
+    // Savepoints: undo the second write only.
+    db.savepoint(&mut a, 1).unwrap();
+    a.batch_execute(&format!("UPDATE {table} SET v = 5 WHERE id = 1"))
+        .unwrap();
+    db.rollback_to_savepoint(&mut a, 1).unwrap();
+    db.savepoint(&mut a, 2).unwrap();
+    a.batch_execute(&format!("UPDATE {table} SET v = v + 10 WHERE id = 1"))
+        .unwrap();
+    db.release_savepoint(&mut a, 2).unwrap();
+    db.commit(&mut a).unwrap();
+    let v: i32 = admin
+        .query_one(&format!("SELECT v FROM {table} WHERE id = 1"), &[])
+        .unwrap()
+        .get(0);
+    admin.batch_execute(&format!("DROP TABLE {table}")).unwrap();
+    assert_eq!(v, 11);
+}
