@@ -570,3 +570,58 @@ fn busy_errors_are_classified_and_savepoints_undo_only_their_part() {
     admin.batch_execute(&format!("DROP TABLE {table}")).unwrap();
     assert_eq!(v, 11);
 }
+
+#[test]
+fn concurrent_fence_claims_cannot_interleave() {
+    let db = Postgres::new(&url()).unwrap();
+    let backend = unique("fence-race");
+    let begin_in_thread = |fence: u64| {
+        let (db, backend) = (db.clone(), backend.clone());
+        std::thread::spawn(move || {
+            let mut conn = db.connect().unwrap();
+            let claim = FenceClaim {
+                backend: &backend,
+                name: b"k",
+                fence: Fence(fence),
+            };
+            let result = db.begin(&mut conn, &[claim]);
+            if result.is_ok() {
+                db.commit(&mut conn).unwrap();
+            }
+            result.map_err(|e| e.to_string())
+        })
+    };
+    // The newer holder claims first and keeps its transaction open; the older one's
+    // claim waits for it and then sees the newer fence.
+    let mut newer = db.connect().unwrap();
+    let claim = FenceClaim {
+        backend: &backend,
+        name: b"k",
+        fence: Fence(6),
+    };
+    db.begin(&mut newer, &[claim]).unwrap();
+    let older = begin_in_thread(5);
+    std::thread::sleep(Duration::from_millis(200));
+    db.commit(&mut newer).unwrap();
+    let err = older.join().unwrap().unwrap_err();
+    assert!(err.contains("stale"), "{err}");
+    // The other way round: the newer one waits, then wins.
+    let mut older = db.connect().unwrap();
+    let claim = FenceClaim {
+        backend: &backend,
+        name: b"k",
+        fence: Fence(6),
+    };
+    db.begin(&mut older, &[claim]).unwrap();
+    let newer = begin_in_thread(7);
+    std::thread::sleep(Duration::from_millis(200));
+    db.commit(&mut older).unwrap();
+    newer.join().unwrap().unwrap();
+    db.connect()
+        .unwrap()
+        .execute(
+            "DELETE FROM turnstile_fences WHERE backend = $1",
+            &[&backend],
+        )
+        .unwrap();
+}
