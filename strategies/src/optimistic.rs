@@ -36,7 +36,7 @@
 //! use turnstile::{Key, Serializer};
 //!
 //! let dir = tempfile::tempdir()?;
-//! let strategy = Optimistic::new(Sqlite::new(dir.path().join("app.db")))?;
+//! let strategy = Optimistic::new(Sqlite::new(dir.path().join("app.db")));
 //! let key = Key::new("hits")?;
 //! for _ in 0..3 {
 //!     strategy.run(&key, |db| {
@@ -540,11 +540,8 @@ impl<S: VersionStore> fmt::Debug for Optimistic<S> {
 
 impl<S: VersionStore> Optimistic<S> {
     /// The strategy over records in [`DEFAULT_TABLE`] of `store`.
-    ///
-    /// # Errors
-    /// None today; reserved for stores that refuse their configuration.
-    pub fn new(store: S) -> Result<Self, StrategyError> {
-        Ok(Self::over(Versions::new(store)))
+    pub fn new(store: S) -> Self {
+        Self::over(Versions::new(store))
     }
 
     /// The strategy over an already configured [`Versions`].

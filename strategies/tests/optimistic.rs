@@ -32,12 +32,7 @@ fn increment(db: &mut Ctx<'_, Versioned<Sqlite>>, id: &str) -> Result<(), StoreE
 #[test]
 fn concurrent_increments_are_exact_and_rerun() {
     let dir = tempfile::tempdir().unwrap();
-    let strategy = Arc::new(
-        Optimistic::new(db(dir.path()))
-            .unwrap()
-            .max_attempts(1000)
-            .unwrap(),
-    );
+    let strategy = Arc::new(Optimistic::new(db(dir.path())).max_attempts(1000).unwrap());
     let caps = strategy.capabilities();
     assert!(!caps.excludes && caps.reruns_op);
     let reruns = Arc::new(AtomicU32::new(0));
@@ -141,7 +136,7 @@ fn a_changed_read_only_record_is_a_conflict_too() {
 #[test]
 fn op_errors_panics_and_a_zero_wait_are_typed() {
     let dir = tempfile::tempdir().unwrap();
-    let strategy = Optimistic::new(db(dir.path())).unwrap();
+    let strategy = Optimistic::new(db(dir.path()));
     let err = strategy
         .run(&Key::whole(), |db| {
             db.write("y", "1").unwrap();
@@ -170,7 +165,7 @@ fn op_errors_panics_and_a_zero_wait_are_typed() {
         })
         .unwrap();
     assert!(matches!(
-        Optimistic::new(db(dir.path())).unwrap().max_attempts(0),
+        Optimistic::new(db(dir.path())).max_attempts(0),
         Err(Error::Config(_))
     ));
     for bad in ["", "1abc", "a-b", "t; DROP TABLE x", &"t".repeat(64)] {
