@@ -723,3 +723,54 @@ fn concurrent_fence_claims_cannot_interleave() {
         )
         .unwrap();
 }
+
+/// Child-process body of `a_killed_holder_process_frees_the_lock`: takes the lock, says
+/// so, and waits to be killed.
+#[test]
+#[ignore = "child process of a_killed_holder_process_frees_the_lock"]
+fn holder_child() {
+    let key = std::env::var("HOLDER_KEY").unwrap();
+    let lease = lock().acquire(&name(&key), None).unwrap();
+    println!("held {}", lease.connection_id().unwrap());
+    std::io::stdout().flush().unwrap();
+    std::thread::sleep(Duration::from_secs(60));
+    drop(lease);
+}
+
+#[test]
+fn a_killed_holder_process_frees_the_lock() {
+    use std::io::BufRead;
+    let key = unique("crash");
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "holder_child",
+            "--ignored",
+            "--nocapture",
+            "--quiet",
+        ])
+        .env("HOLDER_KEY", &key)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let held = lines
+        .find_map(|l| l.ok().filter(|l| l.starts_with("held ")))
+        .expect("the child took the lock");
+    let lock = lock();
+    assert!(matches!(
+        lock.acquire(&name(&key), Some(Instant::now())),
+        Err(Error::Timeout { .. })
+    ));
+    // SIGKILL: no destructor runs; the server frees the lock when the socket closes.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let lease = lock
+        .acquire(&name(&key), Some(Instant::now() + Duration::from_secs(20)))
+        .unwrap();
+    assert_ne!(
+        held,
+        format!("held {}", lease.connection_id().unwrap()),
+        "a new session holds it"
+    );
+}
