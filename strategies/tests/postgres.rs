@@ -625,3 +625,52 @@ fn concurrent_fence_claims_cannot_interleave() {
         )
         .unwrap();
 }
+
+/// Child-process body of `a_killed_holder_process_frees_the_lock`: takes the lock, says
+/// so, and waits to be killed.
+#[test]
+#[ignore = "child process of a_killed_holder_process_frees_the_lock"]
+fn holder_child() {
+    use std::io::Write;
+    let key = std::env::var("HOLDER_KEY").unwrap();
+    let lease = lock().acquire(&name(&key), None).unwrap();
+    println!("held");
+    std::io::stdout().flush().unwrap();
+    std::thread::sleep(Duration::from_secs(60));
+    drop(lease);
+}
+
+#[test]
+fn a_killed_holder_process_frees_the_lock() {
+    use std::io::BufRead;
+    let key = unique("crash");
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "holder_child",
+            "--ignored",
+            "--nocapture",
+            "--quiet",
+        ])
+        .env("HOLDER_KEY", &key)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(
+        lines.any(|l| l.is_ok_and(|l| l == "held")),
+        "the child took the lock"
+    );
+    let lock = lock();
+    assert!(matches!(
+        lock.acquire(&name(&key), Some(Instant::now())),
+        Err(Error::Timeout { .. })
+    ));
+    // SIGKILL: no destructor runs; the server frees the lock when the session ends.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    drop(
+        lock.acquire(&name(&key), Some(Instant::now() + Duration::from_secs(20)))
+            .unwrap(),
+    );
+}
