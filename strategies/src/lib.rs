@@ -30,8 +30,12 @@ pub use turnstile_core::*;
 
 pub mod lock;
 pub mod locked;
+#[cfg(feature = "optimistic")]
+pub mod optimistic;
 #[cfg(feature = "queue")]
 pub mod queue;
+#[cfg(any(feature = "mysql", feature = "postgres"))]
+pub mod resource;
 #[cfg(feature = "retry")]
 pub mod retry;
 pub mod spec;

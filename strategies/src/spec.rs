@@ -151,6 +151,25 @@ impl<C> Setup<C> {
         self.timeout = Some(timeout);
         self
     }
+
+    /// `lock` around this setup's resource: a [`Locked`](crate::Locked) with the setup's
+    /// transaction mode and timeout, boxed. What most lock factories return.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an absurd timeout.
+    pub fn locked<L: turnstile_core::Lock>(
+        &self,
+        lock: L,
+    ) -> Result<BoxSerializer<C::Resource>, StrategyError>
+    where
+        C: turnstile_core::Transact + Clone,
+    {
+        let mut s = crate::Locked::new(lock, self.connect.clone()).tx_mode(self.tx_mode);
+        if let Some(t) = self.timeout {
+            s = s.timeout(Some(t))?;
+        }
+        Ok(Box::new(s))
+    }
 }
 
 /// Builds a strategy from a parsed spec.
@@ -255,13 +274,7 @@ impl Registry<crate::sqlite::Sqlite> {
             "in-process per-key lock table (threads of one process)",
             |spec, setup| {
                 spec.expect_no_arg()?;
-                let mut s =
-                    crate::Locked::new(crate::lock::MutexLock::new(), setup.connect.clone())
-                        .tx_mode(setup.tx_mode);
-                if let Some(t) = setup.timeout {
-                    s = s.timeout(Some(t))?;
-                }
-                Ok(Box::new(s))
+                setup.locked(crate::lock::MutexLock::new())
             },
         );
         #[cfg(feature = "redis")]
@@ -275,11 +288,7 @@ impl Registry<crate::sqlite::Sqlite> {
                     None => crate::lock::FileLock::beside(setup.connect.path())?,
                     Some(dir) => crate::lock::FileLock::new(dir)?,
                 };
-                let mut s = crate::Locked::new(lock, setup.connect.clone()).tx_mode(setup.tx_mode);
-                if let Some(t) = setup.timeout {
-                    s = s.timeout(Some(t))?;
-                }
-                Ok(Box::new(s))
+                setup.locked(lock)
             },
         );
         #[cfg(feature = "retry")]
@@ -308,8 +317,132 @@ impl Registry<crate::sqlite::Sqlite> {
                 Ok(Box::new(builder.build(setup.connect.clone())?))
             },
         );
+        #[cfg(any(feature = "mysql", feature = "postgres"))]
+        register_server_locks(&mut registry);
         registry
     }
+}
+
+#[cfg(all(feature = "sqlite", feature = "optimistic"))]
+impl Registry<crate::optimistic::Versions<crate::sqlite::Sqlite>> {
+    /// The strategies whose ops work on versioned records (a
+    /// [`Versioned`](crate::optimistic::Versioned) handle) over SQLite: `optimistic`, and
+    /// `mutex` around the same records. Named apart from [`Registry::builtin`] so that
+    /// `Registry::builtin()` stays unambiguous.
+    pub fn builtin_versioned() -> Self {
+        let mut registry: Self = Registry::new();
+        registry.register(
+            "optimistic",
+            "no lock: compare-and-set the op's write set, rerun on conflict with full-jitter backoff",
+            |spec, setup| {
+                spec.expect_no_arg()?;
+                let mut s = crate::optimistic::Optimistic::over(setup.connect.clone());
+                if let Some(t) = setup.timeout {
+                    s = s.timeout(Some(t))?;
+                }
+                Ok(Box::new(s))
+            },
+        );
+        #[cfg(feature = "mutex")]
+        registry.register(
+            "mutex",
+            "in-process per-key lock table (threads of one process)",
+            |spec, setup| {
+                spec.expect_no_arg()?;
+                setup.locked(crate::lock::MutexLock::new())
+            },
+        );
+        registry
+    }
+}
+
+/// Registers the lock strategies on database servers: `mysql://…` and `postgres://…`
+/// (also `postgresql://…`), each wrapped in [`Locked`](crate::Locked) over the setup's
+/// resource, issuing fencing tokens only where `Locked` enforces them
+/// ([`TxMode::Transaction`]).
+#[cfg(any(feature = "mysql", feature = "postgres"))]
+fn register_server_locks<C: turnstile_core::Transact + Clone>(registry: &mut Registry<C>) {
+    #[cfg(feature = "mysql")]
+    registry.register(
+        "mysql",
+        "MySQL / MariaDB GET_LOCK on a dedicated connection, fenced (hosts): mysql://user:pass@host:port/db",
+        |spec, setup| {
+            let lock = crate::lock::MySqlLock::new(url_arg(spec)?)?
+                .fencing(setup.tx_mode == TxMode::Transaction);
+            setup.locked(lock)
+        },
+    );
+    #[cfg(feature = "postgres")]
+    for scheme in ["postgres", "postgresql"] {
+        registry.register(
+            scheme,
+            "PostgreSQL session advisory lock on a dedicated connection, fenced (hosts): postgres://user:pass@host:port/db",
+            |spec, setup| {
+                let lock = crate::lock::PostgresLock::new(url_arg(spec)?)?
+                    .fencing(setup.tx_mode == TxMode::Transaction);
+                setup.locked(lock)
+            },
+        );
+    }
+}
+
+#[cfg(any(feature = "mysql", feature = "postgres"))]
+fn register_mutex<C: turnstile_core::Transact + Clone>(registry: &mut Registry<C>) {
+    #[cfg(feature = "mutex")]
+    registry.register(
+        "mutex",
+        "in-process per-key lock table (threads of one process)",
+        |spec, setup| {
+            spec.expect_no_arg()?;
+            setup.locked(crate::lock::MutexLock::new())
+        },
+    );
+    #[cfg(not(feature = "mutex"))]
+    let _ = registry;
+}
+
+#[cfg(feature = "postgres")]
+impl Registry<crate::resource::Postgres> {
+    /// Every strategy compiled in whose ops run on a [`postgres::Client`], with the data
+    /// in PostgreSQL: `mutex`, `mysql://…`, `postgres://…`, and `pg-xact` (transaction
+    /// advisory locks inside the data's own transaction, see
+    /// [`PgXactLocked`](crate::lock::PgXactLocked)).
+    pub fn builtin_postgres() -> Self {
+        let mut registry: Self = Registry::new();
+        register_mutex(&mut registry);
+        register_server_locks(&mut registry);
+        registry.register(
+            "pg-xact",
+            "PostgreSQL transaction advisory locks inside the data's own transaction (hosts; works behind transaction-pooling proxies)",
+            |spec, setup| {
+                spec.expect_no_arg()?;
+                let mut s = crate::lock::PgXactLocked::new(setup.connect.clone());
+                if let Some(t) = setup.timeout {
+                    s = s.timeout(Some(t))?;
+                }
+                Ok(Box::new(s))
+            },
+        );
+        registry
+    }
+}
+
+#[cfg(feature = "mysql")]
+impl Registry<crate::resource::MySql> {
+    /// Every strategy compiled in whose ops run on a [`mysql::Conn`], with the data in
+    /// MySQL / MariaDB: `mutex`, `mysql://…`, `postgres://…`.
+    pub fn builtin_mysql() -> Self {
+        let mut registry: Self = Registry::new();
+        register_mutex(&mut registry);
+        register_server_locks(&mut registry);
+        registry
+    }
+}
+
+#[cfg(any(feature = "mysql", feature = "postgres"))]
+fn url_arg(spec: &Spec) -> Result<&str, StrategyError> {
+    spec.arg()
+        .ok_or_else(|| Error::Config(format!("strategy {:?} needs a server URL", spec.name())))
 }
 
 #[cfg(test)]

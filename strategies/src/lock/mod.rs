@@ -16,3 +16,16 @@ pub use file::{
     DEFAULT_MAX_POLL, DEFAULT_STRIPES, FileLease, FileLock, FileLockBuilder, FileLockError,
     MAX_STRIPES,
 };
+#[cfg(feature = "mysql")]
+pub mod mysql;
+#[cfg(feature = "mysql")]
+pub use self::mysql::{
+    GetLockNull, MySqlLease, MySqlLock, server_lock_name as mysql_server_lock_name,
+};
+#[cfg(feature = "postgres")]
+pub mod postgres;
+#[cfg(feature = "postgres")]
+pub use self::postgres::{
+    DEFAULT_XACT_POOL_SIZE, DEFAULT_XACT_TIMEOUT, PgXactLocked, PostgresLease, PostgresLock,
+    advisory_key,
+};

@@ -619,11 +619,7 @@ pub(crate) fn register(registry: &mut crate::spec::Registry<crate::sqlite::Sqlit
         lock: L,
         setup: &Setup<Sqlite>,
     ) -> Result<BoxSerializer<<Sqlite as turnstile_core::Connect>::Resource>, StrategyError> {
-        let mut s = crate::Locked::new(lock, setup.connect.clone()).tx_mode(setup.tx_mode);
-        if let Some(t) = setup.timeout {
-            s = s.timeout(Some(t))?;
-        }
-        Ok(Box::new(s))
+        setup.locked(lock)
     }
     fn url(spec: &Spec) -> Result<&str, StrategyError> {
         spec.arg()

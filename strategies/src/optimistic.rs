@@ -1,0 +1,962 @@
+//! Optimistic concurrency: no lock, versioned records, compare-and-set on commit, rerun on
+//! conflict.
+//!
+//! Seed 003 kept per-object serial numbers in memcached and compared them before writing,
+//! in separate steps, so two writers could both pass the check ("THIS CODE HAS (at least
+//! one) RACE CONDITION"). Here the check and the write are one statement inside one
+//! transaction:
+//!
+//! 1. The op reads records through a [`Versioned`] handle (each read remembers the
+//!    version it saw) and buffers its writes ([`Versioned::write`]); nothing is written
+//!    while it runs.
+//! 2. On commit, one transaction checks every record read but not written is still at
+//!    the version read, and writes each buffered record with
+//!    `UPDATE … SET value = ?, version = version + 1 WHERE id = ? AND version = ?` (an
+//!    `INSERT` that must not find the id for a record that did not exist), each required
+//!    to change exactly one row.
+//! 3. Any mismatch is a conflict: the transaction rolls back, and [`Optimistic`] runs the
+//!    op again after a full-jitter backoff, `U(0, min(cap, base·2ⁿ))`, until its attempt
+//!    budget or the caller's deadline is spent ([`Error::Contended`]). An op whose read
+//!    met the store's "busy" (its error is a busy [`StoreError`]) is rerun the same way.
+//!
+//! Ops overlap ([`Capabilities::excludes`] is false) and may run several times
+//! ([`Capabilities::reruns_op`]): they must not have effects outside the write set.
+//!
+//! The records live in one table (default [`DEFAULT_TABLE`]) of any [`VersionStore`]:
+//! [`Sqlite`](crate::sqlite::Sqlite), and with their features
+//! [`Postgres`](crate::resource::Postgres) and [`MySql`](crate::resource::MySql), whose
+//! arbitration reaches across hosts. [`Versions`] wraps a store as
+//! a [`Connect`] + [`Transact`] whose resource is the [`Versioned`] handle, so the same
+//! ops also run under any lock strategy (`Locked<L, Versions<S>>`), where conflicts
+//! cannot happen.
+//!
+//! ```
+//! use turnstile::optimistic::{Optimistic, StoreError};
+//! use turnstile::sqlite::Sqlite;
+//! use turnstile::{Key, Serializer};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let strategy = Optimistic::new(Sqlite::new(dir.path().join("app.db")));
+//! let key = Key::new("hits")?;
+//! for _ in 0..3 {
+//!     strategy.run(&key, |db| {
+//!         let n = db.read("hits")?.map_or(0, |v| i64::from_le_bytes(v.try_into().unwrap()));
+//!         db.write("hits", (n + 1).to_le_bytes())?;
+//!         Ok::<_, StoreError>(())
+//!     })?;
+//! }
+//! let n = strategy.run(&key, |db| Ok::<_, StoreError>(db.read("hits")?))?;
+//! assert_eq!(n, Some(3i64.to_le_bytes().to_vec()));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::any::Any;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use turnstile_core::{
+    BoxError, Capabilities, Connect, Ctx, Error, Fence, FenceClaim, HolderDeath, Key, Scope,
+    Serializer, StrategyError, Transact, TransactError, Wait, check_timeout, sorted_keys,
+};
+
+/// The default table of versioned records: `turnstile_versions`.
+pub const DEFAULT_TABLE: &str = "turnstile_versions";
+/// The default most runs of an op for one call: 16.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 16;
+/// The default first backoff ceiling: 1 ms (doubling per conflict).
+pub const DEFAULT_BACKOFF_BASE: Duration = Duration::from_millis(1);
+/// The default largest backoff ceiling: 100 ms.
+pub const DEFAULT_BACKOFF_CAP: Duration = Duration::from_millis(100);
+/// The default time budget of a call, ops included: 30 s.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A record's value and version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    /// The value.
+    pub value: Vec<u8>,
+    /// Its version: 1 when inserted, +1 per write.
+    pub version: u64,
+}
+
+/// A backend that stores versioned records and compares-and-sets them inside its own
+/// transactions. `table` is always a validated identifier (see [`Versions::table`]).
+pub trait VersionStore: Transact {
+    /// The backend's error (the driver's own type, so [`Transact::is_busy`] and
+    /// [`Connect::is_broken`] can classify it).
+    type StoreErr: std::error::Error + Send + Sync + 'static;
+
+    /// How far the store's arbitration reaches (SQLite: processes on one host).
+    fn scope(&self) -> Scope;
+
+    /// Creates the record table if it does not exist.
+    ///
+    /// # Errors
+    /// The backend's error.
+    fn ensure_table(
+        &self,
+        resource: &mut Self::Resource,
+        table: &str,
+    ) -> Result<(), Self::StoreErr>;
+
+    /// Reads a record (outside any transaction).
+    ///
+    /// # Errors
+    /// The backend's error.
+    fn read(
+        &self,
+        resource: &mut Self::Resource,
+        table: &str,
+        id: &str,
+    ) -> Result<Option<Record>, Self::StoreErr>;
+
+    /// Inside the commit transaction: whether the record is still at `version` (`None`:
+    /// still absent). Backends with row locks lock it, so it stays so until commit.
+    ///
+    /// # Errors
+    /// The backend's error.
+    fn still_at(
+        &self,
+        resource: &mut Self::Resource,
+        table: &str,
+        id: &str,
+        version: Option<u64>,
+    ) -> Result<bool, Self::StoreErr>;
+
+    /// Inside the commit transaction: writes `value` if the record is at `expected`
+    /// (`None`: absent, then inserted at version 1). Returns whether exactly one row
+    /// changed.
+    ///
+    /// # Errors
+    /// The backend's error.
+    fn compare_and_set(
+        &self,
+        resource: &mut Self::Resource,
+        table: &str,
+        id: &str,
+        expected: Option<u64>,
+        value: &[u8],
+    ) -> Result<bool, Self::StoreErr>;
+}
+
+/// An error reading or writing through a [`Versioned`] handle: the store failed.
+#[derive(Debug)]
+pub struct StoreError {
+    error: BoxError,
+    busy: bool,
+    broken: bool,
+}
+
+impl StoreError {
+    /// The backend's error.
+    pub fn into_inner(self) -> BoxError {
+        self.error
+    }
+
+    /// Whether it was the store's "busy, try again".
+    pub fn is_busy(&self) -> bool {
+        self.busy
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "version store failed: {}", self.error)
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.error)
+    }
+}
+
+/// A commit found a record changed since the op read it. The source of
+/// [`TransactError::Busy`] from [`Versions`]' commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Conflict {
+    /// The record's id.
+    pub id: String,
+}
+
+impl fmt::Display for Conflict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "record {:?} changed since it was read", self.id)
+    }
+}
+
+impl std::error::Error for Conflict {}
+
+/// What an op works on under optimistic concurrency: reads that remember versions and a
+/// buffered write set.
+pub struct Versioned<S: VersionStore> {
+    conn: S::Resource,
+    store: Arc<S>,
+    table: Arc<str>,
+    /// Every record read, as first seen (`None`: absent).
+    reads: BTreeMap<String, Option<Record>>,
+    writes: BTreeMap<String, Vec<u8>>,
+    savepoints: Vec<(usize, BTreeMap<String, Vec<u8>>)>,
+    fences: Vec<(String, Vec<u8>, Fence)>,
+}
+
+impl<S: VersionStore> fmt::Debug for Versioned<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Versioned")
+            .field("table", &self.table)
+            .field("reads", &self.reads.keys().collect::<Vec<_>>())
+            .field("writes", &self.writes.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: VersionStore> Versioned<S> {
+    fn fetch(&mut self, id: &str) -> Result<Option<Record>, StoreError> {
+        if let Some(seen) = self.reads.get(id) {
+            return Ok(seen.clone());
+        }
+        let record = match self.store.read(&mut self.conn, &self.table, id) {
+            Ok(record) => record,
+            Err(e) => {
+                let busy = self.store.is_busy(&e);
+                let broken = self.store.is_broken(&mut self.conn, &e);
+                return Err(StoreError {
+                    error: Box::new(e),
+                    busy,
+                    broken,
+                });
+            }
+        };
+        self.reads.insert(id.to_owned(), record.clone());
+        Ok(record)
+    }
+
+    /// The record's value (`None` when absent): this op's own buffered write if any, else
+    /// the stored value, whose version the commit will check. Reading a record twice gives
+    /// the same answer.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store fails.
+    pub fn read(&mut self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(value) = self.writes.get(id) {
+            return Ok(Some(value.clone()));
+        }
+        Ok(self.fetch(id)?.map(|r| r.value))
+    }
+
+    /// The record as stored when this op first read it, with its version.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store fails.
+    pub fn read_record(&mut self, id: &str) -> Result<Option<Record>, StoreError> {
+        self.fetch(id)
+    }
+
+    /// Buffers a write of `value` to record `id`, to be compared-and-set against the
+    /// version this op read (reading it now if it has not).
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store fails reading the record's version.
+    pub fn write(&mut self, id: &str, value: impl Into<Vec<u8>>) -> Result<(), StoreError> {
+        self.fetch(id)?;
+        self.writes.insert(id.to_owned(), value.into());
+        Ok(())
+    }
+
+    /// The write set so far: `(id, version read, new value)`, by id.
+    pub fn write_set(&self) -> impl Iterator<Item = (&str, Option<u64>, &[u8])> {
+        self.writes.iter().map(|(id, value)| {
+            let version = self
+                .reads
+                .get(id)
+                .and_then(|r| r.as_ref().map(|r| r.version));
+            (id.as_str(), version, value.as_slice())
+        })
+    }
+
+    fn clear(&mut self) {
+        self.reads.clear();
+        self.writes.clear();
+        self.savepoints.clear();
+        self.fences.clear();
+    }
+
+    /// Validates the read set and writes the write set in one store transaction.
+    fn apply(&mut self) -> Result<(), TransactError> {
+        if self.writes.is_empty() && self.reads.is_empty() {
+            return Ok(());
+        }
+        let claims: Vec<FenceClaim<'_>> = self
+            .fences
+            .iter()
+            .map(|(backend, name, fence)| FenceClaim {
+                backend,
+                name,
+                fence: *fence,
+            })
+            .collect();
+        let store = &*self.store;
+        store.begin(&mut self.conn, &claims)?;
+        let outcome = (|| {
+            for (id, seen) in &self.reads {
+                let ok = if let Some(value) = self.writes.get(id) {
+                    let expected = seen.as_ref().map(|r| r.version);
+                    store.compare_and_set(&mut self.conn, &self.table, id, expected, value)
+                } else {
+                    let version = seen.as_ref().map(|r| r.version);
+                    store.still_at(&mut self.conn, &self.table, id, version)
+                };
+                match ok {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        return Err(TransactError::Busy(Box::new(Conflict { id: id.clone() })));
+                    }
+                    Err(e) if store.is_busy(&e) => return Err(TransactError::Busy(Box::new(e))),
+                    Err(e) => return Err(TransactError::Failed(Box::new(e))),
+                }
+            }
+            Ok(())
+        })();
+        match outcome {
+            Ok(()) => store.commit(&mut self.conn),
+            Err(e) => {
+                let _ = store.rollback(&mut self.conn);
+                Err(e)
+            }
+        }
+    }
+}
+
+fn valid_table(table: &str) -> Result<(), StrategyError> {
+    let mut bytes = table.bytes();
+    let ok = table.len() <= 63
+        && bytes
+            .next()
+            .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Config(format!(
+            "version table name {table:?} must be 1-63 ASCII letters, digits or '_', not starting with a digit"
+        )))
+    }
+}
+
+/// A [`VersionStore`] as a [`Connect`] + [`Transact`] whose resource is a [`Versioned`]
+/// handle: `begin` starts an empty read and write set, `commit` validates and writes them
+/// in one store transaction, a conflict is [`TransactError::Busy`].
+pub struct Versions<S> {
+    store: Arc<S>,
+    table: Arc<str>,
+    identity: String,
+}
+
+impl<S> Clone for Versions<S> {
+    fn clone(&self) -> Self {
+        Versions {
+            store: self.store.clone(),
+            table: self.table.clone(),
+            identity: self.identity.clone(),
+        }
+    }
+}
+
+impl<S: VersionStore> fmt::Debug for Versions<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Versions")
+            .field("identity", &self.identity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: VersionStore> Versions<S> {
+    /// Records in [`DEFAULT_TABLE`] of `store`.
+    pub fn new(store: S) -> Self {
+        let identity = format!("{}#{DEFAULT_TABLE}", store.identity());
+        Versions {
+            store: Arc::new(store),
+            table: DEFAULT_TABLE.into(),
+            identity,
+        }
+    }
+
+    /// Sets the record table (created on first connect). Default: [`DEFAULT_TABLE`].
+    ///
+    /// # Errors
+    /// [`Error::Config`] unless `table` is 1-63 ASCII letters, digits or `_`, not
+    /// starting with a digit (it is part of the SQL; it cannot be a bound parameter).
+    pub fn table(mut self, table: &str) -> Result<Self, StrategyError> {
+        valid_table(table)?;
+        self.identity = format!("{}#{table}", self.store.identity());
+        self.table = table.into();
+        Ok(self)
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+}
+
+impl<S: VersionStore> Connect for Versions<S> {
+    type Resource = Versioned<S>;
+
+    fn connect(&self) -> Result<Versioned<S>, BoxError> {
+        let mut conn = self.store.connect()?;
+        self.store.ensure_table(&mut conn, &self.table)?;
+        Ok(Versioned {
+            conn,
+            store: self.store.clone(),
+            table: self.table.clone(),
+            reads: BTreeMap::new(),
+            writes: BTreeMap::new(),
+            savepoints: Vec::new(),
+            fences: Vec::new(),
+        })
+    }
+
+    fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    fn single_writer(&self) -> bool {
+        self.store.single_writer()
+    }
+
+    fn is_broken(&self, resource: &mut Versioned<S>, error: &(dyn Any + Send + Sync)) -> bool {
+        match error.downcast_ref::<StoreError>() {
+            Some(e) => e.broken,
+            None => self.store.is_broken(&mut resource.conn, error),
+        }
+    }
+}
+
+impl<S: VersionStore> Transact for Versions<S> {
+    fn begin(&self, r: &mut Versioned<S>, fences: &[FenceClaim<'_>]) -> Result<(), TransactError> {
+        r.clear();
+        r.fences = fences
+            .iter()
+            .map(|c| (c.backend.to_owned(), c.name.to_vec(), c.fence))
+            .collect();
+        Ok(())
+    }
+
+    fn commit(&self, r: &mut Versioned<S>) -> Result<(), TransactError> {
+        let result = r.apply();
+        r.clear();
+        result
+    }
+
+    fn rollback(&self, r: &mut Versioned<S>) -> Result<(), BoxError> {
+        r.clear();
+        Ok(())
+    }
+
+    fn in_transaction(&self, _r: &Versioned<S>) -> bool {
+        // The op cannot end a transaction: none is open while it runs.
+        true
+    }
+
+    fn savepoint(&self, r: &mut Versioned<S>, n: usize) -> Result<(), BoxError> {
+        r.savepoints.push((n, r.writes.clone()));
+        Ok(())
+    }
+
+    fn release_savepoint(&self, r: &mut Versioned<S>, n: usize) -> Result<(), BoxError> {
+        let at = r.savepoints.iter().rposition(|(m, _)| *m == n);
+        match at {
+            Some(i) => {
+                r.savepoints.truncate(i);
+                Ok(())
+            }
+            None => Err(format!("no savepoint {n}").into()),
+        }
+    }
+
+    fn rollback_to_savepoint(&self, r: &mut Versioned<S>, n: usize) -> Result<(), BoxError> {
+        let at = r.savepoints.iter().rposition(|(m, _)| *m == n);
+        match at {
+            Some(i) => {
+                let (_, writes) = r.savepoints.swap_remove(i);
+                r.savepoints.truncate(i);
+                r.writes = writes;
+                Ok(())
+            }
+            None => Err(format!("no savepoint {n}").into()),
+        }
+    }
+
+    fn is_busy(&self, error: &(dyn Any + Send + Sync)) -> bool {
+        error.downcast_ref::<Conflict>().is_some()
+            || match error.downcast_ref::<StoreError>() {
+                Some(e) => e.busy,
+                None => self.store.is_busy(error),
+            }
+    }
+}
+
+/// The op's read found the store busy; retried like a conflict.
+#[derive(Debug)]
+struct BusyRead;
+
+impl fmt::Display for BusyRead {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the store was busy while the op read")
+    }
+}
+
+impl std::error::Error for BusyRead {}
+
+/// The `optimistic` strategy: runs the op without a lock over a [`Versioned`] handle,
+/// commits its write set with compare-and-set, reruns it on conflict.
+///
+/// Defaults: [`DEFAULT_TABLE`], at most [`DEFAULT_MAX_ATTEMPTS`] runs, full-jitter
+/// backoff from [`DEFAULT_BACKOFF_BASE`] up to [`DEFAULT_BACKOFF_CAP`], a
+/// [`DEFAULT_TIMEOUT`] budget. Connections are kept in an idle list between calls (one
+/// open per concurrent call; ops never wait for each other).
+pub struct Optimistic<S: VersionStore> {
+    versions: Versions<S>,
+    idle: Mutex<Vec<Versioned<S>>>,
+    max_attempts: u32,
+    base: Duration,
+    cap: Duration,
+    timeout: Option<Duration>,
+}
+
+impl<S: VersionStore> fmt::Debug for Optimistic<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Optimistic")
+            .field("versions", &self.versions)
+            .field("max_attempts", &self.max_attempts)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: VersionStore> Optimistic<S> {
+    /// The strategy over records in [`DEFAULT_TABLE`] of `store`.
+    pub fn new(store: S) -> Self {
+        Self::over(Versions::new(store))
+    }
+
+    /// The strategy over an already configured [`Versions`].
+    pub fn over(versions: Versions<S>) -> Self {
+        Optimistic {
+            versions,
+            idle: Mutex::new(Vec::new()),
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            base: DEFAULT_BACKOFF_BASE,
+            cap: DEFAULT_BACKOFF_CAP,
+            timeout: Some(DEFAULT_TIMEOUT),
+        }
+    }
+
+    /// Sets the most runs of the op per call. Default: [`DEFAULT_MAX_ATTEMPTS`].
+    ///
+    /// # Errors
+    /// [`Error::Config`] for zero.
+    pub fn max_attempts(mut self, attempts: u32) -> Result<Self, StrategyError> {
+        if attempts == 0 {
+            return Err(Error::Config("an op needs at least one attempt".into()));
+        }
+        self.max_attempts = attempts;
+        Ok(self)
+    }
+
+    /// Sets the backoff: the ceiling starts at `base` and doubles per conflict up to
+    /// `cap`; each sleep is uniform below the ceiling. Defaults: [`DEFAULT_BACKOFF_BASE`],
+    /// [`DEFAULT_BACKOFF_CAP`].
+    ///
+    /// # Errors
+    /// [`Error::Config`] when `base` exceeds `cap` or `cap` exceeds one minute.
+    pub fn backoff(mut self, base: Duration, cap: Duration) -> Result<Self, StrategyError> {
+        if base > cap || cap > Duration::from_secs(60) {
+            return Err(Error::Config(format!(
+                "backoff base {base:?} must not exceed cap {cap:?}, nor cap one minute"
+            )));
+        }
+        self.base = base;
+        self.cap = cap;
+        Ok(self)
+    }
+
+    /// Sets the default time budget of a call, ops and backoff included; `None` means only
+    /// the attempt budget limits it. Default: [`DEFAULT_TIMEOUT`].
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a timeout over [`MAX_TIMEOUT`](turnstile_core::MAX_TIMEOUT).
+    pub fn timeout(mut self, timeout: Option<Duration>) -> Result<Self, StrategyError> {
+        self.timeout = check_timeout(timeout)?;
+        Ok(self)
+    }
+
+    /// The record store wrapper.
+    pub fn versions(&self) -> &Versions<S> {
+        &self.versions
+    }
+
+    fn checkout(&self) -> Result<Versioned<S>, StrategyError> {
+        let cached = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        match cached {
+            Some(r) => Ok(r),
+            None => self.versions.connect().map_err(Error::Unavailable),
+        }
+    }
+
+    fn checkin(&self, r: Versioned<S>) {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(r);
+    }
+
+    /// Full jitter: `U(0, min(cap, base·2ⁿ))`.
+    fn backoff_for(&self, conflicts: u32) -> Duration {
+        let ceiling = self
+            .base
+            .saturating_mul(1u32 << conflicts.min(20))
+            .min(self.cap);
+        Duration::from_nanos(fastrand::u64(0..=ceiling.as_nanos() as u64))
+    }
+}
+
+impl<S: VersionStore> Serializer for Optimistic<S> {
+    type Resource = Versioned<S>;
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::new(self.versions.store.scope(), HolderDeath::ResourceRollsBack)
+            .excludes(false)
+            .reruns_op(true)
+    }
+
+    fn run_with<T, E, F>(&self, keys: &[Key], wait: Wait, mut op: F) -> Result<T, Error<E>>
+    where
+        F: FnMut(&mut Ctx<'_, Versioned<S>>) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: Send + Sync + 'static,
+    {
+        let start = Instant::now();
+        let keys = sorted_keys(keys).map_err(Error::widen)?;
+        let deadline = wait.deadline(self.timeout).map_err(Error::widen)?;
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let mut r = self.checkout().map_err(Error::widen)?;
+            // Begin of a Versions transaction only clears the sets; it cannot fail.
+            let _ = self.versions.begin(&mut r, &[]);
+            let result = catch_unwind(AssertUnwindSafe(|| {
+                op(&mut Ctx::new(&mut r, &keys)
+                    .with_attempt(attempt)
+                    .with_deadline(deadline))
+            }));
+            let committed = match result {
+                Ok(Ok(value)) => self.versions.commit(&mut r).map(|()| value),
+                // The store was busy while the op read (SQLite's WAL restarting, say):
+                // as retryable as a conflict.
+                Ok(Err(e)) if self.versions.is_busy(&e) => {
+                    r.clear();
+                    Err(TransactError::Busy(Box::new(BusyRead)))
+                }
+                Ok(Err(e)) => {
+                    let broken = self.versions.is_broken(&mut r, &e);
+                    r.clear();
+                    if !broken {
+                        self.checkin(r);
+                    }
+                    return Err(Error::Op(e));
+                }
+                Err(payload) => {
+                    r.clear();
+                    self.checkin(r);
+                    return Err(Error::Panicked(turnstile_core::panic_message(&*payload)));
+                }
+            };
+            match committed {
+                Ok(value) => {
+                    self.checkin(r);
+                    return Ok(value);
+                }
+                Err(TransactError::Busy(_)) => {
+                    self.checkin(r);
+                    let now = Instant::now();
+                    let nap = self.backoff_for(attempt - 1);
+                    let out_of_time = deadline.is_some_and(|at| now + nap >= at);
+                    if attempt >= self.max_attempts || out_of_time {
+                        return Err(Error::Contended {
+                            attempts: attempt,
+                            elapsed: start.elapsed(),
+                        });
+                    }
+                    std::thread::sleep(nap);
+                }
+                // A failed store transaction may have broken the connection: drop it.
+                Err(e) => return Err(e.into_error()),
+            }
+        }
+    }
+}
+
+#[cfg(feature = "sqlite")]
+mod sqlite_store {
+    use rusqlite::{OptionalExtension, params};
+
+    use super::*;
+    use crate::sqlite::Sqlite;
+
+    impl VersionStore for Sqlite {
+        type StoreErr = rusqlite::Error;
+
+        fn scope(&self) -> Scope {
+            Scope::Processes
+        }
+
+        fn ensure_table(
+            &self,
+            conn: &mut rusqlite::Connection,
+            table: &str,
+        ) -> rusqlite::Result<()> {
+            // `table` was validated as an identifier.
+            conn.execute_batch(&format!(
+                "CREATE TABLE IF NOT EXISTS {table} (
+                     id TEXT PRIMARY KEY, value BLOB NOT NULL, version INTEGER NOT NULL)"
+            ))
+        }
+
+        fn read(
+            &self,
+            conn: &mut rusqlite::Connection,
+            table: &str,
+            id: &str,
+        ) -> rusqlite::Result<Option<Record>> {
+            conn.prepare_cached(&format!("SELECT value, version FROM {table} WHERE id = ?1"))
+                .and_then(|mut s| {
+                    s.query_row([id], |r| {
+                        Ok(Record {
+                            value: r.get(0)?,
+                            version: r.get::<_, i64>(1)? as u64,
+                        })
+                    })
+                    .optional()
+                })
+        }
+
+        fn still_at(
+            &self,
+            conn: &mut rusqlite::Connection,
+            table: &str,
+            id: &str,
+            version: Option<u64>,
+        ) -> rusqlite::Result<bool> {
+            let now: Option<i64> = conn
+                .prepare_cached(&format!("SELECT version FROM {table} WHERE id = ?1"))
+                .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())?;
+            Ok(now.map(|v| v as u64) == version)
+        }
+
+        fn compare_and_set(
+            &self,
+            conn: &mut rusqlite::Connection,
+            table: &str,
+            id: &str,
+            expected: Option<u64>,
+            value: &[u8],
+        ) -> rusqlite::Result<bool> {
+            let changed = match expected {
+                None => conn
+                    .prepare_cached(&format!(
+                        "INSERT INTO {table} (id, value, version) VALUES (?1, ?2, 1)
+                         ON CONFLICT (id) DO NOTHING"
+                    ))
+                    .and_then(|mut s| s.execute(params![id, value])),
+                Some(v) => conn
+                    .prepare_cached(&format!(
+                        "UPDATE {table} SET value = ?1, version = version + 1
+                         WHERE id = ?2 AND version = ?3"
+                    ))
+                    .and_then(|mut s| s.execute(params![value, id, v as i64])),
+            }?;
+            Ok(changed == 1)
+        }
+    }
+}
+
+#[cfg(feature = "postgres")]
+mod postgres_store {
+    use super::*;
+    use crate::resource::Postgres;
+
+    /// On PostgreSQL a read-only record is re-read `FOR SHARE` at commit, which keeps it
+    /// from changing until the commit; a record that was absent is checked, not locked
+    /// (PostgreSQL has no gap locks), so an insert can slip in between that check and the
+    /// commit under `READ COMMITTED`.
+    impl VersionStore for Postgres {
+        type StoreErr = postgres::Error;
+
+        fn scope(&self) -> Scope {
+            Scope::Hosts
+        }
+
+        fn ensure_table(
+            &self,
+            client: &mut postgres::Client,
+            table: &str,
+        ) -> Result<(), postgres::Error> {
+            // `table` was validated as an identifier.
+            crate::resource::postgres::ensure_table(
+                client,
+                &format!(
+                    "CREATE TABLE IF NOT EXISTS {table} (
+                         id TEXT PRIMARY KEY, value BYTEA NOT NULL, version BIGINT NOT NULL)"
+                ),
+            )
+        }
+
+        fn read(
+            &self,
+            client: &mut postgres::Client,
+            table: &str,
+            id: &str,
+        ) -> Result<Option<Record>, postgres::Error> {
+            let row = client.query_opt(
+                &format!("SELECT value, version FROM {table} WHERE id = $1"),
+                &[&id],
+            )?;
+            Ok(row.map(|r| Record {
+                value: r.get(0),
+                version: r.get::<_, i64>(1) as u64,
+            }))
+        }
+
+        fn still_at(
+            &self,
+            client: &mut postgres::Client,
+            table: &str,
+            id: &str,
+            version: Option<u64>,
+        ) -> Result<bool, postgres::Error> {
+            let now = client.query_opt(
+                &format!("SELECT version FROM {table} WHERE id = $1 FOR SHARE"),
+                &[&id],
+            )?;
+            Ok(now.map(|r| r.get::<_, i64>(0) as u64) == version)
+        }
+
+        fn compare_and_set(
+            &self,
+            client: &mut postgres::Client,
+            table: &str,
+            id: &str,
+            expected: Option<u64>,
+            value: &[u8],
+        ) -> Result<bool, postgres::Error> {
+            let changed = match expected {
+                None => client.execute(
+                    &format!(
+                        "INSERT INTO {table} (id, value, version) VALUES ($1, $2, 1)
+                         ON CONFLICT (id) DO NOTHING"
+                    ),
+                    &[&id, &value],
+                )?,
+                Some(v) => client.execute(
+                    &format!(
+                        "UPDATE {table} SET value = $1, version = version + 1
+                         WHERE id = $2 AND version = $3"
+                    ),
+                    &[&value, &id, &(v as i64)],
+                )?,
+            };
+            Ok(changed == 1)
+        }
+    }
+}
+
+#[cfg(feature = "mysql")]
+mod mysql_store {
+    use mysql::prelude::Queryable;
+
+    use super::*;
+    use crate::resource::MySql;
+
+    /// `ER_DUP_ENTRY`: the insert of a record believed absent found it.
+    const ER_DUP_ENTRY: u16 = 1062;
+
+    /// On MySQL a read-only record is re-read `LOCK IN SHARE MODE` at commit (a gap lock
+    /// when it was absent), which keeps it as read until the commit. Ids are binary
+    /// (case-sensitive), at most 255 bytes.
+    impl VersionStore for MySql {
+        type StoreErr = mysql::Error;
+
+        fn scope(&self) -> Scope {
+            Scope::Hosts
+        }
+
+        fn ensure_table(&self, conn: &mut mysql::Conn, table: &str) -> Result<(), mysql::Error> {
+            // `table` was validated as an identifier. DDL commits implicitly on MySQL:
+            // this runs at connect, outside any transaction.
+            conn.query_drop(format!(
+                "CREATE TABLE IF NOT EXISTS {table} (
+                     id VARBINARY(255) PRIMARY KEY, value LONGBLOB NOT NULL,
+                     version BIGINT UNSIGNED NOT NULL) ENGINE = InnoDB"
+            ))
+        }
+
+        fn read(
+            &self,
+            conn: &mut mysql::Conn,
+            table: &str,
+            id: &str,
+        ) -> Result<Option<Record>, mysql::Error> {
+            let row: Option<(Vec<u8>, u64)> = conn.exec_first(
+                format!("SELECT value, version FROM {table} WHERE id = ?"),
+                (id.as_bytes(),),
+            )?;
+            Ok(row.map(|(value, version)| Record { value, version }))
+        }
+
+        fn still_at(
+            &self,
+            conn: &mut mysql::Conn,
+            table: &str,
+            id: &str,
+            version: Option<u64>,
+        ) -> Result<bool, mysql::Error> {
+            let now: Option<u64> = conn.exec_first(
+                format!("SELECT version FROM {table} WHERE id = ? LOCK IN SHARE MODE"),
+                (id.as_bytes(),),
+            )?;
+            Ok(now == version)
+        }
+
+        fn compare_and_set(
+            &self,
+            conn: &mut mysql::Conn,
+            table: &str,
+            id: &str,
+            expected: Option<u64>,
+            value: &[u8],
+        ) -> Result<bool, mysql::Error> {
+            match expected {
+                None => match conn.exec_drop(
+                    format!("INSERT INTO {table} (id, value, version) VALUES (?, ?, 1)"),
+                    (id.as_bytes(), value),
+                ) {
+                    Ok(()) => Ok(conn.affected_rows() == 1),
+                    Err(mysql::Error::MySqlError(e)) if e.code == ER_DUP_ENTRY => Ok(false),
+                    Err(e) => Err(e),
+                },
+                Some(v) => {
+                    conn.exec_drop(
+                        format!(
+                            "UPDATE {table} SET value = ?, version = version + 1
+                             WHERE id = ? AND version = ?"
+                        ),
+                        (value, id.as_bytes(), v),
+                    )?;
+                    Ok(conn.affected_rows() == 1)
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! Database servers as resources: [`MySql`] (MySQL / MariaDB) and [`Postgres`], each an
+//! opener implementing [`Connect`](crate::Connect) and [`Transact`](crate::Transact).
+//!
+//! Unlike a SQLite file they can be shared across hosts, so they are what the cross-host
+//! strategies (`mysql`, `postgres`, `redis`) are tested and documented with. Like the
+//! SQLite opener they run each op in a write transaction, check and record fencing tokens
+//! in a `turnstile_fences` table inside that same transaction, and classify "busy, try
+//! again" errors (serialization failure, deadlock, lock wait timeout) for the retrying
+//! strategies.
+//!
+//! Neither driver exposes the server's "in transaction" status flag, so
+//! [`Transact::in_transaction`](crate::Transact::in_transaction) cannot see an op that
+//! committed by itself. Instead `begin` opens a marker savepoint right after `BEGIN`, and
+//! `commit` releases it first: if the op ended the transaction (`COMMIT`, `ROLLBACK`, or
+//! on MySQL any statement that commits implicitly, such as DDL), the marker is gone,
+//! nothing more is committed, and `commit` fails with [`EndedByOp`].
+
+use std::fmt;
+
+#[cfg(feature = "mysql")]
+pub(crate) mod mysql;
+#[cfg(feature = "postgres")]
+pub(crate) mod postgres;
+
+#[cfg(feature = "mysql")]
+pub use self::mysql::{MySql, is_busy as mysql_is_busy};
+#[cfg(feature = "postgres")]
+pub use self::postgres::{Postgres, is_busy as postgres_is_busy};
+
+/// The default time to establish a connection to a database server: 10 s.
+pub const DEFAULT_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The savepoint `begin` opens right after `BEGIN` and `commit` releases first, to find
+/// out whether the op ended the transaction by itself.
+#[cfg_attr(not(any(feature = "mysql", feature = "postgres")), allow(dead_code))]
+pub(crate) const MARKER_SAVEPOINT: &str = "turnstile_tx";
+
+/// [`Transact::commit`](crate::Transact::commit) found that the op had ended the
+/// strategy's transaction by itself (`COMMIT`, `ROLLBACK`, or an implicitly committing
+/// statement such as DDL on MySQL). Whatever the op wrote before that point may have
+/// committed; nothing after it was committed by the strategy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EndedByOp;
+
+impl fmt::Display for EndedByOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(
+            "the op ended the strategy's transaction by itself (COMMIT, ROLLBACK or an \
+             implicitly committing statement); its earlier writes may have committed, \
+             the rest was rolled back",
+        )
+    }
+}
+
+impl std::error::Error for EndedByOp {}
+
+/// `scheme://user@host:port/db`: a server URL without its password, the identity of the
+/// data behind a database resource or lock server.
+#[cfg_attr(not(any(feature = "mysql", feature = "postgres")), allow(dead_code))]
+pub(crate) fn server_identity(scheme: &str, user: &str, host: &str, port: u16, db: &str) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("{scheme}://{user}@[{host}]:{port}/{db}")
+    } else {
+        format!("{scheme}://{user}@{host}:{port}/{db}")
+    }
+}
+
+/// A fence-table column value: the bytes themselves when they fit `max`, else a fixed
+/// prefix and their stable hash. Raw lock names contain a NUL byte, hashed ones never do,
+/// so the two forms cannot meet; two long names sharing a hash only share a fence row,
+/// which can make one refuse a fence spuriously but never accept a stale one.
+#[cfg_attr(not(any(feature = "mysql", feature = "postgres")), allow(dead_code))]
+pub(crate) fn fence_column(bytes: &[u8], max: usize) -> std::borrow::Cow<'_, [u8]> {
+    if bytes.len() <= max {
+        std::borrow::Cow::Borrowed(bytes)
+    } else {
+        std::borrow::Cow::Owned(
+            format!("turnstile#{:016x}", turnstile_core::stable_hash64(bytes)).into_bytes(),
+        )
+    }
+}

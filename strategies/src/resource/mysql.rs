@@ -1,0 +1,269 @@
+//! MySQL / MariaDB as a resource.
+
+use std::any::Any;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use mysql::prelude::Queryable;
+use mysql::{Conn, Opts, OptsBuilder};
+use turnstile_core::{
+    BoxError, Connect, Error, Fence, FenceClaim, StrategyError, Transact, TransactError,
+};
+
+use super::{DEFAULT_CONNECT_TIMEOUT, EndedByOp, MARKER_SAVEPOINT, fence_column, server_identity};
+
+/// `ER_LOCK_WAIT_TIMEOUT`: InnoDB gave up waiting for a row lock.
+const ER_LOCK_WAIT_TIMEOUT: u16 = 1205;
+/// `ER_LOCK_DEADLOCK`: InnoDB chose this transaction as a deadlock victim (rolled back).
+const ER_LOCK_DEADLOCK: u16 = 1213;
+/// `ER_SP_DOES_NOT_EXIST`, also returned for an unknown savepoint.
+const ER_SP_DOES_NOT_EXIST: u16 = 1305;
+
+const FENCE_TABLE: &str = "CREATE TABLE IF NOT EXISTS turnstile_fences (
+    backend VARBINARY(255) NOT NULL,
+    name VARBINARY(1024) NOT NULL,
+    fence BIGINT UNSIGNED NOT NULL,
+    PRIMARY KEY (backend, name)
+) ENGINE = InnoDB";
+
+/// Opens connections to one MySQL or MariaDB database; each op runs in an InnoDB
+/// transaction.
+///
+/// The op gets a [`mysql::Conn`]. Defaults: the server's isolation level (InnoDB's
+/// `REPEATABLE READ`), a [`DEFAULT_CONNECT_TIMEOUT`] to connect, no read timeout.
+///
+/// Fences are recorded in a `turnstile_fences` table (created on first use, outside any
+/// transaction, because DDL commits implicitly on MySQL). The op must not run DDL or
+/// `COMMIT` itself: that ends the transaction, and `commit` then fails with
+/// [`EndedByOp`](super::EndedByOp).
+///
+/// ```no_run
+/// use turnstile::resource::MySql;
+/// use turnstile::Connect;
+/// use mysql::prelude::Queryable;
+///
+/// let db = MySql::new("mysql://root@127.0.0.1:3306/test")?;
+/// assert_eq!(db.identity(), "mysql://root@127.0.0.1:3306/test");
+/// let mut conn = db.connect()?;
+/// let one: Option<i64> = conn.query_first("SELECT 1")?;
+/// assert_eq!(one, Some(1));
+/// # Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct MySql {
+    opts: Opts,
+    identity: String,
+    connect_timeout: Duration,
+    fence_table_ready: Arc<AtomicBool>,
+}
+
+impl MySql {
+    /// An opener for `url` (`mysql://user:password@host:port/database`). Nothing is
+    /// connected yet.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when the URL does not parse.
+    pub fn new(url: &str) -> Result<Self, StrategyError> {
+        let opts = parse_url(url)?;
+        Ok(MySql {
+            identity: identity(&opts),
+            opts,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            fence_table_ready: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// Sets how long opening a connection may take. Default: [`DEFAULT_CONNECT_TIMEOUT`].
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// The parsed connection options.
+    pub fn opts(&self) -> &Opts {
+        &self.opts
+    }
+
+    fn ensure_fence_table(&self, conn: &mut Conn) -> Result<(), TransactError> {
+        if !self.fence_table_ready.load(Ordering::Acquire) {
+            conn.query_drop(FENCE_TABLE).map_err(classify)?;
+            self.fence_table_ready.store(true, Ordering::Release);
+        }
+        Ok(())
+    }
+}
+
+/// Parses a `mysql://` URL, refusing anything the driver refuses.
+pub(crate) fn parse_url(url: &str) -> Result<Opts, StrategyError> {
+    Opts::from_url(url).map_err(|e| {
+        Error::Config(format!(
+            "bad MySQL URL {:?}: {e}",
+            crate::spec::redact_url(url)
+        ))
+    })
+}
+
+/// `mysql://user@host:port/db`, without the password.
+pub(crate) fn identity(opts: &Opts) -> String {
+    server_identity(
+        "mysql",
+        opts.get_user().unwrap_or(""),
+        &opts.get_ip_or_hostname(),
+        opts.get_tcp_port(),
+        opts.get_db_name().unwrap_or(""),
+    )
+}
+
+/// Opens one connection with a connect timeout (and, for lock connections, a read
+/// timeout).
+pub(crate) fn open(
+    opts: &Opts,
+    connect_timeout: Duration,
+    read_timeout: Option<Duration>,
+) -> Result<Conn, mysql::Error> {
+    let builder = OptsBuilder::from_opts(opts.clone())
+        .tcp_connect_timeout(Some(connect_timeout))
+        .read_timeout(read_timeout)
+        .write_timeout(read_timeout);
+    Conn::new(builder)
+}
+
+/// Whether `error` is MySQL's "busy, try again": a deadlock (the transaction was rolled
+/// back) or a lock wait timeout.
+pub fn is_busy(error: &mysql::Error) -> bool {
+    matches!(error, mysql::Error::MySqlError(e) if e.code == ER_LOCK_DEADLOCK || e.code == ER_LOCK_WAIT_TIMEOUT)
+}
+
+/// Whether `error` leaves the connection unusable (I/O, protocol, driver state).
+pub(crate) fn is_connection_error(error: &mysql::Error) -> bool {
+    matches!(
+        error,
+        mysql::Error::IoError(_) | mysql::Error::CodecError(_) | mysql::Error::DriverError(_)
+    )
+}
+
+fn classify(error: mysql::Error) -> TransactError {
+    if is_busy(&error) {
+        TransactError::Busy(Box::new(error))
+    } else {
+        TransactError::Failed(Box::new(error))
+    }
+}
+
+impl Connect for MySql {
+    type Resource = Conn;
+
+    fn connect(&self) -> Result<Conn, BoxError> {
+        open(&self.opts, self.connect_timeout, None).map_err(Into::into)
+    }
+
+    fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    fn is_broken(&self, _conn: &mut Conn, error: &(dyn Any + Send + Sync)) -> bool {
+        error
+            .downcast_ref::<mysql::Error>()
+            .is_some_and(is_connection_error)
+    }
+}
+
+fn check_fences(conn: &mut Conn, fences: &[FenceClaim<'_>]) -> Result<(), TransactError> {
+    for claim in fences {
+        let backend = fence_column(claim.backend.as_bytes(), 255);
+        let name = fence_column(claim.name, 1024);
+        // The upsert takes the row lock first, so a concurrent holder of an older fence
+        // waits for us and then sees ours: check and record cannot interleave.
+        conn.exec_drop(
+            "INSERT INTO turnstile_fences (backend, name, fence) VALUES (?, ?, ?)
+             ON DUPLICATE KEY UPDATE fence = GREATEST(fence, VALUES(fence))",
+            (&*backend, &*name, claim.fence.0),
+        )
+        .map_err(classify)?;
+        let highest: Option<u64> = conn
+            .exec_first(
+                "SELECT fence FROM turnstile_fences WHERE backend = ? AND name = ?",
+                (&*backend, &*name),
+            )
+            .map_err(classify)?;
+        let highest = highest.ok_or_else(|| {
+            TransactError::Failed("the fence row vanished inside its own transaction".into())
+        })?;
+        if highest > claim.fence.0 {
+            return Err(TransactError::StaleFence {
+                presented: claim.fence,
+                highest: Fence(highest),
+            });
+        }
+    }
+    Ok(())
+}
+
+impl Transact for MySql {
+    fn begin(&self, conn: &mut Conn, fences: &[FenceClaim<'_>]) -> Result<(), TransactError> {
+        if !fences.is_empty() {
+            self.ensure_fence_table(conn)?;
+        }
+        // One statement per query: the driver drops the errors of a multi-statement
+        // query's later statements.
+        conn.query_drop("START TRANSACTION").map_err(classify)?;
+        // The marker savepoint lets commit see an op that ended the transaction.
+        let marked = conn
+            .query_drop(format!("SAVEPOINT {MARKER_SAVEPOINT}"))
+            .map_err(classify);
+        if let Err(e) = marked.and_then(|()| check_fences(conn, fences)) {
+            let _ = self.rollback(conn);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn commit(&self, conn: &mut Conn) -> Result<(), TransactError> {
+        let released = conn.query_drop(format!("RELEASE SAVEPOINT {MARKER_SAVEPOINT}"));
+        match released.and_then(|()| conn.query_drop("COMMIT")) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let _ = self.rollback(conn);
+                match &e {
+                    mysql::Error::MySqlError(m) if m.code == ER_SP_DOES_NOT_EXIST => {
+                        Err(TransactError::Failed(Box::new(EndedByOp)))
+                    }
+                    _ => Err(classify(e)),
+                }
+            }
+        }
+    }
+
+    fn rollback(&self, conn: &mut Conn) -> Result<(), BoxError> {
+        conn.query_drop("ROLLBACK").map_err(Into::into)
+    }
+
+    /// Always true: the driver does not expose the server's transaction flag, and this
+    /// method cannot ask the server. [`Transact::commit`] finds an ended transaction
+    /// instead (see the [module docs](super)).
+    fn in_transaction(&self, _conn: &Conn) -> bool {
+        true
+    }
+
+    fn savepoint(&self, conn: &mut Conn, n: usize) -> Result<(), BoxError> {
+        // `n` is a number the strategy chose, never user text.
+        conn.query_drop(format!("SAVEPOINT turnstile_{n}"))
+            .map_err(Into::into)
+    }
+
+    fn release_savepoint(&self, conn: &mut Conn, n: usize) -> Result<(), BoxError> {
+        conn.query_drop(format!("RELEASE SAVEPOINT turnstile_{n}"))
+            .map_err(Into::into)
+    }
+
+    fn rollback_to_savepoint(&self, conn: &mut Conn, n: usize) -> Result<(), BoxError> {
+        conn.query_drop(format!("ROLLBACK TO SAVEPOINT turnstile_{n}"))?;
+        conn.query_drop(format!("RELEASE SAVEPOINT turnstile_{n}"))
+            .map_err(Into::into)
+    }
+
+    fn is_busy(&self, error: &(dyn Any + Send + Sync)) -> bool {
+        error.downcast_ref::<mysql::Error>().is_some_and(is_busy)
+    }
+}

@@ -1,0 +1,301 @@
+//! PostgreSQL as a resource.
+
+use std::any::Any;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use postgres::config::Host;
+use postgres::error::SqlState;
+use postgres::{Client, Config, NoTls};
+use turnstile_core::{
+    BoxError, Connect, Error, Fence, FenceClaim, StrategyError, Transact, TransactError,
+};
+
+use super::{DEFAULT_CONNECT_TIMEOUT, EndedByOp, MARKER_SAVEPOINT, fence_column, server_identity};
+
+const FENCE_TABLE: &str = "CREATE TABLE IF NOT EXISTS turnstile_fences (
+    backend TEXT NOT NULL,
+    name BYTEA NOT NULL,
+    fence BIGINT NOT NULL,
+    PRIMARY KEY (backend, name)
+)";
+
+/// Opens connections to one PostgreSQL database; each op runs in a transaction.
+///
+/// The op gets a [`postgres::Client`]. Defaults: the server's isolation level (`READ
+/// COMMITTED` unless configured otherwise), a [`DEFAULT_CONNECT_TIMEOUT`] to connect, no
+/// TLS.
+///
+/// Fences are recorded in a `turnstile_fences` table (created on first use). The op must
+/// not `COMMIT` or `ROLLBACK` itself: `commit` then fails with
+/// [`EndedByOp`](super::EndedByOp).
+///
+/// ```no_run
+/// use turnstile::resource::Postgres;
+/// use turnstile::Connect;
+///
+/// let db = Postgres::new("postgres://postgres@127.0.0.1:5432/test")?;
+/// assert_eq!(db.identity(), "postgres://postgres@127.0.0.1:5432/test");
+/// let mut client = db.connect()?;
+/// let one: i32 = client.query_one("SELECT 1", &[])?.get(0);
+/// assert_eq!(one, 1);
+/// # Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
+/// ```
+#[derive(Clone)]
+pub struct Postgres {
+    config: Config,
+    identity: String,
+    fence_table_ready: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Postgres {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Postgres")
+            .field("identity", &self.identity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Postgres {
+    /// An opener for `url` (`postgres://user:password@host:port/database`, or a libpq
+    /// key-value string). Nothing is connected yet.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when the URL does not parse.
+    pub fn new(url: &str) -> Result<Self, StrategyError> {
+        let config = parse_url(url)?;
+        Ok(Postgres {
+            identity: identity(&config),
+            config,
+            fence_table_ready: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// Sets how long opening a connection may take. Default: [`DEFAULT_CONNECT_TIMEOUT`]
+    /// (unless the URL sets `connect_timeout`).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.config.connect_timeout(timeout);
+        self
+    }
+
+    /// The parsed connection configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn ensure_fence_table(&self, client: &mut Client) -> Result<(), TransactError> {
+        if self.fence_table_ready.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        ensure_table(client, FENCE_TABLE).map_err(classify)?;
+        self.fence_table_ready.store(true, Ordering::Release);
+        Ok(())
+    }
+}
+
+/// Runs a `CREATE TABLE IF NOT EXISTS`, tolerating the race where several sessions
+/// create the same table at once: the losers fail on the catalog (a duplicate row type,
+/// a unique violation) instead of finding the table, and succeed on a second look.
+pub(crate) fn ensure_table(client: &mut Client, ddl: &str) -> Result<(), postgres::Error> {
+    let mut tries = 0;
+    loop {
+        match client.batch_execute(ddl) {
+            Err(e)
+                if tries < 3
+                    && [
+                        SqlState::UNIQUE_VIOLATION,
+                        SqlState::DUPLICATE_TABLE,
+                        SqlState::DUPLICATE_OBJECT,
+                    ]
+                    .iter()
+                    .any(|c| e.code() == Some(c)) =>
+            {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10 * tries));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Parses a `postgres://` URL, filling in the default connect timeout.
+pub(crate) fn parse_url(url: &str) -> Result<Config, StrategyError> {
+    let mut config = Config::from_str(url).map_err(|e| {
+        Error::Config(format!(
+            "bad PostgreSQL URL {:?}: {e}",
+            crate::spec::redact_url(url)
+        ))
+    })?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
+    }
+    Ok(config)
+}
+
+/// `postgres://user@host:port/db`, without the password.
+pub(crate) fn identity(config: &Config) -> String {
+    let user = config.get_user().unwrap_or("");
+    let host = match config.get_hosts().first() {
+        Some(Host::Tcp(h)) => h.clone(),
+        Some(Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".to_owned(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let db = config.get_dbname().unwrap_or(user);
+    server_identity("postgres", user, &host, port, db)
+}
+
+/// Opens one connection without TLS.
+pub(crate) fn open(config: &Config) -> Result<Client, postgres::Error> {
+    config.connect(NoTls)
+}
+
+/// Whether `error` is PostgreSQL's "busy, try again": a serialization failure, a
+/// deadlock, or a lock wait that hit `lock_timeout`.
+pub fn is_busy(error: &postgres::Error) -> bool {
+    matches!(
+        error.code(),
+        Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE
+            || *c == SqlState::T_R_DEADLOCK_DETECTED
+            || *c == SqlState::LOCK_NOT_AVAILABLE
+    )
+}
+
+fn classify(error: postgres::Error) -> TransactError {
+    if is_busy(&error) {
+        TransactError::Busy(Box::new(error))
+    } else {
+        TransactError::Failed(Box::new(error))
+    }
+}
+
+impl Connect for Postgres {
+    type Resource = Client;
+
+    fn connect(&self) -> Result<Client, BoxError> {
+        open(&self.config).map_err(Into::into)
+    }
+
+    fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    fn is_broken(&self, client: &mut Client, error: &(dyn Any + Send + Sync)) -> bool {
+        client.is_closed()
+            || error
+                .downcast_ref::<postgres::Error>()
+                .is_some_and(postgres::Error::is_closed)
+    }
+}
+
+fn fence_i64(fence: Fence) -> Result<i64, TransactError> {
+    i64::try_from(fence.0).map_err(|_| {
+        TransactError::Failed(format!("fence {fence} does not fit PostgreSQL's BIGINT").into())
+    })
+}
+
+fn check_fences(client: &mut Client, fences: &[FenceClaim<'_>]) -> Result<(), TransactError> {
+    for claim in fences {
+        let backend =
+            String::from_utf8_lossy(&fence_column(claim.backend.as_bytes(), 1024)).into_owned();
+        let name = fence_column(claim.name, 1024);
+        let presented = fence_i64(claim.fence)?;
+        // One statement checks and records: the upsert waits for a concurrent holder's
+        // row lock, then re-evaluates its WHERE against the committed row.
+        let recorded = client
+            .query_opt(
+                "INSERT INTO turnstile_fences (backend, name, fence) VALUES ($1, $2, $3)
+                 ON CONFLICT (backend, name) DO UPDATE SET fence = EXCLUDED.fence
+                 WHERE turnstile_fences.fence <= EXCLUDED.fence
+                 RETURNING fence",
+                &[&backend, &&*name, &presented],
+            )
+            .map_err(classify)?;
+        if recorded.is_none() {
+            let highest: i64 = client
+                .query_one(
+                    "SELECT fence FROM turnstile_fences WHERE backend = $1 AND name = $2",
+                    &[&backend, &&*name],
+                )
+                .map_err(classify)?
+                .get(0);
+            return Err(TransactError::StaleFence {
+                presented: claim.fence,
+                highest: Fence(highest as u64),
+            });
+        }
+    }
+    Ok(())
+}
+
+impl Transact for Postgres {
+    fn begin(&self, client: &mut Client, fences: &[FenceClaim<'_>]) -> Result<(), TransactError> {
+        if !fences.is_empty() {
+            self.ensure_fence_table(client)?;
+        }
+        // The marker savepoint lets commit see an op that ended the transaction.
+        client
+            .batch_execute(&format!("BEGIN; SAVEPOINT {MARKER_SAVEPOINT}"))
+            .map_err(classify)?;
+        if let Err(e) = check_fences(client, fences) {
+            let _ = self.rollback(client);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn commit(&self, client: &mut Client) -> Result<(), TransactError> {
+        // If releasing the marker fails, the COMMIT after it in the batch never runs.
+        match client.batch_execute(&format!("RELEASE SAVEPOINT {MARKER_SAVEPOINT}; COMMIT")) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let _ = self.rollback(client);
+                let ended = e.code() == Some(&SqlState::NO_ACTIVE_SQL_TRANSACTION)
+                    || e.code() == Some(&SqlState::S_E_INVALID_SPECIFICATION);
+                if ended {
+                    Err(TransactError::Failed(Box::new(EndedByOp)))
+                } else {
+                    Err(classify(e))
+                }
+            }
+        }
+    }
+
+    fn rollback(&self, client: &mut Client) -> Result<(), BoxError> {
+        client.batch_execute("ROLLBACK").map_err(Into::into)
+    }
+
+    /// Always true: the driver does not expose the server's transaction status, and this
+    /// method cannot ask the server. [`Transact::commit`] finds an ended transaction
+    /// instead (see the [module docs](super)).
+    fn in_transaction(&self, _client: &Client) -> bool {
+        true
+    }
+
+    fn savepoint(&self, client: &mut Client, n: usize) -> Result<(), BoxError> {
+        // `n` is a number the strategy chose, never user text.
+        client
+            .batch_execute(&format!("SAVEPOINT turnstile_{n}"))
+            .map_err(Into::into)
+    }
+
+    fn release_savepoint(&self, client: &mut Client, n: usize) -> Result<(), BoxError> {
+        client
+            .batch_execute(&format!("RELEASE SAVEPOINT turnstile_{n}"))
+            .map_err(Into::into)
+    }
+
+    fn rollback_to_savepoint(&self, client: &mut Client, n: usize) -> Result<(), BoxError> {
+        client
+            .batch_execute(&format!(
+                "ROLLBACK TO SAVEPOINT turnstile_{n}; RELEASE SAVEPOINT turnstile_{n}"
+            ))
+            .map_err(Into::into)
+    }
+
+    fn is_busy(&self, error: &(dyn Any + Send + Sync)) -> bool {
+        error.downcast_ref::<postgres::Error>().is_some_and(is_busy)
+    }
+}

@@ -1,0 +1,302 @@
+//! The `optimistic` strategy over SQLite: lost-update free under contention, reruns
+//! observed, conflicts past the budget reported as `Contended`.
+#![cfg(all(feature = "optimistic", feature = "sqlite", feature = "mutex"))]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use turnstile::lock::MutexLock;
+use turnstile::optimistic::{Optimistic, StoreError, Versioned, Versions};
+use turnstile::spec::{Registry, Setup};
+use turnstile::sqlite::{Sqlite, Synchronous};
+use turnstile::{Connect, Ctx, Error, Key, Locked, Serializer, Wait};
+
+fn db(dir: &std::path::Path) -> Sqlite {
+    Sqlite::new(dir.join("v.db")).synchronous(Synchronous::Normal)
+}
+
+fn get(db: &mut Versioned<Sqlite>, id: &str) -> Result<i64, StoreError> {
+    Ok(db
+        .read(id)?
+        .map_or(0, |v| String::from_utf8(v).unwrap().parse().unwrap()))
+}
+
+/// Read, pause, write: loses updates unless the commit compares versions.
+fn increment(db: &mut Ctx<'_, Versioned<Sqlite>>, id: &str) -> Result<(), StoreError> {
+    let n = get(db, id)?;
+    std::thread::sleep(Duration::from_micros(200));
+    db.write(id, (n + 1).to_string())
+}
+
+#[test]
+fn concurrent_increments_are_exact_and_rerun() {
+    let dir = tempfile::tempdir().unwrap();
+    let strategy = Arc::new(Optimistic::new(db(dir.path())).max_attempts(1000).unwrap());
+    let caps = strategy.capabilities();
+    assert!(!caps.excludes && caps.reruns_op);
+    let reruns = Arc::new(AtomicU32::new(0));
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let (s, reruns) = (strategy.clone(), reruns.clone());
+            std::thread::spawn(move || {
+                for _ in 0..20 {
+                    let reruns = reruns.clone();
+                    s.run(&Key::new("counter").unwrap(), move |db| {
+                        if db.attempt() > 1 {
+                            reruns.fetch_add(1, Ordering::Relaxed);
+                        }
+                        increment(db, "counter")
+                    })
+                    .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let n = strategy
+        .run(&Key::whole(), |db| get(db, "counter"))
+        .unwrap();
+    assert_eq!(n, 160);
+    assert!(
+        reruns.load(Ordering::Relaxed) > 0,
+        "no conflict was ever seen"
+    );
+}
+
+#[test]
+fn conflicts_past_the_budget_are_contended() {
+    let dir = tempfile::tempdir().unwrap();
+    let versions = Versions::new(db(dir.path()));
+    let strategy = Optimistic::over(versions.clone())
+        .max_attempts(3)
+        .unwrap()
+        .backoff(Duration::ZERO, Duration::from_millis(1))
+        .unwrap();
+    strategy
+        .run(&Key::whole(), |db| db.write("x", "0"))
+        .unwrap();
+    // A rival that writes the record between every read and commit of the op.
+    let rival = Arc::new(std::sync::Mutex::new(versions.connect().unwrap()));
+    let runs = Arc::new(AtomicU32::new(0));
+    let (r, n) = (rival.clone(), runs.clone());
+    let err = strategy
+        .run(&Key::whole(), move |db| {
+            n.fetch_add(1, Ordering::Relaxed);
+            let v = get(db, "x")?;
+            // The rival commits its own increment after the op read.
+            bump(&versions, &mut r.lock().unwrap());
+            db.write("x", (v + 1).to_string())
+        })
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Contended { attempts: 3, .. }),
+        "{err:?}"
+    );
+    assert_eq!(runs.load(Ordering::Relaxed), 3);
+    // Nothing of the op was written: the rival's three bumps only.
+    let x = strategy.run(&Key::whole(), |db| get(db, "x")).unwrap();
+    assert_eq!(x, 3);
+}
+
+fn bump(versions: &Versions<Sqlite>, rival: &mut Versioned<Sqlite>) {
+    use turnstile::Transact;
+    versions.begin(rival, &[]).unwrap();
+    let v = get(rival, "x").unwrap();
+    rival.write("x", (v + 1).to_string()).unwrap();
+    versions.commit(rival).unwrap();
+}
+
+#[test]
+fn a_changed_read_only_record_is_a_conflict_too() {
+    use turnstile::Transact;
+    let dir = tempfile::tempdir().unwrap();
+    let versions = Versions::new(db(dir.path()));
+    let mut a = versions.connect().unwrap();
+    let mut b = versions.connect().unwrap();
+    // a reads "limit" and writes "spent"; b changes "limit" before a commits.
+    versions.begin(&mut a, &[]).unwrap();
+    let limit = get(&mut a, "limit").unwrap();
+    a.write("spent", (limit + 1).to_string()).unwrap();
+    versions.begin(&mut b, &[]).unwrap();
+    b.write("limit", "5").unwrap();
+    versions.commit(&mut b).unwrap();
+    let err = versions.commit(&mut a).unwrap_err();
+    assert!(matches!(err, turnstile::TransactError::Busy(_)), "{err:?}");
+    versions.begin(&mut a, &[]).unwrap();
+    assert_eq!(
+        get(&mut a, "spent").unwrap(),
+        0,
+        "the conflicting write was applied"
+    );
+}
+
+#[test]
+fn op_errors_panics_and_a_zero_wait_are_typed() {
+    let dir = tempfile::tempdir().unwrap();
+    let strategy = Optimistic::new(db(dir.path()));
+    let err = strategy
+        .run(&Key::whole(), |db| {
+            db.write("y", "1").unwrap();
+            Err::<(), _>("nope")
+        })
+        .unwrap_err();
+    assert_eq!(err.into_op(), Some("nope"));
+    let err = strategy
+        .run(&Key::whole(), |_db| -> Result<(), StoreError> {
+            panic!("boom")
+        })
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Panicked(ref m) if m == "boom"),
+        "{err:?}"
+    );
+    // Nothing from either was written.
+    assert_eq!(
+        strategy.run(&Key::whole(), |db| db.read("y")).unwrap(),
+        None
+    );
+    // A zero wait still runs once.
+    strategy
+        .run_with(&[Key::whole()], Wait::Timeout(Duration::ZERO), |db| {
+            db.write("z", "1")
+        })
+        .unwrap();
+    assert!(matches!(
+        Optimistic::new(db(dir.path())).max_attempts(0),
+        Err(Error::Config(_))
+    ));
+    for bad in ["", "1abc", "a-b", "t; DROP TABLE x", &"t".repeat(64)] {
+        assert!(
+            matches!(
+                Versions::new(db(dir.path())).table(bad),
+                Err(Error::Config(_))
+            ),
+            "{bad:?}"
+        );
+    }
+}
+
+#[test]
+fn the_same_ops_run_under_a_lock_and_through_the_registry() {
+    let dir = tempfile::tempdir().unwrap();
+    let versions = Versions::new(db(dir.path())).table("counters").unwrap();
+    let locked = Arc::new(Locked::new(MutexLock::new(), versions.clone()));
+    let registry = Registry::builtin_versioned();
+    let optimistic = Arc::new(registry.open("optimistic", &Setup::new(versions)).unwrap());
+    // Under the lock no commit can conflict; optimistically, conflicts rerun. (Mixing the
+    // two at once would let an optimistic commit fail a locked one: the lock does not
+    // stop optimistic writers.)
+    let locked_threads: Vec<_> = (0..4)
+        .map(|_| {
+            let l = locked.clone();
+            std::thread::spawn(move || {
+                for _ in 0..10 {
+                    l.run(&Key::whole(), |db| increment(db, "c")).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in locked_threads {
+        t.join().unwrap();
+    }
+    let optimistic_threads: Vec<_> = (0..4)
+        .map(|_| {
+            let o = optimistic.clone();
+            std::thread::spawn(move || {
+                for _ in 0..10 {
+                    o.run_as(&[Key::whole()], Wait::Default, |db| increment(db, "c"))
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in optimistic_threads {
+        t.join().unwrap();
+    }
+    assert_eq!(locked.run(&Key::whole(), |db| get(db, "c")).unwrap(), 80);
+}
+
+/// Lost-update free on a database server too, reruns observed. Each run uses its own
+/// table, since other tests and developers share the server.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+fn hammer_server<S>(versions: Versions<S>) -> (i64, u32)
+where
+    S: turnstile::optimistic::VersionStore,
+{
+    fn get<S: turnstile::optimistic::VersionStore>(
+        db: &mut Versioned<S>,
+    ) -> Result<i64, StoreError> {
+        Ok(db
+            .read("counter")?
+            .map_or(0, |v| String::from_utf8(v).unwrap().parse().unwrap()))
+    }
+    let strategy = Arc::new(Optimistic::over(versions).max_attempts(1000).unwrap());
+    let reruns = Arc::new(AtomicU32::new(0));
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let (s, reruns) = (strategy.clone(), reruns.clone());
+            std::thread::spawn(move || {
+                for _ in 0..8 {
+                    let reruns = reruns.clone();
+                    s.run(&Key::whole(), move |db| {
+                        if db.attempt() > 1 {
+                            reruns.fetch_add(1, Ordering::Relaxed);
+                        }
+                        let n = get(db)?;
+                        std::thread::sleep(Duration::from_millis(1));
+                        db.write("counter", (n + 1).to_string())
+                    })
+                    .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let n = strategy.run(&Key::whole(), |db| get(db)).unwrap();
+    (n, reruns.load(Ordering::Relaxed))
+}
+
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+fn unique_table() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("turnstile_versions_{}_{nanos}", std::process::id())
+}
+
+#[cfg(feature = "postgres")]
+#[test]
+fn concurrent_increments_on_postgres_are_exact_and_rerun() {
+    use turnstile::resource::Postgres;
+    let url = std::env::var("TURNSTILE_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let table = unique_table();
+    let db = Postgres::new(&url).unwrap();
+    let result = hammer_server(Versions::new(db.clone()).table(&table).unwrap());
+    let mut admin = db.connect().unwrap();
+    admin.batch_execute(&format!("DROP TABLE {table}")).unwrap();
+    assert_eq!(result.0, 64);
+    assert!(result.1 > 0, "no conflict was ever seen");
+}
+
+#[cfg(feature = "mysql")]
+#[test]
+fn concurrent_increments_on_mysql_are_exact_and_rerun() {
+    use mysql::prelude::Queryable;
+    use turnstile::resource::MySql;
+    let url = std::env::var("TURNSTILE_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned());
+    let table = unique_table();
+    let db = MySql::new(&url).unwrap();
+    let result = hammer_server(Versions::new(db.clone()).table(&table).unwrap());
+    let mut admin = db.connect().unwrap();
+    admin.query_drop(format!("DROP TABLE {table}")).unwrap();
+    assert_eq!(result.0, 64);
+    assert!(result.1 > 0, "no conflict was ever seen");
+}

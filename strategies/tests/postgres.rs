@@ -1,0 +1,676 @@
+//! The `postgres` lock backends (session advisory locks, and transaction locks through
+//! `PgXactLocked`) and the PostgreSQL resource, against a real server
+//! (`TURNSTILE_POSTGRES_URL`, default `postgres://postgres@127.0.0.1:5432/test`). The
+//! tests fail, not skip, when the server is absent.
+#![cfg(all(feature = "postgres", feature = "sqlite", feature = "mutex"))]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use turnstile::lock::{MutexLock, PgXactLocked, PostgresLock, advisory_key};
+use turnstile::resource::{EndedByOp, Postgres};
+use turnstile::spec::{Registry, Setup};
+use turnstile::sqlite::{Sqlite, Synchronous, rusqlite};
+use turnstile::{
+    Connect, Ctx, Error, Fence, FenceClaim, Key, Lease, Lock, LockName, Locked, Serializer,
+    Transact, TransactError, TxMode, Wait,
+};
+
+fn url() -> String {
+    std::env::var("TURNSTILE_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// A name no other test, process or developer sharing the server uses.
+fn unique(prefix: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "{prefix}_{}_{nanos}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn admin() -> postgres::Client {
+    Postgres::new(&url())
+        .unwrap()
+        .connect()
+        .expect("the PostgreSQL test server must be running (see TURNSTILE_POSTGRES_URL)")
+}
+
+fn lock() -> PostgresLock {
+    PostgresLock::new(&url()).unwrap()
+}
+
+fn name(key: &str) -> LockName {
+    LockName::new("test", Key::new(key).unwrap())
+}
+
+/// Holders inside the section right now, per test; two at once fail the op.
+struct Section(std::sync::atomic::AtomicU32);
+
+impl Section {
+    fn new() -> Arc<Self> {
+        Arc::new(Section(std::sync::atomic::AtomicU32::new(0)))
+    }
+
+    fn enter<T>(&self, f: impl FnOnce() -> T) -> T {
+        let others = self.0.fetch_add(1, Ordering::SeqCst);
+        assert_eq!(others, 0, "two holders inside the section at once");
+        let result = f();
+        self.0.fetch_sub(1, Ordering::SeqCst);
+        result
+    }
+}
+
+/// Read, pause, write: loses updates (and overlaps) unless the lock excludes.
+fn increment(db: &mut Ctx<'_, rusqlite::Connection>, section: &Section) -> rusqlite::Result<()> {
+    section.enter(|| {
+        let n: i64 = db.query_row("SELECT n FROM counter WHERE id = 1", [], |r| r.get(0))?;
+        // Longer than a lock grant takes (the fence bump is an fsync), so that a broken
+        // lock lets the next holder in while this one is still inside.
+        std::thread::sleep(Duration::from_millis(20));
+        db.execute("UPDATE counter SET n = ?1 WHERE id = 1", [n + 1])?;
+        Ok(())
+    })
+}
+
+#[test]
+fn counter_through_the_lock_on_autocommit_sqlite_is_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Sqlite::new(dir.path().join("c.db")).synchronous(Synchronous::Normal);
+    db.connect()
+        .unwrap()
+        .execute_batch("CREATE TABLE counter (id INTEGER PRIMARY KEY, n INTEGER); INSERT INTO counter VALUES (1, 0);")
+        .unwrap();
+    // Through the spec registry, as the CLI and the harness build it.
+    let setup = Setup::new(db.clone()).tx_mode(TxMode::Autocommit);
+    // (Without fencing: Locked enforces no fence in autocommit mode.)
+    let strategy = Arc::new(Registry::builtin().open(&url(), &setup).unwrap());
+    assert!(!strategy.capabilities().fences);
+    let section = Section::new();
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let (s, section) = (strategy.clone(), section.clone());
+            std::thread::spawn(move || {
+                for _ in 0..5 {
+                    let section = section.clone();
+                    s.run_as(&[Key::whole()], Wait::Default, move |db| {
+                        increment(db, &section)
+                    })
+                    .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let n: i64 = db
+        .connect()
+        .unwrap()
+        .query_row("SELECT n FROM counter", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 40);
+}
+
+fn counter_table(admin: &mut postgres::Client) -> String {
+    let table = unique("turnstile_counter");
+    admin
+        .batch_execute(&format!(
+            "CREATE TABLE {table} (id INT PRIMARY KEY, n BIGINT NOT NULL); INSERT INTO {table} VALUES (1, 0);"
+        ))
+        .unwrap();
+    table
+}
+
+fn hammer<S>(strategy: Arc<S>, key: Key, table: String) -> i64
+where
+    S: Serializer<Resource = postgres::Client> + 'static,
+{
+    let section = Section::new();
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let (s, key, table, section) = (
+                strategy.clone(),
+                key.clone(),
+                table.clone(),
+                section.clone(),
+            );
+            std::thread::spawn(move || {
+                for _ in 0..12 {
+                    let (table, section) = (table.clone(), section.clone());
+                    s.run(&key, move |db| {
+                        section.enter(|| {
+                            let n: i64 = db
+                                .query_one(&format!("SELECT n FROM {table} WHERE id = 1"), &[])?
+                                .get(0);
+                            std::thread::sleep(Duration::from_millis(2));
+                            db.execute(
+                                &format!("UPDATE {table} SET n = $1 WHERE id = 1"),
+                                &[&(n + 1)],
+                            )?;
+                            Ok::<_, postgres::Error>(())
+                        })
+                    })
+                    .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let mut admin = admin();
+    let n: i64 = admin
+        .query_one(&format!("SELECT n FROM {table} WHERE id = 1"), &[])
+        .unwrap()
+        .get(0);
+    admin.batch_execute(&format!("DROP TABLE {table}")).unwrap();
+    n
+}
+
+#[test]
+fn counter_on_the_postgres_resource_is_exact_with_session_locks() {
+    let table = counter_table(&mut admin());
+    let strategy = Arc::new(Locked::new(lock(), Postgres::new(&url()).unwrap()));
+    assert!(strategy.capabilities().fences);
+    assert_eq!(
+        hammer(strategy, Key::new(table.clone()).unwrap(), table),
+        96
+    );
+}
+
+#[test]
+fn counter_on_the_postgres_resource_is_exact_with_transaction_locks() {
+    let table = counter_table(&mut admin());
+    // Through the registry over the PostgreSQL resource, as the harness builds it.
+    let setup = Setup::new(Postgres::new(&url()).unwrap());
+    let strategy = Arc::new(
+        Registry::builtin_postgres()
+            .open("pg-xact", &setup)
+            .unwrap(),
+    );
+    assert_eq!(
+        hammer(strategy, Key::new(table.clone()).unwrap(), table),
+        96
+    );
+}
+
+#[test]
+fn resource_records_fences_and_refuses_stale_ones() {
+    let db = Postgres::new(&url()).unwrap();
+    let mut conn = db.connect().unwrap();
+    let backend = unique("fence-test");
+    let claim = |f| FenceClaim {
+        backend: &backend,
+        name: b"k\0x",
+        fence: Fence(f),
+    };
+    db.begin(&mut conn, &[claim(5)]).unwrap();
+    db.commit(&mut conn).unwrap();
+    db.begin(&mut conn, &[claim(5)]).unwrap();
+    db.commit(&mut conn).unwrap();
+    match db.begin(&mut conn, &[claim(4)]) {
+        Err(TransactError::StaleFence { presented, highest }) => {
+            assert_eq!((presented, highest), (Fence(4), Fence(5)));
+        }
+        other => panic!("expected a stale fence, got {other:?}"),
+    }
+    db.begin(&mut conn, &[claim(9)]).unwrap();
+    db.rollback(&mut conn).unwrap();
+    db.begin(&mut conn, &[claim(6)]).unwrap();
+    db.commit(&mut conn).unwrap();
+    conn.execute(
+        "DELETE FROM turnstile_fences WHERE backend = $1",
+        &[&backend],
+    )
+    .unwrap();
+}
+
+#[test]
+fn an_op_that_commits_by_itself_is_reported_and_nothing_after_it_commits() {
+    let table = unique("turnstile_ended");
+    let mut admin = admin();
+    admin
+        .batch_execute(&format!("CREATE TABLE {table} (v INT)"))
+        .unwrap();
+    let strategy = Locked::new(MutexLock::new(), Postgres::new(&url()).unwrap());
+    let t = table.clone();
+    let err = strategy
+        .run(&Key::new("x").unwrap(), move |db| {
+            db.batch_execute(&format!(
+                "INSERT INTO {t} VALUES (1); COMMIT; BEGIN; INSERT INTO {t} VALUES (2)"
+            ))
+        })
+        .unwrap_err();
+    match &err {
+        Error::Resource(e) => assert!(e.downcast_ref::<EndedByOp>().is_some(), "{err}"),
+        other => panic!("expected a resource error, got {other:?}"),
+    }
+    let rows: Vec<i32> = admin
+        .query(&format!("SELECT v FROM {table}"), &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    admin.batch_execute(&format!("DROP TABLE {table}")).unwrap();
+    assert_eq!(rows, [1]);
+}
+
+#[test]
+fn lock_excludes_times_out_and_fences_rise() {
+    let lock = lock();
+    let n = name(&unique("excl"));
+    let a = lock.acquire(&n, None).unwrap();
+    let start = Instant::now();
+    let err = lock
+        .acquire(&n, Some(Instant::now() + Duration::from_millis(300)))
+        .unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+    assert!(start.elapsed() >= Duration::from_millis(300));
+    assert!(start.elapsed() < Duration::from_secs(10));
+    assert!(matches!(
+        lock.acquire(&n, Some(Instant::now())),
+        Err(Error::Timeout { .. })
+    ));
+    let first = a.fence().unwrap();
+    a.check().unwrap();
+    a.release().unwrap();
+    let b = lock.acquire(&n, Some(Instant::now())).unwrap();
+    assert!(b.fence().unwrap() > first);
+    drop(b);
+    drop(lock.acquire(&n, Some(Instant::now())).unwrap());
+    // Without fencing: no token, same exclusion, on both the waiting and the trying path.
+    let unfenced = lock.fencing(false);
+    let held = unfenced.acquire(&n, None).unwrap();
+    assert_eq!(held.fence(), None);
+    assert!(matches!(
+        unfenced.acquire(&n, Some(Instant::now())),
+        Err(Error::Timeout { .. })
+    ));
+    assert!(matches!(
+        unfenced.acquire(&n, Some(Instant::now() + Duration::from_millis(50))),
+        Err(Error::Timeout { .. })
+    ));
+    drop(held);
+    drop(unfenced.acquire(&n, Some(Instant::now())).unwrap());
+}
+
+#[test]
+fn session_and_transaction_locks_on_one_key_exclude_each_other() {
+    let db = Postgres::new(&url()).unwrap();
+    let key = Key::new(unique("mixed")).unwrap();
+    let session = lock()
+        .acquire(&LockName::new(db.identity(), key.clone()), None)
+        .unwrap();
+    let xact = PgXactLocked::new(db)
+        .timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let err = xact
+        .run(&key, |_| Ok::<_, postgres::Error>(()))
+        .unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+    // A zero wait tries once.
+    let err = xact
+        .run_timeout(&key, Duration::ZERO, |_| Ok::<_, postgres::Error>(()))
+        .unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+    drop(session);
+    xact.run_timeout(&key, Duration::ZERO, |_| Ok::<_, postgres::Error>(()))
+        .unwrap();
+    xact.run(&key, |_| Ok::<_, postgres::Error>(())).unwrap();
+    // Absurd settings are refused.
+    let db = Postgres::new(&url()).unwrap();
+    assert!(matches!(
+        PgXactLocked::new(db.clone()).timeout(Some(Duration::MAX)),
+        Err(Error::Config(_))
+    ));
+    assert!(matches!(
+        PgXactLocked::new(db).pool_size(0),
+        Err(Error::Config(_))
+    ));
+}
+
+#[test]
+fn names_long_cased_and_hashed() {
+    let lock = lock();
+    let tag = unique("n");
+    let long_key = LockName::new("t", Key::new(format!("{tag}{}", "x".repeat(200))).unwrap());
+    let long_ns = LockName::new(
+        format!("{tag}{}", "y".repeat(10_000)),
+        Key::new("k").unwrap(),
+    );
+    let lower = name(&tag.to_lowercase());
+    let upper = name(&tag.to_uppercase());
+    assert_ne!(advisory_key(&lower), advisory_key(&upper));
+    let held: Vec<_> = [&long_key, &long_ns, &lower, &upper]
+        .into_iter()
+        .map(|n| lock.acquire(n, Some(Instant::now())).unwrap())
+        .collect();
+    for n in [&long_key, &long_ns, &lower, &upper] {
+        assert!(matches!(
+            lock.acquire(n, Some(Instant::now())),
+            Err(Error::Timeout { .. })
+        ));
+    }
+    drop(held);
+    // The mapping is the published FNV-1a of namespace, NUL, key: fixed forever.
+    assert_eq!(
+        advisory_key(&LockName::new("a", Key::new("b").unwrap())) as u64,
+        turnstile::stable_hash64(b"a\0b")
+    );
+}
+
+fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+#[test]
+fn server_down_unknown_role_and_bad_urls_are_typed() {
+    // The credential checks below mean something only with the real server up.
+    drop(admin());
+    let down = PostgresLock::new(&format!(
+        "postgres://postgres@127.0.0.1:{}/test",
+        closed_port()
+    ))
+    .unwrap();
+    let start = Instant::now();
+    let err = down
+        .acquire(&name("x"), Some(Instant::now() + Duration::from_secs(2)))
+        .unwrap_err();
+    assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
+    assert!(start.elapsed() < Duration::from_secs(10));
+    // The test server trusts local connections whatever the password, so credentials
+    // are refused with a role that does not exist.
+    let bad = format!(
+        "postgres://{}:pw@127.0.0.1:5432/test",
+        unique("no_such_role")
+    );
+    let err = PostgresLock::new(&bad)
+        .unwrap()
+        .acquire(&name("x"), Some(Instant::now() + Duration::from_secs(5)))
+        .unwrap_err();
+    assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
+    let err = PgXactLocked::new(Postgres::new(&bad).unwrap())
+        .run(&Key::whole(), |_| Ok::<_, postgres::Error>(()))
+        .unwrap_err();
+    assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
+    for url in ["postgres://h:notaport/db", "postgres://h/db?sslmode=bogus"] {
+        assert!(
+            matches!(PostgresLock::new(url), Err(Error::Config(_))),
+            "{url}"
+        );
+        assert!(matches!(Postgres::new(url), Err(Error::Config(_))), "{url}");
+    }
+    let setup = Setup::new(Sqlite::new("unused.db"));
+    assert!(matches!(
+        Registry::builtin().open("postgres://h:notaport/db", &setup),
+        Err(Error::Config(_))
+    ));
+}
+
+/// The pid of the session holding the bigint advisory lock `key`.
+fn holder_pid(admin: &mut postgres::Client, key: i64) -> i32 {
+    admin
+        .query_one(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1
+               AND classid = (($1::bigint >> 32) & 4294967295)::bigint::text::oid
+               AND objid = ($1::bigint & 4294967295)::bigint::text::oid",
+            &[&key],
+        )
+        .unwrap()
+        .get(0)
+}
+
+#[test]
+fn terminating_the_holders_session_loses_the_lease_and_rolls_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Sqlite::new(dir.path().join("k.db")).synchronous(Synchronous::Normal);
+    db.connect()
+        .unwrap()
+        .execute_batch("CREATE TABLE log (who TEXT)")
+        .unwrap();
+    let strategy = Arc::new(Locked::new(lock(), db.clone()));
+    let key = advisory_key(&LockName::new(db.identity(), Key::whole()));
+    let (in_section_tx, in_section_rx) = std::sync::mpsc::channel();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let go_rx = Arc::new(std::sync::Mutex::new(go_rx));
+    let s = strategy.clone();
+    let holder = std::thread::spawn(move || {
+        s.run(&Key::whole(), move |conn| {
+            conn.execute("INSERT INTO log VALUES ('holder')", [])?;
+            in_section_tx.send(()).unwrap();
+            go_rx.lock().unwrap().recv().unwrap();
+            Ok::<_, rusqlite::Error>(())
+        })
+    });
+    in_section_rx.recv_timeout(Duration::from_secs(20)).unwrap();
+    let mut admin = admin();
+    let pid = holder_pid(&mut admin, key);
+    admin
+        .execute("SELECT pg_terminate_backend($1)", &[&pid])
+        .unwrap();
+    let s = strategy.clone();
+    let waiter = std::thread::spawn(move || {
+        s.run_timeout(&Key::whole(), Duration::from_secs(20), |conn| {
+            conn.execute("INSERT INTO log VALUES ('waiter')", [])
+        })
+    });
+    go_tx.send(()).unwrap();
+    let held = holder.join().unwrap();
+    assert!(matches!(held, Err(Error::LeaseLost)), "{held:?}");
+    waiter.join().unwrap().unwrap();
+    let who: Vec<String> = db
+        .connect()
+        .unwrap()
+        .prepare("SELECT who FROM log")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(who, ["waiter"]);
+}
+
+#[test]
+fn terminating_a_transaction_lock_holder_rolls_its_write_back() {
+    let table = unique("turnstile_xkill");
+    let mut admin = admin();
+    admin
+        .batch_execute(&format!("CREATE TABLE {table} (who TEXT)"))
+        .unwrap();
+    let strategy = Arc::new(PgXactLocked::new(Postgres::new(&url()).unwrap()));
+    let key = Key::new(table.clone()).unwrap();
+    let (pid_tx, pid_rx) = std::sync::mpsc::channel();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let go_rx = Arc::new(std::sync::Mutex::new(go_rx));
+    let (s, k, t) = (strategy.clone(), key.clone(), table.clone());
+    let holder = std::thread::spawn(move || {
+        s.run(&k, move |db| {
+            db.execute(&format!("INSERT INTO {t} VALUES ('holder')"), &[])?;
+            let pid: i32 = db.query_one("SELECT pg_backend_pid()", &[])?.get(0);
+            pid_tx.send(pid).unwrap();
+            go_rx.lock().unwrap().recv().unwrap();
+            Ok::<_, postgres::Error>(())
+        })
+    });
+    let pid = pid_rx.recv_timeout(Duration::from_secs(20)).unwrap();
+    admin
+        .execute("SELECT pg_terminate_backend($1)", &[&pid])
+        .unwrap();
+    let (s, k, t) = (strategy.clone(), key.clone(), table.clone());
+    let waiter = std::thread::spawn(move || {
+        s.run_timeout(&k, Duration::from_secs(20), move |db| {
+            db.execute(&format!("INSERT INTO {t} VALUES ('waiter')"), &[])
+        })
+    });
+    go_tx.send(()).unwrap();
+    let held = holder.join().unwrap();
+    // The commit fails on a dead session: a typed error that means rolled back.
+    assert!(
+        matches!(held, Err(Error::Resource(_) | Error::Unavailable(_))),
+        "{held:?}"
+    );
+    waiter.join().unwrap().unwrap();
+    let who: Vec<String> = admin
+        .query(&format!("SELECT who FROM {table}"), &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    admin.batch_execute(&format!("DROP TABLE {table}")).unwrap();
+    assert_eq!(who, ["waiter"]);
+}
+
+#[test]
+fn busy_errors_are_classified_and_savepoints_undo_only_their_part() {
+    let table = unique("turnstile_busy");
+    let mut admin = admin();
+    admin
+        .batch_execute(&format!(
+            "CREATE TABLE {table} (id INT PRIMARY KEY, v INT); INSERT INTO {table} VALUES (1, 0);"
+        ))
+        .unwrap();
+    let db = Postgres::new(&url()).unwrap();
+    let (mut a, mut b) = (db.connect().unwrap(), db.connect().unwrap());
+    db.begin(&mut a, &[]).unwrap();
+    a.batch_execute(&format!("UPDATE {table} SET v = 1 WHERE id = 1"))
+        .unwrap();
+    db.begin(&mut b, &[]).unwrap();
+    let err = b
+        .batch_execute(&format!(
+            "SET LOCAL lock_timeout = 100; UPDATE {table} SET v = 2 WHERE id = 1"
+        ))
+        .unwrap_err();
+    assert!(db.is_busy(&err), "{err}");
+    db.rollback(&mut b).unwrap();
+    let not_busy = b.batch_execute("SELECT 1/0").unwrap_err();
+    assert!(!db.is_busy(&not_busy), "{not_busy}");
+    // Savepoints: undo the second write only.
+    db.savepoint(&mut a, 1).unwrap();
+    a.batch_execute(&format!("UPDATE {table} SET v = 5 WHERE id = 1"))
+        .unwrap();
+    db.rollback_to_savepoint(&mut a, 1).unwrap();
+    db.savepoint(&mut a, 2).unwrap();
+    a.batch_execute(&format!("UPDATE {table} SET v = v + 10 WHERE id = 1"))
+        .unwrap();
+    db.release_savepoint(&mut a, 2).unwrap();
+    db.commit(&mut a).unwrap();
+    let v: i32 = admin
+        .query_one(&format!("SELECT v FROM {table} WHERE id = 1"), &[])
+        .unwrap()
+        .get(0);
+    admin.batch_execute(&format!("DROP TABLE {table}")).unwrap();
+    assert_eq!(v, 11);
+}
+
+#[test]
+fn concurrent_fence_claims_cannot_interleave() {
+    let db = Postgres::new(&url()).unwrap();
+    let backend = unique("fence-race");
+    let begin_in_thread = |fence: u64| {
+        let (db, backend) = (db.clone(), backend.clone());
+        std::thread::spawn(move || {
+            let mut conn = db.connect().unwrap();
+            let claim = FenceClaim {
+                backend: &backend,
+                name: b"k",
+                fence: Fence(fence),
+            };
+            let result = db.begin(&mut conn, &[claim]);
+            if result.is_ok() {
+                db.commit(&mut conn).unwrap();
+            }
+            result.map_err(|e| e.to_string())
+        })
+    };
+    // The newer holder claims first and keeps its transaction open; the older one's
+    // claim waits for it and then sees the newer fence.
+    let mut newer = db.connect().unwrap();
+    let claim = FenceClaim {
+        backend: &backend,
+        name: b"k",
+        fence: Fence(6),
+    };
+    db.begin(&mut newer, &[claim]).unwrap();
+    let older = begin_in_thread(5);
+    std::thread::sleep(Duration::from_millis(200));
+    db.commit(&mut newer).unwrap();
+    let err = older.join().unwrap().unwrap_err();
+    assert!(err.contains("stale"), "{err}");
+    // The other way round: the newer one waits, then wins.
+    let mut older = db.connect().unwrap();
+    let claim = FenceClaim {
+        backend: &backend,
+        name: b"k",
+        fence: Fence(6),
+    };
+    db.begin(&mut older, &[claim]).unwrap();
+    let newer = begin_in_thread(7);
+    std::thread::sleep(Duration::from_millis(200));
+    db.commit(&mut older).unwrap();
+    newer.join().unwrap().unwrap();
+    db.connect()
+        .unwrap()
+        .execute(
+            "DELETE FROM turnstile_fences WHERE backend = $1",
+            &[&backend],
+        )
+        .unwrap();
+}
+
+/// Child-process body of `a_killed_holder_process_frees_the_lock`: takes the lock, says
+/// so, and waits to be killed.
+#[test]
+#[ignore = "child process of a_killed_holder_process_frees_the_lock"]
+fn holder_child() {
+    use std::io::Write;
+    let key = std::env::var("HOLDER_KEY").unwrap();
+    let lease = lock().acquire(&name(&key), None).unwrap();
+    println!("held");
+    std::io::stdout().flush().unwrap();
+    std::thread::sleep(Duration::from_secs(60));
+    drop(lease);
+}
+
+#[test]
+fn a_killed_holder_process_frees_the_lock() {
+    use std::io::BufRead;
+    let key = unique("crash");
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "holder_child",
+            "--ignored",
+            "--nocapture",
+            "--quiet",
+        ])
+        .env("HOLDER_KEY", &key)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(
+        lines.any(|l| l.is_ok_and(|l| l == "held")),
+        "the child took the lock"
+    );
+    let lock = lock();
+    assert!(matches!(
+        lock.acquire(&name(&key), Some(Instant::now())),
+        Err(Error::Timeout { .. })
+    ));
+    // SIGKILL: no destructor runs; the server frees the lock when the session ends.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    drop(
+        lock.acquire(&name(&key), Some(Instant::now() + Duration::from_secs(20)))
+            .unwrap(),
+    );
+}
