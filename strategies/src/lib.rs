@@ -47,3 +47,8 @@ pub use locked::{KeyScope, Locked, TxMode};
 /// The `mutex` strategy: an in-process per-key lock table around a resource.
 #[cfg(feature = "mutex")]
 pub type MutexStrategy<C> = Locked<lock::MutexLock, C>;
+
+/// The README's example, compiled and run as a doctest.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
