@@ -54,7 +54,9 @@ impl BusyTimeout {
 
 impl std::fmt::Debug for BusyTimeout {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BusyTimeout").field("db", &self.db).finish_non_exhaustive()
+        f.debug_struct("BusyTimeout")
+            .field("db", &self.db)
+            .finish_non_exhaustive()
     }
 }
 
@@ -83,7 +85,11 @@ impl Serializer for BusyTimeout {
                 drop(value);
                 Err(Error::TransactionEnded)
             }
-            Ok(Ok(value)) => self.db.commit(&mut conn).map(|()| value).map_err(|e| e.into_error()),
+            Ok(Ok(value)) => self
+                .db
+                .commit(&mut conn)
+                .map(|()| value)
+                .map_err(|e| e.into_error()),
             Ok(Err(e)) => {
                 let _ = self.db.rollback(&mut conn);
                 Err(Error::Op(e))

@@ -93,7 +93,8 @@ impl RacyVersionLock {
             return Ok(c);
         }
         let c = Connection::open(&self.path).map_err(Error::unavailable)?;
-        c.busy_timeout(Duration::from_secs(5)).map_err(Error::unavailable)?;
+        c.busy_timeout(Duration::from_secs(5))
+            .map_err(Error::unavailable)?;
         c.execute_batch(
             "PRAGMA journal_mode = WAL;
              CREATE TABLE IF NOT EXISTS racy_lock (
@@ -230,9 +231,12 @@ pub fn register(registry: &mut Registry<Sqlite>) {
             let mut lock_path = setup.connect.path().as_os_str().to_owned();
             lock_path.push(".racylock");
             let lock = RacyVersionLock::new(lock_path.into()).window(window);
-            let s = Locked::new(SharedRacyLock(std::sync::Arc::new(lock)), setup.connect.clone())
-                .tx_mode(TxMode::Autocommit)
-                .pool_size(CONTROL_POOL)?;
+            let s = Locked::new(
+                SharedRacyLock(std::sync::Arc::new(lock)),
+                setup.connect.clone(),
+            )
+            .tx_mode(TxMode::Autocommit)
+            .pool_size(CONTROL_POOL)?;
             Ok(Box::new(s) as BoxSerializer<Connection>)
         },
     );

@@ -13,7 +13,11 @@ use turnstile_harness::nemesis::Nemesis;
 use turnstile_harness::{RunConfig, Workload, procs, registry, report, run};
 
 #[derive(Parser)]
-#[command(name = "turnstile", version, about = "Check and compare turnstile strategies")]
+#[command(
+    name = "turnstile",
+    version,
+    about = "Check and compare turnstile strategies"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -62,7 +62,10 @@ fn spawn(
         .stderr(stderr)
         .spawn()
         .map_err(|e| RunError::Worker(format!("cannot start {}: {e}", exe.display())))?;
-    let stdout = child.stdout.take().ok_or_else(|| RunError::Worker("no stdout".into()))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| RunError::Worker("no stdout".into()))?;
     let tx = tx.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
@@ -141,7 +144,15 @@ pub fn run_children(
             }
         }
     }
-    let result = supervise(exe, config, &mut slots, &mut histories, &mut next_proc, &tx, &rx);
+    let result = supervise(
+        exe,
+        config,
+        &mut slots,
+        &mut histories,
+        &mut next_proc,
+        &tx,
+        &rx,
+    );
     kill_all(&mut slots);
     result.map(|faults| (faults, histories))
 }
@@ -249,7 +260,9 @@ fn supervise(
                             time: now_ns(),
                         });
                         let old = &slots[i].spec;
-                        let left = old.ops.saturating_sub(invoked(&old.paths.history(old.proc)));
+                        let left = old
+                            .ops
+                            .saturating_sub(invoked(&old.paths.history(old.proc)));
                         if left > 0 {
                             let mut spec = old.clone();
                             spec.proc = *next_proc;

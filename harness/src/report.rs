@@ -44,7 +44,13 @@ pub fn text(report: &RunReport) -> String {
         let _ = writeln!(out, "note: {note}");
     }
     for c in &report.checks {
-        let _ = writeln!(out, "{:<13} {:<12} {}", c.checker, c.verdict.to_string(), c.summary);
+        let _ = writeln!(
+            out,
+            "{:<13} {:<12} {}",
+            c.checker,
+            c.verdict.to_string(),
+            c.summary
+        );
         for d in &c.details {
             let _ = writeln!(out, "    {d}");
         }

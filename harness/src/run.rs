@@ -144,7 +144,13 @@ impl RunConfig {
 
     /// The number of keys the run uses.
     pub fn key_count(&self) -> usize {
-        self.keys.unwrap_or_else(|| self.workload.default_keys()).max(1)
+        self.keys
+            .unwrap_or_else(|| match self.workload {
+                // Enough notifications that unsent ones remain for the whole run.
+                Workload::NotifyOnce => (self.ops / 4).clamp(16, 100_000),
+                w => w.default_keys(),
+            })
+            .max(1)
     }
 
     fn uses_children(&self) -> bool {
@@ -457,7 +463,10 @@ fn one_op(
         }
         Err(e) => {
             // Outside a transaction an op that started may have written part of its work.
-            let unknown = e.is_indeterminate() || (!transactional && event.enter.is_some());
+            // A torn store is refused before the op writes anything.
+            let wrote_nothing = matches!(e.op(), Some(crate::workload::OpError::Corrupt(_)));
+            let unknown =
+                e.is_indeterminate() || (!transactional && event.enter.is_some() && !wrote_nothing);
             event.phase = if unknown { Phase::Unknown } else { Phase::Fail };
             event.error = Some(format!("{}: {e}", e.kind()));
         }
@@ -496,7 +505,9 @@ pub fn registry() -> Registry<Sqlite> {
 /// reach, a worker that failed on its own).
 pub fn run(config: &RunConfig, registry: &Registry<Sqlite>) -> Result<RunReport, RunError> {
     config.validate()?;
-    let tmp = tempfile::Builder::new().prefix("turnstile-run-").tempdir()?;
+    let tmp = tempfile::Builder::new()
+        .prefix("turnstile-run-")
+        .tempdir()?;
     let paths = Paths::new(tmp.path(), config.db.as_deref());
     let keys = config.key_count();
     let db = Sqlite::new(&paths.db).synchronous(config.sync);
@@ -620,13 +631,21 @@ pub fn run(config: &RunConfig, registry: &Registry<Sqlite>) -> Result<RunReport,
 
 /// No vacuous passes: at least half the requested ops acknowledged, and after a fault
 /// some ops still acknowledged (the strategy recovered).
-fn floor(config: &RunConfig, history: &History, faults: &[Fault], origin: u64) -> Option<CheckResult> {
+fn floor(
+    config: &RunConfig,
+    history: &History,
+    faults: &[Fault],
+    origin: u64,
+) -> Option<CheckResult> {
     let acked = history.acknowledged();
     let want = config.ops.div_ceil(2);
     if acked < want {
         return Some(CheckResult::inconclusive(
             "floor",
-            format!("only {acked} of {} ops acknowledged (need {want})", config.ops),
+            format!(
+                "only {acked} of {} ops acknowledged (need {want})",
+                config.ops
+            ),
         ));
     }
     if let Some(first) = faults.iter().map(|f| f.time).min() {
@@ -667,5 +686,8 @@ fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
 pub fn capabilities_of(spec: &str, registry: &Registry<Sqlite>) -> Result<Capabilities, RunError> {
     let tmp = tempfile::tempdir()?;
     let setup = Setup::new(Sqlite::new(tmp.path().join("caps.db"))).tx_mode(TxMode::Autocommit);
-    Ok(registry.open(spec, &setup).map_err(open_error)?.capabilities())
+    Ok(registry
+        .open(spec, &setup)
+        .map_err(open_error)?
+        .capabilities())
 }

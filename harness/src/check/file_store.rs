@@ -13,7 +13,11 @@ pub fn check(history: &History, store: &Result<Vec<i64>, String>) -> CheckResult
     let torn: Vec<_> = history
         .ops
         .iter()
-        .filter(|op| op.error.as_deref().is_some_and(|e| e.contains("corrupt store")))
+        .filter(|op| {
+            op.error
+                .as_deref()
+                .is_some_and(|e| e.contains("corrupt store"))
+        })
         .collect();
     for op in &torn {
         details.push(format!(
@@ -54,12 +58,18 @@ pub fn check(history: &History, store: &Result<Vec<i64>, String>) -> CheckResult
     if details.is_empty() {
         CheckResult::pass(
             NAME,
-            format!("{} acknowledged records kept, the store parses", acked.len()),
+            format!(
+                "{} acknowledged records kept, the store parses",
+                acked.len()
+            ),
         )
     } else {
         CheckResult::violation(
             NAME,
-            format!("the file store lost records or tore ({} torn reads)", torn.len()),
+            format!(
+                "the file store lost records or tore ({} torn reads)",
+                torn.len()
+            ),
             details,
         )
     }

@@ -248,7 +248,13 @@ fn explain(key: &str, ops: &[KvOp]) -> Vec<String> {
 mod tests {
     use super::*;
 
-    fn op(label: &str, invoke: u64, complete: u64, read: Option<Option<i64>>, write: Option<i64>) -> KvOp {
+    fn op(
+        label: &str,
+        invoke: u64,
+        complete: u64,
+        read: Option<Option<i64>>,
+        write: Option<i64>,
+    ) -> KvOp {
         KvOp {
             label: label.into(),
             invoke,
@@ -263,17 +269,29 @@ mod tests {
     #[test]
     fn search_finds_concurrent_orders_and_refuses_impossible_ones() {
         // b overlaps a and reads a's write: fine in the order a, b.
-        let ops = [op("a", 0, 10, Some(None), Some(1)), op("b", 5, 20, Some(Some(1)), Some(2))];
+        let ops = [
+            op("a", 0, 10, Some(None), Some(1)),
+            op("b", 5, 20, Some(Some(1)), Some(2)),
+        ];
         assert!(matches!(search(&ops, Some(2), 1000), Search::Found));
         // Both read nothing and both wrote: one write was lost.
-        let lost = [op("a", 0, 10, Some(None), Some(1)), op("b", 5, 20, Some(None), Some(2))];
+        let lost = [
+            op("a", 0, 10, Some(None), Some(1)),
+            op("b", 5, 20, Some(None), Some(2)),
+        ];
         assert!(matches!(search(&lost, Some(2), 1000), Search::Impossible));
         // A read from the future: b completed before a was invoked.
-        let future = [op("a", 30, 40, Some(None), Some(1)), op("b", 0, 10, Some(Some(1)), None)];
+        let future = [
+            op("a", 30, 40, Some(None), Some(1)),
+            op("b", 0, 10, Some(Some(1)), None),
+        ];
         assert!(matches!(search(&future, None, 1000), Search::Impossible));
         assert!(replay(&future, None, |o| o.enter).is_err());
         // An unknown op may have happened (its write was read) or not.
-        let unknown = [op("u", 0, u64::MAX, None, Some(7)), op("r", 5, 9, Some(Some(7)), None)];
+        let unknown = [
+            op("u", 0, u64::MAX, None, Some(7)),
+            op("r", 5, 9, Some(Some(7)), None),
+        ];
         assert!(matches!(search(&unknown, None, 1000), Search::Found));
         assert!(replay(&unknown, None, |o| o.enter).is_ok());
         assert!(matches!(search(&lost, Some(2), 1), Search::OutOfBudget));

@@ -38,9 +38,11 @@ pub(crate) fn next_op(rng: &mut fastrand::Rng, keys: usize) -> (Vec<Key>, OpInpu
 }
 
 fn balance(db: &Connection, name: &str) -> Result<i64, OpError> {
-    Ok(db.query_row("SELECT balance FROM account WHERE name = ?1", [name], |r| {
-        r.get(0)
-    })?)
+    Ok(
+        db.query_row("SELECT balance FROM account WHERE name = ?1", [name], |r| {
+            r.get(0)
+        })?,
+    )
 }
 
 pub(crate) fn transfer(

@@ -81,7 +81,10 @@ mod tests {
 
     #[test]
     fn parse_refuses_torn_files() {
-        assert_eq!(parse("turnstile-store v1 count=2\n5\n7\nend\n"), Ok(vec![5, 7]));
+        assert_eq!(
+            parse("turnstile-store v1 count=2\n5\n7\nend\n"),
+            Ok(vec![5, 7])
+        );
         assert!(parse("").is_err());
         assert!(parse("turnstile-store v1 count=2\n5\n").is_err());
         assert!(parse("turnstile-store v1 count=1\n5\nend\n9\nend\n").is_err());

@@ -116,7 +116,10 @@ impl Workload {
                 } else {
                     Some(op_id as i64)
                 };
-                (vec![key("k", rng.usize(..keys))], OpInput::ReadWrite { write })
+                (
+                    vec![key("k", rng.usize(..keys))],
+                    OpInput::ReadWrite { write },
+                )
             }
             Workload::FileStore => (
                 vec![Key::whole()],
