@@ -123,7 +123,7 @@ pub fn run_children(
     base: &WorkerSpec,
     config: &RunConfig,
 ) -> Result<(Vec<Fault>, Vec<PathBuf>), RunError> {
-    let (tx, rx): (Sender<(usize, Line)>, Receiver<(usize, Line)>) = mpsc::channel();
+    let (tx, rx) = mpsc::channel::<(usize, Line)>();
     let procs = config.procs.max(1);
     let mut slots = Vec::new();
     let mut histories = Vec::new();

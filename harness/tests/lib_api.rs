@@ -107,7 +107,7 @@ impl turnstile::Serializer for MostlyFails {
         E: Send + Sync + 'static,
     {
         let n = self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        if n == 0 || n % 4 == 0 {
+        if n.is_multiple_of(4) {
             self.0.run_with(keys, wait, op)
         } else {
             Err(Error::Timeout {
