@@ -63,6 +63,10 @@ struct CheckArgs {
     /// Pause between each op's read and write, in µs.
     #[arg(long, default_value_t = 0)]
     think_us: u64,
+    /// Between each op's read and write, wait up to this many µs for another worker to
+    /// be there too (makes broken strategies' sections meet; slows correct ones).
+    #[arg(long, default_value_t = 0)]
+    rendezvous_us: u64,
     /// Faults: kill:EVERY_MS or stop:MS.
     #[arg(long)]
     nemesis: Option<Nemesis>,
@@ -88,7 +92,8 @@ fn check(args: CheckArgs) -> u8 {
         .threads(args.threads)
         .procs(args.procs)
         .ops(args.ops)
-        .think(Duration::from_micros(args.think_us));
+        .think(Duration::from_micros(args.think_us))
+        .rendezvous(Duration::from_micros(args.rendezvous_us));
     config.sync = args.sync;
     if let Some(k) = args.keys {
         config = config.keys(k);

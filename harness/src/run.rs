@@ -45,6 +45,9 @@ pub struct RunConfig {
     pub keys: Option<usize>,
     /// Pause between an op's read and its write. Default zero.
     pub think: Duration,
+    /// The most an op waits between its read and write for another worker to be there
+    /// too (see [`OpEnv::rendezvous`](crate::workload::OpEnv::rendezvous)); for negative controls. Default zero (off).
+    pub rendezvous: Duration,
     /// Faults to inject (needs worker processes). Default none.
     pub nemesis: Option<Nemesis>,
     /// SQLite's `synchronous`. Default `Normal`.
@@ -72,6 +75,7 @@ impl RunConfig {
             ops: 1000,
             keys: None,
             think: Duration::ZERO,
+            rendezvous: Duration::ZERO,
             nemesis: None,
             sync: Synchronous::Normal,
             keep: None,
@@ -109,6 +113,12 @@ impl RunConfig {
     /// Sets [`RunConfig::think`].
     pub fn think(mut self, d: Duration) -> Self {
         self.think = d;
+        self
+    }
+
+    /// Sets [`RunConfig::rendezvous`].
+    pub fn rendezvous(mut self, d: Duration) -> Self {
+        self.rendezvous = d;
         self
     }
 
@@ -171,8 +181,8 @@ impl RunConfig {
         if self.keys.is_some_and(|k| !(1..=100_000).contains(&k)) {
             return bad("--keys must be 1..=100000".into());
         }
-        if self.think > Duration::from_secs(1) {
-            return bad("--think-us must be at most 1 s".into());
+        if self.think > Duration::from_secs(1) || self.rendezvous > Duration::from_secs(1) {
+            return bad("--think-us and --rendezvous-us must be at most 1 s".into());
         }
         if let Some(n) = self.nemesis
             && n.kills()
@@ -317,6 +327,9 @@ pub struct WorkerSpec {
     pub keys: usize,
     /// Think time, µs.
     pub think_us: u64,
+    /// Rendezvous wait, µs (0: off).
+    #[serde(default)]
+    pub rendezvous_us: u64,
     /// Whether to run lock strategies in their transaction (kill runs).
     pub transaction: bool,
     /// SQLite `synchronous`.
@@ -381,6 +394,7 @@ pub fn run_threads(
         paths: Arc::new(spec.paths.clone()),
         think: Duration::from_micros(spec.think_us),
         in_section: announce,
+        rendezvous: Duration::from_micros(spec.rendezvous_us),
     };
     let seq = AtomicU64::new(0);
     let barrier = Barrier::new(spec.threads);
@@ -529,6 +543,7 @@ pub fn run(config: &RunConfig, registry: &Registry<Sqlite>) -> Result<RunReport,
         ops: config.ops,
         keys,
         think_us: config.think.as_micros() as u64,
+        rendezvous_us: config.rendezvous.as_micros() as u64,
         transaction: false,
         sync: config.sync.as_str().to_owned(),
         seed: config.seed,

@@ -272,6 +272,10 @@ pub struct OpEnv {
     pub think: Duration,
     /// Called inside the critical section, between the read and the write.
     pub in_section: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// Wait up to this long between the read and the write for another worker (of any
+    /// process) to be at the same point: a rendezvous makes two broken critical sections
+    /// overlap far more reliably than a think time. Zero: no rendezvous.
+    pub rendezvous: Duration,
 }
 
 impl fmt::Debug for OpEnv {
@@ -292,7 +296,41 @@ impl OpEnv {
         if !self.think.is_zero() {
             std::thread::sleep(self.think);
         }
+        if !self.rendezvous.is_zero() {
+            rendezvous(&self.paths.dir.join("rendezvous"), self.rendezvous);
+        }
     }
+}
+
+/// Marks this thread as "between read and write" with a file in `dir`, and waits up to
+/// `wait` until another worker's mark shows up. Files, so processes meet too.
+fn rendezvous(dir: &Path, wait: Duration) {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    if std::fs::create_dir_all(dir).is_err() {
+        return;
+    }
+    let me = dir.join(format!(
+        "{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    if std::fs::File::create(&me).is_err() {
+        return;
+    }
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        let others = std::fs::read_dir(dir).map_or(0, |d| d.count()) > 1;
+        if others {
+            // Linger, so a partner that polls a little later still sees this mark.
+            std::thread::sleep(Duration::from_micros(200));
+            break;
+        }
+        if std::time::Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_micros(20));
+    }
+    let _ = std::fs::remove_file(&me);
 }
 
 /// Critical-section timestamps of one op, written from inside the op.
