@@ -10,7 +10,7 @@
 //! - `$spec`: the strategy spec, as `turnstile check --strategy` takes it; it must be
 //!   registered in [`crate::registry`] (worker processes open it by name).
 //! - `procs = true`: the strategy excludes across processes; every workload also runs
-//!   in 4 processes × 3 threads and must pass. `false` for in-process strategies (queue,
+//!   in 4 processes × 4 threads and must pass. `false` for in-process strategies (queue,
 //!   mutex), whose cross-process runs are negative controls, not conformance.
 //! - `kill = true`: every workload that has a transaction to survive (all but
 //!   `file_store`) also runs with SIGKILLs landing in critical sections and must pass:
@@ -60,11 +60,11 @@ pub fn threads(spec: &str, workload: Workload) {
     );
 }
 
-/// `workload` in 4 processes × 3 threads.
+/// `workload` in 4 processes × 4 threads.
 pub fn procs(exe: &str, spec: &str, workload: Workload) {
     assert_passes(
         &RunConfig::new(spec, workload)
-            .threads(3)
+            .threads(4)
             .procs(4)
             .ops(400)
             .worker_exe(exe),
@@ -155,7 +155,7 @@ macro_rules! conformance_suite {
 
             ::proptest::proptest! {
                 #![proptest_config(::proptest::prelude::ProptestConfig {
-                    cases: 3,
+                    cases: 4,
                     failure_persistence: None,
                     ..::proptest::prelude::ProptestConfig::default()
                 })]

@@ -35,16 +35,20 @@ pub fn check(history: &History, values: &BTreeMap<String, i64>) -> CheckResult {
             ));
         }
         let mut by_value: HashMap<i64, Vec<_>> = HashMap::new();
+        let mut above = Vec::new();
         for op in &acked {
             if let Some(OpOutput::Wrote { value }) = op.output {
                 by_value.entry(value).or_default().push(*op);
                 if value > last {
-                    details.push(format!(
-                        "key {key}: {} acknowledged value {value} above the final {last}",
-                        op.label()
-                    ));
+                    above.push((value, op.label()));
                 }
             }
+        }
+        if let Some((value, label)) = above.iter().max() {
+            details.push(format!(
+                "key {key}: {} acknowledged values above the final {last}, up to {value} by {label}: later writes overwrote them with older values",
+                above.len()
+            ));
         }
         let mut dups: Vec<_> = by_value.into_iter().filter(|(_, v)| v.len() > 1).collect();
         dups.sort_by_key(|(v, _)| *v);
