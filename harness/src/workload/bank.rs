@@ -56,12 +56,14 @@ pub(crate) fn transfer(
     if from_balance < amount {
         return Ok(OpOutput::Transferred { applied: false });
     }
-    let to_balance = balance(db, to)?;
+    // The debit is a read-modify-write with the pause inside it, as application code
+    // that reads a balance, decides, and writes it back would be.
     env.pause();
     db.execute(
         "UPDATE account SET balance = ?1 WHERE name = ?2",
         params![from_balance - amount, from],
     )?;
+    let to_balance = balance(db, to)?;
     db.execute(
         "UPDATE account SET balance = ?1 WHERE name = ?2",
         params![to_balance + amount, to],
