@@ -93,8 +93,9 @@ fn check(args: CheckArgs) -> u8 {
         .procs(args.procs)
         .ops(args.ops)
         .think(Duration::from_micros(args.think_us))
-        .rendezvous(Duration::from_micros(args.rendezvous_us));
-    config.sync = args.sync;
+        .rendezvous(Duration::from_micros(args.rendezvous_us))
+        .sync(args.sync)
+        .progress(!args.json);
     if let Some(k) = args.keys {
         config = config.keys(k);
     }

@@ -62,6 +62,8 @@ pub struct RunConfig {
     pub seed: u64,
     /// The longest a run may take before it is abandoned as inconclusive. Default 300 s.
     pub time_limit: Duration,
+    /// Show a progress bar on stderr (only drawn on a terminal). Default off.
+    pub progress: bool,
 }
 
 impl RunConfig {
@@ -83,6 +85,7 @@ impl RunConfig {
             worker_exe: None,
             seed: fastrand::u64(..),
             time_limit: Duration::from_secs(300),
+            progress: false,
         }
     }
 
@@ -146,6 +149,18 @@ impl RunConfig {
         self
     }
 
+    /// Sets [`RunConfig::sync`].
+    pub fn sync(mut self, sync: Synchronous) -> Self {
+        self.sync = sync;
+        self
+    }
+
+    /// Sets [`RunConfig::progress`].
+    pub fn progress(mut self, yes: bool) -> Self {
+        self.progress = yes;
+        self
+    }
+
     /// Sets [`RunConfig::seed`].
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = seed;
@@ -183,6 +198,14 @@ impl RunConfig {
         }
         if self.think > Duration::from_secs(1) || self.rendezvous > Duration::from_secs(1) {
             return bad("--think-us and --rendezvous-us must be at most 1 s".into());
+        }
+        if let Some(db) = &self.db
+            && db.exists()
+        {
+            return bad(format!(
+                "--db {} already exists; a run needs a fresh database (its invariants count from zero)",
+                db.display()
+            ));
         }
         if let Some(n) = self.nemesis
             && n.kills()
@@ -566,18 +589,23 @@ pub fn run(config: &RunConfig, registry: &Registry<Sqlite>) -> Result<RunReport,
     }
     let started = Instant::now();
     let origin = now_ns();
-    let (faults, history_paths) = if config.uses_children() {
+    let progress = config
+        .progress
+        .then(|| Progress::start(&paths.dir, config.ops));
+    let ran = if config.uses_children() {
         drop(strategy);
         let exe = match &config.worker_exe {
             Some(exe) => exe.clone(),
             None => std::env::current_exe()?,
         };
-        crate::procs::run_children(&exe, &spec, config)?
+        crate::procs::run_children(&exe, &spec, config)
     } else {
-        run_threads(&spec, &strategy, None)?;
+        let ran = run_threads(&spec, &strategy, None);
         drop(strategy);
-        (Vec::new(), vec![paths.history(0)])
+        ran.map(|()| (Vec::new(), vec![paths.history(0)]))
     };
+    drop(progress);
+    let (faults, history_paths) = ran?;
     let wall = started.elapsed();
 
     let history = History::load(&history_paths)?;
@@ -618,6 +646,11 @@ pub fn run(config: &RunConfig, registry: &Registry<Sqlite>) -> Result<RunReport,
     let kept = match (&config.keep, verdict) {
         (Some(dir), Verdict::Violation | Verdict::Inconclusive) => {
             copy_dir(tmp.path(), dir)?;
+            if !paths.db.starts_with(tmp.path())
+                && let Some(name) = paths.db.file_name()
+            {
+                std::fs::copy(&paths.db, dir.join(name))?;
+            }
             Some(dir.clone())
         }
         _ => None,
@@ -680,6 +713,51 @@ fn floor(
         }
     }
     None
+}
+
+/// A progress bar fed by counting the lines of the history files (two per finished op).
+struct Progress {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Progress {
+    fn start(dir: &Path, ops: usize) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (dir, flag) = (dir.to_path_buf(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let bar = indicatif::ProgressBar::with_draw_target(
+                Some(ops as u64),
+                indicatif::ProgressDrawTarget::stderr(),
+            );
+            while !flag.load(Ordering::Relaxed) {
+                let lines: usize = std::fs::read_dir(&dir)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("history-"))
+                    .filter_map(|e| std::fs::read(e.path()).ok())
+                    .map(|bytes| bytes.iter().filter(|&&b| b == b'\n').count())
+                    .sum();
+                bar.set_position((lines / 2) as u64);
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            bar.finish_and_clear();
+        });
+        Progress {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {

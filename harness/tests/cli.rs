@@ -57,6 +57,23 @@ fn bad_usage_exits_2() {
 }
 
 #[test]
+fn an_existing_database_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("old.db");
+    std::fs::write(&db, b"").unwrap();
+    let (code, out, err) = check(&[
+        "--strategy",
+        "mutex",
+        "--workload",
+        "counter",
+        "--db",
+        db.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("already exists"), "{err}");
+}
+
+#[test]
 fn database_in_an_unreachable_directory_is_inconclusive() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("missing-dir").join("x.db");
