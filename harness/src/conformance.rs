@@ -155,7 +155,7 @@ macro_rules! conformance_suite {
 
             ::proptest::proptest! {
                 #![proptest_config(::proptest::prelude::ProptestConfig {
-                    cases: 4,
+                    cases: 6,
                     failure_persistence: None,
                     ..::proptest::prelude::ProptestConfig::default()
                 })]
