@@ -400,9 +400,8 @@ fn probe(strategy: &BoxSerializer<Connection>) -> Result<(), RunError> {
         })
 }
 
-/// Runs a worker's ops in its threads through `strategy`, recording history. `start` is
-/// called once every thread is ready (the start barrier); `announce` is called inside
-/// each op's critical section.
+/// Runs a worker's ops in its threads through `strategy`, recording history. The threads
+/// start together (a barrier); `announce` is called inside each op's critical section.
 ///
 /// # Errors
 /// When the history file cannot be written.
