@@ -82,6 +82,9 @@ struct CheckArgs {
     /// Database path (default: a fresh temporary file).
     #[arg(long)]
     db: Option<PathBuf>,
+    /// Write a timeline of the critical sections here (SVG).
+    #[arg(long)]
+    svg: Option<PathBuf>,
     /// Random seed (default: random).
     #[arg(long)]
     seed: Option<u64>,
@@ -107,6 +110,9 @@ fn check(args: CheckArgs) -> u8 {
     }
     if let Some(db) = args.db {
         config = config.db(db);
+    }
+    if let Some(path) = args.svg {
+        config = config.svg(path);
     }
     if let Some(seed) = args.seed {
         config = config.seed(seed);

@@ -64,6 +64,8 @@ pub struct RunConfig {
     pub time_limit: Duration,
     /// Show a progress bar on stderr (only drawn on a terminal). Default off.
     pub progress: bool,
+    /// Write a timeline of the critical sections here, as SVG. Default none.
+    pub svg: Option<PathBuf>,
 }
 
 impl RunConfig {
@@ -86,6 +88,7 @@ impl RunConfig {
             seed: fastrand::u64(..),
             time_limit: Duration::from_secs(300),
             progress: false,
+            svg: None,
         }
     }
 
@@ -158,6 +161,12 @@ impl RunConfig {
     /// Sets [`RunConfig::progress`].
     pub fn progress(mut self, yes: bool) -> Self {
         self.progress = yes;
+        self
+    }
+
+    /// Sets [`RunConfig::svg`].
+    pub fn svg(mut self, path: impl Into<PathBuf>) -> Self {
+        self.svg = Some(path.into());
         self
     }
 
@@ -608,6 +617,9 @@ pub fn run(config: &RunConfig, registry: &Registry<Sqlite>) -> Result<RunReport,
     let wall = started.elapsed();
 
     let history = History::load(&history_paths)?;
+    if let Some(path) = &config.svg {
+        std::fs::write(path, crate::report::svg(&history))?;
+    }
     for m in history.malformed.iter().take(5) {
         notes.push(format!("malformed history line: {m}"));
     }

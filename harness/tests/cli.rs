@@ -195,3 +195,46 @@ fn stopped_workers_resume_and_the_run_passes() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("0 unknown"), "a pause loses nothing:\n{out}");
 }
+
+#[test]
+fn svg_timeline_marks_overlapping_sections_red() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.svg");
+    let (code, out, err) = check(&[
+        "--strategy",
+        "unserialized",
+        "--workload",
+        "counter",
+        "--threads",
+        "4",
+        "--ops",
+        "200",
+        "--think-us",
+        "100",
+        "--svg",
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{out}{err}");
+    let svg = std::fs::read_to_string(&bad).unwrap();
+    assert!(
+        svg.starts_with("<svg") && svg.contains("#d62728"),
+        "red bars"
+    );
+    let good = dir.path().join("good.svg");
+    let (code, out, err) = check(&[
+        "--strategy",
+        "mutex",
+        "--workload",
+        "counter",
+        "--threads",
+        "4",
+        "--ops",
+        "200",
+        "--svg",
+        good.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let svg = std::fs::read_to_string(&good).unwrap();
+    assert_eq!(svg.matches("<rect").count(), 200);
+    assert!(!svg.contains("#d62728"), "no red bars");
+}
