@@ -11,7 +11,8 @@
 //!   registered in [`crate::registry`] (worker processes open it by name).
 //! - `procs = true`: the strategy excludes across processes; every workload also runs
 //!   in 4 processes × 4 threads and must pass. `false` for in-process strategies (queue,
-//!   mutex), whose cross-process runs are negative controls, not conformance.
+//!   mutex): the suite then checks that a run across processes *is* caught — the scope
+//!   is real, and the harness sees it when it is exceeded.
 //! - `kill = true`: every workload that has a transaction to survive (all but
 //!   `file_store`) also runs with SIGKILLs landing in critical sections and must pass:
 //!   unknown ops allowed, acknowledged ones never lost, `integrity_check` ok, and enough
@@ -86,6 +87,32 @@ pub fn kill(exe: &str, spec: &str, workload: Workload) {
     assert!(
         !report.faults.is_empty(),
         "the nemesis never struck:\n{}",
+        report::text(&report)
+    );
+}
+
+/// `spec` run across 2 processes, outside a threads-only scope, with a rendezvous between
+/// read and write: the checkers must catch it.
+pub fn caught_across_processes(exe: &str, spec: &str) {
+    let config = RunConfig::new(spec, Workload::Counter)
+        .threads(1)
+        .procs(2)
+        .ops(60)
+        .rendezvous(Duration::from_millis(3))
+        .worker_exe(exe);
+    let report = match run(&config, &registry()) {
+        Ok(r) => r,
+        Err(e) => panic!("{spec}: the run failed: {e}"),
+    };
+    assert_eq!(
+        report.verdict,
+        Verdict::Violation,
+        "{spec} across processes was not caught:\n{}",
+        report::text(&report)
+    );
+    assert!(
+        report.notes.iter().any(|n| n.contains("outside its scope")),
+        "{}",
         report::text(&report)
     );
 }
@@ -178,7 +205,12 @@ macro_rules! conformance_suite {
     };
     (@max_procs true) => { 3 };
     (@max_procs false) => { 1 };
-    (@procs false, $spec:expr) => {};
+    (@procs false, $spec:expr) => {
+        #[test]
+        fn counter_across_processes_is_caught() {
+            $crate::conformance::caught_across_processes(EXE, $spec);
+        }
+    };
     (@procs true, $spec:expr) => {
         #[test]
         fn counter_in_processes() {
