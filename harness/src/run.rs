@@ -612,9 +612,9 @@ pub fn run(config: &RunConfig, registry: &Registry<Sqlite>) -> Result<RunReport,
         drop(strategy);
         ran.map(|()| (Vec::new(), vec![paths.history(0)]))
     };
+    let wall = started.elapsed();
     drop(progress);
     let (faults, history_paths) = ran?;
-    let wall = started.elapsed();
 
     let history = History::load(&history_paths)?;
     if let Some(path) = &config.svg {
@@ -751,7 +751,8 @@ impl Progress {
                     .map(|bytes| bytes.iter().filter(|&&b| b == b'\n').count())
                     .sum();
                 bar.set_position((lines / 2) as u64);
-                std::thread::sleep(Duration::from_millis(200));
+                // Woken early by `drop`.
+                std::thread::park_timeout(Duration::from_millis(200));
             }
             bar.finish_and_clear();
         });
@@ -766,6 +767,7 @@ impl Drop for Progress {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
+            t.thread().unpark();
             let _ = t.join();
         }
     }
