@@ -238,3 +238,47 @@ fn svg_timeline_marks_overlapping_sections_red() {
     assert_eq!(svg.matches("<rect").count(), 200);
     assert!(!svg.contains("#d62728"), "no red bars");
 }
+
+#[test]
+fn a_worker_reports_bad_specs_and_unreachable_backends_on_its_protocol() {
+    use turnstile_harness::workload::Paths;
+    use turnstile_harness::{WorkerSpec, Workload};
+
+    let worker = |spec: &str| {
+        let out = Command::new(EXE)
+            .args(["worker", "--spec", spec])
+            .output()
+            .expect("turnstile runs");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, out) = worker("{not json");
+    assert_eq!(code, 2);
+    assert!(out.starts_with("error 2 "), "{out}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let spec = |strategy: &str, db: std::path::PathBuf| WorkerSpec {
+        strategy: strategy.into(),
+        workload: Workload::Counter,
+        paths: Paths::new(dir.path(), Some(&db)),
+        proc: 0,
+        threads: 1,
+        ops: 1,
+        keys: 1,
+        think_us: 0,
+        rendezvous_us: 0,
+        transaction: false,
+        sync: "normal".into(),
+        seed: 1,
+        announce: false,
+    };
+    let json = |s: WorkerSpec| serde_json::to_string(&s).unwrap();
+    let (code, out) = worker(&json(spec("no-such", dir.path().join("a.db"))));
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("unknown strategy"), "{out}");
+    let (code, out) = worker(&json(spec("mutex", dir.path().join("missing/a.db"))));
+    assert_eq!(code, 3, "{out}");
+    assert!(out.starts_with("error 3 "), "{out}");
+}
