@@ -14,6 +14,11 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+/// The calling thread's OS id.
+pub fn os_thread_id() -> u32 {
+    rustix::thread::gettid().as_raw_nonzero().get() as u32
+}
+
 /// Nanoseconds on `CLOCK_MONOTONIC`, comparable across the processes of one host.
 pub fn now_ns() -> u64 {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
@@ -109,6 +114,9 @@ pub struct Event {
     pub pid: u32,
     /// The worker thread's index in its process.
     pub thread: u32,
+    /// The OS thread id.
+    #[serde(default)]
+    pub tid: u32,
     /// The keys the op ran under.
     pub keys: Vec<String>,
     /// When this event happened (ns, `CLOCK_MONOTONIC`).
@@ -172,6 +180,8 @@ pub struct Op {
     pub pid: u32,
     /// Thread index.
     pub thread: u32,
+    /// OS thread id.
+    pub tid: u32,
     /// Keys.
     pub keys: Vec<String>,
     /// What it was asked to do.
@@ -261,6 +271,7 @@ impl History {
                             proc: e.proc,
                             pid: e.pid,
                             thread: e.thread,
+                            tid: e.tid,
                             keys: e.keys,
                             input,
                             phase: Phase::Unknown,
@@ -325,6 +336,7 @@ mod tests {
             proc: 0,
             pid: 1,
             thread: 0,
+            tid: 1,
             keys: vec!["k".into()],
             time,
             input: Some(OpInput::Increment),

@@ -484,6 +484,7 @@ fn one_op(
         proc: spec.proc,
         pid: std::process::id(),
         thread,
+        tid: crate::history::os_thread_id(),
         keys: key_names,
         time: now_ns(),
         input: Some(input.clone()),

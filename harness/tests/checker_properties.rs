@@ -46,6 +46,7 @@ fn execute(ops: &[Gen], honest_sections: bool) -> (Vec<Event>, Option<i64>) {
             proc: 0,
             pid: 1,
             thread: i as u32,
+            tid: 1,
             keys: vec!["k".into()],
             time: invoke,
             input: Some(OpInput::ReadWrite { write }),
@@ -115,7 +116,7 @@ proptest! {
         let mut events = Vec::new();
         for i in 0..n {
             let base = Event {
-                phase: Phase::Invoke, op: i as u64, proc: 0, pid: 1, thread: 0,
+                phase: Phase::Invoke, op: i as u64, proc: 0, pid: 1, thread: 0, tid: 1,
                 keys: vec!["c0".into()], time: 10 * i as u64, input: Some(OpInput::Increment),
                 output: None, enter: None, exit: None, fence: None, error: None,
             };

@@ -42,6 +42,7 @@ fn history(specs: Vec<Spec>) -> History {
             proc: (s.id % 3) as u32,
             pid: 100 + (s.id % 3) as u32,
             thread: 0,
+            tid: 1,
             keys: vec![s.key.to_owned()],
             time: s.times[0],
             input: Some(s.input),
