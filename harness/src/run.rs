@@ -798,3 +798,58 @@ pub fn capabilities_of(spec: &str, registry: &Registry<Sqlite>) -> Result<Capabi
         .map_err(open_error)?
         .capabilities())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::{OpInput, OpOutput};
+
+    fn acked(n: u64, from: u64) -> History {
+        let mut events = Vec::new();
+        for i in 0..n {
+            let invoke = Event {
+                phase: Phase::Invoke,
+                op: i,
+                proc: 0,
+                pid: 1,
+                thread: 0,
+                tid: 1,
+                keys: vec!["c0".into()],
+                time: from + 10 * i,
+                input: Some(OpInput::Increment),
+                output: None,
+                enter: None,
+                exit: None,
+                fence: None,
+                error: None,
+            };
+            events.push(invoke.clone());
+            events.push(Event {
+                phase: Phase::Ok,
+                time: from + 10 * i + 5,
+                input: None,
+                output: Some(OpOutput::Wrote {
+                    value: i as i64 + 1,
+                }),
+                ..invoke
+            });
+        }
+        History::from_events(events)
+    }
+
+    #[test]
+    fn the_floor_wants_half_the_ops_and_some_after_the_first_fault() {
+        let config = RunConfig::new("mutex", Workload::Counter).ops(100);
+        assert!(floor(&config, &acked(50, 0), &[], 0).is_none());
+        let low = floor(&config, &acked(49, 0), &[], 0).expect("too few");
+        assert_eq!(low.verdict, Verdict::Inconclusive);
+        let fault = |time| Fault {
+            kind: "kill",
+            proc: 0,
+            time,
+        };
+        // 80 ops between 0 and 800; a fault at 790 leaves one op after it (need 5).
+        assert!(floor(&config, &acked(80, 0), &[fault(790)], 0).is_some());
+        assert!(floor(&config, &acked(80, 0), &[fault(100)], 0).is_none());
+    }
+}
