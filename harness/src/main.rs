@@ -3,6 +3,7 @@
 //!
 //! Exit codes: 0 every checker passed, 1 a violation, 2 bad usage, 3 inconclusive.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -90,6 +91,11 @@ struct CheckArgs {
     seed: Option<u64>,
 }
 
+/// Writes to stdout; a closed pipe (`turnstile list | head`) is not an error worth a panic.
+fn out(text: &str) {
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+}
+
 fn check(args: CheckArgs) -> u8 {
     let mut config = RunConfig::new(args.strategy, args.workload)
         .threads(args.threads)
@@ -120,9 +126,9 @@ fn check(args: CheckArgs) -> u8 {
     match run(&config, &registry()) {
         Ok(r) => {
             if args.json {
-                println!("{}", report::json(&r));
+                out(&format!("{}\n", report::json(&r)));
             } else {
-                print!("{}", report::text(&r));
+                out(&report::text(&r));
             }
             r.exit_code() as u8
         }
@@ -145,10 +151,10 @@ fn main() -> ExitCode {
         Command::Check(args) => check(args),
         Command::List => {
             for (name, summary) in registry().names() {
-                println!("{name:<14} {summary}");
+                out(&format!("{name:<14} {summary}\n"));
             }
             let names: Vec<&str> = Workload::ALL.iter().map(|w| w.name()).collect();
-            println!("workloads: {}", names.join(", "));
+            out(&format!("workloads: {}\n", names.join(", ")));
             0
         }
         Command::Worker { spec } => procs::worker_main(&spec, &registry()) as u8,
