@@ -24,8 +24,8 @@ pub enum Nemesis {
         /// Time between kills.
         every: Duration,
     },
-    /// SIGSTOP a worker in its critical section for `pause`, then SIGCONT it; once every
-    /// four pauses' time.
+    /// SIGSTOP a worker in its critical section for `pause`, then SIGCONT it; the next
+    /// stop may come as soon as it resumes.
     Stop {
         /// How long it stays stopped.
         pause: Duration,
@@ -37,8 +37,14 @@ impl Nemesis {
     pub fn interval(self) -> Duration {
         match self {
             Nemesis::Kill { every } => every,
-            Nemesis::Stop { pause } => pause * 4,
+            Nemesis::Stop { pause } => pause,
         }
+    }
+
+    /// Time from the start of the run to the first fault: the interval, at most 100 ms,
+    /// so short runs are hit too.
+    pub fn first(self) -> Duration {
+        self.interval().min(Duration::from_millis(100))
     }
 
     /// Whether this nemesis kills workers (ops cut off become unknown).

@@ -230,7 +230,7 @@ fn supervise(
                     go(&mut slots[i]);
                 } else if slots.iter().all(|s| s.ready) {
                     all_ready = true;
-                    next_fault = config.nemesis.map(|n| Instant::now() + n.interval());
+                    next_fault = config.nemesis.map(|n| Instant::now() + n.first());
                     for s in slots.iter_mut() {
                         go(s);
                     }
@@ -269,6 +269,10 @@ fn supervise(
                             *next_proc += 1;
                             spec.ops = left;
                             spec.seed = spec.seed.wrapping_add(0x9e37_79b9);
+                            // Joining a run under way: a probe that waits out a dead
+                            // holder's lease is an observation, not an unreachable backend;
+                            // its ops record any timeouts and the floor judges them.
+                            spec.probe = false;
                             histories.push(spec.paths.history(spec.proc));
                             let slot = spawn(exe, &spec, slots.len(), tx)?;
                             slots.push(slot);

@@ -370,6 +370,13 @@ pub struct WorkerSpec {
     pub seed: u64,
     /// Whether to announce "in section" on stdout (for the nemesis).
     pub announce: bool,
+    /// Whether to run one trivial op before reporting ready (replacements skip it).
+    #[serde(default = "yes")]
+    pub probe: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl WorkerSpec {
@@ -391,7 +398,9 @@ impl WorkerSpec {
         };
         let setup = Setup::new(self.sqlite()).tx_mode(mode);
         let strategy = registry.open(&self.strategy, &setup).map_err(open_error)?;
-        probe(&strategy)?;
+        if self.probe {
+            probe(&strategy)?;
+        }
         Ok(strategy)
     }
 }
@@ -580,6 +589,7 @@ pub fn run(config: &RunConfig, registry: &Registry<Sqlite>) -> Result<RunReport,
         sync: config.sync.as_str().to_owned(),
         seed: config.seed,
         announce: false,
+        probe: true,
     };
     let mut strategy = spec.open(registry)?;
     let mut caps = strategy.capabilities();

@@ -273,6 +273,7 @@ fn a_worker_reports_bad_specs_and_unreachable_backends_on_its_protocol() {
         sync: "normal".into(),
         seed: 1,
         announce: false,
+        probe: true,
     };
     let json = |s: WorkerSpec| serde_json::to_string(&s).unwrap();
     let (code, out) = worker(&json(spec("no-such", dir.path().join("a.db"))));
