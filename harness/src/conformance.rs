@@ -13,7 +13,7 @@
 //!   in 4 processes × 4 threads and must pass. `false` for in-process strategies (queue,
 //!   mutex): the suite then checks that a run across processes *is* caught — the scope
 //!   is real, and the harness sees it when it is exceeded.
-//! - `kill = true`: every workload that has a transaction to survive (all but
+//! - `kill = true` (default `false`, may be left out): every workload that has a transaction to survive (all but
 //!   `file_store`) also runs with SIGKILLs landing in critical sections and must pass:
 //!   unknown ops allowed, acknowledged ones never lost, `integrity_check` ok, and enough
 //!   acknowledged after the first kill. Needs `procs = true`.
@@ -153,6 +153,9 @@ pub fn generated(
 /// docs](crate::conformance) for the parameters.
 #[macro_export]
 macro_rules! conformance_suite {
+    ($name:ident, $spec:expr, procs = $procs:tt $(,)?) => {
+        $crate::conformance_suite!($name, $spec, procs = $procs, kill = false);
+    };
     ($name:ident, $spec:expr, procs = $procs:tt, kill = $kill:tt $(,)?) => {
         mod $name {
             #[allow(unused_imports)]
