@@ -83,6 +83,9 @@ struct CheckArgs {
     /// Database path (default: a fresh temporary file).
     #[arg(long)]
     db: Option<PathBuf>,
+    /// How long an op may wait to start, in ms (default: the strategy's).
+    #[arg(long)]
+    timeout_ms: Option<u64>,
     /// Write a timeline of the critical sections here (SVG).
     #[arg(long)]
     svg: Option<PathBuf>,
@@ -116,6 +119,9 @@ fn check(args: CheckArgs) -> u8 {
     }
     if let Some(db) = args.db {
         config = config.db(db);
+    }
+    if let Some(ms) = args.timeout_ms {
+        config = config.timeout(Duration::from_millis(ms));
     }
     if let Some(path) = args.svg {
         config = config.svg(path);

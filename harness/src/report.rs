@@ -13,7 +13,7 @@ pub fn text(report: &RunReport) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "strategy {} ({} scope, {}), workload {}, {} procs x {} threads, {} ops requested",
+        "strategy {} ({} scope, {}), workload {}, {} procs x {} threads, {} ops requested, seed {}",
         report.strategy,
         report.scope,
         if report.transactional {
@@ -24,7 +24,8 @@ pub fn text(report: &RunReport) -> String {
         report.workload,
         report.procs,
         report.threads,
-        report.requested
+        report.requested,
+        report.seed
     );
     let _ = writeln!(
         out,

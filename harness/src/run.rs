@@ -64,6 +64,9 @@ pub struct RunConfig {
     pub time_limit: Duration,
     /// Show a progress bar on stderr (only drawn on a terminal). Default off.
     pub progress: bool,
+    /// How long an op may wait to start ([`Setup::timeout`]); `None`: the strategy's
+    /// default.
+    pub timeout: Option<Duration>,
     /// Write a timeline of the critical sections here, as SVG. Default none.
     pub svg: Option<PathBuf>,
 }
@@ -88,6 +91,7 @@ impl RunConfig {
             seed: fastrand::u64(..),
             time_limit: Duration::from_secs(300),
             progress: false,
+            timeout: None,
             svg: None,
         }
     }
@@ -164,6 +168,12 @@ impl RunConfig {
         self
     }
 
+    /// Sets [`RunConfig::timeout`].
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
     /// Sets [`RunConfig::svg`].
     pub fn svg(mut self, path: impl Into<PathBuf>) -> Self {
         self.svg = Some(path.into());
@@ -207,6 +217,12 @@ impl RunConfig {
         }
         if self.think > Duration::from_secs(1) || self.rendezvous > Duration::from_secs(1) {
             return bad("--think-us and --rendezvous-us must be at most 1 s".into());
+        }
+        if self
+            .timeout
+            .is_some_and(|t| t.is_zero() || t > Duration::from_secs(3600))
+        {
+            return bad("--timeout-ms must be 1..=3600000".into());
         }
         if let Some(db) = &self.db
             && db.exists()
@@ -294,6 +310,8 @@ pub struct RunReport {
     pub procs: usize,
     /// Ops requested.
     pub requested: usize,
+    /// The random seed (`--seed` replays the same op choices).
+    pub seed: u64,
     /// The strategy's scope, as it reports it.
     pub scope: &'static str,
     /// Whether ops ran inside the resource's transaction.
@@ -370,6 +388,9 @@ pub struct WorkerSpec {
     pub seed: u64,
     /// Whether to announce "in section" on stdout (for the nemesis).
     pub announce: bool,
+    /// How long an op may wait to start, in ms (`None`: the strategy's default).
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
     /// Whether to run one trivial op before reporting ready (replacements skip it).
     #[serde(default = "yes")]
     pub probe: bool,
@@ -396,7 +417,10 @@ impl WorkerSpec {
         } else {
             TxMode::Autocommit
         };
-        let setup = Setup::new(self.sqlite()).tx_mode(mode);
+        let mut setup = Setup::new(self.sqlite()).tx_mode(mode);
+        if let Some(ms) = self.timeout_ms {
+            setup = setup.timeout(Duration::from_millis(ms));
+        }
         let strategy = registry.open(&self.strategy, &setup).map_err(open_error)?;
         if self.probe {
             probe(&strategy)?;
@@ -589,6 +613,7 @@ pub fn run(config: &RunConfig, registry: &Registry<Sqlite>) -> Result<RunReport,
         sync: config.sync.as_str().to_owned(),
         seed: config.seed,
         announce: false,
+        timeout_ms: config.timeout.map(|t| t.as_millis() as u64),
         probe: true,
     };
     let mut strategy = spec.open(registry)?;
@@ -683,6 +708,7 @@ pub fn run(config: &RunConfig, registry: &Registry<Sqlite>) -> Result<RunReport,
         threads: config.threads,
         procs: config.procs,
         requested: config.ops,
+        seed: config.seed,
         scope: caps.scope.as_str(),
         transactional: caps.transactional,
         verdict,

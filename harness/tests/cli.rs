@@ -49,6 +49,14 @@ fn bad_usage_exits_2() {
         ],
         &["--strategy", "", "--workload", "counter"],
         &["--strategy", "mutex:arg", "--workload", "counter"],
+        &[
+            "--strategy",
+            "mutex",
+            "--workload",
+            "counter",
+            "--timeout-ms",
+            "0",
+        ],
     ] {
         let (code, out, err) = check(args);
         assert_eq!(code, 2, "{args:?}: {out}{err}");
@@ -273,6 +281,7 @@ fn a_worker_reports_bad_specs_and_unreachable_backends_on_its_protocol() {
         sync: "normal".into(),
         seed: 1,
         announce: false,
+        timeout_ms: None,
         probe: true,
     };
     let json = |s: WorkerSpec| serde_json::to_string(&s).unwrap();
