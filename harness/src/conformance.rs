@@ -20,7 +20,8 @@
 //!
 //! The generated module holds one test per workload in threads, the process and kill
 //! tests asked for, and a proptest over generated configurations (threads, processes,
-//! ops, keys, think time, workload), each case run twice with different seeds. The caller's
+//! ops, keys, think time, workload, sometimes SIGSTOP pauses in critical sections), each
+//! case run twice with different seeds. The caller's
 //! crate needs `proptest` as a (dev-)dependency, and must be the `turnstile-harness`
 //! package's own tests (the suite starts workers with `env!("CARGO_BIN_EXE_turnstile")`).
 
@@ -132,20 +133,26 @@ pub fn generated(
     keys: usize,
     think_us: u64,
     workload: usize,
+    stop: bool,
     seed: u64,
 ) {
     let workload = Workload::ALL[workload % Workload::ALL.len()];
     for attempt in 0..2 {
-        assert_passes(
-            &RunConfig::new(spec, workload)
-                .threads(threads)
-                .procs(procs)
-                .ops(ops)
-                .keys(keys)
-                .think(Duration::from_micros(think_us))
-                .seed(seed.wrapping_add(attempt))
-                .worker_exe(exe),
-        );
+        let mut config = RunConfig::new(spec, workload)
+            .threads(threads)
+            .procs(procs)
+            .ops(ops)
+            .keys(keys)
+            .think(Duration::from_micros(think_us))
+            .seed(seed.wrapping_add(attempt))
+            .worker_exe(exe);
+        if stop {
+            // Pauses in critical sections: worker processes even for one process.
+            config = config.nemesis(Nemesis::Stop {
+                pause: Duration::from_millis(5),
+            });
+        }
+        assert_passes(&config);
     }
 }
 
@@ -201,10 +208,11 @@ macro_rules! conformance_suite {
                     keys in 1usize..=4,
                     think_us in 0u64..=150,
                     workload in 0usize..5,
+                    stop in ::proptest::bool::weighted(0.25),
                     seed in ::proptest::prelude::any::<u64>(),
                 ) {
                     $crate::conformance::generated(
-                        EXE, $spec, threads, procs, ops, keys, think_us, workload, seed,
+                        EXE, $spec, threads, procs, ops, keys, think_us, workload, stop, seed,
                     );
                 }
             }
