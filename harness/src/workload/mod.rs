@@ -68,7 +68,11 @@ impl Workload {
         }
     }
 
-    /// How many keys it uses when the run does not say.
+    /// How many keys it uses when the run does not say. A run of notify-once scales its
+    /// notifications with its ops instead (see [`RunConfig::key_count`]), so unsent ones
+    /// remain to race on for the whole run.
+    ///
+    /// [`RunConfig::key_count`]: crate::RunConfig::key_count
     pub fn default_keys(self) -> usize {
         match self {
             Workload::Counter => 2,
