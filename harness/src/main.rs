@@ -1,4 +1,168 @@
-//! The `turnstile` command line.
-fn main() {
-    println!("turnstile: nothing to compare yet");
+//! The `turnstile` command line: `check` runs a workload through a strategy and prints
+//! each checker's verdict; `worker` (hidden) is one worker process of a run.
+//!
+//! Exit codes: 0 every checker passed, 1 a violation, 2 bad usage, 3 inconclusive.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use turnstile::sqlite::Synchronous;
+use turnstile_harness::nemesis::Nemesis;
+use turnstile_harness::{RunConfig, Workload, procs, registry, report, run};
+
+#[derive(Parser)]
+#[command(
+    name = "turnstile",
+    version,
+    about = "Check and compare turnstile strategies"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a workload through a strategy and check the history.
+    Check(CheckArgs),
+    /// List the strategies and workloads.
+    List,
+    // `compare` (strategies side by side, timed) goes here; it reuses
+    // `turnstile_harness::run`, whose report carries latencies and wall time.
+    /// One worker process of a run (started by `check`).
+    #[command(hide = true)]
+    Worker {
+        /// The worker's spec, as JSON.
+        #[arg(long)]
+        spec: String,
+    },
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    /// Strategy spec (see `turnstile list`).
+    #[arg(long)]
+    strategy: String,
+    /// Workload: counter, bank, notify_once, kv, file_store.
+    #[arg(long)]
+    workload: Workload,
+    /// Threads per process.
+    #[arg(long, default_value_t = 4)]
+    threads: usize,
+    /// Worker processes (1: threads in this process).
+    #[arg(long, default_value_t = 1)]
+    procs: usize,
+    /// Ops in total.
+    #[arg(long, default_value_t = 1000)]
+    ops: usize,
+    /// Keys (default: the workload's).
+    #[arg(long)]
+    keys: Option<usize>,
+    /// Pause between each op's read and write, in µs.
+    #[arg(long, default_value_t = 0)]
+    think_us: u64,
+    /// Between each op's read and write, wait up to this many µs for another worker to
+    /// be there too (makes broken strategies' sections meet; slows correct ones).
+    #[arg(long, default_value_t = 0)]
+    rendezvous_us: u64,
+    /// Faults: kill:EVERY_MS or stop:MS.
+    #[arg(long)]
+    nemesis: Option<Nemesis>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Save history and database here when the run does not pass.
+    #[arg(long)]
+    keep: Option<PathBuf>,
+    /// SQLite synchronous: normal or full.
+    #[arg(long, default_value = "normal")]
+    sync: Synchronous,
+    /// Database path (default: a fresh temporary file).
+    #[arg(long)]
+    db: Option<PathBuf>,
+    /// How long an op may wait to start, in ms (default: the strategy's).
+    #[arg(long)]
+    timeout_ms: Option<u64>,
+    /// Write a timeline of the critical sections here (SVG).
+    #[arg(long)]
+    svg: Option<PathBuf>,
+    /// Random seed (default: random).
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+/// Writes to stdout; a closed pipe (`turnstile list | head`) is not an error worth a panic.
+fn out(text: &str) {
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+}
+
+fn check(args: CheckArgs) -> u8 {
+    let mut config = RunConfig::new(args.strategy, args.workload)
+        .threads(args.threads)
+        .procs(args.procs)
+        .ops(args.ops)
+        .think(Duration::from_micros(args.think_us))
+        .rendezvous(Duration::from_micros(args.rendezvous_us))
+        .sync(args.sync)
+        .progress(!args.json);
+    if let Some(k) = args.keys {
+        config = config.keys(k);
+    }
+    if let Some(n) = args.nemesis {
+        config = config.nemesis(n);
+    }
+    if let Some(dir) = args.keep {
+        config = config.keep(dir);
+    }
+    if let Some(db) = args.db {
+        config = config.db(db);
+    }
+    if let Some(ms) = args.timeout_ms {
+        config = config.timeout(Duration::from_millis(ms));
+    }
+    if let Some(path) = args.svg {
+        config = config.svg(path);
+    }
+    if let Some(seed) = args.seed {
+        config = config.seed(seed);
+    }
+    match run(&config, &registry()) {
+        Ok(r) => {
+            if args.json {
+                out(&format!("{}\n", report::json(&r)));
+            } else {
+                out(&report::text(&r));
+            }
+            r.exit_code() as u8
+        }
+        Err(e) => {
+            eprintln!("turnstile check: {e}");
+            e.exit_code() as u8
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    ExitCode::from(match cli.command {
+        Command::Check(args) => check(args),
+        Command::List => {
+            for (name, summary) in registry().names() {
+                out(&format!("{name:<14} {summary}\n"));
+            }
+            let names: Vec<&str> = Workload::ALL.iter().map(|w| w.name()).collect();
+            out(&format!("workloads: {}\n", names.join(", ")));
+            0
+        }
+        Command::Worker { spec } => procs::worker_main(&spec, &registry()) as u8,
+    })
 }

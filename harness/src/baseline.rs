@@ -1,0 +1,108 @@
+//! The `busy-timeout` baseline: no turnstile lock at all. Each thread keeps its own
+//! connection, every op runs in `BEGIN IMMEDIATE … COMMIT`, and SQLite's own busy handler
+//! makes writers wait for each other — across threads and processes of one host. It is
+//! what every lock strategy over SQLite must beat, and it is correct by construction.
+
+use std::collections::HashMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Mutex;
+use std::thread::ThreadId;
+
+use rusqlite::Connection;
+use turnstile::sqlite::Sqlite;
+use turnstile::{
+    Capabilities, Connect, Ctx, Error, HolderDeath, Key, Scope, Serializer, Transact, Wait,
+    panic_message, sorted_keys,
+};
+
+/// Per-thread SQLite connections in `BEGIN IMMEDIATE` transactions, waiting on SQLite's
+/// busy handler (the connector's `busy_timeout`, default 5 s).
+pub struct BusyTimeout {
+    db: Sqlite,
+    connections: Mutex<HashMap<ThreadId, Connection>>,
+}
+
+impl BusyTimeout {
+    /// The baseline over `db`.
+    pub fn new(db: Sqlite) -> Self {
+        BusyTimeout {
+            db,
+            connections: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn take(&self) -> Result<Connection, turnstile::BoxError> {
+        let id = std::thread::current().id();
+        let cached = self
+            .connections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+        match cached {
+            Some(c) => Ok(c),
+            None => self.db.connect(),
+        }
+    }
+
+    fn give_back(&self, conn: Connection) {
+        self.connections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(std::thread::current().id(), conn);
+    }
+}
+
+impl std::fmt::Debug for BusyTimeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BusyTimeout")
+            .field("db", &self.db)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Serializer for BusyTimeout {
+    type Resource = Connection;
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::new(Scope::Processes, HolderDeath::ResourceRollsBack)
+    }
+
+    fn run_with<T, E, F>(&self, keys: &[Key], _wait: Wait, mut op: F) -> Result<T, Error<E>>
+    where
+        F: FnMut(&mut Ctx<'_, Connection>) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: Send + Sync + 'static,
+    {
+        let keys = sorted_keys(keys).map_err(Error::widen)?;
+        let mut conn = self.take().map_err(Error::Unavailable)?;
+        if let Err(e) = self.db.begin(&mut conn, &[]) {
+            self.give_back(conn);
+            return Err(e.into_error());
+        }
+        let result = catch_unwind(AssertUnwindSafe(|| op(&mut Ctx::new(&mut conn, &keys))));
+        let outcome = match result {
+            Ok(Ok(value)) if !self.db.in_transaction(&conn) => {
+                drop(value);
+                Err(Error::TransactionEnded)
+            }
+            Ok(Ok(value)) => self
+                .db
+                .commit(&mut conn)
+                .map(|()| value)
+                .map_err(|e| e.into_error()),
+            Ok(Err(e)) => {
+                let _ = self.db.rollback(&mut conn);
+                Err(Error::Op(e))
+            }
+            Err(payload) => {
+                let _ = self.db.rollback(&mut conn);
+                Err(Error::Panicked(panic_message(&*payload)))
+            }
+        };
+        // A connection that could not roll back is not reused.
+        if !self.db.in_transaction(&conn) {
+            self.give_back(conn);
+        }
+        outcome
+    }
+}

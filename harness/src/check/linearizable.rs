@@ -1,0 +1,299 @@
+//! Linearizability per key (kv): every key's ops — each reads the record, then writes a
+//! new value or deletes it — must fit one sequential order that respects real time (an op
+//! that completed before another was invoked comes first) and ends in the final state.
+//!
+//! Fast path: written values are unique in a run, so a correct execution is the order in
+//! which ops entered their critical sections; the checker replays that order (and the
+//! order of exits, for strategies that overlap and arbitrate at commit), slotting in ops
+//! of unknown outcome where a read needs their write. If neither order fits, a small
+//! history gets an exhaustive Wing–Gong–Lowe search with a step budget; a large one, or a
+//! search that runs out of budget, is a violation: nothing showed the history linearizable.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use super::CheckResult;
+use crate::history::{History, OpInput, OpOutput, Phase};
+
+/// The step budget of the exhaustive search per key.
+pub const DEFAULT_BUDGET: u64 = 200_000;
+
+/// Histories of at most this many ops per key get the exhaustive search.
+pub const SEARCH_LIMIT: usize = 20;
+
+#[derive(Clone, Debug)]
+struct KvOp {
+    label: String,
+    invoke: u64,
+    /// `u64::MAX` for an op cut off without completing.
+    complete: u64,
+    enter: u64,
+    exit: u64,
+    /// `Some(read)` for an acknowledged op; `None` for an unknown one (its read is unknown,
+    /// and it may not have happened at all).
+    read: Option<Option<i64>>,
+    write: Option<i64>,
+}
+
+impl KvOp {
+    fn required(&self) -> bool {
+        self.read.is_some()
+    }
+}
+
+/// Checks every key of the history against the final `records`, with `budget` search
+/// steps per key.
+pub fn check(history: &History, records: &BTreeMap<String, i64>, budget: u64) -> CheckResult {
+    const NAME: &str = "linearizable";
+    let mut per_key: BTreeMap<String, Vec<KvOp>> = BTreeMap::new();
+    for op in &history.ops {
+        let OpInput::ReadWrite { write } = op.input else {
+            continue;
+        };
+        let read = match (op.phase, &op.output) {
+            (Phase::Ok, Some(OpOutput::Read { value })) => Some(*value),
+            (Phase::Unknown, _) => None,
+            // Failed ops did not happen.
+            _ => continue,
+        };
+        let Some(key) = op.keys.first() else { continue };
+        per_key.entry(key.clone()).or_default().push(KvOp {
+            label: op.label(),
+            invoke: op.invoke,
+            complete: op.complete.unwrap_or(u64::MAX),
+            enter: op.enter.unwrap_or(op.invoke),
+            exit: op.exit.or(op.complete).unwrap_or(u64::MAX),
+            read,
+            write,
+        });
+    }
+    for key in records.keys() {
+        per_key.entry(key.clone()).or_default();
+    }
+    let mut details = Vec::new();
+    let mut searched = 0usize;
+    let mut total = 0usize;
+    for (key, ops) in &per_key {
+        total += ops.len();
+        let last = records.get(key).copied();
+        let by_enter = replay(ops, last, |o| o.enter);
+        if by_enter.is_ok() || replay(ops, last, |o| o.exit).is_ok() {
+            continue;
+        }
+        let why = by_enter.err().unwrap_or_default();
+        if ops.len() <= SEARCH_LIMIT {
+            searched += 1;
+            match search(ops, last, budget) {
+                Search::Found => continue,
+                Search::Impossible => details.push(format!(
+                    "key {key}: no order of its {} ops is linearizable ({why})",
+                    ops.len()
+                )),
+                Search::OutOfBudget => details.push(format!(
+                    "key {key}: search ran out of its {budget}-step budget without finding a linearization ({why})"
+                )),
+            }
+        } else {
+            details.push(format!("key {key}: not linearizable: {why}"));
+        }
+        details.extend(explain(key, ops));
+    }
+    if details.is_empty() {
+        CheckResult::pass(
+            NAME,
+            format!(
+                "{total} ops over {} keys linearizable ({searched} keys searched)",
+                per_key.len()
+            ),
+        )
+    } else {
+        CheckResult::violation(NAME, "a key's history is not linearizable", details)
+    }
+}
+
+/// Replays the acknowledged ops in the order `hint` gives, inserting unknown ops where a
+/// read needs their write. `Ok` is a witness of linearizability.
+fn replay(ops: &[KvOp], last: Option<i64>, hint: impl Fn(&KvOp) -> u64) -> Result<(), String> {
+    let mut required: Vec<&KvOp> = ops.iter().filter(|o| o.required()).collect();
+    required.sort_by_key(|o| (hint(o), o.invoke));
+    let mut unknown: Vec<&KvOp> = ops.iter().filter(|o| !o.required()).collect();
+    unknown.sort_by_key(|o| o.invoke);
+    let mut used: HashSet<usize> = HashSet::new();
+    let mut state: Option<i64> = None;
+    let mut max_invoke = 0u64;
+    let take_unknown = |want: Option<i64>, before: u64, used: &mut HashSet<usize>| {
+        let found = unknown
+            .iter()
+            .enumerate()
+            .find(|(i, u)| !used.contains(i) && u.write == want && u.invoke <= before)
+            .map(|(i, u)| (i, u.invoke));
+        if let Some((i, _)) = found {
+            used.insert(i);
+        }
+        found.map(|(_, invoke)| invoke)
+    };
+    for op in required {
+        let read = op.read.unwrap_or_default();
+        if read != state {
+            match take_unknown(read, op.complete, &mut used) {
+                Some(invoke) => max_invoke = max_invoke.max(invoke),
+                None => {
+                    return Err(format!(
+                        "{} read {} but the record held {}",
+                        op.label,
+                        show(read),
+                        show(state)
+                    ));
+                }
+            }
+        }
+        if op.complete < max_invoke {
+            return Err(format!(
+                "{} completed before an op ordered ahead of it was invoked",
+                op.label
+            ));
+        }
+        state = op.write;
+        max_invoke = max_invoke.max(op.invoke);
+    }
+    if state != last && take_unknown(last, u64::MAX, &mut used).is_none() {
+        return Err(format!(
+            "the ops leave {} but the record holds {}",
+            show(state),
+            show(last)
+        ));
+    }
+    Ok(())
+}
+
+enum Search {
+    Found,
+    Impossible,
+    OutOfBudget,
+}
+
+/// Wing–Gong–Lowe: depth-first over which op takes effect next, memoising (done set,
+/// value). Unknown ops may be left out.
+fn search(ops: &[KvOp], last: Option<i64>, budget: u64) -> Search {
+    let n = ops.len();
+    let required_mask: u64 = ops
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| o.required())
+        .fold(0, |m, (i, _)| m | 1 << i);
+    let mut seen: HashSet<(u64, Option<i64>)> = HashSet::new();
+    let mut steps = 0u64;
+    // Explicit stack: (done mask, value).
+    let mut stack = vec![(0u64, None::<i64>)];
+    while let Some((mask, value)) = stack.pop() {
+        if mask & required_mask == required_mask && value == last {
+            return Search::Found;
+        }
+        if !seen.insert((mask, value)) {
+            continue;
+        }
+        steps += 1;
+        if steps > budget {
+            return Search::OutOfBudget;
+        }
+        let min_complete = (0..n)
+            .filter(|&j| mask & (1 << j) == 0 && ops[j].required())
+            .map(|j| ops[j].complete)
+            .min()
+            .unwrap_or(u64::MAX);
+        for (i, op) in ops.iter().enumerate() {
+            if mask & (1 << i) != 0 || op.invoke > min_complete {
+                continue;
+            }
+            if let Some(read) = op.read
+                && read != value
+            {
+                continue;
+            }
+            stack.push((mask | 1 << i, op.write));
+        }
+    }
+    Search::Impossible
+}
+
+fn show(v: Option<i64>) -> String {
+    v.map_or_else(|| "nothing".into(), |v| v.to_string())
+}
+
+/// Readable evidence: acknowledged ops that read the same value (each state is consumed
+/// by exactly one successor, so one of their writes was lost).
+fn explain(key: &str, ops: &[KvOp]) -> Vec<String> {
+    let mut by_read: HashMap<i64, Vec<&str>> = HashMap::new();
+    for op in ops {
+        if let Some(Some(v)) = op.read {
+            by_read.entry(v).or_default().push(&op.label);
+        }
+    }
+    let mut lines: Vec<String> = by_read
+        .into_iter()
+        .filter(|(_, who)| who.len() > 1)
+        .map(|(v, who)| {
+            format!(
+                "key {key}: value {v} read by {} ops ({}): all but one of their writes was lost",
+                who.len(),
+                who.join(", ")
+            )
+        })
+        .collect();
+    lines.sort();
+    lines.truncate(3);
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(
+        label: &str,
+        invoke: u64,
+        complete: u64,
+        read: Option<Option<i64>>,
+        write: Option<i64>,
+    ) -> KvOp {
+        KvOp {
+            label: label.into(),
+            invoke,
+            complete,
+            enter: invoke,
+            exit: complete,
+            read,
+            write,
+        }
+    }
+
+    #[test]
+    fn search_finds_concurrent_orders_and_refuses_impossible_ones() {
+        // b overlaps a and reads a's write: fine in the order a, b.
+        let ops = [
+            op("a", 0, 10, Some(None), Some(1)),
+            op("b", 5, 20, Some(Some(1)), Some(2)),
+        ];
+        assert!(matches!(search(&ops, Some(2), 1000), Search::Found));
+        // Both read nothing and both wrote: one write was lost.
+        let lost = [
+            op("a", 0, 10, Some(None), Some(1)),
+            op("b", 5, 20, Some(None), Some(2)),
+        ];
+        assert!(matches!(search(&lost, Some(2), 1000), Search::Impossible));
+        // A read from the future: b completed before a was invoked.
+        let future = [
+            op("a", 30, 40, Some(None), Some(1)),
+            op("b", 0, 10, Some(Some(1)), None),
+        ];
+        assert!(matches!(search(&future, None, 1000), Search::Impossible));
+        assert!(replay(&future, None, |o| o.enter).is_err());
+        // An unknown op may have happened (its write was read) or not.
+        let unknown = [
+            op("u", 0, u64::MAX, None, Some(7)),
+            op("r", 5, 9, Some(Some(7)), None),
+        ];
+        assert!(matches!(search(&unknown, None, 1000), Search::Found));
+        assert!(replay(&unknown, None, |o| o.enter).is_ok());
+        assert!(matches!(search(&lost, Some(2), 1), Search::OutOfBudget));
+    }
+}

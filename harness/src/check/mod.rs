@@ -1,0 +1,155 @@
+//! Checkers: each reads the merged [`History`] and the state a run left, and returns a
+//! [`CheckResult`] that names what broke (keys, ops, overlapping intervals, lost
+//! increments).
+//!
+//! Which checkers run depends on the workload and on the strategy's
+//! [`Capabilities`]: the overlap checker only for strategies that promise to exclude, the
+//! workload's own invariant always, and SQLite's `PRAGMA integrity_check` after every run.
+
+pub mod bank;
+pub mod exactly_once;
+pub mod file_store;
+pub mod integrity;
+pub mod linearizable;
+pub mod lost_update;
+pub mod overlap;
+
+use std::fmt;
+
+use serde::Serialize;
+use turnstile::Capabilities;
+
+use crate::history::History;
+use crate::workload::{FinalState, Workload};
+
+/// A checker's verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// The invariant held.
+    Pass,
+    /// The invariant broke: the strategy (or the run) is wrong.
+    Violation,
+    /// The run cannot tell (too few ops, a backend out of reach).
+    Inconclusive,
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Verdict::Pass => "pass",
+            Verdict::Violation => "VIOLATION",
+            Verdict::Inconclusive => "inconclusive",
+        })
+    }
+}
+
+/// What one checker found.
+#[derive(Clone, Debug, Serialize)]
+pub struct CheckResult {
+    /// The checker's name (`"lost_update"`, `"overlap"`, …).
+    pub checker: &'static str,
+    /// Its verdict.
+    pub verdict: Verdict,
+    /// One line: what was checked, or what broke.
+    pub summary: String,
+    /// The evidence, one readable line each (capped).
+    pub details: Vec<String>,
+}
+
+/// The most evidence lines a checker reports.
+pub const MAX_DETAILS: usize = 12;
+
+impl CheckResult {
+    pub(crate) fn pass(checker: &'static str, summary: impl Into<String>) -> Self {
+        CheckResult {
+            checker,
+            verdict: Verdict::Pass,
+            summary: summary.into(),
+            details: Vec::new(),
+        }
+    }
+
+    pub(crate) fn violation(
+        checker: &'static str,
+        summary: impl Into<String>,
+        mut details: Vec<String>,
+    ) -> Self {
+        if details.len() > MAX_DETAILS {
+            let more = details.len() - MAX_DETAILS;
+            details.truncate(MAX_DETAILS);
+            details.push(format!("… and {more} more"));
+        }
+        CheckResult {
+            checker,
+            verdict: Verdict::Violation,
+            summary: summary.into(),
+            details,
+        }
+    }
+
+    pub(crate) fn inconclusive(checker: &'static str, summary: impl Into<String>) -> Self {
+        CheckResult {
+            checker,
+            verdict: Verdict::Inconclusive,
+            summary: summary.into(),
+            details: Vec::new(),
+        }
+    }
+}
+
+/// The checkers that apply to `workload` under a strategy with `caps`, by name.
+///
+/// The workload's own invariant always applies — `exactly_once` too for strategies that
+/// rerun ops: a rerun repeats the op's effects outside the resource, which is the failure
+/// seed 004 is about, so it is reported, not excused.
+pub fn checkers_for(workload: Workload, caps: &Capabilities) -> Vec<&'static str> {
+    let mut names = vec![match workload {
+        Workload::Counter => "lost_update",
+        Workload::Bank => "bank",
+        Workload::NotifyOnce => "exactly_once",
+        Workload::Kv => "linearizable",
+        Workload::FileStore => "file_store",
+    }];
+    if caps.excludes {
+        names.push("overlap");
+    }
+    names
+}
+
+/// Runs every checker that applies. `integrity` is checked separately (it needs the
+/// database); see [`integrity::check`].
+pub fn check_all(
+    workload: Workload,
+    caps: &Capabilities,
+    history: &History,
+    state: &FinalState,
+) -> Vec<CheckResult> {
+    checkers_for(workload, caps)
+        .into_iter()
+        .map(|name| match (name, state) {
+            ("overlap", _) => overlap::check(history),
+            ("lost_update", FinalState::Values(values)) => lost_update::check(history, values),
+            (
+                "bank",
+                FinalState::Balances {
+                    balances,
+                    expected_total,
+                },
+            ) => bank::check(history, balances, *expected_total),
+            ("exactly_once", FinalState::Notifications(outcome)) => {
+                exactly_once::check(history, outcome)
+            }
+            ("linearizable", FinalState::Records(records)) => {
+                linearizable::check(history, records, linearizable::DEFAULT_BUDGET)
+            }
+            ("file_store", FinalState::Store(store)) => file_store::check(history, store),
+            (name, _) => CheckResult::inconclusive(name, "the run left no state for this checker"),
+        })
+        .collect()
+}
+
+/// A time relative to the run's origin, in milliseconds with µs precision.
+pub(crate) fn rel(t: u64, origin: u64) -> String {
+    format!("{:.3}ms", t.saturating_sub(origin) as f64 / 1e6)
+}

@@ -1,0 +1,243 @@
+//! Negative controls: deliberately broken strategies the checkers must catch. A harness
+//! that passes these is not testing anything.
+//!
+//! - `unserialized`: no lock at all, each statement in autocommit.
+//! - `racy-version` (seed 003): a lock taken by check-then-set on a version row — read
+//!   the row, see it free, write our claim — in two statements, so two callers both see it
+//!   free and both "hold" it.
+//! - the in-process `mutex` run across processes, outside its scope (no registration
+//!   needed: the builtin one).
+//!
+//! Both claim to exclude across hosts, so every checker applies to them.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use turnstile::spec::{Registry, Setup, Spec};
+use turnstile::sqlite::Sqlite;
+use turnstile::{
+    BoxSerializer, Capabilities, Error, HolderDeath, Lease, Lock, LockName, Locked, Scope,
+    StrategyError, TxMode,
+};
+
+/// A "lock" that grants every request at once.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoLock;
+
+/// A lease of [`NoLock`].
+#[derive(Debug)]
+pub struct NoLease;
+
+impl Lease for NoLease {}
+
+impl Lock for NoLock {
+    type Lease = NoLease;
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::new(Scope::Hosts, HolderDeath::KernelReleases)
+    }
+
+    fn backend_id(&self) -> &str {
+        "none"
+    }
+
+    fn acquire(&self, _: &LockName, _: Option<Instant>) -> Result<NoLease, StrategyError> {
+        Ok(NoLease)
+    }
+}
+
+/// Seed 003's check-then-set lock: a row per name in a side database, claimed by reading
+/// it, pausing for [`RacyVersionLock::window`], then writing the claim — not atomically.
+pub struct RacyVersionLock {
+    path: PathBuf,
+    window: Duration,
+    idle: Mutex<Vec<Connection>>,
+    id: String,
+}
+
+impl std::fmt::Debug for RacyVersionLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RacyVersionLock")
+            .field("path", &self.path)
+            .field("window", &self.window)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The default pause between the racy lock's read and write: 200 µs.
+pub const DEFAULT_RACE_WINDOW: Duration = Duration::from_micros(200);
+
+impl RacyVersionLock {
+    /// A lock table in the SQLite file at `path`.
+    pub fn new(path: PathBuf) -> Self {
+        let id = format!("racy-version:{}", path.display());
+        RacyVersionLock {
+            path,
+            window: DEFAULT_RACE_WINDOW,
+            idle: Mutex::new(Vec::new()),
+            id,
+        }
+    }
+
+    /// Sets the pause between reading the version and writing the claim. Default:
+    /// [`DEFAULT_RACE_WINDOW`].
+    pub fn window(mut self, window: Duration) -> Self {
+        self.window = window;
+        self
+    }
+
+    fn conn(&self) -> Result<Connection, StrategyError> {
+        if let Some(c) = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop() {
+            return Ok(c);
+        }
+        let c = Connection::open(&self.path).map_err(Error::unavailable)?;
+        c.busy_timeout(Duration::from_secs(5))
+            .map_err(Error::unavailable)?;
+        c.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             CREATE TABLE IF NOT EXISTS racy_lock (
+                 name BLOB PRIMARY KEY, version INTEGER NOT NULL, held INTEGER NOT NULL)",
+        )
+        .map_err(Error::unavailable)?;
+        Ok(c)
+    }
+
+    fn put(&self, c: Connection) {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(c);
+    }
+}
+
+/// A lease of [`RacyVersionLock`]: releasing clears the row's `held` flag.
+pub struct RacyLease {
+    lock: std::sync::Arc<RacyVersionLock>,
+    name: Vec<u8>,
+}
+
+impl Lease for RacyLease {}
+
+impl Drop for RacyLease {
+    fn drop(&mut self) {
+        if let Ok(c) = self.lock.conn() {
+            let _ = c.execute(
+                "UPDATE racy_lock SET held = 0 WHERE name = ?1",
+                params![self.name],
+            );
+            self.lock.put(c);
+        }
+    }
+}
+
+/// [`RacyVersionLock`] shared so its leases can release.
+#[derive(Clone, Debug)]
+pub struct SharedRacyLock(pub std::sync::Arc<RacyVersionLock>);
+
+impl Lock for SharedRacyLock {
+    type Lease = RacyLease;
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::new(Scope::Hosts, HolderDeath::KernelReleases)
+    }
+
+    fn backend_id(&self) -> &str {
+        &self.0.id
+    }
+
+    fn acquire(
+        &self,
+        name: &LockName,
+        deadline: Option<Instant>,
+    ) -> Result<RacyLease, StrategyError> {
+        let start = Instant::now();
+        let c = self.0.conn()?;
+        let result = loop {
+            let row: Option<(i64, bool)> = match c
+                .query_row(
+                    "SELECT version, held FROM racy_lock WHERE name = ?1",
+                    params![name.bytes()],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+            {
+                Ok(row) => row,
+                Err(e) => break Err(Error::unavailable(e)),
+            };
+            let (version, held) = row.unwrap_or((0, false));
+            if !held {
+                // The bug under test: the version was compared above, and is written here
+                // without checking it is still the one we read.
+                std::thread::sleep(self.0.window);
+                let claimed = c.execute(
+                    "INSERT INTO racy_lock (name, version, held) VALUES (?1, ?2, 1)
+                     ON CONFLICT (name) DO UPDATE SET version = excluded.version, held = 1",
+                    params![name.bytes(), version + 1],
+                );
+                break claimed.map(|_| ()).map_err(Error::unavailable);
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                break Err(Error::Timeout {
+                    waited: start.elapsed(),
+                });
+            }
+            std::thread::sleep(Duration::from_micros(100));
+        };
+        self.0.put(c);
+        result.map(|()| RacyLease {
+            lock: self.0.clone(),
+            name: name.bytes().to_vec(),
+        })
+    }
+}
+
+fn no_arg(spec: &Spec) -> Result<(), StrategyError> {
+    match spec.arg() {
+        None => Ok(()),
+        Some(a) => Err(Error::Config(format!(
+            "strategy {:?} takes no argument (got {a:?})",
+            spec.name()
+        ))),
+    }
+}
+
+/// Enough pooled connections that every thread of a run races.
+const CONTROL_POOL: usize = 64;
+
+/// Registers `unserialized` and `racy-version` (`racy-version:MICROS` sets the race
+/// window) into `registry`. They always run in autocommit: only their "lock" stands
+/// between two ops.
+pub fn register(registry: &mut Registry<Sqlite>) {
+    registry.register(
+        "unserialized",
+        "NEGATIVE CONTROL: no lock, autocommit statements",
+        |spec, setup: &Setup<Sqlite>| {
+            no_arg(spec)?;
+            let s = Locked::new(NoLock, setup.connect.clone())
+                .tx_mode(TxMode::Autocommit)
+                .pool_size(CONTROL_POOL)?;
+            Ok(Box::new(s) as BoxSerializer<Connection>)
+        },
+    );
+    registry.register(
+        "racy-version",
+        "NEGATIVE CONTROL: seed 003's check-then-set version lock (racy:MICROS sets the window)",
+        |spec, setup: &Setup<Sqlite>| {
+            let window = match spec.arg() {
+                None => DEFAULT_RACE_WINDOW,
+                Some(us) => Duration::from_micros(us.parse().map_err(|_| {
+                    Error::Config(format!("racy-version takes a window in µs, got {us:?}"))
+                })?),
+            };
+            let mut lock_path = setup.connect.path().as_os_str().to_owned();
+            lock_path.push(".racylock");
+            let lock = RacyVersionLock::new(lock_path.into()).window(window);
+            let s = Locked::new(
+                SharedRacyLock(std::sync::Arc::new(lock)),
+                setup.connect.clone(),
+            )
+            .tx_mode(TxMode::Autocommit)
+            .pool_size(CONTROL_POOL)?;
+            Ok(Box::new(s) as BoxSerializer<Connection>)
+        },
+    );
+}

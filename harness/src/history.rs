@@ -1,0 +1,382 @@
+//! The event log every run records: one JSON line per event, one file per process.
+//!
+//! An op writes its `invoke` event *before* it runs, with one `write(2)` and no buffer, so
+//! a worker killed in the middle of the op cannot hide that the op started: an invoke
+//! without a completion is an *unknown* op, which may or may not have taken effect.
+//! Timestamps come from `CLOCK_MONOTONIC`, which every process on the host shares (an
+//! `Instant` cannot be exported); the critical section's own timestamps are taken inside
+//! the op, after the strategy granted access and before it released it.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// The calling thread's OS id.
+pub fn os_thread_id() -> u32 {
+    rustix::thread::gettid().as_raw_nonzero().get() as u32
+}
+
+/// Nanoseconds on `CLOCK_MONOTONIC`, comparable across the processes of one host.
+pub fn now_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    // The monotonic clock starts near boot: both parts are non-negative.
+    (t.tv_sec as u64) * 1_000_000_000 + t.tv_nsec as u64
+}
+
+/// What an op was asked to do.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "f", rename_all = "snake_case")]
+pub enum OpInput {
+    /// Counter: read the key's value, write it plus one.
+    Increment,
+    /// Bank: move `amount` from one account to another if the balance allows.
+    Transfer {
+        /// Debited account.
+        from: String,
+        /// Credited account.
+        to: String,
+        /// Amount moved.
+        amount: i64,
+    },
+    /// Notify-once: send notification `id` unless its `sent` flag is set.
+    Notify {
+        /// The notification.
+        id: i64,
+    },
+    /// Key-value: read the record, then write `write` (`None` deletes it).
+    ReadWrite {
+        /// The value written (unique per run), or `None` for a delete.
+        write: Option<i64>,
+    },
+    /// File store: add record `record` to the file.
+    Append {
+        /// The record's unique id.
+        record: i64,
+    },
+}
+
+/// What an op returned.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "r", rename_all = "snake_case")]
+pub enum OpOutput {
+    /// Counter: the value this increment wrote.
+    Wrote {
+        /// The new value.
+        value: i64,
+    },
+    /// Bank: whether the transfer moved money (false: insufficient balance).
+    Transferred {
+        /// Whether it moved money.
+        applied: bool,
+    },
+    /// Notify-once: whether this op performed the side effect.
+    Notified {
+        /// Whether it sent.
+        sent: bool,
+    },
+    /// Key-value: the value read before writing.
+    Read {
+        /// The value read (`None`: no record).
+        value: Option<i64>,
+    },
+    /// File store: the record was added.
+    Appended,
+}
+
+/// How an op ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// The op is about to run.
+    Invoke,
+    /// Acknowledged: it took effect.
+    Ok,
+    /// It definitely did not take effect.
+    Fail,
+    /// It may or may not have taken effect (an indeterminate error, a partial write
+    /// outside a transaction). Killed ops have no completion event and count as unknown.
+    Unknown,
+}
+
+/// One event of a history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Invoke, or how the op ended.
+    pub phase: Phase,
+    /// The op's id, unique in the run.
+    pub op: u64,
+    /// The worker process's index in the run (replacements get new indexes).
+    pub proc: u32,
+    /// The OS process id.
+    pub pid: u32,
+    /// The worker thread's index in its process.
+    pub thread: u32,
+    /// The OS thread id.
+    #[serde(default)]
+    pub tid: u32,
+    /// The keys the op ran under.
+    pub keys: Vec<String>,
+    /// When this event happened (ns, `CLOCK_MONOTONIC`).
+    pub time: u64,
+    /// Invoke: what the op was asked to do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<OpInput>,
+    /// Ok: what it returned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<OpOutput>,
+    /// When the op's last attempt entered the critical section (ns), if it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enter: Option<u64>,
+    /// When the op's last attempt left the critical section (ns), if it finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit: Option<u64>,
+    /// The fencing token the op ran under.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fence: Option<u64>,
+    /// Fail / unknown: the error's kind and text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Appends events to one process's history file, one unbuffered `write(2)` per event.
+#[derive(Debug)]
+pub struct HistoryWriter {
+    file: File,
+}
+
+impl HistoryWriter {
+    /// Creates (or appends to) the history file at `path`.
+    ///
+    /// # Errors
+    /// When the file cannot be opened.
+    pub fn create(path: &Path) -> std::io::Result<Self> {
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(HistoryWriter { file })
+    }
+
+    /// Writes one event as one line with a single `write_all` on an `O_APPEND` file, so
+    /// threads never interleave inside a line.
+    ///
+    /// # Errors
+    /// When the write fails.
+    pub fn record(&self, event: &Event) -> std::io::Result<()> {
+        let mut line = serde_json::to_vec(event).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        (&self.file).write_all(&line)
+    }
+}
+
+/// A finished op: its invoke event joined with its completion.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Op {
+    /// The op's id.
+    pub id: u64,
+    /// Worker process index.
+    pub proc: u32,
+    /// OS process id.
+    pub pid: u32,
+    /// Thread index.
+    pub thread: u32,
+    /// OS thread id.
+    pub tid: u32,
+    /// Keys.
+    pub keys: Vec<String>,
+    /// What it was asked to do.
+    pub input: OpInput,
+    /// Ok, fail or unknown (never invoke).
+    pub phase: Phase,
+    /// What it returned (ok ops).
+    pub output: Option<OpOutput>,
+    /// Invoked at (ns).
+    pub invoke: u64,
+    /// Completed at (ns); `None` for an op cut off by a kill.
+    pub complete: Option<u64>,
+    /// Entered the critical section at (ns).
+    pub enter: Option<u64>,
+    /// Left the critical section at (ns).
+    pub exit: Option<u64>,
+    /// Fence.
+    pub fence: Option<u64>,
+    /// Error text of a failed or unknown op.
+    pub error: Option<String>,
+}
+
+impl Op {
+    /// A short readable name: `p1/t3#42`.
+    pub fn label(&self) -> String {
+        format!("p{}/t{}#{}", self.proc, self.thread, self.id & 0xffff_ffff)
+    }
+}
+
+/// A merged history: every op of every process of one run.
+#[derive(Clone, Debug, Default)]
+pub struct History {
+    /// Ops ordered by invoke time.
+    pub ops: Vec<Op>,
+    /// Events that could not be joined (a completion without invoke, an unreadable line).
+    pub malformed: Vec<String>,
+}
+
+impl History {
+    /// Reads and merges history files. A torn last line (the writer was killed in the
+    /// middle of a write, which one `write(2)` makes unlikely) is reported in
+    /// [`History::malformed`], not fatal.
+    ///
+    /// # Errors
+    /// When a file cannot be read.
+    pub fn load(paths: &[impl AsRef<Path>]) -> std::io::Result<Self> {
+        let mut events = Vec::new();
+        let mut malformed = Vec::new();
+        for path in paths {
+            let file = match File::open(path.as_ref()) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            for line in BufReader::new(file).lines() {
+                let line = line?;
+                if line.trim().is_empty() {
+                    continue;
+                }
+                match serde_json::from_str::<Event>(&line) {
+                    Ok(e) => events.push(e),
+                    Err(e) => malformed.push(format!("{}: {e}: {line}", path.as_ref().display())),
+                }
+            }
+        }
+        let mut history = Self::from_events(events);
+        history.malformed.extend(malformed);
+        Ok(history)
+    }
+
+    /// Joins invoke events with their completions.
+    pub fn from_events(events: Vec<Event>) -> Self {
+        let mut open: HashMap<u64, Op> = HashMap::new();
+        let mut done = Vec::new();
+        let mut malformed = Vec::new();
+        for e in events {
+            match e.phase {
+                Phase::Invoke => {
+                    let Some(input) = e.input.clone() else {
+                        malformed.push(format!("invoke without input: op {}", e.op));
+                        continue;
+                    };
+                    open.insert(
+                        e.op,
+                        Op {
+                            id: e.op,
+                            proc: e.proc,
+                            pid: e.pid,
+                            thread: e.thread,
+                            tid: e.tid,
+                            keys: e.keys,
+                            input,
+                            phase: Phase::Unknown,
+                            output: None,
+                            invoke: e.time,
+                            complete: None,
+                            enter: None,
+                            exit: None,
+                            fence: None,
+                            error: None,
+                        },
+                    );
+                }
+                phase => match open.remove(&e.op) {
+                    Some(mut op) => {
+                        op.phase = phase;
+                        op.output = e.output;
+                        op.complete = Some(e.time);
+                        op.enter = e.enter;
+                        op.exit = e.exit;
+                        op.fence = e.fence;
+                        op.error = e.error;
+                        done.push(op);
+                    }
+                    None => malformed.push(format!("completion without invoke: op {}", e.op)),
+                },
+            }
+        }
+        // Ops left open were cut off (killed): unknown, no completion.
+        done.extend(open.into_values());
+        done.sort_by_key(|op| (op.invoke, op.id));
+        History {
+            ops: done,
+            malformed,
+        }
+    }
+
+    /// Ops that ended as `phase`.
+    pub fn with_phase(&self, phase: Phase) -> impl Iterator<Item = &Op> {
+        self.ops.iter().filter(move |op| op.phase == phase)
+    }
+
+    /// How many ops were acknowledged.
+    pub fn acknowledged(&self) -> usize {
+        self.with_phase(Phase::Ok).count()
+    }
+
+    /// The earliest invoke time, for readable relative times.
+    pub fn origin(&self) -> u64 {
+        self.ops.iter().map(|op| op.invoke).min().unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn invoke(op: u64, time: u64) -> Event {
+        Event {
+            phase: Phase::Invoke,
+            op,
+            proc: 0,
+            pid: 1,
+            thread: 0,
+            tid: 1,
+            keys: vec!["k".into()],
+            time,
+            input: Some(OpInput::Increment),
+            output: None,
+            enter: None,
+            exit: None,
+            fence: None,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn joins_completions_and_leaves_cut_off_ops_unknown() {
+        let mut done = invoke(1, 10);
+        done.phase = Phase::Ok;
+        done.input = None;
+        done.output = Some(OpOutput::Wrote { value: 1 });
+        done.time = 20;
+        let h = History::from_events(vec![invoke(1, 10), invoke(2, 15), done]);
+        assert_eq!(h.ops.len(), 2);
+        assert_eq!(h.ops[0].phase, Phase::Ok);
+        assert_eq!(h.ops[0].complete, Some(20));
+        assert_eq!(h.ops[1].phase, Phase::Unknown);
+        assert_eq!(h.ops[1].complete, None);
+    }
+
+    #[test]
+    fn writes_and_reads_back_a_file_with_a_torn_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.jsonl");
+        let w = HistoryWriter::create(&path).unwrap();
+        w.record(&invoke(7, now_ns())).unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"{\"phase\":\"ok\",\"op")
+            .unwrap();
+        let h = History::load(&[&path]).unwrap();
+        assert_eq!(h.ops.len(), 1);
+        assert_eq!(h.malformed.len(), 1);
+    }
+}

@@ -1,0 +1,374 @@
+//! Child-process workers: the `turnstile` binary re-executes itself as `turnstile worker`
+//! (a hidden subcommand), once per process of a run.
+//!
+//! The protocol is lines on the child's stdin and stdout:
+//! - child → parent `ready` once its strategy is open and probed; parent → child `go` when
+//!   every worker is ready (the start barrier);
+//! - child → parent `in` from inside a critical section, when the nemesis asked for it;
+//! - child → parent `done`, or `error EXIT_CODE MESSAGE`.
+//!
+//! Each worker writes its own history file; the parent merges them. A worker the nemesis
+//! killed is replaced by a new one (a new process index) that runs the ops it had left,
+//! so acknowledged ops keep coming after the fault.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use turnstile::spec::Registry;
+use turnstile::sqlite::Sqlite;
+
+use crate::history::{History, now_ns};
+use crate::nemesis::{self, Fault, MAX_FAULTS, Nemesis};
+use crate::run::{RunConfig, RunError, WorkerSpec, run_threads};
+
+/// How long a worker may take to open its strategy and report ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+enum Line {
+    Text(String),
+    Eof,
+}
+
+struct Slot {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    spec: WorkerSpec,
+    ready: bool,
+    done: bool,
+    killed: bool,
+    err_path: PathBuf,
+}
+
+fn spawn(
+    exe: &Path,
+    spec: &WorkerSpec,
+    slot: usize,
+    tx: &Sender<(usize, Line)>,
+) -> Result<Slot, RunError> {
+    let json = serde_json::to_string(spec).map_err(|e| RunError::Worker(e.to_string()))?;
+    let err_path = spec.paths.dir.join(format!("worker-{}.err", spec.proc));
+    let stderr = std::fs::File::create(&err_path)?;
+    let mut child = Command::new(exe)
+        .arg("worker")
+        .arg("--spec")
+        .arg(json)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .map_err(|e| RunError::Worker(format!("cannot start {}: {e}", exe.display())))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| RunError::Worker("no stdout".into()))?;
+    let tx = tx.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            match line {
+                Ok(l) => {
+                    if tx.send((slot, Line::Text(l))).is_err() {
+                        return;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        let _ = tx.send((slot, Line::Eof));
+    });
+    Ok(Slot {
+        stdin: child.stdin.take(),
+        child,
+        spec: spec.clone(),
+        ready: false,
+        done: false,
+        killed: false,
+        err_path,
+    })
+}
+
+fn go(slot: &mut Slot) {
+    if let Some(stdin) = slot.stdin.as_mut() {
+        // A worker that died before reading `go` shows up as EOF on its stdout.
+        let _ = stdin.write_all(b"go\n").and_then(|()| stdin.flush());
+    }
+}
+
+fn kill_all(slots: &mut [Slot]) {
+    for slot in slots {
+        if slot.child.try_wait().ok().flatten().is_none() {
+            let _ = slot.child.kill();
+            let _ = slot.child.wait();
+        }
+    }
+}
+
+/// How many of a worker's ops ended (any way) or were cut off: everything it invoked.
+fn invoked(path: &Path) -> usize {
+    History::load(&[path]).map_or(0, |h| h.ops.len())
+}
+
+/// Runs the worker processes of `config` (spec.proc is the first index) and returns the
+/// faults injected and every history file written.
+///
+/// # Errors
+/// [`RunError::Unavailable`] when a worker cannot reach the backend,
+/// [`RunError::Worker`] when one fails on its own or the run exceeds its time limit.
+pub fn run_children(
+    exe: &Path,
+    base: &WorkerSpec,
+    config: &RunConfig,
+) -> Result<(Vec<Fault>, Vec<PathBuf>), RunError> {
+    let (tx, rx) = mpsc::channel::<(usize, Line)>();
+    let procs = config.procs.max(1);
+    let mut slots = Vec::new();
+    let mut histories = Vec::new();
+    let mut next_proc = 0u32;
+    for p in 0..procs {
+        let mut spec = base.clone();
+        spec.proc = next_proc;
+        next_proc += 1;
+        spec.ops = config.ops / procs + usize::from(p < config.ops % procs);
+        spec.seed = base.seed.wrapping_add(p as u64);
+        spec.announce = config.nemesis.is_some();
+        histories.push(spec.paths.history(spec.proc));
+        match spawn(exe, &spec, slots.len(), &tx) {
+            Ok(slot) => slots.push(slot),
+            Err(e) => {
+                kill_all(&mut slots);
+                return Err(e);
+            }
+        }
+    }
+    let result = supervise(
+        exe,
+        config,
+        &mut slots,
+        &mut histories,
+        &mut next_proc,
+        &tx,
+        &rx,
+    );
+    kill_all(&mut slots);
+    result.map(|faults| (faults, histories))
+}
+
+fn worker_failure(slot: &mut Slot, code: Option<i32>, message: &str) -> RunError {
+    let stderr = std::fs::read_to_string(&slot.err_path).unwrap_or_default();
+    let text = format!(
+        "worker p{} {message}{}",
+        slot.spec.proc,
+        if stderr.trim().is_empty() {
+            String::new()
+        } else {
+            format!(": {}", stderr.trim())
+        }
+    );
+    if code == Some(3) {
+        RunError::Unavailable(text)
+    } else if code == Some(2) {
+        RunError::Usage(text)
+    } else {
+        RunError::Worker(text)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn supervise(
+    exe: &Path,
+    config: &RunConfig,
+    slots: &mut Vec<Slot>,
+    histories: &mut Vec<PathBuf>,
+    next_proc: &mut u32,
+    tx: &Sender<(usize, Line)>,
+    rx: &Receiver<(usize, Line)>,
+) -> Result<Vec<Fault>, RunError> {
+    let started = Instant::now();
+    let mut faults = Vec::new();
+    let mut all_ready = false;
+    let mut next_fault: Option<Instant> = None;
+    let mut stopped: HashMap<usize, Instant> = HashMap::new();
+    loop {
+        if slots.iter().all(|s| s.done || s.killed) {
+            return Ok(faults);
+        }
+        let limit = if all_ready {
+            config.time_limit
+        } else {
+            READY_TIMEOUT
+        };
+        if started.elapsed() > limit {
+            return Err(RunError::Worker(format!(
+                "the run did not finish within {limit:?}"
+            )));
+        }
+        // Resume stopped workers whose pause is over.
+        let now = Instant::now();
+        let due: Vec<usize> = stopped
+            .iter()
+            .filter(|(_, until)| **until <= now)
+            .map(|(i, _)| *i)
+            .collect();
+        for i in due {
+            stopped.remove(&i);
+            let _ = nemesis::signal(&mut slots[i].child, rustix::process::Signal::CONT);
+        }
+        let (i, line) = match rx.recv_timeout(Duration::from_millis(5)) {
+            Ok(msg) => msg,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => return Ok(faults),
+        };
+        match line {
+            Line::Text(t) if t == "ready" => {
+                slots[i].ready = true;
+                if all_ready {
+                    // A replacement joins a run already going.
+                    go(&mut slots[i]);
+                } else if slots.iter().all(|s| s.ready) {
+                    all_ready = true;
+                    next_fault = config.nemesis.map(|n| Instant::now() + n.first());
+                    for s in slots.iter_mut() {
+                        go(s);
+                    }
+                }
+            }
+            Line::Text(t) if t == "in" => {
+                let (Some(nemesis), Some(at)) = (config.nemesis, next_fault) else {
+                    continue;
+                };
+                if Instant::now() < at || faults.len() >= MAX_FAULTS || slots[i].killed {
+                    continue;
+                }
+                next_fault = Some(Instant::now() + nemesis.interval());
+                let proc = slots[i].spec.proc;
+                match nemesis {
+                    Nemesis::Kill { .. } => {
+                        if nemesis::signal(&mut slots[i].child, rustix::process::Signal::KILL)
+                            .is_err()
+                        {
+                            continue;
+                        }
+                        let _ = slots[i].child.wait();
+                        slots[i].killed = true;
+                        faults.push(Fault {
+                            kind: "kill",
+                            proc,
+                            time: now_ns(),
+                        });
+                        let old = &slots[i].spec;
+                        let left = old
+                            .ops
+                            .saturating_sub(invoked(&old.paths.history(old.proc)));
+                        if left > 0 {
+                            let mut spec = old.clone();
+                            spec.proc = *next_proc;
+                            *next_proc += 1;
+                            spec.ops = left;
+                            spec.seed = spec.seed.wrapping_add(0x9e37_79b9);
+                            // Joining a run under way: a probe that waits out a dead
+                            // holder's lease is an observation, not an unreachable backend;
+                            // its ops record any timeouts and the floor judges them.
+                            spec.probe = false;
+                            histories.push(spec.paths.history(spec.proc));
+                            let slot = spawn(exe, &spec, slots.len(), tx)?;
+                            slots.push(slot);
+                        }
+                    }
+                    Nemesis::Stop { pause } => {
+                        if nemesis::signal(&mut slots[i].child, rustix::process::Signal::STOP)
+                            .is_ok()
+                        {
+                            faults.push(Fault {
+                                kind: "stop",
+                                proc,
+                                time: now_ns(),
+                            });
+                            stopped.insert(i, Instant::now() + pause);
+                        }
+                    }
+                }
+            }
+            Line::Text(t) if t == "done" => slots[i].done = true,
+            Line::Text(t) if t.starts_with("error ") => {
+                let mut parts = t.splitn(3, ' ');
+                let code = parts.nth(1).and_then(|c| c.parse().ok());
+                let message = parts.next().unwrap_or_default().to_owned();
+                let _ = slots[i].child.wait();
+                return Err(worker_failure(&mut slots[i], code, &message));
+            }
+            Line::Text(_) => {}
+            Line::Eof => {
+                if slots[i].killed {
+                    continue;
+                }
+                let status = slots[i].child.wait()?;
+                if !slots[i].done || !status.success() {
+                    return Err(worker_failure(
+                        &mut slots[i],
+                        status.code(),
+                        &format!("exited early ({status})"),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// The `turnstile worker` subcommand: runs one worker process from its JSON spec and
+/// returns its exit code (0 done, 2 bad spec, 3 backend out of reach).
+pub fn worker_main(spec_json: &str, registry: &Registry<Sqlite>) -> i32 {
+    let stdout = Arc::new(Mutex::new(std::io::stdout()));
+    let say = |line: &str| {
+        let mut out = stdout.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+    };
+    let spec: WorkerSpec = match serde_json::from_str(spec_json) {
+        Ok(s) => s,
+        Err(e) => {
+            say(&format!("error 2 bad worker spec: {e}"));
+            return 2;
+        }
+    };
+    let strategy = match spec.open(registry) {
+        Ok(s) => s,
+        Err(e) => {
+            let code = e.exit_code();
+            say(&format!("error {code} {e}"));
+            return code;
+        }
+    };
+    say("ready");
+    let mut line = String::new();
+    if std::io::stdin().read_line(&mut line).is_err() || line.trim() != "go" {
+        // The parent went away or gave up on the run.
+        return 3;
+    }
+    let announce: Option<Arc<dyn Fn() + Send + Sync>> = if spec.announce {
+        let out = stdout.clone();
+        Some(Arc::new(move || {
+            {
+                let mut o = out.lock().unwrap_or_else(|p| p.into_inner());
+                let _ = o.write_all(b"in\n").and_then(|()| o.flush());
+            }
+            // Stay in the section long enough for the nemesis to act on the message.
+            std::thread::sleep(Duration::from_millis(1));
+        }))
+    } else {
+        None
+    };
+    match run_threads(&spec, &strategy, announce) {
+        Ok(()) => {
+            drop(strategy);
+            say("done");
+            0
+        }
+        Err(e) => {
+            say(&format!("error {} {e}", e.exit_code()));
+            e.exit_code()
+        }
+    }
+}

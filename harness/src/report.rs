@@ -1,0 +1,174 @@
+//! Output: a readable verdict per checker, the whole report as JSON, and a timeline of
+//! critical sections as SVG.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use crate::check::Verdict;
+use crate::history::{History, Op, Phase};
+use crate::run::RunReport;
+
+/// The report as text: one line per checker, its evidence indented below.
+pub fn text(report: &RunReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "strategy {} ({} scope, {}), workload {}, {} procs x {} threads, {} ops requested, seed {}",
+        report.strategy,
+        report.scope,
+        if report.transactional {
+            "inside the resource's transaction"
+        } else {
+            "autocommit: only the strategy excludes"
+        },
+        report.workload,
+        report.procs,
+        report.threads,
+        report.requested,
+        report.seed
+    );
+    let _ = writeln!(
+        out,
+        "ops: {} acknowledged, {} failed, {} unknown in {:.2?}; {} faults injected",
+        report.acknowledged,
+        report.failed,
+        report.unknown,
+        report.wall,
+        report.faults.len()
+    );
+    if !report.errors.is_empty() {
+        let errors: Vec<String> = report
+            .errors
+            .iter()
+            .map(|(k, n)| format!("{k} x{n}"))
+            .collect();
+        let _ = writeln!(out, "errors: {}", errors.join(", "));
+    }
+    for note in &report.notes {
+        let _ = writeln!(out, "note: {note}");
+    }
+    for c in &report.checks {
+        let _ = writeln!(
+            out,
+            "{:<13} {:<12} {}",
+            c.checker,
+            c.verdict.to_string(),
+            c.summary
+        );
+        for d in &c.details {
+            let _ = writeln!(out, "    {d}");
+        }
+    }
+    let _ = writeln!(
+        out,
+        "verdict: {}",
+        match report.verdict {
+            Verdict::Pass => "PASS",
+            Verdict::Violation => "VIOLATION",
+            Verdict::Inconclusive => "INCONCLUSIVE",
+        }
+    );
+    if let Some(dir) = &report.kept {
+        let _ = writeln!(out, "history and database kept in {}", dir.display());
+    }
+    out
+}
+
+/// The report as one JSON document.
+pub fn json(report: &RunReport) -> String {
+    serde_json::to_string_pretty(report).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+}
+
+/// The most sections [`svg`] draws.
+pub const SVG_MAX_OPS: usize = 5000;
+
+/// A timeline of the run's critical sections as SVG: one row per worker thread, one bar
+/// per op from entering to leaving its section, bars that overlap another on the same
+/// key in red. Shows at a glance whether a strategy excluded.
+pub fn svg(history: &History) -> String {
+    let ops: Vec<&Op> = history
+        .ops
+        .iter()
+        .filter(|op| op.enter.is_some() && op.exit.is_some() && op.phase != Phase::Fail)
+        .take(SVG_MAX_OPS)
+        .collect();
+    let overlapping = overlapping(&ops);
+    let mut rows: Vec<(u32, u32)> = ops.iter().map(|op| (op.proc, op.thread)).collect();
+    rows.sort_unstable();
+    rows.dedup();
+    let t0 = ops.iter().filter_map(|op| op.enter).min().unwrap_or(0);
+    let t1 = ops
+        .iter()
+        .filter_map(|op| op.exit)
+        .max()
+        .unwrap_or(t0 + 1)
+        .max(t0 + 1);
+    let (width, row_h, left) = (1200.0, 14.0, 70.0);
+    let scale = (width - left - 10.0) / (t1 - t0) as f64;
+    let height = 30.0 + row_h * rows.len() as f64;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="monospace" font-size="10">"#
+    );
+    let _ = writeln!(
+        out,
+        r#"<text x="4" y="12">critical sections over {:.3} ms; red: overlaps another on its key</text>"#,
+        (t1 - t0) as f64 / 1e6
+    );
+    for (i, (proc, thread)) in rows.iter().enumerate() {
+        let y = 20.0 + row_h * i as f64;
+        let _ = writeln!(
+            out,
+            r#"<text x="4" y="{}">p{proc}/t{thread}</text>"#,
+            y + 10.0
+        );
+    }
+    for (op, red) in ops.iter().zip(&overlapping) {
+        let row = rows
+            .binary_search(&(op.proc, op.thread))
+            .unwrap_or_default();
+        let (enter, exit) = (op.enter.unwrap_or(t0), op.exit.unwrap_or(t0));
+        let x = left + (enter - t0) as f64 * scale;
+        let w = ((exit.saturating_sub(enter)) as f64 * scale).max(0.5);
+        let y = 22.0 + row_h * row as f64;
+        let _ = writeln!(
+            out,
+            r#"<rect x="{x:.2}" y="{y}" width="{w:.2}" height="{}" fill="{}"><title>{} {}</title></rect>"#,
+            row_h - 4.0,
+            if *red { "#d62728" } else { "#1f77b4" },
+            op.label(),
+            op.keys.join(",")
+        );
+    }
+    out.push_str("</svg>\n");
+    out
+}
+
+/// For each op, whether its section overlaps another's on a shared key.
+fn overlapping(ops: &[&Op]) -> Vec<bool> {
+    let mut red = vec![false; ops.len()];
+    let mut by_key: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, op) in ops.iter().enumerate() {
+        for k in &op.keys {
+            by_key.entry(k).or_default().push(i);
+        }
+    }
+    for (_, mut idx) in by_key {
+        idx.sort_by_key(|&i| ops[i].enter);
+        let mut last: Option<usize> = None;
+        for i in idx {
+            if let Some(h) = last
+                && ops[i].enter < ops[h].exit
+            {
+                red[i] = true;
+                red[h] = true;
+                if ops[i].exit <= ops[h].exit {
+                    continue;
+                }
+            }
+            last = Some(i);
+        }
+    }
+    red
+}

@@ -1,0 +1,891 @@
+//! One checked run: set up the database, run a workload's ops through a strategy in
+//! threads (and child processes), inject faults, merge the histories, run the checkers.
+//!
+//! [`run`] is what `turnstile check` calls; it also returns per-op latencies and the
+//! wall time, for measurements.
+//!
+//! How the strategy runs is decided by its [`Capabilities`]: a strategy whose mechanism
+//! is the resource's own transaction (it reports `transactional` even when asked for
+//! [`TxMode::Autocommit`]) runs inside it; a lock strategy runs in autocommit, so only its
+//! lock stands between two ops — SQLite's `BEGIN IMMEDIATE` would otherwise serialize
+//! writers by itself and hide a broken lock. Kill runs put lock strategies back in their
+//! transaction: they test recovery, not exclusion.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use rusqlite::Connection;
+use serde::{Deserialize, Serialize};
+use turnstile::spec::{Registry, Setup};
+use turnstile::sqlite::{Sqlite, Synchronous};
+use turnstile::{BoxSerializer, Capabilities, Error, Key, Scope, TxMode, Wait};
+
+use crate::check::{self, CheckResult, Verdict};
+use crate::history::{Event, History, HistoryWriter, Phase, now_ns};
+use crate::nemesis::{Fault, Nemesis};
+use crate::workload::{OpEnv, Paths, Probe, Workload};
+
+/// What to run.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct RunConfig {
+    /// The strategy spec (`"mutex"`, `"busy-timeout"`, …).
+    pub strategy: String,
+    /// The workload.
+    pub workload: Workload,
+    /// Threads per process. Default 4.
+    pub threads: usize,
+    /// Processes; 1 runs the threads in this process. Default 1.
+    pub procs: usize,
+    /// Ops in total. Default 1000.
+    pub ops: usize,
+    /// Keys (accounts, notifications, records); `None`: the workload's default.
+    pub keys: Option<usize>,
+    /// Pause between an op's read and its write. Default zero.
+    pub think: Duration,
+    /// The most an op waits between its read and write for another worker to be there
+    /// too (see [`OpEnv::rendezvous`](crate::workload::OpEnv::rendezvous)); for negative controls. Default zero (off).
+    pub rendezvous: Duration,
+    /// Faults to inject (needs worker processes). Default none.
+    pub nemesis: Option<Nemesis>,
+    /// SQLite's `synchronous`. Default `Normal`.
+    pub sync: Synchronous,
+    /// Where to save history and database when the run does not pass. Default none.
+    pub keep: Option<PathBuf>,
+    /// The database path; default a fresh file in a temporary directory.
+    pub db: Option<PathBuf>,
+    /// The `turnstile` binary to run workers with; default this executable.
+    pub worker_exe: Option<PathBuf>,
+    /// The random seed. Default: random.
+    pub seed: u64,
+    /// The longest a run may take before it is abandoned as inconclusive. Default 300 s.
+    pub time_limit: Duration,
+    /// Show a progress bar on stderr (only drawn on a terminal). Default off.
+    pub progress: bool,
+    /// How long an op may wait to start ([`Setup::timeout`]); `None`: the strategy's
+    /// default.
+    pub timeout: Option<Duration>,
+    /// Write a timeline of the critical sections here, as SVG. Default none.
+    pub svg: Option<PathBuf>,
+}
+
+impl RunConfig {
+    /// A run of `workload` through `strategy` with the defaults above.
+    pub fn new(strategy: impl Into<String>, workload: Workload) -> Self {
+        RunConfig {
+            strategy: strategy.into(),
+            workload,
+            threads: 4,
+            procs: 1,
+            ops: 1000,
+            keys: None,
+            think: Duration::ZERO,
+            rendezvous: Duration::ZERO,
+            nemesis: None,
+            sync: Synchronous::Normal,
+            keep: None,
+            db: None,
+            worker_exe: None,
+            seed: fastrand::u64(..),
+            time_limit: Duration::from_secs(300),
+            progress: false,
+            timeout: None,
+            svg: None,
+        }
+    }
+
+    /// Sets [`RunConfig::threads`].
+    pub fn threads(mut self, n: usize) -> Self {
+        self.threads = n;
+        self
+    }
+
+    /// Sets [`RunConfig::procs`].
+    pub fn procs(mut self, n: usize) -> Self {
+        self.procs = n;
+        self
+    }
+
+    /// Sets [`RunConfig::ops`].
+    pub fn ops(mut self, n: usize) -> Self {
+        self.ops = n;
+        self
+    }
+
+    /// Sets [`RunConfig::keys`].
+    pub fn keys(mut self, n: usize) -> Self {
+        self.keys = Some(n);
+        self
+    }
+
+    /// Sets [`RunConfig::think`].
+    pub fn think(mut self, d: Duration) -> Self {
+        self.think = d;
+        self
+    }
+
+    /// Sets [`RunConfig::rendezvous`].
+    pub fn rendezvous(mut self, d: Duration) -> Self {
+        self.rendezvous = d;
+        self
+    }
+
+    /// Sets [`RunConfig::nemesis`].
+    pub fn nemesis(mut self, n: Nemesis) -> Self {
+        self.nemesis = Some(n);
+        self
+    }
+
+    /// Sets [`RunConfig::worker_exe`].
+    pub fn worker_exe(mut self, exe: impl Into<PathBuf>) -> Self {
+        self.worker_exe = Some(exe.into());
+        self
+    }
+
+    /// Sets [`RunConfig::db`].
+    pub fn db(mut self, path: impl Into<PathBuf>) -> Self {
+        self.db = Some(path.into());
+        self
+    }
+
+    /// Sets [`RunConfig::keep`].
+    pub fn keep(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.keep = Some(dir.into());
+        self
+    }
+
+    /// Sets [`RunConfig::sync`].
+    pub fn sync(mut self, sync: Synchronous) -> Self {
+        self.sync = sync;
+        self
+    }
+
+    /// Sets [`RunConfig::progress`].
+    pub fn progress(mut self, yes: bool) -> Self {
+        self.progress = yes;
+        self
+    }
+
+    /// Sets [`RunConfig::timeout`].
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Sets [`RunConfig::svg`].
+    pub fn svg(mut self, path: impl Into<PathBuf>) -> Self {
+        self.svg = Some(path.into());
+        self
+    }
+
+    /// Sets [`RunConfig::seed`].
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// The number of keys the run uses.
+    pub fn key_count(&self) -> usize {
+        self.keys
+            .unwrap_or_else(|| match self.workload {
+                // Enough notifications that unsent ones remain for the whole run.
+                Workload::NotifyOnce => (self.ops / 4).clamp(16, 100_000),
+                w => w.default_keys(),
+            })
+            .max(1)
+    }
+
+    fn uses_children(&self) -> bool {
+        self.procs > 1 || self.nemesis.is_some()
+    }
+
+    fn validate(&self) -> Result<(), RunError> {
+        let bad = |m: String| Err(RunError::Usage(m));
+        if !(1..=256).contains(&self.threads) {
+            return bad(format!("--threads must be 1..=256, got {}", self.threads));
+        }
+        if !(1..=64).contains(&self.procs) {
+            return bad(format!("--procs must be 1..=64, got {}", self.procs));
+        }
+        if !(1..=10_000_000).contains(&self.ops) {
+            return bad(format!("--ops must be 1..=10000000, got {}", self.ops));
+        }
+        if self.keys.is_some_and(|k| !(1..=100_000).contains(&k)) {
+            return bad("--keys must be 1..=100000".into());
+        }
+        if self.think > Duration::from_secs(1) || self.rendezvous > Duration::from_secs(1) {
+            return bad("--think-us and --rendezvous-us must be at most 1 s".into());
+        }
+        if self
+            .timeout
+            .is_some_and(|t| t.is_zero() || t > Duration::from_secs(3600))
+        {
+            return bad("--timeout-ms must be 1..=3600000".into());
+        }
+        if let Some(db) = &self.db
+            && db.exists()
+        {
+            return bad(format!(
+                "--db {} already exists; a run needs a fresh database (its invariants count from zero)",
+                db.display()
+            ));
+        }
+        if let Some(n) = self.nemesis
+            && n.kills()
+            && !self.workload.survives_kills()
+        {
+            return bad(format!(
+                "the {} workload has no transaction to survive kills",
+                self.workload
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Why a run could not produce a verdict.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum RunError {
+    /// Bad arguments or an unknown strategy (exit 2).
+    Usage(String),
+    /// The strategy's backend or the database is out of reach (exit 3).
+    Unavailable(String),
+    /// A worker process failed outside the nemesis (exit 3).
+    Worker(String),
+    /// The run directory failed (exit 3).
+    Io(std::io::Error),
+}
+
+impl RunError {
+    /// The CLI's exit code for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            RunError::Usage(_) => 2,
+            _ => 3,
+        }
+    }
+}
+
+impl std::fmt::Display for RunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RunError::Usage(m) => write!(f, "bad usage: {m}"),
+            RunError::Unavailable(m) => write!(f, "inconclusive: backend unavailable: {m}"),
+            RunError::Worker(m) => write!(f, "inconclusive: a worker failed: {m}"),
+            RunError::Io(e) => write!(f, "inconclusive: run directory: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for RunError {}
+
+impl From<std::io::Error> for RunError {
+    fn from(e: std::io::Error) -> Self {
+        RunError::Io(e)
+    }
+}
+
+/// Maps a strategy error met while opening or probing to a run error.
+pub(crate) fn open_error(e: turnstile::StrategyError) -> RunError {
+    match e {
+        Error::Config(m) => RunError::Usage(m),
+        Error::InvalidKey(k) => RunError::Usage(k.to_string()),
+        other => RunError::Unavailable(other.to_string()),
+    }
+}
+
+/// What one run found and measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunReport {
+    /// The strategy spec.
+    pub strategy: String,
+    /// The workload.
+    pub workload: Workload,
+    /// Threads per process.
+    pub threads: usize,
+    /// Processes.
+    pub procs: usize,
+    /// Ops requested.
+    pub requested: usize,
+    /// The random seed (`--seed` replays the same op choices).
+    pub seed: u64,
+    /// The strategy's scope, as it reports it.
+    pub scope: &'static str,
+    /// Whether ops ran inside the resource's transaction.
+    pub transactional: bool,
+    /// The overall verdict.
+    pub verdict: Verdict,
+    /// Every checker's result, plus the `floor` when too few ops were acknowledged.
+    pub checks: Vec<CheckResult>,
+    /// Ops acknowledged.
+    pub acknowledged: usize,
+    /// Ops that definitely failed.
+    pub failed: usize,
+    /// Ops of unknown outcome.
+    pub unknown: usize,
+    /// Failures by error kind (`"timeout: …"` → count).
+    pub errors: std::collections::BTreeMap<String, usize>,
+    /// Faults injected.
+    pub faults: Vec<Fault>,
+    /// Latency of every acknowledged op, invoke to completion, in ns.
+    #[serde(skip)]
+    pub latencies_ns: Vec<u64>,
+    /// Wall time of the ops phase.
+    pub wall: Duration,
+    /// Notes: scope warnings, malformed history lines.
+    pub notes: Vec<String>,
+    /// Where history and database were saved.
+    pub kept: Option<PathBuf>,
+}
+
+impl RunReport {
+    /// The CLI's exit code: 0 pass, 1 violation, 3 inconclusive.
+    pub fn exit_code(&self) -> i32 {
+        match self.verdict {
+            Verdict::Pass => 0,
+            Verdict::Violation => 1,
+            Verdict::Inconclusive => 3,
+        }
+    }
+
+    /// The result of checker `name`, if it ran.
+    pub fn check(&self, name: &str) -> Option<&CheckResult> {
+        self.checks.iter().find(|c| c.checker == name)
+    }
+}
+
+/// What a worker process (or the in-process threads) runs: everything is explicit, so it
+/// serializes to a child's command line.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WorkerSpec {
+    /// Strategy spec.
+    pub strategy: String,
+    /// Workload.
+    pub workload: Workload,
+    /// Files.
+    pub paths: Paths,
+    /// This worker process's index (replacements get new ones).
+    pub proc: u32,
+    /// Threads.
+    pub threads: usize,
+    /// Ops this process runs in total.
+    pub ops: usize,
+    /// Keys.
+    pub keys: usize,
+    /// Think time, µs.
+    pub think_us: u64,
+    /// Rendezvous wait, µs (0: off).
+    #[serde(default)]
+    pub rendezvous_us: u64,
+    /// Whether to run lock strategies in their transaction (kill runs).
+    pub transaction: bool,
+    /// SQLite `synchronous`.
+    pub sync: String,
+    /// Random seed.
+    pub seed: u64,
+    /// Whether to announce "in section" on stdout (for the nemesis).
+    pub announce: bool,
+    /// How long an op may wait to start, in ms (`None`: the strategy's default).
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// Whether to run one trivial op before reporting ready (replacements skip it).
+    #[serde(default = "yes")]
+    pub probe: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl WorkerSpec {
+    /// The SQLite opener this worker uses.
+    pub fn sqlite(&self) -> Sqlite {
+        Sqlite::new(&self.paths.db).synchronous(self.sync.parse().unwrap_or(Synchronous::Normal))
+    }
+
+    /// Opens the strategy this worker runs.
+    ///
+    /// # Errors
+    /// [`RunError::Usage`] for an unknown or bad spec, [`RunError::Unavailable`] when its
+    /// backend cannot be reached.
+    pub fn open(&self, registry: &Registry<Sqlite>) -> Result<BoxSerializer<Connection>, RunError> {
+        let mode = if self.transaction {
+            TxMode::Transaction
+        } else {
+            TxMode::Autocommit
+        };
+        let mut setup = Setup::new(self.sqlite()).tx_mode(mode);
+        if let Some(ms) = self.timeout_ms {
+            setup = setup.timeout(Duration::from_millis(ms));
+        }
+        let strategy = registry.open(&self.strategy, &setup).map_err(open_error)?;
+        if self.probe {
+            probe(&strategy)?;
+        }
+        Ok(strategy)
+    }
+}
+
+/// Runs one trivial op, so a backend out of reach shows before the run starts.
+fn probe(strategy: &BoxSerializer<Connection>) -> Result<(), RunError> {
+    strategy
+        .run_as(&[Key::whole()], Wait::Default, |db| {
+            db.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+        })
+        .map(drop)
+        .map_err(|e| match e {
+            Error::Op(e) => RunError::Unavailable(e.to_string()),
+            other => open_error(other.strategy_only().unwrap_or(Error::Indeterminate)),
+        })
+}
+
+/// Runs a worker's ops in its threads through `strategy`, recording history. The threads
+/// start together (a barrier); `announce` is called inside each op's critical section.
+///
+/// # Errors
+/// When the history file cannot be written.
+pub fn run_threads(
+    spec: &WorkerSpec,
+    strategy: &BoxSerializer<Connection>,
+    announce: Option<Arc<dyn Fn() + Send + Sync>>,
+) -> Result<(), RunError> {
+    let writer = Arc::new(HistoryWriter::create(&spec.paths.history(spec.proc))?);
+    let transactional = strategy.capabilities().transactional;
+    let env = OpEnv {
+        paths: Arc::new(spec.paths.clone()),
+        think: Duration::from_micros(spec.think_us),
+        in_section: announce,
+        rendezvous: Duration::from_micros(spec.rendezvous_us),
+    };
+    let seq = AtomicU64::new(0);
+    let barrier = Barrier::new(spec.threads);
+    let threads = spec.threads.max(1);
+    let errors: std::sync::Mutex<Vec<std::io::Error>> = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let share = spec.ops / threads + usize::from(t < spec.ops % threads);
+            let (writer, env, seq, barrier, errors) = (&writer, &env, &seq, &barrier, &errors);
+            s.spawn(move || {
+                let mut rng = fastrand::Rng::with_seed(
+                    spec.seed ^ (u64::from(spec.proc) << 40) ^ ((t as u64) << 20),
+                );
+                barrier.wait();
+                for _ in 0..share {
+                    let op_id = (u64::from(spec.proc) << 32) | seq.fetch_add(1, Ordering::Relaxed);
+                    if let Err(e) = one_op(
+                        spec,
+                        strategy,
+                        writer,
+                        env,
+                        &mut rng,
+                        op_id,
+                        t as u32,
+                        transactional,
+                    ) {
+                        errors.lock().unwrap_or_else(|p| p.into_inner()).push(e);
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    match errors.into_inner().unwrap_or_else(|p| p.into_inner()).pop() {
+        Some(e) => Err(RunError::Io(e)),
+        None => Ok(()),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn one_op(
+    spec: &WorkerSpec,
+    strategy: &BoxSerializer<Connection>,
+    writer: &HistoryWriter,
+    env: &OpEnv,
+    rng: &mut fastrand::Rng,
+    op_id: u64,
+    thread: u32,
+    transactional: bool,
+) -> std::io::Result<()> {
+    let (keys, input) = spec.workload.next_op(rng, spec.keys, op_id);
+    let key_names: Vec<String> = keys.iter().map(|k| k.as_str().to_owned()).collect();
+    let mut event = Event {
+        phase: Phase::Invoke,
+        op: op_id,
+        proc: spec.proc,
+        pid: std::process::id(),
+        thread,
+        tid: crate::history::os_thread_id(),
+        keys: key_names,
+        time: now_ns(),
+        input: Some(input.clone()),
+        output: None,
+        enter: None,
+        exit: None,
+        fence: None,
+        error: None,
+    };
+    writer.record(&event)?;
+    let probe = Arc::new(Probe::default());
+    let result = spec.workload.execute(strategy, &keys, &input, env, &probe);
+    event.time = now_ns();
+    event.input = None;
+    event.enter = probe.entered();
+    event.exit = probe.exited();
+    event.fence = probe.fence();
+    match result {
+        Ok(output) => {
+            event.phase = Phase::Ok;
+            event.output = Some(output);
+        }
+        Err(e) => {
+            // Outside a transaction an op that started may have written part of its work.
+            // A torn store is refused before the op writes anything.
+            let wrote_nothing = matches!(e.op(), Some(crate::workload::OpError::Corrupt(_)));
+            let unknown =
+                e.is_indeterminate() || (!transactional && event.enter.is_some() && !wrote_nothing);
+            event.phase = if unknown { Phase::Unknown } else { Phase::Fail };
+            event.error = Some(format!("{}: {e}", e.kind()));
+        }
+    }
+    writer.record(&event)
+}
+
+/// Every strategy the harness knows: the builtin ones, the `busy-timeout` baseline and the
+/// negative controls. The CLI and its worker processes use this registry.
+pub fn registry() -> Registry<Sqlite> {
+    let mut registry = Registry::builtin();
+    registry.register(
+        "busy-timeout",
+        "baseline: per-thread connections, BEGIN IMMEDIATE, SQLite's busy handler, no lock",
+        |spec, setup| {
+            if let Some(arg) = spec.arg() {
+                return Err(Error::Config(format!(
+                    "busy-timeout takes no argument (got {arg:?})"
+                )));
+            }
+            let mut db = setup.connect.clone();
+            if let Some(t) = setup.timeout {
+                db = db.busy_timeout(t);
+            }
+            Ok(Box::new(crate::baseline::BusyTimeout::new(db)))
+        },
+    );
+    crate::controls::register(&mut registry);
+    registry
+}
+
+/// Runs `config` with strategies from `registry` and checks the result.
+///
+/// # Errors
+/// [`RunError`] when the run could not produce a verdict (bad usage, a backend out of
+/// reach, a worker that failed on its own).
+pub fn run(config: &RunConfig, registry: &Registry<Sqlite>) -> Result<RunReport, RunError> {
+    config.validate()?;
+    let tmp = tempfile::Builder::new()
+        .prefix("turnstile-run-")
+        .tempdir()?;
+    let paths = Paths::new(tmp.path(), config.db.as_deref());
+    let keys = config.key_count();
+    let db = Sqlite::new(&paths.db).synchronous(config.sync);
+    let conn = turnstile::Connect::connect(&db)
+        .map_err(|e| RunError::Unavailable(format!("{}: {e}", paths.db.display())))?;
+    config
+        .workload
+        .init(&conn, &paths, keys)
+        .map_err(|e| RunError::Unavailable(format!("{}: {e}", paths.db.display())))?;
+
+    // Ask the strategy for autocommit: one that still reports `transactional` ignores it
+    // (its mechanism is the transaction). A kill run keeps lock strategies transactional.
+    let mut spec = WorkerSpec {
+        strategy: config.strategy.clone(),
+        workload: config.workload,
+        paths: paths.clone(),
+        proc: 0,
+        threads: config.threads,
+        ops: config.ops,
+        keys,
+        think_us: config.think.as_micros() as u64,
+        rendezvous_us: config.rendezvous.as_micros() as u64,
+        transaction: false,
+        sync: config.sync.as_str().to_owned(),
+        seed: config.seed,
+        announce: false,
+        timeout_ms: config.timeout.map(|t| t.as_millis() as u64),
+        probe: true,
+    };
+    let mut strategy = spec.open(registry)?;
+    let mut caps = strategy.capabilities();
+    if !caps.transactional && config.nemesis.is_some_and(Nemesis::kills) {
+        spec.transaction = true;
+        strategy = spec.open(registry)?;
+        caps = strategy.capabilities();
+    }
+
+    let mut notes = Vec::new();
+    if config.procs > 1 && caps.scope == Scope::Threads {
+        notes.push(format!(
+            "{} excludes threads of one process only; this run spans {} processes, outside its scope",
+            config.strategy, config.procs
+        ));
+    }
+    let started = Instant::now();
+    let origin = now_ns();
+    let progress = config
+        .progress
+        .then(|| Progress::start(&paths.dir, config.ops));
+    let ran = if config.uses_children() {
+        drop(strategy);
+        let exe = match &config.worker_exe {
+            Some(exe) => exe.clone(),
+            None => std::env::current_exe()?,
+        };
+        crate::procs::run_children(&exe, &spec, config)
+    } else {
+        let ran = run_threads(&spec, &strategy, None);
+        drop(strategy);
+        ran.map(|()| (Vec::new(), vec![paths.history(0)]))
+    };
+    let wall = started.elapsed();
+    drop(progress);
+    let (faults, history_paths) = ran?;
+
+    let history = History::load(&history_paths)?;
+    if let Some(path) = &config.svg {
+        std::fs::write(path, crate::report::svg(&history))?;
+    }
+    for m in history.malformed.iter().take(5) {
+        notes.push(format!("malformed history line: {m}"));
+    }
+    let state = config
+        .workload
+        .final_state(&conn, &paths, keys)
+        .map_err(|e| RunError::Unavailable(format!("reading the final state: {e}")))?;
+    let mut checks = check::check_all(config.workload, &caps, &history, &state);
+    checks.push(check::integrity::check(&conn));
+    drop(conn);
+
+    let floor = floor(config, &history, &faults, origin);
+    checks.extend(floor);
+
+    let verdict = if checks.iter().any(|c| c.verdict == Verdict::Violation) {
+        Verdict::Violation
+    } else if checks.iter().any(|c| c.verdict == Verdict::Inconclusive) {
+        Verdict::Inconclusive
+    } else {
+        Verdict::Pass
+    };
+    let mut errors = std::collections::BTreeMap::new();
+    for op in &history.ops {
+        if let Some(e) = &op.error {
+            let kind = e.split(':').next().unwrap_or(e).to_owned();
+            *errors.entry(kind).or_insert(0) += 1;
+        } else if op.phase == Phase::Unknown {
+            *errors.entry("cut off".to_owned()).or_insert(0) += 1;
+        }
+    }
+    let latencies_ns = history
+        .with_phase(Phase::Ok)
+        .filter_map(|op| op.complete.map(|c| c.saturating_sub(op.invoke)))
+        .collect();
+    let kept = match (&config.keep, verdict) {
+        (Some(dir), Verdict::Violation | Verdict::Inconclusive) => {
+            copy_dir(tmp.path(), dir)?;
+            if !paths.db.starts_with(tmp.path())
+                && let Some(name) = paths.db.file_name()
+            {
+                std::fs::copy(&paths.db, dir.join(name))?;
+            }
+            Some(dir.clone())
+        }
+        _ => None,
+    };
+    Ok(RunReport {
+        strategy: config.strategy.clone(),
+        workload: config.workload,
+        threads: config.threads,
+        procs: config.procs,
+        requested: config.ops,
+        seed: config.seed,
+        scope: caps.scope.as_str(),
+        transactional: caps.transactional,
+        verdict,
+        checks,
+        acknowledged: history.acknowledged(),
+        failed: history.with_phase(Phase::Fail).count(),
+        unknown: history.with_phase(Phase::Unknown).count(),
+        errors,
+        faults,
+        latencies_ns,
+        wall,
+        notes,
+        kept,
+    })
+}
+
+/// No vacuous passes: at least half the requested ops acknowledged, and after a fault
+/// some ops still acknowledged (the strategy recovered).
+fn floor(
+    config: &RunConfig,
+    history: &History,
+    faults: &[Fault],
+    origin: u64,
+) -> Option<CheckResult> {
+    let acked = history.acknowledged();
+    let want = config.ops.div_ceil(2);
+    if acked < want {
+        return Some(CheckResult::inconclusive(
+            "floor",
+            format!(
+                "only {acked} of {} ops acknowledged (need {want})",
+                config.ops
+            ),
+        ));
+    }
+    if let Some(first) = faults.iter().map(|f| f.time).min() {
+        let after = history
+            .with_phase(Phase::Ok)
+            .filter(|op| op.invoke > first)
+            .count();
+        let want = (config.ops / 20).max(1);
+        if after < want {
+            return Some(CheckResult::inconclusive(
+                "floor",
+                format!(
+                    "only {after} ops acknowledged after the first fault at {} (need {want})",
+                    check::rel(first, origin)
+                ),
+            ));
+        }
+    }
+    None
+}
+
+/// A progress bar fed by counting the lines of the history files (two per finished op).
+struct Progress {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Progress {
+    fn start(dir: &Path, ops: usize) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (dir, flag) = (dir.to_path_buf(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let bar = indicatif::ProgressBar::with_draw_target(
+                Some(ops as u64),
+                indicatif::ProgressDrawTarget::stderr(),
+            );
+            while !flag.load(Ordering::Relaxed) {
+                let lines: usize = std::fs::read_dir(&dir)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("history-"))
+                    .filter_map(|e| std::fs::read(e.path()).ok())
+                    .map(|bytes| bytes.iter().filter(|&&b| b == b'\n').count())
+                    .sum();
+                bar.set_position((lines / 2) as u64);
+                // Woken early by `drop`.
+                std::thread::park_timeout(Duration::from_millis(200));
+            }
+            bar.finish_and_clear();
+        });
+        Progress {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        if entry.file_type()?.is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name()))?;
+        }
+    }
+    Ok(())
+}
+
+/// The capabilities `spec` reports under `registry` (opened in autocommit over a scratch
+/// database), for choosing what to run.
+///
+/// # Errors
+/// As [`run`].
+pub fn capabilities_of(spec: &str, registry: &Registry<Sqlite>) -> Result<Capabilities, RunError> {
+    let tmp = tempfile::tempdir()?;
+    let setup = Setup::new(Sqlite::new(tmp.path().join("caps.db"))).tx_mode(TxMode::Autocommit);
+    Ok(registry
+        .open(spec, &setup)
+        .map_err(open_error)?
+        .capabilities())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::{OpInput, OpOutput};
+
+    fn acked(n: u64, from: u64) -> History {
+        let mut events = Vec::new();
+        for i in 0..n {
+            let invoke = Event {
+                phase: Phase::Invoke,
+                op: i,
+                proc: 0,
+                pid: 1,
+                thread: 0,
+                tid: 1,
+                keys: vec!["c0".into()],
+                time: from + 10 * i,
+                input: Some(OpInput::Increment),
+                output: None,
+                enter: None,
+                exit: None,
+                fence: None,
+                error: None,
+            };
+            events.push(invoke.clone());
+            events.push(Event {
+                phase: Phase::Ok,
+                time: from + 10 * i + 5,
+                input: None,
+                output: Some(OpOutput::Wrote {
+                    value: i as i64 + 1,
+                }),
+                ..invoke
+            });
+        }
+        History::from_events(events)
+    }
+
+    #[test]
+    fn the_floor_wants_half_the_ops_and_some_after_the_first_fault() {
+        let config = RunConfig::new("mutex", Workload::Counter).ops(100);
+        assert!(floor(&config, &acked(50, 0), &[], 0).is_none());
+        let low = floor(&config, &acked(49, 0), &[], 0).expect("too few");
+        assert_eq!(low.verdict, Verdict::Inconclusive);
+        let fault = |time| Fault {
+            kind: "kill",
+            proc: 0,
+            time,
+        };
+        // 80 ops between 0 and 800; a fault at 790 leaves one op after it (need 5).
+        assert!(floor(&config, &acked(80, 0), &[fault(790)], 0).is_some());
+        assert!(floor(&config, &acked(80, 0), &[fault(100)], 0).is_none());
+    }
+}

@@ -1,0 +1,441 @@
+//! Workloads: what the ops of a run do, and the state each leaves for the checkers.
+//!
+//! Each workload has an invariant a broken strategy breaks:
+//! - [`counter`]: read-modify-write in separate statements; no increment is lost.
+//! - [`bank`]: transfers between two accounts; money is conserved, no balance negative.
+//! - [`notify_once`]: check a flag, perform a side effect outside the database, set the
+//!   flag; each notification's effect happens once.
+//! - [`kv`]: read a record, then write or delete it; each key is linearizable.
+//! - [`file_store`]: a small record file rewritten in place, with no locking of its own;
+//!   it always parses and keeps every acknowledged record.
+//!
+//! Ops run through a [`BoxSerializer`] from the registry. They take their critical
+//! section timestamps inside the op, through a [`Probe`].
+
+pub mod bank;
+pub mod counter;
+pub mod file_store;
+pub mod kv;
+pub mod notify_once;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rusqlite::Connection;
+use serde::{Deserialize, Serialize};
+use turnstile::{BoxSerializer, Error, Key, Wait};
+
+use crate::history::{OpInput, OpOutput, now_ns};
+
+/// The workloads the harness knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Workload {
+    /// [`counter`].
+    Counter,
+    /// [`bank`].
+    Bank,
+    /// [`notify_once`].
+    NotifyOnce,
+    /// [`kv`].
+    Kv,
+    /// [`file_store`].
+    FileStore,
+}
+
+impl Workload {
+    /// Every workload.
+    pub const ALL: [Workload; 5] = [
+        Workload::Counter,
+        Workload::Bank,
+        Workload::NotifyOnce,
+        Workload::Kv,
+        Workload::FileStore,
+    ];
+
+    /// Its CLI name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Counter => "counter",
+            Workload::Bank => "bank",
+            Workload::NotifyOnce => "notify_once",
+            Workload::Kv => "kv",
+            Workload::FileStore => "file_store",
+        }
+    }
+
+    /// How many keys it uses when the run does not say. A run of notify-once scales its
+    /// notifications with its ops instead (see [`RunConfig::key_count`]), so unsent ones
+    /// remain to race on for the whole run.
+    ///
+    /// [`RunConfig::key_count`]: crate::RunConfig::key_count
+    pub fn default_keys(self) -> usize {
+        match self {
+            Workload::Counter => 2,
+            Workload::Bank => 4,
+            Workload::NotifyOnce => 16,
+            Workload::Kv => 4,
+            Workload::FileStore => 1,
+        }
+    }
+
+    /// Whether kill runs make sense: the file store has no transaction, so a killed
+    /// writer leaves a torn file whatever the strategy.
+    pub fn survives_kills(self) -> bool {
+        self != Workload::FileStore
+    }
+
+    /// Creates its tables (and files) in a fresh run directory.
+    ///
+    /// # Errors
+    /// When the database or a file cannot be written.
+    pub fn init(self, conn: &Connection, paths: &Paths, keys: usize) -> Result<(), OpError> {
+        match self {
+            Workload::Counter => counter::init(conn, keys),
+            Workload::Bank => bank::init(conn, keys),
+            Workload::NotifyOnce => notify_once::init(conn, paths, keys),
+            Workload::Kv => kv::init(conn),
+            Workload::FileStore => file_store::init(paths),
+        }
+    }
+
+    /// Picks the next op: its keys and input. `op_id` is unique in the run.
+    pub fn next_op(self, rng: &mut fastrand::Rng, keys: usize, op_id: u64) -> (Vec<Key>, OpInput) {
+        let keys = keys.max(1);
+        match self {
+            Workload::Counter => (vec![key("c", rng.usize(..keys))], OpInput::Increment),
+            Workload::Bank => bank::next_op(rng, keys.max(2)),
+            Workload::NotifyOnce => {
+                let id = rng.usize(..keys);
+                (vec![key("n", id)], OpInput::Notify { id: id as i64 })
+            }
+            Workload::Kv => {
+                // One op in five deletes, so reads see absent records too.
+                let write = if rng.u8(..5) == 0 {
+                    None
+                } else {
+                    Some(op_id as i64)
+                };
+                (
+                    vec![key("k", rng.usize(..keys))],
+                    OpInput::ReadWrite { write },
+                )
+            }
+            Workload::FileStore => (
+                vec![Key::whole()],
+                OpInput::Append {
+                    record: op_id as i64,
+                },
+            ),
+        }
+    }
+
+    /// Runs one op through `strategy`.
+    ///
+    /// # Errors
+    /// The strategy's error, with the op's own [`OpError`].
+    pub fn execute(
+        self,
+        strategy: &BoxSerializer<Connection>,
+        keys: &[Key],
+        input: &OpInput,
+        env: &OpEnv,
+        probe: &Arc<Probe>,
+    ) -> Result<OpOutput, Error<OpError>> {
+        let wait = Wait::Default;
+        let env = env.clone();
+        let probe = probe.clone();
+        match input.clone() {
+            OpInput::Increment => {
+                let key = keys[0].as_str().to_owned();
+                strategy.run_as(keys, wait, move |db| {
+                    probe.enter(db.fence().map(|f| f.0));
+                    let out = counter::increment(db, &key, &env);
+                    probe.exit();
+                    out
+                })
+            }
+            OpInput::Transfer { from, to, amount } => strategy.run_as(keys, wait, move |db| {
+                probe.enter(db.fence().map(|f| f.0));
+                let out = bank::transfer(db, &from, &to, amount, &env);
+                probe.exit();
+                out
+            }),
+            OpInput::Notify { id } => strategy.run_as(keys, wait, move |db| {
+                probe.enter(db.fence().map(|f| f.0));
+                let out = notify_once::notify(db, id, &env);
+                probe.exit();
+                out
+            }),
+            OpInput::ReadWrite { write } => {
+                let key = keys[0].as_str().to_owned();
+                strategy.run_as(keys, wait, move |db| {
+                    probe.enter(db.fence().map(|f| f.0));
+                    let out = kv::read_write(db, &key, write, &env);
+                    probe.exit();
+                    out
+                })
+            }
+            OpInput::Append { record } => strategy.run_as(keys, wait, move |db| {
+                probe.enter(db.fence().map(|f| f.0));
+                let out = file_store::append(&env, record);
+                probe.exit();
+                out
+            }),
+        }
+    }
+
+    /// Reads the state the run left, for the checkers.
+    ///
+    /// # Errors
+    /// When the database cannot be read.
+    pub fn final_state(
+        self,
+        conn: &Connection,
+        paths: &Paths,
+        keys: usize,
+    ) -> Result<FinalState, OpError> {
+        Ok(match self {
+            Workload::Counter => FinalState::Values(counter::values(conn)?),
+            Workload::Bank => FinalState::Balances {
+                balances: bank::balances(conn)?,
+                expected_total: bank::INITIAL_BALANCE * keys.max(2) as i64,
+            },
+            Workload::NotifyOnce => FinalState::Notifications(notify_once::state(conn, paths)?),
+            Workload::Kv => FinalState::Records(kv::records(conn)?),
+            Workload::FileStore => FinalState::Store(file_store::read(&paths.store)),
+        })
+    }
+}
+
+impl fmt::Display for Workload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Workload {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Workload::ALL
+            .into_iter()
+            .find(|w| w.name() == s || w.name().replace('_', "-") == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Workload::ALL.iter().map(|w| w.name()).collect();
+                format!("unknown workload {s:?}; known: {}", names.join(", "))
+            })
+    }
+}
+
+fn key(prefix: &str, i: usize) -> Key {
+    // Short ASCII names are always valid keys.
+    Key::new(format!("{prefix}{i}")).unwrap_or_else(|_| Key::whole())
+}
+
+/// The files of one run, all in one directory.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Paths {
+    /// The directory.
+    pub dir: PathBuf,
+    /// The SQLite database.
+    pub db: PathBuf,
+    /// The notify-once side-effect log (append-only, one line per effect).
+    pub effects: PathBuf,
+    /// The file store's record file.
+    pub store: PathBuf,
+}
+
+impl Paths {
+    /// The standard layout in `dir`, with the database at `db` (default `dir/run.db`).
+    pub fn new(dir: &Path, db: Option<&Path>) -> Self {
+        Paths {
+            dir: dir.to_path_buf(),
+            db: db.map_or_else(|| dir.join("run.db"), Path::to_path_buf),
+            effects: dir.join("effects.log"),
+            store: dir.join("store.txt"),
+        }
+    }
+
+    /// The history file of worker process `proc`.
+    pub fn history(&self, proc: u32) -> PathBuf {
+        self.dir.join(format!("history-{proc}.jsonl"))
+    }
+}
+
+/// What ops need besides the resource: the files, the think time, and a hook called inside
+/// the critical section (the nemesis uses it to learn a worker is in its section).
+#[derive(Clone)]
+pub struct OpEnv {
+    /// The run's files.
+    pub paths: Arc<Paths>,
+    /// How long an op pauses between its read and its write (widens race windows).
+    pub think: Duration,
+    /// Called inside the critical section, between the read and the write.
+    pub in_section: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// Wait up to this long between the read and the write for another worker (of any
+    /// process) to be at the same point: a rendezvous makes two broken critical sections
+    /// overlap far more reliably than a think time. Zero: no rendezvous.
+    pub rendezvous: Duration,
+}
+
+impl fmt::Debug for OpEnv {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpEnv")
+            .field("paths", &self.paths)
+            .field("think", &self.think)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OpEnv {
+    /// Between an op's read and its write: the hook, then the think time.
+    pub fn pause(&self) {
+        if let Some(hook) = &self.in_section {
+            hook();
+        }
+        if !self.think.is_zero() {
+            std::thread::sleep(self.think);
+        }
+        if !self.rendezvous.is_zero() {
+            rendezvous(&self.paths.dir.join("rendezvous"), self.rendezvous);
+        }
+    }
+}
+
+/// Marks this thread as "between read and write" with a file in `dir`, and waits up to
+/// `wait` until another worker's mark shows up. Files, so processes meet too.
+fn rendezvous(dir: &Path, wait: Duration) {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    if std::fs::create_dir_all(dir).is_err() {
+        return;
+    }
+    let me = dir.join(format!(
+        "{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    if std::fs::File::create(&me).is_err() {
+        return;
+    }
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        let others = std::fs::read_dir(dir).map_or(0, |d| d.count()) > 1;
+        if others {
+            // Linger, so a partner that polls a little later still sees this mark.
+            std::thread::sleep(Duration::from_micros(200));
+            break;
+        }
+        if std::time::Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_micros(20));
+    }
+    let _ = std::fs::remove_file(&me);
+}
+
+/// Critical-section timestamps of one op, written from inside the op.
+#[derive(Debug, Default)]
+pub struct Probe {
+    enter: AtomicU64,
+    exit: AtomicU64,
+    fence: AtomicU64,
+}
+
+impl Probe {
+    /// Records entering the section (a rerun overwrites the earlier attempt).
+    pub fn enter(&self, fence: Option<u64>) {
+        self.exit.store(0, Ordering::SeqCst);
+        self.fence
+            .store(fence.map_or(0, |f| f.saturating_add(1)), Ordering::SeqCst);
+        self.enter.store(now_ns(), Ordering::SeqCst);
+    }
+
+    /// Records leaving the section.
+    pub fn exit(&self) {
+        self.exit.store(now_ns(), Ordering::SeqCst);
+    }
+
+    /// When the last attempt entered, if it did.
+    pub fn entered(&self) -> Option<u64> {
+        Some(self.enter.load(Ordering::SeqCst)).filter(|&t| t != 0)
+    }
+
+    /// When the last attempt left, if it did.
+    pub fn exited(&self) -> Option<u64> {
+        Some(self.exit.load(Ordering::SeqCst)).filter(|&t| t != 0)
+    }
+
+    /// The fence of the last attempt.
+    pub fn fence(&self) -> Option<u64> {
+        self.fence.load(Ordering::SeqCst).checked_sub(1)
+    }
+}
+
+/// An op's own failure.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum OpError {
+    /// SQLite failed.
+    Sql(rusqlite::Error),
+    /// A file failed.
+    Io(std::io::Error),
+    /// The file store did not parse: another writer tore it.
+    Corrupt(String),
+}
+
+impl fmt::Display for OpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OpError::Sql(e) => write!(f, "sqlite: {e}"),
+            OpError::Io(e) => write!(f, "i/o: {e}"),
+            OpError::Corrupt(m) => write!(f, "corrupt store: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for OpError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            OpError::Sql(e) => Some(e),
+            OpError::Io(e) => Some(e),
+            OpError::Corrupt(_) => None,
+        }
+    }
+}
+
+impl From<rusqlite::Error> for OpError {
+    fn from(e: rusqlite::Error) -> Self {
+        OpError::Sql(e)
+    }
+}
+
+impl From<std::io::Error> for OpError {
+    fn from(e: std::io::Error) -> Self {
+        OpError::Io(e)
+    }
+}
+
+/// The state a run left, as each workload's checker needs it.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum FinalState {
+    /// Counter values by key.
+    Values(std::collections::BTreeMap<String, i64>),
+    /// Bank balances by account, and the total they must add up to.
+    Balances {
+        /// Balance by account.
+        balances: std::collections::BTreeMap<String, i64>,
+        /// The total money in the bank.
+        expected_total: i64,
+    },
+    /// Notify-once flags and effects.
+    Notifications(notify_once::Outcome),
+    /// Key-value records (absent keys are missing).
+    Records(std::collections::BTreeMap<String, i64>),
+    /// The file store's records, or why it does not parse.
+    Store(Result<Vec<i64>, String>),
+}

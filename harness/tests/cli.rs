@@ -1,0 +1,294 @@
+//! The CLI's exit codes and outputs: usage errors, unreachable backends, `--json`,
+//! `--keep`, and the kill nemesis against the `busy-timeout` baseline.
+
+use std::process::Command;
+
+const EXE: &str = env!("CARGO_BIN_EXE_turnstile");
+
+fn check(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(EXE)
+        .arg("check")
+        .args(args)
+        .output()
+        .expect("turnstile runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_usage_exits_2() {
+    for args in [
+        &["--strategy", "no-such-strategy", "--workload", "counter"][..],
+        &["--strategy", "mutex", "--workload", "no-such-workload"],
+        &[
+            "--strategy",
+            "mutex",
+            "--workload",
+            "counter",
+            "--threads",
+            "0",
+        ],
+        &[
+            "--strategy",
+            "mutex",
+            "--workload",
+            "counter",
+            "--nemesis",
+            "kill:0",
+        ],
+        &[
+            "--strategy",
+            "mutex",
+            "--workload",
+            "file_store",
+            "--nemesis",
+            "kill:50",
+        ],
+        &["--strategy", "", "--workload", "counter"],
+        &["--strategy", "mutex:arg", "--workload", "counter"],
+        &[
+            "--strategy",
+            "mutex",
+            "--workload",
+            "counter",
+            "--timeout-ms",
+            "0",
+        ],
+    ] {
+        let (code, out, err) = check(args);
+        assert_eq!(code, 2, "{args:?}: {out}{err}");
+        assert!(!err.is_empty(), "{args:?}: says why");
+    }
+}
+
+#[test]
+fn an_existing_database_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("old.db");
+    std::fs::write(&db, b"").unwrap();
+    let (code, out, err) = check(&[
+        "--strategy",
+        "mutex",
+        "--workload",
+        "counter",
+        "--db",
+        db.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("already exists"), "{err}");
+}
+
+#[test]
+fn database_in_an_unreachable_directory_is_inconclusive() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("missing-dir").join("x.db");
+    let (code, out, err) = check(&[
+        "--strategy",
+        "mutex",
+        "--workload",
+        "counter",
+        "--db",
+        db.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(err.contains("unavailable"), "{err}");
+}
+
+#[test]
+fn json_report_parses_and_carries_the_verdicts() {
+    let (code, out, err) = check(&[
+        "--strategy",
+        "mutex",
+        "--workload",
+        "bank",
+        "--ops",
+        "200",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("valid JSON");
+    assert_eq!(v["verdict"], "pass");
+    assert_eq!(v["acknowledged"], 200);
+    let checkers: Vec<&str> = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["checker"].as_str().unwrap())
+        .collect();
+    assert_eq!(checkers, ["bank", "overlap", "integrity"]);
+}
+
+#[test]
+fn keep_saves_history_and_database_of_a_failed_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let keep = dir.path().join("kept");
+    let (code, out, err) = check(&[
+        "--strategy",
+        "unserialized",
+        "--workload",
+        "counter",
+        "--threads",
+        "6",
+        "--ops",
+        "500",
+        "--keep",
+        keep.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(keep.join("run.db").is_file());
+    let history = std::fs::read_to_string(keep.join("history-0.jsonl")).unwrap();
+    assert!(
+        history.lines().count() >= 1000,
+        "invoke + completion per op"
+    );
+    // A passing run keeps nothing.
+    let keep2 = dir.path().join("kept2");
+    let (code, out, err) = check(&[
+        "--strategy",
+        "mutex",
+        "--workload",
+        "counter",
+        "--ops",
+        "100",
+        "--keep",
+        keep2.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!keep2.exists());
+}
+
+#[test]
+fn busy_timeout_survives_kills_in_critical_sections() {
+    let (code, out, err) = check(&[
+        "--strategy",
+        "busy-timeout",
+        "--workload",
+        "counter",
+        "--threads",
+        "4",
+        "--procs",
+        "4",
+        "--ops",
+        "600",
+        "--nemesis",
+        "kill:100",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        !out.contains(" 0 faults injected"),
+        "the nemesis struck:\n{out}"
+    );
+    assert!(out.contains("integrity     pass"), "{out}");
+}
+
+#[test]
+fn stopped_workers_resume_and_the_run_passes() {
+    let (code, out, err) = check(&[
+        "--strategy",
+        "busy-timeout",
+        "--workload",
+        "kv",
+        "--threads",
+        "2",
+        "--procs",
+        "3",
+        "--ops",
+        "400",
+        "--nemesis",
+        "stop:20",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("0 unknown"), "a pause loses nothing:\n{out}");
+}
+
+#[test]
+fn svg_timeline_marks_overlapping_sections_red() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.svg");
+    let (code, out, err) = check(&[
+        "--strategy",
+        "unserialized",
+        "--workload",
+        "counter",
+        "--threads",
+        "4",
+        "--ops",
+        "200",
+        "--think-us",
+        "100",
+        "--svg",
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{out}{err}");
+    let svg = std::fs::read_to_string(&bad).unwrap();
+    assert!(
+        svg.starts_with("<svg") && svg.contains("#d62728"),
+        "red bars"
+    );
+    let good = dir.path().join("good.svg");
+    let (code, out, err) = check(&[
+        "--strategy",
+        "mutex",
+        "--workload",
+        "counter",
+        "--threads",
+        "4",
+        "--ops",
+        "200",
+        "--svg",
+        good.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let svg = std::fs::read_to_string(&good).unwrap();
+    assert_eq!(svg.matches("<rect").count(), 200);
+    assert!(!svg.contains("#d62728"), "no red bars");
+}
+
+#[test]
+fn a_worker_reports_bad_specs_and_unreachable_backends_on_its_protocol() {
+    use turnstile_harness::workload::Paths;
+    use turnstile_harness::{WorkerSpec, Workload};
+
+    let worker = |spec: &str| {
+        let out = Command::new(EXE)
+            .args(["worker", "--spec", spec])
+            .output()
+            .expect("turnstile runs");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, out) = worker("{not json");
+    assert_eq!(code, 2);
+    assert!(out.starts_with("error 2 "), "{out}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let spec = |strategy: &str, db: std::path::PathBuf| WorkerSpec {
+        strategy: strategy.into(),
+        workload: Workload::Counter,
+        paths: Paths::new(dir.path(), Some(&db)),
+        proc: 0,
+        threads: 1,
+        ops: 1,
+        keys: 1,
+        think_us: 0,
+        rendezvous_us: 0,
+        transaction: false,
+        sync: "normal".into(),
+        seed: 1,
+        announce: false,
+        timeout_ms: None,
+        probe: true,
+    };
+    let json = |s: WorkerSpec| serde_json::to_string(&s).unwrap();
+    let (code, out) = worker(&json(spec("no-such", dir.path().join("a.db"))));
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("unknown strategy"), "{out}");
+    let (code, out) = worker(&json(spec("mutex", dir.path().join("missing/a.db"))));
+    assert_eq!(code, 3, "{out}");
+    assert!(out.starts_with("error 3 "), "{out}");
+}
