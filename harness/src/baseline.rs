@@ -2,6 +2,11 @@
 //! connection, every op runs in `BEGIN IMMEDIATE … COMMIT`, and SQLite's own busy handler
 //! makes writers wait for each other — across threads and processes of one host. It is
 //! what every lock strategy over SQLite must beat, and it is correct by construction.
+//!
+//! Also here: `std-mutex`, one `std::sync::Mutex` around one connection — fast when
+//! uncontended, unfair under contention (a releasing thread usually takes it again), the
+//! tail-latency baseline for the lock strategies — and `queue-unbatched`, the queue with
+//! group commit off (one commit per op), the baseline group commit must beat.
 
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -9,10 +14,11 @@ use std::sync::Mutex;
 use std::thread::ThreadId;
 
 use rusqlite::Connection;
+use turnstile::spec::Registry;
 use turnstile::sqlite::Sqlite;
 use turnstile::{
-    Capabilities, Connect, Ctx, Error, HolderDeath, Key, Scope, Serializer, Transact, Wait,
-    panic_message, sorted_keys,
+    Capabilities, Connect, Ctx, Error, HolderDeath, Key, Scope, Serializer, StrategyError,
+    Transact, TxMode, Wait, panic_message, sorted_keys,
 };
 
 /// Per-thread SQLite connections in `BEGIN IMMEDIATE` transactions, waiting on SQLite's
@@ -105,4 +111,113 @@ impl Serializer for BusyTimeout {
         }
         outcome
     }
+}
+
+/// One `std::sync::Mutex` around one connection. It ignores `Wait`: a std mutex cannot
+/// time out, which is one reason it is only a baseline.
+pub struct StdMutex {
+    db: Sqlite,
+    conn: Mutex<Connection>,
+    mode: TxMode,
+}
+
+impl StdMutex {
+    /// Opens the one connection.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when the database cannot be opened.
+    pub fn new(db: Sqlite, mode: TxMode) -> Result<Self, StrategyError> {
+        let conn = db.connect().map_err(Error::Unavailable)?;
+        Ok(StdMutex {
+            db,
+            conn: Mutex::new(conn),
+            mode,
+        })
+    }
+}
+
+impl Serializer for StdMutex {
+    type Resource = Connection;
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::new(Scope::Threads, HolderDeath::SameProcess)
+            .transactional(self.mode == TxMode::Transaction)
+    }
+
+    fn run_with<T, E, F>(&self, keys: &[Key], _wait: Wait, mut op: F) -> Result<T, Error<E>>
+    where
+        F: FnMut(&mut Ctx<'_, Connection>) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: Send + Sync + 'static,
+    {
+        let keys = sorted_keys(keys).map_err(Error::widen)?;
+        // A panic inside the op is caught below, so poison only means an earlier op panicked
+        // and was rolled back.
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = self.mode == TxMode::Transaction;
+        if tx {
+            self.db.begin(&mut conn, &[]).map_err(|e| e.into_error())?;
+        }
+        let result = catch_unwind(AssertUnwindSafe(|| op(&mut Ctx::new(&mut *conn, &keys))));
+        match result {
+            Ok(Ok(value)) => {
+                if tx {
+                    if !self.db.in_transaction(&conn) {
+                        return Err(Error::TransactionEnded);
+                    }
+                    self.db.commit(&mut conn).map_err(|e| e.into_error())?;
+                }
+                Ok(value)
+            }
+            Ok(Err(e)) => {
+                let _ = self.db.rollback(&mut conn);
+                Err(Error::Op(e))
+            }
+            Err(payload) => {
+                let _ = self.db.rollback(&mut conn);
+                Err(Error::Panicked(panic_message(&*payload)))
+            }
+        }
+    }
+}
+
+/// Registers the baselines: `busy-timeout`, `std-mutex` and `queue-unbatched`.
+pub fn register(registry: &mut Registry<Sqlite>) {
+    registry.register(
+        "busy-timeout",
+        "baseline: per-thread connections, BEGIN IMMEDIATE, SQLite's busy handler, no lock",
+        |spec, setup| {
+            spec.expect_no_arg()?;
+            let mut db = setup.connect.clone();
+            if let Some(t) = setup.timeout {
+                db = db.busy_timeout(t);
+            }
+            Ok(Box::new(BusyTimeout::new(db)))
+        },
+    );
+    registry.register(
+        "std-mutex",
+        "baseline: one std::sync::Mutex around one connection (threads; unfair, cannot time out)",
+        |spec, setup| {
+            spec.expect_no_arg()?;
+            Ok(Box::new(StdMutex::new(
+                setup.connect.clone(),
+                setup.tx_mode,
+            )?))
+        },
+    );
+    registry.register(
+        "queue-unbatched",
+        "baseline: the queue with group commit off, one commit per op (threads)",
+        |spec, setup| {
+            spec.expect_no_arg()?;
+            let mut builder = turnstile::queue::Queue::builder()
+                .tx_mode(setup.tx_mode)
+                .group_commit(false);
+            if let Some(t) = setup.timeout {
+                builder = builder.timeout(Some(t));
+            }
+            Ok(Box::new(builder.build(setup.connect.clone())?))
+        },
+    );
 }

@@ -1,5 +1,7 @@
-//! The `turnstile` command line: `check` runs a workload through a strategy and prints
-//! each checker's verdict; `worker` (hidden) is one worker process of a run.
+//! The `turnstile` command line: `compare` runs every available strategy side by side
+//! (throughput, latency percentiles and the checkers' verdict of the same run); `check`
+//! runs a workload through one strategy and prints each checker's verdict; `worker`
+//! (hidden) is one worker process of a run.
 //!
 //! Exit codes: 0 every checker passed, 1 a violation, 2 bad usage, 3 inconclusive.
 
@@ -30,8 +32,10 @@ enum Command {
     Check(CheckArgs),
     /// List the strategies and workloads.
     List,
-    // `compare` (strategies side by side, timed) goes here; it reuses
-    // `turnstile_harness::run`, whose report carries latencies and wall time.
+    /// Every available strategy side by side: ops/s, p50/p99/p99.9/max latency, and the
+    /// checkers' verdict on the same run. Exits 1 when a strategy that claims to be safe
+    /// at a setting had a violation there.
+    Compare(CompareArgs),
     /// One worker process of a run (started by `check`).
     #[command(hide = true)]
     Worker {
@@ -39,6 +43,50 @@ enum Command {
         #[arg(long)]
         spec: String,
     },
+}
+
+#[derive(Args)]
+struct CompareArgs {
+    /// A short run (under a minute): fewer ops, threads 1, 16 and 64, no process runs.
+    #[arg(long)]
+    quick: bool,
+    /// SQLite synchronous settings to measure, comma-separated: normal, full.
+    #[arg(long, value_delimiter = ',', default_value = "normal")]
+    sync: Vec<Synchronous>,
+    /// Strategy specs, comma-separated (default: every embedded strategy, the baselines,
+    /// the `unserialized` control, and the servers below).
+    #[arg(long, value_delimiter = ',')]
+    strategies: Option<Vec<String>>,
+    /// Threads per process, comma-separated (default 1,4,16,64; 1,16,64 with --quick).
+    #[arg(long, value_delimiter = ',')]
+    threads: Option<Vec<usize>>,
+    /// Process counts for cross-process strategies, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "4")]
+    procs: Vec<usize>,
+    /// Ops per setting (default 10000; 2000 with --quick).
+    #[arg(long)]
+    ops: Option<usize>,
+    /// The workload: counter, bank, notify_once, kv, file_store.
+    #[arg(long, default_value = "counter")]
+    workload: Workload,
+    /// Include this Redis (default: start a private redis-server found on PATH).
+    #[arg(long)]
+    redis: Option<String>,
+    /// Don't start a private redis-server.
+    #[arg(long)]
+    no_redis: bool,
+    /// Include this MySQL/MariaDB server's GET_LOCK (mysql://user:pass@host:port/db).
+    #[arg(long)]
+    mysql: Option<String>,
+    /// Include this PostgreSQL server's advisory locks (postgres://user@host:port/db).
+    #[arg(long)]
+    postgres: Option<String>,
+    /// Write the JSON report here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write an SVG chart (throughput and p99 against threads) here.
+    #[arg(long)]
+    svg: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -145,6 +193,79 @@ fn check(args: CheckArgs) -> u8 {
     }
 }
 
+fn compare(args: CompareArgs) -> u8 {
+    use turnstile_harness::compare::{self, CompareConfig};
+    let mut config = CompareConfig::default();
+    config.quick = args.quick;
+    config.sync = args.sync;
+    config.strategies = args.strategies;
+    config.threads = args.threads.unwrap_or_else(|| {
+        if args.quick {
+            vec![1, 16, 64]
+        } else {
+            vec![1, 4, 16, 64]
+        }
+    });
+    config.procs = args.procs;
+    config.ops = args.ops;
+    config.workload = args.workload;
+    config.redis = args.redis;
+    config.no_private_redis = args.no_redis;
+    config.mysql = args.mysql;
+    config.postgres = args.postgres;
+    config.progress = true;
+    let comparison = match compare::compare(&config, &registry()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("turnstile compare: {e}");
+            return e.exit_code() as u8;
+        }
+    };
+    let report = &comparison.report;
+    out(&compare::report::table(&report.results));
+    for floor in &report.floors {
+        out(&format!(
+            "floor {}{}: {:.0} µs ({:.0} ops/s on one thread)\n",
+            floor.kind,
+            floor
+                .sync
+                .as_deref()
+                .map(|s| format!(" (sync={s})"))
+                .unwrap_or_default(),
+            floor.p50_us,
+            floor.ops_per_sec
+        ));
+    }
+    for v in &comparison.violations {
+        out(&format!("VIOLATION: {v}\n"));
+    }
+    for i in &comparison.inconclusive {
+        out(&format!("inconclusive: {i}\n"));
+    }
+    let written = |what: &str, path: &PathBuf, text: &str| match std::fs::write(path, text) {
+        Ok(()) => {
+            eprintln!("wrote {what} to {}", path.display());
+            true
+        }
+        Err(e) => {
+            eprintln!("turnstile compare: writing {}: {e}", path.display());
+            false
+        }
+    };
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(report).unwrap_or_default();
+        if !written("the JSON report", path, &json) {
+            return 2;
+        }
+    }
+    if let Some(path) = &args.svg
+        && !written("the chart", path, &compare::chart(report))
+    {
+        return 2;
+    }
+    comparison.exit_code() as u8
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -155,6 +276,7 @@ fn main() -> ExitCode {
     };
     ExitCode::from(match cli.command {
         Command::Check(args) => check(args),
+        Command::Compare(args) => compare(args),
         Command::List => {
             for (name, summary) in registry().names() {
                 out(&format!("{name:<14} {summary}\n"));

@@ -69,9 +69,20 @@ pub struct RunConfig {
     pub timeout: Option<Duration>,
     /// Write a timeline of the critical sections here, as SVG. Default none.
     pub svg: Option<PathBuf>,
+    /// Run lock strategies inside the resource's transaction, as applications do, instead
+    /// of in autocommit (where only the lock protects the data). `compare` measures this
+    /// way; the checkers still run, but SQLite's own write lock then also protects the
+    /// data, so exclusion is tested by the default (autocommit) runs. Default off.
+    pub transactional: bool,
 }
 
 impl RunConfig {
+    /// Sets [`RunConfig::transactional`].
+    pub fn transactional(mut self, yes: bool) -> Self {
+        self.transactional = yes;
+        self
+    }
+
     /// A run of `workload` through `strategy` with the defaults above.
     pub fn new(strategy: impl Into<String>, workload: Workload) -> Self {
         RunConfig {
@@ -93,6 +104,7 @@ impl RunConfig {
             progress: false,
             timeout: None,
             svg: None,
+            transactional: false,
         }
     }
 
@@ -557,22 +569,7 @@ fn one_op(
 /// negative controls. The CLI and its worker processes use this registry.
 pub fn registry() -> Registry<Sqlite> {
     let mut registry = Registry::builtin();
-    registry.register(
-        "busy-timeout",
-        "baseline: per-thread connections, BEGIN IMMEDIATE, SQLite's busy handler, no lock",
-        |spec, setup| {
-            if let Some(arg) = spec.arg() {
-                return Err(Error::Config(format!(
-                    "busy-timeout takes no argument (got {arg:?})"
-                )));
-            }
-            let mut db = setup.connect.clone();
-            if let Some(t) = setup.timeout {
-                db = db.busy_timeout(t);
-            }
-            Ok(Box::new(crate::baseline::BusyTimeout::new(db)))
-        },
-    );
+    crate::baseline::register(&mut registry);
     crate::controls::register(&mut registry);
     registry
 }
@@ -618,7 +615,7 @@ pub fn run(config: &RunConfig, registry: &Registry<Sqlite>) -> Result<RunReport,
     };
     let mut strategy = spec.open(registry)?;
     let mut caps = strategy.capabilities();
-    if !caps.transactional && config.nemesis.is_some_and(Nemesis::kills) {
+    if !caps.transactional && (config.transactional || config.nemesis.is_some_and(Nemesis::kills)) {
         spec.transaction = true;
         strategy = spec.open(registry)?;
         caps = strategy.capabilities();

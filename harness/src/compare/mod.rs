@@ -1,7 +1,401 @@
-//! `turnstile compare`: every available strategy on the same workloads, side by side, with
+//! `turnstile compare`: every available strategy on the same workload, side by side, with
 //! the harness's verdict from the same run.
+//!
+//! Each setting (strategy × threads × processes × `synchronous`) is one [`run`](crate::run)
+//! of the workload, with lock strategies inside the resource's transaction as applications
+//! use them ([`RunConfig::transactional`]). Its acknowledged ops give the throughput and
+//! latency percentiles; its checkers give the `safe` column. Reference floors (one 1-row
+//! commit on one thread per `synchronous`, and two Redis round trips when Redis is in the
+//! run) are measured in the same run, so targets read as ratios on whatever machine this is.
 
-pub mod baselines;
+pub mod redis_server;
 pub mod report;
 pub mod stats;
 pub mod svg;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use turnstile::Scope;
+use turnstile::spec::{Registry, redact_url};
+use turnstile::sqlite::{Sqlite, Synchronous};
+
+use crate::check::Verdict;
+use crate::run::{RunConfig, RunError, capabilities_of};
+use crate::workload::Workload;
+
+pub use report::{Floor, Machine, Record, Report, SqliteInfo};
+
+/// The embedded strategies compared by default, baselines and the `unserialized` control
+/// included.
+pub const DEFAULT_STRATEGIES: [&str; 8] = [
+    "queue",
+    "queue-unbatched",
+    "mutex",
+    "file-lock",
+    "retry",
+    "busy-timeout",
+    "std-mutex",
+    "unserialized",
+];
+
+/// Negative controls: shown in the table, never expected to be safe.
+pub const CONTROLS: [&str; 2] = ["unserialized", "racy-version"];
+
+/// What to compare.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct CompareConfig {
+    /// Strategy specs; `None`: [`DEFAULT_STRATEGIES`] plus the servers given.
+    pub strategies: Option<Vec<String>>,
+    /// Threads per process. Default 1, 4, 16, 64.
+    pub threads: Vec<usize>,
+    /// Process counts for strategies that exclude across processes (each also runs in one
+    /// process). Default 4.
+    pub procs: Vec<usize>,
+    /// `synchronous` settings. Default `normal`.
+    pub sync: Vec<Synchronous>,
+    /// The workload. Default `counter`.
+    pub workload: Workload,
+    /// Ops per setting; `None`: 10,000 (2,000 with `quick`).
+    pub ops: Option<usize>,
+    /// A short run: fewer ops and no process runs.
+    pub quick: bool,
+    /// A Redis server to include (`redis://…`); `None`: start a private `redis-server` if
+    /// one is on `PATH`.
+    pub redis: Option<String>,
+    /// A MySQL/MariaDB server to include (`mysql://…`).
+    pub mysql: Option<String>,
+    /// A PostgreSQL server to include (`postgres://…`).
+    pub postgres: Option<String>,
+    /// Don't start a private Redis even if `redis-server` is on `PATH`.
+    pub no_private_redis: bool,
+    /// The binary to run worker processes with. Default: this executable.
+    pub worker_exe: Option<PathBuf>,
+    /// Show progress on stderr.
+    pub progress: bool,
+}
+
+impl Default for CompareConfig {
+    fn default() -> Self {
+        CompareConfig {
+            strategies: None,
+            threads: vec![1, 4, 16, 64],
+            procs: vec![4],
+            sync: vec![Synchronous::Normal],
+            workload: Workload::Counter,
+            ops: None,
+            quick: false,
+            redis: None,
+            mysql: None,
+            postgres: None,
+            no_private_redis: false,
+            worker_exe: None,
+            progress: false,
+        }
+    }
+}
+
+/// One setting to measure.
+#[derive(Clone, Debug)]
+struct Setting {
+    spec: String,
+    threads: usize,
+    procs: usize,
+    sync: Synchronous,
+}
+
+/// The outcome of a comparison: the report, and what it means for the exit code.
+#[derive(Debug)]
+pub struct Comparison {
+    /// Everything measured.
+    pub report: Report,
+    /// Settings whose strategy claims to be safe there but a checker failed.
+    pub violations: Vec<String>,
+    /// Settings that could not produce a verdict (and why).
+    pub inconclusive: Vec<String>,
+}
+
+impl Comparison {
+    /// 0: every strategy that claims to be safe was; 1: one had a violation; 3: none had a
+    /// violation but a claimed-safe setting was inconclusive.
+    pub fn exit_code(&self) -> i32 {
+        if !self.violations.is_empty() {
+            1
+        } else if !self.inconclusive.is_empty() {
+            3
+        } else {
+            0
+        }
+    }
+}
+
+/// Runs the comparison.
+///
+/// # Errors
+/// [`RunError::Usage`] for a bad configuration (an empty list, an unknown strategy).
+pub fn compare(
+    config: &CompareConfig,
+    registry: &Registry<Sqlite>,
+) -> Result<Comparison, RunError> {
+    if config.threads.is_empty() || config.sync.is_empty() {
+        return Err(RunError::Usage(
+            "--threads and --sync need at least one value".into(),
+        ));
+    }
+    let mut private_redis = None;
+    let mut redis_url = config.redis.clone();
+    let mut strategies: Vec<String> = match &config.strategies {
+        Some(list) => list.clone(),
+        None => DEFAULT_STRATEGIES.iter().map(|s| (*s).to_owned()).collect(),
+    };
+    if config.strategies.is_none() {
+        if redis_url.is_none() && !config.no_private_redis && registry.contains("redis") {
+            match redis_server::PrivateRedis::start() {
+                Ok(server) => {
+                    redis_url = Some(server.url());
+                    private_redis = Some(server);
+                }
+                Err(e) => eprintln!("note: redis strategies skipped: {e}"),
+            }
+        }
+        let known = |spec: &str| {
+            turnstile::spec::Spec::parse(spec).is_ok_and(|s| registry.contains(s.name()))
+        };
+        if let Some(url) = &redis_url {
+            strategies.push(url.clone());
+        }
+        // The compositions sit next to their plain locks.
+        let composed = ["queue+file-lock".to_owned()]
+            .into_iter()
+            .chain(redis_url.iter().map(|url| format!("queue+{url}")));
+        strategies.extend(composed.filter(|spec| known(spec)));
+        strategies.extend(config.mysql.iter().cloned());
+        strategies.extend(config.postgres.iter().cloned());
+    }
+    for spec in &strategies {
+        let name = turnstile::spec::Spec::parse(spec)
+            .map_err(|e| RunError::Usage(e.to_string()))?
+            .name()
+            .to_owned();
+        if !registry.contains(&name) {
+            return Err(RunError::Usage(format!(
+                "unknown strategy {name:?}; see `turnstile list`"
+            )));
+        }
+    }
+
+    let threads = config.threads.clone();
+    let ops = config
+        .ops
+        .unwrap_or(if config.quick { 2000 } else { 10_000 });
+
+    let mut settings = Vec::new();
+    for spec in &strategies {
+        let scope = capabilities_of(spec, registry).map(|c| c.scope).ok();
+        for &sync in &config.sync {
+            for &t in &threads {
+                settings.push(Setting {
+                    spec: spec.clone(),
+                    threads: t,
+                    procs: 1,
+                    sync,
+                });
+            }
+            if !config.quick && scope.is_some_and(|s| s >= Scope::Processes) {
+                for &p in config.procs.iter().filter(|&&p| p > 1) {
+                    for &t in &threads {
+                        settings.push(Setting {
+                            spec: spec.clone(),
+                            threads: t,
+                            procs: p,
+                            sync,
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    let bar = config.progress.then(|| {
+        let bar = indicatif::ProgressBar::new(settings.len() as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{elapsed_precise} [{bar:30}] {pos}/{len} {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    });
+
+    let mut floors = Vec::new();
+    for &sync in &config.sync {
+        floors.push(sqlite_commit_floor(sync)?);
+    }
+    if let Some(url) = &redis_url {
+        match redis_server::two_round_trips(url) {
+            Ok(floor) => floors.push(floor),
+            Err(e) => eprintln!("note: redis round-trip floor not measured: {e}"),
+        }
+    }
+
+    let mut results = Vec::new();
+    let mut violations = Vec::new();
+    let mut inconclusive = Vec::new();
+    for setting in &settings {
+        let label = format!(
+            "{} ×{} threads ×{} procs, sync={}",
+            redact_url(&setting.spec),
+            setting.threads,
+            setting.procs,
+            setting.sync.as_str().to_ascii_lowercase()
+        );
+        if let Some(bar) = &bar {
+            bar.set_message(label.clone());
+        }
+        let mut run_config = RunConfig::new(setting.spec.clone(), config.workload)
+            .threads(setting.threads)
+            .procs(setting.procs)
+            .ops(ops.max(setting.threads * setting.procs))
+            .transactional(true);
+        run_config.sync = setting.sync;
+        run_config.worker_exe = config.worker_exe.clone();
+        let name = turnstile::spec::Spec::parse(&setting.spec)
+            .map(|s| s.name().to_owned())
+            .unwrap_or_default();
+        let control = CONTROLS.contains(&name.as_str());
+        match crate::run(&run_config, registry) {
+            Ok(run) => {
+                let out_of_scope = !run.notes.is_empty()
+                    && setting.procs > 1
+                    && run.scope == Scope::Threads.as_str();
+                let claims_safe = !control && !out_of_scope;
+                let safe = run.verdict == Verdict::Pass;
+                let mut latencies: Vec<Duration> = run
+                    .latencies_ns
+                    .iter()
+                    .map(|&ns| Duration::from_nanos(ns))
+                    .collect();
+                let summary = stats::Summary::of(&mut latencies);
+                if claims_safe && run.verdict == Verdict::Violation {
+                    violations.push(label.clone());
+                }
+                if claims_safe && run.verdict == Verdict::Inconclusive {
+                    inconclusive.push(label.clone());
+                }
+                results.push(Record {
+                    strategy: redact_url(&setting.spec),
+                    scope: run.scope.to_owned(),
+                    workload: config.workload.name().to_owned(),
+                    threads: setting.threads as u32,
+                    procs: setting.procs as u32,
+                    sync: setting.sync.as_str().to_ascii_lowercase(),
+                    ops: run.acknowledged as u64,
+                    ops_per_sec: stats::ops_per_sec(run.acknowledged as u64, run.wall),
+                    p50_us: summary.p50_us,
+                    p99_us: summary.p99_us,
+                    p999_us: summary.p999_us,
+                    max_us: summary.max_us,
+                    safe,
+                    claims_safe,
+                    verdicts: run
+                        .checks
+                        .iter()
+                        .map(|c| format!("{}: {} ({})", c.checker, c.verdict, c.summary))
+                        .collect(),
+                });
+            }
+            Err(RunError::Usage(m)) => return Err(RunError::Usage(m)),
+            Err(e) => {
+                if !control {
+                    inconclusive.push(format!("{label}: {e}"));
+                }
+                eprintln!("note: {label}: {e}");
+            }
+        }
+        if let Some(bar) = &bar {
+            bar.inc(1);
+        }
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    drop(private_redis);
+
+    let report = Report {
+        turnstile_version: env!("CARGO_PKG_VERSION").to_owned(),
+        machine: Machine::current(),
+        sqlite: SqliteInfo {
+            version: turnstile::sqlite::rusqlite::version().to_owned(),
+            journal_mode: "wal".to_owned(),
+            sync: config
+                .sync
+                .iter()
+                .map(|s| s.as_str().to_ascii_lowercase())
+                .collect(),
+        },
+        floors,
+        results,
+    };
+    Ok(Comparison {
+        report,
+        violations,
+        inconclusive,
+    })
+}
+
+/// The chart of a report: throughput and p99 against threads, one line per strategy and
+/// process count.
+pub fn chart(report: &Report) -> String {
+    let mut series: BTreeMap<String, Vec<svg::Point>> = BTreeMap::new();
+    for r in &report.results {
+        let label = if r.procs > 1 {
+            format!("{} ×{} procs (sync={})", r.strategy, r.procs, r.sync)
+        } else {
+            format!("{} (sync={})", r.strategy, r.sync)
+        };
+        series.entry(label).or_default().push(svg::Point {
+            threads: r.threads,
+            ops_per_sec: r.ops_per_sec,
+            p99_us: r.p99_us,
+            safe: r.safe,
+        });
+    }
+    let workload = report
+        .results
+        .first()
+        .map_or("", |r| r.workload.as_str())
+        .to_owned();
+    svg::chart(&format!("turnstile compare: {workload}"), &series)
+}
+
+/// One 1-row commit on one thread, the floor under every strategy's latency.
+fn sqlite_commit_floor(sync: Synchronous) -> Result<Floor, RunError> {
+    const COMMITS: usize = 200;
+    let dir = tempfile::tempdir()?;
+    let db = Sqlite::new(dir.path().join("floor.db")).synchronous(sync);
+    let conn = turnstile::Connect::connect(&db)
+        .map_err(|e| RunError::Unavailable(format!("floor database: {e}")))?;
+    let sql = |e: turnstile::sqlite::rusqlite::Error| RunError::Unavailable(format!("floor: {e}"));
+    conn.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER)")
+        .map_err(sql)?;
+    let mut times = Vec::with_capacity(COMMITS);
+    let start = Instant::now();
+    for i in 0..COMMITS {
+        let t = Instant::now();
+        conn.execute_batch("BEGIN IMMEDIATE").map_err(sql)?;
+        conn.execute("INSERT INTO t (v) VALUES (?1)", [i as i64])
+            .map_err(sql)?;
+        conn.execute_batch("COMMIT").map_err(sql)?;
+        times.push(t.elapsed());
+    }
+    let wall = start.elapsed();
+    let summary = stats::Summary::of(&mut times);
+    Ok(Floor {
+        kind: "sqlite_commit_1row".into(),
+        sync: Some(sync.as_str().to_ascii_lowercase()),
+        p50_us: summary.p50_us,
+        ops_per_sec: stats::ops_per_sec(COMMITS as u64, wall),
+    })
+}

@@ -1,0 +1,78 @@
+//! `turnstile compare` end to end: the table, the JSON schema the book and CI read, the
+//! SVG, and the exit code.
+
+use std::process::Command;
+
+fn turnstile() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_turnstile"))
+}
+
+#[test]
+fn compare_writes_a_table_json_and_svg_with_a_verdict_per_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let svg = dir.path().join("chart.svg");
+    let output = turnstile()
+        .args(["compare", "--quick", "--no-redis", "--ops", "300"])
+        .args([
+            "--strategies",
+            "queue,mutex,unserialized",
+            "--threads",
+            "1,4",
+        ])
+        .arg("--json")
+        .arg(&json)
+        .arg("--svg")
+        .arg(&svg)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for name in ["queue", "mutex", "unserialized", "floor sqlite_commit_1row"] {
+        assert!(stdout.contains(name), "{name} missing from:\n{stdout}");
+    }
+
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let results = report["results"].as_array().unwrap();
+    assert_eq!(results.len(), 6, "3 strategies × 2 thread counts");
+    for r in results {
+        for field in [
+            "strategy",
+            "workload",
+            "threads",
+            "procs",
+            "sync",
+            "ops_per_sec",
+            "p50_us",
+            "p99_us",
+            "p999_us",
+            "max_us",
+            "safe",
+        ] {
+            assert!(!r[field].is_null(), "{field} missing in {r}");
+        }
+        assert!(r["ops_per_sec"].as_f64().unwrap() > 0.0, "{r}");
+        if r["strategy"] != "unserialized" {
+            assert_eq!(r["safe"], true, "{r}");
+        }
+    }
+    assert!(report["floors"][0]["p50_us"].as_f64().unwrap() > 0.0);
+    assert!(report["machine"]["cpus"].as_u64().unwrap() >= 1);
+    let chart = std::fs::read_to_string(&svg).unwrap();
+    assert!(chart.starts_with("<svg") && chart.contains("queue"));
+}
+
+#[test]
+fn compare_refuses_an_unknown_strategy_as_bad_usage() {
+    let output = turnstile()
+        .args(["compare", "--quick", "--no-redis", "--strategies", "nope"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("unknown strategy"));
+}
