@@ -45,6 +45,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let strategy = Arc::new(strategy);
     // ANCHOR_END: configure
 
+    // Open the database once before the threads start (it creates the file, switches it
+    // to WAL and creates the record table), so they don't all race to do it.
+    strategy.run(&Key::new("hits")?, |db| db.read("hits"))?;
+
     // ANCHOR: threads
     // Four threads increment one record with no lock at all: ops overlap, and a commit
     // that finds the record changed since its read is refused and the op rerun.
