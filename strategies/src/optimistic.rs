@@ -717,11 +717,20 @@ mod sqlite_store {
             conn: &mut rusqlite::Connection,
             table: &str,
         ) -> rusqlite::Result<()> {
-            // `table` was validated as an identifier.
+            // `table` was validated as an identifier. IMMEDIATE: in autocommit, the statement
+            // reads the schema and then writes, and a writer in between makes that upgrade
+            // fail with SQLITE_BUSY_SNAPSHOT at once, without the busy handler.
             conn.execute_batch(&format!(
-                "CREATE TABLE IF NOT EXISTS {table} (
-                     id TEXT PRIMARY KEY, value BLOB NOT NULL, version INTEGER NOT NULL)"
+                "BEGIN IMMEDIATE;
+                 CREATE TABLE IF NOT EXISTS {table} (
+                     id TEXT PRIMARY KEY, value BLOB NOT NULL, version INTEGER NOT NULL);
+                 COMMIT;"
             ))
+            .inspect_err(|_| {
+                if !conn.is_autocommit() {
+                    let _ = conn.execute_batch("ROLLBACK");
+                }
+            })
         }
 
         fn read(

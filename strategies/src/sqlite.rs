@@ -146,8 +146,9 @@ impl Sqlite {
         if self.wal {
             // Several processes opening a fresh file race to switch it to WAL; a short wait
             // for the switch costs nothing, even when the strategy wants busy_timeout off.
-            conn.busy_timeout(self.busy_timeout.max(DEFAULT_BUSY_TIMEOUT))?;
-            let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+            let wait = self.busy_timeout.max(DEFAULT_BUSY_TIMEOUT);
+            conn.busy_timeout(wait)?;
+            let mode = switch_to_wal(&conn, wait)?;
             if !mode.eq_ignore_ascii_case("wal") {
                 return Err(rusqlite::Error::SqliteFailure(
                     rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
@@ -159,6 +160,26 @@ impl Sqlite {
         conn.pragma_update(None, "synchronous", self.synchronous.as_str())?;
         conn.pragma_update(None, "foreign_keys", self.foreign_keys)?;
         Ok(conn)
+    }
+}
+
+/// `PRAGMA journal_mode = WAL`, retried on busy until `wait` has passed.
+///
+/// A fresh file starts in rollback-journal mode, where two connections that both read and
+/// then want to write would deadlock; SQLite breaks that by answering one of them
+/// `SQLITE_BUSY` at once, without calling the busy handler. Openers racing to switch the
+/// same fresh file hit exactly that, so the wait has to be ours.
+fn switch_to_wal(conn: &Connection, wait: Duration) -> rusqlite::Result<String> {
+    let deadline = std::time::Instant::now() + wait;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0)) {
+            Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
+                std::thread::sleep(pause.mul_f64(0.5 + fastrand::f64()));
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            other => return other,
+        }
     }
 }
 

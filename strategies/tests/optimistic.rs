@@ -300,3 +300,32 @@ fn concurrent_increments_on_mysql_are_exact_and_rerun() {
     assert_eq!(result.0, 64);
     assert!(result.1 > 0, "no conflict was ever seen");
 }
+
+/// Several threads opening a fresh database at once each create the versions table; a
+/// plain `CREATE TABLE IF NOT EXISTS` in autocommit upgrades a read to a write and can
+/// fail with SQLITE_BUSY_SNAPSHOT without waiting, which the first ops reported as
+/// `Unavailable("database is locked")`.
+#[test]
+fn threads_opening_a_fresh_database_together_all_succeed() {
+    for _round in 0..40 {
+        let dir = tempfile::tempdir().unwrap();
+        let barrier = Arc::new(std::sync::Barrier::new(4));
+        let threads: Vec<_> = (0..4)
+            .map(|i| {
+                let (path, barrier) = (dir.path().to_owned(), barrier.clone());
+                std::thread::spawn(move || {
+                    let strategy = Optimistic::new(db(&path));
+                    barrier.wait();
+                    strategy.run(&Key::new(format!("k{i}")).unwrap(), move |db| {
+                        db.write(&format!("k{i}"), "1")
+                    })
+                })
+            })
+            .collect();
+        for t in threads {
+            if let Err(e) = t.join().unwrap() {
+                panic!("a first op on a fresh database failed: {e:?}");
+            }
+        }
+    }
+}
