@@ -1,7 +1,7 @@
 //! `turnstile compare`: every available strategy on the same workload, side by side, with
 //! the harness's verdict from the same run.
 //!
-//! Each setting (strategy × threads × processes × `synchronous`) is one [`run`](crate::run)
+//! Each setting (strategy × threads × processes × `synchronous`) is one [`run`](crate::run())
 //! of the workload, with lock strategies inside the resource's transaction as applications
 //! use them ([`RunConfig::transactional`]). Its acknowledged ops give the throughput and
 //! latency percentiles; its checkers give the `safe` column. Reference floors (one 1-row
