@@ -8,7 +8,9 @@
 //!
 //! - `$name`: the test module's name.
 //! - `$spec`: the strategy spec, as `turnstile check --strategy` takes it; it must be
-//!   registered in [`crate::registry`] (worker processes open it by name).
+//!   registered in [`crate::registry`] (worker processes open it by name). Any expression
+//!   giving a `&str`, evaluated inside the generated module, which sees the caller's
+//!   items: `&redis_spec()` for a spec built from [`redis_url`] at run time.
 //! - `procs = true`: the strategy excludes across processes; every workload also runs
 //!   in 4 processes × 4 threads and must pass. `false` for in-process strategies (queue,
 //!   mutex): the suite then checks that a run across processes *is* caught — the scope
@@ -30,6 +32,37 @@ use std::time::Duration;
 use crate::check::Verdict;
 use crate::nemesis::Nemesis;
 use crate::{RunConfig, RunReport, Workload, registry, report, run};
+
+/// The Redis server tests use: `TURNSTILE_REDIS_URL`, default `redis://127.0.0.1:6379`.
+/// A test that needs it fails (never skips) when it is down.
+pub fn redis_url() -> String {
+    env_or("TURNSTILE_REDIS_URL", "redis://127.0.0.1:6379")
+}
+
+/// The MySQL / MariaDB server tests use: `TURNSTILE_MYSQL_URL`, default
+/// `mysql://root@127.0.0.1:3306/test`.
+pub fn mysql_url() -> String {
+    env_or("TURNSTILE_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
+}
+
+/// The PostgreSQL server tests use: `TURNSTILE_POSTGRES_URL`, default
+/// `postgres://postgres@127.0.0.1:5432/test`.
+pub fn postgres_url() -> String {
+    env_or("TURNSTILE_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test")
+}
+
+fn env_or(var: &str, default: &str) -> String {
+    std::env::var(var)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| default.to_owned())
+}
+
+/// `url` with the query parameter `pair` (`"ttl_ms=500"`) added.
+pub fn with_query(url: &str, pair: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}{pair}")
+}
 
 /// Runs `config` and panics, with the whole readable report, unless every checker passed.
 pub fn assert_passes(config: &RunConfig) -> RunReport {
@@ -165,6 +198,9 @@ macro_rules! conformance_suite {
     };
     ($name:ident, $spec:expr, procs = $procs:tt, kill = $kill:tt $(,)?) => {
         mod $name {
+            // The spec expression may name the caller's items.
+            #[allow(unused_imports)]
+            use super::*;
             #[allow(unused_imports)]
             use $crate::Workload;
             #[allow(dead_code)]
