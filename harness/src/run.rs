@@ -69,6 +69,10 @@ pub struct RunConfig {
     pub timeout: Option<Duration>,
     /// Write a timeline of the critical sections here, as SVG. Default none.
     pub svg: Option<PathBuf>,
+    /// Run lock strategies inside the resource's transaction (fences enforced, a lost
+    /// lease rolls back) instead of autocommit: tests their recovery from a paused
+    /// holder, not their exclusion. Kill runs always do. Default off.
+    pub transaction: bool,
 }
 
 impl RunConfig {
@@ -93,6 +97,7 @@ impl RunConfig {
             progress: false,
             timeout: None,
             svg: None,
+            transaction: false,
         }
     }
 
@@ -177,6 +182,12 @@ impl RunConfig {
     /// Sets [`RunConfig::svg`].
     pub fn svg(mut self, path: impl Into<PathBuf>) -> Self {
         self.svg = Some(path.into());
+        self
+    }
+
+    /// Sets [`RunConfig::transaction`].
+    pub fn transaction(mut self, yes: bool) -> Self {
+        self.transaction = yes;
         self
     }
 
@@ -618,7 +629,7 @@ pub fn run(config: &RunConfig, registry: &Registry<Sqlite>) -> Result<RunReport,
     };
     let mut strategy = spec.open(registry)?;
     let mut caps = strategy.capabilities();
-    if !caps.transactional && config.nemesis.is_some_and(Nemesis::kills) {
+    if !caps.transactional && (config.transaction || config.nemesis.is_some_and(Nemesis::kills)) {
         spec.transaction = true;
         strategy = spec.open(registry)?;
         caps = strategy.capabilities();
