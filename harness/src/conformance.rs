@@ -48,7 +48,10 @@ pub fn mysql_url() -> String {
 /// The PostgreSQL server tests use: `TURNSTILE_POSTGRES_URL`, default
 /// `postgres://postgres@127.0.0.1:5432/test`.
 pub fn postgres_url() -> String {
-    env_or("TURNSTILE_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test")
+    env_or(
+        "TURNSTILE_POSTGRES_URL",
+        "postgres://postgres@127.0.0.1:5432/test",
+    )
 }
 
 fn env_or(var: &str, default: &str) -> String {

@@ -772,7 +772,10 @@ mod tests {
             );
         }
         // In range is build()'s to check: below MIN_TTL, or zero.
-        for out_of_range in ["redis://127.0.0.1:1/?ttl_ms=0", "redis://127.0.0.1:1/?ttl_ms=5"] {
+        for out_of_range in [
+            "redis://127.0.0.1:1/?ttl_ms=0",
+            "redis://127.0.0.1:1/?ttl_ms=5",
+        ] {
             let builder = RedisLock::builder_from_url(out_of_range).unwrap();
             assert!(
                 matches!(builder.build(), Err(Error::Config(_))),
