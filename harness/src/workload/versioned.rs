@@ -9,7 +9,7 @@
 //! strategy that promises to exclude — an optimistic strategy overlaps by design, and
 //! its conflicts are caught at commit instead (issue 6). Values are `i64` little-endian
 //! in records named as the workloads' keys (`c0`, `a1`, …). The run is in threads of one
-//! process; the runs across processes and under faults that [`crate::run`] does are not
+//! process; the runs across processes and under faults that [`crate::run()`] does are not
 //! available here yet.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -55,7 +55,7 @@ fn read_i64(db: &mut Versioned<Sqlite>, id: &str) -> Result<i64, StoreError> {
 }
 
 /// Runs `config` (a `counter` or `bank` workload, in threads of one process) through
-/// `config.strategy` from `registry`, and checks it like [`crate::run`] does.
+/// `config.strategy` from `registry`, and checks it like [`crate::run()`] does.
 ///
 /// # Errors
 /// [`RunError::Usage`] for another workload, processes, a nemesis, or an unknown spec;
