@@ -588,12 +588,22 @@ pub fn registry() -> Registry<Sqlite> {
     registry
 }
 
-/// Runs `config` with strategies from `registry` and checks the result.
+/// Runs `config` with strategies from `registry` and checks the result. A strategy only
+/// [`workload::versioned::registry`](crate::workload::versioned::registry) knows
+/// (`optimistic`) runs there instead ([`workload::versioned::run`](crate::workload::versioned::run)).
 ///
 /// # Errors
 /// [`RunError`] when the run could not produce a verdict (bad usage, a backend out of
 /// reach, a worker that failed on its own).
 pub fn run(config: &RunConfig, registry: &Registry<Sqlite>) -> Result<RunReport, RunError> {
+    // A strategy over versioned records (`optimistic`) runs the versioned workloads.
+    #[cfg(feature = "optimistic")]
+    if let Ok(spec) = turnstile::spec::Spec::parse(&config.strategy)
+        && !registry.contains(spec.name())
+        && crate::workload::versioned::registry().contains(spec.name())
+    {
+        return crate::workload::versioned::run(config, &crate::workload::versioned::registry());
+    }
     config.validate()?;
     let tmp = tempfile::Builder::new()
         .prefix("turnstile-run-")

@@ -72,3 +72,45 @@ fn versioned_runs_refuse_what_they_cannot_do() {
         }
     }
 }
+
+/// `turnstile check --strategy optimistic` reaches the versioned workloads.
+#[test]
+fn optimistic_through_the_cli() {
+    let check = |workload: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_turnstile"))
+            .args([
+                "check",
+                "--strategy",
+                "optimistic",
+                "--workload",
+                workload,
+                "--threads",
+                "8",
+                "--ops",
+                "400",
+                "--keys",
+                "2",
+                "--think-us",
+                "200",
+            ])
+            .output()
+            .expect("turnstile runs");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    };
+    let (code, text) = check("counter");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("none lost") && !text.contains("overlap"),
+        "{text}"
+    );
+    let (code, text) = check("bank");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("conserved"), "{text}");
+    let (code, text) = check("kv");
+    assert_eq!(code, Some(2), "{text}");
+}
