@@ -78,12 +78,16 @@ fn fenced_redis_in_its_transaction_refuses_the_paused_holder() {
     assert!(refused > 0, "no paused holder was refused:\n{text}");
 }
 
-/// The control's spec is checked like the real one's.
+/// The control's spec, and the TTL parameter of both, are checked: a typed usage error
+/// (exit 2), before any server is asked.
 #[test]
-fn redis_nofence_refuses_a_bad_spec() {
+fn bad_redis_specs_are_usage_errors() {
     for bad in [
         "redis-nofence",
         "redis-nofence://127.0.0.1:6379/?ttl_ms=soon",
+        "redis://127.0.0.1:6379/?ttl_ms=abc",
+        "redis://127.0.0.1:6379/?ttl_ms=0",
+        "redis://127.0.0.1:6379/?ttl_ms=5&ttl_ms=500",
     ] {
         let config = RunConfig::new(bad, Workload::Counter).threads(1).ops(1);
         match run(&config, &registry()) {
