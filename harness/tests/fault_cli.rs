@@ -25,9 +25,15 @@ fn survives_kills(strategy: &str, workload: &str, checker: &str) {
         "kill:50",
         "--json",
     ];
-    let out = Command::new(EXE).args(args).output().expect("turnstile runs");
+    let out = Command::new(EXE)
+        .args(args)
+        .output()
+        .expect("turnstile runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let shown = format!("{args:?}:\n{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let shown = format!(
+        "{args:?}:\n{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(out.status.code(), Some(0), "{shown}");
     let report: Value = serde_json::from_str(&stdout).expect("--json prints one report");
     assert_eq!(report["verdict"], "pass", "{shown}");
@@ -35,7 +41,10 @@ fn survives_kills(strategy: &str, workload: &str, checker: &str) {
     for c in checks {
         assert_eq!(c["verdict"], "pass", "{shown}");
     }
-    let ran: Vec<&str> = checks.iter().filter_map(|c| c["checker"].as_str()).collect();
+    let ran: Vec<&str> = checks
+        .iter()
+        .filter_map(|c| c["checker"].as_str())
+        .collect();
     for want in [checker, "integrity"] {
         assert!(ran.contains(&want), "{want} did not run: {shown}");
     }

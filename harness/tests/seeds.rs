@@ -34,7 +34,11 @@ fn assert_caught(config: &RunConfig, checker: &str) -> RunReport {
     let text = report::text(&report);
     assert_eq!(report.verdict, Verdict::Violation, "not caught:\n{text}");
     let c = report.check(checker).expect("the workload's checker ran");
-    assert_eq!(c.verdict, Verdict::Violation, "{checker} missed it:\n{text}");
+    assert_eq!(
+        c.verdict,
+        Verdict::Violation,
+        "{checker} missed it:\n{text}"
+    );
     report
 }
 
