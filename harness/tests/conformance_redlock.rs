@@ -5,7 +5,6 @@
 
 use std::ops::Deref;
 
-#[allow(dead_code)]
 #[path = "../../strategies/tests/support/redis_server.rs"]
 mod redis_server;
 
