@@ -65,6 +65,9 @@ fn versioned_runs_refuse_what_they_cannot_do() {
         RunConfig::new("optimistic", Workload::Counter).procs(2),
         RunConfig::new("no-such-strategy", Workload::Counter),
         RunConfig::new("optimistic:arg", Workload::Counter),
+        RunConfig::new("optimistic", Workload::Counter).threads(0),
+        RunConfig::new("optimistic", Workload::Counter).keep("/tmp/never-written"),
+        RunConfig::new("optimistic", Workload::Counter).think(Duration::from_secs(5)),
     ] {
         match run(&config, &registry()) {
             Err(e) => assert_eq!(e.exit_code(), 2, "{e}"),

@@ -75,9 +75,19 @@ pub fn run(
             "versioned runs are in threads of one process (no --procs, no --nemesis)".into(),
         ));
     }
-    if !(1..=256).contains(&config.threads) || !(1..=1_000_000).contains(&config.ops) {
+    if !(1..=256).contains(&config.threads)
+        || !(1..=1_000_000).contains(&config.ops)
+        || config.keys.is_some_and(|k| !(1..=100_000).contains(&k))
+        || config.think > std::time::Duration::from_secs(1)
+        || config.rendezvous > std::time::Duration::from_secs(1)
+    {
         return Err(RunError::Usage(
-            "--threads must be 1..=256 and --ops 1..=1000000".into(),
+            "versioned runs take --threads 1..=256, --ops 1..=1000000, --keys 1..=100000 and at most 1 s of --think-us / --rendezvous-us".into(),
+        ));
+    }
+    if config.db.is_some() || config.keep.is_some() || config.svg.is_some() {
+        return Err(RunError::Usage(
+            "versioned runs keep no files (no --db, --keep or --svg)".into(),
         ));
     }
     let tmp = tempfile::Builder::new()
