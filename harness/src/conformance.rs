@@ -17,9 +17,9 @@
 //!   registered in [`crate::registry`] (worker processes open it by name). Any expression
 //!   giving a `&str` (or deref-ing to one), evaluated inside the generated module, which
 //!   sees the caller's items: `&redis_spec()` for a spec built from [`redis_url`] at run
-//!   time. It is evaluated once per run, and its temporaries live for that run: a guard
-//!   that derefs to the spec can start servers for the run and stop them after
-//!   (`harness/tests/conformance_redlock.rs`).
+//!   time. It is evaluated once per test (or generated case), and its temporaries live
+//!   until that test's runs end: a guard that derefs to the spec can start servers for
+//!   them and stop them after (`harness/tests/conformance_redlock.rs`).
 //! - `procs = true`: the strategy excludes across processes; every workload also runs
 //!   in 4 processes × 4 threads and must pass. `false` for in-process strategies (queue,
 //!   mutex): the suite then checks that a run across processes *is* caught — the scope
