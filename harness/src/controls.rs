@@ -5,10 +5,14 @@
 //! - `racy-version` (seed 003): a lock taken by check-then-set on a version row — read
 //!   the row, see it free, write our claim — in two statements, so two callers both see it
 //!   free and both "hold" it.
+//! - `redis-nofence` (issue 5): the Redis lease lock with fencing off, always in
+//!   autocommit — `redis-nofence://127.0.0.1:6379/0?ttl_ms=500` is `redis://…` with only
+//!   the lease's TTL between a holder paused past it and its successor. The fenced `redis`
+//!   in its transaction survives the same pause (the stale holder's commit is refused).
 //! - the in-process `mutex` run across processes, outside its scope (no registration
 //!   needed: the builtin one).
 //!
-//! Both claim to exclude across hosts, so every checker applies to them.
+//! All claim to exclude across hosts, so every checker applies to them.
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -203,10 +207,35 @@ fn no_arg(spec: &Spec) -> Result<(), StrategyError> {
 /// Enough pooled connections that every thread of a run races.
 const CONTROL_POOL: usize = 64;
 
-/// Registers `unserialized` and `racy-version` (`racy-version:MICROS` sets the race
-/// window) into `registry`. They always run in autocommit: only their "lock" stands
-/// between two ops.
+/// The scheme of the fenceless Redis control; the rest of its URL is a `redis://` URL's.
+pub const REDIS_NOFENCE: &str = "redis-nofence";
+
+/// Registers `unserialized`, `racy-version` (`racy-version:MICROS` sets the race window)
+/// and, with the `redis` feature, `redis-nofence://…` into `registry`. They always run in
+/// autocommit: only their "lock" stands between two ops.
 pub fn register(registry: &mut Registry<Sqlite>) {
+    #[cfg(feature = "redis")]
+    registry.register(
+        REDIS_NOFENCE,
+        "NEGATIVE CONTROL: the Redis lease lock without fencing, in autocommit (redis-nofence://host:port/db?ttl_ms=N)",
+        |spec, setup: &Setup<Sqlite>| {
+            let url = spec
+                .arg()
+                .and_then(|url| url.split_once("://"))
+                .map(|(_, rest)| format!("redis://{rest}"))
+                .ok_or_else(|| {
+                    Error::Config(format!("{REDIS_NOFENCE} needs a URL: {REDIS_NOFENCE}://host:port/db"))
+                })?;
+            let lock = turnstile::lock::RedisLock::builder_from_url(&url)?
+                .fencing(false)
+                .build()?;
+            lock.ping()?;
+            let s = Locked::new(lock, setup.connect.clone())
+                .tx_mode(TxMode::Autocommit)
+                .pool_size(CONTROL_POOL)?;
+            Ok(Box::new(s) as BoxSerializer<Connection>)
+        },
+    );
     registry.register(
         "unserialized",
         "NEGATIVE CONTROL: no lock, autocommit statements",

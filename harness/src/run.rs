@@ -69,20 +69,15 @@ pub struct RunConfig {
     pub timeout: Option<Duration>,
     /// Write a timeline of the critical sections here, as SVG. Default none.
     pub svg: Option<PathBuf>,
-    /// Run lock strategies inside the resource's transaction, as applications do, instead
-    /// of in autocommit (where only the lock protects the data). `compare` measures this
-    /// way; the checkers still run, but SQLite's own write lock then also protects the
-    /// data, so exclusion is tested by the default (autocommit) runs. Default off.
-    pub transactional: bool,
+    /// Run lock strategies inside the resource's transaction, as applications do (fences
+    /// enforced, a lost lease rolls back), instead of in autocommit where only the lock
+    /// protects the data. Tests recovery from a paused holder, not exclusion (SQLite's
+    /// own write lock then also protects the data); `compare` measures this way. Kill
+    /// runs always do. Default off.
+    pub transaction: bool,
 }
 
 impl RunConfig {
-    /// Sets [`RunConfig::transactional`].
-    pub fn transactional(mut self, yes: bool) -> Self {
-        self.transactional = yes;
-        self
-    }
-
     /// A run of `workload` through `strategy` with the defaults above.
     pub fn new(strategy: impl Into<String>, workload: Workload) -> Self {
         RunConfig {
@@ -104,7 +99,7 @@ impl RunConfig {
             progress: false,
             timeout: None,
             svg: None,
-            transactional: false,
+            transaction: false,
         }
     }
 
@@ -189,6 +184,12 @@ impl RunConfig {
     /// Sets [`RunConfig::svg`].
     pub fn svg(mut self, path: impl Into<PathBuf>) -> Self {
         self.svg = Some(path.into());
+        self
+    }
+
+    /// Sets [`RunConfig::transaction`].
+    pub fn transaction(mut self, yes: bool) -> Self {
+        self.transaction = yes;
         self
     }
 
@@ -574,12 +575,22 @@ pub fn registry() -> Registry<Sqlite> {
     registry
 }
 
-/// Runs `config` with strategies from `registry` and checks the result.
+/// Runs `config` with strategies from `registry` and checks the result. A strategy only
+/// [`workload::versioned::registry`](crate::workload::versioned::registry) knows
+/// (`optimistic`) runs there instead ([`workload::versioned::run`](crate::workload::versioned::run)).
 ///
 /// # Errors
 /// [`RunError`] when the run could not produce a verdict (bad usage, a backend out of
 /// reach, a worker that failed on its own).
 pub fn run(config: &RunConfig, registry: &Registry<Sqlite>) -> Result<RunReport, RunError> {
+    // A strategy over versioned records (`optimistic`) runs the versioned workloads.
+    #[cfg(feature = "optimistic")]
+    if let Ok(spec) = turnstile::spec::Spec::parse(&config.strategy)
+        && !registry.contains(spec.name())
+        && crate::workload::versioned::registry().contains(spec.name())
+    {
+        return crate::workload::versioned::run(config, &crate::workload::versioned::registry());
+    }
     config.validate()?;
     let tmp = tempfile::Builder::new()
         .prefix("turnstile-run-")
@@ -615,7 +626,7 @@ pub fn run(config: &RunConfig, registry: &Registry<Sqlite>) -> Result<RunReport,
     };
     let mut strategy = spec.open(registry)?;
     let mut caps = strategy.capabilities();
-    if !caps.transactional && (config.transactional || config.nemesis.is_some_and(Nemesis::kills)) {
+    if !caps.transactional && (config.transaction || config.nemesis.is_some_and(Nemesis::kills)) {
         spec.transaction = true;
         strategy = spec.open(registry)?;
         caps = strategy.capabilities();

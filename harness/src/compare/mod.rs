@@ -3,7 +3,7 @@
 //!
 //! Each setting (strategy × threads × processes × `synchronous`) is one [`run`](crate::run())
 //! of the workload, with lock strategies inside the resource's transaction as applications
-//! use them ([`RunConfig::transactional`]). Its acknowledged ops give the throughput and
+//! use them ([`RunConfig::transaction`]). Its acknowledged ops give the throughput and
 //! latency percentiles; its checkers give the `safe` column. Reference floors (one 1-row
 //! commit on one thread per `synchronous`, and two Redis round trips when Redis is in the
 //! run) are measured in the same run, so targets read as ratios on whatever machine this is.
@@ -258,7 +258,7 @@ pub fn compare(
             .threads(setting.threads)
             .procs(setting.procs)
             .ops(ops.max(setting.threads * setting.procs))
-            .transactional(true);
+            .transaction(true);
         run_config.sync = setting.sync;
         run_config.worker_exe = config.worker_exe.clone();
         let name = turnstile::spec::Spec::parse(&setting.spec)

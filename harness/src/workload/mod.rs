@@ -17,6 +17,8 @@ pub mod counter;
 pub mod file_store;
 pub mod kv;
 pub mod notify_once;
+#[cfg(feature = "optimistic")]
+pub mod versioned;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

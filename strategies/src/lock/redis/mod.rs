@@ -38,6 +38,12 @@
 //! their fences. Two different servers must therefore not guard one resource under the
 //! same prefix and database.
 //!
+//! ## Specs
+//! In a strategy spec (`turnstile check --strategy …`, [`Registry`](crate::spec::Registry)),
+//! `redis://host:port/db?ttl_ms=1000` and `redlock://h1:p1,h2:p2,h3:p3?ttl_ms=1000` set
+//! the lease TTL ([`TTL_QUERY_PARAM`]); a short TTL makes a dead holder's lease expire
+//! sooner, at the price of more renewals.
+//!
 //! ## Waiting
 //! A caller that finds the name held joins an in-process FIFO queue for it; only the head
 //! of the queue talks to Redis. One subscriber connection per process and server (lock
@@ -110,6 +116,49 @@ pub const DEFAULT_MAX_RENEWALS: u32 = 1000;
 pub const DEFAULT_KEY_PREFIX: &str = "turnstile";
 /// The shortest TTL accepted: 10 ms.
 pub const MIN_TTL: Duration = Duration::from_millis(10);
+
+/// The query parameter of a `redis://…` or `redlock://…` spec URL that sets the lease
+/// TTL in milliseconds (`redis://127.0.0.1:6379/0?ttl_ms=1000`); read by
+/// [`RedisLock::builder_from_url`] and [`RedlockLock::builder_from_url`] and removed
+/// before the URL reaches the Redis client.
+pub const TTL_QUERY_PARAM: &str = "ttl_ms";
+
+/// Removes [`TTL_QUERY_PARAM`] from `url`'s query, answering the URL without it and the
+/// TTL it set. Other parameters (`redis+unix://…?db=N&pass=…`) stay, in order.
+fn take_ttl_ms(url: &str) -> Result<(String, Option<Duration>), StrategyError> {
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok((url.to_owned(), None));
+    };
+    let mut ttl = None;
+    let mut kept = Vec::new();
+    for pair in query.split('&') {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if name != TTL_QUERY_PARAM {
+            kept.push(pair);
+            continue;
+        }
+        let bad = |why: &str| {
+            Err(Error::Config(format!(
+                "{TTL_QUERY_PARAM}={value:?} in {:?} {why}",
+                crate::spec::redact_url(url)
+            )))
+        };
+        if ttl.is_some() {
+            return bad("is given twice");
+        }
+        match value.parse::<u64>() {
+            // build() checks the range, against MIN_TTL and MAX_TIMEOUT.
+            Ok(ms) => ttl = Some(Duration::from_millis(ms)),
+            Err(_) => return bad("is not a whole number of milliseconds"),
+        }
+    }
+    let url = if kept.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    Ok((url, ttl))
+}
 
 /// The clock-drift allowance subtracted from a lease's validity: 1 % of the TTL plus
 /// 2 ms (the Redlock algorithm's figures).
@@ -402,6 +451,21 @@ impl RedisLock {
         }
     }
 
+    /// A builder from a spec URL: as [`RedisLock::builder`], plus the query parameter
+    /// [`TTL_QUERY_PARAM`] (`?ttl_ms=1000`) setting the lease TTL.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when `ttl_ms` is not a whole number or is given twice (a TTL out
+    /// of range is refused by [`build`](RedisLockBuilder::build)).
+    pub fn builder_from_url(url: &str) -> Result<RedisLockBuilder, StrategyError> {
+        let (url, ttl) = take_ttl_ms(url)?;
+        let builder = Self::builder(url);
+        Ok(match ttl {
+            Some(ttl) => builder.ttl(ttl),
+            None => builder,
+        })
+    }
+
     /// A lock on the server at `url` with every default.
     ///
     /// # Errors
@@ -626,14 +690,14 @@ pub(crate) fn register(registry: &mut crate::spec::Registry<crate::sqlite::Sqlit
             .ok_or_else(|| Error::Config(format!("strategy {:?} needs a URL", spec.name())))
     }
     let single = |spec: &Spec, setup: &Setup<Sqlite>| {
-        let lock = RedisLock::new(url(spec)?)?;
+        let lock = RedisLock::builder_from_url(url(spec)?)?.build()?;
         lock.ping()?;
         finish(lock, setup)
     };
     for scheme in ["redis", "rediss", "redis+unix"] {
         registry.register(
             scheme,
-            "Redis lease lock with fencing tokens and a renewing watchdog (hosts)",
+            "Redis lease lock with fencing tokens and a renewing watchdog (hosts); ?ttl_ms=N sets the lease TTL (default 8000)",
             single,
         );
     }
@@ -676,6 +740,61 @@ mod tests {
             );
         }
         assert!(RedisLock::builder(url).build().is_ok());
+    }
+
+    #[test]
+    fn ttl_ms_sets_the_ttl_and_leaves_the_rest_of_the_url() {
+        let lock = RedisLock::builder_from_url("redis://127.0.0.1:1/0?ttl_ms=1000")
+            .unwrap()
+            .build()
+            .unwrap();
+        assert_eq!(lock.ttl(), Duration::from_millis(1000));
+        assert_eq!(lock.server(), "redis://127.0.0.1:1/0");
+        let plain = RedisLock::builder_from_url("redis://127.0.0.1:1/0").unwrap();
+        assert_eq!(plain.build().unwrap().ttl(), DEFAULT_TTL);
+        assert_eq!(
+            take_ttl_ms("redis+unix:///tmp/r.sock?db=2&ttl_ms=50&pass=x").unwrap(),
+            (
+                "redis+unix:///tmp/r.sock?db=2&pass=x".to_owned(),
+                Some(Duration::from_millis(50))
+            )
+        );
+        for bad in [
+            "redis://127.0.0.1:1/?ttl_ms=",
+            "redis://127.0.0.1:1/?ttl_ms=-5",
+            "redis://127.0.0.1:1/?ttl_ms=1s",
+            "redis://127.0.0.1:1/?ttl_ms=99999999999999999999999",
+            "redis://127.0.0.1:1/?ttl_ms=100&ttl_ms=200",
+        ] {
+            assert!(
+                matches!(RedisLock::builder_from_url(bad), Err(Error::Config(_))),
+                "{bad} was accepted"
+            );
+        }
+        // In range is build()'s to check: below MIN_TTL, or zero.
+        for out_of_range in [
+            "redis://127.0.0.1:1/?ttl_ms=0",
+            "redis://127.0.0.1:1/?ttl_ms=5",
+        ] {
+            let builder = RedisLock::builder_from_url(out_of_range).unwrap();
+            assert!(
+                matches!(builder.build(), Err(Error::Config(_))),
+                "{out_of_range} was accepted"
+            );
+        }
+        assert!(
+            RedlockLock::builder_from_url("redlock://a:1,b:2,c:3/0?ttl_ms=900")
+                .unwrap()
+                .build()
+                .is_ok()
+        );
+        for bad in [
+            "redlock://a:1,b:2,c:3/0?ttl_ms=x",
+            "redlock://a:1,b:2,c:3/0?ttl_ms=1",
+        ] {
+            let built = RedlockLock::builder_from_url(bad).and_then(RedlockBuilder::build);
+            assert!(matches!(built, Err(Error::Config(_))), "{bad} was accepted");
+        }
     }
 
     #[test]

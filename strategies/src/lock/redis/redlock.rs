@@ -163,11 +163,15 @@ impl RedlockLock {
     }
 
     /// Parses `redlock://[user:password@]h1:p1,h2:p2,h3:p3[/db]` into a builder: the user,
-    /// password and database apply to every server.
+    /// password and database apply to every server. The query parameter
+    /// [`TTL_QUERY_PARAM`](super::TTL_QUERY_PARAM) (`?ttl_ms=1000`) sets the lease TTL.
     ///
     /// # Errors
-    /// [`Error::Config`] when the text is not such a URL.
+    /// [`Error::Config`] when the text is not such a URL, or `ttl_ms` is not a whole
+    /// number or is given twice.
     pub fn builder_from_url(url: &str) -> Result<RedlockBuilder, StrategyError> {
+        let (url, ttl) = super::take_ttl_ms(url)?;
+        let url = url.as_str();
         let shown = crate::spec::redact_url(url);
         let Some(rest) = url
             .split_once("://")
@@ -196,7 +200,11 @@ impl RedlockLock {
                 }
             })
             .collect::<Result<_, _>>()?;
-        Ok(Self::builder(urls))
+        let builder = Self::builder(urls);
+        Ok(match ttl {
+            Some(ttl) => builder.ttl(ttl),
+            None => builder,
+        })
     }
 
     /// Pings every server; returns how many answered.
