@@ -308,6 +308,8 @@ impl Registry<crate::sqlite::Sqlite> {
                 Ok(Box::new(builder.build(setup.connect.clone())?))
             },
         );
+        #[cfg(feature = "queue")]
+        crate::queue::register_locked(&mut registry);
         registry
     }
 }
