@@ -229,8 +229,13 @@
 //!   [`Error::LeaseLost`]; ops not yet started wait for the next lease.
 //! - **Fairness.** A batch stops starting ops after [`QueueBuilder::max_batch`] ops or
 //!   [`QueueBuilder::max_hold`], whichever comes first; the worker then commits and
-//!   releases, and pauses [`QueueBuilder::handoff_pause`] before it takes the lock again,
-//!   so a process whose queue keeps refilling cannot keep the lock from the others.
+//!   releases. Once every [`QueueBuilder::handoff_interval`] it leaves the lock free for
+//!   [`QueueBuilder::handoff_pause`] before taking it again, so a process whose queue
+//!   keeps refilling cannot keep the lock from the others. A lock whose waiters poll
+//!   should poll at least that often: `queue+file-lock` opens its [`FileLock`] with a
+//!   1 ms [`max_poll`](crate::lock::FileLockBuilder::max_poll) (one poller per process).
+//!
+//! [`FileLock`]: crate::lock::FileLock
 //! - **Waiting.** The worker waits for the lock on behalf of the batch's callers, for as
 //!   long as one of them still waits to start; a caller whose deadline passes first gets
 //!   [`Error::Timeout`], and its op never runs. A lock that fails otherwise (a server
@@ -294,6 +299,9 @@ pub const DEFAULT_MAX_HOLD: Duration = Duration::from_millis(20);
 /// again for queued work: 500 µs.
 pub const DEFAULT_HANDOFF_PAUSE: Duration = Duration::from_micros(500);
 
+/// The default least time between two hand-off pauses: 5 ms.
+pub const DEFAULT_HANDOFF_INTERVAL: Duration = Duration::from_millis(5);
+
 /// The longest [`QueueBuilder::handoff_pause`] accepted: 1 s.
 pub const MAX_HANDOFF_PAUSE: Duration = Duration::from_secs(1);
 
@@ -336,6 +344,7 @@ pub struct QueueBuilder<C> {
     lock: Option<Arc<dyn BatchLock>>,
     max_hold: Duration,
     handoff_pause: Duration,
+    handoff_interval: Duration,
     _connect: PhantomData<fn(C)>,
 }
 
@@ -350,6 +359,7 @@ impl<C> Default for QueueBuilder<C> {
             lock: None,
             max_hold: DEFAULT_MAX_HOLD,
             handoff_pause: DEFAULT_HANDOFF_PAUSE,
+            handoff_interval: DEFAULT_HANDOFF_INTERVAL,
             _connect: PhantomData,
         }
     }
@@ -378,6 +388,7 @@ impl<C> std::fmt::Debug for QueueBuilder<C> {
             )
             .field("max_hold", &self.max_hold)
             .field("handoff_pause", &self.handoff_pause)
+            .field("handoff_interval", &self.handoff_interval)
             .finish()
     }
 }
@@ -392,7 +403,7 @@ impl<C: Transact> QueueBuilder<C> {
     }
 
     /// Sets how long a call waits to start its op by default; `None` waits forever.
-    /// At most [`MAX_TIMEOUT`](turnstile_core::MAX_TIMEOUT). Default: [`DEFAULT_TIMEOUT`].
+    /// At most [`MAX_TIMEOUT`]. Default: [`DEFAULT_TIMEOUT`].
     pub fn timeout(mut self, timeout: Option<Duration>) -> Self {
         self.timeout = timeout;
         self
@@ -437,19 +448,30 @@ impl<C: Transact> QueueBuilder<C> {
     /// lease was granted; ops still queued then wait for the next lease, so a process whose
     /// queue keeps refilling still lets the others in. An op that started runs to its end,
     /// and every lease runs at least one op. At most
-    /// [`MAX_TIMEOUT`](turnstile_core::MAX_TIMEOUT). Default: [`DEFAULT_MAX_HOLD`].
+    /// [`MAX_TIMEOUT`]. Default: [`DEFAULT_MAX_HOLD`].
     pub fn max_hold(mut self, max: Duration) -> Self {
         self.max_hold = max;
         self
     }
 
-    /// Sets, with a [`lock`](Self::lock), how long the worker waits after releasing the
-    /// lock before it takes it again for work already queued: a lock that wakes its
-    /// waiters in other processes (Redis' release message, a polling file lock) gives them
-    /// this long to get in before this process barges back. Zero turns it off. At most
-    /// [`MAX_HANDOFF_PAUSE`]. Default: [`DEFAULT_HANDOFF_PAUSE`].
+    /// Sets, with a [`lock`](Self::lock), how long the worker leaves the lock free after
+    /// releasing it, once every [`handoff_interval`](Self::handoff_interval), before it
+    /// takes it again: a lock that wakes its waiters in other processes (Redis' release
+    /// message, a polling file lock) gives them this long to get in before this process
+    /// barges back. Zero turns it off. At most [`MAX_HANDOFF_PAUSE`].
+    /// Default: [`DEFAULT_HANDOFF_PAUSE`].
     pub fn handoff_pause(mut self, pause: Duration) -> Self {
         self.handoff_pause = pause;
+        self
+    }
+
+    /// Sets, with a [`lock`](Self::lock), the least time between two
+    /// [hand-off pauses](Self::handoff_pause); in between, the worker takes the lock
+    /// again as soon as it has work. Shorter is fairer to other processes, longer leaves
+    /// the lock idle less often. At most [`MAX_TIMEOUT`].
+    /// Default: [`DEFAULT_HANDOFF_INTERVAL`].
+    pub fn handoff_interval(mut self, interval: Duration) -> Self {
+        self.handoff_interval = interval;
         self
     }
 
@@ -459,11 +481,15 @@ impl<C: Transact> QueueBuilder<C> {
     /// [`Error::Config`] for a zero capacity or batch, an absurd timeout, hold or pause;
     /// [`Error::Unavailable`] when the worker could not open its resource (or start).
     pub fn build(self, connect: C) -> Result<Queue<C>, StrategyError> {
-        if self.max_hold > MAX_TIMEOUT {
-            return Err(Error::Config(format!(
-                "a batch hold of {:?} is longer than the maximum {MAX_TIMEOUT:?}",
-                self.max_hold
-            )));
+        for (what, d) in [
+            ("batch hold", self.max_hold),
+            ("hand-off interval", self.handoff_interval),
+        ] {
+            if d > MAX_TIMEOUT {
+                return Err(Error::Config(format!(
+                    "a {what} of {d:?} is longer than the maximum {MAX_TIMEOUT:?}"
+                )));
+            }
         }
         if self.handoff_pause > MAX_HANDOFF_PAUSE {
             return Err(Error::Config(format!(
@@ -503,7 +529,8 @@ impl<C: Transact> QueueBuilder<C> {
         let fence_name: Arc<[u8]> = lock_name.bytes().into();
         let worker_lock = self.lock.clone();
         let worker_lock_name = lock_name.clone();
-        let (max_hold, handoff_pause) = (self.max_hold, self.handoff_pause);
+        let (max_hold, handoff_pause, handoff_interval) =
+            (self.max_hold, self.handoff_pause, self.handoff_interval);
         let handle = std::thread::Builder::new()
             .name(format!("turnstile-queue-{id}"))
             .spawn(move || {
@@ -539,6 +566,9 @@ impl<C: Transact> QueueBuilder<C> {
                     started_in_hold: 0,
                     max_hold,
                     handoff_pause,
+                    handoff_interval,
+                    released_at: None,
+                    paused_at: None,
                 }
                 .serve();
             })
@@ -1307,6 +1337,11 @@ struct Worker<C: Transact> {
     started_in_hold: usize,
     max_hold: Duration,
     handoff_pause: Duration,
+    handoff_interval: Duration,
+    /// When the last lease was released.
+    released_at: Option<Instant>,
+    /// When the worker last paused to hand the lock off.
+    paused_at: Option<Instant>,
 }
 
 impl<C: Transact> Worker<C> {
@@ -1331,16 +1366,34 @@ impl<C: Transact> Worker<C> {
                 self.run_jobs(&mut batch);
                 continue;
             }
+            self.hand_off();
             if !self.take_lock(&mut batch) {
                 continue;
             }
             self.run_jobs(&mut batch);
             self.release_lock();
-            // Barging straight back would starve other processes' waiters, which need a
-            // moment to notice the release (a message, a poll).
-            if !self.handoff_pause.is_zero() && !(batch.is_empty() && self.receiver.is_empty()) {
-                std::thread::sleep(self.handoff_pause);
-            }
+        }
+    }
+
+    /// Before taking the lock again right after releasing it: once per hand-off interval,
+    /// lets the pause since the release run out. Barging straight back every time would
+    /// starve waiters in other processes, which need a moment to notice a release (a
+    /// message, a poll); pausing every time would leave the lock idle when nobody waits.
+    fn hand_off(&mut self) {
+        let Some(released) = self.released_at else {
+            return;
+        };
+        let now = Instant::now();
+        if self
+            .paused_at
+            .is_some_and(|at| now.duration_since(at) < self.handoff_interval)
+        {
+            return;
+        }
+        let until = released + self.handoff_pause;
+        if now < until {
+            std::thread::sleep(until - now);
+            self.paused_at = Some(Instant::now());
         }
     }
 
@@ -1366,7 +1419,7 @@ impl<C: Transact> Worker<C> {
             self.run_batch(batch);
         } else {
             let mut jobs = std::mem::take(batch).into_iter();
-            while let Some(mut job) = jobs.next() {
+            for mut job in jobs.by_ref() {
                 if !self.may_start() {
                     batch.push(job);
                     break;
@@ -1436,6 +1489,7 @@ impl<C: Transact> Worker<C> {
         if let Some(lease) = self.lease.take() {
             // A lease that was lost meanwhile changes nothing: its batch was rolled back.
             let _ = lease.release();
+            self.released_at = Some(Instant::now());
         }
     }
 

@@ -7,6 +7,12 @@ use std::time::Instant;
 
 use turnstile_core::{Capabilities, Error, Fence, Lease, Lock, LockName, StrategyError};
 
+/// The longest sleep between two polls of `queue+file-lock`'s file lock: 1 ms. Only the
+/// worker of each process polls, so polling often is cheap, and it must notice a release
+/// within the other workers' [hand-off pause](super::DEFAULT_HANDOFF_PAUSE).
+#[cfg(feature = "file-lock")]
+pub(super) const QUEUE_FILE_LOCK_POLL: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// A [`Lock`] behind a `dyn`: one acquire per batch makes the virtual call free.
 pub(super) trait BatchLock: Send + Sync {
     fn capabilities(&self) -> Capabilities;
@@ -126,11 +132,12 @@ pub(crate) fn register(registry: &mut crate::spec::Registry<crate::sqlite::Sqlit
         "queue+file-lock",
         "a queue per process whose worker takes a file lock once per batch (processes on one host); queue+file-lock:DIR sets the lock directory",
         |spec, setup| {
-            let lock = match spec.arg() {
-                None => crate::lock::FileLock::beside(setup.connect.path())?,
-                Some(dir) => crate::lock::FileLock::new(dir)?,
+            use crate::lock::FileLock;
+            let dir = match spec.arg() {
+                None => FileLock::dir_beside(setup.connect.path()),
+                Some(dir) => dir.into(),
             };
-            finish(lock, setup)
+            finish(FileLock::builder(dir).max_poll(QUEUE_FILE_LOCK_POLL).open()?, setup)
         },
     );
     #[cfg(feature = "redis")]
