@@ -534,7 +534,7 @@ mod redis {
     use redis_server::RedisServer;
     use std::sync::mpsc;
     use turnstile::lock::RedisLock;
-    use turnstile::{Connect, Fence, Lease};
+    use turnstile::{Connect, Fence, FenceClaim, Lease, Transact, TransactError};
 
     #[test]
     fn counter_through_queue_redis_ends_exact() {
@@ -639,6 +639,44 @@ mod redis {
             .unwrap();
         assert!(after > fences[0]);
         assert_eq!(logged(&db), 5);
+    }
+
+    #[test]
+    fn the_batch_transaction_records_its_fence_and_a_stale_one_is_refused_whole() {
+        let server = RedisServer::start();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fence.db");
+        create_tables(&path);
+        let db = db_at(&path);
+        let lock = RedisLock::new(&server.url()).unwrap();
+        let queue = Queue::over(lock.clone(), db.clone()).unwrap();
+        let name = queue.lock_name().unwrap().clone();
+        let claim = |fence| FenceClaim {
+            backend: lock.backend_id(),
+            name: name.bytes(),
+            fence,
+        };
+        let batch = one_batch(&queue, &lock, 3, || {});
+        let fence = batch[0].as_ref().unwrap().unwrap();
+        // The batch's commit recorded its fence: a lower one is refused.
+        let mut conn = db.connect().unwrap();
+        match db.begin(&mut conn, &[claim(Fence(fence.0 - 1))]) {
+            Err(TransactError::StaleFence { highest, .. }) => assert_eq!(highest, fence),
+            other => panic!("the batch's fence was not recorded: {other:?}"),
+        }
+        // A successor (from another backend client, say) recorded a far higher fence: the
+        // queue's next batch presents a lower one and is refused as a whole.
+        let successor = Fence(fence.0 + 1_000_000_000);
+        db.begin(&mut conn, &[claim(successor)]).unwrap();
+        db.commit(&mut conn).unwrap();
+        let stale = one_batch(&queue, &lock, 3, || {});
+        for r in &stale {
+            assert!(
+                matches!(r, Err(Error::StaleFence { highest, .. }) if *highest == successor),
+                "{stale:?}"
+            );
+        }
+        assert_eq!(logged(&db), 3, "the stale batch wrote nothing");
     }
 
     #[test]
