@@ -198,6 +198,7 @@
 //! (Redis) or a system call (a file lock) per op costs it once per batch instead.
 //!
 //! ```
+//! use std::time::Duration;
 //! use turnstile::lock::FileLock;
 //! use turnstile::queue::Queue;
 //! use turnstile::sqlite::{Sqlite, Synchronous};
@@ -205,11 +206,12 @@
 //!
 //! let dir = tempfile::tempdir()?;
 //! let path = dir.path().join("app.db");
-//! // Every process opening `app.db` this way excludes the others.
-//! let queue = Queue::over(
-//!     FileLock::beside(&path)?,
-//!     Sqlite::new(&path).synchronous(Synchronous::Normal),
-//! )?;
+//! // Every process opening `app.db` this way excludes the others. Only the worker polls
+//! // the lock, so it can afford to poll often.
+//! let lock = FileLock::builder(FileLock::dir_beside(&path))
+//!     .max_poll(Duration::from_millis(1))
+//!     .open()?;
+//! let queue = Queue::over(lock, Sqlite::new(&path).synchronous(Synchronous::Normal))?;
 //! assert_eq!(queue.capabilities().scope, Scope::Processes);
 //! queue.run(&Key::whole(), |db| db.execute_batch("CREATE TABLE IF NOT EXISTS t (v INTEGER)"))?;
 //! queue.run(&Key::whole(), |db| db.execute("INSERT INTO t VALUES (1)", []))?;
@@ -222,10 +224,10 @@
 //!   process on one database exclude each other.
 //! - **Fences.** In [`TxMode::Transaction`] the lease's fence (for backends that issue
 //!   one) is claimed in [`Transact::begin`] of the batch's transaction (and of every op
-//!   rerun alone), so a stale holder's whole batch is refused; each op sees it in
-//!   [`Ctx::fence`].
-//! - **Lost leases.** The lease is checked before each op starts and before the commit.
-//!   Lost before the commit, the whole batch rolls back and every op that ran in it gets
+//!   rerun alone), so a stale holder's whole batch is refused (every caller gets
+//!   [`Error::StaleFence`]); each op sees the fence in [`Ctx::fence`].
+//! - **Lost leases.** The lease is checked before every op but a batch's first, and
+//!   before the commit. Lost before the commit, the whole batch rolls back and every op that ran in it gets
 //!   [`Error::LeaseLost`]; ops not yet started wait for the next lease.
 //! - **Fairness.** A batch stops starting ops after [`QueueBuilder::max_batch`] ops or
 //!   [`QueueBuilder::max_hold`], whichever comes first; the worker then commits and
@@ -234,8 +236,6 @@
 //!   keeps refilling cannot keep the lock from the others. A lock whose waiters poll
 //!   should poll at least that often: `queue+file-lock` opens its [`FileLock`] with a
 //!   1 ms [`max_poll`](crate::lock::FileLockBuilder::max_poll) (one poller per process).
-//!
-//! [`FileLock`]: crate::lock::FileLock
 //! - **Waiting.** The worker waits for the lock on behalf of the batch's callers, for as
 //!   long as one of them still waits to start; a caller whose deadline passes first gets
 //!   [`Error::Timeout`], and its op never runs. A lock that fails otherwise (a server
@@ -247,6 +247,8 @@
 //! [`Capabilities`] are the lock's scope, fencing, lease expiry and holder death, with
 //! [`Capabilities::reruns_op`] as the queue's. The spec registry knows
 //! `queue+file-lock[:DIR]`, `queue+redis://…` and `queue+redlock://…`.
+//!
+//! [`FileLock`]: crate::lock::FileLock
 //!
 //! # Re-entrancy
 //!
