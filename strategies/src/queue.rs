@@ -298,11 +298,11 @@ pub const DEFAULT_MAX_BATCH: usize = 256;
 pub const DEFAULT_MAX_HOLD: Duration = Duration::from_millis(20);
 
 /// The default pause between releasing the [`lock`](QueueBuilder::lock) and taking it
-/// again for queued work: 500 µs.
-pub const DEFAULT_HANDOFF_PAUSE: Duration = Duration::from_micros(500);
+/// again, once per [hand-off interval](DEFAULT_HANDOFF_INTERVAL): 300 µs.
+pub const DEFAULT_HANDOFF_PAUSE: Duration = Duration::from_micros(300);
 
-/// The default least time between two hand-off pauses: 5 ms.
-pub const DEFAULT_HANDOFF_INTERVAL: Duration = Duration::from_millis(5);
+/// The default least time between two hand-off pauses: 10 ms.
+pub const DEFAULT_HANDOFF_INTERVAL: Duration = Duration::from_millis(10);
 
 /// The longest [`QueueBuilder::handoff_pause`] accepted: 1 s.
 pub const MAX_HANDOFF_PAUSE: Duration = Duration::from_secs(1);
@@ -311,6 +311,10 @@ pub const MAX_HANDOFF_PAUSE: Duration = Duration::from_secs(1);
 /// whose callers stopped waiting and tries again (and the longest a file lock is waited
 /// for without polling, which could not be cancelled).
 const ACQUIRE_SLICE: Duration = Duration::from_millis(100);
+
+/// How much longer than the fastest acquire seen an acquire must take to count as having
+/// waited for another holder: 50 µs.
+const CONTENDED_ACQUIRE: Duration = Duration::from_micros(50);
 
 /// The longest the worker spins for new work before it parks. Waking a parked thread
 /// costs tens of microseconds; spinning a little while callers keep submitting avoids it.
@@ -570,7 +574,8 @@ impl<C: Transact> QueueBuilder<C> {
                     handoff_pause,
                     handoff_interval,
                     released_at: None,
-                    paused_at: None,
+                    turn_started: None,
+                    fast_acquire: Duration::MAX,
                 }
                 .serve();
             })
@@ -1342,8 +1347,12 @@ struct Worker<C: Transact> {
     handoff_interval: Duration,
     /// When the last lease was released.
     released_at: Option<Instant>,
-    /// When the worker last paused to hand the lock off.
-    paused_at: Option<Instant>,
+    /// When this process's turn with the lock began: at its last hand-off pause, or when
+    /// it last had to wait for the lock (someone else had a turn).
+    turn_started: Option<Instant>,
+    /// About the shortest time an acquire took: an acquire well over it waited for
+    /// another holder.
+    fast_acquire: Duration,
 }
 
 impl<C: Transact> Worker<C> {
@@ -1377,17 +1386,18 @@ impl<C: Transact> Worker<C> {
         }
     }
 
-    /// Before taking the lock again right after releasing it: once per hand-off interval,
-    /// lets the pause since the release run out. Barging straight back every time would
-    /// starve waiters in other processes, which need a moment to notice a release (a
-    /// message, a poll); pausing every time would leave the lock idle when nobody waits.
+    /// Before taking the lock again right after releasing it: once a turn has lasted a
+    /// hand-off interval, lets the pause since the release run out. Barging straight back
+    /// every time would starve waiters in other processes, which need a moment to notice
+    /// a release (a message, a poll); pausing every time would leave the lock idle when
+    /// nobody waits.
     fn hand_off(&mut self) {
         let Some(released) = self.released_at else {
             return;
         };
         let now = Instant::now();
         if self
-            .paused_at
+            .turn_started
             .is_some_and(|at| now.duration_since(at) < self.handoff_interval)
         {
             return;
@@ -1395,7 +1405,19 @@ impl<C: Transact> Worker<C> {
         let until = released + self.handoff_pause;
         if now < until {
             std::thread::sleep(until - now);
-            self.paused_at = Some(Instant::now());
+        }
+        self.turn_started = Some(Instant::now());
+    }
+
+    /// Notes how long an acquire took. One well over the fastest seen waited for another
+    /// process's turn, so this process's own turn starts now: a process that waited long
+    /// must not have to hand the lock back after a single batch.
+    fn acquired_after(&mut self, took: Duration) {
+        // Drifts up slowly, so one lucky fast acquire does not make every later one look
+        // contended.
+        self.fast_acquire = took.min(self.fast_acquire.saturating_add(self.fast_acquire / 64));
+        if took > self.fast_acquire * 2 + CONTENDED_ACQUIRE {
+            self.turn_started = Some(Instant::now());
         }
     }
 
@@ -1452,8 +1474,10 @@ impl<C: Transact> Worker<C> {
             });
             let slice = now + ACQUIRE_SLICE;
             let deadline = latest.map_or(slice, |latest| latest.min(slice));
+            let started = Instant::now();
             match lock.acquire(&self.lock_name, Some(deadline)) {
                 Ok(lease) => {
+                    self.acquired_after(started.elapsed());
                     self.lease = Some(lease);
                     self.hold_until = Instant::now().checked_add(self.max_hold);
                     self.started_in_hold = 0;

@@ -345,7 +345,7 @@ fn a_process_killed_mid_batch_frees_the_file_lock_and_its_batch_rolls_back() {
 // ---------------------------------------------------------------- fairness
 
 /// Rows every fairness run writes before its processes stop.
-const FAIR_TOTAL: i64 = 1500;
+const FAIR_TOTAL: i64 = 3000;
 
 /// A child that keeps its queue full: THREADS threads insert a row tagged with PROCESS
 /// until the log holds FAIR_TOTAL rows.

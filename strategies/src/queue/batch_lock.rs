@@ -8,8 +8,9 @@ use std::time::Instant;
 use turnstile_core::{Capabilities, Error, Fence, Lease, Lock, LockName, StrategyError};
 
 /// The longest sleep between two polls of `queue+file-lock`'s file lock: 1 ms. Only the
-/// worker of each process polls, so polling often is cheap, and it must notice a release
-/// within the other workers' [hand-off pause](super::DEFAULT_HANDOFF_PAUSE).
+/// worker of each process polls, so polling often is cheap, and polling often is what
+/// lets it catch the lock in another worker's short
+/// [hand-off pause](super::DEFAULT_HANDOFF_PAUSE).
 #[cfg(feature = "file-lock")]
 pub(super) const QUEUE_FILE_LOCK_POLL: std::time::Duration = std::time::Duration::from_millis(1);
 
