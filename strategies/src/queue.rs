@@ -1416,7 +1416,12 @@ impl<C: Transact> Worker<C> {
         // Drifts up slowly, so one lucky fast acquire does not make every later one look
         // contended.
         self.fast_acquire = took.min(self.fast_acquire.saturating_add(self.fast_acquire / 64));
-        if took > self.fast_acquire * 2 + CONTENDED_ACQUIRE {
+        if took
+            > self
+                .fast_acquire
+                .saturating_mul(2)
+                .saturating_add(CONTENDED_ACQUIRE)
+        {
             self.turn_started = Some(Instant::now());
         }
     }

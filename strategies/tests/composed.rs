@@ -239,6 +239,32 @@ fn counter_through_queues_without_a_lock_loses_increments() {
     eprintln!("without a lock: {n} of {EXPECTED}");
 }
 
+#[test]
+fn queue_file_lock_and_plain_file_lock_exclude_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mixed.db");
+    create_tables(&path);
+    // Both lock the whole-database name in the same lock directory.
+    let strategies = [
+        Arc::new(open("queue+file-lock", &path, TxMode::Autocommit)),
+        Arc::new(open("file-lock", &path, TxMode::Autocommit)),
+    ];
+    let threads: Vec<_> = (0..8)
+        .map(|i| {
+            let strategy = strategies[i % 2].clone();
+            std::thread::spawn(move || {
+                for _ in 0..INCREMENTS {
+                    strategy.run(&Key::whole(), |db| increment(db)).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(read_counter(&path), i64::from(8 * INCREMENTS));
+}
+
 // ---------------------------------------------------------------- holder death
 
 #[test]
