@@ -273,7 +273,12 @@ fn a_process_killed_mid_batch_frees_the_file_lock_and_its_batch_rolls_back() {
     if child_role().is_some() {
         let path = env_path("DB");
         let holding = env_path("HOLDING");
-        let queue = Queue::over(FileLock::beside(&path).unwrap(), db_at(&path)).unwrap();
+        // A hold long enough that a loaded machine can't split the batch.
+        let queue = Queue::builder()
+            .lock(FileLock::beside(&path).unwrap())
+            .max_hold(PATIENCE)
+            .build(db_at(&path))
+            .unwrap();
         // Hold the queue's lock from another descriptor while the batch queues up, so its
         // three ops share one lease and one transaction.
         let gate = FileLock::beside(&path).unwrap();
@@ -615,6 +620,16 @@ mod redis {
         tickets.into_iter().map(|t| t.wait()).collect()
     }
 
+    /// A queue whose batches are never split by their hold time (a loaded machine can
+    /// pause the worker for longer than the default), for [`one_batch`].
+    fn one_batch_queue(lock: &RedisLock, db: &Sqlite) -> Queue<Sqlite> {
+        Queue::builder()
+            .lock(lock.clone())
+            .max_hold(PATIENCE)
+            .build(db.clone())
+            .unwrap()
+    }
+
     fn logged(db: &Sqlite) -> i64 {
         db.connect()
             .unwrap()
@@ -634,7 +649,7 @@ mod redis {
             .renewal(false)
             .build()
             .unwrap();
-        let queue = Queue::over(lock.clone(), db.clone()).unwrap();
+        let queue = one_batch_queue(&lock, &db);
         let caps = queue.capabilities();
         assert!(caps.fences && caps.lease_can_expire && caps.reruns_op);
         assert_eq!(caps.scope, Scope::Hosts);
@@ -675,7 +690,7 @@ mod redis {
         create_tables(&path);
         let db = db_at(&path);
         let lock = RedisLock::new(&server.url()).unwrap();
-        let queue = Queue::over(lock.clone(), db.clone()).unwrap();
+        let queue = one_batch_queue(&lock, &db);
         let name = queue.lock_name().unwrap().clone();
         let claim = |fence| FenceClaim {
             backend: lock.backend_id(),
@@ -720,6 +735,7 @@ mod redis {
             .unwrap();
         let queue = Queue::builder()
             .lock(lock.clone())
+            .max_hold(PATIENCE)
             .timeout(Some(Duration::from_secs(2)))
             .build(db.clone())
             .unwrap();
