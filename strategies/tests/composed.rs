@@ -720,6 +720,73 @@ mod redis {
         assert_eq!(logged(&db), 3, "the stale batch wrote nothing");
     }
 
+    /// Submits `ops` ops that each sleep `op_time` while `queue`'s lock is held elsewhere,
+    /// then returns how many ops ran under each lease (fence), in order.
+    fn ops_per_lease(
+        queue: &Queue<Sqlite>,
+        lock: &RedisLock,
+        ops: usize,
+        op_time: Duration,
+    ) -> Vec<usize> {
+        let held = lock
+            .acquire(queue.lock_name().unwrap(), Some(Instant::now() + PATIENCE))
+            .unwrap();
+        let tickets: Vec<_> = (0..ops)
+            .map(|_| {
+                queue
+                    .submit(&Key::whole(), move |db| {
+                        std::thread::sleep(op_time);
+                        Ok::<_, rusqlite::Error>(db.fence().unwrap())
+                    })
+                    .unwrap()
+            })
+            .collect();
+        held.release().unwrap();
+        let fences: Vec<Fence> = tickets.into_iter().map(|t| t.wait().unwrap()).collect();
+        let mut per_lease: Vec<(Fence, usize)> = Vec::new();
+        for f in fences {
+            match per_lease.last_mut() {
+                Some((last, n)) if *last == f => *n += 1,
+                _ => per_lease.push((f, 1)),
+            }
+        }
+        assert!(
+            per_lease.windows(2).all(|w| w[0].0 < w[1].0),
+            "leases out of order: {per_lease:?}"
+        );
+        per_lease.into_iter().map(|(_, n)| n).collect()
+    }
+
+    #[test]
+    fn batches_are_bounded_by_count_and_by_time() {
+        let server = RedisServer::start();
+        let dir = tempfile::tempdir().unwrap();
+        let db = db_at(&dir.path().join("bounds.db"));
+        let lock = RedisLock::new(&server.url()).unwrap();
+        let by_count = Queue::builder()
+            .lock(lock.clone())
+            .max_batch(2)
+            .max_hold(PATIENCE)
+            .build(db.clone())
+            .unwrap();
+        assert_eq!(
+            ops_per_lease(&by_count, &lock, 6, Duration::ZERO),
+            [2, 2, 2]
+        );
+        // Two 30 ms ops outlast a 50 ms hold: the third waits for the next lease.
+        let by_time = Queue::builder()
+            .lock(lock.clone())
+            .max_hold(Duration::from_millis(50))
+            .build(db)
+            .unwrap();
+        let per_lease = ops_per_lease(&by_time, &lock, 6, Duration::from_millis(30));
+        assert_eq!(per_lease.iter().sum::<usize>(), 6);
+        assert!(
+            per_lease.len() >= 3 && per_lease.iter().all(|&n| n <= 2),
+            "{per_lease:?}"
+        );
+    }
+
     #[test]
     fn a_server_killed_mid_batch_fails_every_caller_of_the_batch() {
         let mut server = RedisServer::start();
