@@ -227,8 +227,9 @@
 //!   rerun alone), so a stale holder's whole batch is refused (every caller gets
 //!   [`Error::StaleFence`]); each op sees the fence in [`Ctx::fence`].
 //! - **Lost leases.** The lease is checked before every op but a batch's first, and
-//!   before the commit. Lost before the commit, the whole batch rolls back and every op that ran in it gets
-//!   [`Error::LeaseLost`]; ops not yet started wait for the next lease.
+//!   before the commit. Lost before the commit, the whole batch rolls back and every op
+//!   that ran in it gets [`Error::LeaseLost`]; ops not yet started wait for the next
+//!   lease.
 //! - **Fairness.** A batch stops starting ops after [`QueueBuilder::max_batch`] ops or
 //!   [`QueueBuilder::max_hold`], whichever comes first; the worker then commits and
 //!   releases. Once every [`QueueBuilder::handoff_interval`] it leaves the lock free for
@@ -308,8 +309,8 @@ pub const DEFAULT_HANDOFF_INTERVAL: Duration = Duration::from_millis(10);
 pub const MAX_HANDOFF_PAUSE: Duration = Duration::from_secs(1);
 
 /// The longest one attempt to take the batch lock waits before the worker drops the jobs
-/// whose callers stopped waiting and tries again (and the longest a file lock is waited
-/// for without polling, which could not be cancelled).
+/// whose callers stopped waiting and tries again. Every attempt has a deadline, so a file
+/// lock polls instead of blocking in the kernel, where it could not be cancelled.
 const ACQUIRE_SLICE: Duration = Duration::from_millis(100);
 
 /// How much longer than the fastest acquire seen an acquire must take to count as having
@@ -443,8 +444,8 @@ impl<C: Transact> QueueBuilder<C> {
 
     /// Puts a cross-process `lock` behind the queue: its worker takes the lock once per
     /// batch, runs the batch (in one transaction with group commit), and releases it. See
-    /// [Across processes](crate::queue#across-processes). Default: no lock (the queue excludes
-    /// the threads of its own process only).
+    /// [Across processes](crate::queue#across-processes). Default: no lock (the queue
+    /// excludes the threads of its own process only).
     pub fn lock<L: Lock>(mut self, lock: L) -> Self {
         self.lock = Some(Arc::new(lock));
         self
@@ -453,8 +454,8 @@ impl<C: Transact> QueueBuilder<C> {
     /// Sets, with a [`lock`](Self::lock), how long a batch keeps starting ops after its
     /// lease was granted; ops still queued then wait for the next lease, so a process whose
     /// queue keeps refilling still lets the others in. An op that started runs to its end,
-    /// and every lease runs at least one op. At most
-    /// [`MAX_TIMEOUT`]. Default: [`DEFAULT_MAX_HOLD`].
+    /// and every lease runs at least one op. At most [`MAX_TIMEOUT`].
+    /// Default: [`DEFAULT_MAX_HOLD`].
     pub fn max_hold(mut self, max: Duration) -> Self {
         self.max_hold = max;
         self
@@ -612,7 +613,8 @@ impl<C: Transact> QueueBuilder<C> {
 ///
 /// Excludes across the threads of one process (the queue is the only way to the resource),
 /// or, with a [`lock`](QueueBuilder::lock), as far as the lock does (see
-/// [Across processes](crate::queue#across-processes)). Defaults: see [`QueueBuilder`]. Dropping the queue closes it (see [`Queue::close`]).
+/// [Across processes](crate::queue#across-processes)). Defaults: see [`QueueBuilder`].
+/// Dropping the queue closes it (see [`Queue::close`]).
 ///
 /// A [`Wait`] (or the default timeout) bounds the time to get a slot in the channel and
 /// then to reach the front of the line; once the op has started, a blocking `run` waits
