@@ -189,6 +189,68 @@
 //! per queue instance stays behind. Resources whose `begin` ignores fences (against the
 //! [`Transact`] contract) would make that check answer "not committed".
 //!
+//! # Across processes
+//!
+//! A queue excludes the threads of its own process only. Give it a cross-process
+//! [`Lock`] with [`QueueBuilder::lock`] (or [`Queue::over`]) and its worker takes that lock
+//! once per *batch*: acquire, run everything queued under one transaction, commit,
+//! release. Each process keeps its own queue, and a lock that costs a network round trip
+//! (Redis) or a system call (a file lock) per op costs it once per batch instead.
+//!
+//! ```
+//! use std::time::Duration;
+//! use turnstile::lock::FileLock;
+//! use turnstile::queue::Queue;
+//! use turnstile::sqlite::{Sqlite, Synchronous};
+//! use turnstile::{Key, Scope, Serializer};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let path = dir.path().join("app.db");
+//! // Every process opening `app.db` this way excludes the others. Only the worker polls
+//! // the lock, so it can afford to poll often.
+//! let lock = FileLock::builder(FileLock::dir_beside(&path))
+//!     .max_poll(Duration::from_millis(1))
+//!     .open()?;
+//! let queue = Queue::over(lock, Sqlite::new(&path).synchronous(Synchronous::Normal))?;
+//! assert_eq!(queue.capabilities().scope, Scope::Processes);
+//! queue.run(&Key::whole(), |db| db.execute_batch("CREATE TABLE IF NOT EXISTS t (v INTEGER)"))?;
+//! queue.run(&Key::whole(), |db| db.execute("INSERT INTO t VALUES (1)", []))?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! - **One lease per batch.** The lock name is the [whole-resource key](Key::whole) under
+//!   the resource's identity ([`Queue::lock_name`]), the name [`Locked`](crate::Locked)
+//!   takes over a single-writer resource, so a `queue+file-lock` process and a `file-lock`
+//!   process on one database exclude each other.
+//! - **Fences.** In [`TxMode::Transaction`] the lease's fence (for backends that issue
+//!   one) is claimed in [`Transact::begin`] of the batch's transaction (and of every op
+//!   rerun alone), so a stale holder's whole batch is refused (every caller gets
+//!   [`Error::StaleFence`]); each op sees the fence in [`Ctx::fence`].
+//! - **Lost leases.** The lease is checked before every op but a batch's first, and
+//!   before the commit. Lost before the commit, the whole batch rolls back and every op
+//!   that ran in it gets [`Error::LeaseLost`]; ops not yet started wait for the next
+//!   lease.
+//! - **Fairness.** A batch stops starting ops after [`QueueBuilder::max_batch`] ops or
+//!   [`QueueBuilder::max_hold`], whichever comes first; the worker then commits and
+//!   releases. Once every [`QueueBuilder::handoff_interval`] it leaves the lock free for
+//!   [`QueueBuilder::handoff_pause`] before taking it again, so a process whose queue
+//!   keeps refilling cannot keep the lock from the others. A lock whose waiters poll
+//!   should poll at least that often: `queue+file-lock` opens its [`FileLock`] with a
+//!   1 ms [`max_poll`](crate::lock::FileLockBuilder::max_poll) (one poller per process).
+//! - **Waiting.** The worker waits for the lock on behalf of the batch's callers, for as
+//!   long as one of them still waits to start; a caller whose deadline passes first gets
+//!   [`Error::Timeout`], and its op never runs. A lock that fails otherwise (a server
+//!   down) answers every caller of the batch with its error, [`Error::Unavailable`].
+//! - **Autocommit.** In [`TxMode::Autocommit`] the ops of a batch run one after another
+//!   under the one lease, each statement committing by itself: only the lock protects
+//!   them, and nothing is fenced.
+//!
+//! [`Capabilities`] are the lock's scope, fencing, lease expiry and holder death, with
+//! [`Capabilities::reruns_op`] as the queue's. The spec registry knows
+//! `queue+file-lock[:DIR]`, `queue+redis://…` and `queue+redlock://…`.
+//!
+//! [`FileLock`]: crate::lock::FileLock
+//!
 //! # Re-entrancy
 //!
 //! An op that calls back into the queue it runs on (directly, or through other queues
@@ -210,11 +272,18 @@ use crossbeam_channel::{
     Receiver, RecvTimeoutError, SendTimeoutError, Sender, TryRecvError, TrySendError,
 };
 use turnstile_core::{
-    BoxError, Capabilities, Ctx, Error, Fence, FenceClaim, HolderDeath, Key, Scope, Serializer,
-    StrategyError, Transact, TransactError, Wait, check_timeout, panic_message, sorted_keys,
+    BoxError, Capabilities, Ctx, Error, Fence, FenceClaim, HolderDeath, Key, Lock, LockName,
+    MAX_TIMEOUT, Scope, Serializer, StrategyError, Transact, TransactError, Wait, check_timeout,
+    panic_message, sorted_keys,
 };
 
 use crate::locked::TxMode;
+
+mod batch_lock;
+
+#[cfg(feature = "sqlite")]
+pub(crate) use batch_lock::register as register_locked;
+use batch_lock::{BatchLease, BatchLock, copy_error};
 
 /// The default most jobs waiting in the channel: 1024.
 pub const DEFAULT_CAPACITY: usize = 1024;
@@ -224,6 +293,29 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The default most ops group commit puts in one transaction: 256.
 pub const DEFAULT_MAX_BATCH: usize = 256;
+
+/// The default longest time a batch keeps starting ops under one lease of its
+/// [`lock`](QueueBuilder::lock): 20 ms.
+pub const DEFAULT_MAX_HOLD: Duration = Duration::from_millis(20);
+
+/// The default pause between releasing the [`lock`](QueueBuilder::lock) and taking it
+/// again, once per [hand-off interval](DEFAULT_HANDOFF_INTERVAL): 300 µs.
+pub const DEFAULT_HANDOFF_PAUSE: Duration = Duration::from_micros(300);
+
+/// The default least time between two hand-off pauses: 10 ms.
+pub const DEFAULT_HANDOFF_INTERVAL: Duration = Duration::from_millis(10);
+
+/// The longest [`QueueBuilder::handoff_pause`] accepted: 1 s.
+pub const MAX_HANDOFF_PAUSE: Duration = Duration::from_secs(1);
+
+/// The longest one attempt to take the batch lock waits before the worker drops the jobs
+/// whose callers stopped waiting and tries again. Every attempt has a deadline, so a file
+/// lock polls instead of blocking in the kernel, where it could not be cancelled.
+const ACQUIRE_SLICE: Duration = Duration::from_millis(100);
+
+/// How much longer than the fastest acquire seen an acquire must take to count as having
+/// waited for another holder: 50 µs.
+const CONTENDED_ACQUIRE: Duration = Duration::from_micros(50);
 
 /// The longest the worker spins for new work before it parks. Waking a parked thread
 /// costs tens of microseconds; spinning a little while callers keep submitting avoids it.
@@ -256,6 +348,10 @@ pub struct QueueBuilder<C> {
     tx_mode: TxMode,
     group_commit: bool,
     max_batch: usize,
+    lock: Option<Arc<dyn BatchLock>>,
+    max_hold: Duration,
+    handoff_pause: Duration,
+    handoff_interval: Duration,
     _connect: PhantomData<fn(C)>,
 }
 
@@ -267,6 +363,10 @@ impl<C> Default for QueueBuilder<C> {
             tx_mode: TxMode::default(),
             group_commit: true,
             max_batch: DEFAULT_MAX_BATCH,
+            lock: None,
+            max_hold: DEFAULT_MAX_HOLD,
+            handoff_pause: DEFAULT_HANDOFF_PAUSE,
+            handoff_interval: DEFAULT_HANDOFF_INTERVAL,
             _connect: PhantomData,
         }
     }
@@ -274,7 +374,10 @@ impl<C> Default for QueueBuilder<C> {
 
 impl<C> Clone for QueueBuilder<C> {
     fn clone(&self) -> Self {
-        QueueBuilder { ..*self }
+        QueueBuilder {
+            lock: self.lock.clone(),
+            ..*self
+        }
     }
 }
 
@@ -286,6 +389,13 @@ impl<C> std::fmt::Debug for QueueBuilder<C> {
             .field("tx_mode", &self.tx_mode)
             .field("group_commit", &self.group_commit)
             .field("max_batch", &self.max_batch)
+            .field(
+                "lock",
+                &self.lock.as_ref().map(|l| l.backend_id().to_owned()),
+            )
+            .field("max_hold", &self.max_hold)
+            .field("handoff_pause", &self.handoff_pause)
+            .field("handoff_interval", &self.handoff_interval)
             .finish()
     }
 }
@@ -300,7 +410,7 @@ impl<C: Transact> QueueBuilder<C> {
     }
 
     /// Sets how long a call waits to start its op by default; `None` waits forever.
-    /// At most [`MAX_TIMEOUT`](turnstile_core::MAX_TIMEOUT). Default: [`DEFAULT_TIMEOUT`].
+    /// At most [`MAX_TIMEOUT`]. Default: [`DEFAULT_TIMEOUT`].
     pub fn timeout(mut self, timeout: Option<Duration>) -> Self {
         self.timeout = timeout;
         self
@@ -325,19 +435,75 @@ impl<C: Transact> QueueBuilder<C> {
         self
     }
 
-    /// Sets the most ops one group commit takes. Must be at least 1.
-    /// Default: [`DEFAULT_MAX_BATCH`].
+    /// Sets the most ops one group commit takes (and, with a [`lock`](Self::lock), the
+    /// most ops run under one lease). Must be at least 1. Default: [`DEFAULT_MAX_BATCH`].
     pub fn max_batch(mut self, max: usize) -> Self {
         self.max_batch = max;
+        self
+    }
+
+    /// Puts a cross-process `lock` behind the queue: its worker takes the lock once per
+    /// batch, runs the batch (in one transaction with group commit), and releases it. See
+    /// [Across processes](crate::queue#across-processes). Default: no lock (the queue
+    /// excludes the threads of its own process only).
+    pub fn lock<L: Lock>(mut self, lock: L) -> Self {
+        self.lock = Some(Arc::new(lock));
+        self
+    }
+
+    /// Sets, with a [`lock`](Self::lock), how long a batch keeps starting ops after its
+    /// lease was granted; ops still queued then wait for the next lease, so a process whose
+    /// queue keeps refilling still lets the others in. An op that started runs to its end,
+    /// and every lease runs at least one op. At most [`MAX_TIMEOUT`].
+    /// Default: [`DEFAULT_MAX_HOLD`].
+    pub fn max_hold(mut self, max: Duration) -> Self {
+        self.max_hold = max;
+        self
+    }
+
+    /// Sets, with a [`lock`](Self::lock), how long the worker leaves the lock free after
+    /// releasing it, once every [`handoff_interval`](Self::handoff_interval), before it
+    /// takes it again: a lock that wakes its waiters in other processes (Redis' release
+    /// message, a polling file lock) gives them this long to get in before this process
+    /// barges back. Zero turns it off. At most [`MAX_HANDOFF_PAUSE`].
+    /// Default: [`DEFAULT_HANDOFF_PAUSE`].
+    pub fn handoff_pause(mut self, pause: Duration) -> Self {
+        self.handoff_pause = pause;
+        self
+    }
+
+    /// Sets, with a [`lock`](Self::lock), the least time between two
+    /// [hand-off pauses](Self::handoff_pause); in between, the worker takes the lock
+    /// again as soon as it has work. Shorter is fairer to other processes, longer leaves
+    /// the lock idle less often. At most [`MAX_TIMEOUT`].
+    /// Default: [`DEFAULT_HANDOFF_INTERVAL`].
+    pub fn handoff_interval(mut self, interval: Duration) -> Self {
+        self.handoff_interval = interval;
         self
     }
 
     /// Starts the worker thread, which opens its resource with `connect`.
     ///
     /// # Errors
-    /// [`Error::Config`] for a zero capacity or batch, or an absurd timeout;
+    /// [`Error::Config`] for a zero capacity or batch, an absurd timeout, hold or pause;
     /// [`Error::Unavailable`] when the worker could not open its resource (or start).
     pub fn build(self, connect: C) -> Result<Queue<C>, StrategyError> {
+        for (what, d) in [
+            ("batch hold", self.max_hold),
+            ("hand-off interval", self.handoff_interval),
+        ] {
+            if d > MAX_TIMEOUT {
+                return Err(Error::Config(format!(
+                    "a {what} of {d:?} is longer than the maximum {MAX_TIMEOUT:?}"
+                )));
+            }
+        }
+        if self.handoff_pause > MAX_HANDOFF_PAUSE {
+            return Err(Error::Config(format!(
+                "a hand-off pause of {:?} is longer than the maximum {MAX_HANDOFF_PAUSE:?}",
+                self.handoff_pause
+            )));
+        }
         if self.capacity == 0 {
             return Err(Error::Config(
                 "a queue needs a capacity of at least 1".into(),
@@ -362,6 +528,16 @@ impl<C: Transact> QueueBuilder<C> {
         let worker_connect = connect.clone();
         let worker_shared = shared.clone();
         let (mode, max_batch) = (self.tx_mode, self.max_batch);
+        // One lease for the whole resource: a batch mixes every key. It is the name
+        // `Locked` takes with `KeyScope::Whole`, so both strategies exclude each other.
+        let lock_name = LockName::new(connect.identity(), Key::whole());
+        let lock_caps = self.lock.as_ref().map(|l| l.capabilities());
+        let fence_backend: Arc<str> = self.lock.as_ref().map_or("", |l| l.backend_id()).into();
+        let fence_name: Arc<[u8]> = lock_name.bytes().into();
+        let worker_lock = self.lock.clone();
+        let worker_lock_name = lock_name.clone();
+        let (max_hold, handoff_pause, handoff_interval) =
+            (self.max_hold, self.handoff_pause, self.handoff_interval);
         let handle = std::thread::Builder::new()
             .name(format!("turnstile-queue-{id}"))
             .spawn(move || {
@@ -388,6 +564,19 @@ impl<C: Transact> QueueBuilder<C> {
                     spin: MIN_SPIN,
                     batch_seq: 0,
                     broken: false,
+                    lock: worker_lock,
+                    lock_name: worker_lock_name,
+                    fence_backend,
+                    fence_name,
+                    lease: None,
+                    hold_until: None,
+                    started_in_hold: 0,
+                    max_hold,
+                    handoff_pause,
+                    handoff_interval,
+                    released_at: None,
+                    turn_started: None,
+                    fast_acquire: Duration::MAX,
                 }
                 .serve();
             })
@@ -414,20 +603,24 @@ impl<C: Transact> QueueBuilder<C> {
             mode: self.tx_mode,
             group_commit,
             capacity: self.capacity,
+            lock_caps,
+            lock_name: self.lock.is_some().then_some(lock_name),
         })
     }
 }
 
 /// The `queue` strategy: one worker thread owns the resource and runs every op in turn.
 ///
-/// Excludes across the threads of one process (the queue is the only way to the resource).
-/// Defaults: see [`QueueBuilder`]. Dropping the queue closes it (see [`Queue::close`]).
+/// Excludes across the threads of one process (the queue is the only way to the resource),
+/// or, with a [`lock`](QueueBuilder::lock), as far as the lock does (see
+/// [Across processes](crate::queue#across-processes)). Defaults: see [`QueueBuilder`].
+/// Dropping the queue closes it (see [`Queue::close`]).
 ///
 /// A [`Wait`] (or the default timeout) bounds the time to get a slot in the channel and
 /// then to reach the front of the line; once the op has started, a blocking `run` waits
 /// for it to finish. A zero timeout, or a deadline already past, runs the op only if the
 /// queue is idle (nothing queued or running) and fails with [`Error::Timeout`] at once
-/// otherwise.
+/// otherwise; with a lock, it then tries the lock once.
 ///
 /// Re-entrancy is tracked per thread: an op that hands work to another thread of its own
 /// and waits for it there, where that work calls back into this queue, is not detected.
@@ -440,6 +633,8 @@ pub struct Queue<C: Transact> {
     mode: TxMode,
     group_commit: bool,
     capacity: usize,
+    lock_caps: Option<Capabilities>,
+    lock_name: Option<LockName>,
 }
 
 /// What submitters and the worker share.
@@ -474,6 +669,16 @@ impl<C: Transact> Queue<C> {
     /// A builder with every setting at its default.
     pub fn builder() -> QueueBuilder<C> {
         QueueBuilder::default()
+    }
+
+    /// A queue with the default settings whose worker takes `lock` once per batch (see
+    /// [Across processes](crate::queue#across-processes)); the same as
+    /// `Queue::builder().lock(lock).build(connect)`.
+    ///
+    /// # Errors
+    /// As [`QueueBuilder::build`].
+    pub fn over<L: Lock>(lock: L, connect: C) -> Result<Self, StrategyError> {
+        QueueBuilder::default().lock(lock).build(connect)
     }
 
     /// Queues `op` for `key`, waiting up to the default timeout for a slot, and returns a
@@ -548,6 +753,7 @@ impl<C: Transact> Queue<C> {
             return Err(Error::Reentrant);
         }
         let since = Instant::now();
+        let start_deadline = deadline;
         let mut deadline = deadline;
         let mut how = how;
         // Nothing can start "at once" on a queue unless it is idle: a deadline that has
@@ -564,6 +770,7 @@ impl<C: Transact> Queue<C> {
             op,
             keys,
             deadline,
+            start_deadline,
             since,
             chain,
             pending: None,
@@ -668,6 +875,12 @@ impl<C: Transact> Queue<C> {
     pub fn connector(&self) -> &C {
         &self.connect
     }
+
+    /// The name the worker locks once per batch, with a [`lock`](QueueBuilder::lock):
+    /// the [whole-resource key](Key::whole) under the resource's identity.
+    pub fn lock_name(&self) -> Option<&LockName> {
+        self.lock_name.as_ref()
+    }
 }
 
 impl<C: Transact> Drop for Queue<C> {
@@ -685,6 +898,7 @@ impl<C: Transact> std::fmt::Debug for Queue<C> {
             .field("group_commit", &self.group_commit)
             .field("timeout", &self.timeout)
             .field("capacity", &self.capacity)
+            .field("lock_name", &self.lock_name)
             .field("closed", &self.is_closed())
             .finish()
     }
@@ -695,8 +909,12 @@ impl<C: Transact> Serializer for Queue<C> {
 
     fn capabilities(&self) -> Capabilities {
         let transactional = self.mode == TxMode::Transaction;
-        Capabilities::new(Scope::Threads, HolderDeath::SameProcess)
-            .transactional(transactional)
+        let base = match self.lock_caps {
+            // The lock decides how far the queue excludes and what a dead holder leaves.
+            Some(lock) => lock.fences(lock.fences && transactional),
+            None => Capabilities::new(Scope::Threads, HolderDeath::SameProcess),
+        };
+        base.transactional(transactional)
             .reruns_op(self.group_commit)
     }
 
@@ -922,10 +1140,18 @@ trait Job<C: Transact>: Send {
     /// Claims the job for running. False when its ticket cancelled it, or its start
     /// deadline passed (then it is answered with a timeout).
     fn start(&mut self) -> bool;
+    /// The deadline the caller asked to start by (for a zero timeout, the instant it
+    /// called): how long the worker may wait for its batch lock on the job's behalf.
+    fn start_deadline(&self) -> Option<Instant>;
+    /// While the worker waits for its batch lock: true when the job will not run, because
+    /// its ticket cancelled it or its start deadline passed (then it is answered with a
+    /// timeout).
+    fn expire(&mut self, now: Instant) -> bool;
     /// The chain of queues the submitter was running on.
     fn chain(&self) -> Option<&Arc<[u64]>>;
-    /// Runs the op once, keeping the result to deliver later.
-    fn run(&mut self, connect: &C, resource: &mut C::Resource) -> (Ran, bool);
+    /// Runs the op once under `fence`, keeping the result to deliver later.
+    fn run(&mut self, connect: &C, resource: &mut C::Resource, fence: Option<Fence>)
+    -> (Ran, bool);
     /// Replaces the kept result with a strategy failure.
     fn fail(&mut self, error: StrategyError);
     /// Hands the kept result to the ticket.
@@ -936,7 +1162,10 @@ struct Task<C: Transact, T, E, F> {
     slot: Arc<Slot<T, E>>,
     op: F,
     keys: Vec<Key>,
+    /// The deadline the worker must claim the job by (`None` for a zero-timeout call
+    /// that found the queue idle).
     deadline: Option<Instant>,
+    start_deadline: Option<Instant>,
     since: Instant,
     chain: Option<Arc<[u64]>>,
     pending: Option<Result<T, Error<E>>>,
@@ -969,18 +1198,44 @@ where
         true
     }
 
+    fn start_deadline(&self) -> Option<Instant> {
+        self.start_deadline
+    }
+
+    fn expire(&mut self, now: Instant) -> bool {
+        let state = self.slot.lock();
+        if state.phase != Phase::Queued {
+            return true;
+        }
+        if self.start_deadline.is_some_and(|at| now >= at) {
+            drop(state);
+            self.delivered = true;
+            self.slot.finish(Err(Error::Timeout {
+                waited: self.since.elapsed(),
+            }));
+            return true;
+        }
+        false
+    }
+
     fn chain(&self) -> Option<&Arc<[u64]>> {
         self.chain.as_ref()
     }
 
-    fn run(&mut self, connect: &C, resource: &mut C::Resource) -> (Ran, bool) {
+    fn run(
+        &mut self,
+        connect: &C,
+        resource: &mut C::Resource,
+        fence: Option<Fence>,
+    ) -> (Ran, bool) {
         self.attempts += 1;
         let (keys, op, attempt, deadline) =
             (&self.keys, &mut self.op, self.attempts, self.deadline);
         let result = catch_unwind(AssertUnwindSafe(|| {
             let mut ctx = Ctx::new(&mut *resource, keys)
                 .with_attempt(attempt)
-                .with_deadline(deadline);
+                .with_deadline(deadline)
+                .with_fence(fence);
             op(&mut ctx)
         }));
         let (ran, broken, result) = match result {
@@ -1077,6 +1332,29 @@ struct Worker<C: Transact> {
     batch_seq: u64,
     marker: Box<[u8]>,
     broken: bool,
+    /// The cross-process lock taken once per batch, if any.
+    lock: Option<Arc<dyn BatchLock>>,
+    lock_name: LockName,
+    /// The lock's backend id and the lock name's bytes, as the resource records fences.
+    fence_backend: Arc<str>,
+    fence_name: Arc<[u8]>,
+    /// The lease of the batch running now.
+    lease: Option<Box<dyn BatchLease>>,
+    /// When the batch running now stops starting ops.
+    hold_until: Option<Instant>,
+    /// Ops claimed under the lease held now.
+    started_in_hold: usize,
+    max_hold: Duration,
+    handoff_pause: Duration,
+    handoff_interval: Duration,
+    /// When the last lease was released.
+    released_at: Option<Instant>,
+    /// When this process's turn with the lock began: at its last hand-off pause, or when
+    /// it last had to wait for the lock (someone else had a turn).
+    turn_started: Option<Instant>,
+    /// About the shortest time an acquire took: an acquire well over it waited for
+    /// another holder.
+    fast_acquire: Duration,
 }
 
 impl<C: Transact> Worker<C> {
@@ -1087,28 +1365,185 @@ impl<C: Transact> Worker<C> {
             shared: self.shared.clone(),
             receiver: self.receiver.clone(),
         };
+        // Jobs taken from the channel and not run yet; with a lock, those a batch left
+        // for the next lease.
         let mut batch: Vec<Box<dyn Job<C>>> = Vec::new();
-        while let Some(first) = self.next_job() {
-            batch.push(first);
-            if self.group_commit {
-                while batch.len() < self.max_batch {
-                    match self.receiver.try_recv() {
-                        Ok(job) => batch.push(job),
-                        Err(_) => break,
-                    }
+        loop {
+            if batch.is_empty() {
+                match self.next_job() {
+                    Some(first) => batch.push(first),
+                    None => break,
                 }
             }
-            if self.group_commit && batch.len() > 1 {
-                self.run_batch(&mut batch);
-            } else {
-                for mut job in batch.drain(..) {
-                    self.run_alone(&mut *job);
-                }
+            if self.lock.is_none() {
+                self.run_jobs(&mut batch);
+                continue;
             }
-            if self.broken {
-                self.reconnect();
+            self.hand_off();
+            if !self.take_lock(&mut batch) {
+                continue;
+            }
+            self.run_jobs(&mut batch);
+            self.release_lock();
+        }
+    }
+
+    /// Before taking the lock again right after releasing it: once a turn has lasted a
+    /// hand-off interval, lets the pause since the release run out. Barging straight back
+    /// every time would starve waiters in other processes, which need a moment to notice
+    /// a release (a message, a poll); pausing every time would leave the lock idle when
+    /// nobody waits.
+    fn hand_off(&mut self) {
+        let Some(released) = self.released_at else {
+            return;
+        };
+        let now = Instant::now();
+        if self
+            .turn_started
+            .is_some_and(|at| now.duration_since(at) < self.handoff_interval)
+        {
+            return;
+        }
+        let until = released + self.handoff_pause;
+        if now < until {
+            std::thread::sleep(until - now);
+        }
+        self.turn_started = Some(Instant::now());
+    }
+
+    /// Notes how long an acquire took. One well over the fastest seen waited for another
+    /// process's turn, so this process's own turn starts now: a process that waited long
+    /// must not have to hand the lock back after a single batch.
+    fn acquired_after(&mut self, took: Duration) {
+        // Drifts up slowly, so one lucky fast acquire does not make every later one look
+        // contended.
+        self.fast_acquire = took.min(self.fast_acquire.saturating_add(self.fast_acquire / 64));
+        if took
+            > self
+                .fast_acquire
+                .saturating_mul(2)
+                .saturating_add(CONTENDED_ACQUIRE)
+        {
+            self.turn_started = Some(Instant::now());
+        }
+    }
+
+    /// Adds queued jobs to `batch`, up to the batch size, when ops share a transaction or
+    /// a lease.
+    fn top_up(&self, batch: &mut Vec<Box<dyn Job<C>>>) {
+        if !self.group_commit && self.lock.is_none() {
+            return;
+        }
+        while batch.len() < self.max_batch {
+            match self.receiver.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
             }
         }
+    }
+
+    /// Runs the jobs of `batch` (under the lease, if any); those the lease's hold left
+    /// unstarted stay in `batch`.
+    fn run_jobs(&mut self, batch: &mut Vec<Box<dyn Job<C>>>) {
+        self.top_up(batch);
+        if self.group_commit && batch.len() > 1 {
+            self.run_batch(batch);
+        } else {
+            let mut jobs = std::mem::take(batch).into_iter();
+            for mut job in jobs.by_ref() {
+                if !self.may_start() {
+                    batch.push(job);
+                    break;
+                }
+                self.run_alone(&mut *job);
+            }
+            batch.extend(jobs);
+        }
+        if self.broken {
+            self.reconnect();
+        }
+    }
+
+    /// Takes the batch lock for the jobs in `batch`. It waits in slices, dropping between
+    /// them the jobs whose callers stopped waiting, for as long as some caller still waits
+    /// to start (a caller with a zero timeout gets one try). False when no job is left to
+    /// run: each was cancelled, timed out, or was answered with the lock's error.
+    fn take_lock(&mut self, batch: &mut Vec<Box<dyn Job<C>>>) -> bool {
+        let Some(lock) = self.lock.clone() else {
+            return true;
+        };
+        loop {
+            self.top_up(batch);
+            let now = Instant::now();
+            // The latest instant a caller still waits to start by; none if one waits forever.
+            let latest = batch.iter().try_fold(now, |latest, job| {
+                job.start_deadline().map(|d| latest.max(d))
+            });
+            let slice = now + ACQUIRE_SLICE;
+            let deadline = latest.map_or(slice, |latest| latest.min(slice));
+            let started = Instant::now();
+            match lock.acquire(&self.lock_name, Some(deadline)) {
+                Ok(lease) => {
+                    self.acquired_after(started.elapsed());
+                    self.lease = Some(lease);
+                    self.hold_until = Instant::now().checked_add(self.max_hold);
+                    self.started_in_hold = 0;
+                    return true;
+                }
+                Err(Error::Timeout { .. }) => {
+                    let now = Instant::now();
+                    let shared = &self.shared;
+                    batch.retain_mut(|job| {
+                        let gone = job.expire(now);
+                        if gone {
+                            shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+                        }
+                        !gone
+                    });
+                    if batch.is_empty() {
+                        return false;
+                    }
+                }
+                Err(e) => {
+                    for mut job in batch.drain(..) {
+                        if self.claim(&mut *job) {
+                            job.fail(copy_error(&e));
+                            self.deliver(&mut *job);
+                        }
+                    }
+                    return false;
+                }
+            }
+        }
+    }
+
+    fn release_lock(&mut self) {
+        self.hold_until = None;
+        if let Some(lease) = self.lease.take() {
+            // A lease that was lost meanwhile changes nothing: its batch was rolled back.
+            let _ = lease.release();
+            self.released_at = Some(Instant::now());
+        }
+    }
+
+    /// Whether the batch may start another op under its lease: every lease runs one op;
+    /// more only while the hold lasts and the lease is still held.
+    fn may_start(&self) -> bool {
+        let Some(lease) = &self.lease else {
+            return true;
+        };
+        self.started_in_hold == 0
+            || (self.hold_until.is_none_or(|until| Instant::now() < until) && lease.check().is_ok())
+    }
+
+    /// The fence of the lease held now, if its backend issues one.
+    fn fence(&self) -> Option<Fence> {
+        self.lease.as_ref().and_then(|l| l.fence())
+    }
+
+    /// Why the lease held now must not commit, if it was lost.
+    fn lease_lost(&self) -> Option<StrategyError> {
+        self.lease.as_ref().and_then(|l| l.check().err())
     }
 
     /// The next job: spin briefly (adaptively) before parking, since a parked worker
@@ -1156,9 +1591,11 @@ impl<C: Transact> Worker<C> {
 
     /// Claims a job for running (see [`Job::start`]); one that will not run leaves the
     /// count of jobs in flight.
-    fn claim(&self, job: &mut dyn Job<C>) -> bool {
+    fn claim(&mut self, job: &mut dyn Job<C>) -> bool {
         let claimed = job.start();
-        if !claimed {
+        if claimed {
+            self.started_in_hold += 1;
+        } else {
             self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
         }
         claimed
@@ -1187,7 +1624,8 @@ impl<C: Transact> Worker<C> {
             Some(outer) => outer.iter().copied().chain([self.shared.id]).collect(),
         };
         RUNNING_ON.with(|c| *c.borrow_mut() = Some(chain));
-        let (ran, broken) = job.run(&self.connect, &mut self.resource);
+        let fence = self.fence();
+        let (ran, broken) = job.run(&self.connect, &mut self.resource, fence);
         RUNNING_ON.with(|c| *c.borrow_mut() = None);
         self.broken |= broken;
         ran
@@ -1219,7 +1657,13 @@ impl<C: Transact> Worker<C> {
             }
             return;
         }
-        if let Err(e) = self.connect.begin(&mut self.resource, &[]) {
+        let (backend, name) = (self.fence_backend.clone(), self.fence_name.clone());
+        let claim = self.fence().map(|fence| FenceClaim {
+            backend: &backend,
+            name: &name,
+            fence,
+        });
+        if let Err(e) = self.connect.begin(&mut self.resource, claim.as_slice()) {
             self.broken |= matches!(e, TransactError::Failed(_));
             job.fail(e.into_error());
             return;
@@ -1228,6 +1672,12 @@ impl<C: Transact> Worker<C> {
             Ran::Ok => {
                 if !self.connect.in_transaction(&self.resource) {
                     job.fail(Error::TransactionEnded);
+                } else if let Some(lost) = self.lease_lost() {
+                    // A successor may already be writing: this op must not commit.
+                    if self.connect.rollback(&mut self.resource).is_err() {
+                        self.broken = true;
+                    }
+                    job.fail(lost);
                 } else if let Err(e) = self.connect.commit(&mut self.resource) {
                     self.broken |= matches!(e, TransactError::Failed(_));
                     job.fail(e.into_error());
@@ -1252,16 +1702,24 @@ impl<C: Transact> Worker<C> {
         }
     }
 
-    /// Group commit: the batch in one transaction, a savepoint per op.
+    /// Group commit: the batch in one transaction, a savepoint per op, under the lease's
+    /// fence if there is one. Jobs the lease's hold left unstarted stay in `batch`.
     fn run_batch(&mut self, batch: &mut Vec<Box<dyn Job<C>>>) {
         self.batch_seq += 1;
         let seq = self.batch_seq;
-        let marker = FenceClaim {
+        let marker = self.marker.clone();
+        let (backend, name) = (self.fence_backend.clone(), self.fence_name.clone());
+        let mut claims = vec![FenceClaim {
             backend: MARKER_BACKEND,
-            name: &self.marker,
+            name: &marker,
             fence: Fence(seq),
-        };
-        if self.connect.begin(&mut self.resource, &[marker]).is_err() {
+        }];
+        claims.extend(self.fence().map(|fence| FenceClaim {
+            backend: &backend,
+            name: &name,
+            fence,
+        }));
+        if self.connect.begin(&mut self.resource, &claims).is_err() {
             // Let each op try on its own and get its own error.
             for mut job in batch.drain(..) {
                 self.run_alone(&mut *job);
@@ -1270,8 +1728,13 @@ impl<C: Transact> Worker<C> {
         }
         let mut done: Vec<(Box<dyn Job<C>>, Ran)> = Vec::with_capacity(batch.len());
         let mut stop = None;
-        let mut rest = batch.drain(..);
+        let mut unstarted = None;
+        let mut rest = std::mem::take(batch).into_iter();
         for (n, mut job) in rest.by_ref().enumerate() {
+            if !self.may_start() {
+                unstarted = Some(job);
+                break;
+            }
             if !self.claim(&mut *job) {
                 continue;
             }
@@ -1296,8 +1759,18 @@ impl<C: Transact> Worker<C> {
             }
             done.push((job, ran));
         }
-        let rest: Vec<Box<dyn Job<C>>> = rest.collect();
+        let rest: Vec<Box<dyn Job<C>>> = unstarted.into_iter().chain(rest).collect();
         match stop {
+            None if self.lease_lost().is_some() => {
+                // A successor may already be writing: nothing of this batch may commit.
+                if self.connect.rollback(&mut self.resource).is_err() {
+                    self.broken = true;
+                }
+                for (mut job, _) in done {
+                    job.fail(Error::LeaseLost);
+                    self.deliver(&mut *job);
+                }
+            }
             None => match self.connect.commit(&mut self.resource) {
                 Ok(()) => {
                     for (mut job, _) in done {
@@ -1343,8 +1816,13 @@ impl<C: Transact> Worker<C> {
                 }
             }
         }
+        // Jobs the hold left unstarted (or a lost lease) wait for the next lease.
         for mut job in rest {
-            self.run_alone(&mut *job);
+            if self.may_start() {
+                self.run_alone(&mut *job);
+            } else {
+                batch.push(job);
+            }
         }
     }
 

@@ -319,6 +319,8 @@ impl Registry<crate::sqlite::Sqlite> {
         );
         #[cfg(any(feature = "mysql", feature = "postgres"))]
         register_server_locks(&mut registry);
+        #[cfg(feature = "queue")]
+        crate::queue::register_locked(&mut registry);
         registry
     }
 }
