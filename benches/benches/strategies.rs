@@ -22,9 +22,12 @@ const THREADS: [usize; 3] = [1, 4, 16];
 fn specs(registry: &Registry<Sqlite>) -> Vec<String> {
     let mut specs = Vec::new();
     for (name, _) in registry.names() {
-        match name {
-            "redis" | "rediss" | "redlock" | "mysql" | "postgres" | "postgresql" => {}
-            other => specs.push(other.to_owned()),
+        // Server strategies (and compositions over them) need a URL: added below.
+        let needs_server = ["redis", "redlock", "mysql", "postgres"]
+            .iter()
+            .any(|server| name.contains(server));
+        if !needs_server {
+            specs.push(name.to_owned());
         }
     }
     for (var, scheme) in [
@@ -36,7 +39,12 @@ fn specs(registry: &Registry<Sqlite>) -> Vec<String> {
             continue;
         }
         match std::env::var(var) {
-            Ok(url) => specs.push(url),
+            Ok(url) => {
+                if scheme == "redis" && registry.contains("queue+redis") {
+                    specs.push(format!("queue+{url}"));
+                }
+                specs.push(url);
+            }
             Err(_) => eprintln!("note: {scheme} skipped; set {var} to include it"),
         }
     }

@@ -1,6 +1,7 @@
 //! Acceptance tests of the foundation: the two in-process strategies (queue and mutex)
 //! exclude a racy read-modify-write that loses updates without them, keep the op's own
 //! error matchable, survive panics, keep the lock table small, and refuse bad keys.
+#![cfg(all(feature = "queue", feature = "mutex", feature = "sqlite"))]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

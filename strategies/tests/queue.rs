@@ -1,5 +1,6 @@
 //! The `queue` strategy against a real SQLite file: tickets, cancellation, back-pressure,
 //! re-entrancy, closing under load, and group commit's failure paths.
+#![cfg(all(feature = "queue", feature = "sqlite"))]
 
 use std::collections::HashSet;
 use std::future::Future;
