@@ -27,6 +27,14 @@ pub trait Connect: Send + Sync + 'static {
     /// same data agree on it.
     fn identity(&self) -> &str;
 
+    /// Whether an idle resource is still usable (a server connection that was not closed
+    /// under it). Pools ask before handing one out and drop those that are not, as r2d2's
+    /// `is_valid` does. Default: always.
+    fn is_valid(&self, resource: &mut Self::Resource) -> bool {
+        let _ = resource;
+        true
+    }
+
     /// Whether the data accepts one writer at a time whatever the keys (SQLite: one writer
     /// per file). Lock strategies then default to one whole-resource key, since finer keys
     /// would still meet at the resource's own write lock.

@@ -32,6 +32,7 @@ pub mod lock;
 pub mod locked;
 #[cfg(feature = "optimistic")]
 pub mod optimistic;
+mod pool;
 #[cfg(feature = "queue")]
 pub mod queue;
 #[cfg(any(feature = "mysql", feature = "postgres"))]

@@ -23,9 +23,10 @@
 //! ```
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::pool::Pool;
 use turnstile_core::{
     Capabilities, Connect, Ctx, Error, FenceClaim, Key, Lease, Lock, LockName, Serializer,
     StrategyError, Transact, TransactError, Wait, check_timeout, panic_message, sorted_keys,
@@ -301,83 +302,5 @@ impl<L, C: Connect> std::fmt::Debug for Locked<L, C> {
             .field("keys", &self.keys)
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
-    }
-}
-
-/// A bounded pool of resources: at most `max` open at once; callers past that wait until
-/// their deadline.
-struct Pool<R> {
-    state: Mutex<PoolState<R>>,
-    freed: Condvar,
-    max: usize,
-}
-
-struct PoolState<R> {
-    idle: Vec<R>,
-    open: usize,
-}
-
-impl<R> Pool<R> {
-    fn new(max: usize) -> Self {
-        Pool {
-            state: Mutex::new(PoolState {
-                idle: Vec::new(),
-                open: 0,
-            }),
-            freed: Condvar::new(),
-            max,
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, PoolState<R>> {
-        // Nothing is held across user code under this mutex, so poison carries no meaning.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn get<C: Connect<Resource = R>>(
-        &self,
-        connect: &C,
-        deadline: Option<Instant>,
-    ) -> Result<R, StrategyError> {
-        let start = Instant::now();
-        let mut state = self.lock();
-        loop {
-            if let Some(r) = state.idle.pop() {
-                return Ok(r);
-            }
-            if state.open < self.max {
-                state.open += 1;
-                drop(state);
-                return connect.connect().map_err(|e| {
-                    self.discard();
-                    Error::Unavailable(e)
-                });
-            }
-            state = match deadline {
-                None => self.freed.wait(state).unwrap_or_else(|p| p.into_inner()),
-                Some(at) => {
-                    let now = Instant::now();
-                    if now >= at {
-                        return Err(Error::Timeout {
-                            waited: now - start,
-                        });
-                    }
-                    self.freed
-                        .wait_timeout(state, at - now)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0
-                }
-            };
-        }
-    }
-
-    fn put(&self, resource: R) {
-        self.lock().idle.push(resource);
-        self.freed.notify_one();
-    }
-
-    fn discard(&self) {
-        self.lock().open -= 1;
-        self.freed.notify_one();
     }
 }

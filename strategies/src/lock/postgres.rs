@@ -23,7 +23,7 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use postgres::error::SqlState;
@@ -33,6 +33,7 @@ use turnstile_core::{
     StrategyError, Transact, TransactError, Wait, check_timeout, panic_message, sorted_keys,
 };
 
+use crate::pool::Pool;
 use crate::resource::Postgres;
 use crate::resource::postgres as res;
 
@@ -428,15 +429,8 @@ pub const DEFAULT_XACT_POOL_SIZE: usize = 8;
 /// ```
 pub struct PgXactLocked {
     db: Postgres,
-    pool: Mutex<PoolState>,
-    freed: Condvar,
-    max: usize,
+    pool: Pool<Client>,
     timeout: Option<Duration>,
-}
-
-struct PoolState {
-    idle: Vec<Client>,
-    open: usize,
 }
 
 impl std::fmt::Debug for PgXactLocked {
@@ -453,12 +447,7 @@ impl PgXactLocked {
     pub fn new(db: Postgres) -> Self {
         PgXactLocked {
             db,
-            pool: Mutex::new(PoolState {
-                idle: Vec::new(),
-                open: 0,
-            }),
-            freed: Condvar::new(),
-            max: DEFAULT_XACT_POOL_SIZE,
+            pool: Pool::new(DEFAULT_XACT_POOL_SIZE),
             timeout: Some(DEFAULT_XACT_TIMEOUT),
         }
     }
@@ -483,60 +472,8 @@ impl PgXactLocked {
                 "the pool needs at least one connection".into(),
             ));
         }
-        self.max = size;
+        self.pool = Pool::new(size);
         Ok(self)
-    }
-
-    fn state(&self) -> MutexGuard<'_, PoolState> {
-        // No user code runs under this mutex.
-        self.pool.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn get(&self, deadline: Option<Instant>) -> Result<Client, StrategyError> {
-        let start = Instant::now();
-        let mut state = self.state();
-        loop {
-            if let Some(client) = state.idle.pop() {
-                if client.is_closed() {
-                    state.open -= 1;
-                    continue;
-                }
-                return Ok(client);
-            }
-            if state.open < self.max {
-                state.open += 1;
-                drop(state);
-                return turnstile_core::Connect::connect(&self.db).map_err(|e| {
-                    self.discard();
-                    Error::Unavailable(e)
-                });
-            }
-            state = match deadline {
-                None => self.freed.wait(state).unwrap_or_else(|p| p.into_inner()),
-                Some(at) => {
-                    let now = Instant::now();
-                    if now >= at {
-                        return Err(Error::Timeout {
-                            waited: now - start,
-                        });
-                    }
-                    self.freed
-                        .wait_timeout(state, at - now)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0
-                }
-            };
-        }
-    }
-
-    fn put(&self, client: Client) {
-        self.state().idle.push(client);
-        self.freed.notify_one();
-    }
-
-    fn discard(&self) {
-        self.state().open -= 1;
-        self.freed.notify_one();
     }
 
     /// Takes every lock inside the open transaction, in one round trip. `Ok(false)`: the
@@ -666,14 +603,14 @@ impl Serializer for PgXactLocked {
         let start = Instant::now();
         let keys = sorted_keys(keys).map_err(Error::widen)?;
         let deadline = wait.deadline(self.timeout).map_err(Error::widen)?;
-        let mut client = self.get(deadline).map_err(Error::widen)?;
+        let mut client = self.pool.get(&self.db, deadline).map_err(Error::widen)?;
         let (result, broken) =
             self.run_in_transaction(&mut client, &keys, deadline, start, &mut op);
         if broken || client.is_closed() {
             drop(client);
-            self.discard();
+            self.pool.discard();
         } else {
-            self.put(client);
+            self.pool.put(client);
         }
         result
     }

@@ -182,6 +182,10 @@ impl Connect for Postgres {
         &self.identity
     }
 
+    fn is_valid(&self, client: &mut Client) -> bool {
+        !client.is_closed()
+    }
+
     fn is_broken(&self, client: &mut Client, error: &(dyn Any + Send + Sync)) -> bool {
         client.is_closed()
             || error
