@@ -12,7 +12,6 @@
 mod redis_server;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,15 +22,13 @@ use turnstile::sqlite::{Sqlite, Synchronous, rusqlite};
 use turnstile::{BoxSerializer, Error, HolderDeath, Key, Lock, Scope, Serializer, TxMode, Wait};
 
 /// Generous bound for "doesn't hang" checks.
+#[path = "support/children.rs"]
+mod children;
+use children::{Children, child, child_role};
+
 const PATIENCE: Duration = Duration::from_secs(120);
 
 // ---------------------------------------------------------------- child processes
-
-const CHILD: &str = "TURNSTILE_COMPOSED_CHILD";
-
-fn child_role() -> Option<String> {
-    std::env::var(CHILD).ok()
-}
 
 fn env_text(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| panic!("{name} not set"))
@@ -43,53 +40,6 @@ fn env_path(name: &str) -> PathBuf {
 
 fn env_u32(name: &str) -> u32 {
     env_text(name).parse().unwrap()
-}
-
-/// This test binary, told to run `test` alone as a child playing `role`.
-fn child(test: &str, role: &str) -> Command {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args([
-        "--exact",
-        test,
-        "--nocapture",
-        "--test-threads=1",
-        "--include-ignored",
-    ])
-    .env(CHILD, role)
-    .stdin(Stdio::null());
-    cmd
-}
-
-/// Kills every child still running when dropped, so a failing test leaves no orphans.
-struct Children(Vec<Child>);
-
-impl Children {
-    fn wait_all(&mut self) -> Vec<ExitStatus> {
-        let give_up = Instant::now() + PATIENCE;
-        let mut statuses = Vec::new();
-        for child in &mut self.0 {
-            loop {
-                if let Some(status) = child.try_wait().unwrap() {
-                    statuses.push(status);
-                    break;
-                }
-                assert!(Instant::now() < give_up, "a child process hung");
-                std::thread::sleep(Duration::from_millis(2));
-            }
-        }
-        statuses
-    }
-}
-
-impl Drop for Children {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            if child.try_wait().ok().flatten().is_none() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-    }
 }
 
 /// Waits (bounded) until `done` holds.

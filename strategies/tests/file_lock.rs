@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -22,15 +22,13 @@ use turnstile::{
 };
 
 /// Generous bound for "doesn't hang" checks.
+#[path = "support/children.rs"]
+mod children;
+use children::{Children, child, child_role};
+
 const PATIENCE: Duration = Duration::from_secs(120);
 
 // ---------------------------------------------------------------- child processes
-
-const CHILD: &str = "TURNSTILE_CHILD";
-
-fn child_role() -> Option<String> {
-    std::env::var(CHILD).ok()
-}
 
 fn env_path(name: &str) -> PathBuf {
     PathBuf::from(std::env::var_os(name).unwrap_or_else(|| panic!("{name} not set")))
@@ -41,49 +39,6 @@ fn env_u32(name: &str) -> u32 {
         .unwrap_or_else(|_| panic!("{name} not set"))
         .parse()
         .unwrap()
-}
-
-/// This test binary, told to run `test` alone as a child playing `role`.
-fn child(test: &str, role: &str) -> Command {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(["--exact", test, "--nocapture", "--test-threads=1"])
-        .env(CHILD, role)
-        .stdin(Stdio::null())
-        // The child's own "test result" line would be counted as the parent's.
-        .stdout(Stdio::null());
-    cmd
-}
-
-/// Kills every child still running when dropped, so a failing test leaves no orphans.
-struct Children(Vec<Child>);
-
-impl Children {
-    fn wait_all(&mut self) -> Vec<ExitStatus> {
-        let give_up = Instant::now() + PATIENCE;
-        let mut statuses = Vec::new();
-        for child in &mut self.0 {
-            loop {
-                if let Some(status) = child.try_wait().unwrap() {
-                    statuses.push(status);
-                    break;
-                }
-                assert!(Instant::now() < give_up, "a child process hung");
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        }
-        statuses
-    }
-}
-
-impl Drop for Children {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            if child.try_wait().ok().flatten().is_none() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-    }
 }
 
 /// Waits (bounded) until `done` holds.

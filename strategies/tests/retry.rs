@@ -3,7 +3,6 @@
 #![cfg(all(feature = "retry", feature = "sqlite"))]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
@@ -16,51 +15,11 @@ use turnstile::sqlite::{Sqlite, Synchronous};
 use turnstile::{Error, HolderDeath, Key, Scope, Serializer, Wait};
 
 /// Generous bound for "doesn't hang" checks.
+#[path = "support/children.rs"]
+mod children;
+use children::{CHILD, Children, child};
+
 const PATIENCE: Duration = Duration::from_secs(120);
-
-const CHILD: &str = "TURNSTILE_CHILD";
-
-fn child(test: &str) -> Command {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(["--exact", test, "--nocapture", "--test-threads=1"])
-        .env(CHILD, "1")
-        .stdin(Stdio::null())
-        // The child's own "test result" line would be counted as the parent's.
-        .stdout(Stdio::null());
-    cmd
-}
-
-/// Kills every child still running when dropped, so a failing test leaves no orphans.
-struct Children(Vec<Child>);
-
-impl Children {
-    fn wait_all(&mut self) -> Vec<ExitStatus> {
-        let give_up = Instant::now() + PATIENCE;
-        let mut statuses = Vec::new();
-        for child in &mut self.0 {
-            loop {
-                if let Some(status) = child.try_wait().unwrap() {
-                    statuses.push(status);
-                    break;
-                }
-                assert!(Instant::now() < give_up, "a child process hung");
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        }
-        statuses
-    }
-}
-
-impl Drop for Children {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            if child.try_wait().ok().flatten().is_none() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-    }
-}
 
 fn db_at(path: &Path) -> Sqlite {
     Sqlite::new(path).synchronous(Synchronous::Normal)
@@ -141,7 +100,13 @@ fn counter_from_processes_and_threads_ends_exact() {
     let go = dir.path().join("go");
     let mut children = Children(
         (0..PROCESSES)
-            .map(|_| child(NAME).env("DB", &path).env("GO", &go).spawn().unwrap())
+            .map(|_| {
+                child(NAME, "1")
+                    .env("DB", &path)
+                    .env("GO", &go)
+                    .spawn()
+                    .unwrap()
+            })
             .collect(),
     );
     std::fs::File::create(&go).unwrap();

@@ -1,0 +1,67 @@
+//! Child processes for cross-process tests: the test binary re-executes itself to run one
+//! test alone, and an environment variable tells that test which role it plays.
+#![allow(dead_code)] // Each test binary uses its own part of this.
+
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// The variable naming a child's role; absent in the parent.
+pub(crate) const CHILD: &str = "TURNSTILE_TEST_CHILD";
+
+/// How long a child may take before the test calls it hung.
+pub(crate) const CHILD_PATIENCE: Duration = Duration::from_secs(120);
+
+/// The role this process plays, if it is a child.
+pub(crate) fn child_role() -> Option<String> {
+    std::env::var(CHILD).ok()
+}
+
+/// This test binary, told to run `test` alone as a child playing `role`.
+pub(crate) fn child(test: &str, role: &str) -> Command {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        "--exact",
+        test,
+        "--nocapture",
+        "--test-threads=1",
+        "--include-ignored",
+    ])
+    .env(CHILD, role)
+    .stdin(Stdio::null())
+    // The child's own "test result" line would be counted as the parent's.
+    .stdout(Stdio::null());
+    cmd
+}
+
+/// Kills every child still running when dropped, so a failing test leaves no orphans.
+pub(crate) struct Children(pub(crate) Vec<Child>);
+
+impl Children {
+    /// Waits for every child (bounded by [`CHILD_PATIENCE`]) and returns their statuses.
+    pub(crate) fn wait_all(&mut self) -> Vec<ExitStatus> {
+        let give_up = Instant::now() + CHILD_PATIENCE;
+        let mut statuses = Vec::new();
+        for child in &mut self.0 {
+            loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    statuses.push(status);
+                    break;
+                }
+                assert!(Instant::now() < give_up, "a child process hung");
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+        statuses
+    }
+}
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            if child.try_wait().ok().flatten().is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
