@@ -144,7 +144,7 @@ pub(crate) fn register(registry: &mut crate::spec::Registry<crate::sqlite::Sqlit
     #[cfg(feature = "redis")]
     {
         let single = |spec: &Spec, setup: &Setup<Sqlite>| {
-            let lock = crate::lock::RedisLock::new(url(spec)?)?;
+            let lock = crate::lock::RedisLock::builder_from_url(url(spec)?)?.build()?;
             lock.ping()?;
             finish(lock, setup)
         };
