@@ -87,6 +87,9 @@ struct CompareArgs {
     /// Write an SVG chart (throughput and p99 against threads) here.
     #[arg(long)]
     svg: Option<PathBuf>,
+    /// Don't run anything: print the table (and write --svg) of a report saved with --json.
+    #[arg(long)]
+    from_json: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -214,6 +217,26 @@ fn compare(args: CompareArgs) -> u8 {
     config.mysql = args.mysql;
     config.postgres = args.postgres;
     config.progress = true;
+    if let Some(path) = &args.from_json {
+        let report: compare::Report = match std::fs::read(path)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| serde_json::from_slice(&bytes).map_err(|e| e.to_string()))
+        {
+            Ok(report) => report,
+            Err(e) => {
+                eprintln!("turnstile compare: reading {}: {e}", path.display());
+                return 2;
+            }
+        };
+        out(&compare::report::table(&report.results));
+        if let Some(svg) = &args.svg
+            && let Err(e) = std::fs::write(svg, compare::chart(&report))
+        {
+            eprintln!("turnstile compare: writing {}: {e}", svg.display());
+            return 2;
+        }
+        return 0;
+    }
     let comparison = match compare::compare(&config, &registry()) {
         Ok(c) => c,
         Err(e) => {

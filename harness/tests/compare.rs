@@ -65,6 +65,20 @@ fn compare_writes_a_table_json_and_svg_with_a_verdict_per_setting() {
     assert!(report["machine"]["cpus"].as_u64().unwrap() >= 1);
     let chart = std::fs::read_to_string(&svg).unwrap();
     assert!(chart.starts_with("<svg") && chart.contains("queue"));
+
+    // A saved report renders the same table again, without running anything.
+    let again = dir.path().join("again.svg");
+    let rendered = turnstile()
+        .args(["compare", "--from-json"])
+        .arg(&json)
+        .arg("--svg")
+        .arg(&again)
+        .output()
+        .unwrap();
+    assert_eq!(rendered.status.code(), Some(0));
+    let table: String = stdout.lines().take(7).map(|l| format!("{l}\n")).collect();
+    assert_eq!(String::from_utf8_lossy(&rendered.stdout), table);
+    assert_eq!(std::fs::read_to_string(&again).unwrap(), chart);
 }
 
 #[test]

@@ -13,7 +13,6 @@ pub mod report;
 pub mod stats;
 pub mod svg;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -348,19 +347,30 @@ pub fn compare(
 /// The chart of a report: throughput and p99 against threads, one line per strategy and
 /// process count.
 pub fn chart(report: &Report) -> String {
-    let mut series: BTreeMap<String, Vec<svg::Point>> = BTreeMap::new();
+    let mut series: Vec<svg::Series> = Vec::new();
     for r in &report.results {
-        let label = if r.procs > 1 {
-            format!("{} ×{} procs (sync={})", r.strategy, r.procs, r.sync)
+        let setting = if r.procs > 1 {
+            format!("sync={}, {} procs", r.sync, r.procs)
         } else {
-            format!("{} (sync={})", r.strategy, r.sync)
+            format!("sync={}", r.sync)
         };
-        series.entry(label).or_default().push(svg::Point {
+        let point = svg::Point {
             threads: r.threads,
             ops_per_sec: r.ops_per_sec,
             p99_us: r.p99_us,
             safe: r.safe,
-        });
+        };
+        match series
+            .iter_mut()
+            .find(|s| s.strategy == r.strategy && s.setting == setting)
+        {
+            Some(s) => s.points.push(point),
+            None => series.push(svg::Series {
+                strategy: r.strategy.clone(),
+                setting,
+                points: vec![point],
+            }),
+        }
     }
     let workload = report
         .results

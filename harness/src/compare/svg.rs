@@ -1,7 +1,8 @@
-//! A dependency-free SVG chart of throughput and p99 latency against threads, one line
-//! per strategy, log-scaled axes (threads go 1, 4, 16, 64; throughputs span decades).
+//! A dependency-free SVG chart of throughput and p99 latency against threads, log-scaled
+//! axes (threads go 1, 4, 16, 64; throughputs span decades). A strategy keeps one colour;
+//! the setting (`synchronous`, processes) is the line's dash pattern, so a run of a dozen
+//! strategies in four settings stays readable.
 
-use std::collections::BTreeMap;
 use std::fmt::Write;
 
 /// One point of a series.
@@ -23,16 +24,42 @@ const PAD_L: f64 = 70.0;
 const PAD_B: f64 = 40.0;
 const PAD_T: f64 = 30.0;
 const PAD_R: f64 = 20.0;
-const COLORS: [&str; 10] = [
+const COLORS: [&str; 14] = [
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-    "#bcbd22", "#17becf",
+    "#bcbd22", "#17becf", "#000000", "#aec7e8", "#98df8a", "#ff9896",
 ];
+const DASHES: [&str; 6] = ["", "8 4", "2 3", "8 3 2 3", "1 1", "12 2"];
 
-/// Renders two panels side by side (throughput, p99) with a legend. `series` maps a label
-/// (strategy, processes) to its points.
-pub fn chart(title: &str, series: &BTreeMap<String, Vec<Point>>) -> String {
+/// One line: a strategy (its colour) in one setting (its dash pattern).
+#[derive(Clone, Debug)]
+pub struct Series {
+    /// The strategy; one colour per strategy.
+    pub strategy: String,
+    /// The setting (`"sync=normal"`, `"sync=full, 4 procs"`); one dash pattern each.
+    pub setting: String,
+    /// Its points.
+    pub points: Vec<Point>,
+}
+
+/// Renders two panels side by side (throughput, p99) with a legend of strategies
+/// (colours) and settings (dash patterns).
+pub fn chart(title: &str, series: &[Series]) -> String {
+    let strategies: Vec<&str> = dedup(series.iter().map(|s| s.strategy.as_str()));
+    let settings: Vec<&str> = dedup(series.iter().map(|s| s.setting.as_str()));
+    let color = |s: &Series| {
+        let i = strategies
+            .iter()
+            .position(|x| *x == s.strategy)
+            .unwrap_or(0);
+        COLORS[i % COLORS.len()]
+    };
+    let dash = |s: &Series| {
+        let i = settings.iter().position(|x| *x == s.setting).unwrap_or(0);
+        DASHES[i % DASHES.len()]
+    };
     let mut out = String::new();
-    let legend_h = 18.0 * series.len() as f64 + 10.0;
+    let legend_rows = strategies.len().max(settings.len());
+    let legend_h = 18.0 * legend_rows as f64 + 10.0;
     let total_w = 2.0 * W + 20.0;
     let total_h = H + legend_h + 30.0;
     let _ = writeln!(
@@ -45,43 +72,86 @@ pub fn chart(title: &str, series: &BTreeMap<String, Vec<Point>>) -> String {
         total_w / 2.0,
         escape(title)
     );
-    panel(&mut out, 0.0, 20.0, "throughput (ops/s)", series, |p| {
-        p.ops_per_sec
-    });
-    panel(&mut out, W + 20.0, 20.0, "p99 latency (µs)", series, |p| {
-        p.p99_us
-    });
-    for (i, (label, points)) in series.iter().enumerate() {
+    panel(
+        &mut out,
+        0.0,
+        20.0,
+        "throughput (ops/s)",
+        series,
+        &color,
+        &dash,
+        |p| p.ops_per_sec,
+    );
+    panel(
+        &mut out,
+        W + 20.0,
+        20.0,
+        "p99 latency (µs)",
+        series,
+        &color,
+        &dash,
+        |p| p.p99_us,
+    );
+    for (i, strategy) in strategies.iter().enumerate() {
         let y = H + 40.0 + 18.0 * i as f64;
-        let color = COLORS[i % COLORS.len()];
-        let unsafe_mark = if points.iter().any(|p| !p.safe) {
+        let unsafe_mark = if series
+            .iter()
+            .any(|s| s.strategy == *strategy && s.points.iter().any(|p| !p.safe))
+        {
             " (UNSAFE: a checker failed)"
         } else {
             ""
         };
         let _ = writeln!(
             out,
-            r#"<line x1="{PAD_L}" y1="{y}" x2="{}" y2="{y}" stroke="{color}" stroke-width="3"/><text x="{}" y="{}">{}{}</text>"#,
+            r#"<line x1="{PAD_L}" y1="{y}" x2="{}" y2="{y}" stroke="{}" stroke-width="3"/><text x="{}" y="{}">{}{}</text>"#,
             PAD_L + 24.0,
+            COLORS[i % COLORS.len()],
             PAD_L + 30.0,
             y + 4.0,
-            escape(label),
+            escape(strategy),
             unsafe_mark
+        );
+    }
+    for (i, setting) in settings.iter().enumerate() {
+        let y = H + 40.0 + 18.0 * i as f64;
+        let x = W + 20.0 + PAD_L;
+        let _ = writeln!(
+            out,
+            r##"<line x1="{x}" y1="{y}" x2="{}" y2="{y}" stroke="#333" stroke-width="2" stroke-dasharray="{}"/><text x="{}" y="{}">{}</text>"##,
+            x + 36.0,
+            DASHES[i % DASHES.len()],
+            x + 42.0,
+            y + 4.0,
+            escape(setting)
         );
     }
     out.push_str("</svg>\n");
     out
 }
 
-fn panel(
+fn dedup<'a>(items: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut seen = Vec::new();
+    for item in items {
+        if !seen.contains(&item) {
+            seen.push(item);
+        }
+    }
+    seen
+}
+
+#[allow(clippy::too_many_arguments)] // One call site per panel; a struct would only rename them.
+fn panel<'s>(
     out: &mut String,
     x0: f64,
     y0: f64,
     ylabel: &str,
-    series: &BTreeMap<String, Vec<Point>>,
+    series: &'s [Series],
+    color: &dyn Fn(&Series) -> &'static str,
+    dash: &dyn Fn(&Series) -> &'static str,
     value: impl Fn(&Point) -> f64,
 ) {
-    let points = series.values().flatten();
+    let points = series.iter().flat_map(|s| &s.points);
     let (mut xmin, mut xmax, mut ymin, mut ymax) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
     for p in points {
         let v = value(p);
@@ -131,7 +201,11 @@ fn panel(
         );
         decade += 1.0;
     }
-    let mut ticks: Vec<u32> = series.values().flatten().map(|p| p.threads).collect();
+    let mut ticks: Vec<u32> = series
+        .iter()
+        .flat_map(|s| &s.points)
+        .map(|p| p.threads)
+        .collect();
     ticks.sort_unstable();
     ticks.dedup();
     for t in ticks {
@@ -142,10 +216,9 @@ fn panel(
             y0 + PAD_T + ph + 14.0
         );
     }
-    for (i, points) in series.values().enumerate() {
-        let color = COLORS[i % COLORS.len()];
+    for line in series {
         let mut path = String::new();
-        for p in points.iter().filter(|p| value(p) > 0.0) {
+        for p in line.points.iter().filter(|p| value(p) > 0.0) {
             let cmd = if path.is_empty() { 'M' } else { 'L' };
             let _ = write!(
                 path,
@@ -155,14 +228,11 @@ fn panel(
             );
         }
         if !path.is_empty() {
-            let dash = if points.iter().any(|p| !p.safe) {
-                r#" stroke-dasharray="4 3""#
-            } else {
-                ""
-            };
             let _ = writeln!(
                 out,
-                r#"<path d="{path}" fill="none" stroke="{color}" stroke-width="2"{dash}/>"#
+                r#"<path d="{path}" fill="none" stroke="{}" stroke-width="2" stroke-dasharray="{}"/>"#,
+                color(line),
+                dash(line)
             );
         }
     }
@@ -190,7 +260,6 @@ mod tests {
 
     #[test]
     fn renders_every_series_and_marks_unsafe_ones() {
-        let mut series = BTreeMap::new();
         let pts = |safe| {
             [1, 4, 16]
                 .iter()
@@ -202,13 +271,27 @@ mod tests {
                 })
                 .collect::<Vec<_>>()
         };
-        series.insert("queue".to_owned(), pts(true));
-        series.insert("unserialized <x>".to_owned(), pts(false));
+        let line = |strategy: &str, setting: &str, safe| Series {
+            strategy: strategy.into(),
+            setting: setting.into(),
+            points: pts(safe),
+        };
+        let series = [
+            line("queue", "sync=normal", true),
+            line("queue", "sync=full", true),
+            line("unserialized <x>", "sync=normal", false),
+        ];
         let svg = chart("insert", &series);
         assert!(svg.starts_with("<svg"));
         assert!(svg.trim_end().ends_with("</svg>"));
-        assert!(svg.contains("queue"));
+        assert_eq!(
+            svg.matches(">queue<").count(),
+            1,
+            "one legend entry per strategy"
+        );
         assert!(svg.contains("unserialized &lt;x&gt; (UNSAFE"));
-        assert_eq!(svg.matches("<path").count(), 4);
+        assert!(svg.contains(">sync=full<"));
+        // Three series in each of two panels.
+        assert_eq!(svg.matches("<path").count(), 6);
     }
 }
