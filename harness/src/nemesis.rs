@@ -1,8 +1,9 @@
 //! Faults: SIGKILL or SIGSTOP/SIGCONT a worker process while it is inside its critical
 //! section, bounded in count and time.
 //!
-//! Workers announce "in section" over their stdout pipe; the nemesis acts on the worker
-//! that just announced, so faults land where they hurt. Signals go through the `Child`
+//! Workers announce "in section" over their stdout pipe and linger there a random 0–1 ms;
+//! the nemesis acts on the worker that just announced, so faults land where they hurt —
+//! before, between or after the op's writes. Signals go through the `Child`
 //! handle: a child that has not been waited for cannot have its pid reused, so
 //! [`signal`] first checks (with `try_wait`) that it has not been reaped.
 

@@ -354,8 +354,10 @@ pub fn worker_main(spec_json: &str, registry: &Registry<Sqlite>) -> i32 {
                 let mut o = out.lock().unwrap_or_else(|p| p.into_inner());
                 let _ = o.write_all(b"in\n").and_then(|()| o.flush());
             }
-            // Stay in the section long enough for the nemesis to act on the message.
-            std::thread::sleep(Duration::from_millis(1));
+            // Stay in the section a random while, up to 1 ms: the fault then lands before
+            // the op's writes, between them (a bank transfer's debit and credit) or after
+            // them, so a strategy that leaves half an op behind is caught too.
+            std::thread::sleep(Duration::from_micros(fastrand::u64(0..=1000)));
         }))
     } else {
         None
