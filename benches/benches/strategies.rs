@@ -1,4 +1,5 @@
-//! Strategies side by side: one group per workload, each strategy at 1, 4 and 16 threads.
+//! Strategies side by side: one group per workload (a one-row insert; a read-modify-write
+//! counter), each strategy at 1, 4 and 16 threads.
 //!
 //! Strategies come from the spec registry, so every strategy compiled in joins without
 //! changes here. Server strategies join when their URL is set (`TURNSTILE_REDIS_URL`,
@@ -62,7 +63,11 @@ fn open(spec: &str, dir: &std::path::Path) -> Option<BoxSerializer<Connection>> 
         }
     };
     let created = strategy.run_as(&[Key::whole()], Wait::Default, |db| {
-        db.execute_batch("CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, v INTEGER)")
+        db.execute_batch(
+            "CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, v INTEGER);
+             CREATE TABLE IF NOT EXISTS counter (id INTEGER PRIMARY KEY, n INTEGER NOT NULL);
+             INSERT OR IGNORE INTO counter VALUES (1, 0);",
+        )
     });
     match created {
         Ok(()) => Some(strategy),
@@ -73,8 +78,32 @@ fn open(spec: &str, dir: &std::path::Path) -> Option<BoxSerializer<Connection>> 
     }
 }
 
-/// Runs `iters` one-row inserts spread over `threads` threads and returns the wall time.
-fn insert_rows(strategy: &Arc<BoxSerializer<Connection>>, threads: usize, iters: u64) -> Duration {
+/// What one op does.
+#[derive(Clone, Copy)]
+enum Workload {
+    /// Insert one row.
+    Insert,
+    /// Read the counter, then write it back incremented (two statements).
+    Counter,
+}
+
+fn op(db: &Connection, workload: Workload, i: u64) -> turnstile::sqlite::rusqlite::Result<usize> {
+    match workload {
+        Workload::Insert => db.execute("INSERT INTO events (v) VALUES (?1)", [i as i64]),
+        Workload::Counter => {
+            let n: i64 = db.query_row("SELECT n FROM counter WHERE id = 1", [], |r| r.get(0))?;
+            db.execute("UPDATE counter SET n = ?1 WHERE id = 1", [n + 1])
+        }
+    }
+}
+
+/// Runs `iters` ops spread over `threads` threads and returns the wall time.
+fn run_ops(
+    strategy: &Arc<BoxSerializer<Connection>>,
+    workload: Workload,
+    threads: usize,
+    iters: u64,
+) -> Duration {
     let barrier = Arc::new(Barrier::new(threads + 1));
     let per_thread = iters.div_ceil(threads as u64);
     let handles: Vec<_> = (0..threads)
@@ -87,10 +116,10 @@ fn insert_rows(strategy: &Arc<BoxSerializer<Connection>>, threads: usize, iters:
                 for i in 0..per_thread {
                     let result =
                         strategy.run_as(std::slice::from_ref(&key), Wait::Default, move |db| {
-                            db.execute("INSERT INTO events (v) VALUES (?1)", [i as i64])
+                            op(db, workload, i)
                         });
                     if let Err(e) = result {
-                        eprintln!("insert failed: {e}");
+                        eprintln!("op failed: {e}");
                     }
                 }
             })
@@ -104,9 +133,9 @@ fn insert_rows(strategy: &Arc<BoxSerializer<Connection>>, threads: usize, iters:
     start.elapsed()
 }
 
-fn one_row_insert(c: &mut Criterion) {
+fn group(c: &mut Criterion, name: &str, workload: Workload) {
     let registry = Registry::builtin();
-    let mut group = c.benchmark_group("insert_one_row");
+    let mut group = c.benchmark_group(name);
     group
         .sample_size(10)
         .measurement_time(Duration::from_secs(3));
@@ -120,12 +149,20 @@ fn one_row_insert(c: &mut Criterion) {
         let label = turnstile::spec::redact_url(&spec);
         for threads in THREADS {
             group.bench_with_input(BenchmarkId::new(&label, threads), &threads, |b, &t| {
-                b.iter_custom(|iters| insert_rows(&strategy, t, iters))
+                b.iter_custom(|iters| run_ops(&strategy, workload, t, iters))
             });
         }
     }
     group.finish();
 }
 
-criterion_group!(benches, one_row_insert);
+fn one_row_insert(c: &mut Criterion) {
+    group(c, "insert_one_row", Workload::Insert);
+}
+
+fn counter(c: &mut Criterion) {
+    group(c, "counter", Workload::Counter);
+}
+
+criterion_group!(benches, one_row_insert, counter);
 criterion_main!(benches);
