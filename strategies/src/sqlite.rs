@@ -424,6 +424,62 @@ mod tests {
     }
 
     #[test]
+    fn savepoints_undo_only_their_own_op() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Sqlite::new(dir.path().join("s.db")).synchronous(Synchronous::Normal);
+        let mut conn = db.connect().unwrap();
+        conn.execute_batch("CREATE TABLE t (v INTEGER)").unwrap();
+        db.begin(&mut conn, &[]).unwrap();
+        // More savepoints than the statement cache holds entries.
+        for n in 0..40_i64 {
+            let at = usize::try_from(n).unwrap();
+            db.savepoint(&mut conn, at).unwrap();
+            conn.execute("INSERT INTO t VALUES (?1)", [n]).unwrap();
+            if n % 3 == 0 {
+                db.rollback_to_savepoint(&mut conn, at).unwrap();
+            } else {
+                db.release_savepoint(&mut conn, at).unwrap();
+            }
+            assert!(
+                db.in_transaction(&conn),
+                "savepoint {n} ended the transaction"
+            );
+        }
+        db.commit(&mut conn).unwrap();
+        let kept: i64 = conn
+            .query_row("SELECT count(*) FROM t WHERE v % 3 != 0", [], |r| r.get(0))
+            .unwrap();
+        let undone: i64 = conn
+            .query_row("SELECT count(*) FROM t WHERE v % 3 = 0", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!((kept, undone), (26, 0));
+    }
+
+    #[test]
+    fn a_fence_table_dropped_under_the_cache_is_created_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Sqlite::new(dir.path().join("d.db")).synchronous(Synchronous::Normal);
+        let mut conn = db.connect().unwrap();
+        let claim = |f| FenceClaim {
+            backend: "test",
+            name: b"k",
+            fence: Fence(f),
+        };
+        // Created inside a transaction that rolls back: gone again, and created anew.
+        db.begin(&mut conn, &[claim(7)]).unwrap();
+        db.rollback(&mut conn).unwrap();
+        db.begin(&mut conn, &[claim(3)]).unwrap();
+        db.commit(&mut conn).unwrap();
+        conn.execute_batch("DROP TABLE turnstile_fences").unwrap();
+        db.begin(&mut conn, &[claim(1)]).unwrap();
+        db.commit(&mut conn).unwrap();
+        match db.begin(&mut conn, &[claim(0)]) {
+            Err(TransactError::StaleFence { highest, .. }) => assert_eq!(highest, Fence(1)),
+            other => panic!("expected a stale fence, got {other:?}"),
+        }
+    }
+
+    #[test]
     fn busy_is_classified_by_primary_code() {
         let dir = tempfile::tempdir().unwrap();
         let db = Sqlite::new(dir.path().join("b.db")).busy_timeout(Duration::ZERO);
