@@ -323,6 +323,19 @@ const MAX_SPIN: Duration = Duration::from_micros(50);
 /// The shortest spin; the budget adapts between the two.
 const MIN_SPIN: Duration = Duration::from_micros(2);
 
+/// How long a caller that found the queue idle spins for its result before it sleeps.
+/// Alone on the queue, its op is next and done within tens of microseconds: sleeping and
+/// being woken would cost about as much again, and more on a loaded machine. A caller
+/// behind others sleeps at once, leaving the CPU to the worker.
+const CALLER_SPIN: Duration = Duration::from_micros(50);
+
+/// Whether a lone op's round trip, as estimated in nanoseconds, is short enough to spin
+/// for: under [`CALLER_SPIN`]. A commit that waits for the disk (`synchronous = FULL`)
+/// is not: spinning through it only takes a CPU the worker may need.
+fn worth_spinning(round_trip_ns: &AtomicU64) -> bool {
+    u128::from(round_trip_ns.load(Ordering::Relaxed)) < CALLER_SPIN.as_nanos()
+}
+
 /// The backend name of the group-commit marker fence.
 const MARKER_BACKEND: &str = "turnstile-queue-batch";
 
@@ -605,6 +618,7 @@ impl<C: Transact> QueueBuilder<C> {
             capacity: self.capacity,
             lock_caps,
             lock_name: self.lock.is_some().then_some(lock_name),
+            solo_round_trip: Arc::new(AtomicU64::new(0)),
         })
     }
 }
@@ -635,6 +649,8 @@ pub struct Queue<C: Transact> {
     capacity: usize,
     lock_caps: Option<Capabilities>,
     lock_name: Option<LockName>,
+    /// A moving average of a lone op's round trip in nanoseconds, from submit to result.
+    solo_round_trip: Arc<AtomicU64>,
 }
 
 /// What submitters and the worker share.
@@ -785,18 +801,19 @@ impl<C: Transact> Queue<C> {
         if self.shared.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
+        let mut idle = true;
         if try_once {
-            let idle =
+            let claimed =
                 self.shared
                     .in_flight
                     .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire);
-            if idle.is_err() {
+            if claimed.is_err() {
                 return Err(Error::Timeout {
                     waited: since.elapsed(),
                 });
             }
         } else {
-            self.shared.in_flight.fetch_add(1, Ordering::AcqRel);
+            idle = self.shared.in_flight.fetch_add(1, Ordering::AcqRel) == 0;
         }
         let sent = match how {
             SendMode::Try => sender.try_send(job).map_err(|e| match e {
@@ -819,6 +836,7 @@ impl<C: Transact> Queue<C> {
             slot,
             since,
             deadline,
+            solo: idle.then(|| self.solo_round_trip.clone()),
         })
     }
 
@@ -945,12 +963,18 @@ struct SlotState<T, E> {
     phase: Phase,
     result: Option<Result<T, Error<E>>>,
     waker: Option<Waker>,
+    /// The ticket sleeps on the condvar: only then does `finish` pay for a wake-up.
+    sleeping: bool,
+    /// When the worker answered.
+    finished_at: Option<Instant>,
 }
 
 /// Where the worker leaves a job's result for its ticket.
 struct Slot<T, E> {
     state: Mutex<SlotState<T, E>>,
     done: Condvar,
+    /// Set once the result is in `state`, for a caller spinning without the mutex.
+    finished: AtomicBool,
 }
 
 impl<T, E> Slot<T, E> {
@@ -960,8 +984,11 @@ impl<T, E> Slot<T, E> {
                 phase: Phase::Queued,
                 result: None,
                 waker: None,
+                sleeping: false,
+                finished_at: None,
             }),
             done: Condvar::new(),
+            finished: AtomicBool::new(false),
         }
     }
 
@@ -974,9 +1001,14 @@ impl<T, E> Slot<T, E> {
         let mut state = self.lock();
         state.phase = Phase::Done;
         state.result = Some(result);
+        state.finished_at = Some(Instant::now());
         let waker = state.waker.take();
+        let sleeping = state.sleeping;
         drop(state);
-        self.done.notify_all();
+        self.finished.store(true, Ordering::Release);
+        if sleeping {
+            self.done.notify_all();
+        }
         if let Some(waker) = waker {
             waker.wake();
         }
@@ -992,6 +1024,10 @@ pub struct Ticket<T, E> {
     since: Instant,
     /// The deadline the op must start by.
     deadline: Option<Instant>,
+    /// The queue's estimate of a lone op's round trip, when the queue was idle as this
+    /// op was queued: the caller spins for the result if the estimate says it comes soon,
+    /// and adds its own round trip to the estimate.
+    solo: Option<Arc<AtomicU64>>,
 }
 
 impl<T, E> Ticket<T, E> {
@@ -1048,9 +1084,41 @@ impl<T, E> Ticket<T, E> {
 
     /// With `then_forever`, a deadline that passes after the op started keeps waiting
     /// (a blocking `run`); without, it gives up with `Indeterminate`.
-    fn wait_inner(self, deadline: Option<Instant>, then_forever: bool) -> Result<T, Error<E>> {
+    fn wait_inner(mut self, deadline: Option<Instant>, then_forever: bool) -> Result<T, Error<E>> {
+        let solo = self.solo.take();
+        let result = self.wait_result(solo.as_deref(), deadline, then_forever);
+        let finished_at = self.slot.lock().finished_at;
+        if let (Some(solo), Some(at)) = (solo, finished_at) {
+            // Up to the worker's answer, not the caller's wake-up, which would keep an
+            // estimate made while sleeping above the spin forever. Capped, so one slow op
+            // moves the average only a little.
+            let took = at
+                .saturating_duration_since(self.since)
+                .min(CALLER_SPIN * 4);
+            let took = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+            let old = solo.load(Ordering::Relaxed);
+            solo.store(old - old / 4 + took / 4, Ordering::Relaxed);
+        }
+        result
+    }
+
+    fn wait_result(
+        &self,
+        solo: Option<&AtomicU64>,
+        deadline: Option<Instant>,
+        then_forever: bool,
+    ) -> Result<T, Error<E>> {
+        if solo.is_some_and(worth_spinning) {
+            let until = Instant::now() + CALLER_SPIN;
+            while !self.slot.finished.load(Ordering::Acquire) && Instant::now() < until {
+                for _ in 0..64 {
+                    std::hint::spin_loop();
+                }
+            }
+        }
         let mut deadline = deadline;
         let mut state = self.slot.lock();
+        state.sleeping = true;
         loop {
             if let Some(result) = state.result.take() {
                 return result;

@@ -265,20 +265,40 @@ const FENCE_TABLE: &str = "CREATE TABLE IF NOT EXISTS turnstile_fences (
     PRIMARY KEY (backend, name)
 )";
 
-fn check_fences(conn: &Connection, fences: &[FenceClaim<'_>]) -> Result<(), TransactError> {
-    if fences.is_empty() {
-        return Ok(());
-    }
-    conn.execute_batch(FENCE_TABLE).map_err(classify)?;
-    for claim in fences {
-        let highest: Option<i64> = conn
-            .query_row(
-                "SELECT fence FROM turnstile_fences WHERE backend = ?1 AND name = ?2",
-                rusqlite::params![claim.backend, claim.name],
-                |r| r.get(0),
-            )
+/// The statements below are run through the connection's statement cache: a group
+/// commit runs them once per batch, and parsing them anew each time cost more than the
+/// work they do.
+const SELECT_FENCE: &str = "SELECT fence FROM turnstile_fences WHERE backend = ?1 AND name = ?2";
+const RECORD_FENCE: &str = "INSERT INTO turnstile_fences (backend, name, fence) VALUES (?1, ?2, ?3)
+     ON CONFLICT (backend, name) DO UPDATE SET fence = excluded.fence";
+
+/// Whether `error` says the fence table does not exist (yet), so it is created only then
+/// rather than with a `CREATE TABLE IF NOT EXISTS` at every fenced `begin`.
+fn is_missing_table(error: &rusqlite::Error) -> bool {
+    matches!(error, rusqlite::Error::SqliteFailure(e, Some(msg))
+        if e.code == ErrorCode::Unknown && msg.starts_with("no such table"))
+}
+
+/// The highest fence recorded for `claim`'s backend and name, creating the table on first
+/// use (inside the caller's transaction, so it rolls back with it).
+fn highest_fence(conn: &Connection, claim: &FenceClaim<'_>) -> rusqlite::Result<Option<i64>> {
+    let select = |conn: &Connection| {
+        conn.prepare_cached(SELECT_FENCE)?
+            .query_row(rusqlite::params![claim.backend, claim.name], |r| r.get(0))
             .optional()
-            .map_err(classify)?;
+    };
+    match select(conn) {
+        Err(e) if is_missing_table(&e) => {
+            conn.execute_batch(FENCE_TABLE)?;
+            select(conn)
+        }
+        other => other,
+    }
+}
+
+fn check_fences(conn: &Connection, fences: &[FenceClaim<'_>]) -> Result<(), TransactError> {
+    for claim in fences {
+        let highest = highest_fence(conn, claim).map_err(classify)?;
         // Fences are stored as SQLite's signed INTEGER; the order is the same below 2^63.
         let presented = i64::try_from(claim.fence.0).map_err(|_| {
             TransactError::Failed(
@@ -293,21 +313,33 @@ fn check_fences(conn: &Connection, fences: &[FenceClaim<'_>]) -> Result<(), Tran
                 highest: Fence(highest as u64),
             });
         }
-        conn.execute(
-            "INSERT INTO turnstile_fences (backend, name, fence) VALUES (?1, ?2, ?3)
-             ON CONFLICT (backend, name) DO UPDATE SET fence = excluded.fence",
-            rusqlite::params![claim.backend, claim.name, presented],
-        )
-        .map_err(classify)?;
+        conn.prepare_cached(RECORD_FENCE)
+            .and_then(|mut s| s.execute(rusqlite::params![claim.backend, claim.name, presented]))
+            .map_err(classify)?;
     }
     Ok(())
 }
+
+/// Runs a fixed statement through the connection's statement cache.
+fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(drop)
+}
+
+/// The one savepoint name group commit uses. The ops of a batch run one after another,
+/// each savepoint released or rolled back to before the next is set, so they never
+/// overlap; SQLite resolves a name to the most recent savepoint carrying it, so even
+/// nested ones resolve right as long as they end in the reverse order they began (as
+/// savepoints must). One name keeps three statements in the cache rather than three per
+/// batch position, which a 16-entry cache would thrash.
+const SAVEPOINT: &str = "SAVEPOINT turnstile_op";
+const RELEASE: &str = "RELEASE turnstile_op";
+const ROLLBACK_TO: &str = "ROLLBACK TO turnstile_op";
 
 impl Transact for Sqlite {
     fn begin(&self, conn: &mut Connection, fences: &[FenceClaim<'_>]) -> Result<(), TransactError> {
         // IMMEDIATE: a deferred transaction that reads and then writes gets SQLITE_BUSY
         // at the upgrade without the busy handler ever running.
-        conn.execute_batch("BEGIN IMMEDIATE").map_err(classify)?;
+        run_cached(conn, "BEGIN IMMEDIATE").map_err(classify)?;
         if let Err(e) = check_fences(conn, fences) {
             let _ = self.rollback(conn);
             return Err(e);
@@ -316,7 +348,7 @@ impl Transact for Sqlite {
     }
 
     fn commit(&self, conn: &mut Connection) -> Result<(), TransactError> {
-        match conn.execute_batch("COMMIT") {
+        match run_cached(conn, "COMMIT") {
             Ok(()) => Ok(()),
             Err(e) => {
                 // A busy COMMIT leaves the transaction open.
@@ -330,27 +362,27 @@ impl Transact for Sqlite {
         if conn.is_autocommit() {
             return Ok(());
         }
-        conn.execute_batch("ROLLBACK").map_err(Into::into)
+        run_cached(conn, "ROLLBACK").map_err(Into::into)
     }
 
     fn in_transaction(&self, conn: &Connection) -> bool {
         !conn.is_autocommit()
     }
 
-    fn savepoint(&self, conn: &mut Connection, n: usize) -> Result<(), BoxError> {
-        // `n` is a number the strategy chose, never user text.
-        conn.execute_batch(&format!("SAVEPOINT turnstile_{n}"))
-            .map_err(Into::into)
+    /// Every `n` maps to one savepoint name (see `SAVEPOINT` in the source): savepoints
+    /// must end in the reverse order they began, which group commit's never-overlapping
+    /// ones do.
+    fn savepoint(&self, conn: &mut Connection, _n: usize) -> Result<(), BoxError> {
+        run_cached(conn, SAVEPOINT).map_err(Into::into)
     }
 
-    fn release_savepoint(&self, conn: &mut Connection, n: usize) -> Result<(), BoxError> {
-        conn.execute_batch(&format!("RELEASE turnstile_{n}"))
-            .map_err(Into::into)
+    fn release_savepoint(&self, conn: &mut Connection, _n: usize) -> Result<(), BoxError> {
+        run_cached(conn, RELEASE).map_err(Into::into)
     }
 
-    fn rollback_to_savepoint(&self, conn: &mut Connection, n: usize) -> Result<(), BoxError> {
-        conn.execute_batch(&format!("ROLLBACK TO turnstile_{n}; RELEASE turnstile_{n}"))
-            .map_err(Into::into)
+    fn rollback_to_savepoint(&self, conn: &mut Connection, _n: usize) -> Result<(), BoxError> {
+        run_cached(conn, ROLLBACK_TO)?;
+        run_cached(conn, RELEASE).map_err(Into::into)
     }
 
     fn is_busy(&self, error: &(dyn Any + Send + Sync)) -> bool {
@@ -389,6 +421,62 @@ mod tests {
         db.rollback(&mut conn).unwrap();
         db.begin(&mut conn, &[claim(6)]).unwrap();
         db.commit(&mut conn).unwrap();
+    }
+
+    #[test]
+    fn savepoints_undo_only_their_own_op() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Sqlite::new(dir.path().join("s.db")).synchronous(Synchronous::Normal);
+        let mut conn = db.connect().unwrap();
+        conn.execute_batch("CREATE TABLE t (v INTEGER)").unwrap();
+        db.begin(&mut conn, &[]).unwrap();
+        // More savepoints than the statement cache holds entries.
+        for n in 0..40_i64 {
+            let at = usize::try_from(n).unwrap();
+            db.savepoint(&mut conn, at).unwrap();
+            conn.execute("INSERT INTO t VALUES (?1)", [n]).unwrap();
+            if n % 3 == 0 {
+                db.rollback_to_savepoint(&mut conn, at).unwrap();
+            } else {
+                db.release_savepoint(&mut conn, at).unwrap();
+            }
+            assert!(
+                db.in_transaction(&conn),
+                "savepoint {n} ended the transaction"
+            );
+        }
+        db.commit(&mut conn).unwrap();
+        let kept: i64 = conn
+            .query_row("SELECT count(*) FROM t WHERE v % 3 != 0", [], |r| r.get(0))
+            .unwrap();
+        let undone: i64 = conn
+            .query_row("SELECT count(*) FROM t WHERE v % 3 = 0", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!((kept, undone), (26, 0));
+    }
+
+    #[test]
+    fn a_fence_table_dropped_under_the_cache_is_created_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Sqlite::new(dir.path().join("d.db")).synchronous(Synchronous::Normal);
+        let mut conn = db.connect().unwrap();
+        let claim = |f| FenceClaim {
+            backend: "test",
+            name: b"k",
+            fence: Fence(f),
+        };
+        // Created inside a transaction that rolls back: gone again, and created anew.
+        db.begin(&mut conn, &[claim(7)]).unwrap();
+        db.rollback(&mut conn).unwrap();
+        db.begin(&mut conn, &[claim(3)]).unwrap();
+        db.commit(&mut conn).unwrap();
+        conn.execute_batch("DROP TABLE turnstile_fences").unwrap();
+        db.begin(&mut conn, &[claim(1)]).unwrap();
+        db.commit(&mut conn).unwrap();
+        match db.begin(&mut conn, &[claim(0)]) {
+            Err(TransactError::StaleFence { highest, .. }) => assert_eq!(highest, Fence(1)),
+            other => panic!("expected a stale fence, got {other:?}"),
+        }
     }
 
     #[test]
