@@ -18,46 +18,19 @@ use std::time::{Duration, Instant};
 use turnstile::lock::FileLock;
 use turnstile::queue::Queue;
 use turnstile::spec::{Registry, Setup};
-use turnstile::sqlite::{Sqlite, Synchronous, rusqlite};
+use turnstile::sqlite::{Sqlite, rusqlite};
 use turnstile::{BoxSerializer, Error, HolderDeath, Key, Lock, Scope, Serializer, TxMode, Wait};
 
 /// Generous bound for "doesn't hang" checks.
 #[path = "support/children.rs"]
 mod children;
-use children::{Children, child, child_role};
+use children::{
+    Children, child, child_role, db_at, env_path, env_text, env_u32, touch, wait_until,
+};
 
 const PATIENCE: Duration = Duration::from_secs(120);
 
 // ---------------------------------------------------------------- child processes
-
-fn env_text(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("{name} not set"))
-}
-
-fn env_path(name: &str) -> PathBuf {
-    PathBuf::from(env_text(name))
-}
-
-fn env_u32(name: &str) -> u32 {
-    env_text(name).parse().unwrap()
-}
-
-/// Waits (bounded) until `done` holds.
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let give_up = Instant::now() + PATIENCE;
-    while !done() {
-        assert!(Instant::now() < give_up, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
-fn touch(path: &Path) {
-    std::fs::File::create(path).unwrap();
-}
-
-fn db_at(path: &Path) -> Sqlite {
-    Sqlite::new(path).synchronous(Synchronous::Normal)
-}
 
 /// The strategy `spec` over the database at `path`, as every process opens it.
 fn open(spec: &str, path: &Path, mode: TxMode) -> BoxSerializer<rusqlite::Connection> {

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use turnstile::lock::{FileLock, FileLockError};
 use turnstile::spec::{Registry, Setup};
+use turnstile::sqlite::Sqlite;
 use turnstile::sqlite::rusqlite;
-use turnstile::sqlite::{Sqlite, Synchronous};
 use turnstile::{
     Error, HolderDeath, Key, KeyError, KeyScope, Lock, LockName, Locked, MAX_TIMEOUT, Scope,
     Serializer, TxMode, Wait,
@@ -24,39 +24,11 @@ use turnstile::{
 /// Generous bound for "doesn't hang" checks.
 #[path = "support/children.rs"]
 mod children;
-use children::{Children, child, child_role};
+use children::{Children, child, child_role, db_at, env_path, env_u32, touch, wait_until};
 
 const PATIENCE: Duration = Duration::from_secs(120);
 
 // ---------------------------------------------------------------- child processes
-
-fn env_path(name: &str) -> PathBuf {
-    PathBuf::from(std::env::var_os(name).unwrap_or_else(|| panic!("{name} not set")))
-}
-
-fn env_u32(name: &str) -> u32 {
-    std::env::var(name)
-        .unwrap_or_else(|_| panic!("{name} not set"))
-        .parse()
-        .unwrap()
-}
-
-/// Waits (bounded) until `done` holds.
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let give_up = Instant::now() + PATIENCE;
-    while !done() {
-        assert!(Instant::now() < give_up, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
-fn touch(path: &Path) {
-    std::fs::File::create(path).unwrap();
-}
-
-fn db_at(path: &Path) -> Sqlite {
-    Sqlite::new(path).synchronous(Synchronous::Normal)
-}
 
 // ---------------------------------------------------------------- counter
 

@@ -11,19 +11,14 @@ use std::time::{Duration, Instant};
 use turnstile::retry::{Retry, RetryEvent, RetryReason};
 use turnstile::spec::{Registry, Setup};
 use turnstile::sqlite::rusqlite::{self, Connection, ErrorCode};
-use turnstile::sqlite::{Sqlite, Synchronous};
 use turnstile::{Error, HolderDeath, Key, Scope, Serializer, Wait};
 
 /// Generous bound for "doesn't hang" checks.
 #[path = "support/children.rs"]
 mod children;
-use children::{CHILD, Children, child};
+use children::{CHILD, Children, child, db_at};
 
 const PATIENCE: Duration = Duration::from_secs(120);
-
-fn db_at(path: &Path) -> Sqlite {
-    Sqlite::new(path).synchronous(Synchronous::Normal)
-}
 
 /// A database with `counter (v)` at 0 and `uniq (k UNIQUE)` holding 1.
 fn fresh_db(dir: &Path) -> PathBuf {

@@ -2,8 +2,11 @@
 //! test alone, and an environment variable tells that test which role it plays.
 #![allow(dead_code)] // Each test binary uses its own part of this.
 
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
+
+use turnstile::sqlite::{Sqlite, Synchronous};
 
 /// The variable naming a child's role; absent in the parent.
 pub(crate) const CHILD: &str = "TURNSTILE_TEST_CHILD";
@@ -64,4 +67,38 @@ impl Drop for Children {
             }
         }
     }
+}
+
+/// A variable the parent set for its children, as text.
+pub(crate) fn env_text(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} not set"))
+}
+
+/// A variable the parent set for its children, as a path.
+pub(crate) fn env_path(name: &str) -> PathBuf {
+    PathBuf::from(env_text(name))
+}
+
+/// A variable the parent set for its children, as a number.
+pub(crate) fn env_u32(name: &str) -> u32 {
+    env_text(name).parse().unwrap()
+}
+
+/// Waits (bounded by [`CHILD_PATIENCE`]) until `done` holds.
+pub(crate) fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let give_up = Instant::now() + CHILD_PATIENCE;
+    while !done() {
+        assert!(Instant::now() < give_up, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Creates an empty file: a signal between processes.
+pub(crate) fn touch(path: &Path) {
+    std::fs::File::create(path).unwrap();
+}
+
+/// The test database at `path`, as every process opens it.
+pub(crate) fn db_at(path: &Path) -> Sqlite {
+    Sqlite::new(path).synchronous(Synchronous::Normal)
 }
