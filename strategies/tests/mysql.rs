@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use mysql::prelude::Queryable;
-use turnstile::lock::{MutexLock, MySqlLock, mysql_server_lock_name};
+use turnstile::lock::{GetLockNull, MutexLock, MySqlLock, mysql_server_lock_name};
 use turnstile::resource::{EndedByOp, MySql};
 use turnstile::spec::{Registry, Setup};
 use turnstile::sqlite::{Sqlite, Synchronous, rusqlite};
@@ -282,6 +282,68 @@ fn lock_excludes_times_out_and_fences_rise() {
     drop(lock.acquire(&n, Some(Instant::now())).unwrap());
 }
 
+/// `GET_LOCK` answers NULL when its wait is killed (`KILL QUERY` from another session):
+/// the waiter's acquire ends with the typed backend error — not a grant, not a timeout,
+/// not another wait — and the lock keeps working.
+#[test]
+fn a_killed_get_lock_wait_is_a_typed_backend_error() {
+    let lock = lock();
+    let n = name(&unique("null"));
+    let server_name = mysql_server_lock_name(&n);
+    // The waiter's lock has one idle connection, whose session id we learn from a lease:
+    // its next acquire waits on that session (the processlist shows only
+    // `SELECT GET_LOCK(?, ?)`, not the name).
+    let waiting = MySqlLock::new(&url()).unwrap();
+    let probe = waiting.acquire(&name(&unique("probe")), None).unwrap();
+    let waiter_id = probe.connection_id().unwrap();
+    probe.release().unwrap();
+    let held = lock.acquire(&n, None).unwrap();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let n2 = n.clone();
+    // A deadline far beyond the test's patience: ending in time cannot be a timeout.
+    let waiter = std::thread::spawn(move || {
+        let result = waiting.acquire(&n2, Some(Instant::now() + Duration::from_secs(600)));
+        done_tx.send(()).unwrap();
+        result.map(|lease| lease.fence())
+    });
+    let mut admin = admin();
+    let patience = Instant::now() + Duration::from_secs(20);
+    loop {
+        let state: Option<Option<String>> = admin
+            .exec_first(
+                "SELECT STATE FROM information_schema.PROCESSLIST WHERE ID = ?",
+                (waiter_id,),
+            )
+            .unwrap();
+        if state.flatten().as_deref() == Some("User lock") {
+            break;
+        }
+        assert!(
+            Instant::now() < patience,
+            "session {waiter_id} never waited in GET_LOCK"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    admin.exec_drop("KILL QUERY ?", (waiter_id,)).unwrap();
+    done_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the killed waiter's acquire returned");
+    let err = waiter.join().unwrap().unwrap_err();
+    let source = match &err {
+        Error::Unavailable(e) => e,
+        other => panic!("expected a backend error, got {other:?}"),
+    };
+    let null = source.downcast_ref::<GetLockNull>();
+    assert_eq!(null.map(|n| &n.name), Some(&server_name), "{err}");
+    // The holder was never disturbed; after it, the name is granted as usual.
+    held.check().unwrap();
+    let first = held.fence();
+    held.release().unwrap();
+    let again = lock.acquire(&n, Some(Instant::now())).unwrap();
+    assert!(again.fence() > first);
+    drop(again);
+}
+
 #[test]
 fn a_waiter_gets_the_lock_when_the_holder_releases() {
     let lock = lock();
@@ -435,8 +497,7 @@ fn killing_the_holders_session_loses_the_lease_and_rolls_back() {
         .exec_first("SELECT IS_USED_LOCK(?)", (&server_name,))
         .unwrap();
     let id = id.flatten().expect("the holder's session holds the lock");
-    // A number the server gave us, not user text.
-    admin.query_drop(format!("KILL CONNECTION {id}")).unwrap();
+    admin.exec_drop("KILL CONNECTION ?", (id,)).unwrap();
     let (s, k) = (strategy.clone(), key.clone());
     let waiter = std::thread::spawn(move || {
         s.run_timeout(&k, Duration::from_secs(20), |conn| {
