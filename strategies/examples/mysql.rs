@@ -38,7 +38,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // ANCHOR: schema
     // DDL commits implicitly in MySQL, so it cannot run inside the strategy's transaction
-    // (an op that tried would fail with `EndedByOp`): set the schema up beforehand.
+    // (an op that tried would fail with `Error::TransactionEnded`): set the schema up beforehand.
     let mut admin = MySql::new(&url)?
         .connect()
         .map_err(|e| e as Box<dyn std::error::Error>)?;

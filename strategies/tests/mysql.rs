@@ -5,36 +5,25 @@
 
 use std::io::Write;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use mysql::prelude::Queryable;
 use turnstile::lock::{GetLockNull, MutexLock, MySqlLock, mysql_server_lock_name};
-use turnstile::resource::{EndedByOp, MySql};
+use turnstile::resource::MySql;
 use turnstile::spec::{Registry, Setup};
 use turnstile::sqlite::{Sqlite, Synchronous, rusqlite};
 use turnstile::{
-    Connect, Ctx, Error, Fence, FenceClaim, Key, KeyError, Lease, Lock, LockName, Locked,
-    Serializer, Transact, TransactError, TxMode,
+    Connect, Error, Fence, FenceClaim, Key, KeyError, Lease, Lock, LockName, Locked, Serializer,
+    Transact, TransactError, TxMode,
 };
+
+#[path = "support/servers.rs"]
+mod servers;
+use servers::{Section, increment, unique};
 
 fn url() -> String {
     std::env::var("TURNSTILE_MYSQL_URL")
         .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned())
-}
-
-/// A name no other test, process or developer sharing the server uses.
-fn unique(prefix: &str) -> String {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!(
-        "{prefix}_{}_{nanos}_{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 fn admin() -> mysql::Conn {
@@ -58,36 +47,6 @@ fn sqlite_counter(dir: &std::path::Path) -> Sqlite {
     conn.execute_batch("CREATE TABLE counter (id INTEGER PRIMARY KEY, n INTEGER); INSERT INTO counter VALUES (1, 0);")
         .unwrap();
     db
-}
-
-/// Read, pause, write: loses updates unless the lock excludes.
-/// Holders inside the section right now, per test; two at once fail the op.
-struct Section(std::sync::atomic::AtomicU32);
-
-impl Section {
-    fn new() -> Arc<Self> {
-        Arc::new(Section(std::sync::atomic::AtomicU32::new(0)))
-    }
-
-    fn enter<T>(&self, f: impl FnOnce() -> T) -> T {
-        let others = self.0.fetch_add(1, Ordering::SeqCst);
-        assert_eq!(others, 0, "two holders inside the section at once");
-        let result = f();
-        self.0.fetch_sub(1, Ordering::SeqCst);
-        result
-    }
-}
-
-/// Read, pause, write: loses updates (and overlaps) unless the lock excludes.
-fn increment(db: &mut Ctx<'_, rusqlite::Connection>, section: &Section) -> rusqlite::Result<()> {
-    section.enter(|| {
-        let n: i64 = db.query_row("SELECT n FROM counter WHERE id = 1", [], |r| r.get(0))?;
-        // Longer than a lock grant takes (the fence bump is an fsync), so that a broken
-        // lock lets the next holder in while this one is still inside.
-        std::thread::sleep(Duration::from_millis(20));
-        db.execute("UPDATE counter SET n = ?1 WHERE id = 1", [n + 1])?;
-        Ok(())
-    })
 }
 
 #[test]
@@ -220,31 +179,9 @@ fn resource_records_fences_and_refuses_stale_ones() {
 }
 
 #[test]
-fn an_op_that_commits_by_itself_is_reported() {
-    let table = unique("turnstile_ended");
-    let mut admin = admin();
-    admin
-        .query_drop(format!("CREATE TABLE {table} (v INT) ENGINE = InnoDB"))
-        .unwrap();
-    let strategy = Locked::new(MutexLock::new(), MySql::new(&url()).unwrap());
-    let t = table.clone();
-    let err = strategy
-        .run(&Key::new("x").unwrap(), move |conn| {
-            conn.query_drop(format!("INSERT INTO {t} VALUES (1)"))?;
-            conn.query_drop("COMMIT")?;
-            conn.query_drop(format!("INSERT INTO {t} VALUES (2)"))
-        })
-        .unwrap_err();
-    let source = match &err {
-        Error::Resource(e) => e,
-        other => panic!("expected a resource error, got {other:?}"),
-    };
-    assert!(source.downcast_ref::<EndedByOp>().is_some(), "{err}");
-    let rows: Vec<i64> = admin.query(format!("SELECT v FROM {table}")).unwrap();
-    admin.query_drop(format!("DROP TABLE {table}")).unwrap();
-    // The op's own COMMIT committed 1; the statement after it was autocommitted too (that
-    // is what MySQL does), but the strategy committed nothing.
-    assert!(rows.contains(&1));
+#[cfg(feature = "queue")]
+fn an_op_that_ends_the_transaction_gets_transaction_ended() {
+    servers::an_op_that_ends_the_transaction_gets_transaction_ended(MySql::new(&url()).unwrap());
 }
 
 #[test]
@@ -734,48 +671,7 @@ fn busy_errors_are_classified_and_savepoints_undo_only_their_part() {
 fn concurrent_fence_claims_cannot_interleave() {
     let db = MySql::new(&url()).unwrap();
     let backend = unique("fence-race");
-    let begin_in_thread = |fence: u64| {
-        let (db, backend) = (db.clone(), backend.clone());
-        std::thread::spawn(move || {
-            let mut conn = db.connect().unwrap();
-            let claim = FenceClaim {
-                backend: &backend,
-                name: b"k",
-                fence: Fence(fence),
-            };
-            let result = db.begin(&mut conn, &[claim]);
-            if result.is_ok() {
-                db.commit(&mut conn).unwrap();
-            }
-            result.map_err(|e| e.to_string())
-        })
-    };
-    // The newer holder claims first and keeps its transaction open; the older one's
-    // claim waits for it and then sees the newer fence.
-    let mut newer = db.connect().unwrap();
-    let claim = FenceClaim {
-        backend: &backend,
-        name: b"k",
-        fence: Fence(6),
-    };
-    db.begin(&mut newer, &[claim]).unwrap();
-    let older = begin_in_thread(5);
-    std::thread::sleep(Duration::from_millis(200));
-    db.commit(&mut newer).unwrap();
-    let err = older.join().unwrap().unwrap_err();
-    assert!(err.contains("stale"), "{err}");
-    // The other way round: the newer one waits, then wins.
-    let mut older = db.connect().unwrap();
-    let claim = FenceClaim {
-        backend: &backend,
-        name: b"k",
-        fence: Fence(6),
-    };
-    db.begin(&mut older, &[claim]).unwrap();
-    let newer = begin_in_thread(7);
-    std::thread::sleep(Duration::from_millis(200));
-    db.commit(&mut older).unwrap();
-    newer.join().unwrap().unwrap();
+    servers::concurrent_fence_claims_cannot_interleave(&db, &backend);
     db.connect()
         .unwrap()
         .exec_drop(
