@@ -247,7 +247,8 @@
 //!
 //! [`Capabilities`] are the lock's scope, fencing, lease expiry and holder death, with
 //! [`Capabilities::reruns_op`] as the queue's. The spec registry knows
-//! `queue+file-lock[:DIR]`, `queue+redis://…` and `queue+redlock://…`.
+//! `queue+file-lock[:DIR]`, `queue+redis://…`, `queue+redlock://…`, `queue+mysql://…` and
+//! `queue+postgres://…` (the last two also over MySQL and PostgreSQL data).
 //!
 //! [`FileLock`]: crate::lock::FileLock
 //!

@@ -13,8 +13,8 @@ use turnstile::resource::MySql;
 use turnstile::spec::{Registry, Setup};
 use turnstile::sqlite::{Sqlite, Synchronous, rusqlite};
 use turnstile::{
-    Connect, Error, Fence, FenceClaim, Key, KeyError, Lease, Lock, LockName, Locked, Serializer,
-    Transact, TransactError, TxMode,
+    Connect, Error, Fence, FenceClaim, Key, KeyError, Lease, Lock, LockName, Locked, Scope,
+    Serializer, Transact, TransactError, TxMode, Wait,
 };
 
 #[path = "support/servers.rs"]
@@ -81,8 +81,10 @@ fn counter_through_the_lock_on_autocommit_sqlite_is_exact() {
     assert_eq!(n, 40);
 }
 
-#[test]
-fn counter_on_the_mysql_resource_is_exact_and_fenced() {
+/// 8 threads × 12 read-pause-write increments of a counter in MySQL through `spec`, opened
+/// from the registry over the MySQL resource as the harness builds it: the final count,
+/// and the fence each op saw, in the order the ops ran.
+fn counter_through(spec: &str) -> (Option<i64>, Vec<Fence>) {
     let table = unique("turnstile_counter");
     let mut admin = admin();
     admin
@@ -93,10 +95,10 @@ fn counter_on_the_mysql_resource_is_exact_and_fenced() {
     admin
         .query_drop(format!("INSERT INTO {table} VALUES (1, 0)"))
         .unwrap();
-    // Through the registry over the MySQL resource, as the harness builds it.
     let setup = Setup::new(MySql::new(&url()).unwrap());
-    let strategy = Arc::new(Registry::builtin_mysql().open(&url(), &setup).unwrap());
-    assert!(strategy.capabilities().fences);
+    let strategy = Arc::new(Registry::builtin_mysql().open(spec, &setup).unwrap());
+    let caps = strategy.capabilities();
+    assert!(caps.fences && caps.scope == Scope::Hosts, "{caps:?}");
     let key = Key::new(table.clone()).unwrap();
     let fences = Arc::new(std::sync::Mutex::new(Vec::new()));
     let section = Section::new();
@@ -112,7 +114,7 @@ fn counter_on_the_mysql_resource_is_exact_and_fenced() {
             std::thread::spawn(move || {
                 for _ in 0..12 {
                     let (table, fences, section) = (table.clone(), fences.clone(), section.clone());
-                    s.run(&key, move |conn| {
+                    s.run_as(std::slice::from_ref(&key), Wait::Default, move |conn| {
                         section.enter(|| {
                             let n: Option<i64> =
                                 conn.query_first(format!("SELECT n FROM {table} WHERE id = 1"))?;
@@ -137,13 +139,24 @@ fn counter_on_the_mysql_resource_is_exact_and_fenced() {
         .query_first(format!("SELECT n FROM {table} WHERE id = 1"))
         .unwrap();
     admin.query_drop(format!("DROP TABLE {table}")).unwrap();
+    let fences = fences.lock().unwrap().clone();
+    (n, fences)
+}
+
+#[test]
+fn counter_on_the_mysql_resource_is_exact_and_fenced() {
+    let (n, fences) = counter_through(&url());
     assert_eq!(n, Some(96));
-    // Every grant got its own, rising token.
-    let mut fences = fences.lock().unwrap().clone();
-    let len = fences.len();
-    fences.sort();
-    fences.dedup();
-    assert_eq!(fences.len(), len);
+    // Every grant got its own token, rising.
+    assert!(fences.windows(2).all(|w| w[0] < w[1]), "{fences:?}");
+}
+
+#[test]
+fn counter_through_a_queue_over_the_mysql_lock_is_exact_and_fenced_per_batch() {
+    let (n, fences) = counter_through(&format!("queue+{}", url()));
+    assert_eq!(n, Some(96));
+    // The ops of one batch share its lease's token; later batches have higher ones.
+    assert!(fences.windows(2).all(|w| w[0] <= w[1]), "{fences:?}");
 }
 
 #[test]

@@ -12,8 +12,8 @@ use turnstile::resource::Postgres;
 use turnstile::spec::{Registry, Setup};
 use turnstile::sqlite::{Sqlite, Synchronous, rusqlite};
 use turnstile::{
-    Connect, Error, Fence, FenceClaim, Key, Lease, Lock, LockName, Locked, Serializer, Transact,
-    TransactError, TxMode, Wait,
+    Connect, Error, Fence, FenceClaim, Key, Lease, Lock, LockName, Locked, Scope, Serializer,
+    Transact, TransactError, TxMode, Wait,
 };
 
 #[path = "support/servers.rs"]
@@ -155,6 +155,26 @@ fn counter_on_the_postgres_resource_is_exact_with_transaction_locks() {
         Registry::builtin_postgres()
             .open("pg-xact", &setup)
             .unwrap(),
+    );
+    assert_eq!(
+        hammer(strategy, Key::new(table.clone()).unwrap(), table),
+        96
+    );
+}
+
+#[test]
+fn counter_through_a_queue_over_the_postgres_lock_is_exact() {
+    let table = counter_table(&mut admin());
+    let setup = Setup::new(Postgres::new(&url()).unwrap());
+    let registry = Registry::builtin_postgres();
+    for scheme in ["queue+postgres", "queue+postgresql"] {
+        assert!(registry.contains(scheme), "{scheme}");
+    }
+    let strategy = Arc::new(registry.open(&format!("queue+{}", url()), &setup).unwrap());
+    let caps = strategy.capabilities();
+    assert!(
+        caps.fences && caps.reruns_op && caps.scope == Scope::Hosts,
+        "{caps:?}"
     );
     assert_eq!(
         hammer(strategy, Key::new(table.clone()).unwrap(), table),
