@@ -75,10 +75,12 @@ struct CompareArgs {
     /// Don't start a private redis-server.
     #[arg(long)]
     no_redis: bool,
-    /// Include this MySQL/MariaDB server's GET_LOCK (mysql://user:pass@host:port/db).
+    /// Include this MySQL/MariaDB server's GET_LOCK (mysql://user:pass@host:port/db), and
+    /// the queue over it (queue+mysql://…).
     #[arg(long)]
     mysql: Option<String>,
-    /// Include this PostgreSQL server's advisory locks (postgres://user@host:port/db).
+    /// Include this PostgreSQL server's advisory locks (postgres://user@host:port/db), and
+    /// the queue over them (queue+postgres://…).
     #[arg(long)]
     postgres: Option<String>,
     /// Write the JSON report here.

@@ -64,9 +64,9 @@ pub struct CompareConfig {
     /// A Redis server to include (`redis://…`); `None`: start a private `redis-server` if
     /// one is on `PATH`.
     pub redis: Option<String>,
-    /// A MySQL/MariaDB server to include (`mysql://…`).
+    /// A MySQL/MariaDB server to include (`mysql://…`, and `queue+mysql://…` after it).
     pub mysql: Option<String>,
-    /// A PostgreSQL server to include (`postgres://…`).
+    /// A PostgreSQL server to include (`postgres://…`, and `queue+postgres://…` after it).
     pub postgres: Option<String>,
     /// Don't start a private Redis even if `redis-server` is on `PATH`.
     pub no_private_redis: bool,
