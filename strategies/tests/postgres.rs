@@ -217,6 +217,14 @@ fn resource_records_fences_and_refuses_stale_ones() {
 #[cfg(feature = "queue")]
 fn an_op_that_ends_the_transaction_gets_transaction_ended() {
     servers::an_op_that_ends_the_transaction_gets_transaction_ended(Postgres::new(&url()).unwrap());
+    // And through `pg-xact`, whose lock the op's COMMIT released with the transaction.
+    let xact = PgXactLocked::new(Postgres::new(&url()).unwrap());
+    let err = xact
+        .run(&Key::new(unique("ended")).unwrap(), |db| {
+            db.batch_execute("SELECT 1; COMMIT")
+        })
+        .unwrap_err();
+    assert!(matches!(err, Error::TransactionEnded), "{err:?}");
 }
 
 #[test]
