@@ -69,7 +69,8 @@ struct CompareArgs {
     /// The workload: counter, bank, notify_once, kv, file_store.
     #[arg(long, default_value = "counter")]
     workload: Workload,
-    /// Include this Redis (default: start a private redis-server found on PATH).
+    /// Include this Redis: redis://…, or rediss://…[?tls_ca=FILE] over TLS (default: start
+    /// a private redis-server found on PATH).
     #[arg(long)]
     redis: Option<String>,
     /// Don't start a private redis-server.

@@ -1,11 +1,18 @@
 //! `RedisLock` and `RedlockLock` against real, private `redis-server` processes: exclusion
 //! across threads and processes, a server killed and restarted, a holder paused past its
 //! TTL (in-process and a `SIGSTOP`ped child process), Redlock with dead servers, and bad
-//! input. Run with `cargo test -p turnstile --features redis --test redis`.
+//! input; with the feature `redis-tls`, the locks over TLS (`redis/tls.rs`). Run with
+//! `cargo test -p turnstile --features redis,redis-tls --test redis`.
 #![cfg(all(feature = "redis", feature = "sqlite"))]
 
 #[path = "support/redis_server.rs"]
 mod redis_server;
+#[cfg(feature = "redis-tls")]
+#[path = "support/test_pki.rs"]
+mod test_pki;
+#[cfg(feature = "redis-tls")]
+#[path = "redis/tls.rs"]
+mod tls;
 
 use std::path::Path;
 use std::process::{Child, Command};
@@ -543,7 +550,8 @@ fn bad_input_gives_typed_errors() {
         "redis://127.0.0.1:notaport",
         "redis://",
         "memcached://127.0.0.1:1",
-        // No TLS support compiled in.
+        // No TLS support compiled in (with it, `tls::bad_tls_files_and_parameters_are_config_errors`).
+        #[cfg(not(feature = "redis-tls"))]
         "rediss://127.0.0.1:1",
         "redlock://",
         "redlock://127.0.0.1:1,,127.0.0.1:2",

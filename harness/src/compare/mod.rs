@@ -61,8 +61,8 @@ pub struct CompareConfig {
     pub ops: Option<usize>,
     /// A short run: fewer ops and no process runs.
     pub quick: bool,
-    /// A Redis server to include (`redis://…`); `None`: start a private `redis-server` if
-    /// one is on `PATH`.
+    /// A Redis server to include (`redis://…`, or `rediss://…` with the feature
+    /// `redis-tls`); `None`: start a private `redis-server` if one is on `PATH`.
     pub redis: Option<String>,
     /// A MySQL/MariaDB server to include (`mysql://…`).
     pub mysql: Option<String>,

@@ -84,9 +84,9 @@ pub(super) fn copy_error(e: &StrategyError) -> StrategyError {
 
 /// Registers the queue-in-front-of-a-lock strategies that are compiled in:
 /// `queue+file-lock[:DIR]`, `queue+redis://…` (and `queue+rediss://…`,
-/// `queue+redis+unix://…`), `queue+redlock://h1:p1,h2:p2,…`. Each takes what the plain lock
-/// spec after `queue+` takes; servers are pinged at once, so a wrong address shows as
-/// [`Error::Unavailable`] when the spec is opened.
+/// `queue+redis+unix://…`), `queue+redlock://h1:p1,h2:p2,…` (and `queue+redlocks://…`).
+/// Each takes what the plain lock spec after `queue+` takes; servers are pinged at once,
+/// so a wrong address shows as [`Error::Unavailable`] when the spec is opened.
 #[cfg(feature = "sqlite")]
 #[cfg_attr(
     not(any(feature = "file-lock", feature = "redis")),
@@ -155,14 +155,16 @@ pub(crate) fn register(registry: &mut crate::spec::Registry<crate::sqlite::Sqlit
                 single,
             );
         }
-        registry.register(
-            "queue+redlock",
-            "a queue per process whose worker takes a Redlock quorum once per batch; no fencing (hosts)",
-            |spec, setup| {
-                let lock = crate::lock::RedlockLock::builder_from_url(url(spec)?)?.build()?;
-                lock.ping_all()?;
-                finish(lock, setup)
-            },
-        );
+        for scheme in ["queue+redlock", "queue+redlocks"] {
+            registry.register(
+                scheme,
+                "a queue per process whose worker takes a Redlock quorum once per batch; no fencing (hosts)",
+                |spec, setup| {
+                    let lock = crate::lock::RedlockLock::builder_from_url(url(spec)?)?.build()?;
+                    lock.ping_all()?;
+                    finish(lock, setup)
+                },
+            );
+        }
     }
 }

@@ -44,6 +44,32 @@
 //! the lease TTL ([`TTL_QUERY_PARAM`]); a short TTL makes a dead holder's lease expire
 //! sooner, at the price of more renewals.
 //!
+//! ## TLS
+//! With the feature `redis-tls`, `rediss://host:port/db` reaches the server over TLS
+//! (rustls with the *ring* provider: no OpenSSL needed), and
+//! `redlocks://h1:p1,h2:p2,h3:p3` reaches every Redlock server so. The server's
+//! certificate must be valid for the host in the URL and signed by a CA in the system's
+//! trusted roots or, with [`TLS_CA_PARAM`] (`?tls_ca=/etc/redis/ca.pem`), by one in that
+//! PEM file instead: a deployment's private CA. [`TLS_CERT_PARAM`] and [`TLS_KEY_PARAM`]
+//! (`&tls_cert=client.pem&tls_key=client.key`) present a client certificate, for a
+//! server that requires one (mutual TLS). Paths are percent-decoded (`%20` for a space).
+//! These parameters apply only to `rediss://` and `redlocks://` URLs; the files are read
+//! and checked by `build`, so a missing, unreadable or invalid file, a certificate without
+//! its key or a key that does not match it is an [`Error::Config`] at once. A URL asking
+//! for no verification (`#insecure`) is refused.
+//!
+//! What only a connection can tell — a certificate from another CA or for another name, a
+//! server that wants a client certificate we lack, a port that does not speak TLS (or a
+//! `redis://` client on a TLS port) — gives [`Error::Unavailable`], as a refused
+//! connection does, within the caller's deadline; its text says why (`invalid peer
+//! certificate: UnknownIssuer`). It is not [`Error::Config`] because the cause may be the
+//! server's (a rotated or expired certificate) and because it shows only on connecting.
+//!
+//! Each new connection costs a TLS handshake, within the connect timeout (connections are
+//! pooled, so that is once per connection, not per op). If the process has no default rustls crypto provider, the
+//! first TLS lock built installs *ring* as that default. Without the feature, `rediss://`
+//! and `redlocks://` are an [`Error::Config`] that names it.
+//!
 //! ## Waiting
 //! A caller that finds the name held joins an in-process FIFO queue for it; only the head
 //! of the queue talks to Redis. One subscriber connection per process and server (lock
@@ -79,6 +105,7 @@
 
 mod node;
 mod redlock;
+mod tls;
 mod waiters;
 mod watchdog;
 
@@ -99,6 +126,7 @@ use watchdog::{LeaseState, Renewal, Watchdog};
 pub use redlock::{
     REDLOCK_RETRY_MAX, REDLOCK_RETRY_MIN, RedlockBuilder, RedlockLease, RedlockLock,
 };
+pub use tls::{TLS_CA_PARAM, TLS_CERT_PARAM, TLS_KEY_PARAM};
 
 /// The default lease time to live: 8 s (redsync's default expiry).
 pub const DEFAULT_TTL: Duration = Duration::from_secs(8);
@@ -123,20 +151,41 @@ pub const MIN_TTL: Duration = Duration::from_millis(10);
 /// before the URL reaches the Redis client.
 pub const TTL_QUERY_PARAM: &str = "ttl_ms";
 
-/// Removes [`TTL_QUERY_PARAM`] from `url`'s query, answering the URL without it and the
-/// TTL it set. Other parameters (`redis+unix://…?db=N&pass=…`) stay, in order.
-fn take_ttl_ms(url: &str) -> Result<(String, Option<Duration>), StrategyError> {
-    let Some((base, query)) = url.split_once('?') else {
-        return Ok((url.to_owned(), None));
+/// Removes the query parameters whose names `take` accepts from `url`, answering the URL
+/// without them and the `(name, value)` pairs taken, in order. Other parameters
+/// (`redis+unix://…?db=N&pass=…`) and a `#fragment` stay as they were.
+fn take_params(url: &str, take: impl Fn(&str) -> bool) -> (String, Vec<(&str, &str)>) {
+    let (head, fragment) = match url.find('#') {
+        Some(i) => url.split_at(i),
+        None => (url, ""),
     };
-    let mut ttl = None;
+    let Some((base, query)) = head.split_once('?') else {
+        return (url.to_owned(), Vec::new());
+    };
+    let mut taken = Vec::new();
     let mut kept = Vec::new();
     for pair in query.split('&') {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        if name != TTL_QUERY_PARAM {
+        if take(name) {
+            taken.push((name, value));
+        } else {
             kept.push(pair);
-            continue;
         }
+    }
+    let url = if kept.is_empty() {
+        format!("{base}{fragment}")
+    } else {
+        format!("{base}?{}{fragment}", kept.join("&"))
+    };
+    (url, taken)
+}
+
+/// Removes [`TTL_QUERY_PARAM`] from `url`'s query, answering the URL without it and the
+/// TTL it set.
+fn take_ttl_ms(url: &str) -> Result<(String, Option<Duration>), StrategyError> {
+    let (rest, taken) = take_params(url, |name| name == TTL_QUERY_PARAM);
+    let mut ttl = None;
+    for (_, value) in taken {
         let bad = |why: &str| {
             Err(Error::Config(format!(
                 "{TTL_QUERY_PARAM}={value:?} in {:?} {why}",
@@ -152,12 +201,7 @@ fn take_ttl_ms(url: &str) -> Result<(String, Option<Duration>), StrategyError> {
             Err(_) => return bad("is not a whole number of milliseconds"),
         }
     }
-    let url = if kept.is_empty() {
-        base.to_owned()
-    } else {
-        format!("{base}?{}", kept.join("&"))
-    };
-    Ok((url, ttl))
+    Ok((rest, ttl))
 }
 
 /// The clock-drift allowance subtracted from a lease's validity: 1 % of the TTL plus
@@ -351,7 +395,8 @@ impl RedisLockBuilder {
     ///
     /// # Errors
     /// [`Error::Config`] for an unparseable URL, an unknown scheme, `rediss://` without
-    /// TLS support, or a bad setting (a TTL below [`MIN_TTL`], a renewal period not
+    /// the feature `redis-tls`, a TLS file that is missing, unreadable or invalid (see
+    /// [TLS](self#tls)), or a bad setting (a TTL below [`MIN_TTL`], a renewal period not
     /// shorter than the TTL, a zero timeout or poll interval, a prefix with braces).
     pub fn build(self) -> Result<RedisLock, StrategyError> {
         self.settings.check()?;
@@ -440,8 +485,9 @@ impl fmt::Debug for RedisLock {
 
 impl RedisLock {
     /// A builder for a lock on the server at `url`
-    /// (`redis://[user:password@]host[:port][/db]`, `rediss://…`, or
-    /// `redis+unix:///path?db=N&pass=…`).
+    /// (`redis://[user:password@]host[:port][/db]`, `redis+unix:///path?db=N&pass=…`, or
+    /// with the feature `redis-tls`, `rediss://…[?tls_ca=FILE][&tls_cert=FILE&tls_key=FILE]`:
+    /// see [TLS](self#tls)).
     pub fn builder(url: impl Into<String>) -> RedisLockBuilder {
         RedisLockBuilder {
             url: url.into(),
@@ -669,8 +715,8 @@ impl Drop for RedisLease {
     }
 }
 
-/// Registers `redis://…`, `rediss://…` (and `redis+unix://…`) and
-/// `redlock://h1:p1,h2:p2,h3:p3` in a SQLite registry (called by
+/// Registers `redis://…`, `rediss://…` (and `redis+unix://…`),
+/// `redlock://h1:p1,h2:p2,h3:p3` and `redlocks://…` in a SQLite registry (called by
 /// [`Registry::builtin`](crate::spec::Registry::builtin)). Each factory pings its
 /// server(s) so a wrong address or password shows at once, as [`Error::Unavailable`].
 #[cfg(feature = "sqlite")]
@@ -694,7 +740,7 @@ pub(crate) fn register(registry: &mut crate::spec::Registry<crate::sqlite::Sqlit
         lock.ping()?;
         finish(lock, setup)
     };
-    for scheme in ["redis", "rediss", "redis+unix"] {
+    for scheme in ["redis", "redis+unix"] {
         registry.register(
             scheme,
             "Redis lease lock with fencing tokens and a renewing watchdog (hosts); ?ttl_ms=N sets the lease TTL (default 8000)",
@@ -702,13 +748,24 @@ pub(crate) fn register(registry: &mut crate::spec::Registry<crate::sqlite::Sqlit
         );
     }
     registry.register(
+        "rediss",
+        "the redis lock over TLS (feature redis-tls); ?tls_ca=FILE trusts a private CA, ?tls_cert=FILE&tls_key=FILE for mutual TLS",
+        single,
+    );
+    let redlock = |spec: &Spec, setup: &Setup<Sqlite>| {
+        let lock = RedlockLock::builder_from_url(url(spec)?)?.build()?;
+        lock.ping_all()?;
+        finish(lock, setup)
+    };
+    registry.register(
         "redlock",
         "Redlock over N independent Redis servers, quorum N/2+1; no fencing (hosts)",
-        |spec, setup| {
-            let lock = RedlockLock::builder_from_url(url(spec)?)?.build()?;
-            lock.ping_all()?;
-            finish(lock, setup)
-        },
+        redlock,
+    );
+    registry.register(
+        "redlocks",
+        "Redlock with every server over TLS (feature redis-tls), TLS parameters as rediss://",
+        redlock,
     );
 }
 

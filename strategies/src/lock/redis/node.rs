@@ -130,11 +130,16 @@ impl fmt::Debug for Node {
 /// Parses a server URL into a client, refusing what we cannot serve with a typed error.
 ///
 /// # Errors
-/// [`Error::Config`] for an unparseable URL, an unknown scheme, or `rediss://` without TLS
-/// support compiled in.
+/// [`Error::Config`] for an unparseable URL, an unknown scheme, `rediss://` without TLS
+/// support compiled in, or bad TLS parameters (see [`super::tls`]).
 pub(super) fn parse_url(url: &str) -> Result<(Client, String), StrategyError> {
     let shown = crate::spec::redact_url(url);
     let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+    if cfg!(not(feature = "redis-tls")) && scheme.as_deref() == Some("rediss") {
+        return Err(Error::Config(format!(
+            "{shown:?} needs TLS, which this build of turnstile does not include (its feature redis-tls)"
+        )));
+    }
     match scheme.as_deref() {
         Some("redis" | "rediss" | "redis+unix" | "unix") => {}
         Some(other) => {
@@ -148,17 +153,29 @@ pub(super) fn parse_url(url: &str) -> Result<(Client, String), StrategyError> {
             )));
         }
     }
+    let (url, tls) = super::tls::TlsFiles::take(url)?;
     let info = url
+        .as_str()
         .into_connection_info()
         .map_err(|e| Error::Config(format!("cannot parse Redis URL {shown:?}: {e}")))?;
-    if !info.addr().is_supported() {
-        return Err(Error::Config(format!(
-            "{shown:?} needs TLS, which this build of turnstile does not include"
-        )));
-    }
     let display = display_of(&info);
-    let client = Client::open(info)
-        .map_err(|e| Error::Config(format!("cannot use Redis URL {shown:?}: {e}")))?;
+    let client = match info.addr() {
+        ConnectionAddr::TcpTls { insecure: true, .. } => {
+            return Err(Error::Config(format!(
+                "{shown:?} asks for TLS without verifying the server (#insecure), which turnstile does not do; name the server's CA with ?{}=FILE",
+                super::TLS_CA_PARAM
+            )));
+        }
+        #[cfg(feature = "redis-tls")]
+        ConnectionAddr::TcpTls { .. } => tls.client(info, &shown)?,
+        _ if !tls.is_empty() => {
+            return Err(Error::Config(format!(
+                "{shown:?}: TLS parameters need a rediss:// URL"
+            )));
+        }
+        _ => Client::open(info)
+            .map_err(|e| Error::Config(format!("cannot use Redis URL {shown:?}: {e}")))?,
+    };
     Ok((client, display))
 }
 
