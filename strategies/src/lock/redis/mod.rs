@@ -65,10 +65,12 @@
 //! certificate: UnknownIssuer`). It is not [`Error::Config`] because the cause may be the
 //! server's (a rotated or expired certificate) and because it shows only on connecting.
 //!
-//! Each new connection costs a TLS handshake, within the connect timeout (connections are
-//! pooled, so that is once per connection, not per op). If the process has no default rustls crypto provider, the
-//! first TLS lock built installs *ring* as that default. Without the feature, `rediss://`
-//! and `redlocks://` are an [`Error::Config`] that names it.
+//! Each new connection costs a TLS handshake, within the connect timeout, and the Redis
+//! client's loading of the system's trusted roots, which it does even with
+//! [`TLS_CA_PARAM`] (milliseconds, see the book's Redis chapter). Connections are pooled,
+//! so that is once per connection, not per op. If the process has no default rustls crypto provider, the first TLS lock built
+//! installs *ring* as that default. Without the feature, `rediss://` and `redlocks://`
+//! are an [`Error::Config`] that names it.
 //!
 //! ## Waiting
 //! A caller that finds the name held joins an in-process FIFO queue for it; only the head
