@@ -31,6 +31,8 @@
 //! two names never share a lock, and free of braces, so `{HEX}` is the Redis Cluster hash
 //! tag and both keys live in one slot. `PREFIX` is `turnstile` unless configured.
 //! Releases are published on the channel `PREFIX:released` with the lock key as payload.
+//! A refused attempt also sets `PREFIX:waiting:{HEX}` to its process's tag for two poll
+//! intervals (see *Waiting*); it expires by itself.
 //!
 //! The [backend id](Lock::backend_id), under which the resource records fences, is
 //! `redis:PREFIX/dbN`: it names the fence counters, not the address, so clients that
@@ -53,6 +55,22 @@
 //! process are served in order. A name still held at the caller's deadline gives
 //! [`Error::Timeout`]; a server that refuses the connection, times out or rejects the
 //! password gives [`Error::Unavailable`] at once.
+//!
+//! A holder that releases while a waiter of the same lock object heads the queue hands
+//! the lease on instead: one script checks that the key still holds the holder's token,
+//! gives it the successor's token with a fresh TTL, and increments the fence, so the
+//! waiter gets its lease — with a higher fence, as from any acquire — in one round trip
+//! where a release and an acquire took two. Hand-offs must not starve other processes:
+//! every refused attempt marks its process as waiting on `PREFIX:waiting:{HEX}`, and while
+//! another process's mark stands the script releases (and publishes) rather than hands
+//! on, so that process gets its chance as after any release.
+//!
+//! [`Lease::release`] waits for the server's answer and reports a lease already lost
+//! ([`Error::LeaseLost`]) or a failure ([`Error::Unavailable`]). Dropping a lease, whose
+//! outcome nobody hears ([`Locked`](crate::Locked) drops its leases after the op is
+//! settled), sends the release and returns: the server runs it when it reads it, and the
+//! reply is read by the next command on that connection; a release that turns out not to
+//! have run is redone before the next attempt.
 //!
 //! ## Timeouts
 //! Every network call has a connect timeout (default [`DEFAULT_CONNECT_TIMEOUT`]) and a
