@@ -846,3 +846,83 @@ fn measure_contended_lock() {
         latencies.last().unwrap().as_micros()
     );
 }
+
+/// Sends one command to the server at `addr` in RESP and answers its reply's first line.
+fn raw_command(addr: &str, args: &[&[u8]]) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    let mut packed = format!("*{}\r\n", args.len()).into_bytes();
+    for arg in args {
+        packed.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+        packed.extend_from_slice(arg);
+        packed.extend_from_slice(b"\r\n");
+    }
+    stream.write_all(&packed).unwrap();
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).unwrap();
+    line.trim_end().to_owned()
+}
+
+/// The Redis key of a lease on `name` under the default prefix.
+fn lock_key(name: &LockName) -> Vec<u8> {
+    let hex: String = name.bytes().iter().map(|b| format!("{b:02x}")).collect();
+    format!("turnstile:lock:{{{hex}}}").into_bytes()
+}
+
+/// A dropped lease's release is sent without waiting; when its reply says the server did
+/// not run it (here: its script cache was flushed under it), the next command on that
+/// connection runs it again, so the name is free without waiting for the TTL.
+#[test]
+fn a_dropped_lease_is_released_even_when_the_server_lost_the_script() {
+    let server = RedisServer::start();
+    let lock = RedisLock::new(&server.url()).unwrap();
+    let name = LockName::new("dropped", Key::whole());
+    let key = lock_key(&name);
+    // Dropped, with the script loaded: released.
+    drop(lock.acquire(&name, None).unwrap());
+    lock.ping().unwrap();
+    assert_eq!(raw_command(&server.addr(), &[b"EXISTS", &key]), ":0");
+    // Dropped after the server forgot every script: NOSCRIPT, then released again.
+    let lease = lock.acquire(&name, None).unwrap();
+    assert_eq!(raw_command(&server.addr(), &[b"EXISTS", &key]), ":1");
+    assert_eq!(raw_command(&server.addr(), &[b"SCRIPT", b"FLUSH"]), "+OK");
+    drop(lease);
+    lock.ping().unwrap();
+    assert_eq!(raw_command(&server.addr(), &[b"EXISTS", &key]), ":0");
+    // The name is free at once, and the fences keep rising.
+    let a = lock.acquire(&name, Some(Instant::now())).unwrap();
+    let fence = a.fence().unwrap();
+    drop(a);
+    assert!(lock.acquire(&name, None).unwrap().fence().unwrap() > fence);
+}
+
+/// Threads of one process hand the lease on to each other: every holder still gets its
+/// own, higher fence, in the order they held the lock, and never two at once.
+#[test]
+fn hand_offs_give_every_holder_a_higher_fence() {
+    let server = RedisServer::start();
+    let lock = RedisLock::new(&server.url()).unwrap();
+    let name = LockName::new("handoff", Key::whole());
+    let held: std::sync::Mutex<Vec<Fence>> = std::sync::Mutex::new(Vec::new());
+    let inside = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for _ in 0..8 {
+            s.spawn(|| {
+                for _ in 0..40 {
+                    let lease = lock.acquire(&name, None).unwrap();
+                    assert!(!inside.swap(true, Ordering::AcqRel), "two holders at once");
+                    held.lock().unwrap().push(lease.fence().unwrap());
+                    std::thread::yield_now();
+                    inside.store(false, Ordering::Release);
+                    lease.release().unwrap();
+                }
+            });
+        }
+    });
+    let held = held.into_inner().unwrap();
+    assert_eq!(held.len(), 8 * 40);
+    assert!(
+        held.windows(2).all(|w| w[0] < w[1]),
+        "fences not rising in the order of holding: {held:?}"
+    );
+}

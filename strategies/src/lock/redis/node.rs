@@ -354,17 +354,26 @@ impl Node {
 
     /// Reads the reply of a release sent earlier on `pooled`, if any (it has mostly
     /// arrived by then). A release that did not run (the server lost our script, or
-    /// answered with an error) is remembered and redone before the next attempt; a
-    /// connection whose reply did not come is not used again. Answers whether the
-    /// connection can be used.
+    /// answered with an error) is run again at once, loading the script if need be, and
+    /// remembered to be redone before the next attempt if that fails too; a connection
+    /// whose reply did not come is not used again. Answers whether the connection can be
+    /// used.
     fn settle(&self, pooled: &mut Pooled) -> bool {
         let Some((keys, token)) = pooled.pending.take() else {
             return true;
         };
         match pooled.conn.recv_response() {
             Ok(Value::ServerError(_)) => {
-                self.remember_orphan(&keys, &token);
-                true
+                let packed = self.release_command(&keys, &token);
+                match call::<i64>(&mut pooled.conn, &RELEASE, &packed) {
+                    Ok(_) => true,
+                    Err(e) => {
+                        self.remember_orphan(&keys, &token);
+                        // A server error leaves the connection in step; anything else
+                        // may not.
+                        matches!(e.kind(), ErrorKind::Server(_))
+                    }
+                }
             }
             // 1: released; 0: it was not ours any more, which a dropped lease reports
             // to nobody.
