@@ -260,6 +260,12 @@ fn compare(args: CompareArgs) -> u8 {
             floor.ops_per_sec
         ));
     }
+    for cycle in &report.lock_cycles {
+        out(&format!(
+            "lock cycle {} (acquire + release, nothing in between): {:.0} µs ({:.0} cycles/s on one thread), {:.2}× the {} floor\n",
+            cycle.lock, cycle.p50_us, cycle.ops_per_sec, cycle.floor_ratio, cycle.floor
+        ));
+    }
     for v in &comparison.violations {
         out(&format!("VIOLATION: {v}\n"));
     }

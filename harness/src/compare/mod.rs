@@ -6,7 +6,9 @@
 //! use them ([`RunConfig::transaction`]). Its acknowledged ops give the throughput and
 //! latency percentiles; its checkers give the `safe` column. Reference floors (one 1-row
 //! commit on one thread per `synchronous`, and two Redis round trips when Redis is in the
-//! run) are measured in the same run, so targets read as ratios on whatever machine this is.
+//! run) are measured in the same run, so targets read as ratios on whatever machine this is;
+//! so is the Redis lock's own cycle (acquire + release, nothing in between), against its
+//! floor.
 
 pub mod redis_server;
 pub mod report;
@@ -24,7 +26,7 @@ use crate::check::Verdict;
 use crate::run::{RunConfig, RunError, capabilities_of};
 use crate::workload::Workload;
 
-pub use report::{Floor, Machine, Record, Report, SqliteInfo};
+pub use report::{Floor, LockCycle, Machine, Record, Report, SqliteInfo};
 
 /// The embedded strategies compared by default, baselines and the `unserialized` control
 /// included.
@@ -229,12 +231,16 @@ pub fn compare(
     });
 
     let mut floors = Vec::new();
+    let mut lock_cycles = Vec::new();
     for &sync in &config.sync {
         floors.push(sqlite_commit_floor(sync)?);
     }
     if let Some(url) = &redis_url {
-        match redis_server::two_round_trips(url) {
-            Ok(floor) => floors.push(floor),
+        match redis_server::floor_and_lock_cycle(url) {
+            Ok((floor, cycle)) => {
+                floors.push(floor);
+                lock_cycles.extend(cycle);
+            }
             Err(e) => eprintln!("note: redis round-trip floor not measured: {e}"),
         }
     }
@@ -335,6 +341,7 @@ pub fn compare(
                 .collect(),
         },
         floors,
+        lock_cycles,
         results,
     };
     Ok(Comparison {

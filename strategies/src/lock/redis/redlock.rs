@@ -284,7 +284,7 @@ impl Lock for RedlockLock {
             let mut answered = 0;
             let mut last_error = None;
             for n in inner.nodes.iter() {
-                match n.try_acquire(&keys, &token, ttl, false, None) {
+                match n.try_acquire(&keys, &token, ttl, false, None, None) {
                     Ok(Attempt::Acquired(_)) => {
                         won += 1;
                         answered += 1;
@@ -350,6 +350,7 @@ impl RedlockLease {
         if !self.state.mark_released() {
             return Ok(());
         }
+        self.lock.inner.watchdog.unwatch(&self.state);
         let released = self.lock.release_all(&self.state.keys, &self.state.token);
         if released >= self.lock.inner.quorum {
             Ok(())
