@@ -132,6 +132,28 @@ impl Comparison {
     }
 }
 
+/// The strategies compared when none are named: [`DEFAULT_STRATEGIES`], then the
+/// `servers`' locks (their URLs as specs), each followed by its `queue+` composition when
+/// `registry` knows one (`queue+file-lock` after `file-lock`, `queue+mysql://…` after
+/// `mysql://…`, …), so every composition sits next to its plain lock.
+pub fn default_strategies<'a>(
+    servers: impl IntoIterator<Item = &'a str>,
+    registry: &Registry<Sqlite>,
+) -> Vec<String> {
+    let known =
+        |spec: &str| turnstile::spec::Spec::parse(spec).is_ok_and(|s| registry.contains(s.name()));
+    let plain = DEFAULT_STRATEGIES.iter().copied().chain(servers);
+    let mut list = Vec::new();
+    for spec in plain {
+        list.push(spec.to_owned());
+        let composed = format!("queue+{spec}");
+        if known(&composed) {
+            list.push(composed);
+        }
+    }
+    list
+}
+
 /// Runs the comparison.
 ///
 /// # Errors
@@ -147,34 +169,26 @@ pub fn compare(
     }
     let mut private_redis = None;
     let mut redis_url = config.redis.clone();
-    let mut strategies: Vec<String> = match &config.strategies {
+    let strategies: Vec<String> = match &config.strategies {
         Some(list) => list.clone(),
-        None => DEFAULT_STRATEGIES.iter().map(|s| (*s).to_owned()).collect(),
-    };
-    if config.strategies.is_none() {
-        if redis_url.is_none() && !config.no_private_redis && registry.contains("redis") {
-            match redis_server::PrivateRedis::start() {
-                Ok(server) => {
-                    redis_url = Some(server.url());
-                    private_redis = Some(server);
+        None => {
+            if redis_url.is_none() && !config.no_private_redis && registry.contains("redis") {
+                match redis_server::PrivateRedis::start() {
+                    Ok(server) => {
+                        redis_url = Some(server.url());
+                        private_redis = Some(server);
+                    }
+                    Err(e) => eprintln!("note: redis strategies skipped: {e}"),
                 }
-                Err(e) => eprintln!("note: redis strategies skipped: {e}"),
             }
+            let servers = redis_url
+                .iter()
+                .chain(&config.mysql)
+                .chain(&config.postgres)
+                .map(String::as_str);
+            default_strategies(servers, registry)
         }
-        let known = |spec: &str| {
-            turnstile::spec::Spec::parse(spec).is_ok_and(|s| registry.contains(s.name()))
-        };
-        if let Some(url) = &redis_url {
-            strategies.push(url.clone());
-        }
-        // The compositions sit next to their plain locks.
-        let composed = ["queue+file-lock".to_owned()]
-            .into_iter()
-            .chain(redis_url.iter().map(|url| format!("queue+{url}")));
-        strategies.extend(composed.filter(|spec| known(spec)));
-        strategies.extend(config.mysql.iter().cloned());
-        strategies.extend(config.postgres.iter().cloned());
-    }
+    };
     for spec in &strategies {
         let name = turnstile::spec::Spec::parse(spec)
             .map_err(|e| RunError::Usage(e.to_string()))?
@@ -415,4 +429,32 @@ fn sqlite_commit_floor(sync: Synchronous) -> Result<Floor, RunError> {
         p50_us: summary.p50_us,
         ops_per_sec: stats::ops_per_sec(COMMITS as u64, wall),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[cfg(all(feature = "redis", feature = "mysql", feature = "postgres"))]
+    fn every_composition_the_registry_knows_sits_after_its_plain_lock() {
+        let registry = crate::registry();
+        let mysql = "mysql://root@127.0.0.1:3306/test";
+        let postgres = "postgres://postgres@127.0.0.1:5432/test";
+        let redis = "redis://127.0.0.1:6379";
+        let list = default_strategies([redis, mysql, postgres], &registry);
+        let after = |plain: &str| {
+            let i = list.iter().position(|s| s == plain).unwrap();
+            list.get(i + 1).cloned()
+        };
+        assert_eq!(after("file-lock").as_deref(), Some("queue+file-lock"));
+        for url in [redis, mysql, postgres] {
+            assert_eq!(after(url), Some(format!("queue+{url}")), "{list:?}");
+        }
+        // Strategies without a composition stand alone, and no server means no server
+        // strategies.
+        let embedded = default_strategies([], &registry);
+        assert_eq!(embedded.len(), DEFAULT_STRATEGIES.len() + 1, "{embedded:?}");
+        assert!(embedded.iter().all(|s| !s.contains("://")));
+    }
 }
