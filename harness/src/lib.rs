@@ -28,6 +28,7 @@ pub mod check;
 pub mod compare;
 pub mod conformance;
 pub mod controls;
+pub mod data;
 pub mod history;
 pub mod nemesis;
 pub mod procs;
@@ -35,5 +36,6 @@ pub mod report;
 pub mod run;
 pub mod workload;
 
+pub use data::DataSpec;
 pub use run::{RunConfig, RunError, RunReport, WorkerSpec, registry, run};
 pub use workload::Workload;

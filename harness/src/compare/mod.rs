@@ -21,19 +21,22 @@ use turnstile::spec::{Registry, redact_url};
 use turnstile::sqlite::{Sqlite, Synchronous};
 
 use crate::check::Verdict;
+use crate::data::DataSpec;
 use crate::run::{RunConfig, RunError, capabilities_of};
 use crate::workload::Workload;
 
 pub use report::{Floor, Machine, Record, Report, SqliteInfo};
 
 /// The embedded strategies compared by default, baselines and the `unserialized` control
-/// included.
-pub const DEFAULT_STRATEGIES: [&str; 8] = [
+/// included. `optimistic` runs the same workload on versioned records in the same SQLite
+/// file (see [`crate::data`]).
+pub const DEFAULT_STRATEGIES: [&str; 9] = [
     "queue",
     "queue-unbatched",
     "mutex",
     "file-lock",
     "retry",
+    "optimistic",
     "busy-timeout",
     "std-mutex",
     "unserialized",
@@ -147,7 +150,12 @@ pub fn compare(
     let mut redis_url = config.redis.clone();
     let mut strategies: Vec<String> = match &config.strategies {
         Some(list) => list.clone(),
-        None => DEFAULT_STRATEGIES.iter().map(|s| (*s).to_owned()).collect(),
+        // `optimistic` is missing from a harness built without its feature.
+        None => DEFAULT_STRATEGIES
+            .iter()
+            .filter(|s| crate::run::knows(s, registry))
+            .map(|s| (*s).to_owned())
+            .collect(),
     };
     if config.strategies.is_none() {
         if redis_url.is_none() && !config.no_private_redis && registry.contains("redis") {
@@ -159,9 +167,7 @@ pub fn compare(
                 Err(e) => eprintln!("note: redis strategies skipped: {e}"),
             }
         }
-        let known = |spec: &str| {
-            turnstile::spec::Spec::parse(spec).is_ok_and(|s| registry.contains(s.name()))
-        };
+        let known = |spec: &str| crate::run::knows(spec, registry);
         if let Some(url) = &redis_url {
             strategies.push(url.clone());
         }
@@ -178,7 +184,7 @@ pub fn compare(
             .map_err(|e| RunError::Usage(e.to_string()))?
             .name()
             .to_owned();
-        if !registry.contains(&name) {
+        if !crate::run::knows(spec, registry) {
             return Err(RunError::Usage(format!(
                 "unknown strategy {name:?}; see `turnstile list`"
             )));
@@ -192,7 +198,9 @@ pub fn compare(
 
     let mut settings = Vec::new();
     for spec in &strategies {
-        let scope = capabilities_of(spec, registry).map(|c| c.scope).ok();
+        let scope = capabilities_of(spec, &DataSpec::Sqlite, registry)
+            .map(|c| c.scope)
+            .ok();
         for &sync in &config.sync {
             for &t in &threads {
                 settings.push(Setting {
