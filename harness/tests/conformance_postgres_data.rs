@@ -20,6 +20,7 @@ turnstile_harness::conformance_suite!(
     data = postgres_data()
 );
 
+// ANCHOR: data_line
 turnstile_harness::conformance_suite!(
     pg_xact,
     "pg-xact",
@@ -27,3 +28,4 @@ turnstile_harness::conformance_suite!(
     kill = true,
     data = postgres_data()
 );
+// ANCHOR_END: data_line

@@ -50,6 +50,8 @@ use crate::workload::notify_once::NotifyData;
 pub use self::mysql::MySqlData;
 #[cfg(feature = "postgres")]
 pub use self::postgres::PostgresData;
+#[cfg(feature = "postgres")]
+pub(crate) use self::postgres::pg;
 pub use self::sqlite::SqliteData;
 #[cfg(feature = "optimistic")]
 pub use self::versioned::VersionedData;

@@ -74,3 +74,51 @@ impl WorkloadData for Client {
         Ok(())
     }
 }
+
+/// The workloads' statements on PostgreSQL, each one round trip: typed parameters need
+/// no prepare (a statement sent as text is prepared, run and closed: three).
+pub(crate) mod pg {
+    use postgres::Client;
+    use postgres::types::{FromSqlOwned, ToSql, Type};
+
+    use crate::workload::OpError;
+
+    /// `TEXT`.
+    pub(crate) const TEXT: Type = Type::TEXT;
+    /// `BIGINT`.
+    pub(crate) const INT8: Type = Type::INT8;
+
+    /// Runs `sql`.
+    pub(crate) fn run(
+        client: &mut Client,
+        sql: &str,
+        params: &[(&(dyn ToSql + Sync), Type)],
+    ) -> Result<(), OpError> {
+        client.query_typed(sql, params)?;
+        Ok(())
+    }
+
+    /// The first column of the first row `sql` returns, if any.
+    pub(crate) fn opt<T: FromSqlOwned>(
+        client: &mut Client,
+        sql: &str,
+        params: &[(&(dyn ToSql + Sync), Type)],
+    ) -> Result<Option<T>, OpError> {
+        let rows = client.query_typed(sql, params)?;
+        Ok(match rows.first() {
+            Some(row) => Some(row.try_get(0)?),
+            None => None,
+        })
+    }
+
+    /// The first column of the first row `sql` returns; [`OpError::Missing`] (`what`)
+    /// when there is none.
+    pub(crate) fn one<T: FromSqlOwned>(
+        client: &mut Client,
+        sql: &str,
+        params: &[(&(dyn ToSql + Sync), Type)],
+        what: &str,
+    ) -> Result<T, OpError> {
+        opt(client, sql, params)?.ok_or_else(|| OpError::Missing(what.to_owned()))
+    }
+}

@@ -8,6 +8,8 @@ use turnstile::Key;
 
 use super::{OpEnv, OpError};
 use crate::data::Tables;
+#[cfg(feature = "postgres")]
+use crate::data::pg;
 use crate::history::{OpInput, OpOutput};
 
 /// Every account's opening balance.
@@ -149,20 +151,13 @@ impl BankData for postgres::Client {
     }
 
     fn balance(&mut self, t: &Tables, name: &str) -> Result<i64, OpError> {
-        Ok(self
-            .query_one(
-                &format!("SELECT balance FROM {} WHERE name = $1", t.account),
-                &[&name],
-            )?
-            .get(0))
+        let sql = format!("SELECT balance FROM {} WHERE name = $1", t.account);
+        pg::one(self, &sql, &[(&name, pg::TEXT)], name)
     }
 
     fn set_balance(&mut self, t: &Tables, name: &str, balance: i64) -> Result<(), OpError> {
-        self.execute(
-            &format!("UPDATE {} SET balance = $1 WHERE name = $2", t.account),
-            &[&balance, &name],
-        )?;
-        Ok(())
+        let sql = format!("UPDATE {} SET balance = $1 WHERE name = $2", t.account);
+        pg::run(self, &sql, &[(&balance, pg::INT8), (&name, pg::TEXT)])
     }
 
     fn balances(&mut self, t: &Tables, _keys: usize) -> Result<BTreeMap<String, i64>, OpError> {

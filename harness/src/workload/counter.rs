@@ -8,6 +8,8 @@ use rusqlite::{Connection, params};
 
 use super::{OpEnv, OpError};
 use crate::data::Tables;
+#[cfg(feature = "postgres")]
+use crate::data::pg;
 use crate::history::OpOutput;
 
 /// The counter's statements on one kind of data. Counters are named `c0`, `c1`, ….
@@ -125,20 +127,13 @@ impl CounterData for postgres::Client {
     }
 
     fn value(&mut self, t: &Tables, key: &str) -> Result<i64, OpError> {
-        Ok(self
-            .query_one(
-                &format!("SELECT value FROM {} WHERE key = $1", t.counter),
-                &[&key],
-            )?
-            .get(0))
+        let sql = format!("SELECT value FROM {} WHERE key = $1", t.counter);
+        pg::one(self, &sql, &[(&key, pg::TEXT)], key)
     }
 
     fn set_value(&mut self, t: &Tables, key: &str, value: i64) -> Result<(), OpError> {
-        self.execute(
-            &format!("UPDATE {} SET value = $1 WHERE key = $2", t.counter),
-            &[&value, &key],
-        )?;
-        Ok(())
+        let sql = format!("UPDATE {} SET value = $1 WHERE key = $2", t.counter);
+        pg::run(self, &sql, &[(&value, pg::INT8), (&key, pg::TEXT)])
     }
 
     fn counters(&mut self, t: &Tables, _keys: usize) -> Result<BTreeMap<String, i64>, OpError> {

@@ -8,6 +8,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{OpEnv, OpError};
 use crate::data::Tables;
+#[cfg(feature = "postgres")]
+use crate::data::pg;
 use crate::history::OpOutput;
 
 /// The key-value statements on one kind of data. Records are named `k0`, `k1`, … and
@@ -103,27 +105,25 @@ impl KvData for postgres::Client {
     }
 
     fn get(&mut self, t: &Tables, key: &str) -> Result<Option<i64>, OpError> {
-        Ok(self
-            .query_opt(
-                &format!("SELECT value FROM {} WHERE key = $1", t.kv),
-                &[&key],
-            )?
-            .map(|r| r.get(0)))
+        let sql = format!("SELECT value FROM {} WHERE key = $1", t.kv);
+        pg::opt(self, &sql, &[(&key, pg::TEXT)])
     }
 
     fn put(&mut self, t: &Tables, key: &str, value: Option<i64>) -> Result<(), OpError> {
         match value {
-            Some(value) => self.execute(
-                &format!(
+            Some(value) => {
+                let sql = format!(
                     "INSERT INTO {} (key, value) VALUES ($1, $2)
                      ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
                     t.kv
-                ),
-                &[&key, &value],
-            )?,
-            None => self.execute(&format!("DELETE FROM {} WHERE key = $1", t.kv), &[&key])?,
-        };
-        Ok(())
+                );
+                pg::run(self, &sql, &[(&key, pg::TEXT), (&value, pg::INT8)])
+            }
+            None => {
+                let sql = format!("DELETE FROM {} WHERE key = $1", t.kv);
+                pg::run(self, &sql, &[(&key, pg::TEXT)])
+            }
+        }
     }
 
     fn records(&mut self, t: &Tables, _keys: usize) -> Result<BTreeMap<String, i64>, OpError> {

@@ -12,6 +12,8 @@ use rusqlite::Connection;
 
 use super::{OpEnv, OpError, Paths};
 use crate::data::Tables;
+#[cfg(feature = "postgres")]
+use crate::data::pg;
 use crate::history::OpOutput;
 
 /// The notifications' statements on one kind of data. Notifications are numbered `0`,
@@ -162,20 +164,18 @@ impl NotifyData for postgres::Client {
     }
 
     fn is_sent(&mut self, t: &Tables, id: i64) -> Result<bool, OpError> {
-        Ok(self
-            .query_one(
-                &format!("SELECT sent FROM {} WHERE id = $1", t.notification),
-                &[&id],
-            )?
-            .get(0))
+        let sql = format!("SELECT sent FROM {} WHERE id = $1", t.notification);
+        pg::one(
+            self,
+            &sql,
+            &[(&id, pg::INT8)],
+            &format!("notification {id}"),
+        )
     }
 
     fn mark_sent(&mut self, t: &Tables, id: i64) -> Result<(), OpError> {
-        self.execute(
-            &format!("UPDATE {} SET sent = TRUE WHERE id = $1", t.notification),
-            &[&id],
-        )?;
-        Ok(())
+        let sql = format!("UPDATE {} SET sent = TRUE WHERE id = $1", t.notification);
+        pg::run(self, &sql, &[(&id, pg::INT8)])
     }
 
     fn sent_flags(&mut self, t: &Tables, _keys: usize) -> Result<BTreeMap<i64, bool>, OpError> {
