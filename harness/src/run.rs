@@ -5,7 +5,7 @@
 //! [`run`] is what `turnstile check` calls; it also returns per-op latencies and the
 //! wall time, for measurements. The data is a SQLite file by default, or a PostgreSQL or
 //! MySQL database ([`RunConfig::data`]); the same run path, generic over the
-//! [`Backend`](crate::data::Backend), serves every kind (see [`crate::data`]).
+//! [`Backend`], serves every kind (see [`crate::data`]).
 //!
 //! How the strategy runs is decided by its [`Capabilities`]: a strategy whose mechanism
 //! is the resource's own transaction (it reports `transactional` even when asked for

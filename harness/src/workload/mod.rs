@@ -11,7 +11,7 @@
 //!
 //! Each database workload's module holds its statements for every kind of data the
 //! harness keeps (SQLite, PostgreSQL, MySQL, versioned records), behind a trait
-//! ([`counter::CounterData`], …) that [`WorkloadData`](crate::data::WorkloadData) gathers;
+//! ([`counter::CounterData`], …) that [`WorkloadData`] gathers;
 //! the op itself (read, pause, write) is written once over that trait. Ops run through a
 //! [`BoxSerializer`] from the registry, and take their critical section timestamps inside
 //! the op, through a [`Probe`].
