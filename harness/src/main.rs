@@ -13,7 +13,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use turnstile::sqlite::Synchronous;
 use turnstile_harness::nemesis::Nemesis;
-use turnstile_harness::{RunConfig, Workload, procs, registry, report, run};
+use turnstile_harness::{DataSpec, RunConfig, Workload, procs, registry, report, run};
 
 #[derive(Parser)]
 #[command(
@@ -129,10 +129,14 @@ struct CheckArgs {
     /// Save history and database here when the run does not pass.
     #[arg(long)]
     keep: Option<PathBuf>,
+    /// Where the data lives: sqlite (a fresh file), postgres://user@host:port/db or
+    /// mysql://user@host:port/db (the run's own tables, dropped at the end).
+    #[arg(long, default_value = "sqlite")]
+    data: DataSpec,
     /// SQLite synchronous: normal or full.
     #[arg(long, default_value = "normal")]
     sync: Synchronous,
-    /// Database path (default: a fresh temporary file).
+    /// SQLite database path (default: a fresh temporary file).
     #[arg(long)]
     db: Option<PathBuf>,
     /// How long an op may wait to start, in ms (default: the strategy's).
@@ -158,6 +162,7 @@ fn check(args: CheckArgs) -> u8 {
         .ops(args.ops)
         .think(Duration::from_micros(args.think_us))
         .rendezvous(Duration::from_micros(args.rendezvous_us))
+        .data(args.data)
         .sync(args.sync)
         .progress(!args.json);
     if let Some(k) = args.keys {
@@ -308,9 +313,7 @@ fn main() -> ExitCode {
         Command::Check(args) => check(args),
         Command::Compare(args) => compare(args),
         Command::List => {
-            for (name, summary) in registry().names() {
-                out(&format!("{name:<14} {summary}\n"));
-            }
+            out(&turnstile_harness::data::listing(&registry()));
             let names: Vec<&str> = Workload::ALL.iter().map(|w| w.name()).collect();
             out(&format!("workloads: {}\n", names.join(", ")));
             0

@@ -23,19 +23,22 @@ use turnstile::spec::{Registry, redact_url};
 use turnstile::sqlite::{Sqlite, Synchronous};
 
 use crate::check::Verdict;
+use crate::data::DataSpec;
 use crate::run::{RunConfig, RunError, capabilities_of};
 use crate::workload::Workload;
 
 pub use report::{Floor, LockCycle, Machine, Record, Report, SqliteInfo};
 
 /// The embedded strategies compared by default, baselines and the `unserialized` control
-/// included.
-pub const DEFAULT_STRATEGIES: [&str; 8] = [
+/// included. `optimistic` runs the same workload on versioned records in the same SQLite
+/// file (see [`crate::data`]).
+pub const DEFAULT_STRATEGIES: [&str; 9] = [
     "queue",
     "queue-unbatched",
     "mutex",
     "file-lock",
     "retry",
+    "optimistic",
     "busy-timeout",
     "std-mutex",
     "unserialized",
@@ -140,9 +143,13 @@ pub fn default_strategies<'a>(
     servers: impl IntoIterator<Item = &'a str>,
     registry: &Registry<Sqlite>,
 ) -> Vec<String> {
-    let known =
-        |spec: &str| turnstile::spec::Spec::parse(spec).is_ok_and(|s| registry.contains(s.name()));
-    let plain = DEFAULT_STRATEGIES.iter().copied().chain(servers);
+    let known = |spec: &str| crate::run::knows(spec, registry);
+    // `optimistic` is missing from a harness built without its feature.
+    let plain = DEFAULT_STRATEGIES
+        .iter()
+        .copied()
+        .filter(|spec| known(spec))
+        .chain(servers);
     let mut list = Vec::new();
     for spec in plain {
         list.push(spec.to_owned());
@@ -194,7 +201,7 @@ pub fn compare(
             .map_err(|e| RunError::Usage(e.to_string()))?
             .name()
             .to_owned();
-        if !registry.contains(&name) {
+        if !crate::run::knows(spec, registry) {
             return Err(RunError::Usage(format!(
                 "unknown strategy {name:?}; see `turnstile list`"
             )));
@@ -208,7 +215,9 @@ pub fn compare(
 
     let mut settings = Vec::new();
     for spec in &strategies {
-        let scope = capabilities_of(spec, registry).map(|c| c.scope).ok();
+        let scope = capabilities_of(spec, &DataSpec::Sqlite, registry)
+            .map(|c| c.scope)
+            .ok();
         for &sync in &config.sync {
             for &t in &threads {
                 settings.push(Setting {
