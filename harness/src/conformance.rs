@@ -6,15 +6,18 @@
 //!
 //! ```text
 //! turnstile_harness::conformance_suite!(file_lock, "file-lock", procs = true, kill = true);
+//! turnstile_harness::conformance_suite!(pg_xact, "pg-xact", procs = true, kill = true, data = postgres_data());
 //! ```
 //!
 //! Strategies on a server build their spec from [`redis_url`], [`mysql_url`] or
-//! [`postgres_url`] (environment variables with local defaults): a server that is down
-//! fails the suite, never skips it.
+//! [`postgres_url`] (environment variables with local defaults), and data on a server
+//! from [`postgres_data`] or [`mysql_data`]: a server that is down fails the suite, never
+//! skips it.
 //!
 //! - `$name`: the test module's name.
 //! - `$spec`: the strategy spec, as `turnstile check --strategy` takes it; it must be
-//!   registered in [`crate::registry`] (worker processes open it by name). Any expression
+//!   registered in [`crate::registry`] (worker processes open it by name), or in the
+//!   registry of the data's backend ([`crate::data::Backend::registry`]). Any expression
 //!   giving a `&str` (or deref-ing to one), evaluated inside the generated module, which
 //!   sees the caller's items: `&redis_spec()` for a spec built from [`redis_url`] at run
 //!   time. It is evaluated once per test (or generated case), and its temporaries live
@@ -28,6 +31,14 @@
 //!   `file_store`) also runs with SIGKILLs landing in critical sections and must pass:
 //!   unknown ops allowed, acknowledged ones never lost, `integrity_check` ok, and enough
 //!   acknowledged after the first kill. Needs `procs = true`.
+//! - `data = EXPR` (default [`DataSpec::Sqlite`], may be left out): where the runs keep
+//!   their data, a [`DataSpec`] (`postgres_data()`). Each run on a server uses tables of
+//!   its own and drops them.
+//!
+//! A strategy that does not exclude ([`Capabilities::excludes`] false: `optimistic`)
+//! cannot protect what lies outside its data: `notify_once`'s side effect and
+//! `file_store`'s file. For those two workloads its suite asserts instead that the
+//! harness *catches* it, in a run with a rendezvous between read and write.
 //!
 //! The generated module holds one test per workload in threads, the process and kill
 //! tests asked for, and a proptest over generated configurations (threads, processes,
@@ -35,11 +46,15 @@
 //! case run twice with different seeds. The caller's
 //! crate needs `proptest` as a (dev-)dependency, and must be the `turnstile-harness`
 //! package's own tests (the suite starts workers with `env!("CARGO_BIN_EXE_turnstile")`).
+//!
+//! [`Capabilities::excludes`]: turnstile::Capabilities::excludes
 
 use std::time::Duration;
 
 use crate::check::Verdict;
+use crate::data::DataSpec;
 use crate::nemesis::Nemesis;
+use crate::run::capabilities_of;
 use crate::{RunConfig, RunReport, Workload, registry, report, run};
 
 /// The Redis server tests use: `TURNSTILE_REDIS_URL`, default `redis://127.0.0.1:6379`.
@@ -61,6 +76,16 @@ pub fn postgres_url() -> String {
         "TURNSTILE_POSTGRES_URL",
         "postgres://postgres@127.0.0.1:5432/test",
     )
+}
+
+/// PostgreSQL data on the server tests use ([`postgres_url`]).
+pub fn postgres_data() -> DataSpec {
+    DataSpec::Postgres(postgres_url())
+}
+
+/// MySQL / MariaDB data on the server tests use ([`mysql_url`]).
+pub fn mysql_data() -> DataSpec {
+    DataSpec::MySql(mysql_url())
 }
 
 fn env_or(var: &str, default: &str) -> String {
@@ -97,10 +122,24 @@ pub fn assert_passes(config: &RunConfig) -> RunReport {
     report
 }
 
+/// Whether `workload` keeps something outside the data that `spec` (over `data`) cannot
+/// protect because it does not exclude: `notify_once`'s side effect, `file_store`'s file.
+fn beyond_the_data(spec: &str, data: &DataSpec, workload: Workload) -> bool {
+    let caps = match capabilities_of(spec, data, &registry()) {
+        Ok(caps) => caps,
+        Err(e) => panic!("{spec} over {data}: cannot open: {e}"),
+    };
+    !caps.excludes && matches!(workload, Workload::NotifyOnce | Workload::FileStore)
+}
+
 /// Every workload in threads of one process.
-pub fn threads(spec: &str, workload: Workload) {
+pub fn threads(spec: &str, data: &DataSpec, workload: Workload) {
+    if beyond_the_data(spec, data, workload) {
+        return caught_without_exclusion(spec, data, workload, None);
+    }
     assert_passes(
         &RunConfig::new(spec, workload)
+            .data(data.clone())
             .threads(4)
             .ops(400)
             .think(Duration::from_micros(20)),
@@ -108,9 +147,13 @@ pub fn threads(spec: &str, workload: Workload) {
 }
 
 /// `workload` in 4 processes × 4 threads.
-pub fn procs(exe: &str, spec: &str, workload: Workload) {
+pub fn procs(exe: &str, spec: &str, data: &DataSpec, workload: Workload) {
+    if beyond_the_data(spec, data, workload) {
+        return caught_without_exclusion(spec, data, workload, Some(exe));
+    }
     assert_passes(
         &RunConfig::new(spec, workload)
+            .data(data.clone())
             .threads(4)
             .procs(4)
             .ops(400)
@@ -119,9 +162,14 @@ pub fn procs(exe: &str, spec: &str, workload: Workload) {
 }
 
 /// `workload` in 4 processes × 2 threads with a SIGKILL in a critical section every 100 ms.
-pub fn kill(exe: &str, spec: &str, workload: Workload) {
+pub fn kill(exe: &str, spec: &str, data: &DataSpec, workload: Workload) {
+    if beyond_the_data(spec, data, workload) {
+        // A kill cannot make it any safer; the run across processes is caught as it is.
+        return caught_without_exclusion(spec, data, workload, Some(exe));
+    }
     let ops = 500;
     let mut config = RunConfig::new(spec, workload)
+        .data(data.clone())
         .threads(2)
         .procs(4)
         .ops(ops)
@@ -141,10 +189,51 @@ pub fn kill(exe: &str, spec: &str, workload: Workload) {
     );
 }
 
+/// `spec`, which does not exclude, on a workload whose state lies outside its data, with a
+/// rendezvous between read and write on one key, in threads or (with the worker `exe`) 4
+/// processes: the workload's checker must catch it.
+///
+/// On one notification only the first ops send, while the run's first connections are
+/// still opening (a server's take milliseconds): their rendezvous is long, so a sender
+/// that arrived alone does not commit before the others read. It costs little, as only
+/// those first sends pause. The file store's ops all pause, and any two that meet tear it.
+fn caught_without_exclusion(spec: &str, data: &DataSpec, workload: Workload, exe: Option<&str>) {
+    let rendezvous = match workload {
+        Workload::NotifyOnce => Duration::from_millis(200),
+        _ => Duration::from_millis(3),
+    };
+    let mut config = RunConfig::new(spec, workload)
+        .data(data.clone())
+        .threads(4)
+        .ops(60)
+        .keys(1)
+        .rendezvous(rendezvous);
+    if let Some(exe) = exe {
+        config = config.procs(4).worker_exe(exe);
+    }
+    let report = match run(&config, &registry()) {
+        Ok(r) => r,
+        Err(e) => panic!("{spec} / {workload} over {data}: the run failed: {e}"),
+    };
+    let text = report::text(&report);
+    assert_eq!(
+        report.verdict,
+        Verdict::Violation,
+        "{spec} does not exclude, yet {workload} passed:\n{text}"
+    );
+    let checker = crate::check::invariant(workload);
+    assert_eq!(
+        report.check(checker).map(|c| c.verdict),
+        Some(Verdict::Violation),
+        "{checker} missed it:\n{text}"
+    );
+}
+
 /// `spec` run across 2 processes, outside a threads-only scope, with a rendezvous between
 /// read and write: the checkers must catch it.
-pub fn caught_across_processes(exe: &str, spec: &str) {
+pub fn caught_across_processes(exe: &str, spec: &str, data: &DataSpec) {
     let config = RunConfig::new(spec, Workload::Counter)
+        .data(data.clone())
         .threads(1)
         .procs(2)
         .ops(60)
@@ -167,11 +256,14 @@ pub fn caught_across_processes(exe: &str, spec: &str) {
     );
 }
 
-/// One generated configuration, run twice with different seeds.
+/// One generated configuration, run twice with different seeds. `workload` indexes the
+/// workloads `spec` must pass (all but those [beyond its data](self) when it does not
+/// exclude).
 #[allow(clippy::too_many_arguments)]
 pub fn generated(
     exe: &str,
     spec: &str,
+    data: &DataSpec,
     threads: usize,
     procs: usize,
     ops: usize,
@@ -181,9 +273,14 @@ pub fn generated(
     stop: bool,
     seed: u64,
 ) {
-    let workload = Workload::ALL[workload % Workload::ALL.len()];
+    let workloads: Vec<Workload> = Workload::ALL
+        .into_iter()
+        .filter(|&w| !beyond_the_data(spec, data, w))
+        .collect();
+    let workload = workloads[workload % workloads.len()];
     for attempt in 0..2 {
         let mut config = RunConfig::new(spec, workload)
+            .data(data.clone())
             .threads(threads)
             .procs(procs)
             .ops(ops)
@@ -208,9 +305,21 @@ macro_rules! conformance_suite {
     ($name:ident, $spec:expr, procs = $procs:tt $(,)?) => {
         $crate::conformance_suite!($name, $spec, procs = $procs, kill = false);
     };
+    ($name:ident, $spec:expr, procs = $procs:tt, data = $data:expr $(,)?) => {
+        $crate::conformance_suite!($name, $spec, procs = $procs, kill = false, data = $data);
+    };
     ($name:ident, $spec:expr, procs = $procs:tt, kill = $kill:tt $(,)?) => {
+        $crate::conformance_suite!(
+            $name,
+            $spec,
+            procs = $procs,
+            kill = $kill,
+            data = $crate::DataSpec::Sqlite
+        );
+    };
+    ($name:ident, $spec:expr, procs = $procs:tt, kill = $kill:tt, data = $data:expr $(,)?) => {
         mod $name {
-            // The spec expression may name the caller's items.
+            // The spec and data expressions may name the caller's items.
             #[allow(unused_imports)]
             use super::*;
             #[allow(unused_imports)]
@@ -220,27 +329,27 @@ macro_rules! conformance_suite {
 
             #[test]
             fn counter_in_threads() {
-                $crate::conformance::threads($spec, Workload::Counter);
+                $crate::conformance::threads($spec, &$data, Workload::Counter);
             }
             #[test]
             fn bank_in_threads() {
-                $crate::conformance::threads($spec, Workload::Bank);
+                $crate::conformance::threads($spec, &$data, Workload::Bank);
             }
             #[test]
             fn notify_once_in_threads() {
-                $crate::conformance::threads($spec, Workload::NotifyOnce);
+                $crate::conformance::threads($spec, &$data, Workload::NotifyOnce);
             }
             #[test]
             fn kv_in_threads() {
-                $crate::conformance::threads($spec, Workload::Kv);
+                $crate::conformance::threads($spec, &$data, Workload::Kv);
             }
             #[test]
             fn file_store_in_threads() {
-                $crate::conformance::threads($spec, Workload::FileStore);
+                $crate::conformance::threads($spec, &$data, Workload::FileStore);
             }
 
-            $crate::conformance_suite!(@procs $procs, $spec);
-            $crate::conformance_suite!(@kill $kill, $spec);
+            $crate::conformance_suite!(@procs $procs, $spec, $data);
+            $crate::conformance_suite!(@kill $kill, $spec, $data);
 
             ::proptest::proptest! {
                 #![proptest_config(::proptest::prelude::ProptestConfig {
@@ -260,7 +369,8 @@ macro_rules! conformance_suite {
                     seed in ::proptest::prelude::any::<u64>(),
                 ) {
                     $crate::conformance::generated(
-                        EXE, $spec, threads, procs, ops, keys, think_us, workload, stop, seed,
+                        EXE, $spec, &$data, threads, procs, ops, keys, think_us, workload, stop,
+                        seed,
                     );
                 }
             }
@@ -268,51 +378,51 @@ macro_rules! conformance_suite {
     };
     (@max_procs true) => { 3 };
     (@max_procs false) => { 1 };
-    (@procs false, $spec:expr) => {
+    (@procs false, $spec:expr, $data:expr) => {
         #[test]
         fn counter_across_processes_is_caught() {
-            $crate::conformance::caught_across_processes(EXE, $spec);
+            $crate::conformance::caught_across_processes(EXE, $spec, &$data);
         }
     };
-    (@procs true, $spec:expr) => {
+    (@procs true, $spec:expr, $data:expr) => {
         #[test]
         fn counter_in_processes() {
-            $crate::conformance::procs(EXE, $spec, Workload::Counter);
+            $crate::conformance::procs(EXE, $spec, &$data, Workload::Counter);
         }
         #[test]
         fn bank_in_processes() {
-            $crate::conformance::procs(EXE, $spec, Workload::Bank);
+            $crate::conformance::procs(EXE, $spec, &$data, Workload::Bank);
         }
         #[test]
         fn notify_once_in_processes() {
-            $crate::conformance::procs(EXE, $spec, Workload::NotifyOnce);
+            $crate::conformance::procs(EXE, $spec, &$data, Workload::NotifyOnce);
         }
         #[test]
         fn kv_in_processes() {
-            $crate::conformance::procs(EXE, $spec, Workload::Kv);
+            $crate::conformance::procs(EXE, $spec, &$data, Workload::Kv);
         }
         #[test]
         fn file_store_in_processes() {
-            $crate::conformance::procs(EXE, $spec, Workload::FileStore);
+            $crate::conformance::procs(EXE, $spec, &$data, Workload::FileStore);
         }
     };
-    (@kill false, $spec:expr) => {};
-    (@kill true, $spec:expr) => {
+    (@kill false, $spec:expr, $data:expr) => {};
+    (@kill true, $spec:expr, $data:expr) => {
         #[test]
         fn counter_survives_kills() {
-            $crate::conformance::kill(EXE, $spec, Workload::Counter);
+            $crate::conformance::kill(EXE, $spec, &$data, Workload::Counter);
         }
         #[test]
         fn bank_survives_kills() {
-            $crate::conformance::kill(EXE, $spec, Workload::Bank);
+            $crate::conformance::kill(EXE, $spec, &$data, Workload::Bank);
         }
         #[test]
         fn notify_once_survives_kills() {
-            $crate::conformance::kill(EXE, $spec, Workload::NotifyOnce);
+            $crate::conformance::kill(EXE, $spec, &$data, Workload::NotifyOnce);
         }
         #[test]
         fn kv_survives_kills() {
-            $crate::conformance::kill(EXE, $spec, Workload::Kv);
+            $crate::conformance::kill(EXE, $spec, &$data, Workload::Kv);
         }
     };
 }

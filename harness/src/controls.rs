@@ -210,6 +210,23 @@ const CONTROL_POOL: usize = 64;
 /// The scheme of the fenceless Redis control; the rest of its URL is a `redis://` URL's.
 pub const REDIS_NOFENCE: &str = "redis-nofence";
 
+/// Registers `unserialized` into a registry over any resource with transactions (the
+/// harness's PostgreSQL and MySQL data have it too): no lock, each statement in
+/// autocommit.
+pub fn register_unserialized<C: turnstile::Transact + Clone>(registry: &mut Registry<C>) {
+    registry.register(
+        "unserialized",
+        "NEGATIVE CONTROL: no lock, autocommit statements",
+        |spec, setup: &Setup<C>| {
+            no_arg(spec)?;
+            let s = Locked::new(NoLock, setup.connect.clone())
+                .tx_mode(TxMode::Autocommit)
+                .pool_size(CONTROL_POOL)?;
+            Ok(Box::new(s) as BoxSerializer<C::Resource>)
+        },
+    );
+}
+
 /// Registers `unserialized`, `racy-version` (`racy-version:MICROS` sets the race window)
 /// and, with the `redis` feature, `redis-nofence://…` into `registry`. They always run in
 /// autocommit: only their "lock" stands between two ops.
@@ -236,17 +253,7 @@ pub fn register(registry: &mut Registry<Sqlite>) {
             Ok(Box::new(s) as BoxSerializer<Connection>)
         },
     );
-    registry.register(
-        "unserialized",
-        "NEGATIVE CONTROL: no lock, autocommit statements",
-        |spec, setup: &Setup<Sqlite>| {
-            no_arg(spec)?;
-            let s = Locked::new(NoLock, setup.connect.clone())
-                .tx_mode(TxMode::Autocommit)
-                .pool_size(CONTROL_POOL)?;
-            Ok(Box::new(s) as BoxSerializer<Connection>)
-        },
-    );
+    register_unserialized(registry);
     registry.register(
         "racy-version",
         "NEGATIVE CONTROL: seed 003's check-then-set version lock (racy:MICROS sets the window)",

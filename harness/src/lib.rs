@@ -4,7 +4,9 @@
 //! are not. A run puts a [`workload`] through a strategy from the spec [`registry`] in
 //! threads and child processes ([`procs`]), optionally with faults ([`nemesis`]), records
 //! a [`history`] of every op, and hands it to the [`check`]ers, which the strategy's
-//! [`Capabilities`](turnstile::Capabilities) select.
+//! [`Capabilities`](turnstile::Capabilities) select. The workload's [`data`] is a SQLite
+//! file, or tables of the run's own in a PostgreSQL or MySQL database
+//! ([`RunConfig::data`]), as plain rows or as versioned records (`optimistic`).
 //!
 //! SQLite's own `BEGIN IMMEDIATE` serializes writers across processes, so a broken lock
 //! passes any workload run inside a SQLite transaction. Lock strategies therefore run the
@@ -28,6 +30,7 @@ pub mod check;
 pub mod compare;
 pub mod conformance;
 pub mod controls;
+pub mod data;
 pub mod history;
 pub mod nemesis;
 pub mod procs;
@@ -35,5 +38,6 @@ pub mod report;
 pub mod run;
 pub mod workload;
 
+pub use data::DataSpec;
 pub use run::{RunConfig, RunError, RunReport, WorkerSpec, registry, run};
 pub use workload::Workload;

@@ -13,7 +13,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use turnstile::sqlite::Synchronous;
 use turnstile_harness::nemesis::Nemesis;
-use turnstile_harness::{RunConfig, Workload, procs, registry, report, run};
+use turnstile_harness::{DataSpec, RunConfig, Workload, procs, registry, report, run};
 
 #[derive(Parser)]
 #[command(
@@ -69,7 +69,8 @@ struct CompareArgs {
     /// The workload: counter, bank, notify_once, kv, file_store.
     #[arg(long, default_value = "counter")]
     workload: Workload,
-    /// Include this Redis (default: start a private redis-server found on PATH).
+    /// Include this Redis: redis://…, or rediss://…[?tls_ca=FILE] over TLS (default: start
+    /// a private redis-server found on PATH).
     #[arg(long)]
     redis: Option<String>,
     /// Don't start a private redis-server.
@@ -130,10 +131,14 @@ struct CheckArgs {
     /// Save history and database here when the run does not pass.
     #[arg(long)]
     keep: Option<PathBuf>,
+    /// Where the data lives: sqlite (a fresh file), postgres://user@host:port/db or
+    /// mysql://user@host:port/db (the run's own tables, dropped at the end).
+    #[arg(long, default_value = "sqlite")]
+    data: DataSpec,
     /// SQLite synchronous: normal or full.
     #[arg(long, default_value = "normal")]
     sync: Synchronous,
-    /// Database path (default: a fresh temporary file).
+    /// SQLite database path (default: a fresh temporary file).
     #[arg(long)]
     db: Option<PathBuf>,
     /// How long an op may wait to start, in ms (default: the strategy's).
@@ -159,6 +164,7 @@ fn check(args: CheckArgs) -> u8 {
         .ops(args.ops)
         .think(Duration::from_micros(args.think_us))
         .rendezvous(Duration::from_micros(args.rendezvous_us))
+        .data(args.data)
         .sync(args.sync)
         .progress(!args.json);
     if let Some(k) = args.keys {
@@ -261,6 +267,12 @@ fn compare(args: CompareArgs) -> u8 {
             floor.ops_per_sec
         ));
     }
+    for cycle in &report.lock_cycles {
+        out(&format!(
+            "lock cycle {} (acquire + release, nothing in between): {:.0} µs ({:.0} cycles/s on one thread), {:.2}× the {} floor\n",
+            cycle.lock, cycle.p50_us, cycle.ops_per_sec, cycle.floor_ratio, cycle.floor
+        ));
+    }
     for v in &comparison.violations {
         out(&format!("VIOLATION: {v}\n"));
     }
@@ -303,9 +315,7 @@ fn main() -> ExitCode {
         Command::Check(args) => check(args),
         Command::Compare(args) => compare(args),
         Command::List => {
-            for (name, summary) in registry().names() {
-                out(&format!("{name:<14} {summary}\n"));
-            }
+            out(&turnstile_harness::data::listing(&registry()));
             let names: Vec<&str> = Workload::ALL.iter().map(|w| w.name()).collect();
             out(&format!("workloads: {}\n", names.join(", ")));
             0

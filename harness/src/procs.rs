@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use turnstile::spec::Registry;
 use turnstile::sqlite::Sqlite;
 
+use crate::data::{Backend, WithBackend};
 use crate::history::{History, now_ns};
 use crate::nemesis::{self, Fault, MAX_FAULTS, Nemesis};
 use crate::run::{RunConfig, RunError, WorkerSpec, run_threads};
@@ -319,13 +320,11 @@ fn supervise(
 }
 
 /// The `turnstile worker` subcommand: runs one worker process from its JSON spec and
-/// returns its exit code (0 done, 2 bad spec, 3 backend out of reach).
+/// returns its exit code (0 done, 2 bad spec, 3 backend out of reach). `registry` is the
+/// registry of SQLite data; over other data the worker uses that backend's builtin one.
 pub fn worker_main(spec_json: &str, registry: &Registry<Sqlite>) -> i32 {
     let stdout = Arc::new(Mutex::new(std::io::stdout()));
-    let say = |line: &str| {
-        let mut out = stdout.lock().unwrap_or_else(|p| p.into_inner());
-        let _ = writeln!(out, "{line}").and_then(|()| out.flush());
-    };
+    let say = |line: &str| say(&stdout, line);
     let spec: WorkerSpec = match serde_json::from_str(spec_json) {
         Ok(s) => s,
         Err(e) => {
@@ -333,44 +332,63 @@ pub fn worker_main(spec_json: &str, registry: &Registry<Sqlite>) -> i32 {
             return 2;
         }
     };
-    let strategy = match spec.open(registry) {
-        Ok(s) => s,
+    let worker = Worker {
+        spec: &spec,
+        stdout: stdout.clone(),
+    };
+    match crate::data::with_backend(&spec, registry, worker) {
+        Ok(code) => code,
         Err(e) => {
             let code = e.exit_code();
             say(&format!("error {code} {e}"));
-            return code;
+            code
         }
-    };
-    say("ready");
-    let mut line = String::new();
-    if std::io::stdin().read_line(&mut line).is_err() || line.trim() != "go" {
-        // The parent went away or gave up on the run.
-        return 3;
     }
-    let announce: Option<Arc<dyn Fn() + Send + Sync>> = if spec.announce {
-        let out = stdout.clone();
-        Some(Arc::new(move || {
-            {
-                let mut o = out.lock().unwrap_or_else(|p| p.into_inner());
-                let _ = o.write_all(b"in\n").and_then(|()| o.flush());
-            }
-            // Stay in the section a random while, up to 1 ms: the fault then lands before
-            // the op's writes, between them (a bank transfer's debit and credit) or after
-            // them, so a strategy that leaves half an op behind is caught too.
-            std::thread::sleep(Duration::from_micros(fastrand::u64(0..=1000)));
-        }))
-    } else {
-        None
-    };
-    match run_threads(&spec, &strategy, announce) {
-        Ok(()) => {
-            drop(strategy);
-            say("done");
-            0
+}
+
+/// Writes one protocol line to the parent, flushed.
+fn say(stdout: &Mutex<std::io::Stdout>, line: &str) {
+    let mut out = stdout.lock().unwrap_or_else(|p| p.into_inner());
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+}
+
+/// One worker process over the backend its spec names.
+struct Worker<'a> {
+    spec: &'a WorkerSpec,
+    stdout: Arc<Mutex<std::io::Stdout>>,
+}
+
+impl WithBackend for Worker<'_> {
+    type Output = i32;
+
+    fn with<B: Backend>(
+        self,
+        backend: B,
+        registry: &Registry<B::Connect>,
+    ) -> Result<i32, RunError> {
+        let strategy = self.spec.open(&backend, registry)?;
+        say(&self.stdout, "ready");
+        let mut line = String::new();
+        if std::io::stdin().read_line(&mut line).is_err() || line.trim() != "go" {
+            // The parent went away or gave up on the run.
+            return Ok(3);
         }
-        Err(e) => {
-            say(&format!("error {} {e}", e.exit_code()));
-            e.exit_code()
-        }
+        let announce: Option<Arc<dyn Fn() + Send + Sync>> = if self.spec.announce {
+            let out = self.stdout.clone();
+            Some(Arc::new(move || {
+                say(&out, "in");
+                // Stay in the section a random while, up to 1 ms: the fault then lands
+                // before the op's writes, between them (a bank transfer's debit and
+                // credit) or after them, so a strategy that leaves half an op behind is
+                // caught too.
+                std::thread::sleep(Duration::from_micros(fastrand::u64(0..=1000)));
+            }))
+        } else {
+            None
+        };
+        run_threads(self.spec, backend.tables(), &strategy, announce)?;
+        drop(strategy);
+        say(&self.stdout, "done");
+        Ok(0)
     }
 }

@@ -27,6 +27,7 @@ pub fn text(report: &RunReport) -> String {
         report.requested,
         report.seed
     );
+    let _ = writeln!(out, "data: {}", report.data);
     let _ = writeln!(
         out,
         "ops: {} acknowledged, {} failed, {} unknown in {:.2?}; {} faults injected",

@@ -1,28 +1,32 @@
-//! One checked run: set up the database, run a workload's ops through a strategy in
-//! threads (and child processes), inject faults, merge the histories, run the checkers.
+//! One checked run: set up the data, run a workload's ops through a strategy in threads
+//! (and child processes), inject faults, merge the histories, run the checkers, drop the
+//! run's tables.
 //!
 //! [`run`] is what `turnstile check` calls; it also returns per-op latencies and the
-//! wall time, for measurements.
+//! wall time, for measurements. The data is a SQLite file by default, or a PostgreSQL or
+//! MySQL database ([`RunConfig::data`]); the same run path, generic over the
+//! [`Backend`], serves every kind (see [`crate::data`]).
 //!
 //! How the strategy runs is decided by its [`Capabilities`]: a strategy whose mechanism
 //! is the resource's own transaction (it reports `transactional` even when asked for
 //! [`TxMode::Autocommit`]) runs inside it; a lock strategy runs in autocommit, so only its
 //! lock stands between two ops — SQLite's `BEGIN IMMEDIATE` would otherwise serialize
 //! writers by itself and hide a broken lock. Kill runs put lock strategies back in their
-//! transaction: they test recovery, not exclusion.
+//! transaction: they test recovery, not exclusion. Over versioned records, whose writes
+//! apply at commit, every strategy runs in its transaction.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
-use turnstile::spec::{Registry, Setup};
+use turnstile::spec::{Registry, Setup, Spec};
 use turnstile::sqlite::{Sqlite, Synchronous};
-use turnstile::{BoxSerializer, Capabilities, Error, Key, Scope, TxMode, Wait};
+use turnstile::{BoxSerializer, Capabilities, Connect, Error, Key, Scope, TxMode, Wait};
 
 use crate::check::{self, CheckResult, Verdict};
+use crate::data::{self, Backend, DataSpec, Tables, WithBackend, WorkloadData};
 use crate::history::{Event, History, HistoryWriter, Phase, now_ns};
 use crate::nemesis::{Fault, Nemesis};
 use crate::workload::{OpEnv, Paths, Probe, Workload};
@@ -50,11 +54,21 @@ pub struct RunConfig {
     pub rendezvous: Duration,
     /// Faults to inject (needs worker processes). Default none.
     pub nemesis: Option<Nemesis>,
+    /// Where the data lives: a SQLite file (the default), or a PostgreSQL or MySQL
+    /// database, in tables of the run's own that it drops at the end.
+    pub data: DataSpec,
+    /// Whether the ops work on versioned records (a
+    /// [`Versioned`](turnstile::optimistic::Versioned) handle over the data) rather than
+    /// tables. `None` (the default): only for strategies known over versioned records
+    /// alone (`optimistic`). `Some(true)` runs a lock strategy (`mutex`) over the same
+    /// records.
+    pub versioned: Option<bool>,
     /// SQLite's `synchronous`. Default `Normal`.
     pub sync: Synchronous,
-    /// Where to save history and database when the run does not pass. Default none.
+    /// Where to save history and database when the run does not pass (on a server, its
+    /// tables are then kept too). Default none.
     pub keep: Option<PathBuf>,
-    /// The database path; default a fresh file in a temporary directory.
+    /// The SQLite database path; default a fresh file in a temporary directory.
     pub db: Option<PathBuf>,
     /// The `turnstile` binary to run workers with; default this executable.
     pub worker_exe: Option<PathBuf>,
@@ -90,6 +104,8 @@ impl RunConfig {
             think: Duration::ZERO,
             rendezvous: Duration::ZERO,
             nemesis: None,
+            data: DataSpec::Sqlite,
+            versioned: None,
             sync: Synchronous::Normal,
             keep: None,
             db: None,
@@ -142,6 +158,18 @@ impl RunConfig {
     /// Sets [`RunConfig::nemesis`].
     pub fn nemesis(mut self, n: Nemesis) -> Self {
         self.nemesis = Some(n);
+        self
+    }
+
+    /// Sets [`RunConfig::data`].
+    pub fn data(mut self, data: DataSpec) -> Self {
+        self.data = data;
+        self
+    }
+
+    /// Sets [`RunConfig::versioned`].
+    pub fn versioned(mut self, yes: bool) -> Self {
+        self.versioned = Some(yes);
         self
     }
 
@@ -237,6 +265,12 @@ impl RunConfig {
         {
             return bad("--timeout-ms must be 1..=3600000".into());
         }
+        if self.db.is_some() && self.data.is_server() {
+            return bad(format!(
+                "--db is a SQLite path; the data is in {} (drop one of --db and --data)",
+                self.data
+            ));
+        }
         if let Some(db) = &self.db
             && db.exists()
         {
@@ -329,6 +363,9 @@ pub struct RunReport {
     pub scope: &'static str,
     /// Whether ops ran inside the resource's transaction.
     pub transactional: bool,
+    /// Where the data was (no password): `sqlite PATH`, or a server URL and the run's table
+    /// prefix (`postgres://u@h:5432/db, tables ts_…_*`), or versioned records in either.
+    pub data: String,
     /// The overall verdict.
     pub verdict: Verdict,
     /// Every checker's result, plus the `floor` when too few ops were acknowledged.
@@ -407,6 +444,15 @@ pub struct WorkerSpec {
     /// Whether to run one trivial op before reporting ready (replacements skip it).
     #[serde(default = "yes")]
     pub probe: bool,
+    /// Where the data lives (default SQLite at `paths.db`).
+    #[serde(default)]
+    pub data: DataSpec,
+    /// Whether the ops work on versioned records.
+    #[serde(default)]
+    pub versioned: bool,
+    /// The prefix of the run's table names ([`Tables`]); empty in a fresh SQLite database.
+    #[serde(default)]
+    pub tables: String,
 }
 
 fn yes() -> bool {
@@ -414,23 +460,22 @@ fn yes() -> bool {
 }
 
 impl WorkerSpec {
-    /// The SQLite opener this worker uses.
-    pub fn sqlite(&self) -> Sqlite {
-        Sqlite::new(&self.paths.db).synchronous(self.sync.parse().unwrap_or(Synchronous::Normal))
-    }
-
-    /// Opens the strategy this worker runs.
+    /// Opens the strategy this worker runs, over `backend`'s data.
     ///
     /// # Errors
     /// [`RunError::Usage`] for an unknown or bad spec, [`RunError::Unavailable`] when its
     /// backend cannot be reached.
-    pub fn open(&self, registry: &Registry<Sqlite>) -> Result<BoxSerializer<Connection>, RunError> {
-        let mode = if self.transaction {
+    pub fn open<B: Backend>(
+        &self,
+        backend: &B,
+        registry: &Registry<B::Connect>,
+    ) -> Result<BoxSerializer<<B::Connect as Connect>::Resource>, RunError> {
+        let mode = if self.transaction || !backend.autocommit() {
             TxMode::Transaction
         } else {
             TxMode::Autocommit
         };
-        let mut setup = Setup::new(self.sqlite()).tx_mode(mode);
+        let mut setup = Setup::new(backend.connect().clone()).tx_mode(mode);
         if let Some(ms) = self.timeout_ms {
             setup = setup.timeout(Duration::from_millis(ms));
         }
@@ -443,32 +488,32 @@ impl WorkerSpec {
 }
 
 /// Runs one trivial op, so a backend out of reach shows before the run starts.
-fn probe(strategy: &BoxSerializer<Connection>) -> Result<(), RunError> {
+fn probe<R: WorkloadData>(strategy: &BoxSerializer<R>) -> Result<(), RunError> {
     strategy
-        .run_as(&[Key::whole()], Wait::Default, |db| {
-            db.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
-        })
-        .map(drop)
+        .run_as(&[Key::whole()], Wait::Default, |db| db.probe())
         .map_err(|e| match e {
             Error::Op(e) => RunError::Unavailable(e.to_string()),
             other => open_error(other.strategy_only().unwrap_or(Error::Indeterminate)),
         })
 }
 
-/// Runs a worker's ops in its threads through `strategy`, recording history. The threads
-/// start together (a barrier); `announce` is called inside each op's critical section.
+/// Runs a worker's ops in its threads through `strategy`, on `tables`, recording
+/// history. The threads start together (a barrier); `announce` is called inside each op's
+/// critical section.
 ///
 /// # Errors
 /// When the history file cannot be written.
-pub fn run_threads(
+pub fn run_threads<R: WorkloadData>(
     spec: &WorkerSpec,
-    strategy: &BoxSerializer<Connection>,
+    tables: &Tables,
+    strategy: &BoxSerializer<R>,
     announce: Option<Arc<dyn Fn() + Send + Sync>>,
 ) -> Result<(), RunError> {
     let writer = Arc::new(HistoryWriter::create(&spec.paths.history(spec.proc))?);
     let transactional = strategy.capabilities().transactional;
     let env = OpEnv {
         paths: Arc::new(spec.paths.clone()),
+        tables: Arc::new(tables.clone()),
         think: Duration::from_micros(spec.think_us),
         in_section: announce,
         rendezvous: Duration::from_micros(spec.rendezvous_us),
@@ -512,9 +557,9 @@ pub fn run_threads(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn one_op(
+fn one_op<R: WorkloadData>(
     spec: &WorkerSpec,
-    strategy: &BoxSerializer<Connection>,
+    strategy: &BoxSerializer<R>,
     writer: &HistoryWriter,
     env: &OpEnv,
     rng: &mut fastrand::Rng,
@@ -575,46 +620,32 @@ pub fn registry() -> Registry<Sqlite> {
     registry
 }
 
-/// Runs `config` with strategies from `registry` and checks the result. A strategy only
-/// [`workload::versioned::registry`](crate::workload::versioned::registry) knows
-/// (`optimistic`) runs there instead ([`workload::versioned::run`](crate::workload::versioned::run)).
+/// Runs `config` with strategies from `registry` (over SQLite data; over a server's
+/// data, the builtin registry of that server's backend) and checks the result. A strategy
+/// only known over versioned records (`optimistic`) runs its workload on them.
 ///
 /// # Errors
 /// [`RunError`] when the run could not produce a verdict (bad usage, a backend out of
 /// reach, a worker that failed on its own).
 pub fn run(config: &RunConfig, registry: &Registry<Sqlite>) -> Result<RunReport, RunError> {
-    // A strategy over versioned records (`optimistic`) runs the versioned workloads.
-    #[cfg(feature = "optimistic")]
-    if let Ok(spec) = turnstile::spec::Spec::parse(&config.strategy)
-        && !registry.contains(spec.name())
-        && crate::workload::versioned::registry().contains(spec.name())
-    {
-        return crate::workload::versioned::run(config, &crate::workload::versioned::registry());
-    }
     config.validate()?;
     let tmp = tempfile::Builder::new()
         .prefix("turnstile-run-")
         .tempdir()?;
     let paths = Paths::new(tmp.path(), config.db.as_deref());
-    let keys = config.key_count();
-    let db = Sqlite::new(&paths.db).synchronous(config.sync);
-    let conn = turnstile::Connect::connect(&db)
-        .map_err(|e| RunError::Unavailable(format!("{}: {e}", paths.db.display())))?;
-    config
-        .workload
-        .init(&conn, &paths, keys)
-        .map_err(|e| RunError::Unavailable(format!("{}: {e}", paths.db.display())))?;
-
+    let versioned = config
+        .versioned
+        .unwrap_or_else(|| only_versioned(&config.strategy, &config.data, registry));
     // Ask the strategy for autocommit: one that still reports `transactional` ignores it
     // (its mechanism is the transaction). A kill run keeps lock strategies transactional.
-    let mut spec = WorkerSpec {
+    let spec = WorkerSpec {
         strategy: config.strategy.clone(),
         workload: config.workload,
-        paths: paths.clone(),
+        paths,
         proc: 0,
         threads: config.threads,
         ops: config.ops,
-        keys,
+        keys: config.key_count(),
         think_us: config.think.as_micros() as u64,
         rendezvous_us: config.rendezvous.as_micros() as u64,
         transaction: false,
@@ -623,12 +654,122 @@ pub fn run(config: &RunConfig, registry: &Registry<Sqlite>) -> Result<RunReport,
         announce: false,
         timeout_ms: config.timeout.map(|t| t.as_millis() as u64),
         probe: true,
+        data: config.data.clone(),
+        versioned,
+        tables: if config.data.is_server() {
+            Tables::generated()
+        } else {
+            String::new()
+        },
     };
-    let mut strategy = spec.open(registry)?;
+    data::with_backend(
+        &spec,
+        registry,
+        Run {
+            config,
+            spec: spec.clone(),
+            dir: tmp.path(),
+        },
+    )
+}
+
+/// Whether `strategy` is known over versioned records only, not over `data`'s tables.
+fn only_versioned(strategy: &str, data: &DataSpec, registry: &Registry<Sqlite>) -> bool {
+    let Ok(spec) = Spec::parse(strategy) else {
+        return false;
+    };
+    let name = spec.name();
+    !data::table_names(data, registry)
+        .iter()
+        .any(|(n, _)| n == name)
+        && data::versioned_names().iter().any(|(n, _)| n == name)
+}
+
+/// Whether `strategy` names a strategy the harness can run over SQLite data (tables from
+/// `registry`, or versioned records).
+pub fn knows(strategy: &str, registry: &Registry<Sqlite>) -> bool {
+    Spec::parse(strategy).is_ok_and(|spec| {
+        registry.contains(spec.name())
+            || data::versioned_names()
+                .iter()
+                .any(|(n, _)| n == spec.name())
+    })
+}
+
+/// One run over the backend its spec names.
+struct Run<'a> {
+    config: &'a RunConfig,
+    spec: WorkerSpec,
+    dir: &'a Path,
+}
+
+impl WithBackend for Run<'_> {
+    type Output = RunReport;
+
+    /// Sets the data up, runs, checks, and drops the run's tables — unless a run that did
+    /// not pass keeps them (`--keep`).
+    fn with<B: Backend>(
+        self,
+        backend: B,
+        registry: &Registry<B::Connect>,
+    ) -> Result<RunReport, RunError> {
+        let unreachable = |e: turnstile::BoxError| {
+            // The drivers say what failed at the top and why below it.
+            let mut why = e.to_string();
+            let mut source = e.source();
+            while let Some(s) = source {
+                why.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            RunError::Unavailable(format!("{}: {why}", backend.describe()))
+        };
+        // Reachable first: a server that is down leaves no tables to drop.
+        drop(backend.connect().connect().map_err(unreachable)?);
+        let result = run_on(&backend, registry, self.config, self.spec, self.dir);
+        let keep_tables =
+            self.config.data.is_server() && result.as_ref().is_ok_and(|r| r.kept.is_some());
+        if keep_tables {
+            return result.map(|mut report| {
+                report
+                    .notes
+                    .push(format!("the run's tables are kept: {}", backend.describe()));
+                report
+            });
+        }
+        let dropped = backend.drop_tables();
+        result.map(|mut report| {
+            if let Err(e) = dropped {
+                report
+                    .notes
+                    .push(format!("the run's tables could not be dropped: {e}"));
+            }
+            report
+        })
+    }
+}
+
+/// The run proper, after the data is reachable.
+fn run_on<B: Backend>(
+    backend: &B,
+    registry: &Registry<B::Connect>,
+    config: &RunConfig,
+    mut spec: WorkerSpec,
+    dir: &Path,
+) -> Result<RunReport, RunError> {
+    let paths = spec.paths.clone();
+    let keys = spec.keys;
+    let setup_failed =
+        |e: crate::workload::OpError| RunError::Unavailable(format!("{}: {e}", backend.describe()));
+    config
+        .workload
+        .init(backend.connect(), &paths, backend.tables(), keys)
+        .map_err(setup_failed)?;
+
+    let mut strategy = spec.open(backend, registry)?;
     let mut caps = strategy.capabilities();
     if !caps.transactional && (config.transaction || config.nemesis.is_some_and(Nemesis::kills)) {
         spec.transaction = true;
-        strategy = spec.open(registry)?;
+        strategy = spec.open(backend, registry)?;
         caps = strategy.capabilities();
     }
 
@@ -652,7 +793,7 @@ pub fn run(config: &RunConfig, registry: &Registry<Sqlite>) -> Result<RunReport,
         };
         crate::procs::run_children(&exe, &spec, config)
     } else {
-        let ran = run_threads(&spec, &strategy, None);
+        let ran = run_threads(&spec, backend.tables(), &strategy, None);
         drop(strategy);
         ran.map(|()| (Vec::new(), vec![paths.history(0)]))
     };
@@ -667,13 +808,18 @@ pub fn run(config: &RunConfig, registry: &Registry<Sqlite>) -> Result<RunReport,
     for m in history.malformed.iter().take(5) {
         notes.push(format!("malformed history line: {m}"));
     }
+    let state_failed = |e: String| RunError::Unavailable(format!("reading the final state: {e}"));
+    let mut db = backend
+        .connect()
+        .connect()
+        .map_err(|e| state_failed(e.to_string()))?;
     let state = config
         .workload
-        .final_state(&conn, &paths, keys)
-        .map_err(|e| RunError::Unavailable(format!("reading the final state: {e}")))?;
+        .final_state(&mut db, &paths, backend.tables(), keys)
+        .map_err(|e| state_failed(e.to_string()))?;
+    drop(db);
     let mut checks = check::check_all(config.workload, &caps, &history, &state);
-    checks.push(check::integrity::check(&conn));
-    drop(conn);
+    checks.extend(backend.integrity());
 
     let floor = floor(config, &history, &faults, origin);
     checks.extend(floor);
@@ -699,14 +845,15 @@ pub fn run(config: &RunConfig, registry: &Registry<Sqlite>) -> Result<RunReport,
         .filter_map(|op| op.complete.map(|c| c.saturating_sub(op.invoke)))
         .collect();
     let kept = match (&config.keep, verdict) {
-        (Some(dir), Verdict::Violation | Verdict::Inconclusive) => {
-            copy_dir(tmp.path(), dir)?;
-            if !paths.db.starts_with(tmp.path())
+        (Some(keep), Verdict::Violation | Verdict::Inconclusive) => {
+            copy_dir(dir, keep)?;
+            if !config.data.is_server()
+                && !paths.db.starts_with(dir)
                 && let Some(name) = paths.db.file_name()
             {
-                std::fs::copy(&paths.db, dir.join(name))?;
+                std::fs::copy(&paths.db, keep.join(name))?;
             }
-            Some(dir.clone())
+            Some(keep.clone())
         }
         _ => None,
     };
@@ -719,6 +866,7 @@ pub fn run(config: &RunConfig, registry: &Registry<Sqlite>) -> Result<RunReport,
         seed: config.seed,
         scope: caps.scope.as_str(),
         transactional: caps.transactional,
+        data: backend.describe(),
         verdict,
         checks,
         acknowledged: history.acknowledged(),
@@ -829,18 +977,51 @@ fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The capabilities `spec` reports under `registry` (opened in autocommit over a scratch
-/// database), for choosing what to run.
+/// The capabilities `spec` reports over `data` (SQLite data with strategies from
+/// `registry`; versioned records for a strategy known over them alone), opened as a run
+/// opens it but not probed, for choosing what to run. Nothing is created: on SQLite a
+/// scratch database, on a server no table.
 ///
 /// # Errors
 /// As [`run`].
-pub fn capabilities_of(spec: &str, registry: &Registry<Sqlite>) -> Result<Capabilities, RunError> {
+pub fn capabilities_of(
+    spec: &str,
+    data: &DataSpec,
+    registry: &Registry<Sqlite>,
+) -> Result<Capabilities, RunError> {
+    struct Caps<'a>(&'a WorkerSpec);
+    impl WithBackend for Caps<'_> {
+        type Output = Capabilities;
+        fn with<B: Backend>(
+            self,
+            backend: B,
+            registry: &Registry<B::Connect>,
+        ) -> Result<Capabilities, RunError> {
+            Ok(self.0.open(&backend, registry)?.capabilities())
+        }
+    }
     let tmp = tempfile::tempdir()?;
-    let setup = Setup::new(Sqlite::new(tmp.path().join("caps.db"))).tx_mode(TxMode::Autocommit);
-    Ok(registry
-        .open(spec, &setup)
-        .map_err(open_error)?
-        .capabilities())
+    let worker = WorkerSpec {
+        strategy: spec.to_owned(),
+        workload: Workload::Counter,
+        paths: Paths::new(tmp.path(), Some(&tmp.path().join("caps.db"))),
+        proc: 0,
+        threads: 1,
+        ops: 1,
+        keys: 1,
+        think_us: 0,
+        rendezvous_us: 0,
+        transaction: false,
+        sync: Synchronous::Normal.as_str().to_owned(),
+        seed: 0,
+        announce: false,
+        timeout_ms: None,
+        probe: false,
+        data: data.clone(),
+        versioned: only_versioned(spec, data, registry),
+        tables: Tables::generated(),
+    };
+    data::with_backend(&worker, registry, Caps(&worker))
 }
 
 #[cfg(test)]

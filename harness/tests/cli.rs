@@ -283,6 +283,9 @@ fn a_worker_reports_bad_specs_and_unreachable_backends_on_its_protocol() {
         announce: false,
         timeout_ms: None,
         probe: true,
+        data: turnstile_harness::DataSpec::Sqlite,
+        versioned: false,
+        tables: String::new(),
     };
     let json = |s: WorkerSpec| serde_json::to_string(&s).unwrap();
     let (code, out) = worker(&json(spec("no-such", dir.path().join("a.db"))));

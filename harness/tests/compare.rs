@@ -16,7 +16,7 @@ fn compare_writes_a_table_json_and_svg_with_a_verdict_per_setting() {
         .args(["compare", "--quick", "--no-redis", "--ops", "300"])
         .args([
             "--strategies",
-            "queue,mutex,unserialized",
+            "queue,mutex,optimistic,unserialized",
             "--threads",
             "1,4",
         ])
@@ -33,13 +33,19 @@ fn compare_writes_a_table_json_and_svg_with_a_verdict_per_setting() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    for name in ["queue", "mutex", "unserialized", "floor sqlite_commit_1row"] {
+    for name in [
+        "queue",
+        "mutex",
+        "optimistic",
+        "unserialized",
+        "floor sqlite_commit_1row",
+    ] {
         assert!(stdout.contains(name), "{name} missing from:\n{stdout}");
     }
 
     let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let results = report["results"].as_array().unwrap();
-    assert_eq!(results.len(), 6, "3 strategies × 2 thread counts");
+    assert_eq!(results.len(), 8, "4 strategies × 2 thread counts");
     for r in results {
         for field in [
             "strategy",
@@ -61,6 +67,19 @@ fn compare_writes_a_table_json_and_svg_with_a_verdict_per_setting() {
             assert_eq!(r["safe"], true, "{r}");
         }
     }
+    // Optimistic runs on versioned records, held to its own checks: no overlap checker.
+    let optimistic: Vec<&serde_json::Value> = results
+        .iter()
+        .filter(|r| r["strategy"] == "optimistic")
+        .collect();
+    assert_eq!(optimistic.len(), 2, "{results:?}");
+    for r in optimistic {
+        let verdicts = r["verdicts"].to_string();
+        assert!(
+            verdicts.contains("lost_update: pass") && !verdicts.contains("overlap"),
+            "{r}"
+        );
+    }
     assert!(report["floors"][0]["p50_us"].as_f64().unwrap() > 0.0);
     assert!(report["machine"]["cpus"].as_u64().unwrap() >= 1);
     let chart = std::fs::read_to_string(&svg).unwrap();
@@ -76,7 +95,7 @@ fn compare_writes_a_table_json_and_svg_with_a_verdict_per_setting() {
         .output()
         .unwrap();
     assert_eq!(rendered.status.code(), Some(0));
-    let table: String = stdout.lines().take(7).map(|l| format!("{l}\n")).collect();
+    let table: String = stdout.lines().take(9).map(|l| format!("{l}\n")).collect();
     assert_eq!(String::from_utf8_lossy(&rendered.stdout), table);
     assert_eq!(std::fs::read_to_string(&again).unwrap(), chart);
 }
@@ -89,4 +108,38 @@ fn compare_refuses_an_unknown_strategy_as_bad_usage() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("unknown strategy"));
+}
+
+/// With Redis in the run (`TURNSTILE_REDIS_URL`, default `redis://127.0.0.1:6379`; fails
+/// when it is down), the report has the two-round-trip floor and the Redis lock's own
+/// cycle against it, in the table's footer and in the JSON.
+#[test]
+fn compare_reports_the_redis_lock_cycle_against_its_floor() {
+    let url = turnstile_harness::conformance::redis_url();
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let output = turnstile()
+        .args(["compare", "--quick", "--ops", "200", "--threads", "1"])
+        .args(["--strategies", &url, "--redis", &url])
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for line in ["floor redis_two_round_trips", "lock cycle redis"] {
+        assert!(stdout.contains(line), "{line} missing from:\n{stdout}");
+    }
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let cycle = &report["lock_cycles"][0];
+    assert_eq!(cycle["lock"], "redis", "{report}");
+    assert_eq!(cycle["floor"], "redis_two_round_trips", "{report}");
+    for field in ["p50_us", "ops_per_sec", "floor_ratio"] {
+        assert!(cycle[field].as_f64().unwrap() > 0.0, "{field} in {cycle}");
+    }
 }

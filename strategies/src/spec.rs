@@ -348,12 +348,13 @@ impl Registry<crate::sqlite::Sqlite> {
     }
 }
 
-#[cfg(all(feature = "sqlite", feature = "optimistic"))]
-impl Registry<crate::optimistic::Versions<crate::sqlite::Sqlite>> {
+#[cfg(feature = "optimistic")]
+impl<S: crate::optimistic::VersionStore> Registry<crate::optimistic::Versions<S>> {
     /// The strategies whose ops work on versioned records (a
-    /// [`Versioned`](crate::optimistic::Versioned) handle) over SQLite: `optimistic`, and
-    /// `mutex` around the same records. Named apart from [`Registry::builtin`] so that
-    /// `Registry::builtin()` stays unambiguous.
+    /// [`Versioned`](crate::optimistic::Versioned) handle) in any
+    /// [`VersionStore`](crate::optimistic::VersionStore) (SQLite, PostgreSQL, MySQL):
+    /// `optimistic`, and `mutex` around the same records. Named apart from
+    /// [`Registry::builtin`] so that `Registry::builtin()` stays unambiguous.
     pub fn builtin_versioned() -> Self {
         let mut registry: Self = Registry::new();
         registry.register(

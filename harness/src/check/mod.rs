@@ -104,17 +104,22 @@ impl CheckResult {
 /// rerun ops: a rerun repeats the op's effects outside the resource, which is the failure
 /// seed 004 is about, so it is reported, not excused.
 pub fn checkers_for(workload: Workload, caps: &Capabilities) -> Vec<&'static str> {
-    let mut names = vec![match workload {
+    let mut names = vec![invariant(workload)];
+    if caps.excludes {
+        names.push("overlap");
+    }
+    names
+}
+
+/// The checker of `workload`'s own invariant, which applies whatever the strategy.
+pub fn invariant(workload: Workload) -> &'static str {
+    match workload {
         Workload::Counter => "lost_update",
         Workload::Bank => "bank",
         Workload::NotifyOnce => "exactly_once",
         Workload::Kv => "linearizable",
         Workload::FileStore => "file_store",
-    }];
-    if caps.excludes {
-        names.push("overlap");
     }
-    names
 }
 
 /// Runs every checker that applies. `integrity` is checked separately (it needs the

@@ -6,7 +6,9 @@
 //! use them ([`RunConfig::transaction`]). Its acknowledged ops give the throughput and
 //! latency percentiles; its checkers give the `safe` column. Reference floors (one 1-row
 //! commit on one thread per `synchronous`, and two Redis round trips when Redis is in the
-//! run) are measured in the same run, so targets read as ratios on whatever machine this is.
+//! run) are measured in the same run, so targets read as ratios on whatever machine this is;
+//! so is the Redis lock's own cycle (acquire + release, nothing in between), against its
+//! floor.
 
 pub mod redis_server;
 pub mod report;
@@ -21,19 +23,22 @@ use turnstile::spec::{Registry, redact_url};
 use turnstile::sqlite::{Sqlite, Synchronous};
 
 use crate::check::Verdict;
+use crate::data::DataSpec;
 use crate::run::{RunConfig, RunError, capabilities_of};
 use crate::workload::Workload;
 
-pub use report::{Floor, Machine, Record, Report, SqliteInfo};
+pub use report::{Floor, LockCycle, Machine, Record, Report, SqliteInfo};
 
 /// The embedded strategies compared by default, baselines and the `unserialized` control
-/// included.
-pub const DEFAULT_STRATEGIES: [&str; 8] = [
+/// included. `optimistic` runs the same workload on versioned records in the same SQLite
+/// file (see [`crate::data`]).
+pub const DEFAULT_STRATEGIES: [&str; 9] = [
     "queue",
     "queue-unbatched",
     "mutex",
     "file-lock",
     "retry",
+    "optimistic",
     "busy-timeout",
     "std-mutex",
     "unserialized",
@@ -61,8 +66,8 @@ pub struct CompareConfig {
     pub ops: Option<usize>,
     /// A short run: fewer ops and no process runs.
     pub quick: bool,
-    /// A Redis server to include (`redis://…`); `None`: start a private `redis-server` if
-    /// one is on `PATH`.
+    /// A Redis server to include (`redis://…`, or `rediss://…` with the feature
+    /// `redis-tls`); `None`: start a private `redis-server` if one is on `PATH`.
     pub redis: Option<String>,
     /// A MySQL/MariaDB server to include (`mysql://…`, and `queue+mysql://…` after it).
     pub mysql: Option<String>,
@@ -138,9 +143,13 @@ pub fn default_strategies<'a>(
     servers: impl IntoIterator<Item = &'a str>,
     registry: &Registry<Sqlite>,
 ) -> Vec<String> {
-    let known =
-        |spec: &str| turnstile::spec::Spec::parse(spec).is_ok_and(|s| registry.contains(s.name()));
-    let plain = DEFAULT_STRATEGIES.iter().copied().chain(servers);
+    let known = |spec: &str| crate::run::knows(spec, registry);
+    // `optimistic` is missing from a harness built without its feature.
+    let plain = DEFAULT_STRATEGIES
+        .iter()
+        .copied()
+        .filter(|spec| known(spec))
+        .chain(servers);
     let mut list = Vec::new();
     for spec in plain {
         list.push(spec.to_owned());
@@ -192,7 +201,7 @@ pub fn compare(
             .map_err(|e| RunError::Usage(e.to_string()))?
             .name()
             .to_owned();
-        if !registry.contains(&name) {
+        if !crate::run::knows(spec, registry) {
             return Err(RunError::Usage(format!(
                 "unknown strategy {name:?}; see `turnstile list`"
             )));
@@ -206,7 +215,9 @@ pub fn compare(
 
     let mut settings = Vec::new();
     for spec in &strategies {
-        let scope = capabilities_of(spec, registry).map(|c| c.scope).ok();
+        let scope = capabilities_of(spec, &DataSpec::Sqlite, registry)
+            .map(|c| c.scope)
+            .ok();
         for &sync in &config.sync {
             for &t in &threads {
                 settings.push(Setting {
@@ -243,12 +254,16 @@ pub fn compare(
     });
 
     let mut floors = Vec::new();
+    let mut lock_cycles = Vec::new();
     for &sync in &config.sync {
         floors.push(sqlite_commit_floor(sync)?);
     }
     if let Some(url) = &redis_url {
-        match redis_server::two_round_trips(url) {
-            Ok(floor) => floors.push(floor),
+        match redis_server::floor_and_lock_cycle(url) {
+            Ok((floor, cycle)) => {
+                floors.push(floor);
+                lock_cycles.extend(cycle);
+            }
             Err(e) => eprintln!("note: redis round-trip floor not measured: {e}"),
         }
     }
@@ -349,6 +364,7 @@ pub fn compare(
                 .collect(),
         },
         floors,
+        lock_cycles,
         results,
     };
     Ok(Comparison {

@@ -9,16 +9,18 @@
 //! - [`file_store`]: a small record file rewritten in place, with no locking of its own;
 //!   it always parses and keeps every acknowledged record.
 //!
-//! Ops run through a [`BoxSerializer`] from the registry. They take their critical
-//! section timestamps inside the op, through a [`Probe`].
+//! Each database workload's module holds its statements for every kind of data the
+//! harness keeps (SQLite, PostgreSQL, MySQL, versioned records), behind a trait
+//! ([`counter::CounterData`], …) that [`WorkloadData`] gathers;
+//! the op itself (read, pause, write) is written once over that trait. Ops run through a
+//! [`BoxSerializer`] from the registry, and take their critical section timestamps inside
+//! the op, through a [`Probe`].
 
 pub mod bank;
 pub mod counter;
 pub mod file_store;
 pub mod kv;
 pub mod notify_once;
-#[cfg(feature = "optimistic")]
-pub mod versioned;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -26,10 +28,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
-use turnstile::{BoxSerializer, Error, Key, Wait};
+use turnstile::{BoxSerializer, Error, Key, Transact, Wait};
 
+use self::bank::BankData;
+use self::counter::CounterData;
+use self::kv::KvData;
+use self::notify_once::NotifyData;
+use crate::data::{Tables, WorkloadData, backend_error, in_transaction};
 use crate::history::{OpInput, OpOutput, now_ns};
 
 /// The workloads the harness knows.
@@ -91,17 +97,43 @@ impl Workload {
         self != Workload::FileStore
     }
 
-    /// Creates its tables (and files) in a fresh run directory.
+    /// Creates its tables, rows and files: the tables outside any transaction, the rows
+    /// in one transaction of `connect` (versioned records are written at its commit).
     ///
     /// # Errors
-    /// When the database or a file cannot be written.
-    pub fn init(self, conn: &Connection, paths: &Paths, keys: usize) -> Result<(), OpError> {
+    /// When the data or a file cannot be written.
+    pub fn init<C>(
+        self,
+        connect: &C,
+        paths: &Paths,
+        tables: &Tables,
+        keys: usize,
+    ) -> Result<(), OpError>
+    where
+        C: Transact<Resource: WorkloadData>,
+    {
         match self {
-            Workload::Counter => counter::init(conn, keys),
-            Workload::Bank => bank::init(conn, keys),
-            Workload::NotifyOnce => notify_once::init(conn, paths, keys),
-            Workload::Kv => kv::init(conn),
-            Workload::FileStore => file_store::init(paths),
+            Workload::FileStore => return file_store::init(paths),
+            Workload::NotifyOnce => drop(std::fs::File::create(&paths.effects)?),
+            _ => {}
+        }
+        let mut db = connect.connect().map_err(backend_error)?;
+        let t = tables;
+        match self {
+            Workload::Counter => {
+                db.create_counters(t)?;
+                in_transaction(connect, &mut db, |db| db.zero_counters(t, keys))
+            }
+            Workload::Bank => {
+                db.create_accounts(t)?;
+                in_transaction(connect, &mut db, |db| db.open_accounts(t, keys.max(2)))
+            }
+            Workload::NotifyOnce => {
+                db.create_notifications(t)?;
+                in_transaction(connect, &mut db, |db| db.add_notifications(t, keys))
+            }
+            Workload::Kv => db.create_records(t),
+            Workload::FileStore => Ok(()),
         }
     }
 
@@ -136,79 +168,61 @@ impl Workload {
         }
     }
 
-    /// Runs one op through `strategy`.
+    /// Runs one op through `strategy`, on the tables of `env`.
     ///
     /// # Errors
     /// The strategy's error, with the op's own [`OpError`].
-    pub fn execute(
+    pub fn execute<R: WorkloadData>(
         self,
-        strategy: &BoxSerializer<Connection>,
+        strategy: &BoxSerializer<R>,
         keys: &[Key],
         input: &OpInput,
         env: &OpEnv,
         probe: &Arc<Probe>,
     ) -> Result<OpOutput, Error<OpError>> {
-        let wait = Wait::Default;
         let env = env.clone();
         let probe = probe.clone();
-        match input.clone() {
-            OpInput::Increment => {
-                let key = keys[0].as_str().to_owned();
-                strategy.run_as(keys, wait, move |db| {
-                    probe.enter(db.fence().map(|f| f.0));
-                    let out = counter::increment(db, &key, &env);
-                    probe.exit();
-                    out
-                })
-            }
-            OpInput::Transfer { from, to, amount } => strategy.run_as(keys, wait, move |db| {
-                probe.enter(db.fence().map(|f| f.0));
-                let out = bank::transfer(db, &from, &to, amount, &env);
-                probe.exit();
-                out
-            }),
-            OpInput::Notify { id } => strategy.run_as(keys, wait, move |db| {
-                probe.enter(db.fence().map(|f| f.0));
-                let out = notify_once::notify(db, id, &env);
-                probe.exit();
-                out
-            }),
-            OpInput::ReadWrite { write } => {
-                let key = keys[0].as_str().to_owned();
-                strategy.run_as(keys, wait, move |db| {
-                    probe.enter(db.fence().map(|f| f.0));
-                    let out = kv::read_write(db, &key, write, &env);
-                    probe.exit();
-                    out
-                })
-            }
-            OpInput::Append { record } => strategy.run_as(keys, wait, move |db| {
-                probe.enter(db.fence().map(|f| f.0));
-                let out = file_store::append(&env, record);
-                probe.exit();
-                out
-            }),
-        }
+        let input = input.clone();
+        let key = keys[0].as_str().to_owned();
+        strategy.run_as(keys, Wait::Default, move |db| {
+            // Each attempt enters anew: the history keeps the last one's section.
+            probe.enter(db.fence().map(|f| f.0));
+            let t = &*env.tables;
+            let out = match &input {
+                OpInput::Increment => counter::increment(&mut **db, t, &key, &env),
+                OpInput::Transfer { from, to, amount } => {
+                    bank::transfer(&mut **db, t, from, to, *amount, &env)
+                }
+                OpInput::Notify { id } => notify_once::notify(&mut **db, t, *id, &env),
+                OpInput::ReadWrite { write } => kv::read_write(&mut **db, t, &key, *write, &env),
+                OpInput::Append { record } => file_store::append(&env, *record),
+            };
+            probe.exit();
+            out
+        })
     }
 
     /// Reads the state the run left, for the checkers.
     ///
     /// # Errors
-    /// When the database cannot be read.
-    pub fn final_state(
+    /// When the data cannot be read.
+    pub fn final_state<R: WorkloadData>(
         self,
-        conn: &Connection,
+        db: &mut R,
         paths: &Paths,
+        tables: &Tables,
         keys: usize,
     ) -> Result<FinalState, OpError> {
         Ok(match self {
-            Workload::Counter => FinalState::Values(counter::values(conn)?),
+            Workload::Counter => FinalState::Values(db.counters(tables, keys)?),
             Workload::Bank => FinalState::Balances {
-                balances: bank::balances(conn)?,
+                balances: db.balances(tables, keys.max(2))?,
                 expected_total: bank::INITIAL_BALANCE * keys.max(2) as i64,
             },
-            Workload::NotifyOnce => FinalState::Notifications(notify_once::state(conn, paths)?),
-            Workload::Kv => FinalState::Records(kv::records(conn)?),
+            Workload::NotifyOnce => {
+                FinalState::Notifications(notify_once::state(db, tables, paths, keys)?)
+            }
+            Workload::Kv => FinalState::Records(db.records(tables, keys)?),
             Workload::FileStore => FinalState::Store(file_store::read(&paths.store)),
         })
     }
@@ -268,12 +282,15 @@ impl Paths {
     }
 }
 
-/// What ops need besides the resource: the files, the think time, and a hook called inside
-/// the critical section (the nemesis uses it to learn a worker is in its section).
+/// What ops need besides the resource: the files, the tables, the think time, and a hook
+/// called inside the critical section (the nemesis uses it to learn a worker is in its
+/// section).
 #[derive(Clone)]
 pub struct OpEnv {
     /// The run's files.
     pub paths: Arc<Paths>,
+    /// The run's tables.
+    pub tables: Arc<Tables>,
     /// How long an op pauses between its read and its write (widens race windows).
     pub think: Duration,
     /// Called inside the critical section, between the read and the write.
@@ -288,6 +305,7 @@ impl fmt::Debug for OpEnv {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OpEnv")
             .field("paths", &self.paths)
+            .field("tables", &self.tables)
             .field("think", &self.think)
             .finish_non_exhaustive()
     }
@@ -383,6 +401,19 @@ impl Probe {
 pub enum OpError {
     /// SQLite failed.
     Sql(rusqlite::Error),
+    /// PostgreSQL failed.
+    #[cfg(feature = "postgres")]
+    Postgres(postgres::Error),
+    /// MySQL / MariaDB failed.
+    #[cfg(feature = "mysql")]
+    MySql(mysql::Error),
+    /// A versioned record could not be read or written.
+    #[cfg(feature = "optimistic")]
+    Store(turnstile::optimistic::StoreError),
+    /// The data could not be opened, or a transaction around the workload's setup failed.
+    Backend(turnstile::BoxError),
+    /// A row or record the workload created is gone.
+    Missing(String),
     /// A file failed.
     Io(std::io::Error),
     /// The file store did not parse: another writer tore it.
@@ -393,6 +424,14 @@ impl fmt::Display for OpError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             OpError::Sql(e) => write!(f, "sqlite: {e}"),
+            #[cfg(feature = "postgres")]
+            OpError::Postgres(e) => write!(f, "postgres: {e}"),
+            #[cfg(feature = "mysql")]
+            OpError::MySql(e) => write!(f, "mysql: {e}"),
+            #[cfg(feature = "optimistic")]
+            OpError::Store(e) => write!(f, "{e}"),
+            OpError::Backend(e) => write!(f, "{e}"),
+            OpError::Missing(what) => write!(f, "{what} is missing"),
             OpError::Io(e) => write!(f, "i/o: {e}"),
             OpError::Corrupt(m) => write!(f, "corrupt store: {m}"),
         }
@@ -403,8 +442,15 @@ impl std::error::Error for OpError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             OpError::Sql(e) => Some(e),
+            #[cfg(feature = "postgres")]
+            OpError::Postgres(e) => Some(e),
+            #[cfg(feature = "mysql")]
+            OpError::MySql(e) => Some(e),
+            #[cfg(feature = "optimistic")]
+            OpError::Store(e) => Some(e),
+            OpError::Backend(e) => Some(&**e),
             OpError::Io(e) => Some(e),
-            OpError::Corrupt(_) => None,
+            OpError::Missing(_) | OpError::Corrupt(_) => None,
         }
     }
 }
@@ -415,10 +461,46 @@ impl From<rusqlite::Error> for OpError {
     }
 }
 
+#[cfg(feature = "postgres")]
+impl From<postgres::Error> for OpError {
+    fn from(e: postgres::Error) -> Self {
+        OpError::Postgres(e)
+    }
+}
+
+#[cfg(feature = "mysql")]
+impl From<mysql::Error> for OpError {
+    fn from(e: mysql::Error) -> Self {
+        OpError::MySql(e)
+    }
+}
+
+#[cfg(feature = "optimistic")]
+impl From<turnstile::optimistic::StoreError> for OpError {
+    fn from(e: turnstile::optimistic::StoreError) -> Self {
+        OpError::Store(e)
+    }
+}
+
 impl From<std::io::Error> for OpError {
     fn from(e: std::io::Error) -> Self {
         OpError::Io(e)
     }
+}
+
+/// A versioned record as an `i64` (little-endian): `None` when absent or empty (a deleted
+/// `kv` record); a value that is not eight bytes reads as `i64::MIN`, which every checker
+/// flags.
+#[cfg(feature = "optimistic")]
+fn read_i64<S: turnstile::optimistic::VersionStore>(
+    db: &mut turnstile::optimistic::Versioned<S>,
+    id: &str,
+) -> Result<Option<i64>, OpError> {
+    Ok(match db.read(id)? {
+        None => None,
+        Some(bytes) if bytes.is_empty() => None,
+        Some(bytes) => Some(bytes.try_into().map_or(i64::MIN, i64::from_le_bytes)),
+    })
 }
 
 /// The state a run left, as each workload's checker needs it.

@@ -11,34 +11,59 @@ use std::io::Write;
 use rusqlite::Connection;
 
 use super::{OpEnv, OpError, Paths};
+use crate::data::Tables;
+#[cfg(feature = "postgres")]
+use crate::data::pg;
 use crate::history::OpOutput;
 
-pub(crate) fn init(conn: &Connection, paths: &Paths, keys: usize) -> Result<(), OpError> {
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS notification (id INTEGER PRIMARY KEY, sent INTEGER NOT NULL)",
-    )?;
-    for id in 0..keys.max(1) {
-        conn.execute(
-            "INSERT OR IGNORE INTO notification (id, sent) VALUES (?1, 0)",
-            [id as i64],
-        )?;
-    }
-    std::fs::File::create(&paths.effects)?;
-    Ok(())
+/// The notifications' statements on one kind of data. Notifications are numbered `0`,
+/// `1`, … (their keys and versioned records are named `n0`, `n1`, …).
+pub trait NotifyData {
+    /// Creates the notification table (outside any transaction).
+    ///
+    /// # Errors
+    /// When the data refuses.
+    fn create_notifications(&mut self, tables: &Tables) -> Result<(), OpError>;
+
+    /// Adds `keys` unsent notifications (inside a transaction).
+    ///
+    /// # Errors
+    /// When the data refuses.
+    fn add_notifications(&mut self, tables: &Tables, keys: usize) -> Result<(), OpError>;
+
+    /// Whether notification `id` is marked sent.
+    ///
+    /// # Errors
+    /// When the data refuses, or the notification does not exist.
+    fn is_sent(&mut self, tables: &Tables, id: i64) -> Result<bool, OpError>;
+
+    /// Marks notification `id` sent.
+    ///
+    /// # Errors
+    /// When the data refuses.
+    fn mark_sent(&mut self, tables: &Tables, id: i64) -> Result<(), OpError>;
+
+    /// Every notification's flag.
+    ///
+    /// # Errors
+    /// When the data refuses.
+    fn sent_flags(&mut self, tables: &Tables, keys: usize) -> Result<BTreeMap<i64, bool>, OpError>;
 }
 
-pub(crate) fn notify(db: &Connection, id: i64, env: &OpEnv) -> Result<OpOutput, OpError> {
-    let sent: bool = db.query_row("SELECT sent FROM notification WHERE id = ?1", [id], |r| {
-        r.get(0)
-    })?;
-    if sent {
+pub(crate) fn notify<D: NotifyData + ?Sized>(
+    db: &mut D,
+    t: &Tables,
+    id: i64,
+    env: &OpEnv,
+) -> Result<OpOutput, OpError> {
+    if db.is_sent(t, id)? {
         return Ok(OpOutput::Notified { sent: false });
     }
     // One write(2) on an O_APPEND file: effects from several processes never interleave.
     let mut log = OpenOptions::new().append(true).open(&env.paths.effects)?;
     log.write_all(format!("{id} {}\n", std::process::id()).as_bytes())?;
     env.pause();
-    db.execute("UPDATE notification SET sent = 1 WHERE id = ?1", [id])?;
+    db.mark_sent(t, id)?;
     Ok(OpOutput::Notified { sent: true })
 }
 
@@ -53,13 +78,14 @@ pub struct Outcome {
     pub garbled: Vec<String>,
 }
 
-pub(crate) fn state(conn: &Connection, paths: &Paths) -> Result<Outcome, OpError> {
-    let mut stmt = conn.prepare("SELECT id, sent FROM notification")?;
-    let sent = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<Result<_, _>>()?;
+pub(crate) fn state<D: NotifyData + ?Sized>(
+    db: &mut D,
+    t: &Tables,
+    paths: &Paths,
+    keys: usize,
+) -> Result<Outcome, OpError> {
     let mut outcome = Outcome {
-        sent,
+        sent: db.sent_flags(t, keys)?,
         ..Outcome::default()
     };
     let log = std::fs::read_to_string(&paths.effects)?;
@@ -70,4 +96,176 @@ pub(crate) fn state(conn: &Connection, paths: &Paths) -> Result<Outcome, OpError
         }
     }
     Ok(outcome)
+}
+
+impl NotifyData for Connection {
+    fn create_notifications(&mut self, t: &Tables) -> Result<(), OpError> {
+        self.execute_batch(&format!(
+            "CREATE TABLE IF NOT EXISTS {} (id INTEGER PRIMARY KEY, sent INTEGER NOT NULL)",
+            t.notification
+        ))?;
+        Ok(())
+    }
+
+    fn add_notifications(&mut self, t: &Tables, keys: usize) -> Result<(), OpError> {
+        let mut insert = self.prepare(&format!(
+            "INSERT OR IGNORE INTO {} (id, sent) VALUES (?1, 0)",
+            t.notification
+        ))?;
+        for id in 0..keys {
+            insert.execute([id as i64])?;
+        }
+        Ok(())
+    }
+
+    fn is_sent(&mut self, t: &Tables, id: i64) -> Result<bool, OpError> {
+        Ok(self.query_row(
+            &format!("SELECT sent FROM {} WHERE id = ?1", t.notification),
+            [id],
+            |r| r.get(0),
+        )?)
+    }
+
+    fn mark_sent(&mut self, t: &Tables, id: i64) -> Result<(), OpError> {
+        self.execute(
+            &format!("UPDATE {} SET sent = 1 WHERE id = ?1", t.notification),
+            [id],
+        )?;
+        Ok(())
+    }
+
+    fn sent_flags(&mut self, t: &Tables, _keys: usize) -> Result<BTreeMap<i64, bool>, OpError> {
+        let mut stmt = self.prepare(&format!("SELECT id, sent FROM {}", t.notification))?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl NotifyData for postgres::Client {
+    fn create_notifications(&mut self, t: &Tables) -> Result<(), OpError> {
+        self.batch_execute(&format!(
+            "CREATE TABLE IF NOT EXISTS {} (id BIGINT PRIMARY KEY, sent BOOLEAN NOT NULL)",
+            t.notification
+        ))?;
+        Ok(())
+    }
+
+    fn add_notifications(&mut self, t: &Tables, keys: usize) -> Result<(), OpError> {
+        self.execute(
+            &format!(
+                "INSERT INTO {} (id, sent) SELECT id, FALSE FROM generate_series(0::BIGINT, $1::BIGINT - 1) AS id
+                 ON CONFLICT (id) DO NOTHING",
+                t.notification
+            ),
+            &[&(keys as i64)],
+        )?;
+        Ok(())
+    }
+
+    fn is_sent(&mut self, t: &Tables, id: i64) -> Result<bool, OpError> {
+        let sql = format!("SELECT sent FROM {} WHERE id = $1", t.notification);
+        pg::one(
+            self,
+            &sql,
+            &[(&id, pg::INT8)],
+            &format!("notification {id}"),
+        )
+    }
+
+    fn mark_sent(&mut self, t: &Tables, id: i64) -> Result<(), OpError> {
+        let sql = format!("UPDATE {} SET sent = TRUE WHERE id = $1", t.notification);
+        pg::run(self, &sql, &[(&id, pg::INT8)])
+    }
+
+    fn sent_flags(&mut self, t: &Tables, _keys: usize) -> Result<BTreeMap<i64, bool>, OpError> {
+        let rows = self.query(&format!("SELECT id, sent FROM {}", t.notification), &[])?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+}
+
+#[cfg(feature = "mysql")]
+impl NotifyData for mysql::Conn {
+    fn create_notifications(&mut self, t: &Tables) -> Result<(), OpError> {
+        use mysql::prelude::Queryable;
+        self.query_drop(format!(
+            "CREATE TABLE IF NOT EXISTS {} (id BIGINT PRIMARY KEY, sent BOOLEAN NOT NULL) ENGINE = InnoDB",
+            t.notification
+        ))?;
+        Ok(())
+    }
+
+    fn add_notifications(&mut self, t: &Tables, keys: usize) -> Result<(), OpError> {
+        use mysql::prelude::Queryable;
+        self.exec_batch(
+            format!(
+                "INSERT IGNORE INTO {} (id, sent) VALUES (?, FALSE)",
+                t.notification
+            ),
+            (0..keys).map(|id| (id as i64,)),
+        )?;
+        Ok(())
+    }
+
+    fn is_sent(&mut self, t: &Tables, id: i64) -> Result<bool, OpError> {
+        use mysql::prelude::Queryable;
+        self.exec_first(
+            format!("SELECT sent FROM {} WHERE id = ?", t.notification),
+            (id,),
+        )?
+        .ok_or_else(|| OpError::Missing(format!("notification {id}")))
+    }
+
+    fn mark_sent(&mut self, t: &Tables, id: i64) -> Result<(), OpError> {
+        use mysql::prelude::Queryable;
+        self.exec_drop(
+            format!("UPDATE {} SET sent = TRUE WHERE id = ?", t.notification),
+            (id,),
+        )?;
+        Ok(())
+    }
+
+    fn sent_flags(&mut self, t: &Tables, _keys: usize) -> Result<BTreeMap<i64, bool>, OpError> {
+        use mysql::prelude::Queryable;
+        Ok(self
+            .query::<(i64, bool), _>(format!("SELECT id, sent FROM {}", t.notification))?
+            .into_iter()
+            .collect())
+    }
+}
+
+#[cfg(feature = "optimistic")]
+impl<S: turnstile::optimistic::VersionStore> NotifyData for turnstile::optimistic::Versioned<S> {
+    fn create_notifications(&mut self, _: &Tables) -> Result<(), OpError> {
+        Ok(())
+    }
+
+    fn add_notifications(&mut self, _: &Tables, keys: usize) -> Result<(), OpError> {
+        for id in 0..keys {
+            self.write(&format!("n{id}"), [0u8])?;
+        }
+        Ok(())
+    }
+
+    fn is_sent(&mut self, _: &Tables, id: i64) -> Result<bool, OpError> {
+        match self.read(&format!("n{id}"))? {
+            Some(flag) => Ok(flag != [0]),
+            None => Err(OpError::Missing(format!("notification {id}"))),
+        }
+    }
+
+    fn mark_sent(&mut self, _: &Tables, id: i64) -> Result<(), OpError> {
+        self.write(&format!("n{id}"), [1u8])?;
+        Ok(())
+    }
+
+    fn sent_flags(&mut self, _: &Tables, keys: usize) -> Result<BTreeMap<i64, bool>, OpError> {
+        let mut flags = BTreeMap::new();
+        for id in 0..keys as i64 {
+            if let Some(flag) = self.read(&format!("n{id}"))? {
+                flags.insert(id, flag != [0]);
+            }
+        }
+        Ok(flags)
+    }
 }

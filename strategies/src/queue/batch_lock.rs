@@ -84,10 +84,11 @@ pub(super) fn copy_error(e: &StrategyError) -> StrategyError {
 
 /// Registers the queue-in-front-of-a-lock strategies over SQLite that are compiled in:
 /// `queue+file-lock[:DIR]`, `queue+redis://…` (and `queue+rediss://…`,
-/// `queue+redis+unix://…`), `queue+redlock://h1:p1,h2:p2,…`. Each takes what the plain lock
-/// spec after `queue+` takes; Redis servers are pinged at once, so a wrong address shows
-/// as [`Error::Unavailable`] when the spec is opened. (`queue+mysql://…` and
-/// `queue+postgres://…` are registered with their plain locks, over any resource.)
+/// `queue+redis+unix://…`), `queue+redlock://h1:p1,h2:p2,…` (and `queue+redlocks://…`).
+/// Each takes what the plain lock spec after `queue+` takes; Redis servers are pinged at
+/// once, so a wrong address shows as [`Error::Unavailable`] when the spec is opened.
+/// (`queue+mysql://…` and `queue+postgres://…` are registered with their plain locks,
+/// over any resource.)
 #[cfg(feature = "sqlite")]
 #[cfg_attr(
     not(any(feature = "file-lock", feature = "redis")),
@@ -126,14 +127,16 @@ pub(crate) fn register(registry: &mut crate::spec::Registry<crate::sqlite::Sqlit
                 single,
             );
         }
-        registry.register(
-            "queue+redlock",
-            "a queue per process whose worker takes a Redlock quorum once per batch; no fencing (hosts)",
-            |spec, setup| {
-                let lock = crate::lock::RedlockLock::builder_from_url(lock_url(spec)?)?.build()?;
-                lock.ping_all()?;
-                setup.queued(lock)
-            },
-        );
+        for scheme in ["queue+redlock", "queue+redlocks"] {
+            registry.register(
+                scheme,
+                "a queue per process whose worker takes a Redlock quorum once per batch; no fencing (hosts)",
+                |spec, setup| {
+                    let lock = crate::lock::RedlockLock::builder_from_url(lock_url(spec)?)?.build()?;
+                    lock.ping_all()?;
+                    setup.queued(lock)
+                },
+            );
+        }
     }
 }

@@ -1,0 +1,431 @@
+//! Where a run keeps its data: a SQLite file in the run's directory (the default), a
+//! PostgreSQL or MySQL / MariaDB database on a server (`--data postgres://…`,
+//! `--data mysql://…`), and in each of them either plain tables or versioned records.
+//!
+//! One run path serves them all: [`run`](crate::run()), its threads, its worker
+//! processes and its checkers are generic over a [`Backend`], which opens the data and
+//! owns what is specific to it (the opener strategies are built over, the strategy
+//! registry, dropping the run's tables, an integrity check). The statements of each
+//! workload, for each kind of data, live in that workload's module
+//! ([`counter`](crate::workload::counter), …) behind a trait that [`WorkloadData`]
+//! gathers, all with bound parameters.
+//!
+//! - [`SqliteData`]: `rusqlite::Connection`, in a fresh database per run.
+//! - [`PostgresData`], [`MySqlData`] (features `postgres`, `mysql`): a `postgres::Client` or
+//!   a `mysql::Conn` on a shared server. Each run creates its own tables, named with a
+//!   generated prefix ([`Tables`]), and drops them when it ends, so runs on the same
+//!   database never meet (unless `--keep` keeps a failed run's tables to look at).
+//! - [`VersionedData`] (feature `optimistic`): the records of a
+//!   [`Versioned`](turnstile::optimistic::Versioned) handle over any of the three, for
+//!   the strategies whose ops work on versioned records (`optimistic`). Their writes
+//!   apply at commit, so lock strategies over them always run in their transaction.
+//!
+//! The `file_store` workload keeps its data in a file whatever the backend: the database
+//! is then only probed, and the strategy's exclusion alone protects the file.
+
+#[cfg(feature = "mysql")]
+mod mysql;
+#[cfg(feature = "postgres")]
+mod postgres;
+mod sqlite;
+#[cfg(feature = "optimistic")]
+mod versioned;
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use turnstile::spec::{Registry, redact_url};
+use turnstile::sqlite::Sqlite;
+use turnstile::{Connect, Transact};
+
+use crate::check::CheckResult;
+use crate::run::{RunError, WorkerSpec};
+use crate::workload::OpError;
+use crate::workload::bank::BankData;
+use crate::workload::counter::CounterData;
+use crate::workload::kv::KvData;
+use crate::workload::notify_once::NotifyData;
+
+#[cfg(feature = "mysql")]
+pub use self::mysql::MySqlData;
+#[cfg(feature = "postgres")]
+pub use self::postgres::PostgresData;
+#[cfg(feature = "postgres")]
+pub(crate) use self::postgres::pg;
+pub use self::sqlite::SqliteData;
+#[cfg(feature = "optimistic")]
+pub use self::versioned::VersionedData;
+
+/// Where a run keeps its data (`turnstile check --data`).
+///
+/// Parses from `sqlite`, `postgres://…` (or `postgresql://…`, or a URL with
+/// `postgres://`'s query parameters) and `mysql://…`; any other scheme is refused. The URL
+/// is only checked fully when the run opens it. `Debug` and `Display` hide a password.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum DataSpec {
+    /// A fresh SQLite database in the run's directory (or `--db PATH`). The default.
+    #[default]
+    Sqlite,
+    /// A PostgreSQL database: `postgres://user:password@host:port/database`.
+    Postgres(String),
+    /// A MySQL / MariaDB database: `mysql://user:password@host:port/database`.
+    #[serde(rename = "mysql")]
+    MySql(String),
+}
+
+impl DataSpec {
+    /// Whether the data lives on a server shared with other runs.
+    pub fn is_server(&self) -> bool {
+        !matches!(self, DataSpec::Sqlite)
+    }
+}
+
+impl fmt::Display for DataSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DataSpec::Sqlite => f.write_str("sqlite"),
+            DataSpec::Postgres(url) | DataSpec::MySql(url) => f.write_str(&redact_url(url)),
+        }
+    }
+}
+
+impl fmt::Debug for DataSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DataSpec({self})")
+    }
+}
+
+impl std::str::FromStr for DataSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if s.eq_ignore_ascii_case("sqlite") {
+            return Ok(DataSpec::Sqlite);
+        }
+        let scheme = s
+            .split_once("://")
+            .map(|(scheme, _)| scheme.to_ascii_lowercase());
+        match scheme.as_deref() {
+            Some("postgres" | "postgresql") => Ok(DataSpec::Postgres(s.to_owned())),
+            Some("mysql") => Ok(DataSpec::MySql(s.to_owned())),
+            _ => Err(format!(
+                "unknown data {:?}: use sqlite, postgres://user@host:port/db or mysql://user@host:port/db",
+                redact_url(s)
+            )),
+        }
+    }
+}
+
+/// The longest table prefix a worker accepts: the longest table name it makes stays
+/// far below PostgreSQL's 63 and MySQL's 64 characters.
+const MAX_PREFIX: usize = 32;
+
+/// The tables of one run: each workload's table name with the run's prefix. The prefix is
+/// generated ([`Tables::generated`]) or empty (a fresh SQLite database), and validated
+/// wherever it is read, since table names cannot be bound parameters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tables {
+    prefix: String,
+    /// The counters (`counter`).
+    pub counter: String,
+    /// The bank's accounts (`account`).
+    pub account: String,
+    /// The notifications' flags (`notification`).
+    pub notification: String,
+    /// The key-value records (`kv`).
+    pub kv: String,
+    /// The versioned records (`versions`).
+    pub versions: String,
+}
+
+impl Tables {
+    /// The tables named `PREFIX` + `counter`, `account`, … .
+    ///
+    /// # Errors
+    /// [`RunError::Usage`] unless `prefix` is at most 32 lower-case ASCII letters, digits or
+    /// `_`, starting with a letter or `_` (or empty).
+    pub fn new(prefix: &str) -> Result<Self, RunError> {
+        let mut bytes = prefix.bytes();
+        let valid = prefix.len() <= MAX_PREFIX
+            && bytes
+                .next()
+                .is_none_or(|b| b.is_ascii_lowercase() || b == b'_')
+            && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !valid {
+            return Err(RunError::Usage(format!(
+                "table prefix {prefix:?} must be at most {MAX_PREFIX} lower-case ASCII letters, digits or '_', not starting with a digit"
+            )));
+        }
+        let name = |table: &str| format!("{prefix}{table}");
+        Ok(Tables {
+            counter: name("counter"),
+            account: name("account"),
+            notification: name("notification"),
+            kv: name("kv"),
+            versions: name("versions"),
+            prefix: prefix.to_owned(),
+        })
+    }
+
+    /// A fresh prefix for a run on a shared server: `ts_` and 12 random hex digits, `_`.
+    pub fn generated() -> String {
+        format!("ts_{:012x}_", fastrand::u64(..) >> 16)
+    }
+
+    /// The prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Every table a run may create.
+    pub fn all(&self) -> [&str; 5] {
+        [
+            &self.counter,
+            &self.account,
+            &self.notification,
+            &self.kv,
+            &self.versions,
+        ]
+    }
+}
+
+/// What a workload's ops work on: the statements of every workload on one kind of data
+/// (a `rusqlite::Connection`, a `postgres::Client`, a `mysql::Conn`, a `Versioned`
+/// handle), and a trivial one that proves the data is reachable.
+pub trait WorkloadData: CounterData + BankData + NotifyData + KvData + Send + 'static {
+    /// One trivial read.
+    ///
+    /// # Errors
+    /// When the data cannot be reached.
+    fn probe(&mut self) -> Result<(), OpError>;
+}
+
+/// One kind of data a run can keep: how to open it from a worker's spec, and what is
+/// specific to it besides the workloads' statements.
+pub trait Backend: Sized + Send + Sync + 'static {
+    /// Opens the resources the strategies serialize; ops get its resource.
+    type Connect: Transact<Resource: WorkloadData> + Clone;
+
+    /// The data `spec` describes (nothing is connected or created yet).
+    ///
+    /// # Errors
+    /// [`RunError::Usage`] for a URL or table prefix that does not parse.
+    fn open(spec: &WorkerSpec) -> Result<Self, RunError>;
+
+    /// The strategies that run over this data, by spec.
+    fn registry() -> Registry<Self::Connect>;
+
+    /// The opener.
+    fn connect(&self) -> &Self::Connect;
+
+    /// The run's tables.
+    fn tables(&self) -> &Tables;
+
+    /// Whether lock strategies may run each statement in autocommit here, so that only
+    /// their lock excludes. Default: yes.
+    fn autocommit(&self) -> bool {
+        true
+    }
+
+    /// Where the data is, for the report (never a password).
+    fn describe(&self) -> String {
+        self.connect().identity().to_owned()
+    }
+
+    /// The store's own consistency check after a run, if it has one. Default: none.
+    fn integrity(&self) -> Option<CheckResult> {
+        None
+    }
+
+    /// Drops the run's tables (on a shared server). Default: nothing to drop.
+    ///
+    /// # Errors
+    /// When the server refuses.
+    fn drop_tables(&self) -> Result<(), OpError> {
+        Ok(())
+    }
+}
+
+/// Something to do with the backend a worker spec names: the run, a worker process, the
+/// capability probe.
+pub(crate) trait WithBackend {
+    /// What it gives back.
+    type Output;
+
+    /// Does it with `backend` and the strategies over it.
+    fn with<B: Backend>(
+        self,
+        backend: B,
+        registry: &Registry<B::Connect>,
+    ) -> Result<Self::Output, RunError>;
+}
+
+/// Opens the backend `spec` names and hands it to `job`, with `sqlite` as the registry of
+/// plain SQLite data (callers may bring their own) and the builtin ones elsewhere.
+pub(crate) fn with_backend<W: WithBackend>(
+    spec: &WorkerSpec,
+    sqlite: &Registry<Sqlite>,
+    job: W,
+) -> Result<W::Output, RunError> {
+    match (&spec.data, spec.versioned) {
+        (DataSpec::Sqlite, false) => job.with(SqliteData::open(spec)?, sqlite),
+        #[cfg(feature = "optimistic")]
+        (DataSpec::Sqlite, true) => visit::<VersionedData<SqliteData>, W>(spec, job),
+        #[cfg(feature = "postgres")]
+        (DataSpec::Postgres(_), false) => visit::<PostgresData, W>(spec, job),
+        #[cfg(all(feature = "postgres", feature = "optimistic"))]
+        (DataSpec::Postgres(_), true) => visit::<VersionedData<PostgresData>, W>(spec, job),
+        #[cfg(feature = "mysql")]
+        (DataSpec::MySql(_), false) => visit::<MySqlData, W>(spec, job),
+        #[cfg(all(feature = "mysql", feature = "optimistic"))]
+        (DataSpec::MySql(_), true) => visit::<VersionedData<MySqlData>, W>(spec, job),
+        #[allow(unreachable_patterns)]
+        (data, versioned) => Err(RunError::Usage(format!(
+            "this build of the harness cannot keep {}data in {data} (a Cargo feature is off)",
+            if versioned { "versioned " } else { "" }
+        ))),
+    }
+}
+
+#[cfg(any(feature = "postgres", feature = "mysql", feature = "optimistic"))]
+fn visit<B: Backend, W: WithBackend>(spec: &WorkerSpec, job: W) -> Result<W::Output, RunError> {
+    job.with(B::open(spec)?, &B::registry())
+}
+
+/// The names of the strategies over versioned records (the same over every store).
+pub(crate) fn versioned_names() -> Vec<(String, String)> {
+    #[cfg(feature = "optimistic")]
+    {
+        let registry = Registry::<turnstile::optimistic::Versions<Sqlite>>::builtin_versioned();
+        registry
+            .names()
+            .map(|(n, s)| (n.to_owned(), s.to_owned()))
+            .collect()
+    }
+    #[cfg(not(feature = "optimistic"))]
+    Vec::new()
+}
+
+/// What `turnstile list` prints about strategies: those over SQLite data (`sqlite`, then
+/// the ones over versioned records only), then the names over each server's data.
+pub fn listing(sqlite: &Registry<Sqlite>) -> String {
+    let mut out = String::new();
+    let tables = table_names(&DataSpec::Sqlite, sqlite);
+    let versioned_only: Vec<(String, String)> = versioned_names()
+        .into_iter()
+        .filter(|(n, _)| !tables.iter().any(|(t, _)| t == n))
+        .collect();
+    for (name, summary) in &tables {
+        out.push_str(&format!("{name:<14} {summary}\n"));
+    }
+    for (name, summary) in &versioned_only {
+        out.push_str(&format!("{name:<14} {summary} [on versioned records]\n"));
+    }
+    for (data, example) in [
+        (DataSpec::Postgres(String::new()), "postgres://…"),
+        (DataSpec::MySql(String::new()), "mysql://…"),
+    ] {
+        let names: Vec<String> = table_names(&data, sqlite)
+            .into_iter()
+            .chain(versioned_only.iter().cloned())
+            .map(|(n, _)| n)
+            .collect();
+        if !names.is_empty() {
+            out.push_str(&format!("with --data {example}: {}\n", names.join(", ")));
+        }
+    }
+    out
+}
+
+/// The strategy names known over plain tables in `data` (`sqlite` is the caller's
+/// registry), with their summaries.
+pub(crate) fn table_names(data: &DataSpec, sqlite: &Registry<Sqlite>) -> Vec<(String, String)> {
+    fn owned<C: Connect>(r: &Registry<C>) -> Vec<(String, String)> {
+        r.names()
+            .map(|(n, s)| (n.to_owned(), s.to_owned()))
+            .collect()
+    }
+    match data {
+        DataSpec::Sqlite => owned(sqlite),
+        #[cfg(feature = "postgres")]
+        DataSpec::Postgres(_) => owned(&PostgresData::registry()),
+        #[cfg(feature = "mysql")]
+        DataSpec::MySql(_) => owned(&MySqlData::registry()),
+        #[allow(unreachable_patterns)]
+        _ => Vec::new(),
+    }
+}
+
+/// The run's tables on a shared server: a prefix is required, so two runs never share a
+/// table.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+fn server_tables(spec: &WorkerSpec) -> Result<Tables, RunError> {
+    if spec.tables.is_empty() {
+        return Err(RunError::Usage(format!(
+            "data on a server needs a table prefix ({})",
+            spec.data
+        )));
+    }
+    Tables::new(&spec.tables)
+}
+
+/// Maps a driver's "cannot connect" to an op error.
+pub(crate) fn backend_error(e: impl Into<turnstile::BoxError>) -> OpError {
+    OpError::Backend(e.into())
+}
+
+/// Runs `fill` in one transaction of `connect` on `resource`, after `create` outside it
+/// (MySQL commits DDL implicitly). What workloads do to set their tables up.
+pub(crate) fn in_transaction<C: Transact>(
+    connect: &C,
+    resource: &mut C::Resource,
+    fill: impl FnOnce(&mut C::Resource) -> Result<(), OpError>,
+) -> Result<(), OpError> {
+    connect
+        .begin(resource, &[])
+        .map_err(|e| backend_error(e.to_string()))?;
+    match fill(resource) {
+        Ok(()) => connect
+            .commit(resource)
+            .map_err(|e| backend_error(e.to_string())),
+        Err(e) => {
+            let _ = connect.rollback(resource);
+            Err(e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_specs_parse_by_scheme_and_hide_passwords() {
+        assert_eq!("sqlite".parse::<DataSpec>(), Ok(DataSpec::Sqlite));
+        assert!(matches!(
+            "postgresql://u:pw@h/db".parse::<DataSpec>(),
+            Ok(DataSpec::Postgres(_))
+        ));
+        let mysql: DataSpec = "mysql://root:secret@127.0.0.1:3306/test".parse().unwrap();
+        assert!(matches!(mysql, DataSpec::MySql(_)));
+        assert!(!format!("{mysql} {mysql:?}").contains("secret"));
+        for bad in ["", "redis://h", "postgres", "file:/tmp/x", "mysql:/x"] {
+            assert!(bad.parse::<DataSpec>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn table_prefixes_are_identifiers() {
+        assert_eq!(Tables::new("").unwrap().counter, "counter");
+        let generated = Tables::generated();
+        let tables = Tables::new(&generated).unwrap();
+        assert!(tables.notification.len() < 40, "{tables:?}");
+        assert_ne!(generated, Tables::generated());
+        for bad in ["1x_", "a-b", "x; DROP TABLE y", "A_", &"x".repeat(33)] {
+            assert!(Tables::new(bad).is_err(), "{bad:?}");
+        }
+    }
+}
