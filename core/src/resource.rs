@@ -170,6 +170,23 @@ pub trait Transact: Connect {
     /// fails too.
     fn in_transaction(&self, resource: &Self::Resource) -> bool;
 
+    /// Where no transaction should be open (an op run in autocommit mode has returned),
+    /// rolls back one the op left open and says whether there was one, so it cannot
+    /// swallow later ops' writes on the same resource. The default asks
+    /// [`in_transaction`](Transact::in_transaction), which is right where that answer is
+    /// exact; a resource that cannot tell without asking its server overrides it.
+    ///
+    /// # Errors
+    /// When the resource failed to answer or to roll back (it should then be discarded).
+    fn end_stray_transaction(&self, resource: &mut Self::Resource) -> Result<bool, BoxError> {
+        if self.in_transaction(resource) {
+            self.rollback(resource)?;
+            Ok(true)
+        } else {
+            Ok(false)
+        }
+    }
+
     /// Opens savepoint number `n` inside the transaction (group commit uses one per op).
     ///
     /// # Errors

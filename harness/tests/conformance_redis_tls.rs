@@ -17,6 +17,7 @@ use redis_server::RedisServer;
 use test_pki::TestPki;
 use turnstile_harness::Workload;
 use turnstile_harness::conformance::{threads, with_query};
+use turnstile_harness::data::DataSpec;
 
 /// A TLS server, its certificates and the `rediss://…?tls_ca=…&ttl_ms=500` URL; derefs to
 /// the URL, and stops the server and removes the files when dropped.
@@ -54,7 +55,7 @@ fn rediss_passes_every_workload_in_threads() {
         Workload::Kv,
         Workload::FileStore,
     ] {
-        threads(&redis, workload);
+        threads(&redis, &DataSpec::Sqlite, workload);
     }
 }
 
@@ -62,7 +63,7 @@ fn rediss_passes_every_workload_in_threads() {
 fn queue_rediss_passes_in_threads() {
     let redis = tls_redis();
     for workload in [Workload::Counter, Workload::Bank] {
-        threads(&format!("queue+{}", &*redis), workload);
+        threads(&format!("queue+{}", &*redis), &DataSpec::Sqlite, workload);
     }
 }
 

@@ -435,7 +435,9 @@ impl<C: Transact> QueueBuilder<C> {
     /// rolled back when an op fails or panics; only the queue's one-at-a-time order
     /// protects the op. An op may run its own `BEGIN … COMMIT`, but one that leaves a
     /// transaction open has it rolled back (and gets [`Error::Resource`] if it returned
-    /// `Ok`), since the worker's connection serves every later op.
+    /// `Ok`), since the worker's connection serves every later op. (Over a database
+    /// server, finding out costs a round trip or two per op:
+    /// [`Transact::end_stray_transaction`].)
     /// Default: [`TxMode::Transaction`].
     pub fn tx_mode(mut self, mode: TxMode) -> Self {
         self.tx_mode = mode;
@@ -1718,14 +1720,19 @@ impl<C: Transact> Worker<C> {
             let ran = self.run_op(job);
             // The worker's one connection serves every later op: a transaction an op left
             // open would swallow their writes, uncommitted.
-            if self.connect.in_transaction(&self.resource) {
-                if self.connect.rollback(&mut self.resource).is_err() {
+            match self.connect.end_stray_transaction(&mut self.resource) {
+                Ok(false) => {}
+                Ok(true) if ran == Ran::Ok => job.fail(Error::resource(
+                    "the op left a transaction open; it was rolled back",
+                )),
+                Ok(true) => {}
+                Err(_) => {
+                    // Reopened before the next op; whether the op's writes stand is not
+                    // known.
                     self.broken = true;
-                }
-                if ran == Ran::Ok {
-                    job.fail(Error::resource(
-                        "the op left a transaction open; it was rolled back",
-                    ));
+                    if ran == Ran::Ok {
+                        job.fail(Error::Indeterminate);
+                    }
                 }
             }
             return;

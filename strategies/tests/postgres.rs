@@ -228,6 +228,12 @@ fn an_op_that_ends_the_transaction_gets_transaction_ended() {
 }
 
 #[test]
+#[cfg(feature = "queue")]
+fn a_queue_in_autocommit_rolls_back_what_an_op_left_open() {
+    servers::a_queue_in_autocommit_rolls_back_what_an_op_left_open(Postgres::new(&url()).unwrap());
+}
+
+#[test]
 fn lock_excludes_times_out_and_fences_rise() {
     let lock = lock();
     let n = name(&unique("excl"));

@@ -17,6 +17,9 @@
 //! fails with [`TransactError::Ended`](crate::TransactError::Ended) — which strategies
 //! report as [`Error::TransactionEnded`](crate::Error::TransactionEnded), as they do over
 //! SQLite. (Group commit finds out one step earlier: the op's own savepoint is gone too.)
+//! Where no transaction should be open — after an op a queue ran in autocommit mode —
+//! [`Transact::end_stray_transaction`](crate::Transact::end_stray_transaction) asks the
+//! server instead, at a round trip or two per op.
 
 #[cfg(feature = "mysql")]
 pub(crate) mod mysql;
@@ -35,6 +38,11 @@ pub const DEFAULT_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::fr
 /// out whether the op ended the transaction by itself.
 #[cfg_attr(not(any(feature = "mysql", feature = "postgres")), allow(dead_code))]
 pub(crate) const MARKER_SAVEPOINT: &str = "turnstile_tx";
+
+/// The savepoint MySQL's `end_stray_transaction` sets and releases to learn whether a
+/// transaction is open.
+#[cfg_attr(not(feature = "mysql"), allow(dead_code))]
+pub(crate) const PROBE_SAVEPOINT: &str = "turnstile_probe";
 
 /// `scheme://user@host:port/db`: a server URL without its password, the identity of the
 /// data behind a database resource or lock server.

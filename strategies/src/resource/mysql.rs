@@ -11,7 +11,9 @@ use turnstile_core::{
     BoxError, Connect, Error, Fence, FenceClaim, StrategyError, Transact, TransactError,
 };
 
-use super::{DEFAULT_CONNECT_TIMEOUT, MARKER_SAVEPOINT, fence_column, server_identity};
+use super::{
+    DEFAULT_CONNECT_TIMEOUT, MARKER_SAVEPOINT, PROBE_SAVEPOINT, fence_column, server_identity,
+};
 
 /// `ER_LOCK_WAIT_TIMEOUT`: InnoDB gave up waiting for a row lock.
 const ER_LOCK_WAIT_TIMEOUT: u16 = 1205;
@@ -244,6 +246,21 @@ impl Transact for MySql {
     /// instead (see the [module docs](super)).
     fn in_transaction(&self, _conn: &Conn) -> bool {
         true
+    }
+
+    /// Asks the server: a savepoint set outside a transaction is gone by the next
+    /// statement, so releasing it succeeds only inside one (two round trips; MySQL has no
+    /// `@@in_transaction`, and the driver keeps the server's status flag to itself).
+    fn end_stray_transaction(&self, conn: &mut Conn) -> Result<bool, BoxError> {
+        conn.query_drop(format!("SAVEPOINT {PROBE_SAVEPOINT}"))?;
+        match conn.query_drop(format!("RELEASE SAVEPOINT {PROBE_SAVEPOINT}")) {
+            Err(mysql::Error::MySqlError(e)) if e.code == ER_SP_DOES_NOT_EXIST => Ok(false),
+            Err(e) => Err(e.into()),
+            Ok(()) => {
+                self.rollback(conn)?;
+                Ok(true)
+            }
+        }
     }
 
     fn savepoint(&self, conn: &mut Conn, n: usize) -> Result<(), BoxError> {

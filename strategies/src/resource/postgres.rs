@@ -278,6 +278,30 @@ impl Transact for Postgres {
         true
     }
 
+    /// Asks the server, silently: inside a transaction block every statement after the
+    /// first sees `statement_timestamp()` later than `transaction_timestamp()`; outside
+    /// one each statement is its own transaction and the two are equal. (`ROLLBACK` or
+    /// `SAVEPOINT` outside a block would each log a complaint on the server per op.)
+    fn end_stray_transaction(&self, client: &mut Client) -> Result<bool, BoxError> {
+        // One simple-protocol message: its receipt is both the statement's and (outside a
+        // block) the transaction's start. (The extended protocol's separate messages can
+        // start them at different moments.)
+        let open = match client
+            .simple_query("SELECT transaction_timestamp() <> statement_timestamp()")
+        {
+            Ok(messages) => messages.iter().any(
+                |m| matches!(m, postgres::SimpleQueryMessage::Row(row) if row.get(0) == Some("t")),
+            ),
+            // An aborted transaction refuses every statement until it ends.
+            Err(e) if e.code() == Some(&SqlState::IN_FAILED_SQL_TRANSACTION) => true,
+            Err(e) => return Err(e.into()),
+        };
+        if open {
+            self.rollback(client)?;
+        }
+        Ok(open)
+    }
+
     fn savepoint(&self, client: &mut Client, n: usize) -> Result<(), BoxError> {
         // `n` is a number the strategy chose, never user text.
         client

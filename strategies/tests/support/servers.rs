@@ -265,3 +265,39 @@ pub(crate) fn an_op_that_ends_the_transaction_gets_transaction_ended<C: ServerSq
     C::exec(&mut admin, &format!("DROP TABLE {table}")).unwrap();
     assert_eq!(rows, [1, 3, 10, 20, 30, 40, 60, 70, 80]);
 }
+
+/// A queue in autocommit mode over the server: each statement of an op commits by itself
+/// (an op's own `BEGIN … COMMIT` too), and a transaction an op leaves open is rolled back
+/// and reported, so it cannot swallow the next ops' writes on the worker's connection.
+#[cfg(feature = "queue")]
+pub(crate) fn a_queue_in_autocommit_rolls_back_what_an_op_left_open<C: ServerSql>(db: C) {
+    use turnstile::queue::Queue;
+    use turnstile::{Error, Key, Serializer, TxMode};
+
+    let table = unique("turnstile_stray");
+    let mut admin = db.connect().unwrap();
+    C::exec(&mut admin, &format!("CREATE TABLE {table} (v BIGINT)")).unwrap();
+    let queue = Queue::builder()
+        .tx_mode(TxMode::Autocommit)
+        .build(db.clone())
+        .unwrap();
+    let run = |statements: Vec<String>| {
+        queue.run(&Key::whole(), move |conn| {
+            statements
+                .iter()
+                .try_for_each(|sql| C::exec(&mut **conn, sql))
+        })
+    };
+    let insert = |v: i64| format!("INSERT INTO {table} VALUES ({v})");
+    run(vec![insert(1)]).unwrap();
+    run(vec!["BEGIN".into(), insert(2), "COMMIT".into()]).unwrap();
+    let left_open = run(vec!["BEGIN".into(), insert(3)]);
+    assert!(
+        matches!(left_open, Err(Error::Resource(_))),
+        "{left_open:?}"
+    );
+    run(vec![insert(4)]).unwrap();
+    let rows = C::ints(&mut admin, &format!("SELECT v FROM {table} ORDER BY v")).unwrap();
+    C::exec(&mut admin, &format!("DROP TABLE {table}")).unwrap();
+    assert_eq!(rows, [1, 2, 4]);
+}
