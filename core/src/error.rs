@@ -2,8 +2,8 @@
 //!
 //! [`Error::Op`] carries the op's own error untouched, so a caller can still match on, say,
 //! rusqlite's UNIQUE violation. Every other variant is the strategy failing, and each says
-//! what the caller may assume about the op: all but [`Error::Indeterminate`] mean the op's
-//! effects were rolled back or never happened.
+//! what the caller may assume about the op: all but [`Error::Indeterminate`] and
+//! [`Error::TransactionEnded`] mean the op's effects were rolled back or never happened.
 
 use std::convert::Infallible;
 use std::fmt;
@@ -58,8 +58,12 @@ pub enum Error<E> {
     },
     /// The op panicked. Its transaction was rolled back; the strategy keeps serving.
     Panicked(String),
-    /// The op committed or rolled back the strategy's transaction by itself, which could
-    /// commit other callers' work. The strategy rolled back what it could.
+    /// The op committed or rolled back the strategy's transaction by itself (`COMMIT`,
+    /// `ROLLBACK`, or a statement that commits implicitly, such as DDL on MySQL), which
+    /// could commit other callers' work. What the op wrote before that may have
+    /// committed; the strategy committed nothing after it and rolled back what it could.
+    /// Every resource reports it this way: SQLite when the op returns, database servers
+    /// at the commit.
     TransactionEnded,
     /// The strategy is closed and accepts no more work. The op never ran.
     Closed,
@@ -220,9 +224,10 @@ impl<E: fmt::Display> fmt::Display for Error<E> {
                 "stale fencing token {presented} (the resource has seen {highest}); nothing written"
             ),
             Error::Panicked(m) => write!(f, "the op panicked: {m}"),
-            Error::TransactionEnded => {
-                f.write_str("the op ended the strategy's transaction by itself; rolled back")
-            }
+            Error::TransactionEnded => f.write_str(
+                "the op ended the strategy's transaction by itself; what it wrote before \
+                     that may have committed, the rest was rolled back",
+            ),
             Error::Closed => f.write_str("the strategy is closed"),
             Error::Full => f.write_str("the queue is full"),
             Error::Reentrant => f.write_str(

@@ -80,17 +80,27 @@ pub enum TransactError {
     },
     /// Anything else. The transaction is rolled back.
     Failed(BoxError),
+    /// The op ended the transaction by itself (`COMMIT`, `ROLLBACK`, or a statement that
+    /// commits implicitly, such as DDL on MySQL), which a resource without a readable
+    /// transaction status ([`Transact::in_transaction`]) finds out only at
+    /// [`Transact::commit`]. What the op wrote before that may have committed; nothing
+    /// after it was committed by the strategy, and whatever the op left open was rolled
+    /// back. Strategies report it as
+    /// [`Error::TransactionEnded`](crate::Error::TransactionEnded).
+    Ended,
 }
 
 impl TransactError {
     /// The strategy error for this failure (busy and failed both become
-    /// [`Error::Resource`]; retrying strategies look at [`TransactError::Busy`] first).
+    /// [`Error::Resource`]; retrying strategies look at [`TransactError::Busy`] first;
+    /// [`TransactError::Ended`] becomes [`Error::TransactionEnded`]).
     pub fn into_error<E>(self) -> Error<E> {
         match self {
             TransactError::Busy(e) | TransactError::Failed(e) => Error::Resource(e),
             TransactError::StaleFence { presented, highest } => {
                 Error::StaleFence { presented, highest }
             }
+            TransactError::Ended => Error::TransactionEnded,
         }
     }
 }
@@ -103,6 +113,10 @@ impl std::fmt::Display for TransactError {
                 write!(f, "stale fence {presented}; {highest} already recorded")
             }
             TransactError::Failed(e) => write!(f, "transaction failed: {e}"),
+            TransactError::Ended => f.write_str(
+                "the op ended the transaction by itself (COMMIT, ROLLBACK or an implicitly \
+                 committing statement)",
+            ),
         }
     }
 }
@@ -111,7 +125,7 @@ impl std::error::Error for TransactError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             TransactError::Busy(e) | TransactError::Failed(e) => Some(&**e),
-            TransactError::StaleFence { .. } => None,
+            TransactError::StaleFence { .. } | TransactError::Ended => None,
         }
     }
 }
@@ -137,7 +151,9 @@ pub trait Transact: Connect {
     /// SQLite `COMMIT` leaves it open otherwise).
     ///
     /// # Errors
-    /// [`TransactError::Busy`] or [`TransactError::Failed`].
+    /// [`TransactError::Busy`] or [`TransactError::Failed`]; [`TransactError::Ended`]
+    /// when the op had ended the transaction by itself and
+    /// [`in_transaction`](Transact::in_transaction) could not tell.
     fn commit(&self, resource: &mut Self::Resource) -> Result<(), TransactError>;
 
     /// Rolls back; a no-op when no transaction is open.
@@ -148,6 +164,10 @@ pub trait Transact: Connect {
 
     /// Whether a transaction is still open. Strategies check it after each op: an op that
     /// committed by itself gets [`Error::TransactionEnded`](crate::Error::TransactionEnded).
+    /// A resource whose driver does not expose the status (a database server) answers
+    /// true and reports the ended transaction from [`commit`](Transact::commit) as
+    /// [`TransactError::Ended`] instead; releasing a savepoint opened before the op then
+    /// fails too.
     fn in_transaction(&self, resource: &Self::Resource) -> bool;
 
     /// Opens savepoint number `n` inside the transaction (group commit uses one per op).

@@ -69,7 +69,8 @@ struct CompareArgs {
     /// The workload: counter, bank, notify_once, kv, file_store.
     #[arg(long, default_value = "counter")]
     workload: Workload,
-    /// Include this Redis (default: start a private redis-server found on PATH).
+    /// Include this Redis: redis://…, or rediss://…[?tls_ca=FILE] over TLS (default: start
+    /// a private redis-server found on PATH).
     #[arg(long)]
     redis: Option<String>,
     /// Don't start a private redis-server.
@@ -262,6 +263,12 @@ fn compare(args: CompareArgs) -> u8 {
                 .unwrap_or_default(),
             floor.p50_us,
             floor.ops_per_sec
+        ));
+    }
+    for cycle in &report.lock_cycles {
+        out(&format!(
+            "lock cycle {} (acquire + release, nothing in between): {:.0} µs ({:.0} cycles/s on one thread), {:.2}× the {} floor\n",
+            cycle.lock, cycle.p50_us, cycle.ops_per_sec, cycle.floor_ratio, cycle.floor
         ));
     }
     for v in &comparison.violations {

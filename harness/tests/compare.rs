@@ -109,3 +109,37 @@ fn compare_refuses_an_unknown_strategy_as_bad_usage() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("unknown strategy"));
 }
+
+/// With Redis in the run (`TURNSTILE_REDIS_URL`, default `redis://127.0.0.1:6379`; fails
+/// when it is down), the report has the two-round-trip floor and the Redis lock's own
+/// cycle against it, in the table's footer and in the JSON.
+#[test]
+fn compare_reports_the_redis_lock_cycle_against_its_floor() {
+    let url = turnstile_harness::conformance::redis_url();
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let output = turnstile()
+        .args(["compare", "--quick", "--ops", "200", "--threads", "1"])
+        .args(["--strategies", &url, "--redis", &url])
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for line in ["floor redis_two_round_trips", "lock cycle redis"] {
+        assert!(stdout.contains(line), "{line} missing from:\n{stdout}");
+    }
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let cycle = &report["lock_cycles"][0];
+    assert_eq!(cycle["lock"], "redis", "{report}");
+    assert_eq!(cycle["floor"], "redis_two_round_trips", "{report}");
+    for field in ["p50_us", "ops_per_sec", "floor_ratio"] {
+        assert!(cycle[field].as_f64().unwrap() > 0.0, "{field} in {cycle}");
+    }
+}

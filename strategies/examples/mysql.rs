@@ -38,7 +38,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // ANCHOR: schema
     // DDL commits implicitly in MySQL, so it cannot run inside the strategy's transaction
-    // (an op that tried would fail with `EndedByOp`): set the schema up beforehand.
+    // (an op that tried would fail with `Error::TransactionEnded`): set the schema up beforehand.
     let mut admin = MySql::new(&url)?
         .connect()
         .map_err(|e| e as Box<dyn std::error::Error>)?;
@@ -116,15 +116,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // ANCHOR_END: names
 
     // ANCHOR: spec
-    // The same strategy by spec, as the `turnstile` command line builds it.
-    let chosen = Registry::builtin_mysql().open(&url, &Setup::new(MySql::new(&url)?))?;
-    let caps = chosen.capabilities();
-    println!(
-        "{}: excludes across {}, fences: {}",
-        redact_url(&url),
-        caps.scope.as_str(),
-        caps.fences
-    );
+    // The same strategy by spec, as the `turnstile` command line builds it; and a queue
+    // in front of the same lock, which takes it once per batch of this process's ops.
+    let registry = Registry::builtin_mysql();
+    let queued = format!("queue+{url}");
+    for spec in [url.as_str(), queued.as_str()] {
+        let chosen = registry.open(spec, &Setup::new(MySql::new(&url)?))?;
+        let caps = chosen.capabilities();
+        println!(
+            "{}: excludes across {}, fences: {}",
+            redact_url(spec),
+            caps.scope.as_str(),
+            caps.fences
+        );
+    }
     // ANCHOR_END: spec
     admin.exec_drop("DELETE FROM example_mails WHERE notification = ?", (id,))?;
     admin.exec_drop("DELETE FROM example_notifications WHERE id = ?", (id,))?;

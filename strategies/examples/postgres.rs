@@ -118,9 +118,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // ANCHOR_END: keys
 
     // ANCHOR: spec
-    // Both by spec, over PostgreSQL data, as the `turnstile` command line builds them.
+    // Both by spec, over PostgreSQL data, as the `turnstile` command line builds them, and
+    // a queue in front of the session lock, which takes it once per batch of this
+    // process's ops.
     let registry = Registry::builtin_postgres();
-    for spec in [url.as_str(), "pg-xact"] {
+    let queued = format!("queue+{url}");
+    for spec in [url.as_str(), "pg-xact", queued.as_str()] {
         let chosen = registry.open(spec, &Setup::new(db.clone()))?;
         let caps = chosen.capabilities();
         println!(

@@ -22,7 +22,7 @@
 //! ## Features
 //! Each strategy is behind a Cargo feature of its name. Default: the embedded ones
 //! (`sqlite`, `queue`, `mutex`, `file-lock`, `retry`); `redis`, `mysql`, `postgres` and
-//! `optimistic` are opt-in.
+//! `optimistic` are opt-in, and `redis-tls` adds TLS (`rediss://`) to `redis`.
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 

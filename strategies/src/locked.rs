@@ -285,10 +285,12 @@ impl<L: Lock, C: Transact> Serializer for Locked<L, C> {
         } else {
             self.pool.put(resource);
         }
-        // Release in reverse order of acquisition.
+        // Release in reverse order of acquisition, by dropping: the op's outcome is
+        // settled, and a failed release (of a lease that expired, say) changes nothing
+        // for it. Nothing waits for the answer, which lets a backend send a release
+        // without waiting for its reply (Redis).
         while let Some(lease) = leases.pop() {
-            // A failed release of a lease that already expired changes nothing for the op.
-            let _ = lease.release();
+            drop(lease);
         }
         outcome.result
     }

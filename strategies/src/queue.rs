@@ -247,7 +247,8 @@
 //!
 //! [`Capabilities`] are the lock's scope, fencing, lease expiry and holder death, with
 //! [`Capabilities::reruns_op`] as the queue's. The spec registry knows
-//! `queue+file-lock[:DIR]`, `queue+redis://…` and `queue+redlock://…`.
+//! `queue+file-lock[:DIR]`, `queue+redis://…`, `queue+redlock://…`, `queue+mysql://…` and
+//! `queue+postgres://…` (the last two also over MySQL and PostgreSQL data).
 //!
 //! [`FileLock`]: crate::lock::FileLock
 //!
@@ -1355,6 +1356,10 @@ enum Stop<C: Transact> {
     /// A savepoint could not be set, released or rolled back to; the job had not been
     /// answered yet.
     Savepoint(Box<dyn Job<C>>),
+    /// The op ran but its savepoint could not be released or rolled back to: maybe the
+    /// op ended the transaction where [`Transact::in_transaction`] cannot see it (a
+    /// database server), maybe the resource failed.
+    Kept(Box<dyn Job<C>>, Ran),
 }
 
 /// Marks the queue closed when the worker exits, and after a panic in the resource's own
@@ -1822,7 +1827,7 @@ impl<C: Transact> Worker<C> {
                 }
             };
             if kept.is_err() {
-                stop = Some(Stop::Savepoint(job));
+                stop = Some(Stop::Kept(job, ran));
                 break;
             }
             done.push((job, ran));
@@ -1850,16 +1855,37 @@ impl<C: Transact> Worker<C> {
                     self.rerun_alone(done);
                 }
             },
-            Some(Stop::Savepoint(mut job)) => {
+            Some(Stop::Savepoint(job)) => self.rerun_rolled_back(done, job),
+            Some(Stop::Kept(mut culprit, ran)) => {
+                // Whether the op had ended the transaction: the batch's marker says if
+                // it committed (read once the rest is rolled back, on a working
+                // connection).
                 if self.connect.rollback(&mut self.resource).is_err() {
                     self.broken = true;
                 }
                 if self.broken {
                     self.reconnect();
                 }
-                self.rerun_alone(done);
-                self.transact_alone(&mut *job);
-                self.deliver(&mut *job);
+                match self.batch_committed(seq) {
+                    Some(false) => self.rerun_rolled_back(done, culprit),
+                    committed => {
+                        let known = committed.is_some();
+                        if ran == Ran::Ok {
+                            culprit.fail(if known {
+                                Error::TransactionEnded
+                            } else {
+                                Error::Indeterminate
+                            });
+                        }
+                        self.deliver(&mut *culprit);
+                        for (mut job, _) in done {
+                            if !known {
+                                job.fail(Error::Indeterminate);
+                            }
+                            self.deliver(&mut *job);
+                        }
+                    }
+                }
             }
             Some(Stop::Ended(mut culprit, ran)) => {
                 if ran == Ran::Ok {
@@ -1892,6 +1918,20 @@ impl<C: Transact> Worker<C> {
                 batch.push(job);
             }
         }
+    }
+
+    /// After a batch whose transaction did not commit: rolls it back, then reruns its ops
+    /// one transaction each, `job` (which stopped it) last.
+    fn rerun_rolled_back(&mut self, done: Vec<(Box<dyn Job<C>>, Ran)>, mut job: Box<dyn Job<C>>) {
+        if self.connect.rollback(&mut self.resource).is_err() {
+            self.broken = true;
+        }
+        if self.broken {
+            self.reconnect();
+        }
+        self.rerun_alone(done);
+        self.transact_alone(&mut *job);
+        self.deliver(&mut *job);
     }
 
     /// Whether batch `seq`'s transaction committed, read from its marker fence: a probe

@@ -170,6 +170,29 @@ impl<C> Setup<C> {
         }
         Ok(Box::new(s))
     }
+
+    /// A [`Queue`](crate::queue::Queue) over this setup's resource whose worker takes
+    /// `lock` once per batch, with the setup's transaction mode and timeout, boxed. What
+    /// the `queue+…` factories return.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an absurd timeout.
+    #[cfg(feature = "queue")]
+    pub fn queued<L: turnstile_core::Lock>(
+        &self,
+        lock: L,
+    ) -> Result<BoxSerializer<C::Resource>, StrategyError>
+    where
+        C: turnstile_core::Transact + Clone,
+    {
+        let mut builder = crate::queue::Queue::builder()
+            .tx_mode(self.tx_mode)
+            .lock(lock);
+        if let Some(t) = self.timeout {
+            builder = builder.timeout(Some(t));
+        }
+        Ok(Box::new(builder.build(self.connect.clone())?))
+    }
 }
 
 /// Builds a strategy from a parsed spec.
@@ -361,30 +384,61 @@ impl<S: crate::optimistic::VersionStore> Registry<crate::optimistic::Versions<S>
 
 /// Registers the lock strategies on database servers: `mysql://…` and `postgres://…`
 /// (also `postgresql://…`), each wrapped in [`Locked`](crate::Locked) over the setup's
-/// resource, issuing fencing tokens only where `Locked` enforces them
-/// ([`TxMode::Transaction`]).
+/// resource, and with the `queue` feature `queue+mysql://…` and `queue+postgres://…`
+/// (`queue+postgresql://…`): a [`Queue`](crate::queue::Queue) per process whose worker
+/// takes the same lock once per batch. Both issue fencing tokens only where they are
+/// enforced ([`TxMode::Transaction`]).
 #[cfg(any(feature = "mysql", feature = "postgres"))]
 fn register_server_locks<C: turnstile_core::Transact + Clone>(registry: &mut Registry<C>) {
     #[cfg(feature = "mysql")]
-    registry.register(
-        "mysql",
-        "MySQL / MariaDB GET_LOCK on a dedicated connection, fenced (hosts): mysql://user:pass@host:port/db",
-        |spec, setup| {
-            let lock = crate::lock::MySqlLock::new(url_arg(spec)?)?
-                .fencing(setup.tx_mode == TxMode::Transaction);
-            setup.locked(lock)
+    register_lock(
+        registry,
+        &["mysql"],
+        "MySQL / MariaDB GET_LOCK",
+        "mysql://user:pass@host:port/db",
+        |url, setup| {
+            Ok(crate::lock::MySqlLock::new(url)?.fencing(setup.tx_mode == TxMode::Transaction))
         },
     );
     #[cfg(feature = "postgres")]
-    for scheme in ["postgres", "postgresql"] {
+    register_lock(
+        registry,
+        &["postgres", "postgresql"],
+        "PostgreSQL session advisory lock",
+        "postgres://user:pass@host:port/db",
+        |url, setup| {
+            Ok(crate::lock::PostgresLock::new(url)?.fencing(setup.tx_mode == TxMode::Transaction))
+        },
+    );
+}
+
+/// Registers each of `schemes` as the lock `build` makes from the spec's URL, in
+/// [`Locked`](crate::Locked), and (with the `queue` feature) `queue+SCHEME` as a queue
+/// whose worker takes that lock once per batch ([`Setup::queued`]).
+#[cfg(any(feature = "mysql", feature = "postgres"))]
+fn register_lock<C, L>(
+    registry: &mut Registry<C>,
+    schemes: &[&str],
+    lock: &str,
+    url_form: &str,
+    build: fn(&str, &Setup<C>) -> Result<L, StrategyError>,
+) where
+    C: turnstile_core::Transact + Clone,
+    L: turnstile_core::Lock,
+{
+    for scheme in schemes {
         registry.register(
             scheme,
-            "PostgreSQL session advisory lock on a dedicated connection, fenced (hosts): postgres://user:pass@host:port/db",
-            |spec, setup| {
-                let lock = crate::lock::PostgresLock::new(url_arg(spec)?)?
-                    .fencing(setup.tx_mode == TxMode::Transaction);
-                setup.locked(lock)
-            },
+            &format!("{lock} on a dedicated connection, fenced (hosts): {url_form}"),
+            move |spec, setup| setup.locked(build(lock_url(spec)?, setup)?),
+        );
+        #[cfg(feature = "queue")]
+        registry.register(
+            &format!("queue+{scheme}"),
+            &format!(
+                "a queue per process whose worker takes a {lock} once per batch, fenced (hosts): queue+{url_form}"
+            ),
+            move |spec, setup| setup.queued(build(lock_url(spec)?, setup)?),
         );
     }
 }
@@ -407,9 +461,9 @@ fn register_mutex<C: turnstile_core::Transact + Clone>(registry: &mut Registry<C
 #[cfg(feature = "postgres")]
 impl Registry<crate::resource::Postgres> {
     /// Every strategy compiled in whose ops run on a [`postgres::Client`], with the data
-    /// in PostgreSQL: `mutex`, `mysql://…`, `postgres://…`, and `pg-xact` (transaction
-    /// advisory locks inside the data's own transaction, see
-    /// [`PgXactLocked`](crate::lock::PgXactLocked)).
+    /// in PostgreSQL: `mutex`, `mysql://…`, `postgres://…`, `queue+mysql://…`,
+    /// `queue+postgres://…`, and `pg-xact` (transaction advisory locks inside the data's
+    /// own transaction, see [`PgXactLocked`](crate::lock::PgXactLocked)).
     pub fn builtin_postgres() -> Self {
         let mut registry: Self = Registry::new();
         register_mutex(&mut registry);
@@ -433,7 +487,8 @@ impl Registry<crate::resource::Postgres> {
 #[cfg(feature = "mysql")]
 impl Registry<crate::resource::MySql> {
     /// Every strategy compiled in whose ops run on a [`mysql::Conn`], with the data in
-    /// MySQL / MariaDB: `mutex`, `mysql://…`, `postgres://…`.
+    /// MySQL / MariaDB: `mutex`, `mysql://…`, `postgres://…`, `queue+mysql://…`,
+    /// `queue+postgres://…`.
     pub fn builtin_mysql() -> Self {
         let mut registry: Self = Registry::new();
         register_mutex(&mut registry);
@@ -442,10 +497,19 @@ impl Registry<crate::resource::MySql> {
     }
 }
 
-#[cfg(any(feature = "mysql", feature = "postgres"))]
-fn url_arg(spec: &Spec) -> Result<&str, StrategyError> {
-    spec.arg()
-        .ok_or_else(|| Error::Config(format!("strategy {:?} needs a server URL", spec.name())))
+/// The lock server's URL in a spec: the whole text of `scheme://…`, or of `queue+scheme://…`
+/// without its `queue+`.
+#[cfg(any(feature = "mysql", feature = "postgres", feature = "redis"))]
+pub(crate) fn lock_url(spec: &Spec) -> Result<&str, StrategyError> {
+    const QUEUE: &str = "queue+";
+    let url = match spec.arg() {
+        Some(text) if spec.name().starts_with(QUEUE) => text
+            .get(..QUEUE.len())
+            .filter(|head| head.eq_ignore_ascii_case(QUEUE))
+            .map(|_| &text[QUEUE.len()..]),
+        other => other,
+    };
+    url.ok_or_else(|| Error::Config(format!("strategy {:?} needs a server URL", spec.name())))
 }
 
 #[cfg(test)]

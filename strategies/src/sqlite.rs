@@ -18,7 +18,7 @@ use std::any::Any;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{Connection, ErrorCode, OptionalExtension};
+use rusqlite::{Connection, ErrorCode};
 use turnstile_core::{BoxError, Connect, Fence, FenceClaim, Transact, TransactError};
 
 pub use rusqlite;
@@ -269,8 +269,11 @@ const FENCE_TABLE: &str = "CREATE TABLE IF NOT EXISTS turnstile_fences (
 /// commit runs them once per batch, and parsing them anew each time cost more than the
 /// work they do.
 const SELECT_FENCE: &str = "SELECT fence FROM turnstile_fences WHERE backend = ?1 AND name = ?2";
-const RECORD_FENCE: &str = "INSERT INTO turnstile_fences (backend, name, fence) VALUES (?1, ?2, ?3)
-     ON CONFLICT (backend, name) DO UPDATE SET fence = excluded.fence";
+/// Records a fence unless a higher one is recorded: the check and the record in one
+/// statement. It changes no row exactly when the fence is stale.
+const CLAIM_FENCE: &str = "INSERT INTO turnstile_fences (backend, name, fence) VALUES (?1, ?2, ?3)
+     ON CONFLICT (backend, name) DO UPDATE SET fence = excluded.fence
+     WHERE excluded.fence >= turnstile_fences.fence";
 
 /// Whether `error` says the fence table does not exist (yet), so it is created only then
 /// rather than with a `CREATE TABLE IF NOT EXISTS` at every fenced `begin`.
@@ -279,43 +282,48 @@ fn is_missing_table(error: &rusqlite::Error) -> bool {
         if e.code == ErrorCode::Unknown && msg.starts_with("no such table"))
 }
 
-/// The highest fence recorded for `claim`'s backend and name, creating the table on first
-/// use (inside the caller's transaction, so it rolls back with it).
-fn highest_fence(conn: &Connection, claim: &FenceClaim<'_>) -> rusqlite::Result<Option<i64>> {
-    let select = |conn: &Connection| {
-        conn.prepare_cached(SELECT_FENCE)?
-            .query_row(rusqlite::params![claim.backend, claim.name], |r| r.get(0))
-            .optional()
+/// Records `fence` for `claim`'s backend and name unless a higher one is recorded,
+/// creating the table on first use (inside the caller's transaction, so it rolls back
+/// with it). Answers whether it was recorded.
+fn claim_fence(conn: &Connection, claim: &FenceClaim<'_>, fence: i64) -> rusqlite::Result<bool> {
+    let claim = |conn: &Connection| {
+        conn.prepare_cached(CLAIM_FENCE)?.execute(rusqlite::params![
+            claim.backend,
+            claim.name,
+            fence
+        ])
     };
-    match select(conn) {
+    let changed = match claim(conn) {
         Err(e) if is_missing_table(&e) => {
             conn.execute_batch(FENCE_TABLE)?;
-            select(conn)
+            claim(conn)?
         }
-        other => other,
-    }
+        other => other?,
+    };
+    Ok(changed == 1)
 }
 
 fn check_fences(conn: &Connection, fences: &[FenceClaim<'_>]) -> Result<(), TransactError> {
     for claim in fences {
-        let highest = highest_fence(conn, claim).map_err(classify)?;
         // Fences are stored as SQLite's signed INTEGER; the order is the same below 2^63.
         let presented = i64::try_from(claim.fence.0).map_err(|_| {
             TransactError::Failed(
                 format!("fence {} does not fit SQLite's INTEGER", claim.fence).into(),
             )
         })?;
-        if let Some(highest) = highest
-            && highest > presented
-        {
-            return Err(TransactError::StaleFence {
-                presented: claim.fence,
-                highest: Fence(highest as u64),
-            });
+        if claim_fence(conn, claim, presented).map_err(classify)? {
+            continue;
         }
-        conn.prepare_cached(RECORD_FENCE)
-            .and_then(|mut s| s.execute(rusqlite::params![claim.backend, claim.name, presented]))
+        let highest: i64 = conn
+            .prepare_cached(SELECT_FENCE)
+            .and_then(|mut s| {
+                s.query_row(rusqlite::params![claim.backend, claim.name], |r| r.get(0))
+            })
             .map_err(classify)?;
+        return Err(TransactError::StaleFence {
+            presented: claim.fence,
+            highest: Fence(highest as u64),
+        });
     }
     Ok(())
 }

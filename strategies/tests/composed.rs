@@ -429,6 +429,8 @@ fn specs_build_queues_with_the_locks_capabilities() {
         "queue+file-lock:",
         "queue+redis",
         "queue+redlock",
+        "queue+mysql",
+        "queue+postgres",
         "queue+nosuchlock://x",
     ] {
         match registry.open(bad, &Setup::new(db_at(&path))) {

@@ -5,36 +5,25 @@
 
 use std::io::Write;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use mysql::prelude::Queryable;
-use turnstile::lock::{MutexLock, MySqlLock, mysql_server_lock_name};
-use turnstile::resource::{EndedByOp, MySql};
+use turnstile::lock::{GetLockNull, MutexLock, MySqlLock, mysql_server_lock_name};
+use turnstile::resource::MySql;
 use turnstile::spec::{Registry, Setup};
 use turnstile::sqlite::{Sqlite, Synchronous, rusqlite};
 use turnstile::{
-    Connect, Ctx, Error, Fence, FenceClaim, Key, KeyError, Lease, Lock, LockName, Locked,
-    Serializer, Transact, TransactError, TxMode,
+    Connect, Error, Fence, FenceClaim, Key, KeyError, Lease, Lock, LockName, Locked, Scope,
+    Serializer, Transact, TransactError, TxMode, Wait,
 };
+
+#[path = "support/servers.rs"]
+mod servers;
+use servers::{Section, increment, unique};
 
 fn url() -> String {
     std::env::var("TURNSTILE_MYSQL_URL")
         .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned())
-}
-
-/// A name no other test, process or developer sharing the server uses.
-fn unique(prefix: &str) -> String {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!(
-        "{prefix}_{}_{nanos}_{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 fn admin() -> mysql::Conn {
@@ -58,36 +47,6 @@ fn sqlite_counter(dir: &std::path::Path) -> Sqlite {
     conn.execute_batch("CREATE TABLE counter (id INTEGER PRIMARY KEY, n INTEGER); INSERT INTO counter VALUES (1, 0);")
         .unwrap();
     db
-}
-
-/// Read, pause, write: loses updates unless the lock excludes.
-/// Holders inside the section right now, per test; two at once fail the op.
-struct Section(std::sync::atomic::AtomicU32);
-
-impl Section {
-    fn new() -> Arc<Self> {
-        Arc::new(Section(std::sync::atomic::AtomicU32::new(0)))
-    }
-
-    fn enter<T>(&self, f: impl FnOnce() -> T) -> T {
-        let others = self.0.fetch_add(1, Ordering::SeqCst);
-        assert_eq!(others, 0, "two holders inside the section at once");
-        let result = f();
-        self.0.fetch_sub(1, Ordering::SeqCst);
-        result
-    }
-}
-
-/// Read, pause, write: loses updates (and overlaps) unless the lock excludes.
-fn increment(db: &mut Ctx<'_, rusqlite::Connection>, section: &Section) -> rusqlite::Result<()> {
-    section.enter(|| {
-        let n: i64 = db.query_row("SELECT n FROM counter WHERE id = 1", [], |r| r.get(0))?;
-        // Longer than a lock grant takes (the fence bump is an fsync), so that a broken
-        // lock lets the next holder in while this one is still inside.
-        std::thread::sleep(Duration::from_millis(20));
-        db.execute("UPDATE counter SET n = ?1 WHERE id = 1", [n + 1])?;
-        Ok(())
-    })
 }
 
 #[test]
@@ -122,8 +81,10 @@ fn counter_through_the_lock_on_autocommit_sqlite_is_exact() {
     assert_eq!(n, 40);
 }
 
-#[test]
-fn counter_on_the_mysql_resource_is_exact_and_fenced() {
+/// 8 threads × 12 read-pause-write increments of a counter in MySQL through `spec`, opened
+/// from the registry over the MySQL resource as the harness builds it: the final count,
+/// and the fence each op saw, in the order the ops ran.
+fn counter_through(spec: &str) -> (Option<i64>, Vec<Fence>) {
     let table = unique("turnstile_counter");
     let mut admin = admin();
     admin
@@ -134,10 +95,10 @@ fn counter_on_the_mysql_resource_is_exact_and_fenced() {
     admin
         .query_drop(format!("INSERT INTO {table} VALUES (1, 0)"))
         .unwrap();
-    // Through the registry over the MySQL resource, as the harness builds it.
     let setup = Setup::new(MySql::new(&url()).unwrap());
-    let strategy = Arc::new(Registry::builtin_mysql().open(&url(), &setup).unwrap());
-    assert!(strategy.capabilities().fences);
+    let strategy = Arc::new(Registry::builtin_mysql().open(spec, &setup).unwrap());
+    let caps = strategy.capabilities();
+    assert!(caps.fences && caps.scope == Scope::Hosts, "{caps:?}");
     let key = Key::new(table.clone()).unwrap();
     let fences = Arc::new(std::sync::Mutex::new(Vec::new()));
     let section = Section::new();
@@ -153,7 +114,7 @@ fn counter_on_the_mysql_resource_is_exact_and_fenced() {
             std::thread::spawn(move || {
                 for _ in 0..12 {
                     let (table, fences, section) = (table.clone(), fences.clone(), section.clone());
-                    s.run(&key, move |conn| {
+                    s.run_as(std::slice::from_ref(&key), Wait::Default, move |conn| {
                         section.enter(|| {
                             let n: Option<i64> =
                                 conn.query_first(format!("SELECT n FROM {table} WHERE id = 1"))?;
@@ -178,13 +139,24 @@ fn counter_on_the_mysql_resource_is_exact_and_fenced() {
         .query_first(format!("SELECT n FROM {table} WHERE id = 1"))
         .unwrap();
     admin.query_drop(format!("DROP TABLE {table}")).unwrap();
+    let fences = fences.lock().unwrap().clone();
+    (n, fences)
+}
+
+#[test]
+fn counter_on_the_mysql_resource_is_exact_and_fenced() {
+    let (n, fences) = counter_through(&url());
     assert_eq!(n, Some(96));
-    // Every grant got its own, rising token.
-    let mut fences = fences.lock().unwrap().clone();
-    let len = fences.len();
-    fences.sort();
-    fences.dedup();
-    assert_eq!(fences.len(), len);
+    // Every grant got its own token, rising.
+    assert!(fences.windows(2).all(|w| w[0] < w[1]), "{fences:?}");
+}
+
+#[test]
+fn counter_through_a_queue_over_the_mysql_lock_is_exact_and_fenced_per_batch() {
+    let (n, fences) = counter_through(&format!("queue+{}", url()));
+    assert_eq!(n, Some(96));
+    // The ops of one batch share its lease's token; later batches have higher ones.
+    assert!(fences.windows(2).all(|w| w[0] <= w[1]), "{fences:?}");
 }
 
 #[test]
@@ -220,31 +192,9 @@ fn resource_records_fences_and_refuses_stale_ones() {
 }
 
 #[test]
-fn an_op_that_commits_by_itself_is_reported() {
-    let table = unique("turnstile_ended");
-    let mut admin = admin();
-    admin
-        .query_drop(format!("CREATE TABLE {table} (v INT) ENGINE = InnoDB"))
-        .unwrap();
-    let strategy = Locked::new(MutexLock::new(), MySql::new(&url()).unwrap());
-    let t = table.clone();
-    let err = strategy
-        .run(&Key::new("x").unwrap(), move |conn| {
-            conn.query_drop(format!("INSERT INTO {t} VALUES (1)"))?;
-            conn.query_drop("COMMIT")?;
-            conn.query_drop(format!("INSERT INTO {t} VALUES (2)"))
-        })
-        .unwrap_err();
-    let source = match &err {
-        Error::Resource(e) => e,
-        other => panic!("expected a resource error, got {other:?}"),
-    };
-    assert!(source.downcast_ref::<EndedByOp>().is_some(), "{err}");
-    let rows: Vec<i64> = admin.query(format!("SELECT v FROM {table}")).unwrap();
-    admin.query_drop(format!("DROP TABLE {table}")).unwrap();
-    // The op's own COMMIT committed 1; the statement after it was autocommitted too (that
-    // is what MySQL does), but the strategy committed nothing.
-    assert!(rows.contains(&1));
+#[cfg(feature = "queue")]
+fn an_op_that_ends_the_transaction_gets_transaction_ended() {
+    servers::an_op_that_ends_the_transaction_gets_transaction_ended(MySql::new(&url()).unwrap());
 }
 
 #[test]
@@ -280,6 +230,68 @@ fn lock_excludes_times_out_and_fences_rise() {
     drop(b);
     // Released on drop: another acquire succeeds at once.
     drop(lock.acquire(&n, Some(Instant::now())).unwrap());
+}
+
+/// `GET_LOCK` answers NULL when its wait is killed (`KILL QUERY` from another session):
+/// the waiter's acquire ends with the typed backend error — not a grant, not a timeout,
+/// not another wait — and the lock keeps working.
+#[test]
+fn a_killed_get_lock_wait_is_a_typed_backend_error() {
+    let lock = lock();
+    let n = name(&unique("null"));
+    let server_name = mysql_server_lock_name(&n);
+    // The waiter's lock has one idle connection, whose session id we learn from a lease:
+    // its next acquire waits on that session (the processlist shows only
+    // `SELECT GET_LOCK(?, ?)`, not the name).
+    let waiting = MySqlLock::new(&url()).unwrap();
+    let probe = waiting.acquire(&name(&unique("probe")), None).unwrap();
+    let waiter_id = probe.connection_id().unwrap();
+    probe.release().unwrap();
+    let held = lock.acquire(&n, None).unwrap();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let n2 = n.clone();
+    // A deadline far beyond the test's patience: ending in time cannot be a timeout.
+    let waiter = std::thread::spawn(move || {
+        let result = waiting.acquire(&n2, Some(Instant::now() + Duration::from_secs(600)));
+        done_tx.send(()).unwrap();
+        result.map(|lease| lease.fence())
+    });
+    let mut admin = admin();
+    let patience = Instant::now() + Duration::from_secs(20);
+    loop {
+        let state: Option<Option<String>> = admin
+            .exec_first(
+                "SELECT STATE FROM information_schema.PROCESSLIST WHERE ID = ?",
+                (waiter_id,),
+            )
+            .unwrap();
+        if state.flatten().as_deref() == Some("User lock") {
+            break;
+        }
+        assert!(
+            Instant::now() < patience,
+            "session {waiter_id} never waited in GET_LOCK"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    admin.exec_drop("KILL QUERY ?", (waiter_id,)).unwrap();
+    done_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the killed waiter's acquire returned");
+    let err = waiter.join().unwrap().unwrap_err();
+    let source = match &err {
+        Error::Unavailable(e) => e,
+        other => panic!("expected a backend error, got {other:?}"),
+    };
+    let null = source.downcast_ref::<GetLockNull>();
+    assert_eq!(null.map(|n| &n.name), Some(&server_name), "{err}");
+    // The holder was never disturbed; after it, the name is granted as usual.
+    held.check().unwrap();
+    let first = held.fence();
+    held.release().unwrap();
+    let again = lock.acquire(&n, Some(Instant::now())).unwrap();
+    assert!(again.fence() > first);
+    drop(again);
 }
 
 #[test]
@@ -435,8 +447,7 @@ fn killing_the_holders_session_loses_the_lease_and_rolls_back() {
         .exec_first("SELECT IS_USED_LOCK(?)", (&server_name,))
         .unwrap();
     let id = id.flatten().expect("the holder's session holds the lock");
-    // A number the server gave us, not user text.
-    admin.query_drop(format!("KILL CONNECTION {id}")).unwrap();
+    admin.exec_drop("KILL CONNECTION ?", (id,)).unwrap();
     let (s, k) = (strategy.clone(), key.clone());
     let waiter = std::thread::spawn(move || {
         s.run_timeout(&k, Duration::from_secs(20), |conn| {
@@ -673,48 +684,7 @@ fn busy_errors_are_classified_and_savepoints_undo_only_their_part() {
 fn concurrent_fence_claims_cannot_interleave() {
     let db = MySql::new(&url()).unwrap();
     let backend = unique("fence-race");
-    let begin_in_thread = |fence: u64| {
-        let (db, backend) = (db.clone(), backend.clone());
-        std::thread::spawn(move || {
-            let mut conn = db.connect().unwrap();
-            let claim = FenceClaim {
-                backend: &backend,
-                name: b"k",
-                fence: Fence(fence),
-            };
-            let result = db.begin(&mut conn, &[claim]);
-            if result.is_ok() {
-                db.commit(&mut conn).unwrap();
-            }
-            result.map_err(|e| e.to_string())
-        })
-    };
-    // The newer holder claims first and keeps its transaction open; the older one's
-    // claim waits for it and then sees the newer fence.
-    let mut newer = db.connect().unwrap();
-    let claim = FenceClaim {
-        backend: &backend,
-        name: b"k",
-        fence: Fence(6),
-    };
-    db.begin(&mut newer, &[claim]).unwrap();
-    let older = begin_in_thread(5);
-    std::thread::sleep(Duration::from_millis(200));
-    db.commit(&mut newer).unwrap();
-    let err = older.join().unwrap().unwrap_err();
-    assert!(err.contains("stale"), "{err}");
-    // The other way round: the newer one waits, then wins.
-    let mut older = db.connect().unwrap();
-    let claim = FenceClaim {
-        backend: &backend,
-        name: b"k",
-        fence: Fence(6),
-    };
-    db.begin(&mut older, &[claim]).unwrap();
-    let newer = begin_in_thread(7);
-    std::thread::sleep(Duration::from_millis(200));
-    db.commit(&mut older).unwrap();
-    newer.join().unwrap().unwrap();
+    servers::concurrent_fence_claims_cannot_interleave(&db, &backend);
     db.connect()
         .unwrap()
         .exec_drop(

@@ -5,35 +5,24 @@
 #![cfg(all(feature = "postgres", feature = "sqlite", feature = "mutex"))]
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use turnstile::lock::{MutexLock, PgXactLocked, PostgresLock, advisory_key};
-use turnstile::resource::{EndedByOp, Postgres};
+use turnstile::lock::{PgXactLocked, PostgresLock, advisory_key};
+use turnstile::resource::Postgres;
 use turnstile::spec::{Registry, Setup};
 use turnstile::sqlite::{Sqlite, Synchronous, rusqlite};
 use turnstile::{
-    Connect, Ctx, Error, Fence, FenceClaim, Key, Lease, Lock, LockName, Locked, Serializer,
+    Connect, Error, Fence, FenceClaim, Key, Lease, Lock, LockName, Locked, Scope, Serializer,
     Transact, TransactError, TxMode, Wait,
 };
+
+#[path = "support/servers.rs"]
+mod servers;
+use servers::{Section, increment, unique};
 
 fn url() -> String {
     std::env::var("TURNSTILE_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-}
-
-/// A name no other test, process or developer sharing the server uses.
-fn unique(prefix: &str) -> String {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!(
-        "{prefix}_{}_{nanos}_{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 fn admin() -> postgres::Client {
@@ -49,35 +38,6 @@ fn lock() -> PostgresLock {
 
 fn name(key: &str) -> LockName {
     LockName::new("test", Key::new(key).unwrap())
-}
-
-/// Holders inside the section right now, per test; two at once fail the op.
-struct Section(std::sync::atomic::AtomicU32);
-
-impl Section {
-    fn new() -> Arc<Self> {
-        Arc::new(Section(std::sync::atomic::AtomicU32::new(0)))
-    }
-
-    fn enter<T>(&self, f: impl FnOnce() -> T) -> T {
-        let others = self.0.fetch_add(1, Ordering::SeqCst);
-        assert_eq!(others, 0, "two holders inside the section at once");
-        let result = f();
-        self.0.fetch_sub(1, Ordering::SeqCst);
-        result
-    }
-}
-
-/// Read, pause, write: loses updates (and overlaps) unless the lock excludes.
-fn increment(db: &mut Ctx<'_, rusqlite::Connection>, section: &Section) -> rusqlite::Result<()> {
-    section.enter(|| {
-        let n: i64 = db.query_row("SELECT n FROM counter WHERE id = 1", [], |r| r.get(0))?;
-        // Longer than a lock grant takes (the fence bump is an fsync), so that a broken
-        // lock lets the next holder in while this one is still inside.
-        std::thread::sleep(Duration::from_millis(20));
-        db.execute("UPDATE counter SET n = ?1 WHERE id = 1", [n + 1])?;
-        Ok(())
-    })
 }
 
 #[test]
@@ -203,6 +163,26 @@ fn counter_on_the_postgres_resource_is_exact_with_transaction_locks() {
 }
 
 #[test]
+fn counter_through_a_queue_over_the_postgres_lock_is_exact() {
+    let table = counter_table(&mut admin());
+    let setup = Setup::new(Postgres::new(&url()).unwrap());
+    let registry = Registry::builtin_postgres();
+    for scheme in ["queue+postgres", "queue+postgresql"] {
+        assert!(registry.contains(scheme), "{scheme}");
+    }
+    let strategy = Arc::new(registry.open(&format!("queue+{}", url()), &setup).unwrap());
+    let caps = strategy.capabilities();
+    assert!(
+        caps.fences && caps.reruns_op && caps.scope == Scope::Hosts,
+        "{caps:?}"
+    );
+    assert_eq!(
+        hammer(strategy, Key::new(table.clone()).unwrap(), table),
+        96
+    );
+}
+
+#[test]
 fn resource_records_fences_and_refuses_stale_ones() {
     let db = Postgres::new(&url()).unwrap();
     let mut conn = db.connect().unwrap();
@@ -234,33 +214,9 @@ fn resource_records_fences_and_refuses_stale_ones() {
 }
 
 #[test]
-fn an_op_that_commits_by_itself_is_reported_and_nothing_after_it_commits() {
-    let table = unique("turnstile_ended");
-    let mut admin = admin();
-    admin
-        .batch_execute(&format!("CREATE TABLE {table} (v INT)"))
-        .unwrap();
-    let strategy = Locked::new(MutexLock::new(), Postgres::new(&url()).unwrap());
-    let t = table.clone();
-    let err = strategy
-        .run(&Key::new("x").unwrap(), move |db| {
-            db.batch_execute(&format!(
-                "INSERT INTO {t} VALUES (1); COMMIT; BEGIN; INSERT INTO {t} VALUES (2)"
-            ))
-        })
-        .unwrap_err();
-    match &err {
-        Error::Resource(e) => assert!(e.downcast_ref::<EndedByOp>().is_some(), "{err}"),
-        other => panic!("expected a resource error, got {other:?}"),
-    }
-    let rows: Vec<i32> = admin
-        .query(&format!("SELECT v FROM {table}"), &[])
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    admin.batch_execute(&format!("DROP TABLE {table}")).unwrap();
-    assert_eq!(rows, [1]);
+#[cfg(feature = "queue")]
+fn an_op_that_ends_the_transaction_gets_transaction_ended() {
+    servers::an_op_that_ends_the_transaction_gets_transaction_ended(Postgres::new(&url()).unwrap());
 }
 
 #[test]
@@ -575,48 +531,7 @@ fn busy_errors_are_classified_and_savepoints_undo_only_their_part() {
 fn concurrent_fence_claims_cannot_interleave() {
     let db = Postgres::new(&url()).unwrap();
     let backend = unique("fence-race");
-    let begin_in_thread = |fence: u64| {
-        let (db, backend) = (db.clone(), backend.clone());
-        std::thread::spawn(move || {
-            let mut conn = db.connect().unwrap();
-            let claim = FenceClaim {
-                backend: &backend,
-                name: b"k",
-                fence: Fence(fence),
-            };
-            let result = db.begin(&mut conn, &[claim]);
-            if result.is_ok() {
-                db.commit(&mut conn).unwrap();
-            }
-            result.map_err(|e| e.to_string())
-        })
-    };
-    // The newer holder claims first and keeps its transaction open; the older one's
-    // claim waits for it and then sees the newer fence.
-    let mut newer = db.connect().unwrap();
-    let claim = FenceClaim {
-        backend: &backend,
-        name: b"k",
-        fence: Fence(6),
-    };
-    db.begin(&mut newer, &[claim]).unwrap();
-    let older = begin_in_thread(5);
-    std::thread::sleep(Duration::from_millis(200));
-    db.commit(&mut newer).unwrap();
-    let err = older.join().unwrap().unwrap_err();
-    assert!(err.contains("stale"), "{err}");
-    // The other way round: the newer one waits, then wins.
-    let mut older = db.connect().unwrap();
-    let claim = FenceClaim {
-        backend: &backend,
-        name: b"k",
-        fence: Fence(6),
-    };
-    db.begin(&mut older, &[claim]).unwrap();
-    let newer = begin_in_thread(7);
-    std::thread::sleep(Duration::from_millis(200));
-    db.commit(&mut older).unwrap();
-    newer.join().unwrap().unwrap();
+    servers::concurrent_fence_claims_cannot_interleave(&db, &backend);
     db.connect()
         .unwrap()
         .execute(

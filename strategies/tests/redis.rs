@@ -1,11 +1,18 @@
 //! `RedisLock` and `RedlockLock` against real, private `redis-server` processes: exclusion
 //! across threads and processes, a server killed and restarted, a holder paused past its
 //! TTL (in-process and a `SIGSTOP`ped child process), Redlock with dead servers, and bad
-//! input. Run with `cargo test -p turnstile --features redis --test redis`.
+//! input; with the feature `redis-tls`, the locks over TLS (`redis/tls.rs`). Run with
+//! `cargo test -p turnstile --features redis,redis-tls --test redis`.
 #![cfg(all(feature = "redis", feature = "sqlite"))]
 
 #[path = "support/redis_server.rs"]
 mod redis_server;
+#[cfg(feature = "redis-tls")]
+#[path = "support/test_pki.rs"]
+mod test_pki;
+#[cfg(feature = "redis-tls")]
+#[path = "redis/tls.rs"]
+mod tls;
 
 use std::path::Path;
 use std::process::{Child, Command};
@@ -543,7 +550,8 @@ fn bad_input_gives_typed_errors() {
         "redis://127.0.0.1:notaport",
         "redis://",
         "memcached://127.0.0.1:1",
-        // No TLS support compiled in.
+        // No TLS support compiled in (with it, `tls::bad_tls_files_and_parameters_are_config_errors`).
+        #[cfg(not(feature = "redis-tls"))]
         "rediss://127.0.0.1:1",
         "redlock://",
         "redlock://127.0.0.1:1,,127.0.0.1:2",
@@ -710,8 +718,12 @@ fn sigstopped_holder_is_fenced_out() {
     assert_eq!(read_counter(&db), 1);
 }
 
-/// Not a test: single-thread ops/s through `Locked<RedisLock, Sqlite>` against the bare
-/// round trip. `cargo test -p turnstile --features redis --release --test redis -- --ignored --nocapture`.
+/// Not a test: on one thread, the time of two `PING` round trips, of one lock cycle
+/// (acquire + release, nothing in between), and of one op through `Locked<RedisLock,
+/// Sqlite>` in each `TxMode`. The four alternate in `MEASURE_ROUNDS` rounds (default 5) of
+/// `MEASURE_OPS` each (default 2,000), so a busy machine slows them alike; prints each
+/// one's median round. `cargo test --release -p turnstile --features redis,sqlite --test
+/// redis measure_single -- --ignored --nocapture`.
 #[test]
 #[ignore = "a measurement, not a check"]
 fn measure_single_thread_ops() {
@@ -720,28 +732,205 @@ fn measure_single_thread_ops() {
     let db = sqlite(&dir.path().join("m.db"));
     create_counter(&db);
     let lock = RedisLock::new(&server.url()).unwrap();
-    let n = 2000;
-    let start = Instant::now();
-    for _ in 0..n {
-        lock.ping().unwrap();
-    }
-    let ping = start.elapsed() / n;
+    let n = measure_env("MEASURE_OPS", 2000);
+    let rounds = measure_env("MEASURE_ROUNDS", 5);
     let name = LockName::new("m", Key::whole());
-    let start = Instant::now();
-    for _ in 0..n {
-        lock.acquire(&name, None).unwrap().release().unwrap();
-    }
-    let lease = start.elapsed() / n;
-    for mode in [TxMode::Autocommit, TxMode::Transaction] {
-        let s = Locked::new(lock.clone(), db.clone()).tx_mode(mode);
+    let autocommit = Locked::new(lock.clone(), db.clone()).tx_mode(TxMode::Autocommit);
+    let transaction = Locked::new(lock.clone(), db.clone()).tx_mode(TxMode::Transaction);
+    let per_op = |f: &mut dyn FnMut()| {
         let start = Instant::now();
         for _ in 0..n {
-            increment(&s).unwrap();
+            f();
         }
-        let op = start.elapsed() / n;
+        start.elapsed() / n as u32
+    };
+    let mut rows: [(&str, Vec<Duration>); 4] = [
+        ("two PING round trips", Vec::new()),
+        ("lock cycle (acquire + release)", Vec::new()),
+        ("op, Autocommit", Vec::new()),
+        ("op, Transaction", Vec::new()),
+    ];
+    for _ in 0..rounds {
+        rows[0].1.push(per_op(&mut || {
+            lock.ping().unwrap();
+            lock.ping().unwrap();
+        }));
+        rows[1].1.push(per_op(&mut || {
+            lock.acquire(&name, None).unwrap().release().unwrap()
+        }));
+        rows[2]
+            .1
+            .push(per_op(&mut || increment(&autocommit).unwrap()));
+        rows[3]
+            .1
+            .push(per_op(&mut || increment(&transaction).unwrap()));
+    }
+    let floor = median(&mut rows[0].1.clone());
+    for (what, times) in &mut rows {
+        let t = median(times);
         println!(
-            "{mode:?}: {:.0} ops/s ({op:?}/op); acquire+release {lease:?}; PING round trip {ping:?}",
-            1.0 / op.as_secs_f64()
+            "{what}: {t:?} ({:.0}/s), {:.2}x the two-round-trip floor's rate",
+            1.0 / t.as_secs_f64(),
+            floor.as_secs_f64() / t.as_secs_f64()
         );
     }
+}
+
+fn measure_env(name: &str, default: usize) -> usize {
+    std::env::var(name).map_or(default, |v| v.parse().expect("a whole number"))
+}
+
+fn median(times: &mut [Duration]) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}
+
+/// Not a test: `MEASURE_USERS` threads (default 64) of one process share one lock name,
+/// each looping acquire → a tiny section → release until `MEASURE_OPS` ops (default
+/// 20,000) are done; prints ops/s and the latency of one op (start of acquire to end of
+/// release) at p50/p99/p99.9/max. The same shape as the `rslock` comparison in the book's
+/// benchmarks chapter. Uses `TURNSTILE_REDIS_URL` when set (to measure beside another
+/// client on the same server), a private server otherwise:
+/// `cargo test --release -p turnstile --features redis,sqlite --test redis measure_contended -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement, not a check"]
+fn measure_contended_lock() {
+    let users = measure_env("MEASURE_USERS", 64);
+    let ops = measure_env("MEASURE_OPS", 20_000);
+    let private = std::env::var("TURNSTILE_REDIS_URL")
+        .is_err()
+        .then(RedisServer::start);
+    let url = private.as_ref().map_or_else(
+        || std::env::var("TURNSTILE_REDIS_URL").unwrap(),
+        |s| s.url(),
+    );
+    let lock = RedisLock::new(&url).unwrap();
+    let name = LockName::new(format!("measure-{}", std::process::id()), Key::whole());
+    // Connect before the clock starts.
+    lock.acquire(&name, None).unwrap().release().unwrap();
+    let left = AtomicUsize::new(ops);
+    let inside = std::sync::atomic::AtomicBool::new(false);
+    let start = Instant::now();
+    let mut latencies: Vec<Duration> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..users)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut mine = Vec::new();
+                    while left
+                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                        .is_ok()
+                    {
+                        let t = Instant::now();
+                        let lease = lock.acquire(&name, None).unwrap();
+                        assert!(!inside.swap(true, Ordering::AcqRel), "two holders at once");
+                        std::hint::black_box(lease.fence());
+                        inside.store(false, Ordering::Release);
+                        lease.release().unwrap();
+                        mine.push(t.elapsed());
+                    }
+                    mine
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect()
+    });
+    let wall = start.elapsed();
+    latencies.sort();
+    let pct = |p: f64| {
+        let i = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len());
+        latencies[i - 1].as_micros()
+    };
+    println!(
+        "turnstile users={users} ops={} wall={:.2}s ops/s={:.0} p50={}us p99={}us p99.9={}us max={}us",
+        latencies.len(),
+        wall.as_secs_f64(),
+        latencies.len() as f64 / wall.as_secs_f64(),
+        pct(0.50),
+        pct(0.99),
+        pct(0.999),
+        latencies.last().unwrap().as_micros()
+    );
+}
+
+/// Sends one command to the server at `addr` in RESP and answers its reply's first line.
+fn raw_command(addr: &str, args: &[&[u8]]) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    let mut packed = format!("*{}\r\n", args.len()).into_bytes();
+    for arg in args {
+        packed.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+        packed.extend_from_slice(arg);
+        packed.extend_from_slice(b"\r\n");
+    }
+    stream.write_all(&packed).unwrap();
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).unwrap();
+    line.trim_end().to_owned()
+}
+
+/// The Redis key of a lease on `name` under the default prefix.
+fn lock_key(name: &LockName) -> Vec<u8> {
+    let hex: String = name.bytes().iter().map(|b| format!("{b:02x}")).collect();
+    format!("turnstile:lock:{{{hex}}}").into_bytes()
+}
+
+/// A dropped lease's release is sent without waiting; when its reply says the server did
+/// not run it (here: its script cache was flushed under it), the next command on that
+/// connection runs it again, so the name is free without waiting for the TTL.
+#[test]
+fn a_dropped_lease_is_released_even_when_the_server_lost_the_script() {
+    let server = RedisServer::start();
+    let lock = RedisLock::new(&server.url()).unwrap();
+    let name = LockName::new("dropped", Key::whole());
+    let key = lock_key(&name);
+    // Dropped, with the script loaded: released.
+    drop(lock.acquire(&name, None).unwrap());
+    lock.ping().unwrap();
+    assert_eq!(raw_command(&server.addr(), &[b"EXISTS", &key]), ":0");
+    // Dropped after the server forgot every script: NOSCRIPT, then released again.
+    let lease = lock.acquire(&name, None).unwrap();
+    assert_eq!(raw_command(&server.addr(), &[b"EXISTS", &key]), ":1");
+    assert_eq!(raw_command(&server.addr(), &[b"SCRIPT", b"FLUSH"]), "+OK");
+    drop(lease);
+    lock.ping().unwrap();
+    assert_eq!(raw_command(&server.addr(), &[b"EXISTS", &key]), ":0");
+    // The name is free at once, and the fences keep rising.
+    let a = lock.acquire(&name, Some(Instant::now())).unwrap();
+    let fence = a.fence().unwrap();
+    drop(a);
+    assert!(lock.acquire(&name, None).unwrap().fence().unwrap() > fence);
+}
+
+/// Threads of one process hand the lease on to each other: every holder still gets its
+/// own, higher fence, in the order they held the lock, and never two at once.
+#[test]
+fn hand_offs_give_every_holder_a_higher_fence() {
+    let server = RedisServer::start();
+    let lock = RedisLock::new(&server.url()).unwrap();
+    let name = LockName::new("handoff", Key::whole());
+    let held: std::sync::Mutex<Vec<Fence>> = std::sync::Mutex::new(Vec::new());
+    let inside = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for _ in 0..8 {
+            s.spawn(|| {
+                for _ in 0..40 {
+                    let lease = lock.acquire(&name, None).unwrap();
+                    assert!(!inside.swap(true, Ordering::AcqRel), "two holders at once");
+                    held.lock().unwrap().push(lease.fence().unwrap());
+                    std::thread::yield_now();
+                    inside.store(false, Ordering::Release);
+                    lease.release().unwrap();
+                }
+            });
+        }
+    });
+    let held = held.into_inner().unwrap();
+    assert_eq!(held.len(), 8 * 40);
+    assert!(
+        held.windows(2).all(|w| w[0] < w[1]),
+        "fences not rising in the order of holding: {held:?}"
+    );
 }

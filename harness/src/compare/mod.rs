@@ -6,7 +6,9 @@
 //! use them ([`RunConfig::transaction`]). Its acknowledged ops give the throughput and
 //! latency percentiles; its checkers give the `safe` column. Reference floors (one 1-row
 //! commit on one thread per `synchronous`, and two Redis round trips when Redis is in the
-//! run) are measured in the same run, so targets read as ratios on whatever machine this is.
+//! run) are measured in the same run, so targets read as ratios on whatever machine this is;
+//! so is the Redis lock's own cycle (acquire + release, nothing in between), against its
+//! floor.
 
 pub mod redis_server;
 pub mod report;
@@ -25,7 +27,7 @@ use crate::data::DataSpec;
 use crate::run::{RunConfig, RunError, capabilities_of};
 use crate::workload::Workload;
 
-pub use report::{Floor, Machine, Record, Report, SqliteInfo};
+pub use report::{Floor, LockCycle, Machine, Record, Report, SqliteInfo};
 
 /// The embedded strategies compared by default, baselines and the `unserialized` control
 /// included. `optimistic` runs the same workload on versioned records in the same SQLite
@@ -64,8 +66,8 @@ pub struct CompareConfig {
     pub ops: Option<usize>,
     /// A short run: fewer ops and no process runs.
     pub quick: bool,
-    /// A Redis server to include (`redis://…`); `None`: start a private `redis-server` if
-    /// one is on `PATH`.
+    /// A Redis server to include (`redis://…`, or `rediss://…` with the feature
+    /// `redis-tls`); `None`: start a private `redis-server` if one is on `PATH`.
     pub redis: Option<String>,
     /// A MySQL/MariaDB server to include (`mysql://…`).
     pub mysql: Option<String>,
@@ -133,6 +135,32 @@ impl Comparison {
     }
 }
 
+/// The strategies compared when none are named: [`DEFAULT_STRATEGIES`], then the
+/// `servers`' locks (their URLs as specs), each followed by its `queue+` composition when
+/// `registry` knows one (`queue+file-lock` after `file-lock`, `queue+mysql://…` after
+/// `mysql://…`, …), so every composition sits next to its plain lock.
+pub fn default_strategies<'a>(
+    servers: impl IntoIterator<Item = &'a str>,
+    registry: &Registry<Sqlite>,
+) -> Vec<String> {
+    let known = |spec: &str| crate::run::knows(spec, registry);
+    // `optimistic` is missing from a harness built without its feature.
+    let plain = DEFAULT_STRATEGIES
+        .iter()
+        .copied()
+        .filter(|spec| known(spec))
+        .chain(servers);
+    let mut list = Vec::new();
+    for spec in plain {
+        list.push(spec.to_owned());
+        let composed = format!("queue+{spec}");
+        if known(&composed) {
+            list.push(composed);
+        }
+    }
+    list
+}
+
 /// Runs the comparison.
 ///
 /// # Errors
@@ -148,37 +176,26 @@ pub fn compare(
     }
     let mut private_redis = None;
     let mut redis_url = config.redis.clone();
-    let mut strategies: Vec<String> = match &config.strategies {
+    let strategies: Vec<String> = match &config.strategies {
         Some(list) => list.clone(),
-        // `optimistic` is missing from a harness built without its feature.
-        None => DEFAULT_STRATEGIES
-            .iter()
-            .filter(|s| crate::run::knows(s, registry))
-            .map(|s| (*s).to_owned())
-            .collect(),
-    };
-    if config.strategies.is_none() {
-        if redis_url.is_none() && !config.no_private_redis && registry.contains("redis") {
-            match redis_server::PrivateRedis::start() {
-                Ok(server) => {
-                    redis_url = Some(server.url());
-                    private_redis = Some(server);
+        None => {
+            if redis_url.is_none() && !config.no_private_redis && registry.contains("redis") {
+                match redis_server::PrivateRedis::start() {
+                    Ok(server) => {
+                        redis_url = Some(server.url());
+                        private_redis = Some(server);
+                    }
+                    Err(e) => eprintln!("note: redis strategies skipped: {e}"),
                 }
-                Err(e) => eprintln!("note: redis strategies skipped: {e}"),
             }
+            let servers = redis_url
+                .iter()
+                .chain(&config.mysql)
+                .chain(&config.postgres)
+                .map(String::as_str);
+            default_strategies(servers, registry)
         }
-        let known = |spec: &str| crate::run::knows(spec, registry);
-        if let Some(url) = &redis_url {
-            strategies.push(url.clone());
-        }
-        // The compositions sit next to their plain locks.
-        let composed = ["queue+file-lock".to_owned()]
-            .into_iter()
-            .chain(redis_url.iter().map(|url| format!("queue+{url}")));
-        strategies.extend(composed.filter(|spec| known(spec)));
-        strategies.extend(config.mysql.iter().cloned());
-        strategies.extend(config.postgres.iter().cloned());
-    }
+    };
     for spec in &strategies {
         let name = turnstile::spec::Spec::parse(spec)
             .map_err(|e| RunError::Usage(e.to_string()))?
@@ -237,12 +254,16 @@ pub fn compare(
     });
 
     let mut floors = Vec::new();
+    let mut lock_cycles = Vec::new();
     for &sync in &config.sync {
         floors.push(sqlite_commit_floor(sync)?);
     }
     if let Some(url) = &redis_url {
-        match redis_server::two_round_trips(url) {
-            Ok(floor) => floors.push(floor),
+        match redis_server::floor_and_lock_cycle(url) {
+            Ok((floor, cycle)) => {
+                floors.push(floor);
+                lock_cycles.extend(cycle);
+            }
             Err(e) => eprintln!("note: redis round-trip floor not measured: {e}"),
         }
     }
@@ -343,6 +364,7 @@ pub fn compare(
                 .collect(),
         },
         floors,
+        lock_cycles,
         results,
     };
     Ok(Comparison {
@@ -416,4 +438,32 @@ fn sqlite_commit_floor(sync: Synchronous) -> Result<Floor, RunError> {
         p50_us: summary.p50_us,
         ops_per_sec: stats::ops_per_sec(COMMITS as u64, wall),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[cfg(all(feature = "redis", feature = "mysql", feature = "postgres"))]
+    fn every_composition_the_registry_knows_sits_after_its_plain_lock() {
+        let registry = crate::registry();
+        let mysql = "mysql://root@127.0.0.1:3306/test";
+        let postgres = "postgres://postgres@127.0.0.1:5432/test";
+        let redis = "redis://127.0.0.1:6379";
+        let list = default_strategies([redis, mysql, postgres], &registry);
+        let after = |plain: &str| {
+            let i = list.iter().position(|s| s == plain).unwrap();
+            list.get(i + 1).cloned()
+        };
+        assert_eq!(after("file-lock").as_deref(), Some("queue+file-lock"));
+        for url in [redis, mysql, postgres] {
+            assert_eq!(after(url), Some(format!("queue+{url}")), "{list:?}");
+        }
+        // Strategies without a composition stand alone, and no server means no server
+        // strategies.
+        let embedded = default_strategies([], &registry);
+        assert_eq!(embedded.len(), DEFAULT_STRATEGIES.len() + 1, "{embedded:?}");
+        assert!(embedded.iter().all(|s| !s.contains("://")));
+    }
 }

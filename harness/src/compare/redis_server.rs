@@ -7,7 +7,7 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::report::Floor;
+use super::report::{Floor, LockCycle};
 use super::stats;
 
 /// A `redis-server` on a free loopback port, without persistence, stopped on drop.
@@ -87,46 +87,172 @@ fn ping(addr: &str) -> std::io::Result<Duration> {
     Ok(start.elapsed())
 }
 
-/// The time of two sequential round trips on one connection (a lock's acquire and
-/// release can't take fewer), measured over 500 pairs.
+/// Pairs of round trips (and lock cycles) per round of [`floor_and_lock_cycle`].
+const ROUND: usize = 100;
+/// Rounds of [`floor_and_lock_cycle`]: 500 of each in all.
+const ROUNDS: usize = 5;
+
+/// The floor a Redis lock is measured against: two sequential `PING` round trips on one
+/// connection (a lock's acquire and release can't take fewer) — a plain socket for
+/// `redis://`, the lock's own client for `rediss://` and `redis+unix://`. With the `redis`
+/// feature, also the Redis lock's own cycle against that floor: [`RedisLock`] acquire,
+/// then release and wait for its answer, nothing in between, on one thread. The two
+/// alternate in rounds of 100, so a busy machine slows them alike.
+///
+/// [`RedisLock`]: turnstile::lock::RedisLock
 ///
 /// # Errors
 /// A message when the server cannot be reached.
-pub fn two_round_trips(url: &str) -> Result<Floor, String> {
-    let addr = url
-        .strip_prefix("redis://")
-        .ok_or_else(|| "only redis:// URLs are measured".to_owned())?;
-    let addr = addr.rsplit_once('@').map_or(addr, |(_, a)| a);
-    let addr = addr.split('/').next().unwrap_or(addr);
-    let stream = TcpStream::connect(addr).map_err(|e| format!("{addr}: {e}"))?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(2)))
-        .map_err(|e| e.to_string())?;
-    let _ = stream.set_nodelay(true);
-    let mut reader = BufReader::new(stream.try_clone().map_err(|e| e.to_string())?);
-    let mut writer = stream;
-    let mut times = Vec::with_capacity(500);
-    let start = Instant::now();
-    let mut line = String::new();
-    for _ in 0..500 {
-        let t = Instant::now();
-        for _ in 0..2 {
-            writer.write_all(b"PING\r\n").map_err(|e| e.to_string())?;
-            line.clear();
-            reader.read_line(&mut line).map_err(|e| e.to_string())?;
-            if !line.starts_with('+') {
-                // An AUTH-protected server answers -NOAUTH: report it rather than guess.
-                return Err(format!("redis answered {:?}", line.trim_end()));
-            }
+pub fn floor_and_lock_cycle(url: &str) -> Result<(Floor, Option<LockCycle>), String> {
+    let mut pings = Pings::connect(url)?;
+    let mut cycle = LockCycler::new(url);
+    let (mut pairs, mut pairs_wall) = (Vec::new(), Duration::ZERO);
+    let (mut cycles, mut cycles_wall) = (Vec::new(), Duration::ZERO);
+    for _ in 0..ROUNDS {
+        let start = Instant::now();
+        for _ in 0..ROUND {
+            let t = Instant::now();
+            pings.ping()?;
+            pings.ping()?;
+            pairs.push(t.elapsed());
         }
-        times.push(t.elapsed());
+        pairs_wall += start.elapsed();
+        if let Some(lock) = &mut cycle {
+            let start = Instant::now();
+            for _ in 0..ROUND {
+                let t = Instant::now();
+                lock.cycle()?;
+                cycles.push(t.elapsed());
+            }
+            cycles_wall += start.elapsed();
+        }
     }
-    let wall = start.elapsed();
-    let summary = stats::Summary::of(&mut times);
-    Ok(Floor {
+    let floor = Floor {
         kind: "redis_two_round_trips".into(),
         sync: None,
-        p50_us: summary.p50_us,
-        ops_per_sec: stats::ops_per_sec(500, wall),
-    })
+        p50_us: stats::Summary::of(&mut pairs).p50_us,
+        ops_per_sec: stats::ops_per_sec(pairs.len() as u64, pairs_wall),
+    };
+    let cycle = (!cycles.is_empty()).then(|| {
+        let ops_per_sec = stats::ops_per_sec(cycles.len() as u64, cycles_wall);
+        LockCycle {
+            lock: "redis".into(),
+            floor: floor.kind.clone(),
+            p50_us: stats::Summary::of(&mut cycles).p50_us,
+            ops_per_sec,
+            floor_ratio: ops_per_sec / floor.ops_per_sec,
+        }
+    });
+    Ok((floor, cycle))
+}
+
+/// What speaks `PING` for the floor: a plain socket for a `redis://` URL, so no client
+/// cost is counted; for any other (`rediss://`, `redis+unix://`) the lock's own client,
+/// which speaks TLS and unix sockets (its first `PING` connects and is not counted).
+enum Pings {
+    Socket {
+        reader: BufReader<TcpStream>,
+        writer: TcpStream,
+        line: String,
+    },
+    #[cfg(feature = "redis")]
+    Client(turnstile::lock::RedisLock),
+}
+
+impl Pings {
+    fn connect(url: &str) -> Result<Self, String> {
+        let Some(addr) = url.strip_prefix("redis://") else {
+            return Self::client(url);
+        };
+        let addr = addr.rsplit_once('@').map_or(addr, |(_, a)| a);
+        let addr = addr.split('/').next().unwrap_or(addr);
+        let stream = TcpStream::connect(addr).map_err(|e| format!("{addr}: {e}"))?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .map_err(|e| e.to_string())?;
+        let _ = stream.set_nodelay(true);
+        Ok(Pings::Socket {
+            reader: BufReader::new(stream.try_clone().map_err(|e| e.to_string())?),
+            writer: stream,
+            line: String::new(),
+        })
+    }
+
+    #[cfg(feature = "redis")]
+    fn client(url: &str) -> Result<Self, String> {
+        let lock = turnstile::lock::RedisLock::new(url).map_err(|e| e.to_string())?;
+        lock.ping().map_err(|e| e.to_string())?;
+        Ok(Pings::Client(lock))
+    }
+
+    #[cfg(not(feature = "redis"))]
+    fn client(url: &str) -> Result<Self, String> {
+        Err(format!(
+            "{} needs the Redis client, which this build does not include",
+            turnstile::spec::redact_url(url)
+        ))
+    }
+
+    fn ping(&mut self) -> Result<(), String> {
+        match self {
+            Pings::Socket {
+                reader,
+                writer,
+                line,
+            } => {
+                writer.write_all(b"PING\r\n").map_err(|e| e.to_string())?;
+                line.clear();
+                reader.read_line(line).map_err(|e| e.to_string())?;
+                if !line.starts_with('+') {
+                    // An AUTH-protected server answers -NOAUTH: report it rather than guess.
+                    return Err(format!("redis answered {:?}", line.trim_end()));
+                }
+                Ok(())
+            }
+            #[cfg(feature = "redis")]
+            Pings::Client(lock) => lock.ping().map(drop).map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// The Redis lock whose cycle is measured, when this build has it.
+#[cfg(feature = "redis")]
+struct LockCycler {
+    lock: turnstile::lock::RedisLock,
+    name: turnstile::LockName,
+}
+
+#[cfg(feature = "redis")]
+impl LockCycler {
+    fn new(url: &str) -> Option<Self> {
+        let lock = turnstile::lock::RedisLock::new(url).ok()?;
+        let name = turnstile::LockName::new(
+            format!("turnstile-compare-{}", std::process::id()),
+            turnstile::Key::whole(),
+        );
+        Some(LockCycler { lock, name })
+    }
+
+    fn cycle(&mut self) -> Result<(), String> {
+        use turnstile::{Lease, Lock};
+        let lease = self
+            .lock
+            .acquire(&self.name, None)
+            .map_err(|e| e.to_string())?;
+        lease.release().map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(not(feature = "redis"))]
+struct LockCycler;
+
+#[cfg(not(feature = "redis"))]
+impl LockCycler {
+    fn new(_url: &str) -> Option<Self> {
+        None
+    }
+
+    fn cycle(&mut self) -> Result<(), String> {
+        Ok(())
+    }
 }

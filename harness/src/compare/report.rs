@@ -16,6 +16,9 @@ pub struct Report {
     pub sqlite: SqliteInfo,
     /// Reference floors measured in the same run.
     pub floors: Vec<Floor>,
+    /// Locks' own cycles measured in the same run (absent from reports of older versions).
+    #[serde(default)]
+    pub lock_cycles: Vec<LockCycle>,
     /// One record per strategy × workload × threads × processes × sync.
     pub results: Vec<Record>,
 }
@@ -66,6 +69,24 @@ pub struct Floor {
     pub p50_us: f64,
     /// The best rate it allows on one thread.
     pub ops_per_sec: f64,
+}
+
+/// A lock's own cost on one thread, measured in the same run: acquire, then release and
+/// wait for its answer, with nothing in between and no resource. Against the floor of the
+/// round trips it cannot do without, this is the lock's overhead; an op through a
+/// strategy adds its resource's transaction on top.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LockCycle {
+    /// The lock (`redis`).
+    pub lock: String,
+    /// The floor it is measured against (a [`Floor::kind`]).
+    pub floor: String,
+    /// Median time of one cycle, in µs.
+    pub p50_us: f64,
+    /// Cycles per second on one thread.
+    pub ops_per_sec: f64,
+    /// `ops_per_sec` over the floor's (1.0: as fast as its round trips).
+    pub floor_ratio: f64,
 }
 
 /// One measured setting.

@@ -82,51 +82,23 @@ pub(super) fn copy_error(e: &StrategyError) -> StrategyError {
     }
 }
 
-/// Registers the queue-in-front-of-a-lock strategies that are compiled in:
+/// Registers the queue-in-front-of-a-lock strategies over SQLite that are compiled in:
 /// `queue+file-lock[:DIR]`, `queue+redis://…` (and `queue+rediss://…`,
-/// `queue+redis+unix://…`), `queue+redlock://h1:p1,h2:p2,…`. Each takes what the plain lock
-/// spec after `queue+` takes; servers are pinged at once, so a wrong address shows as
-/// [`Error::Unavailable`] when the spec is opened.
+/// `queue+redis+unix://…`), `queue+redlock://h1:p1,h2:p2,…` (and `queue+redlocks://…`).
+/// Each takes what the plain lock spec after `queue+` takes; Redis servers are pinged at
+/// once, so a wrong address shows as [`Error::Unavailable`] when the spec is opened.
+/// (`queue+mysql://…` and `queue+postgres://…` are registered with their plain locks,
+/// over any resource.)
 #[cfg(feature = "sqlite")]
 #[cfg_attr(
     not(any(feature = "file-lock", feature = "redis")),
     allow(unused_variables)
 )]
 pub(crate) fn register(registry: &mut crate::spec::Registry<crate::sqlite::Sqlite>) {
-    #[cfg(any(feature = "file-lock", feature = "redis"))]
-    use crate::spec::Setup;
     #[cfg(feature = "redis")]
-    use crate::spec::Spec;
-    #[cfg(any(feature = "file-lock", feature = "redis"))]
+    use crate::spec::{Setup, Spec, lock_url};
+    #[cfg(feature = "redis")]
     use crate::sqlite::Sqlite;
-
-    #[cfg(any(feature = "file-lock", feature = "redis"))]
-    fn finish<L: Lock>(
-        lock: L,
-        setup: &Setup<Sqlite>,
-    ) -> Result<
-        turnstile_core::BoxSerializer<<Sqlite as turnstile_core::Connect>::Resource>,
-        StrategyError,
-    > {
-        let mut builder = super::Queue::builder().tx_mode(setup.tx_mode).lock(lock);
-        if let Some(t) = setup.timeout {
-            builder = builder.timeout(Some(t));
-        }
-        Ok(Box::new(builder.build(setup.connect.clone())?))
-    }
-
-    /// The lock's URL: the spec's text without its `queue+` prefix.
-    #[cfg(feature = "redis")]
-    fn url(spec: &Spec) -> Result<&str, StrategyError> {
-        const PREFIX: &str = "queue+";
-        spec.arg()
-            .and_then(|text| {
-                let head = text.get(..PREFIX.len())?;
-                head.eq_ignore_ascii_case(PREFIX)
-                    .then(|| &text[PREFIX.len()..])
-            })
-            .ok_or_else(|| Error::Config(format!("strategy {:?} needs a URL", spec.name())))
-    }
 
     #[cfg(feature = "file-lock")]
     registry.register(
@@ -138,15 +110,15 @@ pub(crate) fn register(registry: &mut crate::spec::Registry<crate::sqlite::Sqlit
                 None => FileLock::dir_beside(setup.connect.path()),
                 Some(dir) => dir.into(),
             };
-            finish(FileLock::builder(dir).max_poll(QUEUE_FILE_LOCK_POLL).open()?, setup)
+            setup.queued(FileLock::builder(dir).max_poll(QUEUE_FILE_LOCK_POLL).open()?)
         },
     );
     #[cfg(feature = "redis")]
     {
         let single = |spec: &Spec, setup: &Setup<Sqlite>| {
-            let lock = crate::lock::RedisLock::builder_from_url(url(spec)?)?.build()?;
+            let lock = crate::lock::RedisLock::builder_from_url(lock_url(spec)?)?.build()?;
             lock.ping()?;
-            finish(lock, setup)
+            setup.queued(lock)
         };
         for scheme in ["queue+redis", "queue+rediss", "queue+redis+unix"] {
             registry.register(
@@ -155,14 +127,16 @@ pub(crate) fn register(registry: &mut crate::spec::Registry<crate::sqlite::Sqlit
                 single,
             );
         }
-        registry.register(
-            "queue+redlock",
-            "a queue per process whose worker takes a Redlock quorum once per batch; no fencing (hosts)",
-            |spec, setup| {
-                let lock = crate::lock::RedlockLock::builder_from_url(url(spec)?)?.build()?;
-                lock.ping_all()?;
-                finish(lock, setup)
-            },
-        );
+        for scheme in ["queue+redlock", "queue+redlocks"] {
+            registry.register(
+                scheme,
+                "a queue per process whose worker takes a Redlock quorum once per batch; no fencing (hosts)",
+                |spec, setup| {
+                    let lock = crate::lock::RedlockLock::builder_from_url(lock_url(spec)?)?.build()?;
+                    lock.ping_all()?;
+                    setup.queued(lock)
+                },
+            );
+        }
     }
 }

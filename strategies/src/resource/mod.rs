@@ -13,9 +13,10 @@
 //! committed by itself. Instead `begin` opens a marker savepoint right after `BEGIN`, and
 //! `commit` releases it first: if the op ended the transaction (`COMMIT`, `ROLLBACK`, or
 //! on MySQL any statement that commits implicitly, such as DDL), the marker is gone,
-//! nothing more is committed, and `commit` fails with [`EndedByOp`].
-
-use std::fmt;
+//! whatever the op left open is rolled back, nothing more is committed, and `commit`
+//! fails with [`TransactError::Ended`](crate::TransactError::Ended) — which strategies
+//! report as [`Error::TransactionEnded`](crate::Error::TransactionEnded), as they do over
+//! SQLite. (Group commit finds out one step earlier: the op's own savepoint is gone too.)
 
 #[cfg(feature = "mysql")]
 pub(crate) mod mysql;
@@ -34,26 +35,6 @@ pub const DEFAULT_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::fr
 /// out whether the op ended the transaction by itself.
 #[cfg_attr(not(any(feature = "mysql", feature = "postgres")), allow(dead_code))]
 pub(crate) const MARKER_SAVEPOINT: &str = "turnstile_tx";
-
-/// [`Transact::commit`](crate::Transact::commit) found that the op had ended the
-/// strategy's transaction by itself (`COMMIT`, `ROLLBACK`, or an implicitly committing
-/// statement such as DDL on MySQL). Whatever the op wrote before that point may have
-/// committed; nothing after it was committed by the strategy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct EndedByOp;
-
-impl fmt::Display for EndedByOp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(
-            "the op ended the strategy's transaction by itself (COMMIT, ROLLBACK or an \
-             implicitly committing statement); its earlier writes may have committed, \
-             the rest was rolled back",
-        )
-    }
-}
-
-impl std::error::Error for EndedByOp {}
 
 /// `scheme://user@host:port/db`: a server URL without its password, the identity of the
 /// data behind a database resource or lock server.

@@ -11,7 +11,7 @@ use turnstile_core::{
     BoxError, Connect, Error, Fence, FenceClaim, StrategyError, Transact, TransactError,
 };
 
-use super::{DEFAULT_CONNECT_TIMEOUT, EndedByOp, MARKER_SAVEPOINT, fence_column, server_identity};
+use super::{DEFAULT_CONNECT_TIMEOUT, MARKER_SAVEPOINT, fence_column, server_identity};
 
 /// `ER_LOCK_WAIT_TIMEOUT`: InnoDB gave up waiting for a row lock.
 const ER_LOCK_WAIT_TIMEOUT: u16 = 1205;
@@ -36,7 +36,7 @@ const FENCE_TABLE: &str = "CREATE TABLE IF NOT EXISTS turnstile_fences (
 /// Fences are recorded in a `turnstile_fences` table (created on first use, outside any
 /// transaction, because DDL commits implicitly on MySQL). The op must not run DDL or
 /// `COMMIT` itself: that ends the transaction, and `commit` then fails with
-/// [`EndedByOp`](super::EndedByOp).
+/// [`TransactError::Ended`] (the strategy's [`Error::TransactionEnded`]).
 ///
 /// ```no_run
 /// use turnstile::resource::MySql;
@@ -227,7 +227,7 @@ impl Transact for MySql {
                 let _ = self.rollback(conn);
                 match &e {
                     mysql::Error::MySqlError(m) if m.code == ER_SP_DOES_NOT_EXIST => {
-                        Err(TransactError::Failed(Box::new(EndedByOp)))
+                        Err(TransactError::Ended)
                     }
                     _ => Err(classify(e)),
                 }

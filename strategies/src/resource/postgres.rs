@@ -13,7 +13,7 @@ use turnstile_core::{
     BoxError, Connect, Error, Fence, FenceClaim, StrategyError, Transact, TransactError,
 };
 
-use super::{DEFAULT_CONNECT_TIMEOUT, EndedByOp, MARKER_SAVEPOINT, fence_column, server_identity};
+use super::{DEFAULT_CONNECT_TIMEOUT, MARKER_SAVEPOINT, fence_column, server_identity};
 
 const FENCE_TABLE: &str = "CREATE TABLE IF NOT EXISTS turnstile_fences (
     backend TEXT NOT NULL,
@@ -29,8 +29,8 @@ const FENCE_TABLE: &str = "CREATE TABLE IF NOT EXISTS turnstile_fences (
 /// TLS.
 ///
 /// Fences are recorded in a `turnstile_fences` table (created on first use). The op must
-/// not `COMMIT` or `ROLLBACK` itself: `commit` then fails with
-/// [`EndedByOp`](super::EndedByOp).
+/// not `COMMIT` or `ROLLBACK` itself: `commit` then fails with [`TransactError::Ended`]
+/// (the strategy's [`Error::TransactionEnded`]).
 ///
 /// ```no_run
 /// use turnstile::resource::Postgres;
@@ -259,7 +259,7 @@ impl Transact for Postgres {
                 let ended = e.code() == Some(&SqlState::NO_ACTIVE_SQL_TRANSACTION)
                     || e.code() == Some(&SqlState::S_E_INVALID_SPECIFICATION);
                 if ended {
-                    Err(TransactError::Failed(Box::new(EndedByOp)))
+                    Err(TransactError::Ended)
                 } else {
                     Err(classify(e))
                 }

@@ -1,10 +1,13 @@
 //! A private `redis-server` for tests that kill, pause or restart it: no persistence, its
 //! own loopback port, stopped through its `Child` handle (never a bare pid), killed on
-//! drop. Never the machine's shared server on 6379.
+//! drop. Never the machine's shared server on 6379. It can also serve TLS only
+//! ([`RedisServer::start_tls`], certificates from `support/test_pki.rs`).
 #![allow(dead_code, unreachable_pub)]
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -13,6 +16,23 @@ pub struct RedisServer {
     child: Option<Child>,
     port: u16,
     password: Option<String>,
+    tls: Option<ServerTls>,
+}
+
+/// What a TLS-only server is started with (PEM files).
+#[derive(Clone, Debug)]
+pub struct ServerTls {
+    /// Its certificate, for 127.0.0.1 and localhost.
+    pub cert: PathBuf,
+    /// Its certificate's private key.
+    pub key: PathBuf,
+    /// The CA that signed its certificate and the client certificates it accepts.
+    pub ca: PathBuf,
+    /// Whether clients must present a certificate (mutual TLS).
+    pub require_client_cert: bool,
+    /// A directory for its unix socket: the readiness check speaks plain RESP there, as
+    /// its only port speaks TLS.
+    pub dir: PathBuf,
 }
 
 impl RedisServer {
@@ -26,13 +46,24 @@ impl RedisServer {
         Self::start_with(Some(password.to_owned()))
     }
 
+    /// Starts a server whose only TCP port speaks TLS (`--port 0 --tls-port P`), requiring
+    /// `password` if given.
+    pub fn start_tls(tls: ServerTls, password: Option<&str>) -> Self {
+        Self::start_as(password.map(str::to_owned), Some(tls))
+    }
+
     fn start_with(password: Option<String>) -> Self {
+        Self::start_as(password, None)
+    }
+
+    fn start_as(password: Option<String>, tls: Option<ServerTls>) -> Self {
         for _ in 0..20 {
             let port = free_port();
             let mut server = RedisServer {
                 child: None,
                 port,
                 password: password.clone(),
+                tls: tls.clone(),
             };
             if server.spawn() {
                 return server;
@@ -44,10 +75,27 @@ impl RedisServer {
     fn spawn(&mut self) -> bool {
         let mut cmd = Command::new("redis-server");
         cmd.args(["--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
-            .arg("--port")
-            .arg(self.port.to_string())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
+        match &self.tls {
+            None => {
+                cmd.arg("--port").arg(self.port.to_string());
+            }
+            Some(tls) => {
+                let auth = if tls.require_client_cert { "yes" } else { "no" };
+                cmd.args(["--port", "0", "--tls-auth-clients", auth])
+                    .arg("--tls-port")
+                    .arg(self.port.to_string())
+                    .arg("--tls-cert-file")
+                    .arg(&tls.cert)
+                    .arg("--tls-key-file")
+                    .arg(&tls.key)
+                    .arg("--tls-ca-cert-file")
+                    .arg(&tls.ca)
+                    .arg("--unixsocket")
+                    .arg(self.socket());
+            }
+        }
         if let Some(pw) = &self.password {
             cmd.arg("--requirepass").arg(pw);
         }
@@ -69,28 +117,42 @@ impl RedisServer {
         false
     }
 
-    /// Whether the server answers on its port (any reply to `PING`; `-NOAUTH` counts).
+    /// Whether the server answers (any reply to `PING`; `-NOAUTH` counts): on its port, or
+    /// for a TLS server on its unix socket (redis-server listens on every socket before it
+    /// serves any, and exits if it can't bind one).
     fn answers(&self) -> bool {
-        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
-            return false;
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
-        if s.write_all(b"PING\r\n").is_err() {
-            return false;
+        let wait = Some(Duration::from_millis(200));
+        match &self.tls {
+            None => TcpStream::connect(("127.0.0.1", self.port))
+                .is_ok_and(|mut s| s.set_read_timeout(wait).is_ok() && pong(&mut s)),
+            Some(_) => UnixStream::connect(self.socket())
+                .is_ok_and(|mut s| s.set_read_timeout(wait).is_ok() && pong(&mut s)),
         }
-        let mut buf = [0u8; 64];
-        matches!(s.read(&mut buf), Ok(n) if n > 0)
+    }
+
+    fn socket(&self) -> PathBuf {
+        let dir = self.tls.as_ref().map(|t| t.dir.clone()).unwrap_or_default();
+        dir.join(format!("redis-{}.sock", self.port))
     }
 
     pub fn port(&self) -> u16 {
         self.port
     }
 
-    /// `redis://127.0.0.1:PORT/0`, with the password if any.
+    /// `redis://127.0.0.1:PORT/0`, with the password if any; for a TLS server
+    /// `rediss://…/0?tls_ca=CA`, trusting the CA that signed its certificate.
     pub fn url(&self) -> String {
-        match &self.password {
-            Some(pw) => format!("redis://:{pw}@127.0.0.1:{}/0", self.port),
-            None => format!("redis://127.0.0.1:{}/0", self.port),
+        let auth = match &self.password {
+            Some(pw) => format!(":{pw}@"),
+            None => String::new(),
+        };
+        match &self.tls {
+            None => format!("redis://{auth}127.0.0.1:{}/0", self.port),
+            Some(tls) => format!(
+                "rediss://{auth}127.0.0.1:{}/0?tls_ca={}",
+                self.port,
+                tls.ca.display()
+            ),
         }
     }
 
@@ -130,6 +192,15 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Sends `PING` and reads any reply.
+fn pong(s: &mut (impl Read + Write)) -> bool {
+    if s.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 64];
+    matches!(s.read(&mut buf), Ok(n) if n > 0)
 }
 
 fn free_port() -> u16 {

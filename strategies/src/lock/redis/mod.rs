@@ -31,6 +31,8 @@
 //! two names never share a lock, and free of braces, so `{HEX}` is the Redis Cluster hash
 //! tag and both keys live in one slot. `PREFIX` is `turnstile` unless configured.
 //! Releases are published on the channel `PREFIX:released` with the lock key as payload.
+//! A refused attempt also sets `PREFIX:waiting:{HEX}` to its process's tag for two poll
+//! intervals (see *Waiting*); it expires by itself.
 //!
 //! The [backend id](Lock::backend_id), under which the resource records fences, is
 //! `redis:PREFIX/dbN`: it names the fence counters, not the address, so clients that
@@ -44,6 +46,34 @@
 //! the lease TTL ([`TTL_QUERY_PARAM`]); a short TTL makes a dead holder's lease expire
 //! sooner, at the price of more renewals.
 //!
+//! ## TLS
+//! With the feature `redis-tls`, `rediss://host:port/db` reaches the server over TLS
+//! (rustls with the *ring* provider: no OpenSSL needed), and
+//! `redlocks://h1:p1,h2:p2,h3:p3` reaches every Redlock server so. The server's
+//! certificate must be valid for the host in the URL and signed by a CA in the system's
+//! trusted roots or, with [`TLS_CA_PARAM`] (`?tls_ca=/etc/redis/ca.pem`), by one in that
+//! PEM file instead: a deployment's private CA. [`TLS_CERT_PARAM`] and [`TLS_KEY_PARAM`]
+//! (`&tls_cert=client.pem&tls_key=client.key`) present a client certificate, for a
+//! server that requires one (mutual TLS). Paths are percent-decoded (`%20` for a space).
+//! These parameters apply only to `rediss://` and `redlocks://` URLs; the files are read
+//! and checked by `build`, so a missing, unreadable or invalid file, a certificate without
+//! its key or a key that does not match it is an [`Error::Config`] at once. A URL asking
+//! for no verification (`#insecure`) is refused.
+//!
+//! What only a connection can tell — a certificate from another CA or for another name, a
+//! server that wants a client certificate we lack, a port that does not speak TLS (or a
+//! `redis://` client on a TLS port) — gives [`Error::Unavailable`], as a refused
+//! connection does, within the caller's deadline; its text says why (`invalid peer
+//! certificate: UnknownIssuer`). It is not [`Error::Config`] because the cause may be the
+//! server's (a rotated or expired certificate) and because it shows only on connecting.
+//!
+//! Each new connection costs a TLS handshake, within the connect timeout, and the Redis
+//! client's loading of the system's trusted roots, which it does even with
+//! [`TLS_CA_PARAM`] (milliseconds, see the book's Redis chapter). Connections are pooled,
+//! so that is once per connection, not per op. If the process has no default rustls crypto provider, the first TLS lock built
+//! installs *ring* as that default. Without the feature, `rediss://` and `redlocks://`
+//! are an [`Error::Config`] that names it.
+//!
 //! ## Waiting
 //! A caller that finds the name held joins an in-process FIFO queue for it; only the head
 //! of the queue talks to Redis. One subscriber connection per process and server (lock
@@ -53,6 +83,22 @@
 //! process are served in order. A name still held at the caller's deadline gives
 //! [`Error::Timeout`]; a server that refuses the connection, times out or rejects the
 //! password gives [`Error::Unavailable`] at once.
+//!
+//! A holder that releases while a waiter of the same lock object heads the queue hands
+//! the lease on instead: one script checks that the key still holds the holder's token,
+//! gives it the successor's token with a fresh TTL, and increments the fence, so the
+//! waiter gets its lease — with a higher fence, as from any acquire — in one round trip
+//! where a release and an acquire took two. Hand-offs must not starve other processes:
+//! every refused attempt marks its process as waiting on `PREFIX:waiting:{HEX}`, and while
+//! another process's mark stands the script releases (and publishes) rather than hands
+//! on, so that process gets its chance as after any release.
+//!
+//! [`Lease::release`] waits for the server's answer and reports a lease already lost
+//! ([`Error::LeaseLost`]) or a failure ([`Error::Unavailable`]). Dropping a lease, whose
+//! outcome nobody hears ([`Locked`](crate::Locked) drops its leases after the op is
+//! settled), sends the release and returns: the server runs it when it reads it, and the
+//! reply is read by the next command on that connection; a release that turns out not to
+//! have run is redone before the next attempt.
 //!
 //! ## Timeouts
 //! Every network call has a connect timeout (default [`DEFAULT_CONNECT_TIMEOUT`]) and a
@@ -79,12 +125,13 @@
 
 mod node;
 mod redlock;
+mod tls;
 mod waiters;
 mod watchdog;
 
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use turnstile_core::{
@@ -92,13 +139,14 @@ use turnstile_core::{
     StrategyError,
 };
 
-use node::{Attempt, Keys, Node};
-use waiters::Waiters;
+use node::{Attempt, Handoff, Keys, Node};
+use waiters::{Turn, Waiters, owner_of};
 use watchdog::{LeaseState, Renewal, Watchdog};
 
 pub use redlock::{
     REDLOCK_RETRY_MAX, REDLOCK_RETRY_MIN, RedlockBuilder, RedlockLease, RedlockLock,
 };
+pub use tls::{TLS_CA_PARAM, TLS_CERT_PARAM, TLS_KEY_PARAM};
 
 /// The default lease time to live: 8 s (redsync's default expiry).
 pub const DEFAULT_TTL: Duration = Duration::from_secs(8);
@@ -123,20 +171,41 @@ pub const MIN_TTL: Duration = Duration::from_millis(10);
 /// before the URL reaches the Redis client.
 pub const TTL_QUERY_PARAM: &str = "ttl_ms";
 
-/// Removes [`TTL_QUERY_PARAM`] from `url`'s query, answering the URL without it and the
-/// TTL it set. Other parameters (`redis+unix://…?db=N&pass=…`) stay, in order.
-fn take_ttl_ms(url: &str) -> Result<(String, Option<Duration>), StrategyError> {
-    let Some((base, query)) = url.split_once('?') else {
-        return Ok((url.to_owned(), None));
+/// Removes the query parameters whose names `take` accepts from `url`, answering the URL
+/// without them and the `(name, value)` pairs taken, in order. Other parameters
+/// (`redis+unix://…?db=N&pass=…`) and a `#fragment` stay as they were.
+fn take_params(url: &str, take: impl Fn(&str) -> bool) -> (String, Vec<(&str, &str)>) {
+    let (head, fragment) = match url.find('#') {
+        Some(i) => url.split_at(i),
+        None => (url, ""),
     };
-    let mut ttl = None;
+    let Some((base, query)) = head.split_once('?') else {
+        return (url.to_owned(), Vec::new());
+    };
+    let mut taken = Vec::new();
     let mut kept = Vec::new();
     for pair in query.split('&') {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        if name != TTL_QUERY_PARAM {
+        if take(name) {
+            taken.push((name, value));
+        } else {
             kept.push(pair);
-            continue;
         }
+    }
+    let url = if kept.is_empty() {
+        format!("{base}{fragment}")
+    } else {
+        format!("{base}?{}{fragment}", kept.join("&"))
+    };
+    (url, taken)
+}
+
+/// Removes [`TTL_QUERY_PARAM`] from `url`'s query, answering the URL without it and the
+/// TTL it set.
+fn take_ttl_ms(url: &str) -> Result<(String, Option<Duration>), StrategyError> {
+    let (rest, taken) = take_params(url, |name| name == TTL_QUERY_PARAM);
+    let mut ttl = None;
+    for (_, value) in taken {
         let bad = |why: &str| {
             Err(Error::Config(format!(
                 "{TTL_QUERY_PARAM}={value:?} in {:?} {why}",
@@ -152,12 +221,7 @@ fn take_ttl_ms(url: &str) -> Result<(String, Option<Duration>), StrategyError> {
             Err(_) => return bad("is not a whole number of milliseconds"),
         }
     }
-    let url = if kept.is_empty() {
-        base.to_owned()
-    } else {
-        format!("{base}?{}", kept.join("&"))
-    };
-    Ok((url, ttl))
+    Ok((rest, ttl))
 }
 
 /// The clock-drift allowance subtracted from a lease's validity: 1 % of the TTL plus
@@ -166,11 +230,33 @@ pub fn clock_drift(ttl: Duration) -> Duration {
     ttl / 100 + Duration::from_millis(2)
 }
 
-/// A fresh lease token: unique per process (pid, counter) and random across processes.
+/// This process among the clients of a server: its pid and a random number (pids repeat
+/// across hosts). Marks the process waiting for a name (see [`RedisLease`]'s hand-off).
+fn process_tag() -> &'static str {
+    static TAG: LazyLock<String> =
+        LazyLock::new(|| format!("{:x}-{:016x}", std::process::id(), fastrand::u64(..)));
+    &TAG
+}
+
+/// A fresh lease token: unique per process (its tag, a counter) and random across
+/// processes.
 fn new_token() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{:x}.{n:x}.{:032x}", std::process::id(), fastrand::u128(..))
+    // Written out by hand: `format!` cost more than the rest of an acquire's own work.
+    let hex = |out: &mut String, bytes: &[u8]| {
+        for b in bytes {
+            out.push(char::from(node::hex_digit(b >> 4)));
+            out.push(char::from(node::hex_digit(b & 0xf)));
+        }
+    };
+    let mut token = String::with_capacity(process_tag().len() + 2 + 16 + 32);
+    token.push_str(process_tag());
+    token.push('.');
+    hex(&mut token, &n.to_be_bytes());
+    token.push('.');
+    hex(&mut token, &fastrand::u128(..).to_be_bytes());
+    token
 }
 
 /// Settings shared by [`RedisLock`] and [`RedlockLock`] builders.
@@ -351,7 +437,8 @@ impl RedisLockBuilder {
     ///
     /// # Errors
     /// [`Error::Config`] for an unparseable URL, an unknown scheme, `rediss://` without
-    /// TLS support, or a bad setting (a TTL below [`MIN_TTL`], a renewal period not
+    /// the feature `redis-tls`, a TLS file that is missing, unreadable or invalid (see
+    /// [TLS](self#tls)), or a bad setting (a TTL below [`MIN_TTL`], a renewal period not
     /// shorter than the TTL, a zero timeout or poll interval, a prefix with braces).
     pub fn build(self) -> Result<RedisLock, StrategyError> {
         self.settings.check()?;
@@ -440,8 +527,9 @@ impl fmt::Debug for RedisLock {
 
 impl RedisLock {
     /// A builder for a lock on the server at `url`
-    /// (`redis://[user:password@]host[:port][/db]`, `rediss://…`, or
-    /// `redis+unix:///path?db=N&pass=…`).
+    /// (`redis://[user:password@]host[:port][/db]`, `redis+unix:///path?db=N&pass=…`, or
+    /// with the feature `redis-tls`, `rediss://…[?tls_ca=FILE][&tls_cert=FILE&tls_key=FILE]`:
+    /// see [TLS](self#tls)).
     pub fn builder(url: impl Into<String>) -> RedisLockBuilder {
         RedisLockBuilder {
             url: url.into(),
@@ -499,16 +587,27 @@ impl RedisLock {
     }
 
     fn lease(&self, keys: Keys, token: String, fence: u64, start: Instant) -> RedisLease {
-        let ttl = self.inner.settings.ttl;
-        let state = LeaseState::new(keys, token, start + ttl - clock_drift(ttl));
-        if self.inner.settings.renewal {
-            self.inner.watchdog.watch(&state, start);
-        }
-        RedisLease {
-            lock: self.inner.clone(),
-            state,
-            fence: self.inner.fencing.then_some(Fence(fence)),
-        }
+        new_lease(&self.inner, keys, token, fence, start)
+    }
+}
+
+/// A lease granted at `start` (its validity counts from then), watched by the watchdog.
+fn new_lease(
+    inner: &Arc<Inner>,
+    keys: Keys,
+    token: String,
+    fence: u64,
+    start: Instant,
+) -> RedisLease {
+    let ttl = inner.settings.ttl;
+    let state = LeaseState::new(keys, token, start + ttl - clock_drift(ttl));
+    if inner.settings.renewal {
+        inner.watchdog.watch(&state, start);
+    }
+    RedisLease {
+        lock: inner.clone(),
+        state,
+        fence: inner.fencing.then_some(Fence(fence)),
     }
 }
 
@@ -535,13 +634,21 @@ impl Lock for RedisLock {
         let token = new_token();
         let ttl = inner.settings.ttl;
         let started = Instant::now();
+        // A refused attempt marks this process waiting, for as long as its next attempt
+        // may take: a holder elsewhere then releases rather than hands on locally.
+        let waiting = Some((process_tag(), inner.poll_interval * 2));
         // Answers when the attempt started too: the lease's validity counts from then.
         let attempt = || {
             let start = Instant::now();
             inner
                 .node
-                .try_acquire(&keys, &token, ttl, inner.fencing, deadline)
+                .try_acquire(&keys, &token, ttl, inner.fencing, waiting, deadline)
                 .map(|a| (a, start))
+        };
+        let timeout = || {
+            Err(Error::Timeout {
+                waited: started.elapsed(),
+            })
         };
         // Fast path: nobody of ours is queued, so try at once.
         if !inner.waiters.has_queue(&keys.lock) {
@@ -549,9 +656,7 @@ impl Lock for RedisLock {
                 return Ok(self.lease(keys, token, fence, at));
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Err(Error::Timeout {
-                    waited: started.elapsed(),
-                });
+                return timeout();
             }
         }
         // Subscribe before the next SET NX, so its release can't slip past us.
@@ -565,35 +670,49 @@ impl Lock for RedisLock {
             inner.node.connect_timeout(),
             subscribe_wait,
         );
-        let place = inner.waiters.join(&keys.lock);
+        let place = inner.waiters.join(&keys.lock, owner_of(&self.inner));
+        let mut trust_local = true;
         loop {
-            let Some(seen) = place.wait_head(deadline) else {
-                return Err(Error::Timeout {
-                    waited: started.elapsed(),
-                });
+            let (seen, held_here) = match place.wait_head(deadline, inner.poll_interval) {
+                Turn::Granted(lease) => {
+                    place.leave_holding();
+                    return Ok(lease);
+                }
+                Turn::TimedOut => return timeout(),
+                Turn::Head { seen, held_here } => (seen, held_here),
             };
+            let poll_until = |now: Instant, sleep: Duration| {
+                deadline.map_or(now + sleep, |d| d.min(now + sleep))
+            };
+            if held_here && std::mem::take(&mut trust_local) {
+                // One of ours just took the lock: its release or hand-off comes here
+                // first. Only once, for at most a poll interval: it may also hang.
+                let until = poll_until(Instant::now(), inner.poll_interval);
+                if let Some(lease) = place.wait_release(seen, until) {
+                    place.leave_holding();
+                    return Ok(lease);
+                }
+                continue;
+            }
             match attempt()? {
                 (Attempt::Acquired(fence), at) => {
-                    drop(place);
+                    place.leave_holding();
                     return Ok(self.lease(keys, token, fence, at));
                 }
                 (Attempt::Held(pttl), _) => {
                     let now = Instant::now();
                     if deadline.is_some_and(|d| now >= d) {
-                        return Err(Error::Timeout {
-                            waited: started.elapsed(),
-                        });
+                        return timeout();
                     }
                     // The holder's TTL running out (it may have died) publishes nothing.
                     let mut sleep = inner.poll_interval;
                     if let Some(pttl) = pttl {
                         sleep = sleep.min(pttl + Duration::from_millis(1));
                     }
-                    let mut until = now + sleep;
-                    if let Some(d) = deadline {
-                        until = until.min(d);
+                    if let Some(lease) = place.wait_release(seen, poll_until(now, sleep)) {
+                        place.leave_holding();
+                        return Ok(lease);
                     }
-                    place.wait_release(seen, until);
                 }
             }
         }
@@ -630,20 +749,75 @@ impl RedisLease {
         self.state.valid_until()
     }
 
-    fn release_inner(&self) -> Result<(), StrategyError> {
+    /// Releases the lease: hands it on to a waiter of ours if one is at the head of the
+    /// queue, else deletes it. `later`: for a dropped lease, whose outcome nobody hears,
+    /// the release is sent without waiting for its reply when no thread of this process
+    /// waits for the name (see `Node::release_later`).
+    fn release_inner(&self, later: bool) -> Result<(), StrategyError> {
         if !self.state.mark_released() {
             return Ok(());
         }
         let inner = &*self.lock;
-        let limit = Instant::now() + inner.settings.response_timeout;
-        let ours = inner
-            .node
-            .release(&self.state.keys, &self.state.token, Some(limit));
+        inner.watchdog.unwatch(&self.state);
+        let keys = &self.state.keys;
+        let owner = owner_of(&self.lock);
+        if inner.waiters.can_grant(&keys.lock, owner) {
+            return self.hand_off(owner);
+        }
+        if later && !inner.waiters.has_queue(&keys.lock) {
+            // A thread of ours that finds the name held meanwhile joins the queue and,
+            // as its head, tries again at once: our release has reached the server first.
+            return inner.node.release_later(keys, &self.state.token);
+        }
+        let ours = inner.node.release(keys, &self.state.token, None);
         // Our own waiters need no round trip through the subscriber.
-        inner.waiters.notify(&self.state.keys.lock);
+        inner.waiters.notify(&keys.lock);
         match ours? {
             true => Ok(()),
             false => Err(Error::LeaseLost),
+        }
+    }
+
+    /// Hands the lease on to the head of this process's queue for the name, a waiter of
+    /// the same lock object: one round trip gives the key a new token, a fresh TTL and a
+    /// higher fence, where a release and the waiter's acquire took two. Unless another
+    /// process marked itself waiting: then the script releases, and that process gets
+    /// its chance as after any release.
+    fn hand_off(&self, owner: usize) -> Result<(), StrategyError> {
+        let inner = &*self.lock;
+        let keys = &self.state.keys;
+        let token = new_token();
+        let start = Instant::now();
+        let handoff = inner.node.hand_off(
+            keys,
+            &self.state.token,
+            &token,
+            inner.settings.ttl,
+            inner.fencing,
+            process_tag(),
+        );
+        match handoff {
+            Ok(Handoff::Granted(fence)) => {
+                let lease = new_lease(&self.lock, keys.clone(), token, fence, start);
+                // The head left meanwhile (and no waiter of ours took its place): dropping
+                // the lease releases it.
+                if let Err(unclaimed) = inner.waiters.grant(&keys.lock, owner, lease) {
+                    drop(unclaimed);
+                }
+                Ok(())
+            }
+            Ok(Handoff::Released) => {
+                inner.waiters.notify(&keys.lock);
+                Ok(())
+            }
+            Ok(Handoff::NotOurs) => {
+                inner.waiters.notify(&keys.lock);
+                Err(Error::LeaseLost)
+            }
+            Err(e) => {
+                inner.waiters.notify(&keys.lock);
+                Err(e)
+            }
         }
     }
 }
@@ -658,19 +832,20 @@ impl Lease for RedisLease {
     }
 
     fn release(self) -> Result<(), StrategyError> {
-        self.release_inner()
+        self.release_inner(false)
     }
 }
 
 impl Drop for RedisLease {
     fn drop(&mut self) {
-        // A failed release leaves the key to expire at its TTL; nothing else to do.
-        let _ = self.release_inner();
+        // A failed release leaves the key to expire at its TTL (or to the next attempt,
+        // which releases what it knows may be left); nothing else to do.
+        let _ = self.release_inner(true);
     }
 }
 
-/// Registers `redis://…`, `rediss://…` (and `redis+unix://…`) and
-/// `redlock://h1:p1,h2:p2,h3:p3` in a SQLite registry (called by
+/// Registers `redis://…`, `rediss://…` (and `redis+unix://…`),
+/// `redlock://h1:p1,h2:p2,h3:p3` and `redlocks://…` in a SQLite registry (called by
 /// [`Registry::builtin`](crate::spec::Registry::builtin)). Each factory pings its
 /// server(s) so a wrong address or password shows at once, as [`Error::Unavailable`].
 #[cfg(feature = "sqlite")]
@@ -694,7 +869,7 @@ pub(crate) fn register(registry: &mut crate::spec::Registry<crate::sqlite::Sqlit
         lock.ping()?;
         finish(lock, setup)
     };
-    for scheme in ["redis", "rediss", "redis+unix"] {
+    for scheme in ["redis", "redis+unix"] {
         registry.register(
             scheme,
             "Redis lease lock with fencing tokens and a renewing watchdog (hosts); ?ttl_ms=N sets the lease TTL (default 8000)",
@@ -702,13 +877,24 @@ pub(crate) fn register(registry: &mut crate::spec::Registry<crate::sqlite::Sqlit
         );
     }
     registry.register(
+        "rediss",
+        "the redis lock over TLS (feature redis-tls); ?tls_ca=FILE trusts a private CA, ?tls_cert=FILE&tls_key=FILE for mutual TLS",
+        single,
+    );
+    let redlock = |spec: &Spec, setup: &Setup<Sqlite>| {
+        let lock = RedlockLock::builder_from_url(url(spec)?)?.build()?;
+        lock.ping_all()?;
+        finish(lock, setup)
+    };
+    registry.register(
         "redlock",
         "Redlock over N independent Redis servers, quorum N/2+1; no fencing (hosts)",
-        |spec, setup| {
-            let lock = RedlockLock::builder_from_url(url(spec)?)?.build()?;
-            lock.ping_all()?;
-            finish(lock, setup)
-        },
+        redlock,
+    );
+    registry.register(
+        "redlocks",
+        "Redlock with every server over TLS (feature redis-tls), TLS parameters as rediss://",
+        redlock,
     );
 }
 

@@ -7,7 +7,10 @@ use std::fmt;
 use std::sync::{LazyLock, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use redis::{Client, Connection, ConnectionAddr, IntoConnectionInfo, RedisError, Script};
+use redis::{
+    Client, Connection, ConnectionAddr, ConnectionLike, ErrorKind, FromRedisValue,
+    IntoConnectionInfo, RedisError, Script, ServerErrorKind, Value,
+};
 use turnstile_core::{BoxError, Error, StrategyError};
 
 /// The shortest timeout a network call gets, even when the caller's deadline is closer:
@@ -17,29 +20,74 @@ pub(super) const MIN_IO_TIMEOUT: Duration = Duration::from_millis(50);
 /// The most unanswered acquires remembered for release (see `Node::orphans`).
 const MAX_ORPHANS: usize = 256;
 
-/// `SET key token NX PX ttl`; on success, optionally `INCR` the fence counter, seeding a
-/// missing counter from the server's `TIME` in microseconds (so a restarted server without
-/// persistence still hands out higher fences than before). Returns `{1, fence}` on
-/// success, `{0, pttl}` when someone else holds the key.
+/// The fence step shared by the acquire and hand-off scripts: with fencing on (`ARGV[4]`
+/// is `1`), `INCR` the counter `KEYS[2]`, seeding a missing one (which `INCR` takes to 1)
+/// from the server's `TIME` in microseconds, so a restarted server without persistence
+/// still hands out higher fences than before, and return `{1, fence}`; otherwise
+/// `{1, 0}`. One call in the common case: each `redis.call` costs the server time.
 ///
 /// The seed is built by string concatenation, not arithmetic: Lua numbers are doubles
 /// and `tostring` would print 1.7e15 in exponent form.
-static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+macro_rules! grant_and_fence {
+    () => {
         r"
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  if ARGV[3] == '1' then
-    if redis.call('EXISTS', KEYS[2]) == 0 then
-      local now = redis.call('TIME')
-      redis.call('SET', KEYS[2], now[1] .. string.format('%06d', tonumber(now[2])))
-    end
-    return {1, redis.call('INCR', KEYS[2])}
+if ARGV[4] == '1' then
+  local fence = redis.call('INCR', KEYS[2])
+  if fence == 1 then
+    local now = redis.call('TIME')
+    redis.call('SET', KEYS[2], now[1] .. string.format('%06d', tonumber(now[2])))
+    fence = redis.call('INCR', KEYS[2])
   end
-  return {1, 0}
+  return {1, fence}
 end
-return {0, redis.call('PTTL', KEYS[1])}
+return {1, 0}
+"
+    };
+}
+
+/// `SET key token NX PX ttl`; on success, the fence step (see `grant_and_fence`). Returns
+/// `{1, fence}` on success, `{0, pttl}` when someone else holds the key. A refused
+/// attempt that names a waiting process (`ARGV[3]`, non-empty) marks `KEYS[3]` with it
+/// for `ARGV[5]` ms, so a holder elsewhere releases rather than hands on (see `HANDOFF`).
+static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        r"
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  if ARGV[3] ~= '' then
+    redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[5])
+  end
+  return {0, redis.call('PTTL', KEYS[1])}
+end
 ",
-    )
+        grant_and_fence!()
+    ))
+});
+
+/// Hands a lease on to a waiter of the same process in one round trip: while the key
+/// still holds our token (`ARGV[1]`) and no other process marked itself waiting
+/// (`KEYS[3]` absent or naming us, `ARGV[5]`), give the key the successor's token
+/// (`ARGV[2]`) for a fresh TTL (`ARGV[3]` ms) and take the fence step, returning
+/// `{1, fence}`. When another process waits, release as `RELEASE` does (publishing on
+/// `ARGV[6]` if non-empty) and return `{2, 0}`, so it gets its turn; `{0, 0}` when the key
+/// is not ours any more.
+static HANDOFF: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return {0, 0}
+end
+local waiting = redis.call('GET', KEYS[3])
+if waiting and waiting ~= ARGV[5] then
+  redis.call('DEL', KEYS[1])
+  if ARGV[6] ~= '' then
+    redis.call('PUBLISH', ARGV[6], KEYS[1])
+  end
+  return {2, 0}
+end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+",
+        grant_and_fence!()
+    ))
 });
 
 /// Compare-and-pexpire: extends the key only while it still holds our token.
@@ -69,6 +117,21 @@ return 0
 ",
     )
 });
+
+/// What a hand-off found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Handoff {
+    /// The successor holds it now; its fence (0 when fencing is off).
+    Granted(u64),
+    /// Another process waits: released (and published) instead.
+    Released,
+    /// The key was not ours any more.
+    NotOurs,
+}
+
+/// A process waiting for a lock name, as marked by its refused attempts: its tag, and for
+/// how long the mark stands.
+pub(super) type Waiting<'a> = Option<(&'a str, Duration)>;
 
 /// What one acquire attempt on one server found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,6 +180,9 @@ struct Pooled {
     conn: Connection,
     /// The read/write timeout currently set on the socket, to skip redundant syscalls.
     timeout: Duration,
+    /// A release sent on this connection whose reply is still to be read (see
+    /// [`Node::release_later`]): its lease, in case the reply says it did not run.
+    pending: Option<(Keys, String)>,
 }
 
 impl fmt::Debug for Node {
@@ -130,11 +196,16 @@ impl fmt::Debug for Node {
 /// Parses a server URL into a client, refusing what we cannot serve with a typed error.
 ///
 /// # Errors
-/// [`Error::Config`] for an unparseable URL, an unknown scheme, or `rediss://` without TLS
-/// support compiled in.
+/// [`Error::Config`] for an unparseable URL, an unknown scheme, `rediss://` without TLS
+/// support compiled in, or bad TLS parameters (see [`super::tls`]).
 pub(super) fn parse_url(url: &str) -> Result<(Client, String), StrategyError> {
     let shown = crate::spec::redact_url(url);
     let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+    if cfg!(not(feature = "redis-tls")) && scheme.as_deref() == Some("rediss") {
+        return Err(Error::Config(format!(
+            "{shown:?} needs TLS, which this build of turnstile does not include (its feature redis-tls)"
+        )));
+    }
     match scheme.as_deref() {
         Some("redis" | "rediss" | "redis+unix" | "unix") => {}
         Some(other) => {
@@ -148,17 +219,29 @@ pub(super) fn parse_url(url: &str) -> Result<(Client, String), StrategyError> {
             )));
         }
     }
+    let (url, tls) = super::tls::TlsFiles::take(url)?;
     let info = url
+        .as_str()
         .into_connection_info()
         .map_err(|e| Error::Config(format!("cannot parse Redis URL {shown:?}: {e}")))?;
-    if !info.addr().is_supported() {
-        return Err(Error::Config(format!(
-            "{shown:?} needs TLS, which this build of turnstile does not include"
-        )));
-    }
     let display = display_of(&info);
-    let client = Client::open(info)
-        .map_err(|e| Error::Config(format!("cannot use Redis URL {shown:?}: {e}")))?;
+    let client = match info.addr() {
+        ConnectionAddr::TcpTls { insecure: true, .. } => {
+            return Err(Error::Config(format!(
+                "{shown:?} asks for TLS without verifying the server (#insecure), which turnstile does not do; name the server's CA with ?{}=FILE",
+                super::TLS_CA_PARAM
+            )));
+        }
+        #[cfg(feature = "redis-tls")]
+        ConnectionAddr::TcpTls { .. } => tls.client(info, &shown)?,
+        _ if !tls.is_empty() => {
+            return Err(Error::Config(format!(
+                "{shown:?}: TLS parameters need a rediss:// URL"
+            )));
+        }
+        _ => Client::open(info)
+            .map_err(|e| Error::Config(format!("cannot use Redis URL {shown:?}: {e}")))?,
+    };
     Ok((client, display))
 }
 
@@ -238,6 +321,19 @@ impl Node {
         limit: Option<Instant>,
         f: impl FnOnce(&mut Connection) -> redis::RedisResult<T>,
     ) -> Result<T, StrategyError> {
+        let mut pooled = self.checkout(limit)?;
+        match f(&mut pooled.conn) {
+            Ok(value) => {
+                self.idle().push(pooled);
+                Ok(value)
+            }
+            Err(e) => Err(self.error(e)),
+        }
+    }
+
+    /// A connection, pooled or new, with no reply pending and its socket timeouts set
+    /// for `limit` (see [`with_conn`](Self::with_conn)).
+    fn checkout(&self, limit: Option<Instant>) -> Result<Pooled, StrategyError> {
         let clamp = |configured: Duration| match limit {
             Some(at) => configured.min(
                 at.saturating_duration_since(Instant::now())
@@ -245,18 +341,20 @@ impl Node {
             ),
             None => configured,
         };
-        let pooled = self.idle().pop();
-        let mut pooled = match pooled {
-            Some(p) => p,
-            None => {
+        let mut pooled = loop {
+            let Some(mut pooled) = self.idle().pop() else {
                 let conn = self
                     .client
                     .get_connection_with_timeout(clamp(self.connect_timeout))
                     .map_err(|e| self.error(e))?;
-                Pooled {
+                break Pooled {
                     conn,
                     timeout: Duration::ZERO,
-                }
+                    pending: None,
+                };
+            };
+            if self.settle(&mut pooled) {
+                break pooled;
             }
         };
         let timeout = clamp(self.response_timeout);
@@ -268,12 +366,39 @@ impl Node {
             set.map_err(|e| self.error(e))?;
             pooled.timeout = timeout;
         }
-        match f(&mut pooled.conn) {
-            Ok(value) => {
-                self.idle().push(pooled);
-                Ok(value)
+        Ok(pooled)
+    }
+
+    /// Reads the reply of a release sent earlier on `pooled`, if any (it has mostly
+    /// arrived by then). A release that did not run (the server lost our script, or
+    /// answered with an error) is run again at once, loading the script if need be, and
+    /// remembered to be redone before the next attempt if that fails too; a connection
+    /// whose reply did not come is not used again. Answers whether the connection can be
+    /// used.
+    fn settle(&self, pooled: &mut Pooled) -> bool {
+        let Some((keys, token)) = pooled.pending.take() else {
+            return true;
+        };
+        match pooled.conn.recv_response() {
+            Ok(Value::ServerError(_)) => {
+                let packed = self.release_command(&keys, &token);
+                match call::<i64>(&mut pooled.conn, &RELEASE, &packed) {
+                    Ok(_) => true,
+                    Err(e) => {
+                        self.remember_orphan(&keys, &token);
+                        // A server error leaves the connection in step; anything else
+                        // may not.
+                        matches!(e.kind(), ErrorKind::Server(_))
+                    }
+                }
             }
-            Err(e) => Err(self.error(e)),
+            // 1: released; 0: it was not ours any more, which a dropped lease reports
+            // to nobody.
+            Ok(_) => true,
+            Err(_) => {
+                self.remember_orphan(&keys, &token);
+                false
+            }
         }
     }
 
@@ -284,27 +409,28 @@ impl Node {
         token: &str,
         ttl: Duration,
         fence: bool,
+        waiting: Waiting<'_>,
         limit: Option<Instant>,
     ) -> Result<Attempt, StrategyError> {
         self.release_orphans(limit)?;
-        let result: Result<(i64, i64), _> = self.with_conn(limit, |conn| {
-            ACQUIRE
-                .key(&keys.lock[..])
-                .key(&keys.fence[..])
-                .arg(token)
-                .arg(millis(ttl))
-                .arg(if fence { "1" } else { "0" })
-                .invoke(conn)
-        });
+        let (tag, mark) = waiting.unwrap_or(("", Duration::ZERO));
+        let packed = evalsha(
+            &ACQUIRE,
+            &[&keys.lock, &keys.fence, &keys.waiting],
+            &[
+                token.as_bytes(),
+                millis(ttl).to_string().as_bytes(),
+                tag.as_bytes(),
+                flag(fence),
+                millis(mark).to_string().as_bytes(),
+            ],
+        );
+        let result: Result<(i64, i64), _> =
+            self.with_conn(limit, |conn| call(conn, &ACQUIRE, &packed));
         let (won, n) = match result {
             Ok(reply) => reply,
             Err(e) => {
-                let mut orphans = self.orphans.lock().unwrap_or_else(|p| p.into_inner());
-                if orphans.len() >= MAX_ORPHANS {
-                    // Long unreachable: the oldest have expired by their TTL anyway.
-                    orphans.remove(0);
-                }
-                orphans.push((keys.clone(), token.to_owned()));
+                self.remember_orphan(keys, token);
                 return Err(e);
             }
         };
@@ -314,6 +440,55 @@ impl Node {
             // PTTL is -1 for a key without expiry (not ours: someone set it by hand).
             Attempt::Held(u64::try_from(n).ok().map(Duration::from_millis))
         })
+    }
+
+    /// Remembers a lease an unanswered command may have set, to release it before the
+    /// next attempt.
+    fn remember_orphan(&self, keys: &Keys, token: &str) {
+        let mut orphans = self.orphans.lock().unwrap_or_else(|p| p.into_inner());
+        if orphans.len() >= MAX_ORPHANS {
+            // Long unreachable: the oldest have expired by their TTL anyway.
+            orphans.remove(0);
+        }
+        orphans.push((keys.clone(), token.to_owned()));
+    }
+
+    /// Hands our lease (`token`) on to `successor` for `ttl`, unless another process than
+    /// `tag` waits for it (then it is released). On an error either token may hold the
+    /// key; both are released before the next attempt.
+    pub(super) fn hand_off(
+        &self,
+        keys: &Keys,
+        token: &str,
+        successor: &str,
+        ttl: Duration,
+        fence: bool,
+        tag: &str,
+    ) -> Result<Handoff, StrategyError> {
+        let packed = evalsha(
+            &HANDOFF,
+            &[&keys.lock, &keys.fence, &keys.waiting],
+            &[
+                token.as_bytes(),
+                successor.as_bytes(),
+                millis(ttl).to_string().as_bytes(),
+                flag(fence),
+                tag.as_bytes(),
+                &self.channel,
+            ],
+        );
+        let result: Result<(i64, i64), _> =
+            self.with_conn(None, |conn| call(conn, &HANDOFF, &packed));
+        match result {
+            Ok((1, n)) => Ok(Handoff::Granted(u64::try_from(n).unwrap_or(0))),
+            Ok((2, _)) => Ok(Handoff::Released),
+            Ok(_) => Ok(Handoff::NotOurs),
+            Err(e) => {
+                self.remember_orphan(keys, token);
+                self.remember_orphan(keys, successor);
+                Err(e)
+            }
+        }
     }
 
     fn release_orphans(&self, limit: Option<Instant>) -> Result<(), StrategyError> {
@@ -338,13 +513,12 @@ impl Node {
         ttl: Duration,
         limit: Option<Instant>,
     ) -> Result<bool, StrategyError> {
-        let n: i64 = self.with_conn(limit, |conn| {
-            EXTEND
-                .key(&keys.lock[..])
-                .arg(token)
-                .arg(millis(ttl))
-                .invoke(conn)
-        })?;
+        let packed = evalsha(
+            &EXTEND,
+            &[&keys.lock],
+            &[token.as_bytes(), millis(ttl).to_string().as_bytes()],
+        );
+        let n: i64 = self.with_conn(limit, |conn| call(conn, &EXTEND, &packed))?;
         Ok(n == 1)
     }
 
@@ -356,15 +530,39 @@ impl Node {
         token: &str,
         limit: Option<Instant>,
     ) -> Result<bool, StrategyError> {
-        let channel = &self.channel[..];
-        let n: i64 = self.with_conn(limit, |conn| {
-            RELEASE
-                .key(&keys.lock[..])
-                .arg(token)
-                .arg(channel)
-                .invoke(conn)
-        })?;
+        let packed = self.release_command(keys, token);
+        let n: i64 = self.with_conn(limit, |conn| call(conn, &RELEASE, &packed))?;
         Ok(n == 1)
+    }
+
+    fn release_command(&self, keys: &Keys, token: &str) -> Vec<u8> {
+        evalsha(&RELEASE, &[&keys.lock], &[token.as_bytes(), &self.channel])
+    }
+
+    /// Sends the release of our lease and returns without its reply, which the next
+    /// command on that connection reads first (see `settle`): for a lease dropped
+    /// without anyone to report to. The server runs it as soon as it reads it, exactly
+    /// as a release waited for. A release that turns out not to have run is redone
+    /// before the next attempt.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when it could not be sent (it is remembered then too).
+    pub(super) fn release_later(&self, keys: &Keys, token: &str) -> Result<(), StrategyError> {
+        let packed = self.release_command(keys, token);
+        let sent = self.checkout(None).and_then(|mut pooled| {
+            match pooled.conn.send_packed_command(&packed) {
+                Ok(()) => {
+                    pooled.pending = Some((keys.clone(), token.to_owned()));
+                    self.idle().push(pooled);
+                    Ok(())
+                }
+                Err(e) => Err(self.error(e)),
+            }
+        });
+        if sent.is_err() {
+            self.remember_orphan(keys, token);
+        }
+        sent
     }
 
     /// `PING`, answering the round-trip time.
@@ -383,20 +581,80 @@ impl Node {
 pub(super) struct Keys {
     pub(super) lock: Box<[u8]>,
     pub(super) fence: Box<[u8]>,
+    /// `PREFIX:waiting:{HEX}`: which process last found the name held (it expires).
+    pub(super) waiting: Box<[u8]>,
 }
 
 impl Keys {
     pub(super) fn new(prefix: &str, name: &[u8]) -> Self {
-        let mut hex = String::with_capacity(name.len() * 2);
-        for b in name {
-            hex.push(char::from_digit(u32::from(b >> 4), 16).unwrap_or('0'));
-            hex.push(char::from_digit(u32::from(b & 0xf), 16).unwrap_or('0'));
-        }
+        let key = |kind: &[u8]| {
+            let mut key = Vec::with_capacity(prefix.len() + kind.len() + 2 * name.len() + 2);
+            key.extend_from_slice(prefix.as_bytes());
+            key.extend_from_slice(kind);
+            key.push(b'{');
+            key.extend(
+                name.iter()
+                    .flat_map(|b| [hex_digit(b >> 4), hex_digit(b & 0xf)]),
+            );
+            key.push(b'}');
+            key.into_boxed_slice()
+        };
         Keys {
-            lock: format!("{prefix}:lock:{{{hex}}}").into_bytes().into(),
-            fence: format!("{prefix}:fence:{{{hex}}}").into_bytes().into(),
+            lock: key(b":lock:"),
+            fence: key(b":fence:"),
+            waiting: key(b":waiting:"),
         }
     }
+}
+
+/// The lowercase hex digit of a nibble.
+pub(super) fn hex_digit(nibble: u8) -> u8 {
+    b"0123456789abcdef"[usize::from(nibble & 0xf)]
+}
+
+/// `EVALSHA` of `script` with `keys` and `args`, packed in RESP once (rather than through
+/// an invocation object that copies every argument twice).
+fn evalsha(script: &Script, keys: &[&[u8]], args: &[&[u8]]) -> Vec<u8> {
+    fn bulk(out: &mut Vec<u8>, item: &[u8]) {
+        out.push(b'$');
+        out.extend_from_slice(item.len().to_string().as_bytes());
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(item);
+        out.extend_from_slice(b"\r\n");
+    }
+    let items = keys.iter().chain(args).map(|i| i.len() + 16).sum::<usize>();
+    let mut out = Vec::with_capacity(96 + items);
+    out.push(b'*');
+    out.extend_from_slice((3 + keys.len() + args.len()).to_string().as_bytes());
+    out.extend_from_slice(b"\r\n");
+    bulk(&mut out, b"EVALSHA");
+    bulk(&mut out, script.get_hash().as_bytes());
+    bulk(&mut out, keys.len().to_string().as_bytes());
+    for item in keys.iter().chain(args) {
+        bulk(&mut out, item);
+    }
+    out
+}
+
+/// Runs a packed `EVALSHA` of `script`, loading the script first if the server does not
+/// have it (a new server, or one whose script cache was flushed).
+fn call<T: FromRedisValue>(
+    conn: &mut Connection,
+    script: &Script,
+    packed: &[u8],
+) -> redis::RedisResult<T> {
+    let reply = match conn.req_packed_command(packed)?.extract_error() {
+        Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+            script.load(conn)?;
+            conn.req_packed_command(packed)?.extract_error()?
+        }
+        reply => reply?,
+    };
+    Ok(redis::from_redis_value(reply)?)
+}
+
+fn flag(on: bool) -> &'static [u8] {
+    if on { b"1" } else { b"0" }
 }
 
 /// Whole milliseconds, rounding up so a tiny TTL never becomes `PX 0` (which Redis
@@ -415,6 +673,7 @@ mod tests {
         let k = Keys::new("t", b"db\0a}b{");
         assert_eq!(&*k.lock, b"t:lock:{646200617d627b}");
         assert_eq!(&*k.fence, b"t:fence:{646200617d627b}");
+        assert_eq!(&*k.waiting, b"t:waiting:{646200617d627b}");
     }
 
     #[test]

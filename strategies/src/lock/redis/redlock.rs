@@ -165,6 +165,9 @@ impl RedlockLock {
     /// Parses `redlock://[user:password@]h1:p1,h2:p2,h3:p3[/db]` into a builder: the user,
     /// password and database apply to every server. The query parameter
     /// [`TTL_QUERY_PARAM`](super::TTL_QUERY_PARAM) (`?ttl_ms=1000`) sets the lease TTL.
+    /// `redlocks://…` reaches every server over TLS (as `rediss://`; feature `redis-tls`),
+    /// and the other query parameters, such as [`TLS_CA_PARAM`](super::TLS_CA_PARAM), apply
+    /// to every server.
     ///
     /// # Errors
     /// [`Error::Config`] when the text is not such a URL, or `ttl_ms` is not a whole
@@ -173,13 +176,18 @@ impl RedlockLock {
         let (url, ttl) = super::take_ttl_ms(url)?;
         let url = url.as_str();
         let shown = crate::spec::redact_url(url);
-        let Some(rest) = url
-            .split_once("://")
-            .filter(|(s, _)| s.eq_ignore_ascii_case("redlock"))
-            .map(|(_, r)| r)
-        else {
+        let parts = url.split_once("://").and_then(|(scheme, rest)| {
+            let scheme = scheme.to_ascii_lowercase();
+            let server = match scheme.as_str() {
+                "redlock" => "redis",
+                "redlocks" => "rediss",
+                _ => return None,
+            };
+            Some((server, rest))
+        });
+        let Some((server_scheme, rest)) = parts else {
             return Err(Error::Config(format!(
-                "{shown:?} is not a redlock://h1:p1,h2:p2,h3:p3 URL"
+                "{shown:?} is not a redlock://h1:p1,h2:p2,h3:p3 (or redlocks://…) URL"
             )));
         };
         let (authority, path) = match rest.find(['/', '?']) {
@@ -196,7 +204,7 @@ impl RedlockLock {
                 if h.trim().is_empty() {
                     Err(Error::Config(format!("{shown:?} has an empty server")))
                 } else {
-                    Ok(format!("redis://{userinfo}{}{path}", h.trim()))
+                    Ok(format!("{server_scheme}://{userinfo}{}{path}", h.trim()))
                 }
             })
             .collect::<Result<_, _>>()?;
@@ -276,7 +284,7 @@ impl Lock for RedlockLock {
             let mut answered = 0;
             let mut last_error = None;
             for n in inner.nodes.iter() {
-                match n.try_acquire(&keys, &token, ttl, false, None) {
+                match n.try_acquire(&keys, &token, ttl, false, None, None) {
                     Ok(Attempt::Acquired(_)) => {
                         won += 1;
                         answered += 1;
@@ -342,6 +350,7 @@ impl RedlockLease {
         if !self.state.mark_released() {
             return Ok(());
         }
+        self.lock.inner.watchdog.unwatch(&self.state);
         let released = self.lock.release_all(&self.state.keys, &self.state.token);
         if released >= self.lock.inner.quorum {
             Ok(())
@@ -385,6 +394,15 @@ mod tests {
         assert!(!format!("{b:?}").contains("pw"));
         let lock = b.build().unwrap();
         assert_eq!((lock.servers(), lock.quorum()), (3, 2));
+        // redlocks://: every server over TLS, each with the query's TLS parameters.
+        let tls = RedlockLock::builder_from_url("REDLOCKS://a:1,b:2/0?tls_ca=/ca.pem").unwrap();
+        assert_eq!(
+            tls.urls,
+            [
+                "rediss://a:1/0?tls_ca=/ca.pem",
+                "rediss://b:2/0?tls_ca=/ca.pem"
+            ]
+        );
         assert!(RedlockLock::builder_from_url("redis://a:1").is_err());
         assert!(RedlockLock::builder_from_url("redlock://a:1,,b:2").is_err());
         let dup = RedlockLock::builder_from_url("redlock://a:1,a:1,b:2").unwrap();

@@ -109,6 +109,10 @@ struct Entries {
     list: Vec<(Weak<LeaseState>, Instant)>,
     started: bool,
     stopped: bool,
+    /// When the sleeping watchdog thread wakes by itself; `None` while it is awake (or
+    /// not started). A lease due no earlier needs no wake-up call: on two cores, waking
+    /// the thread at every acquire cost a context switch per lease.
+    wakes_at: Option<Instant>,
 }
 
 impl Watchdog {
@@ -126,10 +130,9 @@ impl Watchdog {
 
     /// Starts renewing `lease` one period after `acquired`.
     pub(super) fn watch(&self, lease: &Arc<LeaseState>, acquired: Instant) {
+        let due = acquired + self.shared.period;
         let mut entries = self.shared.entries();
-        entries
-            .list
-            .push((Arc::downgrade(lease), acquired + self.shared.period));
+        entries.list.push((Arc::downgrade(lease), due));
         if !std::mem::replace(&mut entries.started, true) {
             let shared = Arc::downgrade(&self.shared);
             let spawned = std::thread::Builder::new()
@@ -139,8 +142,27 @@ impl Watchdog {
                 // No watchdog: leases simply run out at their TTL and check() says so.
                 entries.started = false;
             }
+            return;
         }
-        self.shared.changed.notify_one();
+        // An awake watchdog looks at the whole list before it sleeps again.
+        if entries.wakes_at.is_some_and(|at| due < at) {
+            entries.wakes_at = None;
+            self.shared.changed.notify_one();
+        }
+    }
+
+    /// Stops renewing `lease` (released): drops its entry now rather than at the
+    /// watchdog's next pass, so the list holds only live leases.
+    pub(super) fn unwatch(&self, lease: &Arc<LeaseState>) {
+        let mut entries = self.shared.entries();
+        // The newest entries are at the end, and a lease is mostly released soon.
+        if let Some(i) = entries
+            .list
+            .iter()
+            .rposition(|(l, _)| l.as_ptr() == Arc::as_ptr(lease))
+        {
+            entries.list.swap_remove(i);
+        }
     }
 }
 
@@ -184,7 +206,12 @@ fn run(shared: &Weak<Shared>) {
             }
             if due.is_empty() {
                 let wait = next.saturating_duration_since(now);
-                drop(shared.changed.wait_timeout(entries, wait));
+                entries.wakes_at = Some(next);
+                let (mut entries, _) = shared
+                    .changed
+                    .wait_timeout(entries, wait)
+                    .unwrap_or_else(|p| p.into_inner());
+                entries.wakes_at = None;
                 continue;
             }
         }

@@ -1,0 +1,205 @@
+//! TLS for `rediss://` servers (feature `redis-tls`: rustls with the *ring* provider, so no
+//! OpenSSL is needed): the URL parameters that name a private CA and a client certificate.
+//! The files are read and checked when the lock is built, so a missing or bad file is an
+//! [`Error::Config`] then, not a failed connection at the first acquire.
+
+use turnstile_core::{Error, StrategyError};
+
+/// The query parameter of a `rediss://…` URL naming a PEM file of the CA certificates that
+/// sign the server's certificate (`rediss://host:6380/0?tls_ca=/etc/redis/ca.pem`). They
+/// replace the system's trusted roots for that server. Without it the system's roots
+/// are trusted (a server with a certificate from a public CA). Feature `redis-tls`.
+pub const TLS_CA_PARAM: &str = "tls_ca";
+/// The query parameter of a `rediss://…` URL naming a PEM file with the client's
+/// certificate chain, for a server that requires client certificates (mutual TLS;
+/// `tls-auth-clients yes`, redis-server's default). Needs [`TLS_KEY_PARAM`] too.
+pub const TLS_CERT_PARAM: &str = "tls_cert";
+/// The query parameter of a `rediss://…` URL naming a PEM file with the private key of
+/// the [`TLS_CERT_PARAM`] certificate.
+pub const TLS_KEY_PARAM: &str = "tls_key";
+
+/// The TLS files a Redis URL's query names, as written there (percent-encoded).
+#[derive(Debug, Default)]
+pub(super) struct TlsFiles {
+    ca: Option<String>,
+    cert: Option<String>,
+    key: Option<String>,
+}
+
+impl TlsFiles {
+    /// Takes the `tls_*` parameters out of `url`'s query, answering the URL without them
+    /// (what the Redis client parses) and the files they name.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a parameter given twice, with no value, or an unknown `tls_…`
+    /// parameter (a typo would otherwise silently trust the system's roots).
+    pub(super) fn take(url: &str) -> Result<(String, Self), StrategyError> {
+        let (rest, taken) = super::take_params(url, |name| name.starts_with("tls_"));
+        let shown = || crate::spec::redact_url(url);
+        let mut files = TlsFiles::default();
+        for (name, value) in taken {
+            let slot = match name {
+                TLS_CA_PARAM => &mut files.ca,
+                TLS_CERT_PARAM => &mut files.cert,
+                TLS_KEY_PARAM => &mut files.key,
+                _ => {
+                    return Err(Error::Config(format!(
+                        "unknown TLS parameter {name:?} in {:?}; expected {TLS_CA_PARAM}, {TLS_CERT_PARAM} or {TLS_KEY_PARAM}",
+                        shown()
+                    )));
+                }
+            };
+            if value.is_empty() || slot.is_some() {
+                return Err(Error::Config(format!(
+                    "{name} in {:?} needs one file path, given once",
+                    shown()
+                )));
+            }
+            *slot = Some(value.to_owned());
+        }
+        Ok((rest, files))
+    }
+
+    /// Whether the URL named no TLS file.
+    pub(super) fn is_empty(&self) -> bool {
+        self.ca.is_none() && self.cert.is_none() && self.key.is_none()
+    }
+
+    /// A client for the `rediss://` server `info`, trusting [`TLS_CA_PARAM`]'s CAs (or the
+    /// system's roots) and presenting [`TLS_CERT_PARAM`]'s certificate, if named. `shown`
+    /// is the URL without its password, for error texts.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a file that can't be read, a CA file without a certificate or
+    /// with a bad one, a certificate without its key (or the reverse), or a key that is
+    /// unreadable or does not match the certificate.
+    #[cfg(feature = "redis-tls")]
+    pub(super) fn client(
+        &self,
+        info: redis::ConnectionInfo,
+        shown: &str,
+    ) -> Result<redis::Client, StrategyError> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+        let config = |what: String| Error::Config(format!("{what} (in {shown:?})"));
+        let read = |param: &str, path: &str| {
+            let path = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
+            std::fs::read(&*path).map_err(|e| config(format!("{param}={path:?}: {e}")))
+        };
+        let certs = |param: &str, pem: &[u8]| {
+            let certs = CertificateDer::pem_slice_iter(pem)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| config(format!("{param}: not a PEM certificate file: {e}")))?;
+            if certs.is_empty() {
+                return Err(config(format!(
+                    "{param}: the file holds no PEM certificate"
+                )));
+            }
+            Ok(certs)
+        };
+
+        // The Redis client asks rustls for the process's default provider; make sure
+        // there is one even when another crate enables a second provider (rustls then
+        // can't pick). An application's own choice, installed earlier, stays.
+        let provider = rustls::crypto::ring::default_provider();
+        let _ = provider.clone().install_default();
+
+        let root_cert = match &self.ca {
+            Some(path) => {
+                let pem = read(TLS_CA_PARAM, path)?;
+                let mut roots = rustls::RootCertStore::empty();
+                for cert in certs(TLS_CA_PARAM, &pem)? {
+                    roots.add(cert).map_err(|e| {
+                        config(format!("{TLS_CA_PARAM}: not a usable CA certificate: {e}"))
+                    })?;
+                }
+                Some(pem)
+            }
+            None => None,
+        };
+        let client_tls = match (&self.cert, &self.key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => {
+                let client_cert = read(TLS_CERT_PARAM, cert)?;
+                let client_key = read(TLS_KEY_PARAM, key)?;
+                let chain = certs(TLS_CERT_PARAM, &client_cert)?;
+                let der = PrivateKeyDer::from_pem_slice(&client_key).map_err(|e| {
+                    config(format!(
+                        "{TLS_KEY_PARAM}: no PEM private key in the file: {e}"
+                    ))
+                })?;
+                // What rustls checks when it first connects: a supported key that matches.
+                rustls::sign::CertifiedKey::from_der(chain, der, &provider).map_err(|e| {
+                    config(format!(
+                        "{TLS_KEY_PARAM} does not fit {TLS_CERT_PARAM}'s certificate: {e}"
+                    ))
+                })?;
+                Some(redis::ClientTlsConfig {
+                    client_cert,
+                    client_key,
+                })
+            }
+            _ => {
+                return Err(config(format!(
+                    "{TLS_CERT_PARAM} and {TLS_KEY_PARAM} go together"
+                )));
+            }
+        };
+        let certificates = redis::TlsCertificates {
+            client_tls,
+            root_cert,
+        };
+        redis::Client::build_with_tls(info, certificates)
+            .map_err(|e| config(format!("cannot use the TLS files: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::node::parse_url;
+    use super::*;
+
+    #[test]
+    fn tls_parameters_leave_the_rest_of_the_url() {
+        let (rest, files) =
+            TlsFiles::take("rediss://:pw@h:1/0?protocol=resp3&tls_ca=%2Fa%20b.pem#x").unwrap();
+        assert_eq!(rest, "rediss://:pw@h:1/0?protocol=resp3#x");
+        assert_eq!(files.ca.as_deref(), Some("%2Fa%20b.pem"));
+        assert!(!files.is_empty());
+        let (rest, files) = TlsFiles::take("redis://h:1/0").unwrap();
+        assert_eq!(rest, "redis://h:1/0");
+        assert!(files.is_empty());
+    }
+
+    /// Only runs in a build without the feature (`cargo test -p turnstile --features
+    /// redis,sqlite --lib redis`): CI builds with every feature.
+    #[cfg(not(feature = "redis-tls"))]
+    #[test]
+    fn rediss_without_the_feature_is_a_config_error_that_names_it() {
+        for url in [
+            "rediss://127.0.0.1:6380/0",
+            "REDISS://u:pw@127.0.0.1:6380/0?tls_ca=/ca.pem",
+        ] {
+            match parse_url(url) {
+                Err(Error::Config(text)) => {
+                    assert!(text.contains("redis-tls"), "{text}");
+                    assert!(!text.contains("pw@"), "{text}");
+                }
+                other => panic!("{url}: {other:?}"),
+            }
+        }
+        // TLS files on a plaintext URL are refused either way.
+        assert!(matches!(
+            parse_url("redis://127.0.0.1:6379/0?tls_ca=/ca.pem"),
+            Err(Error::Config(_))
+        ));
+    }
+
+    #[cfg(feature = "redis-tls")]
+    #[test]
+    fn rediss_builds_with_the_feature() {
+        let (_, shown) = parse_url("rediss://u:pw@127.0.0.1:6380/2").unwrap();
+        assert_eq!(shown, "rediss://u@127.0.0.1:6380/2");
+    }
+}

@@ -1,0 +1,306 @@
+//! The Redis locks over TLS (feature `redis-tls`) against private TLS-only `redis-server`
+//! processes whose certificates `support/test_pki.rs` makes at run time: `rediss://`,
+//! `queue+rediss://` and `redlocks://` serialize; a client that does not trust the server's
+//! CA, a plaintext client on the TLS port and a TLS client on a plaintext port each get
+//! `Unavailable` within their deadline; mutual TLS; bad TLS files are `Config` errors; the
+//! password stays out of `Debug` and error texts.
+
+use turnstile::lock::redis::{TLS_CA_PARAM, TLS_CERT_PARAM, TLS_KEY_PARAM};
+
+use super::redis_server::RedisServer;
+use super::test_pki::TestPki;
+use super::*;
+
+/// The deadline of an acquire that must fail; the bound asserted is generous.
+const DEADLINE: Duration = Duration::from_secs(2);
+const HANG: Duration = Duration::from_secs(10);
+/// The connect and response timeouts of clients that must fail: a handshake the server
+/// never answers costs this, not the 2 s default.
+const SHORT: Duration = Duration::from_millis(300);
+
+/// A lock on `url` with [`SHORT`] timeouts.
+fn short_lock(url: &str) -> RedisLock {
+    RedisLock::builder(url)
+        .connect_timeout(SHORT)
+        .response_timeout(SHORT)
+        .build()
+        .unwrap()
+}
+
+fn tls_server(pki: &TestPki) -> RedisServer {
+    RedisServer::start_tls(pki.server(false), None)
+}
+
+/// `url` with `pairs` added to its query.
+fn with(url: &str, pairs: &[(&str, &std::path::Path)]) -> String {
+    let mut url = url.to_owned();
+    for (name, path) in pairs {
+        let sep = if url.contains('?') { '&' } else { '?' };
+        url = format!("{url}{sep}{name}={}", path.display());
+    }
+    url
+}
+
+#[test]
+fn rediss_locks_fences_and_excludes_threads() {
+    let pki = TestPki::new();
+    let server = tls_server(&pki);
+    let url = server.url();
+    assert!(url.starts_with("rediss://"), "{url}");
+
+    let lock = RedisLock::new(&url).unwrap();
+    lock.ping().unwrap();
+    let name = LockName::new("tls", Key::new("k").unwrap());
+    let first = lock
+        .acquire(&name, Some(Instant::now() + DEADLINE))
+        .unwrap();
+    let f1 = first.fence().unwrap();
+    let r = lock.acquire(&name, Some(Instant::now() + Duration::from_millis(100)));
+    assert!(matches!(r, Err(Error::Timeout { .. })), "{r:?}");
+    first.release().unwrap();
+    let second = lock
+        .acquire(&name, Some(Instant::now() + DEADLINE))
+        .unwrap();
+    assert!(second.fence().unwrap() > f1);
+    drop(second);
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = sqlite(&dir.path().join("tls.db"));
+    create_counter(&db);
+    let s = Arc::new(counter_strategy(&url, &db));
+    run_threads(4, 50, &s);
+    assert_eq!(read_counter(&db), 200);
+    // Contention started the release subscriber, over TLS too.
+    assert!(s.lock().subscriber_live());
+}
+
+#[test]
+fn rediss_queue_rediss_and_redlocks_specs_serialize() {
+    let pki = TestPki::new();
+    let servers: Vec<RedisServer> = (0..3).map(|_| tls_server(&pki)).collect();
+    let addrs: Vec<String> = servers.iter().map(RedisServer::addr).collect();
+    let ca = pki.file("ca.pem");
+    let specs = [
+        servers[0].url(),
+        format!("queue+{}", servers[0].url()),
+        with(
+            &format!("redlocks://{}/0?ttl_ms=2000", addrs.join(",")),
+            &[(TLS_CA_PARAM, &ca)],
+        ),
+        with(
+            &format!("queue+redlocks://{}/0", addrs.join(",")),
+            &[(TLS_CA_PARAM, &ca)],
+        ),
+    ];
+    let registry = Registry::builtin();
+    for spec in specs {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sqlite(&dir.path().join("spec.db"));
+        create_counter(&db);
+        let s = Arc::new(registry.open(&spec, &Setup::new(db.clone())).unwrap());
+        let handles: Vec<_> = (0..3)
+            .map(|_| {
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..20 {
+                        increment(&*s).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        assert_eq!(read_counter(&db), 60, "{spec}");
+    }
+}
+
+/// Acquires once with [`DEADLINE`], answering the error and how long it took.
+fn refused(lock: &RedisLock) -> (Error<std::convert::Infallible>, Duration) {
+    let name = LockName::new("refused", Key::new("k").unwrap());
+    let start = Instant::now();
+    match lock.acquire(&name, Some(start + DEADLINE)) {
+        Ok(_) => panic!("{lock:?} acquired"),
+        Err(e) => (e, start.elapsed()),
+    }
+}
+
+#[test]
+fn untrusted_and_mismatched_clients_are_unavailable_within_the_deadline() {
+    let pki = TestPki::new();
+    let server = tls_server(&pki);
+    let plain = RedisServer::start();
+    let port = server.port();
+    let bare = format!("rediss://127.0.0.1:{port}/0");
+    let cases = [
+        // Trusts another CA only.
+        (
+            with(&bare, &[(TLS_CA_PARAM, &pki.file("other-ca.pem"))]),
+            "certificate",
+        ),
+        // Trusts the system's roots, which did not sign the test CA.
+        (bare.clone(), "certificate"),
+        // Plaintext RESP on the TLS port.
+        (format!("redis://127.0.0.1:{port}/0"), ""),
+        // A TLS client on a plaintext port: the server waits for a line that never comes.
+        (
+            with(
+                &format!("rediss://127.0.0.1:{}/0", plain.port()),
+                &[(TLS_CA_PARAM, &pki.file("ca.pem"))],
+            ),
+            "",
+        ),
+    ];
+    for (url, says) in cases {
+        let lock = short_lock(&url);
+        let (e, took) = refused(&lock);
+        assert!(matches!(e, Error::Unavailable(_)), "{url}: {e:?}");
+        assert!(took < HANG, "{url}: hung for {took:?}");
+        let text = format!("{e} {:?}", std::error::Error::source(&e));
+        assert!(text.contains(says), "{url}: {text}");
+        assert!(matches!(lock.ping(), Err(Error::Unavailable(_))), "{url}");
+    }
+}
+
+#[test]
+fn mutual_tls_needs_the_client_certificate() {
+    let pki = TestPki::new();
+    let server = RedisServer::start_tls(pki.server(true), None);
+    let without = short_lock(&server.url());
+    let (e, took) = refused(&without);
+    assert!(matches!(e, Error::Unavailable(_)), "{e:?}");
+    assert!(took < HANG, "hung for {took:?}");
+
+    let url = with(
+        &server.url(),
+        &[
+            (TLS_CERT_PARAM, &pki.file("client.pem")),
+            (TLS_KEY_PARAM, &pki.file("client.key")),
+        ],
+    );
+    let lock = RedisLock::new(&url).unwrap();
+    let name = LockName::new("mtls", Key::new("k").unwrap());
+    let lease = lock
+        .acquire(&name, Some(Instant::now() + DEADLINE))
+        .unwrap();
+    assert!(lease.fence().is_some());
+    lease.release().unwrap();
+}
+
+#[test]
+fn bad_tls_files_and_parameters_are_config_errors() {
+    let pki = TestPki::new();
+    let garbage = pki.file("garbage.pem");
+    std::fs::write(&garbage, "not a certificate\n").unwrap();
+    let bad_pem = pki.file("bad.pem");
+    std::fs::write(
+        &bad_pem,
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let base = "rediss://:hunter2@127.0.0.1:1/0";
+    let ca = pki.file("ca.pem");
+    let cert = pki.file("client.pem");
+    let key = pki.file("client.key");
+    let cases: Vec<String> = vec![
+        with(base, &[(TLS_CA_PARAM, &pki.file("missing.pem"))]),
+        // A directory can't be read as a file.
+        with(base, &[(TLS_CA_PARAM, pki.dir())]),
+        with(base, &[(TLS_CA_PARAM, &garbage)]),
+        // A key is not a certificate.
+        with(base, &[(TLS_CA_PARAM, &key)]),
+        with(base, &[(TLS_CA_PARAM, &bad_pem)]),
+        with(base, &[(TLS_CA_PARAM, &ca), (TLS_CA_PARAM, &ca)]),
+        format!("{base}?{TLS_CA_PARAM}="),
+        with(base, &[(TLS_CERT_PARAM, &cert)]),
+        with(base, &[(TLS_KEY_PARAM, &key)]),
+        with(base, &[(TLS_CERT_PARAM, &cert), (TLS_KEY_PARAM, &ca)]),
+        // The server's key does not match the client's certificate.
+        with(
+            base,
+            &[
+                (TLS_CERT_PARAM, &cert),
+                (TLS_KEY_PARAM, &pki.file("server.key")),
+            ],
+        ),
+        with(base, &[(TLS_CERT_PARAM, &garbage), (TLS_KEY_PARAM, &key)]),
+        // A typo must not silently fall back to the system's roots.
+        with(base, &[("tls_cafile", &ca)]),
+        // TLS files on a plaintext URL.
+        with("redis://:hunter2@127.0.0.1:1/0", &[(TLS_CA_PARAM, &ca)]),
+        // No verification at all.
+        format!("{base}#insecure"),
+    ];
+    for url in &cases {
+        match RedisLock::new(url) {
+            Err(Error::Config(text)) => {
+                assert!(!text.contains("hunter2"), "{url}: {text}");
+            }
+            other => panic!("{url}: {other:?}"),
+        }
+    }
+    // The same through Redlock and the spec registry.
+    let redlock = with(
+        "redlocks://127.0.0.1:1,127.0.0.1:2/0",
+        &[(TLS_CA_PARAM, &garbage)],
+    );
+    let built = RedlockLock::builder_from_url(&redlock).and_then(|b| b.build());
+    assert!(matches!(built, Err(Error::Config(_))), "{built:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let setup = Setup::new(sqlite(&dir.path().join("bad.db")));
+    for spec in [&cases[0], &format!("queue+{}", cases[2]), &redlock] {
+        let r = Registry::builtin().open(spec, &setup).map(|_| ());
+        assert!(matches!(r, Err(Error::Config(_))), "{spec}: {r:?}");
+    }
+    // Well-formed files build (connecting is lazy); paths are percent-decoded.
+    let good = with(
+        base,
+        &[
+            (TLS_CA_PARAM, &ca),
+            (TLS_CERT_PARAM, &cert),
+            (TLS_KEY_PARAM, &key),
+        ],
+    );
+    assert!(RedisLock::new(&good).is_ok());
+    std::fs::copy(&ca, pki.file("the ca.pem")).unwrap();
+    let spaced = format!("{base}?{TLS_CA_PARAM}={}/the%20ca.pem", pki.dir().display());
+    assert!(RedisLock::new(&spaced).is_ok(), "{spaced}");
+}
+
+#[test]
+fn rediss_passwords_stay_out_of_debug_and_errors() {
+    let pki = TestPki::new();
+    let server = RedisServer::start_tls(pki.server(false), Some("s3cret"));
+    let url = server.url();
+    assert!(url.contains(":s3cret@"), "{url}");
+    let builder = RedisLock::builder(url.clone());
+    assert!(!format!("{builder:?}").contains("s3cret"));
+    let lock = builder.build().unwrap();
+    assert!(!format!("{lock:?}").contains("s3cret"));
+    assert!(lock.server().starts_with("rediss://"), "{}", lock.server());
+    lock.ping().unwrap();
+
+    let wrong = url.replace("s3cret", "wr0ng");
+    let lock = short_lock(&wrong);
+    let (e, _) = refused(&lock);
+    assert!(matches!(e, Error::Unavailable(_)), "{e:?}");
+    let text = format!("{e} {e:?}");
+    assert!(!text.contains("wr0ng"), "{text}");
+    let dir = tempfile::tempdir().unwrap();
+    let setup = Setup::new(sqlite(&dir.path().join("pw.db")));
+    let r = Registry::builtin().open(&wrong, &setup).map(|_| ());
+    match r {
+        Err(Error::Unavailable(e)) => assert!(!e.to_string().contains("wr0ng"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    let redlock = RedlockLock::builder_from_url(&format!(
+        "redlocks://:s3cret@{}/0?{TLS_CA_PARAM}={}",
+        server.addr(),
+        pki.file("ca.pem").display()
+    ))
+    .unwrap();
+    assert!(!format!("{redlock:?}").contains("s3cret"));
+    let redlock = redlock.build().unwrap();
+    assert!(!format!("{redlock:?}").contains("s3cret"));
+    assert_eq!(redlock.ping_all().unwrap(), 1);
+}

@@ -1,0 +1,267 @@
+//! What the MySQL and PostgreSQL tests share: unique names on a shared server, a section
+//! that fails on overlap, and the tests whose body is the same on both servers, written
+//! once over [`Transact`] with [`ServerSql`] for the few statements they run.
+#![allow(dead_code)] // Each test binary uses its own part of this.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use turnstile::sqlite::rusqlite;
+use turnstile::{BoxError, Ctx, Fence, FenceClaim, Transact, TransactError};
+
+/// A name no other test, process or developer sharing the server uses.
+pub(crate) fn unique(prefix: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "{prefix}_{}_{nanos}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Holders inside the section right now, per test; two at once fail the op.
+pub(crate) struct Section(AtomicU32);
+
+impl Section {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Section(AtomicU32::new(0)))
+    }
+
+    pub(crate) fn enter<T>(&self, f: impl FnOnce() -> T) -> T {
+        let others = self.0.fetch_add(1, Ordering::SeqCst);
+        assert_eq!(others, 0, "two holders inside the section at once");
+        let result = f();
+        self.0.fetch_sub(1, Ordering::SeqCst);
+        result
+    }
+}
+
+/// Read, pause, write on a SQLite `counter` table: loses updates (and overlaps) unless
+/// the lock excludes.
+pub(crate) fn increment(
+    db: &mut Ctx<'_, rusqlite::Connection>,
+    section: &Section,
+) -> rusqlite::Result<()> {
+    section.enter(|| {
+        let n: i64 = db.query_row("SELECT n FROM counter WHERE id = 1", [], |r| r.get(0))?;
+        // Longer than a lock grant takes (the fence bump is an fsync), so that a broken
+        // lock lets the next holder in while this one is still inside.
+        std::thread::sleep(Duration::from_millis(20));
+        db.execute("UPDATE counter SET n = ?1 WHERE id = 1", [n + 1])?;
+        Ok(())
+    })
+}
+
+/// The statements the shared tests run, in each server's driver. Only test-made text
+/// (table names from [`unique`], constants) goes into them.
+pub(crate) trait ServerSql: Transact + Clone {
+    /// Runs one statement.
+    fn exec(conn: &mut Self::Resource, sql: &str) -> Result<(), BoxError>;
+    /// The first column of every row, as integers.
+    fn ints(conn: &mut Self::Resource, sql: &str) -> Result<Vec<i64>, BoxError>;
+}
+
+#[cfg(feature = "mysql")]
+impl ServerSql for turnstile::resource::MySql {
+    fn exec(conn: &mut mysql::Conn, sql: &str) -> Result<(), BoxError> {
+        use mysql::prelude::Queryable;
+        conn.query_drop(sql).map_err(Into::into)
+    }
+
+    fn ints(conn: &mut mysql::Conn, sql: &str) -> Result<Vec<i64>, BoxError> {
+        use mysql::prelude::Queryable;
+        conn.query(sql).map_err(Into::into)
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl ServerSql for turnstile::resource::Postgres {
+    fn exec(conn: &mut postgres::Client, sql: &str) -> Result<(), BoxError> {
+        conn.batch_execute(sql).map_err(Into::into)
+    }
+
+    fn ints(conn: &mut postgres::Client, sql: &str) -> Result<Vec<i64>, BoxError> {
+        Ok(conn.query(sql, &[])?.iter().map(|r| r.get(0)).collect())
+    }
+}
+
+/// Two transactions claim fences for one name at once: whichever claims second waits for
+/// the first to commit and then sees its fence, so an older fence never slips in after a
+/// newer one. Leaves rows under `backend` in `turnstile_fences` for the caller to delete.
+pub(crate) fn concurrent_fence_claims_cannot_interleave<C: Transact + Clone>(
+    db: &C,
+    backend: &str,
+) {
+    let claim = |fence: u64| FenceClaim {
+        backend,
+        name: b"k",
+        fence: Fence(fence),
+    };
+    let begin_in_thread = |fence: u64| {
+        let (db, backend) = (db.clone(), backend.to_owned());
+        std::thread::spawn(move || {
+            let mut conn = db.connect().unwrap();
+            let claim = FenceClaim {
+                backend: &backend,
+                name: b"k",
+                fence: Fence(fence),
+            };
+            let result = db.begin(&mut conn, &[claim]);
+            if result.is_ok() {
+                db.commit(&mut conn).unwrap();
+            }
+            result
+        })
+    };
+    // The newer holder claims first and keeps its transaction open; the older one's
+    // claim waits for it (it has not returned while the newer one is open) and then sees
+    // the newer fence.
+    let mut newer = db.connect().unwrap();
+    db.begin(&mut newer, &[claim(6)]).unwrap();
+    let older = begin_in_thread(5);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!older.is_finished(), "the older claim did not wait");
+    db.commit(&mut newer).unwrap();
+    match older.join().unwrap() {
+        Err(TransactError::StaleFence { presented, highest }) => {
+            assert_eq!((presented, highest), (Fence(5), Fence(6)));
+        }
+        other => panic!("expected the older claim to be stale, got {other:?}"),
+    }
+    // The other way round: the newer one waits, then wins.
+    let mut older = db.connect().unwrap();
+    db.begin(&mut older, &[claim(6)]).unwrap();
+    let newer = begin_in_thread(7);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!newer.is_finished(), "the newer claim did not wait");
+    db.commit(&mut older).unwrap();
+    newer.join().unwrap().unwrap();
+}
+
+/// An op of the shared tests: statements on the server's connection.
+#[cfg(feature = "queue")]
+type Op<R> = Box<dyn FnMut(&mut R) -> Result<(), BoxError> + Send>;
+
+/// Runs `ops` through `queue` as one group-commit batch (they queue up behind an op that
+/// holds the worker), and answers each with the attempt it succeeded on.
+#[cfg(feature = "queue")]
+fn batch<C: Transact>(
+    queue: &turnstile::queue::Queue<C>,
+    ops: Vec<Op<C::Resource>>,
+) -> Vec<Result<u32, turnstile::Error<BoxError>>> {
+    use turnstile::Key;
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let blocker = queue
+        .submit(&Key::whole(), move |_| {
+            started_tx.send(()).unwrap();
+            let _ = release_rx.recv();
+            Ok::<_, BoxError>(())
+        })
+        .unwrap();
+    started_rx.recv_timeout(Duration::from_secs(20)).unwrap();
+    let tickets: Vec<_> = ops
+        .into_iter()
+        .map(|mut op| {
+            queue
+                .submit(&Key::whole(), move |ctx| {
+                    let attempt = ctx.attempt();
+                    op(&mut **ctx).map(|()| attempt)
+                })
+                .unwrap()
+        })
+        .collect();
+    release_tx.send(()).unwrap();
+    blocker.wait().unwrap();
+    tickets
+        .into_iter()
+        .map(|t| t.wait_timeout(Duration::from_secs(60)))
+        .collect()
+}
+
+/// An op that ends the strategy's transaction by itself (`COMMIT`, `ROLLBACK`) gets
+/// [`Error::TransactionEnded`](turnstile::Error::TransactionEnded) on a database server
+/// as on SQLite — through `Locked`, through a queue running it alone, and in a queue's
+/// group-commit batch — and every write lands at most once: what the op wrote before its
+/// `COMMIT` stays, what it left open after it is rolled back, and its batch-mates are
+/// neither lost nor applied twice.
+#[cfg(all(feature = "queue", feature = "mutex"))]
+pub(crate) fn an_op_that_ends_the_transaction_gets_transaction_ended<C: ServerSql>(db: C) {
+    use turnstile::lock::MutexLock;
+    use turnstile::queue::Queue;
+    use turnstile::{Error, Key, Locked, Serializer};
+
+    let table = unique("turnstile_ended");
+    let mut admin = db.connect().unwrap();
+    C::exec(&mut admin, &format!("CREATE TABLE {table} (v BIGINT)")).unwrap();
+    let insert = |v: i64| format!("INSERT INTO {table} VALUES ({v})");
+    // Statements in order, as one op.
+    let op = |statements: Vec<String>| -> Op<C::Resource> {
+        Box::new(move |conn| {
+            statements
+                .iter()
+                .try_for_each(|sql| C::exec(&mut *conn, sql))
+        })
+    };
+    let committing = |v: i64| {
+        op(vec![
+            insert(v),
+            "COMMIT".into(),
+            "BEGIN".into(),
+            insert(v + 1),
+        ])
+    };
+    let is_ended = |r: &Result<u32, Error<BoxError>>| matches!(r, Err(Error::TransactionEnded));
+
+    // Locked: the op's COMMIT committed 1; the 2 it wrote in the transaction it opened
+    // after is rolled back.
+    let locked = Locked::new(MutexLock::new(), db.clone());
+    let mut ending = committing(1);
+    let err = locked
+        .run(&Key::new("x").unwrap(), move |conn| ending(&mut **conn))
+        .unwrap_err();
+    assert!(matches!(err, Error::TransactionEnded), "{err:?}");
+    let mut next = op(vec![insert(3)]);
+    locked
+        .run(&Key::new("x").unwrap(), move |conn| next(&mut **conn))
+        .unwrap();
+
+    let queue = Queue::new(db.clone()).unwrap();
+    // In a batch, after a COMMIT: the op before it was committed by it and must not run
+    // again; the op after it runs in a transaction of its own.
+    let results = batch(
+        &queue,
+        vec![op(vec![insert(10)]), committing(20), op(vec![insert(30)])],
+    );
+    assert_eq!(results[0].as_ref().unwrap(), &1, "{results:?}");
+    assert!(is_ended(&results[1]), "{results:?}");
+    assert_eq!(results[2].as_ref().unwrap(), &1, "{results:?}");
+    // In a batch, after a ROLLBACK: the op before it was rolled back with it and runs
+    // again alone.
+    let rolling_back = op(vec![insert(50), "ROLLBACK".into()]);
+    let results = batch(
+        &queue,
+        vec![op(vec![insert(40)]), rolling_back, op(vec![insert(60)])],
+    );
+    assert_eq!(results[0].as_ref().unwrap(), &2, "{results:?}");
+    assert!(is_ended(&results[1]), "{results:?}");
+    assert_eq!(results[2].as_ref().unwrap(), &1, "{results:?}");
+    // Alone in the queue.
+    let mut alone = committing(70);
+    let err = queue.run(&Key::whole(), move |conn| alone(&mut **conn));
+    assert!(matches!(err, Err(Error::TransactionEnded)), "{err:?}");
+    // The strategies keep serving.
+    let mut last = op(vec![insert(80)]);
+    queue
+        .run(&Key::whole(), move |conn| last(&mut **conn))
+        .unwrap();
+
+    let rows = C::ints(&mut admin, &format!("SELECT v FROM {table} ORDER BY v")).unwrap();
+    C::exec(&mut admin, &format!("DROP TABLE {table}")).unwrap();
+    assert_eq!(rows, [1, 3, 10, 20, 30, 40, 60, 70, 80]);
+}
