@@ -385,7 +385,8 @@ pub struct RunReport {
     pub latencies_ns: Vec<u64>,
     /// Wall time of the ops phase.
     pub wall: Duration,
-    /// Notes: scope warnings, malformed history lines.
+    /// Notes: scope warnings, malformed history lines, a server's tables kept or not
+    /// dropped.
     pub notes: Vec<String>,
     /// Where history and database were saved.
     pub kept: Option<PathBuf>,
@@ -636,8 +637,6 @@ pub fn run(config: &RunConfig, registry: &Registry<Sqlite>) -> Result<RunReport,
     let versioned = config
         .versioned
         .unwrap_or_else(|| only_versioned(&config.strategy, &config.data, registry));
-    // Ask the strategy for autocommit: one that still reports `transactional` ignores it
-    // (its mechanism is the transaction). A kill run keeps lock strategies transactional.
     let spec = WorkerSpec {
         strategy: config.strategy.clone(),
         workload: config.workload,
@@ -765,6 +764,8 @@ fn run_on<B: Backend>(
         .init(backend.connect(), &paths, backend.tables(), keys)
         .map_err(setup_failed)?;
 
+    // Ask the strategy for autocommit: one that still reports `transactional` ignores it
+    // (its mechanism is the transaction). A kill run keeps lock strategies transactional.
     let mut strategy = spec.open(backend, registry)?;
     let mut caps = strategy.capabilities();
     if !caps.transactional && (config.transaction || config.nemesis.is_some_and(Nemesis::kills)) {

@@ -15,9 +15,8 @@ mod test_pki;
 
 use redis_server::RedisServer;
 use test_pki::TestPki;
-use turnstile_harness::Workload;
 use turnstile_harness::conformance::{threads, with_query};
-use turnstile_harness::data::DataSpec;
+use turnstile_harness::{DataSpec, Workload};
 
 /// A TLS server, its certificates and the `rediss://…?tls_ca=…&ttl_ms=500` URL; derefs to
 /// the URL, and stops the server and removes the files when dropped.

@@ -28,11 +28,7 @@ impl<B: Backend + std::fmt::Debug> std::fmt::Debug for VersionedData<B> {
     }
 }
 
-impl<B> Backend for VersionedData<B>
-where
-    B: Backend<Connect: VersionStore>,
-    Versioned<B::Connect>: WorkloadData,
-{
+impl<B: Backend<Connect: VersionStore>> Backend for VersionedData<B> {
     type Connect = Versions<B::Connect>;
 
     fn open(spec: &WorkerSpec) -> Result<Self, RunError> {
