@@ -263,7 +263,7 @@ use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock};
 use std::task::{Context, Poll, Waker};
 use std::thread::{JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
@@ -590,6 +590,9 @@ impl<C: Transact> QueueBuilder<C> {
                     released_at: None,
                     turn_started: None,
                     fast_acquire: Duration::MAX,
+                    chain: None,
+                    sleepers: Vec::new(),
+                    woken: None,
                 }
                 .serve();
             })
@@ -963,10 +966,13 @@ struct SlotState<T, E> {
     phase: Phase,
     result: Option<Result<T, Error<E>>>,
     waker: Option<Waker>,
-    /// The ticket sleeps on the condvar: only then does `finish` pay for a wake-up.
+    /// The ticket sleeps on the condvar: only then does an answer need a wake-up.
     sleeping: bool,
     /// When the worker answered.
     finished_at: Option<Instant>,
+    /// The wake chain of the commit that answered this ticket, which its caller helps
+    /// along once it has its answer.
+    chain: Option<Arc<WakeChain>>,
 }
 
 /// Where the worker leaves a job's result for its ticket.
@@ -986,6 +992,7 @@ impl<T, E> Slot<T, E> {
                 waker: None,
                 sleeping: false,
                 finished_at: None,
+                chain: None,
             }),
             done: Condvar::new(),
             finished: AtomicBool::new(false),
@@ -997,20 +1004,83 @@ impl<T, E> Slot<T, E> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Answers the ticket and wakes it at once.
     fn finish(&self, result: Result<T, Error<E>>) {
+        if self.publish(result, None) {
+            self.done.notify_all();
+        }
+    }
+
+    /// Answers the ticket, leaving it `chain` to help along; true when the ticket sleeps
+    /// on the condvar and still has to be woken. A waiting future is woken at once.
+    fn publish(&self, result: Result<T, Error<E>>, chain: Option<&Arc<WakeChain>>) -> bool {
         let mut state = self.lock();
         state.phase = Phase::Done;
         state.result = Some(result);
         state.finished_at = Some(Instant::now());
+        state.chain = chain.cloned();
         let waker = state.waker.take();
         let sleeping = state.sleeping;
         drop(state);
         self.finished.store(true, Ordering::Release);
-        if sleeping {
-            self.done.notify_all();
-        }
         if let Some(waker) = waker {
             waker.wake();
+        }
+        sleeping
+    }
+}
+
+/// A ticket sleeping for its answer, as the worker hands it to a [`WakeChain`].
+trait Sleeper: Send + Sync {
+    /// Wakes the ticket, whose answer is already in its slot.
+    fn wake_up(&self);
+}
+
+impl<T: Send, E: Send> Sleeper for Slot<T, E> {
+    fn wake_up(&self) {
+        self.done.notify_all();
+    }
+}
+
+/// How many sleepers the worker wakes itself after a commit, and how many more each
+/// woken caller wakes before it returns.
+const WAKE_FANOUT: usize = 2;
+
+/// The callers one commit answered that sleep for their answer. Waking a thread is a
+/// system call, and often a preemption of the waker: done by the worker, one per caller,
+/// it is most of the worker's time per op without `fsync`, and the next batch waits for
+/// it. So the worker wakes only the first [`WAKE_FANOUT`]; every caller, once it has its
+/// answer, wakes the next [`WAKE_FANOUT`] before it returns (a tree: a batch of 64 is
+/// awake after six rounds), while the worker goes on to the next batch. Every answer is
+/// in its slot before the first wake, so no caller hears back before its commit. Should a
+/// woken caller be slow to run, the worker wakes whoever is left itself before it waits
+/// for work and after its next commit.
+struct WakeChain {
+    /// Set once every ticket of the commit has its answer.
+    sleepers: OnceLock<Vec<Arc<dyn Sleeper>>>,
+    /// The next sleeper to wake.
+    next: AtomicUsize,
+}
+
+impl WakeChain {
+    fn new() -> Self {
+        WakeChain {
+            sleepers: OnceLock::new(),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// Wakes up to `n` sleepers not woken yet.
+    fn wake(&self, n: usize) {
+        let Some(sleepers) = self.sleepers.get() else {
+            return;
+        };
+        for _ in 0..n {
+            let at = self.next.fetch_add(1, Ordering::AcqRel);
+            match sleepers.get(at) {
+                Some(sleeper) => sleeper.wake_up(),
+                None => return,
+            }
         }
     }
 }
@@ -1086,8 +1156,7 @@ impl<T, E> Ticket<T, E> {
     /// (a blocking `run`); without, it gives up with `Indeterminate`.
     fn wait_inner(mut self, deadline: Option<Instant>, then_forever: bool) -> Result<T, Error<E>> {
         let solo = self.solo.take();
-        let result = self.wait_result(solo.as_deref(), deadline, then_forever);
-        let finished_at = self.slot.lock().finished_at;
+        let (result, finished_at) = self.wait_result(solo.as_deref(), deadline, then_forever);
         if let (Some(solo), Some(at)) = (solo, finished_at) {
             // Up to the worker's answer, not the caller's wake-up, which would keep an
             // estimate made while sleeping above the spin forever. Capped, so one slow op
@@ -1102,12 +1171,13 @@ impl<T, E> Ticket<T, E> {
         result
     }
 
+    /// The result, and when the worker answered (if it did).
     fn wait_result(
         &self,
         solo: Option<&AtomicU64>,
         deadline: Option<Instant>,
         then_forever: bool,
-    ) -> Result<T, Error<E>> {
+    ) -> (Result<T, Error<E>>, Option<Instant>) {
         if solo.is_some_and(worth_spinning) {
             let until = Instant::now() + CALLER_SPIN;
             while !self.slot.finished.load(Ordering::Acquire) && Instant::now() < until {
@@ -1116,12 +1186,30 @@ impl<T, E> Ticket<T, E> {
                 }
             }
         }
-        let mut deadline = deadline;
         let mut state = self.slot.lock();
         state.sleeping = true;
+        let (result, mut state) = self.sleep_for_result(state, deadline, then_forever);
+        // Not asleep any more: a later answer (after a timeout) needs no wake-up.
+        state.sleeping = false;
+        let finished_at = state.finished_at;
+        let chain = state.chain.take();
+        drop(state);
+        if let Some(chain) = chain {
+            chain.wake(WAKE_FANOUT);
+        }
+        (result, finished_at)
+    }
+
+    fn sleep_for_result<'a>(
+        &'a self,
+        mut state: MutexGuard<'a, SlotState<T, E>>,
+        deadline: Option<Instant>,
+        then_forever: bool,
+    ) -> (Result<T, Error<E>>, MutexGuard<'a, SlotState<T, E>>) {
+        let mut deadline = deadline;
         loop {
             if let Some(result) = state.result.take() {
-                return result;
+                return (result, state);
             }
             state = match deadline {
                 None => self
@@ -1135,15 +1223,14 @@ impl<T, E> Ticket<T, E> {
                         match state.phase {
                             Phase::Queued | Phase::Cancelled => {
                                 state.phase = Phase::Cancelled;
-                                return Err(Error::Timeout {
-                                    waited: self.since.elapsed(),
-                                });
+                                let waited = self.since.elapsed();
+                                return (Err(Error::Timeout { waited }), state);
                             }
                             _ if then_forever => {
                                 deadline = None;
                                 continue;
                             }
-                            _ => return Err(Error::Indeterminate),
+                            _ => return (Err(Error::Indeterminate), state),
                         }
                     }
                     self.slot
@@ -1163,6 +1250,11 @@ impl<T, E> Drop for Ticket<T, E> {
         if state.phase == Phase::Queued {
             state.phase = Phase::Cancelled;
         }
+        let chain = state.chain.take();
+        drop(state);
+        if let Some(chain) = chain {
+            chain.wake(WAKE_FANOUT);
+        }
     }
 }
 
@@ -1172,6 +1264,11 @@ impl<T, E> Future for Ticket<T, E> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut state = self.slot.lock();
         if let Some(result) = state.result.take() {
+            let chain = state.chain.take();
+            drop(state);
+            if let Some(chain) = chain {
+                chain.wake(WAKE_FANOUT);
+            }
             return Poll::Ready(result);
         }
         if state.phase == Phase::Done {
@@ -1222,8 +1319,9 @@ trait Job<C: Transact>: Send {
     -> (Ran, bool);
     /// Replaces the kept result with a strategy failure.
     fn fail(&mut self, error: StrategyError);
-    /// Hands the kept result to the ticket.
-    fn deliver(&mut self);
+    /// Hands the kept result to the ticket, leaving it `chain` to help along; returns the
+    /// ticket if it sleeps and must be woken.
+    fn deliver(&mut self, chain: &Arc<WakeChain>) -> Option<Arc<dyn Sleeper>>;
 }
 
 struct Task<C: Transact, T, E, F> {
@@ -1326,10 +1424,11 @@ where
         self.pending = Some(Err(error.widen()));
     }
 
-    fn deliver(&mut self) {
+    fn deliver(&mut self, chain: &Arc<WakeChain>) -> Option<Arc<dyn Sleeper>> {
         self.delivered = true;
         let result = self.pending.take().unwrap_or(Err(Error::Indeterminate));
-        self.slot.finish(result);
+        let sleeping = self.slot.publish(result, Some(chain));
+        sleeping.then(|| self.slot.clone() as Arc<dyn Sleeper>)
     }
 }
 
@@ -1423,6 +1522,12 @@ struct Worker<C: Transact> {
     /// About the shortest time an acquire took: an acquire well over it waited for
     /// another holder.
     fast_acquire: Duration,
+    /// The wake chain of the answers given since the last wake-up, and the callers among
+    /// them that sleep.
+    chain: Option<Arc<WakeChain>>,
+    sleepers: Vec<Arc<dyn Sleeper>>,
+    /// The last chain handed to callers, until the worker makes sure it is done.
+    woken: Option<Arc<WakeChain>>,
 }
 
 impl<C: Transact> Worker<C> {
@@ -1454,6 +1559,7 @@ impl<C: Transact> Worker<C> {
             self.run_jobs(&mut batch);
             self.release_lock();
         }
+        self.wake_answered();
     }
 
     /// Before taking the lock again right after releasing it: once a turn has lasted a
@@ -1527,6 +1633,7 @@ impl<C: Transact> Worker<C> {
             }
             batch.extend(jobs);
         }
+        self.wake_answered();
         if self.broken {
             self.reconnect();
         }
@@ -1579,6 +1686,7 @@ impl<C: Transact> Worker<C> {
                             self.deliver(&mut *job);
                         }
                     }
+                    self.wake_answered();
                     return false;
                 }
             }
@@ -1640,6 +1748,8 @@ impl<C: Transact> Worker<C> {
             }
         }
         self.spin = (self.spin / 2).max(MIN_SPIN);
+        // About to sleep: nobody may be left asleep behind a slow caller's wake-ups.
+        self.wake_answered();
         loop {
             if !self.shared.closing_on_worker.load(Ordering::Acquire) {
                 return self.receiver.recv().ok();
@@ -1669,11 +1779,39 @@ impl<C: Transact> Worker<C> {
         claimed
     }
 
-    /// Answers a job. It leaves the count of jobs in flight first, so that its caller,
-    /// once woken, finds the queue idle if nothing else is queued.
-    fn deliver(&self, job: &mut dyn Job<C>) {
+    /// Answers a job; its caller is woken at the next [`wake_answered`](Self::wake_answered).
+    /// It leaves the count of jobs in flight first, so that its caller, once woken, finds
+    /// the queue idle if nothing else is queued.
+    fn deliver(&mut self, job: &mut dyn Job<C>) {
         self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
-        job.deliver();
+        let chain = self.chain.get_or_insert_with(|| Arc::new(WakeChain::new()));
+        if let Some(sleeper) = job.deliver(chain) {
+            self.sleepers.push(sleeper);
+        }
+    }
+
+    /// Wakes the callers answered since the last call (see [`WakeChain`]): a few itself,
+    /// the rest through each other. First it wakes whoever the previous chain left
+    /// asleep, should a woken caller have been slow to pass the wake-ups on.
+    fn wake_answered(&mut self) {
+        if let Some(previous) = self.woken.take() {
+            previous.wake(usize::MAX);
+        }
+        let Some(chain) = self.chain.take() else {
+            return;
+        };
+        let sleepers = std::mem::take(&mut self.sleepers);
+        if sleepers.len() <= WAKE_FANOUT {
+            // Too few to share the work: no chain.
+            for sleeper in sleepers {
+                sleeper.wake_up();
+            }
+            return;
+        }
+        if chain.sleepers.set(sleepers).is_ok() {
+            chain.wake(WAKE_FANOUT);
+            self.woken = Some(chain);
+        }
     }
 
     fn reconnect(&mut self) {
@@ -1703,6 +1841,7 @@ impl<C: Transact> Worker<C> {
         if self.claim(job) {
             self.transact_alone(job);
             self.deliver(&mut *job);
+            self.wake_answered();
         }
     }
 
@@ -1767,6 +1906,7 @@ impl<C: Transact> Worker<C> {
                 self.transact_alone(&mut *job);
             }
             self.deliver(&mut *job);
+            self.wake_answered();
         }
     }
 
@@ -1884,6 +2024,7 @@ impl<C: Transact> Worker<C> {
                 }
             }
         }
+        self.wake_answered();
         // Jobs the hold left unstarted (or a lost lease) wait for the next lease.
         for mut job in rest {
             if self.may_start() {
