@@ -1048,13 +1048,14 @@ const WAKE_FANOUT: usize = 2;
 
 /// The callers one commit answered that sleep for their answer. Waking a thread is a
 /// system call, and often a preemption of the waker: done by the worker, one per caller,
-/// it is most of the worker's time per op without `fsync`, and the next batch waits for
-/// it. So the worker wakes only the first [`WAKE_FANOUT`]; every caller, once it has its
-/// answer, wakes the next [`WAKE_FANOUT`] before it returns (a tree: a batch of 64 is
-/// awake after six rounds), while the worker goes on to the next batch. Every answer is
-/// in its slot before the first wake, so no caller hears back before its commit. Should a
-/// woken caller be slow to run, the worker wakes whoever is left itself before it waits
-/// for work and after its next commit.
+/// before it looks for more work, it is most of the worker's time per op without
+/// `fsync`, and the next batch waits for it. So the worker wakes only the first
+/// [`WAKE_FANOUT`]; every caller, once it has its answer, wakes the next [`WAKE_FANOUT`]
+/// before it returns (a tree: a batch of 64 is awake after six rounds). The worker goes on
+/// to the next batch as soon as anything is queued, and until then wakes the rest one by
+/// one itself rather than spin. Every answer is in its slot before the first wake, so no
+/// caller hears back before its commit. Whoever is still asleep when the worker is about
+/// to sleep itself, or has committed again, the worker wakes at once.
 struct WakeChain {
     /// Set once every ticket of the commit has its answer.
     sleepers: OnceLock<Vec<Arc<dyn Sleeper>>>,
@@ -1070,18 +1071,19 @@ impl WakeChain {
         }
     }
 
-    /// Wakes up to `n` sleepers not woken yet.
-    fn wake(&self, n: usize) {
+    /// Wakes up to `n` sleepers not woken yet; false once none is left.
+    fn wake(&self, n: usize) -> bool {
         let Some(sleepers) = self.sleepers.get() else {
-            return;
+            return false;
         };
         for _ in 0..n {
             let at = self.next.fetch_add(1, Ordering::AcqRel);
             match sleepers.get(at) {
                 Some(sleeper) => sleeper.wake_up(),
-                None => return,
+                None => return false,
             }
         }
+        true
     }
 }
 
@@ -1725,11 +1727,21 @@ impl<C: Transact> Worker<C> {
     /// The next job: spin briefly (adaptively) before parking, since a parked worker
     /// costs tens of microseconds to wake. `None` once the queue is closed and drained.
     fn next_job(&mut self) -> Option<Box<dyn Job<C>>> {
-        match self.receiver.try_recv() {
-            Ok(job) => return Some(job),
-            Err(TryRecvError::Disconnected) => return None,
-            Err(TryRecvError::Empty) => {}
+        loop {
+            match self.receiver.try_recv() {
+                Ok(job) => return Some(job),
+                Err(TryRecvError::Disconnected) => return None,
+                Err(TryRecvError::Empty) => {}
+            }
+            // Nothing to run: wake the last commit's callers one by one rather than spin,
+            // until one of them (or anyone) submits again. On few cores a spinning worker
+            // only takes a core from the callers it is waiting for.
+            match &self.woken {
+                Some(chain) if chain.wake(1) => {}
+                _ => break,
+            }
         }
+        self.woken = None;
         let start = Instant::now();
         loop {
             for _ in 0..64 {
