@@ -1323,7 +1323,7 @@ trait Job<C: Transact>: Send {
     fn fail(&mut self, error: StrategyError);
     /// Hands the kept result to the ticket, leaving it `chain` to help along; returns the
     /// ticket if it sleeps and must be woken.
-    fn deliver(&mut self, chain: &Arc<WakeChain>) -> Option<Arc<dyn Sleeper>>;
+    fn deliver(&mut self, chain: Option<&Arc<WakeChain>>) -> Option<Arc<dyn Sleeper>>;
 }
 
 struct Task<C: Transact, T, E, F> {
@@ -1426,10 +1426,10 @@ where
         self.pending = Some(Err(error.widen()));
     }
 
-    fn deliver(&mut self, chain: &Arc<WakeChain>) -> Option<Arc<dyn Sleeper>> {
+    fn deliver(&mut self, chain: Option<&Arc<WakeChain>>) -> Option<Arc<dyn Sleeper>> {
         self.delivered = true;
         let result = self.pending.take().unwrap_or(Err(Error::Indeterminate));
-        let sleeping = self.slot.publish(result, Some(chain));
+        let sleeping = self.slot.publish(result, chain);
         sleeping.then(|| self.slot.clone() as Arc<dyn Sleeper>)
     }
 }
@@ -1524,8 +1524,8 @@ struct Worker<C: Transact> {
     /// About the shortest time an acquire took: an acquire well over it waited for
     /// another holder.
     fast_acquire: Duration,
-    /// The wake chain of the answers given since the last wake-up, and the callers among
-    /// them that sleep.
+    /// The wake chain a batch started for its answers, if it is big enough to share the
+    /// wake-ups, and the callers answered since the last wake-up that sleep.
     chain: Option<Arc<WakeChain>>,
     sleepers: Vec<Arc<dyn Sleeper>>,
     /// The last chain handed to callers, until the worker makes sure it is done.
@@ -1796,33 +1796,33 @@ impl<C: Transact> Worker<C> {
     /// the queue idle if nothing else is queued.
     fn deliver(&mut self, job: &mut dyn Job<C>) {
         self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
-        let chain = self.chain.get_or_insert_with(|| Arc::new(WakeChain::new()));
-        if let Some(sleeper) = job.deliver(chain) {
+        if let Some(sleeper) = job.deliver(self.chain.as_ref()) {
             self.sleepers.push(sleeper);
         }
     }
 
     /// Wakes the callers answered since the last call (see [`WakeChain`]): a few itself,
-    /// the rest through each other. First it wakes whoever the previous chain left
-    /// asleep, should a woken caller have been slow to pass the wake-ups on.
+    /// the rest through each other if a batch started a chain for them. First it wakes
+    /// whoever the previous chain left asleep, should a woken caller have been slow to
+    /// pass the wake-ups on.
     fn wake_answered(&mut self) {
         if let Some(previous) = self.woken.take() {
             previous.wake(usize::MAX);
         }
-        let Some(chain) = self.chain.take() else {
-            return;
-        };
         let sleepers = std::mem::take(&mut self.sleepers);
-        if sleepers.len() <= WAKE_FANOUT {
-            // Too few to share the work: no chain.
-            for sleeper in sleepers {
-                sleeper.wake_up();
+        match self.chain.take() {
+            Some(chain) if sleepers.len() > WAKE_FANOUT => {
+                if chain.sleepers.set(sleepers).is_ok() {
+                    chain.wake(WAKE_FANOUT);
+                    self.woken = Some(chain);
+                }
             }
-            return;
-        }
-        if chain.sleepers.set(sleepers).is_ok() {
-            chain.wake(WAKE_FANOUT);
-            self.woken = Some(chain);
+            // Too few to share the work.
+            _ => {
+                for sleeper in sleepers {
+                    sleeper.wake_up();
+                }
+            }
         }
     }
 
@@ -1925,6 +1925,10 @@ impl<C: Transact> Worker<C> {
     /// Group commit: the batch in one transaction, a savepoint per op, under the lease's
     /// fence if there is one. Jobs the lease's hold left unstarted stay in `batch`.
     fn run_batch(&mut self, batch: &mut Vec<Box<dyn Job<C>>>) {
+        if batch.len() > WAKE_FANOUT {
+            // Answers given before the next wake-up can share the wake-ups.
+            self.chain = Some(Arc::new(WakeChain::new()));
+        }
         self.batch_seq += 1;
         let seq = self.batch_seq;
         let marker = self.marker.clone();
