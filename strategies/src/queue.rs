@@ -1190,28 +1190,10 @@ impl<T, E> Ticket<T, E> {
         }
         let mut state = self.slot.lock();
         state.sleeping = true;
-        let (result, mut state) = self.sleep_for_result(state, deadline, then_forever);
-        // Not asleep any more: a later answer (after a timeout) needs no wake-up.
-        state.sleeping = false;
-        let finished_at = state.finished_at;
-        let chain = state.chain.take();
-        drop(state);
-        if let Some(chain) = chain {
-            chain.wake(WAKE_FANOUT);
-        }
-        (result, finished_at)
-    }
-
-    fn sleep_for_result<'a>(
-        &'a self,
-        mut state: MutexGuard<'a, SlotState<T, E>>,
-        deadline: Option<Instant>,
-        then_forever: bool,
-    ) -> (Result<T, Error<E>>, MutexGuard<'a, SlotState<T, E>>) {
         let mut deadline = deadline;
-        loop {
+        let result = loop {
             if let Some(result) = state.result.take() {
-                return (result, state);
+                break result;
             }
             state = match deadline {
                 None => self
@@ -1225,14 +1207,15 @@ impl<T, E> Ticket<T, E> {
                         match state.phase {
                             Phase::Queued | Phase::Cancelled => {
                                 state.phase = Phase::Cancelled;
-                                let waited = self.since.elapsed();
-                                return (Err(Error::Timeout { waited }), state);
+                                break Err(Error::Timeout {
+                                    waited: self.since.elapsed(),
+                                });
                             }
                             _ if then_forever => {
                                 deadline = None;
                                 continue;
                             }
-                            _ => return (Err(Error::Indeterminate), state),
+                            _ => break Err(Error::Indeterminate),
                         }
                     }
                     self.slot
@@ -1242,7 +1225,16 @@ impl<T, E> Ticket<T, E> {
                         .0
                 }
             };
+        };
+        // Not asleep any more: a later answer (after a timeout) needs no wake-up.
+        state.sleeping = false;
+        let finished_at = state.finished_at;
+        let chain = state.chain.take();
+        drop(state);
+        if let Some(chain) = chain {
+            chain.wake(WAKE_FANOUT);
         }
+        (result, finished_at)
     }
 }
 

@@ -313,7 +313,7 @@ fn callers_waiting_for_a_pooled_connection_get_one_when_it_is_returned() {
             let key = Key::new(format!("caller-{c}")).unwrap();
             for _ in 0..50 {
                 strategy
-                    .run_with(&[key.clone()], turnstile::Wait::Forever, |db| {
+                    .run_with(std::slice::from_ref(&key), turnstile::Wait::Forever, |db| {
                         std::thread::sleep(Duration::from_micros(50));
                         db.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
                     })
