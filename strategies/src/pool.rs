@@ -18,6 +18,9 @@ pub(crate) struct Pool<R> {
 struct PoolState<R> {
     idle: Vec<R>,
     open: usize,
+    /// Callers waiting on `freed`: only then is a notification worth its system call,
+    /// which a lock strategy would otherwise pay inside its critical section on every op.
+    waiting: usize,
 }
 
 impl<R> Pool<R> {
@@ -26,6 +29,7 @@ impl<R> Pool<R> {
             state: Mutex::new(PoolState {
                 idle: Vec::new(),
                 open: 0,
+                waiting: 0,
             }),
             freed: Condvar::new(),
             max,
@@ -61,8 +65,8 @@ impl<R> Pool<R> {
                     Error::Unavailable(e)
                 });
             }
-            state = match deadline {
-                None => self.freed.wait(state).unwrap_or_else(|p| p.into_inner()),
+            let wait = match deadline {
+                None => None,
                 Some(at) => {
                     let now = Instant::now();
                     if now >= at {
@@ -70,22 +74,40 @@ impl<R> Pool<R> {
                             waited: now - start,
                         });
                     }
+                    Some(at - now)
+                }
+            };
+            state.waiting += 1;
+            state = match wait {
+                None => self.freed.wait(state).unwrap_or_else(|p| p.into_inner()),
+                Some(wait) => {
                     self.freed
-                        .wait_timeout(state, at - now)
+                        .wait_timeout(state, wait)
                         .unwrap_or_else(|p| p.into_inner())
                         .0
                 }
             };
+            state.waiting -= 1;
         }
     }
 
     pub(crate) fn put(&self, resource: R) {
-        self.lock().idle.push(resource);
-        self.freed.notify_one();
+        let mut state = self.lock();
+        state.idle.push(resource);
+        let waiting = state.waiting > 0;
+        drop(state);
+        if waiting {
+            self.freed.notify_one();
+        }
     }
 
     pub(crate) fn discard(&self) {
-        self.lock().open -= 1;
-        self.freed.notify_one();
+        let mut state = self.lock();
+        state.open -= 1;
+        let waiting = state.waiting > 0;
+        drop(state);
+        if waiting {
+            self.freed.notify_one();
+        }
     }
 }

@@ -264,7 +264,7 @@ use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock};
 use std::task::{Context, Poll, Waker};
 use std::thread::{JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
@@ -593,6 +593,9 @@ impl<C: Transact> QueueBuilder<C> {
                     released_at: None,
                     turn_started: None,
                     fast_acquire: Duration::MAX,
+                    chain: None,
+                    sleepers: Vec::new(),
+                    woken: None,
                 }
                 .serve();
             })
@@ -966,10 +969,13 @@ struct SlotState<T, E> {
     phase: Phase,
     result: Option<Result<T, Error<E>>>,
     waker: Option<Waker>,
-    /// The ticket sleeps on the condvar: only then does `finish` pay for a wake-up.
+    /// The ticket sleeps on the condvar: only then does an answer need a wake-up.
     sleeping: bool,
     /// When the worker answered.
     finished_at: Option<Instant>,
+    /// The wake chain of the commit that answered this ticket, which its caller helps
+    /// along once it has its answer.
+    chain: Option<Arc<WakeChain>>,
 }
 
 /// Where the worker leaves a job's result for its ticket.
@@ -989,6 +995,7 @@ impl<T, E> Slot<T, E> {
                 waker: None,
                 sleeping: false,
                 finished_at: None,
+                chain: None,
             }),
             done: Condvar::new(),
             finished: AtomicBool::new(false),
@@ -1000,21 +1007,86 @@ impl<T, E> Slot<T, E> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Answers the ticket and wakes it at once.
     fn finish(&self, result: Result<T, Error<E>>) {
+        if self.publish(result, None) {
+            self.done.notify_all();
+        }
+    }
+
+    /// Answers the ticket, leaving it `chain` to help along; true when the ticket sleeps
+    /// on the condvar and still has to be woken. A waiting future is woken at once.
+    fn publish(&self, result: Result<T, Error<E>>, chain: Option<&Arc<WakeChain>>) -> bool {
         let mut state = self.lock();
         state.phase = Phase::Done;
         state.result = Some(result);
         state.finished_at = Some(Instant::now());
+        state.chain = chain.cloned();
         let waker = state.waker.take();
         let sleeping = state.sleeping;
         drop(state);
         self.finished.store(true, Ordering::Release);
-        if sleeping {
-            self.done.notify_all();
-        }
         if let Some(waker) = waker {
             waker.wake();
         }
+        sleeping
+    }
+}
+
+/// A ticket sleeping for its answer, as the worker hands it to a [`WakeChain`].
+trait Sleeper: Send + Sync {
+    /// Wakes the ticket, whose answer is already in its slot.
+    fn wake_up(&self);
+}
+
+impl<T: Send, E: Send> Sleeper for Slot<T, E> {
+    fn wake_up(&self) {
+        self.done.notify_all();
+    }
+}
+
+/// How many sleepers the worker wakes itself after a commit, and how many more each
+/// woken caller wakes before it returns.
+const WAKE_FANOUT: usize = 2;
+
+/// The callers one commit answered that sleep for their answer. Waking a thread is a
+/// system call, and often a preemption of the waker: done by the worker, one per caller,
+/// before it looks for more work, it is most of the worker's time per op without
+/// `fsync`, and the next batch waits for it. So the worker wakes only the first
+/// [`WAKE_FANOUT`]; every caller, once it has its answer, wakes the next [`WAKE_FANOUT`]
+/// before it returns (a tree: a batch of 64 is awake after six rounds). The worker goes on
+/// to the next batch as soon as anything is queued, and until then wakes the rest one by
+/// one itself rather than spin. Every answer is in its slot before the first wake, so no
+/// caller hears back before its commit. Whoever is still asleep when the worker is about
+/// to sleep itself, or has committed again, the worker wakes at once.
+struct WakeChain {
+    /// Set once every ticket of the commit has its answer.
+    sleepers: OnceLock<Vec<Arc<dyn Sleeper>>>,
+    /// The next sleeper to wake.
+    next: AtomicUsize,
+}
+
+impl WakeChain {
+    fn new() -> Self {
+        WakeChain {
+            sleepers: OnceLock::new(),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// Wakes up to `n` sleepers not woken yet; false once none is left.
+    fn wake(&self, n: usize) -> bool {
+        let Some(sleepers) = self.sleepers.get() else {
+            return false;
+        };
+        for _ in 0..n {
+            let at = self.next.fetch_add(1, Ordering::AcqRel);
+            match sleepers.get(at) {
+                Some(sleeper) => sleeper.wake_up(),
+                None => return false,
+            }
+        }
+        true
     }
 }
 
@@ -1089,8 +1161,7 @@ impl<T, E> Ticket<T, E> {
     /// (a blocking `run`); without, it gives up with `Indeterminate`.
     fn wait_inner(mut self, deadline: Option<Instant>, then_forever: bool) -> Result<T, Error<E>> {
         let solo = self.solo.take();
-        let result = self.wait_result(solo.as_deref(), deadline, then_forever);
-        let finished_at = self.slot.lock().finished_at;
+        let (result, finished_at) = self.wait_result(solo.as_deref(), deadline, then_forever);
         if let (Some(solo), Some(at)) = (solo, finished_at) {
             // Up to the worker's answer, not the caller's wake-up, which would keep an
             // estimate made while sleeping above the spin forever. Capped, so one slow op
@@ -1105,12 +1176,13 @@ impl<T, E> Ticket<T, E> {
         result
     }
 
+    /// The result, and when the worker answered (if it did).
     fn wait_result(
         &self,
         solo: Option<&AtomicU64>,
         deadline: Option<Instant>,
         then_forever: bool,
-    ) -> Result<T, Error<E>> {
+    ) -> (Result<T, Error<E>>, Option<Instant>) {
         if solo.is_some_and(worth_spinning) {
             let until = Instant::now() + CALLER_SPIN;
             while !self.slot.finished.load(Ordering::Acquire) && Instant::now() < until {
@@ -1119,12 +1191,12 @@ impl<T, E> Ticket<T, E> {
                 }
             }
         }
-        let mut deadline = deadline;
         let mut state = self.slot.lock();
         state.sleeping = true;
-        loop {
+        let mut deadline = deadline;
+        let result = loop {
             if let Some(result) = state.result.take() {
-                return result;
+                break result;
             }
             state = match deadline {
                 None => self
@@ -1138,7 +1210,7 @@ impl<T, E> Ticket<T, E> {
                         match state.phase {
                             Phase::Queued | Phase::Cancelled => {
                                 state.phase = Phase::Cancelled;
-                                return Err(Error::Timeout {
+                                break Err(Error::Timeout {
                                     waited: self.since.elapsed(),
                                 });
                             }
@@ -1146,7 +1218,7 @@ impl<T, E> Ticket<T, E> {
                                 deadline = None;
                                 continue;
                             }
-                            _ => return Err(Error::Indeterminate),
+                            _ => break Err(Error::Indeterminate),
                         }
                     }
                     self.slot
@@ -1156,7 +1228,16 @@ impl<T, E> Ticket<T, E> {
                         .0
                 }
             };
+        };
+        // Not asleep any more: a later answer (after a timeout) needs no wake-up.
+        state.sleeping = false;
+        let finished_at = state.finished_at;
+        let chain = state.chain.take();
+        drop(state);
+        if let Some(chain) = chain {
+            chain.wake(WAKE_FANOUT);
         }
+        (result, finished_at)
     }
 }
 
@@ -1165,6 +1246,11 @@ impl<T, E> Drop for Ticket<T, E> {
         let mut state = self.slot.lock();
         if state.phase == Phase::Queued {
             state.phase = Phase::Cancelled;
+        }
+        let chain = state.chain.take();
+        drop(state);
+        if let Some(chain) = chain {
+            chain.wake(WAKE_FANOUT);
         }
     }
 }
@@ -1175,6 +1261,11 @@ impl<T, E> Future for Ticket<T, E> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut state = self.slot.lock();
         if let Some(result) = state.result.take() {
+            let chain = state.chain.take();
+            drop(state);
+            if let Some(chain) = chain {
+                chain.wake(WAKE_FANOUT);
+            }
             return Poll::Ready(result);
         }
         if state.phase == Phase::Done {
@@ -1225,8 +1316,9 @@ trait Job<C: Transact>: Send {
     -> (Ran, bool);
     /// Replaces the kept result with a strategy failure.
     fn fail(&mut self, error: StrategyError);
-    /// Hands the kept result to the ticket.
-    fn deliver(&mut self);
+    /// Hands the kept result to the ticket, leaving it `chain` to help along; returns the
+    /// ticket if it sleeps and must be woken.
+    fn deliver(&mut self, chain: Option<&Arc<WakeChain>>) -> Option<Arc<dyn Sleeper>>;
 }
 
 struct Task<C: Transact, T, E, F> {
@@ -1329,10 +1421,11 @@ where
         self.pending = Some(Err(error.widen()));
     }
 
-    fn deliver(&mut self) {
+    fn deliver(&mut self, chain: Option<&Arc<WakeChain>>) -> Option<Arc<dyn Sleeper>> {
         self.delivered = true;
         let result = self.pending.take().unwrap_or(Err(Error::Indeterminate));
-        self.slot.finish(result);
+        let sleeping = self.slot.publish(result, chain);
+        sleeping.then(|| self.slot.clone() as Arc<dyn Sleeper>)
     }
 }
 
@@ -1430,6 +1523,12 @@ struct Worker<C: Transact> {
     /// About the shortest time an acquire took: an acquire well over it waited for
     /// another holder.
     fast_acquire: Duration,
+    /// The wake chain a batch started for its answers, if it is big enough to share the
+    /// wake-ups, and the callers answered since the last wake-up that sleep.
+    chain: Option<Arc<WakeChain>>,
+    sleepers: Vec<Arc<dyn Sleeper>>,
+    /// The last chain handed to callers, until the worker makes sure it is done.
+    woken: Option<Arc<WakeChain>>,
 }
 
 impl<C: Transact> Worker<C> {
@@ -1461,6 +1560,7 @@ impl<C: Transact> Worker<C> {
             self.run_jobs(&mut batch);
             self.release_lock();
         }
+        self.wake_answered();
     }
 
     /// Before taking the lock again right after releasing it: once a turn has lasted a
@@ -1534,6 +1634,7 @@ impl<C: Transact> Worker<C> {
             }
             batch.extend(jobs);
         }
+        self.wake_answered();
         if self.broken {
             self.reconnect();
         }
@@ -1586,6 +1687,7 @@ impl<C: Transact> Worker<C> {
                             self.deliver(&mut *job);
                         }
                     }
+                    self.wake_answered();
                     return false;
                 }
             }
@@ -1624,11 +1726,21 @@ impl<C: Transact> Worker<C> {
     /// The next job: spin briefly (adaptively) before parking, since a parked worker
     /// costs tens of microseconds to wake. `None` once the queue is closed and drained.
     fn next_job(&mut self) -> Option<Box<dyn Job<C>>> {
-        match self.receiver.try_recv() {
-            Ok(job) => return Some(job),
-            Err(TryRecvError::Disconnected) => return None,
-            Err(TryRecvError::Empty) => {}
+        loop {
+            match self.receiver.try_recv() {
+                Ok(job) => return Some(job),
+                Err(TryRecvError::Disconnected) => return None,
+                Err(TryRecvError::Empty) => {}
+            }
+            // Nothing to run: wake the last commit's callers one by one rather than spin,
+            // until one of them (or anyone) submits again. On few cores a spinning worker
+            // only takes a core from the callers it is waiting for.
+            match &self.woken {
+                Some(chain) if chain.wake(1) => {}
+                _ => break,
+            }
         }
+        self.woken = None;
         let start = Instant::now();
         loop {
             for _ in 0..64 {
@@ -1647,6 +1759,8 @@ impl<C: Transact> Worker<C> {
             }
         }
         self.spin = (self.spin / 2).max(MIN_SPIN);
+        // About to sleep: nobody may be left asleep behind a slow caller's wake-ups.
+        self.wake_answered();
         loop {
             if !self.shared.closing_on_worker.load(Ordering::Acquire) {
                 return self.receiver.recv().ok();
@@ -1676,11 +1790,39 @@ impl<C: Transact> Worker<C> {
         claimed
     }
 
-    /// Answers a job. It leaves the count of jobs in flight first, so that its caller,
-    /// once woken, finds the queue idle if nothing else is queued.
-    fn deliver(&self, job: &mut dyn Job<C>) {
+    /// Answers a job; its caller is woken at the next [`wake_answered`](Self::wake_answered).
+    /// It leaves the count of jobs in flight first, so that its caller, once woken, finds
+    /// the queue idle if nothing else is queued.
+    fn deliver(&mut self, job: &mut dyn Job<C>) {
         self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
-        job.deliver();
+        if let Some(sleeper) = job.deliver(self.chain.as_ref()) {
+            self.sleepers.push(sleeper);
+        }
+    }
+
+    /// Wakes the callers answered since the last call (see [`WakeChain`]): a few itself,
+    /// the rest through each other if a batch started a chain for them. First it wakes
+    /// whoever the previous chain left asleep, should a woken caller have been slow to
+    /// pass the wake-ups on.
+    fn wake_answered(&mut self) {
+        if let Some(previous) = self.woken.take() {
+            previous.wake(usize::MAX);
+        }
+        let sleepers = std::mem::take(&mut self.sleepers);
+        match self.chain.take() {
+            Some(chain) if sleepers.len() > WAKE_FANOUT => {
+                if chain.sleepers.set(sleepers).is_ok() {
+                    chain.wake(WAKE_FANOUT);
+                    self.woken = Some(chain);
+                }
+            }
+            // Too few to share the work.
+            _ => {
+                for sleeper in sleepers {
+                    sleeper.wake_up();
+                }
+            }
+        }
     }
 
     fn reconnect(&mut self) {
@@ -1710,6 +1852,7 @@ impl<C: Transact> Worker<C> {
         if self.claim(job) {
             self.transact_alone(job);
             self.deliver(&mut *job);
+            self.wake_answered();
         }
     }
 
@@ -1779,12 +1922,17 @@ impl<C: Transact> Worker<C> {
                 self.transact_alone(&mut *job);
             }
             self.deliver(&mut *job);
+            self.wake_answered();
         }
     }
 
     /// Group commit: the batch in one transaction, a savepoint per op, under the lease's
     /// fence if there is one. Jobs the lease's hold left unstarted stay in `batch`.
     fn run_batch(&mut self, batch: &mut Vec<Box<dyn Job<C>>>) {
+        if batch.len() > WAKE_FANOUT {
+            // Answers given before the next wake-up can share the wake-ups.
+            self.chain = Some(Arc::new(WakeChain::new()));
+        }
         self.batch_seq += 1;
         let seq = self.batch_seq;
         let marker = self.marker.clone();
@@ -1917,6 +2065,7 @@ impl<C: Transact> Worker<C> {
                 }
             }
         }
+        self.wake_answered();
         // Jobs the hold left unstarted (or a lost lease) wait for the next lease.
         for mut job in rest {
             if self.may_start() {

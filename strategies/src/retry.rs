@@ -6,8 +6,9 @@
 //! backoff … a pinch of randomness … limited the maximum timeout to two seconds after lots
 //! of performance experiments"), with what the seed learned the hard way built in:
 //!
-//! - each caller gets its own connection (from a small pool of idle ones); a connection
-//!   whose error says it is broken ([`Connect::is_broken`](crate::Connect::is_broken): I/O, corruption, misuse) is
+//! - each caller gets its own connection (from a small pool of idle ones), and keeps it
+//!   through its retries; a connection whose error says it is broken
+//!   ([`Connect::is_broken`](crate::Connect::is_broken): I/O, corruption, misuse) is
 //!   closed and a new one opened next time, while an op's own error (a constraint
 //!   violation) is no reason to;
 //! - only busy is retried ([`TransactError::Busy`], or an op error for which
@@ -20,12 +21,17 @@
 //! # Backoff
 //! After the `n`-th failed attempt the strategy sleeps `U(0, min(cap, base·2ⁿ⁻¹))` ("full
 //! jitter"), never past the deadline. Defaults: `base` [`DEFAULT_BASE`] (1 ms), `cap`
-//! [`DEFAULT_CAP`] (100 ms). The seed settled on a 2 s cap after experiments in a
-//! three-process web application; with full jitter the expected sleep is half the
-//! ceiling, and a shorter cap keeps the tail latency of a busy database bounded. Raise it
-//! with [`Retry::cap`] if many processes fight over one file. backon's `with_jitter` adds
-//! its jitter *after* the cap (a 2 s cap can sleep 4 s) and budgets sleeps only, so the
-//! policy is written out here instead.
+//! [`DEFAULT_CAP`] (10 ms). The seed settled on a 2 s cap after experiments in a
+//! three-process web application. Nothing tells a sleeping loser that the write lock is
+//! free, so it finds out only by trying, and the winner, starting its next transaction at
+//! once, usually takes the lock again first: a loser's wait is a lottery, and its tail
+//! grows with the time between tries. With full jitter the expected sleep is half the
+//! ceiling; a 10 ms cap keeps the tail short while the tries of 64 sleeping writers still
+//! cost the holder little CPU (measured in the book's benchmarks chapter: shorter caps
+//! spend more on waking losers than they save). Raise it with [`Retry::cap`] if many
+//! processes fight over one file. backon's `with_jitter` adds its jitter *after* the cap
+//! (a 2 s cap can sleep 4 s) and budgets sleeps only, so the policy is written out here
+//! instead.
 //!
 //! # SQLite
 //! [`Retry::sqlite`] turns SQLite's `busy_timeout` off: a busy handler would wait inside
@@ -64,11 +70,12 @@ use turnstile_core::{
 /// The default first backoff ceiling: 1 ms.
 pub const DEFAULT_BASE: Duration = Duration::from_millis(1);
 
-/// The default largest backoff ceiling: 100 ms.
-pub const DEFAULT_CAP: Duration = Duration::from_millis(100);
+/// The default largest backoff ceiling: 10 ms.
+pub const DEFAULT_CAP: Duration = Duration::from_millis(10);
 
-/// The default most runs of one op: 1000.
-pub const DEFAULT_MAX_ATTEMPTS: u32 = 1000;
+/// The default most runs of one op: 10,000 (with the default cap, the time budget
+/// [`DEFAULT_MAX_ELAPSED`] ends a call first).
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 10_000;
 
 /// The default longest time one call may take, ops and sleeps included: 30 s.
 pub const DEFAULT_MAX_ELAPSED: Duration = Duration::from_secs(30);
@@ -242,29 +249,29 @@ impl<C: Transact> Retry<C> {
         }
     }
 
+    /// One run of the op on `resource`. The resource comes back with the outcome unless it
+    /// went bad: a busy attempt keeps it for the next one, so that a caller sleeping
+    /// between attempts does not close and reopen a connection each time (with many
+    /// callers and few idle connections kept, that was most of a failed attempt's cost).
     fn attempt<T, E, F>(
         &self,
+        mut resource: C::Resource,
         keys: &[Key],
         attempt: u32,
         deadline: Option<Instant>,
         op: &mut F,
-    ) -> Attempt<T, E>
+    ) -> (Attempt<T, E>, Option<C::Resource>)
     where
         F: FnMut(&mut Ctx<'_, C::Resource>) -> Result<T, E>,
         E: Send + Sync + 'static,
     {
-        let mut resource = match self.checkout() {
-            Ok(r) => r,
-            Err(e) => return Attempt::Done(Err(e.widen())),
-        };
         match self.connect.begin(&mut resource, &[]) {
             Ok(()) => {}
             Err(TransactError::Busy(_)) => {
-                self.checkin(resource);
-                return Attempt::Busy(RetryReason::Begin);
+                return (Attempt::Busy(RetryReason::Begin), Some(resource));
             }
             // A BEGIN that fails for another reason leaves the connection suspect.
-            Err(e) => return Attempt::Done(Err(e.into_error())),
+            Err(e) => return (Attempt::Done(Err(e.into_error())), None),
         }
         let result = catch_unwind(AssertUnwindSafe(|| {
             let mut ctx = Ctx::new(&mut resource, keys)
@@ -275,40 +282,38 @@ impl<C: Transact> Retry<C> {
         match result {
             Ok(Ok(value)) => {
                 if !self.connect.in_transaction(&resource) {
-                    self.checkin(resource);
-                    return Attempt::Done(Err(Error::TransactionEnded));
+                    return (Attempt::Done(Err(Error::TransactionEnded)), Some(resource));
                 }
                 match self.connect.commit(&mut resource) {
-                    Ok(()) => {
-                        self.checkin(resource);
-                        Attempt::Done(Ok(value))
-                    }
+                    Ok(()) => (Attempt::Done(Ok(value)), Some(resource)),
                     // Commit rolled the busy transaction back already.
                     Err(TransactError::Busy(_)) => {
-                        self.checkin(resource);
-                        Attempt::Busy(RetryReason::Commit)
+                        (Attempt::Busy(RetryReason::Commit), Some(resource))
                     }
-                    Err(e) => Attempt::Done(Err(e.into_error())),
+                    Err(e) => (Attempt::Done(Err(e.into_error())), None),
                 }
             }
             Ok(Err(e)) => {
                 let broken = self.connect.is_broken(&mut resource, &e);
                 let rolled_back = self.connect.rollback(&mut resource).is_ok();
                 let busy = !broken && self.connect.is_busy(&e);
-                if rolled_back && !broken {
-                    self.checkin(resource);
-                }
+                let kept = (rolled_back && !broken).then_some(resource);
                 if busy && rolled_back {
-                    Attempt::Busy(RetryReason::Op)
+                    (Attempt::Busy(RetryReason::Op), kept)
                 } else {
-                    Attempt::Done(Err(Error::Op(e)))
+                    (Attempt::Done(Err(Error::Op(e))), kept)
                 }
             }
             Err(payload) => {
-                if self.connect.rollback(&mut resource).is_ok() {
-                    self.checkin(resource);
-                }
-                Attempt::Done(Err(Error::Panicked(panic_message(&*payload))))
+                let kept = self
+                    .connect
+                    .rollback(&mut resource)
+                    .is_ok()
+                    .then_some(resource);
+                (
+                    Attempt::Done(Err(Error::Panicked(panic_message(&*payload)))),
+                    kept,
+                )
             }
         }
     }
@@ -350,15 +355,34 @@ impl<C: Transact> Serializer for Retry<C> {
         let start = Instant::now();
         let deadline = wait.deadline(self.max_elapsed).map_err(Error::widen)?;
         let mut attempt = 0u32;
+        // Kept across the attempts of this call, and back to the idle ones at its end.
+        let mut held: Option<C::Resource> = None;
         loop {
             attempt += 1;
-            let reason = match self.attempt(&keys, attempt, deadline, &mut op) {
-                Attempt::Done(result) => return result,
+            let resource = match held.take() {
+                Some(r) => r,
+                None => match self.checkout() {
+                    Ok(r) => r,
+                    Err(e) => return Err(e.widen()),
+                },
+            };
+            let (outcome, kept) = self.attempt(resource, &keys, attempt, deadline, &mut op);
+            let reason = match outcome {
+                Attempt::Done(result) => {
+                    if let Some(resource) = kept {
+                        self.checkin(resource);
+                    }
+                    return result;
+                }
                 Attempt::Busy(reason) => reason,
             };
+            held = kept;
             let now = Instant::now();
             let out_of_time = deadline.is_some_and(|at| now >= at);
             if attempt >= self.max_attempts || out_of_time {
+                if let Some(resource) = held.take() {
+                    self.checkin(resource);
+                }
                 return Err(Error::Contended {
                     attempts: attempt,
                     elapsed: now - start,

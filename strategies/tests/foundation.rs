@@ -292,3 +292,39 @@ fn bad_keys_are_refused_with_typed_errors() {
     let e: Error<std::io::Error> = Key::new("").unwrap_err().into();
     assert!(matches!(e, Error::InvalidKey(KeyError::Empty)));
 }
+
+#[test]
+fn callers_waiting_for_a_pooled_connection_get_one_when_it_is_returned() {
+    const CALLERS: usize = 8;
+    let dir = tempfile::tempdir().unwrap();
+    // Keys of their own, so the lock lets them all through and they meet at the pool of
+    // one connection; no deadline, so a return that woke nobody would hang them.
+    let strategy = Arc::new(
+        Locked::new(MutexLock::new(), db(&dir))
+            .key_scope(KeyScope::PerKey)
+            .tx_mode(TxMode::Autocommit)
+            .pool_size(1)
+            .unwrap(),
+    );
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    for c in 0..CALLERS {
+        let (strategy, done_tx) = (strategy.clone(), done_tx.clone());
+        std::thread::spawn(move || {
+            let key = Key::new(format!("caller-{c}")).unwrap();
+            for _ in 0..50 {
+                strategy
+                    .run_with(std::slice::from_ref(&key), turnstile::Wait::Forever, |db| {
+                        std::thread::sleep(Duration::from_micros(50));
+                        db.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+                    })
+                    .unwrap();
+            }
+            done_tx.send(()).unwrap();
+        });
+    }
+    for _ in 0..CALLERS {
+        done_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("a caller waiting for the pool was never woken");
+    }
+}

@@ -928,3 +928,111 @@ fn queues_and_tickets_cross_threads() {
     send::<Ticket<String, Io>>();
     send_sync::<Error<rusqlite::Error>>();
 }
+
+/// Callers sleeping in `run` behind a blocked worker, `n` of them, each inserting its
+/// number and checking, once answered, that another connection sees it (Ok(true)).
+/// Returns once they are all queued.
+fn sleeping_callers(
+    queue: &Arc<Queue<Sqlite>>,
+    path: &std::path::Path,
+    n: i64,
+) -> Vec<std::thread::JoinHandle<Result<bool, Error<rusqlite::Error>>>> {
+    let queued_before = queue.len();
+    let callers = (0..n)
+        .map(|v| {
+            let (queue, path) = (queue.clone(), path.to_owned());
+            std::thread::spawn(move || {
+                // No deadline: a wake-up lost would leave it asleep for good.
+                queue.run_with(&[whole()], Wait::Forever, move |db| {
+                    db.execute("INSERT INTO t VALUES (?1)", [v])
+                })?;
+                let reader = rusqlite::Connection::open(&path).unwrap();
+                let seen: i64 = reader
+                    .query_row("SELECT count(*) FROM t WHERE v = ?1", [v], |r| r.get(0))
+                    .unwrap();
+                Ok(seen == 1)
+            })
+        })
+        .collect();
+    let all_queued = {
+        let queue = queue.clone();
+        move || {
+            while queue.len() < queued_before + n as usize {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    };
+    within(HANG, all_queued);
+    callers
+}
+
+#[test]
+fn group_commit_wakes_every_sleeping_caller_of_a_batch_after_its_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q.db");
+    let queue = Arc::new(Queue::new(db(&dir)).unwrap());
+    create_table(&queue, "CREATE TABLE t (v INTEGER)");
+    let (busy, release) = block_worker(&queue);
+    // A future among the sleepers: the worker wakes it itself.
+    let future = queue
+        .submit(&whole(), |db| db.execute("INSERT INTO t VALUES (-1)", []))
+        .unwrap();
+    let callers = sleeping_callers(&queue, &path, 40);
+    release.send(()).unwrap();
+    busy.wait().unwrap();
+    let answers = within(HANG, move || {
+        callers
+            .into_iter()
+            .map(|c| c.join().unwrap())
+            .collect::<Vec<_>>()
+    });
+    for answer in answers {
+        assert!(answer.unwrap(), "a caller was answered before its commit");
+    }
+    assert_eq!(block_on(future).unwrap(), 1);
+    assert_eq!(values(&path).len(), 41);
+    assert_eq!(batch_markers(&path), 1);
+}
+
+#[test]
+fn a_caller_that_stopped_waiting_does_not_leave_its_batch_mates_asleep() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q.db");
+    let queue = Arc::new(Queue::new(db(&dir)).unwrap());
+    create_table(&queue, "CREATE TABLE t (v INTEGER)");
+    let (busy, release) = block_worker(&queue);
+    // One batch: an op whose caller gives up once it has run, one that holds the batch
+    // open until told, then callers asleep in `run`.
+    let impatient = queue
+        .submit(&whole(), |db| db.execute("INSERT INTO t VALUES (-1)", []))
+        .unwrap();
+    let (held_tx, held_rx) = mpsc::channel();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let holding = queue
+        .submit(&whole(), move |db| {
+            held_tx.send(()).unwrap();
+            let _ = go_rx.recv();
+            db.execute("INSERT INTO t VALUES (-2)", [])
+        })
+        .unwrap();
+    let callers = sleeping_callers(&queue, &path, 20);
+    release.send(()).unwrap();
+    busy.wait().unwrap();
+    held_rx.recv_timeout(HANG).unwrap();
+    // The impatient op ran, but its batch has not committed: its caller cannot know.
+    let gave_up = impatient.wait_timeout(Duration::from_millis(10));
+    assert!(matches!(gave_up, Err(Error::Indeterminate)), "{gave_up:?}");
+    go_tx.send(()).unwrap();
+    let answers = within(HANG, move || {
+        callers
+            .into_iter()
+            .map(|c| c.join().unwrap())
+            .collect::<Vec<_>>()
+    });
+    for answer in answers {
+        assert!(answer.unwrap(), "a caller was answered before its commit");
+    }
+    assert_eq!(holding.wait().unwrap(), 1);
+    // The op whose caller gave up committed with its batch.
+    assert_eq!(values(&path).len(), 22);
+}

@@ -342,3 +342,51 @@ fn a_busy_commit_is_rolled_back_and_retried() {
     assert!(runs.load(Ordering::SeqCst) >= 2, "the whole op ran again");
     assert_eq!(counter(&path), 1, "exactly one increment committed");
 }
+
+#[test]
+fn a_caller_keeps_its_connection_through_its_retries() {
+    // As above, a reader's SHARED lock under the rollback journal makes COMMIT busy, so
+    // the op runs again; no idle connection is kept, so one given back between the runs
+    // would be closed and the next run would get a new one.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("journal.db");
+    Connection::open(&path)
+        .unwrap()
+        .execute_batch("CREATE TABLE counter (v INTEGER NOT NULL); INSERT INTO counter VALUES (0);")
+        .unwrap();
+    let reader = Connection::open(&path).unwrap();
+    reader.execute_batch("BEGIN").unwrap();
+    let _: i64 = reader
+        .query_row("SELECT v FROM counter", [], |r| r.get(0))
+        .unwrap();
+    let (events_tx, events) = mpsc::channel::<RetryEvent>();
+    let strategy = Retry::sqlite(db_at(&path).wal(false))
+        .idle_connections(0)
+        .on_retry(move |event| {
+            let _ = events_tx.send(*event);
+        });
+    let runner = std::thread::spawn(move || {
+        strategy.run(&Key::whole(), move |db| {
+            // `cache_size` belongs to the connection and survives a rollback: each run
+            // reads what the run before it set, and leaves its own attempt number.
+            let seen: i64 = db.query_row("PRAGMA cache_size", [], |r| r.get(0))?;
+            db.execute_batch(&format!(
+                "PRAGMA cache_size = {}",
+                -1000 - i64::from(db.attempt())
+            ))?;
+            increment(db)?;
+            Ok::<_, rusqlite::Error>((db.attempt(), seen))
+        })
+    });
+    let first = events.recv_timeout(PATIENCE).expect("no retry reported");
+    assert_eq!(first.reason, RetryReason::Commit);
+    reader.execute_batch("COMMIT").unwrap();
+    let (attempt, seen) = runner.join().unwrap().unwrap();
+    assert!(attempt >= 2, "the op ran on attempt {attempt}");
+    assert_eq!(
+        seen,
+        -1000 - i64::from(attempt - 1),
+        "a retry ran on another connection"
+    );
+    assert_eq!(counter(&path), 1);
+}

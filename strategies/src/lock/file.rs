@@ -478,6 +478,7 @@ impl Lock for FileLock {
         Ok(FileLease {
             inner: self.inner.clone(),
             stripe,
+            unlocked: false,
             _local: local,
         })
     }
@@ -488,6 +489,9 @@ impl Lock for FileLock {
 pub struct FileLease {
     inner: Arc<Inner>,
     stripe: usize,
+    /// `release` unlocked the file already: `Drop` need not (a system call inside the
+    /// in-process lock, on every op).
+    unlocked: bool,
     // Dropped after `Drop::drop` has unlocked the file, so no other thread of this process
     // can reach the file lock while it is still ours.
     _local: MutexLease,
@@ -520,19 +524,29 @@ impl Lease for FileLease {
     where
         Self: Sized,
     {
-        let result = self.unlock();
-        let path = self
-            .inner
-            .dir
-            .join(FileLock::stripe_file_name(self.stripe as u32));
-        // Drop unlocks again (a no-op) and frees the in-process lock.
-        drop(self);
-        result.map_err(|source| Error::Unavailable(Box::new(FileLockError::Io { path, source })))
+        let mut this = self;
+        let result = this.unlock();
+        // A failed unlock is tried again by drop; the lock is freed at the latest when the
+        // file closes with the FileLock.
+        this.unlocked = result.is_ok();
+        let result = result.map_err(|source| {
+            let path = this
+                .inner
+                .dir
+                .join(FileLock::stripe_file_name(this.stripe as u32));
+            Error::Unavailable(Box::new(FileLockError::Io { path, source }))
+        });
+        // Drop frees the in-process lock.
+        drop(this);
+        result
     }
 }
 
 impl Drop for FileLease {
     fn drop(&mut self) {
+        if self.unlocked {
+            return;
+        }
         // Unlocking a held flock can't fail on a valid descriptor; if it somehow did, the
         // lock is freed when the file closes with the FileLock.
         let _ = self.unlock();

@@ -52,7 +52,19 @@ struct Entry {
 struct Waiter {
     /// Set (under the table mutex) when a release handed this waiter the lock.
     granted: std::sync::atomic::AtomicBool,
+    /// Set (under the table mutex) when a release woke this waiter and it has not looked
+    /// at the lock since: another release need not wake it again.
+    notified: std::sync::atomic::AtomicBool,
     wake: Condvar,
+}
+
+impl Waiter {
+    fn notify(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if !self.notified.swap(true, Relaxed) {
+            self.wake.notify_one();
+        }
+    }
 }
 
 impl MutexLock {
@@ -90,17 +102,23 @@ impl Table {
         use std::sync::atomic::Ordering::Relaxed;
         let start = Instant::now();
         let mut entries = self.lock();
-        let entry = entries.entry(name.into()).or_insert_with(|| Entry {
-            held: false,
-            waiters: VecDeque::new(),
-            fair_at: start + fair_jitter(),
-        });
+        // Looked up before inserting, so that a name already held or waited for costs no
+        // allocation.
+        let entry = match entries.get_mut(name) {
+            Some(entry) => entry,
+            None => entries.entry(name.into()).or_insert_with(|| Entry {
+                held: false,
+                waiters: VecDeque::new(),
+                fair_at: start + fair_jitter(),
+            }),
+        };
         if !entry.held {
             entry.held = true;
             return Ok(());
         }
         let me = Arc::new(Waiter {
             granted: false.into(),
+            notified: false.into(),
             wake: Condvar::new(),
         });
         entry.waiters.push_back(me.clone());
@@ -121,6 +139,7 @@ impl Table {
             if me.granted.load(Relaxed) {
                 return Ok(());
             }
+            me.notified.store(false, Relaxed);
             let Some(entry) = entries.get_mut(name) else {
                 unreachable!("an entry with waiters is never removed")
             };
@@ -142,7 +161,7 @@ impl Table {
         if !entry.held {
             if let Some(next) = entry.waiters.front() {
                 // We may have swallowed the wake-up meant for the new front waiter.
-                next.wake.notify_one();
+                next.notify();
             } else {
                 entries.remove(name);
             }
@@ -171,7 +190,9 @@ impl Table {
         } else {
             entry.held = false;
         }
-        next.wake.notify_one();
+        // A front waiter woken by an earlier release and not yet running needs no second
+        // wake-up: it will find the lock free (or granted) when it runs.
+        next.notify();
     }
 }
 
