@@ -30,8 +30,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Ok(
             Retry::sqlite(Sqlite::new(&path).synchronous(Synchronous::Normal))
                 .base(Duration::from_millis(1))? // first backoff ceiling
-                .cap(Duration::from_millis(10))? // largest backoff ceiling
-                .max_attempts(10_000)? // runs of one op before Error::Contended
+                .cap(Duration::from_millis(100))? // largest backoff ceiling
+                .aging(Some(Duration::from_millis(30)))? // then the ceiling shrinks
+                .max_attempts(100_000)? // runs of one op before Error::Contended
                 .max_elapsed(Some(Duration::from_secs(30)))? // time budget, ops included
                 .idle_connections(8) // idle connections kept between calls
                 .on_retry(move |event| {

@@ -19,19 +19,24 @@
 //!   [`Error::Contended`].
 //!
 //! # Backoff
-//! After the `n`-th failed attempt the strategy sleeps `U(0, min(cap, base·2ⁿ⁻¹))` ("full
-//! jitter"), never past the deadline. Defaults: `base` [`DEFAULT_BASE`] (1 ms), `cap`
-//! [`DEFAULT_CAP`] (10 ms). The seed settled on a 2 s cap after experiments in a
-//! three-process web application. Nothing tells a sleeping loser that the write lock is
-//! free, so it finds out only by trying, and the winner, starting its next transaction at
-//! once, usually takes the lock again first: a loser's wait is a lottery, and its tail
-//! grows with the time between tries. With full jitter the expected sleep is half the
-//! ceiling; a 10 ms cap keeps the tail short while the tries of 64 sleeping writers still
-//! cost the holder little CPU (measured in the book's benchmarks chapter: shorter caps
-//! spend more on waking losers than they save). Raise it with [`Retry::cap`] if many
-//! processes fight over one file. backon's `with_jitter` adds its jitter *after* the cap
-//! (a 2 s cap can sleep 4 s) and budgets sleeps only, so the policy is written out here
-//! instead.
+//! After the `n`-th failed attempt the strategy sleeps `U(0, c)` ("full jitter"), never
+//! past the deadline, where the ceiling `c` is `min(cap, base·2ⁿ⁻¹)` and, once the call
+//! has waited `w` longer than `aging`, also at most `cap · aging / w` (but not below
+//! `base`). Defaults: `base` [`DEFAULT_BASE`] (1 ms), `cap` [`DEFAULT_CAP`] (100 ms),
+//! `aging` [`DEFAULT_AGING`] (30 ms). The seed settled on a 2 s cap after experiments in
+//! a three-process web application; with full jitter the expected sleep is half the
+//! ceiling, and a shorter cap keeps the tail latency of a busy database bounded.
+//!
+//! Nothing tells a sleeping loser that the write lock is free: it finds out only by
+//! trying, and the winner, starting its next transaction at once, usually takes the lock
+//! again first. A loser's wait is a lottery whose tail grows with the time between its
+//! tries. Trying more often costs CPU instead (every try wakes a thread, which on few
+//! cores slows the winner), so a shorter cap for everyone trades throughput for the tail.
+//! Aging spends the tries where they bound the tail: the few callers that have lost for
+//! long try often, the many that have not back off as usual. Raise the cap with
+//! [`Retry::cap`] if many processes fight over one file. backon's `with_jitter` adds its
+//! jitter *after* the cap (a 2 s cap can sleep 4 s) and budgets sleeps only, so the
+//! policy is written out here instead.
 //!
 //! # SQLite
 //! [`Retry::sqlite`] turns SQLite's `busy_timeout` off: a busy handler would wait inside
@@ -70,12 +75,16 @@ use turnstile_core::{
 /// The default first backoff ceiling: 1 ms.
 pub const DEFAULT_BASE: Duration = Duration::from_millis(1);
 
-/// The default largest backoff ceiling: 10 ms.
-pub const DEFAULT_CAP: Duration = Duration::from_millis(10);
+/// The default largest backoff ceiling: 100 ms.
+pub const DEFAULT_CAP: Duration = Duration::from_millis(100);
 
-/// The default most runs of one op: 10,000 (with the default cap, the time budget
+/// The default time a call waits before its backoff ceiling starts to shrink: 30 ms
+/// (see [`Retry::aging`]).
+pub const DEFAULT_AGING: Duration = Duration::from_millis(30);
+
+/// The default most runs of one op: 100,000 (with the other defaults, the time budget
 /// [`DEFAULT_MAX_ELAPSED`] ends a call first).
-pub const DEFAULT_MAX_ATTEMPTS: u32 = 10_000;
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 100_000;
 
 /// The default longest time one call may take, ops and sleeps included: 30 s.
 pub const DEFAULT_MAX_ELAPSED: Duration = Duration::from_secs(30);
@@ -121,6 +130,7 @@ pub struct Retry<C: Transact> {
     cap: Duration,
     max_attempts: u32,
     max_elapsed: Option<Duration>,
+    aging: Option<Duration>,
     on_retry: Option<RetryHook>,
 }
 
@@ -145,6 +155,7 @@ impl<C: Transact> Retry<C> {
             cap: DEFAULT_CAP,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             max_elapsed: Some(DEFAULT_MAX_ELAPSED),
+            aging: Some(DEFAULT_AGING),
             on_retry: None,
         }
     }
@@ -166,6 +177,24 @@ impl<C: Transact> Retry<C> {
     /// [`Error::Config`] for zero or over [`MAX_TIMEOUT`].
     pub fn cap(mut self, cap: Duration) -> Result<Self, StrategyError> {
         self.cap = positive("cap", cap)?;
+        Ok(self)
+    }
+
+    /// Sets how long a call waits before its backoff ceiling starts to shrink: after
+    /// waiting `w` longer than `aging`, a call's ceiling is at most `cap · aging / w` (and
+    /// at least `base`), so the longer it has waited the more often it tries. `None` keeps
+    /// the plain exponential ceiling. Default: [`DEFAULT_AGING`].
+    ///
+    /// Nothing tells a sleeping loser that the write lock is free; it finds out only by
+    /// trying, and the winner, starting its next transaction at once, usually takes the
+    /// lock first. The few callers that have lost for long try often, which bounds the
+    /// tail; the many that have not back off as usual, which keeps the tries from taking
+    /// the winner's CPU.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for zero or over [`MAX_TIMEOUT`].
+    pub fn aging(mut self, aging: Option<Duration>) -> Result<Self, StrategyError> {
+        self.aging = aging.map(|d| positive("aging", d)).transpose()?;
         Ok(self)
     }
 
@@ -223,11 +252,29 @@ impl<C: Transact> Retry<C> {
     /// A full-jitter delay after the `attempt`-th failed attempt: uniform in
     /// `0..=`[`ceiling(attempt)`](Retry::ceiling).
     pub fn delay(&self, attempt: u32) -> Duration {
-        let ceiling = self.ceiling(attempt).as_nanos();
-        // The ceiling is at most MAX_TIMEOUT, far below u64::MAX nanoseconds.
-        Duration::from_nanos(fastrand::u64(
-            0..=u64::try_from(ceiling).unwrap_or(u64::MAX),
-        ))
+        jitter(self.ceiling(attempt))
+    }
+
+    /// The ceiling after the `attempt`-th failed attempt of a call that has waited
+    /// `waited`: [`ceiling(attempt)`](Retry::ceiling), shrunk by [`aging`](Retry::aging)
+    /// once the call has waited longer than that.
+    pub fn aged_ceiling(&self, attempt: u32, waited: Duration) -> Duration {
+        let ceiling = self.ceiling(attempt);
+        match self.aging {
+            Some(aging) if waited > aging => {
+                // cap · aging / waited, in nanoseconds: both at most MAX_TIMEOUT.
+                let aged = self.cap.as_nanos() * aging.as_nanos() / waited.as_nanos();
+                let aged = Duration::from_nanos(u64::try_from(aged).unwrap_or(u64::MAX));
+                ceiling.min(aged).max(self.base.min(ceiling))
+            }
+            _ => ceiling,
+        }
+    }
+
+    /// A full-jitter delay after the `attempt`-th failed attempt of a call that has
+    /// waited `waited`: uniform in `0..=`[`aged_ceiling`](Retry::aged_ceiling).
+    pub fn aged_delay(&self, attempt: u32, waited: Duration) -> Duration {
+        jitter(self.aged_ceiling(attempt, waited))
     }
 
     fn idle(&self) -> MutexGuard<'_, Vec<C::Resource>> {
@@ -324,6 +371,14 @@ enum Attempt<T, E> {
     Busy(RetryReason),
 }
 
+/// Uniform in `0..=ceiling`.
+fn jitter(ceiling: Duration) -> Duration {
+    // A ceiling is at most MAX_TIMEOUT, far below u64::MAX nanoseconds.
+    Duration::from_nanos(fastrand::u64(
+        0..=u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX),
+    ))
+}
+
 fn positive(what: &str, d: Duration) -> Result<Duration, StrategyError> {
     if d.is_zero() {
         return Err(Error::Config(format!(
@@ -388,7 +443,7 @@ impl<C: Transact> Serializer for Retry<C> {
                     elapsed: now - start,
                 });
             }
-            let mut delay = self.delay(attempt);
+            let mut delay = self.aged_delay(attempt, now - start);
             if let Some(at) = deadline {
                 // The last attempt runs at the deadline rather than sleeping past it.
                 delay = delay.min(at - now);
@@ -414,6 +469,7 @@ impl<C: Transact> fmt::Debug for Retry<C> {
             .field("cap", &self.cap)
             .field("max_attempts", &self.max_attempts)
             .field("max_elapsed", &self.max_elapsed)
+            .field("aging", &self.aging)
             .field("idle_connections", &self.max_idle)
             .finish_non_exhaustive()
     }
@@ -450,6 +506,26 @@ mod tests {
     }
 
     #[test]
+    fn a_call_that_waited_long_gets_a_shrinking_ceiling() {
+        let r = strategy();
+        let ms = |d: Duration| d.as_millis();
+        // Until it has waited `aging`, the plain exponential ceiling.
+        assert_eq!(ms(r.aged_ceiling(20, Duration::from_millis(30))), 100);
+        assert_eq!(ms(r.aged_ceiling(2, Duration::from_millis(300))), 2);
+        // Then cap · aging / waited, down to `base`.
+        assert_eq!(ms(r.aged_ceiling(20, Duration::from_millis(60))), 50);
+        assert_eq!(ms(r.aged_ceiling(20, Duration::from_millis(300))), 10);
+        assert_eq!(ms(r.aged_ceiling(20, Duration::from_secs(10))), 1);
+        let delays: Vec<Duration> = (0..2000)
+            .map(|_| r.aged_delay(20, Duration::from_millis(300)))
+            .collect();
+        assert!(delays.iter().all(|d| *d <= Duration::from_millis(10)));
+        // Turned off, the ceiling does not age.
+        let plain = strategy().aging(None).unwrap();
+        assert_eq!(ms(plain.aged_ceiling(20, Duration::from_secs(10))), 100);
+    }
+
+    #[test]
     fn absurd_settings_are_refused() {
         assert!(matches!(
             strategy().base(Duration::ZERO),
@@ -460,6 +536,10 @@ mod tests {
             Err(Error::Config(_))
         ));
         assert!(matches!(strategy().max_attempts(0), Err(Error::Config(_))));
+        assert!(matches!(
+            strategy().aging(Some(Duration::ZERO)),
+            Err(Error::Config(_))
+        ));
         assert!(matches!(
             strategy().max_elapsed(Some(Duration::MAX)),
             Err(Error::Config(_))
