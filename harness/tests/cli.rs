@@ -3,20 +3,10 @@
 
 use std::process::Command;
 
-const EXE: &str = env!("CARGO_BIN_EXE_turnstile");
+#[path = "support/cli.rs"]
+mod cli_support;
 
-fn check(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(EXE)
-        .arg("check")
-        .args(args)
-        .output()
-        .expect("turnstile runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use cli_support::{EXE, check};
 
 #[test]
 fn bad_usage_exits_2() {

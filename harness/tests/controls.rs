@@ -1,20 +1,13 @@
 //! Negative controls through the real CLI: the checkers must catch a missing lock, a racy
 //! lock and a lock used outside its scope, every time, and say what broke.
 
-use std::process::Command;
+#[path = "support/cli.rs"]
+mod cli_support;
 
-const EXE: &str = env!("CARGO_BIN_EXE_turnstile");
-
-/// Runs `turnstile check` with `args`; returns the exit code and stdout.
+/// Runs `turnstile check` with `args`; returns the exit code and stdout followed by stderr.
 fn check(args: &[&str]) -> (i32, String) {
-    let out = Command::new(EXE)
-        .arg("check")
-        .args(args)
-        .output()
-        .expect("turnstile runs");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    (out.status.code().unwrap_or(-1), format!("{stdout}{stderr}"))
+    let (code, stdout, stderr) = cli_support::check(args);
+    (code, format!("{stdout}{stderr}"))
 }
 
 fn assert_caught(args: &[&str], evidence: &[&str]) -> String {

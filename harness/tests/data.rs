@@ -13,20 +13,10 @@ use turnstile_harness::check::Verdict;
 use turnstile_harness::conformance::{mysql_data, mysql_url, postgres_data, postgres_url};
 use turnstile_harness::{DataSpec, RunConfig, RunReport, Workload, registry, report, run};
 
-const EXE: &str = env!("CARGO_BIN_EXE_turnstile");
+#[path = "support/cli.rs"]
+mod cli_support;
 
-fn check(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(EXE)
-        .arg("check")
-        .args(args)
-        .output()
-        .expect("turnstile runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use cli_support::{EXE, check};
 
 /// The run's table prefix, from its data description (`…, tables ts_…_*`).
 fn prefix(report: &RunReport) -> String {

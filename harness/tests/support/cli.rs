@@ -1,0 +1,22 @@
+//! The `turnstile` binary as the CLI tests run it.
+#![allow(dead_code)] // Each test binary uses its own part of this.
+
+use std::process::Command;
+
+/// The `turnstile` binary Cargo built for these tests.
+pub(crate) const EXE: &str = env!("CARGO_BIN_EXE_turnstile");
+
+/// Runs `turnstile check ARGS…`: its exit code (-1 when killed by a signal), stdout and
+/// stderr.
+pub(crate) fn check(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(EXE)
+        .arg("check")
+        .args(args)
+        .output()
+        .expect("turnstile runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
