@@ -141,7 +141,8 @@ pub struct Event {
     pub error: Option<String>,
 }
 
-/// Appends events to one process's history file, one unbuffered `write(2)` per event.
+/// Appends events to one process's history file: one unbuffered `write(2)` per
+/// [`record`](Self::record), or per op through a [`ThreadLog`].
 #[derive(Debug)]
 pub struct HistoryWriter {
     file: File,
@@ -166,6 +167,73 @@ impl HistoryWriter {
         let mut line = serde_json::to_vec(event).map_err(std::io::Error::other)?;
         line.push(b'\n');
         (&self.file).write_all(&line)
+    }
+
+    /// A per-thread log on this writer that needs one `write(2)` per op, not two.
+    pub fn thread_log(&self) -> ThreadLog<'_> {
+        ThreadLog {
+            writer: self,
+            buf: Vec::with_capacity(512),
+        }
+    }
+}
+
+/// One thread's view of a [`HistoryWriter`]: an op's completion waits in a buffer and
+/// goes out in the same `write(2)` as the thread's next invoke (or at [`ThreadLog::flush`],
+/// or when the log is dropped).
+///
+/// Every invoke is still written before its op runs, so a kill cannot hide an op that
+/// started. What a kill can cost is the completion of the op that finished just before it
+/// (the thread was between two ops): that op then reads as *unknown*, which the checkers
+/// treat as "may or may not have taken effect" — less precise, never wrong.
+#[derive(Debug)]
+pub struct ThreadLog<'a> {
+    writer: &'a HistoryWriter,
+    buf: Vec<u8>,
+}
+
+impl ThreadLog<'_> {
+    /// Writes `event` (an invoke) now, with any completion waiting before it.
+    ///
+    /// # Errors
+    /// When the write fails.
+    pub fn invoke(&mut self, event: &Event) -> std::io::Result<()> {
+        self.push(event)?;
+        self.flush()
+    }
+
+    /// Queues `event` (a completion) for the next write.
+    ///
+    /// # Errors
+    /// When the event cannot be serialized.
+    pub fn complete(&mut self, event: &Event) -> std::io::Result<()> {
+        self.push(event)
+    }
+
+    /// Writes whatever waits, in one `write_all` on the `O_APPEND` file.
+    ///
+    /// # Errors
+    /// When the write fails.
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let result = (&self.writer.file).write_all(&self.buf);
+        self.buf.clear();
+        result
+    }
+
+    fn push(&mut self, event: &Event) -> std::io::Result<()> {
+        serde_json::to_writer(&mut self.buf, event).map_err(std::io::Error::other)?;
+        self.buf.push(b'\n');
+        Ok(())
+    }
+}
+
+impl Drop for ThreadLog<'_> {
+    fn drop(&mut self) {
+        // Best effort: a completion that cannot be written reads as unknown.
+        let _ = self.flush();
     }
 }
 
@@ -378,5 +446,33 @@ mod tests {
         let h = History::load(&[&path]).unwrap();
         assert_eq!(h.ops.len(), 1);
         assert_eq!(h.malformed.len(), 1);
+    }
+
+    #[test]
+    fn a_thread_log_writes_a_completion_with_the_next_invoke_or_when_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.jsonl");
+        let w = HistoryWriter::create(&path).unwrap();
+        let lines = || std::fs::read_to_string(&path).unwrap().lines().count();
+        let mut log = w.thread_log();
+        log.invoke(&invoke(1, 10)).unwrap();
+        assert_eq!(lines(), 1, "an invoke is written before its op runs");
+        let mut done = invoke(1, 20);
+        done.phase = Phase::Ok;
+        done.input = None;
+        done.output = Some(OpOutput::Wrote { value: 1 });
+        log.complete(&done).unwrap();
+        assert_eq!(lines(), 1, "the completion waits for the next write");
+        log.invoke(&invoke(2, 30)).unwrap();
+        assert_eq!(lines(), 3);
+        let mut done = invoke(2, 40);
+        done.phase = Phase::Fail;
+        done.input = None;
+        log.complete(&done).unwrap();
+        drop(log);
+        let h = History::load(&[&path]).unwrap();
+        assert!(h.malformed.is_empty(), "{:?}", h.malformed);
+        let phases: Vec<Phase> = h.ops.iter().map(|op| op.phase).collect();
+        assert_eq!(phases, [Phase::Ok, Phase::Fail]);
     }
 }

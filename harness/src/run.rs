@@ -27,7 +27,7 @@ use turnstile::{BoxSerializer, Capabilities, Connect, Error, Key, Scope, TxMode,
 
 use crate::check::{self, CheckResult, Verdict};
 use crate::data::{self, Backend, DataSpec, Tables, WithBackend, WorkloadData};
-use crate::history::{Event, History, HistoryWriter, Phase, now_ns};
+use crate::history::{Event, History, HistoryWriter, Phase, ThreadLog, now_ns};
 use crate::nemesis::{Fault, Nemesis};
 use crate::workload::{OpEnv, Paths, Probe, Workload};
 
@@ -531,22 +531,33 @@ pub fn run_threads<R: WorkloadData>(
                 let mut rng = fastrand::Rng::with_seed(
                     spec.seed ^ (u64::from(spec.proc) << 40) ^ ((t as u64) << 20),
                 );
+                // Asked once per thread, not per op: each is a system call.
+                let who = Who {
+                    proc: spec.proc,
+                    pid: std::process::id(),
+                    thread: t as u32,
+                    tid: crate::history::os_thread_id(),
+                };
+                let mut log = writer.thread_log();
                 barrier.wait();
                 for _ in 0..share {
                     let op_id = (u64::from(spec.proc) << 32) | seq.fetch_add(1, Ordering::Relaxed);
                     if let Err(e) = one_op(
                         spec,
                         strategy,
-                        writer,
+                        &mut log,
                         env,
                         &mut rng,
                         op_id,
-                        t as u32,
+                        who,
                         transactional,
                     ) {
                         errors.lock().unwrap_or_else(|p| p.into_inner()).push(e);
                         return;
                     }
+                }
+                if let Err(e) = log.flush() {
+                    errors.lock().unwrap_or_else(|p| p.into_inner()).push(e);
                 }
             });
         }
@@ -557,15 +568,24 @@ pub fn run_threads<R: WorkloadData>(
     }
 }
 
+/// Who runs an op: the worker process and thread, by index and by OS id.
+#[derive(Clone, Copy, Debug)]
+struct Who {
+    proc: u32,
+    pid: u32,
+    thread: u32,
+    tid: u32,
+}
+
 #[allow(clippy::too_many_arguments)]
 fn one_op<R: WorkloadData>(
     spec: &WorkerSpec,
     strategy: &BoxSerializer<R>,
-    writer: &HistoryWriter,
+    log: &mut ThreadLog<'_>,
     env: &OpEnv,
     rng: &mut fastrand::Rng,
     op_id: u64,
-    thread: u32,
+    who: Who,
     transactional: bool,
 ) -> std::io::Result<()> {
     let (keys, input) = spec.workload.next_op(rng, spec.keys, op_id);
@@ -573,10 +593,10 @@ fn one_op<R: WorkloadData>(
     let mut event = Event {
         phase: Phase::Invoke,
         op: op_id,
-        proc: spec.proc,
-        pid: std::process::id(),
-        thread,
-        tid: crate::history::os_thread_id(),
+        proc: who.proc,
+        pid: who.pid,
+        thread: who.thread,
+        tid: who.tid,
         keys: key_names,
         time: now_ns(),
         input: Some(input.clone()),
@@ -586,7 +606,7 @@ fn one_op<R: WorkloadData>(
         fence: None,
         error: None,
     };
-    writer.record(&event)?;
+    log.invoke(&event)?;
     let probe = Arc::new(Probe::default());
     let result = spec.workload.execute(strategy, &keys, &input, env, &probe);
     event.time = now_ns();
@@ -609,7 +629,7 @@ fn one_op<R: WorkloadData>(
             event.error = Some(format!("{}: {e}", e.kind()));
         }
     }
-    writer.record(&event)
+    log.complete(&event)
 }
 
 /// Every strategy the harness knows: the builtin ones, the `busy-timeout` baseline and the

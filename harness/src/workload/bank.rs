@@ -107,18 +107,20 @@ impl BankData for Connection {
     }
 
     fn balance(&mut self, t: &Tables, name: &str) -> Result<i64, OpError> {
-        Ok(self.query_row(
-            &format!("SELECT balance FROM {} WHERE name = ?1", t.account),
-            [name],
-            |r| r.get(0),
-        )?)
+        Ok(self
+            .prepare_cached(&format!(
+                "SELECT balance FROM {} WHERE name = ?1",
+                t.account
+            ))?
+            .query_row([name], |r| r.get(0))?)
     }
 
     fn set_balance(&mut self, t: &Tables, name: &str, balance: i64) -> Result<(), OpError> {
-        self.execute(
-            &format!("UPDATE {} SET balance = ?1 WHERE name = ?2", t.account),
-            params![balance, name],
-        )?;
+        self.prepare_cached(&format!(
+            "UPDATE {} SET balance = ?1 WHERE name = ?2",
+            t.account
+        ))?
+        .execute(params![balance, name])?;
         Ok(())
     }
 

@@ -83,18 +83,17 @@ impl CounterData for Connection {
     }
 
     fn value(&mut self, t: &Tables, key: &str) -> Result<i64, OpError> {
-        Ok(self.query_row(
-            &format!("SELECT value FROM {} WHERE key = ?1", t.counter),
-            [key],
-            |r| r.get(0),
-        )?)
+        Ok(self
+            .prepare_cached(&format!("SELECT value FROM {} WHERE key = ?1", t.counter))?
+            .query_row([key], |r| r.get(0))?)
     }
 
     fn set_value(&mut self, t: &Tables, key: &str, value: i64) -> Result<(), OpError> {
-        self.execute(
-            &format!("UPDATE {} SET value = ?1 WHERE key = ?2", t.counter),
-            params![value, key],
-        )?;
+        self.prepare_cached(&format!(
+            "UPDATE {} SET value = ?1 WHERE key = ?2",
+            t.counter
+        ))?
+        .execute(params![value, key])?;
         Ok(())
     }
 

@@ -64,25 +64,23 @@ impl KvData for Connection {
 
     fn get(&mut self, t: &Tables, key: &str) -> Result<Option<i64>, OpError> {
         Ok(self
-            .query_row(
-                &format!("SELECT value FROM {} WHERE key = ?1", t.kv),
-                [key],
-                |r| r.get(0),
-            )
+            .prepare_cached(&format!("SELECT value FROM {} WHERE key = ?1", t.kv))?
+            .query_row([key], |r| r.get(0))
             .optional()?)
     }
 
     fn put(&mut self, t: &Tables, key: &str, value: Option<i64>) -> Result<(), OpError> {
         match value {
-            Some(value) => self.execute(
-                &format!(
+            Some(value) => self
+                .prepare_cached(&format!(
                     "INSERT INTO {} (key, value) VALUES (?1, ?2)
                      ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                     t.kv
-                ),
-                params![key, value],
-            )?,
-            None => self.execute(&format!("DELETE FROM {} WHERE key = ?1", t.kv), [key])?,
+                ))?
+                .execute(params![key, value])?,
+            None => self
+                .prepare_cached(&format!("DELETE FROM {} WHERE key = ?1", t.kv))?
+                .execute([key])?,
         };
         Ok(())
     }

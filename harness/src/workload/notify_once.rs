@@ -119,18 +119,20 @@ impl NotifyData for Connection {
     }
 
     fn is_sent(&mut self, t: &Tables, id: i64) -> Result<bool, OpError> {
-        Ok(self.query_row(
-            &format!("SELECT sent FROM {} WHERE id = ?1", t.notification),
-            [id],
-            |r| r.get(0),
-        )?)
+        Ok(self
+            .prepare_cached(&format!(
+                "SELECT sent FROM {} WHERE id = ?1",
+                t.notification
+            ))?
+            .query_row([id], |r| r.get(0))?)
     }
 
     fn mark_sent(&mut self, t: &Tables, id: i64) -> Result<(), OpError> {
-        self.execute(
-            &format!("UPDATE {} SET sent = 1 WHERE id = ?1", t.notification),
-            [id],
-        )?;
+        self.prepare_cached(&format!(
+            "UPDATE {} SET sent = 1 WHERE id = ?1",
+            t.notification
+        ))?
+        .execute([id])?;
         Ok(())
     }
 
