@@ -263,7 +263,7 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock};
 use std::task::{Context, Poll, Waker};
 use std::thread::{JoinHandle, ThreadId};
@@ -335,6 +335,41 @@ const CALLER_SPIN: Duration = Duration::from_micros(50);
 /// is not: spinning through it only takes a CPU the worker may need.
 fn worth_spinning(round_trip_ns: &AtomicU64) -> bool {
     u128::from(round_trip_ns.load(Ordering::Relaxed)) < CALLER_SPIN.as_nanos()
+}
+
+/// The machine's cores, asked once.
+fn cores() -> usize {
+    static CORES: OnceLock<usize> = OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, usize::from))
+}
+
+/// How many callers submit together of late, as the worker sees them: a decaying maximum
+/// of its batches' sizes, in sixteenths. One caller keeps it at one; a crowd of callers
+/// keeps it up, since every batch it sees holds several of them.
+#[derive(Debug, Default)]
+struct Crowd(AtomicU32);
+
+impl Crowd {
+    const ONE: u32 = 16;
+
+    /// The worker saw `n` ops queued together.
+    fn saw(&self, n: usize) {
+        let n = u32::try_from(n)
+            .unwrap_or(u32::MAX / Self::ONE)
+            .min(u32::MAX / Self::ONE);
+        let old = self.0.load(Ordering::Relaxed);
+        // An eighth less per batch: some 30 lone batches after a crowd of 64, it reads one.
+        self.0
+            .store((n * Self::ONE).max(old - old / 8), Ordering::Relaxed);
+    }
+
+    /// Whether spinning can pay: the callers of late and the worker each have a core.
+    /// Otherwise a spinning thread (caller or worker) only takes the core that the thread
+    /// it waits for needs, which is the usual case on a small machine under load.
+    fn room_to_spin(&self) -> bool {
+        let callers = self.0.load(Ordering::Relaxed).div_ceil(Self::ONE).max(1) as usize;
+        callers < cores()
+    }
 }
 
 /// The backend name of the group-commit marker fence.
@@ -536,6 +571,7 @@ impl<C: Transact> QueueBuilder<C> {
             closed: AtomicBool::new(false),
             closing_on_worker: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
+            crowd: Crowd::default(),
             gate: RwLock::new(Some(sender)),
         });
         let connect = Arc::new(connect);
@@ -668,6 +704,8 @@ struct Shared<C: Transact> {
     closing_on_worker: AtomicBool,
     /// Jobs accepted and not yet finished (or dropped) by the worker: zero means idle.
     in_flight: AtomicUsize,
+    /// How many callers submit together of late: whether spinning can pay.
+    crowd: Crowd,
     /// Submitters send under a read guard; `close` takes the write guard (after setting
     /// `closed`) to drop the sender, so it never races a send in flight. The worker keeps
     /// draining meanwhile, so senders blocked on a full channel finish.
@@ -842,7 +880,7 @@ impl<C: Transact> Queue<C> {
             slot,
             since,
             deadline,
-            solo: idle.then(|| self.solo_round_trip.clone()),
+            solo: (idle && self.shared.crowd.room_to_spin()).then(|| self.solo_round_trip.clone()),
         })
     }
 
@@ -1621,6 +1659,7 @@ impl<C: Transact> Worker<C> {
     /// unstarted stay in `batch`.
     fn run_jobs(&mut self, batch: &mut Vec<Box<dyn Job<C>>>) {
         self.top_up(batch);
+        self.shared.crowd.saw(batch.len());
         if self.group_commit && batch.len() > 1 {
             self.run_batch(batch);
         } else {
@@ -1742,7 +1781,7 @@ impl<C: Transact> Worker<C> {
         }
         self.woken = None;
         let start = Instant::now();
-        loop {
+        while self.shared.crowd.room_to_spin() {
             for _ in 0..64 {
                 std::hint::spin_loop();
             }
@@ -2109,5 +2148,33 @@ impl<C: Transact> Worker<C> {
             Err(TransactError::StaleFence { highest, .. }) => Some(highest.0 >= seq),
             Err(_) => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_crowd_of_callers_leaves_no_room_to_spin_until_it_thins_out() {
+        let crowd = Crowd::default();
+        // One caller and the worker: room on any machine with two cores or more.
+        assert_eq!(crowd.room_to_spin(), cores() > 1);
+        crowd.saw(1);
+        assert_eq!(crowd.room_to_spin(), cores() > 1);
+        // As many callers as cores: with the worker, one thread too many.
+        crowd.saw(cores());
+        assert!(!crowd.room_to_spin());
+        // One lone batch does not make a crowd go away...
+        crowd.saw(1);
+        assert!(!crowd.room_to_spin());
+        // ...but a run of them does.
+        for _ in 0..64 {
+            crowd.saw(1);
+        }
+        assert_eq!(crowd.room_to_spin(), cores() > 1);
+        // A batch size beyond `u32` saturates rather than wraps.
+        crowd.saw(usize::MAX);
+        assert!(!crowd.room_to_spin());
     }
 }
