@@ -904,6 +904,50 @@ fn a_dropped_lease_is_released_even_when_the_server_lost_the_script() {
     assert!(lock.acquire(&name, None).unwrap().fence().unwrap() > fence);
 }
 
+/// The next acquire on a connection that still owes a dropped lease's release reply is
+/// sent before that reply is read (one round trip for both). When the reply says the
+/// release did not run (the script cache was flushed), the release is redone before the
+/// acquire is tried again: the name is free at once, not after the TTL.
+#[test]
+fn an_acquire_behind_a_release_that_did_not_run_still_gets_the_name() {
+    let server = RedisServer::start();
+    let lock = RedisLock::new(&server.url()).unwrap();
+    let name = LockName::new("pipelined", Key::whole());
+    let key = lock_key(&name);
+    let lease = lock.acquire(&name, None).unwrap();
+    let fence = lease.fence().unwrap();
+    assert_eq!(raw_command(&server.addr(), &[b"SCRIPT", b"FLUSH"]), "+OK");
+    drop(lease);
+    // No other command in between: this acquire reads the release's NOSCRIPT reply.
+    let again = lock
+        .acquire(&name, Some(Instant::now()))
+        .expect("the old lease was released first");
+    assert!(again.fence().unwrap() > fence);
+    drop(again);
+    lock.ping().unwrap();
+    assert_eq!(raw_command(&server.addr(), &[b"EXISTS", &key]), ":0");
+}
+
+/// A pooled connection that still owes a release reply and broke meanwhile (the server
+/// restarted) costs the next acquire nothing: it is retried on a new connection.
+#[test]
+fn an_acquire_behind_a_release_on_a_broken_connection_retries_on_a_new_one() {
+    let mut server = RedisServer::start();
+    let lock = RedisLock::new(&server.url()).unwrap();
+    let name = LockName::new("pipelined-restart", Key::whole());
+    let lease = lock.acquire(&name, None).unwrap();
+    let fence = lease.fence().unwrap();
+    drop(lease);
+    server.restart();
+    let again = lock
+        .acquire(&name, Some(Instant::now() + Duration::from_secs(5)))
+        .expect("a fresh connection after the restart");
+    assert!(
+        again.fence().unwrap() > fence,
+        "fences keep rising across a restart"
+    );
+}
+
 /// Threads of one process hand the lease on to each other: every holder still gets its
 /// own, higher fence, in the order they held the lock, and never two at once.
 #[test]

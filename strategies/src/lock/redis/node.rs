@@ -321,19 +321,23 @@ impl Node {
         limit: Option<Instant>,
         f: impl FnOnce(&mut Connection) -> redis::RedisResult<T>,
     ) -> Result<T, StrategyError> {
-        let mut pooled = self.checkout(limit)?;
-        match f(&mut pooled.conn) {
-            Ok(value) => {
-                self.idle().push(pooled);
-                Ok(value)
-            }
-            Err(e) => Err(self.error(e)),
-        }
+        let pooled = self.checkout(limit)?;
+        self.run_on(pooled, f)
     }
 
     /// A connection, pooled or new, with no reply pending and its socket timeouts set
     /// for `limit` (see [`with_conn`](Self::with_conn)).
     fn checkout(&self, limit: Option<Instant>) -> Result<Pooled, StrategyError> {
+        self.checkout_settled(limit, true)
+    }
+
+    /// As [`checkout`](Self::checkout); without `settle`, a pooled connection may still
+    /// owe the reply of a release (its `pending`), for the caller to read.
+    fn checkout_settled(
+        &self,
+        limit: Option<Instant>,
+        settle: bool,
+    ) -> Result<Pooled, StrategyError> {
         let clamp = |configured: Duration| match limit {
             Some(at) => configured.min(
                 at.saturating_duration_since(Instant::now())
@@ -353,7 +357,7 @@ impl Node {
                     pending: None,
                 };
             };
-            if self.settle(&mut pooled) {
+            if !settle || self.settle(&mut pooled) {
                 break pooled;
             }
         };
@@ -425,9 +429,7 @@ impl Node {
                 millis(mark).to_string().as_bytes(),
             ],
         );
-        let result: Result<(i64, i64), _> =
-            self.with_conn(limit, |conn| call(conn, &ACQUIRE, &packed));
-        let (won, n) = match result {
+        let (won, n) = match self.acquire_on_a_connection(keys, token, limit, &packed) {
             Ok(reply) => reply,
             Err(e) => {
                 self.remember_orphan(keys, token);
@@ -440,6 +442,74 @@ impl Node {
             // PTTL is -1 for a key without expiry (not ours: someone set it by hand).
             Attempt::Held(u64::try_from(n).ok().map(Duration::from_millis))
         })
+    }
+
+    /// Runs the acquire script (`packed`) on a pooled connection. When that connection
+    /// still owes the reply of a release sent earlier (see
+    /// [`release_later`](Self::release_later)), the acquire goes out before that reply is
+    /// read, and both replies come back in one round trip instead of two. Redis runs one
+    /// connection's commands in order, so the release has run before the acquire, as if
+    /// its reply had been waited for.
+    fn acquire_on_a_connection(
+        &self,
+        keys: &Keys,
+        token: &str,
+        limit: Option<Instant>,
+        packed: &[u8],
+    ) -> Result<(i64, i64), StrategyError> {
+        let mut pooled = self.checkout_settled(limit, false)?;
+        let Some((old_keys, old_token)) = pooled.pending.take() else {
+            return self.run_on(pooled, |conn| call(conn, &ACQUIRE, packed));
+        };
+        let replies = pooled.conn.send_packed_command(packed).and_then(|()| {
+            let released = pooled.conn.recv_response()?;
+            Ok((released, pooled.conn.recv_response()?))
+        });
+        match replies {
+            // Both ran; a lost script cache (`NOSCRIPT`) costs the acquire another try.
+            Ok((released, acquired)) if !matches!(released, Value::ServerError(_)) => {
+                self.run_on(pooled, |conn| match acquired.extract_error() {
+                    Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                        call(conn, &ACQUIRE, packed)
+                    }
+                    reply => Ok(redis::from_redis_value(reply?)?),
+                })
+            }
+            // The release did not run (the server lost our script): the acquire may have
+            // found our old lease in its way. Release it now, then try again, in order.
+            Ok(_) => self.run_on(pooled, |conn| {
+                let released = self.release_command(&old_keys, &old_token);
+                call::<i64>(conn, &RELEASE, &released)?;
+                call(conn, &ACQUIRE, packed)
+            }),
+            // A connection that broke while pooled (a restarted server), or a reply that
+            // did not come: either command may have run. Release both leases (the new
+            // one may be ours already), then try once more on another connection, as
+            // `settle` lets `checkout` do for a connection whose reply was lost.
+            Err(_) => {
+                drop(pooled);
+                self.remember_orphan(&old_keys, &old_token);
+                self.remember_orphan(keys, token);
+                self.release_orphans(limit)?;
+                self.with_conn(limit, |conn| call(conn, &ACQUIRE, packed))
+            }
+        }
+    }
+
+    /// Runs `f` on `pooled`, returning it to the pool unless `f` failed (see
+    /// [`with_conn`](Self::with_conn)).
+    fn run_on<T>(
+        &self,
+        mut pooled: Pooled,
+        f: impl FnOnce(&mut Connection) -> redis::RedisResult<T>,
+    ) -> Result<T, StrategyError> {
+        match f(&mut pooled.conn) {
+            Ok(value) => {
+                self.idle().push(pooled);
+                Ok(value)
+            }
+            Err(e) => Err(self.error(e)),
+        }
     }
 
     /// Remembers a lease an unanswered command may have set, to release it before the
