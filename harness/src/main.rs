@@ -36,13 +36,10 @@ enum Command {
     /// checkers' verdict on the same run. Exits 1 when a strategy that claims to be safe
     /// at a setting had a violation there.
     Compare(CompareArgs),
-    /// One worker process of a run (started by `check`).
+    /// One worker process of a run (started by `check`); its spec, as one line of JSON,
+    /// comes first on stdin (never on the command line: it may hold passwords).
     #[command(hide = true)]
-    Worker {
-        /// The worker's spec, as JSON.
-        #[arg(long)]
-        spec: String,
-    },
+    Worker,
 }
 
 #[derive(Args)]
@@ -320,6 +317,6 @@ fn main() -> ExitCode {
             out(&format!("workloads: {}\n", names.join(", ")));
             0
         }
-        Command::Worker { spec } => procs::worker_main(&spec, &registry()) as u8,
+        Command::Worker => procs::worker_main(&registry()) as u8,
     })
 }
