@@ -124,7 +124,8 @@ pub struct Setup<C> {
     /// Opens the resource the strategy serializes.
     pub connect: C,
     /// How lock strategies run ops. Default: [`TxMode::Transaction`]. Strategies whose
-    /// mechanism is the transaction (`retry`, `optimistic`) ignore it.
+    /// mechanism is the transaction (`retry`, `optimistic`) ignore it; lock strategies
+    /// refuse [`TxMode::Autocommit`] over a resource whose writes only apply at commit.
     pub tx_mode: TxMode,
     /// The default wait; `None` means each strategy's own default.
     pub timeout: Option<Duration>,
@@ -156,7 +157,9 @@ impl<C> Setup<C> {
     /// transaction mode and timeout, boxed. What most lock factories return.
     ///
     /// # Errors
-    /// [`Error::Config`] for an absurd timeout.
+    /// [`Error::Config`] for an absurd timeout, or for [`TxMode::Autocommit`] over a
+    /// resource whose writes only apply at commit
+    /// ([`Transact::supports_autocommit`](turnstile_core::Transact::supports_autocommit)).
     pub fn locked<L: turnstile_core::Lock>(
         &self,
         lock: L,
@@ -164,6 +167,7 @@ impl<C> Setup<C> {
     where
         C: turnstile_core::Transact + Clone,
     {
+        crate::locked::check_tx_mode(self.tx_mode, &self.connect)?;
         let mut s = crate::Locked::new(lock, self.connect.clone()).tx_mode(self.tx_mode);
         if let Some(t) = self.timeout {
             s = s.timeout(Some(t))?;
@@ -176,7 +180,8 @@ impl<C> Setup<C> {
     /// the `queue+…` factories return.
     ///
     /// # Errors
-    /// [`Error::Config`] for an absurd timeout.
+    /// As [`QueueBuilder::build`](crate::queue::QueueBuilder::build): [`Error::Config`] for
+    /// an absurd timeout or autocommit over a resource whose writes only apply at commit.
     #[cfg(feature = "queue")]
     pub fn queued<L: turnstile_core::Lock>(
         &self,
