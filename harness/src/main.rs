@@ -81,6 +81,12 @@ struct CompareArgs {
     /// the queue over them (queue+postgres://…).
     #[arg(long)]
     postgres: Option<String>,
+    /// Where the data lives: sqlite (a fresh file per setting), postgres://user@host:port/db
+    /// or mysql://user@host:port/db (each setting's own tables, dropped at its end). Over a
+    /// server its own locks join the default strategies (and pg-xact over PostgreSQL);
+    /// strategies that do not run over that data are skipped with a note.
+    #[arg(long, default_value = "sqlite")]
+    data: DataSpec,
     /// Write the JSON report here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -221,6 +227,7 @@ fn compare(args: CompareArgs) -> u8 {
     config.no_private_redis = args.no_redis;
     config.mysql = args.mysql;
     config.postgres = args.postgres;
+    config.data = args.data;
     config.progress = true;
     if let Some(path) = &args.from_json {
         let report: compare::Report = match std::fs::read(path)
@@ -251,6 +258,9 @@ fn compare(args: CompareArgs) -> u8 {
     };
     let report = &comparison.report;
     out(&compare::report::table(&report.results));
+    if report.data != "sqlite" {
+        out(&format!("data: {}\n", report.data));
+    }
     for floor in &report.floors {
         out(&format!(
             "floor {}{}: {:.0} µs ({:.0} ops/s on one thread)\n",
