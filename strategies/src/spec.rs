@@ -392,7 +392,9 @@ impl<S: crate::optimistic::VersionStore> Registry<crate::optimistic::Versions<S>
 /// resource, and with the `queue` feature `queue+mysql://…` and `queue+postgres://…`
 /// (`queue+postgresql://…`): a [`Queue`](crate::queue::Queue) per process whose worker
 /// takes the same lock once per batch. Both issue fencing tokens only where they are
-/// enforced ([`TxMode::Transaction`]).
+/// enforced ([`TxMode::Transaction`]), and open a lock connection when the spec is opened
+/// (as the Redis specs ping theirs), so a server out of reach or a wrong password is
+/// [`Error::Unavailable`] at once, within the connect timeout.
 #[cfg(any(feature = "mysql", feature = "postgres"))]
 fn register_server_locks<C: turnstile_core::Transact + Clone>(registry: &mut Registry<C>) {
     #[cfg(feature = "mysql")]
@@ -402,7 +404,10 @@ fn register_server_locks<C: turnstile_core::Transact + Clone>(registry: &mut Reg
         "MySQL / MariaDB GET_LOCK",
         "mysql://user:pass@host:port/db",
         |url, setup| {
-            Ok(crate::lock::MySqlLock::new(url)?.fencing(setup.tx_mode == TxMode::Transaction))
+            let lock =
+                crate::lock::MySqlLock::new(url)?.fencing(setup.tx_mode == TxMode::Transaction);
+            lock.ping()?;
+            Ok(lock)
         },
     );
     #[cfg(feature = "postgres")]
@@ -412,7 +417,10 @@ fn register_server_locks<C: turnstile_core::Transact + Clone>(registry: &mut Reg
         "PostgreSQL session advisory lock",
         "postgres://user:pass@host:port/db",
         |url, setup| {
-            Ok(crate::lock::PostgresLock::new(url)?.fencing(setup.tx_mode == TxMode::Transaction))
+            let lock =
+                crate::lock::PostgresLock::new(url)?.fencing(setup.tx_mode == TxMode::Transaction);
+            lock.ping()?;
+            Ok(lock)
         },
     );
 }
