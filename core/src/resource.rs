@@ -187,6 +187,16 @@ pub trait Transact: Connect {
         }
     }
 
+    /// Whether an op's writes take effect without a transaction around it, so that a
+    /// strategy may run ops in autocommit mode (`TxMode::Autocommit`: each statement
+    /// commits by itself, only the lock excludes). Default: yes. A resource whose writes
+    /// only apply at [`commit`](Transact::commit) (the optimistic strategy's `Versions`,
+    /// whose writes are buffered until then) answers no, and strategies refuse autocommit
+    /// over it with [`Error::Config`](crate::Error::Config) rather than drop every write.
+    fn supports_autocommit(&self) -> bool {
+        true
+    }
+
     /// Opens savepoint number `n` inside the transaction (group commit uses one per op).
     ///
     /// # Errors

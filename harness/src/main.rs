@@ -36,13 +36,10 @@ enum Command {
     /// checkers' verdict on the same run. Exits 1 when a strategy that claims to be safe
     /// at a setting had a violation there.
     Compare(CompareArgs),
-    /// One worker process of a run (started by `check`).
+    /// One worker process of a run (started by `check`); its spec, as one line of JSON,
+    /// comes first on stdin (never on the command line: it may hold passwords).
     #[command(hide = true)]
-    Worker {
-        /// The worker's spec, as JSON.
-        #[arg(long)]
-        spec: String,
-    },
+    Worker,
 }
 
 #[derive(Args)]
@@ -84,6 +81,12 @@ struct CompareArgs {
     /// the queue over them (queue+postgres://…).
     #[arg(long)]
     postgres: Option<String>,
+    /// Where the data lives: sqlite (a fresh file per setting), postgres://user@host:port/db
+    /// or mysql://user@host:port/db (each setting's own tables, dropped at its end). Over a
+    /// server its own locks join the default strategies (and pg-xact over PostgreSQL);
+    /// strategies that do not run over that data are skipped with a note.
+    #[arg(long, default_value = "sqlite")]
+    data: DataSpec,
     /// Write the JSON report here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -224,6 +227,7 @@ fn compare(args: CompareArgs) -> u8 {
     config.no_private_redis = args.no_redis;
     config.mysql = args.mysql;
     config.postgres = args.postgres;
+    config.data = args.data;
     config.progress = true;
     if let Some(path) = &args.from_json {
         let report: compare::Report = match std::fs::read(path)
@@ -254,6 +258,9 @@ fn compare(args: CompareArgs) -> u8 {
     };
     let report = &comparison.report;
     out(&compare::report::table(&report.results));
+    if report.data != "sqlite" {
+        out(&format!("data: {}\n", report.data));
+    }
     for floor in &report.floors {
         out(&format!(
             "floor {}{}: {:.0} µs ({:.0} ops/s on one thread)\n",
@@ -320,6 +327,6 @@ fn main() -> ExitCode {
             out(&format!("workloads: {}\n", names.join(", ")));
             0
         }
-        Command::Worker { spec } => procs::worker_main(&spec, &registry()) as u8,
+        Command::Worker => procs::worker_main(&registry()) as u8,
     })
 }

@@ -2,6 +2,9 @@
 //! (a hidden subcommand), once per process of a run.
 //!
 //! The protocol is lines on the child's stdin and stdout:
+//! - parent → child the worker's spec ([`WorkerSpec`] as one line of JSON), first thing:
+//!   not on the command line, which every user of the host can read (`ps`), while the
+//!   strategy spec and `--data` URL may carry passwords;
 //! - child → parent `ready` once its strategy is open and probed; parent → child `go` when
 //!   every worker is ready (the start barrier);
 //! - child → parent `in` from inside a critical section, when the nemesis asked for it;
@@ -54,15 +57,25 @@ fn spawn(
     let json = serde_json::to_string(spec).map_err(|e| RunError::Worker(e.to_string()))?;
     let err_path = spec.paths.dir.join(format!("worker-{}.err", spec.proc));
     let stderr = std::fs::File::create(&err_path)?;
-    let mut child = Command::new(exe)
-        .arg("worker")
-        .arg("--spec")
-        .arg(json)
+    let mut child = worker_command(exe)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(stderr)
         .spawn()
         .map_err(|e| RunError::Worker(format!("cannot start {}: {e}", exe.display())))?;
+    // One line, far below a pipe's buffer: this cannot block on a child that never reads.
+    let sent = match child.stdin.as_mut() {
+        Some(stdin) => writeln!(stdin, "{json}").and_then(|()| stdin.flush()),
+        None => Err(std::io::Error::other("no stdin")),
+    };
+    if let Err(e) = sent {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(RunError::Worker(format!(
+            "cannot send worker p{} its spec: {e}",
+            spec.proc
+        )));
+    }
     let stdout = child
         .stdout
         .take()
@@ -90,6 +103,14 @@ fn spawn(
         killed: false,
         err_path,
     })
+}
+
+/// The command that starts a worker: `EXE worker`, and nothing else on its command line
+/// (the spec follows on its stdin).
+fn worker_command(exe: &Path) -> Command {
+    let mut command = Command::new(exe);
+    command.arg("worker");
+    command
 }
 
 fn go(slot: &mut Slot) {
@@ -319,13 +340,28 @@ fn supervise(
     }
 }
 
-/// The `turnstile worker` subcommand: runs one worker process from its JSON spec and
-/// returns its exit code (0 done, 2 bad spec, 3 backend out of reach). `registry` is the
-/// registry of SQLite data; over other data the worker uses that backend's builtin one.
-pub fn worker_main(spec_json: &str, registry: &Registry<Sqlite>) -> i32 {
+/// The `turnstile worker` subcommand: reads its JSON spec from the first line of stdin,
+/// runs that worker process and returns its exit code (0 done, 2 bad or missing spec, 3
+/// backend out of reach). `registry` is the registry of SQLite data; over other data the
+/// worker uses that backend's builtin one.
+pub fn worker_main(registry: &Registry<Sqlite>) -> i32 {
     let stdout = Arc::new(Mutex::new(std::io::stdout()));
     let say = |line: &str| say(&stdout, line);
-    let spec: WorkerSpec = match serde_json::from_str(spec_json) {
+    let mut spec_json = String::new();
+    match std::io::stdin().read_line(&mut spec_json) {
+        Ok(n) if n > 0 => {}
+        Ok(_) => {
+            say("error 2 no worker spec on stdin");
+            return 2;
+        }
+        Err(e) => {
+            say(&format!(
+                "error 2 cannot read the worker spec from stdin: {e}"
+            ));
+            return 2;
+        }
+    }
+    let spec: WorkerSpec = match serde_json::from_str(&spec_json) {
         Ok(s) => s,
         Err(e) => {
             say(&format!("error 2 bad worker spec: {e}"));

@@ -409,7 +409,7 @@ impl RunReport {
 }
 
 /// What a worker process (or the in-process threads) runs: everything is explicit, so it
-/// serializes to a child's command line.
+/// serializes, for a child process, to the first line of its stdin.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct WorkerSpec {
     /// Strategy spec.

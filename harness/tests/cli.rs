@@ -1,12 +1,10 @@
 //! The CLI's exit codes and outputs: usage errors, unreachable backends, `--json`,
 //! `--keep`, and the kill nemesis against the `busy-timeout` baseline.
 
-use std::process::Command;
-
 #[path = "support/cli.rs"]
 mod cli_support;
 
-use cli_support::{EXE, check};
+use cli_support::check;
 
 #[test]
 fn bad_usage_exits_2() {
@@ -242,19 +240,14 @@ fn a_worker_reports_bad_specs_and_unreachable_backends_on_its_protocol() {
     use turnstile_harness::workload::Paths;
     use turnstile_harness::{WorkerSpec, Workload};
 
-    let worker = |spec: &str| {
-        let out = Command::new(EXE)
-            .args(["worker", "--spec", spec])
-            .output()
-            .expect("turnstile runs");
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-        )
-    };
+    let worker = |spec: &str| cli_support::worker(&format!("{spec}\n"));
     let (code, out) = worker("{not json");
     assert_eq!(code, 2);
     assert!(out.starts_with("error 2 "), "{out}");
+    // No spec at all: stdin closed at once.
+    let (code, out) = cli_support::worker("");
+    assert_eq!(code, 2, "{out}");
+    assert!(out.starts_with("error 2 no worker spec"), "{out}");
 
     let dir = tempfile::tempdir().unwrap();
     let spec = |strategy: &str, db: std::path::PathBuf| WorkerSpec {

@@ -143,3 +143,91 @@ fn compare_reports_the_redis_lock_cycle_against_its_floor() {
         assert!(cycle[field].as_f64().unwrap() > 0.0, "{field} in {cycle}");
     }
 }
+
+/// Over PostgreSQL data (`TURNSTILE_POSTGRES_URL`, default
+/// `postgres://postgres@127.0.0.1:5432/test`; fails when it is down): the strategies that
+/// run there are measured with a verdict, the others skipped with a note, and the report
+/// names the data store without its password (the trusting test server ignores one).
+#[test]
+fn compare_runs_over_server_data_and_skips_what_cannot() {
+    const SECRET: &str = "compare-secret-pw";
+    let url = turnstile_harness::conformance::postgres_url();
+    let (scheme, rest) = url.split_once("://").unwrap();
+    let url = match rest.split_once('@') {
+        Some((user, host)) if !user.contains(':') => format!("{scheme}://{user}:{SECRET}@{host}"),
+        _ => panic!("the test wants a postgres URL with a user and no password: {url}"),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let strategies = format!("mutex,optimistic,queue,file-lock,{url},queue+{url},pg-xact");
+    let output = turnstile()
+        .args(["compare", "--quick", "--no-redis", "--ops", "200"])
+        .args([
+            "--threads",
+            "1,4",
+            "--strategies",
+            &strategies,
+            "--data",
+            &url,
+        ])
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("skipped") && stderr.contains("queue, file-lock"),
+        "{stderr}"
+    );
+    let text = std::fs::read_to_string(&json).unwrap();
+    for shown in [&stdout as &str, &stderr, &text] {
+        assert!(!shown.contains(SECRET), "the password shows:\n{shown}");
+    }
+    let report: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let data = report["data"].as_str().unwrap();
+    assert!(
+        data.starts_with("postgres://") && data.contains("***"),
+        "{data}"
+    );
+    assert!(stdout.contains(&format!("data: {data}")), "{stdout}");
+    let results = report["results"].as_array().unwrap();
+    let mut measured: Vec<&str> = results
+        .iter()
+        .map(|r| r["strategy"].as_str().unwrap())
+        .collect();
+    measured.dedup();
+    let redacted = format!("{scheme}://{}", rest.replacen('@', ":***@", 1));
+    assert_eq!(
+        measured,
+        [
+            "mutex",
+            "optimistic",
+            redacted.as_str(),
+            &format!("queue+{redacted}"),
+            "pg-xact"
+        ],
+        "{report}"
+    );
+    assert_eq!(results.len(), 10, "5 strategies × 2 thread counts");
+    for r in results {
+        assert_eq!(r["safe"], true, "{r}");
+        assert!(r["ops_per_sec"].as_f64().unwrap() > 0.0, "{r}");
+    }
+
+    // A list of which nothing runs over the data is bad usage.
+    let output = turnstile()
+        .args([
+            "compare",
+            "--quick",
+            "--no-redis",
+            "--strategies",
+            "queue,retry",
+        ])
+        .args(["--data", &url])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("none of the strategies"));
+}

@@ -257,14 +257,109 @@ fn a_worker_refuses_a_table_prefix_that_is_not_an_identifier() {
         "data": { "postgres": postgres_url() },
         "tables": "t; DROP TABLE turnstile_fences; --",
     });
-    let out = Command::new(EXE)
-        .args(["worker", "--spec", &spec.to_string()])
-        .output()
-        .expect("turnstile runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(2), "{stdout}");
+    let (code, stdout) = cli_support::worker(&format!("{spec}\n"));
+    assert_eq!(code, 2, "{stdout}");
     assert!(
         stdout.starts_with("error 2 ") && stdout.contains("prefix"),
         "{stdout}"
     );
+}
+
+/// `url` with a password: its own, or `cmdline-secret-4711` added to its user (a server
+/// that trusts loopback ignores it). Returns the URL and the password.
+fn with_password(url: &str) -> (String, String) {
+    const SECRET: &str = "cmdline-secret-4711";
+    let (scheme, rest) = url.split_once("://").expect("a URL");
+    let end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, _)) if userinfo.contains(':') => {
+            let (_, password) = userinfo.split_once(':').unwrap();
+            (url.to_owned(), password.to_owned())
+        }
+        Some((user, host)) => (
+            format!("{scheme}://{user}:{SECRET}@{host}{path}"),
+            SECRET.to_owned(),
+        ),
+        None => (
+            format!("{scheme}://postgres:{SECRET}@{authority}{path}"),
+            SECRET.to_owned(),
+        ),
+    }
+}
+
+/// The processes whose parent is `parent`, with their command lines (arguments split).
+fn children_of(parent: u32) -> Vec<(u32, Vec<String>)> {
+    let mut children = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return children;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // `pid (comm) state ppid …`; comm may hold spaces and parentheses.
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, tail)| tail.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid != Some(parent) {
+            continue;
+        }
+        if let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) {
+            let args = cmdline
+                .split(|&b| b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            children.push((pid, args));
+        }
+    }
+    children
+}
+
+/// Worker processes' command lines, which every user of the host can read (`ps`), carry
+/// no password: a strategy spec and a `--data` URL with one reach the worker on its stdin.
+#[test]
+fn worker_command_lines_carry_no_password() {
+    let (url, secret) = with_password(&postgres_url());
+    let dir = tempfile::tempdir().unwrap();
+    let (out_path, err_path) = (dir.path().join("out"), dir.path().join("err"));
+    let mut child = Command::new(EXE)
+        .args(["check", "--strategy", &url, "--data", &url, "--json"])
+        .args(["--workload", "counter", "--procs", "2", "--threads", "1"])
+        .args(["--ops", "200", "--think-us", "3000"])
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .expect("turnstile runs");
+    let mut workers: Vec<(u32, Vec<String>)> = Vec::new();
+    while child.try_wait().unwrap().is_none() {
+        for (pid, args) in children_of(child.id()) {
+            // A child between fork and exec still shows the parent's command line.
+            let is_worker = args.get(1).is_some_and(|a| a == "worker");
+            if is_worker && !workers.iter().any(|(p, _)| *p == pid) {
+                workers.push((pid, args));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let status = child.wait().unwrap();
+    let out = std::fs::read_to_string(&out_path).unwrap();
+    let err = std::fs::read_to_string(&err_path).unwrap();
+    assert_eq!(status.code(), Some(0), "{out}{err}");
+    assert!(!workers.is_empty(), "no worker process seen\n{out}{err}");
+    for (pid, args) in &workers {
+        assert!(
+            args.iter().all(|a| !a.contains(&secret)),
+            "worker {pid}'s command line shows the password: {args:?}"
+        );
+    }
 }

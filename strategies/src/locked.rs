@@ -48,8 +48,23 @@ pub enum TxMode {
     Transaction,
     /// Each statement of the op commits by itself; only the lock protects the op. No
     /// rollback, no fence enforcement. The harness uses this to test a lock's exclusion
-    /// alone, and it is the only mode for resources without transactions.
+    /// alone, and it is the only mode for resources without transactions. Refused with
+    /// [`Error::Config`] over a resource whose writes only apply at commit
+    /// ([`Transact::supports_autocommit`] false, such as the optimistic strategy's
+    /// `optimistic::Versions`), where it would drop every write.
     Autocommit,
+}
+
+/// Refuses `mode` over `connect` when the op's writes would never apply: autocommit over a
+/// resource whose writes only apply at commit.
+pub(crate) fn check_tx_mode<C: Transact>(mode: TxMode, connect: &C) -> Result<(), StrategyError> {
+    if mode == TxMode::Autocommit && !connect.supports_autocommit() {
+        return Err(Error::Config(format!(
+            "autocommit over {} would drop every write: its writes only apply at commit (use TxMode::Transaction)",
+            connect.identity()
+        )));
+    }
+    Ok(())
 }
 
 /// Which lock names a key maps to.
@@ -99,6 +114,11 @@ impl<L: Lock, C: Transact> Locked<L, C> {
     }
 
     /// Sets how the op runs against the resource. Default: [`TxMode::Transaction`].
+    ///
+    /// [`TxMode::Autocommit`] over a resource whose writes only apply at commit
+    /// ([`Transact::supports_autocommit`] false) would drop every write: every call then
+    /// fails with [`Error::Config`] instead, before it takes a lock or runs the op (the
+    /// spec registry refuses it when the spec is opened).
     pub fn tx_mode(mut self, mode: TxMode) -> Self {
         self.mode = mode;
         self
@@ -266,6 +286,7 @@ impl<L: Lock, C: Transact> Serializer for Locked<L, C> {
         T: Send + 'static,
         E: Send + Sync + 'static,
     {
+        check_tx_mode(self.mode, &self.connect).map_err(Error::widen)?;
         let keys = sorted_keys(keys).map_err(Error::widen)?;
         let deadline = wait.deadline(self.timeout).map_err(Error::widen)?;
         let names = self.names(&keys);

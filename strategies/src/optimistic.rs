@@ -28,7 +28,9 @@
 //! arbitration reaches across hosts. [`Versions`] wraps a store as
 //! a [`Connect`] + [`Transact`] whose resource is the [`Versioned`] handle, so the same
 //! ops also run under any lock strategy (`Locked<L, Versions<S>>`), where conflicts
-//! cannot happen.
+//! cannot happen. Only in [`TxMode::Transaction`](crate::TxMode::Transaction): the writes
+//! apply at commit, so [`TxMode::Autocommit`](crate::TxMode::Autocommit), which never
+//! commits, is refused with [`Error::Config`].
 //!
 //! ```
 //! use turnstile::optimistic::{Optimistic, StoreError};
@@ -460,6 +462,11 @@ impl<S: VersionStore> Transact for Versions<S> {
     fn in_transaction(&self, _r: &Versioned<S>) -> bool {
         // The op cannot end a transaction: none is open while it runs.
         true
+    }
+
+    /// No: writes are buffered in the handle and only applied by `commit`.
+    fn supports_autocommit(&self) -> bool {
+        false
     }
 
     fn savepoint(&self, r: &mut Versioned<S>, n: usize) -> Result<(), BoxError> {

@@ -124,7 +124,8 @@ pub struct Setup<C> {
     /// Opens the resource the strategy serializes.
     pub connect: C,
     /// How lock strategies run ops. Default: [`TxMode::Transaction`]. Strategies whose
-    /// mechanism is the transaction (`retry`, `optimistic`) ignore it.
+    /// mechanism is the transaction (`retry`, `optimistic`) ignore it; lock strategies
+    /// refuse [`TxMode::Autocommit`] over a resource whose writes only apply at commit.
     pub tx_mode: TxMode,
     /// The default wait; `None` means each strategy's own default.
     pub timeout: Option<Duration>,
@@ -156,7 +157,9 @@ impl<C> Setup<C> {
     /// transaction mode and timeout, boxed. What most lock factories return.
     ///
     /// # Errors
-    /// [`Error::Config`] for an absurd timeout.
+    /// [`Error::Config`] for an absurd timeout, or for [`TxMode::Autocommit`] over a
+    /// resource whose writes only apply at commit
+    /// ([`Transact::supports_autocommit`](turnstile_core::Transact::supports_autocommit)).
     pub fn locked<L: turnstile_core::Lock>(
         &self,
         lock: L,
@@ -164,6 +167,7 @@ impl<C> Setup<C> {
     where
         C: turnstile_core::Transact + Clone,
     {
+        crate::locked::check_tx_mode(self.tx_mode, &self.connect)?;
         let mut s = crate::Locked::new(lock, self.connect.clone()).tx_mode(self.tx_mode);
         if let Some(t) = self.timeout {
             s = s.timeout(Some(t))?;
@@ -176,7 +180,8 @@ impl<C> Setup<C> {
     /// the `queue+…` factories return.
     ///
     /// # Errors
-    /// [`Error::Config`] for an absurd timeout.
+    /// As [`QueueBuilder::build`](crate::queue::QueueBuilder::build): [`Error::Config`] for
+    /// an absurd timeout or autocommit over a resource whose writes only apply at commit.
     #[cfg(feature = "queue")]
     pub fn queued<L: turnstile_core::Lock>(
         &self,
@@ -387,7 +392,9 @@ impl<S: crate::optimistic::VersionStore> Registry<crate::optimistic::Versions<S>
 /// resource, and with the `queue` feature `queue+mysql://…` and `queue+postgres://…`
 /// (`queue+postgresql://…`): a [`Queue`](crate::queue::Queue) per process whose worker
 /// takes the same lock once per batch. Both issue fencing tokens only where they are
-/// enforced ([`TxMode::Transaction`]).
+/// enforced ([`TxMode::Transaction`]), and open a lock connection when the spec is opened
+/// (as the Redis specs ping theirs), so a server out of reach or a wrong password is
+/// [`Error::Unavailable`] at once, within the connect timeout.
 #[cfg(any(feature = "mysql", feature = "postgres"))]
 fn register_server_locks<C: turnstile_core::Transact + Clone>(registry: &mut Registry<C>) {
     #[cfg(feature = "mysql")]
@@ -397,7 +404,10 @@ fn register_server_locks<C: turnstile_core::Transact + Clone>(registry: &mut Reg
         "MySQL / MariaDB GET_LOCK",
         "mysql://user:pass@host:port/db",
         |url, setup| {
-            Ok(crate::lock::MySqlLock::new(url)?.fencing(setup.tx_mode == TxMode::Transaction))
+            let lock =
+                crate::lock::MySqlLock::new(url)?.fencing(setup.tx_mode == TxMode::Transaction);
+            lock.ping()?;
+            Ok(lock)
         },
     );
     #[cfg(feature = "postgres")]
@@ -407,7 +417,10 @@ fn register_server_locks<C: turnstile_core::Transact + Clone>(registry: &mut Reg
         "PostgreSQL session advisory lock",
         "postgres://user:pass@host:port/db",
         |url, setup| {
-            Ok(crate::lock::PostgresLock::new(url)?.fencing(setup.tx_mode == TxMode::Transaction))
+            let lock =
+                crate::lock::PostgresLock::new(url)?.fencing(setup.tx_mode == TxMode::Transaction);
+            lock.ping()?;
+            Ok(lock)
         },
     );
 }

@@ -750,3 +750,33 @@ fn a_killed_holder_process_frees_the_lock() {
         "a new session holds it"
     );
 }
+
+/// `mysql://…` and `queue+mysql://…` specs connect when they are opened, as the Redis
+/// specs ping: a server out of reach is `Unavailable` there, over SQLite data and over
+/// MySQL data, rather than at the first op; the same specs on the real server open.
+#[test]
+fn lock_specs_on_a_server_out_of_reach_are_unavailable_at_open() {
+    let down = format!("mysql://root@127.0.0.1:{}/test", closed_port());
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = Setup::new(Sqlite::new(dir.path().join("a.db")));
+    let server = Setup::new(MySql::new(&url()).unwrap());
+    let mut specs = vec![down.clone()];
+    #[cfg(feature = "queue")]
+    specs.push(format!("queue+{down}"));
+    for spec in &specs {
+        let err = Registry::builtin().open(spec, &sqlite).err();
+        assert!(
+            matches!(err, Some(Error::Unavailable(_))),
+            "{spec}: {err:?}"
+        );
+        let err = Registry::builtin_mysql().open(spec, &server).err();
+        assert!(
+            matches!(err, Some(Error::Unavailable(_))),
+            "{spec}: {err:?}"
+        );
+        let up = spec.replace(&down, &url());
+        Registry::builtin()
+            .open(&up, &sqlite)
+            .unwrap_or_else(|e| panic!("{up}: {e}"));
+    }
+}

@@ -329,3 +329,53 @@ fn threads_opening_a_fresh_database_together_all_succeed() {
         }
     }
 }
+
+/// Autocommit under a lock would never apply a `Versioned` handle's writes (they apply at
+/// commit): it is refused with a config error — by the registry when the spec is opened,
+/// by `Locked` at each call before the op runs, by the queue when it is built — instead
+/// of acknowledging ops whose writes are dropped.
+#[test]
+fn autocommit_over_versioned_records_is_refused() {
+    use turnstile::{Transact, TxMode};
+
+    let dir = tempfile::tempdir().unwrap();
+    let versions = Versions::new(db(dir.path()));
+    assert!(!versions.supports_autocommit());
+    let ran = Arc::new(AtomicU32::new(0));
+    let autocommit = Locked::new(MutexLock::new(), versions.clone()).tx_mode(TxMode::Autocommit);
+    let counted = ran.clone();
+    let err = autocommit
+        .run(&Key::whole(), move |db| {
+            counted.fetch_add(1, Ordering::Relaxed);
+            db.write("c", "1")
+        })
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Config(m) if m.contains("commit")),
+        "{err:?}"
+    );
+    assert_eq!(ran.load(Ordering::Relaxed), 0, "the op must not run");
+
+    let registry = Registry::builtin_versioned();
+    let setup = Setup::new(versions.clone()).tx_mode(TxMode::Autocommit);
+    assert!(matches!(
+        registry.open("mutex", &setup),
+        Err(Error::Config(_))
+    ));
+    #[cfg(feature = "queue")]
+    assert!(matches!(
+        turnstile::queue::Queue::builder()
+            .tx_mode(TxMode::Autocommit)
+            .build(versions.clone()),
+        Err(Error::Config(_))
+    ));
+    // `optimistic` has no autocommit to refuse: its mechanism is the commit.
+    let optimistic = registry.open("optimistic", &setup).unwrap();
+    optimistic
+        .run_as(&[Key::whole()], Wait::Default, |db| db.write("c", "1"))
+        .unwrap();
+    // In a transaction, under the same lock, the writes land.
+    let locked = Locked::new(MutexLock::new(), versions).tx_mode(TxMode::Transaction);
+    locked.run(&Key::whole(), |db| increment(db, "c")).unwrap();
+    assert_eq!(locked.run(&Key::whole(), |db| get(db, "c")).unwrap(), 2);
+}

@@ -603,3 +603,40 @@ fn a_killed_holder_process_frees_the_lock() {
             .unwrap(),
     );
 }
+
+/// `postgres://…` and `queue+postgres://…` specs connect when they are opened, as the
+/// Redis specs ping: a server out of reach, or one that refuses the role, is
+/// `Unavailable` there, over SQLite data and over PostgreSQL data, rather than at the
+/// first op; the same specs on the real server open.
+#[test]
+fn lock_specs_on_a_server_out_of_reach_are_unavailable_at_open() {
+    let down = format!("postgres://postgres@127.0.0.1:{}/test", closed_port());
+    let refused = format!(
+        "postgres://{}:pw@127.0.0.1:5432/test",
+        unique("no_such_role")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = Setup::new(Sqlite::new(dir.path().join("a.db")));
+    let server = Setup::new(Postgres::new(&url()).unwrap());
+    for bad in [&down, &refused] {
+        let mut specs = vec![bad.clone()];
+        #[cfg(feature = "queue")]
+        specs.push(format!("queue+{bad}"));
+        for spec in &specs {
+            let err = Registry::builtin().open(spec, &sqlite).err();
+            assert!(
+                matches!(err, Some(Error::Unavailable(_))),
+                "{spec}: {err:?}"
+            );
+            let err = Registry::builtin_postgres().open(spec, &server).err();
+            assert!(
+                matches!(err, Some(Error::Unavailable(_))),
+                "{spec}: {err:?}"
+            );
+            let up = spec.replace(bad.as_str(), &url());
+            Registry::builtin()
+                .open(&up, &sqlite)
+                .unwrap_or_else(|e| panic!("{up}: {e}"));
+        }
+    }
+}

@@ -9,6 +9,10 @@
 //! run) are measured in the same run, so targets read as ratios on whatever machine this is;
 //! so is the Redis lock's own cycle (acquire + release, nothing in between), against its
 //! floor.
+//!
+//! The data lives in a fresh SQLite file per setting by default, or in a PostgreSQL or
+//! MySQL database ([`CompareConfig::data`], `--data URL`) as `turnstile check --data` keeps
+//! it; strategies that do not run over that data are skipped with a note.
 
 pub mod redis_server;
 pub mod report;
@@ -23,7 +27,7 @@ use turnstile::spec::{Registry, redact_url};
 use turnstile::sqlite::{Sqlite, Synchronous};
 
 use crate::check::Verdict;
-use crate::data::DataSpec;
+use crate::data::{DataSpec, runs_over};
 use crate::run::{RunConfig, RunError, capabilities_of};
 use crate::workload::Workload;
 
@@ -75,6 +79,13 @@ pub struct CompareConfig {
     pub postgres: Option<String>,
     /// Don't start a private Redis even if `redis-server` is on `PATH`.
     pub no_private_redis: bool,
+    /// Where every setting keeps its data: a fresh SQLite file (the default), or its own
+    /// tables in a PostgreSQL or MySQL database. Over a server, the default strategies
+    /// also take their locks on it (as [`CompareConfig::postgres`] or
+    /// [`CompareConfig::mysql`] would, unless those name another), `pg-xact` joins over
+    /// PostgreSQL, and only the first [`sync`](CompareConfig::sync) setting runs (it is
+    /// SQLite's).
+    pub data: DataSpec,
     /// The binary to run worker processes with. Default: this executable.
     pub worker_exe: Option<PathBuf>,
     /// Show progress on stderr.
@@ -95,6 +106,7 @@ impl Default for CompareConfig {
             mysql: None,
             postgres: None,
             no_private_redis: false,
+            data: DataSpec::Sqlite,
             worker_exe: None,
             progress: false,
         }
@@ -161,10 +173,22 @@ pub fn default_strategies<'a>(
     list
 }
 
+/// Whether `spec` names a strategy the harness knows over any data.
+fn known_anywhere(spec: &str, registry: &Registry<Sqlite>) -> bool {
+    crate::run::knows(spec, registry)
+        || [
+            DataSpec::Postgres(String::new()),
+            DataSpec::MySql(String::new()),
+        ]
+        .iter()
+        .any(|data| runs_over(spec, data, registry))
+}
+
 /// Runs the comparison.
 ///
 /// # Errors
-/// [`RunError::Usage`] for a bad configuration (an empty list, an unknown strategy).
+/// [`RunError::Usage`] for a bad configuration (an empty list, an unknown strategy, no
+/// strategy that runs over the data).
 pub fn compare(
     config: &CompareConfig,
     registry: &Registry<Sqlite>,
@@ -174,12 +198,18 @@ pub fn compare(
             "--threads and --sync need at least one value".into(),
         ));
     }
+    let data = &config.data;
     let mut private_redis = None;
     let mut redis_url = config.redis.clone();
     let strategies: Vec<String> = match &config.strategies {
         Some(list) => list.clone(),
         None => {
-            if redis_url.is_none() && !config.no_private_redis && registry.contains("redis") {
+            let redis_runs = runs_over("redis://", data, registry);
+            if redis_url.is_none()
+                && !config.no_private_redis
+                && registry.contains("redis")
+                && redis_runs
+            {
                 match redis_server::PrivateRedis::start() {
                     Ok(server) => {
                         redis_url = Some(server.url());
@@ -188,25 +218,68 @@ pub fn compare(
                     Err(e) => eprintln!("note: redis strategies skipped: {e}"),
                 }
             }
+            // Over a server's data, its own locks are the natural ones to compare.
+            let mysql = config.mysql.clone().or_else(|| match data {
+                DataSpec::MySql(url) => Some(url.clone()),
+                _ => None,
+            });
+            let postgres = config.postgres.clone().or_else(|| match data {
+                DataSpec::Postgres(url) => Some(url.clone()),
+                _ => None,
+            });
             let servers = redis_url
                 .iter()
-                .chain(&config.mysql)
-                .chain(&config.postgres)
+                .chain(&mysql)
+                .chain(&postgres)
                 .map(String::as_str);
-            default_strategies(servers, registry)
+            let mut list = default_strategies(servers, registry);
+            if matches!(data, DataSpec::Postgres(_)) && runs_over("pg-xact", data, registry) {
+                list.push("pg-xact".to_owned());
+            }
+            list
         }
     };
-    for spec in &strategies {
-        let name = turnstile::spec::Spec::parse(spec)
+    let mut skipped = Vec::new();
+    let mut runnable = Vec::new();
+    for spec in strategies {
+        let name = turnstile::spec::Spec::parse(&spec)
             .map_err(|e| RunError::Usage(e.to_string()))?
             .name()
             .to_owned();
-        if !crate::run::knows(spec, registry) {
+        if runs_over(&spec, data, registry) {
+            runnable.push(spec);
+        } else if known_anywhere(&spec, registry) {
+            skipped.push(redact_url(&spec));
+        } else {
             return Err(RunError::Usage(format!(
                 "unknown strategy {name:?}; see `turnstile list`"
             )));
         }
     }
+    if !skipped.is_empty() {
+        eprintln!(
+            "note: skipped, they do not run over data in {data}: {}",
+            skipped.join(", ")
+        );
+    }
+    if runnable.is_empty() {
+        return Err(RunError::Usage(format!(
+            "none of the strategies runs over data in {data}; see `turnstile list`"
+        )));
+    }
+    let strategies = runnable;
+    // `synchronous` is SQLite's: over a server's data, more settings would repeat the runs.
+    let syncs = if data.is_server() {
+        if config.sync.len() > 1 {
+            eprintln!(
+                "note: over data in {data} only sync={} runs (the setting is SQLite's)",
+                config.sync[0].as_str().to_ascii_lowercase()
+            );
+        }
+        config.sync[..1].to_vec()
+    } else {
+        config.sync.clone()
+    };
 
     let threads = config.threads.clone();
     let ops = config
@@ -215,10 +288,8 @@ pub fn compare(
 
     let mut settings = Vec::new();
     for spec in &strategies {
-        let scope = capabilities_of(spec, &DataSpec::Sqlite, registry)
-            .map(|c| c.scope)
-            .ok();
-        for &sync in &config.sync {
+        let scope = capabilities_of(spec, data, registry).map(|c| c.scope).ok();
+        for &sync in &syncs {
             for &t in &threads {
                 settings.push(Setting {
                     spec: spec.clone(),
@@ -255,7 +326,7 @@ pub fn compare(
 
     let mut floors = Vec::new();
     let mut lock_cycles = Vec::new();
-    for &sync in &config.sync {
+    for &sync in &syncs {
         floors.push(sqlite_commit_floor(sync)?);
     }
     if let Some(url) = &redis_url {
@@ -286,6 +357,7 @@ pub fn compare(
             .threads(setting.threads)
             .procs(setting.procs)
             .ops(ops.max(setting.threads * setting.procs))
+            .data(data.clone())
             .transaction(true);
         run_config.sync = setting.sync;
         run_config.worker_exe = config.worker_exe.clone();
@@ -357,12 +429,12 @@ pub fn compare(
         sqlite: SqliteInfo {
             version: turnstile::sqlite::rusqlite::version().to_owned(),
             journal_mode: "wal".to_owned(),
-            sync: config
-                .sync
+            sync: syncs
                 .iter()
                 .map(|s| s.as_str().to_ascii_lowercase())
                 .collect(),
         },
+        data: data.to_string(),
         floors,
         lock_cycles,
         results,

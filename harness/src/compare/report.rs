@@ -14,6 +14,10 @@ pub struct Report {
     pub machine: Machine,
     /// SQLite as configured for the run.
     pub sqlite: SqliteInfo,
+    /// Where the settings kept their data: `sqlite` (a fresh file each), or a server's URL
+    /// with any password replaced by `***` (reports of older versions: `sqlite`).
+    #[serde(default = "sqlite")]
+    pub data: String,
     /// Reference floors measured in the same run.
     pub floors: Vec<Floor>,
     /// Locks' own cycles measured in the same run (absent from reports of older versions).
@@ -21,6 +25,10 @@ pub struct Report {
     pub lock_cycles: Vec<LockCycle>,
     /// One record per strategy × workload × threads × processes × sync.
     pub results: Vec<Record>,
+}
+
+fn sqlite() -> String {
+    "sqlite".to_owned()
 }
 
 /// The machine the run measured.

@@ -340,6 +340,15 @@ pub fn listing(sqlite: &Registry<Sqlite>) -> String {
     out
 }
 
+/// Whether the harness can run `strategy` over `data`: its name is known over that data's
+/// tables (over SQLite, in `sqlite`, the caller's registry) or over versioned records.
+pub fn runs_over(strategy: &str, data: &DataSpec, sqlite: &Registry<Sqlite>) -> bool {
+    turnstile::spec::Spec::parse(strategy).is_ok_and(|spec| {
+        let known = |names: Vec<(String, String)>| names.iter().any(|(n, _)| n == spec.name());
+        known(table_names(data, sqlite)) || known(versioned_names())
+    })
+}
+
 /// The strategy names known over plain tables in `data` (`sqlite` is the caller's
 /// registry), with their summaries.
 pub(crate) fn table_names(data: &DataSpec, sqlite: &Registry<Sqlite>) -> Vec<(String, String)> {

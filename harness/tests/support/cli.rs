@@ -20,3 +20,26 @@ pub(crate) fn check(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Runs `turnstile worker` with `stdin` as its input (a worker reads its spec from the first
+/// line): its exit code (-1 when killed by a signal) and stdout.
+pub(crate) fn worker(stdin: &str) -> (i32, String) {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new(EXE)
+        .arg("worker")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("turnstile runs");
+    let mut input = child.stdin.take().expect("piped stdin");
+    // A worker that already gave up closed its end: its answer is on stdout.
+    let _ = input.write_all(stdin.as_bytes());
+    drop(input);
+    let out = child.wait_with_output().expect("turnstile runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}

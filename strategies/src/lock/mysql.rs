@@ -215,6 +215,20 @@ impl MySqlLock {
     pub fn max_idle(self, max_idle: usize) -> Self {
         self.with(|s| s.max_idle = max_idle)
     }
+
+    /// Opens a lock connection now (within the
+    /// [connect timeout](Self::connect_timeout)), with the fence table when fencing, and
+    /// keeps it for the next acquire: a wrong address or password shows at once rather
+    /// than at the first op. The spec registry pings when it opens a `mysql://…` or
+    /// `queue+mysql://…` spec.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when the server cannot be reached or refuses.
+    pub fn ping(&self) -> Result<(), StrategyError> {
+        let conn = self.shared.open(None)?;
+        self.shared.recycle(conn);
+        Ok(())
+    }
 }
 
 impl std::fmt::Debug for MySqlLock {

@@ -128,6 +128,19 @@ impl PostgresLock {
         self.with(|s| s.max_idle = max_idle)
     }
 
+    /// Opens a lock connection now (within the URL's `connect_timeout`), with the fence
+    /// table when fencing, and keeps it for the next acquire: a wrong address or password
+    /// shows at once rather than at the first op. The spec registry pings when it opens a
+    /// `postgres://…` or `queue+postgres://…` spec.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when the server cannot be reached or refuses.
+    pub fn ping(&self) -> Result<(), StrategyError> {
+        let client = self.shared.open(None)?;
+        self.shared.recycle(client);
+        Ok(())
+    }
+
     /// Issues fencing tokens (the default) or not. Without them a grant needs no
     /// `turnstile_lock_fences` table and no durable write; `Locked` enforces fences only
     /// in [`TxMode::Transaction`](crate::TxMode::Transaction), so the spec registry turns
