@@ -21,7 +21,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use turnstile::spec::{Registry, Setup, Spec};
+use turnstile::spec::{Registry, Setup, Spec, redact_url};
 use turnstile::sqlite::{Sqlite, Synchronous};
 use turnstile::{BoxSerializer, Capabilities, Connect, Error, Key, Scope, TxMode, Wait};
 
@@ -347,7 +347,7 @@ pub(crate) fn open_error(e: turnstile::StrategyError) -> RunError {
 /// What one run found and measured.
 #[derive(Clone, Debug, Serialize)]
 pub struct RunReport {
-    /// The strategy spec.
+    /// The strategy spec, with any password shown as `***`.
     pub strategy: String,
     /// The workload.
     pub workload: Workload,
@@ -798,7 +798,8 @@ fn run_on<B: Backend>(
     if config.procs > 1 && caps.scope == Scope::Threads {
         notes.push(format!(
             "{} excludes threads of one process only; this run spans {} processes, outside its scope",
-            config.strategy, config.procs
+            redact_url(&config.strategy),
+            config.procs
         ));
     }
     let started = Instant::now();
@@ -879,7 +880,7 @@ fn run_on<B: Backend>(
         _ => None,
     };
     Ok(RunReport {
-        strategy: config.strategy.clone(),
+        strategy: redact_url(&config.strategy),
         workload: config.workload,
         threads: config.threads,
         procs: config.procs,

@@ -362,4 +362,10 @@ fn worker_command_lines_carry_no_password() {
             "worker {pid}'s command line shows the password: {args:?}"
         );
     }
+    // Nor does the report: its strategy and notes show the spec redacted.
+    assert!(
+        !out.contains(&secret),
+        "the report shows the password:\n{out}"
+    );
+    assert!(!err.contains(&secret), "stderr shows the password:\n{err}");
 }
