@@ -23,8 +23,8 @@
 //! Each strategy is behind a Cargo feature of its name. Default: the embedded ones
 //! (`sqlite`, `queue`, `mutex`, `file-lock`, `retry`); `redis`, `mysql`, `postgres` and
 //! `optimistic` are opt-in, and `redis-tls` adds TLS (`rediss://`) to `redis`;
-//! `redis-tls-preload-roots` makes new TLS connections cheaper (see
-//! [TLS](crate::lock::redis#tls)).
+//! `redis-tls-preload-roots` makes new TLS connections cheaper (see the TLS section of
+//! the `lock::redis` module).
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
