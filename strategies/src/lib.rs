@@ -22,7 +22,9 @@
 //! ## Features
 //! Each strategy is behind a Cargo feature of its name. Default: the embedded ones
 //! (`sqlite`, `queue`, `mutex`, `file-lock`, `retry`); `redis`, `mysql`, `postgres` and
-//! `optimistic` are opt-in, and `redis-tls` adds TLS (`rediss://`) to `redis`.
+//! `optimistic` are opt-in, and `redis-tls` adds TLS (`rediss://`) to `redis`;
+//! `redis-tls-preload-roots` makes new TLS connections cheaper (see the TLS section of
+//! the `lock::redis` module).
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 

@@ -11,7 +11,7 @@
 #[path = "support/redis_server.rs"]
 mod redis_server;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,13 +21,14 @@ use turnstile::spec::{Registry, Setup};
 use turnstile::sqlite::{Sqlite, rusqlite};
 use turnstile::{BoxSerializer, Error, HolderDeath, Key, Lock, Scope, Serializer, TxMode, Wait};
 
-/// Generous bound for "doesn't hang" checks.
 #[path = "support/children.rs"]
 mod children;
 use children::{
-    Children, child, child_role, db_at, env_path, env_text, env_u32, touch, wait_until,
+    Children, child, child_role, db_at, env_path, env_text, env_u32, on_threads, run_workers,
+    spawn_workers, touch, wait_for_go, wait_until,
 };
 
+/// Generous bound for "doesn't hang" checks.
 const PATIENCE: Duration = Duration::from_secs(120);
 
 // ---------------------------------------------------------------- child processes
@@ -57,29 +58,12 @@ fn read_counter(path: &Path) -> i64 {
         .unwrap()
 }
 
-/// Spawns `processes` children of `test` playing `role` over the database at `path`, with
-/// `envs`; they start together once the returned `go` file exists.
-fn spawn_workers(
-    test: &str,
-    role: &str,
-    processes: u32,
-    path: &Path,
-    envs: &[(&str, String)],
-) -> (Children, PathBuf) {
-    let go = path.with_extension("go");
-    let children = (0..processes)
-        .map(|i| {
-            let mut cmd = child(test, role);
-            cmd.env("DB", path)
-                .env("GO", &go)
-                .env("PROCESS", i.to_string());
-            for (k, v) in envs {
-                cmd.env(k, v);
-            }
-            cmd.spawn().unwrap()
-        })
-        .collect();
-    (Children(children), go)
+/// In a child: the strategy SPEC over DB, opened before the start signal, which it then
+/// waits for.
+fn open_and_wait_for_go(mode: TxMode) -> BoxSerializer<rusqlite::Connection> {
+    let strategy = open(&env_text("SPEC"), &env_path("DB"), mode);
+    wait_for_go();
+    strategy
 }
 
 // ---------------------------------------------------------------- counter
@@ -99,22 +83,12 @@ fn increment(db: &mut rusqlite::Connection) -> rusqlite::Result<()> {
 
 /// A child: THREADS threads, INCREMENTS autocommit increments each, through SPEC.
 fn counter_worker() {
-    let strategy = Arc::new(open(&env_text("SPEC"), &env_path("DB"), TxMode::Autocommit));
-    let go = env_path("GO");
-    wait_until("the start signal", || go.exists());
-    let threads: Vec<_> = (0..THREADS)
-        .map(|_| {
-            let strategy = strategy.clone();
-            std::thread::spawn(move || {
-                for _ in 0..INCREMENTS {
-                    strategy.run(&Key::whole(), |db| increment(db)).unwrap();
-                }
-            })
-        })
-        .collect();
-    for t in threads {
-        t.join().unwrap();
-    }
+    let strategy = open_and_wait_for_go(TxMode::Autocommit);
+    on_threads(THREADS, move || {
+        for _ in 0..INCREMENTS {
+            strategy.run(&Key::whole(), |db| increment(db)).unwrap();
+        }
+    });
 }
 
 /// Runs the counter from PROCESSES processes through `spec`; returns the final count.
@@ -122,17 +96,13 @@ fn counter_through(test: &str, spec: &str) -> i64 {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("counter.db");
     create_tables(&path);
-    let (mut children, go) = spawn_workers(
+    run_workers(
         test,
         "counter",
         PROCESSES,
         &path,
         &[("SPEC", spec.to_owned())],
     );
-    touch(&go);
-    for status in children.wait_all() {
-        assert!(status.success(), "a worker failed: {status}");
-    }
     read_counter(&path)
 }
 
@@ -305,34 +275,20 @@ const FAIR_TOTAL: i64 = 3000;
 /// until the log holds FAIR_TOTAL rows.
 fn greedy_worker() {
     let process = i64::from(env_u32("PROCESS"));
-    let strategy = Arc::new(open(
-        &env_text("SPEC"),
-        &env_path("DB"),
-        TxMode::Transaction,
-    ));
-    let go = env_path("GO");
-    wait_until("the start signal", || go.exists());
-    let threads: Vec<_> = (0..THREADS)
-        .map(|_| {
-            let strategy = strategy.clone();
-            std::thread::spawn(move || {
-                loop {
-                    let rows: i64 = strategy
-                        .run(&Key::whole(), move |db| {
-                            db.execute("INSERT INTO log (process) VALUES (?1)", [process])?;
-                            db.query_row("SELECT count(*) FROM log", [], |r| r.get(0))
-                        })
-                        .unwrap();
-                    if rows >= FAIR_TOTAL {
-                        break;
-                    }
-                }
-            })
-        })
-        .collect();
-    for t in threads {
-        t.join().unwrap();
-    }
+    let strategy = open_and_wait_for_go(TxMode::Transaction);
+    on_threads(THREADS, move || {
+        loop {
+            let rows: i64 = strategy
+                .run(&Key::whole(), move |db| {
+                    db.execute("INSERT INTO log (process) VALUES (?1)", [process])?;
+                    db.query_row("SELECT count(*) FROM log", [], |r| r.get(0))
+                })
+                .unwrap();
+            if rows >= FAIR_TOTAL {
+                break;
+            }
+        }
+    });
 }
 
 /// Two greedy processes through `spec`: each must write a fair share, and the lock must
@@ -342,11 +298,7 @@ fn both_make_progress(test: &str, spec: &str) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("fair.db");
     create_tables(&path);
-    let (mut children, go) = spawn_workers(test, "greedy", 2, &path, &[("SPEC", spec.to_owned())]);
-    touch(&go);
-    for status in children.wait_all() {
-        assert!(status.success(), "a worker failed: {status}");
-    }
+    run_workers(test, "greedy", 2, &path, &[("SPEC", spec.to_owned())]);
     let conn = rusqlite::Connection::open(&path).unwrap();
     let order: Vec<i64> = conn
         .prepare("SELECT process FROM log ORDER BY rowid")
@@ -814,30 +766,16 @@ const MEASURE_THREADS: u32 = 16;
 
 /// A measurement child: MEASURE_THREADS threads, MEASURE_OPS transactional increments each.
 fn measure_worker() {
-    let strategy = Arc::new(open(
-        &env_text("SPEC"),
-        &env_path("DB"),
-        TxMode::Transaction,
-    ));
-    let go = env_path("GO");
-    wait_until("the start signal", || go.exists());
-    let threads: Vec<_> = (0..MEASURE_THREADS)
-        .map(|_| {
-            let strategy = strategy.clone();
-            std::thread::spawn(move || {
-                for _ in 0..measure_ops() {
-                    strategy
-                        .run(&Key::whole(), |db| {
-                            db.execute("UPDATE counter SET v = v + 1", [])
-                        })
-                        .unwrap();
-                }
-            })
-        })
-        .collect();
-    for t in threads {
-        t.join().unwrap();
-    }
+    let strategy = open_and_wait_for_go(TxMode::Transaction);
+    on_threads(MEASURE_THREADS, move || {
+        for _ in 0..measure_ops() {
+            strategy
+                .run(&Key::whole(), |db| {
+                    db.execute("UPDATE counter SET v = v + 1", [])
+                })
+                .unwrap();
+        }
+    });
 }
 
 /// Ops per second of `spec` at MEASURE_PROCESSES × MEASURE_THREADS, from the start signal
@@ -857,9 +795,7 @@ fn ops_per_second(test: &str, spec: &str) -> f64 {
     std::thread::sleep(Duration::from_millis(500));
     let start = Instant::now();
     touch(&go);
-    for status in children.wait_all() {
-        assert!(status.success(), "a worker failed: {status}");
-    }
+    children.wait_success();
     let took = start.elapsed();
     let ops = MEASURE_PROCESSES * MEASURE_THREADS * measure_ops();
     assert_eq!(read_counter(&path), i64::from(ops));

@@ -14,21 +14,21 @@ use std::time::{Duration, Instant};
 
 use turnstile::lock::{FileLock, FileLockError};
 use turnstile::spec::{Registry, Setup};
-use turnstile::sqlite::Sqlite;
 use turnstile::sqlite::rusqlite;
 use turnstile::{
     Error, HolderDeath, Key, KeyError, KeyScope, Lock, LockName, Locked, MAX_TIMEOUT, Scope,
     Serializer, TxMode, Wait,
 };
 
-/// Generous bound for "doesn't hang" checks.
 #[path = "support/children.rs"]
 mod children;
-use children::{Children, child, child_role, db_at, env_path, env_u32, touch, wait_until};
+use children::{
+    Children, child, child_role, db_at, env_path, env_u32, on_threads, run_workers, touch,
+    wait_for_go, wait_until,
+};
 
+/// Generous bound for "doesn't hang" checks.
 const PATIENCE: Duration = Duration::from_secs(120);
-
-// ---------------------------------------------------------------- child processes
 
 // ---------------------------------------------------------------- counter
 
@@ -45,57 +45,34 @@ fn increment(db: &mut rusqlite::Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-fn counter_strategy(db_path: &Path) -> Locked<FileLock, Sqlite> {
-    Locked::new(FileLock::beside(db_path).unwrap(), db_at(db_path)).tx_mode(TxMode::Autocommit)
-}
-
-fn counter_worker(db_path: &Path, go: &Path) {
-    let strategy = Arc::new(counter_strategy(db_path));
-    wait_until("the start signal", || go.exists());
-    let threads: Vec<_> = (0..THREADS)
-        .map(|_| {
-            let strategy = strategy.clone();
-            std::thread::spawn(move || {
-                for _ in 0..INCREMENTS {
-                    strategy.run(&Key::whole(), |db| increment(db)).unwrap();
-                }
-            })
-        })
-        .collect();
-    for t in threads {
-        t.join().unwrap();
-    }
+/// A child: THREADS threads, INCREMENTS autocommit increments each, under a file lock
+/// beside DB.
+fn counter_worker() {
+    let db_path = env_path("DB");
+    let strategy = Locked::new(FileLock::beside(&db_path).unwrap(), db_at(&db_path))
+        .tx_mode(TxMode::Autocommit);
+    wait_for_go();
+    on_threads(THREADS, move || {
+        for _ in 0..INCREMENTS {
+            strategy.run(&Key::whole(), |db| increment(db)).unwrap();
+        }
+    });
 }
 
 #[test]
 fn counter_from_processes_and_threads_ends_exact() {
     const NAME: &str = "counter_from_processes_and_threads_ends_exact";
     if child_role().is_some() {
-        return counter_worker(&env_path("DB"), &env_path("GO"));
+        return counter_worker();
     }
     let dir = tempfile::tempdir().unwrap();
     let db_path = dir.path().join("counter.db");
-    let go = dir.path().join("go");
     {
         let conn = rusqlite::Connection::open(&db_path).unwrap();
         conn.execute_batch("CREATE TABLE counter (v INTEGER); INSERT INTO counter VALUES (0);")
             .unwrap();
     }
-    let mut children = Children(
-        (0..PROCESSES)
-            .map(|_| {
-                child(NAME, "counter")
-                    .env("DB", &db_path)
-                    .env("GO", &go)
-                    .spawn()
-                    .unwrap()
-            })
-            .collect(),
-    );
-    touch(&go);
-    for status in children.wait_all() {
-        assert!(status.success(), "a worker failed: {status}");
-    }
+    run_workers(NAME, "counter", PROCESSES, &db_path, &[]);
     let conn = rusqlite::Connection::open(&db_path).unwrap();
     let v: i64 = conn
         .query_row("SELECT v FROM counter", [], |r| r.get(0))

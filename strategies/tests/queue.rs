@@ -82,6 +82,37 @@ fn create_table(queue: &Queue<Sqlite>, sql: &'static str) {
         .unwrap();
 }
 
+/// An op that only records, in the returned flag, that it ran: for checks that it never
+/// does.
+fn op_that_records_running() -> (
+    Arc<AtomicBool>,
+    impl FnMut(&mut turnstile::Ctx<'_, rusqlite::Connection>) -> Result<(), Io> + Send + 'static,
+) {
+    let ran = Arc::new(AtomicBool::new(false));
+    let flag = ran.clone();
+    let op = move |_: &mut turnstile::Ctx<'_, rusqlite::Connection>| {
+        flag.store(true, Ordering::SeqCst);
+        Ok(())
+    };
+    (ran, op)
+}
+
+/// A queue over a new table `t (v)` in `dir`'s database (whose path comes second), its
+/// worker held by [`block_worker`]: what is submitted before the release forms one batch.
+fn held_queue_over_t(
+    dir: &tempfile::TempDir,
+) -> (
+    Arc<Queue<Sqlite>>,
+    std::path::PathBuf,
+    Ticket<(), Io>,
+    mpsc::Sender<()>,
+) {
+    let queue = Arc::new(Queue::new(db(dir)).unwrap());
+    create_table(&queue, "CREATE TABLE t (v INTEGER)");
+    let (busy, release) = block_worker(&queue);
+    (queue, dir.path().join("q.db"), busy, release)
+}
+
 fn values(path: &std::path::Path) -> Vec<i64> {
     let conn = rusqlite::Connection::open(path).unwrap();
     let mut stmt = conn.prepare("SELECT v FROM t ORDER BY v").unwrap();
@@ -176,12 +207,8 @@ fn a_zero_timeout_runs_only_on_an_idle_queue() {
     );
     // Busy: it gives up at once, and never runs.
     let (busy, release) = block_worker(&queue);
-    let ran = Arc::new(AtomicBool::new(false));
-    let flag = ran.clone();
-    let r = queue.run_timeout(&whole(), Duration::ZERO, move |_| {
-        flag.store(true, Ordering::SeqCst);
-        Ok::<_, Io>(2)
-    });
+    let (ran, op) = op_that_records_running();
+    let r = queue.run_timeout(&whole(), Duration::ZERO, op);
     assert!(matches!(r, Err(Error::Timeout { .. })), "{r:?}");
     release.send(()).unwrap();
     busy.wait().unwrap();
@@ -195,42 +222,24 @@ fn a_wait_that_times_out_before_start_cancels_the_op() {
     let queue = Arc::new(Queue::new(db(&dir)).unwrap());
     let (busy, release) = block_worker(&queue);
 
-    let ran = Arc::new(AtomicBool::new(false));
-    let flag = ran.clone();
-    let ticket = queue
-        .submit(&whole(), move |_| {
-            flag.store(true, Ordering::SeqCst);
-            Ok::<_, Io>(())
-        })
-        .unwrap();
+    let (ran, op) = op_that_records_running();
+    let ticket = queue.submit(&whole(), op).unwrap();
     assert!(matches!(
         ticket.wait_timeout(Duration::from_millis(50)),
         Err(Error::Timeout { .. })
     ));
 
     // The same through `run` with a timeout, from another thread.
-    let ran_by_run = Arc::new(AtomicBool::new(false));
-    let flag = ran_by_run.clone();
+    let (ran_by_run, op) = op_that_records_running();
     let q = queue.clone();
     let r = within(HANG, move || {
-        q.run_timeout(&whole(), Duration::from_millis(50), move |_| {
-            flag.store(true, Ordering::SeqCst);
-            Ok::<_, Io>(())
-        })
+        q.run_timeout(&whole(), Duration::from_millis(50), op)
     });
     assert!(matches!(r, Err(Error::Timeout { .. })), "{r:?}");
 
     // A dropped ticket (and a dropped future) cancels too.
-    let ran_dropped = Arc::new(AtomicBool::new(false));
-    let flag = ran_dropped.clone();
-    drop(
-        queue
-            .submit(&whole(), move |_| {
-                flag.store(true, Ordering::SeqCst);
-                Ok::<_, Io>(())
-            })
-            .unwrap(),
-    );
+    let (ran_dropped, op) = op_that_records_running();
+    drop(queue.submit(&whole(), op).unwrap());
 
     release.send(()).unwrap();
     busy.wait().unwrap();
@@ -295,14 +304,8 @@ fn a_ticket_is_a_future() {
 
     // A dropped future cancels its op.
     let (busy, release) = block_worker(&queue);
-    let ran = Arc::new(AtomicBool::new(false));
-    let flag = ran.clone();
-    let future = queue
-        .submit(&whole(), move |_| {
-            flag.store(true, Ordering::SeqCst);
-            Ok::<_, Io>(())
-        })
-        .unwrap();
+    let (ran, op) = op_that_records_running();
+    let future = queue.submit(&whole(), op).unwrap();
     let mut future = Box::pin(future);
     let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
     assert!(
@@ -871,14 +874,8 @@ fn ops_see_their_sorted_keys_and_tickets_can_be_cancelled() {
     assert_eq!(keys, vec![a, b]);
 
     let (busy, release) = block_worker(&queue);
-    let ran = Arc::new(AtomicBool::new(false));
-    let flag = ran.clone();
-    let ticket = queue
-        .submit(&whole(), move |_| {
-            flag.store(true, Ordering::SeqCst);
-            Ok::<_, Io>(())
-        })
-        .unwrap();
+    let (ran, op) = op_that_records_running();
+    let ticket = queue.submit(&whole(), op).unwrap();
     assert!(!ticket.is_started() && !ticket.is_finished());
     assert!(ticket.cancel());
     assert!(busy.is_started());
@@ -891,10 +888,7 @@ fn ops_see_their_sorted_keys_and_tickets_can_be_cancelled() {
 #[test]
 fn group_commit_answers_a_caller_only_after_the_commit_holding_its_op() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("q.db");
-    let queue = Queue::new(db(&dir)).unwrap();
-    create_table(&queue, "CREATE TABLE t (v INTEGER)");
-    let (busy, release) = block_worker(&queue);
+    let (queue, path, busy, release) = held_queue_over_t(&dir);
     let tickets: Vec<_> = (0..50_i64)
         .map(|v| {
             queue
@@ -929,6 +923,9 @@ fn queues_and_tickets_cross_threads() {
     send_sync::<Error<rusqlite::Error>>();
 }
 
+/// A caller of [`sleeping_callers`]: whether, once answered, it saw its write committed.
+type SleepingCaller = std::thread::JoinHandle<Result<bool, Error<rusqlite::Error>>>;
+
 /// Callers sleeping in `run` behind a blocked worker, `n` of them, each inserting its
 /// number and checking, once answered, that another connection sees it (Ok(true)).
 /// Returns once they are all queued.
@@ -936,7 +933,7 @@ fn sleeping_callers(
     queue: &Arc<Queue<Sqlite>>,
     path: &std::path::Path,
     n: i64,
-) -> Vec<std::thread::JoinHandle<Result<bool, Error<rusqlite::Error>>>> {
+) -> Vec<SleepingCaller> {
     let queued_before = queue.len();
     let callers = (0..n)
         .map(|v| {
@@ -966,20 +963,9 @@ fn sleeping_callers(
     callers
 }
 
-#[test]
-fn group_commit_wakes_every_sleeping_caller_of_a_batch_after_its_commit() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("q.db");
-    let queue = Arc::new(Queue::new(db(&dir)).unwrap());
-    create_table(&queue, "CREATE TABLE t (v INTEGER)");
-    let (busy, release) = block_worker(&queue);
-    // A future among the sleepers: the worker wakes it itself.
-    let future = queue
-        .submit(&whole(), |db| db.execute("INSERT INTO t VALUES (-1)", []))
-        .unwrap();
-    let callers = sleeping_callers(&queue, &path, 40);
-    release.send(()).unwrap();
-    busy.wait().unwrap();
+/// Waits (bounded by [`HANG`]) for every one of `callers` to be answered; fails unless
+/// each succeeded and saw its write committed.
+fn assert_answered_after_their_commits(callers: Vec<SleepingCaller>) {
     let answers = within(HANG, move || {
         callers
             .into_iter()
@@ -989,6 +975,20 @@ fn group_commit_wakes_every_sleeping_caller_of_a_batch_after_its_commit() {
     for answer in answers {
         assert!(answer.unwrap(), "a caller was answered before its commit");
     }
+}
+
+#[test]
+fn group_commit_wakes_every_sleeping_caller_of_a_batch_after_its_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (queue, path, busy, release) = held_queue_over_t(&dir);
+    // A future among the sleepers: the worker wakes it itself.
+    let future = queue
+        .submit(&whole(), |db| db.execute("INSERT INTO t VALUES (-1)", []))
+        .unwrap();
+    let callers = sleeping_callers(&queue, &path, 40);
+    release.send(()).unwrap();
+    busy.wait().unwrap();
+    assert_answered_after_their_commits(callers);
     assert_eq!(block_on(future).unwrap(), 1);
     assert_eq!(values(&path).len(), 41);
     assert_eq!(batch_markers(&path), 1);
@@ -997,10 +997,7 @@ fn group_commit_wakes_every_sleeping_caller_of_a_batch_after_its_commit() {
 #[test]
 fn a_caller_that_stopped_waiting_does_not_leave_its_batch_mates_asleep() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("q.db");
-    let queue = Arc::new(Queue::new(db(&dir)).unwrap());
-    create_table(&queue, "CREATE TABLE t (v INTEGER)");
-    let (busy, release) = block_worker(&queue);
+    let (queue, path, busy, release) = held_queue_over_t(&dir);
     // One batch: an op whose caller gives up once it has run, one that holds the batch
     // open until told, then callers asleep in `run`.
     let impatient = queue
@@ -1023,15 +1020,7 @@ fn a_caller_that_stopped_waiting_does_not_leave_its_batch_mates_asleep() {
     let gave_up = impatient.wait_timeout(Duration::from_millis(10));
     assert!(matches!(gave_up, Err(Error::Indeterminate)), "{gave_up:?}");
     go_tx.send(()).unwrap();
-    let answers = within(HANG, move || {
-        callers
-            .into_iter()
-            .map(|c| c.join().unwrap())
-            .collect::<Vec<_>>()
-    });
-    for answer in answers {
-        assert!(answer.unwrap(), "a caller was answered before its commit");
-    }
+    assert_answered_after_their_commits(callers);
     assert_eq!(holding.wait().unwrap(), 1);
     // The op whose caller gave up committed with its batch.
     assert_eq!(values(&path).len(), 22);

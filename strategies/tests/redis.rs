@@ -116,10 +116,17 @@ fn child_counter_worker() {
 
 fn child(role: &str, test: &str, envs: &[(&str, &str)]) -> Child {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args([test, "--exact", "--nocapture", "--test-threads", "1"])
-        .env(CHILD_ROLE, role)
-        // The child's own "test result" line would be counted as the parent's.
-        .stdout(std::process::Stdio::null());
+    cmd.args([
+        test,
+        "--exact",
+        "--nocapture",
+        "--test-threads",
+        "1",
+        "--include-ignored",
+    ])
+    .env(CHILD_ROLE, role)
+    // The child's own "test result" line would be counted as the parent's.
+    .stdout(std::process::Stdio::null());
     for (k, v) in envs {
         cmd.env(k, v);
     }

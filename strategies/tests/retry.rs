@@ -6,18 +6,19 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use turnstile::retry::{Retry, RetryEvent, RetryReason};
 use turnstile::spec::{Registry, Setup};
+use turnstile::sqlite::Sqlite;
 use turnstile::sqlite::rusqlite::{self, Connection, ErrorCode};
 use turnstile::{Error, HolderDeath, Key, Scope, Serializer, Wait};
 
-/// Generous bound for "doesn't hang" checks.
 #[path = "support/children.rs"]
 mod children;
-use children::{CHILD, Children, child, db_at};
+use children::{child_role, db_at, env_path, on_threads, run_workers, wait_for_go};
 
+/// Generous bound for "doesn't hang" checks.
 const PATIENCE: Duration = Duration::from_secs(120);
 
 /// A database with `counter (v)` at 0 and `uniq (k UNIQUE)` holding 1.
@@ -60,54 +61,27 @@ const PROCESSES: u32 = 4;
 const THREADS: u32 = 4;
 const INCREMENTS: u32 = 25;
 
-fn counter_worker(path: &Path, go: &Path) {
-    let strategy = Arc::new(Retry::sqlite(db_at(path)));
-    let give_up = Instant::now() + PATIENCE;
-    while !go.exists() {
-        assert!(Instant::now() < give_up, "no start signal");
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    let threads: Vec<_> = (0..THREADS)
-        .map(|_| {
-            let strategy = strategy.clone();
-            std::thread::spawn(move || {
-                for _ in 0..INCREMENTS {
-                    strategy.run(&Key::whole(), |db| increment(db)).unwrap();
-                }
-            })
-        })
-        .collect();
-    for t in threads {
-        t.join().unwrap();
-    }
+/// A child: THREADS threads, INCREMENTS increments each, retried through SQLite's own lock
+/// on DB.
+fn counter_worker() {
+    let strategy = Retry::sqlite(db_at(&env_path("DB")));
+    wait_for_go();
+    on_threads(THREADS, move || {
+        for _ in 0..INCREMENTS {
+            strategy.run(&Key::whole(), |db| increment(db)).unwrap();
+        }
+    });
 }
 
 #[test]
 fn counter_from_processes_and_threads_ends_exact() {
     const NAME: &str = "counter_from_processes_and_threads_ends_exact";
-    if std::env::var_os(CHILD).is_some() {
-        let path = PathBuf::from(std::env::var_os("DB").unwrap());
-        let go = PathBuf::from(std::env::var_os("GO").unwrap());
-        return counter_worker(&path, &go);
+    if child_role().is_some() {
+        return counter_worker();
     }
     let dir = tempfile::tempdir().unwrap();
     let path = fresh_db(dir.path());
-    let go = dir.path().join("go");
-    let mut children = Children(
-        (0..PROCESSES)
-            .map(|_| {
-                child(NAME, "1")
-                    .env("DB", &path)
-                    .env("GO", &go)
-                    .spawn()
-                    .unwrap()
-            })
-            .collect(),
-    );
-    std::fs::File::create(&go).unwrap();
-    for status in children.wait_all() {
-        assert!(status.success(), "a worker failed: {status}");
-    }
+    run_workers(NAME, "counter", PROCESSES, &path, &[]);
     assert_eq!(counter(&path), i64::from(PROCESSES * THREADS * INCREMENTS));
 }
 
@@ -147,10 +121,7 @@ fn a_constraint_violation_is_returned_at_once() {
 fn a_busy_database_is_retried_until_released() {
     let dir = tempfile::tempdir().unwrap();
     let path = fresh_db(dir.path());
-    let (events_tx, events) = mpsc::channel::<RetryEvent>();
-    let strategy = Retry::sqlite(db_at(&path)).on_retry(move |event| {
-        let _ = events_tx.send(*event);
-    });
+    let (strategy, events) = reporting_retries(Retry::sqlite(db_at(&path)));
     let holder = hold_write_lock(&path);
     let runner = std::thread::spawn(move || {
         strategy.run(&Key::whole(), |db| {
@@ -307,11 +278,11 @@ fn the_spec_registry_builds_retry_with_its_capabilities() {
     assert_eq!(direct.connector().busy_timeout_value(), Duration::ZERO);
 }
 
-#[test]
-fn a_busy_commit_is_rolled_back_and_retried() {
-    // With the rollback journal a reader's SHARED lock makes the writer's COMMIT busy.
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("journal.db");
+/// A database in rollback-journal mode with `counter (v)` at 0, and a reader in a
+/// transaction that has read it: under that journal the reader's SHARED lock makes a
+/// writer's COMMIT busy until the reader commits.
+fn journal_db_with_a_reader(dir: &Path) -> (PathBuf, Connection) {
+    let path = dir.join("journal.db");
     Connection::open(&path)
         .unwrap()
         .execute_batch("CREATE TABLE counter (v INTEGER NOT NULL); INSERT INTO counter VALUES (0);")
@@ -322,10 +293,23 @@ fn a_busy_commit_is_rolled_back_and_retried() {
         .query_row("SELECT v FROM counter", [], |r| r.get(0))
         .unwrap();
     assert_eq!(seen, 0);
-    let (events_tx, events) = mpsc::channel::<RetryEvent>();
-    let strategy = Retry::sqlite(db_at(&path).wal(false)).on_retry(move |event| {
+    (path, reader)
+}
+
+/// `strategy`, reporting each of its retries on the returned channel.
+fn reporting_retries(strategy: Retry<Sqlite>) -> (Retry<Sqlite>, mpsc::Receiver<RetryEvent>) {
+    let (events_tx, events) = mpsc::channel();
+    let strategy = strategy.on_retry(move |event| {
         let _ = events_tx.send(*event);
     });
+    (strategy, events)
+}
+
+#[test]
+fn a_busy_commit_is_rolled_back_and_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, reader) = journal_db_with_a_reader(dir.path());
+    let (strategy, events) = reporting_retries(Retry::sqlite(db_at(&path).wal(false)));
     let runs = Arc::new(AtomicU32::new(0));
     let counted = runs.clone();
     let runner = std::thread::spawn(move || {
@@ -345,26 +329,12 @@ fn a_busy_commit_is_rolled_back_and_retried() {
 
 #[test]
 fn a_caller_keeps_its_connection_through_its_retries() {
-    // As above, a reader's SHARED lock under the rollback journal makes COMMIT busy, so
-    // the op runs again; no idle connection is kept, so one given back between the runs
-    // would be closed and the next run would get a new one.
+    // The reader makes COMMIT busy, so the op runs again; no idle connection is kept, so
+    // one given back between the runs would be closed and the next run would get a new one.
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("journal.db");
-    Connection::open(&path)
-        .unwrap()
-        .execute_batch("CREATE TABLE counter (v INTEGER NOT NULL); INSERT INTO counter VALUES (0);")
-        .unwrap();
-    let reader = Connection::open(&path).unwrap();
-    reader.execute_batch("BEGIN").unwrap();
-    let _: i64 = reader
-        .query_row("SELECT v FROM counter", [], |r| r.get(0))
-        .unwrap();
-    let (events_tx, events) = mpsc::channel::<RetryEvent>();
-    let strategy = Retry::sqlite(db_at(&path).wal(false))
-        .idle_connections(0)
-        .on_retry(move |event| {
-            let _ = events_tx.send(*event);
-        });
+    let (path, reader) = journal_db_with_a_reader(dir.path());
+    let (strategy, events) =
+        reporting_retries(Retry::sqlite(db_at(&path).wal(false)).idle_connections(0));
     let runner = std::thread::spawn(move || {
         strategy.run(&Key::whole(), move |db| {
             // `cache_size` belongs to the connection and survives a rollback: each run

@@ -162,6 +162,102 @@ fn untrusted_and_mismatched_clients_are_unavailable_within_the_deadline() {
     }
 }
 
+/// The body of a child process of [`without_tls_ca_the_systems_roots_are_trusted`], whose
+/// "system's roots" are what `SSL_CERT_FILE` names.
+#[test]
+fn child_trusting_the_systems_roots() {
+    if std::env::var(CHILD_ROLE).as_deref() != Ok("system-roots") {
+        return;
+    }
+    let bare = std::env::var("REDIS_URL").unwrap();
+    short_lock(&bare).ping().unwrap();
+    // `tls_ca` replaces the system's roots: with another CA named, the server is refused.
+    let other = std::env::var("OTHER_CA").unwrap();
+    let other = with(&bare, &[(TLS_CA_PARAM, std::path::Path::new(&other))]);
+    let r = short_lock(&other).ping();
+    assert!(matches!(r, Err(Error::Unavailable(_))), "{r:?}");
+}
+
+#[test]
+fn without_tls_ca_the_systems_roots_are_trusted() {
+    let pki = TestPki::new();
+    let server = tls_server(&pki);
+    let bare = format!("rediss://127.0.0.1:{}/0", server.port());
+    // A child whose system store is the test CA alone (rustls-native-certs reads
+    // SSL_CERT_FILE instead of the platform's store).
+    let ca = pki.file("ca.pem");
+    let other = pki.file("other-ca.pem");
+    let status = child(
+        "system-roots",
+        "tls::child_trusting_the_systems_roots",
+        &[
+            ("SSL_CERT_FILE", ca.to_str().unwrap()),
+            ("REDIS_URL", &bare),
+            ("OTHER_CA", other.to_str().unwrap()),
+        ],
+    )
+    .wait()
+    .unwrap();
+    assert!(status.success(), "{status}");
+}
+
+/// Not a test: prints what a new connection costs, as the medians of building a lock and
+/// of its first `PING` (connect, TLS handshake, `PING`), in plaintext, over TLS with
+/// `tls_ca`, and over TLS trusting the system's roots (in a child process whose
+/// `SSL_CERT_DIR` is the system's `/etc/ssl/certs` plus a directory with the test CA):
+/// `cargo test --release -p turnstile --all-features --test redis measure_new_connections -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement, not a check"]
+fn measure_new_connections() {
+    match std::env::var(CHILD_ROLE).as_deref() {
+        Ok("measure") => {
+            let url = std::env::var("REDIS_URL").unwrap();
+            return print_connection_cost("rediss://, the system's roots", &url);
+        }
+        Ok(_) => return,
+        Err(_) => {}
+    }
+    let pki = TestPki::new();
+    let tls = tls_server(&pki);
+    let plain = RedisServer::start();
+    print_connection_cost("redis://", &plain.url());
+    print_connection_cost("rediss://?tls_ca", &tls.url());
+    let ca_dir = pki.dir().join("ca-only");
+    std::fs::create_dir(&ca_dir).unwrap();
+    std::fs::copy(pki.file("ca.pem"), ca_dir.join("ca.pem")).unwrap();
+    let cert_dirs = format!("/etc/ssl/certs:{}", ca_dir.display());
+    let status = child(
+        "measure",
+        "tls::measure_new_connections",
+        &[
+            ("SSL_CERT_DIR", &cert_dirs),
+            ("REDIS_URL", &format!("rediss://127.0.0.1:{}/0", tls.port())),
+        ],
+    )
+    .wait()
+    .unwrap();
+    assert!(status.success(), "{status}");
+}
+
+fn print_connection_cost(what: &str, url: &str) {
+    const ROUNDS: usize = 100;
+    let (mut builds, mut pings) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        let start = Instant::now();
+        let lock = RedisLock::new(url).unwrap();
+        let built = Instant::now();
+        lock.ping().unwrap();
+        builds.push(built - start);
+        pings.push(built.elapsed());
+    }
+    // The child's stdout is not shown.
+    eprintln!(
+        "{what}: build {:?}, first PING {:?} (medians of {ROUNDS})",
+        median(&mut builds),
+        median(&mut pings)
+    );
+}
+
 #[test]
 fn mutual_tls_needs_the_client_certificate() {
     let pki = TestPki::new();

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use turnstile::sqlite::{Sqlite, Synchronous};
@@ -36,10 +37,78 @@ pub(crate) fn child(test: &str, role: &str) -> Command {
     cmd
 }
 
+/// Spawns `processes` children of `test` playing `role`, each told the database `DB`
+/// (`db`), its number `PROCESS`, the start signal `GO` and `envs`. They start together once
+/// the parent [`touch`]es the returned start signal (see [`wait_for_go`]).
+pub(crate) fn spawn_workers(
+    test: &str,
+    role: &str,
+    processes: u32,
+    db: &Path,
+    envs: &[(&str, String)],
+) -> (Children, PathBuf) {
+    let go = db.with_extension("go");
+    let children = (0..processes)
+        .map(|i| {
+            let mut cmd = child(test, role);
+            cmd.env("DB", db)
+                .env("GO", &go)
+                .env("PROCESS", i.to_string());
+            for (k, v) in envs {
+                cmd.env(k, v);
+            }
+            cmd.spawn().unwrap()
+        })
+        .collect();
+    (Children(children), go)
+}
+
+/// [`spawn_workers`], then gives the start signal and waits for every child to succeed.
+pub(crate) fn run_workers(
+    test: &str,
+    role: &str,
+    processes: u32,
+    db: &Path,
+    envs: &[(&str, String)],
+) {
+    let (mut children, go) = spawn_workers(test, role, processes, db, envs);
+    touch(&go);
+    children.wait_success();
+}
+
+/// In a child of [`spawn_workers`]: waits for the parent's start signal.
+pub(crate) fn wait_for_go() {
+    let go = env_path("GO");
+    wait_until("the start signal", || go.exists());
+}
+
+/// Runs `work` on `threads` threads at once and waits for them all; a panic in any of
+/// them fails the caller.
+pub(crate) fn on_threads(threads: u32, work: impl Fn() + Send + Sync + 'static) {
+    let work = Arc::new(work);
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let work = work.clone();
+            std::thread::spawn(move || work())
+        })
+        .collect();
+    for handle in handles {
+        handle.join().unwrap();
+    }
+}
+
 /// Kills every child still running when dropped, so a failing test leaves no orphans.
 pub(crate) struct Children(pub(crate) Vec<Child>);
 
 impl Children {
+    /// Waits for every child (bounded by [`CHILD_PATIENCE`]) and fails unless each one
+    /// succeeded.
+    pub(crate) fn wait_success(&mut self) {
+        for status in self.wait_all() {
+            assert!(status.success(), "a worker failed: {status}");
+        }
+    }
+
     /// Waits for every child (bounded by [`CHILD_PATIENCE`]) and returns their statuses.
     pub(crate) fn wait_all(&mut self) -> Vec<ExitStatus> {
         let give_up = Instant::now() + CHILD_PATIENCE;

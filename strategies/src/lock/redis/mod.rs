@@ -67,10 +67,21 @@
 //! certificate: UnknownIssuer`). It is not [`Error::Config`] because the cause may be the
 //! server's (a rotated or expired certificate) and because it shows only on connecting.
 //!
-//! Each new connection costs a TLS handshake, within the connect timeout, and the Redis
-//! client's loading of the system's trusted roots, which it does even with
-//! [`TLS_CA_PARAM`] (milliseconds, see the book's Redis chapter). Connections are pooled,
-//! so that is once per connection, not per op. If the process has no default rustls crypto provider, the first TLS lock built
+//! Each new connection costs a TLS handshake, within the connect timeout. Connections are
+//! pooled, so that is once per connection, not per op. With `redis-tls` alone, the Redis
+//! client also loads the system's trusted roots for every new connection, even with
+//! [`TLS_CA_PARAM`] (milliseconds, see the book's Redis chapter). The feature
+//! `redis-tls-preload-roots` spares that: `build` reads the system's roots once for the
+//! lock (only where no [`TLS_CA_PARAM`] replaces them), as strictly as the client would,
+//! and a store that cannot be read, or holds a certificate that is not a usable root, is
+//! then an [`Error::Config`] of `build` rather than a failure of every connection. Roots
+//! added to or removed from the system afterwards count for locks built after that. It
+//! turns on the redis crate's `tls-rustls-webpki-roots`: turnstile never uses those
+//! compiled-in roots, but other code in the same program that opens `rediss://`
+//! connections with the redis crate, naming no CA, would trust them instead of the
+//! system's, so the feature is for programs rather than libraries.
+//!
+//! If the process has no default rustls crypto provider, the first TLS lock built
 //! installs *ring* as that default. Without the feature, `rediss://` and `redlocks://`
 //! are an [`Error::Config`] that names it.
 //!
@@ -437,8 +448,9 @@ impl RedisLockBuilder {
     ///
     /// # Errors
     /// [`Error::Config`] for an unparseable URL, an unknown scheme, `rediss://` without
-    /// the feature `redis-tls`, a TLS file that is missing, unreadable or invalid (see
-    /// [TLS](self#tls)), or a bad setting (a TTL below [`MIN_TTL`], a renewal period not
+    /// the feature `redis-tls`, a TLS file that is missing, unreadable or invalid (with
+    /// `redis-tls-preload-roots`, the system's trusted roots too; see [TLS](self#tls)), or
+    /// a bad setting (a TTL below [`MIN_TTL`], a renewal period not
     /// shorter than the TTL, a zero timeout or poll interval, a prefix with braces).
     pub fn build(self) -> Result<RedisLock, StrategyError> {
         self.settings.check()?;

@@ -1,7 +1,9 @@
 //! TLS for `rediss://` servers (feature `redis-tls`: rustls with the *ring* provider, so no
 //! OpenSSL is needed): the URL parameters that name a private CA and a client certificate.
 //! The files are read and checked when the lock is built, so a missing or bad file is an
-//! [`Error::Config`] then, not a failed connection at the first acquire.
+//! [`Error::Config`] then, not a failed connection at the first acquire. With the feature
+//! `redis-tls-preload-roots` the system's trusted roots are read then too (when no CA file
+//! replaces them), instead of by the Redis client for every new connection.
 
 use turnstile_core::{Error, StrategyError};
 
@@ -116,7 +118,7 @@ impl TlsFiles {
                 }
                 Some(pem)
             }
-            None => None,
+            None => system_roots().map_err(config)?,
         };
         let client_tls = match (&self.cert, &self.key) {
             (None, None) => None,
@@ -153,6 +155,50 @@ impl TlsFiles {
         redis::Client::build_with_tls(info, certificates)
             .map_err(|e| config(format!("cannot use the TLS files: {e}")))
     }
+}
+
+/// The roots for a server without [`TLS_CA_PARAM`]: none here, so the Redis client loads
+/// the system's trusted roots itself, for every new connection.
+#[cfg(all(feature = "redis-tls", not(feature = "redis-tls-preload-roots")))]
+fn system_roots() -> Result<Option<Vec<u8>>, String> {
+    Ok(None)
+}
+
+/// The roots for a server without [`TLS_CA_PARAM`]: the system's trusted roots, read now,
+/// as one PEM text for the Redis client.
+///
+/// They are loaded as the Redis client itself would (`rustls-native-certs`, which honours
+/// `SSL_CERT_FILE` and `SSL_CERT_DIR`) and just as strictly: an error reading the store, or
+/// one certificate in it that is not a usable root, refuses the whole store. The client
+/// then never loads them: with the redis crate's feature `tls-rustls-webpki-roots` (which
+/// `redis-tls-preload-roots` turns on) its default is a compiled-in list, which it uses
+/// only where no roots are given, and they always are.
+///
+/// # Errors
+/// The text of a store that cannot be read, or of a root in it that is not usable.
+#[cfg(feature = "redis-tls-preload-roots")]
+fn system_roots() -> Result<Option<Vec<u8>>, String> {
+    use base64::Engine as _;
+
+    let loaded = rustls_native_certs::load_native_certs();
+    if let Some(e) = loaded.errors.first() {
+        return Err(format!("cannot read the system's trusted roots: {e}"));
+    }
+    let mut check = rustls::RootCertStore::empty();
+    let mut pem = Vec::new();
+    for cert in loaded.certs {
+        let text = base64::engine::general_purpose::STANDARD.encode(&cert);
+        check.add(cert).map_err(|e| {
+            format!("a certificate among the system's trusted roots is not usable: {e}")
+        })?;
+        pem.extend_from_slice(b"-----BEGIN CERTIFICATE-----\n");
+        for line in text.as_bytes().chunks(64) {
+            pem.extend_from_slice(line);
+            pem.push(b'\n');
+        }
+        pem.extend_from_slice(b"-----END CERTIFICATE-----\n");
+    }
+    Ok(Some(pem))
 }
 
 #[cfg(test)]
