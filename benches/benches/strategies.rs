@@ -1,28 +1,78 @@
-//! Strategies side by side: one group per workload (a one-row insert; a read-modify-write
-//! counter), each strategy at 1, 4 and 16 threads.
+//! Strategies side by side: one criterion group per workload, each strategy at 1, 4 and
+//! 16 threads, HTML reports in `target/criterion/report/index.html`.
 //!
-//! Strategies come from the spec registry, so every strategy compiled in joins without
-//! changes here. Server strategies join when their URL is set (`TURNSTILE_REDIS_URL`,
+//! - `insert_one_row`: one `INSERT` of one row per op, into one table per strategy that
+//!   its samples share: the reference workload (an op that does as little as an op can).
+//! - one group per workload of the harness (`counter`, `bank`, `notify_once`, `kv`,
+//!   `file_store`: [`Workload::ALL`]): the harness's own ops
+//!   ([`time_ops`](turnstile_harness::bench::time_ops)), without the history and the
+//!   checks of `turnstile check`. Each sample starts on fresh data, as a run of that many
+//!   ops does; lock strategies run inside the resource's transaction, as applications use
+//!   them (and as `turnstile compare` measures).
+//!
+//! Strategies come from the spec registries, so every strategy compiled in joins without
+//! changes here: the embedded ones, and `optimistic` on versioned records. Server
+//! strategies (`redis://…`, `mysql://…`, `postgres://…`, each followed by its `queue+`
+//! composition) join when their URL is set (`TURNSTILE_REDIS_URL`,
 //! `TURNSTILE_MYSQL_URL`, `TURNSTILE_POSTGRES_URL`) and are skipped with a printed note
-//! otherwise. Run: `cargo bench -p turnstile-benches`.
+//! otherwise. `TURNSTILE_BENCH_STRATEGIES=queue,busy-timeout,…` replaces the list (any
+//! spec the harness knows, baselines included). A strategy that cannot run a workload
+//! (`optimistic` does not exclude, so it cannot protect `notify_once`'s side effect or
+//! `file_store`'s file; it has no SQL rows to insert) is skipped with a printed note.
+//!
+//! Everything takes about ten minutes on two cores (twenty with all three servers); a
+//! criterion filter (a regex over `group/strategy/threads`) narrows it:
+//!
+//! ```text
+//! cargo bench -p turnstile-benches                          # everything
+//! cargo bench -p turnstile-benches -- counter               # one group
+//! cargo bench -p turnstile-benches -- 'bank/(queue|mutex)/' # some strategies of one group
+//! cargo bench -p turnstile-benches -- --test                # each benchmark once, no timing
+//! ```
 #![allow(missing_docs)]
 
-use std::sync::{Arc, Barrier};
+use std::cell::Cell;
+use std::sync::{Arc, Barrier, OnceLock};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use turnstile::spec::{Registry, Setup};
+use turnstile::spec::{Registry, Setup, Spec, redact_url};
 use turnstile::sqlite::rusqlite::Connection;
 use turnstile::sqlite::{Sqlite, Synchronous};
 use turnstile::{BoxSerializer, Key, Wait};
+use turnstile_harness::bench::time_ops;
+use turnstile_harness::{RunConfig, Workload, registry};
 
 const THREADS: [usize; 3] = [1, 4, 16];
 
-/// The specs to compare: every embedded strategy in the registry, plus server strategies
-/// whose URL is in the environment.
-fn specs(registry: &Registry<Sqlite>) -> Vec<String> {
+/// The specs to compare, chosen (and their notes printed) once for every group.
+fn specs() -> &'static [String] {
+    static SPECS: OnceLock<Vec<String>> = OnceLock::new();
+    SPECS.get_or_init(|| {
+        if let Ok(list) = std::env::var("TURNSTILE_BENCH_STRATEGIES")
+            && !list.trim().is_empty()
+        {
+            return list
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect();
+        }
+        default_specs(&Registry::builtin())
+    })
+}
+
+/// Every embedded strategy of `builtin`, `optimistic`, then each server whose URL is in
+/// the environment, followed by its `queue+` composition.
+fn default_specs(builtin: &Registry<Sqlite>) -> Vec<String> {
+    let servers = [
+        ("TURNSTILE_REDIS_URL", "redis"),
+        ("TURNSTILE_MYSQL_URL", "mysql"),
+        ("TURNSTILE_POSTGRES_URL", "postgres"),
+    ];
     let mut specs = Vec::new();
-    for (name, _) in registry.names() {
+    for (name, _) in builtin.names() {
         // Server strategies (and compositions over them) need a URL: added below.
         let needs_server = ["redis", "redlock", "mysql", "postgres"]
             .iter()
@@ -31,138 +81,188 @@ fn specs(registry: &Registry<Sqlite>) -> Vec<String> {
             specs.push(name.to_owned());
         }
     }
-    for (var, scheme) in [
-        ("TURNSTILE_REDIS_URL", "redis"),
-        ("TURNSTILE_MYSQL_URL", "mysql"),
-        ("TURNSTILE_POSTGRES_URL", "postgres"),
-    ] {
-        if !registry.contains(scheme) {
+    if turnstile_harness::run::knows("optimistic", &registry()) {
+        specs.push("optimistic".to_owned());
+    }
+    for (var, scheme) in servers {
+        if !builtin.contains(scheme) {
             continue;
         }
         match std::env::var(var) {
-            Ok(url) => {
-                if scheme == "redis" && registry.contains("queue+redis") {
+            Ok(url) if !url.trim().is_empty() => {
+                let url = url.trim().to_owned();
+                if builtin.contains(&format!("queue+{scheme}")) {
+                    specs.push(url.clone());
                     specs.push(format!("queue+{url}"));
+                } else {
+                    specs.push(url);
                 }
-                specs.push(url);
             }
-            Err(_) => eprintln!("note: {scheme} skipped; set {var} to include it"),
+            _ => eprintln!("note: {scheme} strategies skipped; set {var} to include them"),
         }
     }
     specs
 }
 
-fn open(spec: &str, dir: &std::path::Path) -> Option<BoxSerializer<Connection>> {
-    let db = Sqlite::new(dir.join("bench.db")).synchronous(Synchronous::Normal);
-    let setup = Setup::new(db).timeout(Duration::from_secs(60));
-    let strategy = match Registry::builtin().open(spec, &setup) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("note: {spec} skipped: {e}");
-            return None;
-        }
-    };
-    let created = strategy.run_as(&[Key::whole()], Wait::Default, |db| {
-        db.execute_batch(
-            "CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, v INTEGER);
-             CREATE TABLE IF NOT EXISTS counter (id INTEGER PRIMARY KEY, n INTEGER NOT NULL);
-             INSERT OR IGNORE INTO counter VALUES (1, 0);",
-        )
-    });
-    match created {
-        Ok(()) => Some(strategy),
-        Err(e) => {
-            eprintln!("note: {spec} skipped: {e}");
-            None
-        }
-    }
-}
-
-/// What one op does.
-#[derive(Clone, Copy)]
-enum Workload {
-    /// Insert one row.
-    Insert,
-    /// Read the counter, then write it back incremented (two statements).
-    Counter,
-}
-
-fn op(db: &Connection, workload: Workload, i: u64) -> turnstile::sqlite::rusqlite::Result<usize> {
-    match workload {
-        Workload::Insert => db.execute("INSERT INTO events (v) VALUES (?1)", [i as i64]),
-        Workload::Counter => {
-            let n: i64 = db.query_row("SELECT n FROM counter WHERE id = 1", [], |r| r.get(0))?;
-            db.execute("UPDATE counter SET n = ?1 WHERE id = 1", [n + 1])
-        }
-    }
-}
-
-/// Runs `iters` ops spread over `threads` threads and returns the wall time.
-fn run_ops(
-    strategy: &Arc<BoxSerializer<Connection>>,
-    workload: Workload,
-    threads: usize,
-    iters: u64,
-) -> Duration {
-    let barrier = Arc::new(Barrier::new(threads + 1));
-    let per_thread = iters.div_ceil(threads as u64);
-    let handles: Vec<_> = (0..threads)
-        .map(|_| {
-            let strategy = strategy.clone();
-            let barrier = barrier.clone();
-            std::thread::spawn(move || {
-                let key = Key::whole();
-                barrier.wait();
-                for i in 0..per_thread {
-                    let result =
-                        strategy.run_as(std::slice::from_ref(&key), Wait::Default, move |db| {
-                            op(db, workload, i)
-                        });
-                    if let Err(e) = result {
-                        eprintln!("op failed: {e}");
-                    }
-                }
-            })
-        })
-        .collect();
-    let start = Instant::now();
-    barrier.wait();
-    for h in handles {
-        h.join().expect("bench thread panicked");
-    }
-    start.elapsed()
-}
-
-fn group(c: &mut Criterion, name: &str, workload: Workload) {
-    let registry = Registry::builtin();
-    let mut group = c.benchmark_group(name);
-    group
-        .sample_size(10)
-        .measurement_time(Duration::from_secs(3));
+/// One group per harness workload: the harness's ops, fresh data per sample.
+fn workload_group(c: &mut Criterion, workload: Workload) {
+    let registry = registry();
+    let mut group = c.benchmark_group(workload.name());
+    // Each sample is one short run on fresh data. Its start-up inside the timed part (the
+    // first writes to a new database, about a millisecond) stays out of the estimate:
+    // criterion's linear sampling times samples of d, 2d, … 10d ops and reports the slope.
     group.throughput(Throughput::Elements(1));
-    for spec in specs(&registry) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let Some(strategy) = open(&spec, dir.path()) else {
-            continue;
-        };
-        let strategy = Arc::new(strategy);
-        let label = turnstile::spec::redact_url(&spec);
+    for spec in specs() {
+        let label = redact_url(spec);
+        let config = RunConfig::new(spec.as_str(), workload).transaction(true);
+        // One op first, so that a strategy that cannot run here is skipped with a note
+        // rather than failing in the middle of a measurement.
+        match time_ops(&config.clone().threads(1).ops(1), &registry) {
+            Err(e) => {
+                eprintln!("note: {workload}/{label} skipped: {e}");
+                continue;
+            }
+            Ok(t) if t.failed > 0 => {
+                let why = t.first_error.unwrap_or_default();
+                eprintln!("note: {workload}/{label} skipped: its op failed: {why}");
+                continue;
+            }
+            Ok(_) => {}
+        }
         for threads in THREADS {
-            group.bench_with_input(BenchmarkId::new(&label, threads), &threads, |b, &t| {
-                b.iter_custom(|iters| run_ops(&strategy, workload, t, iters))
+            let config = config.clone().threads(threads);
+            let warned = Cell::new(false);
+            group.bench_function(BenchmarkId::new(&label, threads), |b| {
+                b.iter_custom(|iters| {
+                    let ops = usize::try_from(iters).unwrap_or(usize::MAX);
+                    let timing = time_ops(&config.clone().ops(ops), &registry)
+                        .unwrap_or_else(|e| panic!("{workload}/{label}/{threads}: {e}"));
+                    if timing.failed > 0 && !warned.replace(true) {
+                        eprintln!(
+                            "note: {workload}/{label}/{threads}: {} of {} ops failed (timed all the same), first: {}",
+                            timing.failed,
+                            timing.ops,
+                            timing.first_error.unwrap_or_default()
+                        );
+                    }
+                    timing.wall
+                })
             });
         }
     }
     group.finish();
 }
 
-fn one_row_insert(c: &mut Criterion) {
-    group(c, "insert_one_row", Workload::Insert);
+/// The reference workload's strategy over a fresh database in `dir`, its table created.
+fn open_insert(spec: &str, dir: &std::path::Path) -> Result<BoxSerializer<Connection>, String> {
+    let registry = registry();
+    // `optimistic` works on versioned records: there are no SQL rows to insert.
+    let versioned_only = Spec::parse(spec).is_ok_and(|s| !registry.contains(s.name()))
+        && turnstile_harness::run::knows(spec, &registry);
+    if versioned_only {
+        return Err("no SQL connection to insert with (it runs on versioned records)".into());
+    }
+    let db = Sqlite::new(dir.join("bench.db")).synchronous(Synchronous::Normal);
+    let setup = Setup::new(db).timeout(Duration::from_secs(60));
+    let strategy = registry.open(spec, &setup).map_err(|e| e.to_string())?;
+    strategy
+        .run_as(&[Key::whole()], Wait::Default, |db| {
+            db.execute_batch(
+                "CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, v INTEGER)",
+            )
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(strategy)
 }
 
-fn counter(c: &mut Criterion) {
-    group(c, "counter", Workload::Counter);
+/// Runs `iters` one-row inserts spread over `threads` threads and returns the wall time
+/// from the threads' common start, with how many failed and the first error.
+fn run_inserts(
+    strategy: &Arc<BoxSerializer<Connection>>,
+    threads: usize,
+    iters: u64,
+) -> (Duration, u64, Option<String>) {
+    let barrier = Arc::new(Barrier::new(threads + 1));
+    let handles: Vec<_> = (0..threads as u64)
+        .map(|t| {
+            let share = iters / threads as u64 + u64::from(t < iters % threads as u64);
+            let strategy = strategy.clone();
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                let key = Key::whole();
+                let (mut failed, mut first) = (0, None);
+                barrier.wait();
+                for i in 0..share {
+                    let result =
+                        strategy.run_as(std::slice::from_ref(&key), Wait::Default, move |db| {
+                            db.execute("INSERT INTO events (v) VALUES (?1)", [i as i64])
+                        });
+                    if let Err(e) = result {
+                        failed += 1;
+                        first.get_or_insert_with(|| format!("{}: {e}", e.kind()));
+                    }
+                }
+                (failed, first)
+            })
+        })
+        .collect();
+    barrier.wait();
+    let start = Instant::now();
+    let (mut failed, mut first) = (0, None);
+    for h in handles {
+        let (f, e) = h.join().expect("bench thread panicked");
+        failed += f;
+        first = first.or(e);
+    }
+    (start.elapsed(), failed, first)
 }
 
-criterion_group!(benches, one_row_insert, counter);
+fn insert_one_row(c: &mut Criterion) {
+    let mut group = c.benchmark_group("insert_one_row");
+    group.throughput(Throughput::Elements(1));
+    for spec in specs() {
+        let label = redact_url(spec);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let strategy = match open_insert(spec, dir.path()) {
+            Ok(s) => Arc::new(s),
+            Err(e) => {
+                eprintln!("note: insert_one_row/{label} skipped: {e}");
+                continue;
+            }
+        };
+        for threads in THREADS {
+            let warned = Cell::new(false);
+            group.bench_function(BenchmarkId::new(&label, threads), |b| {
+                b.iter_custom(|iters| {
+                    let (wall, failed, first) = run_inserts(&strategy, threads, iters);
+                    if failed > 0 && !warned.replace(true) {
+                        eprintln!(
+                            "note: insert_one_row/{label}/{threads}: {failed} of {iters} ops failed (timed all the same), first: {}",
+                            first.unwrap_or_default()
+                        );
+                    }
+                    wall
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+fn harness_workloads(c: &mut Criterion) {
+    for workload in Workload::ALL {
+        workload_group(c, workload);
+    }
+}
+
+criterion_group! {
+    name = benches;
+    // Short by default (the whole suite in about ten minutes on two cores); the command
+    // line overrides these (`-- --measurement-time 5 --sample-size 20`).
+    config = Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    targets = insert_one_row, harness_workloads
+}
 criterion_main!(benches);

@@ -23,9 +23,11 @@
 //! ```
 //!
 //! Every strategy gets the same conformance suite with one line of
-//! [`conformance_suite!`].
+//! [`conformance_suite!`]. [`bench::time_ops`] times a workload's ops without history or
+//! checks: what the criterion benchmarks (`benches/`) measure.
 #![forbid(unsafe_code)]
 pub mod baseline;
+pub mod bench;
 pub mod check;
 pub mod compare;
 pub mod conformance;

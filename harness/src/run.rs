@@ -242,7 +242,7 @@ impl RunConfig {
         self.procs > 1 || self.nemesis.is_some()
     }
 
-    fn validate(&self) -> Result<(), RunError> {
+    pub(crate) fn validate(&self) -> Result<(), RunError> {
         let bad = |m: String| Err(RunError::Usage(m));
         if !(1..=256).contains(&self.threads) {
             return bad(format!("--threads must be 1..=256, got {}", self.threads));
@@ -693,7 +693,7 @@ pub fn run(config: &RunConfig, registry: &Registry<Sqlite>) -> Result<RunReport,
 }
 
 /// Whether `strategy` is known over versioned records only, not over `data`'s tables.
-fn only_versioned(strategy: &str, data: &DataSpec, registry: &Registry<Sqlite>) -> bool {
+pub(crate) fn only_versioned(strategy: &str, data: &DataSpec, registry: &Registry<Sqlite>) -> bool {
     let Ok(spec) = Spec::parse(strategy) else {
         return false;
     };
