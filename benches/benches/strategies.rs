@@ -11,7 +11,8 @@
 //!   them (and as `turnstile compare` measures).
 //!
 //! Strategies come from the spec registries, so every strategy compiled in joins without
-//! changes here: the embedded ones, and `optimistic` on versioned records. Server
+//! changes here: the embedded ones, `optimistic` on versioned records, and the baselines
+//! `busy-timeout` and `std-mutex` that `turnstile compare`'s targets are ratios to. Server
 //! strategies (`redis://…`, `mysql://…`, `postgres://…`, each followed by its `queue+`
 //! composition) join when their URL is set (`TURNSTILE_REDIS_URL`,
 //! `TURNSTILE_MYSQL_URL`, `TURNSTILE_POSTGRES_URL`) and are skipped with a printed note
@@ -20,7 +21,8 @@
 //! (`optimistic` does not exclude, so it cannot protect `notify_once`'s side effect or
 //! `file_store`'s file; it has no SQL rows to insert) is skipped with a printed note.
 //!
-//! Everything takes about ten minutes on two cores (twenty with all three servers); a
+//! Everything takes about a quarter of an hour on two cores (twice that with all three
+//! servers); a
 //! criterion filter (a regex over `group/strategy/threads`) narrows it:
 //!
 //! ```text
@@ -63,8 +65,9 @@ fn specs() -> &'static [String] {
     })
 }
 
-/// Every embedded strategy of `builtin`, `optimistic`, then each server whose URL is in
-/// the environment, followed by its `queue+` composition.
+/// Every embedded strategy of `builtin`, `optimistic`, the baselines `busy-timeout` and
+/// `std-mutex`, then each server whose URL is in the environment, followed by its `queue+`
+/// composition.
 fn default_specs(builtin: &Registry<Sqlite>) -> Vec<String> {
     let servers = [
         ("TURNSTILE_REDIS_URL", "redis"),
@@ -81,8 +84,11 @@ fn default_specs(builtin: &Registry<Sqlite>) -> Vec<String> {
             specs.push(name.to_owned());
         }
     }
-    if turnstile_harness::run::knows("optimistic", &registry()) {
-        specs.push("optimistic".to_owned());
+    // `optimistic` on versioned records, and the baselines the targets are ratios to.
+    for extra in ["optimistic", "busy-timeout", "std-mutex"] {
+        if turnstile_harness::run::knows(extra, &registry()) {
+            specs.push(extra.to_owned());
+        }
     }
     for (var, scheme) in servers {
         if !builtin.contains(scheme) {
@@ -257,7 +263,7 @@ fn harness_workloads(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    // Short by default (the whole suite in about ten minutes on two cores); the command
+    // Short by default (the whole suite in about a quarter of an hour on two cores); the command
     // line overrides these (`-- --measurement-time 5 --sample-size 20`).
     config = Criterion::default()
         .sample_size(10)
