@@ -276,8 +276,16 @@ fn compare(args: CompareArgs) -> u8 {
     }
     for cycle in &report.lock_cycles {
         out(&format!(
-            "lock cycle {} (acquire + release, nothing in between): {:.0} µs ({:.0} cycles/s on one thread), {:.2}× the {} floor\n",
-            cycle.lock, cycle.p50_us, cycle.ops_per_sec, cycle.floor_ratio, cycle.floor
+            "lock cycle {} (acquire + {}, nothing in between): {:.0} µs ({:.0} cycles/s on one thread), {:.2}× the {} floor\n",
+            cycle.lock,
+            match cycle.release.as_str() {
+                "dropped" => "lease dropped, its release answered with the next acquire",
+                _ => "release awaited",
+            },
+            cycle.p50_us,
+            cycle.ops_per_sec,
+            cycle.floor_ratio,
+            cycle.floor
         ));
     }
     for v in &comparison.violations {

@@ -95,19 +95,21 @@ const ROUNDS: usize = 5;
 /// The floor a Redis lock is measured against: two sequential `PING` round trips on one
 /// connection (a lock's acquire and release can't take fewer) — a plain socket for
 /// `redis://`, the lock's own client for `rediss://` and `redis+unix://`. With the `redis`
-/// feature, also the Redis lock's own cycle against that floor: [`RedisLock`] acquire,
-/// then release and wait for its answer, nothing in between, on one thread. The two
-/// alternate in rounds of 100, so a busy machine slows them alike.
+/// feature, also the Redis lock's own cycles against that floor, on one thread with nothing
+/// in between: [`RedisLock`] acquire, then release and wait for its answer (`awaited`);
+/// and acquire, then drop the lease as `Locked` does, whose release is sent at once and
+/// its answer read with the next acquire (`dropped`). The three alternate in rounds of
+/// 100, so a busy machine slows them alike.
 ///
 /// [`RedisLock`]: turnstile::lock::RedisLock
 ///
 /// # Errors
 /// A message when the server cannot be reached.
-pub fn floor_and_lock_cycle(url: &str) -> Result<(Floor, Option<LockCycle>), String> {
+pub fn floor_and_lock_cycle(url: &str) -> Result<(Floor, Vec<LockCycle>), String> {
     let mut pings = Pings::connect(url)?;
     let mut cycle = LockCycler::new(url);
     let (mut pairs, mut pairs_wall) = (Vec::new(), Duration::ZERO);
-    let (mut cycles, mut cycles_wall) = (Vec::new(), Duration::ZERO);
+    let mut cycles = [(Vec::new(), Duration::ZERO), (Vec::new(), Duration::ZERO)];
     for _ in 0..ROUNDS {
         let start = Instant::now();
         for _ in 0..ROUND {
@@ -118,13 +120,18 @@ pub fn floor_and_lock_cycle(url: &str) -> Result<(Floor, Option<LockCycle>), Str
         }
         pairs_wall += start.elapsed();
         if let Some(lock) = &mut cycle {
-            let start = Instant::now();
-            for _ in 0..ROUND {
-                let t = Instant::now();
-                lock.cycle()?;
-                cycles.push(t.elapsed());
+            for (release, (times, wall)) in [Release::Awaited, Release::Dropped]
+                .into_iter()
+                .zip(cycles.iter_mut())
+            {
+                let start = Instant::now();
+                for _ in 0..ROUND {
+                    let t = Instant::now();
+                    lock.cycle(release)?;
+                    times.push(t.elapsed());
+                }
+                *wall += start.elapsed();
             }
-            cycles_wall += start.elapsed();
         }
     }
     let floor = Floor {
@@ -133,17 +140,23 @@ pub fn floor_and_lock_cycle(url: &str) -> Result<(Floor, Option<LockCycle>), Str
         p50_us: stats::Summary::of(&mut pairs).p50_us,
         ops_per_sec: stats::ops_per_sec(pairs.len() as u64, pairs_wall),
     };
-    let cycle = (!cycles.is_empty()).then(|| {
-        let ops_per_sec = stats::ops_per_sec(cycles.len() as u64, cycles_wall);
-        LockCycle {
-            lock: "redis".into(),
-            floor: floor.kind.clone(),
-            p50_us: stats::Summary::of(&mut cycles).p50_us,
-            ops_per_sec,
-            floor_ratio: ops_per_sec / floor.ops_per_sec,
-        }
-    });
-    Ok((floor, cycle))
+    let cycles = [Release::Awaited, Release::Dropped]
+        .into_iter()
+        .zip(cycles)
+        .filter(|(_, (times, _))| !times.is_empty())
+        .map(|(release, (mut times, wall))| {
+            let ops_per_sec = stats::ops_per_sec(times.len() as u64, wall);
+            LockCycle {
+                lock: "redis".into(),
+                release: release.name().into(),
+                floor: floor.kind.clone(),
+                p50_us: stats::Summary::of(&mut times).p50_us,
+                ops_per_sec,
+                floor_ratio: ops_per_sec / floor.ops_per_sec,
+            }
+        })
+        .collect();
+    Ok((floor, cycles))
 }
 
 /// What speaks `PING` for the floor: a plain socket for a `redis://` URL, so no client
@@ -215,6 +228,25 @@ impl Pings {
     }
 }
 
+/// How a measured cycle ends its lease.
+#[derive(Clone, Copy, Debug)]
+enum Release {
+    /// `release()`, waiting for the server's answer.
+    Awaited,
+    /// Dropped, as `Locked` ends a lease: the release is sent, its answer read with the
+    /// next command on that connection (the next acquire, in one round trip with it).
+    Dropped,
+}
+
+impl Release {
+    fn name(self) -> &'static str {
+        match self {
+            Release::Awaited => "awaited",
+            Release::Dropped => "dropped",
+        }
+    }
+}
+
 /// The Redis lock whose cycle is measured, when this build has it.
 #[cfg(feature = "redis")]
 struct LockCycler {
@@ -233,13 +265,19 @@ impl LockCycler {
         Some(LockCycler { lock, name })
     }
 
-    fn cycle(&mut self) -> Result<(), String> {
+    fn cycle(&mut self, release: Release) -> Result<(), String> {
         use turnstile::{Lease, Lock};
         let lease = self
             .lock
             .acquire(&self.name, None)
             .map_err(|e| e.to_string())?;
-        lease.release().map_err(|e| e.to_string())
+        match release {
+            Release::Awaited => lease.release().map_err(|e| e.to_string()),
+            Release::Dropped => {
+                drop(lease);
+                Ok(())
+            }
+        }
     }
 }
 
@@ -252,7 +290,7 @@ impl LockCycler {
         None
     }
 
-    fn cycle(&mut self) -> Result<(), String> {
+    fn cycle(&mut self, _release: Release) -> Result<(), String> {
         Ok(())
     }
 }

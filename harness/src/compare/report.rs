@@ -87,6 +87,11 @@ pub struct Floor {
 pub struct LockCycle {
     /// The lock (`redis`).
     pub lock: String,
+    /// How the cycle ends its lease: `awaited` (release, then wait for the server's
+    /// answer) or `dropped` (as `Locked` does: the release is sent and its answer read with
+    /// the next acquire, in one round trip with it).
+    #[serde(default)]
+    pub release: String,
     /// The floor it is measured against (a [`Floor::kind`]).
     pub floor: String,
     /// Median time of one cycle, in µs.
