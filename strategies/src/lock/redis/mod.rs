@@ -108,8 +108,9 @@
 //! ([`Error::LeaseLost`]) or a failure ([`Error::Unavailable`]). Dropping a lease, whose
 //! outcome nobody hears ([`Locked`](crate::Locked) drops its leases after the op is
 //! settled), sends the release and returns: the server runs it when it reads it, and the
-//! reply is read by the next command on that connection; a release that turns out not to
-//! have run is redone before the next attempt.
+//! reply is read by the next command on that connection (an acquire is sent before it
+//! reads that reply, so both take one round trip); a release that turns out not to have
+//! run is redone before the next attempt.
 //!
 //! ## Timeouts
 //! Every network call has a connect timeout (default [`DEFAULT_CONNECT_TIMEOUT`]) and a
