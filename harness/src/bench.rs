@@ -25,8 +25,8 @@ use turnstile::spec::Registry;
 use turnstile::sqlite::Sqlite;
 use turnstile::{BoxSerializer, Connect};
 
-use crate::data::{self, Backend, Tables, WithBackend, WorkloadData};
-use crate::run::{RunConfig, RunError, WorkerSpec, only_versioned};
+use crate::data::{self, Backend, WithBackend, WorkloadData};
+use crate::run::{RunConfig, RunError, WorkerSpec};
 use crate::workload::{OpEnv, Paths, Probe, Workload};
 
 /// What one timed batch of ops did.
@@ -71,33 +71,7 @@ pub fn time_ops(config: &RunConfig, registry: &Registry<Sqlite>) -> Result<Timin
     let tmp = tempfile::Builder::new()
         .prefix("turnstile-bench-")
         .tempdir()?;
-    let versioned = config
-        .versioned
-        .unwrap_or_else(|| only_versioned(&config.strategy, &config.data, registry));
-    let spec = WorkerSpec {
-        strategy: config.strategy.clone(),
-        workload: config.workload,
-        paths: Paths::new(tmp.path(), None),
-        proc: 0,
-        threads: config.threads,
-        ops: config.ops,
-        keys: config.key_count(),
-        think_us: config.think.as_micros() as u64,
-        rendezvous_us: config.rendezvous.as_micros() as u64,
-        transaction: config.transaction,
-        sync: config.sync.as_str().to_owned(),
-        seed: config.seed,
-        announce: false,
-        timeout_ms: config.timeout.map(|t| t.as_millis() as u64),
-        probe: true,
-        data: config.data.clone(),
-        versioned,
-        tables: if config.data.is_server() {
-            Tables::generated()
-        } else {
-            String::new()
-        },
-    };
+    let spec = WorkerSpec::of_run(config, Paths::new(tmp.path(), None), registry);
     data::with_backend(&spec, registry, Timed(&spec))
 }
 

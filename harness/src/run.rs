@@ -654,32 +654,9 @@ pub fn run(config: &RunConfig, registry: &Registry<Sqlite>) -> Result<RunReport,
         .prefix("turnstile-run-")
         .tempdir()?;
     let paths = Paths::new(tmp.path(), config.db.as_deref());
-    let versioned = config
-        .versioned
-        .unwrap_or_else(|| only_versioned(&config.strategy, &config.data, registry));
     let spec = WorkerSpec {
-        strategy: config.strategy.clone(),
-        workload: config.workload,
-        paths,
-        proc: 0,
-        threads: config.threads,
-        ops: config.ops,
-        keys: config.key_count(),
-        think_us: config.think.as_micros() as u64,
-        rendezvous_us: config.rendezvous.as_micros() as u64,
         transaction: false,
-        sync: config.sync.as_str().to_owned(),
-        seed: config.seed,
-        announce: false,
-        timeout_ms: config.timeout.map(|t| t.as_millis() as u64),
-        probe: true,
-        data: config.data.clone(),
-        versioned,
-        tables: if config.data.is_server() {
-            Tables::generated()
-        } else {
-            String::new()
-        },
+        ..WorkerSpec::of_run(config, paths, registry)
     };
     data::with_backend(
         &spec,
@@ -690,6 +667,40 @@ pub fn run(config: &RunConfig, registry: &Registry<Sqlite>) -> Result<RunReport,
             dir: tmp.path(),
         },
     )
+}
+
+impl WorkerSpec {
+    /// The spec of `config`'s first process (index 0), its files under `paths`; a run
+    /// over a server's data gets fresh table names.
+    pub(crate) fn of_run(config: &RunConfig, paths: Paths, registry: &Registry<Sqlite>) -> Self {
+        let versioned = config
+            .versioned
+            .unwrap_or_else(|| only_versioned(&config.strategy, &config.data, registry));
+        WorkerSpec {
+            strategy: config.strategy.clone(),
+            workload: config.workload,
+            paths,
+            proc: 0,
+            threads: config.threads,
+            ops: config.ops,
+            keys: config.key_count(),
+            think_us: config.think.as_micros() as u64,
+            rendezvous_us: config.rendezvous.as_micros() as u64,
+            transaction: config.transaction,
+            sync: config.sync.as_str().to_owned(),
+            seed: config.seed,
+            announce: false,
+            timeout_ms: config.timeout.map(|t| t.as_millis() as u64),
+            probe: true,
+            data: config.data.clone(),
+            versioned,
+            tables: if config.data.is_server() {
+                Tables::generated()
+            } else {
+                String::new()
+            },
+        }
+    }
 }
 
 /// Whether `strategy` is known over versioned records only, not over `data`'s tables.
