@@ -476,11 +476,19 @@ impl Node {
                 })
             }
             // The release did not run (the server lost our script): the acquire may have
-            // found our old lease in its way. Release it now, then try again, in order.
-            Ok(_) => self.run_on(pooled, |conn| {
+            // found our old lease in its way. Release it now, then, unless the acquire
+            // won all the same (the old lease had expired), try again, in order.
+            Ok((_, acquired)) => self.run_on(pooled, |conn| {
                 let released = self.release_command(&old_keys, &old_token);
                 call::<i64>(conn, &RELEASE, &released)?;
-                call(conn, &ACQUIRE, packed)
+                let won = acquired
+                    .extract_error()
+                    .ok()
+                    .and_then(|v| redis::from_redis_value::<(i64, i64)>(v).ok());
+                match won {
+                    Some((1, fence)) => Ok((1, fence)),
+                    _ => call(conn, &ACQUIRE, packed),
+                }
             }),
             // A connection that broke while pooled (a restarted server), or a reply that
             // did not come: either command may have run. Release both leases (the new
