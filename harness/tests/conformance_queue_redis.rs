@@ -39,10 +39,12 @@ fn four_processes_of_eight_threads_pass_every_workload() {
 #[test]
 fn a_batch_paused_past_its_ttl_is_refused_by_the_fence() {
     let report = assert_passes(
+        // Enough ops that the processes still have work when the first fault comes (100 ms
+        // in): a fast run could otherwise be almost over by then.
         &RunConfig::new(spec(300), Workload::Counter)
             .threads(2)
             .procs(3)
-            .ops(120)
+            .ops(600)
             .keys(1)
             .nemesis(Nemesis::Stop {
                 pause: Duration::from_millis(800),

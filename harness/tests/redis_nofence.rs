@@ -21,12 +21,15 @@ const TTL_MS: u64 = 300;
 const PAUSE: Duration = Duration::from_millis(800);
 
 /// `counter` on one key in 3 processes × 2 threads, each process stopped in its critical
-/// section for [`PAUSE`] (at most `nemesis::MAX_FAULTS` times).
+/// section for [`PAUSE`] (at most `nemesis::MAX_FAULTS` times). Enough ops that the other
+/// processes still have work when one is stopped: with 120, a fast lock let the first
+/// process do nearly all of them before the first fault (100 ms in), and a successor
+/// rarely came to overlap the stopped holder.
 fn paused(spec: &str) -> RunConfig {
     RunConfig::new(spec, Workload::Counter)
         .threads(2)
         .procs(3)
-        .ops(120)
+        .ops(600)
         .keys(1)
         .nemesis(Nemesis::Stop { pause: PAUSE })
         .worker_exe(EXE)
