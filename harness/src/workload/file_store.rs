@@ -26,7 +26,9 @@ pub fn parse(text: &str) -> Result<Vec<i64>, String> {
         .and_then(|l| l.strip_prefix(HEADER))
         .and_then(|n| n.parse().ok())
         .ok_or_else(|| format!("bad header in {} bytes", text.len()))?;
-    let mut records = Vec::with_capacity(count);
+    // The count comes from the file, which a torn write can garble into any number: room
+    // for no more records than the text can hold (each takes two bytes at least).
+    let mut records = Vec::with_capacity(count.min(text.len() / 2));
     for _ in 0..count {
         let line = lines
             .next()
@@ -88,5 +90,13 @@ mod tests {
         assert!(parse("").is_err());
         assert!(parse("turnstile-store v1 count=2\n5\n").is_err());
         assert!(parse("turnstile-store v1 count=1\n5\nend\n9\nend\n").is_err());
+    }
+
+    #[test]
+    fn a_garbled_count_is_an_error_not_an_allocation() {
+        // Two writers' headers run together: a count of trillions for a file of bytes.
+        let torn = "turnstile-store v1 count=8309237645312\n5\nend\n";
+        assert!(parse(torn).is_err());
+        assert!(parse(&format!("{HEADER}{}\nend\n", usize::MAX)).is_err());
     }
 }
