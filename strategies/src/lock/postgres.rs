@@ -60,13 +60,15 @@ pub fn advisory_key(name: &LockName) -> i64 {
     name.stable_hash() as i64
 }
 
-/// Milliseconds for `lock_timeout` until `deadline`: `None` for "no time left",
-/// `Some("0")` (no limit) without a deadline.
+/// Milliseconds for `lock_timeout` until `deadline`, rounded up so the server never gives
+/// up before the deadline: `None` for "no time left", `Some("0")` (no limit) without a
+/// deadline.
 fn lock_timeout_ms(deadline: Option<Instant>) -> Option<String> {
     match deadline {
         None => Some("0".to_owned()),
         Some(at) => {
-            let ms = at.saturating_duration_since(Instant::now()).as_millis();
+            let left = at.saturating_duration_since(Instant::now());
+            let ms = left.as_millis() + u128::from(!left.subsec_nanos().is_multiple_of(1_000_000));
             (ms > 0).then(|| ms.to_string())
         }
     }
