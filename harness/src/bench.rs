@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use turnstile::spec::Registry;
 use turnstile::sqlite::Sqlite;
-use turnstile::{BoxSerializer, Connect};
+use turnstile::BoxSerializer;
 
 use crate::data::{self, Backend, WithBackend, WorkloadData};
 use crate::run::{RunConfig, RunError, WorkerSpec};
@@ -87,19 +87,7 @@ impl WithBackend for Timed<'_> {
         registry: &Registry<B::Connect>,
     ) -> Result<Timing, RunError> {
         // Reachable first: a server that is down leaves no tables to drop.
-        if let Err(e) = backend.connect().connect() {
-            // The drivers say what failed at the top and why below it.
-            let mut why = e.to_string();
-            let mut source = e.source();
-            while let Some(s) = source {
-                why.push_str(&format!(": {s}"));
-                source = s.source();
-            }
-            return Err(RunError::Unavailable(format!(
-                "{}: {why}",
-                backend.describe()
-            )));
-        }
+        crate::run::reachable(&backend)?;
         let timed = time_on(&backend, registry, self.0);
         let dropped = backend.drop_tables();
         let timing = timed?;

@@ -733,6 +733,29 @@ struct Run<'a> {
     dir: &'a Path,
 }
 
+/// Connects to `backend` once: a server that is down is [`RunError::Unavailable`], with
+/// every cause the driver gives, before any table is made (and left to drop).
+pub(crate) fn reachable<B: Backend>(backend: &B) -> Result<(), RunError> {
+    let e = match backend.connect().connect() {
+        Ok(connection) => {
+            drop(connection);
+            return Ok(());
+        }
+        Err(e) => e,
+    };
+    // The drivers say what failed at the top and why below it.
+    let mut why = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        why.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    Err(RunError::Unavailable(format!(
+        "{}: {why}",
+        backend.describe()
+    )))
+}
+
 impl WithBackend for Run<'_> {
     type Output = RunReport;
 
@@ -743,18 +766,7 @@ impl WithBackend for Run<'_> {
         backend: B,
         registry: &Registry<B::Connect>,
     ) -> Result<RunReport, RunError> {
-        let unreachable = |e: turnstile::BoxError| {
-            // The drivers say what failed at the top and why below it.
-            let mut why = e.to_string();
-            let mut source = e.source();
-            while let Some(s) = source {
-                why.push_str(&format!(": {s}"));
-                source = s.source();
-            }
-            RunError::Unavailable(format!("{}: {why}", backend.describe()))
-        };
-        // Reachable first: a server that is down leaves no tables to drop.
-        drop(backend.connect().connect().map_err(unreachable)?);
+        reachable(&backend)?;
         let result = run_on(&backend, registry, self.config, self.spec, self.dir);
         let keep_tables =
             self.config.data.is_server() && result.as_ref().is_ok_and(|r| r.kept.is_some());
