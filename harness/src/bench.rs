@@ -21,9 +21,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
+use turnstile::BoxSerializer;
 use turnstile::spec::Registry;
 use turnstile::sqlite::Sqlite;
-use turnstile::BoxSerializer;
 
 use crate::data::{self, Backend, WithBackend, WorkloadData};
 use crate::run::{RunConfig, RunError, WorkerSpec};
