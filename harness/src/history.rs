@@ -174,13 +174,31 @@ impl HistoryWriter {
         ThreadLog {
             writer: self,
             buf: Vec::with_capacity(512),
+            hold: 0,
+        }
+    }
+
+    /// A per-thread log that keeps events in memory until they fill [`HELD_HISTORY`]
+    /// bytes (or it is flushed or dropped): one `write(2)` per some hundred ops. Only for
+    /// a worker that nothing kills mid-run: an invoke still in memory when the process
+    /// dies hides an op that may have taken effect.
+    pub fn held_thread_log(&self) -> ThreadLog<'_> {
+        ThreadLog {
+            writer: self,
+            buf: Vec::with_capacity(HELD_HISTORY + 1024),
+            hold: HELD_HISTORY,
         }
     }
 }
 
+/// How many bytes of events a [`HistoryWriter::held_thread_log`] keeps before it writes
+/// them out.
+pub const HELD_HISTORY: usize = 32 * 1024;
+
 /// One thread's view of a [`HistoryWriter`]: an op's completion waits in a buffer and
 /// goes out in the same `write(2)` as the thread's next invoke (or at [`ThreadLog::flush`],
-/// or when the log is dropped).
+/// or when the log is dropped). A [held](HistoryWriter::held_thread_log) log keeps invokes
+/// too, for a worker that nothing kills; what follows is about the other kind.
 ///
 /// Every invoke is still written before its op runs, so a kill cannot hide an op that
 /// started. What a kill can cost is the completion of the op that finished just before it
@@ -190,16 +208,22 @@ impl HistoryWriter {
 pub struct ThreadLog<'a> {
     writer: &'a HistoryWriter,
     buf: Vec<u8>,
+    /// Invokes wait in `buf` until it holds this many bytes (0: each goes out at once).
+    hold: usize,
 }
 
 impl ThreadLog<'_> {
-    /// Writes `event` (an invoke) now, with any completion waiting before it.
+    /// Writes `event` (an invoke) now, with any completion waiting before it; a held log
+    /// writes only once it holds enough.
     ///
     /// # Errors
     /// When the write fails.
     pub fn invoke(&mut self, event: &Event) -> std::io::Result<()> {
         self.push(event)?;
-        self.flush()
+        if self.buf.len() >= self.hold {
+            self.flush()?;
+        }
+        Ok(())
     }
 
     /// Queues `event` (a completion) for the next write.
@@ -474,5 +498,36 @@ mod tests {
         assert!(h.malformed.is_empty(), "{:?}", h.malformed);
         let phases: Vec<Phase> = h.ops.iter().map(|op| op.phase).collect();
         assert_eq!(phases, [Phase::Ok, Phase::Fail]);
+    }
+
+    #[test]
+    fn a_held_thread_log_writes_once_it_holds_enough_and_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.jsonl");
+        let w = HistoryWriter::create(&path).unwrap();
+        let bytes = || std::fs::metadata(&path).unwrap().len() as usize;
+        let mut log = w.held_thread_log();
+        let mut op = 0;
+        while bytes() == 0 {
+            op += 1;
+            assert!(op < 10_000, "nothing written after {op} ops");
+            log.invoke(&invoke(op, op * 10)).unwrap();
+            let mut done = invoke(op, op * 10 + 5);
+            done.phase = Phase::Ok;
+            done.input = None;
+            done.output = Some(OpOutput::Wrote { value: 1 });
+            log.complete(&done).unwrap();
+        }
+        assert!(op > 10, "a held log wrote after {op} ops");
+        assert!(bytes() >= HELD_HISTORY, "{} bytes written", bytes());
+        log.invoke(&invoke(op + 1, 0)).unwrap();
+        drop(log);
+        let h = History::load(&[&path]).unwrap();
+        assert!(h.malformed.is_empty(), "{:?}", h.malformed);
+        assert_eq!(
+            h.ops.len() as u64,
+            op + 1,
+            "every op, the last one unfinished"
+        );
     }
 }

@@ -269,6 +269,7 @@ fn a_worker_reports_bad_specs_and_unreachable_backends_on_its_protocol() {
         data: turnstile_harness::DataSpec::Sqlite,
         versioned: false,
         tables: String::new(),
+        hold_history: false,
     };
     let json = |s: WorkerSpec| serde_json::to_string(&s).unwrap();
     let (code, out) = worker(&json(spec("no-such", dir.path().join("a.db"))));

@@ -153,7 +153,8 @@
 //! In [`TxMode::Transaction`] (the default) each op runs inside the resource's
 //! transaction. With group commit (on by default) the worker takes everything already
 //! queued, up to [`QueueBuilder::max_batch`] ops, into one transaction with a savepoint
-//! per op: a failing op rolls back only itself, and one commit serves the whole batch. No
+//! per op (ops queued while the batch runs join it, up to the same bound): a failing op
+//! rolls back only itself, and one commit serves the whole batch. No
 //! caller hears back before the commit that holds its op. When an op's failure ends the
 //! whole transaction, or the commit fails, the batch's other ops run again, one
 //! transaction each, so one bad op costs no other caller its write; that is why
@@ -367,8 +368,12 @@ impl Crowd {
     /// Otherwise a spinning thread (caller or worker) only takes the core that the thread
     /// it waits for needs, which is the usual case on a small machine under load.
     fn room_to_spin(&self) -> bool {
-        let callers = self.0.load(Ordering::Relaxed).div_ceil(Self::ONE).max(1) as usize;
-        callers < cores()
+        self.callers() < cores()
+    }
+
+    /// About how many callers submit together of late (at least one).
+    fn callers(&self) -> usize {
+        self.0.load(Ordering::Relaxed).div_ceil(Self::ONE).max(1) as usize
     }
 }
 
@@ -479,8 +484,9 @@ impl<C: Transact> QueueBuilder<C> {
         self
     }
 
-    /// Sets whether the worker commits the ops already queued in one transaction, with a
-    /// savepoint per op. Only applies in [`TxMode::Transaction`]. Default: `true`.
+    /// Sets whether the worker commits the ops already queued (and those queued while
+    /// they run) in one transaction, with a savepoint per op. Only applies in
+    /// [`TxMode::Transaction`]. Default: `true`.
     pub fn group_commit(mut self, yes: bool) -> Self {
         self.group_commit = yes;
         self
@@ -1662,10 +1668,11 @@ impl<C: Transact> Worker<C> {
     /// unstarted stay in `batch`.
     fn run_jobs(&mut self, batch: &mut Vec<Box<dyn Job<C>>>) {
         self.top_up(batch);
-        self.shared.crowd.saw(batch.len());
-        if self.group_commit && batch.len() > 1 {
+        // One job alone is worth a batch when a crowd submits: more may come while it runs.
+        if self.group_commit && (batch.len() > 1 || self.shared.crowd.callers() > 1) {
             self.run_batch(batch);
         } else {
+            self.shared.crowd.saw(batch.len());
             let mut jobs = std::mem::take(batch).into_iter();
             for mut job in jobs.by_ref() {
                 if !self.may_start() {
@@ -1971,10 +1978,9 @@ impl<C: Transact> Worker<C> {
     /// Group commit: the batch in one transaction, a savepoint per op, under the lease's
     /// fence if there is one. Jobs the lease's hold left unstarted stay in `batch`.
     fn run_batch(&mut self, batch: &mut Vec<Box<dyn Job<C>>>) {
-        if batch.len() > WAKE_FANOUT {
-            // Answers given before the next wake-up can share the wake-ups.
-            self.chain = Some(Arc::new(WakeChain::new()));
-        }
+        // Answers given before the next wake-up can share the wake-ups (a chain whose
+        // batch turns out too small to share them is never used).
+        self.chain = Some(Arc::new(WakeChain::new()));
         self.batch_seq += 1;
         let seq = self.batch_seq;
         let marker = self.marker.clone();
@@ -2000,7 +2006,19 @@ impl<C: Transact> Worker<C> {
         let mut stop = None;
         let mut unstarted = None;
         let mut rest = std::mem::take(batch).into_iter();
-        for (n, mut job) in rest.by_ref().enumerate() {
+        let mut taken = rest.len();
+        for n in 0.. {
+            // Jobs queued while the batch runs join it, up to the batch size: they would
+            // otherwise wait for this commit and then pay for one of their own.
+            let next = rest.next().or_else(|| {
+                (taken < self.max_batch)
+                    .then(|| self.receiver.try_recv().ok())
+                    .flatten()
+                    .inspect(|_| taken += 1)
+            });
+            let Some(mut job) = next else {
+                break;
+            };
             if !self.may_start() {
                 unstarted = Some(job);
                 break;
@@ -2029,6 +2047,7 @@ impl<C: Transact> Worker<C> {
             }
             done.push((job, ran));
         }
+        self.shared.crowd.saw(taken);
         let rest: Vec<Box<dyn Job<C>>> = unstarted.into_iter().chain(rest).collect();
         match stop {
             None if self.lease_lost().is_some() => {

@@ -886,6 +886,58 @@ fn ops_see_their_sorted_keys_and_tickets_can_be_cancelled() {
 }
 
 #[test]
+fn an_op_queued_while_a_batch_runs_joins_that_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (queue, path, busy, release) = held_queue_over_t(&dir);
+    // Two callers queue together: the worker learns that a crowd submits, so a lone op
+    // now starts a batch that later ops may join.
+    let first: Vec<_> = (0..2_i64)
+        .map(|v| {
+            queue
+                .submit(&whole(), move |db| {
+                    db.execute("INSERT INTO t VALUES (?1)", [v]).map(drop)
+                })
+                .unwrap()
+        })
+        .collect();
+    release.send(()).unwrap();
+    busy.wait().unwrap();
+    for t in first {
+        t.wait().unwrap();
+    }
+    let (started_tx, started_rx) = mpsc::channel();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let a = queue
+        .submit(&whole(), move |db| {
+            db.execute("INSERT INTO t VALUES (10)", [])?;
+            started_tx.send(()).unwrap();
+            let _ = go_rx.recv();
+            Ok::<_, rusqlite::Error>(())
+        })
+        .unwrap();
+    started_rx.recv_timeout(HANG).unwrap();
+    // Queued while `a` runs: it runs in `a`'s transaction, before `a` commits, so another
+    // connection cannot see `a`'s row yet.
+    let outside = path.clone();
+    let b = queue
+        .submit(&whole(), move |_| {
+            let reader = rusqlite::Connection::open(&outside)?;
+            reader.query_row("SELECT count(*) FROM t WHERE v = 10", [], |r| {
+                r.get::<_, i64>(0)
+            })
+        })
+        .unwrap();
+    go_tx.send(()).unwrap();
+    a.wait().unwrap();
+    assert_eq!(
+        b.wait().unwrap(),
+        0,
+        "b ran after a's commit, in a batch of its own"
+    );
+    assert_eq!(values(&path), vec![0, 1, 10]);
+}
+
+#[test]
 fn group_commit_answers_a_caller_only_after_the_commit_holding_its_op() {
     let dir = tempfile::tempdir().unwrap();
     let (queue, path, busy, release) = held_queue_over_t(&dir);
