@@ -44,10 +44,15 @@ fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'st
 fn block_worker(queue: &Queue<Sqlite>) -> (Ticket<(), Io>, mpsc::Sender<()>) {
     let (started_tx, started_rx) = mpsc::channel();
     let (release_tx, release_rx) = mpsc::channel::<()>();
+    // Ops queued behind it may join its batch; should they make the batch rerun, it runs
+    // again: only its first run waits.
+    let mut first = true;
     let ticket = queue
         .submit(&whole(), move |_| {
-            started_tx.send(()).unwrap();
-            let _ = release_rx.recv();
+            if std::mem::take(&mut first) {
+                started_tx.send(()).unwrap();
+                let _ = release_rx.recv();
+            }
             Ok(())
         })
         .unwrap();
