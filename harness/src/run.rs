@@ -736,24 +736,22 @@ struct Run<'a> {
 /// Connects to `backend` once: a server that is down is [`RunError::Unavailable`], with
 /// every cause the driver gives, before any table is made (and left to drop).
 pub(crate) fn reachable<B: Backend>(backend: &B) -> Result<(), RunError> {
-    let e = match backend.connect().connect() {
-        Ok(connection) => {
-            drop(connection);
-            return Ok(());
+    connect_to(backend.connect(), &backend.describe()).map(drop)
+}
+
+/// Opens one connection with `connect`; one that fails is [`RunError::Unavailable`],
+/// named `what` (never a password), with every cause the driver gives.
+pub(crate) fn connect_to<C: Connect>(connect: &C, what: &str) -> Result<C::Resource, RunError> {
+    connect.connect().map_err(|e| {
+        // The drivers say what failed at the top and why below it.
+        let mut why = e.to_string();
+        let mut source = e.source();
+        while let Some(s) = source {
+            why.push_str(&format!(": {s}"));
+            source = s.source();
         }
-        Err(e) => e,
-    };
-    // The drivers say what failed at the top and why below it.
-    let mut why = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        why.push_str(&format!(": {s}"));
-        source = s.source();
-    }
-    Err(RunError::Unavailable(format!(
-        "{}: {why}",
-        backend.describe()
-    )))
+        RunError::Unavailable(format!("{what}: {why}"))
+    })
 }
 
 impl WithBackend for Run<'_> {
