@@ -83,8 +83,9 @@ struct CompareArgs {
     postgres: Option<String>,
     /// Where the data lives: sqlite (a fresh file per setting), postgres://user@host:port/db
     /// or mysql://user@host:port/db (each setting's own tables, dropped at its end). Over a
-    /// server its own locks join the default strategies (and pg-xact over PostgreSQL);
-    /// strategies that do not run over that data are skipped with a note.
+    /// server its own locks join the default strategies (and pg-xact over PostgreSQL), the
+    /// commit floor is that server's, and strategies that do not run over that data are
+    /// skipped with a note.
     #[arg(long, default_value = "sqlite")]
     data: DataSpec,
     /// Write the JSON report here.

@@ -238,3 +238,70 @@ fn compare_runs_over_server_data_and_skips_what_cannot() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("none of the strategies"));
 }
+
+/// Over a server's data (`TURNSTILE_POSTGRES_URL`, `TURNSTILE_MYSQL_URL`; fails when one
+/// is down) the commit floor is that server's, in the JSON and under the table, and
+/// SQLite's is not measured.
+#[test]
+fn compare_over_server_data_measures_that_servers_commit_floor() {
+    use turnstile_harness::conformance::{mysql_url, postgres_url};
+    for (url, kind) in [
+        (postgres_url(), "postgres_commit_1row"),
+        (mysql_url(), "mysql_commit_1row"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let json = dir.path().join("report.json");
+        let output = turnstile()
+            .args(["compare", "--quick", "--no-redis", "--ops", "100"])
+            .args(["--threads", "1", "--strategies", "mutex", "--data", &url])
+            .arg("--json")
+            .arg(&json)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{url}: {stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(stdout.contains(&format!("floor {kind}: ")), "{stdout}");
+        assert!(!stdout.contains("sqlite_commit_1row"), "{stdout}");
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        let floors = report["floors"].as_array().unwrap();
+        assert_eq!(floors.len(), 1, "{report}");
+        assert_eq!(floors[0]["kind"], kind, "{report}");
+        assert!(floors[0]["sync"].is_null(), "{report}");
+        for field in ["p50_us", "ops_per_sec"] {
+            assert!(
+                floors[0][field].as_f64().unwrap() > 0.0,
+                "{field}: {report}"
+            );
+        }
+    }
+}
+
+/// A data server that is down stops the comparison at its floor, before any setting
+/// runs: inconclusive (exit 3), naming the server, no panic.
+#[test]
+fn compare_over_a_data_server_that_is_down_is_inconclusive_at_its_floor() {
+    for url in [
+        "postgres://postgres@127.0.0.1:1/test",
+        "mysql://root@127.0.0.1:1/test",
+    ] {
+        let output = turnstile()
+            .args(["compare", "--quick", "--no-redis", "--ops", "100"])
+            .args(["--threads", "1", "--strategies", "mutex", "--data", url])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(3), "{url}: {stderr}");
+        assert!(
+            stderr.contains("backend unavailable") && stderr.contains("127.0.0.1:1"),
+            "{url}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(output.stdout.is_empty(), "{url}: nothing ran");
+    }
+}
