@@ -86,7 +86,7 @@ struct CompareArgs {
     /// server its own locks join the default strategies (and pg-xact over PostgreSQL), the
     /// commit floor is that server's, and strategies that do not run over that data are
     /// skipped with a note.
-    #[arg(long, default_value = "sqlite")]
+    #[arg(long, default_value = "sqlite", value_parser = DataParser)]
     data: DataSpec,
     /// Write the JSON report here.
     #[arg(long)]
@@ -137,7 +137,7 @@ struct CheckArgs {
     keep: Option<PathBuf>,
     /// Where the data lives: sqlite (a fresh file), postgres://user@host:port/db or
     /// mysql://user@host:port/db (the run's own tables, dropped at the end).
-    #[arg(long, default_value = "sqlite")]
+    #[arg(long, default_value = "sqlite", value_parser = DataParser)]
     data: DataSpec,
     /// SQLite synchronous: normal or full.
     #[arg(long, default_value = "normal")]
@@ -154,6 +154,36 @@ struct CheckArgs {
     /// Random seed (default: random).
     #[arg(long)]
     seed: Option<u64>,
+}
+
+/// Parses `--data` as [`DataSpec`] does, but an error shows the value redacted only: clap's
+/// own message for a bad value repeats it whole, password and all.
+#[derive(Clone)]
+struct DataParser;
+
+impl clap::builder::TypedValueParser for DataParser {
+    type Value = DataSpec;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<DataSpec, clap::Error> {
+        let arg = arg.map_or_else(|| "--data".to_owned(), ToString::to_string);
+        let bad = |why: String| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("invalid value for '{arg}': {why}\n"),
+            )
+            .with_cmd(cmd)
+        };
+        value
+            .to_str()
+            .ok_or_else(|| bad("not UTF-8".to_owned()))?
+            .parse()
+            .map_err(bad)
+    }
 }
 
 /// Writes to stdout; a closed pipe (`turnstile list | head`) is not an error worth a panic.
