@@ -742,16 +742,21 @@ pub(crate) fn reachable<B: Backend>(backend: &B) -> Result<(), RunError> {
 /// Opens one connection with `connect`; one that fails is [`RunError::Unavailable`],
 /// named `what` (never a password), with every cause the driver gives.
 pub(crate) fn connect_to<C: Connect>(connect: &C, what: &str) -> Result<C::Resource, RunError> {
-    connect.connect().map_err(|e| {
-        // The drivers say what failed at the top and why below it.
-        let mut why = e.to_string();
-        let mut source = e.source();
-        while let Some(s) = source {
-            why.push_str(&format!(": {s}"));
-            source = s.source();
-        }
-        RunError::Unavailable(format!("{what}: {why}"))
-    })
+    connect
+        .connect()
+        .map_err(|e| RunError::Unavailable(format!("{what}: {}", causes(&*e))))
+}
+
+/// `error` and every cause below it, `: `-separated: the drivers say what failed at the
+/// top (`db error`) and why below it.
+pub(crate) fn causes(error: &dyn std::error::Error) -> String {
+    let mut why = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        why.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    why
 }
 
 impl WithBackend for Run<'_> {

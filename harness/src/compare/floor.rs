@@ -89,17 +89,25 @@ pub(crate) fn server(data: &DataSpec) -> Result<Floor, RunError> {
     }
 }
 
+/// The server `what` failed `doing`, for every cause the driver gives.
 #[cfg(any(feature = "postgres", feature = "mysql"))]
+fn failed(what: &str, doing: &str, error: &dyn std::error::Error) -> RunError {
+    RunError::Unavailable(format!("{what}: {doing}: {}", crate::run::causes(error)))
+}
+
 /// A fresh name for a floor's table: the generated prefix of a run's tables, `floor`.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
 fn table() -> Result<String, RunError> {
     let tables = crate::data::Tables::new(&crate::data::Tables::generated())?;
     Ok(format!("{}floor", tables.prefix()))
 }
 
+/// Ends a server floor: drops its table with `drop_table` (which first ends any
+/// transaction a failed commit left open, since its locks would hold the drop up), on a
+/// new connection if the measurement broke this one, and reports the measurement's error
+/// first.
 #[cfg(any(feature = "postgres", feature = "mysql"))]
-/// Ends a server floor: drops its table (a connection the measurement broke is replaced)
-/// and reports the measurement's error first.
-fn finish<C: turnstile::Connect, E: std::fmt::Display>(
+fn finish<C: turnstile::Connect, E: std::error::Error>(
     connect: &C,
     mut conn: C::Resource,
     measured: Result<Floor, E>,
@@ -109,18 +117,23 @@ fn finish<C: turnstile::Connect, E: std::fmt::Display>(
     let what = connect.identity();
     let dropped = match drop_table(&mut conn, table) {
         Ok(()) => Ok(()),
-        // The measurement may have left the connection broken: one more try on a new one.
-        Err(e) => crate::run::connect_to(connect, what)
-            .ok()
-            .and_then(|mut fresh| drop_table(&mut fresh, table).ok())
-            .ok_or(e),
+        // The measurement may have left the connection broken: one more try on a new one,
+        // once the old one (and anything it still holds) is gone.
+        Err(e) => {
+            drop(conn);
+            crate::run::connect_to(connect, what)
+                .ok()
+                .and_then(|mut fresh| drop_table(&mut fresh, table).ok())
+                .ok_or(e)
+        }
     };
-    let floor =
-        measured.map_err(|e| RunError::Unavailable(format!("{what}: commit floor: {e}")))?;
+    let floor = measured.map_err(|e| failed(what, "commit floor", &e))?;
     dropped.map_err(|e| {
-        RunError::Unavailable(format!(
-            "{what}: dropping the commit floor's table {table}: {e}"
-        ))
+        failed(
+            what,
+            &format!("dropping the commit floor's table {table}"),
+            &e,
+        )
     })?;
     Ok(floor)
 }
@@ -138,12 +151,7 @@ pub(crate) fn postgres(url: &str, table: &str) -> Result<Floor, RunError> {
         .batch_execute(&format!(
             "CREATE TABLE {table} (id BIGSERIAL PRIMARY KEY, v BIGINT NOT NULL)"
         ))
-        .map_err(|e| {
-            RunError::Unavailable(format!(
-                "{}: creating the commit floor's table: {e}",
-                db.identity()
-            ))
-        })?;
+        .map_err(|e| failed(db.identity(), "creating the commit floor's table", &e))?;
     let insert = format!("INSERT INTO {table} (v) VALUES ($1)");
     let measured = measure("postgres_commit_1row", None, |i| {
         client.batch_execute("BEGIN")?;
@@ -151,9 +159,19 @@ pub(crate) fn postgres(url: &str, table: &str) -> Result<Floor, RunError> {
         client.query_typed(&insert, &[(&i, Type::INT8)])?;
         client.batch_execute("COMMIT")
     });
-    finish(&db, client, measured, table, |client, table| {
-        client.batch_execute(&format!("DROP TABLE IF EXISTS {table}"))
-    })
+    finish(&db, client, measured, table, drop_postgres_table)
+}
+
+/// Drops a PostgreSQL floor's `table`.
+#[cfg(feature = "postgres")]
+fn drop_postgres_table(client: &mut postgres::Client, table: &str) -> Result<(), postgres::Error> {
+    // Ends a transaction a failed commit left aborted (outside one, only a warning). A
+    // session the server has not closed yet may still hold the table: the drop waits
+    // 10 s at most (as a run's tables').
+    let _ = client.batch_execute("ROLLBACK");
+    client.batch_execute(&format!(
+        "SET lock_timeout = '10s'; DROP TABLE IF EXISTS {table}"
+    ))
 }
 
 /// `mysql_commit_1row`, in `table` (a generated name, created and dropped here).
@@ -168,9 +186,7 @@ pub(crate) fn mysql(url: &str, table: &str) -> Result<Floor, RunError> {
     conn.query_drop(format!(
         "CREATE TABLE {table} (id BIGINT AUTO_INCREMENT PRIMARY KEY, v BIGINT NOT NULL) ENGINE = InnoDB"
     ))
-    .map_err(|e| {
-        RunError::Unavailable(format!("{}: creating the commit floor's table: {e}", db.identity()))
-    })?;
+    .map_err(|e| failed(db.identity(), "creating the commit floor's table", &e))?;
     let insert = format!("INSERT INTO {table} (v) VALUES (?)");
     let measured = measure("mysql_commit_1row", None, |i| {
         conn.query_drop("START TRANSACTION")?;
@@ -179,6 +195,11 @@ pub(crate) fn mysql(url: &str, table: &str) -> Result<Floor, RunError> {
         conn.query_drop("COMMIT")
     });
     finish(&db, conn, measured, table, |conn, table| {
+        // Ends a transaction a failed commit left open, with its locks (harmless outside
+        // one). A session the server has not closed yet may still hold the table's
+        // metadata lock: the drop waits 10 s at most (as a run's tables').
+        let _ = conn.query_drop("ROLLBACK");
+        conn.query_drop("SET SESSION lock_wait_timeout = 10")?;
         conn.query_drop(format!("DROP TABLE IF EXISTS {table}"))
     })
 }
@@ -199,6 +220,50 @@ mod tests {
     #[test]
     fn sqlite_data_has_no_server_floor() {
         assert!(matches!(server(&DataSpec::Sqlite), Err(RunError::Usage(_))));
+    }
+
+    /// A measurement that fails inside its transaction still drops the table, and its
+    /// error is the one reported.
+    #[test]
+    #[cfg(feature = "postgres")]
+    fn a_failed_measurement_drops_its_table_and_says_why() {
+        use turnstile::Connect;
+
+        let url = crate::conformance::postgres_url();
+        let t = table().unwrap();
+        let db = turnstile::resource::Postgres::new(&url).unwrap();
+        let mut client = db.connect().unwrap();
+        client
+            .batch_execute(&format!("CREATE TABLE {t} (v BIGINT)"))
+            .unwrap();
+        // A commit that fails half-way leaves its transaction open and aborted: the
+        // connection refuses every statement until it ends.
+        client
+            .batch_execute(&format!("BEGIN; INSERT INTO {t} (v) VALUES (1)"))
+            .unwrap();
+        let failed = client.batch_execute("SELECT 1 / 0").unwrap_err();
+        let result = finish(
+            &db,
+            client,
+            Err::<Floor, _>(failed),
+            &t,
+            drop_postgres_table,
+        );
+        match result {
+            Err(RunError::Unavailable(m)) => {
+                assert!(
+                    m.contains("commit floor") && m.contains("division by zero"),
+                    "{m}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut client = db.connect().unwrap();
+        let left: i64 = client
+            .query_one("SELECT count(*) FROM pg_tables WHERE tablename = $1", &[&t])
+            .unwrap()
+            .get(0);
+        assert_eq!(left, 0, "{t} is left on PostgreSQL");
     }
 
     /// The floor creates its table and drops it (on the servers tests use; fails when
