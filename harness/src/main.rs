@@ -42,7 +42,26 @@ enum Command {
     Worker,
 }
 
+/// After `compare --help`: where the URLs may come from instead.
+const COMPARE_ENV: &str = "\
+Every URL above may come from the environment instead of the command line, where every \
+user of the host sees it (ps): to keep a password out of ps, pass the URL in \
+TURNSTILE_COMPARE_DATA, TURNSTILE_COMPARE_REDIS, TURNSTILE_COMPARE_MYSQL, \
+TURNSTILE_COMPARE_POSTGRES or TURNSTILE_COMPARE_STRATEGIES (a flag given wins). They are \
+not the test suite's TURNSTILE_REDIS_URL, TURNSTILE_MYSQL_URL and TURNSTILE_POSTGRES_URL \
+on purpose: scripts/services exports those for the tests, and a shell set up for the \
+tests must not add servers to a comparison.";
+
+/// After `check --help`: where the URLs may come from instead.
+const CHECK_ENV: &str = "\
+The strategy spec and the data URL may come from the environment instead of the command \
+line, where every user of the host sees them (ps): to keep a password out of ps, pass \
+the URL in TURNSTILE_CHECK_STRATEGY or TURNSTILE_CHECK_DATA (a flag given wins). They are \
+not the test suite's TURNSTILE_*_URL on purpose: scripts/services exports those for the \
+tests, and a shell set up for the tests must not change what a check runs.";
+
 #[derive(Args)]
+#[command(after_help = COMPARE_ENV)]
 struct CompareArgs {
     /// A short run (under a minute): fewer ops, threads 1, 16 and 64, no process runs.
     #[arg(long)]
@@ -52,7 +71,12 @@ struct CompareArgs {
     sync: Vec<Synchronous>,
     /// Strategy specs, comma-separated (default: every embedded strategy, the baselines,
     /// the `unserialized` control, and the servers below).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        env = "TURNSTILE_COMPARE_STRATEGIES",
+        hide_env_values = true
+    )]
     strategies: Option<Vec<String>>,
     /// Threads per process, comma-separated (default 1,4,16,64; 1,16,64 with --quick).
     #[arg(long, value_delimiter = ',')]
@@ -68,24 +92,31 @@ struct CompareArgs {
     workload: Workload,
     /// Include this Redis: redis://…, or rediss://…[?tls_ca=FILE] over TLS (default: start
     /// a private redis-server found on PATH).
-    #[arg(long)]
+    #[arg(long, env = "TURNSTILE_COMPARE_REDIS", hide_env_values = true)]
     redis: Option<String>,
     /// Don't start a private redis-server.
     #[arg(long)]
     no_redis: bool,
     /// Include this MySQL/MariaDB server's GET_LOCK (mysql://user:pass@host:port/db), and
     /// the queue over it (queue+mysql://…).
-    #[arg(long)]
+    #[arg(long, env = "TURNSTILE_COMPARE_MYSQL", hide_env_values = true)]
     mysql: Option<String>,
     /// Include this PostgreSQL server's advisory locks (postgres://user@host:port/db), and
     /// the queue over them (queue+postgres://…).
-    #[arg(long)]
+    #[arg(long, env = "TURNSTILE_COMPARE_POSTGRES", hide_env_values = true)]
     postgres: Option<String>,
     /// Where the data lives: sqlite (a fresh file per setting), postgres://user@host:port/db
     /// or mysql://user@host:port/db (each setting's own tables, dropped at its end). Over a
-    /// server its own locks join the default strategies (and pg-xact over PostgreSQL);
-    /// strategies that do not run over that data are skipped with a note.
-    #[arg(long, default_value = "sqlite")]
+    /// server its own locks join the default strategies (and pg-xact over PostgreSQL), the
+    /// commit floor is that server's, and strategies that do not run over that data are
+    /// skipped with a note.
+    #[arg(
+        long,
+        default_value = "sqlite",
+        value_parser = DataParser,
+        env = "TURNSTILE_COMPARE_DATA",
+        hide_env_values = true
+    )]
     data: DataSpec,
     /// Write the JSON report here.
     #[arg(long)]
@@ -99,9 +130,10 @@ struct CompareArgs {
 }
 
 #[derive(Args)]
+#[command(after_help = CHECK_ENV)]
 struct CheckArgs {
     /// Strategy spec (see `turnstile list`).
-    #[arg(long)]
+    #[arg(long, env = "TURNSTILE_CHECK_STRATEGY", hide_env_values = true)]
     strategy: String,
     /// Workload: counter, bank, notify_once, kv, file_store.
     #[arg(long)]
@@ -136,7 +168,13 @@ struct CheckArgs {
     keep: Option<PathBuf>,
     /// Where the data lives: sqlite (a fresh file), postgres://user@host:port/db or
     /// mysql://user@host:port/db (the run's own tables, dropped at the end).
-    #[arg(long, default_value = "sqlite")]
+    #[arg(
+        long,
+        default_value = "sqlite",
+        value_parser = DataParser,
+        env = "TURNSTILE_CHECK_DATA",
+        hide_env_values = true
+    )]
     data: DataSpec,
     /// SQLite synchronous: normal or full.
     #[arg(long, default_value = "normal")]
@@ -153,6 +191,37 @@ struct CheckArgs {
     /// Random seed (default: random).
     #[arg(long)]
     seed: Option<u64>,
+}
+
+/// Parses `--data` as [`DataSpec`] does, but an error shows the value redacted only: clap's
+/// own message for a bad value repeats it whole, password and all, even when it came from
+/// an environment variable meant to keep it out of sight.
+#[derive(Clone)]
+struct DataParser;
+
+impl clap::builder::TypedValueParser for DataParser {
+    type Value = DataSpec;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<DataSpec, clap::Error> {
+        let arg = arg.map_or_else(|| "--data".to_owned(), ToString::to_string);
+        let bad = |why: String| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("invalid value for '{arg}': {why}\n"),
+            )
+            .with_cmd(cmd)
+        };
+        value
+            .to_str()
+            .ok_or_else(|| bad("not UTF-8".to_owned()))?
+            .parse()
+            .map_err(bad)
+    }
 }
 
 /// Writes to stdout; a closed pipe (`turnstile list | head`) is not an error worth a panic.

@@ -747,24 +747,27 @@ struct Run<'a> {
 /// Connects to `backend` once: a server that is down is [`RunError::Unavailable`], with
 /// every cause the driver gives, before any table is made (and left to drop).
 pub(crate) fn reachable<B: Backend>(backend: &B) -> Result<(), RunError> {
-    let e = match backend.connect().connect() {
-        Ok(connection) => {
-            drop(connection);
-            return Ok(());
-        }
-        Err(e) => e,
-    };
-    // The drivers say what failed at the top and why below it.
-    let mut why = e.to_string();
-    let mut source = e.source();
+    connect_to(backend.connect(), &backend.describe()).map(drop)
+}
+
+/// Opens one connection with `connect`; one that fails is [`RunError::Unavailable`],
+/// named `what` (never a password), with every cause the driver gives.
+pub(crate) fn connect_to<C: Connect>(connect: &C, what: &str) -> Result<C::Resource, RunError> {
+    connect
+        .connect()
+        .map_err(|e| RunError::Unavailable(format!("{what}: {}", causes(&*e))))
+}
+
+/// `error` and every cause below it, `: `-separated: the drivers say what failed at the
+/// top (`db error`) and why below it.
+pub(crate) fn causes(error: &dyn std::error::Error) -> String {
+    let mut why = error.to_string();
+    let mut source = error.source();
     while let Some(s) = source {
         why.push_str(&format!(": {s}"));
         source = s.source();
     }
-    Err(RunError::Unavailable(format!(
-        "{}: {why}",
-        backend.describe()
-    )))
+    why
 }
 
 impl WithBackend for Run<'_> {

@@ -4,7 +4,7 @@
 #[path = "support/cli.rs"]
 mod cli_support;
 
-use cli_support::check;
+use cli_support::{CHECK_ENV, check, check_env};
 
 #[test]
 fn bad_usage_exits_2() {
@@ -278,4 +278,84 @@ fn a_worker_reports_bad_specs_and_unreachable_backends_on_its_protocol() {
     let (code, out) = worker(&json(spec("mutex", dir.path().join("missing/a.db"))));
     assert_eq!(code, 3, "{out}");
     assert!(out.starts_with("error 3 "), "{out}");
+}
+
+/// `--strategy` and `--data` may come from `check`'s own variables instead (out of `ps`),
+/// with the same outcome as the flag: a typed error for a bad one, never the password.
+#[test]
+fn check_takes_its_url_flags_from_its_own_environment_variables() {
+    for (flag, var, value, code) in [
+        (
+            "--strategy",
+            "TURNSTILE_CHECK_STRATEGY",
+            "no-such-strategy",
+            2,
+        ),
+        (
+            "--strategy",
+            "TURNSTILE_CHECK_STRATEGY",
+            "mysql://root:env-secret@127.0.0.1:1/test",
+            3,
+        ),
+        ("--data", "TURNSTILE_CHECK_DATA", "ftp://u:env-secret@x", 2),
+        (
+            "--data",
+            "TURNSTILE_CHECK_DATA",
+            "postgres://postgres:env-secret@127.0.0.1:1/test",
+            3,
+        ),
+    ] {
+        let mut args = vec!["--workload", "counter", "--ops", "20"];
+        if flag == "--data" {
+            args.extend(["--strategy", "mutex"]);
+        }
+        let (by_flag, _, flag_err) = check(&[&args[..], &[flag, value]].concat());
+        let (by_env, _, env_err) = check_env(&args, &[(var, value)]);
+        assert_eq!(by_flag, code, "{flag} {value}: {flag_err}");
+        assert_eq!(by_env, by_flag, "{var}={value}: {env_err}");
+        assert!(!env_err.trim().is_empty(), "{var}: says why");
+        assert!(
+            !env_err.contains("env-secret"),
+            "the password shows: {env_err}"
+        );
+        // The same message, but for the run's generated table prefix.
+        let gist = |err: &str| -> String {
+            let first = err.lines().next().unwrap_or("");
+            first
+                .split(' ')
+                .map(|word| {
+                    if word.starts_with("ts_") {
+                        "ts_…"
+                    } else {
+                        word
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        assert_eq!(gist(&env_err), gist(&flag_err), "{var}");
+    }
+    // The help names both variables, and never shows a value.
+    let secret = [
+        (CHECK_ENV[0], "mysql://root:env-secret@h/db"),
+        (CHECK_ENV[1], "mysql://root:env-secret@h/db"),
+    ];
+    let (code, help, _) = check_env(&["--help"], &secret);
+    assert_eq!(code, 0);
+    for var in CHECK_ENV {
+        assert!(
+            help.contains(&format!("[env: {var}]")),
+            "{var} missing from:\n{help}"
+        );
+    }
+    assert!(
+        help.contains("out of ps") && !help.contains("env-secret"),
+        "{help}"
+    );
+    // A required flag is satisfied by its variable.
+    let (code, out, err) = check_env(
+        &["--workload", "counter", "--ops", "20"],
+        &[("TURNSTILE_CHECK_STRATEGY", "mutex")],
+    );
+    assert_eq!(code, 0, "{out}{err}");
 }

@@ -3,8 +3,32 @@
 
 use std::process::Command;
 
+/// `compare`'s own variables, which stand for its URL flags (see `compare --help`).
+const COMPARE_ENV: [&str; 5] = [
+    "TURNSTILE_COMPARE_DATA",
+    "TURNSTILE_COMPARE_REDIS",
+    "TURNSTILE_COMPARE_MYSQL",
+    "TURNSTILE_COMPARE_POSTGRES",
+    "TURNSTILE_COMPARE_STRATEGIES",
+];
+
+/// The binary, without `compare`'s own variables a shell may have exported: each test
+/// says what it runs.
 fn turnstile() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_turnstile"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_turnstile"));
+    for var in COMPARE_ENV {
+        command.env_remove(var);
+    }
+    command
+}
+
+/// Exit code and stderr.
+fn status(command: &mut Command) -> (Option<i32>, String) {
+    let output = command.output().unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -237,4 +261,233 @@ fn compare_runs_over_server_data_and_skips_what_cannot() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("none of the strategies"));
+}
+
+/// Over a server's data (`TURNSTILE_POSTGRES_URL`, `TURNSTILE_MYSQL_URL`; fails when one
+/// is down) the commit floor is that server's, in the JSON and under the table, and
+/// SQLite's is not measured.
+#[test]
+fn compare_over_server_data_measures_that_servers_commit_floor() {
+    use turnstile_harness::conformance::{mysql_url, postgres_url};
+    for (url, kind) in [
+        (postgres_url(), "postgres_commit_1row"),
+        (mysql_url(), "mysql_commit_1row"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let json = dir.path().join("report.json");
+        let output = turnstile()
+            .args(["compare", "--quick", "--no-redis", "--ops", "100"])
+            .args(["--threads", "1", "--strategies", "mutex", "--data", &url])
+            .arg("--json")
+            .arg(&json)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{url}: {stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(stdout.contains(&format!("floor {kind}: ")), "{stdout}");
+        assert!(!stdout.contains("sqlite_commit_1row"), "{stdout}");
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        let floors = report["floors"].as_array().unwrap();
+        assert_eq!(floors.len(), 1, "{report}");
+        assert_eq!(floors[0]["kind"], kind, "{report}");
+        assert!(floors[0]["sync"].is_null(), "{report}");
+        for field in ["p50_us", "ops_per_sec"] {
+            assert!(
+                floors[0][field].as_f64().unwrap() > 0.0,
+                "{field}: {report}"
+            );
+        }
+    }
+}
+
+/// A data server that is down stops the comparison at its floor, before any setting
+/// runs: inconclusive (exit 3), naming the server, no panic.
+#[test]
+fn compare_over_a_data_server_that_is_down_is_inconclusive_at_its_floor() {
+    for url in [
+        "postgres://postgres@127.0.0.1:1/test",
+        "mysql://root@127.0.0.1:1/test",
+    ] {
+        let output = turnstile()
+            .args(["compare", "--quick", "--no-redis", "--ops", "100"])
+            .args(["--threads", "1", "--strategies", "mutex", "--data", url])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(3), "{url}: {stderr}");
+        assert!(
+            stderr.contains("backend unavailable") && stderr.contains("127.0.0.1:1"),
+            "{url}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(output.stdout.is_empty(), "{url}: nothing ran");
+    }
+}
+
+/// Each URL flag may come from `compare`'s own variable instead (out of `ps`), with the
+/// same outcome as the flag — a typed error for a bad one, never the password — and a
+/// flag given wins over its variable.
+#[test]
+fn compare_takes_each_url_flag_from_its_own_environment_variable() {
+    let base = [
+        "compare",
+        "--quick",
+        "--no-redis",
+        "--ops",
+        "50",
+        "--threads",
+        "1",
+    ];
+    let down_mysql = "mysql://root:env-secret@127.0.0.1:1/test";
+    let down_postgres = "postgres://postgres:env-secret@127.0.0.1:1/test";
+    for (flag, var, value, extra, code) in [
+        // Not a data store: bad usage, as the flag.
+        (
+            "--data",
+            "TURNSTILE_COMPARE_DATA",
+            "ftp://u:env-secret@x",
+            &["--strategies", "mutex"][..],
+            2,
+        ),
+        // A data server that is down: inconclusive at its floor.
+        (
+            "--data",
+            "TURNSTILE_COMPARE_DATA",
+            down_postgres,
+            &["--strategies", "mutex"],
+            3,
+        ),
+        // A Redis that is down: its floor is not measured, with a note.
+        (
+            "--redis",
+            "TURNSTILE_COMPARE_REDIS",
+            "redis://:env-secret@127.0.0.1:1",
+            &["--strategies", "mutex"],
+            0,
+        ),
+        // Servers whose locks join the default strategies, and are out of reach.
+        ("--mysql", "TURNSTILE_COMPARE_MYSQL", down_mysql, &[], 3),
+        (
+            "--postgres",
+            "TURNSTILE_COMPARE_POSTGRES",
+            down_postgres,
+            &[],
+            3,
+        ),
+        // A list split at commas, as the flag's.
+        (
+            "--strategies",
+            "TURNSTILE_COMPARE_STRATEGIES",
+            "mutex,nope",
+            &[],
+            2,
+        ),
+    ] {
+        let (by_flag, flag_err) = status(turnstile().args(base).args(extra).args([flag, value]));
+        let (by_env, env_err) = status(turnstile().args(base).args(extra).env(var, value));
+        assert_eq!(by_flag, Some(code), "{flag} {value}: {flag_err}");
+        assert_eq!(by_env, by_flag, "{var}={value}: {env_err}");
+        assert!(
+            !env_err.is_empty() && !env_err.contains("panicked"),
+            "{env_err}"
+        );
+        assert!(
+            !env_err.contains("env-secret"),
+            "the password shows: {env_err}"
+        );
+        // The same notes and errors (run times and table prefixes aside).
+        let gist = |err: &str| -> Vec<String> {
+            err.lines()
+                .filter(|l| {
+                    l.contains("127.0.0.1:1") || l.contains("error") || l.contains("unknown")
+                })
+                .map(|l| l.split(" ×").next().unwrap_or(l).to_owned())
+                .collect()
+        };
+        assert!(!gist(&env_err).is_empty(), "{var}: {env_err}");
+        assert_eq!(gist(&env_err), gist(&flag_err), "{var}");
+    }
+    // The help names every variable, and never shows a value.
+    let mut help = turnstile();
+    help.args(["compare", "--help"]);
+    for var in COMPARE_ENV {
+        help.env(var, "redis://:env-secret@127.0.0.1:1");
+    }
+    let help = String::from_utf8(help.output().unwrap().stdout).unwrap();
+    for var in COMPARE_ENV {
+        assert!(
+            help.contains(&format!("[env: {var}]")),
+            "{var} missing from:\n{help}"
+        );
+    }
+    assert!(
+        help.contains("out of ps") && !help.contains("env-secret"),
+        "{help}"
+    );
+    // The flag wins: the variable's store is never opened.
+    let (code, err) = status(
+        turnstile()
+            .args(base)
+            .args(["--strategies", "mutex", "--data", "sqlite"])
+            .env("TURNSTILE_COMPARE_DATA", down_postgres),
+    );
+    assert_eq!(code, Some(0), "{err}");
+}
+
+/// The test suite's server variables (`scripts/services` exports them) are not
+/// `compare`'s: a shell set up for the tests runs the embedded comparison it asks for,
+/// adding no server (these point at nothing, so a server taken from them would fail).
+#[test]
+fn compare_ignores_the_test_suites_server_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let output = turnstile()
+        .args([
+            "compare",
+            "--quick",
+            "--no-redis",
+            "--ops",
+            "50",
+            "--threads",
+            "1",
+        ])
+        .arg("--json")
+        .arg(&json)
+        .env("TURNSTILE_REDIS_URL", "redis://127.0.0.1:1")
+        .env("TURNSTILE_MYSQL_URL", "mysql://root@127.0.0.1:1/test")
+        .env(
+            "TURNSTILE_POSTGRES_URL",
+            "postgres://postgres@127.0.0.1:1/test",
+        )
+        .env("TURNSTILE_DATA_URL", "postgres://postgres@127.0.0.1:1/test")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("127.0.0.1:1"), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(report["data"], "sqlite", "{report}");
+    let strategies: Vec<&str> = report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["strategy"].as_str().unwrap())
+        .collect();
+    assert!(
+        strategies.iter().all(|s| !s.contains("://")),
+        "{strategies:?}"
+    );
+    let floors: Vec<&str> = report["floors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(floors, ["sqlite_commit_1row"], "{report}");
 }

@@ -196,6 +196,7 @@ fn bad_data_is_bad_usage() {
     let pg = postgres_url();
     for args in [
         &["--data", "redis://127.0.0.1:6379"][..],
+        &["--data", "ftp://user:data-secret@127.0.0.1/x"],
         &["--data", "nosuch"],
         &["--data", ""],
         &["--data", "postgres://postgres@127.0.0.1:notaport/test"],
@@ -216,6 +217,7 @@ fn bad_data_is_bad_usage() {
         assert_eq!(code, 2, "{args:?}: {out}{err}");
         assert!(!err.trim().is_empty(), "{args:?}: says why");
         assert!(!err.contains("panicked"), "{err}");
+        assert!(!err.contains("data-secret"), "the password shows: {err}");
     }
 }
 

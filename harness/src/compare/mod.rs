@@ -4,23 +4,24 @@
 //! Each setting (strategy × threads × processes × `synchronous`) is one [`run`](crate::run())
 //! of the workload, with lock strategies inside the resource's transaction as applications
 //! use them ([`RunConfig::transaction`]). Its acknowledged ops give the throughput and
-//! latency percentiles; its checkers give the `safe` column. Reference floors (one 1-row
-//! commit on one thread per `synchronous`, and two Redis round trips when Redis is in the
-//! run) are measured in the same run, so targets read as ratios on whatever machine this is;
-//! so is the Redis lock's own cycle (acquire + release, nothing in between), against its
-//! floor.
+//! latency percentiles; its checkers give the `safe` column. Reference floors are measured
+//! in the same run, so targets read as ratios on whatever machine this is: one 1-row commit
+//! on one thread where the data lives (SQLite's per `synchronous`, or the data server's
+//! over one connection to it), and two Redis round trips when Redis is in the run; so is
+//! the Redis lock's own cycle (acquire + release, nothing in between), against its floor.
 //!
 //! The data lives in a fresh SQLite file per setting by default, or in a PostgreSQL or
 //! MySQL database ([`CompareConfig::data`], `--data URL`) as `turnstile check --data` keeps
 //! it; strategies that do not run over that data are skipped with a note.
 
+mod floor;
 pub mod redis_server;
 pub mod report;
 pub mod stats;
 pub mod svg;
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use turnstile::Scope;
 use turnstile::spec::{Registry, redact_url};
@@ -83,8 +84,10 @@ pub struct CompareConfig {
     /// tables in a PostgreSQL or MySQL database. Over a server, the default strategies
     /// also take their locks on it (as [`CompareConfig::postgres`] or
     /// [`CompareConfig::mysql`] would, unless those name another), `pg-xact` joins over
-    /// PostgreSQL, and only the first [`sync`](CompareConfig::sync) setting runs (it is
-    /// SQLite's).
+    /// PostgreSQL, only the first [`sync`](CompareConfig::sync) setting runs (it is
+    /// SQLite's), and the commit floor is the server's (`postgres_commit_1row`,
+    /// `mysql_commit_1row`: one 1-row commit on one connection, in a table of its own that
+    /// it drops) instead of SQLite's.
     pub data: DataSpec,
     /// The binary to run worker processes with. Default: this executable.
     pub worker_exe: Option<PathBuf>,
@@ -188,7 +191,9 @@ fn known_anywhere(spec: &str, registry: &Registry<Sqlite>) -> bool {
 ///
 /// # Errors
 /// [`RunError::Usage`] for a bad configuration (an empty list, an unknown strategy, no
-/// strategy that runs over the data).
+/// strategy that runs over the data, a data URL that does not parse);
+/// [`RunError::Unavailable`] when the data's commit floor cannot be measured (a data
+/// server that is down), before any setting runs.
 pub fn compare(
     config: &CompareConfig,
     registry: &Registry<Sqlite>,
@@ -326,8 +331,13 @@ pub fn compare(
 
     let mut floors = Vec::new();
     let mut lock_cycles = Vec::new();
-    for &sync in &syncs {
-        floors.push(sqlite_commit_floor(sync)?);
+    // The floor is where the data lives: a server's is one commit over the network.
+    if data.is_server() {
+        floors.push(floor::server(data)?);
+    } else {
+        for &sync in &syncs {
+            floors.push(floor::sqlite(sync)?);
+        }
     }
     if let Some(url) = &redis_url {
         match redis_server::floor_and_lock_cycle(url) {
@@ -480,36 +490,6 @@ pub fn chart(report: &Report) -> String {
         .map_or("", |r| r.workload.as_str())
         .to_owned();
     svg::chart(&format!("turnstile compare: {workload}"), &series)
-}
-
-/// One 1-row commit on one thread, the floor under every strategy's latency.
-fn sqlite_commit_floor(sync: Synchronous) -> Result<Floor, RunError> {
-    const COMMITS: usize = 200;
-    let dir = tempfile::tempdir()?;
-    let db = Sqlite::new(dir.path().join("floor.db")).synchronous(sync);
-    let conn = turnstile::Connect::connect(&db)
-        .map_err(|e| RunError::Unavailable(format!("floor database: {e}")))?;
-    let sql = |e: turnstile::sqlite::rusqlite::Error| RunError::Unavailable(format!("floor: {e}"));
-    conn.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER)")
-        .map_err(sql)?;
-    let mut times = Vec::with_capacity(COMMITS);
-    let start = Instant::now();
-    for i in 0..COMMITS {
-        let t = Instant::now();
-        conn.execute_batch("BEGIN IMMEDIATE").map_err(sql)?;
-        conn.execute("INSERT INTO t (v) VALUES (?1)", [i as i64])
-            .map_err(sql)?;
-        conn.execute_batch("COMMIT").map_err(sql)?;
-        times.push(t.elapsed());
-    }
-    let wall = start.elapsed();
-    let summary = stats::Summary::of(&mut times);
-    Ok(Floor {
-        kind: "sqlite_commit_1row".into(),
-        sync: Some(sync.as_str().to_ascii_lowercase()),
-        p50_us: summary.p50_us,
-        ops_per_sec: stats::ops_per_sec(COMMITS as u64, wall),
-    })
 }
 
 #[cfg(test)]

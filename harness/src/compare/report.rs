@@ -69,7 +69,9 @@ pub struct SqliteInfo {
 /// A reference point measured in the same run, so targets can be stated as ratios.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Floor {
-    /// What was measured (`sqlite_commit_1row`, `redis_two_round_trips`).
+    /// What was measured: `sqlite_commit_1row` (SQLite data), `postgres_commit_1row` or
+    /// `mysql_commit_1row` (data on that server, over one connection), or
+    /// `redis_two_round_trips`.
     pub kind: String,
     /// The `synchronous` setting, for SQLite floors.
     pub sync: Option<String>,

@@ -6,12 +6,26 @@ use std::process::Command;
 /// The `turnstile` binary Cargo built for these tests.
 pub(crate) const EXE: &str = env!("CARGO_BIN_EXE_turnstile");
 
+/// `check`'s own variables, which stand for its URL flags (see `check --help`).
+pub(crate) const CHECK_ENV: [&str; 2] = ["TURNSTILE_CHECK_STRATEGY", "TURNSTILE_CHECK_DATA"];
+
 /// Runs `turnstile check ARGS…`: its exit code (-1 when killed by a signal), stdout and
 /// stderr.
 pub(crate) fn check(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(EXE)
+    check_env(args, &[])
+}
+
+/// [`check`] with `env` set, and none of `check`'s own variables a shell may have
+/// exported besides.
+pub(crate) fn check_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut command = Command::new(EXE);
+    for var in CHECK_ENV {
+        command.env_remove(var);
+    }
+    let out = command
         .arg("check")
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .expect("turnstile runs");
     (
