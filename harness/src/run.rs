@@ -340,6 +340,8 @@ pub(crate) fn open_error(e: turnstile::StrategyError) -> RunError {
     match e {
         Error::Config(m) => RunError::Usage(m),
         Error::InvalidKey(k) => RunError::Usage(k.to_string()),
+        // Its own words: `RunError` says "backend unavailable" once.
+        Error::Unavailable(e) => RunError::Unavailable(causes(&*e)),
         other => RunError::Unavailable(other.to_string()),
     }
 }
@@ -1120,6 +1122,15 @@ mod tests {
             });
         }
         History::from_events(events)
+    }
+
+    #[test]
+    fn an_unavailable_backend_is_said_once() {
+        let e = open_error(Error::Unavailable("connection refused".into()));
+        assert_eq!(
+            e.to_string(),
+            "inconclusive: backend unavailable: connection refused"
+        );
     }
 
     #[test]

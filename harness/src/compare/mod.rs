@@ -492,12 +492,11 @@ pub fn chart(report: &Report) -> String {
     svg::chart(&format!("turnstile compare: {workload}"), &series)
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "redis", feature = "mysql", feature = "postgres"))]
 mod tests {
     use super::*;
 
     #[test]
-    #[cfg(all(feature = "redis", feature = "mysql", feature = "postgres"))]
     fn every_composition_the_registry_knows_sits_after_its_plain_lock() {
         let registry = crate::registry();
         let mysql = "mysql://root@127.0.0.1:3306/test";
