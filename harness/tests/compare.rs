@@ -22,6 +22,25 @@ fn turnstile() -> Command {
     command
 }
 
+/// Runs `command`, which must exit 0 (else the test fails with `what`, its stdout and
+/// stderr): its stdout.
+fn stdout_of_success(command: &mut Command, what: &str) -> String {
+    let output = command.output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{what}{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// The JSON report at `path`.
+fn report(path: &std::path::Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
 /// Exit code and stderr.
 fn status(command: &mut Command) -> (Option<i32>, String) {
     let output = command.output().unwrap();
@@ -67,7 +86,7 @@ fn compare_writes_a_table_json_and_svg_with_a_verdict_per_setting() {
         assert!(stdout.contains(name), "{name} missing from:\n{stdout}");
     }
 
-    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let report = report(&json);
     let results = report["results"].as_array().unwrap();
     assert_eq!(results.len(), 8, "4 strategies × 2 thread counts");
     for r in results {
@@ -142,24 +161,18 @@ fn compare_reports_the_redis_lock_cycle_against_its_floor() {
     let url = turnstile_harness::conformance::redis_url();
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("report.json");
-    let output = turnstile()
-        .args(["compare", "--quick", "--ops", "200", "--threads", "1"])
-        .args(["--strategies", &url, "--redis", &url])
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
+    let stdout = stdout_of_success(
+        &mut turnstile()
+            .args(["compare", "--quick", "--ops", "200", "--threads", "1"])
+            .args(["--strategies", &url, "--redis", &url])
+            .arg("--json")
+            .arg(&json),
+        "",
     );
     for line in ["floor redis_two_round_trips", "lock cycle redis"] {
         assert!(stdout.contains(line), "{line} missing from:\n{stdout}");
     }
-    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let report = report(&json);
     let cycles = report["lock_cycles"].as_array().unwrap();
     let releases: Vec<&str> = cycles
         .iter()
@@ -275,24 +288,17 @@ fn compare_over_server_data_measures_that_servers_commit_floor() {
     ] {
         let dir = tempfile::tempdir().unwrap();
         let json = dir.path().join("report.json");
-        let output = turnstile()
-            .args(["compare", "--quick", "--no-redis", "--ops", "100"])
-            .args(["--threads", "1", "--strategies", "mutex", "--data", &url])
-            .arg("--json")
-            .arg(&json)
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        assert_eq!(
-            output.status.code(),
-            Some(0),
-            "{url}: {stdout}\n{}",
-            String::from_utf8_lossy(&output.stderr)
+        let stdout = stdout_of_success(
+            &mut turnstile()
+                .args(["compare", "--quick", "--no-redis", "--ops", "100"])
+                .args(["--threads", "1", "--strategies", "mutex", "--data", &url])
+                .arg("--json")
+                .arg(&json),
+            &format!("{url}: "),
         );
         assert!(stdout.contains(&format!("floor {kind}: ")), "{stdout}");
         assert!(!stdout.contains("sqlite_commit_1row"), "{stdout}");
-        let report: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        let report = report(&json);
         let floors = report["floors"].as_array().unwrap();
         assert_eq!(floors.len(), 1, "{report}");
         assert_eq!(floors[0]["kind"], kind, "{report}");
@@ -471,7 +477,7 @@ fn compare_ignores_the_test_suites_server_variables() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "{stderr}");
     assert!(!stderr.contains("127.0.0.1:1"), "{stderr}");
-    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let report = report(&json);
     assert_eq!(report["data"], "sqlite", "{report}");
     let strategies: Vec<&str> = report["results"]
         .as_array()
