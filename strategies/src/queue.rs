@@ -183,8 +183,8 @@
 //! ```
 //!
 //! Group commit records a marker (a fence named after the queue instance, through
-//! [`Transact::begin`]; for SQLite a row of the `turnstile_fences` table) in each batch of
-//! two or more ops, so that after an op ended the batch's transaction by itself the worker
+//! [`Transact::begin`]; for SQLite a row of the `turnstile_fences` table) in each batch
+//! (two or more ops queued together, or one that others may join), so that after an op ended the batch's transaction by itself the worker
 //! can tell whether the batch committed, and reruns the others only if it did not: an op
 //! that ran `COMMIT` must not get its batch-mates' writes applied twice. One small row
 //! per queue instance stays behind. Resources whose `begin` ignores fences (against the
