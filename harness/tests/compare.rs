@@ -162,7 +162,7 @@ fn compare_reports_the_redis_lock_cycle_against_its_floor() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("report.json");
     let stdout = stdout_of_success(
-        &mut turnstile()
+        turnstile()
             .args(["compare", "--quick", "--ops", "200", "--threads", "1"])
             .args(["--strategies", &url, "--redis", &url])
             .arg("--json")
@@ -289,7 +289,7 @@ fn compare_over_server_data_measures_that_servers_commit_floor() {
         let dir = tempfile::tempdir().unwrap();
         let json = dir.path().join("report.json");
         let stdout = stdout_of_success(
-            &mut turnstile()
+            turnstile()
                 .args(["compare", "--quick", "--no-redis", "--ops", "100"])
                 .args(["--threads", "1", "--strategies", "mutex", "--data", &url])
                 .arg("--json")
