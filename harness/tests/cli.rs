@@ -342,16 +342,7 @@ fn check_takes_its_url_flags_from_its_own_environment_variables() {
     ];
     let (code, help, _) = check_env(&["--help"], &secret);
     assert_eq!(code, 0);
-    for var in CHECK_ENV {
-        assert!(
-            help.contains(&format!("[env: {var}]")),
-            "{var} missing from:\n{help}"
-        );
-    }
-    assert!(
-        help.contains("out of ps") && !help.contains("env-secret"),
-        "{help}"
-    );
+    cli_support::assert_help_names_env(&help, &CHECK_ENV);
     // A required flag is satisfied by its variable.
     let (code, out, err) = check_env(
         &["--workload", "counter", "--ops", "20"],

@@ -3,6 +3,9 @@
 
 use std::process::Command;
 
+#[path = "support/cli.rs"]
+mod cli_support;
+
 /// `compare`'s own variables, which stand for its URL flags (see `compare --help`).
 const COMPARE_ENV: [&str; 5] = [
     "TURNSTILE_COMPARE_DATA",
@@ -145,12 +148,10 @@ fn compare_writes_a_table_json_and_svg_with_a_verdict_per_setting() {
 
 #[test]
 fn compare_refuses_an_unknown_strategy_as_bad_usage() {
-    let output = turnstile()
-        .args(["compare", "--quick", "--no-redis", "--strategies", "nope"])
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("unknown strategy"));
+    let (code, stderr) =
+        status(turnstile().args(["compare", "--quick", "--no-redis", "--strategies", "nope"]));
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("unknown strategy"));
 }
 
 /// With Redis in the run (`TURNSTILE_REDIS_URL`, default `redis://127.0.0.1:6379`; fails
@@ -261,19 +262,19 @@ fn compare_runs_over_server_data_and_skips_what_cannot() {
     }
 
     // A list of which nothing runs over the data is bad usage.
-    let output = turnstile()
-        .args([
-            "compare",
-            "--quick",
-            "--no-redis",
-            "--strategies",
-            "queue,retry",
-        ])
-        .args(["--data", &url])
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("none of the strategies"));
+    let (code, stderr) = status(
+        turnstile()
+            .args([
+                "compare",
+                "--quick",
+                "--no-redis",
+                "--strategies",
+                "queue,retry",
+            ])
+            .args(["--data", &url]),
+    );
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("none of the strategies"));
 }
 
 /// Over a server's data (`TURNSTILE_POSTGRES_URL`, `TURNSTILE_MYSQL_URL`; fails when one
@@ -426,16 +427,7 @@ fn compare_takes_each_url_flag_from_its_own_environment_variable() {
         help.env(var, "redis://:env-secret@127.0.0.1:1");
     }
     let help = String::from_utf8(help.output().unwrap().stdout).unwrap();
-    for var in COMPARE_ENV {
-        assert!(
-            help.contains(&format!("[env: {var}]")),
-            "{var} missing from:\n{help}"
-        );
-    }
-    assert!(
-        help.contains("out of ps") && !help.contains("env-secret"),
-        "{help}"
-    );
+    cli_support::assert_help_names_env(&help, &COMPARE_ENV);
     // The flag wins: the variable's store is never opened.
     let (code, err) = status(
         turnstile()

@@ -57,3 +57,18 @@ pub(crate) fn worker(stdin: &str) -> (i32, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
     )
 }
+
+/// Checks a `--help` text: it names each of `vars` (`[env: VAR]`), says why they exist
+/// (out of `ps`), and never shows a value set in them (`env-secret`).
+pub(crate) fn assert_help_names_env(help: &str, vars: &[&str]) {
+    for var in vars {
+        assert!(
+            help.contains(&format!("[env: {var}]")),
+            "{var} missing from:\n{help}"
+        );
+    }
+    assert!(
+        help.contains("out of ps") && !help.contains("env-secret"),
+        "{help}"
+    );
+}
