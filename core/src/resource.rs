@@ -130,6 +130,20 @@ impl std::error::Error for TransactError {
     }
 }
 
+/// Makes durable the commits a resource made after [`Transact::defer_flush`] switched it
+/// to commits that return first.
+///
+/// It may run on another thread than the resource, at the same time as later commits.
+pub trait Flush: Send + Sync {
+    /// Blocks until every commit made so far on the resource it was returned for is
+    /// durable.
+    ///
+    /// # Errors
+    /// When that could not be made sure of. Whether those commits are durable is then not
+    /// known, and every later call fails too: the resource must be discarded.
+    fn flush(&self) -> Result<(), BoxError>;
+}
+
 /// Transactions on a [`Connect`]'s resources.
 ///
 /// Only strategies call these; ops get a [`Ctx`](crate::Ctx) with no transaction control.
@@ -218,6 +232,29 @@ pub trait Transact: Connect {
         resource: &mut Self::Resource,
         n: usize,
     ) -> Result<(), BoxError>;
+
+    /// Switches `resource` to commits that return before they are durable, and returns
+    /// what makes them durable: [`Flush::flush`] blocks until every commit made on
+    /// `resource` so far is. `Ok(None)` (the default) leaves the resource as it is: its
+    /// commits are durable when they return, or its settings say they need not be.
+    ///
+    /// The queue calls this on its worker's resource under group commit, so that one
+    /// batch's flush to disk overlaps the next batch's work; it answers no caller before
+    /// the flush that covers the caller's commit. Other connections to the same data may
+    /// read a commit before it is durable, as with SQLite's `synchronous = NORMAL`.
+    /// [`Sqlite`](https://docs.rs/turnstile/latest/turnstile/sqlite/struct.Sqlite.html)
+    /// with `synchronous = FULL` in WAL mode implements it: the connection commits with
+    /// `NORMAL`, and the flush syncs the WAL file, as `FULL` would have at the commit.
+    ///
+    /// # Errors
+    /// When the resource could not be switched; it is then left as it was.
+    fn defer_flush(
+        &self,
+        resource: &mut Self::Resource,
+    ) -> Result<Option<Box<dyn Flush>>, BoxError> {
+        let _ = resource;
+        Ok(None)
+    }
 
     /// Whether an error (an op's, seen as `Any`) is the resource's "busy, try again"
     /// (SQLite: primary code `SQLITE_BUSY` or `SQLITE_LOCKED`).

@@ -274,7 +274,7 @@ use crossbeam_channel::{
     Receiver, RecvTimeoutError, SendTimeoutError, Sender, TryRecvError, TrySendError,
 };
 use turnstile_core::{
-    BoxError, Capabilities, Ctx, Error, Fence, FenceClaim, HolderDeath, Key, Lock, LockName,
+    BoxError, Capabilities, Ctx, Error, Fence, FenceClaim, Flush, HolderDeath, Key, Lock, LockName,
     MAX_TIMEOUT, Scope, Serializer, StrategyError, Transact, TransactError, Wait, check_timeout,
     panic_message, sorted_keys,
 };
@@ -406,6 +406,7 @@ pub struct QueueBuilder<C> {
     max_hold: Duration,
     handoff_pause: Duration,
     handoff_interval: Duration,
+    overlap_flush: bool,
     _connect: PhantomData<fn(C)>,
 }
 
@@ -421,6 +422,7 @@ impl<C> Default for QueueBuilder<C> {
             max_hold: DEFAULT_MAX_HOLD,
             handoff_pause: DEFAULT_HANDOFF_PAUSE,
             handoff_interval: DEFAULT_HANDOFF_INTERVAL,
+            overlap_flush: true,
             _connect: PhantomData,
         }
     }
@@ -450,6 +452,7 @@ impl<C> std::fmt::Debug for QueueBuilder<C> {
             .field("max_hold", &self.max_hold)
             .field("handoff_pause", &self.handoff_pause)
             .field("handoff_interval", &self.handoff_interval)
+            .field("overlap_flush", &self.overlap_flush)
             .finish()
     }
 }
@@ -489,6 +492,18 @@ impl<C: Transact> QueueBuilder<C> {
     /// [`TxMode::Transaction`]. Default: `true`.
     pub fn group_commit(mut self, yes: bool) -> Self {
         self.group_commit = yes;
+        self
+    }
+
+    /// Sets whether, under group commit, a batch's flush to disk overlaps the next batch:
+    /// over a resource that can defer it ([`Transact::defer_flush`]: SQLite with
+    /// `synchronous = FULL` in WAL mode), the worker commits without waiting for the disk
+    /// and goes on to the next batch, while a second thread flushes and then answers the
+    /// batch's callers. No caller hears back before its commit is durable; other
+    /// connections may read a commit before it is, as with `synchronous = NORMAL`. See
+    /// [Overlapped flush](crate::queue#overlapped-flush). Default: `true`.
+    pub fn overlap_flush(mut self, yes: bool) -> Self {
+        self.overlap_flush = yes;
         self
     }
 
@@ -579,6 +594,7 @@ impl<C: Transact> QueueBuilder<C> {
             id,
             closed: AtomicBool::new(false),
             closing_on_worker: AtomicBool::new(false),
+            flush_thread: OnceLock::new(),
             in_flight: AtomicUsize::new(0),
             crowd: Crowd::default(),
             gate: RwLock::new(Some(sender)),
@@ -599,16 +615,20 @@ impl<C: Transact> QueueBuilder<C> {
         let worker_lock_name = lock_name.clone();
         let (max_hold, handoff_pause, handoff_interval) =
             (self.max_hold, self.handoff_pause, self.handoff_interval);
+        let overlap_flush = group_commit && self.overlap_flush;
         let handle = std::thread::Builder::new()
             .name(format!("turnstile-queue-{id}"))
             .spawn(move || {
-                let resource = match worker_connect.connect() {
+                let mut resource = match worker_connect.connect() {
                     Ok(r) => r,
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
                         return;
                     }
                 };
+                let syncer = overlap_flush
+                    .then(|| Syncer::start(&*worker_connect, &mut resource, &worker_shared))
+                    .flatten();
                 let _ = ready_tx.send(Ok(()));
                 Worker {
                     marker: format!("queue-{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
@@ -618,7 +638,6 @@ impl<C: Transact> QueueBuilder<C> {
                     connect: worker_connect,
                     resource,
                     receiver,
-                    shared: worker_shared,
                     mode,
                     group_commit,
                     max_batch,
@@ -638,9 +657,9 @@ impl<C: Transact> QueueBuilder<C> {
                     released_at: None,
                     turn_started: None,
                     fast_acquire: Duration::MAX,
-                    chain: None,
-                    sleepers: Vec::new(),
-                    woken: None,
+                    answers: Answers::new(worker_shared.clone()),
+                    syncer,
+                    shared: worker_shared,
                 }
                 .serve();
             })
@@ -711,6 +730,10 @@ struct Shared<C: Transact> {
     /// `close` was called on the worker thread itself, which cannot wait for itself: the
     /// worker shuts the gate when it can.
     closing_on_worker: AtomicBool,
+    /// The thread that flushes and answers, with an overlapped flush. It drops the jobs
+    /// it answers, and with them whatever their ops own: maybe the last handle to the
+    /// queue.
+    flush_thread: OnceLock<ThreadId>,
     /// Jobs accepted and not yet finished (or dropped) by the worker: zero means idle.
     in_flight: AtomicUsize,
     /// How many callers submit together of late: whether spinning can pay.
@@ -911,6 +934,11 @@ impl<C: Transact> Queue<C> {
             .unwrap_or_else(|p| p.into_inner())
             .take();
         drop(sender);
+        if self.shared.flush_thread.get() == Some(&std::thread::current().id()) {
+            // The worker joins the flushing thread as it exits: it cannot be waited for
+            // from there. With the gate shut it drains the queue and exits by itself.
+            return;
+        }
         // Held while joining, so that a concurrent `close` returns only once the worker
         // is done too.
         let mut worker = self.worker.lock().unwrap_or_else(|p| p.into_inner());
@@ -1135,6 +1163,283 @@ impl WakeChain {
         }
         true
     }
+}
+
+/// Hands answers to callers: the worker's, or with an overlapped flush the flushing
+/// thread's. Answers given between two [`wake_answered`](Self::wake_answered) calls share
+/// one [`WakeChain`] if [`open_chain`](Self::open_chain) started one for them.
+struct Answers<C: Transact> {
+    shared: Arc<Shared<C>>,
+    /// The wake chain started for the next answers, and the callers answered since the
+    /// last wake-up that sleep.
+    chain: Option<Arc<WakeChain>>,
+    sleepers: Vec<Arc<dyn Sleeper>>,
+    /// The last chain handed to callers, until it is known to be done.
+    woken: Option<Arc<WakeChain>>,
+}
+
+impl<C: Transact> Answers<C> {
+    fn new(shared: Arc<Shared<C>>) -> Self {
+        Answers {
+            shared,
+            chain: None,
+            sleepers: Vec::new(),
+            woken: None,
+        }
+    }
+
+    /// Lets the answers given before the next wake-up share the wake-ups (a chain that
+    /// turns out too small to share them is never used).
+    fn open_chain(&mut self) {
+        self.chain = Some(Arc::new(WakeChain::new()));
+    }
+
+    /// Answers a job. It leaves the count of jobs in flight first, so that its caller,
+    /// once woken, finds the queue idle if nothing else is queued.
+    fn deliver(&mut self, job: &mut dyn Job<C>) {
+        self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+        if let Some(sleeper) = job.deliver(self.chain.as_ref()) {
+            self.sleepers.push(sleeper);
+        }
+    }
+
+    /// Wakes the callers answered since the last call (see [`WakeChain`]): a few itself,
+    /// the rest through each other if a chain was opened for them. First it wakes
+    /// whoever the previous chain left asleep, should a woken caller have been slow to
+    /// pass the wake-ups on.
+    fn wake_answered(&mut self) {
+        if let Some(previous) = self.woken.take() {
+            previous.wake(usize::MAX);
+        }
+        let sleepers = std::mem::take(&mut self.sleepers);
+        match self.chain.take() {
+            Some(chain) if sleepers.len() > WAKE_FANOUT => {
+                if chain.sleepers.set(sleepers).is_ok() {
+                    chain.wake(WAKE_FANOUT);
+                    self.woken = Some(chain);
+                }
+            }
+            // Too few to share the work.
+            _ => {
+                for sleeper in sleepers {
+                    sleeper.wake_up();
+                }
+            }
+        }
+    }
+
+    /// Wakes one more caller the last chain left asleep; false once none is left.
+    fn wake_one(&mut self) -> bool {
+        match &self.woken {
+            Some(chain) if chain.wake(1) => true,
+            _ => {
+                self.woken = None;
+                false
+            }
+        }
+    }
+}
+
+/// Answers that wait for a flush, as the worker hands them to the flushing thread.
+struct Unflushed<C: Transact> {
+    jobs: Vec<Box<dyn Job<C>>>,
+    /// What makes the commits before them durable; `None` when no op ran since the last
+    /// flush was asked for.
+    flush: Option<Arc<dyn Flush>>,
+}
+
+/// The worker's side of an overlapped flush (see [`QueueBuilder::overlap_flush`]).
+struct Syncer<C: Transact> {
+    sender: Option<Sender<Unflushed<C>>>,
+    thread: Option<JoinHandle<()>>,
+    /// Makes the worker's resource's commits durable; `None` after a reconnect to a
+    /// resource that could not defer its flush (it commits durably itself).
+    flush: Option<Arc<dyn Flush>>,
+    /// Jobs answered since the last hand-over.
+    unflushed: Vec<Box<dyn Job<C>>>,
+    /// An op ran since the last hand-over: something may have committed.
+    dirty: bool,
+    /// Set by the flushing thread when a flush failed: the resource must be reopened.
+    failed: Arc<AtomicBool>,
+    /// Hand-overs the flushing thread has not answered yet.
+    handed_over: Arc<AtomicUsize>,
+}
+
+/// Switches `resource` to deferred flushes if it can; a resource that cannot (or fails
+/// to switch, which leaves it as it was) commits durably itself.
+fn defer_flush<C: Transact>(connect: &C, resource: &mut C::Resource) -> Option<Arc<dyn Flush>> {
+    match catch_unwind(AssertUnwindSafe(|| connect.defer_flush(resource))) {
+        Ok(Ok(Some(flush))) => Some(Arc::from(flush)),
+        _ => None,
+    }
+}
+
+impl<C: Transact> Syncer<C> {
+    /// Starts the flushing thread and switches `resource` to deferred flushes; `None` when
+    /// the resource cannot defer them (or no thread could be started).
+    fn start(connect: &C, resource: &mut C::Resource, shared: &Arc<Shared<C>>) -> Option<Self> {
+        let (sender, receiver) = crossbeam_channel::unbounded();
+        let failed = Arc::new(AtomicBool::new(false));
+        let answers = Answers::new(shared.clone());
+        let handed_over = Arc::new(AtomicUsize::new(0));
+        let (thread_failed, thread_handed_over) = (failed.clone(), handed_over.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("turnstile-queue-{}-flush", shared.id))
+            .spawn(move || {
+                flush_and_answer(&receiver, answers, &thread_failed, &thread_handed_over)
+            })
+            .ok()?;
+        let _ = shared.flush_thread.set(thread.thread().id());
+        let Some(flush) = defer_flush(connect, resource) else {
+            drop(sender);
+            let _ = thread.join();
+            return None;
+        };
+        Some(Syncer {
+            sender: Some(sender),
+            thread: Some(thread),
+            flush: Some(flush),
+            unflushed: Vec::new(),
+            dirty: false,
+            failed,
+            handed_over,
+        })
+    }
+
+    /// Hands the jobs answered since the last hand-over to the flushing thread.
+    fn send(&mut self) {
+        if !self.unflushed.is_empty() {
+            self.hand_over();
+        }
+    }
+
+    /// Like [`send`](Self::send), and asks for a flush even with no job to answer, if an
+    /// op ran since the last one: before the resource is replaced.
+    fn send_flush(&mut self) {
+        if self.dirty || !self.unflushed.is_empty() {
+            self.hand_over();
+        }
+    }
+
+    fn hand_over(&mut self) {
+        let unflushed = Unflushed {
+            jobs: std::mem::take(&mut self.unflushed),
+            flush: self.flush_now(),
+        };
+        if let Some(sender) = &self.sender {
+            self.handed_over.fetch_add(1, Ordering::AcqRel);
+            // Should the flushing thread be gone, the jobs drop unanswered, and each tells
+            // its caller that the outcome is not known.
+            if sender.send(unflushed).is_err() {
+                self.handed_over.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+    }
+
+    /// The flush the jobs answered since the last hand-over wait for, if an op ran since.
+    fn flush_now(&mut self) -> Option<Arc<dyn Flush>> {
+        if std::mem::take(&mut self.dirty) {
+            self.flush.clone()
+        } else {
+            None
+        }
+    }
+
+    /// Whether the flushing thread has answered everything handed over to it.
+    fn idle(&self) -> bool {
+        self.handed_over.load(Ordering::Acquire) == 0
+    }
+
+    /// Whether a flush failed since the last call.
+    fn take_failure(&self) -> bool {
+        self.failed.swap(false, Ordering::AcqRel)
+    }
+}
+
+impl<C: Transact> Drop for Syncer<C> {
+    fn drop(&mut self) {
+        self.send();
+        drop(self.sender.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The flushing thread: flushes what the worker hands over, then answers it; meanwhile
+/// the worker runs the next batch. One flush serves everything handed over while the
+/// last one ran.
+fn flush_and_answer<C: Transact>(
+    receiver: &Receiver<Unflushed<C>>,
+    mut answers: Answers<C>,
+    failed: &AtomicBool,
+    handed_over: &AtomicUsize,
+) {
+    loop {
+        // Until more comes, wake the last answers' callers one by one.
+        let first = loop {
+            match receiver.try_recv() {
+                Ok(unflushed) => break Some(unflushed),
+                Err(TryRecvError::Disconnected) => break None,
+                Err(TryRecvError::Empty) => {}
+            }
+            if !answers.wake_one() {
+                break receiver.recv().ok();
+            }
+        };
+        let Some(first) = first else {
+            break;
+        };
+        let mut ready = Vec::new();
+        let mut waiting = Vec::new();
+        let mut pending: Option<Arc<dyn Flush>> = None;
+        let mut lost = false;
+        let mut taken = 0;
+        for unflushed in std::iter::once(first).chain(receiver.try_iter()) {
+            taken += 1;
+            if let Some(flush) = unflushed.flush {
+                // A flush covers every earlier commit of its resource; a new resource's
+                // turn comes after the old one's flush.
+                if let Some(old) = pending.take_if(|old| !Arc::ptr_eq(old, &flush)) {
+                    settle(&*old, &mut waiting, &mut ready, &mut lost, failed);
+                }
+                pending = Some(flush);
+            }
+            waiting.extend(unflushed.jobs);
+        }
+        match pending {
+            Some(flush) => settle(&*flush, &mut waiting, &mut ready, &mut lost, failed),
+            None => ready.append(&mut waiting),
+        }
+        answers.open_chain();
+        for mut job in ready {
+            answers.deliver(&mut *job);
+        }
+        handed_over.fetch_sub(taken, Ordering::AcqRel);
+        answers.wake_answered();
+    }
+    answers.wake_answered();
+}
+
+/// Flushes, and moves the jobs waiting for it to `ready`. If it fails (or one before it
+/// did), their commits may not be durable: a job that succeeded gets
+/// [`Error::Indeterminate`].
+fn settle<C: Transact>(
+    flush: &dyn Flush,
+    waiting: &mut Vec<Box<dyn Job<C>>>,
+    ready: &mut Vec<Box<dyn Job<C>>>,
+    lost: &mut bool,
+    failed: &AtomicBool,
+) {
+    let flushed = !*lost && matches!(catch_unwind(AssertUnwindSafe(|| flush.flush())), Ok(Ok(())));
+    if !flushed {
+        *lost = true;
+        failed.store(true, Ordering::Release);
+        for job in waiting.iter_mut() {
+            job.indeterminate();
+        }
+    }
+    ready.append(waiting);
 }
 
 /// The result of a queued op, to wait on or to `.await`.
@@ -1363,6 +1668,8 @@ trait Job<C: Transact>: Send {
     -> (Ran, bool);
     /// Replaces the kept result with a strategy failure.
     fn fail(&mut self, error: StrategyError);
+    /// Replaces a kept success with [`Error::Indeterminate`]: its commit may be lost.
+    fn indeterminate(&mut self);
     /// Hands the kept result to the ticket, leaving it `chain` to help along; returns the
     /// ticket if it sleeps and must be woken.
     fn deliver(&mut self, chain: Option<&Arc<WakeChain>>) -> Option<Arc<dyn Sleeper>>;
@@ -1468,6 +1775,12 @@ where
         self.pending = Some(Err(error.widen()));
     }
 
+    fn indeterminate(&mut self) {
+        if matches!(self.pending, Some(Ok(_))) {
+            self.pending = Some(Err(Error::Indeterminate));
+        }
+    }
+
     fn deliver(&mut self, chain: Option<&Arc<WakeChain>>) -> Option<Arc<dyn Sleeper>> {
         self.delivered = true;
         let result = self.pending.take().unwrap_or(Err(Error::Indeterminate));
@@ -1570,12 +1883,10 @@ struct Worker<C: Transact> {
     /// About the shortest time an acquire took: an acquire well over it waited for
     /// another holder.
     fast_acquire: Duration,
-    /// The wake chain a batch started for its answers, if it is big enough to share the
-    /// wake-ups, and the callers answered since the last wake-up that sleep.
-    chain: Option<Arc<WakeChain>>,
-    sleepers: Vec<Arc<dyn Sleeper>>,
-    /// The last chain handed to callers, until the worker makes sure it is done.
-    woken: Option<Arc<WakeChain>>,
+    /// Answers the worker gives itself (those go through `syncer` if there is one).
+    answers: Answers<C>,
+    /// With an overlapped flush: the thread that flushes commits and then answers.
+    syncer: Option<Syncer<C>>,
 }
 
 impl<C: Transact> Worker<C> {
@@ -1608,6 +1919,8 @@ impl<C: Transact> Worker<C> {
             self.release_lock();
         }
         self.wake_answered();
+        // Every answer out before the resource closes.
+        drop(self.syncer.take());
     }
 
     /// Before taking the lock again right after releasing it: once a turn has lasted a
@@ -1674,17 +1987,17 @@ impl<C: Transact> Worker<C> {
         } else {
             self.shared.crowd.saw(batch.len());
             let mut jobs = std::mem::take(batch).into_iter();
-            for mut job in jobs.by_ref() {
+            for job in jobs.by_ref() {
                 if !self.may_start() {
                     batch.push(job);
                     break;
                 }
-                self.run_alone(&mut *job);
+                self.run_alone(job);
             }
             batch.extend(jobs);
         }
         self.wake_answered();
-        if self.broken {
+        if self.broken || self.syncer.as_ref().is_some_and(Syncer::take_failure) {
             self.reconnect();
         }
     }
@@ -1733,7 +2046,7 @@ impl<C: Transact> Worker<C> {
                     for mut job in batch.drain(..) {
                         if self.claim(&mut *job) {
                             job.fail(copy_error(&e));
-                            self.deliver(&mut *job);
+                            self.deliver(job);
                         }
                     }
                     self.wake_answered();
@@ -1784,12 +2097,10 @@ impl<C: Transact> Worker<C> {
             // Nothing to run: wake the last commit's callers one by one rather than spin,
             // until one of them (or anyone) submits again. On few cores a spinning worker
             // only takes a core from the callers it is waiting for.
-            match &self.woken {
-                Some(chain) if chain.wake(1) => {}
-                _ => break,
+            if !self.answers.wake_one() {
+                break;
             }
         }
-        self.woken = None;
         let start = Instant::now();
         while self.shared.crowd.room_to_spin() {
             for _ in 0..64 {
@@ -1840,43 +2151,55 @@ impl<C: Transact> Worker<C> {
     }
 
     /// Answers a job; its caller is woken at the next [`wake_answered`](Self::wake_answered).
-    /// It leaves the count of jobs in flight first, so that its caller, once woken, finds
-    /// the queue idle if nothing else is queued.
-    fn deliver(&mut self, job: &mut dyn Job<C>) {
-        self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
-        if let Some(sleeper) = job.deliver(self.chain.as_ref()) {
-            self.sleepers.push(sleeper);
+    /// With an overlapped flush, the answer waits for the flush that follows it.
+    fn deliver(&mut self, mut job: Box<dyn Job<C>>) {
+        match &mut self.syncer {
+            Some(syncer) => syncer.unflushed.push(job),
+            None => self.answers.deliver(&mut *job),
         }
     }
 
-    /// Wakes the callers answered since the last call (see [`WakeChain`]): a few itself,
-    /// the rest through each other if a batch started a chain for them. First it wakes
-    /// whoever the previous chain left asleep, should a woken caller have been slow to
-    /// pass the wake-ups on.
+    /// Wakes the callers answered since the last call; with an overlapped flush, hands
+    /// their answers to the flushing thread.
     fn wake_answered(&mut self) {
-        if let Some(previous) = self.woken.take() {
-            previous.wake(usize::MAX);
+        let Some(syncer) = &mut self.syncer else {
+            self.answers.wake_answered();
+            return;
+        };
+        if !syncer.idle() || !self.receiver.is_empty() || self.shared.crowd.callers() > 1 {
+            syncer.send();
+            return;
         }
-        let sleepers = std::mem::take(&mut self.sleepers);
-        match self.chain.take() {
-            Some(chain) if sleepers.len() > WAKE_FANOUT => {
-                if chain.sleepers.set(sleepers).is_ok() {
-                    chain.wake(WAKE_FANOUT);
-                    self.woken = Some(chain);
-                }
-            }
-            // Too few to share the work.
-            _ => {
-                for sleeper in sleepers {
-                    sleeper.wake_up();
-                }
-            }
+        // A lone caller: nothing to run meanwhile, nor to flush first. Flushing here saves
+        // waking the flushing thread, which costs about as much as a fast flush.
+        let mut waiting = std::mem::take(&mut syncer.unflushed);
+        let mut ready = Vec::with_capacity(waiting.len());
+        match syncer.flush_now() {
+            Some(flush) => settle(
+                &*flush,
+                &mut waiting,
+                &mut ready,
+                &mut false,
+                &syncer.failed,
+            ),
+            None => ready.append(&mut waiting),
         }
+        self.answers.open_chain();
+        for mut job in ready {
+            self.answers.deliver(&mut *job);
+        }
+        self.answers.wake_answered();
     }
 
     fn reconnect(&mut self) {
         // If reopening fails, keep the old resource: ops will report its errors.
-        if let Ok(resource) = self.connect.connect() {
+        if let Ok(mut resource) = self.connect.connect() {
+            if let Some(syncer) = &mut self.syncer {
+                // What the old resource committed is flushed by its own flush, before any
+                // later answer goes out.
+                syncer.send_flush();
+                syncer.flush = defer_flush(&*self.connect, &mut resource);
+            }
             self.resource = resource;
         }
         self.broken = false;
@@ -1893,14 +2216,17 @@ impl<C: Transact> Worker<C> {
         let fence = self.fence();
         let (ran, broken) = job.run(&self.connect, &mut self.resource, fence);
         RUNNING_ON.with(|c| *c.borrow_mut() = None);
+        if let Some(syncer) = &mut self.syncer {
+            syncer.dirty = true;
+        }
         self.broken |= broken;
         ran
     }
 
-    fn run_alone(&mut self, job: &mut dyn Job<C>) {
-        if self.claim(job) {
-            self.transact_alone(job);
-            self.deliver(&mut *job);
+    fn run_alone(&mut self, mut job: Box<dyn Job<C>>) {
+        if self.claim(&mut *job) {
+            self.transact_alone(&mut *job);
+            self.deliver(job);
             self.wake_answered();
         }
     }
@@ -1970,7 +2296,7 @@ impl<C: Transact> Worker<C> {
             if ran == Ran::Ok {
                 self.transact_alone(&mut *job);
             }
-            self.deliver(&mut *job);
+            self.deliver(job);
             self.wake_answered();
         }
     }
@@ -1980,7 +2306,7 @@ impl<C: Transact> Worker<C> {
     fn run_batch(&mut self, batch: &mut Vec<Box<dyn Job<C>>>) {
         // Answers given before the next wake-up can share the wake-ups (a chain whose
         // batch turns out too small to share them is never used).
-        self.chain = Some(Arc::new(WakeChain::new()));
+        self.answers.open_chain();
         self.batch_seq += 1;
         let seq = self.batch_seq;
         let marker = self.marker.clone();
@@ -1997,8 +2323,8 @@ impl<C: Transact> Worker<C> {
         }));
         if self.connect.begin(&mut self.resource, &claims).is_err() {
             // Let each op try on its own and get its own error.
-            for mut job in batch.drain(..) {
-                self.run_alone(&mut *job);
+            for job in batch.drain(..) {
+                self.run_alone(job);
             }
             return;
         }
@@ -2057,13 +2383,13 @@ impl<C: Transact> Worker<C> {
                 }
                 for (mut job, _) in done {
                     job.fail(Error::LeaseLost);
-                    self.deliver(&mut *job);
+                    self.deliver(job);
                 }
             }
             None => match self.connect.commit(&mut self.resource) {
                 Ok(()) => {
-                    for (mut job, _) in done {
-                        self.deliver(&mut *job);
+                    for (job, _) in done {
+                        self.deliver(job);
                     }
                 }
                 Err(e) => {
@@ -2093,12 +2419,12 @@ impl<C: Transact> Worker<C> {
                                 Error::Indeterminate
                             });
                         }
-                        self.deliver(&mut *culprit);
+                        self.deliver(culprit);
                         for (mut job, _) in done {
                             if !known {
                                 job.fail(Error::Indeterminate);
                             }
-                            self.deliver(&mut *job);
+                            self.deliver(job);
                         }
                     }
                 }
@@ -2107,19 +2433,19 @@ impl<C: Transact> Worker<C> {
                 if ran == Ran::Ok {
                     culprit.fail(Error::TransactionEnded);
                 }
-                self.deliver(&mut *culprit);
+                self.deliver(culprit);
                 if !done.is_empty() {
                     match self.batch_committed(seq) {
                         Some(true) => {
-                            for (mut job, _) in done {
-                                self.deliver(&mut *job);
+                            for (job, _) in done {
+                                self.deliver(job);
                             }
                         }
                         Some(false) => self.rerun_alone(done),
                         None => {
                             for (mut job, _) in done {
                                 job.fail(Error::Indeterminate);
-                                self.deliver(&mut *job);
+                                self.deliver(job);
                             }
                         }
                     }
@@ -2128,9 +2454,9 @@ impl<C: Transact> Worker<C> {
         }
         self.wake_answered();
         // Jobs the hold left unstarted (or a lost lease) wait for the next lease.
-        for mut job in rest {
+        for job in rest {
             if self.may_start() {
-                self.run_alone(&mut *job);
+                self.run_alone(job);
             } else {
                 batch.push(job);
             }
@@ -2148,7 +2474,7 @@ impl<C: Transact> Worker<C> {
         }
         self.rerun_alone(done);
         self.transact_alone(&mut *job);
-        self.deliver(&mut *job);
+        self.deliver(job);
     }
 
     /// Whether batch `seq`'s transaction committed, read from its marker fence: a probe

@@ -15,11 +15,15 @@
 //! ```
 
 use std::any::Any;
+use std::ffi::OsString;
+use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode};
-use turnstile_core::{BoxError, Connect, Fence, FenceClaim, Transact, TransactError};
+use turnstile_core::{BoxError, Connect, Fence, FenceClaim, Flush, Transact, TransactError};
 
 pub use rusqlite;
 
@@ -395,6 +399,80 @@ impl Transact for Sqlite {
 
     fn is_busy(&self, error: &(dyn Any + Send + Sync)) -> bool {
         error.downcast_ref::<rusqlite::Error>().is_some_and(is_busy)
+    }
+
+    /// With `synchronous = FULL` in WAL mode: the connection commits with `NORMAL`, and
+    /// the flush syncs the WAL file, which is what `FULL` does at each commit. A WAL
+    /// commit is a run of frames appended to that file, and recovery keeps every commit
+    /// up to the first one it cannot read whole, so syncing it makes every earlier commit
+    /// durable, whichever connection wrote it. `None` in any other mode, and for a
+    /// database without a file of its own (`:memory:`, temporary).
+    fn defer_flush(&self, conn: &mut Connection) -> Result<Option<Box<dyn Flush>>, BoxError> {
+        if !self.wal || self.synchronous != Synchronous::Full {
+            return Ok(None);
+        }
+        let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Ok(None);
+        }
+        let Some(flush) = conn.path().filter(|p| !p.is_empty()).map(WalFlush::new) else {
+            return Ok(None);
+        };
+        conn.pragma_update(None, "synchronous", Synchronous::Normal.as_str())?;
+        Ok(Some(Box::new(flush)))
+    }
+}
+
+/// Syncs one connection's WAL file: see [`Sqlite`]'s `defer_flush`.
+///
+/// The file is opened at the first flush: a fresh database gets its WAL with its first
+/// write. It stays the same file while the connection is open: SQLite removes the WAL only
+/// when the last connection to the database closes, after copying it into the database
+/// and syncing that. So the handle keeps serving after its connection is gone, and a WAL
+/// that is not there holds no commit of the connection's.
+#[derive(Debug)]
+struct WalFlush {
+    path: PathBuf,
+    file: Mutex<Option<File>>,
+    failed: AtomicBool,
+}
+
+impl WalFlush {
+    /// The WAL of the database at `db`.
+    fn new(db: &str) -> WalFlush {
+        let mut path = OsString::from(db);
+        path.push("-wal");
+        WalFlush {
+            path: PathBuf::from(path),
+            file: Mutex::new(None),
+            failed: AtomicBool::new(false),
+        }
+    }
+
+    fn sync(&self) -> std::io::Result<()> {
+        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        if file.is_none() {
+            match File::options().read(true).write(true).open(&self.path) {
+                Ok(opened) => *file = Some(opened),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        file.as_ref().map_or(Ok(()), File::sync_data)
+    }
+}
+
+impl Flush for WalFlush {
+    fn flush(&self) -> Result<(), BoxError> {
+        if self.failed.load(Ordering::Acquire) {
+            // After a failed sync the kernel may have dropped the dirty pages and cleared
+            // the error: a later sync that succeeds would prove nothing.
+            return Err(format!("an earlier sync of {} failed", self.path.display()).into());
+        }
+        self.sync().map_err(|e| {
+            self.failed.store(true, Ordering::Release);
+            format!("syncing {}: {e}", self.path.display()).into()
+        })
     }
 }
 

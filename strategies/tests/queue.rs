@@ -22,8 +22,14 @@ type Io = std::io::Error;
 /// Generous bound for "does not hang" checks; never a performance assertion.
 const HANG: Duration = Duration::from_secs(60);
 
+/// The `synchronous` setting of [`db`]. `queue_full.rs` runs every test of this file again
+/// as its module, with its own `SYNC` (FULL, where group commit overlaps its flush), which
+/// `crate::SYNC` then names instead of this one.
+#[allow(dead_code)]
+const SYNC: Synchronous = Synchronous::Normal;
+
 fn db(dir: &tempfile::TempDir) -> Sqlite {
-    Sqlite::new(dir.path().join("q.db")).synchronous(Synchronous::Normal)
+    Sqlite::new(dir.path().join("q.db")).synchronous(crate::SYNC)
 }
 
 fn whole() -> Key {
