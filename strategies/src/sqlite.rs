@@ -252,9 +252,7 @@ impl Connect for Sqlite {
     }
 
     fn is_broken(&self, _resource: &mut Connection, error: &(dyn Any + Send + Sync)) -> bool {
-        error
-            .downcast_ref::<rusqlite::Error>()
-            .is_some_and(is_broken)
+        turnstile_core::find_error::<rusqlite::Error>(error).is_some_and(is_broken)
     }
 }
 
@@ -394,7 +392,7 @@ impl Transact for Sqlite {
     }
 
     fn is_busy(&self, error: &(dyn Any + Send + Sync)) -> bool {
-        error.downcast_ref::<rusqlite::Error>().is_some_and(is_busy)
+        turnstile_core::find_error::<rusqlite::Error>(error).is_some_and(is_busy)
     }
 }
 
