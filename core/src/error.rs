@@ -253,6 +253,94 @@ impl<E: std::error::Error + 'static> std::error::Error for Error<E> {
     }
 }
 
+/// Finds an error of type `T` in an op's error, looking through the boxes put around it.
+///
+/// This is how a resource's [`Transact::is_busy`](crate::Transact::is_busy) and
+/// [`Connect::is_broken`](crate::Connect::is_broken) find their driver's error (say
+/// `rusqlite::Error`) in the `&dyn Any` a strategy hands them. It looks at:
+/// - `error` itself: an op that returns the driver's error type;
+/// - inside an [`AnyError`](crate::AnyError) box, as often as it is nested: the op's error
+///   of a strategy run through [`DynSerializer`](crate::DynSerializer) (a
+///   [`BoxSerializer`](crate::BoxSerializer) opened from a spec) arrives boxed so;
+/// - inside a [`BoxError`], then down its [`source`](std::error::Error::source) chain:
+///   an application's own error type, boxed, whose `source()` is (or leads to) the
+///   driver's error. On that chain a [`std::io::Error`] wrapping another error
+///   (`io::Error::other(e)`) is looked into too, since its `source()` skips `e` itself.
+///
+/// Any other type is opaque, and `None` comes back: a strategy's op error type is only
+/// `Send + Sync + 'static`, so an unboxed error type of the application's own cannot be
+/// seen as a `std::error::Error` here. Box it (`Box::new(e) as BoxError`, or `e.into()`)
+/// to have a busy or broken driver error inside it classified.
+///
+/// ```
+/// use std::{fmt, io};
+/// use turnstile_core::{AnyError, BoxError, find_error};
+///
+/// #[derive(Debug)]
+/// struct AppError(io::Error);
+/// impl fmt::Display for AppError {
+///     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+///         f.write_str("app failed")
+///     }
+/// }
+/// impl std::error::Error for AppError {
+///     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+///         Some(&self.0)
+///     }
+/// }
+///
+/// let boxed: BoxError = Box::new(AppError(io::Error::from(io::ErrorKind::BrokenPipe)));
+/// let found = find_error::<io::Error>(&boxed).map(io::Error::kind);
+/// assert_eq!(found, Some(io::ErrorKind::BrokenPipe));
+/// // Erased again, as a boxed strategy erases its op's error: still found.
+/// let erased: AnyError = Box::new(boxed);
+/// assert!(find_error::<io::Error>(&erased).is_some());
+/// // The application's type unboxed is opaque.
+/// let opaque = AppError(io::Error::from(io::ErrorKind::BrokenPipe));
+/// assert!(find_error::<io::Error>(&opaque).is_none());
+/// ```
+pub fn find_error<T: std::error::Error + 'static>(
+    error: &(dyn std::any::Any + Send + Sync),
+) -> Option<&T> {
+    let mut error = error;
+    for _ in 0..MAX_NESTING {
+        if let Some(found) = error.downcast_ref::<T>() {
+            return Some(found);
+        }
+        if let Some(inner) = error.downcast_ref::<crate::AnyError>() {
+            error = &**inner;
+        } else if let Some(boxed) = error.downcast_ref::<BoxError>() {
+            return find_in_chain(&**boxed);
+        } else {
+            return None;
+        }
+    }
+    None
+}
+
+/// How deep [`find_error`] looks: far past any real nesting, and a bound on a `source()`
+/// chain that loops.
+const MAX_NESTING: usize = 64;
+
+fn find_in_chain<'a, T: std::error::Error + 'static>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
+    let mut next = Some(error);
+    for _ in 0..MAX_NESTING {
+        let error = next?;
+        if let Some(found) = error.downcast_ref::<T>() {
+            return Some(found);
+        }
+        next = match error.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => error.source(),
+        };
+    }
+    None
+}
+
 /// A panic payload as text, for [`Error::Panicked`].
 pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&'static str>() {
@@ -282,6 +370,89 @@ mod tests {
         assert_eq!(e.kind(), "op");
         assert!(std::error::Error::source(&e).is_some());
         assert_eq!(e.into_op().unwrap().to_string(), "boom");
+    }
+
+    /// An application's error whose `source()` is the error it wraps.
+    #[derive(Debug)]
+    struct Wrapper(BoxError);
+
+    impl fmt::Display for Wrapper {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "wrapped: {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Wrapper {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&*self.0)
+        }
+    }
+
+    /// A broken `source()` that names itself.
+    #[derive(Debug)]
+    struct Loop;
+
+    impl fmt::Display for Loop {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("loop")
+        }
+    }
+
+    impl std::error::Error for Loop {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(self)
+        }
+    }
+
+    fn broken_pipe() -> std::io::Error {
+        std::io::Error::from(std::io::ErrorKind::BrokenPipe)
+    }
+
+    fn kind_found(error: &(dyn std::any::Any + Send + Sync)) -> Option<std::io::ErrorKind> {
+        find_error::<std::io::Error>(error).map(std::io::Error::kind)
+    }
+
+    #[test]
+    fn find_error_sees_through_erasure_boxes_and_source_chains() {
+        let pipe = Some(std::io::ErrorKind::BrokenPipe);
+        // The error itself.
+        assert_eq!(kind_found(&broken_pipe()), pipe);
+        // Erased twice, as nested boxed strategies erase an op's error.
+        let erased: crate::AnyError = Box::new(Box::new(broken_pipe()) as crate::AnyError);
+        assert_eq!(kind_found(&erased), pipe);
+        // Two wrappers deep in a boxed chain, then erased.
+        let chain: BoxError = Box::new(Wrapper(Box::new(Wrapper(Box::new(broken_pipe())))));
+        assert_eq!(kind_found(&chain), pipe);
+        let erased: crate::AnyError = Box::new(chain);
+        assert_eq!(kind_found(&erased), pipe);
+        // Inside an io::Error that wraps another error, whose source() skips it.
+        let inner: BoxError = Box::new(Wrapper(Box::new(Loop)));
+        let wrapped: BoxError = Box::new(std::io::Error::other(Wrapper(inner)));
+        assert!(find_error::<Wrapper>(&wrapped).is_some());
+        let wrapped: BoxError = Box::new(Wrapper(Box::new(std::io::Error::other(Wrapper(
+            Box::new(broken_pipe()),
+        )))));
+        // The outer io::Error (kind Other) is found first, as the nearest one.
+        assert_eq!(kind_found(&wrapped), Some(std::io::ErrorKind::Other));
+        // A turnstile Error whose Op is the driver's error, boxed (a nested strategy).
+        let nested: BoxError = Box::new(Error::Op(broken_pipe()));
+        assert_eq!(kind_found(&nested), pipe);
+    }
+
+    #[test]
+    fn find_error_finds_nothing_in_opaque_types_and_ends_on_a_looping_chain() {
+        // An application's error type unboxed: not seen into.
+        assert_eq!(kind_found(&Wrapper(Box::new(broken_pipe()))), None);
+        // Another type altogether.
+        assert_eq!(kind_found(&"busy"), None);
+        let erased: crate::AnyError = Box::new(7u32);
+        assert_eq!(kind_found(&erased), None);
+        // A chain without the type, one that loops, and a plain io::Error's end.
+        let chain: BoxError = Box::new(Wrapper(Box::new(Loop)));
+        assert_eq!(kind_found(&chain), None);
+        assert!(find_error::<Wrapper>(&chain).is_some());
+        let plain: BoxError = Box::new(std::io::Error::other("no inner error"));
+        assert!(find_error::<Loop>(&plain).is_none());
     }
 
     #[test]

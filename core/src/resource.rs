@@ -45,6 +45,13 @@ pub trait Connect: Send + Sync + 'static {
     /// Whether a resource that just failed is broken for good and must be reopened (an
     /// I/O error, a closed connection) rather than returned to a pool. An op's own error
     /// (a constraint violation) is never such a reason.
+    ///
+    /// `error` is the op's error as the op returned it, seen as `Any`: the driver's own
+    /// error, or an application's error type, possibly inside the box a
+    /// [`DynSerializer`](crate::DynSerializer) erases it into. Look for the driver's error
+    /// with [`find_error`](crate::find_error), which sees through that box and through a
+    /// [`BoxError`]'s `source()` chain, so that an op whose error is its own type, boxed,
+    /// is classified too; an unboxed application type is opaque (not broken).
     fn is_broken(&self, resource: &mut Self::Resource, error: &(dyn Any + Send + Sync)) -> bool {
         let _ = (resource, error);
         false
@@ -257,7 +264,13 @@ pub trait Transact: Connect {
     }
 
     /// Whether an error (an op's, seen as `Any`) is the resource's "busy, try again"
-    /// (SQLite: primary code `SQLITE_BUSY` or `SQLITE_LOCKED`).
+    /// (SQLite: primary code `SQLITE_BUSY` or `SQLITE_LOCKED`). Retrying strategies rerun
+    /// an op whose error is busy.
+    ///
+    /// `error` is what [`Connect::is_broken`] gets, and is searched the same way, with
+    /// [`find_error`](crate::find_error): an op's error is classified when it is the
+    /// driver's error, or a [`BoxError`] whose `source()` chain holds it, whether or not
+    /// a [`BoxSerializer`](crate::BoxSerializer) erased it.
     fn is_busy(&self, error: &(dyn Any + Send + Sync)) -> bool {
         let _ = error;
         false

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use turnstile::spec::{Registry, Setup, Spec, redact_url};
 use turnstile::sqlite::{Sqlite, Synchronous};
-use turnstile::{BoxSerializer, Capabilities, Connect, Error, Key, Scope, TxMode, Wait};
+use turnstile::{BoxSerializer, Capabilities, Connect, Error, Key, Scope, TxMode};
 
 use crate::check::{self, CheckResult, Verdict};
 use crate::data::{self, Backend, DataSpec, Tables, WithBackend, WorkloadData};
@@ -498,12 +498,10 @@ impl WorkerSpec {
 
 /// Runs one trivial op, so a backend out of reach shows before the run starts.
 fn probe<R: WorkloadData>(strategy: &BoxSerializer<R>) -> Result<(), RunError> {
-    strategy
-        .run_as(&[Key::whole()], Wait::Default, |db| db.probe())
-        .map_err(|e| match e {
-            Error::Op(e) => RunError::Unavailable(e.to_string()),
-            other => open_error(other.strategy_only().unwrap_or(Error::Indeterminate)),
-        })
+    crate::workload::run_op(strategy, &[Key::whole()], |db| db.probe()).map_err(|e| match e {
+        Error::Op(e) => RunError::Unavailable(e.to_string()),
+        other => open_error(other.strategy_only().unwrap_or(Error::Indeterminate)),
+    })
 }
 
 /// Runs a worker's ops in its threads through `strategy`, on `tables`, recording

@@ -61,7 +61,8 @@ use std::time::{Duration, Instant};
 
 use turnstile_core::{
     BoxError, Capabilities, Connect, Ctx, Error, Fence, FenceClaim, HolderDeath, Key, Scope,
-    Serializer, StrategyError, Transact, TransactError, Wait, check_timeout, sorted_keys,
+    Serializer, StrategyError, Transact, TransactError, Wait, check_timeout, find_error,
+    sorted_keys,
 };
 
 /// The default table of versioned records: `turnstile_versions`.
@@ -431,7 +432,7 @@ impl<S: VersionStore> Connect for Versions<S> {
     }
 
     fn is_broken(&self, resource: &mut Versioned<S>, error: &(dyn Any + Send + Sync)) -> bool {
-        match error.downcast_ref::<StoreError>() {
+        match find_error::<StoreError>(error) {
             Some(e) => e.broken,
             None => self.store.is_broken(&mut resource.conn, error),
         }
@@ -499,8 +500,8 @@ impl<S: VersionStore> Transact for Versions<S> {
     }
 
     fn is_busy(&self, error: &(dyn Any + Send + Sync)) -> bool {
-        error.downcast_ref::<Conflict>().is_some()
-            || match error.downcast_ref::<StoreError>() {
+        find_error::<Conflict>(error).is_some()
+            || match find_error::<StoreError>(error) {
                 Some(e) => e.busy,
                 None => self.store.is_busy(error),
             }

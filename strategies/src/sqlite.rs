@@ -256,9 +256,7 @@ impl Connect for Sqlite {
     }
 
     fn is_broken(&self, _resource: &mut Connection, error: &(dyn Any + Send + Sync)) -> bool {
-        error
-            .downcast_ref::<rusqlite::Error>()
-            .is_some_and(is_broken)
+        turnstile_core::find_error::<rusqlite::Error>(error).is_some_and(is_broken)
     }
 }
 
@@ -398,7 +396,7 @@ impl Transact for Sqlite {
     }
 
     fn is_busy(&self, error: &(dyn Any + Send + Sync)) -> bool {
-        error.downcast_ref::<rusqlite::Error>().is_some_and(is_busy)
+        turnstile_core::find_error::<rusqlite::Error>(error).is_some_and(is_busy)
     }
 
     /// With `synchronous = FULL` in WAL mode: the connection commits with `NORMAL`, and

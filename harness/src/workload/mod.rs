@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use turnstile::{BoxSerializer, Error, Key, Transact, Wait};
+use turnstile::{BoxError, BoxSerializer, Ctx, Error, Key, Transact, Wait};
 
 use self::bank::BankData;
 use self::counter::CounterData;
@@ -184,7 +184,7 @@ impl Workload {
         let probe = probe.clone();
         let input = input.clone();
         let key = keys[0].as_str().to_owned();
-        strategy.run_as(keys, Wait::Default, move |db| {
+        run_op(strategy, keys, move |db| {
             // Each attempt enters anew: the history keeps the last one's section.
             probe.enter(db.fence().map(|f| f.0));
             let t = &*env.tables;
@@ -395,7 +395,39 @@ impl Probe {
     }
 }
 
-/// An op's own failure.
+/// Runs `op` through `strategy`, handing the strategy the op's [`OpError`] boxed as a
+/// [`BoxError`] and unboxing it again for the caller.
+///
+/// A strategy classifies an op's error ([`Transact::is_busy`], [`Connect::is_broken`])
+/// by looking for its driver's error with [`find_error`](turnstile::find_error), which
+/// sees into a `BoxError`'s `source()` chain but not into a type of the harness's own:
+/// an `OpError` handed over as it is would make every busy statement of an op final under
+/// `retry` and `optimistic`, and keep a connection the server had closed.
+///
+/// [`Connect::is_broken`]: turnstile::Connect::is_broken
+///
+/// # Errors
+/// The strategy's error, with the op's own [`OpError`].
+pub fn run_op<R: 'static, T: Send + 'static>(
+    strategy: &BoxSerializer<R>,
+    keys: &[Key],
+    mut op: impl FnMut(&mut Ctx<'_, R>) -> Result<T, OpError> + Send + 'static,
+) -> Result<T, Error<OpError>> {
+    strategy
+        .run_as(keys, Wait::Default, move |db| {
+            op(db).map_err(|e| Box::new(e) as BoxError)
+        })
+        .map_err(|e| {
+            e.map_op(|boxed| match boxed.downcast::<OpError>() {
+                Ok(e) => *e,
+                // Only OpErrors are boxed above.
+                Err(other) => OpError::Backend(other),
+            })
+        })
+}
+
+/// An op's own failure. Strategies see it through [`run_op`], boxed, so that the
+/// driver's error in it (its [`source`](std::error::Error::source)) is classified.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum OpError {

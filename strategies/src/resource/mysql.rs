@@ -8,7 +8,7 @@ use std::time::Duration;
 use mysql::prelude::Queryable;
 use mysql::{Conn, Opts, OptsBuilder};
 use turnstile_core::{
-    BoxError, Connect, Error, Fence, FenceClaim, StrategyError, Transact, TransactError,
+    BoxError, Connect, Error, Fence, FenceClaim, StrategyError, Transact, TransactError, find_error,
 };
 
 use super::{
@@ -165,9 +165,7 @@ impl Connect for MySql {
     }
 
     fn is_broken(&self, _conn: &mut Conn, error: &(dyn Any + Send + Sync)) -> bool {
-        error
-            .downcast_ref::<mysql::Error>()
-            .is_some_and(is_connection_error)
+        find_error::<mysql::Error>(error).is_some_and(is_connection_error)
     }
 }
 
@@ -281,6 +279,6 @@ impl Transact for MySql {
     }
 
     fn is_busy(&self, error: &(dyn Any + Send + Sync)) -> bool {
-        error.downcast_ref::<mysql::Error>().is_some_and(is_busy)
+        find_error::<mysql::Error>(error).is_some_and(is_busy)
     }
 }

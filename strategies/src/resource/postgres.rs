@@ -10,7 +10,7 @@ use postgres::config::Host;
 use postgres::error::SqlState;
 use postgres::{Client, Config, NoTls};
 use turnstile_core::{
-    BoxError, Connect, Error, Fence, FenceClaim, StrategyError, Transact, TransactError,
+    BoxError, Connect, Error, Fence, FenceClaim, StrategyError, Transact, TransactError, find_error,
 };
 
 use super::{DEFAULT_CONNECT_TIMEOUT, MARKER_SAVEPOINT, fence_column, server_identity};
@@ -188,9 +188,7 @@ impl Connect for Postgres {
 
     fn is_broken(&self, client: &mut Client, error: &(dyn Any + Send + Sync)) -> bool {
         client.is_closed()
-            || error
-                .downcast_ref::<postgres::Error>()
-                .is_some_and(postgres::Error::is_closed)
+            || find_error::<postgres::Error>(error).is_some_and(postgres::Error::is_closed)
     }
 }
 
@@ -324,6 +322,6 @@ impl Transact for Postgres {
     }
 
     fn is_busy(&self, error: &(dyn Any + Send + Sync)) -> bool {
-        error.downcast_ref::<postgres::Error>().is_some_and(is_busy)
+        find_error::<postgres::Error>(error).is_some_and(is_busy)
     }
 }
