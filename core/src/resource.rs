@@ -245,9 +245,10 @@ pub trait Transact: Connect {
     /// `resource` so far is. `Ok(None)` (the default) leaves the resource as it is: its
     /// commits are durable when they return, or its settings say they need not be.
     ///
-    /// The queue calls this on its worker's resource under group commit, so that one
-    /// batch's flush to disk overlaps the next batch's work; it answers no caller before
-    /// the flush that covers the caller's commit. Other connections to the same data may
+    /// A queue asked to overlap its flush (`QueueBuilder::overlap_flush`, with group
+    /// commit) calls this on its worker's resource, so that one batch's flush to disk
+    /// overlaps the next batch's work; it answers no caller before the flush that covers
+    /// the caller's commit. Other connections to the same data may
     /// read a commit before it is durable, as with SQLite's `synchronous = NORMAL`.
     /// [`Sqlite`](https://docs.rs/turnstile/latest/turnstile/sqlite/struct.Sqlite.html)
     /// with `synchronous = FULL` in WAL mode implements it: the connection commits with

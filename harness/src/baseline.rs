@@ -5,8 +5,10 @@
 //!
 //! Also here: `std-mutex`, one `std::sync::Mutex` around one connection — fast when
 //! uncontended, unfair under contention (a releasing thread usually takes it again), the
-//! tail-latency baseline for the lock strategies — and `queue-unbatched`, the queue with
-//! group commit off (one commit per op), the baseline group commit must beat.
+//! tail-latency baseline for the lock strategies — `queue-unbatched`, the queue with
+//! group commit off (one commit per op), the baseline group commit must beat — and one
+//! variant, `queue-overlap`, the queue overlapping each batch's flush with the next batch
+//! (`overlap_flush(true)`), to measure against `queue` in one run.
 
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -181,7 +183,8 @@ impl Serializer for StdMutex {
     }
 }
 
-/// Registers the baselines: `busy-timeout`, `std-mutex` and `queue-unbatched`.
+/// Registers the baselines `busy-timeout`, `std-mutex` and `queue-unbatched`, and the
+/// `queue-overlap` variant.
 pub fn register(registry: &mut Registry<Sqlite>) {
     registry.register(
         "busy-timeout",
@@ -214,6 +217,20 @@ pub fn register(registry: &mut Registry<Sqlite>) {
             let mut builder = turnstile::queue::Queue::builder()
                 .tx_mode(setup.tx_mode)
                 .group_commit(false);
+            if let Some(t) = setup.timeout {
+                builder = builder.timeout(Some(t));
+            }
+            Ok(Box::new(builder.build(setup.connect.clone())?))
+        },
+    );
+    registry.register(
+        "queue-overlap",
+        "variant: the queue overlapping each batch's flush with the next batch (overlap_flush on; threads)",
+        |spec, setup| {
+            spec.expect_no_arg()?;
+            let mut builder = turnstile::queue::Queue::builder()
+                .tx_mode(setup.tx_mode)
+                .overlap_flush(true);
             if let Some(t) = setup.timeout {
                 builder = builder.timeout(Some(t));
             }

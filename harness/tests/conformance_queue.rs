@@ -31,3 +31,35 @@ fn queue_counter_through_the_cli_passes() {
     );
     assert!(text.contains("none lost"), "{text}");
 }
+
+/// The queue with its flush overlapped (`queue-overlap`), over SQLite with
+/// `synchronous = FULL` where it defers each commit's `fsync` to its flushing thread,
+/// passes the checkers on every SQLite workload the queue runs.
+#[test]
+fn queue_overlap_with_full_sync_passes_the_checkers() {
+    for workload in ["counter", "bank", "notify_once", "kv"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_turnstile"))
+            .args([
+                "check",
+                "--strategy",
+                "queue-overlap",
+                "--workload",
+                workload,
+                "--sync",
+                "full",
+                "--threads",
+                "8",
+                "--ops",
+                "800",
+            ])
+            .output()
+            .expect("turnstile runs");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{workload}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

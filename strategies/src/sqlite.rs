@@ -75,7 +75,10 @@ impl std::str::FromStr for Synchronous {
 /// Defaults: WAL journal, `synchronous = FULL`, `busy_timeout = 5 s`, foreign keys on.
 /// Strategies that lock before `BEGIN IMMEDIATE` keep a busy timeout at least as long as a
 /// hold, so different keys over one file wait for each other instead of failing; the
-/// `retry` strategy turns it off so it sees every busy.
+/// `retry` strategy turns it off so it sees every busy. With `FULL` in WAL mode, a queue
+/// asked to overlap its flush commits with `NORMAL` and syncs the WAL itself before it
+/// answers, while it runs its next batch ([`Transact::defer_flush`]; see "Overlapped
+/// flush" in the `queue` module).
 #[derive(Clone, Debug)]
 pub struct Sqlite {
     path: PathBuf,

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
-use turnstile::queue::{Queue, Ticket};
+use turnstile::queue::{Queue, QueueBuilder, Ticket};
 use turnstile::spec::{Registry, Setup};
 use turnstile::sqlite::rusqlite::{self, ErrorCode};
 use turnstile::sqlite::{Sqlite, Synchronous};
@@ -23,10 +23,25 @@ type Io = std::io::Error;
 const HANG: Duration = Duration::from_secs(60);
 
 /// The `synchronous` setting of [`db`]. `queue_full.rs` runs every test of this file again
-/// as its module, with its own `SYNC` (FULL, where group commit overlaps its flush), which
-/// `crate::SYNC` then names instead of this one.
+/// as its module, with its own `SYNC` (FULL) and `OVERLAP` (on), which `crate::SYNC` and
+/// `crate::OVERLAP` then name instead of these.
 #[allow(dead_code)]
 const SYNC: Synchronous = Synchronous::Normal;
+
+/// Whether the queues under test overlap their flush ([`QueueBuilder::overlap_flush`]):
+/// `queue_full.rs` turns it on, as `crate::OVERLAP`.
+#[allow(dead_code)]
+const OVERLAP: bool = false;
+
+/// `Queue::builder()`, overlapping its flush as `crate::OVERLAP` says.
+fn builder<C: Transact>() -> QueueBuilder<C> {
+    Queue::builder().overlap_flush(crate::OVERLAP)
+}
+
+/// `Queue::new`, overlapping its flush as `crate::OVERLAP` says.
+fn new_queue<C: Transact>(connect: C) -> Result<Queue<C>, turnstile::StrategyError> {
+    builder().build(connect)
+}
 
 fn db(dir: &tempfile::TempDir) -> Sqlite {
     Sqlite::new(dir.path().join("q.db")).synchronous(crate::SYNC)
@@ -118,7 +133,7 @@ fn held_queue_over_t(
     Ticket<(), Io>,
     mpsc::Sender<()>,
 ) {
-    let queue = Arc::new(Queue::new(db(dir)).unwrap());
+    let queue = Arc::new(new_queue(db(dir)).unwrap());
     create_table(&queue, "CREATE TABLE t (v INTEGER)");
     let (busy, release) = block_worker(&queue);
     (queue, dir.path().join("q.db"), busy, release)
@@ -147,7 +162,7 @@ fn batch_markers(path: &std::path::Path) -> i64 {
 fn connect_failure_is_a_typed_error() {
     let dir = tempfile::tempdir().unwrap();
     let missing = Sqlite::new(dir.path().join("no/such/dir/x.db"));
-    match Queue::new(missing) {
+    match new_queue(missing) {
         Err(Error::Unavailable(_)) => {}
         other => panic!("expected Unavailable, got {other:?}"),
     }
@@ -157,20 +172,18 @@ fn connect_failure_is_a_typed_error() {
 fn bad_configuration_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     assert!(matches!(
-        Queue::builder().capacity(0).build(db(&dir)),
+        builder().capacity(0).build(db(&dir)),
         Err(Error::Config(_))
     ));
     assert!(matches!(
-        Queue::builder().max_batch(0).build(db(&dir)),
+        builder().max_batch(0).build(db(&dir)),
         Err(Error::Config(_))
     ));
     assert!(matches!(
-        Queue::builder()
-            .timeout(Some(Duration::MAX))
-            .build(db(&dir)),
+        builder().timeout(Some(Duration::MAX)).build(db(&dir)),
         Err(Error::Config(_))
     ));
-    let queue = Queue::new(db(&dir)).unwrap();
+    let queue = new_queue(db(&dir)).unwrap();
     let r = queue.run_with(
         &[whole()],
         Wait::Timeout(Duration::MAX),
@@ -184,7 +197,7 @@ fn bad_configuration_is_refused() {
 #[test]
 fn try_submit_on_a_full_queue_gives_full_without_blocking() {
     let dir = tempfile::tempdir().unwrap();
-    let queue = Queue::builder().capacity(2).build(db(&dir)).unwrap();
+    let queue = builder().capacity(2).build(db(&dir)).unwrap();
     let (busy, release) = block_worker(&queue);
     let a = queue.try_submit(&whole(), |_| Ok::<_, Io>(1)).unwrap();
     let b = queue.try_submit(&whole(), |_| Ok::<_, Io>(2)).unwrap();
@@ -207,7 +220,7 @@ fn try_submit_on_a_full_queue_gives_full_without_blocking() {
 #[test]
 fn a_zero_timeout_runs_only_on_an_idle_queue() {
     let dir = tempfile::tempdir().unwrap();
-    let queue = Queue::new(db(&dir)).unwrap();
+    let queue = new_queue(db(&dir)).unwrap();
     queue.run(&whole(), |_| Ok::<_, Io>(())).unwrap();
     // Idle: the op runs, although it cannot start "before" a zero deadline.
     assert_eq!(
@@ -230,7 +243,7 @@ fn a_zero_timeout_runs_only_on_an_idle_queue() {
 #[test]
 fn a_wait_that_times_out_before_start_cancels_the_op() {
     let dir = tempfile::tempdir().unwrap();
-    let queue = Arc::new(Queue::new(db(&dir)).unwrap());
+    let queue = Arc::new(new_queue(db(&dir)).unwrap());
     let (busy, release) = block_worker(&queue);
 
     let (ran, op) = op_that_records_running();
@@ -270,7 +283,7 @@ fn a_wait_that_times_out_before_start_cancels_the_op() {
 #[test]
 fn a_wait_that_times_out_after_start_is_indeterminate() {
     let dir = tempfile::tempdir().unwrap();
-    let queue = Queue::new(db(&dir)).unwrap();
+    let queue = new_queue(db(&dir)).unwrap();
     create_table(&queue, "CREATE TABLE t (v INTEGER)");
     let (started_tx, started_rx) = mpsc::channel();
     let (release_tx, release_rx) = mpsc::channel::<()>();
@@ -296,7 +309,7 @@ fn a_wait_that_times_out_after_start_is_indeterminate() {
 #[test]
 fn a_ticket_is_a_future() {
     let dir = tempfile::tempdir().unwrap();
-    let queue = Queue::new(db(&dir)).unwrap();
+    let queue = new_queue(db(&dir)).unwrap();
     let (busy, release) = block_worker(&queue);
     let ticket = queue
         .submit(&whole(), |db| {
@@ -335,7 +348,7 @@ fn a_ticket_is_a_future() {
 #[test]
 fn reentrant_run_is_refused_instead_of_deadlocking() {
     let dir = tempfile::tempdir().unwrap();
-    let queue = Arc::new(Queue::new(db(&dir)).unwrap());
+    let queue = Arc::new(new_queue(db(&dir)).unwrap());
     let q = queue.clone();
     let inner = within(Duration::from_secs(1), move || {
         let q2 = q.clone();
@@ -355,8 +368,8 @@ fn reentrant_run_is_refused_instead_of_deadlocking() {
 fn reentrant_run_through_another_queue_is_refused() {
     let dir_a = tempfile::tempdir().unwrap();
     let dir_b = tempfile::tempdir().unwrap();
-    let a = Arc::new(Queue::new(db(&dir_a)).unwrap());
-    let b = Arc::new(Queue::new(db(&dir_b)).unwrap());
+    let a = Arc::new(new_queue(db(&dir_a)).unwrap());
+    let b = Arc::new(new_queue(db(&dir_b)).unwrap());
     let (a2, b2) = (a.clone(), b.clone());
     let result = within(Duration::from_secs(1), move || {
         let a3 = a2.clone();
@@ -384,7 +397,7 @@ fn reentrant_run_through_another_queue_is_refused() {
 #[test]
 fn close_racing_blocked_submitters_runs_every_accepted_job_once() {
     let dir = tempfile::tempdir().unwrap();
-    let queue = Arc::new(Queue::builder().capacity(2).build(db(&dir)).unwrap());
+    let queue = Arc::new(builder().capacity(2).build(db(&dir)).unwrap());
     let runs = Arc::new(Mutex::new(Vec::<(usize, usize)>::new()));
     // A slow op keeps the worker busy, so the submitters fill the queue and block.
     let slow = queue
@@ -442,7 +455,7 @@ fn close_racing_blocked_submitters_runs_every_accepted_job_once() {
 #[test]
 fn ten_thousand_submits_then_close_all_run_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
-    let queue = Queue::new(db(&dir)).unwrap();
+    let queue = new_queue(db(&dir)).unwrap();
     create_table(&queue, "CREATE TABLE t (v INTEGER NOT NULL)");
     let count = Arc::new(AtomicUsize::new(0));
     let tickets: Vec<_> = (0..10_000)
@@ -470,7 +483,7 @@ fn ten_thousand_submits_then_close_all_run_exactly_once() {
 #[test]
 fn dropping_the_queue_drains_it() {
     let dir = tempfile::tempdir().unwrap();
-    let queue = Queue::new(db(&dir)).unwrap();
+    let queue = new_queue(db(&dir)).unwrap();
     create_table(&queue, "CREATE TABLE t (v INTEGER NOT NULL)");
     let tickets: Vec<_> = (0..100)
         .map(|i| {
@@ -491,7 +504,7 @@ fn dropping_the_queue_drains_it() {
 #[test]
 fn close_from_inside_an_op_does_not_deadlock() {
     let dir = tempfile::tempdir().unwrap();
-    let queue = Arc::new(Queue::new(db(&dir)).unwrap());
+    let queue = Arc::new(new_queue(db(&dir)).unwrap());
     let q = queue.clone();
     let later = within(HANG, move || {
         let q2 = q.clone();
@@ -506,7 +519,7 @@ fn close_from_inside_an_op_does_not_deadlock() {
     within(HANG, move || drop(queue));
 
     // The last handle dropped by an op, on the worker thread itself.
-    let queue = Arc::new(Queue::new(db(&dir)).unwrap());
+    let queue = Arc::new(new_queue(db(&dir)).unwrap());
     let last = queue.clone();
     let (busy, release) = block_worker(&queue);
     let ticket = queue
@@ -521,13 +534,13 @@ fn close_from_inside_an_op_does_not_deadlock() {
 #[test]
 fn transaction_mode_wraps_ops_and_autocommit_does_not() {
     let dir = tempfile::tempdir().unwrap();
-    let tx = Queue::new(db(&dir)).unwrap();
+    let tx = new_queue(db(&dir)).unwrap();
     assert!(tx.capabilities().transactional);
     assert!(
         !tx.run(&whole(), |db| Ok::<_, Io>(db.is_autocommit()))
             .unwrap()
     );
-    let auto = Queue::builder()
+    let auto = builder()
         .tx_mode(TxMode::Autocommit)
         .build(db(&dir))
         .unwrap();
@@ -542,7 +555,7 @@ fn transaction_mode_wraps_ops_and_autocommit_does_not() {
 #[test]
 fn in_autocommit_mode_a_transaction_left_open_is_rolled_back() {
     let dir = tempfile::tempdir().unwrap();
-    let queue = Queue::builder()
+    let queue = builder()
         .tx_mode(TxMode::Autocommit)
         .build(db(&dir))
         .unwrap();
@@ -577,7 +590,7 @@ fn in_autocommit_mode_a_transaction_left_open_is_rolled_back() {
 #[test]
 fn an_op_that_commits_by_itself_gets_transaction_ended() {
     let dir = tempfile::tempdir().unwrap();
-    let queue = Queue::new(db(&dir)).unwrap();
+    let queue = new_queue(db(&dir)).unwrap();
     create_table(&queue, "CREATE TABLE t (v INTEGER)");
     let r = queue.run(&whole(), |db| {
         db.execute_batch("INSERT INTO t VALUES (1); COMMIT")
@@ -674,7 +687,7 @@ fn insert(v: i64) -> Op {
 #[test]
 fn group_commit_rolls_back_only_the_failing_op() {
     let dir = tempfile::tempdir().unwrap();
-    let queue = Queue::new(db(&dir)).unwrap();
+    let queue = new_queue(db(&dir)).unwrap();
     assert!(queue.capabilities().reruns_op);
     create_table(&queue, "CREATE TABLE t (v INTEGER UNIQUE)");
     let panicking: Op = Box::new(|db| {
@@ -704,7 +717,7 @@ fn group_commit_rolls_back_only_the_failing_op() {
 #[test]
 fn group_commit_after_an_op_committed_by_itself_lands_each_write_once() {
     let dir = tempfile::tempdir().unwrap();
-    let queue = Queue::new(db(&dir)).unwrap();
+    let queue = new_queue(db(&dir)).unwrap();
     create_table(&queue, "CREATE TABLE t (v INTEGER)");
     let committing: Op = Box::new(|db| {
         db.execute_batch("INSERT INTO t VALUES (2); COMMIT")?;
@@ -721,7 +734,7 @@ fn group_commit_after_an_op_committed_by_itself_lands_each_write_once() {
 #[test]
 fn group_commit_after_an_op_rolled_back_by_itself_reruns_the_others() {
     let dir = tempfile::tempdir().unwrap();
-    let queue = Queue::new(db(&dir)).unwrap();
+    let queue = new_queue(db(&dir)).unwrap();
     create_table(&queue, "CREATE TABLE t (v INTEGER)");
     let rolling_back: Op = Box::new(|db| {
         db.execute_batch("INSERT INTO t VALUES (2); ROLLBACK")?;
@@ -739,7 +752,7 @@ fn group_commit_after_an_op_rolled_back_by_itself_reruns_the_others() {
 #[test]
 fn group_commit_reruns_the_batch_alone_when_the_commit_fails() {
     let dir = tempfile::tempdir().unwrap();
-    let queue = Queue::new(db(&dir)).unwrap();
+    let queue = new_queue(db(&dir)).unwrap();
     create_table(
         &queue,
         "CREATE TABLE parent (id INTEGER PRIMARY KEY);
@@ -761,10 +774,7 @@ fn group_commit_reruns_the_batch_alone_when_the_commit_fails() {
 #[test]
 fn without_group_commit_ops_commit_one_by_one() {
     let dir = tempfile::tempdir().unwrap();
-    let queue = Queue::builder()
-        .group_commit(false)
-        .build(db(&dir))
-        .unwrap();
+    let queue = builder().group_commit(false).build(db(&dir)).unwrap();
     assert!(!queue.capabilities().reruns_op);
     create_table(&queue, "CREATE TABLE t (v INTEGER UNIQUE)");
     let results = batch(&queue, vec![insert(1), insert(1), insert(3)]);
@@ -830,7 +840,7 @@ fn a_worker_killed_by_its_resource_leaves_no_caller_hanging() {
     let dir = tempfile::tempdir().unwrap();
     let armed = Arc::new(AtomicBool::new(false));
     let queue = Arc::new(
-        Queue::builder()
+        builder()
             .group_commit(false)
             .build(PanickyCommit {
                 db: db(&dir),
@@ -875,7 +885,7 @@ fn a_worker_killed_by_its_resource_leaves_no_caller_hanging() {
 #[test]
 fn ops_see_their_sorted_keys_and_tickets_can_be_cancelled() {
     let dir = tempfile::tempdir().unwrap();
-    let queue = Queue::new(db(&dir)).unwrap();
+    let queue = new_queue(db(&dir)).unwrap();
     let (a, b) = (Key::new("a").unwrap(), Key::new("b").unwrap());
     let keys = queue
         .run_many(&[b.clone(), a.clone(), b.clone()], |ctx| {

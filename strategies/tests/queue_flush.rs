@@ -33,38 +33,40 @@ where
         .unwrap()
 }
 
+/// A queue that overlaps its flush.
+fn overlapping<C: Transact>(connect: C) -> Queue<C> {
+    Queue::builder().overlap_flush(true).build(connect).unwrap()
+}
+
 #[test]
 fn with_full_sync_the_worker_commits_with_normal_and_flushes_after() {
     let dir = tempfile::tempdir().unwrap();
-    // Group commit over FULL: deferred.
-    let queue = Queue::new(full(&dir)).unwrap();
+    // Group commit over FULL, asked to overlap: deferred.
+    let queue = overlapping(full(&dir));
     assert_eq!(worker_synchronous(&queue), 1);
     drop(queue);
-    // Asked not to: FULL as configured.
-    let queue = Queue::builder()
-        .overlap_flush(false)
-        .build(full(&dir))
-        .unwrap();
+    // By default: FULL as configured.
+    let queue = Queue::new(full(&dir)).unwrap();
     assert_eq!(worker_synchronous(&queue), 2);
     drop(queue);
     // One commit per op: nothing to overlap.
     let queue = Queue::builder()
         .group_commit(false)
+        .overlap_flush(true)
         .build(full(&dir))
         .unwrap();
     assert_eq!(worker_synchronous(&queue), 2);
     drop(queue);
     // NORMAL has no flush at commit to defer.
-    let queue = Queue::new(full(&dir).synchronous(Synchronous::Normal)).unwrap();
+    let queue = overlapping(full(&dir).synchronous(Synchronous::Normal));
     assert_eq!(worker_synchronous(&queue), 1);
     drop(queue);
     // Nor does the rollback journal's FULL turn into anything else.
-    let queue = Queue::new(
+    let queue = overlapping(
         Sqlite::new(dir.path().join("rollback.db"))
             .wal(false)
             .synchronous(Synchronous::Full),
-    )
-    .unwrap();
+    );
     assert_eq!(worker_synchronous(&queue), 2);
 }
 
@@ -234,11 +236,10 @@ impl std::ops::Deref for OpenOnDrop {
 fn gated_queue(dir: &tempfile::TempDir) -> (Arc<Queue<Gated>>, OpenOnDrop) {
     let gate = Arc::new(Gate::default());
     gate.set(true);
-    let queue = Queue::new(Gated {
+    let queue = overlapping(Gated {
         db: full(dir),
         gate: gate.clone(),
-    })
-    .unwrap();
+    });
     queue
         .run(&Key::whole(), |c| {
             c.execute_batch("CREATE TABLE t (v INTEGER)")
