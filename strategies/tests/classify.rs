@@ -226,6 +226,45 @@ mod mysql_server {
         }
     }
 
+    /// The server kills the connection while the op's query runs (MariaDB closes it as it
+    /// answers, and the driver reports an I/O error): the strategy must not hand the dead
+    /// connection out again.
+    #[test]
+    fn a_connection_killed_mid_query_is_not_reused_through_the_spec_registry() {
+        let setup = Setup::new(MySql::new(&url()).unwrap()).tx_mode(TxMode::Autocommit);
+        let strategy = Registry::builtin_mysql().open("mutex", &setup).unwrap();
+        let key = [Key::new("k").unwrap()];
+        let id = strategy
+            .run_as(&key, Wait::Default, |c| connection_id(c))
+            .unwrap();
+        let killer = std::thread::spawn(move || {
+            let mut admin = admin();
+            // Until the op's query is running on that connection.
+            for _ in 0..500 {
+                let running: Option<String> = admin
+                    .exec_first(
+                        "SELECT info FROM information_schema.processlist WHERE id = ?",
+                        (id,),
+                    )
+                    .unwrap()
+                    .flatten();
+                if running.is_some_and(|q| q.contains("SLEEP")) {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            admin.exec_drop("KILL ?", (id,)).unwrap();
+        });
+        let failed = strategy.run_as(&key, Wait::Default, |c| c.query_drop("SELECT SLEEP(20)"));
+        killer.join().unwrap();
+        assert!(matches!(failed, Err(Error::Op(_))), "{failed:?}");
+        let next = strategy.run_as(&key, Wait::Default, |c| connection_id(c));
+        match next {
+            Ok(new) => assert_ne!(new, id),
+            Err(e) => panic!("the killed connection was handed out again: {e}"),
+        }
+    }
+
     /// InnoDB's lock wait timeout inside an op, under `retry` over MySQL, with the driver's
     /// error inside the application's own: rerun.
     #[test]
