@@ -180,25 +180,19 @@ fn a_busy_read_under_optimistic_is_rerun_through_the_spec_registry() {
     assert_eq!(read.unwrap(), Some(b"0".to_vec()));
 }
 
+#[cfg(any(feature = "mysql", feature = "postgres"))]
+#[path = "support/server_urls.rs"]
+mod server_urls;
+
 #[cfg(feature = "mysql")]
 mod mysql_server {
     use mysql::prelude::Queryable;
+    use turnstile::TxMode;
     use turnstile::resource::MySql;
-    use turnstile::{Connect, TxMode};
 
     use super::*;
 
-    fn url() -> String {
-        std::env::var("TURNSTILE_MYSQL_URL")
-            .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned())
-    }
-
-    fn admin() -> mysql::Conn {
-        MySql::new(&url())
-            .unwrap()
-            .connect()
-            .expect("the MySQL test server must be running (see TURNSTILE_MYSQL_URL)")
-    }
+    use crate::server_urls::{mysql_admin as admin, mysql_url as url};
 
     fn connection_id(conn: &mut mysql::Conn) -> Result<u64, mysql::Error> {
         conn.query_first("SELECT CONNECTION_ID()")
@@ -309,22 +303,11 @@ mod mysql_server {
 
 #[cfg(feature = "postgres")]
 mod postgres_server {
-    use turnstile::Connect;
     use turnstile::resource::Postgres;
 
     use super::*;
 
-    fn url() -> String {
-        std::env::var("TURNSTILE_POSTGRES_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-    }
-
-    fn admin() -> postgres::Client {
-        Postgres::new(&url())
-            .unwrap()
-            .connect()
-            .expect("the PostgreSQL test server must be running (see TURNSTILE_POSTGRES_URL)")
-    }
+    use crate::server_urls::{postgres_admin as admin, postgres_url as url};
 
     /// `lock_timeout` inside an op, under `retry` over PostgreSQL, with the driver's error
     /// inside the application's own: rerun.

@@ -21,17 +21,9 @@ use turnstile::{
 mod servers;
 use servers::{Section, increment, unique};
 
-fn url() -> String {
-    std::env::var("TURNSTILE_MYSQL_URL")
-        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned())
-}
-
-fn admin() -> mysql::Conn {
-    MySql::new(&url())
-        .unwrap()
-        .connect()
-        .expect("the MySQL test server must be running (see TURNSTILE_MYSQL_URL)")
-}
+#[path = "support/server_urls.rs"]
+mod server_urls;
+use server_urls::{mysql_admin as admin, mysql_url as url};
 
 fn lock() -> MySqlLock {
     MySqlLock::new(&url()).unwrap()

@@ -20,17 +20,9 @@ use turnstile::{
 mod servers;
 use servers::{Section, increment, unique};
 
-fn url() -> String {
-    std::env::var("TURNSTILE_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-}
-
-fn admin() -> postgres::Client {
-    Postgres::new(&url())
-        .unwrap()
-        .connect()
-        .expect("the PostgreSQL test server must be running (see TURNSTILE_POSTGRES_URL)")
-}
+#[path = "support/server_urls.rs"]
+mod server_urls;
+use server_urls::{postgres_admin as admin, postgres_url as url};
 
 fn lock() -> PostgresLock {
     PostgresLock::new(&url()).unwrap()

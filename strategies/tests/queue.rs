@@ -13,9 +13,11 @@ use turnstile::queue::{Queue, QueueBuilder, Ticket};
 use turnstile::spec::{Registry, Setup};
 use turnstile::sqlite::rusqlite::{self, ErrorCode};
 use turnstile::sqlite::{Sqlite, Synchronous};
-use turnstile::{
-    BoxError, Connect, Error, FenceClaim, Key, Serializer, Transact, TransactError, TxMode, Wait,
-};
+use turnstile::{BoxError, Connect, Error, Key, Serializer, Transact, TransactError, TxMode, Wait};
+
+#[path = "support/sqlite_delegate.rs"]
+#[macro_use]
+mod sqlite_delegate;
 
 type Io = std::io::Error;
 
@@ -803,35 +805,17 @@ impl Connect for PanickyCommit {
 }
 
 impl Transact for PanickyCommit {
-    fn begin(
-        &self,
-        c: &mut rusqlite::Connection,
-        fences: &[FenceClaim<'_>],
-    ) -> Result<(), TransactError> {
-        self.db.begin(c, fences)
-    }
+    delegate_to_db!(
+        begin,
+        rollback,
+        in_transaction,
+        savepoint,
+        release_savepoint,
+        rollback_to_savepoint
+    );
     fn commit(&self, c: &mut rusqlite::Connection) -> Result<(), TransactError> {
         assert!(!self.armed.load(Ordering::SeqCst), "commit exploded");
         self.db.commit(c)
-    }
-    fn rollback(&self, c: &mut rusqlite::Connection) -> Result<(), BoxError> {
-        self.db.rollback(c)
-    }
-    fn in_transaction(&self, c: &rusqlite::Connection) -> bool {
-        self.db.in_transaction(c)
-    }
-    fn savepoint(&self, c: &mut rusqlite::Connection, n: usize) -> Result<(), BoxError> {
-        self.db.savepoint(c, n)
-    }
-    fn release_savepoint(&self, c: &mut rusqlite::Connection, n: usize) -> Result<(), BoxError> {
-        self.db.release_savepoint(c, n)
-    }
-    fn rollback_to_savepoint(
-        &self,
-        c: &mut rusqlite::Connection,
-        n: usize,
-    ) -> Result<(), BoxError> {
-        self.db.rollback_to_savepoint(c, n)
     }
 }
 

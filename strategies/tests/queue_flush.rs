@@ -10,9 +10,11 @@ use std::time::{Duration, Instant};
 use turnstile::queue::{Queue, Ticket};
 use turnstile::sqlite::rusqlite;
 use turnstile::sqlite::{Sqlite, Synchronous};
-use turnstile::{
-    BoxError, Connect, Error, FenceClaim, Flush, Key, Serializer, Transact, TransactError,
-};
+use turnstile::{BoxError, Connect, Error, Flush, Key, Serializer, Transact};
+
+#[path = "support/sqlite_delegate.rs"]
+#[macro_use]
+mod sqlite_delegate;
 
 /// Generous bound for "does not hang" checks; never a performance assertion.
 const HANG: Duration = Duration::from_secs(60);
@@ -169,35 +171,15 @@ impl Connect for Gated {
 }
 
 impl Transact for Gated {
-    fn begin(
-        &self,
-        c: &mut rusqlite::Connection,
-        fences: &[FenceClaim<'_>],
-    ) -> Result<(), TransactError> {
-        self.db.begin(c, fences)
-    }
-    fn commit(&self, c: &mut rusqlite::Connection) -> Result<(), TransactError> {
-        self.db.commit(c)
-    }
-    fn rollback(&self, c: &mut rusqlite::Connection) -> Result<(), BoxError> {
-        self.db.rollback(c)
-    }
-    fn in_transaction(&self, c: &rusqlite::Connection) -> bool {
-        self.db.in_transaction(c)
-    }
-    fn savepoint(&self, c: &mut rusqlite::Connection, n: usize) -> Result<(), BoxError> {
-        self.db.savepoint(c, n)
-    }
-    fn release_savepoint(&self, c: &mut rusqlite::Connection, n: usize) -> Result<(), BoxError> {
-        self.db.release_savepoint(c, n)
-    }
-    fn rollback_to_savepoint(
-        &self,
-        c: &mut rusqlite::Connection,
-        n: usize,
-    ) -> Result<(), BoxError> {
-        self.db.rollback_to_savepoint(c, n)
-    }
+    delegate_to_db!(
+        begin,
+        commit,
+        rollback,
+        in_transaction,
+        savepoint,
+        release_savepoint,
+        rollback_to_savepoint
+    );
     fn defer_flush(
         &self,
         c: &mut rusqlite::Connection,
