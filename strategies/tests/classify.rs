@@ -199,39 +199,19 @@ mod mysql_server {
             .map(|id: Option<u64>| id.unwrap_or(0))
     }
 
-    /// The server kills the connection an op runs on (`KILL`, as an administrator or a
-    /// failover would): the op fails, and the strategy must not hand the dead connection
-    /// to the next op. In autocommit mode nothing else (no failed rollback) tells it so.
-    #[test]
-    fn a_killed_connection_is_not_reused_through_the_spec_registry() {
+    /// Has the server kill the connection that `mutex` over MySQL, in autocommit mode
+    /// (where no failed rollback tells it), runs its ops on: before the next op, or while
+    /// that op's query runs (MariaDB then closes it as it answers, and the driver reports
+    /// an I/O error). The op fails, and the strategy must not hand the dead connection out
+    /// again, as an administrator's `KILL` or a failover would leave it.
+    fn a_killed_connection_is_not_reused(mid_query: bool) {
         let setup = Setup::new(MySql::new(&url()).unwrap()).tx_mode(TxMode::Autocommit);
         let strategy = Registry::builtin_mysql().open("mutex", &setup).unwrap();
         let key = [Key::new("k").unwrap()];
         let id = strategy
             .run_as(&key, Wait::Default, |c| connection_id(c))
             .unwrap();
-        admin().exec_drop("KILL ?", (id,)).unwrap();
-        let failed = strategy.run_as(&key, Wait::Default, |c| connection_id(c));
-        assert!(matches!(failed, Err(Error::Op(_))), "{failed:?}");
-        let next = strategy.run_as(&key, Wait::Default, |c| connection_id(c));
-        match next {
-            Ok(new) => assert_ne!(new, id),
-            Err(e) => panic!("the killed connection was handed out again: {e}"),
-        }
-    }
-
-    /// The server kills the connection while the op's query runs (MariaDB closes it as it
-    /// answers, and the driver reports an I/O error): the strategy must not hand the dead
-    /// connection out again.
-    #[test]
-    fn a_connection_killed_mid_query_is_not_reused_through_the_spec_registry() {
-        let setup = Setup::new(MySql::new(&url()).unwrap()).tx_mode(TxMode::Autocommit);
-        let strategy = Registry::builtin_mysql().open("mutex", &setup).unwrap();
-        let key = [Key::new("k").unwrap()];
-        let id = strategy
-            .run_as(&key, Wait::Default, |c| connection_id(c))
-            .unwrap();
-        let killer = std::thread::spawn(move || {
+        let kill = move || {
             let mut admin = admin();
             // Until the op's query is running on that connection.
             for _ in 0..500 {
@@ -242,21 +222,38 @@ mod mysql_server {
                     )
                     .unwrap()
                     .flatten();
-                if running.is_some_and(|q| q.contains("SLEEP")) {
+                if !mid_query || running.is_some_and(|q| q.contains("SLEEP")) {
                     break;
                 }
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
             admin.exec_drop("KILL ?", (id,)).unwrap();
-        });
-        let failed = strategy.run_as(&key, Wait::Default, |c| c.query_drop("SELECT SLEEP(20)"));
-        killer.join().unwrap();
+        };
+        let failed = if mid_query {
+            let killer = std::thread::spawn(kill);
+            let failed = strategy.run_as(&key, Wait::Default, |c| c.query_drop("SELECT SLEEP(20)"));
+            killer.join().unwrap();
+            failed
+        } else {
+            kill();
+            strategy.run_as(&key, Wait::Default, |c| c.query_drop("SELECT 1"))
+        };
         assert!(matches!(failed, Err(Error::Op(_))), "{failed:?}");
         let next = strategy.run_as(&key, Wait::Default, |c| connection_id(c));
         match next {
             Ok(new) => assert_ne!(new, id),
             Err(e) => panic!("the killed connection was handed out again: {e}"),
         }
+    }
+
+    #[test]
+    fn a_killed_connection_is_not_reused_through_the_spec_registry() {
+        a_killed_connection_is_not_reused(false);
+    }
+
+    #[test]
+    fn a_connection_killed_mid_query_is_not_reused_through_the_spec_registry() {
+        a_killed_connection_is_not_reused(true);
     }
 
     /// InnoDB's lock wait timeout inside an op, under `retry` over MySQL, with the driver's
