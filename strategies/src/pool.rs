@@ -3,7 +3,7 @@
 //! their deadline, and idle ones that went bad are dropped before reuse.
 
 use std::sync::{Condvar, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use turnstile_core::{Connect, Error, StrategyError};
 
@@ -15,8 +15,13 @@ pub(crate) struct Pool<R> {
     max: usize,
 }
 
+/// How long a resource may sit idle before it is asked [`Connect::is_alive`] (a round
+/// trip) before reuse: long enough that a busy pool never pays for it.
+pub(crate) const CHECK_ALIVE_AFTER: Duration = Duration::from_secs(1);
+
 struct PoolState<R> {
-    idle: Vec<R>,
+    /// Idle resources, and since when.
+    idle: Vec<(R, Instant)>,
     open: usize,
     /// Callers waiting on `freed`: only then is a notification worth its system call,
     /// which a lock strategy would otherwise pay inside its critical section on every op.
@@ -49,11 +54,23 @@ impl<R> Pool<R> {
         let start = Instant::now();
         let mut state = self.lock();
         loop {
-            if let Some(mut r) = state.idle.pop() {
-                if connect.is_valid(&mut r) {
+            if let Some((mut r, since)) = state.idle.pop() {
+                if !connect.is_valid(&mut r) {
+                    // Closed under us while idle (a server restart, a killed session).
+                    state.open -= 1;
+                    continue;
+                }
+                if since.elapsed() < CHECK_ALIVE_AFTER {
                     return Ok(r);
                 }
-                // Closed under us while idle (a server restart, a killed session).
+                // The round trip runs outside the pool's lock; the slot stays counted.
+                drop(state);
+                if connect.is_alive(&mut r) {
+                    return Ok(r);
+                }
+                // Closed by the server while idle, where the client had not noticed.
+                drop(r);
+                state = self.lock();
                 state.open -= 1;
                 continue;
             }
@@ -93,7 +110,7 @@ impl<R> Pool<R> {
 
     pub(crate) fn put(&self, resource: R) {
         let mut state = self.lock();
-        state.idle.push(resource);
+        state.idle.push((resource, Instant::now()));
         let waiting = state.waiting > 0;
         drop(state);
         if waiting {

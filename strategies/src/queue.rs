@@ -698,6 +698,7 @@ impl<C: Transact> QueueBuilder<C> {
                     fast_acquire: Duration::MAX,
                     answers: Answers::new(worker_shared.clone()),
                     syncer,
+                    last_ran: Instant::now(),
                     shared: worker_shared,
                 }
                 .serve();
@@ -1926,6 +1927,8 @@ struct Worker<C: Transact> {
     answers: Answers<C>,
     /// With an overlapped flush: the thread that flushes commits and then answers.
     syncer: Option<Syncer<C>>,
+    /// When the last jobs ran: a resource idle for long is checked before the next.
+    last_ran: Instant,
 }
 
 impl<C: Transact> Worker<C> {
@@ -2019,6 +2022,12 @@ impl<C: Transact> Worker<C> {
     /// Runs the jobs of `batch` (under the lease, if any); those the lease's hold left
     /// unstarted stay in `batch`.
     fn run_jobs(&mut self, batch: &mut Vec<Box<dyn Job<C>>>) {
+        // A server may have closed an idle connection where the client cannot see it.
+        if self.last_ran.elapsed() >= crate::pool::CHECK_ALIVE_AFTER
+            && !self.connect.is_alive(&mut self.resource)
+        {
+            self.reconnect();
+        }
         self.top_up(batch);
         // One job alone is worth a batch when a crowd submits: more may come while it runs.
         if self.group_commit && (batch.len() > 1 || self.shared.crowd.callers() > 1) {
@@ -2039,6 +2048,7 @@ impl<C: Transact> Worker<C> {
         if self.broken || self.syncer.as_ref().is_some_and(Syncer::take_failure) {
             self.reconnect();
         }
+        self.last_ran = Instant::now();
     }
 
     /// Takes the batch lock for the jobs in `batch`. It waits in slices, dropping between

@@ -772,3 +772,39 @@ fn lock_specs_on_a_server_out_of_reach_are_unavailable_at_open() {
             .unwrap_or_else(|e| panic!("{up}: {e}"));
     }
 }
+
+/// The server closes connections that sat idle (its `wait_timeout`, a restart, an
+/// administrator's `KILL`), where the client cannot see it without a round trip: after a
+/// second idle, the next op runs on a new connection instead of failing, under `mutex`'s
+/// pool and the queue's worker alike.
+#[test]
+fn a_connection_the_server_closed_while_idle_is_replaced_before_the_next_op() {
+    fn connection_id(c: &mut mysql::Conn) -> Result<u64, mysql::Error> {
+        c.query_first("SELECT CONNECTION_ID()")
+            .map(|id: Option<u64>| id.unwrap_or(0))
+    }
+    let survives_an_idle_kill = |run: &dyn Fn() -> Result<u64, String>| {
+        let id = run().unwrap();
+        admin().exec_drop("KILL ?", (id,)).unwrap();
+        std::thread::sleep(Duration::from_millis(1100));
+        let next = run().expect("the op after an idle kill failed");
+        assert_ne!(next, id);
+    };
+    let setup = Setup::new(MySql::new(&url()).unwrap());
+    let mutex = Registry::builtin_mysql().open("mutex", &setup).unwrap();
+    let key = [Key::new("k").unwrap()];
+    survives_an_idle_kill(&|| {
+        mutex
+            .run_as(&key, Wait::Default, |c| connection_id(c))
+            .map_err(|e| e.to_string())
+    });
+    #[cfg(feature = "queue")]
+    {
+        let queue = turnstile::queue::Queue::new(MySql::new(&url()).unwrap()).unwrap();
+        survives_an_idle_kill(&|| {
+            queue
+                .run(&Key::whole(), |c| connection_id(c))
+                .map_err(|e| e.to_string())
+        });
+    }
+}

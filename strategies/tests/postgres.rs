@@ -632,3 +632,41 @@ fn lock_specs_on_a_server_out_of_reach_are_unavailable_at_open() {
         }
     }
 }
+
+/// The server closes connections that sat idle (`idle_session_timeout`, a restart, an
+/// administrator's `pg_terminate_backend`), where the client cannot see it without a
+/// round trip: after a second idle, the next op runs on a new connection instead of
+/// failing, under `mutex`'s pool and the queue's worker alike.
+#[test]
+fn a_connection_the_server_closed_while_idle_is_replaced_before_the_next_op() {
+    fn backend_pid(c: &mut postgres::Client) -> Result<i32, postgres::Error> {
+        c.query_one("SELECT pg_backend_pid()", &[])
+            .map(|r| r.get(0))
+    }
+    let survives_an_idle_kill = |run: &dyn Fn() -> Result<i32, String>| {
+        let pid = run().unwrap();
+        admin()
+            .execute("SELECT pg_terminate_backend($1)", &[&pid])
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(1100));
+        let next = run().expect("the op after an idle kill failed");
+        assert_ne!(next, pid);
+    };
+    let setup = Setup::new(Postgres::new(&url()).unwrap());
+    let mutex = Registry::builtin_postgres().open("mutex", &setup).unwrap();
+    let key = [Key::new("k").unwrap()];
+    survives_an_idle_kill(&|| {
+        mutex
+            .run_as(&key, Wait::Default, |c| backend_pid(c))
+            .map_err(|e| e.to_string())
+    });
+    #[cfg(feature = "queue")]
+    {
+        let queue = turnstile::queue::Queue::new(Postgres::new(&url()).unwrap()).unwrap();
+        survives_an_idle_kill(&|| {
+            queue
+                .run(&Key::whole(), |c| backend_pid(c))
+                .map_err(|e| e.to_string())
+        });
+    }
+}

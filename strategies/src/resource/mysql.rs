@@ -164,6 +164,11 @@ impl Connect for MySql {
         &self.identity
     }
 
+    /// `COM_PING`.
+    fn is_alive(&self, conn: &mut Conn) -> bool {
+        conn.ping().is_ok()
+    }
+
     fn is_broken(&self, _conn: &mut Conn, error: &(dyn Any + Send + Sync)) -> bool {
         find_error::<mysql::Error>(error).is_some_and(is_connection_error)
     }

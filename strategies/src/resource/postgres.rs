@@ -186,6 +186,16 @@ impl Connect for Postgres {
         !client.is_closed()
     }
 
+    /// An empty query, waiting at most the connect timeout.
+    fn is_alive(&self, client: &mut Client) -> bool {
+        let timeout = self
+            .config
+            .get_connect_timeout()
+            .copied()
+            .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+        client.is_valid(timeout).is_ok()
+    }
+
     fn is_broken(&self, client: &mut Client, error: &(dyn Any + Send + Sync)) -> bool {
         client.is_closed()
             || find_error::<postgres::Error>(error).is_some_and(postgres::Error::is_closed)
