@@ -38,9 +38,10 @@ pub trait Connect: Send + Sync + 'static {
     /// Whether a resource that sat idle for a while still answers: a round trip (MySQL's
     /// ping, PostgreSQL's empty query), for what [`is_valid`](Connect::is_valid) cannot
     /// see without one — a server that closed the connection while nobody used it (its
-    /// idle timeout, a restart, an administrator's `KILL`). Strategies ask it of a
-    /// resource idle for more than a second before they run an op on it, and reopen one
-    /// that does not answer, so that the op does not fail for it. Default: always.
+    /// idle timeout, a restart, an administrator's `KILL`). The pools of the lock
+    /// strategies and the queue's worker ask it of a resource idle for more than a second
+    /// before they run an op on it, and reopen one that does not answer, so that the op
+    /// does not fail for it. Default: always.
     fn is_alive(&self, resource: &mut Self::Resource) -> bool {
         let _ = resource;
         true

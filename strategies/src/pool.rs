@@ -57,7 +57,7 @@ impl<R> Pool<R> {
             if let Some((mut r, since)) = state.idle.pop() {
                 if !connect.is_valid(&mut r) {
                     // Closed under us while idle (a server restart, a killed session).
-                    state.open -= 1;
+                    state = self.free_slot(state);
                     continue;
                 }
                 if since.elapsed() < CHECK_ALIVE_AFTER {
@@ -70,8 +70,7 @@ impl<R> Pool<R> {
                 }
                 // Closed by the server while idle, where the client had not noticed.
                 drop(r);
-                state = self.lock();
-                state.open -= 1;
+                state = self.free_slot(self.lock());
                 continue;
             }
             if state.open < self.max {
@@ -106,6 +105,18 @@ impl<R> Pool<R> {
             };
             state.waiting -= 1;
         }
+    }
+
+    /// Gives up the slot of a resource that was dropped, and lets a waiter have it.
+    fn free_slot<'a>(
+        &'a self,
+        mut state: MutexGuard<'a, PoolState<R>>,
+    ) -> MutexGuard<'a, PoolState<R>> {
+        state.open -= 1;
+        if state.waiting > 0 {
+            self.freed.notify_one();
+        }
+        state
     }
 
     pub(crate) fn put(&self, resource: R) {

@@ -1283,9 +1283,9 @@ impl<C: Transact> Answers<C> {
 /// Answers that wait for a flush, as the worker hands them to the flushing thread.
 struct Unflushed<C: Transact> {
     jobs: Vec<Box<dyn Job<C>>>,
-    /// What makes the commits before them durable; `None` when no op ran since the last
-    /// flush was asked for.
-    flush: Option<Arc<dyn Flush>>,
+    /// What makes the commits before them durable, in order: none when no op ran since
+    /// the last flush was asked for, two when the resource was replaced meanwhile.
+    flushes: Vec<Arc<dyn Flush>>,
 }
 
 /// The worker's side of an overlapped flush (see [`QueueBuilder::overlap_flush`]).
@@ -1295,6 +1295,10 @@ struct Syncer<C: Transact> {
     /// Makes the worker's resource's commits durable; `None` after a reconnect to a
     /// resource that could not defer its flush (it commits durably itself).
     flush: Option<Arc<dyn Flush>>,
+    /// The replaced resource's flush, after a reconnect: the next answers may stand on
+    /// its commits (a batch that committed before its connection broke), so they wait for
+    /// it too, and its failure (which every later call repeats) reaches them.
+    replaced: Option<Arc<dyn Flush>>,
     /// Jobs answered since the last hand-over.
     unflushed: Vec<Box<dyn Job<C>>>,
     /// An op ran since the last hand-over: something may have committed.
@@ -1339,6 +1343,7 @@ impl<C: Transact> Syncer<C> {
             sender: Some(sender),
             thread: Some(thread),
             flush: Some(flush),
+            replaced: None,
             unflushed: Vec::new(),
             dirty: false,
             failed,
@@ -1362,9 +1367,15 @@ impl<C: Transact> Syncer<C> {
     }
 
     fn hand_over(&mut self) {
+        let flushes = self
+            .replaced
+            .take()
+            .into_iter()
+            .chain(self.flush_now())
+            .collect();
         let unflushed = Unflushed {
             jobs: std::mem::take(&mut self.unflushed),
-            flush: self.flush_now(),
+            flushes,
         };
         if let Some(sender) = &self.sender {
             self.handed_over.fetch_add(1, Ordering::AcqRel);
@@ -1385,9 +1396,10 @@ impl<C: Transact> Syncer<C> {
         }
     }
 
-    /// Whether the flushing thread has answered everything handed over to it.
+    /// Whether the flushing thread has answered everything handed over to it, and no
+    /// replaced resource's flush waits to be repeated.
     fn idle(&self) -> bool {
-        self.handed_over.load(Ordering::Acquire) == 0
+        self.replaced.is_none() && self.handed_over.load(Ordering::Acquire) == 0
     }
 
     /// Whether a flush failed since the last call.
@@ -1437,9 +1449,10 @@ fn flush_and_answer<C: Transact>(
         let mut taken = 0;
         for unflushed in std::iter::once(first).chain(receiver.try_iter()) {
             taken += 1;
-            if let Some(flush) = unflushed.flush {
+            for flush in unflushed.flushes {
                 // A flush covers every earlier commit of its resource; a new resource's
-                // turn comes after the old one's flush.
+                // turn comes after the old one's flush, and once one failed, nothing
+                // after it in this round is vouched for.
                 if let Some(old) = pending.take_if(|old| !Arc::ptr_eq(old, &flush)) {
                     settle(&*old, &mut waiting, &mut ready, &mut lost, failed);
                 }
@@ -1454,6 +1467,9 @@ fn flush_and_answer<C: Transact>(
         answers.open_chain();
         for mut job in ready {
             answers.deliver(&mut *job);
+            // Dropping the job drops what its op owns; a panic there must not take this
+            // thread, and the answers after it, down.
+            let _ = catch_unwind(AssertUnwindSafe(move || drop(job)));
         }
         handed_over.fetch_sub(taken, Ordering::AcqRel);
         answers.wake_answered();
@@ -2245,8 +2261,12 @@ impl<C: Transact> Worker<C> {
         if let Ok(mut resource) = self.connect.connect() {
             if let Some(syncer) = &mut self.syncer {
                 // What the old resource committed is flushed by its own flush, before any
-                // later answer goes out.
+                // later answer goes out. Ops that ran on it and are not answered yet (a
+                // batch that broke its connection) wait for that flush too.
+                let unanswered = syncer.dirty;
                 syncer.send_flush();
+                let old = syncer.flush.take();
+                syncer.replaced = if unanswered { old } else { None };
                 syncer.flush = defer_flush(&*self.connect, &mut resource);
             }
             self.resource = resource;

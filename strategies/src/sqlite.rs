@@ -416,6 +416,12 @@ impl Transact for Sqlite {
         if !mode.eq_ignore_ascii_case("wal") {
             return Ok(None);
         }
+        // The WAL is the database's name plus `-wal` with the default VFS; a URI can
+        // choose another VFS, which may name (or keep) it otherwise, and a flush of the
+        // wrong file would make nothing durable.
+        if self.path.to_str().is_none_or(|p| p.starts_with("file:")) {
+            return Ok(None);
+        }
         let Some(flush) = conn.path().filter(|p| !p.is_empty()).map(WalFlush::new) else {
             return Ok(None);
         };
