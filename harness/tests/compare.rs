@@ -337,20 +337,23 @@ fn compare_over_a_data_server_that_is_down_is_inconclusive_at_its_floor() {
     }
 }
 
+/// The smallest comparison: embedded only, 50 ops at one thread.
+const TINY_RUN: [&str; 7] = [
+    "compare",
+    "--quick",
+    "--no-redis",
+    "--ops",
+    "50",
+    "--threads",
+    "1",
+];
+
 /// Each URL flag may come from `compare`'s own variable instead (out of `ps`), with the
 /// same outcome as the flag — a typed error for a bad one, never the password — and a
 /// flag given wins over its variable.
 #[test]
 fn compare_takes_each_url_flag_from_its_own_environment_variable() {
-    let base = [
-        "compare",
-        "--quick",
-        "--no-redis",
-        "--ops",
-        "50",
-        "--threads",
-        "1",
-    ];
+    let base = TINY_RUN;
     let down_mysql = "mysql://root:env-secret@127.0.0.1:1/test";
     let down_postgres = "postgres://postgres:env-secret@127.0.0.1:1/test";
     for (flag, var, value, extra, code) in [
@@ -446,15 +449,7 @@ fn compare_ignores_the_test_suites_server_variables() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("report.json");
     let output = turnstile()
-        .args([
-            "compare",
-            "--quick",
-            "--no-redis",
-            "--ops",
-            "50",
-            "--threads",
-            "1",
-        ])
+        .args(TINY_RUN)
         .arg("--json")
         .arg(&json)
         .env("TURNSTILE_REDIS_URL", "redis://127.0.0.1:1")
