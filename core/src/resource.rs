@@ -276,6 +276,24 @@ pub trait Transact: Connect {
         Ok(None)
     }
 
+    /// Deletes the record [`begin`](Transact::begin) keeps of the fences claimed for
+    /// `backend` and `name`, for a name that will never be claimed again: a queue's batch
+    /// marker, named after the queue, when the queue closes. Called with no transaction
+    /// open; a record that is not there (or a table never created) is not an error. The
+    /// default does nothing, which leaves the record behind.
+    ///
+    /// # Errors
+    /// When the resource failed to delete it (it stays behind; nothing else changes).
+    fn forget_fence(
+        &self,
+        resource: &mut Self::Resource,
+        backend: &str,
+        name: &[u8],
+    ) -> Result<(), BoxError> {
+        let _ = (resource, backend, name);
+        Ok(())
+    }
+
     /// Whether an error (an op's, seen as `Any`) is the resource's "busy, try again"
     /// (SQLite: primary code `SQLITE_BUSY` or `SQLITE_LOCKED`). Retrying strategies rerun
     /// an op whose error is busy.

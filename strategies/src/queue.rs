@@ -186,8 +186,9 @@
 //! [`Transact::begin`]; for SQLite a row of the `turnstile_fences` table) in each batch
 //! (two or more ops queued together, or one that others may join), so that after an op ended the batch's transaction by itself the worker
 //! can tell whether the batch committed, and reruns the others only if it did not: an op
-//! that ran `COMMIT` must not get its batch-mates' writes applied twice. One small row
-//! per queue instance stays behind. Resources whose `begin` ignores fences (against the
+//! that ran `COMMIT` must not get its batch-mates' writes applied twice. The worker
+//! deletes the marker's row when the queue closes ([`Transact::forget_fence`]); a
+//! process that dies with its queue open leaves that one small row behind. Resources whose `begin` ignores fences (against the
 //! [`Transact`] contract) would make that check answer "not committed".
 //!
 //! ## Overlapped flush
@@ -207,7 +208,17 @@
 //!   it too, and their answers wait for the same flush.
 //! - A flush that fails answers every success it covered with [`Error::Indeterminate`]
 //!   (the commit happened; whether it survives a crash is not known), and the worker
-//!   reopens its resource.
+//!   reopens its resource. The new connection's flushes vouch only for its own
+//!   commits: as with `FULL` itself, a failed `fsync` may have dropped pages the kernel
+//!   will never write, and nothing later can tell. Treat `Indeterminate` after a failed
+//!   flush as a reason to check the disk.
+//! - Every connection to the database must sync its checkpoints (`synchronous` `NORMAL`
+//!   or `FULL`, SQLite's default): a checkpoint run by one with `OFF` can copy commits
+//!   that are not flushed yet into the database file without syncing it, and a writer
+//!   may then start the WAL over, so the flush that follows no longer covers them.
+//! - A caller's op counts as in flight until its answer is out, after the flush: a
+//!   zero timeout, which takes only an idle queue, gets [`Error::Timeout`] while a flush
+//!   is pending even if the worker is idle.
 //! - It is off by default: for what other connections may read early, and because it
 //!   only pays when the worker has other callers' ops to run during a flush: callers that wait for their answers join
 //!   one batch and wait for its flush together, leaving little to overlap. On a 2-core
@@ -1979,6 +1990,19 @@ impl<C: Transact> Worker<C> {
         self.wake_answered();
         // Every answer out before the resource closes.
         drop(self.syncer.take());
+        self.forget_marker();
+    }
+
+    /// Deletes the batch marker's record, which no batch will present again (best
+    /// effort: a resource that fails to leaves it behind).
+    fn forget_marker(&mut self) {
+        if self.batch_seq == 0 || self.broken {
+            return;
+        }
+        let (connect, resource, marker) = (&self.connect, &mut self.resource, &self.marker);
+        let _ = catch_unwind(AssertUnwindSafe(|| {
+            connect.forget_fence(resource, MARKER_BACKEND, marker)
+        }));
     }
 
     /// Before taking the lock again right after releasing it: once a turn has lasted a

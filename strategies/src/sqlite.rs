@@ -280,6 +280,8 @@ const CLAIM_FENCE: &str = "INSERT INTO turnstile_fences (backend, name, fence) V
      ON CONFLICT (backend, name) DO UPDATE SET fence = excluded.fence
      WHERE excluded.fence >= turnstile_fences.fence";
 
+const FORGET_FENCE: &str = "DELETE FROM turnstile_fences WHERE backend = ?1 AND name = ?2";
+
 /// Whether `error` says the fence table does not exist (yet), so it is created only then
 /// rather than with a `CREATE TABLE IF NOT EXISTS` at every fenced `begin`.
 fn is_missing_table(error: &rusqlite::Error) -> bool {
@@ -380,6 +382,19 @@ impl Transact for Sqlite {
 
     fn in_transaction(&self, conn: &Connection) -> bool {
         !conn.is_autocommit()
+    }
+
+    fn forget_fence(
+        &self,
+        conn: &mut Connection,
+        backend: &str,
+        name: &[u8],
+    ) -> Result<(), BoxError> {
+        match conn.execute(FORGET_FENCE, rusqlite::params![backend, name]) {
+            Ok(_) => Ok(()),
+            Err(e) if is_missing_table(&e) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Every `n` maps to one savepoint name (see `SAVEPOINT` in the source): savepoints

@@ -13,8 +13,8 @@ use turnstile::resource::MySql;
 use turnstile::spec::{Registry, Setup};
 use turnstile::sqlite::{Sqlite, Synchronous, rusqlite};
 use turnstile::{
-    Connect, Error, Fence, FenceClaim, Key, KeyError, Lease, Lock, LockName, Locked, Scope,
-    Serializer, Transact, TransactError, TxMode, Wait,
+    Connect, Error, Fence, Key, KeyError, Lease, Lock, LockName, Locked, Scope, Serializer,
+    Transact, TxMode, Wait,
 };
 
 #[path = "support/servers.rs"]
@@ -152,35 +152,10 @@ fn counter_through_a_queue_over_the_mysql_lock_is_exact_and_fenced_per_batch() {
 }
 
 #[test]
-fn resource_records_fences_and_refuses_stale_ones() {
-    let db = MySql::new(&url()).unwrap();
-    let mut conn = db.connect().unwrap();
-    let backend = unique("fence-test");
-    let claim = |f| FenceClaim {
-        backend: &backend,
-        name: b"k\0x",
-        fence: Fence(f),
-    };
-    db.begin(&mut conn, &[claim(5)]).unwrap();
-    db.commit(&mut conn).unwrap();
-    db.begin(&mut conn, &[claim(5)]).unwrap();
-    db.commit(&mut conn).unwrap();
-    match db.begin(&mut conn, &[claim(4)]) {
-        Err(TransactError::StaleFence { presented, highest }) => {
-            assert_eq!((presented, highest), (Fence(4), Fence(5)));
-        }
-        other => panic!("expected a stale fence, got {other:?}"),
-    }
-    // A fence recorded in a rolled-back transaction is not recorded.
-    db.begin(&mut conn, &[claim(9)]).unwrap();
-    db.rollback(&mut conn).unwrap();
-    db.begin(&mut conn, &[claim(6)]).unwrap();
-    db.commit(&mut conn).unwrap();
-    conn.exec_drop(
-        "DELETE FROM turnstile_fences WHERE backend = ?",
-        (&backend,),
-    )
-    .unwrap();
+fn resource_records_fences_refuses_stale_ones_and_forgets_them() {
+    servers::resource_records_fences_refuses_stale_ones_and_forgets_them(
+        MySql::new(&url()).unwrap(),
+    );
 }
 
 #[test]

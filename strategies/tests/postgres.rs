@@ -12,8 +12,7 @@ use turnstile::resource::Postgres;
 use turnstile::spec::{Registry, Setup};
 use turnstile::sqlite::{Sqlite, Synchronous, rusqlite};
 use turnstile::{
-    Connect, Error, Fence, FenceClaim, Key, Lease, Lock, LockName, Locked, Scope, Serializer,
-    Transact, TransactError, TxMode, Wait,
+    Connect, Error, Key, Lease, Lock, LockName, Locked, Scope, Serializer, Transact, TxMode, Wait,
 };
 
 #[path = "support/servers.rs"]
@@ -175,34 +174,10 @@ fn counter_through_a_queue_over_the_postgres_lock_is_exact() {
 }
 
 #[test]
-fn resource_records_fences_and_refuses_stale_ones() {
-    let db = Postgres::new(&url()).unwrap();
-    let mut conn = db.connect().unwrap();
-    let backend = unique("fence-test");
-    let claim = |f| FenceClaim {
-        backend: &backend,
-        name: b"k\0x",
-        fence: Fence(f),
-    };
-    db.begin(&mut conn, &[claim(5)]).unwrap();
-    db.commit(&mut conn).unwrap();
-    db.begin(&mut conn, &[claim(5)]).unwrap();
-    db.commit(&mut conn).unwrap();
-    match db.begin(&mut conn, &[claim(4)]) {
-        Err(TransactError::StaleFence { presented, highest }) => {
-            assert_eq!((presented, highest), (Fence(4), Fence(5)));
-        }
-        other => panic!("expected a stale fence, got {other:?}"),
-    }
-    db.begin(&mut conn, &[claim(9)]).unwrap();
-    db.rollback(&mut conn).unwrap();
-    db.begin(&mut conn, &[claim(6)]).unwrap();
-    db.commit(&mut conn).unwrap();
-    conn.execute(
-        "DELETE FROM turnstile_fences WHERE backend = $1",
-        &[&backend],
-    )
-    .unwrap();
+fn resource_records_fences_refuses_stale_ones_and_forgets_them() {
+    servers::resource_records_fences_refuses_stale_ones_and_forgets_them(
+        Postgres::new(&url()).unwrap(),
+    );
 }
 
 #[test]

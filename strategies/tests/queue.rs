@@ -717,6 +717,35 @@ fn group_commit_rolls_back_only_the_failing_op() {
 }
 
 #[test]
+fn closing_a_queue_deletes_its_batch_marker() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q.db");
+    for round in 1..=3_i64 {
+        let queue = new_queue(db(&dir)).unwrap();
+        create_table(&queue, "CREATE TABLE IF NOT EXISTS t (v INTEGER)");
+        let results = batch(&queue, (0..5).map(|i| insert(round * 10 + i)).collect());
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        assert_eq!(
+            batch_markers(&path),
+            1,
+            "round {round}: the open queue's marker"
+        );
+        // Dropping the queue closes it, as `close` does.
+        if round % 2 == 0 {
+            drop(queue);
+        } else {
+            queue.close();
+        }
+        assert_eq!(
+            batch_markers(&path),
+            0,
+            "round {round}: left behind by a closed queue"
+        );
+    }
+    assert_eq!(values(&path).len(), 15);
+}
+
+#[test]
 fn group_commit_after_an_op_committed_by_itself_lands_each_write_once() {
     let dir = tempfile::tempdir().unwrap();
     let queue = new_queue(db(&dir)).unwrap();

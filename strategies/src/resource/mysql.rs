@@ -19,6 +19,8 @@ use super::{
 const ER_LOCK_WAIT_TIMEOUT: u16 = 1205;
 /// `ER_LOCK_DEADLOCK`: InnoDB chose this transaction as a deadlock victim (rolled back).
 const ER_LOCK_DEADLOCK: u16 = 1213;
+/// `ER_NO_SUCH_TABLE`.
+const ER_NO_SUCH_TABLE: u16 = 1146;
 /// `ER_SP_DOES_NOT_EXIST`, also returned for an unknown savepoint.
 const ER_SP_DOES_NOT_EXIST: u16 = 1305;
 
@@ -281,6 +283,19 @@ impl Transact for MySql {
         conn.query_drop(format!("ROLLBACK TO SAVEPOINT turnstile_{n}"))?;
         conn.query_drop(format!("RELEASE SAVEPOINT turnstile_{n}"))
             .map_err(Into::into)
+    }
+
+    fn forget_fence(&self, conn: &mut Conn, backend: &str, name: &[u8]) -> Result<(), BoxError> {
+        let backend = fence_column(backend.as_bytes(), 255);
+        let name = fence_column(name, 1024);
+        match conn.exec_drop(
+            "DELETE FROM turnstile_fences WHERE backend = ? AND name = ?",
+            (&*backend, &*name),
+        ) {
+            Ok(()) => Ok(()),
+            Err(mysql::Error::MySqlError(e)) if e.code == ER_NO_SUCH_TABLE => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     fn is_busy(&self, error: &(dyn Any + Send + Sync)) -> bool {

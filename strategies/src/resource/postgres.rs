@@ -331,6 +331,24 @@ impl Transact for Postgres {
             .map_err(Into::into)
     }
 
+    fn forget_fence(
+        &self,
+        client: &mut Client,
+        backend: &str,
+        name: &[u8],
+    ) -> Result<(), BoxError> {
+        let backend = String::from_utf8_lossy(&fence_column(backend.as_bytes(), 1024)).into_owned();
+        let name = fence_column(name, 1024);
+        match client.execute(
+            "DELETE FROM turnstile_fences WHERE backend = $1 AND name = $2",
+            &[&backend, &&*name],
+        ) {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     fn is_busy(&self, error: &(dyn Any + Send + Sync)) -> bool {
         find_error::<postgres::Error>(error).is_some_and(is_busy)
     }

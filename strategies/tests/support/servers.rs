@@ -90,6 +90,48 @@ impl ServerSql for turnstile::resource::Postgres {
     }
 }
 
+/// `begin` records each fence, refuses one below the highest recorded (a rolled-back
+/// record does not count), and `forget_fence` deletes the record: then any fence is
+/// accepted again. Also for a name too long for the fence table's column (stored hashed).
+pub(crate) fn resource_records_fences_refuses_stale_ones_and_forgets_them<C: Transact>(db: C) {
+    let mut conn = db.connect().unwrap();
+    let backend = unique("fence-test");
+    let long = vec![b'n'; 5000];
+    for name in [&b"k\0x"[..], &long[..]] {
+        let claim = |f| FenceClaim {
+            backend: &backend,
+            name,
+            fence: Fence(f),
+        };
+        db.begin(&mut conn, &[claim(5)]).unwrap();
+        db.commit(&mut conn).unwrap();
+        db.begin(&mut conn, &[claim(5)]).unwrap();
+        db.commit(&mut conn).unwrap();
+        match db.begin(&mut conn, &[claim(4)]) {
+            Err(TransactError::StaleFence { presented, highest }) => {
+                assert_eq!((presented, highest), (Fence(4), Fence(5)));
+            }
+            other => panic!("expected a stale fence, got {other:?}"),
+        }
+        // A fence recorded in a rolled-back transaction is not recorded.
+        db.begin(&mut conn, &[claim(9)]).unwrap();
+        db.rollback(&mut conn).unwrap();
+        db.begin(&mut conn, &[claim(6)]).unwrap();
+        db.commit(&mut conn).unwrap();
+        db.forget_fence(&mut conn, &backend, name).unwrap();
+        // Forgotten: a lower fence is accepted (and recorded) again.
+        db.begin(&mut conn, &[claim(1)]).unwrap();
+        db.commit(&mut conn).unwrap();
+        assert!(matches!(
+            db.begin(&mut conn, &[claim(0)]),
+            Err(TransactError::StaleFence { .. })
+        ));
+        db.forget_fence(&mut conn, &backend, name).unwrap();
+        // Forgetting what is not recorded is no error.
+        db.forget_fence(&mut conn, &backend, name).unwrap();
+    }
+}
+
 /// Two transactions claim fences for one name at once: whichever claims second waits for
 /// the first to commit and then sees its fence, so an older fence never slips in after a
 /// newer one. Leaves rows under `backend` in `turnstile_fences` for the caller to delete.
