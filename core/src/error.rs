@@ -61,7 +61,9 @@ pub enum Error<E> {
     /// The op committed or rolled back the strategy's transaction by itself (`COMMIT`,
     /// `ROLLBACK`, or a statement that commits implicitly, such as DDL on MySQL), which
     /// could commit other callers' work. What the op wrote before that may have
-    /// committed; the strategy committed nothing after it and rolled back what it could.
+    /// committed, and so may what it wrote after it: those statements ran on their own,
+    /// each committing by itself. The strategy committed nothing itself, and rolled back
+    /// a transaction the op left open.
     /// Every resource reports it this way: SQLite when the op returns, database servers
     /// at the commit.
     TransactionEnded,
@@ -225,8 +227,9 @@ impl<E: fmt::Display> fmt::Display for Error<E> {
             ),
             Error::Panicked(m) => write!(f, "the op panicked: {m}"),
             Error::TransactionEnded => f.write_str(
-                "the op ended the strategy's transaction by itself; what it wrote before \
-                     that may have committed, the rest was rolled back",
+                "the op ended the strategy's transaction by itself; what it wrote may have \
+                     committed, before that and after it (only a transaction it left open \
+                     was rolled back)",
             ),
             Error::Closed => f.write_str("the strategy is closed"),
             Error::Full => f.write_str("the queue is full"),
