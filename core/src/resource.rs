@@ -107,12 +107,18 @@ pub enum TransactError {
     /// back. Strategies report it as
     /// [`Error::TransactionEnded`](crate::Error::TransactionEnded).
     Ended,
+    /// `COMMIT` was sent, but the connection broke before its answer came back: the
+    /// transaction may have committed or not, and the resource must be discarded.
+    /// Strategies report it as [`Error::Indeterminate`](crate::Error::Indeterminate), never
+    /// as a rollback: an op rerun after it could be applied twice.
+    Indeterminate(BoxError),
 }
 
 impl TransactError {
     /// The strategy error for this failure (busy and failed both become
     /// [`Error::Resource`]; retrying strategies look at [`TransactError::Busy`] first;
-    /// [`TransactError::Ended`] becomes [`Error::TransactionEnded`]).
+    /// [`TransactError::Ended`] becomes [`Error::TransactionEnded`];
+    /// [`TransactError::Indeterminate`] becomes [`Error::Indeterminate`]).
     pub fn into_error<E>(self) -> Error<E> {
         match self {
             TransactError::Busy(e) | TransactError::Failed(e) => Error::Resource(e),
@@ -120,7 +126,18 @@ impl TransactError {
                 Error::StaleFence { presented, highest }
             }
             TransactError::Ended => Error::TransactionEnded,
+            TransactError::Indeterminate(_) => Error::Indeterminate,
         }
+    }
+
+    /// Whether the resource must be discarded after this error: the transaction failed
+    /// for another reason than busy, a stale fence or the op ending it, or its commit's
+    /// outcome is not known.
+    pub fn discards_resource(&self) -> bool {
+        matches!(
+            self,
+            TransactError::Failed(_) | TransactError::Indeterminate(_)
+        )
     }
 }
 
@@ -136,6 +153,9 @@ impl std::fmt::Display for TransactError {
                 "the op ended the transaction by itself (COMMIT, ROLLBACK or an implicitly \
                  committing statement)",
             ),
+            TransactError::Indeterminate(e) => {
+                write!(f, "the connection broke before COMMIT was answered: {e}")
+            }
         }
     }
 }
@@ -143,7 +163,9 @@ impl std::fmt::Display for TransactError {
 impl std::error::Error for TransactError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            TransactError::Busy(e) | TransactError::Failed(e) => Some(&**e),
+            TransactError::Busy(e) | TransactError::Failed(e) | TransactError::Indeterminate(e) => {
+                Some(&**e)
+            }
             TransactError::StaleFence { .. } | TransactError::Ended => None,
         }
     }
@@ -181,12 +203,14 @@ pub trait Transact: Connect {
     ) -> Result<(), TransactError>;
 
     /// Commits. On failure the transaction is rolled back before returning (a busy
-    /// SQLite `COMMIT` leaves it open otherwise).
+    /// SQLite `COMMIT` leaves it open otherwise), unless its outcome is not known.
     ///
     /// # Errors
     /// [`TransactError::Busy`] or [`TransactError::Failed`]; [`TransactError::Ended`]
     /// when the op had ended the transaction by itself and
-    /// [`in_transaction`](Transact::in_transaction) could not tell.
+    /// [`in_transaction`](Transact::in_transaction) could not tell;
+    /// [`TransactError::Indeterminate`] when the connection broke after `COMMIT` was sent
+    /// (a database server), so that it may have committed.
     fn commit(&self, resource: &mut Self::Resource) -> Result<(), TransactError>;
 
     /// Rolls back; a no-op when no transaction is open.

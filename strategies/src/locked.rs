@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use crate::pool::Pool;
 use turnstile_core::{
     Capabilities, Connect, Ctx, Error, FenceClaim, Key, Lease, Lock, LockName, Serializer,
-    StrategyError, Transact, TransactError, Wait, check_timeout, panic_message, sorted_keys,
+    StrategyError, Transact, Wait, check_timeout, panic_message, sorted_keys,
 };
 
 /// The default time a call waits for its locks (and a pooled resource): 30 s.
@@ -206,7 +206,7 @@ impl<L: Lock, C: Transact> Locked<L, C> {
                 })
                 .collect();
             if let Err(e) = self.connect.begin(resource, &claims) {
-                let broken = matches!(e, TransactError::Failed(_));
+                let broken = e.discards_resource();
                 return Outcome::err(e.into_error(), broken);
             }
         }
@@ -243,7 +243,7 @@ impl<L: Lock, C: Transact> Locked<L, C> {
         match self.connect.commit(resource) {
             Ok(()) => Outcome::ok(value),
             Err(e) => {
-                let broken = matches!(e, TransactError::Failed(_));
+                let broken = e.discards_resource();
                 Outcome::err(e.into_error(), broken)
             }
         }

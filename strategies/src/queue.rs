@@ -184,9 +184,11 @@
 //!
 //! Group commit records a marker (a fence named after the queue instance, through
 //! [`Transact::begin`]; for SQLite a row of the `turnstile_fences` table) in each batch
-//! (two or more ops queued together, or one that others may join), so that after an op ended the batch's transaction by itself the worker
-//! can tell whether the batch committed, and reruns the others only if it did not: an op
-//! that ran `COMMIT` must not get its batch-mates' writes applied twice. The worker
+//! (two or more ops queued together, or one that others may join), so that after an op ended the batch's transaction by itself, or after
+//! a `COMMIT` whose answer a database server's connection lost
+//! ([`TransactError::Indeterminate`]), the worker can tell whether the batch committed,
+//! and reruns the ops only if it did not: a batch that committed must not have its writes
+//! applied twice. Where the marker cannot be read, the ops get [`Error::Indeterminate`]. The worker
 //! deletes the marker's row when the queue closes ([`Transact::forget_fence`]); a
 //! process that dies with its queue open leaves that one small row behind. Resources whose `begin` ignores fences (against the
 //! [`Transact`] contract) would make that check answer "not committed".
@@ -2355,7 +2357,7 @@ impl<C: Transact> Worker<C> {
             fence,
         });
         if let Err(e) = self.connect.begin(&mut self.resource, claim.as_slice()) {
-            self.broken |= matches!(e, TransactError::Failed(_));
+            self.broken |= e.discards_resource();
             job.fail(e.into_error());
             return;
         }
@@ -2370,7 +2372,7 @@ impl<C: Transact> Worker<C> {
                     }
                     job.fail(lost);
                 } else if let Err(e) = self.connect.commit(&mut self.resource) {
-                    self.broken |= matches!(e, TransactError::Failed(_));
+                    self.broken |= e.discards_resource();
                     job.fail(e.into_error());
                 }
             }
@@ -2485,8 +2487,33 @@ impl<C: Transact> Worker<C> {
                         self.deliver(job);
                     }
                 }
+                Err(TransactError::Indeterminate(_)) => {
+                    // The COMMIT's answer was lost: the batch's marker, read on a new
+                    // connection, says whether it committed. Rerunning a batch that did
+                    // would apply its ops twice.
+                    self.broken = true;
+                    self.reconnect();
+                    match self.batch_committed(seq) {
+                        Some(true) => {
+                            for (job, _) in done {
+                                self.deliver(job);
+                            }
+                        }
+                        Some(false) => self.rerun_alone(done),
+                        None => {
+                            for (mut job, ran) in done {
+                                // A failed op was rolled back to its savepoint: its own
+                                // error stands either way.
+                                if ran == Ran::Ok {
+                                    job.fail(Error::Indeterminate);
+                                }
+                                self.deliver(job);
+                            }
+                        }
+                    }
+                }
                 Err(e) => {
-                    self.broken |= matches!(e, TransactError::Failed(_));
+                    self.broken |= e.discards_resource();
                     self.rerun_alone(done);
                 }
             },

@@ -19,6 +19,9 @@ use turnstile::{
 
 #[path = "support/servers.rs"]
 mod servers;
+
+#[path = "support/cut_proxy.rs"]
+mod cut_proxy;
 use servers::{Section, increment, unique};
 
 #[path = "support/server_urls.rs"]
@@ -782,4 +785,21 @@ fn a_connection_the_server_closed_while_idle_is_replaced_before_the_next_op() {
                 .map_err(|e| e.to_string())
         });
     }
+}
+
+#[test]
+#[cfg(feature = "queue")]
+fn a_commit_whose_answer_is_lost_is_never_taken_for_a_rollback() {
+    let (target, via) = cut_proxy::through_proxy(&url());
+    let proxy = cut_proxy::CutProxy::start(&target);
+    // Over TCP only: the driver would move a loopback connection to the server's socket.
+    let cut_url = via(proxy.port());
+    let sep = if cut_url.contains('?') { '&' } else { '?' };
+    let cut_url = format!("{cut_url}{sep}prefer_socket=false");
+    servers::a_commit_whose_answer_is_lost_is_never_taken_for_a_rollback(
+        MySql::new(&url()).unwrap(),
+        MySql::new(&cut_url).unwrap(),
+        &|| proxy.arm(),
+        &|| proxy.cuts(),
+    );
 }

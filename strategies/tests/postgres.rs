@@ -17,6 +17,9 @@ use turnstile::{
 
 #[path = "support/servers.rs"]
 mod servers;
+
+#[path = "support/cut_proxy.rs"]
+mod cut_proxy;
 use servers::{Section, increment, unique};
 
 #[path = "support/server_urls.rs"]
@@ -644,4 +647,18 @@ fn a_connection_the_server_closed_while_idle_is_replaced_before_the_next_op() {
                 .map_err(|e| e.to_string())
         });
     }
+}
+
+#[test]
+#[cfg(feature = "queue")]
+fn a_commit_whose_answer_is_lost_is_never_taken_for_a_rollback() {
+    let (target, via) = cut_proxy::through_proxy(&url());
+    let proxy = cut_proxy::CutProxy::start(&target);
+    let cut_url = via(proxy.port());
+    servers::a_commit_whose_answer_is_lost_is_never_taken_for_a_rollback(
+        Postgres::new(&url()).unwrap(),
+        Postgres::new(&cut_url).unwrap(),
+        &|| proxy.arm(),
+        &|| proxy.cuts(),
+    );
 }

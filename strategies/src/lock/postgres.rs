@@ -30,7 +30,7 @@ use postgres::error::SqlState;
 use postgres::{Client, Config, SimpleQueryMessage};
 use turnstile_core::{
     Capabilities, Ctx, Error, Fence, HolderDeath, Key, Lease, Lock, LockName, Scope, Serializer,
-    StrategyError, Transact, TransactError, Wait, check_timeout, panic_message, sorted_keys,
+    StrategyError, Transact, Wait, check_timeout, panic_message, sorted_keys,
 };
 
 use crate::pool::Pool;
@@ -560,7 +560,7 @@ impl PgXactLocked {
         lock_keys.sort_unstable();
         lock_keys.dedup();
         if let Err(e) = self.db.begin(client, &[]) {
-            let broken = matches!(e, TransactError::Failed(_));
+            let broken = e.discards_resource();
             return (Err(e.into_error()), broken);
         }
         match Self::lock_all(client, &lock_keys, deadline) {

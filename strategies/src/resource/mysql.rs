@@ -228,8 +228,14 @@ impl Transact for MySql {
 
     fn commit(&self, conn: &mut Conn) -> Result<(), TransactError> {
         let released = conn.query_drop(format!("RELEASE SAVEPOINT {MARKER_SAVEPOINT}"));
+        let sent = released.is_ok();
         match released.and_then(|()| conn.query_drop("COMMIT")) {
             Ok(()) => Ok(()),
+            // The COMMIT may have reached the server and committed before the connection
+            // broke.
+            Err(e) if sent && is_connection_error(&e) => {
+                Err(TransactError::Indeterminate(Box::new(e)))
+            }
             Err(e) => {
                 let _ = self.rollback(conn);
                 match &e {

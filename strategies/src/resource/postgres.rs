@@ -262,6 +262,9 @@ impl Transact for Postgres {
         // If releasing the marker fails, the COMMIT after it in the batch never runs.
         match client.batch_execute(&format!("RELEASE SAVEPOINT {MARKER_SAVEPOINT}; COMMIT")) {
             Ok(()) => Ok(()),
+            // No answer from the server but a broken connection: the COMMIT may have
+            // reached it and committed.
+            Err(e) if e.code().is_none() => Err(TransactError::Indeterminate(Box::new(e))),
             Err(e) => {
                 let _ = self.rollback(client);
                 let ended = e.code() == Some(&SqlState::NO_ACTIVE_SQL_TRANSACTION)

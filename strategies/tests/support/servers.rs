@@ -197,6 +197,16 @@ fn batch<C: Transact>(
     queue: &turnstile::queue::Queue<C>,
     ops: Vec<Op<C::Resource>>,
 ) -> Vec<Result<u32, turnstile::Error<BoxError>>> {
+    batch_then(queue, ops, &|| {})
+}
+
+/// [`batch`], calling `before_release` once the ops are queued behind the held worker.
+#[cfg(feature = "queue")]
+fn batch_then<C: Transact>(
+    queue: &turnstile::queue::Queue<C>,
+    ops: Vec<Op<C::Resource>>,
+    before_release: &dyn Fn(),
+) -> Vec<Result<u32, turnstile::Error<BoxError>>> {
     use turnstile::Key;
     let (started_tx, started_rx) = std::sync::mpsc::channel();
     let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
@@ -224,6 +234,7 @@ fn batch<C: Transact>(
                 .unwrap()
         })
         .collect();
+    before_release();
     release_tx.send(()).unwrap();
     blocker.wait().unwrap();
     tickets
@@ -348,4 +359,85 @@ pub(crate) fn a_queue_in_autocommit_rolls_back_what_an_op_left_open<C: ServerSql
     let rows = C::ints(&mut admin, &format!("SELECT v FROM {table} ORDER BY v")).unwrap();
     C::exec(&mut admin, &format!("DROP TABLE {table}")).unwrap();
     assert_eq!(rows, [1, 2, 4]);
+}
+
+/// A `COMMIT` whose answer is lost (the connection breaks after the server got it) may
+/// have committed: the resource says [`TransactError::Indeterminate`], `Locked` answers
+/// [`Error::Indeterminate`](turnstile::Error::Indeterminate), and a queue's group commit
+/// reads its batch marker on a new connection to answer each op as it really ended,
+/// never running a committed op again. `cut` reaches the server through a proxy that
+/// `arm` tells to lose the next `COMMIT`'s answer; `cuts` counts the losses.
+#[cfg(all(feature = "queue", feature = "mutex"))]
+pub(crate) fn a_commit_whose_answer_is_lost_is_never_taken_for_a_rollback<C: ServerSql>(
+    db: C,
+    cut: C,
+    arm: &dyn Fn(),
+    cuts: &dyn Fn() -> usize,
+) {
+    use turnstile::lock::MutexLock;
+    use turnstile::queue::Queue;
+    use turnstile::{Error, Key, Locked, Serializer};
+
+    let table = unique("turnstile_lost_commit");
+    let mut admin = db.connect().unwrap();
+    C::exec(&mut admin, &format!("CREATE TABLE {table} (v BIGINT)")).unwrap();
+    let into = table.clone();
+    let insert = move |v: i64| format!("INSERT INTO {into} VALUES ({v})");
+    let mut rows = |v: i64| {
+        C::ints(
+            &mut admin,
+            &format!("SELECT COUNT(*) FROM {table} WHERE v = {v}"),
+        )
+        .unwrap()[0]
+    };
+
+    // The resource itself.
+    let mut conn = cut.connect().unwrap();
+    cut.begin(&mut conn, &[]).unwrap();
+    C::exec(&mut conn, &insert(1)).unwrap();
+    arm();
+    match cut.commit(&mut conn) {
+        Err(TransactError::Indeterminate(_)) => {}
+        other => panic!("a commit whose answer was lost gave {other:?}"),
+    }
+    assert_eq!(cuts(), 1);
+    assert_eq!(rows(1), 1, "the server committed it");
+
+    // `Locked`: the caller must not take it for a rollback and run the op again.
+    let locked = Locked::new(MutexLock::new(), cut.clone());
+    let sql = insert(2);
+    arm();
+    let r = locked.run(&Key::new("x").unwrap(), move |conn| {
+        C::exec(&mut **conn, &sql)
+    });
+    assert!(matches!(r, Err(Error::Indeterminate)), "{r:?}");
+    assert_eq!(cuts(), 2);
+    assert_eq!(rows(2), 1);
+
+    // A queue's batch: the marker says it committed, so each op gets its success, once.
+    let queue = Queue::new(cut.clone()).unwrap();
+    // A batch first: once the queue has seen callers submit together, the held op below
+    // starts a batch that the queued ops join, and the batch's one COMMIT is cut.
+    let no_ops = (0..4)
+        .map(|_| Box::new(|_: &mut C::Resource| Ok(())) as Op<C::Resource>)
+        .collect();
+    assert!(batch(&queue, no_ops).iter().all(Result::is_ok));
+    let ops: Vec<Op<C::Resource>> = (10..15)
+        .map(|v| {
+            let sql = insert(v);
+            Box::new(move |conn: &mut C::Resource| C::exec(conn, &sql)) as Op<C::Resource>
+        })
+        .collect();
+    let results = batch_then(&queue, ops, arm);
+    assert_eq!(cuts(), 3, "the batch's COMMIT lost its answer");
+    assert!(
+        results.iter().all(|r| matches!(r, Ok(1))),
+        "each op committed once, in its first run: {results:?}"
+    );
+    for v in 10..15 {
+        assert_eq!(rows(v), 1, "row {v}");
+    }
+    drop(queue);
+    let mut admin = db.connect().unwrap();
+    C::exec(&mut admin, &format!("DROP TABLE {table}")).unwrap();
 }
