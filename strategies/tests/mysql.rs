@@ -790,16 +790,61 @@ fn a_connection_the_server_closed_while_idle_is_replaced_before_the_next_op() {
 #[test]
 #[cfg(feature = "queue")]
 fn a_commit_whose_answer_is_lost_is_never_taken_for_a_rollback() {
-    let (target, via) = cut_proxy::through_proxy(&url());
-    let proxy = cut_proxy::CutProxy::start(&target);
-    // Over TCP only: the driver would move a loopback connection to the server's socket.
-    let cut_url = via(proxy.port());
-    let sep = if cut_url.contains('?') { '&' } else { '?' };
-    let cut_url = format!("{cut_url}{sep}prefer_socket=false");
+    let (proxy, cut_url) = proxied();
     servers::a_commit_whose_answer_is_lost_is_never_taken_for_a_rollback(
         MySql::new(&url()).unwrap(),
         MySql::new(&cut_url).unwrap(),
         &|| proxy.arm(),
         &|| proxy.cuts(),
     );
+}
+
+/// A proxy in front of the test server, and a URL through it (over TCP only: the driver
+/// would move a loopback connection to the server's socket).
+fn proxied() -> (cut_proxy::CutProxy, String) {
+    let (target, via) = cut_proxy::through_proxy(&url());
+    let proxy = cut_proxy::CutProxy::start(&target);
+    let through = via(proxy.port());
+    let sep = if through.contains('?') { '&' } else { '?' };
+    let through = format!("{through}{sep}prefer_socket=false");
+    (proxy, through)
+}
+
+#[test]
+fn a_read_timeout_bounds_a_server_that_stops_answering() {
+    let (proxy, through) = proxied();
+    let db = MySql::new(&through)
+        .unwrap()
+        .read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let strategy = Arc::new(Locked::new(MutexLock::new(), db.clone()));
+    let key = Key::whole();
+    strategy.run(&key, |c| c.query_drop("SELECT 1")).unwrap();
+    proxy.stall();
+    let (done_tx, done) = std::sync::mpsc::channel();
+    let s = strategy.clone();
+    std::thread::spawn(move || {
+        let _ = done_tx.send(s.run(&Key::whole(), |c| c.query_drop("SELECT 1")));
+    });
+    let err = done
+        .recv_timeout(Duration::from_secs(30))
+        .expect("a server that stopped answering hung the op")
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Op(_) | Error::Resource(_) | Error::Unavailable(_)
+        ),
+        "{err:?}"
+    );
+    proxy.resume();
+    // The broken connection was dropped: the next op gets a fresh one.
+    strategy.run(&key, |c| c.query_drop("SELECT 1")).unwrap();
+
+    for bad in [Some(Duration::ZERO), Some(Duration::MAX)] {
+        assert!(
+            matches!(db.clone().read_timeout(bad), Err(Error::Config(_))),
+            "{bad:?}"
+        );
+    }
 }

@@ -8,7 +8,8 @@ use std::time::Duration;
 use mysql::prelude::Queryable;
 use mysql::{Conn, Opts, OptsBuilder};
 use turnstile_core::{
-    BoxError, Connect, Error, Fence, FenceClaim, StrategyError, Transact, TransactError, find_error,
+    BoxError, Connect, Error, Fence, FenceClaim, MAX_TIMEOUT, StrategyError, Transact,
+    TransactError, find_error,
 };
 
 use super::{
@@ -35,7 +36,10 @@ const FENCE_TABLE: &str = "CREATE TABLE IF NOT EXISTS turnstile_fences (
 /// transaction.
 ///
 /// The op gets a [`mysql::Conn`]. Defaults: the server's isolation level (InnoDB's
-/// `REPEATABLE READ`), a [`DEFAULT_CONNECT_TIMEOUT`] to connect, no read timeout.
+/// `REPEATABLE READ`), a [`DEFAULT_CONNECT_TIMEOUT`] to connect, no read timeout: a
+/// server that stops answering but keeps its connections open (a stopped process, a
+/// host gone without a reset) blocks a statement until TCP gives up, unless
+/// [`read_timeout`](MySql::read_timeout) bounds it.
 ///
 /// Fences are recorded in a `turnstile_fences` table (created on first use, outside any
 /// transaction, because DDL commits implicitly on MySQL). The op must not run DDL or
@@ -59,6 +63,7 @@ pub struct MySql {
     opts: Opts,
     identity: String,
     connect_timeout: Duration,
+    read_timeout: Option<Duration>,
     fence_table_ready: Arc<AtomicBool>,
 }
 
@@ -74,8 +79,30 @@ impl MySql {
             identity: identity(&opts),
             opts,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            read_timeout: None,
             fence_table_ready: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// Sets how long one read or write on a connection may block. A server that stops
+    /// answering then fails the statement waiting on it (the op's, or a `BEGIN`,
+    /// `COMMIT` or ping of the strategy) with an I/O error after `timeout`, and the
+    /// connection is dropped, instead of blocking until TCP gives up. A `COMMIT` cut off
+    /// that way is [`TransactError::Indeterminate`]. It bounds every statement an op runs,
+    /// so it must be longer than the longest of them. Default: `None`, no limit.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a zero timeout or one over [`MAX_TIMEOUT`].
+    pub fn read_timeout(mut self, timeout: Option<Duration>) -> Result<Self, StrategyError> {
+        if let Some(t) = timeout
+            && (t.is_zero() || t > MAX_TIMEOUT)
+        {
+            return Err(Error::Config(format!(
+                "MySQL read timeout {t:?} must be above zero and at most {MAX_TIMEOUT:?}"
+            )));
+        }
+        self.read_timeout = timeout;
+        Ok(self)
     }
 
     /// Sets how long opening a connection may take. Default: [`DEFAULT_CONNECT_TIMEOUT`].
@@ -119,8 +146,7 @@ pub(crate) fn identity(opts: &Opts) -> String {
     )
 }
 
-/// Opens one connection with a connect timeout (and, for lock connections, a read
-/// timeout).
+/// Opens one connection with a connect timeout and, if given, a read and write timeout.
 pub(crate) fn open(
     opts: &Opts,
     connect_timeout: Duration,
@@ -159,7 +185,7 @@ impl Connect for MySql {
     type Resource = Conn;
 
     fn connect(&self) -> Result<Conn, BoxError> {
-        open(&self.opts, self.connect_timeout, None).map_err(Into::into)
+        open(&self.opts, self.connect_timeout, self.read_timeout).map_err(Into::into)
     }
 
     fn identity(&self) -> &str {

@@ -3,7 +3,8 @@
 //! whatever the server answers, and closes both sides. The server committed (or not);
 //! the client only sees its connection break, as when a network or a host fails between
 //! the two. Everything else passes through untouched, and new connections are served as
-//! before.
+//! before. Stalled, it forwards nothing either way while keeping every connection open,
+//! as a server that stopped answering (a stopped process, a host gone silent) looks.
 #![allow(dead_code)] // Each test binary uses its own part of this.
 
 use std::io::{Read, Write};
@@ -19,6 +20,7 @@ pub(crate) struct CutProxy {
     port: u16,
     armed: Arc<AtomicBool>,
     cuts: Arc<AtomicUsize>,
+    stalled: Arc<AtomicBool>,
 }
 
 impl CutProxy {
@@ -34,7 +36,8 @@ impl CutProxy {
         let port = listener.local_addr().unwrap().port();
         let armed = Arc::new(AtomicBool::new(false));
         let cuts = Arc::new(AtomicUsize::new(0));
-        let (a, c) = (armed.clone(), cuts.clone());
+        let stalled = Arc::new(AtomicBool::new(false));
+        let (a, c, st) = (armed.clone(), cuts.clone(), stalled.clone());
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { continue };
@@ -44,15 +47,36 @@ impl CutProxy {
                 let _ = client.set_nodelay(true);
                 let _ = server.set_nodelay(true);
                 let muted = Arc::new(AtomicBool::new(false));
+                let pumps = Pumps {
+                    armed: a.clone(),
+                    cuts: c.clone(),
+                    muted,
+                    stalled: st.clone(),
+                };
                 pump_answers(
                     server.try_clone().unwrap(),
                     client.try_clone().unwrap(),
-                    muted.clone(),
+                    pumps.clone(),
                 );
-                pump_requests(client, server, a.clone(), c.clone(), muted);
+                pump_requests(client, server, pumps);
             }
         });
-        CutProxy { port, armed, cuts }
+        CutProxy {
+            port,
+            armed,
+            cuts,
+            stalled,
+        }
+    }
+
+    /// Stops forwarding anything, either way, until [`resume`](Self::resume).
+    pub(crate) fn stall(&self) {
+        self.stalled.store(true, Ordering::SeqCst);
+    }
+
+    /// Forwards again, what was held first.
+    pub(crate) fn resume(&self) {
+        self.stalled.store(false, Ordering::SeqCst);
     }
 
     pub(crate) fn port(&self) -> u16 {
@@ -70,21 +94,36 @@ impl CutProxy {
     }
 }
 
-/// Client to server; on an armed `COMMIT`, mutes the answers, forwards it, and closes.
-fn pump_requests(
-    mut client: TcpStream,
-    mut server: TcpStream,
+/// One connection's switches.
+#[derive(Clone)]
+struct Pumps {
     armed: Arc<AtomicBool>,
     cuts: Arc<AtomicUsize>,
     muted: Arc<AtomicBool>,
-) {
+    stalled: Arc<AtomicBool>,
+}
+
+impl Pumps {
+    fn hold_while_stalled(&self) {
+        while self.stalled.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// Client to server; on an armed `COMMIT`, mutes the answers, forwards it, and closes.
+fn pump_requests(mut client: TcpStream, mut server: TcpStream, pumps: Pumps) {
     std::thread::spawn(move || {
+        let Pumps {
+            armed, cuts, muted, ..
+        } = &pumps;
         let mut buf = vec![0_u8; 64 * 1024];
         loop {
             let n = match client.read(&mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
+            pumps.hold_while_stalled();
             let chunk = &buf[..n];
             let commit = chunk.windows(6).any(|w| w == b"COMMIT");
             if commit && armed.swap(false, Ordering::SeqCst) {
@@ -104,7 +143,7 @@ fn pump_requests(
 }
 
 /// Server to client, dropping everything once muted.
-fn pump_answers(mut server: TcpStream, mut client: TcpStream, muted: Arc<AtomicBool>) {
+fn pump_answers(mut server: TcpStream, mut client: TcpStream, pumps: Pumps) {
     std::thread::spawn(move || {
         let mut buf = vec![0_u8; 64 * 1024];
         loop {
@@ -112,7 +151,8 @@ fn pump_answers(mut server: TcpStream, mut client: TcpStream, muted: Arc<AtomicB
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
-            if muted.load(Ordering::SeqCst) {
+            pumps.hold_while_stalled();
+            if pumps.muted.load(Ordering::SeqCst) {
                 continue;
             }
             if client.write_all(&buf[..n]).is_err() {
