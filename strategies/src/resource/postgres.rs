@@ -28,6 +28,11 @@ const FENCE_TABLE: &str = "CREATE TABLE IF NOT EXISTS turnstile_fences (
 /// COMMITTED` unless configured otherwise), a [`DEFAULT_CONNECT_TIMEOUT`] to connect, no
 /// TLS.
 ///
+/// The driver has no read timeout: a server that stops answering but keeps its
+/// connections open (a stopped process) blocks a statement until it answers again. A host
+/// or network that died shows once TCP gives up; `tcp_user_timeout` (milliseconds) and
+/// `keepalives_idle` (seconds) in the URL make that sooner.
+///
 /// Fences are recorded in a `turnstile_fences` table (created on first use). The op must
 /// not `COMMIT` or `ROLLBACK` itself: `commit` then fails with [`TransactError::Ended`]
 /// (the strategy's [`Error::TransactionEnded`]).
