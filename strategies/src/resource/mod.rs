@@ -69,3 +69,29 @@ pub(crate) fn fence_column(bytes: &[u8], max: usize) -> std::borrow::Cow<'_, [u8
         )
     }
 }
+
+/// Opens a connection on a thread of its own, and waits for it at most `timeout`. A
+/// driver's connect timeout covers the TCP connect only: a server that accepts the
+/// connection and then never answers the login would block the caller until TCP gives up.
+/// On timeout the thread is left to end on its own, and drops what it opened.
+pub(crate) fn open_within<T: Send + 'static>(
+    timeout: std::time::Duration,
+    open: impl FnOnce() -> Result<T, turnstile_core::BoxError> + Send + 'static,
+) -> Result<T, turnstile_core::BoxError> {
+    use std::sync::mpsc::{RecvTimeoutError, sync_channel};
+    let (tx, rx) = sync_channel(1);
+    std::thread::Builder::new()
+        .name("turnstile-connect".to_owned())
+        .spawn(move || {
+            let _ = tx.send(open());
+        })?;
+    match rx.recv_timeout(timeout) {
+        Ok(opened) => opened,
+        Err(RecvTimeoutError::Timeout) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("the server did not complete the connection's login within {timeout:?}"),
+        )
+        .into()),
+        Err(RecvTimeoutError::Disconnected) => Err("the connecting thread died".into()),
+    }
+}

@@ -147,16 +147,23 @@ pub(crate) fn identity(opts: &Opts) -> String {
 }
 
 /// Opens one connection with a connect timeout and, if given, a read and write timeout.
+/// Without one, the login runs on a thread of its own, bounded by the connect timeout.
 pub(crate) fn open(
     opts: &Opts,
     connect_timeout: Duration,
     read_timeout: Option<Duration>,
-) -> Result<Conn, mysql::Error> {
+) -> Result<Conn, BoxError> {
     let builder = OptsBuilder::from_opts(opts.clone())
         .tcp_connect_timeout(Some(connect_timeout))
         .read_timeout(read_timeout)
         .write_timeout(read_timeout);
-    Conn::new(builder)
+    match read_timeout {
+        // The read timeout bounds the login too.
+        Some(_) => Conn::new(builder).map_err(Into::into),
+        None => super::open_within(connect_timeout, move || {
+            Conn::new(builder).map_err(Into::into)
+        }),
+    }
 }
 
 /// Whether `error` is MySQL's "busy, try again": a deadlock (the transaction was rolled
@@ -185,7 +192,7 @@ impl Connect for MySql {
     type Resource = Conn;
 
     fn connect(&self) -> Result<Conn, BoxError> {
-        open(&self.opts, self.connect_timeout, self.read_timeout).map_err(Into::into)
+        open(&self.opts, self.connect_timeout, self.read_timeout)
     }
 
     fn identity(&self) -> &str {

@@ -152,9 +152,14 @@ pub(crate) fn identity(config: &Config) -> String {
     server_identity("postgres", user, &host, port, db)
 }
 
-/// Opens one connection without TLS.
-pub(crate) fn open(config: &Config) -> Result<Client, postgres::Error> {
-    config.connect(NoTls)
+/// Opens one connection without TLS, login included within the connect timeout.
+pub(crate) fn open(config: &Config) -> Result<Client, BoxError> {
+    let timeout = config
+        .get_connect_timeout()
+        .copied()
+        .unwrap_or(super::DEFAULT_CONNECT_TIMEOUT);
+    let config = config.clone();
+    super::open_within(timeout, move || config.connect(NoTls).map_err(Into::into))
 }
 
 /// Whether `error` is PostgreSQL's "busy, try again": a serialization failure, a
@@ -180,7 +185,7 @@ impl Connect for Postgres {
     type Resource = Client;
 
     fn connect(&self) -> Result<Client, BoxError> {
-        open(&self.config).map_err(Into::into)
+        open(&self.config)
     }
 
     fn identity(&self) -> &str {
