@@ -688,3 +688,21 @@ fn waits_longer_than_lock_timeout_takes_are_served() {
     drop(held);
     xact.run(&key, |_| Ok::<_, postgres::Error>(())).unwrap();
 }
+
+#[test]
+fn passwords_in_libpq_strings_stay_out_of_errors() {
+    for conninfo in [
+        "host=127.0.0.1 password=hunter2 port=notaport",
+        "host=127.0.0.1 password = 'hunter2 x\\'y' port=notaport",
+        "postgres://u@127.0.0.1:notaport/db?password=hunter2",
+    ] {
+        let errors = [
+            Postgres::new(conninfo).unwrap_err().to_string(),
+            PostgresLock::new(conninfo).unwrap_err().to_string(),
+        ];
+        for shown in errors {
+            assert!(shown.contains("***"), "{shown}");
+            assert!(!shown.contains("hunter2"), "{shown}");
+        }
+    }
+}
