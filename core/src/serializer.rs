@@ -132,8 +132,9 @@ pub struct Capabilities {
     /// Whether a paused holder can lose its lock without knowing (a lease that expires).
     pub lease_can_expire: bool,
     /// Whether the op runs inside the resource's own transaction, so `Ok` means committed
-    /// and every error but [`Error::Indeterminate`] means rolled back (and
-    /// [`Error::TransactionEnded`]: the op ended that transaction itself).
+    /// and every error means rolled back but those of [`Error::may_have_committed`]
+    /// ([`Error::Indeterminate`], and [`Error::TransactionEnded`]: the op ended that
+    /// transaction itself).
     pub transactional: bool,
     /// What happens when a holder dies.
     pub holder_death: HolderDeath,
