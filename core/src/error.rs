@@ -102,10 +102,32 @@ impl<E> Error<E> {
         }
     }
 
-    /// True when the op may have committed even though an error came back. Only
-    /// [`Error::Indeterminate`] is such an error.
+    /// True for [`Error::Indeterminate`]: the caller stopped waiting after the op had
+    /// started, and the op may still commit.
+    ///
+    /// It is not the only error after which the op may have committed:
+    /// [`Error::TransactionEnded`] may follow a commit too. To know whether an op's
+    /// effects can be counted as not applied, ask [`Error::may_have_committed`].
     pub fn is_indeterminate(&self) -> bool {
         matches!(self, Error::Indeterminate)
+    }
+
+    /// True when the op may have committed (some or all of its writes) even though an
+    /// error came back: [`Error::Indeterminate`] (the caller stopped waiting after the op
+    /// started) and [`Error::TransactionEnded`] (the op ended the transaction itself, so
+    /// what it wrote may have committed). After any other error the op's effects were
+    /// rolled back or never happened.
+    ///
+    /// ```
+    /// use turnstile_core::{Error, StrategyError};
+    ///
+    /// let ended: StrategyError = Error::TransactionEnded;
+    /// assert!(ended.may_have_committed() && !ended.is_indeterminate());
+    /// let timeout: StrategyError = Error::Timeout { waited: std::time::Duration::ZERO };
+    /// assert!(!timeout.may_have_committed());
+    /// ```
+    pub fn may_have_committed(&self) -> bool {
+        matches!(self, Error::Indeterminate | Error::TransactionEnded)
     }
 
     /// True when waiting or retrying later could succeed: a timeout, contention, a full
@@ -465,5 +487,45 @@ mod tests {
         }
         .widen();
         assert!(matches!(e, Error::Timeout { .. }));
+    }
+
+    #[test]
+    fn only_indeterminate_and_transaction_ended_may_have_committed() {
+        let every: Vec<Error<std::io::Error>> = vec![
+            Error::Op(std::io::Error::other("op")),
+            Error::Timeout {
+                waited: Duration::ZERO,
+            },
+            Error::Contended {
+                attempts: 1,
+                elapsed: Duration::ZERO,
+            },
+            Error::Unavailable("down".into()),
+            Error::Resource("failed".into()),
+            Error::LeaseLost,
+            Error::StaleFence {
+                presented: Fence(1),
+                highest: Fence(2),
+            },
+            Error::Panicked("boom".into()),
+            Error::TransactionEnded,
+            Error::Closed,
+            Error::Full,
+            Error::Reentrant,
+            Error::InvalidKey(KeyError::Empty),
+            Error::Config("bad".into()),
+            Error::Indeterminate,
+        ];
+        for e in &every {
+            let may = matches!(e, Error::Indeterminate | Error::TransactionEnded);
+            assert_eq!(e.may_have_committed(), may, "{}", e.kind());
+            // Unchanged: only Indeterminate is indeterminate.
+            assert_eq!(
+                e.is_indeterminate(),
+                matches!(e, Error::Indeterminate),
+                "{}",
+                e.kind()
+            );
+        }
     }
 }

@@ -23,7 +23,8 @@ pub enum Wait {
     Default,
     /// Wait at most this long. `Duration::ZERO` means try once.
     Timeout(Duration),
-    /// Wait until this instant. An instant in the past means try once.
+    /// Wait until this instant. An instant in the past means try once; one further than
+    /// [`MAX_TIMEOUT`] from now is refused, as such a timeout is.
     Deadline(Instant),
     /// Wait for as long as it takes.
     Forever,
@@ -34,12 +35,20 @@ impl Wait {
     ///
     /// # Errors
     /// [`Error::Config`] for a timeout over [`MAX_TIMEOUT`] (or one whose deadline is not
-    /// representable).
+    /// representable), and for a [`Wait::Deadline`] further than [`MAX_TIMEOUT`] from now.
     pub fn deadline(self, default: Option<Duration>) -> Result<Option<Instant>, StrategyError> {
         let timeout = match self {
             Wait::Default => default,
             Wait::Timeout(d) => Some(d),
-            Wait::Deadline(at) => return Ok(Some(at)),
+            Wait::Deadline(at) => {
+                let d = at.saturating_duration_since(Instant::now());
+                if d > MAX_TIMEOUT {
+                    return Err(Error::Config(format!(
+                        "deadline {d:?} from now is further than the maximum {MAX_TIMEOUT:?}; use Wait::Forever to wait without limit"
+                    )));
+                }
+                return Ok(Some(at));
+            }
             Wait::Forever => None,
         };
         match timeout {
@@ -123,8 +132,9 @@ pub struct Capabilities {
     /// Whether a paused holder can lose its lock without knowing (a lease that expires).
     pub lease_can_expire: bool,
     /// Whether the op runs inside the resource's own transaction, so `Ok` means committed
-    /// and every error but [`Error::Indeterminate`] means rolled back (and
-    /// [`Error::TransactionEnded`]: the op ended that transaction itself).
+    /// and every error means rolled back but those of [`Error::may_have_committed`]
+    /// ([`Error::Indeterminate`], and [`Error::TransactionEnded`]: the op ended that
+    /// transaction itself).
     pub transactional: bool,
     /// What happens when a holder dies.
     pub holder_death: HolderDeath,
@@ -527,6 +537,20 @@ mod tests {
             Wait::Timeout(MAX_TIMEOUT + Duration::from_secs(1)).deadline(None),
             Err(Error::Config(_))
         ));
+    }
+
+    #[test]
+    fn a_deadline_further_than_the_maximum_is_refused_like_a_timeout() {
+        let now = Instant::now();
+        let far = now + MAX_TIMEOUT + Duration::from_secs(60);
+        match Wait::Deadline(far).deadline(None) {
+            Err(Error::Config(msg)) => assert!(msg.contains("maximum"), "{msg}"),
+            other => panic!("expected a config error, got {other:?}"),
+        }
+        // Within the maximum, and in the past, a deadline stands as given.
+        let near = now + MAX_TIMEOUT - Duration::from_secs(60);
+        assert_eq!(Wait::Deadline(near).deadline(None).unwrap(), Some(near));
+        assert_eq!(Wait::Deadline(now).deadline(None).unwrap(), Some(now));
     }
 
     #[test]

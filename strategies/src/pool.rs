@@ -55,31 +55,32 @@ impl<R> Pool<R> {
         let mut state = self.lock();
         loop {
             if let Some((mut r, since)) = state.idle.pop() {
-                if !connect.is_valid(&mut r) {
-                    // Closed under us while idle (a server restart, a killed session).
-                    state = self.free_slot(state);
-                    continue;
-                }
-                if since.elapsed() < CHECK_ALIVE_AFTER {
-                    return Ok(r);
-                }
-                // The round trip runs outside the pool's lock; the slot stays counted.
+                // The checks run outside the pool's lock (`is_alive` is a round trip), with
+                // the slot still counted: the guard gives it back unless `r` is handed out.
                 drop(state);
-                if connect.is_alive(&mut r) {
+                let slot = Slot::taken(self);
+                // Closed under us while idle (a server restart, a killed session), or by
+                // the server while idle where the client had not noticed.
+                if connect.is_valid(&mut r)
+                    && (since.elapsed() < CHECK_ALIVE_AFTER || connect.is_alive(&mut r))
+                {
+                    slot.keep();
                     return Ok(r);
                 }
-                // Closed by the server while idle, where the client had not noticed.
                 drop(r);
-                state = self.free_slot(self.lock());
+                drop(slot);
+                state = self.lock();
                 continue;
             }
             if state.open < self.max {
                 state.open += 1;
                 drop(state);
-                return connect.connect().map_err(|e| {
-                    self.discard();
-                    Error::Unavailable(e)
-                });
+                // A connect that fails or panics (user code, or a driver's `expect`) gives
+                // the slot back through the guard; otherwise the pool would shrink for good.
+                let slot = Slot::taken(self);
+                let r = connect.connect().map_err(Error::Unavailable)?;
+                slot.keep();
+                return Ok(r);
             }
             let wait = match deadline {
                 None => None,
@@ -107,18 +108,6 @@ impl<R> Pool<R> {
         }
     }
 
-    /// Gives up the slot of a resource that was dropped, and lets a waiter have it.
-    fn free_slot<'a>(
-        &'a self,
-        mut state: MutexGuard<'a, PoolState<R>>,
-    ) -> MutexGuard<'a, PoolState<R>> {
-        state.open -= 1;
-        if state.waiting > 0 {
-            self.freed.notify_one();
-        }
-        state
-    }
-
     pub(crate) fn put(&self, resource: R) {
         let mut state = self.lock();
         state.idle.push((resource, Instant::now()));
@@ -129,6 +118,7 @@ impl<R> Pool<R> {
         }
     }
 
+    /// Gives up the slot of a resource that was dropped, and lets a waiter have it.
     pub(crate) fn discard(&self) {
         let mut state = self.lock();
         state.open -= 1;
@@ -137,5 +127,116 @@ impl<R> Pool<R> {
         if waiting {
             self.freed.notify_one();
         }
+    }
+}
+
+/// A slot counted in `open` for a resource that is not in the pool's hands (being opened,
+/// or checked before reuse): dropped without [`Slot::keep`], on an error or a panic, it
+/// gives the slot back.
+struct Slot<'a, R> {
+    pool: &'a Pool<R>,
+    held: bool,
+}
+
+impl<'a, R> Slot<'a, R> {
+    fn taken(pool: &'a Pool<R>) -> Self {
+        Slot { pool, held: true }
+    }
+
+    /// The slot now belongs to a resource handed out, which `put` or `discard` ends.
+    fn keep(mut self) {
+        self.held = false;
+    }
+}
+
+impl<R> Drop for Slot<'_, R> {
+    fn drop(&mut self) {
+        if self.held {
+            self.pool.discard();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use turnstile_core::BoxError;
+
+    use super::*;
+
+    /// Opens numbered resources; the next `connect` (or `is_alive`) panics or fails when
+    /// told to, as a driver's `expect` or a broken server would.
+    #[derive(Default)]
+    struct Flaky {
+        opened: AtomicU32,
+        /// 1: the next connect panics; 2: it fails.
+        connect_fault: AtomicU32,
+        alive_panics: AtomicU32,
+    }
+
+    impl Connect for Flaky {
+        type Resource = u32;
+
+        fn connect(&self) -> Result<u32, BoxError> {
+            match self.connect_fault.swap(0, Ordering::SeqCst) {
+                1 => panic!("connect panicked"),
+                2 => Err("connect failed".into()),
+                _ => Ok(self.opened.fetch_add(1, Ordering::SeqCst)),
+            }
+        }
+
+        fn identity(&self) -> &str {
+            "flaky"
+        }
+
+        fn is_alive(&self, _resource: &mut u32) -> bool {
+            if self.alive_panics.swap(0, Ordering::SeqCst) == 1 {
+                panic!("is_alive panicked");
+            }
+            true
+        }
+    }
+
+    fn soon() -> Option<Instant> {
+        Some(Instant::now() + Duration::from_millis(200))
+    }
+
+    #[test]
+    fn a_connect_that_panics_or_fails_gives_its_slot_back() {
+        let pool = Pool::new(1);
+        let connect = Flaky::default();
+        connect.connect_fault.store(1, Ordering::SeqCst);
+        let panicked = catch_unwind(AssertUnwindSafe(|| pool.get(&connect, soon())));
+        assert!(panicked.is_err(), "the connect should have panicked");
+        connect.connect_fault.store(2, Ordering::SeqCst);
+        assert!(matches!(
+            pool.get(&connect, soon()),
+            Err(Error::Unavailable(_))
+        ));
+        // The one slot is free again: a get opens a resource instead of timing out.
+        let r = pool.get(&connect, soon()).expect("the slot was leaked");
+        assert_eq!(r, 0);
+        pool.discard();
+        assert_eq!(pool.lock().open, 0);
+    }
+
+    #[test]
+    fn a_liveness_check_that_panics_gives_its_slot_back() {
+        let pool = Pool::new(1);
+        let connect = Flaky::default();
+        let r = pool.get(&connect, soon()).unwrap();
+        // Idle long enough to be asked is_alive before reuse.
+        pool.lock()
+            .idle
+            .push((r, Instant::now() - CHECK_ALIVE_AFTER * 2));
+        connect.alive_panics.store(1, Ordering::SeqCst);
+        let panicked = catch_unwind(AssertUnwindSafe(|| pool.get(&connect, soon())));
+        assert!(panicked.is_err(), "is_alive should have panicked");
+        let r = pool.get(&connect, soon()).expect("the slot was leaked");
+        assert_eq!(r, 1, "a fresh resource replaces the one dropped");
+        pool.put(r);
+        assert_eq!(pool.lock().open, 1);
     }
 }

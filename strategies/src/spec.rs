@@ -99,22 +99,145 @@ impl fmt::Debug for Spec {
     }
 }
 
-/// `scheme://user:password@host…` with the password replaced by `***`.
+/// `url` with every password in it replaced by `***`, for messages and `Debug` output:
+///
+/// - in a URL, the password of `scheme://user:password@host…`, and the value of each query
+///   parameter named `pass` or `password` (or ending in `password`, as `sslpassword`), as in
+///   `redis+unix:///run/redis.sock?pass=…` or `postgres://host/db?password=…`;
+/// - in anything else, read as a libpq `key=value` connection string
+///   (`host=db password='my secret' port=5432`), the `password` value, quoted or not.
+///
+/// It errs on the side of masking: text that only looks like a password goes too.
+///
+/// ```
+/// use turnstile::spec::redact_url;
+///
+/// assert_eq!(redact_url("redis://u:secret@h:6379/0"), "redis://u:***@h:6379/0");
+/// assert_eq!(
+///     redact_url("redis+unix:///tmp/r.sock?db=2&pass=secret"),
+///     "redis+unix:///tmp/r.sock?db=2&pass=***"
+/// );
+/// assert_eq!(
+///     redact_url("host=db password='my secret' port=5432"),
+///     "host=db password=*** port=5432"
+/// );
+/// ```
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let (authority, path) = match rest.find('/') {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{host}{path}"),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
+    match url.split_once("://") {
+        // What comes before `://` is a scheme (`redis`, `queue+postgres`, a spec's
+        // `name:postgres`), not key-value pairs one of whose values holds `://`.
+        Some((scheme, rest)) if !scheme.contains(|c: char| c.is_whitespace() || c == '=') => {
+            format!("{scheme}://{}", redact_after_scheme(rest))
+        }
+        _ => redact_key_values(url),
     }
+}
+
+/// Whether a query parameter or a libpq keyword names a password.
+fn names_password(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    name == "pass" || name.ends_with("password")
+}
+
+/// A URL after its `scheme://`, with the password of its user info and its password
+/// parameters masked.
+fn redact_after_scheme(rest: &str) -> String {
+    // The query starts at the first `?` (before a fragment), and the user info ends at
+    // the last `@` before it: a password with a raw `/` or `@` is still masked whole.
+    let query_at = match (rest.find('?'), rest.find('#')) {
+        (Some(q), Some(f)) if f < q => None,
+        (q, _) => q,
+    };
+    let (head, query) = match query_at {
+        Some(i) => (&rest[..i], Some(&rest[i + 1..])),
+        None => (rest, None),
+    };
+    let mut out = match head.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => head.to_owned(),
+        },
+        None => head.to_owned(),
+    };
+    if let Some(query) = query {
+        let (params, fragment) = match query.split_once('#') {
+            Some((params, fragment)) => (params, Some(fragment)),
+            None => (query, None),
+        };
+        out.push('?');
+        for (i, param) in params.split('&').enumerate() {
+            if i > 0 {
+                out.push('&');
+            }
+            match param.split_once('=') {
+                Some((name, _)) if names_password(name) => {
+                    out.push_str(name);
+                    out.push_str("=***");
+                }
+                _ => out.push_str(param),
+            }
+        }
+        if let Some(fragment) = fragment {
+            out.push('#');
+            out.push_str(fragment);
+        }
+    }
+    out
+}
+
+/// A libpq `key=value` string (`host=h password=x`, spaces allowed around `=`, values
+/// quoted with `'` or not, `\` escaping the next character) with password values masked.
+/// Text that is not such a string passes through unchanged but for a masked
+/// `password=…` anywhere in it.
+fn redact_key_values(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while !rest.is_empty() {
+        // Whitespace, then a keyword up to `=` or whitespace.
+        let skipped = rest.len() - rest.trim_start().len();
+        out.push_str(&rest[..skipped]);
+        rest = &rest[skipped..];
+        let keyword_len = rest
+            .find(|c: char| c == '=' || c.is_whitespace())
+            .unwrap_or(rest.len());
+        let keyword = &rest[..keyword_len];
+        out.push_str(keyword);
+        rest = &rest[keyword_len..];
+        // Then `=`, with optional whitespace on both sides; else it was no keyword.
+        let after = rest.trim_start();
+        let Some(after) = after.strip_prefix('=') else {
+            continue;
+        };
+        let value = after.trim_start();
+        out.push_str(&rest[..rest.len() - value.len()]);
+        let value_len = value_len(value);
+        if names_password(keyword) {
+            out.push_str("***");
+        } else {
+            out.push_str(&value[..value_len]);
+        }
+        rest = &value[value_len..];
+    }
+    out
+}
+
+/// The length of the libpq value `text` starts with: up to the closing quote of a quoted
+/// one (the whole text if it is never closed), up to whitespace otherwise, `\` escaping
+/// the next character in both.
+fn value_len(text: &str) -> usize {
+    let quoted = text.starts_with('\'');
+    let mut chars = text.char_indices().skip(usize::from(quoted));
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '\\' => {
+                chars.next();
+            }
+            '\'' if quoted => return i + 1,
+            c if !quoted && c.is_whitespace() => return i,
+            _ => {}
+        }
+    }
+    text.len()
 }
 
 /// What a factory builds a strategy over: the resource opener and the common settings.
@@ -544,5 +667,61 @@ mod tests {
         assert_eq!(redact_url("redis://u:secret@h:1/0"), "redis://u:***@h:1/0");
         assert_eq!(redact_url("redis://h:1"), "redis://h:1");
         assert!(!format!("{:?}", Spec::parse("mysql://r:pw@h/db").unwrap()).contains("pw"));
+    }
+
+    #[test]
+    fn redacts_passwords_in_user_info_query_and_key_values() {
+        for (text, shown) in [
+            // User info: without a user, with a raw `/` or `@` in the password, in a spec
+            // whose argument is the URL.
+            ("redis://:secret@h:1", "redis://:***@h:1"),
+            ("postgres://u:se/cr@et@h/db", "postgres://u:***@h/db"),
+            (
+                "pg-xact:postgres://u:secret@h/db",
+                "pg-xact:postgres://u:***@h/db",
+            ),
+            // Query parameters, whatever their case, and the rest kept.
+            (
+                "redis+unix:///tmp/r.sock?db=2&pass=secret",
+                "redis+unix:///tmp/r.sock?db=2&pass=***",
+            ),
+            (
+                "unix:///tmp/r.sock?PASS=secret&db=1#frag",
+                "unix:///tmp/r.sock?PASS=***&db=1#frag",
+            ),
+            (
+                "postgres://u@h/db?password=secret&sslpassword=secret&sslmode=disable",
+                "postgres://u@h/db?password=***&sslpassword=***&sslmode=disable",
+            ),
+            (
+                "redis://u:secret@h/0?pass=secret",
+                "redis://u:***@h/0?pass=***",
+            ),
+            ("rediss://h/0#insecure", "rediss://h/0#insecure"),
+            // libpq key=value strings: plain, spaced, quoted with escapes, unclosed.
+            (
+                "host=127.0.0.1 password=secret port=notaport",
+                "host=127.0.0.1 password=*** port=notaport",
+            ),
+            (
+                "host=h password = 'se cr\\'et' port=1",
+                "host=h password = *** port=1",
+            ),
+            ("password=se\\ cret dbname=d", "password=*** dbname=d"),
+            ("user=u password='secret", "user=u password=***"),
+            (
+                "host=h options='-c a://b' password=secret",
+                "host=h options='-c a://b' password=***",
+            ),
+            // Nothing to mask.
+            ("file-lock:/var/lock/app", "file-lock:/var/lock/app"),
+            ("host=h port=5432", "host=h port=5432"),
+            ("queue", "queue"),
+            ("", ""),
+        ] {
+            assert_eq!(redact_url(text), shown, "{text}");
+        }
+        let spec = Spec::parse("redis+unix:///tmp/r.sock?db=2&pass=hunter2").unwrap();
+        assert!(!format!("{spec:?}").contains("hunter2"));
     }
 }

@@ -92,6 +92,11 @@ pub struct Sqlite {
 /// The default `busy_timeout`.
 pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The longest `busy_timeout` SQLite takes: `i32::MAX` milliseconds (about 24.8 days),
+/// since `sqlite3_busy_timeout` counts milliseconds in a C `int`. Longer ones are cut to
+/// it.
+pub const MAX_BUSY_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
+
 impl Sqlite {
     /// A database at `path` (created on first connect).
     pub fn new(path: impl Into<PathBuf>) -> Self {
@@ -125,13 +130,15 @@ impl Sqlite {
 
     /// Sets SQLite's busy timeout: how long a statement waits for another connection's
     /// write lock before failing with `SQLITE_BUSY`. `Duration::ZERO` turns it off.
-    /// Default: [`DEFAULT_BUSY_TIMEOUT`].
+    /// SQLite counts it in whole milliseconds in a C `int`: anything longer than
+    /// [`MAX_BUSY_TIMEOUT`] (about 24.8 days, `Duration::MAX` included) is clamped to it,
+    /// and the sub-millisecond rest is dropped. Default: [`DEFAULT_BUSY_TIMEOUT`].
     pub fn busy_timeout(mut self, timeout: Duration) -> Self {
-        self.busy_timeout = timeout;
+        self.busy_timeout = timeout.min(MAX_BUSY_TIMEOUT);
         self
     }
 
-    /// The busy timeout in use.
+    /// The busy timeout in use (after clamping to [`MAX_BUSY_TIMEOUT`]).
     pub fn busy_timeout_value(&self) -> Duration {
         self.busy_timeout
     }
@@ -177,11 +184,12 @@ impl Sqlite {
 /// `SQLITE_BUSY` at once, without calling the busy handler. Openers racing to switch the
 /// same fresh file hit exactly that, so the wait has to be ours.
 fn switch_to_wal(conn: &Connection, wait: Duration) -> rusqlite::Result<String> {
-    let deadline = std::time::Instant::now() + wait;
+    // No deadline when `wait` overflows the clock: waiting that long is waiting forever.
+    let deadline = std::time::Instant::now().checked_add(wait);
     let mut pause = Duration::from_millis(1);
     loop {
         match conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0)) {
-            Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
+            Err(e) if is_busy(&e) && deadline.is_none_or(|at| std::time::Instant::now() < at) => {
                 std::thread::sleep(pause.mul_f64(0.5 + fastrand::f64()));
                 pause = (pause * 2).min(Duration::from_millis(50));
             }

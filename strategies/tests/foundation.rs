@@ -328,3 +328,21 @@ fn callers_waiting_for_a_pooled_connection_get_one_when_it_is_returned() {
             .expect("a caller waiting for the pool was never woken");
     }
 }
+
+#[test]
+fn a_busy_timeout_longer_than_sqlite_takes_is_clamped_rather_than_a_panic() {
+    use turnstile::sqlite::MAX_BUSY_TIMEOUT;
+    let dir = tempfile::tempdir().unwrap();
+    // 30 days is within MAX_TIMEOUT but over SQLite's i32::MAX milliseconds.
+    for timeout in [Duration::from_secs(30 * 24 * 3600), Duration::MAX] {
+        let opener = db(&dir).busy_timeout(timeout);
+        let strategy = Locked::new(MutexLock::new(), opener.clone());
+        let ms: i64 = strategy
+            .run_timeout(&Key::whole(), Duration::from_secs(5), |db| {
+                db.query_row("PRAGMA busy_timeout", [], |r| r.get(0))
+            })
+            .unwrap();
+        assert_eq!(ms, i64::from(i32::MAX), "for {timeout:?}");
+        assert_eq!(opener.busy_timeout_value(), MAX_BUSY_TIMEOUT);
+    }
+}

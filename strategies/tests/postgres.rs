@@ -681,3 +681,64 @@ fn a_server_that_never_answers_the_login_fails_within_the_connect_timeout() {
         .unwrap_err();
     assert!(err.contains("login"), "{err}");
 }
+
+/// 30 days: within `MAX_TIMEOUT`, but more milliseconds than `lock_timeout` takes.
+const A_MONTH: Duration = Duration::from_secs(30 * 24 * 3600);
+
+#[test]
+fn waits_longer_than_lock_timeout_takes_are_served() {
+    let db = Postgres::new(&url()).unwrap();
+    let far = || Some(Instant::now() + A_MONTH);
+    let n = name(&unique("month"));
+    for lock in [lock(), lock().fencing(false)] {
+        let held = lock.acquire(&n, far()).unwrap();
+        held.release().unwrap();
+    }
+    // Through Locked, with the wait of the call, and through the transaction locks.
+    let key = Key::new(unique("month")).unwrap();
+    let locked = Locked::new(lock(), db.clone());
+    locked
+        .run_timeout(&key, A_MONTH, |_| Ok::<_, postgres::Error>(()))
+        .unwrap();
+    let xact = PgXactLocked::new(db).timeout(Some(A_MONTH)).unwrap();
+    xact.run(&key, |_| Ok::<_, postgres::Error>(())).unwrap();
+    xact.run_with(
+        std::slice::from_ref(&key),
+        Wait::Deadline(Instant::now() + A_MONTH),
+        |_| Ok::<_, postgres::Error>(()),
+    )
+    .unwrap();
+    // A held key still times out at a near deadline, and is free after.
+    let held = lock()
+        .acquire(
+            &LockName::new(locked.connector().identity(), key.clone()),
+            None,
+        )
+        .unwrap();
+    let err = xact
+        .run_timeout(&key, Duration::from_millis(100), |_| {
+            Ok::<_, postgres::Error>(())
+        })
+        .unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+    drop(held);
+    xact.run(&key, |_| Ok::<_, postgres::Error>(())).unwrap();
+}
+
+#[test]
+fn passwords_in_libpq_strings_stay_out_of_errors() {
+    for conninfo in [
+        "host=127.0.0.1 password=hunter2 port=notaport",
+        "host=127.0.0.1 password = 'hunter2 x\\'y' port=notaport",
+        "postgres://u@127.0.0.1:notaport/db?password=hunter2",
+    ] {
+        let errors = [
+            Postgres::new(conninfo).unwrap_err().to_string(),
+            PostgresLock::new(conninfo).unwrap_err().to_string(),
+        ];
+        for shown in errors {
+            assert!(shown.contains("***"), "{shown}");
+            assert!(!shown.contains("hunter2"), "{shown}");
+        }
+    }
+}

@@ -8,7 +8,8 @@
 //! between Rust releases. Two names that share a hash share a lock: safe, only slower.
 //! The deadline is enforced by the server (`lock_timeout`, in milliseconds), so a waiter
 //! wakes as soon as the lock is free; a deadline under a millisecond tries once with
-//! `pg_try_advisory_lock`. While held, the lock connection bumps a counter row in
+//! `pg_try_advisory_lock`. The setting is a 32-bit count: a deadline further than
+//! [`MAX_LOCK_TIMEOUT`] (about 24.8 days) is waited for in waits of at most that long. While held, the lock connection bumps a counter row in
 //! `turnstile_lock_fences` (one autocommitted upsert), which is the fencing token.
 //! [`Lease::check`] asks `pg_locks` whether this session still holds the lock, so a
 //! terminated session (`pg_terminate_backend`) is caught before the op commits.
@@ -60,16 +61,40 @@ pub fn advisory_key(name: &LockName) -> i64 {
     name.stable_hash() as i64
 }
 
-/// Milliseconds for `lock_timeout` until `deadline`, rounded up so the server never gives
-/// up before the deadline: `None` for "no time left", `Some("0")` (no limit) without a
-/// deadline.
-fn lock_timeout_ms(deadline: Option<Instant>) -> Option<String> {
-    match deadline {
-        None => Some("0".to_owned()),
-        Some(at) => {
-            let left = at.saturating_duration_since(Instant::now());
-            let ms = left.as_millis() + u128::from(!left.subsec_nanos().is_multiple_of(1_000_000));
-            (ms > 0).then(|| ms.to_string())
+/// The longest wait one lock statement is given: `i32::MAX` milliseconds (about 24.8
+/// days), the most PostgreSQL's `lock_timeout` takes (a longer one fails with "value
+/// exceeds integer range"). A deadline further away is waited for in several waits of at
+/// most this long, each one timing out and starting again until the deadline.
+pub const MAX_LOCK_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
+
+/// How the next lock statement waits for `deadline`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LockWait {
+    /// No time left: try once, without waiting.
+    TryOnce,
+    /// `lock_timeout` in milliseconds (0: no limit). `more`: the deadline is further than
+    /// this wait, so its timing out means "wait again", not "the deadline passed".
+    Wait { ms: u64, more: bool },
+}
+
+impl LockWait {
+    /// The wait until `deadline`, rounded up to a millisecond so the server never gives up
+    /// before the deadline, and cut to `chunk` (at most [`MAX_LOCK_TIMEOUT`]): no limit
+    /// without a deadline.
+    fn until(deadline: Option<Instant>, chunk: Duration) -> LockWait {
+        let Some(at) = deadline else {
+            return LockWait::Wait { ms: 0, more: false };
+        };
+        let left = at.saturating_duration_since(Instant::now());
+        let ms = left.as_millis() + u128::from(!left.subsec_nanos().is_multiple_of(1_000_000));
+        if ms == 0 {
+            return LockWait::TryOnce;
+        }
+        // At least 1 ms: `lock_timeout = 0` would mean no limit.
+        let cap = chunk.min(MAX_LOCK_TIMEOUT).as_millis().max(1);
+        LockWait::Wait {
+            ms: u64::try_from(ms.min(cap)).unwrap_or(u64::MAX),
+            more: ms > cap,
         }
     }
 }
@@ -100,6 +125,8 @@ struct Shared {
     idle: Mutex<Vec<Client>>,
     fence_table_ready: AtomicBool,
     fencing: bool,
+    /// The longest one lock statement waits: [`MAX_LOCK_TIMEOUT`] (shorter in tests).
+    chunk: Duration,
 }
 
 impl PostgresLock {
@@ -120,6 +147,7 @@ impl PostgresLock {
                 idle: Mutex::new(Vec::new()),
                 fence_table_ready: AtomicBool::new(false),
                 fencing: true,
+                chunk: MAX_LOCK_TIMEOUT,
             }),
         })
     }
@@ -159,6 +187,7 @@ impl PostgresLock {
             idle: Mutex::new(Vec::new()),
             fence_table_ready: AtomicBool::new(false),
             fencing: self.shared.fencing,
+            chunk: self.shared.chunk,
         };
         f(&mut shared);
         self.shared = Arc::new(shared);
@@ -219,21 +248,47 @@ impl Shared {
     }
 
     /// Waits for the lock and bumps its fence: `Ok(Some(fence))` held (the fence `None`
-    /// without fencing), `Ok(None)` the deadline passed. Each path is one round trip of the simple query protocol, whose
-    /// statements may only contain numbers computed here (the key is a hash, the timeout
-    /// a count of milliseconds), never user text.
+    /// without fencing), `Ok(None)` the deadline passed. A deadline further than one
+    /// wait ([`MAX_LOCK_TIMEOUT`]) takes several.
     fn lock(
         &self,
         client: &mut Client,
         key: i64,
         deadline: Option<Instant>,
     ) -> Result<Option<Option<Fence>>, postgres::Error> {
+        loop {
+            let wait = LockWait::until(deadline, self.chunk);
+            match self.lock_once(client, key, wait)? {
+                Some(fence) => return Ok(Some(fence)),
+                None if matches!(wait, LockWait::Wait { more: true, .. }) => {
+                    // The wait ran out before the deadline: wait again. Had the lock been
+                    // granted and only the fence bump timed out, the session would hold
+                    // it (session locks outlive the failed statement), and a second grant
+                    // would count twice, outliving the lease's one unlock: let it go
+                    // first. A lock connection holds no other lock.
+                    client.simple_query("SELECT pg_advisory_unlock_all()")?;
+                }
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// One wait for the lock and the fence bump, as [`Shared::lock`] answers. Each path is
+    /// one round trip of the simple query protocol, whose statements may only contain
+    /// numbers computed here (the key is a hash, the timeout a count of milliseconds),
+    /// never user text.
+    fn lock_once(
+        &self,
+        client: &mut Client,
+        key: i64,
+        wait: LockWait,
+    ) -> Result<Option<Option<Fence>>, postgres::Error> {
         if !self.fencing {
-            let held = match lock_timeout_ms(deadline) {
-                None => client
+            let held = match wait {
+                LockWait::TryOnce => client
                     .simple_query(&format!("SELECT pg_try_advisory_lock({key})"))
                     .map(|m| last_value(&m) == Some("t")),
-                Some(ms) => client
+                LockWait::Wait { ms, .. } => client
                     .batch_execute(&format!(
                         "SET lock_timeout = {ms}; SELECT pg_advisory_lock({key})"
                     ))
@@ -250,9 +305,9 @@ impl Shared {
              ON CONFLICT (key) DO UPDATE SET fence = turnstile_lock_fences.fence + 1
              RETURNING fence"
         );
-        let script = match lock_timeout_ms(deadline) {
+        let script = match wait {
             // No time left: try once, and bump the fence only if that took the lock.
-            None => format!(
+            LockWait::TryOnce => format!(
                 "WITH got AS (SELECT pg_try_advisory_lock({key}) AS ok)
                  INSERT INTO turnstile_lock_fences (key, fence)
                      SELECT {key}, 1 FROM got WHERE ok
@@ -260,7 +315,9 @@ impl Shared {
                  RETURNING fence"
             ),
             // The server bounds the wait and wakes us the moment the lock is free.
-            Some(ms) => format!("SET lock_timeout = {ms}; SELECT pg_advisory_lock({key}); {bump}"),
+            LockWait::Wait { ms, .. } => {
+                format!("SET lock_timeout = {ms}; SELECT pg_advisory_lock({key}); {bump}")
+            }
         };
         let messages = match client.simple_query(&script) {
             Ok(messages) => messages,
@@ -446,6 +503,8 @@ pub struct PgXactLocked {
     db: Postgres,
     pool: Pool<Client>,
     timeout: Option<Duration>,
+    /// The longest one lock statement waits: [`MAX_LOCK_TIMEOUT`] (shorter in tests).
+    chunk: Duration,
 }
 
 impl std::fmt::Debug for PgXactLocked {
@@ -464,6 +523,7 @@ impl PgXactLocked {
             db,
             pool: Pool::new(DEFAULT_XACT_POOL_SIZE),
             timeout: Some(DEFAULT_XACT_TIMEOUT),
+            chunk: MAX_LOCK_TIMEOUT,
         }
     }
 
@@ -493,50 +553,68 @@ impl PgXactLocked {
 
     /// Takes every lock inside the open transaction, in one round trip. `Ok(false)`: the
     /// deadline passed (the transaction is then aborted). The script holds only numbers
-    /// computed here: hashed keys and a count of milliseconds.
+    /// computed here: hashed keys and a count of milliseconds. A deadline further than one
+    /// wait ([`MAX_LOCK_TIMEOUT`]) takes several, each in a savepoint: a wait that runs out
+    /// aborts only its savepoint, which is rolled back before the next.
     fn lock_all(
         client: &mut Client,
         keys: &[i64],
         deadline: Option<Instant>,
+        chunk: Duration,
     ) -> Result<bool, postgres::Error> {
-        let script = match lock_timeout_ms(deadline) {
-            None => {
-                // No time left: try each once, failing on the first one held elsewhere.
-                let tries: Vec<String> = keys
-                    .iter()
-                    .map(|k| format!("pg_try_advisory_xact_lock({k})"))
-                    .collect();
-                let all = tries.join(" AND ");
-                let got: bool = client
-                    .simple_query(&format!("SELECT {all}"))?
-                    .iter()
-                    .find_map(|m| match m {
-                        SimpleQueryMessage::Row(row) => row.get(0).map(|v| v == "t"),
-                        _ => None,
-                    })
-                    .unwrap_or(false);
-                return Ok(got);
-            }
-            Some(ms) => {
-                // Save the session's lock_timeout in a transaction-local setting, bound the
-                // lock waits, then restore it for the op's own lock waits.
-                let mut script = String::from(
-                    "SELECT set_config('turnstile.lock_timeout', current_setting('lock_timeout'), true); ",
-                );
-                script.push_str(&format!("SET LOCAL lock_timeout = {ms}; "));
-                for k in keys {
-                    script.push_str(&format!("SELECT pg_advisory_xact_lock({k}); "));
+        loop {
+            let (ms, more) = match LockWait::until(deadline, chunk) {
+                LockWait::TryOnce => {
+                    // No time left: try each once, failing on the first one held elsewhere.
+                    let tries: Vec<String> = keys
+                        .iter()
+                        .map(|k| format!("pg_try_advisory_xact_lock({k})"))
+                        .collect();
+                    let all = tries.join(" AND ");
+                    let got: bool = client
+                        .simple_query(&format!("SELECT {all}"))?
+                        .iter()
+                        .find_map(|m| match m {
+                            SimpleQueryMessage::Row(row) => row.get(0).map(|v| v == "t"),
+                            _ => None,
+                        })
+                        .unwrap_or(false);
+                    return Ok(got);
                 }
-                script.push_str(
-                    "SELECT set_config('lock_timeout', current_setting('turnstile.lock_timeout'), true)",
-                );
-                script
+                LockWait::Wait { ms, more } => (ms, more),
+            };
+            let mut script = String::new();
+            if more {
+                script.push_str("SAVEPOINT turnstile_lock_wait; ");
             }
-        };
-        match client.batch_execute(&script) {
-            Ok(()) => Ok(true),
-            Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => Ok(false),
-            Err(e) => Err(e),
+            // Save the session's lock_timeout in a transaction-local setting, bound the lock
+            // waits, then restore it for the op's own lock waits.
+            script.push_str(
+                "SELECT set_config('turnstile.lock_timeout', current_setting('lock_timeout'), true); ",
+            );
+            script.push_str(&format!("SET LOCAL lock_timeout = {ms}; "));
+            for k in keys {
+                script.push_str(&format!("SELECT pg_advisory_xact_lock({k}); "));
+            }
+            script.push_str(
+                "SELECT set_config('lock_timeout', current_setting('turnstile.lock_timeout'), true)",
+            );
+            if more {
+                script.push_str("; RELEASE SAVEPOINT turnstile_lock_wait");
+            }
+            match client.batch_execute(&script) {
+                Ok(()) => return Ok(true),
+                Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
+                    if !more {
+                        return Ok(false);
+                    }
+                    // The wait ran out before the deadline: undo it, and wait again.
+                    client.batch_execute(
+                        "ROLLBACK TO SAVEPOINT turnstile_lock_wait; RELEASE SAVEPOINT turnstile_lock_wait",
+                    )?;
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
 
@@ -563,7 +641,7 @@ impl PgXactLocked {
             let broken = e.discards_resource();
             return (Err(e.into_error()), broken);
         }
-        match Self::lock_all(client, &lock_keys, deadline) {
+        match Self::lock_all(client, &lock_keys, deadline, self.chunk) {
             Ok(true) => {}
             Ok(false) => {
                 let broken = self.db.rollback(client).is_err();
@@ -628,5 +706,178 @@ impl Serializer for PgXactLocked {
             self.pool.put(client);
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The waits of a deadline further than one `lock_timeout`, tried with a short chunk
+    //! against the test server (`TURNSTILE_POSTGRES_URL`, as the integration tests).
+    use super::*;
+    use turnstile_core::Connect;
+
+    fn url() -> String {
+        std::env::var("TURNSTILE_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+    }
+
+    fn admin() -> Client {
+        res::open(&res::parse_url(&url()).unwrap()).expect("the PostgreSQL test server")
+    }
+
+    fn unique(prefix: &str) -> String {
+        format!("{prefix}-{}-{:016x}", std::process::id(), fastrand::u64(..))
+    }
+
+    const CHUNK: Duration = Duration::from_millis(40);
+
+    #[test]
+    fn a_wait_is_cut_into_chunks_of_at_most_the_maximum() {
+        let in_a_month = Some(Instant::now() + Duration::from_secs(30 * 24 * 3600));
+        assert_eq!(
+            LockWait::until(in_a_month, MAX_LOCK_TIMEOUT),
+            LockWait::Wait {
+                ms: i32::MAX as u64,
+                more: true
+            }
+        );
+        assert_eq!(
+            LockWait::until(None, MAX_LOCK_TIMEOUT),
+            LockWait::Wait { ms: 0, more: false }
+        );
+        assert_eq!(
+            LockWait::until(Some(Instant::now()), MAX_LOCK_TIMEOUT),
+            LockWait::TryOnce
+        );
+        match LockWait::until(Some(Instant::now() + Duration::from_secs(2)), CHUNK) {
+            LockWait::Wait { ms: 40, more: true } => {}
+            other => panic!("{other:?}"),
+        }
+        match LockWait::until(
+            Some(Instant::now() + Duration::from_millis(1500)),
+            MAX_LOCK_TIMEOUT,
+        ) {
+            LockWait::Wait { ms, more: false } => assert!((1400..=1500).contains(&ms), "{ms}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Holds `key` from another session for `hold`, in a thread; answers when it is held.
+    fn hold_for(key: i64, hold: Duration) -> std::thread::JoinHandle<()> {
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        let holder = std::thread::spawn(move || {
+            let mut admin = admin();
+            admin
+                .execute("SELECT pg_advisory_lock($1)", &[&key])
+                .unwrap();
+            held_tx.send(()).unwrap();
+            std::thread::sleep(hold);
+            admin
+                .execute("SELECT pg_advisory_unlock($1)", &[&key])
+                .unwrap();
+        });
+        held_rx.recv().unwrap();
+        holder
+    }
+
+    fn chunked(lock: PostgresLock) -> PostgresLock {
+        lock.with(|s| s.chunk = CHUNK)
+    }
+
+    #[test]
+    fn a_session_lock_waits_past_its_first_chunk() {
+        for fencing in [true, false] {
+            let lock = chunked(PostgresLock::new(&url()).unwrap().fencing(fencing));
+            let name = LockName::new("chunks", Key::new(unique("s")).unwrap());
+            let key = advisory_key(&name);
+            let holder = hold_for(key, CHUNK * 5);
+            let start = Instant::now();
+            let lease = lock
+                .acquire(&name, Some(Instant::now() + Duration::from_secs(10)))
+                .expect("the lock, once the holder lets it go");
+            assert!(start.elapsed() >= CHUNK * 4, "{:?}", start.elapsed());
+            assert_eq!(lease.fence().is_some(), fencing);
+            holder.join().unwrap();
+            lease.release().unwrap();
+            // Held once: the one release freed it for everyone.
+            let free: bool = admin()
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+                .unwrap()
+                .get(0);
+            assert!(free, "fencing {fencing}: still held after its release");
+        }
+    }
+
+    #[test]
+    fn a_fence_bump_that_outlasts_a_chunk_leaves_the_lock_held_once() {
+        let lock = chunked(PostgresLock::new(&url()).unwrap());
+        let name = LockName::new("chunks", Key::new(unique("f")).unwrap());
+        let key = advisory_key(&name);
+        // The fence row exists, and another session keeps it locked for a few chunks: the
+        // lock is granted at once, and its fence bump waits for the row.
+        drop(lock.acquire(&name, None).unwrap());
+        let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+        let row_holder = std::thread::spawn(move || {
+            let mut admin = admin();
+            let mut tx = admin.transaction().unwrap();
+            tx.execute(
+                "SELECT fence FROM turnstile_lock_fences WHERE key = $1 FOR UPDATE",
+                &[&key],
+            )
+            .unwrap();
+            locked_tx.send(()).unwrap();
+            std::thread::sleep(CHUNK * 5);
+            tx.rollback().unwrap();
+        });
+        locked_rx.recv().unwrap();
+        let lease = lock
+            .acquire(&name, Some(Instant::now() + Duration::from_secs(10)))
+            .expect("the lock, once the fence row is free");
+        row_holder.join().unwrap();
+        lease.release().unwrap();
+        let free: bool = admin()
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+            .unwrap()
+            .get(0);
+        assert!(free, "still held after its release: granted twice");
+    }
+
+    #[test]
+    fn transaction_locks_wait_past_their_first_chunk() {
+        let db = Postgres::new(&url()).unwrap();
+        let mut xact = PgXactLocked::new(db.clone());
+        xact.chunk = CHUNK;
+        let k = Key::new(unique("x")).unwrap();
+        let other = Key::new(unique("y")).unwrap();
+        let key = advisory_key(&LockName::new(db.identity(), k.clone()));
+        let holder = hold_for(key, CHUNK * 5);
+        let start = Instant::now();
+        // Two keys: the one free is taken again in each chunk, and once at the end.
+        xact.run_with(
+            &[k.clone(), other.clone()],
+            Wait::Timeout(Duration::from_secs(10)),
+            |db| {
+                db.batch_execute("SELECT 1")?;
+                Ok::<_, postgres::Error>(())
+            },
+        )
+        .expect("the locks, once the holder lets go");
+        assert!(start.elapsed() >= CHUNK * 4, "{:?}", start.elapsed());
+        holder.join().unwrap();
+        // The deadline still ends the wait on time: the last chunk is what is left.
+        let holder = hold_for(key, Duration::from_millis(600));
+        let start = Instant::now();
+        let err = xact
+            .run_with(&[k], Wait::Timeout(Duration::from_millis(150)), |_| {
+                Ok::<_, postgres::Error>(())
+            })
+            .unwrap_err();
+        assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+        assert!(
+            start.elapsed() < Duration::from_millis(500),
+            "{:?}",
+            start.elapsed()
+        );
+        holder.join().unwrap();
     }
 }

@@ -942,6 +942,28 @@ mod tests {
     }
 
     #[test]
+    fn passwords_in_the_query_stay_out_of_debug_and_errors() {
+        let url = "redis+unix:///tmp/r.sock?db=2&pass=hunter2";
+        let mut shown = vec![format!("{:?}", RedisLock::builder(url))];
+        let bad_ttl = RedisLock::builder_from_url(&format!("{url}&ttl_ms=soon")).unwrap_err();
+        assert!(matches!(bad_ttl, Error::Config(_)));
+        shown.push(bad_ttl.to_string());
+        for bad in [
+            format!("{url}&tls_ca=ca.pem"),
+            format!("{url}&tls_nope=1"),
+            "memcached:///tmp/r.sock?pass=hunter2".to_owned(),
+        ] {
+            let err = RedisLock::builder(bad).build().unwrap_err();
+            assert!(matches!(err, Error::Config(_)));
+            shown.push(err.to_string());
+        }
+        for text in shown {
+            assert!(text.contains("pass=***"), "{text}");
+            assert!(!text.contains("hunter2"), "{text}");
+        }
+    }
+
+    #[test]
     fn ttl_ms_sets_the_ttl_and_leaves_the_rest_of_the_url() {
         let lock = RedisLock::builder_from_url("redis://127.0.0.1:1/0?ttl_ms=1000")
             .unwrap()
