@@ -101,6 +101,13 @@ impl LockWait {
 
 /// A session-level advisory lock backend on a PostgreSQL server. Cheap to clone.
 ///
+/// The wait for the lock is bounded by the server (`lock_timeout`), and opening a
+/// connection, login included, by the connect timeout. The driver has no read timeout:
+/// a server that stops answering but keeps its connections open (a stopped process)
+/// blocks an acquire, a lease check or a release until it answers again, past the
+/// caller's deadline. A dead host or network shows once TCP gives up; `tcp_user_timeout`
+/// (milliseconds) and `keepalives_idle` (seconds) in the URL make that sooner.
+///
 /// ```no_run
 /// use turnstile::lock::PostgresLock;
 /// use turnstile::resource::Postgres;
