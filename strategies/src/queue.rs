@@ -2493,24 +2493,7 @@ impl<C: Transact> Worker<C> {
                     // would apply its ops twice.
                     self.broken = true;
                     self.reconnect();
-                    match self.batch_committed(seq) {
-                        Some(true) => {
-                            for (job, _) in done {
-                                self.deliver(job);
-                            }
-                        }
-                        Some(false) => self.rerun_alone(done),
-                        None => {
-                            for (mut job, ran) in done {
-                                // A failed op was rolled back to its savepoint: its own
-                                // error stands either way.
-                                if ran == Ran::Ok {
-                                    job.fail(Error::Indeterminate);
-                                }
-                                self.deliver(job);
-                            }
-                        }
-                    }
+                    self.answer_as_the_batch_ended(seq, done);
                 }
                 Err(e) => {
                     self.broken |= e.discards_resource();
@@ -2555,20 +2538,7 @@ impl<C: Transact> Worker<C> {
                 }
                 self.deliver(culprit);
                 if !done.is_empty() {
-                    match self.batch_committed(seq) {
-                        Some(true) => {
-                            for (job, _) in done {
-                                self.deliver(job);
-                            }
-                        }
-                        Some(false) => self.rerun_alone(done),
-                        None => {
-                            for (mut job, _) in done {
-                                job.fail(Error::Indeterminate);
-                                self.deliver(job);
-                            }
-                        }
-                    }
+                    self.answer_as_the_batch_ended(seq, done);
                 }
             }
         }
@@ -2595,6 +2565,29 @@ impl<C: Transact> Worker<C> {
         self.rerun_alone(done);
         self.transact_alone(&mut *job);
         self.deliver(job);
+    }
+
+    /// Answers the ops of batch `seq`, whose end the worker did not see, as its marker
+    /// says it ended: committed, each gets its answer; not, each is rerun alone; not
+    /// known, each that succeeded gets [`Error::Indeterminate`] (a failed op was rolled
+    /// back to its savepoint: its own error stands either way).
+    fn answer_as_the_batch_ended(&mut self, seq: u64, done: Vec<(Box<dyn Job<C>>, Ran)>) {
+        match self.batch_committed(seq) {
+            Some(true) => {
+                for (job, _) in done {
+                    self.deliver(job);
+                }
+            }
+            Some(false) => self.rerun_alone(done),
+            None => {
+                for (mut job, ran) in done {
+                    if ran == Ran::Ok {
+                        job.fail(Error::Indeterminate);
+                    }
+                    self.deliver(job);
+                }
+            }
+        }
     }
 
     /// Whether batch `seq`'s transaction committed, read from its marker fence: a probe

@@ -441,3 +441,18 @@ pub(crate) fn a_commit_whose_answer_is_lost_is_never_taken_for_a_rollback<C: Ser
     let mut admin = db.connect().unwrap();
     C::exec(&mut admin, &format!("DROP TABLE {table}")).unwrap();
 }
+
+/// `db` reaches its server through a proxy that forwards nothing: the TCP connect
+/// succeeds, the login is never answered. Opening a connection must fail within the
+/// connect timeout (set short on `db`), not block until TCP gives up.
+pub(crate) fn a_login_never_answered_fails_within_the_connect_timeout<C: Transact>(db: C) {
+    let (done_tx, done) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done_tx.send(db.connect().map(drop).map_err(|e| e.to_string()));
+    });
+    let err = done
+        .recv_timeout(Duration::from_secs(30))
+        .expect("a login the server never answered hung the connect")
+        .unwrap_err();
+    assert!(err.contains("login"), "{err}");
+}
