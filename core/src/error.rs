@@ -81,7 +81,10 @@ pub enum Error<E> {
     InvalidKey(KeyError),
     /// The strategy's configuration, spec or an argument (a timeout) was refused.
     Config(String),
-    /// The caller stopped waiting after the op had started: it may still commit.
+    /// The op's outcome is not known: it may have committed, or may still. The caller
+    /// stopped waiting after the op had started; or the connection to a database server
+    /// broke after `COMMIT` was sent, before its answer; or a flush that makes a commit
+    /// durable failed (the queue's overlapped flush).
     Indeterminate,
 }
 
@@ -102,8 +105,9 @@ impl<E> Error<E> {
         }
     }
 
-    /// True for [`Error::Indeterminate`]: the caller stopped waiting after the op had
-    /// started, and the op may still commit.
+    /// True for [`Error::Indeterminate`]: the op's outcome is not known (the caller
+    /// stopped waiting after it started, or its `COMMIT`'s answer was lost), and it may
+    /// have committed.
     ///
     /// It is not the only error after which the op may have committed:
     /// [`Error::TransactionEnded`] may follow a commit too. To know whether an op's
@@ -113,8 +117,7 @@ impl<E> Error<E> {
     }
 
     /// True when the op may have committed (some or all of its writes) even though an
-    /// error came back: [`Error::Indeterminate`] (the caller stopped waiting after the op
-    /// started) and [`Error::TransactionEnded`] (the op ended the transaction itself, so
+    /// error came back: [`Error::Indeterminate`] (its outcome is not known) and [`Error::TransactionEnded`] (the op ended the transaction itself, so
     /// what it wrote may have committed). After any other error the op's effects were
     /// rolled back or never happened.
     ///
@@ -261,7 +264,8 @@ impl<E: fmt::Display> fmt::Display for Error<E> {
             Error::InvalidKey(e) => write!(f, "invalid lock key: {e}"),
             Error::Config(m) => write!(f, "invalid configuration: {m}"),
             Error::Indeterminate => f.write_str(
-                "stopped waiting after the op started; it may or may not have committed",
+                "the op's outcome is not known (the wait ended after it started, or the \
+                 answer to its COMMIT was lost); it may or may not have committed",
             ),
         }
     }

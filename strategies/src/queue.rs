@@ -429,6 +429,9 @@ impl Crowd {
     }
 }
 
+/// How long closing a queue waits for its batch marker's row to be deleted.
+const FORGET_MARKER_WAIT: Duration = Duration::from_secs(2);
+
 /// The backend name of the group-commit marker fence.
 const MARKER_BACKEND: &str = "turnstile-queue-batch";
 
@@ -712,6 +715,7 @@ impl<C: Transact> QueueBuilder<C> {
                     answers: Answers::new(worker_shared.clone()),
                     syncer,
                     last_ran: Instant::now(),
+                    reopen_error: None,
                     shared: worker_shared,
                 }
                 .serve();
@@ -1958,6 +1962,8 @@ struct Worker<C: Transact> {
     syncer: Option<Syncer<C>>,
     /// When the last jobs ran: a resource idle for long is checked before the next.
     last_ran: Instant,
+    /// Why the resource could not be reopened, while it is broken.
+    reopen_error: Option<String>,
 }
 
 impl<C: Transact> Worker<C> {
@@ -1995,16 +2001,30 @@ impl<C: Transact> Worker<C> {
         self.forget_marker();
     }
 
-    /// Deletes the batch marker's record, which no batch will present again (best
-    /// effort: a resource that fails to leaves it behind).
-    fn forget_marker(&mut self) {
+    /// Deletes the batch marker's record, which no batch will present again, and closes
+    /// the resource. Best effort, and bounded: it runs on a thread of its own, waited on
+    /// for at most [`FORGET_MARKER_WAIT`], so that a server that stopped answering
+    /// cannot hold up `close`; the row then stays behind.
+    fn forget_marker(self) {
         if self.batch_seq == 0 || self.broken {
             return;
         }
-        let (connect, resource, marker) = (&self.connect, &mut self.resource, &self.marker);
-        let _ = catch_unwind(AssertUnwindSafe(|| {
-            connect.forget_fence(resource, MARKER_BACKEND, marker)
-        }));
+        let (connect, mut resource, marker) = (self.connect, self.resource, self.marker);
+        let (done_tx, done) = crossbeam_channel::bounded::<()>(1);
+        let forget = move || {
+            let _ = catch_unwind(AssertUnwindSafe(|| {
+                connect.forget_fence(&mut resource, MARKER_BACKEND, &marker)
+            }));
+            let _ = done_tx.send(());
+            drop(resource);
+        };
+        if std::thread::Builder::new()
+            .name("turnstile-queue-close".to_owned())
+            .spawn(forget)
+            .is_ok()
+        {
+            let _ = done.recv_timeout(FORGET_MARKER_WAIT);
+        }
     }
 
     /// Before taking the lock again right after releasing it: once a turn has lasted a
@@ -2065,12 +2085,23 @@ impl<C: Transact> Worker<C> {
     /// unstarted stay in `batch`.
     fn run_jobs(&mut self, batch: &mut Vec<Box<dyn Job<C>>>) {
         // A server may have closed an idle connection where the client cannot see it.
-        if self.last_ran.elapsed() >= crate::pool::CHECK_ALIVE_AFTER
+        if !self.broken
+            && self.last_ran.elapsed() >= crate::pool::CHECK_ALIVE_AFTER
             && !self.connect.is_alive(&mut self.resource)
         {
             self.reconnect();
         }
         self.top_up(batch);
+        if !self.usable() {
+            for mut job in std::mem::take(batch) {
+                if self.claim(&mut *job) {
+                    job.fail(self.unusable());
+                    self.deliver(job);
+                }
+            }
+            self.wake_answered();
+            return;
+        }
         // One job alone is worth a batch when a crowd submits: more may come while it runs.
         if self.group_commit && (batch.len() > 1 || self.shared.crowd.callers() > 1) {
             self.run_batch(batch);
@@ -2282,22 +2313,54 @@ impl<C: Transact> Worker<C> {
         self.answers.wake_answered();
     }
 
-    fn reconnect(&mut self) {
-        // If reopening fails, keep the old resource: ops will report its errors.
-        if let Ok(mut resource) = self.connect.connect() {
-            if let Some(syncer) = &mut self.syncer {
-                // What the old resource committed is flushed by its own flush, before any
-                // later answer goes out. Ops that ran on it and are not answered yet (a
-                // batch that broke its connection) wait for that flush too.
-                let unanswered = syncer.dirty;
-                syncer.send_flush();
-                let old = syncer.flush.take();
-                syncer.replaced = if unanswered { old } else { None };
-                syncer.flush = defer_flush(&*self.connect, &mut resource);
+    /// Replaces the resource with a new one; false when opening it failed. The old one
+    /// then stays, marked broken: nothing runs on it (a connection that timed out may
+    /// still deliver a late answer, which the next statement would take for its own),
+    /// and the next op tries to reopen it first.
+    fn reconnect(&mut self) -> bool {
+        match catch_unwind(AssertUnwindSafe(|| self.connect.connect())) {
+            Ok(Ok(mut resource)) => {
+                if let Some(syncer) = &mut self.syncer {
+                    // What the old resource committed is flushed by its own flush, before
+                    // any later answer goes out. Ops that ran on it and are not answered
+                    // yet (a batch that broke its connection) wait for that flush too.
+                    let unanswered = syncer.dirty;
+                    syncer.send_flush();
+                    let old = syncer.flush.take();
+                    syncer.replaced = if unanswered { old } else { None };
+                    syncer.flush = defer_flush(&*self.connect, &mut resource);
+                }
+                self.resource = resource;
+                self.broken = false;
+                self.reopen_error = None;
+                true
             }
-            self.resource = resource;
+            Ok(Err(e)) => {
+                self.broken = true;
+                self.reopen_error = Some(e.to_string());
+                false
+            }
+            Err(payload) => {
+                self.broken = true;
+                self.reopen_error =
+                    Some(format!("connecting panicked: {}", panic_message(&*payload)));
+                false
+            }
         }
-        self.broken = false;
+    }
+
+    /// Whether the resource can be used: not broken, or reopened now. A job that cannot
+    /// run gets [`Error::Unavailable`] from `unusable`.
+    fn usable(&mut self) -> bool {
+        !self.broken || self.reconnect()
+    }
+
+    /// The error for an op that cannot run because the resource could not be reopened.
+    fn unusable(&self) -> StrategyError {
+        Error::unavailable(format!(
+            "the queue's resource broke and could not be reopened: {}",
+            self.reopen_error.as_deref().unwrap_or("unknown error")
+        ))
     }
 
     /// Runs the op with this thread marked as running on this queue (and on the
@@ -2329,6 +2392,10 @@ impl<C: Transact> Worker<C> {
     /// One op, in a transaction of its own (or none in autocommit mode). Leaves the
     /// result in the job.
     fn transact_alone(&mut self, job: &mut dyn Job<C>) {
+        if !self.usable() {
+            job.fail(self.unusable());
+            return;
+        }
         if self.mode == TxMode::Autocommit {
             let ran = self.run_op(job);
             // The worker's one connection serves every later op: a transaction an op left
@@ -2593,6 +2660,10 @@ impl<C: Transact> Worker<C> {
     /// Whether batch `seq`'s transaction committed, read from its marker fence: a probe
     /// presenting fence 0 is refused with the highest fence recorded.
     fn batch_committed(&mut self, seq: u64) -> Option<bool> {
+        // Not on a broken connection: an answer still on its way would be read as this.
+        if self.broken {
+            return None;
+        }
         let probe = FenceClaim {
             backend: MARKER_BACKEND,
             name: &self.marker,

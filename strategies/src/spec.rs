@@ -142,8 +142,22 @@ fn names_password(name: &str) -> bool {
 /// A URL after its `scheme://`, with the password of its user info and its password
 /// parameters masked.
 fn redact_after_scheme(rest: &str) -> String {
-    // The query starts at the first `?` (before a fragment), and the user info ends at
-    // the last `@` before it: a password with a raw `/` or `@` is still masked whole.
+    // The user info ends at an `@`: the last one before the first `/` after the first
+    // `@`, so that a password with a raw `/`, `?`, `#` or `@` is still masked whole
+    // (drivers read the credentials up to an `@` too). When in doubt, more is masked.
+    let (mut out, rest) = match rest.find('@') {
+        Some(first) => {
+            let end = rest[first..].find('/').map_or(rest.len(), |i| first + i);
+            let at = rest[..end].rfind('@').unwrap_or(first);
+            let (userinfo, after) = (&rest[..at], &rest[at..]);
+            match userinfo.split_once(':') {
+                Some((user, _)) => (format!("{user}:***"), after),
+                None => (String::new(), rest),
+            }
+        }
+        None => (String::new(), rest),
+    };
+    // The query starts at the first `?` (before a fragment).
     let query_at = match (rest.find('?'), rest.find('#')) {
         (Some(q), Some(f)) if f < q => None,
         (q, _) => q,
@@ -152,13 +166,7 @@ fn redact_after_scheme(rest: &str) -> String {
         Some(i) => (&rest[..i], Some(&rest[i + 1..])),
         None => (rest, None),
     };
-    let mut out = match head.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{user}:***@{host}"),
-            None => head.to_owned(),
-        },
-        None => head.to_owned(),
-    };
+    out.push_str(head);
     if let Some(query) = query {
         let (params, fragment) = match query.split_once('#') {
             Some((params, fragment)) => (params, Some(fragment)),
@@ -676,6 +684,15 @@ mod tests {
             // whose argument is the URL.
             ("redis://:secret@h:1", "redis://:***@h:1"),
             ("postgres://u:se/cr@et@h/db", "postgres://u:***@h/db"),
+            // A raw `?` or `#` in the password is not a query or a fragment.
+            ("postgres://u:pa?ss@h/db", "postgres://u:***@h/db"),
+            (
+                "mysql://u:s3cr?t@127.0.0.1:3306/test?prefer_socket=false",
+                "mysql://u:***@127.0.0.1:3306/test?prefer_socket=false",
+            ),
+            ("redis://:p?w@h:6379/0", "redis://:***@h:6379/0"),
+            ("redis://:p#w@h:6379/0", "redis://:***@h:6379/0"),
+            ("postgres://u@h/db?x=1", "postgres://u@h/db?x=1"),
             (
                 "pg-xact:postgres://u:secret@h/db",
                 "pg-xact:postgres://u:***@h/db",

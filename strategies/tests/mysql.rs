@@ -859,3 +859,69 @@ fn a_server_that_never_answers_the_login_fails_within_the_connect_timeout() {
             .connect_timeout(Duration::from_millis(500)),
     );
 }
+
+/// A queue whose connection timed out must not use it again: the late answer would be
+/// taken for the next statement's. While the server stays silent, ops fail as
+/// unavailable; once it answers again, each op gets its own result.
+#[test]
+#[cfg(feature = "queue")]
+fn a_queue_never_reads_a_late_answer_as_the_next_ops() {
+    let (proxy, through) = proxied();
+    let db = MySql::new(&through)
+        .unwrap()
+        .connect_timeout(Duration::from_millis(500))
+        .read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let queue = turnstile::queue::Queue::new(db).unwrap();
+    let select = |n: i64| {
+        queue.run(&Key::whole(), move |c| {
+            c.query_first::<i64, _>(format!("SELECT {n}"))
+        })
+    };
+    assert_eq!(select(1).unwrap(), Some(1));
+    proxy.stall();
+    assert!(
+        select(111).is_err(),
+        "the op waiting on a silent server must fail"
+    );
+    let err = select(112).unwrap_err();
+    assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
+    proxy.resume();
+    // The answers to 111 and 112 arrive late on the old connection; nobody reads them.
+    std::thread::sleep(Duration::from_millis(200));
+    for n in 222..226 {
+        assert_eq!(
+            select(n).unwrap(),
+            Some(n),
+            "the op after a timeout read another's answer"
+        );
+    }
+}
+
+/// Closing a queue deletes its batch marker's row on the server, but does not wait long
+/// for a server that stopped answering.
+#[test]
+#[cfg(feature = "queue")]
+fn closing_a_queue_does_not_wait_on_a_silent_server() {
+    let (proxy, through) = proxied();
+    let queue = turnstile::queue::Queue::new(MySql::new(&through).unwrap()).unwrap();
+    let tickets: Vec<_> = (0..8)
+        .map(|_| {
+            queue
+                .submit(&Key::whole(), |c| c.query_drop("SELECT 1"))
+                .unwrap()
+        })
+        .collect();
+    for t in tickets {
+        t.wait().unwrap();
+    }
+    proxy.stall();
+    let (done_tx, done) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        drop(queue);
+        let _ = done_tx.send(());
+    });
+    done.recv_timeout(Duration::from_secs(20))
+        .expect("closing the queue hung on a silent server");
+    proxy.resume();
+}

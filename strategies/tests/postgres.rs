@@ -741,3 +741,40 @@ fn passwords_in_libpq_strings_stay_out_of_errors() {
         }
     }
 }
+
+/// Logins a silent server never answers are each left on a thread of their own; past
+/// `MAX_PENDING_LOGINS` to one server, a new one fails at once instead of leaving yet
+/// another thread behind. Once the server answers, logins work again.
+#[test]
+fn logins_left_waiting_on_a_silent_server_are_capped() {
+    use turnstile::resource::MAX_PENDING_LOGINS;
+    let (target, via) = cut_proxy::through_proxy(&url());
+    let proxy = cut_proxy::CutProxy::start(&target);
+    proxy.stall();
+    let db = Postgres::new(&via(proxy.port()))
+        .unwrap()
+        .connect_timeout(Duration::from_millis(100));
+    let errors: Vec<String> = (0..MAX_PENDING_LOGINS + 3)
+        .map(|_| db.connect().map(drop).unwrap_err().to_string())
+        .collect();
+    let capped = errors
+        .iter()
+        .filter(|e| e.contains("still waiting"))
+        .count();
+    assert_eq!(capped, 3, "{errors:#?}");
+    proxy.resume();
+    let start = Instant::now();
+    loop {
+        match db.connect() {
+            Ok(_) => break,
+            Err(e) if start.elapsed() < Duration::from_secs(30) => {
+                assert!(
+                    e.to_string().contains("still waiting") || e.to_string().contains("login"),
+                    "{e}"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("logins did not recover once the server answered: {e}"),
+        }
+    }
+}

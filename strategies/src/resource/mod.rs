@@ -70,20 +70,68 @@ pub(crate) fn fence_column(bytes: &[u8], max: usize) -> std::borrow::Cow<'_, [u8
     }
 }
 
-/// Opens a connection on a thread of its own, and waits for it at most `timeout`. A
-/// driver's connect timeout covers the TCP connect only: a server that accepts the
-/// connection and then never answers the login would block the caller until TCP gives up.
-/// On timeout the thread is left to end on its own, and drops what it opened.
+/// The most logins to one server left waiting on their threads by [`open_within`]
+/// after their timeout: beyond it, a new login fails at once rather than leave one more
+/// thread (and socket) waiting on a server that does not answer.
+pub const MAX_PENDING_LOGINS: usize = 8;
+
+/// Logins still running, per server identity.
+static PENDING_LOGINS: std::sync::Mutex<Vec<(String, usize)>> = std::sync::Mutex::new(Vec::new());
+
+/// Counts a login to `server` while it runs.
+struct PendingLogin(String);
+
+impl PendingLogin {
+    fn start(server: &str) -> Result<PendingLogin, turnstile_core::BoxError> {
+        let mut pending = PENDING_LOGINS.lock().unwrap_or_else(|p| p.into_inner());
+        let count = match pending.iter_mut().find(|(s, _)| s == server) {
+            Some((_, n)) => n,
+            None => {
+                pending.push((server.to_owned(), 0));
+                &mut pending.last_mut().expect("just pushed").1
+            }
+        };
+        if *count >= MAX_PENDING_LOGINS {
+            return Err(format!(
+                "{count} logins to {server} are still waiting for the server to answer; not starting another"
+            )
+            .into());
+        }
+        *count += 1;
+        Ok(PendingLogin(server.to_owned()))
+    }
+}
+
+impl Drop for PendingLogin {
+    fn drop(&mut self) {
+        let mut pending = PENDING_LOGINS.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = pending.iter().position(|(s, _)| *s == self.0) {
+            pending[i].1 -= 1;
+            if pending[i].1 == 0 {
+                pending.swap_remove(i);
+            }
+        }
+    }
+}
+
+/// Opens a connection to `server` (its identity) on a thread of its own, and waits for
+/// it at most `timeout`. A driver's connect timeout covers the TCP connect only: a server
+/// that accepts the connection and then never answers the login would block the caller
+/// until TCP gives up. On timeout the thread is left to end on its own, and drops what it
+/// opened; at most [`MAX_PENDING_LOGINS`] are left so per server.
 pub(crate) fn open_within<T: Send + 'static>(
+    server: &str,
     timeout: std::time::Duration,
     open: impl FnOnce() -> Result<T, turnstile_core::BoxError> + Send + 'static,
 ) -> Result<T, turnstile_core::BoxError> {
     use std::sync::mpsc::{RecvTimeoutError, sync_channel};
+    let pending = PendingLogin::start(server)?;
     let (tx, rx) = sync_channel(1);
     std::thread::Builder::new()
         .name("turnstile-connect".to_owned())
         .spawn(move || {
             let _ = tx.send(open());
+            drop(pending);
         })?;
     match rx.recv_timeout(timeout) {
         Ok(opened) => opened,

@@ -160,7 +160,7 @@ pub(crate) fn open(
     match read_timeout {
         // The read timeout bounds the login too.
         Some(_) => Conn::new(builder).map_err(Into::into),
-        None => super::open_within(connect_timeout, move || {
+        None => super::open_within(&identity(opts), connect_timeout, move || {
             Conn::new(builder).map_err(Into::into)
         }),
     }

@@ -158,8 +158,11 @@ pub(crate) fn open(config: &Config) -> Result<Client, BoxError> {
         .get_connect_timeout()
         .copied()
         .unwrap_or(super::DEFAULT_CONNECT_TIMEOUT);
+    let server = identity(config);
     let config = config.clone();
-    super::open_within(timeout, move || config.connect(NoTls).map_err(Into::into))
+    super::open_within(&server, timeout, move || {
+        config.connect(NoTls).map_err(Into::into)
+    })
 }
 
 /// Whether `error` is PostgreSQL's "busy, try again": a serialization failure, a
