@@ -383,12 +383,17 @@ pub(crate) fn a_commit_whose_answer_is_lost_is_never_taken_for_a_rollback<C: Ser
     C::exec(&mut admin, &format!("CREATE TABLE {table} (v BIGINT)")).unwrap();
     let into = table.clone();
     let insert = move |v: i64| format!("INSERT INTO {into} VALUES ({v})");
+    // The server runs a cut-off COMMIT on its own time: wait for the row, briefly.
     let mut rows = |v: i64| {
-        C::ints(
-            &mut admin,
-            &format!("SELECT COUNT(*) FROM {table} WHERE v = {v}"),
-        )
-        .unwrap()[0]
+        let sql = format!("SELECT COUNT(*) FROM {table} WHERE v = {v}");
+        let start = std::time::Instant::now();
+        loop {
+            let n = C::ints(&mut admin, &sql).unwrap()[0];
+            if n != 0 || start.elapsed() > Duration::from_secs(10) {
+                return n;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     };
 
     // The resource itself.
