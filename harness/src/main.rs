@@ -327,6 +327,7 @@ fn compare(args: CompareArgs) -> u8 {
             None => code as u8,
         };
     }
+    stop_private_servers_on_signals();
     let comparison = match compare::compare(&config, &registry()) {
         Ok(c) => c,
         Err(e) => {
@@ -376,6 +377,26 @@ fn compare(args: CompareArgs) -> u8 {
         outputs.push(("the chart", path, compare::chart(report)));
     }
     finish(comparison.exit_code(), &outputs)
+}
+
+/// On `SIGINT`, `SIGTERM` or `SIGHUP`, stops the private `redis-server` a comparison may
+/// have started (it would outlive this process), then exits as the signal would have
+/// (128 + its number).
+fn stop_private_servers_on_signals() {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    match signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) {
+        Ok(mut signals) => {
+            std::thread::spawn(move || {
+                if let Some(signal) = signals.forever().next() {
+                    turnstile_harness::compare::redis_server::stop_all();
+                    std::process::exit(128 + signal);
+                }
+            });
+        }
+        Err(e) => eprintln!(
+            "turnstile compare: note: no signal handler ({e}): an interrupted comparison may leave its redis-server running"
+        ),
+    }
 }
 
 /// Writes each `(what, path, text)` of a comparison's outputs, and gives its exit code:
