@@ -34,7 +34,7 @@ enum Command {
     List,
     /// Every available strategy side by side: ops/s, p50/p99/p99.9/max latency, and the
     /// checkers' verdict on the same run. Exits 1 when a strategy that claims to be safe
-    /// at a setting had a violation there.
+    /// at a setting had a violation there, 3 when one ended without a verdict.
     Compare(CompareArgs),
     /// One worker process of a run (started by `check`); its spec, as one line of JSON,
     /// comes first on stdin (never on the command line: it may hold passwords).

@@ -192,8 +192,11 @@ fn known_anywhere(spec: &str, registry: &Registry<Sqlite>) -> bool {
 /// Runs the comparison.
 ///
 /// # Errors
-/// [`RunError::Usage`] for a bad configuration (an empty list, an unknown strategy, no
-/// strategy that runs over the data, a data URL that does not parse);
+/// [`RunError::Usage`] for a bad configuration (an empty list, a `threads`, `procs` or
+/// `ops` value out of range, an unknown strategy or one that refuses its spec, no
+/// strategy that runs over the data, a data URL that does not parse), found before
+/// anything runs; repeated values in a list run once, and on `notify_once` and
+/// `file_store` a strategy that does not exclude is skipped with a note;
 /// [`RunError::Unavailable`] when the data's commit floor cannot be measured (a data
 /// server that is down), before any setting runs.
 pub fn compare(
