@@ -73,6 +73,10 @@ impl std::fmt::Debug for RacyVersionLock {
 /// The default pause between the racy lock's read and write: 200 µs.
 pub const DEFAULT_RACE_WINDOW: Duration = Duration::from_micros(200);
 
+/// The longest window `racy-version:MICROS` takes: 1 s. Each op waits it out, so a longer
+/// one only makes a run crawl (a run's time limit is checked between ops).
+pub const MAX_RACE_WINDOW: Duration = Duration::from_secs(1);
+
 impl RacyVersionLock {
     /// A lock table in the SQLite file at `path`.
     pub fn new(path: PathBuf) -> Self {
@@ -256,13 +260,20 @@ pub fn register(registry: &mut Registry<Sqlite>) {
     register_unserialized(registry);
     registry.register(
         "racy-version",
-        "NEGATIVE CONTROL: seed 003's check-then-set version lock (racy:MICROS sets the window)",
+        "NEGATIVE CONTROL: seed 003's check-then-set version lock (racy-version:MICROS sets the window, at most 1000000)",
         |spec, setup: &Setup<Sqlite>| {
             let window = match spec.arg() {
                 None => DEFAULT_RACE_WINDOW,
-                Some(us) => Duration::from_micros(us.parse().map_err(|_| {
-                    Error::Config(format!("racy-version takes a window in µs, got {us:?}"))
-                })?),
+                Some(us) => us
+                    .parse()
+                    .ok()
+                    .map(Duration::from_micros)
+                    .filter(|w| *w <= MAX_RACE_WINDOW)
+                    .ok_or_else(|| {
+                        Error::Config(format!(
+                            "racy-version takes a window of 0..=1000000 µs, got {us:?}"
+                        ))
+                    })?,
             };
             let mut lock_path = setup.connect.path().as_os_str().to_owned();
             lock_path.push(".racylock");

@@ -34,7 +34,7 @@ enum Command {
     List,
     /// Every available strategy side by side: ops/s, p50/p99/p99.9/max latency, and the
     /// checkers' verdict on the same run. Exits 1 when a strategy that claims to be safe
-    /// at a setting had a violation there.
+    /// at a setting had a violation there, 3 when one ended without a verdict.
     Compare(CompareArgs),
     /// One worker process of a run (started by `check`); its spec, as one line of JSON,
     /// comes first on stdin (never on the command line: it may hold passwords).
@@ -66,7 +66,7 @@ struct CompareArgs {
     /// A short run (under a minute): fewer ops, threads 1, 16 and 64, no process runs.
     #[arg(long)]
     quick: bool,
-    /// SQLite synchronous settings to measure, comma-separated: normal, full.
+    /// SQLite synchronous settings to measure, comma-separated: off, normal, full, extra.
     #[arg(long, value_delimiter = ',', default_value = "normal")]
     sync: Vec<Synchronous>,
     /// Strategy specs, comma-separated (default: every embedded strategy, the baselines,
@@ -176,7 +176,7 @@ struct CheckArgs {
         hide_env_values = true
     )]
     data: DataSpec,
-    /// SQLite synchronous: normal or full.
+    /// SQLite synchronous: off, normal, full or extra.
     #[arg(long, default_value = "normal")]
     sync: Synchronous,
     /// SQLite database path (default: a fresh temporary file).
@@ -298,6 +298,16 @@ fn compare(args: CompareArgs) -> u8 {
     config.postgres = args.postgres;
     config.data = args.data;
     config.progress = true;
+    // The outputs are checked before anything runs: a comparison takes minutes.
+    let json = args.json.as_ref().filter(|_| args.from_json.is_none());
+    for (flag, path) in [("--json", json), ("--svg", args.svg.as_ref())] {
+        if let Some(path) = path
+            && let Err(e) = turnstile_harness::run::writable_file(flag, path)
+        {
+            eprintln!("turnstile compare: {e}");
+            return e.exit_code() as u8;
+        }
+    }
     if let Some(path) = &args.from_json {
         let report: compare::Report = match std::fs::read(path)
             .map_err(|e| e.to_string())
@@ -310,14 +320,14 @@ fn compare(args: CompareArgs) -> u8 {
             }
         };
         out(&compare::report::table(&report.results));
-        if let Some(svg) = &args.svg
-            && let Err(e) = std::fs::write(svg, compare::chart(&report))
-        {
-            eprintln!("turnstile compare: writing {}: {e}", svg.display());
-            return 2;
-        }
-        return 0;
+        out(&compare::report::problems(&report));
+        let code = report.exit_code();
+        return match &args.svg {
+            Some(svg) => finish(code, &[("the chart", svg, compare::chart(&report))]),
+            None => code as u8,
+        };
     }
+    stop_private_servers_on_signals();
     let comparison = match compare::compare(&config, &registry()) {
         Ok(c) => c,
         Err(e) => {
@@ -357,34 +367,57 @@ fn compare(args: CompareArgs) -> u8 {
             cycle.floor
         ));
     }
-    for v in &comparison.violations {
-        out(&format!("VIOLATION: {v}\n"));
-    }
-    for i in &comparison.inconclusive {
-        out(&format!("inconclusive: {i}\n"));
-    }
-    let written = |what: &str, path: &PathBuf, text: &str| match std::fs::write(path, text) {
-        Ok(()) => {
-            eprintln!("wrote {what} to {}", path.display());
-            true
-        }
-        Err(e) => {
-            eprintln!("turnstile compare: writing {}: {e}", path.display());
-            false
-        }
-    };
+    out(&compare::report::problems(report));
+    let mut outputs = Vec::new();
     if let Some(path) = &args.json {
         let json = serde_json::to_string_pretty(report).unwrap_or_default();
-        if !written("the JSON report", path, &json) {
-            return 2;
+        outputs.push(("the JSON report", path, json));
+    }
+    if let Some(path) = &args.svg {
+        outputs.push(("the chart", path, compare::chart(report)));
+    }
+    finish(comparison.exit_code(), &outputs)
+}
+
+/// On `SIGINT`, `SIGTERM` or `SIGHUP`, stops the private `redis-server` a comparison may
+/// have started (it would outlive this process), then exits as the signal would have
+/// (128 + its number).
+fn stop_private_servers_on_signals() {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    match signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) {
+        Ok(mut signals) => {
+            std::thread::spawn(move || {
+                if let Some(signal) = signals.forever().next() {
+                    turnstile_harness::compare::redis_server::stop_all();
+                    std::process::exit(128 + signal);
+                }
+            });
+        }
+        Err(e) => eprintln!(
+            "turnstile compare: note: no signal handler ({e}): an interrupted comparison may leave its redis-server running"
+        ),
+    }
+}
+
+/// Writes each `(what, path, text)` of a comparison's outputs, and gives its exit code:
+/// `code` (the comparison's), except that a comparison that passed (0) but could not
+/// write an output exits 2. A violation (1) or an inconclusive setting (3) keeps its
+/// code: the write failure is a note on stderr, naming the path.
+fn finish(code: i32, outputs: &[(&str, &PathBuf, String)]) -> u8 {
+    let mut failed = false;
+    for (what, path, text) in outputs {
+        match std::fs::write(path, text) {
+            Ok(()) => eprintln!("wrote {what} to {}", path.display()),
+            Err(e) => {
+                eprintln!(
+                    "turnstile compare: note: {what} could not be written to {}: {e}",
+                    path.display()
+                );
+                failed = true;
+            }
         }
     }
-    if let Some(path) = &args.svg
-        && !written("the chart", path, &compare::chart(report))
-    {
-        return 2;
-    }
-    comparison.exit_code() as u8
+    if failed && code == 0 { 2 } else { code as u8 }
 }
 
 fn main() -> ExitCode {

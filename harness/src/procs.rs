@@ -139,7 +139,8 @@ fn invoked(path: &Path) -> usize {
 ///
 /// # Errors
 /// [`RunError::Unavailable`] when a worker cannot reach the backend,
-/// [`RunError::Worker`] when one fails on its own or the run exceeds its time limit.
+/// [`RunError::Worker`] when one fails on its own or they are not all ready within 60 s;
+/// [`RunError::TimedOut`] when the run exceeds its time limit.
 pub fn run_children(
     exe: &Path,
     base: &WorkerSpec,
@@ -224,9 +225,11 @@ fn supervise(
             READY_TIMEOUT
         };
         if started.elapsed() > limit {
-            return Err(RunError::Worker(format!(
-                "the run did not finish within {limit:?}"
-            )));
+            return Err(if all_ready {
+                RunError::TimedOut(limit)
+            } else {
+                RunError::Worker(format!("the workers were not ready within {limit:?}"))
+            });
         }
         // Resume stopped workers whose pause is over.
         let now = Instant::now();

@@ -74,7 +74,10 @@ pub struct RunConfig {
     pub worker_exe: Option<PathBuf>,
     /// The random seed. Default: random.
     pub seed: u64,
-    /// The longest a run may take before it is abandoned as inconclusive. Default 300 s.
+    /// The longest a run's ops may take before it is abandoned as inconclusive
+    /// ([`RunError::TimedOut`]). Worker processes still running then are killed; threads of
+    /// this process stop before their next op, so an op under way when the limit passes
+    /// still ends first (within its strategy's timeout). Default 300 s.
     pub time_limit: Duration,
     /// Show a progress bar on stderr (only drawn on a terminal). Default off.
     pub progress: bool,
@@ -221,6 +224,12 @@ impl RunConfig {
         self
     }
 
+    /// Sets [`RunConfig::time_limit`].
+    pub fn time_limit(mut self, limit: Duration) -> Self {
+        self.time_limit = limit;
+        self
+    }
+
     /// Sets [`RunConfig::seed`].
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = seed;
@@ -265,6 +274,7 @@ impl RunConfig {
         {
             return bad("--timeout-ms must be 1..=3600000".into());
         }
+        self.data.check()?;
         if self.db.is_some() && self.data.is_server() {
             return bad(format!(
                 "--db is a SQLite path; the data is in {} (drop one of --db and --data)",
@@ -288,8 +298,63 @@ impl RunConfig {
                 self.workload
             ));
         }
+        if let Some(svg) = &self.svg {
+            writable_file("--svg", svg)?;
+        }
+        if let Some(keep) = &self.keep {
+            writable_dir("--keep", keep)?;
+        }
         Ok(())
     }
+}
+
+/// Checks, before a run, that a file can be written at `path` (the value of `flag`): its
+/// directory exists and takes a new file, or the file exists and opens for writing.
+/// Nothing is left behind (a file made to find out is removed) and nothing existing is
+/// changed.
+///
+/// # Errors
+/// [`RunError::Usage`] naming `flag`, the path and why.
+pub fn writable_file(flag: &str, path: &Path) -> Result<(), RunError> {
+    let bad = |why: String| RunError::Usage(format!("{flag} {}: {why}", path.display()));
+    if path.is_dir() {
+        return Err(bad("is a directory".into()));
+    }
+    let mut open = std::fs::OpenOptions::new();
+    open.write(true);
+    if path.exists() {
+        open.open(path).map_err(|e| bad(e.to_string()))?;
+    } else {
+        open.create_new(true)
+            .open(path)
+            .map_err(|e| bad(e.to_string()))?;
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
+}
+
+/// Checks, before a run, that `dir` (the value of `flag`) is a directory files can be
+/// made in, or can be created as one: its nearest existing ancestor is a directory that
+/// takes new entries. Nothing is created.
+///
+/// # Errors
+/// [`RunError::Usage`] naming `flag`, the path and why.
+pub fn writable_dir(flag: &str, dir: &Path) -> Result<(), RunError> {
+    let bad = |why: String| RunError::Usage(format!("{flag} {}: {why}", dir.display()));
+    let mut existing = dir;
+    while std::fs::symlink_metadata(existing).is_err() {
+        existing = match existing.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ if existing != Path::new(".") => Path::new("."),
+            _ => return Err(bad("no directory above it exists".into())),
+        };
+    }
+    if !existing.is_dir() {
+        return Err(bad(format!("{} is not a directory", existing.display())));
+    }
+    tempfile::tempfile_in(existing)
+        .map(drop)
+        .map_err(|e| bad(format!("cannot write in {}: {e}", existing.display())))
 }
 
 /// Why a run could not produce a verdict.
@@ -304,6 +369,8 @@ pub enum RunError {
     Worker(String),
     /// The run directory failed (exit 3).
     Io(std::io::Error),
+    /// The run's ops did not finish within [`RunConfig::time_limit`] (exit 3).
+    TimedOut(Duration),
 }
 
 impl RunError {
@@ -316,13 +383,29 @@ impl RunError {
     }
 }
 
+impl RunError {
+    /// What went wrong, without the `bad usage: ` or `inconclusive: ` that [`Display`]
+    /// puts first: for a line that says that already.
+    ///
+    /// [`Display`]: std::fmt::Display
+    pub fn reason(&self) -> String {
+        match self {
+            RunError::Usage(m) => m.clone(),
+            RunError::Unavailable(m) => format!("backend unavailable: {m}"),
+            RunError::Worker(m) => format!("a worker failed: {m}"),
+            RunError::Io(e) => format!("run directory: {e}"),
+            RunError::TimedOut(limit) => {
+                format!("the run did not finish within its time limit of {limit:?}")
+            }
+        }
+    }
+}
+
 impl std::fmt::Display for RunError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            RunError::Usage(m) => write!(f, "bad usage: {m}"),
-            RunError::Unavailable(m) => write!(f, "inconclusive: backend unavailable: {m}"),
-            RunError::Worker(m) => write!(f, "inconclusive: a worker failed: {m}"),
-            RunError::Io(e) => write!(f, "inconclusive: run directory: {e}"),
+            RunError::Usage(_) => write!(f, "bad usage: {}", self.reason()),
+            _ => write!(f, "inconclusive: {}", self.reason()),
         }
     }
 }
@@ -392,12 +475,18 @@ pub struct RunReport {
     pub notes: Vec<String>,
     /// Where history and database were saved.
     pub kept: Option<PathBuf>,
+    /// Outputs asked for (`--svg`, `--keep`) that could not be written after the run,
+    /// each also in [`notes`](RunReport::notes) with why.
+    pub unwritten: Vec<PathBuf>,
 }
 
 impl RunReport {
-    /// The CLI's exit code: 0 pass, 1 violation, 3 inconclusive.
+    /// The CLI's exit code: 0 pass, 1 violation, 3 inconclusive — and 2 for a pass
+    /// whose [`unwritten`](RunReport::unwritten) outputs are missing (a violation or an
+    /// inconclusive run keeps its code: the verdict is what the run found).
     pub fn exit_code(&self) -> i32 {
         match self.verdict {
+            Verdict::Pass if !self.unwritten.is_empty() => 2,
             Verdict::Pass => 0,
             Verdict::Violation => 1,
             Verdict::Inconclusive => 3,
@@ -516,6 +605,22 @@ pub fn run_threads<R: WorkloadData>(
     strategy: &BoxSerializer<R>,
     announce: Option<Arc<dyn Fn() + Send + Sync>>,
 ) -> Result<(), RunError> {
+    run_threads_within(spec, tables, strategy, announce, None)
+}
+
+/// [`run_threads`] with a time limit: once `limit` has passed since the threads started,
+/// each stops before its next op (an op under way ends first, within its strategy's
+/// timeout), and the run is [`RunError::TimedOut`]. The history written so far stays.
+///
+/// # Errors
+/// When the history file cannot be written, or the limit passed.
+pub fn run_threads_within<R: WorkloadData>(
+    spec: &WorkerSpec,
+    tables: &Tables,
+    strategy: &BoxSerializer<R>,
+    announce: Option<Arc<dyn Fn() + Send + Sync>>,
+    limit: Option<Duration>,
+) -> Result<(), RunError> {
     let writer = Arc::new(HistoryWriter::create(&spec.paths.history(spec.proc))?);
     let transactional = strategy.capabilities().transactional;
     let env = OpEnv {
@@ -529,11 +634,18 @@ pub fn run_threads<R: WorkloadData>(
     let barrier = Barrier::new(spec.threads);
     let threads = spec.threads.max(1);
     let errors: std::sync::Mutex<Vec<std::io::Error>> = std::sync::Mutex::new(Vec::new());
+    // Set when the limit passes; `cut` when a thread then stopped with ops left.
+    let expired = std::sync::atomic::AtomicBool::new(false);
+    let cut = std::sync::atomic::AtomicBool::new(false);
+    // Each thread holds a sender until it ends: the channel disconnects when all have.
+    let (running, all_ended) = std::sync::mpsc::channel::<()>();
     std::thread::scope(|s| {
         for t in 0..threads {
             let share = spec.ops / threads + usize::from(t < spec.ops % threads);
             let (writer, env, seq, barrier, errors) = (&writer, &env, &seq, &barrier, &errors);
+            let (expired, cut, running) = (&expired, &cut, running.clone());
             s.spawn(move || {
+                let _running = running;
                 let mut rng = fastrand::Rng::with_seed(
                     spec.seed ^ (u64::from(spec.proc) << 40) ^ ((t as u64) << 20),
                 );
@@ -551,6 +663,10 @@ pub fn run_threads<R: WorkloadData>(
                 };
                 barrier.wait();
                 for _ in 0..share {
+                    if expired.load(Ordering::Relaxed) {
+                        cut.store(true, Ordering::Relaxed);
+                        break;
+                    }
                     let op_id = (u64::from(spec.proc) << 32) | seq.fetch_add(1, Ordering::Relaxed);
                     if let Err(e) = one_op(
                         spec,
@@ -571,7 +687,18 @@ pub fn run_threads<R: WorkloadData>(
                 }
             });
         }
+        drop(running);
+        if let Some(limit) = limit
+            && let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = all_ended.recv_timeout(limit)
+        {
+            expired.store(true, Ordering::Relaxed);
+        }
     });
+    if let Some(limit) = limit
+        && cut.into_inner()
+    {
+        return Err(RunError::TimedOut(limit));
+    }
     match errors.into_inner().unwrap_or_else(|p| p.into_inner()).pop() {
         Some(e) => Err(RunError::Io(e)),
         None => Ok(()),
@@ -660,6 +787,7 @@ pub fn registry() -> Registry<Sqlite> {
 /// reach, a worker that failed on its own).
 pub fn run(config: &RunConfig, registry: &Registry<Sqlite>) -> Result<RunReport, RunError> {
     config.validate()?;
+    known_over(&config.strategy, &config.data, registry)?;
     let tmp = tempfile::Builder::new()
         .prefix("turnstile-run-")
         .tempdir()?;
@@ -737,6 +865,60 @@ pub fn knows(strategy: &str, registry: &Registry<Sqlite>) -> bool {
     })
 }
 
+/// Refuses a strategy the harness does not run over `data`, naming those it does (the
+/// registry's own message would leave out the ones over versioned records, `optimistic`).
+/// A spec that does not parse is left to the registry to refuse.
+pub(crate) fn known_over(
+    strategy: &str,
+    data: &DataSpec,
+    registry: &Registry<Sqlite>,
+) -> Result<(), RunError> {
+    let Ok(spec) = Spec::parse(strategy) else {
+        return Ok(());
+    };
+    if data::runs_over(strategy, data, registry) {
+        return Ok(());
+    }
+    let mut names: Vec<String> = data::table_names(data, registry)
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    for (n, _) in data::versioned_names() {
+        if !names.contains(&n) {
+            names.push(n);
+        }
+    }
+    let kind = |data: &DataSpec| match data {
+        DataSpec::Sqlite => "sqlite",
+        DataSpec::Postgres(_) => "postgres://…",
+        DataSpec::MySql(_) => "mysql://…",
+    };
+    let elsewhere: Vec<&str> = [
+        DataSpec::Sqlite,
+        DataSpec::Postgres(String::new()),
+        DataSpec::MySql(String::new()),
+    ]
+    .iter()
+    .filter(|other| kind(other) != kind(data) && data::runs_over(strategy, other, registry))
+    .map(kind)
+    .collect();
+    let data_kind = kind(data);
+    Err(RunError::Usage(if elsewhere.is_empty() {
+        format!(
+            "unknown strategy {:?}; known: {}",
+            spec.name(),
+            names.join(", ")
+        )
+    } else {
+        format!(
+            "strategy {:?} does not run over data in {data_kind} (it does with --data {}); over it: {}",
+            spec.name(),
+            elsewhere.join(" or "),
+            names.join(", ")
+        )
+    }))
+}
+
 /// One run over the backend its spec names.
 struct Run<'a> {
     config: &'a RunConfig,
@@ -760,11 +942,17 @@ pub(crate) fn connect_to<C: Connect>(connect: &C, what: &str) -> Result<C::Resou
 
 /// `error` and every cause below it, `: `-separated: the drivers say what failed at the
 /// top (`db error`) and why below it.
+///
+/// A cause whose words are already said is left out: many errors repeat their source's
+/// text in their own (`Connection refused (os error 111)` would come three times).
 pub(crate) fn causes(error: &dyn std::error::Error) -> String {
     let mut why = error.to_string();
     let mut source = error.source();
     while let Some(s) = source {
-        why.push_str(&format!(": {s}"));
+        let text = s.to_string();
+        if !why.contains(&text) {
+            why.push_str(&format!(": {text}"));
+        }
         source = s.source();
     }
     why
@@ -782,8 +970,10 @@ impl WithBackend for Run<'_> {
     ) -> Result<RunReport, RunError> {
         reachable(&backend)?;
         let result = run_on(&backend, registry, self.config, self.spec, self.dir);
-        let keep_tables =
-            self.config.data.is_server() && result.as_ref().is_ok_and(|r| r.kept.is_some());
+        // Kept for a run that did not pass, even when its files could not be copied.
+        let keep_tables = self.config.data.is_server()
+            && self.config.keep.is_some()
+            && result.as_ref().is_ok_and(|r| r.verdict != Verdict::Pass);
         if keep_tables {
             return result.map(|mut report| {
                 report
@@ -852,7 +1042,13 @@ fn run_on<B: Backend>(
         };
         crate::procs::run_children(&exe, &spec, config)
     } else {
-        let ran = run_threads(&spec, backend.tables(), &strategy, None);
+        let ran = run_threads_within(
+            &spec,
+            backend.tables(),
+            &strategy,
+            None,
+            Some(config.time_limit),
+        );
         drop(strategy);
         ran.map(|()| (Vec::new(), vec![paths.history(0)]))
     };
@@ -861,8 +1057,15 @@ fn run_on<B: Backend>(
     let (faults, history_paths) = ran?;
 
     let history = History::load(&history_paths)?;
-    if let Some(path) = &config.svg {
-        std::fs::write(path, crate::report::svg(&history))?;
+    let mut unwritten = Vec::new();
+    if let Some(path) = &config.svg
+        && let Err(e) = std::fs::write(path, crate::report::svg(&history))
+    {
+        notes.push(format!(
+            "the timeline could not be written to {}: {e}",
+            path.display()
+        ));
+        unwritten.push(path.clone());
     }
     for m in history.malformed.iter().take(5) {
         notes.push(format!("malformed history line: {m}"));
@@ -905,14 +1108,26 @@ fn run_on<B: Backend>(
         .collect();
     let kept = match (&config.keep, verdict) {
         (Some(keep), Verdict::Violation | Verdict::Inconclusive) => {
-            copy_dir(dir, keep)?;
-            if !config.data.is_server()
-                && !paths.db.starts_with(dir)
-                && let Some(name) = paths.db.file_name()
-            {
-                std::fs::copy(&paths.db, keep.join(name))?;
+            let copied = copy_dir(dir, keep).and_then(|()| {
+                if !config.data.is_server()
+                    && !paths.db.starts_with(dir)
+                    && let Some(name) = paths.db.file_name()
+                {
+                    std::fs::copy(&paths.db, keep.join(name))?;
+                }
+                Ok(())
+            });
+            match copied {
+                Ok(()) => Some(keep.clone()),
+                Err(e) => {
+                    notes.push(format!(
+                        "history and database could not be kept in {}: {e}",
+                        keep.display()
+                    ));
+                    unwritten.push(keep.clone());
+                    None
+                }
             }
-            Some(keep.clone())
         }
         _ => None,
     };
@@ -937,6 +1152,7 @@ fn run_on<B: Backend>(
         wall,
         notes,
         kept,
+        unwritten,
     })
 }
 

@@ -45,6 +45,30 @@ fn bad_usage_exits_2() {
             "--timeout-ms",
             "0",
         ],
+        // A race window past 1 s would only make the run crawl.
+        &[
+            "--strategy",
+            "racy-version:1000001",
+            "--workload",
+            "counter",
+        ],
+        // A URL the driver refuses without a server: configuration, not an outage.
+        &[
+            "--strategy",
+            "mutex",
+            "--workload",
+            "counter",
+            "--data",
+            "postgres://",
+        ],
+        &[
+            "--strategy",
+            "mutex",
+            "--workload",
+            "counter",
+            "--data",
+            "postgres://u@127.0.0.1:1/db?hostaddr=127.0.0.1,127.0.0.2",
+        ],
     ] {
         let (code, out, err) = check(args);
         assert_eq!(code, 2, "{args:?}: {out}{err}");
@@ -349,4 +373,160 @@ fn check_takes_its_url_flags_from_its_own_environment_variables() {
         &[("TURNSTILE_CHECK_STRATEGY", "mutex")],
     );
     assert_eq!(code, 0, "{out}{err}");
+}
+
+/// The small run the output tests make: `strategy` on `counter`, 2 threads, 100 ops, each
+/// op waiting up to 2 ms for the other thread between its read and write (so a broken
+/// strategy's sections meet).
+fn small_run<'a>(strategy: &'a str, more: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "--strategy",
+        strategy,
+        "--workload",
+        "counter",
+        "--threads",
+        "2",
+        "--ops",
+        "100",
+        "--rendezvous-us",
+        "2000",
+    ];
+    args.extend(more);
+    args
+}
+
+/// `--svg` and `--keep` are checked before the run: a path that cannot be written is bad
+/// usage naming it, and nothing runs.
+#[test]
+fn unwritable_output_paths_are_bad_usage_before_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"").unwrap();
+    let missing = dir.path().join("missing-dir").join("t.svg");
+    let under_file = file.join("kept");
+    for (flag, path) in [
+        ("--svg", missing.to_str().unwrap()),
+        ("--svg", dir.path().to_str().unwrap()),
+        ("--keep", under_file.to_str().unwrap()),
+    ] {
+        // `mutex` passes: only the path can make this run fail.
+        let (code, out, err) = check(&small_run("mutex", &[flag, path]));
+        assert_eq!(code, 2, "{flag} {path}: {out}{err}");
+        assert!(out.is_empty(), "{flag} {path}: nothing runs: {out}");
+        assert!(err.contains(flag) && err.contains(path), "{err}");
+    }
+    assert!(!missing.exists(), "the check leaves nothing behind");
+}
+
+/// An output that fails only after the run (`/dev/full` opens, and refuses every write; a
+/// directory stands where the history file would be copied): the report is printed with
+/// a note naming the path, a violation still exits 1, and a pass whose output is missing
+/// exits 2.
+#[test]
+fn an_output_that_fails_after_the_run_is_a_note_under_the_report() {
+    if !std::path::Path::new("/dev/full").exists() {
+        eprintln!("no /dev/full here: skipped");
+        return;
+    }
+    let (code, out, err) = check(&small_run("unserialized", &["--svg", "/dev/full"]));
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("verdict: VIOLATION"), "{out}");
+    assert!(
+        out.contains("note: the timeline could not be written to /dev/full"),
+        "{out}"
+    );
+
+    let (code, out, err) = check(&small_run("mutex", &["--svg", "/dev/full"]));
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        out.contains("verdict: PASS") && out.contains("/dev/full"),
+        "{out}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let keep = dir.path().join("kept");
+    std::fs::create_dir_all(keep.join("history-0.jsonl")).unwrap();
+    let (code, out, err) = check(&small_run(
+        "unserialized",
+        &["--keep", keep.to_str().unwrap()],
+    ));
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("verdict: VIOLATION"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "history and database could not be kept in {}",
+            keep.display()
+        )),
+        "{out}"
+    );
+}
+
+/// A run in this process's threads is held to its time limit too: past it, the threads
+/// stop before their next op and the run is inconclusive (exit 3). Here 20 ops of a
+/// 0.5 s race window each would take 10 s; the limit is 1 s.
+#[test]
+fn a_run_in_threads_past_its_time_limit_is_inconclusive() {
+    use std::time::{Duration, Instant};
+    use turnstile_harness::{RunConfig, RunError, Workload, registry, run};
+
+    let config = RunConfig::new("racy-version:500000", Workload::Counter)
+        .threads(1)
+        .ops(20)
+        .time_limit(Duration::from_secs(1));
+    let started = Instant::now();
+    let error = run(&config, &registry()).expect_err("the run is cut off");
+    assert!(matches!(error, RunError::TimedOut(_)), "{error}");
+    assert_eq!(error.exit_code(), 3);
+    assert!(error.to_string().starts_with("inconclusive: "), "{error}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+/// What the CLI says names things as `turnstile list` does, and says each thing once.
+#[test]
+fn messages_name_what_list_shows_and_say_each_cause_once() {
+    // An unknown strategy's message lists what runs, `optimistic` too.
+    let (code, _, err) = check(&["--strategy", "no-such", "--workload", "counter"]);
+    assert_eq!(code, 2, "{err}");
+    #[cfg(feature = "optimistic")]
+    assert!(err.contains("optimistic"), "{err}");
+    // `list` gives the control's real spec form.
+    let list = std::process::Command::new(cli_support::EXE)
+        .arg("list")
+        .output()
+        .unwrap();
+    let list = String::from_utf8_lossy(&list.stdout);
+    assert!(list.contains("racy-version:MICROS"), "{list}");
+    assert!(!list.contains("(racy:"), "{list}");
+    // `--sync` takes all four of SQLite's settings, and says so.
+    let (_, help, _) = check(&["--help"]);
+    assert!(help.contains("off, normal, full or extra"), "{help}");
+    let (code, out, err) = check(&[
+        "--strategy",
+        "mutex",
+        "--workload",
+        "counter",
+        "--ops",
+        "20",
+        "--sync",
+        "extra",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    // A refused connection is said once, not once per layer of the error.
+    #[cfg(feature = "redis")]
+    {
+        let (code, _, err) = check(&[
+            "--strategy",
+            "redis://127.0.0.1:1",
+            "--workload",
+            "counter",
+            "--ops",
+            "10",
+        ]);
+        assert_eq!(code, 3, "{err}");
+        assert_eq!(err.matches("refused").count(), 1, "{err}");
+    }
 }

@@ -484,3 +484,332 @@ fn compare_ignores_the_test_suites_server_variables() {
         .collect();
     assert_eq!(floors, ["sqlite_commit_1row"], "{report}");
 }
+
+/// Runs `command` with its output in files, for at most `limit`: its exit code, stdout and
+/// stderr. A command still running then is killed and the test fails: the point is that
+/// it stopped before its first long setting.
+fn within(command: &mut Command, limit: std::time::Duration) -> (Option<i32>, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, err) = (dir.path().join("out"), dir.path().join("err"));
+    let mut child = command
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "still running after {limit:?}: {}",
+                std::fs::read_to_string(&err).unwrap()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    (
+        status.code(),
+        std::fs::read_to_string(&out).unwrap(),
+        std::fs::read_to_string(&err).unwrap(),
+    )
+}
+
+/// Every setting and output path is checked before anything runs: a bad one is bad usage
+/// (exit 2) at once, naming it, with nothing measured — here the first setting alone
+/// would run for minutes.
+#[test]
+fn compare_refuses_a_bad_setting_or_output_before_the_first_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing-dir").join("report.json");
+    let cases: [(&[&str], &str); 5] = [
+        (&["--strategies", "mutex", "--threads", "1,300"], "300"),
+        // Not --quick: file-lock spans processes, so --procs makes settings.
+        (&["--strategies", "file-lock", "--procs", "65"], "65"),
+        (
+            &["--strategies", "mutex,redis://127.0.0.1:1?ttl_ms=0"],
+            "redis://127.0.0.1:1",
+        ),
+        (
+            &["--strategies", "mutex", "--json", missing.to_str().unwrap()],
+            "--json",
+        ),
+        (
+            &[
+                "--strategies",
+                "mutex",
+                "--svg",
+                dir.path().to_str().unwrap(),
+            ],
+            "--svg",
+        ),
+    ];
+    for (args, named) in cases {
+        let (code, out, err) = within(
+            turnstile()
+                .args(["compare", "--no-redis", "--ops", "10000000"])
+                .args(args),
+            std::time::Duration::from_secs(30),
+        );
+        assert_eq!(code, Some(2), "{args:?}: {out}{err}");
+        assert!(out.is_empty(), "{args:?}: nothing ran: {out}");
+        assert!(err.contains(named), "{args:?}: {err}");
+    }
+    assert!(!missing.exists());
+    // No ops at all is refused as `check` refuses it.
+    let (code, err) =
+        status(
+            turnstile()
+                .args(TINY_RUN)
+                .args(["--ops", "0", "--strategies", "mutex"]),
+        );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--ops"), "{err}");
+}
+
+/// A value given twice in a list is one setting, measured once.
+#[test]
+fn compare_measures_a_repeated_setting_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    stdout_of_success(
+        turnstile()
+            .args(["compare", "--quick", "--no-redis", "--ops", "50"])
+            .args(["--strategies", "mutex,queue,mutex", "--threads", "1,2,1"])
+            .args(["--sync", "normal,normal"])
+            .arg("--json")
+            .arg(&json),
+        "",
+    );
+    let report = report(&json);
+    let settings: Vec<String> = report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| format!("{} {}", r["strategy"], r["threads"]))
+        .collect();
+    assert_eq!(
+        settings,
+        ["\"mutex\" 1", "\"mutex\" 2", "\"queue\" 1", "\"queue\" 2"],
+        "{report}"
+    );
+}
+
+/// On a workload whose state lies outside the data (`file_store`'s file, `notify_once`'s
+/// effects), a strategy that does not exclude (`optimistic`) cannot protect it: the
+/// default list skips it with a note, as the benchmarks do, and the others pass.
+#[cfg(feature = "optimistic")]
+#[test]
+fn compare_skips_what_cannot_protect_state_outside_the_data() {
+    let output = turnstile()
+        .args(["compare", "--quick", "--no-redis", "--ops", "100"])
+        .args(["--threads", "2", "--workload", "file_store"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("skipped") && stderr.contains("optimistic"),
+        "{stderr}"
+    );
+    assert!(!stdout.contains("optimistic"), "{stdout}");
+    assert!(stdout.contains("mutex"), "{stdout}");
+}
+
+/// A setting that ended without a verdict is in the JSON report (`inconclusive`, with
+/// why; `violations` likewise), said once under the table, and `--from-json` exits as
+/// the run did.
+#[test]
+fn compare_json_keeps_what_did_not_pass_and_from_json_exits_as_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let output = turnstile()
+        .args(TINY_RUN)
+        .args(["--strategies", "mutex,redis://127.0.0.1:1"])
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert_eq!(output.status.code(), Some(3), "{stdout}");
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("inconclusive: "))
+        .unwrap_or_else(|| panic!("no inconclusive line:\n{stdout}"));
+    assert!(
+        line.starts_with("inconclusive: redis://127.0.0.1:1 ×1 threads ×1 procs, sync=normal: "),
+        "{line}"
+    );
+    assert_eq!(line.matches("inconclusive").count(), 1, "{line}");
+    let report = report(&json);
+    assert_eq!(report["violations"], serde_json::json!([]), "{report}");
+    let inconclusive = report["inconclusive"].as_array().unwrap();
+    assert_eq!(inconclusive.len(), 1, "{report}");
+    assert_eq!(inconclusive[0]["strategy"], "redis://127.0.0.1:1");
+    assert_eq!(inconclusive[0]["threads"], 1);
+    assert_eq!(inconclusive[0]["procs"], 1);
+    assert_eq!(inconclusive[0]["sync"], "normal");
+    let reason = inconclusive[0]["reason"].as_str().unwrap();
+    assert!(reason.starts_with("backend unavailable: "), "{reason}");
+    assert_eq!(reason.matches("refused").count(), 1, "{reason}");
+
+    let from_json = |path: &std::path::Path| {
+        let output = turnstile()
+            .args(["compare", "--from-json"])
+            .arg(path)
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        )
+    };
+    let (code, again) = from_json(&json);
+    assert_eq!(code, Some(3), "{again}");
+    assert!(again.contains(line), "{again}");
+    // The same setting as a violation: 1.
+    let mut violated = report.clone();
+    violated["violations"] = violated["inconclusive"].take();
+    violated["inconclusive"] = serde_json::json!([]);
+    let path = dir.path().join("violated.json");
+    std::fs::write(&path, violated.to_string()).unwrap();
+    let (code, again) = from_json(&path);
+    assert_eq!(code, Some(1), "{again}");
+    assert!(
+        again.contains("VIOLATION: redis://127.0.0.1:1 ×1"),
+        "{again}"
+    );
+    // A report of an older version has neither list: a record that claims safety and
+    // was not safe is a violation.
+    let mut older = report.clone();
+    let object = older.as_object_mut().unwrap();
+    object.remove("violations");
+    object.remove("inconclusive");
+    older["results"][0]["safe"] = serde_json::json!(false);
+    let path = dir.path().join("older.json");
+    std::fs::write(&path, older.to_string()).unwrap();
+    assert_eq!(from_json(&path).0, Some(1));
+}
+
+/// An output that fails only after the run (`/dev/full` opens, and refuses every write)
+/// is a note naming it, under the printed table; the comparison's own exit code wins
+/// over it (3 here), and a comparison that passed exits 2 (its report is missing).
+#[test]
+fn compare_output_that_fails_after_the_run_keeps_the_comparisons_exit_code() {
+    if !std::path::Path::new("/dev/full").exists() {
+        eprintln!("no /dev/full here: skipped");
+        return;
+    }
+    for (strategies, code) in [("mutex,redis://127.0.0.1:1", 3), ("mutex", 2)] {
+        let output = turnstile()
+            .args(TINY_RUN)
+            .args(["--strategies", strategies, "--json", "/dev/full"])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(code), "{strategies}: {stderr}");
+        assert!(stdout.contains("mutex"), "the table: {stdout}");
+        assert!(stderr.contains("/dev/full"), "{stderr}");
+    }
+}
+
+/// The children of process `parent` named `name`, from `/proc`.
+fn children_named(parent: u32, name: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid …: comm may hold spaces, so read after its `)`.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let ppid = stat[close + 1..].split_whitespace().nth(1);
+        if &stat[open + 1..close] == name && ppid == Some(&parent.to_string()) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// Whether process `pid` is gone (or a zombie: dead, not yet reaped).
+fn gone(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+        stat.rfind(')')
+            .and_then(|close| stat[close + 1..].split_whitespace().next())
+            == Some("Z")
+    })
+}
+
+/// A comparison stopped by SIGTERM or SIGINT stops its private `redis-server` first (it
+/// would outlive it), and exits as the signal would (128 + its number). Needs
+/// `redis-server` on `PATH`.
+#[test]
+fn compare_stopped_by_a_signal_stops_its_private_redis() {
+    use rustix::process::{Pid, Signal, kill_process};
+    use std::time::{Duration, Instant};
+
+    if std::process::Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("no redis-server on PATH: skipped");
+        return;
+    }
+    for (signal, code) in [(Signal::TERM, 143), (Signal::INT, 130)] {
+        // The default strategies, a private Redis among them; the first setting alone
+        // would run for minutes.
+        let mut child = turnstile()
+            .args(["compare", "--quick", "--threads", "1", "--ops", "10000000"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        let redis = loop {
+            if let Some(&pid) = children_named(child.id(), "redis-server").first() {
+                break pid;
+            }
+            if started.elapsed() > Duration::from_secs(30) || child.try_wait().unwrap().is_some() {
+                let _ = child.kill();
+                panic!("no private redis-server started");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        // Past its start: well into the comparison.
+        std::thread::sleep(Duration::from_millis(500));
+        kill_process(Pid::from_raw(child.id() as i32).unwrap(), signal).unwrap();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                let _ = child.kill();
+                panic!("compare did not stop on {signal:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !gone(redis) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let survived = !gone(redis);
+        if survived {
+            let _ = kill_process(Pid::from_raw(redis as i32).unwrap(), Signal::KILL);
+        }
+        assert!(
+            !survived,
+            "redis-server {redis} outlived compare on {signal:?}"
+        );
+        assert_eq!(status.code(), Some(code), "{signal:?}: {status}");
+    }
+}

@@ -32,7 +32,7 @@ use crate::data::{DataSpec, runs_over};
 use crate::run::{RunConfig, RunError, capabilities_of};
 use crate::workload::Workload;
 
-pub use report::{Floor, LockCycle, Machine, Record, Report, SqliteInfo};
+pub use report::{Floor, LockCycle, Machine, Problem, Record, Report, SqliteInfo};
 
 /// The embedded strategies compared by default, baselines and the `unserialized` control
 /// included. `optimistic` runs the same workload on versioned records in the same SQLite
@@ -130,9 +130,11 @@ struct Setting {
 pub struct Comparison {
     /// Everything measured.
     pub report: Report,
-    /// Settings whose strategy claims to be safe there but a checker failed.
+    /// Settings whose strategy claims to be safe there but a checker failed, and which
+    /// ([`Report::violations`], one line each).
     pub violations: Vec<String>,
-    /// Settings that could not produce a verdict (and why).
+    /// Settings that could not produce a verdict, and why ([`Report::inconclusive`], one
+    /// line each).
     pub inconclusive: Vec<String>,
 }
 
@@ -190,8 +192,11 @@ fn known_anywhere(spec: &str, registry: &Registry<Sqlite>) -> bool {
 /// Runs the comparison.
 ///
 /// # Errors
-/// [`RunError::Usage`] for a bad configuration (an empty list, an unknown strategy, no
-/// strategy that runs over the data, a data URL that does not parse);
+/// [`RunError::Usage`] for a bad configuration (an empty list, a `threads`, `procs` or
+/// `ops` value out of range, an unknown strategy or one that refuses its spec, no
+/// strategy that runs over the data, a data URL that does not parse), found before
+/// anything runs; repeated values in a list run once, and on `notify_once` and
+/// `file_store` a strategy that does not exclude is skipped with a note;
 /// [`RunError::Unavailable`] when the data's commit floor cannot be measured (a data
 /// server that is down), before any setting runs.
 pub fn compare(
@@ -203,7 +208,11 @@ pub fn compare(
             "--threads and --sync need at least one value".into(),
         ));
     }
+    if config.ops == Some(0) {
+        return Err(RunError::Usage("--ops must be 1..=10000000, got 0".into()));
+    }
     let data = &config.data;
+    data.check()?;
     let mut private_redis = None;
     let mut redis_url = config.redis.clone();
     let strategies: Vec<String> = match &config.strategies {
@@ -246,7 +255,7 @@ pub fn compare(
     };
     let mut skipped = Vec::new();
     let mut runnable = Vec::new();
-    for spec in strategies {
+    for spec in distinct(&strategies) {
         let name = turnstile::spec::Spec::parse(&spec)
             .map_err(|e| RunError::Usage(e.to_string()))?
             .name()
@@ -283,17 +292,56 @@ pub fn compare(
         }
         config.sync[..1].to_vec()
     } else {
-        config.sync.clone()
+        distinct(&config.sync)
     };
 
-    let threads = config.threads.clone();
+    let threads = distinct(&config.threads);
+    let procs = distinct(&config.procs);
     let ops = config
         .ops
         .unwrap_or(if config.quick { 2000 } else { 10_000 });
 
+    // Every strategy opened (not probed) before anything runs: a spec the strategy
+    // refuses is bad usage now, not after the settings before it; one whose backend is
+    // out of reach is left to its settings, which end inconclusive.
+    let mut opened = Vec::new();
+    let mut cannot_protect = Vec::new();
+    for spec in strategies {
+        let caps = match capabilities_of(&spec, data, registry) {
+            Ok(caps) => Some(caps),
+            Err(RunError::Usage(m)) => {
+                return Err(RunError::Usage(format!("{}: {m}", redact_url(&spec))));
+            }
+            Err(_) => None,
+        };
+        // As `bench`: a strategy that does not exclude cannot protect state outside the
+        // data it arbitrates (notify_once's effects, file_store's file); its run would be
+        // a violation of a promise it never made.
+        if caps.is_some_and(|c| !c.excludes)
+            && matches!(config.workload, Workload::NotifyOnce | Workload::FileStore)
+            && !is_control(&spec)
+        {
+            cannot_protect.push(redact_url(&spec));
+            continue;
+        }
+        opened.push((spec, caps.map(|c| c.scope)));
+    }
+    if !cannot_protect.is_empty() {
+        eprintln!(
+            "note: skipped, they do not exclude, so they cannot protect {}'s state outside the data: {}",
+            config.workload,
+            cannot_protect.join(", ")
+        );
+    }
+    if opened.is_empty() {
+        return Err(RunError::Usage(format!(
+            "none of the strategies can protect {}'s state outside the data",
+            config.workload
+        )));
+    }
+
     let mut settings = Vec::new();
-    for spec in &strategies {
-        let scope = capabilities_of(spec, data, registry).map(|c| c.scope).ok();
+    for (spec, scope) in &opened {
         for &sync in &syncs {
             for &t in &threads {
                 settings.push(Setting {
@@ -304,7 +352,7 @@ pub fn compare(
                 });
             }
             if !config.quick && scope.is_some_and(|s| s >= Scope::Processes) {
-                for &p in config.procs.iter().filter(|&&p| p > 1) {
+                for &p in procs.iter().filter(|&&p| p > 1) {
                     for &t in &threads {
                         settings.push(Setting {
                             spec: spec.clone(),
@@ -316,6 +364,30 @@ pub fn compare(
                 }
             }
         }
+    }
+
+    // Every setting checked before the first runs: a bad one stops the comparison now,
+    // with nothing half measured.
+    let run_config = |setting: &Setting| {
+        let mut run_config = RunConfig::new(setting.spec.clone(), config.workload)
+            .threads(setting.threads)
+            .procs(setting.procs)
+            .ops(ops.max(setting.threads * setting.procs))
+            .data(data.clone())
+            .transaction(true)
+            .sync(setting.sync);
+        run_config.worker_exe = config.worker_exe.clone();
+        run_config
+    };
+    for &t in &threads {
+        RunConfig::new("", config.workload).threads(t).validate()?;
+    }
+    for &p in &procs {
+        RunConfig::new("", config.workload).procs(p).validate()?;
+    }
+    RunConfig::new("", config.workload).ops(ops).validate()?;
+    for setting in &settings {
+        run_config(setting).validate()?;
     }
 
     let bar = config.progress.then(|| {
@@ -353,6 +425,13 @@ pub fn compare(
     let mut violations = Vec::new();
     let mut inconclusive = Vec::new();
     for setting in &settings {
+        let problem = |reason: String| Problem {
+            strategy: redact_url(&setting.spec),
+            threads: setting.threads as u32,
+            procs: setting.procs as u32,
+            sync: setting.sync.as_str().to_ascii_lowercase(),
+            reason,
+        };
         let label = format!(
             "{} ×{} threads ×{} procs, sync={}",
             redact_url(&setting.spec),
@@ -363,19 +442,8 @@ pub fn compare(
         if let Some(bar) = &bar {
             bar.set_message(label.clone());
         }
-        let mut run_config = RunConfig::new(setting.spec.clone(), config.workload)
-            .threads(setting.threads)
-            .procs(setting.procs)
-            .ops(ops.max(setting.threads * setting.procs))
-            .data(data.clone())
-            .transaction(true);
-        run_config.sync = setting.sync;
-        run_config.worker_exe = config.worker_exe.clone();
-        let name = turnstile::spec::Spec::parse(&setting.spec)
-            .map(|s| s.name().to_owned())
-            .unwrap_or_default();
-        let control = CONTROLS.contains(&name.as_str());
-        match crate::run(&run_config, registry) {
+        let control = is_control(&setting.spec);
+        match crate::run(&run_config(setting), registry) {
             Ok(run) => {
                 let out_of_scope = !run.notes.is_empty()
                     && setting.procs > 1
@@ -388,11 +456,19 @@ pub fn compare(
                     .map(|&ns| Duration::from_nanos(ns))
                     .collect();
                 let summary = stats::Summary::of(&mut latencies);
+                let why = |verdict: Verdict| {
+                    run.checks
+                        .iter()
+                        .filter(|c| c.verdict == verdict)
+                        .map(|c| format!("{}: {}", c.checker, c.summary))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                };
                 if claims_safe && run.verdict == Verdict::Violation {
-                    violations.push(label.clone());
+                    violations.push(problem(why(Verdict::Violation)));
                 }
                 if claims_safe && run.verdict == Verdict::Inconclusive {
-                    inconclusive.push(label.clone());
+                    inconclusive.push(problem(why(Verdict::Inconclusive)));
                 }
                 results.push(Record {
                     strategy: redact_url(&setting.spec),
@@ -419,7 +495,7 @@ pub fn compare(
             Err(RunError::Usage(m)) => return Err(RunError::Usage(m)),
             Err(e) => {
                 if !control {
-                    inconclusive.push(format!("{label}: {e}"));
+                    inconclusive.push(problem(e.reason()));
                 }
                 eprintln!("note: {label}: {e}");
             }
@@ -448,12 +524,34 @@ pub fn compare(
         floors,
         lock_cycles,
         results,
-    };
-    Ok(Comparison {
-        report,
         violations,
         inconclusive,
+    };
+    Ok(Comparison {
+        violations: report.violations.iter().map(ToString::to_string).collect(),
+        inconclusive: report
+            .inconclusive
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        report,
     })
+}
+
+/// `list` without its repeats, in its order.
+fn distinct<T: Clone + PartialEq>(list: &[T]) -> Vec<T> {
+    let mut out: Vec<T> = Vec::with_capacity(list.len());
+    for item in list {
+        if !out.contains(item) {
+            out.push(item.clone());
+        }
+    }
+    out
+}
+
+/// Whether `spec` names one of the [`CONTROLS`].
+fn is_control(spec: &str) -> bool {
+    turnstile::spec::Spec::parse(spec).is_ok_and(|s| CONTROLS.contains(&s.name()))
 }
 
 /// The chart of a report: throughput and p99 against threads, one line per strategy and

@@ -5,15 +5,37 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::report::{Floor, LockCycle};
 use super::stats;
 
-/// A `redis-server` on a free loopback port, without persistence, stopped on drop.
+/// A `redis-server` on a free loopback port, without persistence, stopped on drop — or
+/// by [`stop_all`], which a program calls before it exits on a signal (drops do not run
+/// then).
 pub struct PrivateRedis {
     child: Child,
     port: u16,
+}
+
+/// The process ids of the private servers started and not yet stopped. A pid is taken
+/// out before its process is waited for, so one here is never another process's.
+static RUNNING: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+/// Kills every [`PrivateRedis`] still running, for a program about to exit without
+/// dropping them (on `SIGINT` or `SIGTERM`): a `redis-server` outlives its parent
+/// otherwise.
+pub fn stop_all() {
+    let running = RUNNING.lock().unwrap_or_else(|p| p.into_inner());
+    for &pid in running.iter() {
+        if let Some(pid) = i32::try_from(pid)
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+        {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        }
+    }
 }
 
 impl PrivateRedis {
@@ -38,6 +60,10 @@ impl PrivateRedis {
                 .stderr(Stdio::null())
                 .spawn()
                 .map_err(|e| format!("no redis-server on PATH ({e})"))?;
+            RUNNING
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(child.id());
             let mut server = PrivateRedis { child, port };
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
@@ -66,6 +92,11 @@ impl PrivateRedis {
 
 impl Drop for PrivateRedis {
     fn drop(&mut self) {
+        let pid = self.child.id();
+        RUNNING
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|&p| p != pid);
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -23,8 +23,77 @@ pub struct Report {
     /// Locks' own cycles measured in the same run (absent from reports of older versions).
     #[serde(default)]
     pub lock_cycles: Vec<LockCycle>,
-    /// One record per strategy × workload × threads × processes × sync.
+    /// One record per strategy × workload × threads × processes × sync that ran to a
+    /// verdict.
     pub results: Vec<Record>,
+    /// Settings whose strategy claims to be safe there and had a violation (reports of
+    /// older versions: absent, read as none).
+    #[serde(default)]
+    pub violations: Vec<Problem>,
+    /// Settings whose strategy claims to be safe there and ended without a verdict: a
+    /// checker was inconclusive (the setting is also in `results`), or the run could not be
+    /// made (a backend out of reach: only here). Reports of older versions: absent.
+    #[serde(default)]
+    pub inconclusive: Vec<Problem>,
+}
+
+impl Report {
+    /// The exit code of the run this report is of: 1 with a violation, else 3 with an
+    /// inconclusive setting, else 0. A report of an older version, without those lists,
+    /// gives 1 for a record that claims safety and was not safe.
+    pub fn exit_code(&self) -> i32 {
+        // In a report of this version such a record is in one of the lists.
+        let older = self.violations.is_empty()
+            && self.inconclusive.is_empty()
+            && self.results.iter().any(|r| r.claims_safe && !r.safe);
+        if !self.violations.is_empty() || older {
+            1
+        } else if !self.inconclusive.is_empty() {
+            3
+        } else {
+            0
+        }
+    }
+}
+
+/// A setting whose strategy claims to be safe there that had a violation or ended
+/// without a verdict, and why.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Problem {
+    /// The strategy spec (passwords redacted).
+    pub strategy: String,
+    /// Threads per process.
+    pub threads: u32,
+    /// Processes.
+    pub procs: u32,
+    /// SQLite's `synchronous`.
+    pub sync: String,
+    /// What went wrong: the checkers that failed (or were inconclusive) with their
+    /// summaries, or why the run could not be made.
+    pub reason: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} ×{} threads ×{} procs, sync={}: {}",
+            self.strategy, self.threads, self.procs, self.sync, self.reason
+        )
+    }
+}
+
+/// The lines under the table for a report's problems: `VIOLATION: …` for each violation,
+/// `inconclusive: …` for each setting without a verdict.
+pub fn problems(report: &Report) -> String {
+    let mut out = String::new();
+    for v in &report.violations {
+        let _ = writeln!(out, "VIOLATION: {v}");
+    }
+    for i in &report.inconclusive {
+        let _ = writeln!(out, "inconclusive: {i}");
+    }
+    out
 }
 
 fn sqlite() -> String {

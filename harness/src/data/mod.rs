@@ -59,8 +59,9 @@ pub use self::versioned::VersionedData;
 /// Where a run keeps its data (`turnstile check --data`).
 ///
 /// Parses from `sqlite`, `postgres://…` (or `postgresql://…`, or a URL with
-/// `postgres://`'s query parameters) and `mysql://…`; any other scheme is refused. The URL
-/// is only checked fully when the run opens it. `Debug` and `Display` hide a password.
+/// `postgres://`'s query parameters) and `mysql://…`; any other scheme is refused, and so
+/// is a URL the driver cannot use (no host, say: [`DataSpec::check`]). `Debug` and
+/// `Display` hide a password.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
@@ -79,6 +80,26 @@ impl DataSpec {
     /// Whether the data lives on a server shared with other runs.
     pub fn is_server(&self) -> bool {
         !matches!(self, DataSpec::Sqlite)
+    }
+
+    /// Checks a server URL as far as it can be without connecting: it parses, and names
+    /// what the driver needs to connect (a host). Nothing is connected. In a build without
+    /// the server's feature, nothing is checked (the run refuses the data).
+    ///
+    /// # Errors
+    /// [`RunError::Usage`] saying what is wrong (never the password).
+    pub fn check(&self) -> Result<(), RunError> {
+        match self {
+            #[cfg(feature = "postgres")]
+            DataSpec::Postgres(url) => self::postgres::checked(url)
+                .map(drop)
+                .map_err(RunError::Usage),
+            #[cfg(feature = "mysql")]
+            DataSpec::MySql(url) => turnstile::resource::MySql::new(url)
+                .map(drop)
+                .map_err(crate::run::open_error),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -108,14 +129,18 @@ impl std::str::FromStr for DataSpec {
         let scheme = s
             .split_once("://")
             .map(|(scheme, _)| scheme.to_ascii_lowercase());
-        match scheme.as_deref() {
-            Some("postgres" | "postgresql") => Ok(DataSpec::Postgres(s.to_owned())),
-            Some("mysql") => Ok(DataSpec::MySql(s.to_owned())),
-            _ => Err(format!(
-                "unknown data {:?}: use sqlite, postgres://user@host:port/db or mysql://user@host:port/db",
-                redact_url(s)
-            )),
-        }
+        let data = match scheme.as_deref() {
+            Some("postgres" | "postgresql") => DataSpec::Postgres(s.to_owned()),
+            Some("mysql") => DataSpec::MySql(s.to_owned()),
+            _ => {
+                return Err(format!(
+                    "unknown data {:?}: use sqlite, postgres://user@host:port/db or mysql://user@host:port/db",
+                    redact_url(s)
+                ));
+            }
+        };
+        data.check().map_err(|e| e.reason())?;
+        Ok(data)
     }
 }
 
