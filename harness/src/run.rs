@@ -757,11 +757,13 @@ fn one_op<R: WorkloadData>(
             event.output = Some(output);
         }
         Err(e) => {
-            // Outside a transaction an op that started may have written part of its work.
+            // An op whose outcome is not known, or that ended the transaction itself, may
+            // have committed; outside a transaction one that started may have written part
+            // of its work.
             // A torn store is refused before the op writes anything.
             let wrote_nothing = matches!(e.op(), Some(crate::workload::OpError::Corrupt(_)));
-            let unknown =
-                e.is_indeterminate() || (!transactional && event.enter.is_some() && !wrote_nothing);
+            let unknown = e.may_have_committed()
+                || (!transactional && event.enter.is_some() && !wrote_nothing);
             event.phase = if unknown { Phase::Unknown } else { Phase::Fail };
             event.error = Some(format!("{}: {e}", e.kind()));
         }
