@@ -748,6 +748,16 @@ fn passwords_in_libpq_strings_stay_out_of_errors() {
 #[test]
 fn logins_left_waiting_on_a_silent_server_are_capped() {
     use turnstile::resource::MAX_PENDING_LOGINS;
+    // Logins that are answered are not capped, however many run at once.
+    let logins: Vec<_> = (0..3 * MAX_PENDING_LOGINS)
+        .map(|_| std::thread::spawn(|| Postgres::new(&url()).unwrap().connect().map(drop)))
+        .collect();
+    for login in logins {
+        login
+            .join()
+            .unwrap()
+            .expect("a login to a server that answers");
+    }
     let (target, via) = cut_proxy::through_proxy(&url());
     let proxy = cut_proxy::CutProxy::start(&target);
     proxy.stall();

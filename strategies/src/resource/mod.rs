@@ -75,71 +75,87 @@ pub(crate) fn fence_column(bytes: &[u8], max: usize) -> std::borrow::Cow<'_, [u8
 /// thread (and socket) waiting on a server that does not answer.
 pub const MAX_PENDING_LOGINS: usize = 8;
 
-/// Logins still running, per server identity.
-static PENDING_LOGINS: std::sync::Mutex<Vec<(String, usize)>> = std::sync::Mutex::new(Vec::new());
+/// Logins whose caller gave up on them while they still ran, per server identity.
+static ABANDONED_LOGINS: std::sync::Mutex<Vec<(String, usize)>> = std::sync::Mutex::new(Vec::new());
 
-/// Counts a login to `server` while it runs.
-struct PendingLogin(String);
-
-impl PendingLogin {
-    fn start(server: &str) -> Result<PendingLogin, turnstile_core::BoxError> {
-        let mut pending = PENDING_LOGINS.lock().unwrap_or_else(|p| p.into_inner());
-        let count = match pending.iter_mut().find(|(s, _)| s == server) {
-            Some((_, n)) => n,
-            None => {
-                pending.push((server.to_owned(), 0));
-                &mut pending.last_mut().expect("just pushed").1
-            }
-        };
-        if *count >= MAX_PENDING_LOGINS {
-            return Err(format!(
-                "{count} logins to {server} are still waiting for the server to answer; not starting another"
-            )
-            .into());
-        }
-        *count += 1;
-        Ok(PendingLogin(server.to_owned()))
-    }
+fn abandoned_logins() -> std::sync::MutexGuard<'static, Vec<(String, usize)>> {
+    ABANDONED_LOGINS.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-impl Drop for PendingLogin {
-    fn drop(&mut self) {
-        let mut pending = PENDING_LOGINS.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(i) = pending.iter().position(|(s, _)| *s == self.0) {
-            pending[i].1 -= 1;
-            if pending[i].1 == 0 {
-                pending.swap_remove(i);
-            }
-        }
-    }
+/// Where a login stands; changed only under [`ABANDONED_LOGINS`]' lock.
+#[derive(Clone, Copy, PartialEq)]
+enum Login {
+    Running,
+    Finished,
+    Abandoned,
 }
 
 /// Opens a connection to `server` (its identity) on a thread of its own, and waits for
 /// it at most `timeout`. A driver's connect timeout covers the TCP connect only: a server
 /// that accepts the connection and then never answers the login would block the caller
 /// until TCP gives up. On timeout the thread is left to end on its own, and drops what it
-/// opened; at most [`MAX_PENDING_LOGINS`] are left so per server.
+/// opened; while [`MAX_PENDING_LOGINS`] are left so for one server, a new login to it
+/// fails at once.
 pub(crate) fn open_within<T: Send + 'static>(
     server: &str,
     timeout: std::time::Duration,
     open: impl FnOnce() -> Result<T, turnstile_core::BoxError> + Send + 'static,
 ) -> Result<T, turnstile_core::BoxError> {
     use std::sync::mpsc::{RecvTimeoutError, sync_channel};
-    let pending = PendingLogin::start(server)?;
+    use std::sync::{Arc, Mutex};
+    if let Some((_, n)) = abandoned_logins()
+        .iter()
+        .find(|(s, n)| s == server && *n >= MAX_PENDING_LOGINS)
+    {
+        return Err(format!(
+            "{n} logins to {server} are still waiting for the server to answer; not starting another"
+        )
+        .into());
+    }
+    let state = Arc::new(Mutex::new(Login::Running));
     let (tx, rx) = sync_channel(1);
+    let (thread_state, thread_server) = (state.clone(), server.to_owned());
     std::thread::Builder::new()
         .name("turnstile-connect".to_owned())
         .spawn(move || {
-            let _ = tx.send(open());
-            drop(pending);
+            let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(open))
+                .unwrap_or_else(|_| Err("connecting panicked".into()));
+            let mut abandoned = abandoned_logins();
+            let mut state = thread_state.lock().unwrap_or_else(|p| p.into_inner());
+            if *state == Login::Abandoned {
+                if let Some(i) = abandoned.iter().position(|(s, _)| *s == thread_server) {
+                    abandoned[i].1 -= 1;
+                    if abandoned[i].1 == 0 {
+                        abandoned.swap_remove(i);
+                    }
+                }
+            } else {
+                *state = Login::Finished;
+                let _ = tx.send(opened);
+            }
         })?;
     match rx.recv_timeout(timeout) {
         Ok(opened) => opened,
-        Err(RecvTimeoutError::Timeout) => Err(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            format!("the server did not complete the connection's login within {timeout:?}"),
-        )
-        .into()),
+        Err(RecvTimeoutError::Timeout) => {
+            let mut abandoned = abandoned_logins();
+            let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
+            if *state == Login::Finished {
+                // It finished just now: its answer is in the channel.
+                return rx
+                    .recv()
+                    .unwrap_or_else(|_| Err("the connecting thread died".into()));
+            }
+            *state = Login::Abandoned;
+            match abandoned.iter_mut().find(|(s, _)| s == server) {
+                Some((_, n)) => *n += 1,
+                None => abandoned.push((server.to_owned(), 1)),
+            }
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the server did not complete the connection's login within {timeout:?}"),
+            )
+            .into())
+        }
         Err(RecvTimeoutError::Disconnected) => Err("the connecting thread died".into()),
     }
 }
