@@ -70,9 +70,11 @@ pub(crate) fn fence_column(bytes: &[u8], max: usize) -> std::borrow::Cow<'_, [u8
     }
 }
 
-/// The most logins to one server left waiting on their threads by [`open_within`]
-/// after their timeout: beyond it, a new login fails at once rather than leave one more
-/// thread (and socket) waiting on a server that does not answer.
+/// The most logins to one server left waiting on their threads after their connect
+/// timeout (a login runs on a thread of its own, so that a server that accepts the
+/// connection but never answers cannot block the caller past the timeout): beyond it, a
+/// new login fails at once rather than leave one more thread (and socket) waiting on a
+/// server that does not answer.
 pub const MAX_PENDING_LOGINS: usize = 8;
 
 /// Logins whose caller gave up on them while they still ran, per server identity.
