@@ -10,6 +10,8 @@ use cli_support::{CHECK_ENV, check, check_env};
 fn bad_usage_exits_2() {
     for args in [
         &["--strategy", "no-such-strategy", "--workload", "counter"][..],
+        // A lock URL with no host: bad usage, not a server out of reach.
+        &["--strategy", "postgres://", "--workload", "counter"],
         &["--strategy", "mutex", "--workload", "no-such-workload"],
         &[
             "--strategy",

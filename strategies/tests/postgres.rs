@@ -342,7 +342,17 @@ fn server_down_unknown_role_and_bad_urls_are_typed() {
         .run(&Key::whole(), |_| Ok::<_, postgres::Error>(()))
         .unwrap_err();
     assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
-    for url in ["postgres://h:notaport/db", "postgres://h/db?sslmode=bogus"] {
+    // Also what the driver would refuse only when connecting, as if the server were down:
+    // no host, hosts and ports that do not pair up, an empty host name.
+    for url in [
+        "postgres://h:notaport/db",
+        "postgres://h/db?sslmode=bogus",
+        "postgres://",
+        "postgres://u@/db",
+        "host=a,b port=1,2,3 dbname=d",
+        "host=a,b hostaddr=127.0.0.1 dbname=d",
+        "host=a, port=5432",
+    ] {
         assert!(
             matches!(PostgresLock::new(url), Err(Error::Config(_))),
             "{url}"

@@ -9,40 +9,13 @@ use super::{Backend, DataSpec, Tables, WorkloadData, backend_error, server_table
 use crate::run::{RunError, WorkerSpec, open_error};
 use crate::workload::OpError;
 
-/// Parses a `postgres://` URL, refusing what the driver would only refuse when it
-/// connects (a configuration error, not a server out of reach): no host, hosts and
-/// `hostaddr`s that do not pair up, more ports than hosts, an empty host name.
+/// Parses a `postgres://` URL; [`Postgres::new`] refuses what the driver would only
+/// refuse when it connects (no host, hosts and `hostaddr`s that do not pair up, …).
 pub(crate) fn checked(url: &str) -> Result<Postgres, String> {
-    use postgres::config::Host;
-    let db = Postgres::new(url).map_err(|e| match open_error(e) {
+    Postgres::new(url).map_err(|e| match open_error(e) {
         RunError::Usage(m) => m,
         other => other.reason(),
-    })?;
-    let config = db.config();
-    let (hosts, addrs) = (config.get_hosts(), config.get_hostaddrs());
-    let bad = |why: &str| {
-        Err(format!(
-            "bad PostgreSQL URL {:?}: {why}",
-            turnstile::spec::redact_url(url)
-        ))
-    };
-    if hosts.is_empty() && addrs.is_empty() {
-        return bad("it names no host");
-    }
-    if !hosts.is_empty() && !addrs.is_empty() && hosts.len() != addrs.len() {
-        return bad("its hosts and hostaddrs do not pair up");
-    }
-    let ports = config.get_ports().len();
-    if ports > 1 && ports != hosts.len().max(addrs.len()) {
-        return bad("it has more than one port, but not one per host");
-    }
-    if hosts
-        .iter()
-        .any(|h| matches!(h, Host::Tcp(name) if name.is_empty()))
-    {
-        return bad("a host name is empty");
-    }
-    Ok(db)
+    })
 }
 
 /// A PostgreSQL database, with tables named by the run's prefix.

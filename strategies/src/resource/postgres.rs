@@ -127,12 +127,33 @@ pub(crate) fn ensure_table(client: &mut Client, ddl: &str) -> Result<(), postgre
 
 /// Parses a `postgres://` URL, filling in the default connect timeout.
 pub(crate) fn parse_url(url: &str) -> Result<Config, StrategyError> {
-    let mut config = Config::from_str(url).map_err(|e| {
+    let bad = |why: &dyn std::fmt::Display| {
         Error::Config(format!(
-            "bad PostgreSQL URL {:?}: {e}",
+            "bad PostgreSQL URL {:?}: {why}",
             crate::spec::redact_url(url)
         ))
-    })?;
+    };
+    let mut config = Config::from_str(url).map_err(|e| bad(&e))?;
+    // What the driver would refuse only when it connects, as if the server were out of
+    // reach: no host, hosts and `hostaddr`s that do not pair up, more ports than hosts,
+    // an empty host name.
+    let (hosts, addrs) = (config.get_hosts(), config.get_hostaddrs());
+    if hosts.is_empty() && addrs.is_empty() {
+        return Err(bad(&"it names no host"));
+    }
+    if !hosts.is_empty() && !addrs.is_empty() && hosts.len() != addrs.len() {
+        return Err(bad(&"its hosts and hostaddrs do not pair up"));
+    }
+    let ports = config.get_ports().len();
+    if ports > 1 && ports != hosts.len().max(addrs.len()) {
+        return Err(bad(&"it has more than one port, but not one per host"));
+    }
+    if hosts
+        .iter()
+        .any(|h| matches!(h, Host::Tcp(name) if name.is_empty()))
+    {
+        return Err(bad(&"a host name is empty"));
+    }
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
     }
