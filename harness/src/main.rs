@@ -384,7 +384,14 @@ fn compare(args: CompareArgs) -> u8 {
 /// (128 + its number).
 fn stop_private_servers_on_signals() {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    match signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) {
+    // A signal the caller set to be ignored (`nohup`, `trap '' HUP`, a background job's
+    // SIGINT) stays ignored: the kernel's `SigIgn` mask of this process says which.
+    let ignored = ignored_signals();
+    let signals: Vec<i32> = [SIGINT, SIGTERM, SIGHUP]
+        .into_iter()
+        .filter(|s| ignored & (1_u64 << (s - 1)) == 0)
+        .collect();
+    match signal_hook::iterator::Signals::new(signals) {
         Ok(mut signals) => {
             std::thread::spawn(move || {
                 if let Some(signal) = signals.forever().next() {
@@ -397,6 +404,20 @@ fn stop_private_servers_on_signals() {
             "turnstile compare: note: no signal handler ({e}): an interrupted comparison may leave its redis-server running"
         ),
     }
+}
+
+/// The signals this process ignores, as a mask with bit `n - 1` for signal `n`, read from
+/// `/proc/self/status` (none where it cannot be read).
+fn ignored_signals() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("SigIgn:"))
+                .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        })
+        .unwrap_or(0)
 }
 
 /// Writes each `(what, path, text)` of a comparison's outputs, and gives its exit code:

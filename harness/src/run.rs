@@ -74,10 +74,12 @@ pub struct RunConfig {
     pub worker_exe: Option<PathBuf>,
     /// The random seed. Default: random.
     pub seed: u64,
-    /// The longest a run's ops may take before it is abandoned as inconclusive
-    /// ([`RunError::TimedOut`]). Worker processes still running then are killed; threads of
-    /// this process stop before their next op, so an op under way when the limit passes
-    /// still ends first (within its strategy's timeout). Default 300 s.
+    /// How long a run may go on before it is abandoned as inconclusive
+    /// ([`RunError::TimedOut`]). Worker processes still running this long after they
+    /// started are killed. A run in this process's threads is abandoned only when it is
+    /// stuck, once no op has started for this long: each thread stops before its next op,
+    /// and an op under way still ends first (within its strategy's timeout; one blocked
+    /// on a server that stopped answering, whenever that returns). Default 300 s.
     pub time_limit: Duration,
     /// Show a progress bar on stderr (only drawn on a terminal). Default off.
     pub progress: bool,
@@ -324,6 +326,14 @@ pub fn writable_file(flag: &str, path: &Path) -> Result<(), RunError> {
     open.write(true);
     if path.exists() {
         open.open(path).map_err(|e| bad(e.to_string()))?;
+    } else if path.is_symlink() {
+        // A link to a file not there yet: writing follows it and creates that file.
+        let target = std::fs::read_link(path).map_err(|e| bad(e.to_string()))?;
+        let target = match path.parent() {
+            Some(dir) if target.is_relative() => dir.join(target),
+            _ => target,
+        };
+        return writable_file(flag, &target);
     } else {
         open.create_new(true)
             .open(path)
@@ -608,9 +618,11 @@ pub fn run_threads<R: WorkloadData>(
     run_threads_within(spec, tables, strategy, announce, None)
 }
 
-/// [`run_threads`] with a time limit: once `limit` has passed since the threads started,
-/// each stops before its next op (an op under way ends first, within its strategy's
-/// timeout), and the run is [`RunError::TimedOut`]. The history written so far stays.
+/// [`run_threads`] with a time limit: once no op has started for `limit` (the run is
+/// stuck, not merely slow), each thread stops before its next op (an op under way ends
+/// first: within its strategy's timeout, or, blocked on a server that stopped
+/// answering, whenever that returns), and the run is [`RunError::TimedOut`]. The history
+/// written so far stays.
 ///
 /// # Errors
 /// When the history file cannot be written, or the limit passed.
@@ -688,10 +700,21 @@ pub fn run_threads_within<R: WorkloadData>(
             });
         }
         drop(running);
-        if let Some(limit) = limit
-            && let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = all_ended.recv_timeout(limit)
-        {
-            expired.store(true, Ordering::Relaxed);
+        if let Some(limit) = limit {
+            // Stuck means no op started for `limit`: a run that is slow but moving ends.
+            let slice = limit.min(Duration::from_secs(1));
+            let (mut started, mut since) = (seq.load(Ordering::Relaxed), Instant::now());
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                all_ended.recv_timeout(slice)
+            {
+                let now_started = seq.load(Ordering::Relaxed);
+                if now_started != started {
+                    (started, since) = (now_started, Instant::now());
+                } else if since.elapsed() >= limit {
+                    expired.store(true, Ordering::Relaxed);
+                    break;
+                }
+            }
         }
     });
     if let Some(limit) = limit

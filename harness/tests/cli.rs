@@ -471,10 +471,11 @@ fn a_run_in_threads_past_its_time_limit_is_inconclusive() {
     use std::time::{Duration, Instant};
     use turnstile_harness::{RunConfig, RunError, Workload, registry, run};
 
-    let config = RunConfig::new("racy-version:500000", Workload::Counter)
+    // Each op takes 1 s, past a limit of 300 ms without a new op: stuck.
+    let config = RunConfig::new("racy-version:1000000", Workload::Counter)
         .threads(1)
         .ops(20)
-        .time_limit(Duration::from_secs(1));
+        .time_limit(Duration::from_millis(300));
     let started = Instant::now();
     let error = run(&config, &registry()).expect_err("the run is cut off");
     assert!(matches!(error, RunError::TimedOut(_)), "{error}");
@@ -485,6 +486,12 @@ fn a_run_in_threads_past_its_time_limit_is_inconclusive() {
         "took {:?}",
         started.elapsed()
     );
+    // A run that is slow but moving (an op every 200 ms, each under the limit) ends.
+    let slow = RunConfig::new("racy-version:200000", Workload::Counter)
+        .threads(1)
+        .ops(6)
+        .time_limit(Duration::from_millis(600));
+    run(&slow, &registry()).expect("a slow run that moves is not cut off");
 }
 
 /// What the CLI says names things as `turnstile list` does, and says each thing once.

@@ -810,3 +810,76 @@ fn compare_stopped_by_a_signal_stops_its_private_redis() {
         assert_eq!(status.code(), Some(code), "{signal:?}: {status}");
     }
 }
+
+/// A report written before the `violations` and `inconclusive` lists: `--from-json` exits
+/// by the verdicts of a record that claimed safety and was not safe (3 when they were only
+/// inconclusive, else 1); the book's own report, which has neither, still loads and exits 0.
+#[test]
+fn an_older_report_exits_by_its_records_verdicts() {
+    let book = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../book/src/benchmarks/compare.json"
+    );
+    let text = std::fs::read_to_string(book).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let from_json = |report: &serde_json::Value| {
+        let path = dir.path().join("report.json");
+        std::fs::write(&path, report.to_string()).unwrap();
+        turnstile()
+            .args(["compare", "--from-json"])
+            .arg(&path)
+            .output()
+            .unwrap()
+            .status
+            .code()
+    };
+    let original: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert!(
+        original.get("violations").is_none(),
+        "the book's report is of the older form"
+    );
+    assert_eq!(from_json(&original), Some(0));
+    for (verdict, code) in [
+        ("lost_update: inconclusive (too few acknowledged ops)", 3),
+        ("lost_update: VIOLATION (2 increments lost)", 1),
+    ] {
+        let mut report = original.clone();
+        let record = report["results"]
+            .as_array_mut()
+            .unwrap()
+            .iter_mut()
+            .find(|r| r["claims_safe"] == true)
+            .unwrap();
+        record["safe"] = false.into();
+        record["verdicts"] = serde_json::json!([verdict]);
+        assert_eq!(from_json(&report), Some(code), "{verdict}");
+    }
+}
+
+/// A `--json` path that is a link to a file not there yet is written through the link.
+#[test]
+fn a_json_path_linking_to_a_new_file_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("link.json");
+    std::os::unix::fs::symlink("target.json", &link).unwrap();
+    let output = turnstile()
+        .args([
+            "compare",
+            "--no-redis",
+            "--strategies",
+            "mutex",
+            "--threads",
+            "1",
+        ])
+        .args(["--ops", "20", "--procs", "1", "--sync", "normal", "--json"])
+        .arg(&link)
+        .output()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(dir.path().join("target.json").is_file());
+}

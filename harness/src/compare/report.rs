@@ -39,16 +39,29 @@ pub struct Report {
 
 impl Report {
     /// The exit code of the run this report is of: 1 with a violation, else 3 with an
-    /// inconclusive setting, else 0. A report of an older version, without those lists,
-    /// gives 1 for a record that claims safety and was not safe.
+    /// inconclusive setting, else 0. In a report of an older version, without those
+    /// lists, a record that claims safety and was not safe counts by its checkers'
+    /// verdicts: 3 when they were only inconclusive, else 1.
     pub fn exit_code(&self) -> i32 {
         // In a report of this version such a record is in one of the lists.
-        let older = self.violations.is_empty()
-            && self.inconclusive.is_empty()
-            && self.results.iter().any(|r| r.claims_safe && !r.safe);
-        if !self.violations.is_empty() || older {
+        let older = self.violations.is_empty() && self.inconclusive.is_empty();
+        let unsafe_records = self
+            .results
+            .iter()
+            .filter(|r| older && r.claims_safe && !r.safe);
+        let (mut violated, mut inconclusive) = (false, false);
+        for r in unsafe_records {
+            if r.verdicts.iter().any(|v| v.contains("inconclusive"))
+                && !r.verdicts.iter().any(|v| v.contains("VIOLATION"))
+            {
+                inconclusive = true;
+            } else {
+                violated = true;
+            }
+        }
+        if !self.violations.is_empty() || violated {
             1
-        } else if !self.inconclusive.is_empty() {
+        } else if !self.inconclusive.is_empty() || inconclusive {
             3
         } else {
             0
