@@ -883,3 +883,51 @@ fn a_json_path_linking_to_a_new_file_is_written() {
     );
     assert!(dir.path().join("target.json").is_file());
 }
+
+/// A signal the caller set to be ignored (`nohup`, `trap '' HUP`) stays ignored: compare
+/// goes on through a SIGHUP, and still stops on a SIGTERM it was not told to ignore.
+#[test]
+fn compare_keeps_ignoring_a_signal_its_caller_ignored() {
+    use rustix::process::{Pid, Signal, kill_process};
+    use std::time::{Duration, Instant};
+
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "trap '' HUP; exec \"{}\" compare --no-redis --strategies mutex --threads 1 --procs 1 --sync normal --ops 10000000",
+            env!("CARGO_BIN_EXE_turnstile")
+        ))
+        .env_remove("TURNSTILE_COMPARE_STRATEGIES")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = Pid::from_raw(child.id() as i32).unwrap();
+    // Well into the comparison (its handler, if any, in place).
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(child.try_wait().unwrap().is_none(), "compare ended early");
+    kill_process(pid, Signal::HUP).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let after_hup = child.try_wait().unwrap();
+    assert!(
+        after_hup.is_none(),
+        "a SIGHUP its caller ignored stopped compare: {after_hup:?}"
+    );
+    kill_process(pid, Signal::TERM).unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("compare did not stop on SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        after_hup.is_none(),
+        "a SIGHUP its caller ignored stopped compare: {after_hup:?}"
+    );
+    assert_eq!(status.code(), Some(143), "{status}");
+}
