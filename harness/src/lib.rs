@@ -41,5 +41,5 @@ pub mod run;
 pub mod workload;
 
 pub use data::DataSpec;
-pub use run::{RunConfig, RunError, RunReport, WorkerSpec, registry, run};
+pub use run::{MAX_TIME_LIMIT, RunConfig, RunError, RunReport, WorkerSpec, registry, run};
 pub use workload::Workload;

@@ -87,6 +87,10 @@ struct CompareArgs {
     /// Ops per setting (default 10000; 2000 with --quick).
     #[arg(long)]
     ops: Option<usize>,
+    /// Abandon a setting as inconclusive after this many seconds (worker processes), or
+    /// once no op has started for this long (one process). Default 300.
+    #[arg(long)]
+    time_limit_s: Option<u64>,
     /// The workload: counter, bank, notify_once, kv, file_store.
     #[arg(long, default_value = "counter")]
     workload: Workload,
@@ -185,6 +189,10 @@ struct CheckArgs {
     /// How long an op may wait to start, in ms (default: the strategy's).
     #[arg(long)]
     timeout_ms: Option<u64>,
+    /// Abandon the run as inconclusive after this many seconds (worker processes), or
+    /// once no op has started for this long (one process). Default 300.
+    #[arg(long)]
+    time_limit_s: Option<u64>,
     /// Write a timeline of the critical sections here (SVG).
     #[arg(long)]
     svg: Option<PathBuf>,
@@ -254,6 +262,9 @@ fn check(args: CheckArgs) -> u8 {
     if let Some(ms) = args.timeout_ms {
         config = config.timeout(Duration::from_millis(ms));
     }
+    if let Some(s) = args.time_limit_s {
+        config = config.time_limit(Duration::from_secs(s));
+    }
     if let Some(path) = args.svg {
         config = config.svg(path);
     }
@@ -291,6 +302,7 @@ fn compare(args: CompareArgs) -> u8 {
     });
     config.procs = args.procs;
     config.ops = args.ops;
+    config.time_limit = args.time_limit_s.map(Duration::from_secs);
     config.workload = args.workload;
     config.redis = args.redis;
     config.no_private_redis = args.no_redis;

@@ -31,6 +31,9 @@ use crate::history::{Event, History, HistoryWriter, Phase, ThreadLog, now_ns};
 use crate::nemesis::{Fault, Nemesis};
 use crate::workload::{OpEnv, Paths, Probe, Workload};
 
+/// The longest [`RunConfig::time_limit`]: a week.
+pub const MAX_TIME_LIMIT: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// What to run.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -74,7 +77,8 @@ pub struct RunConfig {
     pub worker_exe: Option<PathBuf>,
     /// The random seed. Default: random.
     pub seed: u64,
-    /// How long a run may go on before it is abandoned as inconclusive
+    /// How long a run may go on before it is abandoned as inconclusive (at most
+    /// [`MAX_TIME_LIMIT`])
     /// ([`RunError::TimedOut`]). Worker processes still running this long after they
     /// started are killed. A run in this process's threads is abandoned only when it is
     /// stuck, once no op has started for this long: each thread stops before its next op,
@@ -255,6 +259,13 @@ impl RunConfig {
 
     pub(crate) fn validate(&self) -> Result<(), RunError> {
         let bad = |m: String| Err(RunError::Usage(m));
+        if self.time_limit.is_zero() || self.time_limit > MAX_TIME_LIMIT {
+            return bad(format!(
+                "--time-limit-s must be 1..={}, got {:?}",
+                MAX_TIME_LIMIT.as_secs(),
+                self.time_limit
+            ));
+        }
         if !(1..=256).contains(&self.threads) {
             return bad(format!("--threads must be 1..=256, got {}", self.threads));
         }

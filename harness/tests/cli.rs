@@ -12,6 +12,22 @@ fn bad_usage_exits_2() {
         &["--strategy", "no-such-strategy", "--workload", "counter"][..],
         // A lock URL with no host: bad usage, not a server out of reach.
         &["--strategy", "postgres://", "--workload", "counter"],
+        &[
+            "--strategy",
+            "mutex",
+            "--workload",
+            "counter",
+            "--time-limit-s",
+            "0",
+        ],
+        &[
+            "--strategy",
+            "mutex",
+            "--workload",
+            "counter",
+            "--time-limit-s",
+            "9999999",
+        ],
         &["--strategy", "mutex", "--workload", "no-such-workload"],
         &[
             "--strategy",
@@ -486,6 +502,24 @@ fn a_run_in_threads_past_its_time_limit_is_inconclusive() {
         "took {:?}",
         started.elapsed()
     );
+    // The CLI sets it too: ops of 2 s each (the control's 1 s window and a 1 s pause), so
+    // no new op starts for over the 1 s limit.
+    let (code, _, err) = check(&[
+        "--strategy",
+        "racy-version:1000000",
+        "--workload",
+        "counter",
+        "--threads",
+        "1",
+        "--ops",
+        "10",
+        "--think-us",
+        "1000000",
+        "--time-limit-s",
+        "1",
+    ]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("time limit"), "{err}");
     // A run that is slow but moving (an op every 200 ms, each under the limit) ends.
     let slow = RunConfig::new("racy-version:200000", Workload::Counter)
         .threads(1)

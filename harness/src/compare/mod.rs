@@ -69,6 +69,8 @@ pub struct CompareConfig {
     pub workload: Workload,
     /// Ops per setting; `None`: 10,000 (2,000 with `quick`).
     pub ops: Option<usize>,
+    /// Each setting's [`RunConfig::time_limit`]; `None`: its default.
+    pub time_limit: Option<Duration>,
     /// A short run: fewer ops and no process runs.
     pub quick: bool,
     /// A Redis server to include (`redis://…`, or `rediss://…` with the feature
@@ -104,6 +106,7 @@ impl Default for CompareConfig {
             sync: vec![Synchronous::Normal],
             workload: Workload::Counter,
             ops: None,
+            time_limit: None,
             quick: false,
             redis: None,
             mysql: None,
@@ -377,6 +380,9 @@ pub fn compare(
             .transaction(true)
             .sync(setting.sync);
         run_config.worker_exe = config.worker_exe.clone();
+        if let Some(limit) = config.time_limit {
+            run_config = run_config.time_limit(limit);
+        }
         run_config
     };
     for &t in &threads {
