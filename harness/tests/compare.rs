@@ -785,16 +785,7 @@ fn compare_stopped_by_a_signal_stops_its_private_redis() {
         // Past its start: well into the comparison.
         std::thread::sleep(Duration::from_millis(500));
         kill_process(Pid::from_raw(child.id() as i32).unwrap(), signal).unwrap();
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            if started.elapsed() > Duration::from_secs(60) {
-                let _ = child.kill();
-                panic!("compare did not stop on {signal:?}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let status = exit_within(&mut child, started, &format!("{signal:?}"));
         let deadline = Instant::now() + Duration::from_secs(5);
         while !gone(redis) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
@@ -914,20 +905,29 @@ fn compare_keeps_ignoring_a_signal_its_caller_ignored() {
         "a SIGHUP its caller ignored stopped compare: {after_hup:?}"
     );
     kill_process(pid, Signal::TERM).unwrap();
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
-            panic!("compare did not stop on SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = exit_within(&mut child, Instant::now(), "SIGTERM");
     assert!(
         after_hup.is_none(),
         "a SIGHUP its caller ignored stopped compare: {after_hup:?}"
     );
     assert_eq!(status.code(), Some(143), "{status}");
+}
+
+/// Waits for `child` to exit within a minute of `since` (killing it and failing the test
+/// otherwise), after it was sent `signal`.
+fn exit_within(
+    child: &mut std::process::Child,
+    since: std::time::Instant,
+    signal: &str,
+) -> std::process::ExitStatus {
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if since.elapsed() > std::time::Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("compare did not stop on {signal}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
