@@ -20,6 +20,10 @@ use super::{
 const ER_LOCK_WAIT_TIMEOUT: u16 = 1205;
 /// `ER_LOCK_DEADLOCK`: InnoDB chose this transaction as a deadlock victim (rolled back).
 const ER_LOCK_DEADLOCK: u16 = 1213;
+/// `ER_SERVER_SHUTDOWN`: the server is shutting down; it closes the connection next.
+const ER_SERVER_SHUTDOWN: u16 = 1053;
+/// `ER_CONNECTION_KILLED` (MariaDB): an administrator's `KILL` ended the connection.
+const ER_CONNECTION_KILLED: u16 = 1927;
 /// `ER_NO_SUCH_TABLE`.
 const ER_NO_SUCH_TABLE: u16 = 1146;
 /// `ER_SP_DOES_NOT_EXIST`, also returned for an unknown savepoint.
@@ -172,12 +176,20 @@ pub fn is_busy(error: &mysql::Error) -> bool {
     matches!(error, mysql::Error::MySqlError(e) if e.code == ER_LOCK_DEADLOCK || e.code == ER_LOCK_WAIT_TIMEOUT)
 }
 
-/// Whether `error` leaves the connection unusable (I/O, protocol, driver state).
+/// Whether `error` leaves the connection unusable: I/O, protocol or driver state, or the
+/// server's own word that it is closing the connection (shutting down, or the
+/// connection was killed). Most often a killed connection shows as I/O (`2013`, lost
+/// connection); MariaDB sends `1927` when the kill lands while it is working for it.
 pub(crate) fn is_connection_error(error: &mysql::Error) -> bool {
-    matches!(
-        error,
-        mysql::Error::IoError(_) | mysql::Error::CodecError(_) | mysql::Error::DriverError(_)
-    )
+    match error {
+        mysql::Error::IoError(_) | mysql::Error::CodecError(_) | mysql::Error::DriverError(_) => {
+            true
+        }
+        mysql::Error::MySqlError(e) => {
+            e.code == ER_SERVER_SHUTDOWN || e.code == ER_CONNECTION_KILLED
+        }
+        _ => false,
+    }
 }
 
 fn classify(error: mysql::Error) -> TransactError {
@@ -339,5 +351,38 @@ impl Transact for MySql {
 
     fn is_busy(&self, error: &(dyn Any + Send + Sync)) -> bool {
         find_error::<mysql::Error>(error).is_some_and(is_busy)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server_error(code: u16) -> mysql::Error {
+        mysql::Error::MySqlError(mysql::MySqlError {
+            state: "HY000".into(),
+            message: "from the server".into(),
+            code,
+        })
+    }
+
+    /// The server saying it closes the connection is a broken connection (a queue
+    /// reconnects; a `COMMIT` it answers so is of unknown outcome); its other errors
+    /// leave the connection usable.
+    #[test]
+    fn the_servers_own_goodbye_is_a_connection_error() {
+        assert!(is_connection_error(&server_error(ER_SERVER_SHUTDOWN)));
+        assert!(is_connection_error(&server_error(ER_CONNECTION_KILLED)));
+        for usable in [
+            ER_LOCK_DEADLOCK,
+            ER_LOCK_WAIT_TIMEOUT,
+            ER_NO_SUCH_TABLE,
+            1062,
+        ] {
+            assert!(!is_connection_error(&server_error(usable)), "{usable}");
+        }
+        assert!(is_connection_error(&mysql::Error::IoError(
+            std::io::ErrorKind::UnexpectedEof.into()
+        )));
     }
 }
