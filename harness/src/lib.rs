@@ -34,6 +34,7 @@ pub mod conformance;
 pub mod controls;
 pub mod data;
 pub mod history;
+pub mod interrupt;
 pub mod nemesis;
 pub mod procs;
 pub mod report;

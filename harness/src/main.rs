@@ -271,6 +271,7 @@ fn check(args: CheckArgs) -> u8 {
     if let Some(seed) = args.seed {
         config = config.seed(seed);
     }
+    stop_early_on_signals("check");
     match run(&config, &registry()) {
         Ok(r) => {
             if args.json {
@@ -339,7 +340,7 @@ fn compare(args: CompareArgs) -> u8 {
             None => code as u8,
         };
     }
-    stop_private_servers_on_signals();
+    stop_early_on_signals("compare");
     let comparison = match compare::compare(&config, &registry()) {
         Ok(c) => c,
         Err(e) => {
@@ -380,6 +381,22 @@ fn compare(args: CompareArgs) -> u8 {
         ));
     }
     out(&compare::report::problems(report));
+    if let Some(signal) = comparison.interrupted {
+        let unwritten: Vec<String> = [&args.json, &args.svg]
+            .into_iter()
+            .flatten()
+            .map(|p| p.display().to_string())
+            .collect();
+        eprintln!(
+            "turnstile compare: interrupted by signal {signal}: the table holds the settings that finished{}",
+            if unwritten.is_empty() {
+                String::new()
+            } else {
+                format!("; not written: {}", unwritten.join(", "))
+            }
+        );
+        return comparison.exit_code() as u8;
+    }
     let mut outputs = Vec::new();
     if let Some(path) = &args.json {
         let json = serde_json::to_string_pretty(report).unwrap_or_default();
@@ -391,10 +408,17 @@ fn compare(args: CompareArgs) -> u8 {
     finish(comparison.exit_code(), &outputs)
 }
 
-/// On `SIGINT`, `SIGTERM` or `SIGHUP`, stops the private `redis-server` a comparison may
-/// have started (it would outlive this process), then exits as the signal would have
-/// (128 + its number).
-fn stop_private_servers_on_signals() {
+/// How long a run has, after the first signal, to stop and clean up before the command
+/// exits without waiting for it (an op blocked on a server that stopped answering).
+const GRACE: Duration = Duration::from_secs(15);
+
+/// On the first `SIGINT`, `SIGTERM` or `SIGHUP`, stops the run early
+/// ([`turnstile_harness::interrupt`]): no new op starts, worker processes are killed, the
+/// run's temporary files and server tables are removed and a private `redis-server`
+/// stopped, and the command exits 128 + the signal's number. A second signal, or
+/// [`GRACE`] without the run having ended, exits at once, stopping only the private
+/// `redis-server` (it would outlive this process).
+fn stop_early_on_signals(command: &'static str) {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     // A signal the caller set to be ignored (`nohup`, `trap '' HUP`, a background job's
     // SIGINT) stays ignored: the kernel's `SigIgn` mask of this process says which.
@@ -403,17 +427,33 @@ fn stop_private_servers_on_signals() {
         .into_iter()
         .filter(|s| ignored & (1_u64 << (s - 1)) == 0)
         .collect();
+    let at_once = |signal: i32| -> ! {
+        turnstile_harness::compare::redis_server::stop_all();
+        std::process::exit(128 + signal)
+    };
     match signal_hook::iterator::Signals::new(signals) {
         Ok(mut signals) => {
             std::thread::spawn(move || {
-                if let Some(signal) = signals.forever().next() {
-                    turnstile_harness::compare::redis_server::stop_all();
-                    std::process::exit(128 + signal);
+                let mut signals = signals.forever();
+                let Some(first) = signals.next() else { return };
+                turnstile_harness::interrupt::request(first);
+                eprintln!(
+                    "turnstile {command}: stopping after signal {first} (a second one stops at once)"
+                );
+                std::thread::spawn(move || {
+                    std::thread::sleep(GRACE);
+                    eprintln!(
+                        "turnstile {command}: the run did not stop within {GRACE:?}; exiting without its clean-up"
+                    );
+                    at_once(first);
+                });
+                if signals.next().is_some() {
+                    at_once(first);
                 }
             });
         }
         Err(e) => eprintln!(
-            "turnstile compare: note: no signal handler ({e}): an interrupted comparison may leave its redis-server running"
+            "turnstile {command}: note: no signal handler ({e}): an interrupted run may leave its files, tables and redis-server behind"
         ),
     }
 }

@@ -15,7 +15,7 @@
 //! so acknowledged ops keep coming after the fault.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -219,6 +219,10 @@ fn supervise(
         if slots.iter().all(|s| s.done || s.killed) {
             return Ok(faults);
         }
+        if let Some(signal) = crate::interrupt::requested() {
+            // The caller kills the workers still running.
+            return Err(RunError::Interrupted(signal));
+        }
         let limit = if all_ready {
             config.time_limit
         } else {
@@ -385,6 +389,19 @@ pub fn worker_main(registry: &Registry<Sqlite>) -> i32 {
     }
 }
 
+/// Ends this worker process when its parent closes its stdin: the kernel does that when
+/// the parent dies, however it dies (a `SIGKILL` included), and the parent holds it open
+/// until the worker has ended. A worker left running would go on writing to a run nobody
+/// checks, and hold its locks and connections.
+fn end_with_parent() {
+    std::thread::spawn(|| {
+        let mut rest = Vec::new();
+        // Nothing follows `go`: this returns at end of file (or on a read error).
+        let _ = std::io::stdin().lock().read_to_end(&mut rest);
+        std::process::exit(3);
+    });
+}
+
 /// Writes one protocol line to the parent, flushed.
 fn say(stdout: &Mutex<std::io::Stdout>, line: &str) {
     let mut out = stdout.lock().unwrap_or_else(|p| p.into_inner());
@@ -412,6 +429,7 @@ impl WithBackend for Worker<'_> {
             // The parent went away or gave up on the run.
             return Ok(3);
         }
+        end_with_parent();
         let announce: Option<Arc<dyn Fn() + Send + Sync>> = if self.spec.announce {
             let out = self.stdout.clone();
             Some(Arc::new(move || {

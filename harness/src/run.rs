@@ -392,6 +392,10 @@ pub enum RunError {
     Io(std::io::Error),
     /// The run's ops did not finish within [`RunConfig::time_limit`] (exit 3).
     TimedOut(Duration),
+    /// The run was stopped early by [`interrupt::request`](crate::interrupt::request),
+    /// for this signal (exit 128 + its number, as a shell reports a process the signal
+    /// ended).
+    Interrupted(i32),
 }
 
 impl RunError {
@@ -399,6 +403,7 @@ impl RunError {
     pub fn exit_code(&self) -> i32 {
         match self {
             RunError::Usage(_) => 2,
+            RunError::Interrupted(signal) => 128 + signal,
             _ => 3,
         }
     }
@@ -418,6 +423,7 @@ impl RunError {
             RunError::TimedOut(limit) => {
                 format!("the run did not finish within its time limit of {limit:?}")
             }
+            RunError::Interrupted(signal) => format!("stopped early by signal {signal}"),
         }
     }
 }
@@ -426,6 +432,7 @@ impl std::fmt::Display for RunError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             RunError::Usage(_) => write!(f, "bad usage: {}", self.reason()),
+            RunError::Interrupted(_) => write!(f, "interrupted: {}", self.reason()),
             _ => write!(f, "inconclusive: {}", self.reason()),
         }
     }
@@ -686,7 +693,7 @@ pub fn run_threads_within<R: WorkloadData>(
                 };
                 barrier.wait();
                 for _ in 0..share {
-                    if expired.load(Ordering::Relaxed) {
+                    if expired.load(Ordering::Relaxed) || crate::interrupt::requested().is_some() {
                         cut.store(true, Ordering::Relaxed);
                         break;
                     }
@@ -728,10 +735,12 @@ pub fn run_threads_within<R: WorkloadData>(
             }
         }
     });
-    if let Some(limit) = limit
-        && cut.into_inner()
-    {
-        return Err(RunError::TimedOut(limit));
+    if cut.into_inner() {
+        return Err(match (crate::interrupt::requested(), limit) {
+            (Some(signal), _) => RunError::Interrupted(signal),
+            // A thread stops early only when asked to, or once a limit passed.
+            (None, limit) => RunError::TimedOut(limit.unwrap_or_default()),
+        });
     }
     match errors.into_inner().unwrap_or_else(|p| p.into_inner()).pop() {
         Some(e) => Err(RunError::Io(e)),
@@ -820,7 +829,8 @@ pub fn registry() -> Registry<Sqlite> {
 ///
 /// # Errors
 /// [`RunError`] when the run could not produce a verdict (bad usage, a backend out of
-/// reach, a worker that failed on its own).
+/// reach, a worker that failed on its own, [`RunError::Interrupted`] once
+/// [`interrupt::request`](crate::interrupt::request) was called).
 pub fn run(config: &RunConfig, registry: &Registry<Sqlite>) -> Result<RunReport, RunError> {
     config.validate()?;
     known_over(&config.strategy, &config.data, registry)?;
@@ -832,7 +842,7 @@ pub fn run(config: &RunConfig, registry: &Registry<Sqlite>) -> Result<RunReport,
         transaction: false,
         ..WorkerSpec::of_run(config, paths, registry)
     };
-    data::with_backend(
+    let result = data::with_backend(
         &spec,
         registry,
         Run {
@@ -840,7 +850,15 @@ pub fn run(config: &RunConfig, registry: &Registry<Sqlite>) -> Result<RunReport,
             spec: spec.clone(),
             dir: tmp.path(),
         },
-    )
+    );
+    match (result, crate::interrupt::requested()) {
+        // A run cut short by a signal fails as it can (a worker process the same Ctrl-C
+        // ended, say): the signal is why.
+        (Err(e), Some(signal)) if !matches!(e, RunError::Usage(_)) => {
+            Err(RunError::Interrupted(signal))
+        }
+        (result, _) => result,
+    }
 }
 
 impl WorkerSpec {

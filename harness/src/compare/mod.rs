@@ -139,13 +139,19 @@ pub struct Comparison {
     /// Settings that could not produce a verdict, and why ([`Report::inconclusive`], one
     /// line each).
     pub inconclusive: Vec<String>,
+    /// The signal that stopped the comparison early ([`crate::interrupt`]), if one did:
+    /// the report then holds only the settings that finished before it.
+    pub interrupted: Option<i32>,
 }
 
 impl Comparison {
-    /// 0: every strategy that claims to be safe was; 1: one had a violation; 3: none had a
+    /// 128 + the signal's number when it was [`interrupted`](Self::interrupted); else 0:
+    /// every strategy that claims to be safe was; 1: one had a violation; 3: none had a
     /// violation but a claimed-safe setting was inconclusive.
     pub fn exit_code(&self) -> i32 {
-        if !self.violations.is_empty() {
+        if let Some(signal) = self.interrupted {
+            128 + signal
+        } else if !self.violations.is_empty() {
             1
         } else if !self.inconclusive.is_empty() {
             3
@@ -430,7 +436,12 @@ pub fn compare(
     let mut results = Vec::new();
     let mut violations = Vec::new();
     let mut inconclusive = Vec::new();
+    let mut interrupted = None;
     for setting in &settings {
+        if let Some(signal) = crate::interrupt::requested() {
+            interrupted = Some(signal);
+            break;
+        }
         let problem = |reason: String| Problem {
             strategy: redact_url(&setting.spec),
             threads: setting.threads as u32,
@@ -499,6 +510,10 @@ pub fn compare(
                 });
             }
             Err(RunError::Usage(m)) => return Err(RunError::Usage(m)),
+            Err(RunError::Interrupted(signal)) => {
+                interrupted = Some(signal);
+                break;
+            }
             Err(e) => {
                 if !control {
                     inconclusive.push(problem(e.reason()));
@@ -541,6 +556,7 @@ pub fn compare(
             .map(ToString::to_string)
             .collect(),
         report,
+        interrupted,
     })
 }
 

@@ -1,0 +1,257 @@
+//! Stopping the CLI early: a `check` or `compare` sent `SIGINT`, `SIGTERM` or `SIGHUP`
+//! starts no new op, kills its worker processes, removes its run directory, drops its
+//! tables on a server, and exits 128 + the signal's number; a worker whose parent died
+//! (even by `SIGKILL`) ends too. Real processes and signals throughout; the server test
+//! uses a database of its own on `TURNSTILE_POSTGRES_URL`.
+
+#[path = "support/cli.rs"]
+mod cli_support;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rustix::process::{Pid, Signal, kill_process};
+
+/// `turnstile check` of a run far too long to end on its own (10 million ops), its
+/// temporary files under `tmp`.
+fn long_check(tmp: &Path, more: &[&str]) -> Child {
+    let mut command = Command::new(cli_support::EXE);
+    for var in cli_support::CHECK_ENV {
+        command.env_remove(var);
+    }
+    command
+        .args(["check", "--workload", "counter", "--ops", "10000000"])
+        .args(more)
+        .env("TMPDIR", tmp)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("turnstile runs")
+}
+
+/// The processes whose parent is `parent`, from `/proc`.
+fn children_of(parent: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid …: comm may hold spaces, so read after its `)`.
+        let ppid = stat.rfind(')').and_then(|close| {
+            stat[close + 1..]
+                .split_whitespace()
+                .nth(1)
+                .map(str::to_owned)
+        });
+        if ppid == Some(parent.to_string()) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// Whether process `pid` is gone (or a zombie: dead, not yet reaped).
+fn gone(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+        stat.rfind(')')
+            .and_then(|close| stat[close + 1..].split_whitespace().next())
+            == Some("Z")
+    })
+}
+
+/// Polls `ready` every 20 ms for up to `within`; whether it held.
+fn eventually(within: Duration, mut ready: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if ready() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sends `signal` to `child` and waits (a minute at most) for its exit: its code and
+/// stderr. The child is killed and the test fails when it does not exit.
+fn stop(mut child: Child, signal: Signal) -> (Option<i32>, String) {
+    kill_process(Pid::from_raw(child.id() as i32).unwrap(), signal).unwrap();
+    let ended = eventually(Duration::from_secs(60), || {
+        child.try_wait().unwrap().is_some()
+    });
+    if !ended {
+        let _ = child.kill();
+    }
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(ended, "turnstile did not exit on {signal:?}: {stderr}");
+    (output.status.code(), stderr)
+}
+
+/// The run directories (`turnstile-run-…`) under `tmp`.
+fn run_dirs(tmp: &Path) -> Vec<String> {
+    std::fs::read_dir(tmp)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("turnstile-run-"))
+        .collect()
+}
+
+#[test]
+fn a_signalled_check_kills_its_workers_removes_its_files_and_exits_as_the_signal() {
+    for (signal, code, procs) in [
+        (Signal::TERM, 143, "3"),
+        (Signal::INT, 130, "1"),
+        (Signal::HUP, 129, "2"),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let child = long_check(
+            tmp.path(),
+            &[
+                "--strategy",
+                "file-lock",
+                "--threads",
+                "2",
+                "--procs",
+                procs,
+            ],
+        );
+        let pid = child.id();
+        // Under way: the run directory made and, for processes, every worker started.
+        let want = if procs == "1" {
+            0
+        } else {
+            procs.parse().unwrap()
+        };
+        let workers = {
+            let mut workers = Vec::new();
+            let started = eventually(Duration::from_secs(30), || {
+                workers = children_of(pid);
+                !run_dirs(tmp.path()).is_empty() && workers.len() >= want
+            });
+            assert!(started, "{signal:?}: the run did not start");
+            workers
+        };
+        std::thread::sleep(Duration::from_millis(300));
+        let (status, stderr) = stop(child, signal);
+        assert_eq!(status, Some(code), "{signal:?}: {stderr}");
+        assert!(stderr.contains("interrupted"), "{signal:?}: {stderr}");
+        for worker in workers {
+            let ended = eventually(Duration::from_secs(10), || gone(worker));
+            if !ended {
+                let _ = kill_process(Pid::from_raw(worker as i32).unwrap(), Signal::KILL);
+            }
+            assert!(ended, "{signal:?}: worker {worker} outlived its run");
+        }
+        assert_eq!(run_dirs(tmp.path()), Vec::<String>::new(), "{signal:?}");
+    }
+}
+
+#[test]
+fn workers_end_when_their_parent_is_killed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let child = long_check(
+        tmp.path(),
+        &["--strategy", "file-lock", "--threads", "1", "--procs", "2"],
+    );
+    let pid = child.id();
+    let mut workers = Vec::new();
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            workers = children_of(pid);
+            workers.len() >= 2
+        }),
+        "the workers did not start"
+    );
+    // Past `go`: the workers run their ops.
+    std::thread::sleep(Duration::from_millis(500));
+    let (status, _) = stop(child, Signal::KILL);
+    assert_eq!(status, None, "killed");
+    for worker in workers {
+        let ended = eventually(Duration::from_secs(10), || gone(worker));
+        if !ended {
+            let _ = kill_process(Pid::from_raw(worker as i32).unwrap(), Signal::KILL);
+        }
+        assert!(ended, "worker {worker} outlived its killed parent");
+    }
+}
+
+#[test]
+fn a_signalled_compare_reports_what_finished_and_writes_no_report() {
+    let tmp = tempfile::tempdir().unwrap();
+    let json = tmp.path().join("report.json");
+    let mut command = Command::new(cli_support::EXE);
+    let child = command
+        .args(["compare", "--no-redis", "--strategies", "mutex,file-lock"])
+        .args(["--threads", "1", "--procs", "1", "--sync", "normal"])
+        .args(["--ops", "10000000", "--json"])
+        .arg(&json)
+        .env_remove("TURNSTILE_COMPARE_STRATEGIES")
+        .env("TMPDIR", tmp.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(30), || !run_dirs(tmp.path()).is_empty()),
+        "the first setting did not start"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, stderr) = stop(child, Signal::INT);
+    assert_eq!(status, Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted by signal 2"), "{stderr}");
+    assert!(stderr.contains("not written"), "{stderr}");
+    assert!(!json.exists(), "an interrupted comparison wrote its report");
+    assert_eq!(run_dirs(tmp.path()), Vec::<String>::new());
+}
+
+/// A run over PostgreSQL data drops its tables when a signal stops it. It runs in a
+/// database of its own, so no other test's tables get in the count.
+#[cfg(feature = "postgres")]
+#[test]
+fn a_signalled_run_drops_its_tables_on_the_server() {
+    let url = turnstile_harness::conformance::postgres_url();
+    let database = format!("ts_interrupt_{}", std::process::id());
+    let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    // The name is this test's own (a number from the OS), not input.
+    admin
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {database}"))
+        .unwrap();
+    admin
+        .batch_execute(&format!("CREATE DATABASE {database}"))
+        .unwrap();
+    let mut config: postgres::Config = url.parse().unwrap();
+    config.dbname(&database);
+    let tables = |config: &postgres::Config| -> i64 {
+        let mut client = config.connect(postgres::NoTls).unwrap();
+        client
+            .query_one(
+                "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'",
+                &[],
+            )
+            .unwrap()
+            .get(0)
+    };
+    let data = {
+        let (base, _) = url.rsplit_once('/').expect("a URL with a database");
+        format!("{base}/{database}")
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let child = long_check(
+        tmp.path(),
+        &["--strategy", "mutex", "--threads", "2", "--data", &data],
+    );
+    let made = eventually(Duration::from_secs(30), || tables(&config) > 0);
+    let (status, stderr) = stop(child, Signal::TERM);
+    let left = tables(&config);
+    let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"));
+    assert!(made, "the run made no tables: {stderr}");
+    assert_eq!(status, Some(143), "{stderr}");
+    assert_eq!(left, 0, "tables left behind: {stderr}");
+}
