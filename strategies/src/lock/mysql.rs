@@ -19,7 +19,7 @@
 //!   as on MariaDB and every other turnstile backend. (Two names sharing a 64-bit hash
 //!   would share a lock: safe, only slower.)
 //!   Empty names never get here ([`Key`](crate::Key) refuses them; MariaDB's
-//!   `GET_LOCK('')` returns NULL, which the seed read as success).
+//!   `GET_LOCK('')` returns NULL).
 //! - **Results**: 1 is held; 0 is [`Error::Timeout`]; NULL (an error on the server, e.g.
 //!   the query was killed) is [`Error::Unavailable`] with a [`GetLockNull`] source.
 //! - **Deadlines.** Whole seconds of the remaining time go to `GET_LOCK(name, secs)`
