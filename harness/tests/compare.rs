@@ -718,37 +718,6 @@ fn compare_output_that_fails_after_the_run_keeps_the_comparisons_exit_code() {
     }
 }
 
-/// The children of process `parent` named `name`, from `/proc`.
-fn children_named(parent: u32, name: &str) -> Vec<u32> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // pid (comm) state ppid …: comm may hold spaces, so read after its `)`.
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        let ppid = stat[close + 1..].split_whitespace().nth(1);
-        if &stat[open + 1..close] == name && ppid == Some(&parent.to_string()) {
-            found.push(pid);
-        }
-    }
-    found
-}
-
-/// Whether process `pid` is gone (or a zombie: dead, not yet reaped).
-fn gone(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
-        stat.rfind(')')
-            .and_then(|close| stat[close + 1..].split_whitespace().next())
-            == Some("Z")
-    })
-}
-
 /// A comparison stopped by SIGTERM or SIGINT stops its private `redis-server` first (it
 /// would outlive it), and exits as the signal would (128 + its number). Needs
 /// `redis-server` on `PATH`.
@@ -773,7 +742,7 @@ fn compare_stopped_by_a_signal_stops_its_private_redis() {
             .unwrap();
         let started = Instant::now();
         let redis = loop {
-            if let Some(&pid) = children_named(child.id(), "redis-server").first() {
+            if let Some(&pid) = cli_support::children_named(child.id(), "redis-server").first() {
                 break pid;
             }
             if started.elapsed() > Duration::from_secs(30) || child.try_wait().unwrap().is_some() {
@@ -787,10 +756,10 @@ fn compare_stopped_by_a_signal_stops_its_private_redis() {
         kill_process(Pid::from_raw(child.id() as i32).unwrap(), signal).unwrap();
         let status = exit_within(&mut child, started, &format!("{signal:?}"));
         let deadline = Instant::now() + Duration::from_secs(5);
-        while !gone(redis) && Instant::now() < deadline {
+        while !cli_support::gone(redis) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
-        let survived = !gone(redis);
+        let survived = !cli_support::gone(redis);
         if survived {
             let _ = kill_process(Pid::from_raw(redis as i32).unwrap(), Signal::KILL);
         }

@@ -30,39 +30,6 @@ fn long_check(tmp: &Path, more: &[&str]) -> Child {
         .expect("turnstile runs")
 }
 
-/// The processes whose parent is `parent`, from `/proc`.
-fn children_of(parent: u32) -> Vec<u32> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // pid (comm) state ppid …: comm may hold spaces, so read after its `)`.
-        let ppid = stat.rfind(')').and_then(|close| {
-            stat[close + 1..]
-                .split_whitespace()
-                .nth(1)
-                .map(str::to_owned)
-        });
-        if ppid == Some(parent.to_string()) {
-            found.push(pid);
-        }
-    }
-    found
-}
-
-/// Whether process `pid` is gone (or a zombie: dead, not yet reaped).
-fn gone(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
-        stat.rfind(')')
-            .and_then(|close| stat[close + 1..].split_whitespace().next())
-            == Some("Z")
-    })
-}
-
 /// Polls `ready` every 20 ms for up to `within`; whether it held.
 fn eventually(within: Duration, mut ready: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + within;
@@ -132,7 +99,7 @@ fn a_signalled_check_kills_its_workers_removes_its_files_and_exits_as_the_signal
         let workers = {
             let mut workers = Vec::new();
             let started = eventually(Duration::from_secs(30), || {
-                workers = children_of(pid);
+                workers = cli_support::children(pid);
                 !run_dirs(tmp.path()).is_empty() && workers.len() >= want
             });
             assert!(started, "{signal:?}: the run did not start");
@@ -143,7 +110,7 @@ fn a_signalled_check_kills_its_workers_removes_its_files_and_exits_as_the_signal
         assert_eq!(status, Some(code), "{signal:?}: {stderr}");
         assert!(stderr.contains("interrupted"), "{signal:?}: {stderr}");
         for worker in workers {
-            let ended = eventually(Duration::from_secs(10), || gone(worker));
+            let ended = eventually(Duration::from_secs(10), || cli_support::gone(worker));
             if !ended {
                 let _ = kill_process(Pid::from_raw(worker as i32).unwrap(), Signal::KILL);
             }
@@ -164,7 +131,7 @@ fn workers_end_when_their_parent_is_killed() {
     let mut workers = Vec::new();
     assert!(
         eventually(Duration::from_secs(30), || {
-            workers = children_of(pid);
+            workers = cli_support::children(pid);
             workers.len() >= 2
         }),
         "the workers did not start"
@@ -174,7 +141,7 @@ fn workers_end_when_their_parent_is_killed() {
     let (status, _) = stop(child, Signal::KILL);
     assert_eq!(status, None, "killed");
     for worker in workers {
-        let ended = eventually(Duration::from_secs(10), || gone(worker));
+        let ended = eventually(Duration::from_secs(10), || cli_support::gone(worker));
         if !ended {
             let _ = kill_process(Pid::from_raw(worker as i32).unwrap(), Signal::KILL);
         }

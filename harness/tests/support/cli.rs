@@ -72,3 +72,43 @@ pub(crate) fn assert_help_names_env(help: &str, vars: &[&str]) {
         "{help}"
     );
 }
+
+/// The processes whose parent is `parent`, from `/proc`.
+pub(crate) fn children(parent: u32) -> Vec<u32> {
+    children_where(parent, |_| true)
+}
+
+/// The children of process `parent` named `name`, from `/proc`.
+pub(crate) fn children_named(parent: u32, name: &str) -> Vec<u32> {
+    children_where(parent, |comm| comm == name)
+}
+
+fn children_where(parent: u32, named: impl Fn(&str) -> bool) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid …: comm may hold spaces, so read after its `)`.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let ppid = stat[close + 1..].split_whitespace().nth(1);
+        if named(&stat[open + 1..close]) && ppid == Some(&parent.to_string()) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// Whether process `pid` is gone (or a zombie: dead, not yet reaped).
+pub(crate) fn gone(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+        stat.rfind(')')
+            .and_then(|close| stat[close + 1..].split_whitespace().next())
+            == Some("Z")
+    })
+}
