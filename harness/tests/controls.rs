@@ -84,6 +84,34 @@ fn racy_version_is_caught_by_counter_and_kv() {
     assert_caught(&racy("counter"), &["lost_update   VIOLATION", "overlaps"]);
     let out = assert_caught(&racy("kv"), &["linearizable  VIOLATION", "overlaps"]);
     assert!(out.contains("key k"), "names the key:\n{out}");
+
+    // Seed 003's system raced in several processes, one op at a time each. Unaided,
+    // four single-threaded processes seldom meet in the window; the rendezvous holds each
+    // op between its read and its write until another process is there too.
+    let racy_procs = |workload| {
+        [
+            "--strategy",
+            "racy-version:500",
+            "--workload",
+            workload,
+            "--procs",
+            "4",
+            "--threads",
+            "1",
+            "--ops",
+            "200",
+            "--rendezvous-us",
+            "3000",
+        ]
+    };
+    assert_caught(
+        &racy_procs("counter"),
+        &["lost_update   VIOLATION", "lost increments", "(pid "],
+    );
+    assert_caught(
+        &racy_procs("kv"),
+        &["linearizable  VIOLATION", "key k", "(pid "],
+    );
 }
 
 #[test]
