@@ -211,3 +211,36 @@ fn every_workload_catches_the_unserialized_control() {
         );
     }
 }
+
+#[test]
+fn notify_stale_is_caught_under_a_lock_that_notify_once_passes_under() {
+    // Seed 004's code as written reads the flag before taking the lock; the rendezvous
+    // after that read lets other workers read it unset too.
+    let args = |workload| {
+        [
+            "--strategy",
+            "mutex",
+            "--workload",
+            workload,
+            "--threads",
+            "8",
+            "--ops",
+            "400",
+            "--keys",
+            "8",
+            "--rendezvous-us",
+            "2000",
+        ]
+    };
+    assert_caught(
+        &args("notify_stale"),
+        &[
+            "exactly_once  VIOLATION",
+            "effect performed",
+            "overlap       pass",
+        ],
+    );
+    let (code, out) = check(&args("notify_once"));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("exactly_once  pass"), "{out}");
+}
