@@ -109,12 +109,17 @@ fn time_on<B: Backend>(
         .map_err(|e| RunError::Unavailable(format!("{}: {e}", backend.describe())))?;
     let strategy = spec.open(backend, registry)?;
     let caps = strategy.capabilities();
-    if !caps.excludes && matches!(workload, Workload::NotifyOnce | Workload::FileStore) {
+    if !caps.excludes
+        && matches!(
+            workload,
+            Workload::NotifyOnce | Workload::NotifyStale | Workload::FileStore
+        )
+    {
         return Err(RunError::Usage(format!(
             "{} does not exclude, so it cannot protect {} (state outside the data); timing it would time a broken run",
             spec.strategy,
             match workload {
-                Workload::NotifyOnce => "notify_once's side effect",
+                Workload::NotifyOnce | Workload::NotifyStale => "notify_once's side effect",
                 _ => "file_store's file",
             }
         )));

@@ -129,7 +129,11 @@ fn beyond_the_data(spec: &str, data: &DataSpec, workload: Workload) -> bool {
         Ok(caps) => caps,
         Err(e) => panic!("{spec} over {data}: cannot open: {e}"),
     };
-    !caps.excludes && matches!(workload, Workload::NotifyOnce | Workload::FileStore)
+    !caps.excludes
+        && matches!(
+            workload,
+            Workload::NotifyOnce | Workload::NotifyStale | Workload::FileStore
+        )
 }
 
 /// Every workload in threads of one process.

@@ -315,7 +315,8 @@ pub struct History {
 impl History {
     /// Reads and merges history files. A torn last line (the writer was killed in the
     /// middle of a write, which one `write(2)` makes unlikely) is reported in
-    /// [`History::malformed`], not fatal.
+    /// [`History::malformed`], not fatal, even when it was cut inside a multi-byte
+    /// character.
     ///
     /// # Errors
     /// When a file cannot be read.
@@ -328,14 +329,20 @@ impl History {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(e),
             };
-            for line in BufReader::new(file).lines() {
+            // Split on bytes, not `lines()`: a line torn inside a multi-byte character
+            // (error text carries `µ`) is not UTF-8, and is malformed like any torn line.
+            for line in BufReader::new(file).split(b'\n') {
                 let line = line?;
-                if line.trim().is_empty() {
+                if line.trim_ascii().is_empty() {
                     continue;
                 }
-                match serde_json::from_str::<Event>(&line) {
+                match serde_json::from_slice::<Event>(&line) {
                     Ok(e) => events.push(e),
-                    Err(e) => malformed.push(format!("{}: {e}: {line}", path.as_ref().display())),
+                    Err(e) => malformed.push(format!(
+                        "{}: {e}: {}",
+                        path.as_ref().display(),
+                        String::from_utf8_lossy(&line)
+                    )),
                 }
             }
         }
@@ -470,6 +477,36 @@ mod tests {
         let h = History::load(&[&path]).unwrap();
         assert_eq!(h.ops.len(), 1);
         assert_eq!(h.malformed.len(), 1);
+    }
+
+    #[test]
+    fn a_line_torn_inside_a_multibyte_character_is_malformed_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.jsonl");
+        let w = HistoryWriter::create(&path).unwrap();
+        w.record(&invoke(1, 10)).unwrap();
+        let mut done = invoke(1, 20);
+        done.phase = Phase::Ok;
+        done.input = None;
+        done.output = Some(OpOutput::Wrote { value: 1 });
+        w.record(&done).unwrap();
+        w.record(&invoke(2, 30)).unwrap();
+        // The completion of op 2 torn after the first byte of `µ` (C2 B5).
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"{\"phase\":\"unknown\",\"op\":2,\"error\":\"timed out after 500\xC2")
+            .unwrap();
+        let h = History::load(&[&path]).unwrap();
+        let phases: Vec<Phase> = h.ops.iter().map(|op| op.phase).collect();
+        assert_eq!(phases, [Phase::Ok, Phase::Unknown]);
+        assert_eq!(h.malformed.len(), 1, "{:?}", h.malformed);
+        assert!(
+            h.malformed[0].contains("timed out after 500"),
+            "{:?}",
+            h.malformed
+        );
     }
 
     #[test]

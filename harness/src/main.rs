@@ -139,7 +139,8 @@ struct CheckArgs {
     /// Strategy spec (see `turnstile list`).
     #[arg(long, env = "TURNSTILE_CHECK_STRATEGY", hide_env_values = true)]
     strategy: String,
-    /// Workload: counter, bank, notify_once, kv, file_store.
+    /// Workload: counter, bank, notify_once, kv, file_store; or the negative control
+    /// notify_stale (seed 004 as written: the flag read before the lock).
     #[arg(long)]
     workload: Workload,
     /// Threads per process.
@@ -508,6 +509,11 @@ fn main() -> ExitCode {
             out(&turnstile_harness::data::listing(&registry()));
             let names: Vec<&str> = Workload::ALL.iter().map(|w| w.name()).collect();
             out(&format!("workloads: {}\n", names.join(", ")));
+            let controls: Vec<&str> = Workload::CONTROLS.iter().map(|w| w.name()).collect();
+            out(&format!(
+                "negative-control workloads: {}\n",
+                controls.join(", ")
+            ));
             0
         }
         Command::Worker => procs::worker_main(&registry()) as u8,

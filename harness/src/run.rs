@@ -247,7 +247,7 @@ impl RunConfig {
         self.keys
             .unwrap_or_else(|| match self.workload {
                 // Enough notifications that unsent ones remain for the whole run.
-                Workload::NotifyOnce => (self.ops / 4).clamp(16, 100_000),
+                Workload::NotifyOnce | Workload::NotifyStale => (self.ops / 4).clamp(16, 100_000),
                 w => w.default_keys(),
             })
             .max(1)

@@ -376,3 +376,49 @@ fn linearizable_accepts_a_chain_and_refuses_a_lost_write() {
     assert_eq!(r.verdict, Verdict::Violation);
     assert!(r.details[0].contains("budget"), "{:?}", r.details);
 }
+
+/// A versioned record that is not eight bytes reads as `i64::MIN`: the checkers report it
+/// as a violation instead of overflowing.
+#[test]
+fn a_garbled_record_is_a_violation_not_an_overflow() {
+    let h = history(vec![op(
+        1,
+        "c0",
+        OpInput::Increment,
+        [0, 1, 2, 3],
+        Phase::Ok,
+        wrote(1),
+    )]);
+    let r = check::lost_update::check(&h, &BTreeMap::from([("c0".to_owned(), i64::MIN)]));
+    assert_eq!(r.verdict, Verdict::Violation);
+    assert!(
+        r.details
+            .iter()
+            .any(|d| d.contains("key c0") && d.contains("garbled")),
+        "{:?}",
+        r.details
+    );
+
+    let h = History::default();
+    let mut balances: BTreeMap<String, i64> = (1..4).map(|i| (format!("a{i}"), 100)).collect();
+    balances.insert("a0".to_owned(), i64::MIN);
+    let r = check::bank::check(&h, &balances, 400);
+    assert_eq!(r.verdict, Verdict::Violation);
+    assert!(
+        r.details
+            .iter()
+            .any(|d| d.contains("garbled") && d.contains("a0")),
+        "{:?}",
+        r.details
+    );
+    balances.insert("a1".to_owned(), i64::MIN);
+    let r = check::bank::check(&h, &balances, 400);
+    assert_eq!(r.verdict, Verdict::Violation);
+    assert!(
+        r.details
+            .iter()
+            .any(|d| d.contains("2 garbled") && d.contains("a0, a1")),
+        "{:?}",
+        r.details
+    );
+}

@@ -84,6 +84,34 @@ fn racy_version_is_caught_by_counter_and_kv() {
     assert_caught(&racy("counter"), &["lost_update   VIOLATION", "overlaps"]);
     let out = assert_caught(&racy("kv"), &["linearizable  VIOLATION", "overlaps"]);
     assert!(out.contains("key k"), "names the key:\n{out}");
+
+    // Seed 003's system raced in several processes, one op at a time each. Unaided,
+    // four single-threaded processes seldom meet in the window; the rendezvous holds each
+    // op between its read and its write until another process is there too.
+    let racy_procs = |workload| {
+        [
+            "--strategy",
+            "racy-version:500",
+            "--workload",
+            workload,
+            "--procs",
+            "4",
+            "--threads",
+            "1",
+            "--ops",
+            "200",
+            "--rendezvous-us",
+            "3000",
+        ]
+    };
+    assert_caught(
+        &racy_procs("counter"),
+        &["lost_update   VIOLATION", "lost increments", "(pid "],
+    );
+    assert_caught(
+        &racy_procs("kv"),
+        &["linearizable  VIOLATION", "key k", "(pid "],
+    );
 }
 
 #[test]
@@ -182,4 +210,37 @@ fn every_workload_catches_the_unserialized_control() {
             "{workload}: its own checker must catch it:\n{out}"
         );
     }
+}
+
+#[test]
+fn notify_stale_is_caught_under_a_lock_that_notify_once_passes_under() {
+    // Seed 004's code as written reads the flag before taking the lock; the rendezvous
+    // after that read lets other workers read it unset too.
+    let args = |workload| {
+        [
+            "--strategy",
+            "mutex",
+            "--workload",
+            workload,
+            "--threads",
+            "8",
+            "--ops",
+            "400",
+            "--keys",
+            "8",
+            "--rendezvous-us",
+            "2000",
+        ]
+    };
+    assert_caught(
+        &args("notify_stale"),
+        &[
+            "exactly_once  VIOLATION",
+            "effect performed",
+            "overlap       pass",
+        ],
+    );
+    let (code, out) = check(&args("notify_once"));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("exactly_once  pass"), "{out}");
 }

@@ -8,7 +8,9 @@
 //! - Seed 004 (notify once): check a flag, send, set the flag, in 4 processes × 16
 //!   threads. Through the MySQL lock (`TURNSTILE_MYSQL_URL`, default
 //!   `mysql://root@127.0.0.1:3306/test`; fails when the server is down) every
-//!   notification is sent once; through `unserialized` some are sent twice.
+//!   notification is sent once; through `unserialized` some are sent twice. So are some
+//!   through the MySQL lock when the flag is read as the seed's code reads it, before the
+//!   lock (`notify_stale`): the lock excludes, and still cannot help.
 
 use std::time::Duration;
 
@@ -66,7 +68,12 @@ fn seed_002_file_store_unserialized_is_caught() {
 /// Seed 004's shape: notify-once in 4 processes × 16 threads, with a rendezvous between
 /// checking the flag and sending, so two unserialized senders meet.
 fn seed_004(spec: &str) -> RunConfig {
-    RunConfig::new(spec, Workload::NotifyOnce)
+    seed_004_as(spec, Workload::NotifyOnce)
+}
+
+/// [`seed_004`] running `workload`: `notify_once`, or the seed's own stale-flag code.
+fn seed_004_as(spec: &str, workload: Workload) -> RunConfig {
+    RunConfig::new(spec, workload)
         .procs(4)
         .threads(16)
         .ops(400)
@@ -89,5 +96,27 @@ fn seed_004_notify_once_unserialized_sends_twice() {
         once.details.iter().any(|d| d.contains("effect performed")),
         "names a notification sent more than once:\n{}",
         report::text(&report)
+    );
+}
+
+/// The seed's `send()` checks `self.sent` on an instance loaded before `GET_LOCK` and
+/// never refreshed: two processes that loaded it unsent both send, one after the other,
+/// under the lock. The sections never overlap; the effects repeat.
+#[test]
+fn seed_004_stale_flag_through_mysql_sends_twice() {
+    let report = assert_caught(
+        &seed_004_as(&mysql_url(), Workload::NotifyStale),
+        "exactly_once",
+    );
+    let text = report::text(&report);
+    let once = report.check("exactly_once").expect("exactly_once ran");
+    assert!(
+        once.details.iter().any(|d| d.contains("effect performed")),
+        "names a notification sent more than once:\n{text}"
+    );
+    assert_eq!(
+        report.check("overlap").map(|c| c.verdict),
+        Some(Verdict::Pass),
+        "the lock itself holds:\n{text}"
     );
 }

@@ -13,6 +13,7 @@ pub fn check(history: &History, values: &BTreeMap<String, i64>) -> CheckResult {
     let mut details = Vec::new();
     let mut lost_total = 0i64;
     let mut acked_total = 0usize;
+    let mut garbled = 0usize;
     for (key, &last) in values {
         let ops: Vec<_> = history
             .ops
@@ -23,6 +24,15 @@ pub fn check(history: &History, values: &BTreeMap<String, i64>) -> CheckResult {
         let unknown = ops.iter().filter(|op| op.phase == Phase::Unknown).count() as i64;
         acked_total += acked.len();
         let n = acked.len() as i64;
+        if last == i64::MIN {
+            // A record that is not eight bytes: no count to compare (and `n - last`
+            // would overflow).
+            garbled += 1;
+            details.push(format!(
+                "key {key}: final record garbled (not an 8-byte counter; reads as i64::MIN) after {n} acknowledged increments"
+            ));
+            continue;
+        }
         if last < n {
             lost_total += n - last;
             details.push(format!(
@@ -86,9 +96,16 @@ pub fn check(history: &History, values: &BTreeMap<String, i64>) -> CheckResult {
             ),
         )
     } else {
+        let garbled = if garbled > 0 {
+            format!("{garbled} counters garbled; ")
+        } else {
+            String::new()
+        };
         CheckResult::violation(
             NAME,
-            format!("lost increments: {lost_total} of {acked_total} acknowledged increments lost"),
+            format!(
+                "{garbled}lost increments: {lost_total} of {acked_total} acknowledged increments lost"
+            ),
             details,
         )
     }

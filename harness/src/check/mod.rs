@@ -116,7 +116,7 @@ pub fn invariant(workload: Workload) -> &'static str {
     match workload {
         Workload::Counter => "lost_update",
         Workload::Bank => "bank",
-        Workload::NotifyOnce => "exactly_once",
+        Workload::NotifyOnce | Workload::NotifyStale => "exactly_once",
         Workload::Kv => "linearizable",
         Workload::FileStore => "file_store",
     }

@@ -327,7 +327,10 @@ pub fn compare(
         // data it arbitrates (notify_once's effects, file_store's file); its run would be
         // a violation of a promise it never made.
         if caps.is_some_and(|c| !c.excludes)
-            && matches!(config.workload, Workload::NotifyOnce | Workload::FileStore)
+            && matches!(
+                config.workload,
+                Workload::NotifyOnce | Workload::NotifyStale | Workload::FileStore
+            )
             && !is_control(&spec)
         {
             cannot_protect.push(redact_url(&spec));

@@ -4,7 +4,9 @@
 //! - [`counter`]: read-modify-write in separate statements; no increment is lost.
 //! - [`bank`]: transfers between two accounts; money is conserved, no balance negative.
 //! - [`notify_once`]: check a flag, perform a side effect outside the database, set the
-//!   flag; each notification's effect happens once.
+//!   flag; each notification's effect happens once. [`Workload::NotifyStale`] is its
+//!   negative control: seed 004's code as written, which checks a flag read before the
+//!   lock.
 //! - [`kv`]: read a record, then write or delete it; each key is linearizable.
 //! - [`file_store`]: a small record file rewritten in place, with no locking of its own;
 //!   it always parses and keeps every acknowledged record.
@@ -49,6 +51,12 @@ pub enum Workload {
     Bank,
     /// [`notify_once`].
     NotifyOnce,
+    /// NEGATIVE CONTROL (seed 004 as written): [`notify_once`] acting on a `sent` flag
+    /// read *before* its critical section, in a section of its own (the seed's `send()`
+    /// checks `self.sent` on a model instance loaded before its `GET_LOCK` and never
+    /// refreshed), so two ops that both read it unset both send, one after the other,
+    /// under the lock. Checked by `exactly_once`; not in [`Workload::ALL`].
+    NotifyStale,
     /// [`kv`].
     Kv,
     /// [`file_store`].
@@ -65,12 +73,17 @@ impl Workload {
         Workload::FileStore,
     ];
 
+    /// The negative-control workloads: broken application code that a correct strategy
+    /// cannot save, which the checkers must catch.
+    pub const CONTROLS: [Workload; 1] = [Workload::NotifyStale];
+
     /// Its CLI name.
     pub fn name(self) -> &'static str {
         match self {
             Workload::Counter => "counter",
             Workload::Bank => "bank",
             Workload::NotifyOnce => "notify_once",
+            Workload::NotifyStale => "notify_stale",
             Workload::Kv => "kv",
             Workload::FileStore => "file_store",
         }
@@ -85,7 +98,7 @@ impl Workload {
         match self {
             Workload::Counter => 2,
             Workload::Bank => 4,
-            Workload::NotifyOnce => 16,
+            Workload::NotifyOnce | Workload::NotifyStale => 16,
             Workload::Kv => 4,
             Workload::FileStore => 1,
         }
@@ -114,7 +127,9 @@ impl Workload {
     {
         match self {
             Workload::FileStore => return file_store::init(paths),
-            Workload::NotifyOnce => drop(std::fs::File::create(&paths.effects)?),
+            Workload::NotifyOnce | Workload::NotifyStale => {
+                drop(std::fs::File::create(&paths.effects)?)
+            }
             _ => {}
         }
         let mut db = connect.connect().map_err(backend_error)?;
@@ -128,7 +143,7 @@ impl Workload {
                 db.create_accounts(t)?;
                 in_transaction(connect, &mut db, |db| db.open_accounts(t, keys.max(2)))
             }
-            Workload::NotifyOnce => {
+            Workload::NotifyOnce | Workload::NotifyStale => {
                 db.create_notifications(t)?;
                 in_transaction(connect, &mut db, |db| db.add_notifications(t, keys))
             }
@@ -143,7 +158,7 @@ impl Workload {
         match self {
             Workload::Counter => (vec![key("c", rng.usize(..keys))], OpInput::Increment),
             Workload::Bank => bank::next_op(rng, keys.max(2)),
-            Workload::NotifyOnce => {
+            Workload::NotifyOnce | Workload::NotifyStale => {
                 let id = rng.usize(..keys);
                 (vec![key("n", id)], OpInput::Notify { id: id as i64 })
             }
@@ -184,6 +199,17 @@ impl Workload {
         let probe = probe.clone();
         let input = input.clone();
         let key = keys[0].as_str().to_owned();
+        // The control's stale copy of the flag: read in a section of its own, before the
+        // op's, and not read again.
+        let loaded = match (self, &input) {
+            (Workload::NotifyStale, &OpInput::Notify { id }) => {
+                let tables = env.tables.clone();
+                let sent = run_op(strategy, keys, move |db| db.is_sent(&tables, id))?;
+                env.pause();
+                Some(sent)
+            }
+            _ => None,
+        };
         run_op(strategy, keys, move |db| {
             // Each attempt enters anew: the history keeps the last one's section.
             probe.enter(db.fence().map(|f| f.0));
@@ -193,7 +219,10 @@ impl Workload {
                 OpInput::Transfer { from, to, amount } => {
                     bank::transfer(&mut **db, t, from, to, *amount, &env)
                 }
-                OpInput::Notify { id } => notify_once::notify(&mut **db, t, *id, &env),
+                OpInput::Notify { id } => match loaded {
+                    Some(sent) => notify_once::send_unless(&mut **db, t, *id, sent, &env),
+                    None => notify_once::notify(&mut **db, t, *id, &env),
+                },
                 OpInput::ReadWrite { write } => kv::read_write(&mut **db, t, &key, *write, &env),
                 OpInput::Append { record } => file_store::append(&env, *record),
             };
@@ -219,7 +248,7 @@ impl Workload {
                 balances: db.balances(tables, keys.max(2))?,
                 expected_total: bank::INITIAL_BALANCE * keys.max(2) as i64,
             },
-            Workload::NotifyOnce => {
+            Workload::NotifyOnce | Workload::NotifyStale => {
                 FinalState::Notifications(notify_once::state(db, tables, paths, keys)?)
             }
             Workload::Kv => FinalState::Records(db.records(tables, keys)?),
@@ -239,9 +268,14 @@ impl std::str::FromStr for Workload {
     fn from_str(s: &str) -> Result<Self, String> {
         Workload::ALL
             .into_iter()
+            .chain(Workload::CONTROLS)
             .find(|w| w.name() == s || w.name().replace('_', "-") == s)
             .ok_or_else(|| {
-                let names: Vec<&str> = Workload::ALL.iter().map(|w| w.name()).collect();
+                let names: Vec<&str> = Workload::ALL
+                    .iter()
+                    .chain(&Workload::CONTROLS)
+                    .map(|w| w.name())
+                    .collect();
                 format!("unknown workload {s:?}; known: {}", names.join(", "))
             })
     }

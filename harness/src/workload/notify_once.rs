@@ -50,13 +50,29 @@ pub trait NotifyData {
     fn sent_flags(&mut self, tables: &Tables, keys: usize) -> Result<BTreeMap<i64, bool>, OpError>;
 }
 
+/// Reads notification `id`'s flag, then [`send_unless`] it is set: inside one critical
+/// section, the flag cannot go stale.
 pub(crate) fn notify<D: NotifyData + ?Sized>(
     db: &mut D,
     t: &Tables,
     id: i64,
     env: &OpEnv,
 ) -> Result<OpOutput, OpError> {
-    if db.is_sent(t, id)? {
+    let sent = db.is_sent(t, id)?;
+    send_unless(db, t, id, sent, env)
+}
+
+/// Unless `sent`, performs notification `id`'s effect, pauses ([`OpEnv::pause`]) and sets
+/// its flag. `sent` is the flag as the caller read it: [`notify`] reads it in the same
+/// section, the `notify_stale` control before it.
+pub(crate) fn send_unless<D: NotifyData + ?Sized>(
+    db: &mut D,
+    t: &Tables,
+    id: i64,
+    sent: bool,
+    env: &OpEnv,
+) -> Result<OpOutput, OpError> {
+    if sent {
         return Ok(OpOutput::Notified { sent: false });
     }
     // One write(2) on an O_APPEND file: effects from several processes never interleave.
