@@ -1877,16 +1877,27 @@ impl<C: Transact, T, E, F> Drop for Task<C, T, E, F> {
     }
 }
 
+/// What the worker does to an op's savepoint.
+#[derive(Clone, Copy)]
+enum SavepointStep {
+    Set,
+    Release,
+    RollBackTo,
+}
+
+/// Why the worker ran nothing on its resource.
+const BROKEN: &str = "the connection broke earlier; nothing more is run on it";
+
 /// How a group commit's loop stopped early.
 enum Stop<C: Transact> {
     /// The op ended the transaction by itself.
     Ended(Box<dyn Job<C>>, Ran),
-    /// A savepoint could not be set, released or rolled back to; the job had not been
-    /// answered yet.
+    /// The op's savepoint could not be set; the op had not run.
     Savepoint(Box<dyn Job<C>>),
     /// The op ran but its savepoint could not be released or rolled back to: maybe the
     /// op ended the transaction where [`Transact::in_transaction`] cannot see it (a
-    /// database server), maybe the resource failed.
+    /// database server), maybe the resource failed (the op's own failure may have broken
+    /// it).
     Kept(Box<dyn Job<C>>, Ran),
 }
 
@@ -2381,6 +2392,68 @@ impl<C: Transact> Worker<C> {
         ran
     }
 
+    // The worker's own statements on its resource (transaction control, savepoints, the
+    // marker probe) go through the helpers below. None of them runs on a resource marked
+    // broken: a connection that failed, a read timeout say, may still deliver the answer
+    // to an earlier statement, which the next statement would take for its own. Each
+    // marks the resource broken when it fails in a way that discards it.
+
+    /// Begins a transaction presenting `fences`.
+    fn begin_tx(&mut self, fences: &[FenceClaim<'_>]) -> Result<(), TransactError> {
+        if self.broken {
+            return Err(TransactError::Failed(BROKEN.into()));
+        }
+        let begun = self.connect.begin(&mut self.resource, fences);
+        if let Err(e) = &begun {
+            self.broken |= e.discards_resource();
+        }
+        begun
+    }
+
+    /// Commits the transaction open.
+    fn commit_tx(&mut self) -> Result<(), TransactError> {
+        if self.broken {
+            return Err(TransactError::Failed(BROKEN.into()));
+        }
+        let committed = self.connect.commit(&mut self.resource);
+        if let Err(e) = &committed {
+            self.broken |= e.discards_resource();
+        }
+        committed
+    }
+
+    /// Rolls back the transaction open. On a broken resource it sends nothing: the
+    /// server rolls back the transaction of a connection that closes, as the broken one
+    /// does when it is replaced.
+    fn rollback_tx(&mut self) {
+        if !self.broken && self.connect.rollback(&mut self.resource).is_err() {
+            self.broken = true;
+        }
+    }
+
+    /// Sets, releases or rolls back to op `n`'s savepoint; false when that failed or the
+    /// resource is broken.
+    fn savepoint_tx(&mut self, step: SavepointStep, n: usize) -> bool {
+        if self.broken {
+            return false;
+        }
+        let (connect, resource) = (&*self.connect, &mut self.resource);
+        let done = match step {
+            SavepointStep::Set => connect.savepoint(resource, n),
+            SavepointStep::Release => connect.release_savepoint(resource, n),
+            SavepointStep::RollBackTo => connect.rollback_to_savepoint(resource, n),
+        };
+        match done {
+            Ok(()) => true,
+            Err(e) => {
+                // An op that ended the transaction by itself leaves no savepoint: a
+                // refusal, not a broken resource.
+                self.broken |= connect.is_broken(resource, &e);
+                false
+            }
+        }
+    }
+
     fn run_alone(&mut self, mut job: Box<dyn Job<C>>) {
         if self.claim(&mut *job) {
             self.transact_alone(&mut *job);
@@ -2398,6 +2471,11 @@ impl<C: Transact> Worker<C> {
         }
         if self.mode == TxMode::Autocommit {
             let ran = self.run_op(job);
+            if self.broken {
+                // The op broke the connection: it is replaced before the next op, and a
+                // transaction the op left open ends with it.
+                return;
+            }
             // The worker's one connection serves every later op: a transaction an op left
             // open would swallow their writes, uncommitted.
             match self.connect.end_stray_transaction(&mut self.resource) {
@@ -2423,8 +2501,7 @@ impl<C: Transact> Worker<C> {
             name: &name,
             fence,
         });
-        if let Err(e) = self.connect.begin(&mut self.resource, claim.as_slice()) {
-            self.broken |= e.discards_resource();
+        if let Err(e) = self.begin_tx(claim.as_slice()) {
             job.fail(e.into_error());
             return;
         }
@@ -2434,19 +2511,14 @@ impl<C: Transact> Worker<C> {
                     job.fail(Error::TransactionEnded);
                 } else if let Some(lost) = self.lease_lost() {
                     // A successor may already be writing: this op must not commit.
-                    if self.connect.rollback(&mut self.resource).is_err() {
-                        self.broken = true;
-                    }
+                    self.rollback_tx();
                     job.fail(lost);
-                } else if let Err(e) = self.connect.commit(&mut self.resource) {
-                    self.broken |= e.discards_resource();
+                } else if let Err(e) = self.commit_tx() {
                     job.fail(e.into_error());
                 }
             }
             Ran::Failed | Ran::Panicked => {
-                if self.connect.rollback(&mut self.resource).is_err() {
-                    self.broken = true;
-                }
+                self.rollback_tx();
             }
         }
     }
@@ -2483,8 +2555,9 @@ impl<C: Transact> Worker<C> {
             name: &name,
             fence,
         }));
-        if self.connect.begin(&mut self.resource, &claims).is_err() {
-            // Let each op try on its own and get its own error.
+        if self.begin_tx(&claims).is_err() {
+            // Let each op try on its own (on a new connection if this one broke) and get
+            // its own error.
             for job in batch.drain(..) {
                 self.run_alone(job);
             }
@@ -2514,7 +2587,7 @@ impl<C: Transact> Worker<C> {
             if !self.claim(&mut *job) {
                 continue;
             }
-            if self.connect.savepoint(&mut self.resource, n).is_err() {
+            if !self.savepoint_tx(SavepointStep::Set, n) {
                 stop = Some(Stop::Savepoint(job));
                 break;
             }
@@ -2523,13 +2596,12 @@ impl<C: Transact> Worker<C> {
                 stop = Some(Stop::Ended(job, ran));
                 break;
             }
-            let kept = match ran {
-                Ran::Ok => self.connect.release_savepoint(&mut self.resource, n),
-                Ran::Failed | Ran::Panicked => {
-                    self.connect.rollback_to_savepoint(&mut self.resource, n)
-                }
+            // After an op that broke the connection this runs nothing, and fails.
+            let step = match ran {
+                Ran::Ok => SavepointStep::Release,
+                Ran::Failed | Ran::Panicked => SavepointStep::RollBackTo,
             };
-            if kept.is_err() {
+            if !self.savepoint_tx(step, n) {
                 stop = Some(Stop::Kept(job, ran));
                 break;
             }
@@ -2540,44 +2612,30 @@ impl<C: Transact> Worker<C> {
         match stop {
             None if self.lease_lost().is_some() => {
                 // A successor may already be writing: nothing of this batch may commit.
-                if self.connect.rollback(&mut self.resource).is_err() {
-                    self.broken = true;
-                }
+                self.rollback_tx();
                 for (mut job, _) in done {
                     job.fail(Error::LeaseLost);
                     self.deliver(job);
                 }
             }
-            None => match self.connect.commit(&mut self.resource) {
+            None => match self.commit_tx() {
                 Ok(()) => {
                     for (job, _) in done {
                         self.deliver(job);
                     }
                 }
-                Err(TransactError::Indeterminate(_)) => {
-                    // The COMMIT's answer was lost: the batch's marker, read on a new
-                    // connection, says whether it committed. Rerunning a batch that did
-                    // would apply its ops twice.
-                    self.broken = true;
-                    self.reconnect();
-                    self.answer_as_the_batch_ended(seq, done);
-                }
-                Err(e) => {
-                    self.broken |= e.discards_resource();
-                    self.rerun_alone(done);
-                }
+                // The COMMIT's answer was lost: the batch's marker, read on a new
+                // connection, says whether it committed. Rerunning a batch that did would
+                // apply its ops twice.
+                Err(TransactError::Indeterminate(_)) => self.answer_as_the_batch_ended(seq, done),
+                Err(_) => self.rerun_alone(done),
             },
             Some(Stop::Savepoint(job)) => self.rerun_rolled_back(done, job),
             Some(Stop::Kept(mut culprit, ran)) => {
                 // Whether the op had ended the transaction: the batch's marker says if
                 // it committed (read once the rest is rolled back, on a working
                 // connection).
-                if self.connect.rollback(&mut self.resource).is_err() {
-                    self.broken = true;
-                }
-                if self.broken {
-                    self.reconnect();
-                }
+                self.rollback_tx();
                 match self.batch_committed(seq) {
                     Some(false) => self.rerun_rolled_back(done, culprit),
                     committed => {
@@ -2623,9 +2681,7 @@ impl<C: Transact> Worker<C> {
     /// After a batch whose transaction did not commit: rolls it back, then reruns its ops
     /// one transaction each, `job` (which stopped it) last.
     fn rerun_rolled_back(&mut self, done: Vec<(Box<dyn Job<C>>, Ran)>, mut job: Box<dyn Job<C>>) {
-        if self.connect.rollback(&mut self.resource).is_err() {
-            self.broken = true;
-        }
+        self.rollback_tx();
         if self.broken {
             self.reconnect();
         }
@@ -2635,11 +2691,18 @@ impl<C: Transact> Worker<C> {
     }
 
     /// Answers the ops of batch `seq`, whose end the worker did not see, as its marker
-    /// says it ended: committed, each gets its answer; not, each is rerun alone; not
-    /// known, each that succeeded gets [`Error::Indeterminate`] (a failed op was rolled
-    /// back to its savepoint: its own error stands either way).
+    /// says it ended (see [`answer_done`](Self::answer_done)).
     fn answer_as_the_batch_ended(&mut self, seq: u64, done: Vec<(Box<dyn Job<C>>, Ran)>) {
-        match self.batch_committed(seq) {
+        let committed = self.batch_committed(seq);
+        self.answer_done(committed, done);
+    }
+
+    /// Answers the ops that ran in a batch as it ended: committed, each gets its answer;
+    /// not, each is rerun alone; not known, each that succeeded gets
+    /// [`Error::Indeterminate`] (a failed op was rolled back to its savepoint: its own
+    /// error stands either way).
+    fn answer_done(&mut self, committed: Option<bool>, done: Vec<(Box<dyn Job<C>>, Ran)>) {
+        match committed {
             Some(true) => {
                 for (job, _) in done {
                     self.deliver(job);
@@ -2658,26 +2721,28 @@ impl<C: Transact> Worker<C> {
     }
 
     /// Whether batch `seq`'s transaction committed, read from its marker fence: a probe
-    /// presenting fence 0 is refused with the highest fence recorded.
+    /// presenting fence 0 is refused with the highest fence recorded. `None` when that
+    /// cannot be read.
     fn batch_committed(&mut self, seq: u64) -> Option<bool> {
-        // Not on a broken connection: an answer still on its way would be read as this.
-        if self.broken {
+        // Never on a broken connection: an answer still on its way would be read as the
+        // probe's.
+        if self.broken && !self.reconnect() {
             return None;
         }
+        let marker = self.marker.clone();
         let probe = FenceClaim {
             backend: MARKER_BACKEND,
-            name: &self.marker,
+            name: &marker,
             fence: Fence(0),
         };
-        match self.connect.begin(&mut self.resource, &[probe]) {
+        match self.begin_tx(&[probe]) {
             Ok(()) => {
                 // Nothing recorded yet: no batch of ours ever committed.
-                if self.connect.rollback(&mut self.resource).is_err() {
-                    self.broken = true;
-                }
+                self.rollback_tx();
                 Some(false)
             }
             Err(TransactError::StaleFence { highest, .. }) => Some(highest.0 >= seq),
+            // A probe that broke the connection (a read timeout) left it marked broken.
             Err(_) => None,
         }
     }
