@@ -1891,14 +1891,14 @@ const BROKEN: &str = "the connection broke earlier; nothing more is run on it";
 /// How a group commit's loop stopped early.
 enum Stop<C: Transact> {
     /// The op ended the transaction by itself.
-    Ended(Box<dyn Job<C>>, Ran),
+    Ended(Box<dyn Job<C>>),
     /// The op's savepoint could not be set; the op had not run.
     Savepoint(Box<dyn Job<C>>),
     /// The op ran but its savepoint could not be released or rolled back to: maybe the
     /// op ended the transaction where [`Transact::in_transaction`] cannot see it (a
     /// database server), maybe the resource failed (the op's own failure may have broken
     /// it).
-    Kept(Box<dyn Job<C>>, Ran),
+    Kept(Box<dyn Job<C>>),
 }
 
 /// Marks the queue closed when the worker exits, and after a panic in the resource's own
@@ -2518,7 +2518,14 @@ impl<C: Transact> Worker<C> {
                 }
             }
             Ran::Failed | Ran::Panicked => {
-                self.rollback_tx();
+                if self.connect.in_transaction(&self.resource) {
+                    self.rollback_tx();
+                } else {
+                    // The op ended the transaction before it failed: what it wrote may
+                    // have committed. (A database server's resource cannot tell, and
+                    // answers true: the op's own error then stands.)
+                    job.fail(Error::TransactionEnded);
+                }
             }
         }
     }
@@ -2593,7 +2600,7 @@ impl<C: Transact> Worker<C> {
             }
             let ran = self.run_op(&mut *job);
             if !self.connect.in_transaction(&self.resource) {
-                stop = Some(Stop::Ended(job, ran));
+                stop = Some(Stop::Ended(job));
                 break;
             }
             // After an op that broke the connection this runs nothing, and fails.
@@ -2602,7 +2609,7 @@ impl<C: Transact> Worker<C> {
                 Ran::Failed | Ran::Panicked => SavepointStep::RollBackTo,
             };
             if !self.savepoint_tx(step, n) {
-                stop = Some(Stop::Kept(job, ran));
+                stop = Some(Stop::Kept(job));
                 break;
             }
             done.push((job, ran));
@@ -2631,7 +2638,7 @@ impl<C: Transact> Worker<C> {
                 Err(_) => self.rerun_alone(done),
             },
             Some(Stop::Savepoint(job)) => self.rerun_rolled_back(done, job),
-            Some(Stop::Kept(mut culprit, ran)) => {
+            Some(Stop::Kept(mut culprit)) => {
                 // Whether the op had ended the transaction: the batch's marker says if
                 // it committed (read once the rest is rolled back, on a working
                 // connection).
@@ -2639,28 +2646,22 @@ impl<C: Transact> Worker<C> {
                 match self.batch_committed(seq) {
                     Some(false) => self.rerun_rolled_back(done, culprit),
                     committed => {
-                        let known = committed.is_some();
-                        if ran == Ran::Ok {
-                            culprit.fail(if known {
-                                Error::TransactionEnded
-                            } else {
-                                Error::Indeterminate
-                            });
-                        }
+                        // Only the op can have committed the batch: whatever it returned
+                        // after that, what it wrote may have committed.
+                        culprit.fail(if committed.is_some() {
+                            Error::TransactionEnded
+                        } else {
+                            Error::Indeterminate
+                        });
                         self.deliver(culprit);
-                        for (mut job, _) in done {
-                            if !known {
-                                job.fail(Error::Indeterminate);
-                            }
-                            self.deliver(job);
-                        }
+                        self.answer_done(committed, done);
                     }
                 }
             }
-            Some(Stop::Ended(mut culprit, ran)) => {
-                if ran == Ran::Ok {
-                    culprit.fail(Error::TransactionEnded);
-                }
+            Some(Stop::Ended(mut culprit)) => {
+                // Whatever the op returned after it ended the transaction, what it wrote
+                // may have committed.
+                culprit.fail(Error::TransactionEnded);
                 self.deliver(culprit);
                 if !done.is_empty() {
                     self.answer_as_the_batch_ended(seq, done);
