@@ -3,7 +3,8 @@
 //! [`Error::Op`] carries the op's own error untouched, so a caller can still match on, say,
 //! rusqlite's UNIQUE violation. Every other variant is the strategy failing, and each says
 //! what the caller may assume about the op: all but [`Error::Indeterminate`] and
-//! [`Error::TransactionEnded`] mean the op's effects were rolled back or never happened.
+//! [`Error::TransactionEnded`] mean the op's effects were rolled back or never happened
+//! (with one exception, for an op that ends the transaction itself: see [`Error::Op`]).
 
 use std::convert::Infallible;
 use std::fmt;
@@ -25,6 +26,14 @@ pub type StrategyError = Error<Infallible>;
 #[non_exhaustive]
 pub enum Error<E> {
     /// The op ran and returned this error; its transaction (if any) was rolled back.
+    ///
+    /// One exception: an op that ended that transaction itself (`COMMIT`, or on MySQL a
+    /// statement that commits implicitly) before it failed, where the strategy cannot see
+    /// it. That is an op run in a transaction of its own over a database server (MySQL,
+    /// PostgreSQL), whose resource cannot tell whether a transaction is still open: what
+    /// the op committed stays committed. Wherever the strategy sees the transaction ended
+    /// (over SQLite; in a queue's group-commit batch, which reads its marker) such an op
+    /// gets [`Error::TransactionEnded`] instead. Ops must not control transactions.
     Op(E),
     /// The deadline passed before the op could start (the lock or the queue was busy).
     /// The op never ran.
@@ -56,7 +65,9 @@ pub enum Error<E> {
         /// The highest fence the resource had recorded.
         highest: Fence,
     },
-    /// The op panicked. Its transaction was rolled back; the strategy keeps serving.
+    /// The op panicked. Its transaction was rolled back (with the exception
+    /// [`Error::Op`] describes, for an op that ended it itself); the strategy keeps
+    /// serving.
     Panicked(String),
     /// The op committed or rolled back the strategy's transaction by itself (`COMMIT`,
     /// `ROLLBACK`, or a statement that commits implicitly, such as DDL on MySQL), which
@@ -65,7 +76,8 @@ pub enum Error<E> {
     /// each committing by itself. The strategy committed nothing itself, and rolled back
     /// a transaction the op left open.
     /// Every resource reports it this way: SQLite when the op returns, database servers
-    /// at the commit.
+    /// at the commit, and both also when the op then fails or panics, except for an op run
+    /// in a transaction of its own over a database server (see [`Error::Op`]).
     TransactionEnded,
     /// The strategy is closed and accepts no more work. The op never ran.
     Closed,
@@ -119,7 +131,8 @@ impl<E> Error<E> {
     /// True when the op may have committed (some or all of its writes) even though an
     /// error came back: [`Error::Indeterminate`] (its outcome is not known) and [`Error::TransactionEnded`] (the op ended the transaction itself, so
     /// what it wrote may have committed). After any other error the op's effects were
-    /// rolled back or never happened.
+    /// rolled back or never happened, except what an op that ended the transaction itself
+    /// committed where the strategy could not see it (see [`Error::Op`]).
     ///
     /// ```
     /// use turnstile_core::{Error, StrategyError};

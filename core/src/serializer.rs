@@ -134,7 +134,8 @@ pub struct Capabilities {
     /// Whether the op runs inside the resource's own transaction, so `Ok` means committed
     /// and every error means rolled back but those of [`Error::may_have_committed`]
     /// ([`Error::Indeterminate`], and [`Error::TransactionEnded`]: the op ended that
-    /// transaction itself).
+    /// transaction itself), and the op's own error after it ended the transaction where
+    /// the strategy could not see it (see [`Error::Op`]).
     pub transactional: bool,
     /// What happens when a holder dies.
     pub holder_death: HolderDeath,

@@ -220,10 +220,18 @@ impl<L: Lock, C: Transact> Locked<L, C> {
             Ok(Ok(value)) => value,
             Ok(Err(e)) => {
                 let broken = self.connect.is_broken(resource, &e);
+                if transactional && !self.connect.in_transaction(resource) {
+                    // The op ended the transaction before it failed: what it wrote may
+                    // have committed.
+                    return Outcome::err(Error::TransactionEnded, broken);
+                }
                 let rolled_back = !transactional || self.connect.rollback(resource).is_ok();
                 return Outcome::err(Error::Op(e), broken || !rolled_back);
             }
             Err(payload) => {
+                if transactional && !self.connect.in_transaction(resource) {
+                    return Outcome::err(Error::TransactionEnded, false);
+                }
                 let rolled_back = !transactional || self.connect.rollback(resource).is_ok();
                 return Outcome::err(Error::Panicked(panic_message(&*payload)), !rolled_back);
             }

@@ -1877,17 +1877,28 @@ impl<C: Transact, T, E, F> Drop for Task<C, T, E, F> {
     }
 }
 
+/// What the worker does to an op's savepoint.
+#[derive(Clone, Copy)]
+enum SavepointStep {
+    Set,
+    Release,
+    RollBackTo,
+}
+
+/// Why the worker ran nothing on its resource.
+const BROKEN: &str = "the connection broke earlier; nothing more is run on it";
+
 /// How a group commit's loop stopped early.
 enum Stop<C: Transact> {
     /// The op ended the transaction by itself.
-    Ended(Box<dyn Job<C>>, Ran),
-    /// A savepoint could not be set, released or rolled back to; the job had not been
-    /// answered yet.
+    Ended(Box<dyn Job<C>>),
+    /// The op's savepoint could not be set; the op had not run.
     Savepoint(Box<dyn Job<C>>),
     /// The op ran but its savepoint could not be released or rolled back to: maybe the
     /// op ended the transaction where [`Transact::in_transaction`] cannot see it (a
-    /// database server), maybe the resource failed.
-    Kept(Box<dyn Job<C>>, Ran),
+    /// database server), maybe the resource failed (the op's own failure may have broken
+    /// it).
+    Kept(Box<dyn Job<C>>),
 }
 
 /// Marks the queue closed when the worker exits, and after a panic in the resource's own
@@ -2381,6 +2392,68 @@ impl<C: Transact> Worker<C> {
         ran
     }
 
+    // The worker's own statements on its resource (transaction control, savepoints, the
+    // marker probe) go through the helpers below. None of them runs on a resource marked
+    // broken: a connection that failed, a read timeout say, may still deliver the answer
+    // to an earlier statement, which the next statement would take for its own. Each
+    // marks the resource broken when it fails in a way that discards it.
+
+    /// Begins a transaction presenting `fences`.
+    fn begin_tx(&mut self, fences: &[FenceClaim<'_>]) -> Result<(), TransactError> {
+        if self.broken {
+            return Err(TransactError::Failed(BROKEN.into()));
+        }
+        let begun = self.connect.begin(&mut self.resource, fences);
+        if let Err(e) = &begun {
+            self.broken |= e.discards_resource();
+        }
+        begun
+    }
+
+    /// Commits the transaction open.
+    fn commit_tx(&mut self) -> Result<(), TransactError> {
+        if self.broken {
+            return Err(TransactError::Failed(BROKEN.into()));
+        }
+        let committed = self.connect.commit(&mut self.resource);
+        if let Err(e) = &committed {
+            self.broken |= e.discards_resource();
+        }
+        committed
+    }
+
+    /// Rolls back the transaction open. On a broken resource it sends nothing: the
+    /// server rolls back the transaction of a connection that closes, as the broken one
+    /// does when it is replaced.
+    fn rollback_tx(&mut self) {
+        if !self.broken && self.connect.rollback(&mut self.resource).is_err() {
+            self.broken = true;
+        }
+    }
+
+    /// Sets, releases or rolls back to op `n`'s savepoint; false when that failed or the
+    /// resource is broken.
+    fn savepoint_tx(&mut self, step: SavepointStep, n: usize) -> bool {
+        if self.broken {
+            return false;
+        }
+        let (connect, resource) = (&*self.connect, &mut self.resource);
+        let done = match step {
+            SavepointStep::Set => connect.savepoint(resource, n),
+            SavepointStep::Release => connect.release_savepoint(resource, n),
+            SavepointStep::RollBackTo => connect.rollback_to_savepoint(resource, n),
+        };
+        match done {
+            Ok(()) => true,
+            Err(e) => {
+                // An op that ended the transaction by itself leaves no savepoint: a
+                // refusal, not a broken resource.
+                self.broken |= connect.is_broken(resource, &e);
+                false
+            }
+        }
+    }
+
     fn run_alone(&mut self, mut job: Box<dyn Job<C>>) {
         if self.claim(&mut *job) {
             self.transact_alone(&mut *job);
@@ -2398,6 +2471,11 @@ impl<C: Transact> Worker<C> {
         }
         if self.mode == TxMode::Autocommit {
             let ran = self.run_op(job);
+            if self.broken {
+                // The op broke the connection: it is replaced before the next op, and a
+                // transaction the op left open ends with it.
+                return;
+            }
             // The worker's one connection serves every later op: a transaction an op left
             // open would swallow their writes, uncommitted.
             match self.connect.end_stray_transaction(&mut self.resource) {
@@ -2423,8 +2501,7 @@ impl<C: Transact> Worker<C> {
             name: &name,
             fence,
         });
-        if let Err(e) = self.connect.begin(&mut self.resource, claim.as_slice()) {
-            self.broken |= e.discards_resource();
+        if let Err(e) = self.begin_tx(claim.as_slice()) {
             job.fail(e.into_error());
             return;
         }
@@ -2434,18 +2511,20 @@ impl<C: Transact> Worker<C> {
                     job.fail(Error::TransactionEnded);
                 } else if let Some(lost) = self.lease_lost() {
                     // A successor may already be writing: this op must not commit.
-                    if self.connect.rollback(&mut self.resource).is_err() {
-                        self.broken = true;
-                    }
+                    self.rollback_tx();
                     job.fail(lost);
-                } else if let Err(e) = self.connect.commit(&mut self.resource) {
-                    self.broken |= e.discards_resource();
+                } else if let Err(e) = self.commit_tx() {
                     job.fail(e.into_error());
                 }
             }
             Ran::Failed | Ran::Panicked => {
-                if self.connect.rollback(&mut self.resource).is_err() {
-                    self.broken = true;
+                if self.connect.in_transaction(&self.resource) {
+                    self.rollback_tx();
+                } else {
+                    // The op ended the transaction before it failed: what it wrote may
+                    // have committed. (A database server's resource cannot tell, and
+                    // answers true: the op's own error then stands.)
+                    job.fail(Error::TransactionEnded);
                 }
             }
         }
@@ -2483,8 +2562,9 @@ impl<C: Transact> Worker<C> {
             name: &name,
             fence,
         }));
-        if self.connect.begin(&mut self.resource, &claims).is_err() {
-            // Let each op try on its own and get its own error.
+        if self.begin_tx(&claims).is_err() {
+            // Let each op try on its own (on a new connection if this one broke) and get
+            // its own error.
             for job in batch.drain(..) {
                 self.run_alone(job);
             }
@@ -2514,23 +2594,22 @@ impl<C: Transact> Worker<C> {
             if !self.claim(&mut *job) {
                 continue;
             }
-            if self.connect.savepoint(&mut self.resource, n).is_err() {
+            if !self.savepoint_tx(SavepointStep::Set, n) {
                 stop = Some(Stop::Savepoint(job));
                 break;
             }
             let ran = self.run_op(&mut *job);
             if !self.connect.in_transaction(&self.resource) {
-                stop = Some(Stop::Ended(job, ran));
+                stop = Some(Stop::Ended(job));
                 break;
             }
-            let kept = match ran {
-                Ran::Ok => self.connect.release_savepoint(&mut self.resource, n),
-                Ran::Failed | Ran::Panicked => {
-                    self.connect.rollback_to_savepoint(&mut self.resource, n)
-                }
+            // After an op that broke the connection this runs nothing, and fails.
+            let step = match ran {
+                Ran::Ok => SavepointStep::Release,
+                Ran::Failed | Ran::Panicked => SavepointStep::RollBackTo,
             };
-            if kept.is_err() {
-                stop = Some(Stop::Kept(job, ran));
+            if !self.savepoint_tx(step, n) {
+                stop = Some(Stop::Kept(job));
                 break;
             }
             done.push((job, ran));
@@ -2540,69 +2619,49 @@ impl<C: Transact> Worker<C> {
         match stop {
             None if self.lease_lost().is_some() => {
                 // A successor may already be writing: nothing of this batch may commit.
-                if self.connect.rollback(&mut self.resource).is_err() {
-                    self.broken = true;
-                }
+                self.rollback_tx();
                 for (mut job, _) in done {
                     job.fail(Error::LeaseLost);
                     self.deliver(job);
                 }
             }
-            None => match self.connect.commit(&mut self.resource) {
+            None => match self.commit_tx() {
                 Ok(()) => {
                     for (job, _) in done {
                         self.deliver(job);
                     }
                 }
-                Err(TransactError::Indeterminate(_)) => {
-                    // The COMMIT's answer was lost: the batch's marker, read on a new
-                    // connection, says whether it committed. Rerunning a batch that did
-                    // would apply its ops twice.
-                    self.broken = true;
-                    self.reconnect();
-                    self.answer_as_the_batch_ended(seq, done);
-                }
-                Err(e) => {
-                    self.broken |= e.discards_resource();
-                    self.rerun_alone(done);
-                }
+                // The COMMIT's answer was lost: the batch's marker, read on a new
+                // connection, says whether it committed. Rerunning a batch that did would
+                // apply its ops twice.
+                Err(TransactError::Indeterminate(_)) => self.answer_as_the_batch_ended(seq, done),
+                Err(_) => self.rerun_alone(done),
             },
             Some(Stop::Savepoint(job)) => self.rerun_rolled_back(done, job),
-            Some(Stop::Kept(mut culprit, ran)) => {
+            Some(Stop::Kept(mut culprit)) => {
                 // Whether the op had ended the transaction: the batch's marker says if
                 // it committed (read once the rest is rolled back, on a working
                 // connection).
-                if self.connect.rollback(&mut self.resource).is_err() {
-                    self.broken = true;
-                }
-                if self.broken {
-                    self.reconnect();
-                }
+                self.rollback_tx();
                 match self.batch_committed(seq) {
                     Some(false) => self.rerun_rolled_back(done, culprit),
                     committed => {
-                        let known = committed.is_some();
-                        if ran == Ran::Ok {
-                            culprit.fail(if known {
-                                Error::TransactionEnded
-                            } else {
-                                Error::Indeterminate
-                            });
-                        }
+                        // Only the op can have committed the batch: whatever it returned
+                        // after that, what it wrote may have committed.
+                        culprit.fail(if committed.is_some() {
+                            Error::TransactionEnded
+                        } else {
+                            Error::Indeterminate
+                        });
                         self.deliver(culprit);
-                        for (mut job, _) in done {
-                            if !known {
-                                job.fail(Error::Indeterminate);
-                            }
-                            self.deliver(job);
-                        }
+                        self.answer_done(committed, done);
                     }
                 }
             }
-            Some(Stop::Ended(mut culprit, ran)) => {
-                if ran == Ran::Ok {
-                    culprit.fail(Error::TransactionEnded);
-                }
+            Some(Stop::Ended(mut culprit)) => {
+                // Whatever the op returned after it ended the transaction, what it wrote
+                // may have committed.
+                culprit.fail(Error::TransactionEnded);
                 self.deliver(culprit);
                 if !done.is_empty() {
                     self.answer_as_the_batch_ended(seq, done);
@@ -2623,9 +2682,7 @@ impl<C: Transact> Worker<C> {
     /// After a batch whose transaction did not commit: rolls it back, then reruns its ops
     /// one transaction each, `job` (which stopped it) last.
     fn rerun_rolled_back(&mut self, done: Vec<(Box<dyn Job<C>>, Ran)>, mut job: Box<dyn Job<C>>) {
-        if self.connect.rollback(&mut self.resource).is_err() {
-            self.broken = true;
-        }
+        self.rollback_tx();
         if self.broken {
             self.reconnect();
         }
@@ -2635,11 +2692,18 @@ impl<C: Transact> Worker<C> {
     }
 
     /// Answers the ops of batch `seq`, whose end the worker did not see, as its marker
-    /// says it ended: committed, each gets its answer; not, each is rerun alone; not
-    /// known, each that succeeded gets [`Error::Indeterminate`] (a failed op was rolled
-    /// back to its savepoint: its own error stands either way).
+    /// says it ended (see [`answer_done`](Self::answer_done)).
     fn answer_as_the_batch_ended(&mut self, seq: u64, done: Vec<(Box<dyn Job<C>>, Ran)>) {
-        match self.batch_committed(seq) {
+        let committed = self.batch_committed(seq);
+        self.answer_done(committed, done);
+    }
+
+    /// Answers the ops that ran in a batch as it ended: committed, each gets its answer;
+    /// not, each is rerun alone; not known, each that succeeded gets
+    /// [`Error::Indeterminate`] (a failed op was rolled back to its savepoint: its own
+    /// error stands either way).
+    fn answer_done(&mut self, committed: Option<bool>, done: Vec<(Box<dyn Job<C>>, Ran)>) {
+        match committed {
             Some(true) => {
                 for (job, _) in done {
                     self.deliver(job);
@@ -2658,26 +2722,28 @@ impl<C: Transact> Worker<C> {
     }
 
     /// Whether batch `seq`'s transaction committed, read from its marker fence: a probe
-    /// presenting fence 0 is refused with the highest fence recorded.
+    /// presenting fence 0 is refused with the highest fence recorded. `None` when that
+    /// cannot be read.
     fn batch_committed(&mut self, seq: u64) -> Option<bool> {
-        // Not on a broken connection: an answer still on its way would be read as this.
-        if self.broken {
+        // Never on a broken connection: an answer still on its way would be read as the
+        // probe's.
+        if self.broken && !self.reconnect() {
             return None;
         }
+        let marker = self.marker.clone();
         let probe = FenceClaim {
             backend: MARKER_BACKEND,
-            name: &self.marker,
+            name: &marker,
             fence: Fence(0),
         };
-        match self.connect.begin(&mut self.resource, &[probe]) {
+        match self.begin_tx(&[probe]) {
             Ok(()) => {
                 // Nothing recorded yet: no batch of ours ever committed.
-                if self.connect.rollback(&mut self.resource).is_err() {
-                    self.broken = true;
-                }
+                self.rollback_tx();
                 Some(false)
             }
             Err(TransactError::StaleFence { highest, .. }) => Some(highest.0 >= seq),
+            // A probe that broke the connection (a read timeout) left it marked broken.
             Err(_) => None,
         }
     }

@@ -342,6 +342,13 @@ impl<C: Transact> Retry<C> {
             }
             Ok(Err(e)) => {
                 let broken = self.connect.is_broken(&mut resource, &e);
+                if !self.connect.in_transaction(&resource) {
+                    // The op ended the transaction before it failed: what it wrote may
+                    // have committed, so it is neither retried nor answered as rolled
+                    // back.
+                    let kept = (!broken).then_some(resource);
+                    return (Attempt::Done(Err(Error::TransactionEnded)), kept);
+                }
                 let rolled_back = self.connect.rollback(&mut resource).is_ok();
                 let busy = !broken && self.connect.is_busy(&e);
                 let kept = (rolled_back && !broken).then_some(resource);
@@ -352,6 +359,9 @@ impl<C: Transact> Retry<C> {
                 }
             }
             Err(payload) => {
+                if !self.connect.in_transaction(&resource) {
+                    return (Attempt::Done(Err(Error::TransactionEnded)), Some(resource));
+                }
                 let kept = self
                     .connect
                     .rollback(&mut resource)

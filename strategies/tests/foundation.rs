@@ -208,6 +208,46 @@ fn a_panicking_op_is_caught_by_the_mutex() {
     a_panic_is_caught_and_rolled_back(&Locked::new(MutexLock::new(), db(&dir)));
 }
 
+/// An op that commits by itself and then fails or panics gets `TransactionEnded`: what it
+/// wrote may have committed (here it did), so no error that says "rolled back".
+fn a_commit_then_a_failure_may_have_committed<S: Serializer<Resource = Connection>>(strategy: &S) {
+    let key = Key::whole();
+    strategy
+        .run(&key, |db| db.execute_batch("CREATE TABLE t (v INTEGER)"))
+        .unwrap();
+    let failed = strategy.run(&key, |db| {
+        db.execute_batch("INSERT INTO t VALUES (1); COMMIT")?;
+        db.execute("INSERT INTO no_such_table VALUES (1)", [])
+    });
+    assert!(matches!(failed, Err(Error::TransactionEnded)), "{failed:?}");
+    let panicked = strategy.run(&key, |db| -> rusqlite::Result<()> {
+        db.execute_batch("INSERT INTO t VALUES (2); COMMIT")?;
+        panic!("op exploded")
+    });
+    assert!(
+        matches!(panicked, Err(Error::TransactionEnded)),
+        "{panicked:?}"
+    );
+    let n: i64 = strategy
+        .run(&key, |db| {
+            db.query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        })
+        .unwrap();
+    assert_eq!(n, 2);
+}
+
+#[test]
+fn a_commit_then_a_failure_through_the_queue_may_have_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    a_commit_then_a_failure_may_have_committed(&Queue::new(db(&dir)).unwrap());
+}
+
+#[test]
+fn a_commit_then_a_failure_through_the_mutex_may_have_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    a_commit_then_a_failure_may_have_committed(&Locked::new(MutexLock::new(), db(&dir)));
+}
+
 #[test]
 fn the_mutex_table_holds_only_the_keys_currently_held() {
     const KEYS: usize = 100_000;

@@ -898,6 +898,235 @@ fn a_queue_never_reads_a_late_answer_as_the_next_ops() {
     }
 }
 
+/// The queue's group commit over a connection whose read timed out: whichever statement
+/// timed out (an op's, the batch's `BEGIN`, a savepoint's, the batch marker's probe), the
+/// answer may still come, and the next statement on that connection would take it for
+/// its own. The worker runs nothing more on it, and the next ops get their own answers.
+#[cfg(feature = "queue")]
+mod late_answers_in_a_batch {
+    use std::sync::mpsc;
+
+    use mysql::Conn;
+    use turnstile::queue::{Queue, Ticket};
+    use turnstile::{Ctx, FenceClaim};
+
+    use super::*;
+
+    const READ_TIMEOUT: Duration = Duration::from_secs(1);
+
+    /// Generous bound for "does not hang" waits; never a performance assertion.
+    const HANG: Duration = Duration::from_secs(60);
+
+    fn timing_out(url: &str) -> MySql {
+        MySql::new(url)
+            .unwrap()
+            .connect_timeout(Duration::from_secs(5))
+            .read_timeout(Some(READ_TIMEOUT))
+            .unwrap()
+    }
+
+    /// Occupies the worker of a queue, fresh, so that this op runs alone (no batch, no
+    /// marker), with an op that waits for the returned sender: what is submitted
+    /// meanwhile runs as one batch once it is released.
+    fn hold_worker(queue: &Queue<MySql>) -> (Ticket<(), mysql::Error>, mpsc::Sender<()>) {
+        let (started_tx, started) = mpsc::channel();
+        let (release, released) = mpsc::channel::<()>();
+        let mut first = true;
+        let ticket = queue
+            .submit(&Key::whole(), move |_| {
+                if std::mem::take(&mut first) {
+                    started_tx.send(()).unwrap();
+                    let _ = released.recv();
+                }
+                Ok(())
+            })
+            .unwrap();
+        started.recv_timeout(HANG).unwrap();
+        (ticket, release)
+    }
+
+    fn select(n: i64) -> impl FnMut(&mut Ctx<'_, Conn>) -> Result<Option<i64>, mysql::Error> {
+        move |c| c.query_first(format!("SELECT {n}"))
+    }
+
+    /// Submits `SELECT 42`, `SELECT 43`, `SELECT 44`.
+    fn selects(queue: &Queue<MySql>) -> Vec<Ticket<Option<i64>, mysql::Error>> {
+        (42..45)
+            .map(|n| queue.submit(&Key::whole(), select(n)).unwrap())
+            .collect()
+    }
+
+    fn assert_own_answers(tickets: Vec<Ticket<Option<i64>, mysql::Error>>) {
+        for (n, ticket) in (42..).zip(tickets) {
+            let answer = ticket.wait();
+            assert!(
+                matches!(answer, Ok(Some(m)) if m == n),
+                "SELECT {n} got {answer:?}: an answer meant for another statement"
+            );
+        }
+    }
+
+    /// A database of its own on the test server, dropped with it: its `turnstile_fences`
+    /// is this test's alone, so the test may lock it without holding up anyone else.
+    struct OwnDatabase {
+        name: String,
+        url: String,
+    }
+
+    impl OwnDatabase {
+        fn new() -> Self {
+            let name = unique("turnstile_own");
+            admin()
+                .query_drop(format!("CREATE DATABASE {name}"))
+                .unwrap();
+            let url = url();
+            let start = url.find("://").unwrap() + 3;
+            let path = url[start..].find('/').map_or(url.len(), |i| start + i);
+            let end = url[path..].find('?').map_or(url.len(), |i| path + i);
+            let own = OwnDatabase {
+                url: format!("{}/{name}{}", &url[..path], &url[end..]),
+                name,
+            };
+            // Its fence table, made as the resource makes it.
+            let db = MySql::new(&own.url).unwrap();
+            let mut conn = db.connect().unwrap();
+            let claim = FenceClaim {
+                backend: "test",
+                name: b"own",
+                fence: Fence(1),
+            };
+            db.begin(&mut conn, &[claim]).unwrap();
+            db.commit(&mut conn).unwrap();
+            own
+        }
+
+        /// Locks its fence table until the returned connection unlocks it.
+        fn lock_fences(&self) -> Conn {
+            let mut conn = MySql::new(&self.url).unwrap().connect().unwrap();
+            conn.query_drop("LOCK TABLES turnstile_fences WRITE")
+                .unwrap();
+            conn
+        }
+    }
+
+    impl Drop for OwnDatabase {
+        fn drop(&mut self) {
+            let _ = admin().query_drop(format!("DROP DATABASE IF EXISTS {}", self.name));
+        }
+    }
+
+    /// An op whose statement outlives the read timeout: its batch-mates run on a new
+    /// connection.
+    #[test]
+    fn after_an_op_timed_out() {
+        let queue = Queue::new(timing_out(&url())).unwrap();
+        let (busy, release) = hold_worker(&queue);
+        let slow = queue
+            .submit(&Key::whole(), |c| {
+                c.query_first::<i64, _>("SELECT SLEEP(1.5)")
+            })
+            .unwrap();
+        let next = selects(&queue);
+        release.send(()).unwrap();
+        busy.wait().unwrap();
+        let slow = slow.wait();
+        assert!(slow.is_err(), "{slow:?}");
+        assert_own_answers(next);
+    }
+
+    /// A batch whose `BEGIN` outlives the read timeout (its marker's table is locked):
+    /// its ops run alone, each on a connection that did not time out.
+    #[test]
+    fn after_the_batch_began_too_slowly() {
+        let own = OwnDatabase::new();
+        let queue = Queue::new(timing_out(&own.url)).unwrap();
+        let (busy, release) = hold_worker(&queue);
+        let mut next = selects(&queue).into_iter();
+        let mut locked = own.lock_fences();
+        release.send(()).unwrap();
+        busy.wait().unwrap();
+        // While the table stays locked, the timed-out connection has no answer to give.
+        let first = next.next().unwrap().wait();
+        locked.query_drop("UNLOCK TABLES").unwrap();
+        assert!(matches!(first, Ok(Some(42))), "{first:?}");
+        for (n, ticket) in (43..).zip(next) {
+            let answer = ticket.wait();
+            assert!(matches!(answer, Ok(Some(m)) if m == n), "{answer:?}");
+        }
+        drop(queue);
+    }
+
+    /// An op commits by itself, so the worker reads the batch's marker to learn whether
+    /// the batch committed; that read outlives the read timeout (the marker's table is
+    /// locked): the op's outcome is not known, and the next ops run on a new connection.
+    #[test]
+    fn after_the_marker_was_read_too_slowly() {
+        let own = OwnDatabase::new();
+        let queue = Queue::new(timing_out(&own.url)).unwrap();
+        let (busy, release) = hold_worker(&queue);
+        let (committed_tx, committed) = mpsc::channel();
+        let (lock_taken, locked_rx) = mpsc::channel::<()>();
+        let mut first = true;
+        let committing = queue
+            .submit(&Key::whole(), move |c| {
+                c.query_drop("COMMIT")?;
+                if std::mem::take(&mut first) {
+                    committed_tx.send(()).unwrap();
+                    let _ = locked_rx.recv();
+                }
+                Ok::<_, mysql::Error>(())
+            })
+            .unwrap();
+        let next = selects(&queue);
+        release.send(()).unwrap();
+        busy.wait().unwrap();
+        committed.recv_timeout(HANG).unwrap();
+        let mut locked = own.lock_fences();
+        lock_taken.send(()).unwrap();
+        let ended = committing.wait();
+        locked.query_drop("UNLOCK TABLES").unwrap();
+        assert!(matches!(ended, Err(Error::Indeterminate)), "{ended:?}");
+        assert_own_answers(next);
+        drop(queue);
+    }
+
+    /// The worker's `RELEASE SAVEPOINT` after an op outlives the read timeout (the
+    /// server's answers are held back a while): the ops after it run on a new connection.
+    #[test]
+    fn after_a_savepoint_was_released_too_slowly() {
+        let (proxy, through) = proxied();
+        let proxy = Arc::new(proxy);
+        let queue = Queue::new(timing_out(&through)).unwrap();
+        let (busy, release) = hold_worker(&queue);
+        let stalls = proxy.clone();
+        let mut first = true;
+        let stalling = queue
+            .submit(&Key::whole(), move |c: &mut Ctx<'_, Conn>| {
+                let answer = c.query_first::<i64, _>("SELECT 41")?;
+                if std::mem::take(&mut first) {
+                    // Nothing the worker sends next is answered before its read timed out.
+                    stalls.stall();
+                    let resumes = stalls.clone();
+                    std::thread::spawn(move || {
+                        std::thread::sleep(READ_TIMEOUT + READ_TIMEOUT / 2);
+                        resumes.resume();
+                    });
+                }
+                Ok::<_, mysql::Error>(answer)
+            })
+            .unwrap();
+        let next = selects(&queue);
+        release.send(()).unwrap();
+        busy.wait().unwrap();
+        let stalled = stalling.wait();
+        assert!(
+            matches!(stalled, Ok(Some(41)) | Err(Error::Indeterminate)),
+            "{stalled:?}"
+        );
+        assert_own_answers(next);
+    }
+}
+
 /// Closing a queue deletes its batch marker's row on the server, but does not wait long
 /// for a server that stopped answering.
 #[test]

@@ -762,6 +762,39 @@ fn group_commit_after_an_op_committed_by_itself_lands_each_write_once() {
     assert_eq!(values(&dir.path().join("q.db")), vec![1, 2, 3]);
 }
 
+/// An op that commits by itself and then fails, or panics, may have committed what it
+/// wrote: it gets `TransactionEnded`, never its own error (which says rolled back).
+#[test]
+fn an_op_that_committed_by_itself_and_then_failed_may_have_committed() {
+    fn commit_then(panics: bool) -> Op {
+        Box::new(move |db| {
+            db.execute_batch("INSERT INTO t VALUES (2); COMMIT")?;
+            assert!(!panics, "boom");
+            db.execute("INSERT INTO no_such_table VALUES (1)", [])
+        })
+    }
+    for panics in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.db");
+        let queue = new_queue(db(&dir)).unwrap();
+        create_table(&queue, "CREATE TABLE t (v INTEGER)");
+        // In a batch...
+        let results = batch(&queue, vec![insert(1), commit_then(panics), insert(3)]);
+        let ended = &results[1];
+        assert!(matches!(ended, Err(Error::TransactionEnded)), "{ended:?}");
+        assert_eq!(results[0].as_ref().unwrap(), &(1, 1));
+        assert_eq!(results[2].as_ref().unwrap(), &(1, 1));
+        assert_eq!(values(&path), vec![1, 2, 3]);
+        drop(queue);
+        // ...and in a transaction of its own.
+        let queue = builder().group_commit(false).build(db(&dir)).unwrap();
+        let mut op = commit_then(panics);
+        let alone = queue.run(&whole(), move |db| op(db));
+        assert!(matches!(alone, Err(Error::TransactionEnded)), "{alone:?}");
+        assert_eq!(values(&path), vec![1, 2, 2, 3]);
+    }
+}
+
 #[test]
 fn group_commit_after_an_op_rolled_back_by_itself_reruns_the_others() {
     let dir = tempfile::tempdir().unwrap();

@@ -252,6 +252,24 @@ fn a_panic_or_a_self_commit_is_rolled_back_and_the_strategy_keeps_serving() {
     assert!(matches!(ended, Err(Error::TransactionEnded)), "{ended:?}");
     strategy.run(&key, |db| increment(db)).unwrap();
     assert_eq!(counter(&path), 1);
+    // An op that fails or panics after its own COMMIT may have committed (here it did):
+    // it is neither retried nor answered as rolled back.
+    let failed = strategy.run(&key, |db| {
+        increment(db)?;
+        db.execute_batch("COMMIT")?;
+        db.execute("INSERT INTO no_such_table VALUES (1)", [])
+    });
+    assert!(matches!(failed, Err(Error::TransactionEnded)), "{failed:?}");
+    let panicked = strategy.run(&key, |db| -> rusqlite::Result<()> {
+        increment(db)?;
+        db.execute_batch("COMMIT")?;
+        panic!("boom")
+    });
+    assert!(
+        matches!(panicked, Err(Error::TransactionEnded)),
+        "{panicked:?}"
+    );
+    assert_eq!(counter(&path), 3);
 }
 
 #[test]

@@ -17,6 +17,10 @@
 //! fails with [`TransactError::Ended`](crate::TransactError::Ended) — which strategies
 //! report as [`Error::TransactionEnded`](crate::Error::TransactionEnded), as they do over
 //! SQLite. (Group commit finds out one step earlier: the op's own savepoint is gone too.)
+//! An op that fails or panics after it ended the transaction never reaches the commit:
+//! run in a transaction of its own, it gets its own error though what it committed stays
+//! (see [`Error::Op`](crate::Error::Op)); in a group-commit batch its savepoint is gone,
+//! and the queue reads its batch marker.
 //! Where no transaction should be open — after an op a queue ran in autocommit mode —
 //! [`Transact::end_stray_transaction`](crate::Transact::end_stray_transaction) asks the
 //! server instead, at a round trip or two per op.

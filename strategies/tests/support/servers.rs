@@ -310,6 +310,20 @@ pub(crate) fn an_op_that_ends_the_transaction_gets_transaction_ended<C: ServerSq
     assert_eq!(results[0].as_ref().unwrap(), &2, "{results:?}");
     assert!(is_ended(&results[1]), "{results:?}");
     assert_eq!(results[2].as_ref().unwrap(), &1, "{results:?}");
+    // In a batch, an op that fails after its COMMIT: what it wrote before may have
+    // committed (it did, and so did the op before it).
+    let failing = op(vec![
+        insert(82),
+        "COMMIT".into(),
+        format!("SELECT v FROM {table}_missing"),
+    ]);
+    let results = batch(
+        &queue,
+        vec![op(vec![insert(81)]), failing, op(vec![insert(83)])],
+    );
+    assert_eq!(results[0].as_ref().unwrap(), &1, "{results:?}");
+    assert!(is_ended(&results[1]), "{results:?}");
+    assert_eq!(results[2].as_ref().unwrap(), &1, "{results:?}");
     // Alone in the queue.
     let mut alone = committing(70);
     let err = queue.run(&Key::whole(), move |conn| alone(&mut **conn));
@@ -322,7 +336,7 @@ pub(crate) fn an_op_that_ends_the_transaction_gets_transaction_ended<C: ServerSq
 
     let rows = C::ints(&mut admin, &format!("SELECT v FROM {table} ORDER BY v")).unwrap();
     C::exec(&mut admin, &format!("DROP TABLE {table}")).unwrap();
-    assert_eq!(rows, [1, 3, 10, 20, 30, 40, 60, 70, 80]);
+    assert_eq!(rows, [1, 3, 10, 20, 30, 40, 60, 70, 80, 81, 82, 83]);
 }
 
 /// A queue in autocommit mode over the server: each statement of an op commits by itself
