@@ -252,6 +252,23 @@ fn answers_wait_for_the_flush(callers: usize) {
     let dir = tempfile::tempdir().unwrap();
     let (queue, gate) = gated_queue(&dir);
     gate.set(false);
+    // A crowd's ops must all be queued before the worker runs one: an op the worker found
+    // alone it flushes itself, before it takes the next (a lone caller's fast path), and
+    // the shut gate would hold the rest of the crowd uncommitted. So an op that writes
+    // nothing holds the worker until every op is queued.
+    let plug = (callers > 1).then(|| {
+        let (release, released) = mpsc::channel::<()>();
+        let ticket = queue
+            .submit(&Key::whole(), move |_| {
+                let _ = released.recv_timeout(HANG);
+                Ok::<_, rusqlite::Error>(())
+            })
+            .unwrap();
+        while !ticket.is_started() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        (release, ticket)
+    });
     let go = Arc::new(std::sync::Barrier::new(callers));
     let (tickets_tx, tickets) = mpsc::channel::<Ticket<usize, rusqlite::Error>>();
     let submitters: Vec<_> = (0..callers)
@@ -272,6 +289,9 @@ fn answers_wait_for_the_flush(callers: usize) {
         s.join().unwrap();
     }
     let tickets: Vec<_> = tickets.iter().take(callers).collect();
+    if let Some((release, _)) = &plug {
+        release.send(()).unwrap();
+    }
     await_committed(&dir, callers as i64);
     // Time for an answer that did not wait for the flush to arrive.
     std::thread::sleep(Duration::from_millis(50));
