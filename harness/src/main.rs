@@ -283,7 +283,7 @@ fn check(args: CheckArgs) -> u8 {
             r.exit_code() as u8
         }
         Err(e) => {
-            eprintln!("turnstile check: {e}");
+            report::to_stderr(&format!("turnstile check: {e}"));
             e.exit_code() as u8
         }
     }
@@ -318,7 +318,7 @@ fn compare(args: CompareArgs) -> u8 {
         if let Some(path) = path
             && let Err(e) = turnstile_harness::run::writable_file(flag, path)
         {
-            eprintln!("turnstile compare: {e}");
+            report::to_stderr(&format!("turnstile compare: {e}"));
             return e.exit_code() as u8;
         }
     }
@@ -329,7 +329,10 @@ fn compare(args: CompareArgs) -> u8 {
         {
             Ok(report) => report,
             Err(e) => {
-                eprintln!("turnstile compare: reading {}: {e}", path.display());
+                report::to_stderr(&format!(
+                    "turnstile compare: reading {}: {e}",
+                    path.display()
+                ));
                 return 2;
             }
         };
@@ -345,7 +348,7 @@ fn compare(args: CompareArgs) -> u8 {
     let comparison = match compare::compare(&config, &registry()) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("turnstile compare: {e}");
+            report::to_stderr(&format!("turnstile compare: {e}"));
             return e.exit_code() as u8;
         }
     };
@@ -388,14 +391,14 @@ fn compare(args: CompareArgs) -> u8 {
             .flatten()
             .map(|p| p.display().to_string())
             .collect();
-        eprintln!(
+        report::to_stderr(&format!(
             "turnstile compare: interrupted by signal {signal}: the table holds the settings that finished{}",
             if unwritten.is_empty() {
                 String::new()
             } else {
                 format!("; not written: {}", unwritten.join(", "))
             }
-        );
+        ));
         return comparison.exit_code() as u8;
     }
     let mut outputs = Vec::new();
@@ -438,24 +441,25 @@ fn stop_early_on_signals(command: &'static str) {
                 let mut signals = signals.forever();
                 let Some(first) = signals.next() else { return };
                 turnstile_harness::interrupt::request(first);
-                eprintln!(
-                    "turnstile {command}: stopping after signal {first} (a second one stops at once)"
-                );
+                // The way out first: nothing below may keep it from being armed.
                 std::thread::spawn(move || {
                     std::thread::sleep(GRACE);
-                    eprintln!(
+                    report::to_stderr(&format!(
                         "turnstile {command}: the run did not stop within {GRACE:?}; exiting without its clean-up"
-                    );
+                    ));
                     at_once(first);
                 });
+                report::to_stderr(&format!(
+                    "turnstile {command}: stopping after signal {first} (a second one stops at once)"
+                ));
                 if signals.next().is_some() {
                     at_once(first);
                 }
             });
         }
-        Err(e) => eprintln!(
+        Err(e) => report::to_stderr(&format!(
             "turnstile {command}: note: no signal handler ({e}): an interrupted run may leave its files, tables and redis-server behind"
-        ),
+        )),
     }
 }
 
@@ -481,12 +485,12 @@ fn finish(code: i32, outputs: &[(&str, &PathBuf, String)]) -> u8 {
     let mut failed = false;
     for (what, path, text) in outputs {
         match std::fs::write(path, text) {
-            Ok(()) => eprintln!("wrote {what} to {}", path.display()),
+            Ok(()) => report::to_stderr(&format!("wrote {what} to {}", path.display())),
             Err(e) => {
-                eprintln!(
+                report::to_stderr(&format!(
                     "turnstile compare: note: {what} could not be written to {}: {e}",
                     path.display()
-                );
+                ));
                 failed = true;
             }
         }

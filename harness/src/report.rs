@@ -8,6 +8,14 @@ use crate::check::Verdict;
 use crate::history::{History, Op, Phase};
 use crate::run::RunReport;
 
+/// Writes `line` and a newline to stderr, ignoring a failure to: a reader that went away
+/// (`… 2>&1 | tee log` after Ctrl-C) or a hung-up terminal must not panic a run, as
+/// `eprintln!` would.
+pub fn to_stderr(line: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
 /// The report as text: one line per checker, its evidence indented below.
 pub fn text(report: &RunReport) -> String {
     let mut out = String::new();

@@ -853,11 +853,11 @@ pub fn run(config: &RunConfig, registry: &Registry<Sqlite>) -> Result<RunReport,
     );
     match (result, crate::interrupt::requested()) {
         // A run cut short by a signal fails as it can (a worker process the same Ctrl-C
-        // ended, say): the signal is why.
-        (Err(e), Some(signal)) if !matches!(e, RunError::Usage(_)) => {
-            Err(RunError::Interrupted(signal))
-        }
-        (result, _) => result,
+        // ended, say): the signal is why. One that got to its end anyway was still asked
+        // to stop: it answers as stopped too, so the caller's exit code says so.
+        (Err(RunError::Usage(m)), _) => Err(RunError::Usage(m)),
+        (_, Some(signal)) => Err(RunError::Interrupted(signal)),
+        (result, None) => result,
     }
 }
 

@@ -154,6 +154,23 @@ fn compare_refuses_an_unknown_strategy_as_bad_usage() {
     assert!(stderr.contains("unknown strategy"));
 }
 
+/// A negative-control workload is broken application code: every strategy would show its
+/// violations, so `compare` refuses it as bad usage (`check` runs it).
+#[test]
+fn compare_refuses_a_negative_control_workload_as_bad_usage() {
+    let (code, stderr) = status(turnstile().args([
+        "compare",
+        "--quick",
+        "--no-redis",
+        "--strategies",
+        "mutex",
+        "--workload",
+        "notify_stale",
+    ]));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("negative-control"), "{stderr}");
+}
+
 /// With Redis in the run (`TURNSTILE_REDIS_URL`, default `redis://127.0.0.1:6379`; fails
 /// when it is down), the report has the two-round-trip floor and the Redis lock's own
 /// cycle against it, in the table's footer and in the JSON.

@@ -120,6 +120,24 @@ fn a_signalled_check_kills_its_workers_removes_its_files_and_exits_as_the_signal
     }
 }
 
+/// Nobody reads stderr any more (`… 2>&1 | tee log`, and Ctrl-C ended `tee` too): the
+/// messages about stopping fail to write, and `check` still stops as the signal says,
+/// instead of panicking on them.
+#[test]
+fn a_signalled_check_whose_stderr_is_gone_still_exits_as_the_signal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = long_check(tmp.path(), &["--strategy", "mutex", "--threads", "2"]);
+    assert!(
+        eventually(Duration::from_secs(30), || !run_dirs(tmp.path()).is_empty()),
+        "the run did not start"
+    );
+    drop(child.stderr.take());
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, _) = stop(child, Signal::INT);
+    assert_eq!(status, Some(130));
+    assert_eq!(run_dirs(tmp.path()), Vec::<String>::new());
+}
+
 #[test]
 fn workers_end_when_their_parent_is_killed() {
     let tmp = tempfile::tempdir().unwrap();

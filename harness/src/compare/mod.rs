@@ -202,7 +202,8 @@ fn known_anywhere(spec: &str, registry: &Registry<Sqlite>) -> bool {
 ///
 /// # Errors
 /// [`RunError::Usage`] for a bad configuration (an empty list, a `threads`, `procs` or
-/// `ops` value out of range, an unknown strategy or one that refuses its spec, no
+/// `ops` value out of range, a negative-control workload ([`Workload::CONTROLS`]), an
+/// unknown strategy or one that refuses its spec, no
 /// strategy that runs over the data, a data URL that does not parse), found before
 /// anything runs; repeated values in a list run once, and on `notify_once` and
 /// `file_store` a strategy that does not exclude is skipped with a note;
@@ -219,6 +220,13 @@ pub fn compare(
     }
     if config.ops == Some(0) {
         return Err(RunError::Usage("--ops must be 1..=10000000, got 0".into()));
+    }
+    if Workload::CONTROLS.contains(&config.workload) {
+        // Broken application code: every strategy would show its violations.
+        return Err(RunError::Usage(format!(
+            "{} is a negative-control workload, which no strategy can make correct: run it with `turnstile check`",
+            config.workload.name()
+        )));
     }
     let data = &config.data;
     data.check()?;
@@ -238,7 +246,9 @@ pub fn compare(
                         redis_url = Some(server.url());
                         private_redis = Some(server);
                     }
-                    Err(e) => eprintln!("note: redis strategies skipped: {e}"),
+                    Err(e) => {
+                        crate::report::to_stderr(&format!("note: redis strategies skipped: {e}"))
+                    }
                 }
             }
             // Over a server's data, its own locks are the natural ones to compare.
@@ -280,10 +290,10 @@ pub fn compare(
         }
     }
     if !skipped.is_empty() {
-        eprintln!(
+        crate::report::to_stderr(&format!(
             "note: skipped, they do not run over data in {data}: {}",
             skipped.join(", ")
-        );
+        ));
     }
     if runnable.is_empty() {
         return Err(RunError::Usage(format!(
@@ -294,10 +304,10 @@ pub fn compare(
     // `synchronous` is SQLite's: over a server's data, more settings would repeat the runs.
     let syncs = if data.is_server() {
         if config.sync.len() > 1 {
-            eprintln!(
+            crate::report::to_stderr(&format!(
                 "note: over data in {data} only sync={} runs (the setting is SQLite's)",
                 config.sync[0].as_str().to_ascii_lowercase()
-            );
+            ));
         }
         config.sync[..1].to_vec()
     } else {
@@ -339,11 +349,11 @@ pub fn compare(
         opened.push((spec, caps.map(|c| c.scope)));
     }
     if !cannot_protect.is_empty() {
-        eprintln!(
+        crate::report::to_stderr(&format!(
             "note: skipped, they do not exclude, so they cannot protect {}'s state outside the data: {}",
             config.workload,
             cannot_protect.join(", ")
-        );
+        ));
     }
     if opened.is_empty() {
         return Err(RunError::Usage(format!(
@@ -432,7 +442,9 @@ pub fn compare(
                 floors.push(floor);
                 lock_cycles.extend(cycle);
             }
-            Err(e) => eprintln!("note: redis round-trip floor not measured: {e}"),
+            Err(e) => {
+                crate::report::to_stderr(&format!("note: redis round-trip floor not measured: {e}"))
+            }
         }
     }
 
@@ -521,7 +533,7 @@ pub fn compare(
                 if !control {
                     inconclusive.push(problem(e.reason()));
                 }
-                eprintln!("note: {label}: {e}");
+                crate::report::to_stderr(&format!("note: {label}: {e}"));
             }
         }
         if let Some(bar) = &bar {

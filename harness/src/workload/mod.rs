@@ -205,7 +205,8 @@ impl Workload {
             (Workload::NotifyStale, &OpInput::Notify { id }) => {
                 let tables = env.tables.clone();
                 let sent = run_op(strategy, keys, move |db| db.is_sent(&tables, id))?;
-                env.pause();
+                // Outside any section: the nemesis must not take this for one.
+                env.wait();
                 Some(sent)
             }
             _ => None,
@@ -351,6 +352,12 @@ impl OpEnv {
         if let Some(hook) = &self.in_section {
             hook();
         }
+        self.wait();
+    }
+
+    /// The think time and the rendezvous of [`pause`](Self::pause), without its hook:
+    /// for a wait outside any critical section.
+    pub fn wait(&self) {
         if !self.think.is_zero() {
             std::thread::sleep(self.think);
         }
