@@ -25,7 +25,9 @@ pub type StrategyError = Error<Infallible>;
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error<E> {
-    /// The op ran and returned this error; its transaction (if any) was rolled back.
+    /// The op ran and returned this error; its transaction (if any) was rolled back —
+    /// also when the resource rolled it back under the op (SQLite's `INSERT OR ROLLBACK`,
+    /// whose commit hook shows that nothing was committed).
     ///
     /// One exception: an op that ended that transaction itself (`COMMIT`, or on MySQL a
     /// statement that commits implicitly) before it failed, where the strategy cannot see
@@ -77,7 +79,10 @@ pub enum Error<E> {
     /// a transaction the op left open.
     /// Every resource reports it this way: SQLite when the op returns, database servers
     /// at the commit, and both also when the op then fails or panics, except for an op run
-    /// in a transaction of its own over a database server (see [`Error::Op`]).
+    /// in a transaction of its own over a database server (see [`Error::Op`]). An op that
+    /// fails or panics after its transaction ended with nothing committed (SQLite's
+    /// `INSERT OR ROLLBACK`, or the op's own `ROLLBACK`) keeps its own error or panic
+    /// instead: nothing of it committed.
     TransactionEnded,
     /// The strategy is closed and accepts no more work. The op never ran.
     Closed,
