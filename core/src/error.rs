@@ -69,7 +69,9 @@ pub enum Error<E> {
     },
     /// The op panicked. Its transaction was rolled back (with the exception
     /// [`Error::Op`] describes, for an op that ended it itself); the strategy keeps
-    /// serving.
+    /// serving. A connection that may be broken under the panic
+    /// ([`Connect::survives_panic`](crate::Connect::survives_panic) false: MySQL's) is not
+    /// used again: its server rolls the transaction back as it closes.
     Panicked(String),
     /// The op committed or rolled back the strategy's transaction by itself (`COMMIT`,
     /// `ROLLBACK`, or a statement that commits implicitly, such as DDL on MySQL), which

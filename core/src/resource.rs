@@ -68,6 +68,18 @@ pub trait Connect: Send + Sync + 'static {
         let _ = (resource, error);
         false
     }
+
+    /// Whether a resource whose op panicked can still be used. A panic carries no error
+    /// to show [`is_broken`](Connect::is_broken), yet it may hide one: an op that calls
+    /// `expect` on a statement whose read timed out leaves a connection whose next
+    /// statement would read the late answer as its own. A resource that answers false is
+    /// treated as broken after every panic: strategies send nothing more on it (the
+    /// server rolls back the transaction of a connection that closes), and reopen it (a
+    /// queue) or drop it (a pool). Default: true.
+    fn survives_panic(&self, resource: &mut Self::Resource) -> bool {
+        let _ = resource;
+        true
+    }
 }
 
 /// A fence to check and record at the start of a transaction.

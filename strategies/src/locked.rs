@@ -254,10 +254,14 @@ impl<L: Lock, C: Transact> Locked<L, C> {
                 return Outcome::err(Error::Op(e), broken || !rolled_back);
             }
             Err(payload) => {
+                // A panic may hide a broken connection (a read that timed out): nothing
+                // more is sent on it, and it is dropped, which rolls its transaction back.
+                let broken = !self.connect.survives_panic(resource);
                 if ended(&self.connect, resource) {
-                    return Outcome::err(Error::TransactionEnded, false);
+                    return Outcome::err(Error::TransactionEnded, broken);
                 }
-                let rolled_back = !transactional || self.connect.rollback(resource).is_ok();
+                let rolled_back =
+                    !broken && (!transactional || self.connect.rollback(resource).is_ok());
                 return Outcome::err(Error::Panicked(panic_message(&*payload)), !rolled_back);
             }
         };

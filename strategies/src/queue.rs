@@ -1834,9 +1834,11 @@ where
                 let broken = connect.is_broken(resource, &e);
                 (Ran::Failed, broken, Err(Error::Op(e)))
             }
+            // A panic may hide a broken connection (a read that timed out), whose next
+            // statement would read the late answer as its own.
             Err(payload) => (
                 Ran::Panicked,
-                false,
+                !connect.survives_panic(resource),
                 Err(Error::Panicked(panic_message(&*payload))),
             ),
         };

@@ -9,8 +9,9 @@
 //! - each caller gets its own connection (from a small pool of idle ones), and keeps it
 //!   through its retries; a connection whose error says it is broken
 //!   ([`Connect::is_broken`](crate::Connect::is_broken): I/O, corruption, misuse) is
-//!   closed and a new one opened next time, while an op's own error (a constraint
-//!   violation) is no reason to;
+//!   closed and a new one opened next time, as is one whose op panicked where a panic may
+//!   hide a broken connection ([`Connect::survives_panic`](crate::Connect::survives_panic):
+//!   MySQL's), while an op's own error (a constraint violation) is no reason to;
 //! - only busy is retried ([`TransactError::Busy`], or an op error for which
 //!   [`Transact::is_busy`] holds, or a busy `COMMIT`); the op's own errors come back at
 //!   once as [`Error::Op`], never retried, so a caller can still see its UNIQUE violation;
@@ -373,11 +374,17 @@ impl<C: Transact> Retry<C> {
                 }
             }
             Err(payload) => {
+                // A panic may hide a broken connection (a read that timed out): nothing
+                // more is sent on it, and it is dropped, which rolls its transaction back.
+                let survives = self.connect.survives_panic(&mut resource);
                 let open = self.connect.in_transaction(&resource);
                 if !open && committed_since(&self.connect, &resource, commits) {
-                    return (Attempt::Done(Err(Error::TransactionEnded)), Some(resource));
+                    let kept = survives.then_some(resource);
+                    return (Attempt::Done(Err(Error::TransactionEnded)), kept);
                 }
-                let kept = if open {
+                let kept = if !survives {
+                    None
+                } else if open {
                     self.connect
                         .rollback(&mut resource)
                         .is_ok()

@@ -234,6 +234,12 @@ impl Connect for Postgres {
         client.is_closed()
             || find_error::<postgres::Error>(error).is_some_and(postgres::Error::is_closed)
     }
+
+    /// Unless the client is closed: the driver pairs each answer with its request, so a
+    /// statement an op left unfinished never hands its answer to the next one.
+    fn survives_panic(&self, client: &mut Client) -> bool {
+        !client.is_closed()
+    }
 }
 
 fn fence_i64(fence: Fence) -> Result<i64, TransactError> {
