@@ -34,8 +34,12 @@ pub enum Error<E> {
     /// it. That is an op run in a transaction of its own over a database server (MySQL,
     /// PostgreSQL), whose resource cannot tell whether a transaction is still open: what
     /// the op committed stays committed. Wherever the strategy sees the transaction ended
-    /// (over SQLite; in a queue's group-commit batch, which reads its marker) such an op
-    /// gets [`Error::TransactionEnded`] instead. Ops must not control transactions.
+    /// (over SQLite; in a queue's group-commit batch, which reads its marker; in `retry`
+    /// over PostgreSQL when the error is busy, before it runs the op again) such an op
+    /// gets [`Error::TransactionEnded`] instead. `retry` over MySQL cannot tell after a
+    /// busy error either (an InnoDB deadlock removes the savepoint a check would need): it
+    /// runs such an op again, and what it committed is applied twice. Ops must not control
+    /// transactions.
     Op(E),
     /// The deadline passed before the op could start (the lock or the queue was busy).
     /// The op never ran.

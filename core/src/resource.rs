@@ -261,6 +261,27 @@ pub trait Transact: Connect {
         None
     }
 
+    /// Rolls back the transaction [`begin`](Transact::begin) opened, and says whether it
+    /// was still open: `Ok(false)` when it had ended before (the op ran `COMMIT` or
+    /// `ROLLBACK`), so that what the op wrote may have committed; whatever the op left open
+    /// is rolled back too. A retrying strategy asks it before it runs an op again after a
+    /// busy error: an op that had committed would be applied twice. The default asks
+    /// [`in_transaction`](Transact::in_transaction), then rolls back, which is exact where
+    /// that answer is; a resource that cannot see the end of a transaction without
+    /// asking its server overrides it (PostgreSQL), or answers true where it cannot tell
+    /// (MySQL, whose deadlocks remove the savepoints a check would need).
+    ///
+    /// # Errors
+    /// When the resource failed to answer or to roll back (it should then be discarded).
+    fn rollback_checked(&self, resource: &mut Self::Resource) -> Result<bool, BoxError> {
+        if self.in_transaction(resource) {
+            self.rollback(resource)?;
+            Ok(true)
+        } else {
+            Ok(false)
+        }
+    }
+
     /// Where no transaction should be open (an op run in autocommit mode has returned),
     /// rolls back one the op left open and says whether there was one, so it cannot
     /// swallow later ops' writes on the same resource. The default asks

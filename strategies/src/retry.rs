@@ -18,7 +18,13 @@
 //! - an op that ended the transaction by itself (`COMMIT`) may have committed, so it is
 //!   not run again: it gets [`Error::TransactionEnded`]. Over SQLite the strategy sees
 //!   that as the op returns (a transaction SQLite rolled back itself, with nothing
-//!   committed, is not that: the op's error stands, and is retried if busy);
+//!   committed, is not that: the op's error stands, and is retried if busy); over
+//!   PostgreSQL, after a busy error, the rollback goes to the marker savepoint
+//!   [`begin`](Transact::begin) set first and finds it gone
+//!   ([`Transact::rollback_checked`], in the same round trip). Over MySQL it cannot tell:
+//!   an InnoDB deadlock removes the savepoint too, so an op that ran `COMMIT` (or DDL,
+//!   which commits implicitly) and then met a busy error **runs again**, and what it
+//!   committed is applied twice. Ops must not control transactions;
 //! - the budget is enforced by deadline, op time included: at most
 //!   [`Retry::max_attempts`] runs and [`Retry::max_elapsed`] of wall time, then
 //!   [`Error::Contended`].
@@ -357,6 +363,10 @@ impl<C: Transact> Retry<C> {
                     // Ended under the op: by its own commit, or by the resource's rollback
                     // (SQLite's `INSERT OR ROLLBACK`).
                     Ok(!committed_since(&self.connect, &resource, commits))
+                } else if busy {
+                    // Before the op runs again: over a database server the busy error may
+                    // come after the op's own `COMMIT`, which `in_transaction` cannot see.
+                    self.connect.rollback_checked(&mut resource)
                 } else {
                     self.connect.rollback(&mut resource).map(|()| true)
                 };

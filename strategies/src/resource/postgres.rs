@@ -329,6 +329,24 @@ impl Transact for Postgres {
         true
     }
 
+    /// Rolls back to the marker savepoint `begin` set, then rolls back, in one round trip:
+    /// if the op had ended the transaction, the marker is gone (`25P01` outside a
+    /// transaction block, `3B001` in one the op began), and the `ROLLBACK` after it never
+    /// runs; a transaction the op began is then rolled back.
+    fn rollback_checked(&self, client: &mut Client) -> Result<bool, BoxError> {
+        match client.batch_execute(&format!(
+            "ROLLBACK TO SAVEPOINT {MARKER_SAVEPOINT}; ROLLBACK"
+        )) {
+            Ok(()) => Ok(true),
+            Err(e) if e.code() == Some(&SqlState::NO_ACTIVE_SQL_TRANSACTION) => Ok(false),
+            Err(e) if e.code() == Some(&SqlState::S_E_INVALID_SPECIFICATION) => {
+                self.rollback(client)?;
+                Ok(false)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Asks the server, silently: inside a transaction block every statement after the
     /// first sees `statement_timestamp()` later than `transaction_timestamp()`; outside
     /// one each statement is its own transaction and the two are equal. (`ROLLBACK` or
