@@ -25,15 +25,21 @@ pub type StrategyError = Error<Infallible>;
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error<E> {
-    /// The op ran and returned this error; its transaction (if any) was rolled back.
+    /// The op ran and returned this error; its transaction (if any) was rolled back —
+    /// also when the resource rolled it back under the op (SQLite's `INSERT OR ROLLBACK`,
+    /// whose commit hook shows that nothing was committed).
     ///
     /// One exception: an op that ended that transaction itself (`COMMIT`, or on MySQL a
     /// statement that commits implicitly) before it failed, where the strategy cannot see
     /// it. That is an op run in a transaction of its own over a database server (MySQL,
     /// PostgreSQL), whose resource cannot tell whether a transaction is still open: what
     /// the op committed stays committed. Wherever the strategy sees the transaction ended
-    /// (over SQLite; in a queue's group-commit batch, which reads its marker) such an op
-    /// gets [`Error::TransactionEnded`] instead. Ops must not control transactions.
+    /// (over SQLite; in a queue's group-commit batch, which reads its marker; in `retry`
+    /// over PostgreSQL when the error is busy, before it runs the op again) such an op
+    /// gets [`Error::TransactionEnded`] instead. `retry` over MySQL cannot tell after a
+    /// busy error either (an InnoDB deadlock removes the savepoint a check would need): it
+    /// runs such an op again, and what it committed is applied twice. Ops must not control
+    /// transactions.
     Op(E),
     /// The deadline passed before the op could start (the lock or the queue was busy).
     /// The op never ran.
@@ -67,7 +73,9 @@ pub enum Error<E> {
     },
     /// The op panicked. Its transaction was rolled back (with the exception
     /// [`Error::Op`] describes, for an op that ended it itself); the strategy keeps
-    /// serving.
+    /// serving. A connection that may be broken under the panic
+    /// ([`Connect::survives_panic`](crate::Connect::survives_panic) false: MySQL's) is not
+    /// used again: its server rolls the transaction back as it closes.
     Panicked(String),
     /// The op committed or rolled back the strategy's transaction by itself (`COMMIT`,
     /// `ROLLBACK`, or a statement that commits implicitly, such as DDL on MySQL), which
@@ -77,7 +85,10 @@ pub enum Error<E> {
     /// a transaction the op left open.
     /// Every resource reports it this way: SQLite when the op returns, database servers
     /// at the commit, and both also when the op then fails or panics, except for an op run
-    /// in a transaction of its own over a database server (see [`Error::Op`]).
+    /// in a transaction of its own over a database server (see [`Error::Op`]). An op that
+    /// fails or panics after its transaction ended with nothing committed (SQLite's
+    /// `INSERT OR ROLLBACK`, or the op's own `ROLLBACK`) keeps its own error or panic
+    /// instead: nothing of it committed.
     TransactionEnded,
     /// The strategy is closed and accepts no more work. The op never ran.
     Closed,

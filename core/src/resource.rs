@@ -68,6 +68,18 @@ pub trait Connect: Send + Sync + 'static {
         let _ = (resource, error);
         false
     }
+
+    /// Whether a resource whose op panicked can still be used. A panic carries no error
+    /// to show [`is_broken`](Connect::is_broken), yet it may hide one: an op that calls
+    /// `expect` on a statement whose read timed out leaves a connection whose next
+    /// statement would read the late answer as its own. A resource that answers false is
+    /// treated as broken after every panic: strategies send nothing more on it (the
+    /// server rolls back the transaction of a connection that closes), and reopen it (a
+    /// queue) or drop it (a pool). Default: true.
+    fn survives_panic(&self, resource: &mut Self::Resource) -> bool {
+        let _ = resource;
+        true
+    }
 }
 
 /// A fence to check and record at the start of a transaction.
@@ -220,12 +232,55 @@ pub trait Transact: Connect {
     fn rollback(&self, resource: &mut Self::Resource) -> Result<(), BoxError>;
 
     /// Whether a transaction is still open. Strategies check it after each op: an op that
-    /// committed by itself gets [`Error::TransactionEnded`](crate::Error::TransactionEnded).
-    /// A resource whose driver does not expose the status (a database server) answers
-    /// true and reports the ended transaction from [`commit`](Transact::commit) as
-    /// [`TransactError::Ended`] instead; releasing a savepoint opened before the op then
-    /// fails too.
+    /// ended the transaction gets [`Error::TransactionEnded`](crate::Error::TransactionEnded)
+    /// (unless it failed and [`commits`](Transact::commits) shows that nothing was
+    /// committed: the resource rolled it back). A resource whose driver does not expose the
+    /// status (a database server) answers true and reports the ended transaction from
+    /// [`commit`](Transact::commit) as [`TransactError::Ended`] instead; releasing a
+    /// savepoint opened before the op then fails too.
     fn in_transaction(&self, resource: &Self::Resource) -> bool;
+
+    /// How many transactions the resource has committed, where it counts them, so that a
+    /// transaction that ended under an op can be told committed from rolled back. The
+    /// resource itself may roll back: SQLite does for `INSERT OR ROLLBACK`, an `ON
+    /// CONFLICT ROLLBACK` constraint, `RAISE(ROLLBACK)` in a trigger, and after some
+    /// I/O or out-of-memory errors. Strategies read it before an op and again after an
+    /// op that failed or panicked with no transaction open
+    /// ([`in_transaction`](Transact::in_transaction) false): unchanged, nothing was
+    /// committed, the op's transaction was rolled back, and the op's own error stands;
+    /// changed, what the op wrote may have committed, and it gets
+    /// [`Error::TransactionEnded`](crate::Error::TransactionEnded).
+    ///
+    /// Only a difference between two reads on the same thread, around an op run on it,
+    /// means anything; the count may include commits of other resources (it then errs
+    /// towards "may have committed"), but must not miss one of this resource made on that
+    /// thread. Default: `None`, not counted: a transaction that ended under an op is taken
+    /// to have maybe committed.
+    fn commits(&self, resource: &Self::Resource) -> Option<u64> {
+        let _ = resource;
+        None
+    }
+
+    /// Rolls back the transaction [`begin`](Transact::begin) opened, and says whether it
+    /// was still open: `Ok(false)` when it had ended before (the op ran `COMMIT` or
+    /// `ROLLBACK`), so that what the op wrote may have committed; whatever the op left open
+    /// is rolled back too. A retrying strategy asks it before it runs an op again after a
+    /// busy error: an op that had committed would be applied twice. The default asks
+    /// [`in_transaction`](Transact::in_transaction), then rolls back, which is exact where
+    /// that answer is; a resource that cannot see the end of a transaction without
+    /// asking its server overrides it (PostgreSQL), or answers true where it cannot tell
+    /// (MySQL, whose deadlocks remove the savepoints a check would need).
+    ///
+    /// # Errors
+    /// When the resource failed to answer or to roll back (it should then be discarded).
+    fn rollback_checked(&self, resource: &mut Self::Resource) -> Result<bool, BoxError> {
+        if self.in_transaction(resource) {
+            self.rollback(resource)?;
+            Ok(true)
+        } else {
+            Ok(false)
+        }
+    }
 
     /// Where no transaction should be open (an op run in autocommit mode has returned),
     /// rolls back one the op left open and says whether there was one, so it cannot

@@ -67,6 +67,20 @@ pub(crate) fn check_tx_mode<C: Transact>(mode: TxMode, connect: &C) -> Result<()
     Ok(())
 }
 
+/// Whether the resource committed since `before` (a [`Transact::commits`] read before the
+/// op, on this thread): asked after an op left no transaction open. Where commits are not
+/// counted, the transaction is taken to have maybe committed.
+pub(crate) fn committed_since<C: Transact>(
+    connect: &C,
+    resource: &C::Resource,
+    before: Option<u64>,
+) -> bool {
+    match (before, connect.commits(resource)) {
+        (Some(before), Some(now)) => now != before,
+        _ => true,
+    }
+}
+
 /// Which lock names a key maps to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -210,29 +224,44 @@ impl<L: Lock, C: Transact> Locked<L, C> {
                 return Outcome::err(e.into_error(), broken);
             }
         }
+        let commits = if transactional {
+            self.connect.commits(resource)
+        } else {
+            None
+        };
         let result = catch_unwind(AssertUnwindSafe(|| {
             let mut ctx = Ctx::new(&mut *resource, keys)
                 .with_fence(fence)
                 .with_deadline(deadline);
             op(&mut ctx)
         }));
+        // After a failed op with no transaction open: whether the op ended it by a commit
+        // (what it wrote may have committed), rather than the resource by a rollback
+        // (SQLite's `INSERT OR ROLLBACK`), after which the op's own answer stands.
+        let ended = |connect: &C, resource: &mut C::Resource| {
+            transactional
+                && !connect.in_transaction(resource)
+                && committed_since(connect, resource, commits)
+        };
         let value = match result {
             Ok(Ok(value)) => value,
             Ok(Err(e)) => {
                 let broken = self.connect.is_broken(resource, &e);
-                if transactional && !self.connect.in_transaction(resource) {
-                    // The op ended the transaction before it failed: what it wrote may
-                    // have committed.
+                if ended(&self.connect, resource) {
                     return Outcome::err(Error::TransactionEnded, broken);
                 }
                 let rolled_back = !transactional || self.connect.rollback(resource).is_ok();
                 return Outcome::err(Error::Op(e), broken || !rolled_back);
             }
             Err(payload) => {
-                if transactional && !self.connect.in_transaction(resource) {
-                    return Outcome::err(Error::TransactionEnded, false);
+                // A panic may hide a broken connection (a read that timed out): nothing
+                // more is sent on it, and it is dropped, which rolls its transaction back.
+                let broken = !self.connect.survives_panic(resource);
+                if ended(&self.connect, resource) {
+                    return Outcome::err(Error::TransactionEnded, broken);
                 }
-                let rolled_back = !transactional || self.connect.rollback(resource).is_ok();
+                let rolled_back =
+                    !broken && (!transactional || self.connect.rollback(resource).is_ok());
                 return Outcome::err(Error::Panicked(panic_message(&*payload)), !rolled_back);
             }
         };

@@ -331,7 +331,7 @@ use turnstile_core::{
     panic_message, sorted_keys,
 };
 
-use crate::locked::TxMode;
+use crate::locked::{TxMode, committed_since};
 
 mod batch_lock;
 
@@ -1834,9 +1834,11 @@ where
                 let broken = connect.is_broken(resource, &e);
                 (Ran::Failed, broken, Err(Error::Op(e)))
             }
+            // A panic may hide a broken connection (a read that timed out), whose next
+            // statement would read the late answer as its own.
             Err(payload) => (
                 Ran::Panicked,
-                false,
+                !connect.survives_panic(resource),
                 Err(Error::Panicked(panic_message(&*payload))),
             ),
         };
@@ -1890,8 +1892,10 @@ const BROKEN: &str = "the connection broke earlier; nothing more is run on it";
 
 /// How a group commit's loop stopped early.
 enum Stop<C: Transact> {
-    /// The op ended the transaction by itself.
-    Ended(Box<dyn Job<C>>),
+    /// The transaction ended under the op: true when the op ended it (or may have: it
+    /// committed, or it returned `Ok` with nothing left to commit); false when it failed
+    /// and the resource rolled the transaction back ([`Transact::commits`]).
+    Ended(Box<dyn Job<C>>, bool),
     /// The op's savepoint could not be set; the op had not run.
     Savepoint(Box<dyn Job<C>>),
     /// The op ran but its savepoint could not be released or rolled back to: maybe the
@@ -2375,21 +2379,30 @@ impl<C: Transact> Worker<C> {
     }
 
     /// Runs the op with this thread marked as running on this queue (and on the
-    /// submitter's chain), so calls back into any of them are refused.
-    fn run_op(&mut self, job: &mut dyn Job<C>) -> Ran {
+    /// submitter's chain), so calls back into any of them are refused. Returns how it ran
+    /// and the resource's commit count from before it ([`Transact::commits`]).
+    fn run_op(&mut self, job: &mut dyn Job<C>) -> (Ran, Option<u64>) {
         let chain = match job.chain() {
             None => self.own_chain.clone(),
             Some(outer) => outer.iter().copied().chain([self.shared.id]).collect(),
         };
         RUNNING_ON.with(|c| *c.borrow_mut() = Some(chain));
         let fence = self.fence();
+        let commits = self.connect.commits(&self.resource);
         let (ran, broken) = job.run(&self.connect, &mut self.resource, fence);
         RUNNING_ON.with(|c| *c.borrow_mut() = None);
         if let Some(syncer) = &mut self.syncer {
             syncer.dirty = true;
         }
         self.broken |= broken;
-        ran
+        (ran, commits)
+    }
+
+    /// Whether the op that ran with no transaction open after it ended it by a commit (what
+    /// it wrote may have committed), rather than the resource by a rollback (SQLite's
+    /// `INSERT OR ROLLBACK`); `commits` is what [`run_op`](Self::run_op) returned.
+    fn op_committed(&self, commits: Option<u64>) -> bool {
+        committed_since(&*self.connect, &self.resource, commits)
     }
 
     // The worker's own statements on its resource (transaction control, savepoints, the
@@ -2470,7 +2483,7 @@ impl<C: Transact> Worker<C> {
             return;
         }
         if self.mode == TxMode::Autocommit {
-            let ran = self.run_op(job);
+            let (ran, _) = self.run_op(job);
             if self.broken {
                 // The op broke the connection: it is replaced before the next op, and a
                 // transaction the op left open ends with it.
@@ -2505,7 +2518,8 @@ impl<C: Transact> Worker<C> {
             job.fail(e.into_error());
             return;
         }
-        match self.run_op(job) {
+        let (ran, commits) = self.run_op(job);
+        match ran {
             Ran::Ok => {
                 if !self.connect.in_transaction(&self.resource) {
                     job.fail(Error::TransactionEnded);
@@ -2520,12 +2534,14 @@ impl<C: Transact> Worker<C> {
             Ran::Failed | Ran::Panicked => {
                 if self.connect.in_transaction(&self.resource) {
                     self.rollback_tx();
-                } else {
+                } else if self.op_committed(commits) {
                     // The op ended the transaction before it failed: what it wrote may
                     // have committed. (A database server's resource cannot tell, and
                     // answers true: the op's own error then stands.)
                     job.fail(Error::TransactionEnded);
                 }
+                // Otherwise the resource rolled the transaction back under the op: its
+                // own error stands.
             }
         }
     }
@@ -2598,9 +2614,12 @@ impl<C: Transact> Worker<C> {
                 stop = Some(Stop::Savepoint(job));
                 break;
             }
-            let ran = self.run_op(&mut *job);
+            let (ran, commits) = self.run_op(&mut *job);
             if !self.connect.in_transaction(&self.resource) {
-                stop = Some(Stop::Ended(job));
+                // A failed op whose transaction the resource rolled back keeps its own
+                // answer; the batch-mates are rerun as after any ended transaction.
+                let ended = ran == Ran::Ok || self.op_committed(commits);
+                stop = Some(Stop::Ended(job, ended));
                 break;
             }
             // After an op that broke the connection this runs nothing, and fails.
@@ -2658,10 +2677,12 @@ impl<C: Transact> Worker<C> {
                     }
                 }
             }
-            Some(Stop::Ended(mut culprit)) => {
+            Some(Stop::Ended(mut culprit, ended)) => {
                 // Whatever the op returned after it ended the transaction, what it wrote
                 // may have committed.
-                culprit.fail(Error::TransactionEnded);
+                if ended {
+                    culprit.fail(Error::TransactionEnded);
+                }
                 self.deliver(culprit);
                 if !done.is_empty() {
                     self.answer_as_the_batch_ended(seq, done);

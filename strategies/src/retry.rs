@@ -9,11 +9,22 @@
 //! - each caller gets its own connection (from a small pool of idle ones), and keeps it
 //!   through its retries; a connection whose error says it is broken
 //!   ([`Connect::is_broken`](crate::Connect::is_broken): I/O, corruption, misuse) is
-//!   closed and a new one opened next time, while an op's own error (a constraint
-//!   violation) is no reason to;
+//!   closed and a new one opened next time, as is one whose op panicked where a panic may
+//!   hide a broken connection ([`Connect::survives_panic`](crate::Connect::survives_panic):
+//!   MySQL's), while an op's own error (a constraint violation) is no reason to;
 //! - only busy is retried ([`TransactError::Busy`], or an op error for which
 //!   [`Transact::is_busy`] holds, or a busy `COMMIT`); the op's own errors come back at
 //!   once as [`Error::Op`], never retried, so a caller can still see its UNIQUE violation;
+//! - an op that ended the transaction by itself (`COMMIT`) may have committed, so it is
+//!   not run again: it gets [`Error::TransactionEnded`]. Over SQLite the strategy sees
+//!   that as the op returns (a transaction SQLite rolled back itself, with nothing
+//!   committed, is not that: the op's error stands, and is retried if busy); over
+//!   PostgreSQL, after a busy error, the rollback goes to the marker savepoint
+//!   [`begin`](Transact::begin) set first and finds it gone
+//!   ([`Transact::rollback_checked`], in the same round trip). Over MySQL it cannot tell:
+//!   an InnoDB deadlock removes the savepoint too, so an op that ran `COMMIT` (or DDL,
+//!   which commits implicitly) and then met a busy error **runs again**, and what it
+//!   committed is applied twice. Ops must not control transactions;
 //! - the budget is enforced by deadline, op time included: at most
 //!   [`Retry::max_attempts`] runs and [`Retry::max_elapsed`] of wall time, then
 //!   [`Error::Contended`].
@@ -67,6 +78,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::locked::committed_since;
 use turnstile_core::{
     Capabilities, Ctx, Error, HolderDeath, Key, MAX_TIMEOUT, Scope, Serializer, StrategyError,
     Transact, TransactError, Wait, check_timeout, panic_message, sorted_keys,
@@ -320,6 +332,7 @@ impl<C: Transact> Retry<C> {
             // A BEGIN that fails for another reason leaves the connection suspect.
             Err(e) => return (Attempt::Done(Err(e.into_error())), None),
         }
+        let commits = self.connect.commits(&resource);
         let result = catch_unwind(AssertUnwindSafe(|| {
             let mut ctx = Ctx::new(&mut resource, keys)
                 .with_attempt(attempt)
@@ -342,35 +355,55 @@ impl<C: Transact> Retry<C> {
             }
             Ok(Err(e)) => {
                 let broken = self.connect.is_broken(&mut resource, &e);
-                if !self.connect.in_transaction(&resource) {
-                    // The op ended the transaction before it failed: what it wrote may
-                    // have committed, so it is neither retried nor answered as rolled
-                    // back.
-                    let kept = (!broken).then_some(resource);
-                    return (Attempt::Done(Err(Error::TransactionEnded)), kept);
-                }
-                let rolled_back = self.connect.rollback(&mut resource).is_ok();
                 let busy = !broken && self.connect.is_busy(&e);
-                let kept = (rolled_back && !broken).then_some(resource);
-                if busy && rolled_back {
-                    (Attempt::Busy(RetryReason::Op), kept)
+                // Whether the op's transaction was rolled back (`Ok(true)`), or the op
+                // ended it and what it wrote may have committed (`Ok(false)`): such an op
+                // is neither retried nor answered as rolled back.
+                let rolled_back = if !self.connect.in_transaction(&resource) {
+                    // Ended under the op: by its own commit, or by the resource's rollback
+                    // (SQLite's `INSERT OR ROLLBACK`).
+                    Ok(!committed_since(&self.connect, &resource, commits))
+                } else if busy {
+                    // Before the op runs again: over a database server the busy error may
+                    // come after the op's own `COMMIT`, which `in_transaction` cannot see.
+                    self.connect.rollback_checked(&mut resource)
                 } else {
-                    (Attempt::Done(Err(Error::Op(e))), kept)
+                    self.connect.rollback(&mut resource).map(|()| true)
+                };
+                match rolled_back {
+                    Ok(true) if busy => (Attempt::Busy(RetryReason::Op), Some(resource)),
+                    Ok(true) => (
+                        Attempt::Done(Err(Error::Op(e))),
+                        (!broken).then_some(resource),
+                    ),
+                    Ok(false) => (
+                        Attempt::Done(Err(Error::TransactionEnded)),
+                        (!broken).then_some(resource),
+                    ),
+                    Err(_) => (Attempt::Done(Err(Error::Op(e))), None),
                 }
             }
             Err(payload) => {
-                if !self.connect.in_transaction(&resource) {
-                    return (Attempt::Done(Err(Error::TransactionEnded)), Some(resource));
+                // A panic may hide a broken connection (a read that timed out): nothing
+                // more is sent on it, and it is dropped, which rolls its transaction back.
+                let survives = self.connect.survives_panic(&mut resource);
+                let open = self.connect.in_transaction(&resource);
+                if !open && committed_since(&self.connect, &resource, commits) {
+                    let kept = survives.then_some(resource);
+                    return (Attempt::Done(Err(Error::TransactionEnded)), kept);
                 }
-                let kept = self
-                    .connect
-                    .rollback(&mut resource)
-                    .is_ok()
-                    .then_some(resource);
-                (
-                    Attempt::Done(Err(Error::Panicked(panic_message(&*payload)))),
-                    kept,
-                )
+                let kept = if !survives {
+                    None
+                } else if open {
+                    self.connect
+                        .rollback(&mut resource)
+                        .is_ok()
+                        .then_some(resource)
+                } else {
+                    Some(resource)
+                };
+                let message = panic_message(&*payload);
+                (Attempt::Done(Err(Error::Panicked(message))), kept)
             }
         }
     }

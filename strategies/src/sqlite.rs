@@ -15,6 +15,7 @@
 //! ```
 
 use std::any::Any;
+use std::cell::Cell;
 use std::ffi::OsString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -79,6 +80,11 @@ impl std::str::FromStr for Synchronous {
 /// asked to overlap its flush commits with `NORMAL` and syncs the WAL itself before it
 /// answers, while it runs its next batch ([`Transact::defer_flush`]; see "Overlapped
 /// flush" in the `queue` module).
+///
+/// Each connection gets a commit hook that counts its commits ([`Transact::commits`]), so
+/// that strategies tell a transaction an op committed by itself from one SQLite rolled
+/// back (`INSERT OR ROLLBACK` failing, say): an op must not replace it
+/// (`Connection::commit_hook`).
 #[derive(Clone, Debug)]
 pub struct Sqlite {
     path: PathBuf,
@@ -173,8 +179,23 @@ impl Sqlite {
         conn.busy_timeout(self.busy_timeout)?;
         conn.pragma_update(None, "synchronous", self.synchronous.as_str())?;
         conn.pragma_update(None, "foreign_keys", self.foreign_keys)?;
+        conn.commit_hook(Some(count_commit));
         Ok(conn)
     }
+}
+
+thread_local! {
+    /// Commits made on this thread by connections a [`Sqlite`] opened, counted by their
+    /// commit hook (see [`Transact::commits`]).
+    static COMMITS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// The commit hook of every connection a [`Sqlite`] opens: counts the commit, which runs
+/// on the thread that ran the statement ending the transaction, and lets it go ahead.
+fn count_commit() -> bool {
+    // A commit while the thread exits, after the count is gone, is nobody's op's.
+    let _ = COMMITS.try_with(|n| n.set(n.get().wrapping_add(1)));
+    false
 }
 
 /// `PRAGMA journal_mode = WAL`, retried on busy until `wait` has passed.
@@ -390,6 +411,19 @@ impl Transact for Sqlite {
 
     fn in_transaction(&self, conn: &Connection) -> bool {
         !conn.is_autocommit()
+    }
+
+    /// Commits made on the calling thread by every connection a `Sqlite` opened, counted
+    /// by a commit hook set when the connection opens (SQLite calls it for each
+    /// transaction that commits, an explicit `COMMIT` or a statement run outside a
+    /// transaction that writes). Counting per thread, where ops run, rather than per
+    /// connection errs one way only: a commit of another connection on the same thread
+    /// during the op (a nested strategy over another database) makes a transaction
+    /// SQLite rolled back look maybe committed. It cannot see a commit of the op's
+    /// connection made on another thread, nor one made after the op replaced the
+    /// connection's commit hook: an op must do neither.
+    fn commits(&self, _conn: &Connection) -> Option<u64> {
+        COMMITS.try_with(Cell::get).ok()
     }
 
     fn forget_fence(

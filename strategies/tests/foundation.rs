@@ -248,6 +248,57 @@ fn a_commit_then_a_failure_through_the_mutex_may_have_committed() {
     a_commit_then_a_failure_may_have_committed(&Locked::new(MutexLock::new(), db(&dir)));
 }
 
+/// An op whose transaction SQLite rolls back by itself (`INSERT OR ROLLBACK` failing)
+/// committed nothing: it keeps its own error, or its panic, which say rolled back, and is
+/// not answered `TransactionEnded` (may have committed).
+fn a_rollback_by_sqlite_keeps_the_ops_error<S: Serializer<Resource = Connection>>(strategy: &S) {
+    let key = Key::whole();
+    strategy
+        .run(&key, |db| {
+            db.execute_batch("CREATE TABLE u (v INTEGER UNIQUE); INSERT INTO u VALUES (1)")
+        })
+        .unwrap();
+    let failed = strategy.run(&key, |db| {
+        db.execute_batch("INSERT INTO u VALUES (2); INSERT OR ROLLBACK INTO u VALUES (1)")
+    });
+    assert!(!failed.as_ref().unwrap_err().may_have_committed());
+    match failed {
+        Err(Error::Op(e)) => {
+            assert_eq!(e.sqlite_error_code(), Some(ErrorCode::ConstraintViolation));
+        }
+        other => panic!("expected the op's UNIQUE violation, got {other:?}"),
+    }
+    let panicked = strategy.run(&key, |db| -> rusqlite::Result<()> {
+        let _ = db.execute_batch("INSERT INTO u VALUES (3); INSERT OR ROLLBACK INTO u VALUES (1)");
+        panic!("op exploded")
+    });
+    assert!(
+        matches!(panicked, Err(Error::Panicked(ref m)) if m == "op exploded"),
+        "{panicked:?}"
+    );
+    // Rolled back indeed, and the strategy still serves.
+    let rows: Vec<i64> = strategy
+        .run(&key, |db| {
+            db.prepare("SELECT v FROM u ORDER BY v")?
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<i64>>>()
+        })
+        .unwrap();
+    assert_eq!(rows, vec![1]);
+}
+
+#[test]
+fn a_rollback_by_sqlite_through_the_queue_keeps_the_ops_error() {
+    let dir = tempfile::tempdir().unwrap();
+    a_rollback_by_sqlite_keeps_the_ops_error(&Queue::new(db(&dir)).unwrap());
+}
+
+#[test]
+fn a_rollback_by_sqlite_through_the_mutex_keeps_the_ops_error() {
+    let dir = tempfile::tempdir().unwrap();
+    a_rollback_by_sqlite_keeps_the_ops_error(&Locked::new(MutexLock::new(), db(&dir)));
+}
+
 #[test]
 fn the_mutex_table_holds_only_the_keys_currently_held() {
     const KEYS: usize = 100_000;

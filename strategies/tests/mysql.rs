@@ -928,7 +928,9 @@ mod late_answers_in_a_batch {
     /// Occupies the worker of a queue, fresh, so that this op runs alone (no batch, no
     /// marker), with an op that waits for the returned sender: what is submitted
     /// meanwhile runs as one batch once it is released.
-    fn hold_worker(queue: &Queue<MySql>) -> (Ticket<(), mysql::Error>, mpsc::Sender<()>) {
+    pub(super) fn hold_worker(
+        queue: &Queue<MySql>,
+    ) -> (Ticket<(), mysql::Error>, mpsc::Sender<()>) {
         let (started_tx, started) = mpsc::channel();
         let (release, released) = mpsc::channel::<()>();
         let mut first = true;
@@ -950,13 +952,13 @@ mod late_answers_in_a_batch {
     }
 
     /// Submits `SELECT 42`, `SELECT 43`, `SELECT 44`.
-    fn selects(queue: &Queue<MySql>) -> Vec<Ticket<Option<i64>, mysql::Error>> {
+    pub(super) fn selects(queue: &Queue<MySql>) -> Vec<Ticket<Option<i64>, mysql::Error>> {
         (42..45)
             .map(|n| queue.submit(&Key::whole(), select(n)).unwrap())
             .collect()
     }
 
-    fn assert_own_answers(tickets: Vec<Ticket<Option<i64>, mysql::Error>>) {
+    pub(super) fn assert_own_answers(tickets: Vec<Ticket<Option<i64>, mysql::Error>>) {
         for (n, ticket) in (42..).zip(tickets) {
             let answer = ticket.wait();
             assert!(
@@ -1124,6 +1126,90 @@ mod late_answers_in_a_batch {
             "{stalled:?}"
         );
         assert_own_answers(next);
+    }
+}
+
+/// An op that panics on a statement whose read timed out (it calls `expect` on it): the
+/// driver's connection does not know it is broken, and the statement's answer is still on
+/// its way. A strategy that sent anything more on it (a `ROLLBACK`) would read that answer
+/// as its own, and every later statement the answer of the one before. The connection is
+/// replaced instead, and the next op gets its own answer.
+mod a_panic_on_a_timed_out_read {
+    use mysql::Conn;
+    use turnstile::Ctx;
+
+    use super::*;
+
+    fn timing_out() -> MySql {
+        MySql::new(&url())
+            .unwrap()
+            .connect_timeout(Duration::from_secs(5))
+            .read_timeout(Some(Duration::from_millis(500)))
+            .unwrap()
+    }
+
+    fn panics(c: &mut Ctx<'_, Conn>) -> Result<Option<i64>, mysql::Error> {
+        let slept: Option<i64> = c.query_first("SELECT SLEEP(0.8)").expect("read timed out");
+        Ok(slept)
+    }
+
+    fn select(n: i64) -> impl FnMut(&mut Ctx<'_, Conn>) -> Result<Option<i64>, mysql::Error> {
+        move |c| c.query_first(format!("SELECT {n}"))
+    }
+
+    fn check<S: Serializer<Resource = Conn>>(strategy: &S) {
+        let panicked = strategy.run(&Key::whole(), panics);
+        assert!(
+            matches!(panicked, Err(Error::Panicked(ref m)) if m.contains("read timed out")),
+            "{panicked:?}"
+        );
+        for n in 222..225 {
+            let answer = strategy.run(&Key::whole(), select(n));
+            assert!(
+                matches!(answer, Ok(Some(m)) if m == n),
+                "SELECT {n} got {answer:?}: an answer meant for another statement"
+            );
+        }
+    }
+
+    #[test]
+    #[cfg(feature = "queue")]
+    fn through_the_queue_alone() {
+        check(&turnstile::queue::Queue::new(timing_out()).unwrap());
+    }
+
+    #[test]
+    #[cfg(feature = "queue")]
+    fn through_the_queue_in_a_batch() {
+        use super::late_answers_in_a_batch::{assert_own_answers, hold_worker, selects};
+        let queue = turnstile::queue::Queue::new(timing_out()).unwrap();
+        let (busy, release) = hold_worker(&queue);
+        let before = queue.submit(&Key::whole(), select(41)).unwrap();
+        let panicking = queue.submit(&Key::whole(), panics).unwrap();
+        let next = selects(&queue);
+        release.send(()).unwrap();
+        busy.wait().unwrap();
+        let panicked = panicking.wait();
+        assert!(matches!(panicked, Err(Error::Panicked(_))), "{panicked:?}");
+        let before = before.wait();
+        assert!(matches!(before, Ok(Some(41))), "{before:?}");
+        assert_own_answers(next);
+        check(&queue);
+    }
+
+    #[test]
+    fn through_locked() {
+        check(
+            &Locked::new(MutexLock::new(), timing_out())
+                .pool_size(1)
+                .unwrap(),
+        );
+    }
+
+    #[test]
+    #[cfg(feature = "retry")]
+    fn through_retry() {
+        check(&turnstile::retry::Retry::new(timing_out()).idle_connections(1));
     }
 }
 

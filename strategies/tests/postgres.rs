@@ -527,6 +527,56 @@ fn busy_errors_are_classified_and_savepoints_undo_only_their_part() {
     assert_eq!(v, 11);
 }
 
+/// `retry` over PostgreSQL: an op that ran `COMMIT` and then met a busy error (a
+/// serialization failure) has committed what it wrote, and must not run again, which would
+/// apply it twice. It gets `TransactionEnded`, whether the error came outside a
+/// transaction or in one the op began after its `COMMIT`; a busy error inside the
+/// strategy's transaction is still retried.
+#[test]
+#[cfg(feature = "retry")]
+fn retry_never_reruns_an_op_that_committed_before_its_busy_error() {
+    let strategy = turnstile::retry::Retry::new(Postgres::new(&url()).unwrap());
+    let mut admin = admin();
+    for (then, committed) in [("COMMIT", true), ("COMMIT; BEGIN", true), ("", false)] {
+        let table = unique("turnstile_retried");
+        admin
+            .batch_execute(&format!("CREATE TABLE {table} (v INT)"))
+            .unwrap();
+        let insert = format!("INSERT INTO {table} VALUES (1)");
+        let result = strategy.run(&Key::whole(), move |c| {
+            c.batch_execute(&insert)?;
+            if c.attempt() == 1 {
+                if !then.is_empty() {
+                    c.batch_execute(then)?;
+                }
+                c.batch_execute(
+                    "DO $$ BEGIN RAISE EXCEPTION 'conflict' USING ERRCODE = '40001'; END $$",
+                )?;
+            }
+            Ok::<_, postgres::Error>(c.attempt())
+        });
+        let rows: i64 = admin
+            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            .unwrap()
+            .get(0);
+        admin.batch_execute(&format!("DROP TABLE {table}")).unwrap();
+        if committed {
+            assert!(
+                matches!(result, Err(Error::TransactionEnded)),
+                "{then}: {result:?}"
+            );
+        } else {
+            assert!(matches!(result, Ok(2)), "{result:?}");
+        }
+        assert_eq!(rows, 1, "{then}: the op's write landed {rows} times");
+    }
+    // The connection kept serves the next op.
+    let one = strategy.run(&Key::whole(), |c| {
+        c.query_one("SELECT 1", &[]).map(|r| r.get::<_, i32>(0))
+    });
+    assert!(matches!(one, Ok(1)), "{one:?}");
+}
+
 #[test]
 fn concurrent_fence_claims_cannot_interleave() {
     let db = Postgres::new(&url()).unwrap();

@@ -795,6 +795,52 @@ fn an_op_that_committed_by_itself_and_then_failed_may_have_committed() {
     }
 }
 
+/// An op whose transaction SQLite rolls back by itself (`INSERT OR ROLLBACK` failing),
+/// in a batch or in a transaction of its own, committed nothing: it keeps its own error or
+/// its panic, never `TransactionEnded`; its batch-mates, rolled back with it, run again.
+#[test]
+fn an_op_whose_transaction_sqlite_rolled_back_keeps_its_own_error() {
+    fn or_rollback(panics: bool) -> Op {
+        Box::new(move |db| {
+            let failed =
+                db.execute_batch("INSERT INTO t VALUES (2); INSERT OR ROLLBACK INTO t VALUES (1)");
+            assert!(!panics, "boom");
+            failed.map(|()| 0)
+        })
+    }
+    fn check(result: &Result<(usize, u32), Error<rusqlite::Error>>, panics: bool) {
+        let err = result.as_ref().unwrap_err();
+        assert!(!err.may_have_committed(), "{err:?}");
+        match err {
+            Error::Panicked(m) if panics => assert_eq!(m, "boom"),
+            Error::Op(e) if !panics => {
+                assert_eq!(e.sqlite_error_code(), Some(ErrorCode::ConstraintViolation));
+            }
+            other => panic!("expected the op's own answer, got {other:?}"),
+        }
+    }
+    for panics in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.db");
+        let queue = new_queue(db(&dir)).unwrap();
+        create_table(&queue, "CREATE TABLE t (v INTEGER UNIQUE)");
+        // In a batch, after the op that wrote the 1 it collides with...
+        let results = batch(&queue, vec![insert(1), or_rollback(panics), insert(3)]);
+        check(&results[1], panics);
+        // ...which was rolled back with the batch, and ran again on its own.
+        assert_eq!(results[0].as_ref().unwrap(), &(1, 2));
+        assert_eq!(results[2].as_ref().unwrap(), &(1, 1));
+        assert_eq!(values(&path), vec![1, 3]);
+        drop(queue);
+        // ...and in a transaction of its own.
+        let queue = builder().group_commit(false).build(db(&dir)).unwrap();
+        let mut op = or_rollback(panics);
+        let alone = queue.run(&whole(), move |db| op(db).map(|n| (n, 1)));
+        check(&alone, panics);
+        assert_eq!(values(&path), vec![1, 3]);
+    }
+}
+
 #[test]
 fn group_commit_after_an_op_rolled_back_by_itself_reruns_the_others() {
     let dir = tempfile::tempdir().unwrap();

@@ -272,6 +272,44 @@ fn a_panic_or_a_self_commit_is_rolled_back_and_the_strategy_keeps_serving() {
     assert_eq!(counter(&path), 3);
 }
 
+/// An op whose transaction SQLite rolls back by itself (`INSERT OR ROLLBACK` failing)
+/// committed nothing: it gets its own error (not retried) or its panic, never
+/// `TransactionEnded`.
+#[test]
+fn an_op_whose_transaction_sqlite_rolled_back_keeps_its_own_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = fresh_db(dir.path());
+    let strategy = Retry::sqlite(db_at(&path));
+    let key = Key::whole();
+    let runs = Arc::new(AtomicU32::new(0));
+    let counted = runs.clone();
+    let failed = strategy.run(&key, move |db| {
+        counted.fetch_add(1, Ordering::Relaxed);
+        increment(db)?;
+        db.execute("INSERT OR ROLLBACK INTO uniq VALUES (1)", [])
+    });
+    assert!(!failed.as_ref().unwrap_err().may_have_committed());
+    match failed {
+        Err(Error::Op(e)) => {
+            assert_eq!(e.sqlite_error_code(), Some(ErrorCode::ConstraintViolation));
+        }
+        other => panic!("expected the op's UNIQUE violation, got {other:?}"),
+    }
+    assert_eq!(runs.load(Ordering::Relaxed), 1);
+    let panicked = strategy.run(&key, |db| -> rusqlite::Result<()> {
+        increment(db)?;
+        let _ = db.execute("INSERT OR ROLLBACK INTO uniq VALUES (1)", []);
+        panic!("boom")
+    });
+    assert!(
+        matches!(panicked, Err(Error::Panicked(ref m)) if m == "boom"),
+        "{panicked:?}"
+    );
+    assert_eq!(counter(&path), 0);
+    strategy.run(&key, |db| increment(db)).unwrap();
+    assert_eq!(counter(&path), 1);
+}
+
 #[test]
 fn the_spec_registry_builds_retry_with_its_capabilities() {
     let dir = tempfile::tempdir().unwrap();

@@ -20,7 +20,16 @@
 //! An op that fails or panics after it ended the transaction never reaches the commit:
 //! run in a transaction of its own, it gets its own error though what it committed stays
 //! (see [`Error::Op`](crate::Error::Op)); in a group-commit batch its savepoint is gone,
-//! and the queue reads its batch marker.
+//! and the queue reads its batch marker. Before `retry` runs an op again after a busy
+//! error, [`Transact::rollback_checked`](crate::Transact::rollback_checked) looks too:
+//! PostgreSQL's rolls back to the marker, which is gone if the op ended the transaction;
+//! MySQL's cannot tell, since an InnoDB deadlock removes the marker as well, and such an
+//! op runs again.
+//!
+//! A MySQL connection is not used again after an op panicked
+//! ([`Connect::survives_panic`](crate::Connect::survives_panic)): the driver does not
+//! mark a connection broken after an I/O error, and a panic can hide one (a statement
+//! whose read timed out, whose late answer the next statement would take for its own).
 //! Where no transaction should be open — after an op a queue ran in autocommit mode —
 //! [`Transact::end_stray_transaction`](crate::Transact::end_stray_transaction) asks the
 //! server instead, at a round trip or two per op.

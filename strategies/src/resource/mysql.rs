@@ -219,6 +219,13 @@ impl Connect for MySql {
     fn is_broken(&self, _conn: &mut Conn, error: &(dyn Any + Send + Sync)) -> bool {
         find_error::<mysql::Error>(error).is_some_and(is_connection_error)
     }
+
+    /// Never: the driver's connection does not mark itself broken after an I/O error, so
+    /// after an op that panicked on one (a statement whose read timed out, say) the next
+    /// statement would read the late answer as its own. The connection is replaced.
+    fn survives_panic(&self, _conn: &mut Conn) -> bool {
+        false
+    }
 }
 
 fn check_fences(conn: &mut Conn, fences: &[FenceClaim<'_>]) -> Result<(), TransactError> {

@@ -234,6 +234,12 @@ impl Connect for Postgres {
         client.is_closed()
             || find_error::<postgres::Error>(error).is_some_and(postgres::Error::is_closed)
     }
+
+    /// Unless the client is closed: the driver pairs each answer with its request, so a
+    /// statement an op left unfinished never hands its answer to the next one.
+    fn survives_panic(&self, client: &mut Client) -> bool {
+        !client.is_closed()
+    }
 }
 
 fn fence_i64(fence: Fence) -> Result<i64, TransactError> {
@@ -321,6 +327,24 @@ impl Transact for Postgres {
     /// instead (see the [module docs](super)).
     fn in_transaction(&self, _client: &Client) -> bool {
         true
+    }
+
+    /// Rolls back to the marker savepoint `begin` set, then rolls back, in one round trip:
+    /// if the op had ended the transaction, the marker is gone (`25P01` outside a
+    /// transaction block, `3B001` in one the op began), and the `ROLLBACK` after it never
+    /// runs; a transaction the op began is then rolled back.
+    fn rollback_checked(&self, client: &mut Client) -> Result<bool, BoxError> {
+        match client.batch_execute(&format!(
+            "ROLLBACK TO SAVEPOINT {MARKER_SAVEPOINT}; ROLLBACK"
+        )) {
+            Ok(()) => Ok(true),
+            Err(e) if e.code() == Some(&SqlState::NO_ACTIVE_SQL_TRANSACTION) => Ok(false),
+            Err(e) if e.code() == Some(&SqlState::S_E_INVALID_SPECIFICATION) => {
+                self.rollback(client)?;
+                Ok(false)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Asks the server, silently: inside a transaction block every statement after the
