@@ -87,6 +87,7 @@ impl Serializer for BusyTimeout {
             self.give_back(conn);
             return Err(e.into_error());
         }
+        let commits = self.db.commits(&conn);
         let result = catch_unwind(AssertUnwindSafe(|| op(&mut Ctx::new(&mut conn, &keys))));
         let outcome = match result {
             Ok(Ok(value)) if !self.db.in_transaction(&conn) => {
@@ -98,6 +99,7 @@ impl Serializer for BusyTimeout {
                 .commit(&mut conn)
                 .map(|()| value)
                 .map_err(|e| e.into_error()),
+            _ if ended_by_commit(&self.db, &conn, commits) => Err(Error::TransactionEnded),
             Ok(Err(e)) => {
                 let _ = self.db.rollback(&mut conn);
                 Err(Error::Op(e))
@@ -113,6 +115,14 @@ impl Serializer for BusyTimeout {
         }
         outcome
     }
+}
+
+/// Whether an op that failed ended its transaction by a commit, so that what it wrote may
+/// have committed: no transaction is open after it, and the connection counted a commit
+/// while it ran (`before`: [`Transact::commits`] read before the op). A transaction SQLite
+/// rolled back itself (`INSERT OR ROLLBACK`) is not that: the op's own error stands.
+fn ended_by_commit(db: &Sqlite, conn: &Connection, before: Option<u64>) -> bool {
+    !db.in_transaction(conn) && before.zip(db.commits(conn)).is_none_or(|(b, now)| now != b)
 }
 
 /// One `std::sync::Mutex` around one connection. It ignores `Wait`: a std mutex cannot
@@ -160,6 +170,7 @@ impl Serializer for StdMutex {
         if tx {
             self.db.begin(&mut conn, &[]).map_err(|e| e.into_error())?;
         }
+        let commits = self.db.commits(&conn);
         let result = catch_unwind(AssertUnwindSafe(|| op(&mut Ctx::new(&mut *conn, &keys))));
         match result {
             Ok(Ok(value)) => {
@@ -171,6 +182,7 @@ impl Serializer for StdMutex {
                 }
                 Ok(value)
             }
+            _ if tx && ended_by_commit(&self.db, &conn, commits) => Err(Error::TransactionEnded),
             Ok(Err(e)) => {
                 let _ = self.db.rollback(&mut conn);
                 Err(Error::Op(e))
