@@ -1,7 +1,7 @@
 //! The `busy-timeout` baseline keeps the contract on its own: `Ok` means committed, an op
 //! error or a panic rolls back, an op that commits by itself is refused (and one that
-//! fails after its own commit may have committed), and two
-//! connections wait for each other instead of failing.
+//! fails after its own commit may have committed), and two connections wait for each
+//! other instead of failing.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -100,10 +100,9 @@ fn an_op_that_fails_after_its_own_commit_may_have_committed() {
         db.execute_batch("CREATE TABLE u (v INTEGER UNIQUE); INSERT INTO u VALUES (1)")
     })
     .unwrap();
-    let strategies: [&dyn Fn(u8) -> (Result<(), Error<rusqlite::Error>>, i64); 2] =
-        [&|case| outcome(&busy, case), &|case| {
-            outcome(&std_mutex, case)
-        }];
+    let strategies: [&dyn Fn(u8) -> Outcome; 2] = [&|case| outcome(&busy, case), &|case| {
+        outcome(&std_mutex, case)
+    }];
     for (n, run) in strategies.iter().enumerate() {
         let (r, rows) = run(0);
         assert!(matches!(r, Err(Error::TransactionEnded)), "{n}: {r:?}");
@@ -124,12 +123,12 @@ fn an_op_that_fails_after_its_own_commit_may_have_committed() {
     }
 }
 
+/// An op's result, and the rows in `u` after it.
+type Outcome = (Result<(), Error<rusqlite::Error>>, i64);
+
 /// Case 0: a row, COMMIT, then a failing statement; 1: the same with a panic; 2: a row,
 /// then `INSERT OR ROLLBACK` of a duplicate. The outcome and the rows in `u` after it.
-fn outcome<S: Serializer<Resource = rusqlite::Connection>>(
-    s: &S,
-    case: u8,
-) -> (Result<(), Error<rusqlite::Error>>, i64) {
+fn outcome<S: Serializer<Resource = rusqlite::Connection>>(s: &S, case: u8) -> Outcome {
     let r = s.run(&Key::whole(), move |db| {
         let next: i64 = db.query_row("SELECT max(v) + 1 FROM u", [], |r| r.get(0))?;
         db.execute("INSERT INTO u VALUES (?1)", [next])?;
