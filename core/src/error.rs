@@ -87,8 +87,12 @@ pub enum Error<E> {
     /// at the commit, and both also when the op then fails or panics, except for an op run
     /// in a transaction of its own over a database server (see [`Error::Op`]). An op that
     /// fails or panics after its transaction ended with nothing committed (SQLite's
-    /// `INSERT OR ROLLBACK`, or the op's own `ROLLBACK`) keeps its own error or panic
-    /// instead: nothing of it committed.
+    /// `INSERT OR ROLLBACK`, or the op's own `ROLLBACK`, over SQLite) keeps its own error
+    /// or panic instead: nothing of it committed. Over SQLite the strategy counts commits
+    /// (a commit hook), so an op that committed and began a new transaction (`COMMIT;
+    /// BEGIN`) gets this too, and that new transaction is rolled back. `retry` over
+    /// PostgreSQL, which finds its marker savepoint gone after a busy error, cannot tell
+    /// the op's own `ROLLBACK` from a `COMMIT`: it answers this for both.
     TransactionEnded,
     /// The strategy is closed and accepts no more work. The op never ran.
     Closed,

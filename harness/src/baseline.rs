@@ -90,7 +90,12 @@ impl Serializer for BusyTimeout {
         let commits = self.db.commits(&conn);
         let result = catch_unwind(AssertUnwindSafe(|| op(&mut Ctx::new(&mut conn, &keys))));
         let outcome = match result {
+            Ok(Ok(value)) if ended_by_commit(&self.db, &mut conn, commits) => {
+                drop(value);
+                Err(Error::TransactionEnded)
+            }
             Ok(Ok(value)) if !self.db.in_transaction(&conn) => {
+                // Rolled back by SQLite under the op, which answered as if committed.
                 drop(value);
                 Err(Error::TransactionEnded)
             }
@@ -99,7 +104,7 @@ impl Serializer for BusyTimeout {
                 .commit(&mut conn)
                 .map(|()| value)
                 .map_err(|e| e.into_error()),
-            _ if ended_by_commit(&self.db, &conn, commits) => Err(Error::TransactionEnded),
+            _ if ended_by_commit(&self.db, &mut conn, commits) => Err(Error::TransactionEnded),
             Ok(Err(e)) => {
                 let _ = self.db.rollback(&mut conn);
                 Err(Error::Op(e))
@@ -117,12 +122,22 @@ impl Serializer for BusyTimeout {
     }
 }
 
-/// Whether an op that failed ended its transaction by a commit, so that what it wrote may
-/// have committed: no transaction is open after it, and the connection counted a commit
-/// while it ran (`before`: [`Transact::commits`] read before the op). A transaction SQLite
-/// rolled back itself (`INSERT OR ROLLBACK`) is not that: the op's own error stands.
-fn ended_by_commit(db: &Sqlite, conn: &Connection, before: Option<u64>) -> bool {
-    !db.in_transaction(conn) && before.zip(db.commits(conn)).is_none_or(|(b, now)| now != b)
+/// Whether an op ended its transaction by a commit, so that what it wrote may have
+/// committed: the connection counted a commit while it ran (`before`:
+/// [`Transact::commits`] read before the op), or, where it does not count them, no
+/// transaction is open after it. A transaction the op began after its commit (`COMMIT;
+/// BEGIN`) is rolled back here: it is the op's, never the baseline's to commit. A
+/// transaction SQLite rolled back itself (`INSERT OR ROLLBACK`) is not a commit: the op's
+/// own error stands.
+fn ended_by_commit(db: &Sqlite, conn: &mut Connection, before: Option<u64>) -> bool {
+    let committed = match before.zip(db.commits(conn)) {
+        Some((before, now)) => now != before,
+        None => !db.in_transaction(conn),
+    };
+    if committed && db.in_transaction(conn) {
+        let _ = db.rollback(conn);
+    }
+    committed
 }
 
 /// One `std::sync::Mutex` around one connection. It ignores `Wait`: a std mutex cannot
@@ -175,14 +190,18 @@ impl Serializer for StdMutex {
         match result {
             Ok(Ok(value)) => {
                 if tx {
-                    if !self.db.in_transaction(&conn) {
+                    if ended_by_commit(&self.db, &mut conn, commits)
+                        || !self.db.in_transaction(&conn)
+                    {
                         return Err(Error::TransactionEnded);
                     }
                     self.db.commit(&mut conn).map_err(|e| e.into_error())?;
                 }
                 Ok(value)
             }
-            _ if tx && ended_by_commit(&self.db, &conn, commits) => Err(Error::TransactionEnded),
+            _ if tx && ended_by_commit(&self.db, &mut conn, commits) => {
+                Err(Error::TransactionEnded)
+            }
             Ok(Err(e)) => {
                 let _ = self.db.rollback(&mut conn);
                 Err(Error::Op(e))

@@ -107,19 +107,28 @@ fn an_op_that_fails_after_its_own_commit_may_have_committed() {
         let (r, rows) = run(0);
         assert!(matches!(r, Err(Error::TransactionEnded)), "{n}: {r:?}");
         assert!(r.unwrap_err().may_have_committed());
-        assert_eq!(rows, 2 + 2 * n as i64, "{n}: the committed row stays");
+        assert_eq!(rows, 2 + 3 * n as i64, "{n}: the committed row stays");
         let (r, rows) = run(1);
         assert!(
             matches!(r, Err(Error::TransactionEnded)),
             "{n} panic: {r:?}"
         );
-        assert_eq!(rows, 3 + 2 * n as i64, "{n}");
+        assert_eq!(rows, 3 + 3 * n as i64, "{n}");
         let (r, rows) = run(2);
         match r {
             Err(Error::Op(e)) => assert!(e.to_string().contains("UNIQUE"), "{n}: {e}"),
             other => panic!("{n}: {other:?}"),
         }
-        assert_eq!(rows, 3 + 2 * n as i64, "{n}: the rolled-back row is gone");
+        assert_eq!(rows, 3 + 3 * n as i64, "{n}: the rolled-back row is gone");
+        // A commit, then a transaction of the op's own: the commit is counted, and what
+        // the op wrote after its `BEGIN` is rolled back, never committed by the baseline.
+        let (r, rows) = run(3);
+        assert!(matches!(r, Err(Error::TransactionEnded)), "{n}: {r:?}");
+        assert_eq!(
+            rows,
+            4 + 3 * n as i64,
+            "{n}: only the row before COMMIT stays"
+        );
     }
 }
 
@@ -127,7 +136,8 @@ fn an_op_that_fails_after_its_own_commit_may_have_committed() {
 type Outcome = (Result<(), Error<rusqlite::Error>>, i64);
 
 /// Case 0: a row, COMMIT, then a failing statement; 1: the same with a panic; 2: a row,
-/// then `INSERT OR ROLLBACK` of a duplicate. The outcome and the rows in `u` after it.
+/// then `INSERT OR ROLLBACK` of a duplicate; 3: a row, `COMMIT; BEGIN`, another row, then
+/// a failing statement. The outcome and the rows in `u` after it.
 fn outcome<S: Serializer<Resource = rusqlite::Connection>>(s: &S, case: u8) -> Outcome {
     let r = s.run(&Key::whole(), move |db| {
         let next: i64 = db.query_row("SELECT max(v) + 1 FROM u", [], |r| r.get(0))?;
@@ -140,6 +150,11 @@ fn outcome<S: Serializer<Resource = rusqlite::Connection>>(s: &S, case: u8) -> O
             1 => {
                 db.execute_batch("COMMIT")?;
                 panic!("after its own commit")
+            }
+            3 => {
+                db.execute_batch("COMMIT; BEGIN")?;
+                db.execute("INSERT INTO u VALUES (?1)", [next + 100])?;
+                db.execute("INSERT INTO nowhere VALUES (1)", []).map(drop)
             }
             _ => db
                 .execute("INSERT OR ROLLBACK INTO u VALUES (1)", [])

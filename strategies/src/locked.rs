@@ -67,18 +67,46 @@ pub(crate) fn check_tx_mode<C: Transact>(mode: TxMode, connect: &C) -> Result<()
     Ok(())
 }
 
-/// Whether the resource committed since `before` (a [`Transact::commits`] read before the
-/// op, on this thread): asked after an op left no transaction open. Where commits are not
-/// counted, the transaction is taken to have maybe committed.
-pub(crate) fn committed_since<C: Transact>(
+/// How the strategy's transaction stands after an op ran in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AfterOp {
+    /// Still the strategy's to commit or roll back, as far as the resource can tell (a
+    /// database server's cannot tell until its own commit).
+    Open,
+    /// The op ended it by a commit: what it wrote may have committed. A transaction the op
+    /// began after that (`COMMIT; BEGIN`) may be open: it is the op's, rolled back, never
+    /// committed by the strategy.
+    Committed,
+    /// It ended under the op with nothing committed: the resource rolled it back itself
+    /// (SQLite's `INSERT OR ROLLBACK`).
+    RolledBack,
+}
+
+/// How the transaction stands after an op, given `before`, the resource's
+/// [`Transact::commits`] read before the op on this thread. A commit counted during the op
+/// means the op committed, whether or not a transaction is open after it; where commits
+/// are not counted, a transaction that is no longer open may have committed.
+pub(crate) fn after_op<C: Transact>(
     connect: &C,
     resource: &C::Resource,
     before: Option<u64>,
-) -> bool {
-    match (before, connect.commits(resource)) {
-        (Some(before), Some(now)) => now != before,
-        _ => true,
+) -> AfterOp {
+    let counted = before.zip(connect.commits(resource));
+    if counted.is_some_and(|(before, now)| now != before) {
+        AfterOp::Committed
+    } else if connect.in_transaction(resource) {
+        AfterOp::Open
+    } else if counted.is_some() {
+        AfterOp::RolledBack
+    } else {
+        AfterOp::Committed
     }
+}
+
+/// After [`AfterOp::Committed`]: rolls back a transaction the op left open after its own
+/// commit. False when that failed (the resource is then not reused).
+pub(crate) fn end_rest<C: Transact>(connect: &C, resource: &mut C::Resource) -> bool {
+    !connect.in_transaction(resource) || connect.rollback(resource).is_ok()
 }
 
 /// Which lock names a key maps to.
@@ -235,41 +263,62 @@ impl<L: Lock, C: Transact> Locked<L, C> {
                 .with_deadline(deadline);
             op(&mut ctx)
         }));
-        // After a failed op with no transaction open: whether the op ended it by a commit
-        // (what it wrote may have committed), rather than the resource by a rollback
-        // (SQLite's `INSERT OR ROLLBACK`), after which the op's own answer stands.
-        let ended = |connect: &C, resource: &mut C::Resource| {
-            transactional
-                && !connect.in_transaction(resource)
-                && committed_since(connect, resource, commits)
+        // Whether the op ended the transaction by a commit (what it wrote may have
+        // committed), or the resource by a rollback (SQLite's `INSERT OR ROLLBACK`), after
+        // which the op's own answer stands.
+        let after = |connect: &C, resource: &mut C::Resource| {
+            if transactional {
+                after_op(connect, resource, commits)
+            } else {
+                AfterOp::Open
+            }
         };
         let value = match result {
             Ok(Ok(value)) => value,
             Ok(Err(e)) => {
                 let broken = self.connect.is_broken(resource, &e);
-                if ended(&self.connect, resource) {
-                    return Outcome::err(Error::TransactionEnded, broken);
-                }
-                let rolled_back = !transactional || self.connect.rollback(resource).is_ok();
-                return Outcome::err(Error::Op(e), broken || !rolled_back);
+                return match after(&self.connect, resource) {
+                    AfterOp::Committed => {
+                        let ended = end_rest(&self.connect, resource);
+                        Outcome::err(Error::TransactionEnded, broken || !ended)
+                    }
+                    AfterOp::RolledBack => Outcome::err(Error::Op(e), broken),
+                    AfterOp::Open => {
+                        let rolled_back = !transactional || self.connect.rollback(resource).is_ok();
+                        Outcome::err(Error::Op(e), broken || !rolled_back)
+                    }
+                };
             }
             Err(payload) => {
                 // A panic may hide a broken connection (a read that timed out): nothing
                 // more is sent on it, and it is dropped, which rolls its transaction back.
                 let broken = !self.connect.survives_panic(resource);
-                if ended(&self.connect, resource) {
-                    return Outcome::err(Error::TransactionEnded, broken);
-                }
-                let rolled_back =
-                    !broken && (!transactional || self.connect.rollback(resource).is_ok());
-                return Outcome::err(Error::Panicked(panic_message(&*payload)), !rolled_back);
+                let message = panic_message(&*payload);
+                return match after(&self.connect, resource) {
+                    AfterOp::Committed => {
+                        let ended = !broken && end_rest(&self.connect, resource);
+                        Outcome::err(Error::TransactionEnded, !ended)
+                    }
+                    AfterOp::RolledBack => Outcome::err(Error::Panicked(message), broken),
+                    AfterOp::Open => {
+                        let rolled_back =
+                            !broken && (!transactional || self.connect.rollback(resource).is_ok());
+                        Outcome::err(Error::Panicked(message), !rolled_back)
+                    }
+                };
             }
         };
         if !transactional {
             return Outcome::ok(value);
         }
-        if !self.connect.in_transaction(resource) {
-            return Outcome::err(Error::TransactionEnded, false);
+        match after(&self.connect, resource) {
+            AfterOp::Open => {}
+            AfterOp::Committed => {
+                let ended = end_rest(&self.connect, resource);
+                return Outcome::err(Error::TransactionEnded, !ended);
+            }
+            // Nothing committed, though the op answered as if it had.
+            AfterOp::RolledBack => return Outcome::err(Error::TransactionEnded, false),
         }
         // A lease that expired while the op ran must not commit: its successor may already
         // be writing.

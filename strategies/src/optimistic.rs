@@ -437,6 +437,12 @@ impl<S: VersionStore> Connect for Versions<S> {
             None => self.store.is_broken(&mut resource.conn, error),
         }
     }
+
+    /// The store's answer: a MySQL connection whose read timed out under a panicking op is
+    /// not reused.
+    fn survives_panic(&self, resource: &mut Versioned<S>) -> bool {
+        self.store.survives_panic(&mut resource.conn)
+    }
 }
 
 impl<S: VersionStore> Transact for Versions<S> {
@@ -677,7 +683,10 @@ impl<S: VersionStore> Serializer for Optimistic<S> {
                 }
                 Err(payload) => {
                     r.clear();
-                    self.checkin(r);
+                    // A panic may hide a broken connection (a read that timed out).
+                    if self.versions.survives_panic(&mut r) {
+                        self.checkin(r);
+                    }
                     return Err(Error::Panicked(turnstile_core::panic_message(&*payload)));
                 }
             };

@@ -331,7 +331,7 @@ use turnstile_core::{
     panic_message, sorted_keys,
 };
 
-use crate::locked::{TxMode, committed_since};
+use crate::locked::{AfterOp, TxMode, after_op};
 
 mod batch_lock;
 
@@ -2398,11 +2398,11 @@ impl<C: Transact> Worker<C> {
         (ran, commits)
     }
 
-    /// Whether the op that ran with no transaction open after it ended it by a commit (what
-    /// it wrote may have committed), rather than the resource by a rollback (SQLite's
-    /// `INSERT OR ROLLBACK`); `commits` is what [`run_op`](Self::run_op) returned.
-    fn op_committed(&self, commits: Option<u64>) -> bool {
-        committed_since(&*self.connect, &self.resource, commits)
+    /// How the op's transaction stands after it ran, with `commits` what
+    /// [`run_op`](Self::run_op) returned: a commit counted during the op means the op
+    /// committed, whether or not a transaction is open after it.
+    fn after_op(&self, commits: Option<u64>) -> AfterOp {
+        after_op(&*self.connect, &self.resource, commits)
     }
 
     // The worker's own statements on its resource (transaction control, savepoints, the
@@ -2519,11 +2519,21 @@ impl<C: Transact> Worker<C> {
             return;
         }
         let (ran, commits) = self.run_op(job);
-        match ran {
-            Ran::Ok => {
-                if !self.connect.in_transaction(&self.resource) {
-                    job.fail(Error::TransactionEnded);
-                } else if let Some(lost) = self.lease_lost() {
+        match (self.after_op(commits), ran) {
+            (AfterOp::Committed, _) => {
+                // The op ended the transaction by a commit: what it wrote may have
+                // committed. A transaction it began after that is its own, rolled back.
+                if self.connect.in_transaction(&self.resource) {
+                    self.rollback_tx();
+                }
+                job.fail(Error::TransactionEnded);
+            }
+            // Nothing committed, though the op answered as if it had.
+            (AfterOp::RolledBack, Ran::Ok) => job.fail(Error::TransactionEnded),
+            // The resource rolled the transaction back under the op: its own error stands.
+            (AfterOp::RolledBack, _) => {}
+            (AfterOp::Open, Ran::Ok) => {
+                if let Some(lost) = self.lease_lost() {
                     // A successor may already be writing: this op must not commit.
                     self.rollback_tx();
                     job.fail(lost);
@@ -2531,18 +2541,7 @@ impl<C: Transact> Worker<C> {
                     job.fail(e.into_error());
                 }
             }
-            Ran::Failed | Ran::Panicked => {
-                if self.connect.in_transaction(&self.resource) {
-                    self.rollback_tx();
-                } else if self.op_committed(commits) {
-                    // The op ended the transaction before it failed: what it wrote may
-                    // have committed. (A database server's resource cannot tell, and
-                    // answers true: the op's own error then stands.)
-                    job.fail(Error::TransactionEnded);
-                }
-                // Otherwise the resource rolled the transaction back under the op: its
-                // own error stands.
-            }
+            (AfterOp::Open, _) => self.rollback_tx(),
         }
     }
 
@@ -2618,7 +2617,7 @@ impl<C: Transact> Worker<C> {
             if !self.connect.in_transaction(&self.resource) {
                 // A failed op whose transaction the resource rolled back keeps its own
                 // answer; the batch-mates are rerun as after any ended transaction.
-                let ended = ran == Ran::Ok || self.op_committed(commits);
+                let ended = ran == Ran::Ok || self.after_op(commits) == AfterOp::Committed;
                 stop = Some(Stop::Ended(job, ended));
                 break;
             }

@@ -78,7 +78,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::locked::committed_since;
+use crate::locked::{AfterOp, after_op, end_rest};
 use turnstile_core::{
     Capabilities, Ctx, Error, HolderDeath, Key, MAX_TIMEOUT, Scope, Serializer, StrategyError,
     Transact, TransactError, Wait, check_timeout, panic_message, sorted_keys,
@@ -341,8 +341,16 @@ impl<C: Transact> Retry<C> {
         }));
         match result {
             Ok(Ok(value)) => {
-                if !self.connect.in_transaction(&resource) {
-                    return (Attempt::Done(Err(Error::TransactionEnded)), Some(resource));
+                match after_op(&self.connect, &resource, commits) {
+                    AfterOp::Open => {}
+                    AfterOp::Committed => {
+                        let kept = end_rest(&self.connect, &mut resource).then_some(resource);
+                        return (Attempt::Done(Err(Error::TransactionEnded)), kept);
+                    }
+                    // Nothing committed, though the op answered as if it had.
+                    AfterOp::RolledBack => {
+                        return (Attempt::Done(Err(Error::TransactionEnded)), Some(resource));
+                    }
                 }
                 match self.connect.commit(&mut resource) {
                     Ok(()) => (Attempt::Done(Ok(value)), Some(resource)),
@@ -359,16 +367,18 @@ impl<C: Transact> Retry<C> {
                 // Whether the op's transaction was rolled back (`Ok(true)`), or the op
                 // ended it and what it wrote may have committed (`Ok(false)`): such an op
                 // is neither retried nor answered as rolled back.
-                let rolled_back = if !self.connect.in_transaction(&resource) {
-                    // Ended under the op: by its own commit, or by the resource's rollback
-                    // (SQLite's `INSERT OR ROLLBACK`).
-                    Ok(!committed_since(&self.connect, &resource, commits))
-                } else if busy {
+                let rolled_back = match after_op(&self.connect, &resource, commits) {
+                    AfterOp::Committed if end_rest(&self.connect, &mut resource) => Ok(false),
+                    AfterOp::Committed => {
+                        return (Attempt::Done(Err(Error::TransactionEnded)), None);
+                    }
+                    // Ended under the op by the resource's rollback (SQLite's
+                    // `INSERT OR ROLLBACK`): nothing committed.
+                    AfterOp::RolledBack => Ok(true),
                     // Before the op runs again: over a database server the busy error may
                     // come after the op's own `COMMIT`, which `in_transaction` cannot see.
-                    self.connect.rollback_checked(&mut resource)
-                } else {
-                    self.connect.rollback(&mut resource).map(|()| true)
+                    AfterOp::Open if busy => self.connect.rollback_checked(&mut resource),
+                    AfterOp::Open => self.connect.rollback(&mut resource).map(|()| true),
                 };
                 match rolled_back {
                     Ok(true) if busy => (Attempt::Busy(RetryReason::Op), Some(resource)),
@@ -387,23 +397,19 @@ impl<C: Transact> Retry<C> {
                 // A panic may hide a broken connection (a read that timed out): nothing
                 // more is sent on it, and it is dropped, which rolls its transaction back.
                 let survives = self.connect.survives_panic(&mut resource);
-                let open = self.connect.in_transaction(&resource);
-                if !open && committed_since(&self.connect, &resource, commits) {
-                    let kept = survives.then_some(resource);
-                    return (Attempt::Done(Err(Error::TransactionEnded)), kept);
-                }
-                let kept = if !survives {
-                    None
-                } else if open {
-                    self.connect
-                        .rollback(&mut resource)
-                        .is_ok()
-                        .then_some(resource)
-                } else {
-                    Some(resource)
-                };
                 let message = panic_message(&*payload);
-                (Attempt::Done(Err(Error::Panicked(message))), kept)
+                let (error, kept) = match after_op(&self.connect, &resource, commits) {
+                    AfterOp::Committed => (
+                        Error::TransactionEnded,
+                        survives && end_rest(&self.connect, &mut resource),
+                    ),
+                    AfterOp::RolledBack => (Error::Panicked(message), survives),
+                    AfterOp::Open => (
+                        Error::Panicked(message),
+                        survives && self.connect.rollback(&mut resource).is_ok(),
+                    ),
+                };
+                (Attempt::Done(Err(error)), kept.then_some(resource))
             }
         }
     }

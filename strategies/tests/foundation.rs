@@ -228,12 +228,29 @@ fn a_commit_then_a_failure_may_have_committed<S: Serializer<Resource = Connectio
         matches!(panicked, Err(Error::TransactionEnded)),
         "{panicked:?}"
     );
-    let n: i64 = strategy
+    // A commit, then a transaction of the op's own (`COMMIT; BEGIN`): a transaction is
+    // open again when the op returns, but the commit was counted. What the op wrote after
+    // its `BEGIN` is its own, rolled back, never committed by the strategy.
+    let failed = strategy.run(&key, |db| {
+        db.execute_batch("INSERT INTO t VALUES (3); COMMIT; BEGIN; INSERT INTO t VALUES (30)")?;
+        db.execute("INSERT INTO no_such_table VALUES (1)", [])
+    });
+    assert!(matches!(failed, Err(Error::TransactionEnded)), "{failed:?}");
+    let returned = strategy.run(&key, |db| {
+        db.execute_batch("INSERT INTO t VALUES (4); COMMIT; BEGIN; INSERT INTO t VALUES (40)")
+    });
+    assert!(
+        matches!(returned, Err(Error::TransactionEnded)),
+        "{returned:?}"
+    );
+    let rows: Vec<i64> = strategy
         .run(&key, |db| {
-            db.query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            db.prepare("SELECT v FROM t ORDER BY v")?
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<i64>>>()
         })
         .unwrap();
-    assert_eq!(n, 2);
+    assert_eq!(rows, vec![1, 2, 3, 4]);
 }
 
 #[test]
@@ -246,6 +263,56 @@ fn a_commit_then_a_failure_through_the_queue_may_have_committed() {
 fn a_commit_then_a_failure_through_the_mutex_may_have_committed() {
     let dir = tempfile::tempdir().unwrap();
     a_commit_then_a_failure_may_have_committed(&Locked::new(MutexLock::new(), db(&dir)));
+}
+
+#[test]
+fn a_commit_then_a_failure_through_retry_may_have_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    a_commit_then_a_failure_may_have_committed(&turnstile::retry::Retry::sqlite(db(&dir)));
+}
+
+/// Through `retry`, an op that committed, began a transaction of its own and then met a
+/// busy error (another connection holds the write lock) is not run again: its commit was
+/// counted, so it may have committed, and a rerun would apply it twice.
+#[test]
+fn retry_never_reruns_an_op_that_committed_before_a_busy_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = db(&dir).busy_timeout(Duration::from_millis(50));
+    let retry = turnstile::retry::Retry::sqlite(sqlite);
+    let key = Key::whole();
+    retry
+        .run(&key, |db| {
+            db.execute_batch("CREATE TABLE c (n INTEGER); INSERT INTO c VALUES (0)")
+        })
+        .unwrap();
+    let path = dir.path().join("f.db");
+    let runs = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let result = {
+        let runs = runs.clone();
+        retry.run(&key, move |db| {
+            db.execute("UPDATE c SET n = n + 1", [])?;
+            if runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                db.execute_batch("COMMIT; BEGIN")?;
+                // Another connection takes the write lock: the next write is busy.
+                let other = Connection::open(&path)?;
+                other.execute_batch("BEGIN IMMEDIATE")?;
+                let busy = db.execute("UPDATE c SET n = n + 10", []);
+                other.execute_batch("ROLLBACK")?;
+                busy?;
+            }
+            Ok::<_, rusqlite::Error>(())
+        })
+    };
+    assert!(matches!(result, Err(Error::TransactionEnded)), "{result:?}");
+    assert_eq!(
+        runs.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "run again"
+    );
+    let n: i64 = retry
+        .run(&key, |db| db.query_row("SELECT n FROM c", [], |r| r.get(0)))
+        .unwrap();
+    assert_eq!(n, 1);
 }
 
 /// An op whose transaction SQLite rolls back by itself (`INSERT OR ROLLBACK` failing)

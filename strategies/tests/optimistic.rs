@@ -301,6 +301,76 @@ fn concurrent_increments_on_mysql_are_exact_and_rerun() {
     assert!(result.1 > 0, "no conflict was ever seen");
 }
 
+/// A panic may hide a MySQL connection whose read timed out, with the late answer still
+/// on its way: the op that panicked keeps no such connection for the next one, through
+/// `optimistic` and through a lock over the same versioned records (whose `Versions`
+/// asks its store). Before, the next read took the late answer for its own.
+#[cfg(feature = "mysql")]
+#[test]
+fn a_panic_on_a_timed_out_mysql_read_leaves_no_connection_behind() {
+    use mysql::prelude::Queryable;
+    use turnstile::resource::MySql;
+    let url = std::env::var("TURNSTILE_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned());
+    let table = unique_table();
+    let db = MySql::new(&url)
+        .unwrap()
+        .read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let versions = Versions::new(db.clone()).table(&table).unwrap();
+    let optimistic = Optimistic::over(versions.clone());
+    let locked = Locked::new(MutexLock::new(), versions)
+        .pool_size(1)
+        .unwrap();
+    let key = Key::whole();
+    optimistic
+        .run(&key, |db| {
+            db.write("a", "A")?;
+            db.write("b", "B")
+        })
+        .unwrap();
+    // Its pooled connection open (opening one creates the table, which the lock would hold).
+    locked.run(&key, |db| db.read("a")).unwrap();
+    let mut admin = MySql::new(&url).unwrap().connect().unwrap();
+    let panics_on_a_locked_table = |db: &mut Ctx<'_, Versioned<MySql>>| {
+        let a = db.read("a").expect("the read timed out");
+        Ok::<_, StoreError>(a)
+    };
+    let mut check = |what: &str, panicked: &dyn Fn() -> String, next: &dyn Fn() -> String| {
+        // The table lock holds the op's read past its 500 ms timeout; it is given up at
+        // 800 ms, and the late answer then arrives on the op's old connection.
+        admin
+            .query_drop(format!("LOCK TABLES {table} WRITE"))
+            .unwrap();
+        let holder = std::mem::replace(&mut admin, MySql::new(&url).unwrap().connect().unwrap());
+        let unlocker = std::thread::spawn(move || {
+            let mut holder = holder;
+            std::thread::sleep(Duration::from_millis(800));
+            holder.query_drop("UNLOCK TABLES").unwrap();
+        });
+        let panicked = panicked();
+        unlocker.join().unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(panicked.contains("Panicked"), "{what}: {panicked}");
+        assert_eq!(
+            next(),
+            "Ok(Some([66]))",
+            "{what}: reading b after the panic"
+        );
+    };
+    check(
+        "optimistic",
+        &|| format!("{:?}", optimistic.run(&key, panics_on_a_locked_table)),
+        &|| format!("{:?}", optimistic.run(&key, |db| db.read("b"))),
+    );
+    check(
+        "mutex over versioned records",
+        &|| format!("{:?}", locked.run(&key, panics_on_a_locked_table)),
+        &|| format!("{:?}", locked.run(&key, |db| db.read("b"))),
+    );
+    admin.query_drop(format!("DROP TABLE {table}")).unwrap();
+}
+
 /// Several threads opening a fresh database at once each create the versions table; a
 /// plain `CREATE TABLE IF NOT EXISTS` in autocommit upgrades a read to a write and can
 /// fail with SQLITE_BUSY_SNAPSHOT without waiting, which the first ops reported as
