@@ -23,7 +23,7 @@ mod serializer;
 pub use error::{BoxError, Error, StrategyError, find_error, panic_message};
 pub use key::{Key, KeyError, MAX_KEY_LEN, stable_hash64};
 pub use lock::{Fence, Lease, Lock, LockName};
-pub use resource::{Connect, FenceClaim, Flush, Transact, TransactError};
+pub use resource::{Connect, FenceClaim, Flush, Transact, TransactError, TxCounts};
 pub use serializer::{
     AnyError, AnyValue, BoxSerializer, Capabilities, Ctx, DynOp, DynSerializer, HolderDeath,
     MAX_TIMEOUT, Scope, Serializer, Wait, check_timeout, sorted_keys,

@@ -233,30 +233,31 @@ pub trait Transact: Connect {
 
     /// Whether a transaction is still open. Strategies check it after each op: an op that
     /// ended the transaction gets [`Error::TransactionEnded`](crate::Error::TransactionEnded)
-    /// (unless it failed and [`commits`](Transact::commits) shows that nothing was
-    /// committed: the resource rolled it back). A resource whose driver does not expose the
+    /// (unless [`tx_counts`](Transact::tx_counts) shows that nothing was committed: the
+    /// resource rolled it back). A resource whose driver does not expose the
     /// status (a database server) answers true and reports the ended transaction from
     /// [`commit`](Transact::commit) as [`TransactError::Ended`] instead; releasing a
     /// savepoint opened before the op then fails too.
     fn in_transaction(&self, resource: &Self::Resource) -> bool;
 
-    /// How many transactions the resource has committed, where it counts them, so that a
-    /// transaction that ended under an op can be told committed from rolled back. The
-    /// resource itself may roll back: SQLite does for `INSERT OR ROLLBACK`, an `ON
-    /// CONFLICT ROLLBACK` constraint, `RAISE(ROLLBACK)` in a trigger, and after some
-    /// I/O or out-of-memory errors. Strategies read it before an op and again after an
-    /// op that failed or panicked with no transaction open
-    /// ([`in_transaction`](Transact::in_transaction) false): unchanged, nothing was
-    /// committed, the op's transaction was rolled back, and the op's own error stands;
-    /// changed, what the op wrote may have committed, and it gets
-    /// [`Error::TransactionEnded`](crate::Error::TransactionEnded).
+    /// How many transactions this resource has ended, each way, where it counts them, so
+    /// that a transaction that ended under an op can be told committed from rolled back.
+    /// The resource itself may roll back: SQLite does for `INSERT OR ROLLBACK`, an `ON
+    /// CONFLICT ROLLBACK` constraint, `RAISE(ROLLBACK)` in a trigger, and after some I/O or
+    /// out-of-memory errors. Strategies read it before an op and after it: a commit
+    /// counted means the op ended the transaction by a commit (what it wrote may have
+    /// committed: [`Error::TransactionEnded`](crate::Error::TransactionEnded)), even if it
+    /// began another (`COMMIT; BEGIN`), which the strategy rolls back; a rollback counted
+    /// and no commit means nothing of the op committed (its own error stands); neither,
+    /// and the transaction is still the strategy's.
     ///
     /// Only a difference between two reads on the same thread, around an op run on it,
-    /// means anything; the count may include commits of other resources (it then errs
-    /// towards "may have committed"), but must not miss one of this resource made on that
-    /// thread. Default: `None`, not counted: a transaction that ended under an op is taken
-    /// to have maybe committed.
-    fn commits(&self, resource: &Self::Resource) -> Option<u64> {
+    /// means anything. The counts must not include transactions of other resources (a
+    /// nested strategy's, on another database), nor miss one of this resource made on
+    /// that thread. Default: `None`, not counted: a transaction that is no longer open
+    /// after an op is taken to have maybe committed, and one that is open to be the
+    /// strategy's.
+    fn tx_counts(&self, resource: &Self::Resource) -> Option<TxCounts> {
         let _ = resource;
         None
     }
@@ -385,4 +386,14 @@ pub trait Transact: Connect {
         let _ = error;
         false
     }
+}
+
+/// How many transactions a resource has ended, each way ([`Transact::tx_counts`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TxCounts {
+    /// Transactions committed.
+    pub commits: u64,
+    /// Transactions rolled back as a whole (`ROLLBACK`, or the resource's own rollback),
+    /// not to a savepoint.
+    pub rollbacks: u64,
 }

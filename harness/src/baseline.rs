@@ -20,7 +20,7 @@ use turnstile::spec::Registry;
 use turnstile::sqlite::Sqlite;
 use turnstile::{
     Capabilities, Connect, Ctx, Error, HolderDeath, Key, Scope, Serializer, StrategyError,
-    Transact, TxMode, Wait, panic_message, sorted_keys,
+    Transact, TxCounts, TxMode, Wait, panic_message, sorted_keys,
 };
 
 /// Per-thread SQLite connections in `BEGIN IMMEDIATE` transactions, waiting on SQLite's
@@ -87,29 +87,24 @@ impl Serializer for BusyTimeout {
             self.give_back(conn);
             return Err(e.into_error());
         }
-        let commits = self.db.commits(&conn);
+        let counts = self.db.tx_counts(&conn);
         let result = catch_unwind(AssertUnwindSafe(|| op(&mut Ctx::new(&mut conn, &keys))));
-        let outcome = match result {
-            Ok(Ok(value)) if ended_by_commit(&self.db, &mut conn, commits) => {
-                drop(value);
-                Err(Error::TransactionEnded)
-            }
-            Ok(Ok(value)) if !self.db.in_transaction(&conn) => {
-                // Rolled back by SQLite under the op, which answered as if committed.
-                drop(value);
-                Err(Error::TransactionEnded)
-            }
-            Ok(Ok(value)) => self
+        let outcome = match (result, ended(&self.db, &mut conn, counts)) {
+            (Ok(Ok(value)), None) => self
                 .db
                 .commit(&mut conn)
                 .map(|()| value)
                 .map_err(|e| e.into_error()),
-            _ if ended_by_commit(&self.db, &mut conn, commits) => Err(Error::TransactionEnded),
-            Ok(Err(e)) => {
+            // The op ended the transaction by itself: what it wrote may have committed.
+            (Ok(Ok(_)), Some(_)) | (_, Some(true)) => Err(Error::TransactionEnded),
+            // Rolled back under the op: nothing of it committed.
+            (Ok(Err(e)), Some(false)) => Err(Error::Op(e)),
+            (Err(payload), Some(false)) => Err(Error::Panicked(panic_message(&*payload))),
+            (Ok(Err(e)), None) => {
                 let _ = self.db.rollback(&mut conn);
                 Err(Error::Op(e))
             }
-            Err(payload) => {
+            (Err(payload), None) => {
                 let _ = self.db.rollback(&mut conn);
                 Err(Error::Panicked(panic_message(&*payload)))
             }
@@ -122,22 +117,25 @@ impl Serializer for BusyTimeout {
     }
 }
 
-/// Whether an op ended its transaction by a commit, so that what it wrote may have
-/// committed: the connection counted a commit while it ran (`before`:
-/// [`Transact::commits`] read before the op), or, where it does not count them, no
-/// transaction is open after it. A transaction the op began after its commit (`COMMIT;
-/// BEGIN`) is rolled back here: it is the op's, never the baseline's to commit. A
-/// transaction SQLite rolled back itself (`INSERT OR ROLLBACK`) is not a commit: the op's
-/// own error stands.
-fn ended_by_commit(db: &Sqlite, conn: &mut Connection, before: Option<u64>) -> bool {
-    let committed = match before.zip(db.commits(conn)) {
-        Some((before, now)) => now != before,
-        None => !db.in_transaction(conn),
+/// How an op's transaction ended, told by the connection's [`Transact::tx_counts`] read
+/// before it (`before`): `Some(true)` by a commit (what the op wrote may have committed),
+/// `Some(false)` by a rollback with nothing committed (the op's own, or SQLite's for
+/// `INSERT OR ROLLBACK`), `None` not at all (the baseline's to commit or roll back).
+/// Where nothing is counted, a transaction that is no longer open may have committed. A
+/// transaction the op began after ending its own (`COMMIT; BEGIN`) is the op's: it is
+/// rolled back here, never committed by the baseline.
+fn ended(db: &Sqlite, conn: &mut Connection, before: Option<TxCounts>) -> Option<bool> {
+    let ended = match before.zip(db.tx_counts(conn)) {
+        Some((before, now)) if now.commits != before.commits => Some(true),
+        Some((before, now)) if now.rollbacks != before.rollbacks => Some(false),
+        _ if db.in_transaction(conn) => None,
+        Some(_) => Some(false),
+        None => Some(true),
     };
-    if committed && db.in_transaction(conn) {
+    if ended.is_some() && db.in_transaction(conn) {
         let _ = db.rollback(conn);
     }
-    committed
+    ended
 }
 
 /// One `std::sync::Mutex` around one connection. It ignores `Wait`: a std mutex cannot
@@ -185,28 +183,37 @@ impl Serializer for StdMutex {
         if tx {
             self.db.begin(&mut conn, &[]).map_err(|e| e.into_error())?;
         }
-        let commits = self.db.commits(&conn);
+        let counts = self.db.tx_counts(&conn);
         let result = catch_unwind(AssertUnwindSafe(|| op(&mut Ctx::new(&mut *conn, &keys))));
-        match result {
-            Ok(Ok(value)) => {
-                if tx {
-                    if ended_by_commit(&self.db, &mut conn, commits)
-                        || !self.db.in_transaction(&conn)
-                    {
-                        return Err(Error::TransactionEnded);
-                    }
-                    self.db.commit(&mut conn).map_err(|e| e.into_error())?;
+        if !tx {
+            // As before: a transaction the op left open is rolled back.
+            return match result {
+                Ok(Ok(value)) => Ok(value),
+                Ok(Err(e)) => {
+                    let _ = self.db.rollback(&mut conn);
+                    Err(Error::Op(e))
                 }
+                Err(payload) => {
+                    let _ = self.db.rollback(&mut conn);
+                    Err(Error::Panicked(panic_message(&*payload)))
+                }
+            };
+        }
+        match (result, ended(&self.db, &mut conn, counts)) {
+            (Ok(Ok(value)), None) => {
+                self.db.commit(&mut conn).map_err(|e| e.into_error())?;
                 Ok(value)
             }
-            _ if tx && ended_by_commit(&self.db, &mut conn, commits) => {
-                Err(Error::TransactionEnded)
-            }
-            Ok(Err(e)) => {
+            // The op ended the transaction by itself: what it wrote may have committed.
+            (Ok(Ok(_)), Some(_)) | (_, Some(true)) => Err(Error::TransactionEnded),
+            // Rolled back under the op: nothing of it committed.
+            (Ok(Err(e)), Some(false)) => Err(Error::Op(e)),
+            (Err(payload), Some(false)) => Err(Error::Panicked(panic_message(&*payload))),
+            (Ok(Err(e)), None) => {
                 let _ = self.db.rollback(&mut conn);
                 Err(Error::Op(e))
             }
-            Err(payload) => {
+            (Err(payload), None) => {
                 let _ = self.db.rollback(&mut conn);
                 Err(Error::Panicked(panic_message(&*payload)))
             }

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use crate::pool::Pool;
 use turnstile_core::{
     Capabilities, Connect, Ctx, Error, FenceClaim, Key, Lease, Lock, LockName, Serializer,
-    StrategyError, Transact, Wait, check_timeout, panic_message, sorted_keys,
+    StrategyError, Transact, TxCounts, Wait, check_timeout, panic_message, sorted_keys,
 };
 
 /// The default time a call waits for its locks (and a pooled resource): 30 s.
@@ -78,33 +78,33 @@ pub(crate) enum AfterOp {
     /// committed by the strategy.
     Committed,
     /// It ended under the op with nothing committed: the resource rolled it back itself
-    /// (SQLite's `INSERT OR ROLLBACK`).
+    /// (SQLite's `INSERT OR ROLLBACK`), or the op did (`ROLLBACK`). A transaction the op
+    /// began after that is its own, rolled back too.
     RolledBack,
 }
 
 /// How the transaction stands after an op, given `before`, the resource's
-/// [`Transact::commits`] read before the op on this thread. A commit counted during the op
-/// means the op committed, whether or not a transaction is open after it; where commits
-/// are not counted, a transaction that is no longer open may have committed.
+/// [`Transact::tx_counts`] read before the op on this thread. A commit counted during the
+/// op means the op committed, and a rollback (and no commit) that it rolled back, whether
+/// or not a transaction is open after it (one the op began is its own); where nothing is
+/// counted, a transaction that is no longer open may have committed.
 pub(crate) fn after_op<C: Transact>(
     connect: &C,
     resource: &C::Resource,
-    before: Option<u64>,
+    before: Option<TxCounts>,
 ) -> AfterOp {
-    let counted = before.zip(connect.commits(resource));
-    if counted.is_some_and(|(before, now)| now != before) {
-        AfterOp::Committed
-    } else if connect.in_transaction(resource) {
-        AfterOp::Open
-    } else if counted.is_some() {
-        AfterOp::RolledBack
-    } else {
-        AfterOp::Committed
+    match before.zip(connect.tx_counts(resource)) {
+        Some((before, now)) if now.commits != before.commits => AfterOp::Committed,
+        Some((before, now)) if now.rollbacks != before.rollbacks => AfterOp::RolledBack,
+        _ if connect.in_transaction(resource) => AfterOp::Open,
+        Some(_) => AfterOp::RolledBack,
+        None => AfterOp::Committed,
     }
 }
 
-/// After [`AfterOp::Committed`]: rolls back a transaction the op left open after its own
-/// commit. False when that failed (the resource is then not reused).
+/// After [`AfterOp::Committed`] or [`AfterOp::RolledBack`]: rolls back a transaction the
+/// op began after its own commit or rollback. False when that failed (the resource is
+/// then not reused).
 pub(crate) fn end_rest<C: Transact>(connect: &C, resource: &mut C::Resource) -> bool {
     !connect.in_transaction(resource) || connect.rollback(resource).is_ok()
 }
@@ -253,7 +253,7 @@ impl<L: Lock, C: Transact> Locked<L, C> {
             }
         }
         let commits = if transactional {
-            self.connect.commits(resource)
+            self.connect.tx_counts(resource)
         } else {
             None
         };
@@ -282,7 +282,10 @@ impl<L: Lock, C: Transact> Locked<L, C> {
                         let ended = end_rest(&self.connect, resource);
                         Outcome::err(Error::TransactionEnded, broken || !ended)
                     }
-                    AfterOp::RolledBack => Outcome::err(Error::Op(e), broken),
+                    AfterOp::RolledBack => {
+                        let ended = end_rest(&self.connect, resource);
+                        Outcome::err(Error::Op(e), broken || !ended)
+                    }
                     AfterOp::Open => {
                         let rolled_back = !transactional || self.connect.rollback(resource).is_ok();
                         Outcome::err(Error::Op(e), broken || !rolled_back)
@@ -299,7 +302,10 @@ impl<L: Lock, C: Transact> Locked<L, C> {
                         let ended = !broken && end_rest(&self.connect, resource);
                         Outcome::err(Error::TransactionEnded, !ended)
                     }
-                    AfterOp::RolledBack => Outcome::err(Error::Panicked(message), broken),
+                    AfterOp::RolledBack => {
+                        let ended = !broken && end_rest(&self.connect, resource);
+                        Outcome::err(Error::Panicked(message), !ended)
+                    }
                     AfterOp::Open => {
                         let rolled_back =
                             !broken && (!transactional || self.connect.rollback(resource).is_ok());
@@ -317,8 +323,12 @@ impl<L: Lock, C: Transact> Locked<L, C> {
                 let ended = end_rest(&self.connect, resource);
                 return Outcome::err(Error::TransactionEnded, !ended);
             }
-            // Nothing committed, though the op answered as if it had.
-            AfterOp::RolledBack => return Outcome::err(Error::TransactionEnded, false),
+            // The op ended the transaction by itself, with nothing committed, though it
+            // answered as if it had.
+            AfterOp::RolledBack => {
+                let ended = end_rest(&self.connect, resource);
+                return Outcome::err(Error::TransactionEnded, !ended);
+            }
         }
         // A lease that expired while the op ran must not commit: its successor may already
         // be writing.

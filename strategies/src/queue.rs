@@ -327,8 +327,8 @@ use crossbeam_channel::{
 };
 use turnstile_core::{
     BoxError, Capabilities, Ctx, Error, Fence, FenceClaim, Flush, HolderDeath, Key, Lock, LockName,
-    MAX_TIMEOUT, Scope, Serializer, StrategyError, Transact, TransactError, Wait, check_timeout,
-    panic_message, sorted_keys,
+    MAX_TIMEOUT, Scope, Serializer, StrategyError, Transact, TransactError, TxCounts, Wait,
+    check_timeout, panic_message, sorted_keys,
 };
 
 use crate::locked::{AfterOp, TxMode, after_op};
@@ -1894,7 +1894,7 @@ const BROKEN: &str = "the connection broke earlier; nothing more is run on it";
 enum Stop<C: Transact> {
     /// The transaction ended under the op: true when the op ended it (or may have: it
     /// committed, or it returned `Ok` with nothing left to commit); false when it failed
-    /// and the resource rolled the transaction back ([`Transact::commits`]).
+    /// and the resource rolled the transaction back ([`Transact::tx_counts`]).
     Ended(Box<dyn Job<C>>, bool),
     /// The op's savepoint could not be set; the op had not run.
     Savepoint(Box<dyn Job<C>>),
@@ -2380,15 +2380,15 @@ impl<C: Transact> Worker<C> {
 
     /// Runs the op with this thread marked as running on this queue (and on the
     /// submitter's chain), so calls back into any of them are refused. Returns how it ran
-    /// and the resource's commit count from before it ([`Transact::commits`]).
-    fn run_op(&mut self, job: &mut dyn Job<C>) -> (Ran, Option<u64>) {
+    /// and the resource's transaction counts from before it ([`Transact::tx_counts`]).
+    fn run_op(&mut self, job: &mut dyn Job<C>) -> (Ran, Option<TxCounts>) {
         let chain = match job.chain() {
             None => self.own_chain.clone(),
             Some(outer) => outer.iter().copied().chain([self.shared.id]).collect(),
         };
         RUNNING_ON.with(|c| *c.borrow_mut() = Some(chain));
         let fence = self.fence();
-        let commits = self.connect.commits(&self.resource);
+        let commits = self.connect.tx_counts(&self.resource);
         let (ran, broken) = job.run(&self.connect, &mut self.resource, fence);
         RUNNING_ON.with(|c| *c.borrow_mut() = None);
         if let Some(syncer) = &mut self.syncer {
@@ -2401,7 +2401,7 @@ impl<C: Transact> Worker<C> {
     /// How the op's transaction stands after it ran, with `commits` what
     /// [`run_op`](Self::run_op) returned: a commit counted during the op means the op
     /// committed, whether or not a transaction is open after it.
-    fn after_op(&self, commits: Option<u64>) -> AfterOp {
+    fn after_op(&self, commits: Option<TxCounts>) -> AfterOp {
         after_op(&*self.connect, &self.resource, commits)
     }
 
@@ -2528,10 +2528,17 @@ impl<C: Transact> Worker<C> {
                 }
                 job.fail(Error::TransactionEnded);
             }
-            // Nothing committed, though the op answered as if it had.
-            (AfterOp::RolledBack, Ran::Ok) => job.fail(Error::TransactionEnded),
-            // The resource rolled the transaction back under the op: its own error stands.
-            (AfterOp::RolledBack, _) => {}
+            (AfterOp::RolledBack, ran) => {
+                // Rolled back under the op (by SQLite, or by the op itself): nothing
+                // committed. A transaction the op began after that is its own.
+                if self.connect.in_transaction(&self.resource) {
+                    self.rollback_tx();
+                }
+                // Answered as if committed: the op ended the transaction by itself.
+                if ran == Ran::Ok {
+                    job.fail(Error::TransactionEnded);
+                }
+            }
             (AfterOp::Open, Ran::Ok) => {
                 if let Some(lost) = self.lease_lost() {
                     // A successor may already be writing: this op must not commit.

@@ -332,7 +332,7 @@ impl<C: Transact> Retry<C> {
             // A BEGIN that fails for another reason leaves the connection suspect.
             Err(e) => return (Attempt::Done(Err(e.into_error())), None),
         }
-        let commits = self.connect.commits(&resource);
+        let commits = self.connect.tx_counts(&resource);
         let result = catch_unwind(AssertUnwindSafe(|| {
             let mut ctx = Ctx::new(&mut resource, keys)
                 .with_attempt(attempt)
@@ -347,9 +347,11 @@ impl<C: Transact> Retry<C> {
                         let kept = end_rest(&self.connect, &mut resource).then_some(resource);
                         return (Attempt::Done(Err(Error::TransactionEnded)), kept);
                     }
-                    // Nothing committed, though the op answered as if it had.
+                    // The op ended the transaction by itself, with nothing committed,
+                    // though it answered as if it had.
                     AfterOp::RolledBack => {
-                        return (Attempt::Done(Err(Error::TransactionEnded)), Some(resource));
+                        let kept = end_rest(&self.connect, &mut resource).then_some(resource);
+                        return (Attempt::Done(Err(Error::TransactionEnded)), kept);
                     }
                 }
                 match self.connect.commit(&mut resource) {
@@ -372,9 +374,10 @@ impl<C: Transact> Retry<C> {
                     AfterOp::Committed => {
                         return (Attempt::Done(Err(Error::TransactionEnded)), None);
                     }
-                    // Ended under the op by the resource's rollback (SQLite's
-                    // `INSERT OR ROLLBACK`): nothing committed.
-                    AfterOp::RolledBack => Ok(true),
+                    // Ended under the op by a rollback (SQLite's `INSERT OR ROLLBACK`, or
+                    // the op's own): nothing committed.
+                    AfterOp::RolledBack if end_rest(&self.connect, &mut resource) => Ok(true),
+                    AfterOp::RolledBack => return (Attempt::Done(Err(Error::Op(e))), None),
                     // Before the op runs again: over a database server the busy error may
                     // come after the op's own `COMMIT`, which `in_transaction` cannot see.
                     AfterOp::Open if busy => self.connect.rollback_checked(&mut resource),
@@ -403,7 +406,10 @@ impl<C: Transact> Retry<C> {
                         Error::TransactionEnded,
                         survives && end_rest(&self.connect, &mut resource),
                     ),
-                    AfterOp::RolledBack => (Error::Panicked(message), survives),
+                    AfterOp::RolledBack => (
+                        Error::Panicked(message),
+                        survives && end_rest(&self.connect, &mut resource),
+                    ),
                     AfterOp::Open => (
                         Error::Panicked(message),
                         survives && self.connect.rollback(&mut resource).is_ok(),

@@ -15,16 +15,19 @@
 //! ```
 
 use std::any::Any;
-use std::cell::Cell;
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode};
-use turnstile_core::{BoxError, Connect, Fence, FenceClaim, Flush, Transact, TransactError};
+use turnstile_core::{
+    BoxError, Connect, Fence, FenceClaim, Flush, Transact, TransactError, TxCounts,
+};
 
 pub use rusqlite;
 
@@ -81,10 +84,11 @@ impl std::str::FromStr for Synchronous {
 /// answers, while it runs its next batch ([`Transact::defer_flush`]; see "Overlapped
 /// flush" in the `queue` module).
 ///
-/// Each connection gets a commit hook that counts its commits ([`Transact::commits`]), so
-/// that strategies tell a transaction an op committed by itself from one SQLite rolled
-/// back (`INSERT OR ROLLBACK` failing, say): an op must not replace it
-/// (`Connection::commit_hook`).
+/// Each connection gets a commit hook and a rollback hook that count how its
+/// transactions end ([`Transact::tx_counts`]), so that strategies tell a transaction an op
+/// committed by itself from one it or SQLite rolled back (`INSERT OR ROLLBACK` failing,
+/// say): an op must not replace them (`Connection::commit_hook`,
+/// `Connection::rollback_hook`).
 #[derive(Clone, Debug)]
 pub struct Sqlite {
     path: PathBuf,
@@ -179,23 +183,38 @@ impl Sqlite {
         conn.busy_timeout(self.busy_timeout)?;
         conn.pragma_update(None, "synchronous", self.synchronous.as_str())?;
         conn.pragma_update(None, "foreign_keys", self.foreign_keys)?;
-        conn.commit_hook(Some(count_commit));
+        // A temporary or in-memory database has no file to count by (`Some("")`).
+        if let Some(file) = conn.path().filter(|p| !p.is_empty()).map(Arc::<str>::from) {
+            let (committed, rolled_back) = (file.clone(), file);
+            conn.commit_hook(Some(move || {
+                count_end(&committed, |n| n.commits = n.commits.wrapping_add(1));
+                false
+            }));
+            conn.rollback_hook(Some(move || {
+                count_end(&rolled_back, |n| n.rollbacks = n.rollbacks.wrapping_add(1));
+            }));
+        }
         Ok(conn)
     }
 }
 
 thread_local! {
-    /// Commits made on this thread by connections a [`Sqlite`] opened, counted by their
-    /// commit hook (see [`Transact::commits`]).
-    static COMMITS: Cell<u64> = const { Cell::new(0) };
+    /// How transactions ended on this thread, per database file, as the hooks of the
+    /// connections a [`Sqlite`] opened counted them (see [`Transact::tx_counts`]). One
+    /// entry per file a thread ever wrote to; a transaction of a file ends on a
+    /// connection of its own while another holds its write lock only if it wrote nothing.
+    static ENDED: RefCell<HashMap<Arc<str>, TxCounts>> = RefCell::new(HashMap::new());
 }
 
-/// The commit hook of every connection a [`Sqlite`] opens: counts the commit, which runs
-/// on the thread that ran the statement ending the transaction, and lets it go ahead.
-fn count_commit() -> bool {
-    // A commit while the thread exits, after the count is gone, is nobody's op's.
-    let _ = COMMITS.try_with(|n| n.set(n.get().wrapping_add(1)));
-    false
+/// Counts a transaction of `file` that ended on this thread (the hooks run on the thread
+/// that ran the statement ending it).
+fn count_end(file: &Arc<str>, count: impl FnOnce(&mut TxCounts)) {
+    // While the thread exits, after the map is gone, the transaction is nobody's op's.
+    let _ = ENDED.try_with(|ended| {
+        if let Ok(mut ended) = ended.try_borrow_mut() {
+            count(ended.entry(file.clone()).or_default());
+        }
+    });
 }
 
 /// `PRAGMA journal_mode = WAL`, retried on busy until `wait` has passed.
@@ -413,17 +432,28 @@ impl Transact for Sqlite {
         !conn.is_autocommit()
     }
 
-    /// Commits made on the calling thread by every connection a `Sqlite` opened, counted
-    /// by a commit hook set when the connection opens (SQLite calls it for each
-    /// transaction that commits, an explicit `COMMIT` or a statement run outside a
-    /// transaction that writes). Counting per thread, where ops run, rather than per
-    /// connection errs one way only: a commit of another connection on the same thread
-    /// during the op (a nested strategy over another database) makes a transaction
-    /// SQLite rolled back look maybe committed. It cannot see a commit of the op's
-    /// connection made on another thread, nor one made after the op replaced the
-    /// connection's commit hook: an op must do neither.
-    fn commits(&self, _conn: &Connection) -> Option<u64> {
-        COMMITS.try_with(Cell::get).ok()
+    /// How transactions of this connection's database file ended on the calling thread,
+    /// counted by hooks set when the connection opens: SQLite calls the commit hook for
+    /// each write transaction that commits (an explicit `COMMIT`, or a statement run
+    /// outside a transaction that writes), the rollback hook for each that rolls back as
+    /// a whole (`ROLLBACK`, or SQLite's own). Counting per file rather than per
+    /// connection (rusqlite offers no safe per-connection state) is exact here: while a
+    /// strategy's `BEGIN IMMEDIATE` transaction holds the file's write lock, no other
+    /// connection ends a write transaction on it; a nested strategy over another file
+    /// counts apart. It cannot see the op's connection used from another thread, nor
+    /// hooks the op replaced: an op must do neither. `None` for a temporary or in-memory
+    /// database.
+    fn tx_counts(&self, conn: &Connection) -> Option<TxCounts> {
+        let file = conn.path().filter(|p| !p.is_empty())?;
+        ENDED
+            .try_with(|ended| {
+                ended
+                    .try_borrow()
+                    .map(|ended| ended.get(file).copied().unwrap_or_default())
+                    .ok()
+            })
+            .ok()
+            .flatten()
     }
 
     fn forget_fence(

@@ -243,6 +243,20 @@ fn a_commit_then_a_failure_may_have_committed<S: Serializer<Resource = Connectio
         matches!(returned, Err(Error::TransactionEnded)),
         "{returned:?}"
     );
+    // A rollback, then a transaction of the op's own (`ROLLBACK; BEGIN`): nothing of the
+    // op commits, and the strategy does not commit what it wrote after its `BEGIN`.
+    let returned = strategy.run(&key, |db| {
+        db.execute_batch("INSERT INTO t VALUES (5); ROLLBACK; BEGIN; INSERT INTO t VALUES (50)")
+    });
+    assert!(
+        matches!(returned, Err(Error::TransactionEnded)),
+        "{returned:?}"
+    );
+    let failed = strategy.run(&key, |db| {
+        db.execute_batch("INSERT INTO t VALUES (6); ROLLBACK; BEGIN; INSERT INTO t VALUES (60)")?;
+        db.execute("INSERT INTO no_such_table VALUES (1)", [])
+    });
+    assert!(matches!(failed, Err(Error::Op(_))), "{failed:?}");
     let rows: Vec<i64> = strategy
         .run(&key, |db| {
             db.prepare("SELECT v FROM t ORDER BY v")?
@@ -251,6 +265,70 @@ fn a_commit_then_a_failure_may_have_committed<S: Serializer<Resource = Connectio
         })
         .unwrap();
     assert_eq!(rows, vec![1, 2, 3, 4]);
+}
+
+/// An op that commits through a strategy of its own over another database (a nested
+/// strategy, on the same thread) has not ended the outer transaction: it commits, and
+/// both databases keep their rows.
+fn a_nested_strategys_commit_is_not_the_ops<S: Serializer<Resource = Connection>>(
+    outer: &S,
+    other: &tempfile::TempDir,
+) {
+    let inner = Arc::new(Locked::new(
+        MutexLock::new(),
+        Sqlite::new(other.path().join("other.db")),
+    ));
+    let key = Key::whole();
+    inner
+        .run(&key, |db| db.execute_batch("CREATE TABLE o (v INTEGER)"))
+        .unwrap();
+    outer
+        .run(&key, |db| db.execute_batch("CREATE TABLE t (v INTEGER)"))
+        .unwrap();
+    let done = {
+        let inner = inner.clone();
+        outer.run(&key, move |db| {
+            db.execute("INSERT INTO t VALUES (1)", [])?;
+            inner
+                .run(&Key::whole(), |o| o.execute("INSERT INTO o VALUES (1)", []))
+                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.to_string().into()))?;
+            db.execute("INSERT INTO t VALUES (2)", [])
+        })
+    };
+    assert!(matches!(done, Ok(1)), "{done:?}");
+    let count = |s: &dyn Fn() -> i64| s();
+    assert_eq!(
+        count(&|| outer
+            .run(&key, |db| db
+                .query_row("SELECT count(*) FROM t", [], |r| r.get(0)))
+            .unwrap()),
+        2
+    );
+    assert_eq!(
+        count(&|| inner
+            .run(&key, |db| db
+                .query_row("SELECT count(*) FROM o", [], |r| r.get(0)))
+            .unwrap()),
+        1
+    );
+}
+
+#[test]
+fn a_nested_strategys_commit_is_not_the_ops_through_the_mutex() {
+    let (dir, other) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    a_nested_strategys_commit_is_not_the_ops(&Locked::new(MutexLock::new(), db(&dir)), &other);
+}
+
+#[test]
+fn a_nested_strategys_commit_is_not_the_ops_through_the_queue() {
+    let (dir, other) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    a_nested_strategys_commit_is_not_the_ops(&Queue::new(db(&dir)).unwrap(), &other);
+}
+
+#[test]
+fn a_nested_strategys_commit_is_not_the_ops_through_retry() {
+    let (dir, other) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    a_nested_strategys_commit_is_not_the_ops(&turnstile::retry::Retry::sqlite(db(&dir)), &other);
 }
 
 #[test]
