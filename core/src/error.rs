@@ -27,8 +27,7 @@ pub type StrategyError = Error<Infallible>;
 pub enum Error<E> {
     /// The op ran and returned this error; its transaction (if any) was rolled back —
     /// also when the resource rolled it back under the op (SQLite's `INSERT OR ROLLBACK`;
-    /// its hooks show that nothing was committed), or the op did (`ROLLBACK`, over
-    /// SQLite).
+    /// its commit hook shows that nothing was committed).
     ///
     /// One exception: an op that ended that transaction itself (`COMMIT`, or on MySQL a
     /// statement that commits implicitly) before it failed, where the strategy cannot see
@@ -89,12 +88,11 @@ pub enum Error<E> {
     /// in a transaction of its own over a database server (see [`Error::Op`]). An op that
     /// fails or panics after its transaction ended with nothing committed (SQLite's
     /// `INSERT OR ROLLBACK`, or the op's own `ROLLBACK`, over SQLite) keeps its own error
-    /// or panic instead: nothing of it committed. Over SQLite the strategy counts how
-    /// transactions end (hooks; [`Transact::tx_counts`](crate::Transact::tx_counts)), so
-    /// an op that committed and began a new transaction (`COMMIT; BEGIN`) gets this too,
-    /// and that new transaction is rolled back, as is one begun after the op's own
-    /// `ROLLBACK` (an op that returned `Ok` after that gets this as well; nothing of it
-    /// committed). `retry` over
+    /// or panic instead: nothing of it committed. Over SQLite the strategy counts commits
+    /// (a commit hook; [`Transact::tx_counts`](crate::Transact::tx_counts)), so an op
+    /// that committed and began a new transaction (`COMMIT; BEGIN`) gets this too, and
+    /// that new transaction is rolled back. One that ran `ROLLBACK; BEGIN` is not seen:
+    /// the strategy commits its new transaction. Ops must not control transactions. `retry` over
     /// PostgreSQL, which finds its marker savepoint gone after a busy error, cannot tell
     /// the op's own `ROLLBACK` from a `COMMIT`: it answers this for both.
     TransactionEnded,

@@ -240,23 +240,22 @@ pub trait Transact: Connect {
     /// savepoint opened before the op then fails too.
     fn in_transaction(&self, resource: &Self::Resource) -> bool;
 
-    /// How many transactions this resource has ended, each way, where it counts them, so
-    /// that a transaction that ended under an op can be told committed from rolled back.
-    /// The resource itself may roll back: SQLite does for `INSERT OR ROLLBACK`, an `ON
+    /// How many transactions this resource has committed, where it counts them, so that a
+    /// transaction that ended under an op can be told committed from rolled back. The
+    /// resource itself may roll back: SQLite does for `INSERT OR ROLLBACK`, an `ON
     /// CONFLICT ROLLBACK` constraint, `RAISE(ROLLBACK)` in a trigger, and after some I/O or
     /// out-of-memory errors. Strategies read it before an op and after it: a commit
     /// counted means the op ended the transaction by a commit (what it wrote may have
     /// committed: [`Error::TransactionEnded`](crate::Error::TransactionEnded)), even if it
-    /// began another (`COMMIT; BEGIN`), which the strategy rolls back; a rollback counted
-    /// and no commit means nothing of the op committed (its own error stands); neither,
-    /// and the transaction is still the strategy's.
+    /// began another (`COMMIT; BEGIN`), which the strategy rolls back; none counted and no
+    /// transaction open means it was rolled back, and the op's own error stands.
     ///
     /// Only a difference between two reads on the same thread, around an op run on it,
-    /// means anything. The counts must not include transactions of other resources (a
-    /// nested strategy's, on another database), nor miss one of this resource made on
-    /// that thread. Default: `None`, not counted: a transaction that is no longer open
-    /// after an op is taken to have maybe committed, and one that is open to be the
-    /// strategy's.
+    /// means anything. The count must not miss a commit of this resource made on that
+    /// thread; one it includes that is not this resource's fails the op as
+    /// `TransactionEnded` (and rolls its transaction back), so it should include none.
+    /// Default: `None`, not counted: a transaction that is no longer open after an op is
+    /// taken to have maybe committed, and one that is open to be the strategy's.
     fn tx_counts(&self, resource: &Self::Resource) -> Option<TxCounts> {
         let _ = resource;
         None
@@ -388,12 +387,17 @@ pub trait Transact: Connect {
     }
 }
 
-/// How many transactions a resource has ended, each way ([`Transact::tx_counts`]).
+/// How many transactions a resource has ended ([`Transact::tx_counts`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TxCounts {
     /// Transactions committed.
     pub commits: u64,
-    /// Transactions rolled back as a whole (`ROLLBACK`, or the resource's own rollback),
-    /// not to a savepoint.
-    pub rollbacks: u64,
+}
+
+impl TxCounts {
+    /// `commits` transactions committed.
+    pub fn new(commits: u64) -> Self {
+        TxCounts { commits }
+    }
 }

@@ -120,14 +120,14 @@ impl Serializer for BusyTimeout {
 /// How an op's transaction ended, told by the connection's [`Transact::tx_counts`] read
 /// before it (`before`): `Some(true)` by a commit (what the op wrote may have committed),
 /// `Some(false)` by a rollback with nothing committed (the op's own, or SQLite's for
-/// `INSERT OR ROLLBACK`), `None` not at all (the baseline's to commit or roll back).
+/// `INSERT OR ROLLBACK`: no transaction open, no commit counted), `None` not at all (the
+/// baseline's to commit or roll back).
 /// Where nothing is counted, a transaction that is no longer open may have committed. A
 /// transaction the op began after ending its own (`COMMIT; BEGIN`) is the op's: it is
 /// rolled back here, never committed by the baseline.
 fn ended(db: &Sqlite, conn: &mut Connection, before: Option<TxCounts>) -> Option<bool> {
     let ended = match before.zip(db.tx_counts(conn)) {
         Some((before, now)) if now.commits != before.commits => Some(true),
-        Some((before, now)) if now.rollbacks != before.rollbacks => Some(false),
         _ if db.in_transaction(conn) => None,
         Some(_) => Some(false),
         None => Some(true),

@@ -78,16 +78,15 @@ pub(crate) enum AfterOp {
     /// committed by the strategy.
     Committed,
     /// It ended under the op with nothing committed: the resource rolled it back itself
-    /// (SQLite's `INSERT OR ROLLBACK`), or the op did (`ROLLBACK`). A transaction the op
-    /// began after that is its own, rolled back too.
+    /// (SQLite's `INSERT OR ROLLBACK`), or the op did (`ROLLBACK`).
     RolledBack,
 }
 
 /// How the transaction stands after an op, given `before`, the resource's
 /// [`Transact::tx_counts`] read before the op on this thread. A commit counted during the
-/// op means the op committed, and a rollback (and no commit) that it rolled back, whether
-/// or not a transaction is open after it (one the op began is its own); where nothing is
-/// counted, a transaction that is no longer open may have committed.
+/// op means the op committed, whether or not a transaction is open after it (one the op
+/// began is its own); none, and no transaction open, that it was rolled back; where
+/// nothing is counted, a transaction that is no longer open may have committed.
 pub(crate) fn after_op<C: Transact>(
     connect: &C,
     resource: &C::Resource,
@@ -95,7 +94,6 @@ pub(crate) fn after_op<C: Transact>(
 ) -> AfterOp {
     match before.zip(connect.tx_counts(resource)) {
         Some((before, now)) if now.commits != before.commits => AfterOp::Committed,
-        Some((before, now)) if now.rollbacks != before.rollbacks => AfterOp::RolledBack,
         _ if connect.in_transaction(resource) => AfterOp::Open,
         Some(_) => AfterOp::RolledBack,
         None => AfterOp::Committed,

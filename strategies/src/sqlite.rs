@@ -84,11 +84,10 @@ impl std::str::FromStr for Synchronous {
 /// answers, while it runs its next batch ([`Transact::defer_flush`]; see "Overlapped
 /// flush" in the `queue` module).
 ///
-/// Each connection gets a commit hook and a rollback hook that count how its
-/// transactions end ([`Transact::tx_counts`]), so that strategies tell a transaction an op
-/// committed by itself from one it or SQLite rolled back (`INSERT OR ROLLBACK` failing,
-/// say): an op must not replace them (`Connection::commit_hook`,
-/// `Connection::rollback_hook`).
+/// Each connection gets a commit hook that counts its commits ([`Transact::tx_counts`]),
+/// so that strategies tell a transaction an op committed by itself from one SQLite rolled
+/// back (`INSERT OR ROLLBACK` failing, say): an op must not replace it
+/// (`Connection::commit_hook`).
 #[derive(Clone, Debug)]
 pub struct Sqlite {
     path: PathBuf,
@@ -183,36 +182,42 @@ impl Sqlite {
         conn.busy_timeout(self.busy_timeout)?;
         conn.pragma_update(None, "synchronous", self.synchronous.as_str())?;
         conn.pragma_update(None, "foreign_keys", self.foreign_keys)?;
-        // A temporary or in-memory database has no file to count by (`Some("")`).
-        if let Some(file) = conn.path().filter(|p| !p.is_empty()).map(Arc::<str>::from) {
-            let (committed, rolled_back) = (file.clone(), file);
+        if let Some(file) = self.counted_file() {
             conn.commit_hook(Some(move || {
-                count_end(&committed, |n| n.commits = n.commits.wrapping_add(1));
+                count_commit(&file);
                 false
-            }));
-            conn.rollback_hook(Some(move || {
-                count_end(&rolled_back, |n| n.rollbacks = n.rollbacks.wrapping_add(1));
             }));
         }
         Ok(conn)
     }
+
+    /// The key its connections' commits are counted by (see [`Transact::tx_counts`]): the
+    /// path as configured, the same for every connection this `Sqlite` opens. `None` for
+    /// an in-memory or temporary database, of which every connection has its own.
+    fn counted_file(&self) -> Option<Arc<Path>> {
+        let path = self.path.as_os_str();
+        let in_memory = path.is_empty()
+            || path == ":memory:"
+            || path.as_encoded_bytes().starts_with(b"file::memory:");
+        (!in_memory).then(|| Arc::from(self.path.as_path()))
+    }
 }
 
 thread_local! {
-    /// How transactions ended on this thread, per database file, as the hooks of the
-    /// connections a [`Sqlite`] opened counted them (see [`Transact::tx_counts`]). One
-    /// entry per file a thread ever wrote to; a transaction of a file ends on a
-    /// connection of its own while another holds its write lock only if it wrote nothing.
-    static ENDED: RefCell<HashMap<Arc<str>, TxCounts>> = RefCell::new(HashMap::new());
+    /// Commits made on this thread, per database file, as the commit hooks of the
+    /// connections a [`Sqlite`] opened counted them (see [`Transact::tx_counts`]): one
+    /// entry per file a thread ever committed to.
+    static COMMITS: RefCell<HashMap<Arc<Path>, u64>> = RefCell::new(HashMap::new());
 }
 
-/// Counts a transaction of `file` that ended on this thread (the hooks run on the thread
-/// that ran the statement ending it).
-fn count_end(file: &Arc<str>, count: impl FnOnce(&mut TxCounts)) {
-    // While the thread exits, after the map is gone, the transaction is nobody's op's.
-    let _ = ENDED.try_with(|ended| {
-        if let Ok(mut ended) = ended.try_borrow_mut() {
-            count(ended.entry(file.clone()).or_default());
+/// Counts a commit of `file` on this thread (the hook runs on the thread that ran the
+/// statement ending the transaction).
+fn count_commit(file: &Arc<Path>) {
+    // While the thread exits, after the map is gone, the commit is nobody's op's.
+    let _ = COMMITS.try_with(|commits| {
+        if let Ok(mut commits) = commits.try_borrow_mut() {
+            let n = commits.entry(file.clone()).or_default();
+            *n = n.wrapping_add(1);
         }
     });
 }
@@ -432,24 +437,24 @@ impl Transact for Sqlite {
         !conn.is_autocommit()
     }
 
-    /// How transactions of this connection's database file ended on the calling thread,
-    /// counted by hooks set when the connection opens: SQLite calls the commit hook for
-    /// each write transaction that commits (an explicit `COMMIT`, or a statement run
-    /// outside a transaction that writes), the rollback hook for each that rolls back as
-    /// a whole (`ROLLBACK`, or SQLite's own). Counting per file rather than per
-    /// connection (rusqlite offers no safe per-connection state) is exact here: while a
-    /// strategy's `BEGIN IMMEDIATE` transaction holds the file's write lock, no other
-    /// connection ends a write transaction on it; a nested strategy over another file
-    /// counts apart. It cannot see the op's connection used from another thread, nor
-    /// hooks the op replaced: an op must do neither. `None` for a temporary or in-memory
-    /// database.
-    fn tx_counts(&self, conn: &Connection) -> Option<TxCounts> {
-        let file = conn.path().filter(|p| !p.is_empty())?;
-        ENDED
-            .try_with(|ended| {
-                ended
+    /// Commits of this database file made on the calling thread, counted by a commit hook
+    /// set when the connection opens: SQLite calls it for each write transaction that
+    /// commits (an explicit `COMMIT`, or a statement run outside a transaction that
+    /// writes). Counted per file, as configured, rather than per connection (rusqlite
+    /// offers no safe per-connection state): while a strategy's `BEGIN IMMEDIATE` holds
+    /// the file's write lock, no other connection commits a write to it — except to its
+    /// own `TEMP` tables or an attached database, which an op must not do through another
+    /// connection to the same file on its own thread (its op would fail as
+    /// `TransactionEnded`). A nested strategy over another file counts apart. It cannot
+    /// see the op's connection used from another thread, nor a hook the op replaced: an op
+    /// must do neither. `None` for an in-memory or temporary database.
+    fn tx_counts(&self, _conn: &Connection) -> Option<TxCounts> {
+        let file = self.counted_file()?;
+        COMMITS
+            .try_with(|commits| {
+                commits
                     .try_borrow()
-                    .map(|ended| ended.get(file).copied().unwrap_or_default())
+                    .map(|commits| TxCounts::new(commits.get(&file).copied().unwrap_or(0)))
                     .ok()
             })
             .ok()
