@@ -91,6 +91,8 @@ impl std::str::FromStr for Synchronous {
 #[derive(Clone, Debug)]
 pub struct Sqlite {
     path: PathBuf,
+    /// What its connections' commits are counted by ([`counted_file`]), made once.
+    counted_file: Option<Arc<Path>>,
     identity: String,
     wal: bool,
     synchronous: Synchronous,
@@ -112,6 +114,7 @@ impl Sqlite {
         let path = path.into();
         let identity = format!("sqlite:{}", canonical(&path).display());
         Sqlite {
+            counted_file: counted_file(&path),
             path,
             identity,
             wal: true,
@@ -182,7 +185,7 @@ impl Sqlite {
         conn.busy_timeout(self.busy_timeout)?;
         conn.pragma_update(None, "synchronous", self.synchronous.as_str())?;
         conn.pragma_update(None, "foreign_keys", self.foreign_keys)?;
-        if let Some(file) = self.counted_file() {
+        if let Some(file) = self.counted_file.clone() {
             conn.commit_hook(Some(move || {
                 count_commit(&file);
                 false
@@ -190,17 +193,18 @@ impl Sqlite {
         }
         Ok(conn)
     }
+}
 
-    /// The key its connections' commits are counted by (see [`Transact::tx_counts`]): the
-    /// path as configured, the same for every connection this `Sqlite` opens. `None` for
-    /// an in-memory or temporary database, of which every connection has its own.
-    fn counted_file(&self) -> Option<Arc<Path>> {
-        let path = self.path.as_os_str();
-        let in_memory = path.is_empty()
-            || path == ":memory:"
-            || path.as_encoded_bytes().starts_with(b"file::memory:");
-        (!in_memory).then(|| Arc::from(self.path.as_path()))
-    }
+/// The key the commits of connections to `path` are counted by (see
+/// [`Transact::tx_counts`]): the path as configured, the same for every connection a
+/// `Sqlite` opens. `None` for an in-memory or temporary database, of which every
+/// connection has its own.
+fn counted_file(path: &Path) -> Option<Arc<Path>> {
+    let name = path.as_os_str();
+    let in_memory = name.is_empty()
+        || name == ":memory:"
+        || name.as_encoded_bytes().starts_with(b"file::memory:");
+    (!in_memory).then(|| Arc::from(path))
 }
 
 thread_local! {
@@ -449,12 +453,12 @@ impl Transact for Sqlite {
     /// see the op's connection used from another thread, nor a hook the op replaced: an op
     /// must do neither. `None` for an in-memory or temporary database.
     fn tx_counts(&self, _conn: &Connection) -> Option<TxCounts> {
-        let file = self.counted_file()?;
+        let file = self.counted_file.as_ref()?;
         COMMITS
             .try_with(|commits| {
                 commits
                     .try_borrow()
-                    .map(|commits| TxCounts::new(commits.get(&file).copied().unwrap_or(0)))
+                    .map(|commits| TxCounts::new(commits.get(file).copied().unwrap_or(0)))
                     .ok()
             })
             .ok()
