@@ -184,7 +184,14 @@ fn file_store_without_a_lock_across_processes_is_caught() {
 #[test]
 fn every_workload_catches_the_unserialized_control() {
     for workload in ["bank", "notify_once", "kv", "file_store"] {
-        let (code, out) = check(&[
+        // A notification races only until its flag is set, at the start of the run: a
+        // rendezvous holds the first sender in its window until another op is in one too
+        // (without it, a slow start let one run pass, once in many).
+        let meet: &[&str] = match workload {
+            "notify_once" => &["--rendezvous-us", "2000"],
+            _ => &[],
+        };
+        let args = [
             "--strategy",
             "unserialized",
             "--workload",
@@ -197,7 +204,8 @@ fn every_workload_catches_the_unserialized_control() {
             "200",
             "--keys",
             "2",
-        ]);
+        ];
+        let (code, out) = check(&[&args[..], meet].concat());
         assert_eq!(code, 1, "{workload}: expected a violation:\n{out}");
         let own = match workload {
             "bank" => "bank          VIOLATION",
