@@ -4,7 +4,8 @@
 //! rusqlite's UNIQUE violation. Every other variant is the strategy failing, and each says
 //! what the caller may assume about the op: all but [`Error::Indeterminate`] and
 //! [`Error::TransactionEnded`] mean the op's effects were rolled back or never happened
-//! (with one exception, for an op that ends the transaction itself: see [`Error::Op`]).
+//! (with one exception, over MySQL, for an op that ends the transaction itself: see
+//! [`Error::Op`]).
 
 use std::convert::Infallible;
 use std::fmt;
@@ -29,17 +30,16 @@ pub enum Error<E> {
     /// also when the resource rolled it back under the op (SQLite's `INSERT OR ROLLBACK`;
     /// its commit hook shows that nothing was committed).
     ///
-    /// One exception: an op that ended that transaction itself (`COMMIT`, or on MySQL a
-    /// statement that commits implicitly) before it failed, where the strategy cannot see
-    /// it. That is an op run in a transaction of its own over a database server (MySQL,
-    /// PostgreSQL), whose resource cannot tell whether a transaction is still open: what
-    /// the op committed stays committed. Wherever the strategy sees the transaction ended
-    /// (over SQLite; in a queue's group-commit batch, which reads its marker; in `retry`
-    /// over PostgreSQL when the error is busy, before it runs the op again) such an op
-    /// gets [`Error::TransactionEnded`] instead. `retry` over MySQL cannot tell after a
-    /// busy error either (an InnoDB deadlock removes the savepoint a check would need): it
-    /// runs such an op again, and what it committed is applied twice. Ops must not control
-    /// transactions.
+    /// One exception: an op run in a transaction of its own over MySQL that ended that
+    /// transaction itself (`COMMIT`, or a statement that commits implicitly) before it
+    /// failed. MySQL's resource cannot tell whether a transaction is still open, so the
+    /// strategy cannot see it: what the op committed stays committed. Wherever the
+    /// strategy sees the transaction ended (over SQLite; over PostgreSQL, whose rollback
+    /// finds the strategy's marker savepoint gone; in a queue's group-commit batch, which
+    /// reads its marker) such an op gets [`Error::TransactionEnded`] instead. `retry` over
+    /// MySQL runs such an op again when its error is busy (an InnoDB deadlock removes the
+    /// savepoint a check would need), and what it committed is applied twice. Ops must
+    /// not control transactions.
     Op(E),
     /// The deadline passed before the op could start (the lock or the queue was busy).
     /// The op never ran.
@@ -61,7 +61,9 @@ pub enum Error<E> {
     /// The resource failed outside the op (at `BEGIN` or `COMMIT`, say). Rolled back.
     Resource(BoxError),
     /// The lease expired or its connection died before the op committed; the op was
-    /// rolled back (or never started).
+    /// rolled back (or never started). Over MySQL, an op run in a transaction of its own
+    /// that ran `COMMIT` itself gets this too, and what it committed stays (the exception
+    /// [`Error::Op`] describes); elsewhere such an op gets [`Error::TransactionEnded`].
     LeaseLost,
     /// The resource has seen a newer fencing token for this key than ours: another holder
     /// took over after our lease expired. Nothing was written.
@@ -71,8 +73,8 @@ pub enum Error<E> {
         /// The highest fence the resource had recorded.
         highest: Fence,
     },
-    /// The op panicked. Its transaction was rolled back (with the exception
-    /// [`Error::Op`] describes, for an op that ended it itself); the strategy keeps
+    /// The op panicked. Its transaction was rolled back (with the exception [`Error::Op`]
+    /// describes, over MySQL, for an op that ended it itself); the strategy keeps
     /// serving. A connection that may be broken under the panic
     /// ([`Connect::survives_panic`](crate::Connect::survives_panic) false: MySQL's) is not
     /// used again: its server rolls the transaction back as it closes.
@@ -85,16 +87,17 @@ pub enum Error<E> {
     /// a transaction the op left open.
     /// Every resource reports it this way: SQLite when the op returns, database servers
     /// at the commit, and both also when the op then fails or panics, except for an op run
-    /// in a transaction of its own over a database server (see [`Error::Op`]). An op that
+    /// in a transaction of its own over MySQL (see [`Error::Op`]). An op that
     /// fails or panics after its transaction ended with nothing committed (SQLite's
     /// `INSERT OR ROLLBACK`, or the op's own `ROLLBACK`, over SQLite) keeps its own error
     /// or panic instead: nothing of it committed. Over SQLite the strategy counts commits
     /// (a commit hook; [`Transact::tx_counts`](crate::Transact::tx_counts)), so an op
     /// that committed and began a new transaction (`COMMIT; BEGIN`) gets this too, and
     /// that new transaction is rolled back. One that ran `ROLLBACK; BEGIN` is not seen:
-    /// the strategy commits its new transaction. Ops must not control transactions. `retry` over
-    /// PostgreSQL, which finds its marker savepoint gone after a busy error, cannot tell
-    /// the op's own `ROLLBACK` from a `COMMIT`: it answers this for both.
+    /// the strategy commits its new transaction. Ops must not control transactions. Over
+    /// PostgreSQL, after an op run in a transaction of its own failed or panicked, the
+    /// strategy finds its marker savepoint gone but cannot tell the op's own `ROLLBACK`
+    /// from a `COMMIT`: it answers this for both.
     TransactionEnded,
     /// The strategy is closed and accepts no more work. The op never ran.
     Closed,
@@ -149,7 +152,7 @@ impl<E> Error<E> {
     /// error came back: [`Error::Indeterminate`] (its outcome is not known) and [`Error::TransactionEnded`] (the op ended the transaction itself, so
     /// what it wrote may have committed). After any other error the op's effects were
     /// rolled back or never happened, except what an op that ended the transaction itself
-    /// committed where the strategy could not see it (see [`Error::Op`]).
+    /// committed where the strategy could not see it (over MySQL: see [`Error::Op`]).
     ///
     /// ```
     /// use turnstile_core::{Error, StrategyError};

@@ -264,12 +264,15 @@ pub trait Transact: Connect {
     /// Rolls back the transaction [`begin`](Transact::begin) opened, and says whether it
     /// was still open: `Ok(false)` when it had ended before (the op ran `COMMIT` or
     /// `ROLLBACK`), so that what the op wrote may have committed; whatever the op left open
-    /// is rolled back too. A retrying strategy asks it before it runs an op again after a
-    /// busy error: an op that had committed would be applied twice. The default asks
+    /// is rolled back too. Strategies roll back with it the transaction of an op that
+    /// failed, panicked or lost its lease (outside a group-commit batch): `Ok(false)` makes
+    /// the op's answer [`Error::TransactionEnded`](crate::Error::TransactionEnded) rather
+    /// than one that says rolled back, and a retrying strategy does not run it again (it
+    /// would be applied twice). The default asks
     /// [`in_transaction`](Transact::in_transaction), then rolls back, which is exact where
-    /// that answer is; a resource that cannot see the end of a transaction without
-    /// asking its server overrides it (PostgreSQL), or answers true where it cannot tell
-    /// (MySQL, whose deadlocks remove the savepoints a check would need).
+    /// that answer is; a resource that cannot see the end of a transaction without asking
+    /// its server overrides it (PostgreSQL, at no extra round trip), or answers true where
+    /// it cannot tell (MySQL, whose deadlocks remove the savepoints a check would need).
     ///
     /// # Errors
     /// When the resource failed to answer or to roll back (it should then be discarded).

@@ -135,7 +135,7 @@ pub struct Capabilities {
     /// and every error means rolled back but those of [`Error::may_have_committed`]
     /// ([`Error::Indeterminate`], and [`Error::TransactionEnded`]: the op ended that
     /// transaction itself), and the op's own error after it ended the transaction where
-    /// the strategy could not see it (see [`Error::Op`]).
+    /// the strategy could not see it (over MySQL: see [`Error::Op`]).
     pub transactional: bool,
     /// What happens when a holder dies.
     pub holder_death: HolderDeath,

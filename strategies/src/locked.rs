@@ -284,10 +284,14 @@ impl<L: Lock, C: Transact> Locked<L, C> {
                         let ended = end_rest(&self.connect, resource);
                         Outcome::err(Error::Op(e), broken || !ended)
                     }
-                    AfterOp::Open => {
-                        let rolled_back = !transactional || self.connect.rollback(resource).is_ok();
-                        Outcome::err(Error::Op(e), broken || !rolled_back)
-                    }
+                    AfterOp::Open if !transactional => Outcome::err(Error::Op(e), broken),
+                    // Over PostgreSQL the rollback also sees an op that ran `COMMIT`
+                    // (its marker savepoint is gone), in the same round trip.
+                    AfterOp::Open => match self.connect.rollback_checked(resource) {
+                        Ok(true) => Outcome::err(Error::Op(e), broken),
+                        Ok(false) => Outcome::err(Error::TransactionEnded, broken),
+                        Err(_) => Outcome::err(Error::Op(e), true),
+                    },
                 };
             }
             Err(payload) => {
@@ -304,11 +308,15 @@ impl<L: Lock, C: Transact> Locked<L, C> {
                         let ended = !broken && end_rest(&self.connect, resource);
                         Outcome::err(Error::Panicked(message), !ended)
                     }
-                    AfterOp::Open => {
-                        let rolled_back =
-                            !broken && (!transactional || self.connect.rollback(resource).is_ok());
-                        Outcome::err(Error::Panicked(message), !rolled_back)
+                    AfterOp::Open if broken => Outcome::err(Error::Panicked(message), true),
+                    AfterOp::Open if !transactional => {
+                        Outcome::err(Error::Panicked(message), false)
                     }
+                    AfterOp::Open => match self.connect.rollback_checked(resource) {
+                        Ok(true) => Outcome::err(Error::Panicked(message), false),
+                        Ok(false) => Outcome::err(Error::TransactionEnded, false),
+                        Err(_) => Outcome::err(Error::Panicked(message), true),
+                    },
                 };
             }
         };
@@ -331,8 +339,13 @@ impl<L: Lock, C: Transact> Locked<L, C> {
         // A lease that expired while the op ran must not commit: its successor may already
         // be writing.
         if let Some(lost) = leases.iter().find_map(|l| l.check().err()) {
-            let rolled_back = self.connect.rollback(resource).is_ok();
-            return Outcome::err(lost.widen(), !rolled_back);
+            return match self.connect.rollback_checked(resource) {
+                Ok(true) => Outcome::err(lost.widen(), false),
+                // The op had ended the transaction by itself: what it wrote may have
+                // committed, whatever became of the lease.
+                Ok(false) => Outcome::err(Error::TransactionEnded, false),
+                Err(_) => Outcome::err(lost.widen(), true),
+            };
         }
         match self.connect.commit(resource) {
             Ok(()) => Outcome::ok(value),

@@ -2444,6 +2444,20 @@ impl<C: Transact> Worker<C> {
         }
     }
 
+    /// Rolls back the transaction of an op run alone, where [`after_op`](Self::after_op)
+    /// found it open: `Some(false)` when the op had ended it by itself (over PostgreSQL,
+    /// which sees its marker savepoint gone, in the same round trip), so that what it
+    /// wrote may have committed; `None` when nothing was sent (a broken resource) or the
+    /// rollback failed.
+    fn rollback_checked_tx(&mut self) -> Option<bool> {
+        if self.broken {
+            return None;
+        }
+        let checked = self.connect.rollback_checked(&mut self.resource);
+        self.broken |= checked.is_err();
+        checked.ok()
+    }
+
     /// Sets, releases or rolls back to op `n`'s savepoint; false when that failed or the
     /// resource is broken.
     fn savepoint_tx(&mut self, step: SavepointStep, n: usize) -> bool {
@@ -2542,13 +2556,22 @@ impl<C: Transact> Worker<C> {
             (AfterOp::Open, Ran::Ok) => {
                 if let Some(lost) = self.lease_lost() {
                     // A successor may already be writing: this op must not commit.
-                    self.rollback_tx();
-                    job.fail(lost);
+                    if self.rollback_checked_tx() == Some(false) {
+                        job.fail(Error::TransactionEnded);
+                    } else {
+                        job.fail(lost);
+                    }
                 } else if let Err(e) = self.commit_tx() {
                     job.fail(e.into_error());
                 }
             }
-            (AfterOp::Open, _) => self.rollback_tx(),
+            (AfterOp::Open, _) => {
+                // Whatever the op returned after it ended the transaction, what it wrote
+                // may have committed.
+                if self.rollback_checked_tx() == Some(false) {
+                    job.fail(Error::TransactionEnded);
+                }
+            }
         }
     }
 

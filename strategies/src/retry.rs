@@ -19,12 +19,14 @@
 //!   not run again: it gets [`Error::TransactionEnded`]. Over SQLite the strategy sees
 //!   that as the op returns (a transaction SQLite rolled back itself, with nothing
 //!   committed, is not that: the op's error stands, and is retried if busy); over
-//!   PostgreSQL, after a busy error, the rollback goes to the marker savepoint
-//!   [`begin`](Transact::begin) set first and finds it gone
+//!   PostgreSQL, after the op failed or panicked, the rollback goes to the marker
+//!   savepoint [`begin`](Transact::begin) set first and finds it gone
 //!   ([`Transact::rollback_checked`], in the same round trip). Over MySQL it cannot tell:
 //!   an InnoDB deadlock removes the savepoint too, so an op that ran `COMMIT` (or DDL,
 //!   which commits implicitly) and then met a busy error **runs again**, and what it
-//!   committed is applied twice. Ops must not control transactions;
+//!   committed is applied twice; after another error or a panic it gets its own error or
+//!   [`Error::Panicked`], though what it committed stays. Ops must not control
+//!   transactions;
 //! - the budget is enforced by deadline, op time included: at most
 //!   [`Retry::max_attempts`] runs and [`Retry::max_elapsed`] of wall time, then
 //!   [`Error::Contended`].
@@ -378,10 +380,10 @@ impl<C: Transact> Retry<C> {
                     // the op's own): nothing committed.
                     AfterOp::RolledBack if end_rest(&self.connect, &mut resource) => Ok(true),
                     AfterOp::RolledBack => return (Attempt::Done(Err(Error::Op(e))), None),
-                    // Before the op runs again: over a database server the busy error may
-                    // come after the op's own `COMMIT`, which `in_transaction` cannot see.
-                    AfterOp::Open if busy => self.connect.rollback_checked(&mut resource),
-                    AfterOp::Open => self.connect.rollback(&mut resource).map(|()| true),
+                    // Over a database server the error may come after the op's own
+                    // `COMMIT`, which `in_transaction` cannot see: PostgreSQL's rollback
+                    // finds its marker savepoint gone, at no extra round trip.
+                    AfterOp::Open => self.connect.rollback_checked(&mut resource),
                 };
                 match rolled_back {
                     Ok(true) if busy => (Attempt::Busy(RetryReason::Op), Some(resource)),
@@ -410,10 +412,13 @@ impl<C: Transact> Retry<C> {
                         Error::Panicked(message),
                         survives && end_rest(&self.connect, &mut resource),
                     ),
-                    AfterOp::Open => (
-                        Error::Panicked(message),
-                        survives && self.connect.rollback(&mut resource).is_ok(),
-                    ),
+                    AfterOp::Open if !survives => (Error::Panicked(message), false),
+                    // As after an error: the op may have run `COMMIT` before it panicked.
+                    AfterOp::Open => match self.connect.rollback_checked(&mut resource) {
+                        Ok(true) => (Error::Panicked(message), true),
+                        Ok(false) => (Error::TransactionEnded, true),
+                        Err(_) => (Error::Panicked(message), false),
+                    },
                 };
                 (Attempt::Done(Err(error)), kept.then_some(resource))
             }

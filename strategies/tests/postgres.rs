@@ -577,6 +577,177 @@ fn retry_never_reruns_an_op_that_committed_before_its_busy_error() {
     assert!(matches!(one, Ok(1)), "{one:?}");
 }
 
+/// An op run in a transaction of its own over PostgreSQL that ran `COMMIT` and then failed
+/// (a non-busy error) or panicked has committed what it wrote before that: it gets
+/// `TransactionEnded`, not its own error, through every strategy that runs an op alone —
+/// `Locked`, `pg-xact`, `retry` (which must not run it again) and a queue without group
+/// commit — and what it left open after a `COMMIT; BEGIN` is rolled back. An op that fails
+/// or panics without ending the transaction keeps its own error, and nothing of it lands;
+/// the strategies keep serving.
+#[test]
+#[cfg(all(feature = "queue", feature = "retry"))]
+fn an_op_alone_that_fails_or_panics_after_its_commit_gets_transaction_ended() {
+    use turnstile::lock::MutexLock;
+    use turnstile::queue::Queue;
+    use turnstile::retry::Retry;
+
+    let db = || Postgres::new(&url()).unwrap();
+    let queue = Queue::builder().group_commit(false).build(db()).unwrap();
+    let wrong = [
+        fails_after_commit("locked", &Locked::new(MutexLock::new(), db())),
+        fails_after_commit("pg-xact", &PgXactLocked::new(db())),
+        fails_after_commit("retry", &Retry::new(db())),
+        fails_after_commit("queue", &queue),
+    ]
+    .concat();
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}
+
+/// The ops of [`an_op_alone_that_fails_or_panics_after_its_commit_gets_transaction_ended`]
+/// through `strategy`: what went wrong.
+#[cfg(all(feature = "queue", feature = "retry"))]
+fn fails_after_commit<S: Serializer<Resource = postgres::Client>>(
+    what: &str,
+    strategy: &S,
+) -> Vec<String> {
+    let table = unique("turnstile_alone");
+    let mut admin = admin();
+    admin
+        .batch_execute(&format!("CREATE TABLE {table} (v INT)"))
+        .unwrap();
+    let insert = |v: i32| format!("INSERT INTO {table} VALUES ({v})");
+    let key = Key::new(table.clone()).unwrap();
+    let failing = || "SELEC 1".to_string(); // a syntax error: not busy
+    let cases = [
+        (vec![insert(1), "COMMIT".into(), failing()], false, "ended"),
+        (
+            vec![insert(2), "COMMIT; BEGIN".into(), insert(3), failing()],
+            false,
+            "ended",
+        ),
+        (vec![insert(4), "COMMIT".into()], true, "ended"),
+        (
+            vec![insert(5), "COMMIT; BEGIN".into(), insert(6)],
+            true,
+            "ended",
+        ),
+        (vec![insert(7), failing()], false, "op"),
+        (vec![insert(8)], true, "panicked"),
+        (vec![insert(9)], false, "ok"),
+    ];
+    let mut wrong = Vec::new();
+    for (statements, panics, expected) in cases {
+        let shown = format!("{what}: {statements:?}, panics: {panics}");
+        let result = strategy.run(&key, move |c| {
+            for sql in &statements {
+                c.batch_execute(sql)?;
+            }
+            assert!(!panics, "the op panics after its statements");
+            Ok::<_, postgres::Error>(c.attempt())
+        });
+        let got = match &result {
+            Err(Error::TransactionEnded) => "ended",
+            Err(Error::Op(_)) => "op",
+            Err(Error::Panicked(_)) => "panicked",
+            Ok(1) => "ok",
+            _ => "something else",
+        };
+        if got != expected {
+            wrong.push(format!("{shown}: {result:?}, expected {expected}"));
+        }
+    }
+    let rows: Vec<i32> = admin
+        .query(&format!("SELECT v FROM {table} ORDER BY v"), &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    admin.batch_execute(&format!("DROP TABLE {table}")).unwrap();
+    if rows != [1, 2, 4, 5, 9] {
+        wrong.push(format!("{what}: rows {rows:?}, expected [1, 2, 4, 5, 9]"));
+    }
+    wrong
+}
+
+/// A lease lost while an op ran that had run `COMMIT` itself: what the op wrote
+/// committed, so it gets `TransactionEnded`, never `LeaseLost` (which says rolled back) —
+/// through `Locked` and through a queue running it alone under its lock. An op that did not
+/// commit gets `LeaseLost`, and nothing of it lands.
+#[test]
+#[cfg(feature = "queue")]
+fn a_lease_lost_after_the_ops_own_commit_is_not_answered_as_rolled_back() {
+    let db = Postgres::new(&url()).unwrap();
+    let table = unique("turnstile_leased");
+    let key = Key::new(table.clone()).unwrap();
+    let locked = Arc::new(Locked::new(lock(), db.clone()));
+    let advisory = advisory_key(&LockName::new(db.identity(), key.clone()));
+    lease_lost_after_commit("locked", locked, advisory, &table);
+    let queue = turnstile::queue::Queue::builder()
+        .lock(lock())
+        .group_commit(false)
+        .build(db)
+        .unwrap();
+    let advisory = advisory_key(queue.lock_name().unwrap());
+    lease_lost_after_commit("queue", Arc::new(queue), advisory, &format!("{table}_q"));
+}
+
+/// The ops of [`a_lease_lost_after_the_ops_own_commit_is_not_answered_as_rolled_back`]
+/// through `strategy`, whose lease is the advisory lock `advisory`.
+#[cfg(feature = "queue")]
+fn lease_lost_after_commit<S>(what: &str, strategy: Arc<S>, advisory: i64, table: &str)
+where
+    S: Serializer<Resource = postgres::Client> + 'static,
+{
+    let mut admin = admin();
+    admin
+        .batch_execute(&format!("CREATE TABLE {table} (v INT)"))
+        .unwrap();
+    let key = Key::new(table).unwrap();
+    for (v, then) in [(1, "COMMIT"), (2, "")] {
+        let (in_op_tx, in_op_rx) = std::sync::mpsc::channel();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let (s, k, sql) = (
+            strategy.clone(),
+            key.clone(),
+            format!("INSERT INTO {table} VALUES ({v}); {then}"),
+        );
+        let holder = std::thread::spawn(move || {
+            s.run(&k, move |c| {
+                c.batch_execute(&sql)?;
+                in_op_tx.send(()).unwrap();
+                go_rx.recv().unwrap();
+                Ok::<_, postgres::Error>(())
+            })
+        });
+        in_op_rx.recv_timeout(Duration::from_secs(20)).unwrap();
+        let pid = holder_pid(&mut admin, advisory);
+        admin
+            .execute("SELECT pg_terminate_backend($1)", &[&pid])
+            .unwrap();
+        go_tx.send(()).unwrap();
+        let result = holder.join().unwrap();
+        if then.is_empty() {
+            assert!(
+                matches!(result, Err(Error::LeaseLost)),
+                "{what}: {result:?}"
+            );
+        } else {
+            assert!(
+                matches!(result, Err(Error::TransactionEnded)),
+                "{what}: {result:?}"
+            );
+        }
+    }
+    let rows: Vec<i32> = admin
+        .query(&format!("SELECT v FROM {table} ORDER BY v"), &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    admin.batch_execute(&format!("DROP TABLE {table}")).unwrap();
+    assert_eq!(rows, [1], "{what}");
+}
+
 #[test]
 fn concurrent_fence_claims_cannot_interleave() {
     let db = Postgres::new(&url()).unwrap();

@@ -675,14 +675,18 @@ impl PgXactLocked {
                     (Err(e.into_error()), broken)
                 }
             },
-            Ok(Err(e)) => {
-                let broken = self.db.rollback(client).is_err();
-                (Err(Error::Op(e)), broken)
-            }
-            Err(payload) => {
-                let broken = self.db.rollback(client).is_err();
-                (Err(Error::Panicked(panic_message(&*payload))), broken)
-            }
+            // The rollback also sees an op that ran `COMMIT` (its marker savepoint is
+            // gone), in the same round trip: what that op wrote may have committed.
+            Ok(Err(e)) => match self.db.rollback_checked(client) {
+                Ok(true) => (Err(Error::Op(e)), false),
+                Ok(false) => (Err(Error::TransactionEnded), false),
+                Err(_) => (Err(Error::Op(e)), true),
+            },
+            Err(payload) => match self.db.rollback_checked(client) {
+                Ok(true) => (Err(Error::Panicked(panic_message(&*payload))), false),
+                Ok(false) => (Err(Error::TransactionEnded), false),
+                Err(_) => (Err(Error::Panicked(panic_message(&*payload))), true),
+            },
         }
     }
 }

@@ -17,14 +17,15 @@
 //! fails with [`TransactError::Ended`](crate::TransactError::Ended) — which strategies
 //! report as [`Error::TransactionEnded`](crate::Error::TransactionEnded), as they do over
 //! SQLite. (Group commit finds out one step earlier: the op's own savepoint is gone too.)
-//! An op that fails or panics after it ended the transaction never reaches the commit:
-//! run in a transaction of its own, it gets its own error though what it committed stays
-//! (see [`Error::Op`](crate::Error::Op)); in a group-commit batch its savepoint is gone,
-//! and the queue reads its batch marker. Before `retry` runs an op again after a busy
-//! error, [`Transact::rollback_checked`](crate::Transact::rollback_checked) looks too:
-//! PostgreSQL's rolls back to the marker, which is gone if the op ended the transaction;
-//! MySQL's cannot tell, since an InnoDB deadlock removes the marker as well, and such an
-//! op runs again.
+//! An op that fails or panics after it ended the transaction never reaches the commit.
+//! Run in a transaction of its own, its transaction is rolled back with
+//! [`Transact::rollback_checked`](crate::Transact::rollback_checked): PostgreSQL's rolls
+//! back to the marker first, in the same round trip, and finds it gone, so the op gets
+//! `TransactionEnded` (and `retry` does not run it again); MySQL's cannot tell, since an
+//! InnoDB deadlock removes the marker as well, so such an op gets its own error though
+//! what it committed stays (see [`Error::Op`](crate::Error::Op)), or runs again if that
+//! error is busy. In a group-commit batch its savepoint is gone, and the queue reads its
+//! batch marker.
 //!
 //! A MySQL connection is not used again after an op panicked
 //! ([`Connect::survives_panic`](crate::Connect::survives_panic)): the driver does not

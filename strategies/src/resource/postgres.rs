@@ -34,8 +34,9 @@ const FENCE_TABLE: &str = "CREATE TABLE IF NOT EXISTS turnstile_fences (
 /// `keepalives_idle` (seconds) in the URL make that sooner.
 ///
 /// Fences are recorded in a `turnstile_fences` table (created on first use). The op must
-/// not `COMMIT` or `ROLLBACK` itself: `commit` then fails with [`TransactError::Ended`]
-/// (the strategy's [`Error::TransactionEnded`]).
+/// not `COMMIT` or `ROLLBACK` itself: `commit` then fails with [`TransactError::Ended`],
+/// and [`rollback_checked`](Transact::rollback_checked), after an op that failed or
+/// panicked, answers `Ok(false)` (either way the strategy's [`Error::TransactionEnded`]).
 ///
 /// ```no_run
 /// use turnstile::resource::Postgres;
