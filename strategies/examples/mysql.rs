@@ -26,10 +26,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // ANCHOR: configure
     // The data lives in MySQL too, so every host sees it. Every setting at its default
     // value, spelled out.
-    let db = MySql::new(&url)?.connect_timeout(Duration::from_secs(10));
+    let db = MySql::new(&url)?.connect_timeout(Duration::from_secs(10))?;
     let lock = MySqlLock::new(&url)?
         .fencing(true) // bump a counter row per grant: the fencing token
-        .connect_timeout(Duration::from_secs(10)) // to open a lock connection
+        .connect_timeout(Duration::from_secs(10))? // to open a lock connection
         .max_idle(4); // idle lock connections kept for reuse
     let strategy = Locked::new(lock, db)
         .timeout(Some(Duration::from_secs(30)))? // seed 004 waited 45 s

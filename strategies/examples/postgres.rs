@@ -25,7 +25,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // ANCHOR: configure
     // Every setting at its default value, spelled out.
-    let db = Postgres::new(&url)?.connect_timeout(Duration::from_secs(10));
+    let db = Postgres::new(&url)?.connect_timeout(Duration::from_secs(10))?;
     let lock = PostgresLock::new(&url)?
         .fencing(true) // bump a counter row per grant: the fencing token
         .max_idle(4); // idle lock connections kept for reuse

@@ -587,11 +587,12 @@ impl<S: VersionStore> Optimistic<S> {
     /// [`DEFAULT_BACKOFF_CAP`].
     ///
     /// # Errors
-    /// [`Error::Config`] when `base` exceeds `cap` or `cap` exceeds one minute.
+    /// [`Error::Config`] when `base` is zero (the ceiling would never grow: conflicts
+    /// would be retried in a busy loop), exceeds `cap`, or `cap` exceeds one minute.
     pub fn backoff(mut self, base: Duration, cap: Duration) -> Result<Self, StrategyError> {
-        if base > cap || cap > Duration::from_secs(60) {
+        if base.is_zero() || base > cap || cap > Duration::from_secs(60) {
             return Err(Error::Config(format!(
-                "backoff base {base:?} must not exceed cap {cap:?}, nor cap one minute"
+                "backoff base {base:?} must be above zero and not exceed cap {cap:?}, nor cap one minute"
             )));
         }
         self.base = base;

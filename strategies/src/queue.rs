@@ -342,6 +342,10 @@ use batch_lock::{BatchLease, BatchLock, copy_error};
 /// The default most jobs waiting in the channel: 1024.
 pub const DEFAULT_CAPACITY: usize = 1024;
 
+/// The largest capacity accepted: 2<sup>20</sup> jobs. The channel sets aside room for
+/// every job it may hold when the queue is built.
+pub const MAX_CAPACITY: usize = 1 << 20;
+
 /// The default time a call waits to start its op (a queue slot, then its turn): 30 s.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -514,7 +518,7 @@ impl<C> std::fmt::Debug for QueueBuilder<C> {
 
 impl<C: Transact> QueueBuilder<C> {
     /// Sets how many jobs may wait in the channel; past that, submitters wait (or get
-    /// [`Error::Full`] from [`Queue::try_submit`]). Must be at least 1.
+    /// [`Error::Full`] from [`Queue::try_submit`]). At least 1, at most [`MAX_CAPACITY`].
     /// Default: [`DEFAULT_CAPACITY`].
     pub fn capacity(mut self, capacity: usize) -> Self {
         self.capacity = capacity;
@@ -634,10 +638,11 @@ impl<C: Transact> QueueBuilder<C> {
                 self.handoff_pause
             )));
         }
-        if self.capacity == 0 {
-            return Err(Error::Config(
-                "a queue needs a capacity of at least 1".into(),
-            ));
+        if self.capacity == 0 || self.capacity > MAX_CAPACITY {
+            return Err(Error::Config(format!(
+                "a queue's capacity of {} is not between 1 and {MAX_CAPACITY}",
+                self.capacity
+            )));
         }
         if self.max_batch == 0 {
             return Err(Error::Config("a batch needs room for at least 1 op".into()));

@@ -856,7 +856,8 @@ fn a_server_that_never_answers_the_login_fails_within_the_connect_timeout() {
     servers::a_login_never_answered_fails_within_the_connect_timeout(
         MySql::new(&through)
             .unwrap()
-            .connect_timeout(Duration::from_millis(500)),
+            .connect_timeout(Duration::from_millis(500))
+            .unwrap(),
     );
 }
 
@@ -870,6 +871,7 @@ fn a_queue_never_reads_a_late_answer_as_the_next_ops() {
     let db = MySql::new(&through)
         .unwrap()
         .connect_timeout(Duration::from_millis(500))
+        .unwrap()
         .read_timeout(Some(Duration::from_millis(500)))
         .unwrap();
     let queue = turnstile::queue::Queue::new(db).unwrap();
@@ -921,6 +923,7 @@ mod late_answers_in_a_batch {
         MySql::new(url)
             .unwrap()
             .connect_timeout(Duration::from_secs(5))
+            .unwrap()
             .read_timeout(Some(READ_TIMEOUT))
             .unwrap()
     }
@@ -1144,6 +1147,7 @@ mod a_panic_on_a_timed_out_read {
         MySql::new(&url())
             .unwrap()
             .connect_timeout(Duration::from_secs(5))
+            .unwrap()
             .read_timeout(Some(Duration::from_millis(500)))
             .unwrap()
     }

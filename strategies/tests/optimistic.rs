@@ -73,7 +73,7 @@ fn conflicts_past_the_budget_are_contended() {
     let strategy = Optimistic::over(versions.clone())
         .max_attempts(3)
         .unwrap()
-        .backoff(Duration::ZERO, Duration::from_millis(1))
+        .backoff(Duration::from_micros(1), Duration::from_millis(1))
         .unwrap();
     strategy
         .run(&Key::whole(), |db| db.write("x", "0"))
@@ -168,6 +168,21 @@ fn op_errors_panics_and_a_zero_wait_are_typed() {
         Optimistic::new(db(dir.path())).max_attempts(0),
         Err(Error::Config(_))
     ));
+    // A zero base never grows: conflicts would be retried in a busy loop.
+    for (base, cap) in [
+        (Duration::ZERO, Duration::ZERO),
+        (Duration::ZERO, Duration::from_millis(1)),
+        (Duration::from_millis(2), Duration::from_millis(1)),
+        (Duration::from_millis(1), Duration::from_secs(61)),
+    ] {
+        assert!(
+            matches!(
+                Optimistic::new(db(dir.path())).backoff(base, cap),
+                Err(Error::Config(_))
+            ),
+            "{base:?}, {cap:?}"
+        );
+    }
     for bad in ["", "1abc", "a-b", "t; DROP TABLE x", &"t".repeat(64)] {
         assert!(
             matches!(

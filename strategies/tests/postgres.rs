@@ -908,8 +908,21 @@ fn a_server_that_never_answers_the_login_fails_within_the_connect_timeout() {
     servers::a_login_never_answered_fails_within_the_connect_timeout(
         Postgres::new(&via(proxy.port()))
             .unwrap()
-            .connect_timeout(Duration::from_millis(500)),
+            .connect_timeout(Duration::from_millis(500))
+            .unwrap(),
     );
+}
+
+#[test]
+fn a_zero_or_absurd_connect_timeout_is_refused() {
+    let db = || Postgres::new(&url()).unwrap();
+    for bad in [Duration::ZERO, Duration::MAX] {
+        assert!(
+            matches!(db().connect_timeout(bad), Err(Error::Config(_))),
+            "{bad:?}"
+        );
+    }
+    assert!(db().connect_timeout(Duration::from_millis(1)).is_ok());
 }
 
 /// 30 days: within `MAX_TIMEOUT`, but more milliseconds than `lock_timeout` takes.
@@ -994,7 +1007,8 @@ fn logins_left_waiting_on_a_silent_server_are_capped() {
     proxy.stall();
     let db = Postgres::new(&via(proxy.port()))
         .unwrap()
-        .connect_timeout(Duration::from_millis(100));
+        .connect_timeout(Duration::from_millis(100))
+        .unwrap();
     let errors: Vec<String> = (0..MAX_PENDING_LOGINS + 3)
         .map(|_| db.connect().map(drop).unwrap_err().to_string())
         .collect();

@@ -177,6 +177,13 @@ fn bad_configuration_is_refused() {
         builder().capacity(0).build(db(&dir)),
         Err(Error::Config(_))
     ));
+    // Not allocated up front (a panic in the channel, or an abort).
+    for capacity in [turnstile::queue::MAX_CAPACITY + 1, usize::MAX] {
+        assert!(matches!(
+            builder().capacity(capacity).build(db(&dir)),
+            Err(Error::Config(_))
+        ));
+    }
     assert!(matches!(
         builder().max_batch(0).build(db(&dir)),
         Err(Error::Config(_))

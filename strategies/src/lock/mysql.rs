@@ -206,8 +206,13 @@ impl MySqlLock {
 
     /// Sets the longest time opening a lock connection may take (it is also cut to the
     /// caller's deadline, but never below 250 ms). Default: [`DEFAULT_CONNECT_TIMEOUT`].
-    pub fn connect_timeout(self, timeout: Duration) -> Self {
-        self.with(|s| s.connect_timeout = timeout)
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a zero timeout or one over
+    /// [`MAX_TIMEOUT`](turnstile_core::MAX_TIMEOUT).
+    pub fn connect_timeout(self, timeout: Duration) -> Result<Self, StrategyError> {
+        let timeout = crate::resource::check_connect_timeout("MySQL lock", timeout)?;
+        Ok(self.with(|s| s.connect_timeout = timeout))
     }
 
     /// Sets how many idle lock connections are kept for reuse. Default:

@@ -48,6 +48,23 @@ pub use self::postgres::{Postgres, is_busy as postgres_is_busy};
 /// The default time to establish a connection to a database server: 10 s.
 pub const DEFAULT_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// A connect timeout as the setters take it: above zero (a zero one would fail every
+/// connection, which would look like a server that is down) and at most
+/// [`MAX_TIMEOUT`](turnstile_core::MAX_TIMEOUT).
+#[cfg(any(feature = "mysql", feature = "postgres"))]
+pub(crate) fn check_connect_timeout(
+    what: &str,
+    timeout: std::time::Duration,
+) -> Result<std::time::Duration, turnstile_core::StrategyError> {
+    if timeout.is_zero() || timeout > turnstile_core::MAX_TIMEOUT {
+        return Err(turnstile_core::Error::Config(format!(
+            "{what} connect timeout {timeout:?} must be above zero and at most {:?}",
+            turnstile_core::MAX_TIMEOUT
+        )));
+    }
+    Ok(timeout)
+}
+
 /// The savepoint `begin` opens right after `BEGIN` and `commit` releases first, to find
 /// out whether the op ended the transaction by itself.
 #[cfg_attr(not(any(feature = "mysql", feature = "postgres")), allow(dead_code))]

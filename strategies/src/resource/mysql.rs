@@ -62,13 +62,24 @@ const FENCE_TABLE: &str = "CREATE TABLE IF NOT EXISTS turnstile_fences (
 /// assert_eq!(one, Some(1));
 /// # Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct MySql {
     opts: Opts,
     identity: String,
     connect_timeout: Duration,
     read_timeout: Option<Duration>,
     fence_table_ready: Arc<AtomicBool>,
+}
+
+/// Shows the identity only: the options hold the password.
+impl std::fmt::Debug for MySql {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MySql")
+            .field("identity", &self.identity)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("read_timeout", &self.read_timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 impl MySql {
@@ -110,9 +121,12 @@ impl MySql {
     }
 
     /// Sets how long opening a connection may take. Default: [`DEFAULT_CONNECT_TIMEOUT`].
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
-        self
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a zero timeout or one over [`MAX_TIMEOUT`].
+    pub fn connect_timeout(mut self, timeout: Duration) -> Result<Self, StrategyError> {
+        self.connect_timeout = super::check_connect_timeout("MySQL", timeout)?;
+        Ok(self)
     }
 
     /// The parsed connection options.
@@ -364,6 +378,36 @@ impl Transact for MySql {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_shows_no_password() {
+        let db = MySql::new("mysql://app:s3cret-pw@127.0.0.1:3306/test").unwrap();
+        let shown = format!("{db:?}");
+        assert!(!shown.contains("s3cret-pw"), "{shown}");
+        assert!(shown.contains("mysql://app@127.0.0.1:3306/test"), "{shown}");
+    }
+
+    #[test]
+    fn connect_timeouts_are_checked() {
+        let db = || MySql::new("mysql://app@127.0.0.1:3306/test").unwrap();
+        for bad in [
+            Duration::ZERO,
+            MAX_TIMEOUT + Duration::from_secs(1),
+            Duration::MAX,
+        ] {
+            assert!(
+                matches!(db().connect_timeout(bad), Err(Error::Config(_))),
+                "{bad:?}"
+            );
+        }
+        assert!(db().connect_timeout(Duration::from_millis(1)).is_ok());
+        let lock = || crate::lock::MySqlLock::new("mysql://app@127.0.0.1:3306/test").unwrap();
+        assert!(matches!(
+            lock().connect_timeout(Duration::ZERO),
+            Err(Error::Config(_))
+        ));
+        assert!(lock().connect_timeout(Duration::from_secs(1)).is_ok());
+    }
 
     fn server_error(code: u16) -> mysql::Error {
         mysql::Error::MySqlError(mysql::MySqlError {

@@ -81,9 +81,14 @@ impl Postgres {
 
     /// Sets how long opening a connection may take. Default: [`DEFAULT_CONNECT_TIMEOUT`]
     /// (unless the URL sets `connect_timeout`).
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.config.connect_timeout(timeout);
-        self
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a zero timeout or one over
+    /// [`MAX_TIMEOUT`](turnstile_core::MAX_TIMEOUT).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Result<Self, StrategyError> {
+        self.config
+            .connect_timeout(super::check_connect_timeout("PostgreSQL", timeout)?);
+        Ok(self)
     }
 
     /// The parsed connection configuration.
