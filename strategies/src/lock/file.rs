@@ -265,7 +265,9 @@ impl FileLockBuilder {
 /// - Lock files are opened `O_NOFOLLOW | O_CLOEXEC`, never truncated and never unlinked
 ///   (unlinking a lock file lets two holders lock two different inodes under one name),
 ///   in a directory that is not a symbolic link and not world-writable (anyone could
-///   plant files in it). A new directory is created with mode `0700`.
+///   plant files in it). A new directory is created with mode `0700`. Its owner is not
+///   checked (users of one group may share it), so it belongs in a parent directory only
+///   those users can write: in `/tmp` another user could create it first.
 /// - A holder that dies, even by `SIGKILL`, has its locks freed by the kernel when its
 ///   file descriptors close. Locks never expire, so no fencing token is needed.
 /// - `O_CLOEXEC` keeps a lock from leaking into programs this process starts (a child
