@@ -552,22 +552,25 @@ fn seed_004_each_notification_is_sent_exactly_once() {
                 .env("SEED004_TABLE", &table)
                 .env("SEED004_LOG", &log)
                 .env("SEED004_PROCESS", p.to_string())
-                .stdout(std::process::Stdio::null())
+                // The test harness reports a child's panic on its stdout.
+                .stdout(std::process::Stdio::piped())
                 .spawn()
                 .unwrap()
         })
         .collect();
     // Wait for every child before judging any.
-    let statuses: Vec<bool> = children
+    let failures: Vec<String> = children
         .into_iter()
-        .map(|mut c| c.wait().unwrap().success())
+        .map(|c| c.wait_with_output().unwrap())
+        .filter(|out| !out.status.success())
+        .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
         .collect();
-    let ok = !statuses.contains(&false);
+    let ok = failures.is_empty();
     let unsent: Option<i64> = admin
         .query_first(format!("SELECT COUNT(*) FROM {table} WHERE NOT sent"))
         .unwrap();
     admin.query_drop(format!("DROP TABLE {table}")).unwrap();
-    assert!(ok, "a worker process failed");
+    assert!(ok, "a worker process failed: {failures:#?}");
     let mut ids = sent_ids(&log);
     assert_eq!(
         ids.len(),
