@@ -311,19 +311,19 @@ impl Drop for LockConn {
 /// (`lock_timeout`: until the caller's deadline, or [`WAIT_CHUNK`] at a time without
 /// one), and on this side by that wait plus the [read timeout](Self::read_timeout); a
 /// lease's check and release by the read timeout. So a server that stops answering but
-/// keeps its connections open (a stopped process, a stalled network path) fails:
-/// - an acquire with [`Error::Unavailable`] at most a read timeout after the caller's
-///   deadline (a [`WAIT_CHUNK`] and a read timeout into a wait without one);
-/// - a [`Lease::check`] with [`Error::LeaseLost`] after a read timeout, so the op is
-///   rolled back rather than committed;
-/// - a [`Lease::release`] with [`Error::Unavailable`] after a read timeout;
+/// keeps its connections open (a stopped process, a stalled network path) fails an
+/// acquire with [`Error::Unavailable`] at most a read timeout after the caller's deadline
+/// (a [`WAIT_CHUNK`] and a read timeout into a wait without one), a [`Lease::check`] with
+/// [`Error::LeaseLost`] after a read timeout (so the op is rolled back, not committed),
+/// and a [`Lease::release`] with [`Error::Unavailable`] after a read timeout; the source
+/// of such an unavailable error is an [`std::io::Error`] of kind `TimedOut`. The
+/// connection is then closed, never used again: the server ends its session, and frees
+/// its lock, once it reads the close (when it runs again or the path carries it; if the
+/// close never arrives, once the server's TCP keepalive gives up on the connection).
 ///
-/// the unavailable ones with an [`std::io::Error`] of kind `TimedOut` as their source.
-/// The connection is then closed, never used again: the server ends its session, and
-/// frees its lock, once it reads the close (when it runs again; a dead host's, once TCP
-/// keepalive or the server's `tcp_*` settings notice). Not bounded here: the op's own
-/// connection (a [`Postgres`] resource's `postgres::Client`, which has no read timeout),
-/// nor [`PgXactLocked`], which locks on that connection.
+/// Not bounded here: the op's own connection (a [`Postgres`] resource's
+/// `postgres::Client`, which has no read timeout), nor [`PgXactLocked`], which locks on
+/// that connection.
 ///
 /// ```no_run
 /// use turnstile::lock::PostgresLock;
@@ -358,7 +358,7 @@ impl PostgresLock {
     /// A lock backend on the server at `url` (`postgres://user:password@host:port/db`;
     /// the database holds the fence counters). Nothing is connected yet; the URL's
     /// `connect_timeout` defaults to
-    /// [`DEFAULT_CONNECT_TIMEOUT`](crate::resource::DEFAULT_CONNECT_TIMEOUT).
+    /// [`DEFAULT_CONNECT_TIMEOUT`].
     ///
     /// # Errors
     /// [`Error::Config`] when the URL does not parse.
@@ -395,7 +395,7 @@ impl PostgresLock {
     ///
     /// # Errors
     /// [`Error::Config`] for a zero timeout or one over
-    /// [`MAX_TIMEOUT`](turnstile_core::MAX_TIMEOUT).
+    /// [`MAX_TIMEOUT`].
     pub fn read_timeout(self, timeout: Duration) -> Result<Self, StrategyError> {
         if timeout.is_zero() || check_timeout(Some(timeout)).is_err() {
             return Err(Error::Config(format!(
@@ -829,7 +829,7 @@ impl PgXactLocked {
     /// Default: [`DEFAULT_XACT_TIMEOUT`].
     ///
     /// # Errors
-    /// [`Error::Config`] for a timeout over [`MAX_TIMEOUT`](turnstile_core::MAX_TIMEOUT).
+    /// [`Error::Config`] for a timeout over [`MAX_TIMEOUT`].
     pub fn timeout(mut self, timeout: Option<Duration>) -> Result<Self, StrategyError> {
         self.timeout = check_timeout(timeout)?;
         Ok(self)

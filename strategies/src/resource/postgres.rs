@@ -29,9 +29,14 @@ const FENCE_TABLE: &str = "CREATE TABLE IF NOT EXISTS turnstile_fences (
 /// TLS.
 ///
 /// The driver has no read timeout: a server that stops answering but keeps its
-/// connections open (a stopped process) blocks a statement until it answers again. A host
-/// or network that died shows once TCP gives up; `tcp_user_timeout` (milliseconds) and
+/// connections open (a stopped process) blocks a statement until it answers again — the
+/// op's, and the strategy's `BEGIN`, `COMMIT`, fence check, or [`PgXactLocked`]'s lock
+/// (unlike [`PostgresLock`]'s lock connections, whose statements are bounded). A host or
+/// network that died shows once TCP gives up; `tcp_user_timeout` (milliseconds) and
 /// `keepalives_idle` (seconds) in the URL make that sooner.
+///
+/// [`PgXactLocked`]: crate::lock::PgXactLocked
+/// [`PostgresLock`]: crate::lock::PostgresLock
 ///
 /// Fences are recorded in a `turnstile_fences` table (created on first use). The op must
 /// not `COMMIT` or `ROLLBACK` itself: `commit` then fails with [`TransactError::Ended`]
