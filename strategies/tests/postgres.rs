@@ -789,6 +789,22 @@ fn a_server_that_stops_answering_fails_lock_statements_within_the_read_timeout()
         "{took:?}"
     );
 
+    // A new lock connection's login is bounded by the connect timeout, as before.
+    let start = Instant::now();
+    let err = PostgresLock::new(&format!("{}?connect_timeout=1", via(proxy.port())))
+        .unwrap()
+        .ping()
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Unavailable(e) if e.to_string().contains("login")),
+        "{err:?}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+
     let start = Instant::now();
     let err = check_lease.check().unwrap_err();
     assert!(matches!(err, Error::LeaseLost), "{err:?}");
