@@ -925,6 +925,137 @@ fn a_zero_or_absurd_connect_timeout_is_refused() {
     assert!(db().connect_timeout(Duration::from_millis(1)).is_ok());
 }
 
+/// A server that stops answering after the lock connections are open (the proxy stalls
+/// them and keeps them open, as a stopped process or a stalled network path does): an
+/// acquire fails within its deadline plus the read timeout, one without a deadline within
+/// a `WAIT_CHUNK` plus the read timeout, a held lease's check and release within the read
+/// timeout, each with a typed error. Their connections are closed, so once the server
+/// answers again it ends their sessions, and their locks are free.
+#[test]
+fn a_server_that_stops_answering_fails_lock_statements_within_the_read_timeout() {
+    use turnstile::lock::postgres::WAIT_CHUNK;
+    const READ: Duration = Duration::from_millis(500);
+    let timed_out = |err: &Error<std::convert::Infallible>| match err {
+        Error::Unavailable(source) => {
+            source.downcast_ref::<std::io::Error>().map(|e| e.kind())
+                == Some(std::io::ErrorKind::TimedOut)
+        }
+        _ => false,
+    };
+    let (target, via) = cut_proxy::through_proxy(&url());
+    let proxy = cut_proxy::CutProxy::start(&target);
+    let stalled = PostgresLock::new(&via(proxy.port()))
+        .unwrap()
+        .read_timeout(READ)
+        .unwrap();
+    let [checked, released, waited, endless] =
+        ["check", "release", "acquire", "endless"].map(|what| name(&unique(what)));
+    let check_lease = stalled.acquire(&checked, None).unwrap();
+    let release_lease = stalled.acquire(&released, None).unwrap();
+    // Two idle connections for the two acquires.
+    stalled.ping().unwrap();
+    stalled.ping().unwrap();
+    proxy.stall();
+
+    let (s, n) = (stalled.clone(), endless.clone());
+    let without_deadline = std::thread::spawn(move || {
+        let start = Instant::now();
+        (s.acquire(&n, None).map(drop), start.elapsed())
+    });
+    let start = Instant::now();
+    let err = stalled
+        .acquire(&waited, Some(Instant::now() + Duration::from_millis(300)))
+        .unwrap_err();
+    let took = start.elapsed();
+    assert!(timed_out(&err), "{err:?}");
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+
+    // A new lock connection's login is bounded by the connect timeout, as before.
+    let start = Instant::now();
+    let err = PostgresLock::new(&format!("{}?connect_timeout=1", via(proxy.port())))
+        .unwrap()
+        .ping()
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Unavailable(e) if e.to_string().contains("login")),
+        "{err:?}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+
+    let start = Instant::now();
+    let err = check_lease.check().unwrap_err();
+    assert!(matches!(err, Error::LeaseLost), "{err:?}");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    // Its connection is gone: nothing more waits on the server.
+    let start = Instant::now();
+    assert!(matches!(check_lease.release(), Err(Error::LeaseLost)));
+    assert!(start.elapsed() < READ, "{:?}", start.elapsed());
+
+    let start = Instant::now();
+    let err = release_lease.release().unwrap_err();
+    assert!(timed_out(&err), "{err:?}");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+
+    let (acquired, took) = without_deadline.join().unwrap();
+    let err = acquired.unwrap_err();
+    assert!(timed_out(&err), "{err:?}");
+    assert!(
+        took >= WAIT_CHUNK && took < WAIT_CHUNK + Duration::from_secs(5),
+        "{took:?}"
+    );
+
+    // The server answers again, and reads the closes: every one of those sessions ends.
+    proxy.resume();
+    let direct = lock();
+    for n in [&checked, &released, &waited, &endless] {
+        let start = Instant::now();
+        loop {
+            match direct.acquire(n, Some(Instant::now() + Duration::from_millis(200))) {
+                Ok(lease) => break lease.release().unwrap(),
+                Err(Error::Timeout { .. }) if start.elapsed() < Duration::from_secs(30) => {}
+                Err(e) => panic!(
+                    "{n:?} still held {:?} after the server came back: {e:?}",
+                    start.elapsed()
+                ),
+            }
+        }
+    }
+}
+
+#[test]
+fn a_zero_or_absurd_read_timeout_is_refused() {
+    for bad in [
+        Duration::ZERO,
+        turnstile::MAX_TIMEOUT + Duration::from_secs(1),
+    ] {
+        let err = lock().read_timeout(bad).unwrap_err();
+        assert!(matches!(err, Error::Config(_)), "{bad:?}: {err:?}");
+    }
+    let held = lock()
+        .read_timeout(Duration::from_millis(1))
+        .unwrap()
+        .read_timeout(turnstile::MAX_TIMEOUT)
+        .unwrap()
+        .acquire(&name(&unique("read-timeout")), None)
+        .unwrap();
+    held.release().unwrap();
+}
+
 /// 30 days: within `MAX_TIMEOUT`, but more milliseconds than `lock_timeout` takes.
 const A_MONTH: Duration = Duration::from_secs(30 * 24 * 3600);
 

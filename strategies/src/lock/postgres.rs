@@ -9,10 +9,20 @@
 //! The deadline is enforced by the server (`lock_timeout`, in milliseconds), so a waiter
 //! wakes as soon as the lock is free; a deadline under a millisecond tries once with
 //! `pg_try_advisory_lock`. The setting is a 32-bit count: a deadline further than
-//! [`MAX_LOCK_TIMEOUT`] (about 24.8 days) is waited for in waits of at most that long. While held, the lock connection bumps a counter row in
-//! `turnstile_lock_fences` (one autocommitted upsert), which is the fencing token.
-//! [`Lease::check`] asks `pg_locks` whether this session still holds the lock, so a
-//! terminated session (`pg_terminate_backend`) is caught before the op commits.
+//! [`MAX_LOCK_TIMEOUT`] (about 24.8 days) is waited for in waits of at most that long,
+//! and an acquire without a deadline waits in waits of [`WAIT_CHUNK`]. While held, the
+//! lock connection bumps a counter row in `turnstile_lock_fences` (one autocommitted
+//! upsert), which is the fencing token. [`Lease::check`] asks `pg_locks` whether this
+//! session still holds the lock, so a terminated session (`pg_terminate_backend`) is
+//! caught before the op commits.
+//!
+//! Every statement on a lock connection has a time limit on this side too: the wait it
+//! gives the server, plus a read timeout ([`PostgresLock::read_timeout`], default
+//! [`DEFAULT_READ_TIMEOUT`]). A server that stops answering but keeps its connections
+//! open (a stopped process, a stalled network path) so fails the statement instead of
+//! blocking it, and the connection is closed for good. Lock connections are
+//! `tokio_postgres` clients, each driven by a current-thread runtime of its own (what a
+//! `postgres::Client` is inside), so that a statement can be given up on.
 //!
 //! **Transaction locks** ([`PgXactLocked`]): behind a transaction-pooling proxy
 //! (PgBouncer in transaction mode) a session lock may outlive the transaction on a
@@ -20,7 +30,9 @@
 //! PostgreSQL, take the lock *inside the data's own transaction* instead:
 //! `PgXactLocked` runs `BEGIN`, `pg_advisory_xact_lock` for each key (sorted by key),
 //! the op, `COMMIT`. The lock ends with the transaction; if the session dies, the server
-//! rolls the op's writes back with it, so no fence is needed.
+//! rolls the op's writes back with it, so no fence is needed. Its statements run on the
+//! data's own connection (a `postgres::Client` of [`Postgres`]), which has no read
+//! timeout.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,18 +40,33 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use postgres::error::SqlState;
-use postgres::{Client, Config, SimpleQueryMessage};
+use postgres::types::ToSql;
+use postgres::{Client, SimpleQueryMessage};
+use tokio::runtime::Runtime;
 use turnstile_core::{
-    Capabilities, Ctx, Error, Fence, HolderDeath, Key, Lease, Lock, LockName, Scope, Serializer,
-    StrategyError, Transact, Wait, check_timeout, panic_message, sorted_keys,
+    BoxError, Capabilities, Ctx, Error, Fence, HolderDeath, Key, Lease, Lock, LockName,
+    MAX_TIMEOUT, Scope, Serializer, StrategyError, Transact, Wait, check_timeout, panic_message,
+    sorted_keys,
 };
 
 use crate::pool::Pool;
-use crate::resource::Postgres;
 use crate::resource::postgres as res;
+use crate::resource::{DEFAULT_CONNECT_TIMEOUT, Postgres};
 
 /// The default number of idle lock connections kept for reuse: 4.
 pub const DEFAULT_MAX_IDLE: usize = 4;
+
+/// The default read timeout of lock connections: 5 s (see [`PostgresLock::read_timeout`]).
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The longest one lock statement waits when the acquire has no deadline: 10 s. The wait
+/// goes on in as many such waits as it takes, each bounded on this side by its length plus
+/// the read timeout, so that a server that stopped answering is noticed.
+pub const WAIT_CHUNK: Duration = Duration::from_secs(10);
+
+/// How long dropping a lock connection that still answers gives it to say goodbye to the
+/// server (`Terminate`, as a `postgres::Client` does on drop) before its socket is closed.
+const CLOSE_WAIT: Duration = Duration::from_millis(100);
 
 const FENCE_TABLE: &str = "CREATE TABLE IF NOT EXISTS turnstile_lock_fences (
     key BIGINT PRIMARY KEY,
@@ -97,16 +124,206 @@ impl LockWait {
             more: ms > cap,
         }
     }
+
+    /// A wait without a deadline on a connection that must notice a silent server: one
+    /// of [`WAIT_CHUNK`] (`chunk` if shorter), to be followed by another.
+    fn endless(chunk: Duration) -> LockWait {
+        let ms = chunk
+            .min(WAIT_CHUNK)
+            .min(MAX_LOCK_TIMEOUT)
+            .as_millis()
+            .max(1);
+        LockWait::Wait {
+            ms: u64::try_from(ms).unwrap_or(u64::MAX),
+            more: true,
+        }
+    }
+}
+
+/// Why a statement on a lock connection failed.
+#[derive(Debug)]
+enum StatementError {
+    /// The server refused it, or the connection broke.
+    Postgres(tokio_postgres::Error),
+    /// The server did not answer within this long: the connection is not used again.
+    Silent(Duration),
+}
+
+impl StatementError {
+    fn code(&self) -> Option<&SqlState> {
+        match self {
+            StatementError::Postgres(e) => e.code(),
+            StatementError::Silent(_) => None,
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        matches!(self, StatementError::Postgres(e) if e.is_closed())
+    }
+
+    /// The error a caller gets as the source of [`Error::Unavailable`]: the driver's
+    /// ([`postgres::Error`]), or an [`std::io::Error`] of kind `TimedOut`.
+    fn into_boxed(self) -> BoxError {
+        match self {
+            StatementError::Postgres(e) => e.into(),
+            StatementError::Silent(limit) => std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "the PostgreSQL server did not answer a lock statement within {limit:?}; \
+                     its connection was closed"
+                ),
+            )
+            .into(),
+        }
+    }
+
+    fn unavailable(self) -> StrategyError {
+        Error::Unavailable(self.into_boxed())
+    }
+}
+
+/// A lock connection: a `tokio_postgres` client whose connection runs as a task on a
+/// current-thread runtime of its own, driven while a statement runs — what a
+/// `postgres::Client` is inside, with a time limit on each statement. A connection whose
+/// statement ran out of time is `silent`: it is never used again, and dropping it closes
+/// its socket at once (dropping the runtime drops the task that owns it), where a
+/// `postgres::Client` would wait for the server's answer first.
+struct LockConn {
+    /// `None` only while dropping.
+    client: Option<tokio_postgres::Client>,
+    connection: tokio::task::JoinHandle<()>,
+    runtime: Runtime,
+    silent: bool,
+}
+
+impl LockConn {
+    /// Connects and logs in within `timeout`. A login cut off closes its socket there and
+    /// then: no thread is left waiting on a silent server (as the resource's logins are,
+    /// see [`MAX_PENDING_LOGINS`](crate::resource::MAX_PENDING_LOGINS)).
+    fn open(config: &tokio_postgres::Config, timeout: Duration) -> Result<LockConn, BoxError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let connected = within(&runtime, timeout, config.connect(tokio_postgres::NoTls));
+        let failed: BoxError = match connected {
+            Ok(Ok((client, connection))) => {
+                let connection = runtime.spawn(async move {
+                    // Its error (the session was terminated, say) reaches the client's
+                    // next statement as a closed connection.
+                    let _ = connection.await;
+                });
+                return Ok(LockConn {
+                    client: Some(client),
+                    connection,
+                    runtime,
+                    silent: false,
+                });
+            }
+            Ok(Err(e)) => e.into(),
+            Err(_) => std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the server did not complete the connection's login within {timeout:?}"),
+            )
+            .into(),
+        };
+        // A host name's lookup runs on a thread of the runtime, which may still be at it:
+        // don't wait for it.
+        runtime.shutdown_background();
+        Err(failed)
+    }
+
+    fn client(&self) -> &tokio_postgres::Client {
+        self.client
+            .as_ref()
+            .expect("a lock connection's client is taken only when it is dropped")
+    }
+
+    /// Neither silent nor closed.
+    fn is_usable(&self) -> bool {
+        !self.silent && !self.client().is_closed()
+    }
+
+    fn simple_query(
+        &mut self,
+        sql: &str,
+        limit: Duration,
+    ) -> Result<Vec<SimpleQueryMessage>, StatementError> {
+        let answer = within(&self.runtime, limit, self.client().simple_query(sql));
+        self.settle(answer, limit)
+    }
+
+    fn batch_execute(&mut self, sql: &str, limit: Duration) -> Result<(), StatementError> {
+        let answer = within(&self.runtime, limit, self.client().batch_execute(sql));
+        self.settle(answer, limit)
+    }
+
+    fn query_one(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        limit: Duration,
+    ) -> Result<tokio_postgres::Row, StatementError> {
+        let answer = within(&self.runtime, limit, self.client().query_one(sql, params));
+        self.settle(answer, limit)
+    }
+
+    fn settle<T>(
+        &mut self,
+        answer: Result<Result<T, tokio_postgres::Error>, tokio::time::error::Elapsed>,
+        limit: Duration,
+    ) -> Result<T, StatementError> {
+        match answer {
+            Ok(answer) => answer.map_err(StatementError::Postgres),
+            Err(_) => {
+                self.silent = true;
+                Err(StatementError::Silent(limit))
+            }
+        }
+    }
+}
+
+/// Runs `future` on `runtime` for at most `limit`. (The timer is made inside the runtime,
+/// which owns the clock it runs on.)
+fn within<F: std::future::Future>(
+    runtime: &Runtime,
+    limit: Duration,
+    future: F,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    runtime.block_on(async move { tokio::time::timeout(limit, future).await })
+}
+
+impl Drop for LockConn {
+    fn drop(&mut self) {
+        // Without its client, the connection's task says goodbye to the server and ends:
+        // a moment is enough for a server that answers. A silent one gets only the close
+        // of the socket, when the runtime is dropped next.
+        drop(self.client.take());
+        if !self.silent {
+            let _ = within(&self.runtime, CLOSE_WAIT, &mut self.connection);
+        }
+    }
 }
 
 /// A session-level advisory lock backend on a PostgreSQL server. Cheap to clone.
 ///
-/// The wait for the lock is bounded by the server (`lock_timeout`), and opening a
-/// connection, login included, by the connect timeout. The driver has no read timeout:
-/// a server that stops answering but keeps its connections open (a stopped process)
-/// blocks an acquire, a lease check or a release until it answers again, past the
-/// caller's deadline. A dead host or network shows once TCP gives up; `tcp_user_timeout`
-/// (milliseconds) and `keepalives_idle` (seconds) in the URL make that sooner.
+/// Every statement on a lock connection is bounded in time. Opening one, login included,
+/// takes at most the connect timeout. The wait for the lock is bounded by the server
+/// (`lock_timeout`: until the caller's deadline, or [`WAIT_CHUNK`] at a time without
+/// one), and on this side by that wait plus the [read timeout](Self::read_timeout); a
+/// lease's check and release by the read timeout. So a server that stops answering but
+/// keeps its connections open (a stopped process, a stalled network path) fails an
+/// acquire with [`Error::Unavailable`] at most a read timeout after the caller's deadline
+/// (a [`WAIT_CHUNK`] and a read timeout into a wait without one), a [`Lease::check`] with
+/// [`Error::LeaseLost`] after a read timeout (so the op is rolled back, not committed),
+/// and a [`Lease::release`] with [`Error::Unavailable`] after a read timeout; the source
+/// of such an unavailable error is an [`std::io::Error`] of kind `TimedOut`. The
+/// connection is then closed, never used again: the server ends its session, and frees
+/// its lock, once it reads the close (when it runs again or the path carries it; if the
+/// close never arrives, once the server's TCP keepalive gives up on the connection).
+///
+/// Not bounded here: the op's own connection (a [`Postgres`] resource's
+/// `postgres::Client`, which has no read timeout), nor [`PgXactLocked`], which locks on
+/// that connection.
 ///
 /// ```no_run
 /// use turnstile::lock::PostgresLock;
@@ -126,12 +343,13 @@ pub struct PostgresLock {
 }
 
 struct Shared {
-    config: Config,
+    config: tokio_postgres::Config,
     backend_id: String,
     max_idle: usize,
-    idle: Mutex<Vec<Client>>,
+    idle: Mutex<Vec<LockConn>>,
     fence_table_ready: AtomicBool,
     fencing: bool,
+    read_timeout: Duration,
     /// The longest one lock statement waits: [`MAX_LOCK_TIMEOUT`] (shorter in tests).
     chunk: Duration,
 }
@@ -140,20 +358,21 @@ impl PostgresLock {
     /// A lock backend on the server at `url` (`postgres://user:password@host:port/db`;
     /// the database holds the fence counters). Nothing is connected yet; the URL's
     /// `connect_timeout` defaults to
-    /// [`DEFAULT_CONNECT_TIMEOUT`](crate::resource::DEFAULT_CONNECT_TIMEOUT).
+    /// [`DEFAULT_CONNECT_TIMEOUT`].
     ///
     /// # Errors
     /// [`Error::Config`] when the URL does not parse.
     pub fn new(url: &str) -> Result<Self, StrategyError> {
-        let config = res::parse_url(url)?;
+        let config = res::parse_config(url)?;
         Ok(PostgresLock {
             shared: Arc::new(Shared {
-                backend_id: res::identity(&config),
+                backend_id: res::identity(&postgres::Config::from(config.clone())),
                 config,
                 max_idle: DEFAULT_MAX_IDLE,
                 idle: Mutex::new(Vec::new()),
                 fence_table_ready: AtomicBool::new(false),
                 fencing: true,
+                read_timeout: DEFAULT_READ_TIMEOUT,
                 chunk: MAX_LOCK_TIMEOUT,
             }),
         })
@@ -165,16 +384,38 @@ impl PostgresLock {
         self.with(|s| s.max_idle = max_idle)
     }
 
+    /// Sets how long the server may take to answer a statement on a lock connection,
+    /// beyond the wait for the lock the statement gave it: a lease's check and release
+    /// get this long, the fence table's creation too, and an acquire its wait (until the
+    /// caller's deadline, at most [`WAIT_CHUNK`] without one) plus this long. A statement
+    /// that runs out of it fails (an acquire or a release with [`Error::Unavailable`], a
+    /// check with [`Error::LeaseLost`]), and its connection is closed, never used again.
+    /// Make it longer than a busy server's slowest answer to these small statements (the
+    /// fence bump commits a row). Default: [`DEFAULT_READ_TIMEOUT`].
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a zero timeout or one over
+    /// [`MAX_TIMEOUT`].
+    pub fn read_timeout(self, timeout: Duration) -> Result<Self, StrategyError> {
+        if timeout.is_zero() || check_timeout(Some(timeout)).is_err() {
+            return Err(Error::Config(format!(
+                "PostgreSQL lock read timeout {timeout:?} must be above zero and at most {MAX_TIMEOUT:?}"
+            )));
+        }
+        Ok(self.with(|s| s.read_timeout = timeout))
+    }
+
     /// Opens a lock connection now (within the URL's `connect_timeout`), with the fence
     /// table when fencing, and keeps it for the next acquire: a wrong address or password
     /// shows at once rather than at the first op. The spec registry pings when it opens a
     /// `postgres://…` or `queue+postgres://…` spec.
     ///
     /// # Errors
-    /// [`Error::Unavailable`] when the server cannot be reached or refuses.
+    /// [`Error::Unavailable`] when the server cannot be reached, refuses, or does not
+    /// answer in time.
     pub fn ping(&self) -> Result<(), StrategyError> {
-        let client = self.shared.open(None)?;
-        self.shared.recycle(client);
+        let conn = self.shared.open(None)?;
+        self.shared.recycle(conn);
         Ok(())
     }
 
@@ -194,6 +435,7 @@ impl PostgresLock {
             idle: Mutex::new(Vec::new()),
             fence_table_ready: AtomicBool::new(false),
             fencing: self.shared.fencing,
+            read_timeout: self.shared.read_timeout,
             chunk: self.shared.chunk,
         };
         f(&mut shared);
@@ -206,66 +448,96 @@ impl std::fmt::Debug for PostgresLock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PostgresLock")
             .field("backend", &self.shared.backend_id)
+            .field("read_timeout", &self.shared.read_timeout)
             .finish_non_exhaustive()
     }
 }
 
 impl Shared {
-    fn idle(&self) -> MutexGuard<'_, Vec<Client>> {
+    fn idle(&self) -> MutexGuard<'_, Vec<LockConn>> {
         // Nothing panics while this mutex is held.
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn open(&self, deadline: Option<Instant>) -> Result<Client, StrategyError> {
+    fn open(&self, deadline: Option<Instant>) -> Result<LockConn, StrategyError> {
         let mut config = self.config.clone();
-        if let Some(at) = deadline {
-            let configured = config
-                .get_connect_timeout()
-                .copied()
-                .unwrap_or(crate::resource::DEFAULT_CONNECT_TIMEOUT);
-            let left = at
+        let configured = config
+            .get_connect_timeout()
+            .copied()
+            .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+        let timeout = match deadline {
+            None => configured,
+            Some(at) => at
                 .saturating_duration_since(Instant::now())
-                .max(Duration::from_millis(250));
-            config.connect_timeout(left.min(configured));
-        }
-        let mut client = res::open(&config).map_err(Error::unavailable)?;
+                .max(Duration::from_millis(250))
+                .min(configured),
+        };
+        config.connect_timeout(timeout);
+        let mut conn = LockConn::open(&config, timeout).map_err(Error::unavailable)?;
         if self.fencing && !self.fence_table_ready.load(Ordering::Acquire) {
-            res::ensure_table(&mut client, FENCE_TABLE).map_err(Error::unavailable)?;
+            let limit = self.read_timeout;
+            res::ensure_table_with(
+                |ddl| conn.batch_execute(ddl, limit),
+                FENCE_TABLE,
+                StatementError::code,
+            )
+            .map_err(StatementError::unavailable)?;
             self.fence_table_ready.store(true, Ordering::Release);
         }
-        Ok(client)
+        Ok(conn)
     }
 
-    fn checkout(&self, deadline: Option<Instant>) -> Result<Client, StrategyError> {
+    fn checkout(&self, deadline: Option<Instant>) -> Result<LockConn, StrategyError> {
         loop {
-            let Some(client) = self.idle().pop() else {
-                return self.open(deadline);
-            };
-            if !client.is_closed() {
-                return Ok(client);
+            let idle = self.idle().pop();
+            match idle {
+                Some(conn) if conn.is_usable() => return Ok(conn),
+                Some(_) => {}
+                None => return self.open(deadline),
             }
         }
     }
 
-    fn recycle(&self, client: Client) {
+    fn recycle(&self, conn: LockConn) {
+        if !conn.is_usable() {
+            return;
+        }
         let mut idle = self.idle();
-        if idle.len() < self.max_idle && !client.is_closed() {
-            idle.push(client);
+        if idle.len() < self.max_idle {
+            idle.push(conn);
+            return;
+        }
+        // Closed outside the lock.
+        drop(idle);
+    }
+
+    /// The time limit of a lock statement: the wait it gives the server, plus the read
+    /// timeout.
+    fn limit(&self, wait: LockWait) -> Duration {
+        match wait {
+            LockWait::TryOnce => self.read_timeout,
+            LockWait::Wait { ms, .. } => {
+                Duration::from_millis(ms).saturating_add(self.read_timeout)
+            }
         }
     }
 
     /// Waits for the lock and bumps its fence: `Ok(Some(fence))` held (the fence `None`
     /// without fencing), `Ok(None)` the deadline passed. A deadline further than one
-    /// wait ([`MAX_LOCK_TIMEOUT`]) takes several.
+    /// wait ([`MAX_LOCK_TIMEOUT`]) takes several, and so does an acquire without one
+    /// (waits of [`WAIT_CHUNK`]).
     fn lock(
         &self,
-        client: &mut Client,
+        conn: &mut LockConn,
         key: i64,
         deadline: Option<Instant>,
-    ) -> Result<Option<Option<Fence>>, postgres::Error> {
+    ) -> Result<Option<Option<Fence>>, StatementError> {
         loop {
-            let wait = LockWait::until(deadline, self.chunk);
-            match self.lock_once(client, key, wait)? {
+            let wait = match deadline {
+                Some(_) => LockWait::until(deadline, self.chunk),
+                None => LockWait::endless(self.chunk),
+            };
+            match self.lock_once(conn, key, wait)? {
                 Some(fence) => return Ok(Some(fence)),
                 None if matches!(wait, LockWait::Wait { more: true, .. }) => {
                     // The wait ran out before the deadline: wait again. Had the lock been
@@ -273,7 +545,7 @@ impl Shared {
                     // it (session locks outlive the failed statement), and a second grant
                     // would count twice, outliving the lease's one unlock: let it go
                     // first. A lock connection holds no other lock.
-                    client.simple_query("SELECT pg_advisory_unlock_all()")?;
+                    conn.simple_query("SELECT pg_advisory_unlock_all()", self.read_timeout)?;
                 }
                 None => return Ok(None),
             }
@@ -286,19 +558,21 @@ impl Shared {
     /// never user text.
     fn lock_once(
         &self,
-        client: &mut Client,
+        conn: &mut LockConn,
         key: i64,
         wait: LockWait,
-    ) -> Result<Option<Option<Fence>>, postgres::Error> {
+    ) -> Result<Option<Option<Fence>>, StatementError> {
+        let limit = self.limit(wait);
         if !self.fencing {
             let held = match wait {
-                LockWait::TryOnce => client
-                    .simple_query(&format!("SELECT pg_try_advisory_lock({key})"))
+                LockWait::TryOnce => conn
+                    .simple_query(&format!("SELECT pg_try_advisory_lock({key})"), limit)
                     .map(|m| last_value(&m) == Some("t")),
-                LockWait::Wait { ms, .. } => client
-                    .batch_execute(&format!(
-                        "SET lock_timeout = {ms}; SELECT pg_advisory_lock({key})"
-                    ))
+                LockWait::Wait { ms, .. } => conn
+                    .batch_execute(
+                        &format!("SET lock_timeout = {ms}; SELECT pg_advisory_lock({key})"),
+                        limit,
+                    )
                     .map(|()| true),
             };
             return match held {
@@ -326,7 +600,7 @@ impl Shared {
                 format!("SET lock_timeout = {ms}; SELECT pg_advisory_lock({key}); {bump}")
             }
         };
-        let messages = match client.simple_query(&script) {
+        let messages = match conn.simple_query(&script, limit) {
             Ok(messages) => messages,
             Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => return Ok(None),
             Err(e) => return Err(e),
@@ -363,27 +637,28 @@ impl Lock for PostgresLock {
         let start = Instant::now();
         let key = advisory_key(name);
         let shared = &self.shared;
-        let mut client = shared.checkout(deadline)?;
-        // On failure the client is dropped, which ends the session and any lock it took.
-        let fence = match shared.lock(&mut client, key, deadline) {
+        let mut conn = shared.checkout(deadline)?;
+        // On failure the connection is dropped, which ends the session and any lock it
+        // took.
+        let fence = match shared.lock(&mut conn, key, deadline) {
             // A cached connection may have died since (server restart, idle timeout).
             Err(e) if e.is_closed() => {
-                client = shared.open(deadline)?;
-                shared.lock(&mut client, key, deadline)
+                conn = shared.open(deadline)?;
+                shared.lock(&mut conn, key, deadline)
             }
             other => other,
         }
-        .map_err(Error::unavailable)?;
+        .map_err(StatementError::unavailable)?;
         let Some(fence) = fence else {
             // Not recycled: had the lock been granted and only the fence bump timed out,
             // the session would still hold it; closing the connection frees it for sure.
-            drop(client);
+            drop(conn);
             return Err(Error::Timeout {
                 waited: start.elapsed(),
             });
         };
         Ok(PostgresLease {
-            client: Mutex::new(Some(client)),
+            conn: Mutex::new(Some(conn)),
             key,
             fence,
             shared: self.shared.clone(),
@@ -394,7 +669,7 @@ impl Lock for PostgresLock {
 /// A held session advisory lock and its dedicated connection. Released on drop.
 #[must_use = "the lock is released as soon as the lease is dropped"]
 pub struct PostgresLease {
-    client: Mutex<Option<Client>>,
+    conn: Mutex<Option<LockConn>>,
     key: i64,
     fence: Option<Fence>,
     shared: Arc<Shared>,
@@ -407,23 +682,30 @@ impl PostgresLease {
     }
 
     fn release_inner(&mut self) -> Result<(), StrategyError> {
-        let Some(mut client) = self
-            .client
+        let Some(mut conn) = self
+            .conn
             .get_mut()
             .unwrap_or_else(|p| p.into_inner())
             .take()
         else {
             return Err(Error::LeaseLost);
         };
-        match client.query_one("SELECT pg_advisory_unlock($1)", &[&self.key]) {
+        let released = conn.query_one(
+            "SELECT pg_advisory_unlock($1)",
+            &[&self.key],
+            self.shared.read_timeout,
+        );
+        match released {
             Ok(row) if row.get::<_, bool>(0) => {
-                self.shared.recycle(client);
+                self.shared.recycle(conn);
                 Ok(())
             }
             // Not held by this session any more (or the session is gone).
             Ok(_) => Err(Error::LeaseLost),
             Err(e) if e.is_closed() => Err(Error::LeaseLost),
-            Err(e) => Err(Error::unavailable(e)),
+            // Refused, or no answer in time: the connection is dropped, and the server
+            // frees the lock when it reads the close.
+            Err(e) => Err(e.unavailable()),
         }
     }
 }
@@ -443,23 +725,27 @@ impl Lease for PostgresLease {
     }
 
     fn check(&self) -> Result<(), StrategyError> {
-        let mut guard = self.client.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(client) = guard.as_mut() else {
+        let mut guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(conn) = guard.as_mut() else {
             return Err(Error::LeaseLost);
         };
         // A bigint advisory key shows in pg_locks as classid = high 32 bits, objid = low
         // 32 bits, objsubid = 1.
-        let held = client.query_one(
+        let held = conn.query_one(
             "SELECT EXISTS (SELECT 1 FROM pg_locks
                  WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted
                    AND classid = (($1::bigint >> 32) & 4294967295)::bigint::text::oid
                    AND objid = ($1::bigint & 4294967295)::bigint::text::oid
                    AND objsubid = 1)",
             &[&self.key],
+            self.shared.read_timeout,
         );
         match held {
             Ok(row) if row.get::<_, bool>(0) => Ok(()),
             _ => {
+                // Lost, or no answer in time: either way this session can no longer vouch
+                // for the lock. Dropping the connection frees it if the server still
+                // thinks we hold it.
                 guard.take();
                 Err(Error::LeaseLost)
             }
@@ -492,6 +778,11 @@ pub const DEFAULT_XACT_POOL_SIZE: usize = 8;
 /// is needed. Lock keys are [`advisory_key`] of the key inside the database's identity,
 /// so this and [`PostgresLock`] over the same database take the same 64-bit keys (but
 /// session and transaction locks on one key do conflict with each other, as they should).
+///
+/// Its statements, the lock's included, run on the op's own connection (a
+/// `postgres::Client` of the [`Postgres`] resource), which has no read timeout: unlike
+/// [`PostgresLock`]'s, a server that stops answering but keeps the connection open blocks
+/// a call until it answers again, past its deadline (see [`Postgres`]).
 ///
 /// Defaults: [`DEFAULT_XACT_TIMEOUT`], a pool of [`DEFAULT_XACT_POOL_SIZE`] connections.
 ///
@@ -538,7 +829,7 @@ impl PgXactLocked {
     /// Default: [`DEFAULT_XACT_TIMEOUT`].
     ///
     /// # Errors
-    /// [`Error::Config`] for a timeout over [`MAX_TIMEOUT`](turnstile_core::MAX_TIMEOUT).
+    /// [`Error::Config`] for a timeout over [`MAX_TIMEOUT`].
     pub fn timeout(mut self, timeout: Option<Duration>) -> Result<Self, StrategyError> {
         self.timeout = check_timeout(timeout)?;
         Ok(self)
@@ -760,6 +1051,18 @@ mod tests {
             LockWait::until(Some(Instant::now()), MAX_LOCK_TIMEOUT),
             LockWait::TryOnce
         );
+        // Without a deadline, a lock connection waits in chunks of at most WAIT_CHUNK.
+        assert_eq!(
+            LockWait::endless(MAX_LOCK_TIMEOUT),
+            LockWait::Wait {
+                ms: WAIT_CHUNK.as_millis() as u64,
+                more: true
+            }
+        );
+        assert_eq!(
+            LockWait::endless(CHUNK),
+            LockWait::Wait { ms: 40, more: true }
+        );
         match LockWait::until(Some(Instant::now() + Duration::from_secs(2)), CHUNK) {
             LockWait::Wait { ms: 40, more: true } => {}
             other => panic!("{other:?}"),
@@ -795,16 +1098,19 @@ mod tests {
         lock.with(|s| s.chunk = CHUNK)
     }
 
+    /// With a deadline, and without one (whose waits are chunked too, each bounded on
+    /// this side, so that a silent server is noticed).
     #[test]
     fn a_session_lock_waits_past_its_first_chunk() {
-        for fencing in [true, false] {
+        for (fencing, deadline) in [(true, true), (false, true), (true, false), (false, false)] {
             let lock = chunked(PostgresLock::new(&url()).unwrap().fencing(fencing));
             let name = LockName::new("chunks", Key::new(unique("s")).unwrap());
             let key = advisory_key(&name);
             let holder = hold_for(key, CHUNK * 5);
             let start = Instant::now();
+            let deadline = deadline.then(|| Instant::now() + Duration::from_secs(10));
             let lease = lock
-                .acquire(&name, Some(Instant::now() + Duration::from_secs(10)))
+                .acquire(&name, deadline)
                 .expect("the lock, once the holder lets it go");
             assert!(start.elapsed() >= CHUNK * 4, "{:?}", start.elapsed());
             assert_eq!(lease.fence().is_some(), fencing);
@@ -815,7 +1121,10 @@ mod tests {
                 .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
                 .unwrap()
                 .get(0);
-            assert!(free, "fencing {fencing}: still held after its release");
+            assert!(
+                free,
+                "fencing {fencing}, deadline {deadline:?}: still held after its release"
+            );
         }
     }
 

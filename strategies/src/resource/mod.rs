@@ -105,7 +105,9 @@ pub(crate) fn fence_column(bytes: &[u8], max: usize) -> std::borrow::Cow<'_, [u8
 /// timeout (a login runs on a thread of its own, so that a server that accepts the
 /// connection but never answers cannot block the caller past the timeout): beyond it, a
 /// new login fails at once rather than leave one more thread (and socket) waiting on a
-/// server that does not answer.
+/// server that does not answer. It counts the logins of the `Postgres` and `MySql`
+/// resources (the latter's without a read timeout); a `PostgresLock` login is given up
+/// at its timeout with its socket closed, and leaves nothing waiting.
 pub const MAX_PENDING_LOGINS: usize = 8;
 
 /// Logins whose caller gave up on them while they still ran, per server identity.

@@ -29,9 +29,14 @@ const FENCE_TABLE: &str = "CREATE TABLE IF NOT EXISTS turnstile_fences (
 /// TLS.
 ///
 /// The driver has no read timeout: a server that stops answering but keeps its
-/// connections open (a stopped process) blocks a statement until it answers again. A host
-/// or network that died shows once TCP gives up; `tcp_user_timeout` (milliseconds) and
+/// connections open (a stopped process) blocks a statement until it answers again — the
+/// op's, and the strategy's `BEGIN`, `COMMIT`, fence check, or [`PgXactLocked`]'s lock
+/// (unlike [`PostgresLock`]'s lock connections, whose statements are bounded). A host or
+/// network that died shows once TCP gives up; `tcp_user_timeout` (milliseconds) and
 /// `keepalives_idle` (seconds) in the URL make that sooner.
+///
+/// [`PgXactLocked`]: crate::lock::PgXactLocked
+/// [`PostgresLock`]: crate::lock::PostgresLock
 ///
 /// Fences are recorded in a `turnstile_fences` table (created on first use). The op must
 /// not `COMMIT` or `ROLLBACK` itself: `commit` then fails with [`TransactError::Ended`],
@@ -110,9 +115,19 @@ impl Postgres {
 /// create the same table at once: the losers fail on the catalog (a duplicate row type,
 /// a unique violation) instead of finding the table, and succeed on a second look.
 pub(crate) fn ensure_table(client: &mut Client, ddl: &str) -> Result<(), postgres::Error> {
+    ensure_table_with(|ddl| client.batch_execute(ddl), ddl, postgres::Error::code)
+}
+
+/// [`ensure_table`] for any way of running the DDL (`run`), whose errors carry the
+/// server's code (`code`).
+pub(crate) fn ensure_table_with<E>(
+    mut run: impl FnMut(&str) -> Result<(), E>,
+    ddl: &str,
+    code: impl Fn(&E) -> Option<&SqlState>,
+) -> Result<(), E> {
     let mut tries = 0;
     loop {
-        match client.batch_execute(ddl) {
+        match run(ddl) {
             Err(e)
                 if tries < 3
                     && [
@@ -121,7 +136,7 @@ pub(crate) fn ensure_table(client: &mut Client, ddl: &str) -> Result<(), postgre
                         SqlState::DUPLICATE_OBJECT,
                     ]
                     .iter()
-                    .any(|c| e.code() == Some(c)) =>
+                    .any(|c| code(&e) == Some(c)) =>
             {
                 tries += 1;
                 std::thread::sleep(std::time::Duration::from_millis(10 * tries));
@@ -133,13 +148,19 @@ pub(crate) fn ensure_table(client: &mut Client, ddl: &str) -> Result<(), postgre
 
 /// Parses a `postgres://` URL, filling in the default connect timeout.
 pub(crate) fn parse_url(url: &str) -> Result<Config, StrategyError> {
+    parse_config(url).map(Config::from)
+}
+
+/// [`parse_url`] for the asynchronous client (the same parser: `postgres::Config` wraps
+/// this one, but does not give it out).
+pub(crate) fn parse_config(url: &str) -> Result<tokio_postgres::Config, StrategyError> {
     let bad = |why: &dyn std::fmt::Display| {
         Error::Config(format!(
             "bad PostgreSQL URL {:?}: {why}",
             crate::spec::redact_url(url)
         ))
     };
-    let mut config = Config::from_str(url).map_err(|e| bad(&e))?;
+    let mut config = tokio_postgres::Config::from_str(url).map_err(|e| bad(&e))?;
     // What the driver would refuse only when it connects, as if the server were out of
     // reach: no host, hosts and `hostaddr`s that do not pair up, more ports than hosts,
     // an empty host name.
