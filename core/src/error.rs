@@ -3,9 +3,11 @@
 //! [`Error::Op`] carries the op's own error untouched, so a caller can still match on, say,
 //! rusqlite's UNIQUE violation. Every other variant is the strategy failing, and each says
 //! what the caller may assume about the op: all but [`Error::Indeterminate`] and
-//! [`Error::TransactionEnded`] mean the op's effects were rolled back or never happened
-//! (with one exception, over MySQL, for an op that ends the transaction itself: see
-//! [`Error::Op`]).
+//! [`Error::TransactionEnded`] mean the op's effects were rolled back or never happened,
+//! with one exception: an op that ended the transaction itself can get its own error,
+//! [`Error::Panicked`] or [`Error::LeaseLost`] though what it committed stays, over MySQL,
+//! and over PostgreSQL when the connection is lost after the op's own `COMMIT`, before the
+//! strategy's rollback (see [`Error::Op`]).
 
 use std::convert::Infallible;
 use std::fmt;
@@ -30,14 +32,18 @@ pub enum Error<E> {
     /// also when the resource rolled it back under the op (SQLite's `INSERT OR ROLLBACK`;
     /// its commit hook shows that nothing was committed).
     ///
-    /// One exception: an op run in a transaction of its own over MySQL that ended that
-    /// transaction itself (`COMMIT`, or a statement that commits implicitly) before it
-    /// failed. MySQL's resource cannot tell whether a transaction is still open, so the
-    /// strategy cannot see it: what the op committed stays committed. Wherever the
-    /// strategy sees the transaction ended (over SQLite; over PostgreSQL, whose rollback
-    /// finds the strategy's marker savepoint gone; in a queue's group-commit batch, which
-    /// reads its marker) such an op gets [`Error::TransactionEnded`] instead. `retry` over
-    /// MySQL runs such an op again when its error is busy (an InnoDB deadlock removes the
+    /// One exception: an op run in a transaction of its own that ended that transaction
+    /// itself (`COMMIT`, or on MySQL a statement that commits implicitly) before it
+    /// failed, where the strategy cannot see it: over MySQL, whose resource cannot tell
+    /// whether a transaction is still open, and over PostgreSQL when the connection is
+    /// lost after the op's own `COMMIT`, before the strategy's rollback (an
+    /// `idle_session_timeout`, a server restart, `pg_terminate_backend`). What the op
+    /// committed stays committed. The same goes for [`Error::Panicked`], and for
+    /// [`Error::LeaseLost`] when the lease was lost too. Wherever the strategy sees the
+    /// transaction ended (over SQLite; over PostgreSQL, whose rollback finds the
+    /// strategy's marker savepoint gone; in a queue's group-commit batch, which reads its
+    /// marker) such an op gets [`Error::TransactionEnded`] instead. `retry` over MySQL
+    /// runs such an op again when its error is busy (an InnoDB deadlock removes the
     /// savepoint a check would need), and what it committed is applied twice. Ops must
     /// not control transactions.
     Op(E),
@@ -61,9 +67,11 @@ pub enum Error<E> {
     /// The resource failed outside the op (at `BEGIN` or `COMMIT`, say). Rolled back.
     Resource(BoxError),
     /// The lease expired or its connection died before the op committed; the op was
-    /// rolled back (or never started). Over MySQL, an op run in a transaction of its own
-    /// that ran `COMMIT` itself gets this too, and what it committed stays (the exception
-    /// [`Error::Op`] describes); elsewhere such an op gets [`Error::TransactionEnded`].
+    /// rolled back (or never started). An op run in a transaction of its own that ran
+    /// `COMMIT` itself gets this too over MySQL, and over PostgreSQL when the connection
+    /// is lost after that `COMMIT`, before the strategy's rollback; what it committed
+    /// stays (the exception [`Error::Op`] describes). Elsewhere such an op gets
+    /// [`Error::TransactionEnded`].
     LeaseLost,
     /// The resource has seen a newer fencing token for this key than ours: another holder
     /// took over after our lease expired. Nothing was written.
@@ -74,8 +82,9 @@ pub enum Error<E> {
         highest: Fence,
     },
     /// The op panicked. Its transaction was rolled back (with the exception [`Error::Op`]
-    /// describes, over MySQL, for an op that ended it itself); the strategy keeps
-    /// serving. A connection that may be broken under the panic
+    /// describes for an op that ended it itself: over MySQL, and over PostgreSQL when the
+    /// connection is lost after the op's own `COMMIT`, before the strategy's rollback);
+    /// the strategy keeps serving. A connection that may be broken under the panic
     /// ([`Connect::survives_panic`](crate::Connect::survives_panic) false: MySQL's) is not
     /// used again: its server rolls the transaction back as it closes.
     Panicked(String),
@@ -85,19 +94,20 @@ pub enum Error<E> {
     /// committed, and so may what it wrote after it: those statements ran on their own,
     /// each committing by itself. The strategy committed nothing itself, and rolled back
     /// a transaction the op left open.
-    /// Every resource reports it this way: SQLite when the op returns, database servers
-    /// at the commit, and both also when the op then fails or panics, except for an op run
-    /// in a transaction of its own over MySQL (see [`Error::Op`]). An op that
-    /// fails or panics after its transaction ended with nothing committed (SQLite's
+    /// Every resource reports it this way: SQLite when the op returns, database servers at
+    /// the commit, and both also when the op then fails or panics, except for an op run in
+    /// a transaction of its own over MySQL, or over PostgreSQL when the connection is lost
+    /// after the op's own `COMMIT`, before the strategy's rollback (see [`Error::Op`]). An
+    /// op that fails or panics after its transaction ended with nothing committed (SQLite's
     /// `INSERT OR ROLLBACK`, or the op's own `ROLLBACK`, over SQLite) keeps its own error
     /// or panic instead: nothing of it committed. Over SQLite the strategy counts commits
-    /// (a commit hook; [`Transact::tx_counts`](crate::Transact::tx_counts)), so an op
-    /// that committed and began a new transaction (`COMMIT; BEGIN`) gets this too, and
-    /// that new transaction is rolled back. One that ran `ROLLBACK; BEGIN` is not seen:
-    /// the strategy commits its new transaction. Ops must not control transactions. Over
-    /// PostgreSQL, after an op run in a transaction of its own failed or panicked, the
-    /// strategy finds its marker savepoint gone but cannot tell the op's own `ROLLBACK`
-    /// from a `COMMIT`: it answers this for both.
+    /// (a commit hook; [`Transact::tx_counts`](crate::Transact::tx_counts)), so an op that
+    /// committed and began a new transaction (`COMMIT; BEGIN`) gets this too, and that new
+    /// transaction is rolled back. One that ran `ROLLBACK; BEGIN` is not seen: the strategy
+    /// commits its new transaction. Ops must not control transactions. Over PostgreSQL,
+    /// after an op run in a transaction of its own failed or panicked, the strategy finds
+    /// its marker savepoint gone but cannot tell the op's own `ROLLBACK` from a `COMMIT`:
+    /// it answers this for both.
     TransactionEnded,
     /// The strategy is closed and accepts no more work. The op never ran.
     Closed,
@@ -152,7 +162,10 @@ impl<E> Error<E> {
     /// error came back: [`Error::Indeterminate`] (its outcome is not known) and [`Error::TransactionEnded`] (the op ended the transaction itself, so
     /// what it wrote may have committed). After any other error the op's effects were
     /// rolled back or never happened, except what an op that ended the transaction itself
-    /// committed where the strategy could not see it (over MySQL: see [`Error::Op`]).
+    /// committed where the strategy could not see it, answered with its own error,
+    /// [`Error::Panicked`] or [`Error::LeaseLost`]: over MySQL, and over PostgreSQL when
+    /// the connection is lost after the op's own `COMMIT`, before the strategy's rollback
+    /// (see [`Error::Op`]).
     ///
     /// ```
     /// use turnstile_core::{Error, StrategyError};

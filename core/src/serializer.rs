@@ -134,8 +134,10 @@ pub struct Capabilities {
     /// Whether the op runs inside the resource's own transaction, so `Ok` means committed
     /// and every error means rolled back but those of [`Error::may_have_committed`]
     /// ([`Error::Indeterminate`], and [`Error::TransactionEnded`]: the op ended that
-    /// transaction itself), and the op's own error after it ended the transaction where
-    /// the strategy could not see it (over MySQL: see [`Error::Op`]).
+    /// transaction itself), and the op's own error, [`Error::Panicked`] or
+    /// [`Error::LeaseLost`] after it ended the transaction where the strategy could not
+    /// see it (over MySQL, and over PostgreSQL when the connection is lost after the op's
+    /// own `COMMIT`, before the strategy's rollback: see [`Error::Op`]).
     pub transactional: bool,
     /// What happens when a holder dies.
     pub holder_death: HolderDeath,

@@ -21,7 +21,9 @@
 //!   committed, is not that: the op's error stands, and is retried if busy); over
 //!   PostgreSQL, after the op failed or panicked, the rollback goes to the marker
 //!   savepoint [`begin`](Transact::begin) set first and finds it gone
-//!   ([`Transact::rollback_checked`], in the same round trip). Over MySQL it cannot tell:
+//!   ([`Transact::rollback_checked`], in the same round trip), unless the connection is
+//!   lost before that rollback: the op then gets its own error or [`Error::Panicked`],
+//!   though what it committed stays. Over MySQL it cannot tell:
 //!   an InnoDB deadlock removes the savepoint too, so an op that ran `COMMIT` (or DDL,
 //!   which commits implicitly) and then met a busy error **runs again**, and what it
 //!   committed is applied twice; after another error or a panic it gets its own error or

@@ -579,11 +579,17 @@ fn retry_never_reruns_an_op_that_committed_before_its_busy_error() {
 
 /// An op run in a transaction of its own over PostgreSQL that ran `COMMIT` and then failed
 /// (a non-busy error) or panicked has committed what it wrote before that: it gets
-/// `TransactionEnded`, not its own error, through every strategy that runs an op alone —
-/// `Locked`, `pg-xact`, `retry` (which must not run it again) and a queue without group
-/// commit — and what it left open after a `COMMIT; BEGIN` is rolled back. An op that fails
-/// or panics without ending the transaction keeps its own error, and nothing of it lands;
-/// the strategies keep serving.
+/// `TransactionEnded`, not its own error (which says rolled back), through every strategy
+/// that runs an op alone — `Locked`, `pg-xact`, `retry` and a queue without group commit —
+/// and what it left open after a `COMMIT; BEGIN` is rolled back. (The errors here are not
+/// busy, so `retry` would not run the op again anyway: a busy one after a `COMMIT` is
+/// `retry_never_reruns_an_op_that_committed_before_its_busy_error`'s.) An op that ran
+/// `ROLLBACK` and then failed or panicked gets `TransactionEnded` too, as documented: the
+/// strategy cannot tell it from a `COMMIT`; nothing of it lands. The documented exception:
+/// an op whose connection is lost after its `COMMIT`, before the strategy's rollback,
+/// keeps its own error, and what it committed stays. An op that fails or panics without
+/// ending the transaction keeps its own error, and nothing of it lands; the strategies
+/// keep serving.
 #[test]
 #[cfg(all(feature = "queue", feature = "retry"))]
 fn an_op_alone_that_fails_or_panics_after_its_commit_gets_transaction_ended() {
@@ -633,6 +639,23 @@ fn fails_after_commit<S: Serializer<Resource = postgres::Client>>(
         ),
         (vec![insert(7), failing()], false, "op"),
         (vec![insert(8)], true, "panicked"),
+        (
+            vec![insert(10), "ROLLBACK".into(), failing()],
+            false,
+            "ended",
+        ),
+        (vec![insert(11), "ROLLBACK".into()], true, "ended"),
+        // The connection is lost after the op's own `COMMIT`: the strategy's rollback
+        // cannot run, and the op keeps its own error though its insert committed.
+        (
+            vec![
+                insert(12),
+                "COMMIT".into(),
+                "SELECT pg_terminate_backend(pg_backend_pid())".into(),
+            ],
+            false,
+            "op",
+        ),
         (vec![insert(9)], false, "ok"),
     ];
     let mut wrong = Vec::new();
@@ -663,8 +686,10 @@ fn fails_after_commit<S: Serializer<Resource = postgres::Client>>(
         .map(|r| r.get(0))
         .collect();
     admin.batch_execute(&format!("DROP TABLE {table}")).unwrap();
-    if rows != [1, 2, 4, 5, 9] {
-        wrong.push(format!("{what}: rows {rows:?}, expected [1, 2, 4, 5, 9]"));
+    if rows != [1, 2, 4, 5, 9, 12] {
+        wrong.push(format!(
+            "{what}: rows {rows:?}, expected [1, 2, 4, 5, 9, 12]"
+        ));
     }
     wrong
 }

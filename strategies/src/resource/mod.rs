@@ -21,11 +21,12 @@
 //! Run in a transaction of its own, its transaction is rolled back with
 //! [`Transact::rollback_checked`](crate::Transact::rollback_checked): PostgreSQL's rolls
 //! back to the marker first, in the same round trip, and finds it gone, so the op gets
-//! `TransactionEnded` (and `retry` does not run it again); MySQL's cannot tell, since an
-//! InnoDB deadlock removes the marker as well, so such an op gets its own error though
-//! what it committed stays (see [`Error::Op`](crate::Error::Op)), or runs again if that
-//! error is busy. In a group-commit batch its savepoint is gone, and the queue reads its
-//! batch marker.
+//! `TransactionEnded` (and `retry` does not run it again), unless the connection is lost
+//! before that rollback, which then cannot run (the exception of
+//! [`Error::Op`](crate::Error::Op)); MySQL's cannot tell, since an InnoDB deadlock
+//! removes the marker as well, so such an op gets its own error though what it committed
+//! stays (see [`Error::Op`](crate::Error::Op)), or runs again if that error is busy. In a
+//! group-commit batch its savepoint is gone, and the queue reads its batch marker.
 //!
 //! A MySQL connection is not used again after an op panicked
 //! ([`Connect::survives_panic`](crate::Connect::survives_panic)): the driver does not
