@@ -917,3 +917,29 @@ fn exit_within(
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// A loop of symbolic links given to `--json` or `--svg` is bad usage, named, not a
+/// crash: the check that the path can be written follows links only so far.
+#[test]
+fn a_loop_of_links_as_an_output_path_is_bad_usage() {
+    let dir = tempfile::tempdir().unwrap();
+    let selfish = dir.path().join("loop");
+    std::os::unix::fs::symlink("loop", &selfish).unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    std::os::unix::fs::symlink(&b, &a).unwrap();
+    std::os::unix::fs::symlink("a", &b).unwrap();
+    for path in [&selfish, &a] {
+        for flag in ["--json", "--svg"] {
+            let (code, stderr) = status(
+                turnstile()
+                    .args(["compare", "--no-redis", "--strategies", "mutex", flag])
+                    .arg(path),
+            );
+            assert_eq!(code, Some(2), "{flag} {}: {stderr}", path.display());
+            assert!(
+                stderr.contains(flag) && stderr.contains("too many levels of symbolic links"),
+                "{stderr}"
+            );
+        }
+    }
+}
