@@ -466,6 +466,23 @@ fn a_loop_of_links_as_the_svg_path_is_bad_usage() {
     assert!(dir.path().join("chart.svg").is_file());
 }
 
+/// A spec refused for its form (no name, an argument to a strategy that takes none) is
+/// bad usage whose message hides the password in it.
+#[test]
+fn a_refused_spec_is_named_without_its_password() {
+    for spec in [
+        "://u:hunter2@127.0.0.1:1/db",
+        "mutex://u:hunter2@127.0.0.1:1/db",
+        "unserialized://u:hunter2@127.0.0.1:1/db",
+        "racy-version://u:hunter2@127.0.0.1:1/db",
+    ] {
+        let (code, out, err) = check(&small_run(spec, &[]));
+        assert_eq!(code, 2, "{spec}: {out}{err}");
+        assert!(err.contains("u:***@127.0.0.1:1/db"), "{spec}: {err}");
+        assert!(!err.contains("hunter2"), "{spec}: {err}");
+    }
+}
+
 /// An output that fails only after the run (`/dev/full` opens, and refuses every write; a
 /// directory stands where the history file would be copied): the report is printed with
 /// a note naming the path, a violation still exits 1, and a pass whose output is missing

@@ -42,7 +42,8 @@ impl Spec {
     /// Parses a spec.
     ///
     /// # Errors
-    /// [`Error::Config`] for an empty spec or name.
+    /// [`Error::Config`] for an empty spec or name (the message shows the spec with its
+    /// password masked, as [`redact_url`] does).
     pub fn parse(text: &str) -> Result<Self, StrategyError> {
         let text = text.trim();
         if text.is_empty() {
@@ -56,7 +57,10 @@ impl Spec {
             (text, None)
         };
         if name.is_empty() {
-            return Err(Error::Config(format!("strategy spec {text:?} has no name")));
+            return Err(Error::Config(format!(
+                "strategy spec {:?} has no name",
+                redact_url(text)
+            )));
         }
         Ok(Spec {
             name: name.to_ascii_lowercase(),
@@ -77,13 +81,14 @@ impl Spec {
     /// Refuses an argument, for strategies that take none.
     ///
     /// # Errors
-    /// [`Error::Config`] when the spec has an argument.
+    /// [`Error::Config`] when the spec has an argument (shown as [`redact_url`] shows it).
     pub fn expect_no_arg(&self) -> Result<(), StrategyError> {
         match self.arg() {
             None => Ok(()),
             Some(arg) => Err(Error::Config(format!(
-                "strategy {:?} takes no argument (got {arg:?})",
-                self.name()
+                "strategy {:?} takes no argument (got {:?})",
+                self.name(),
+                redact_url(arg)
             ))),
         }
     }
@@ -740,5 +745,18 @@ mod tests {
         }
         let spec = Spec::parse("redis+unix:///tmp/r.sock?db=2&pass=hunter2").unwrap();
         assert!(!format!("{spec:?}").contains("hunter2"));
+    }
+
+    /// A spec refused for its form never repeats a password.
+    #[test]
+    fn refusals_of_a_spec_hide_its_password() {
+        let no_name = Spec::parse("://u:hunter2@h").unwrap_err().to_string();
+        assert!(no_name.contains("has no name"), "{no_name}");
+        assert!(!no_name.contains("hunter2"), "{no_name}");
+        let spec = Spec::parse("mutex://u:hunter2@h/db").unwrap();
+        let no_arg = spec.expect_no_arg().unwrap_err().to_string();
+        assert!(no_arg.contains("takes no argument"), "{no_arg}");
+        assert!(no_arg.contains("mutex://u:***@h/db"), "{no_arg}");
+        assert!(!no_arg.contains("hunter2"), "{no_arg}");
     }
 }
