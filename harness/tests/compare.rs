@@ -943,3 +943,32 @@ fn a_loop_of_links_as_an_output_path_is_bad_usage() {
         }
     }
 }
+
+/// A password parameter whose name is percent-encoded (`pass%77ord`, which the driver
+/// decodes and uses) is hidden like `password` in the `data:` line, the strategy names
+/// and the JSON report (`TURNSTILE_POSTGRES_URL`; fails when PostgreSQL is down: the
+/// trusting test server ignores the password).
+#[test]
+fn compare_hides_a_password_parameter_with_an_encoded_name() {
+    const SECRET: &str = "encoded-name-secret";
+    let url = turnstile_harness::conformance::postgres_url();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let url = format!("{url}{sep}pass%77ord={SECRET}");
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let output = turnstile()
+        .args(["compare", "--no-redis", "--ops", "20", "--threads", "1"])
+        .args(["--strategies", &format!("mutex,{url}"), "--data", &url])
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    let text = std::fs::read_to_string(&json).unwrap();
+    for shown in [&stdout as &str, &stderr, &text] {
+        assert!(!shown.contains(SECRET), "the password shows:\n{shown}");
+    }
+    assert!(stdout.contains("pass%77ord=***"), "{stdout}");
+}
