@@ -17,9 +17,11 @@
 //! composition) join when their URL is set (`TURNSTILE_REDIS_URL`,
 //! `TURNSTILE_MYSQL_URL`, `TURNSTILE_POSTGRES_URL`) and are skipped with a printed note
 //! otherwise. `TURNSTILE_BENCH_STRATEGIES=queue,busy-timeout,…` replaces the list (any
-//! spec the harness knows, baselines included). A strategy that cannot run a workload
-//! (`optimistic` does not exclude, so it cannot protect `notify_once`'s side effect or
-//! `file_store`'s file; it has no SQL rows to insert) is skipped with a printed note.
+//! spec the harness knows, baselines included; split as `turnstile compare --strategies`
+//! splits, so `redlock://h1:p1,h2:p2,h3:p3` stays one spec). A strategy that cannot run a
+//! workload (`optimistic` does not exclude, so it cannot protect `notify_once`'s side
+//! effect or `file_store`'s file; it has no SQL rows to insert) is skipped with a printed
+//! note.
 //!
 //! Everything takes about a quarter of an hour on two cores (twice that with all three
 //! servers); a
@@ -54,11 +56,10 @@ fn specs() -> &'static [String] {
         if let Ok(list) = std::env::var("TURNSTILE_BENCH_STRATEGIES")
             && !list.trim().is_empty()
         {
-            return list
-                .split(',')
-                .map(str::trim)
+            // Split as `turnstile compare --strategies`: a spec may hold commas.
+            return turnstile_harness::compare::split_strategies(&list, &registry())
+                .into_iter()
                 .filter(|s| !s.is_empty())
-                .map(str::to_owned)
                 .collect();
         }
         default_specs(&Registry::builtin())

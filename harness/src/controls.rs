@@ -19,7 +19,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, params};
-use turnstile::spec::{Registry, Setup, Spec};
+use turnstile::spec::{Registry, Setup, redact_url};
 use turnstile::sqlite::Sqlite;
 use turnstile::{
     BoxSerializer, Capabilities, Error, HolderDeath, Lease, Lock, LockName, Locked, Scope,
@@ -198,16 +198,6 @@ impl Lock for SharedRacyLock {
     }
 }
 
-fn no_arg(spec: &Spec) -> Result<(), StrategyError> {
-    match spec.arg() {
-        None => Ok(()),
-        Some(a) => Err(Error::Config(format!(
-            "strategy {:?} takes no argument (got {a:?})",
-            spec.name()
-        ))),
-    }
-}
-
 /// Enough pooled connections that every thread of a run races.
 const CONTROL_POOL: usize = 64;
 
@@ -222,7 +212,7 @@ pub fn register_unserialized<C: turnstile::Transact + Clone>(registry: &mut Regi
         "unserialized",
         "NEGATIVE CONTROL: no lock, autocommit statements",
         |spec, setup: &Setup<C>| {
-            no_arg(spec)?;
+            spec.expect_no_arg()?;
             let s = Locked::new(NoLock, setup.connect.clone())
                 .tx_mode(TxMode::Autocommit)
                 .pool_size(CONTROL_POOL)?;
@@ -271,7 +261,8 @@ pub fn register(registry: &mut Registry<Sqlite>) {
                     .filter(|w| *w <= MAX_RACE_WINDOW)
                     .ok_or_else(|| {
                         Error::Config(format!(
-                            "racy-version takes a window of 0..=1000000 µs, got {us:?}"
+                            "racy-version takes a window of 0..=1000000 µs, got {:?}",
+                            redact_url(us)
                         ))
                     })?,
             };

@@ -70,14 +70,12 @@ struct CompareArgs {
     #[arg(long, value_delimiter = ',', default_value = "normal")]
     sync: Vec<Synchronous>,
     /// Strategy specs, comma-separated (default: every embedded strategy, the baselines,
-    /// the `unserialized` control, and the servers below).
-    #[arg(
-        long,
-        value_delimiter = ',',
-        env = "TURNSTILE_COMPARE_STRATEGIES",
-        hide_env_values = true
-    )]
-    strategies: Option<Vec<String>>,
+    /// the `unserialized` control, and the servers below). A spec may hold commas
+    /// (redlock://h1:p1,h2:p2,h3:p3): a piece that does not start with a known strategy
+    /// name continues the spec before it when that one has an argument (percent-encode a
+    /// password's comma as %2C when a known name follows it).
+    #[arg(long, env = "TURNSTILE_COMPARE_STRATEGIES", hide_env_values = true)]
+    strategies: Option<String>,
     /// Threads per process, comma-separated (default 1,4,16,64; 1,16,64 with --quick).
     #[arg(long, value_delimiter = ',')]
     threads: Option<Vec<usize>>,
@@ -291,10 +289,13 @@ fn check(args: CheckArgs) -> u8 {
 
 fn compare(args: CompareArgs) -> u8 {
     use turnstile_harness::compare::{self, CompareConfig};
+    let registry = registry();
     let mut config = CompareConfig::default();
     config.quick = args.quick;
     config.sync = args.sync;
-    config.strategies = args.strategies;
+    config.strategies = args
+        .strategies
+        .map(|list| compare::split_strategies(&list, &registry));
     config.threads = args.threads.unwrap_or_else(|| {
         if args.quick {
             vec![1, 16, 64]
@@ -345,7 +346,7 @@ fn compare(args: CompareArgs) -> u8 {
         };
     }
     stop_early_on_signals("compare");
-    let comparison = match compare::compare(&config, &registry()) {
+    let comparison = match compare::compare(&config, &registry) {
         Ok(c) => c,
         Err(e) => {
             report::to_stderr(&format!("turnstile compare: {e}"));

@@ -324,35 +324,49 @@ impl RunConfig {
 /// Checks, before a run, that a file can be written at `path` (the value of `flag`): its
 /// directory exists and takes a new file, or the file exists and opens for writing.
 /// Nothing is left behind (a file made to find out is removed) and nothing existing is
-/// changed.
+/// changed. A link to a file not there yet is followed to where writing would create it,
+/// through at most 40 links in a row, as Linux's `open` would.
 ///
 /// # Errors
-/// [`RunError::Usage`] naming `flag`, the path and why.
+/// [`RunError::Usage`] naming `flag`, the path and why ("too many levels of symbolic
+/// links" for a loop of links).
 pub fn writable_file(flag: &str, path: &Path) -> Result<(), RunError> {
-    let bad = |why: String| RunError::Usage(format!("{flag} {}: {why}", path.display()));
-    if path.is_dir() {
-        return Err(bad("is a directory".into()));
+    let given = path;
+    let mut path = path.to_path_buf();
+    for _ in 0..=MAX_SYMLINKS {
+        let bad = |why: String| RunError::Usage(format!("{flag} {}: {why}", path.display()));
+        if path.is_dir() {
+            return Err(bad("is a directory".into()));
+        }
+        let mut open = std::fs::OpenOptions::new();
+        open.write(true);
+        if path.exists() {
+            open.open(&path).map_err(|e| bad(e.to_string()))?;
+        } else if path.is_symlink() {
+            // A link to a file not there yet: writing follows it and creates that file.
+            let target = std::fs::read_link(&path).map_err(|e| bad(e.to_string()))?;
+            path = match path.parent() {
+                Some(dir) if target.is_relative() => dir.join(target),
+                _ => target,
+            };
+            continue;
+        } else {
+            open.create_new(true)
+                .open(&path)
+                .map_err(|e| bad(e.to_string()))?;
+            let _ = std::fs::remove_file(&path);
+        }
+        return Ok(());
     }
-    let mut open = std::fs::OpenOptions::new();
-    open.write(true);
-    if path.exists() {
-        open.open(path).map_err(|e| bad(e.to_string()))?;
-    } else if path.is_symlink() {
-        // A link to a file not there yet: writing follows it and creates that file.
-        let target = std::fs::read_link(path).map_err(|e| bad(e.to_string()))?;
-        let target = match path.parent() {
-            Some(dir) if target.is_relative() => dir.join(target),
-            _ => target,
-        };
-        return writable_file(flag, &target);
-    } else {
-        open.create_new(true)
-            .open(path)
-            .map_err(|e| bad(e.to_string()))?;
-        let _ = std::fs::remove_file(path);
-    }
-    Ok(())
+    Err(RunError::Usage(format!(
+        "{flag} {}: too many levels of symbolic links",
+        given.display()
+    )))
 }
+
+/// How many symbolic links [`writable_file`] follows in a row, as Linux's `open` does
+/// (`ELOOP` beyond).
+const MAX_SYMLINKS: usize = 40;
 
 /// Checks, before a run, that `dir` (the value of `flag`) is a directory files can be
 /// made in, or can be created as one: its nearest existing ancestor is a directory that

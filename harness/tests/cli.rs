@@ -436,6 +436,53 @@ fn unwritable_output_paths_are_bad_usage_before_the_run() {
     assert!(!missing.exists(), "the check leaves nothing behind");
 }
 
+/// A loop of symbolic links as `--svg` is bad usage, named, not a crash; a chain of links
+/// short of the kernel's limit leads to where the chart is written.
+#[test]
+fn a_loop_of_links_as_the_svg_path_is_bad_usage() {
+    let dir = tempfile::tempdir().unwrap();
+    let selfish = dir.path().join("loop");
+    std::os::unix::fs::symlink("loop", &selfish).unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    std::os::unix::fs::symlink(&b, &a).unwrap();
+    std::os::unix::fs::symlink("a", &b).unwrap();
+    for path in [&selfish, &a] {
+        let path = path.to_str().unwrap();
+        let (code, out, err) = check(&small_run("mutex", &["--svg", path]));
+        assert_eq!(code, 2, "{path}: {out}{err}");
+        assert!(
+            err.contains(path) && err.contains("too many levels of symbolic links"),
+            "{err}"
+        );
+    }
+    let mut next = std::path::PathBuf::from("chart.svg");
+    for i in 0..10 {
+        let link = dir.path().join(format!("link{i}"));
+        std::os::unix::fs::symlink(&next, &link).unwrap();
+        next = link;
+    }
+    let (code, out, err) = check(&small_run("mutex", &["--svg", next.to_str().unwrap()]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(dir.path().join("chart.svg").is_file());
+}
+
+/// A spec refused for its form (no name, an argument to a strategy that takes none) is
+/// bad usage whose message hides the password in it.
+#[test]
+fn a_refused_spec_is_named_without_its_password() {
+    for spec in [
+        "://u:hunter2@127.0.0.1:1/db",
+        "mutex://u:hunter2@127.0.0.1:1/db",
+        "unserialized://u:hunter2@127.0.0.1:1/db",
+        "racy-version://u:hunter2@127.0.0.1:1/db",
+    ] {
+        let (code, out, err) = check(&small_run(spec, &[]));
+        assert_eq!(code, 2, "{spec}: {out}{err}");
+        assert!(err.contains("u:***@127.0.0.1:1/db"), "{spec}: {err}");
+        assert!(!err.contains("hunter2"), "{spec}: {err}");
+    }
+}
+
 /// An output that fails only after the run (`/dev/full` opens, and refuses every write; a
 /// directory stands where the history file would be copied): the report is printed with
 /// a note naming the path, a violation still exits 1, and a pass whose output is missing

@@ -917,3 +917,130 @@ fn exit_within(
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// `--strategies` (and its variable) is split at the commas between specs, not at those
+/// inside one: a Redlock's hosts, a multi-host PostgreSQL URL, a password with a comma, a
+/// lock directory's name. Each list ends in `mutex:x`, which `mutex` refuses (exit 2) once
+/// every spec before it was opened; split at every comma, the piece after a spec's first
+/// comma would be refused first, as an unknown strategy, half a password in its name.
+#[test]
+fn compare_keeps_the_commas_inside_a_spec() {
+    let dir = tempfile::tempdir().unwrap();
+    let lock_dir = dir.path().join("a,b");
+    for (list, hidden) in [
+        ("mysql://u:pa,ss@127.0.0.1:1/db", "ss@"),
+        ("mysql://u:pa,,ss@127.0.0.1:1/db", "ss@"),
+        ("postgres://u:pa,ss@127.0.0.1:1/db", "ss@"),
+        ("queue+mysql://u:pa,queue@127.0.0.1:1/db", "queue@"),
+        ("redlock://127.0.0.1:1,127.0.0.1:2,127.0.0.1:3/0", "unknown"),
+        (
+            "queue+redlock://127.0.0.1:1,127.0.0.1:2,127.0.0.1:3",
+            "unknown",
+        ),
+        ("postgres://127.0.0.1:1,127.0.0.1:2/db", "unknown"),
+        (&format!("file-lock:{}", lock_dir.display()), "unknown"),
+    ] {
+        let list = format!("mutex,{list},mutex:x");
+        let base = ["compare", "--quick", "--no-redis"];
+        let (by_flag, flag_err) = status(turnstile().args(base).args(["--strategies", &list]));
+        let (by_env, env_err) = status(
+            turnstile()
+                .args(base)
+                .env("TURNSTILE_COMPARE_STRATEGIES", &list),
+        );
+        for (code, stderr) in [(by_flag, &flag_err), (by_env, &env_err)] {
+            assert_eq!(code, Some(2), "{list}: {stderr}");
+            assert!(
+                stderr.contains("strategy \"mutex\" takes no argument"),
+                "{list}: {stderr}"
+            );
+            assert!(
+                !stderr.contains("unknown") && !stderr.contains(hidden),
+                "{list}: {stderr}"
+            );
+        }
+    }
+    assert!(
+        lock_dir.is_dir(),
+        "the lock directory's name keeps its comma"
+    );
+    // A list without such commas is split as ever, and a trailing comma is an empty spec.
+    let (code, stderr) = status(turnstile().args(["compare", "--strategies", "mutex,nosuch"]));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("unknown strategy \"nosuch\""), "{stderr}");
+    let (code, stderr) = status(turnstile().args(["compare", "--strategies", "mutex,"]));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("empty strategy spec"), "{stderr}");
+}
+
+/// An unknown strategy is named by its whole spec, its password hidden.
+#[test]
+fn compare_names_an_unknown_strategy_without_its_password() {
+    let (code, stderr) = status(turnstile().args([
+        "compare",
+        "--no-redis",
+        "--strategies",
+        "mutex,nosuch://u:hunter2@h/db",
+    ]));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("unknown strategy \"nosuch://u:***@h/db\""),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+}
+
+/// A loop of symbolic links given to `--json` or `--svg` is bad usage, named, not a
+/// crash: the check that the path can be written follows links only so far.
+#[test]
+fn a_loop_of_links_as_an_output_path_is_bad_usage() {
+    let dir = tempfile::tempdir().unwrap();
+    let selfish = dir.path().join("loop");
+    std::os::unix::fs::symlink("loop", &selfish).unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    std::os::unix::fs::symlink(&b, &a).unwrap();
+    std::os::unix::fs::symlink("a", &b).unwrap();
+    for path in [&selfish, &a] {
+        for flag in ["--json", "--svg"] {
+            let (code, stderr) = status(
+                turnstile()
+                    .args(["compare", "--no-redis", "--strategies", "mutex", flag])
+                    .arg(path),
+            );
+            assert_eq!(code, Some(2), "{flag} {}: {stderr}", path.display());
+            assert!(
+                stderr.contains(flag) && stderr.contains("too many levels of symbolic links"),
+                "{stderr}"
+            );
+        }
+    }
+}
+
+/// A password parameter whose name is percent-encoded (`pass%77ord`, which the driver
+/// decodes and uses) is hidden like `password` in the `data:` line, the strategy names
+/// and the JSON report (`TURNSTILE_POSTGRES_URL`; fails when PostgreSQL is down: the
+/// trusting test server ignores the password).
+#[test]
+fn compare_hides_a_password_parameter_with_an_encoded_name() {
+    const SECRET: &str = "encoded-name-secret";
+    let url = turnstile_harness::conformance::postgres_url();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let url = format!("{url}{sep}pass%77ord={SECRET}");
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let output = turnstile()
+        .args(["compare", "--no-redis", "--ops", "20", "--threads", "1"])
+        .args(["--strategies", &format!("mutex,{url}"), "--data", &url])
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    let text = std::fs::read_to_string(&json).unwrap();
+    for shown in [&stdout as &str, &stderr, &text] {
+        assert!(!shown.contains(SECRET), "the password shows:\n{shown}");
+    }
+    assert!(stdout.contains("pass%77ord=***"), "{stdout}");
+}

@@ -42,7 +42,8 @@ impl Spec {
     /// Parses a spec.
     ///
     /// # Errors
-    /// [`Error::Config`] for an empty spec or name.
+    /// [`Error::Config`] for an empty spec or name (the message shows the spec with its
+    /// password masked, as [`redact_url`] does).
     pub fn parse(text: &str) -> Result<Self, StrategyError> {
         let text = text.trim();
         if text.is_empty() {
@@ -56,7 +57,10 @@ impl Spec {
             (text, None)
         };
         if name.is_empty() {
-            return Err(Error::Config(format!("strategy spec {text:?} has no name")));
+            return Err(Error::Config(format!(
+                "strategy spec {:?} has no name",
+                redact_url(text)
+            )));
         }
         Ok(Spec {
             name: name.to_ascii_lowercase(),
@@ -77,13 +81,14 @@ impl Spec {
     /// Refuses an argument, for strategies that take none.
     ///
     /// # Errors
-    /// [`Error::Config`] when the spec has an argument.
+    /// [`Error::Config`] when the spec has an argument (shown as [`redact_url`] shows it).
     pub fn expect_no_arg(&self) -> Result<(), StrategyError> {
         match self.arg() {
             None => Ok(()),
             Some(arg) => Err(Error::Config(format!(
-                "strategy {:?} takes no argument (got {arg:?})",
-                self.name()
+                "strategy {:?} takes no argument (got {:?})",
+                self.name(),
+                redact_url(arg)
             ))),
         }
     }
@@ -103,7 +108,8 @@ impl fmt::Debug for Spec {
 ///
 /// - in a URL, the password of `scheme://user:password@host…`, and the value of each query
 ///   parameter named `pass` or `password` (or ending in `password`, as `sslpassword`), as in
-///   `redis+unix:///run/redis.sock?pass=…` or `postgres://host/db?password=…`;
+///   `redis+unix:///run/redis.sock?pass=…` or `postgres://host/db?password=…`, whatever
+///   its case and however its name is percent-encoded (`pass%77ord`: drivers decode it);
 /// - in anything else, read as a libpq `key=value` connection string
 ///   (`host=db password='my secret' port=5432`), the `password` value, quoted or not.
 ///
@@ -137,6 +143,32 @@ pub fn redact_url(url: &str) -> String {
 fn names_password(name: &str) -> bool {
     let name = name.to_ascii_lowercase();
     name == "pass" || name.ends_with("password")
+}
+
+/// `text` with each `%XX` (two hex digits) replaced by the byte it stands for, as drivers
+/// decode a query parameter's name; bytes that are not UTF-8 come out as U+FFFD.
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| char::from(b).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(high), Some(low)) => {
+                out.push((high * 16 + low) as u8);
+                i += 3;
+            }
+            (byte, _, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A URL after its `scheme://`, with the password of its user info and its password
@@ -178,7 +210,7 @@ fn redact_after_scheme(rest: &str) -> String {
                 out.push('&');
             }
             match param.split_once('=') {
-                Some((name, _)) if names_password(name) => {
+                Some((name, _)) if names_password(&percent_decoded(name)) => {
                     out.push_str(name);
                     out.push_str("=***");
                 }
@@ -715,6 +747,24 @@ mod tests {
                 "redis://u:***@h/0?pass=***",
             ),
             ("rediss://h/0#insecure", "rediss://h/0#insecure"),
+            // Names percent-encoded, as drivers decode them (tokio-postgres, url).
+            (
+                "postgres://u@h/db?pass%77ord=secret&x%3D=1",
+                "postgres://u@h/db?pass%77ord=***&x%3D=1",
+            ),
+            (
+                "redis+unix:///r.sock?%70%61%53%73=secret&db=%70ass",
+                "redis+unix:///r.sock?%70%61%53%73=***&db=%70ass",
+            ),
+            (
+                "postgres://h/db?sslpass%77%6Frd=secret",
+                "postgres://h/db?sslpass%77%6Frd=***",
+            ),
+            // Not a name's encoding: kept as it is.
+            (
+                "postgres://h/db?pass%7=x&pass%=y",
+                "postgres://h/db?pass%7=x&pass%=y",
+            ),
             // libpq key=value strings: plain, spaced, quoted with escapes, unclosed.
             (
                 "host=127.0.0.1 password=secret port=notaport",
@@ -740,5 +790,18 @@ mod tests {
         }
         let spec = Spec::parse("redis+unix:///tmp/r.sock?db=2&pass=hunter2").unwrap();
         assert!(!format!("{spec:?}").contains("hunter2"));
+    }
+
+    /// A spec refused for its form never repeats a password.
+    #[test]
+    fn refusals_of_a_spec_hide_its_password() {
+        let no_name = Spec::parse("://u:hunter2@h").unwrap_err().to_string();
+        assert!(no_name.contains("has no name"), "{no_name}");
+        assert!(!no_name.contains("hunter2"), "{no_name}");
+        let spec = Spec::parse("mutex://u:hunter2@h/db").unwrap();
+        let no_arg = spec.expect_no_arg().unwrap_err().to_string();
+        assert!(no_arg.contains("takes no argument"), "{no_arg}");
+        assert!(no_arg.contains("mutex://u:***@h/db"), "{no_arg}");
+        assert!(!no_arg.contains("hunter2"), "{no_arg}");
     }
 }

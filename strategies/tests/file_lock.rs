@@ -475,14 +475,33 @@ fn a_symlinked_lock_directory_is_refused() {
     std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o700)).unwrap();
     let link = root.path().join("link");
     std::os::unix::fs::symlink(&real, &link).unwrap();
-    match FileLock::new(&link) {
-        Err(FileLockError::Symlink { path }) => assert_eq!(path, link),
-        other => panic!("expected Symlink, got {other:?}"),
+    // Also behind a trailing `/` or `/.`, before which the kernel resolves the link.
+    let mut named = vec![link.clone(), link.join("")];
+    for tail in ["/.", "//", "/./", "/././/"] {
+        let mut text = link.clone().into_os_string();
+        text.push(tail);
+        named.push(text.into());
     }
-    assert!(
-        names_in(&real).is_empty(),
-        "nothing may be created through the link"
-    );
+    for dir in &named {
+        match FileLock::new(dir) {
+            Err(FileLockError::Symlink { path }) => assert_eq!(&path, dir),
+            other => panic!("expected Symlink for {}, got {other:?}", dir.display()),
+        }
+        let setup = Setup::new(db_at(&root.path().join("app.db")));
+        let spec = format!("file-lock:{}", dir.display());
+        assert!(
+            matches!(
+                Registry::builtin().open(&spec, &setup),
+                Err(Error::Config(_))
+            ),
+            "{spec}"
+        );
+        assert!(
+            names_in(&real).is_empty(),
+            "nothing may be created through the link ({})",
+            dir.display()
+        );
+    }
     // A lock file planted as a link is refused too, and its target left alone.
     let target = root.path().join("target");
     std::fs::write(&target, "precious").unwrap();

@@ -187,6 +187,45 @@ pub fn default_strategies<'a>(
     list
 }
 
+/// Splits a comma-separated list of strategy specs (`--strategies`,
+/// `TURNSTILE_COMPARE_STRATEGIES`) into specs that may hold commas themselves:
+/// `redlock://h1:p1,h2:p2,h3:p3`, `postgres://h1,h2/db`, a password with a comma. A piece
+/// belongs to the spec before it when it does not start a spec the harness knows (its name,
+/// the part before `:` or `://`, is no strategy `registry`, the versioned records or the
+/// server data know) and that spec has an argument (a `:`): a comma inside a spec can
+/// only come after its name. A spec is trimmed; a last piece that is empty stays one, so a
+/// trailing comma is still refused as an empty spec.
+///
+/// A password whose comma is followed by text that does start a known spec
+/// (`…:pa,mutex:x@h…`) is split there: percent-encode that comma (`%2C`).
+///
+/// ```
+/// use turnstile_harness::compare::split_strategies;
+///
+/// let registry = turnstile_harness::registry();
+/// assert_eq!(
+///     split_strategies("mutex,file-lock:/a,b,queue", &registry),
+///     ["mutex", "file-lock:/a,b", "queue"]
+/// );
+/// ```
+pub fn split_strategies(list: &str, registry: &Registry<Sqlite>) -> Vec<String> {
+    let pieces: Vec<&str> = list.split(',').collect();
+    let mut specs: Vec<String> = Vec::new();
+    for (i, piece) in pieces.iter().enumerate() {
+        let last_and_empty = i + 1 == pieces.len() && piece.trim().is_empty();
+        match specs.last_mut() {
+            Some(spec)
+                if spec.contains(':') && !last_and_empty && !known_anywhere(piece, registry) =>
+            {
+                spec.push(',');
+                spec.push_str(piece);
+            }
+            _ => specs.push((*piece).to_owned()),
+        }
+    }
+    specs.iter().map(|s| s.trim().to_owned()).collect()
+}
+
 /// Whether `spec` names a strategy the harness knows over any data.
 fn known_anywhere(spec: &str, registry: &Registry<Sqlite>) -> bool {
     crate::run::knows(spec, registry)
@@ -275,17 +314,15 @@ pub fn compare(
     let mut skipped = Vec::new();
     let mut runnable = Vec::new();
     for spec in distinct(&strategies) {
-        let name = turnstile::spec::Spec::parse(&spec)
-            .map_err(|e| RunError::Usage(e.to_string()))?
-            .name()
-            .to_owned();
+        turnstile::spec::Spec::parse(&spec).map_err(|e| RunError::Usage(e.to_string()))?;
         if runs_over(&spec, data, registry) {
             runnable.push(spec);
         } else if known_anywhere(&spec, registry) {
             skipped.push(redact_url(&spec));
         } else {
             return Err(RunError::Usage(format!(
-                "unknown strategy {name:?}; see `turnstile list`"
+                "unknown strategy {:?}; see `turnstile list`",
+                redact_url(&spec)
             )));
         }
     }
@@ -630,6 +667,46 @@ pub fn chart(report: &Report) -> String {
 #[cfg(all(test, feature = "redis", feature = "mysql", feature = "postgres"))]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_strategy_list_splits_between_specs_not_inside_one() {
+        let registry = crate::registry();
+        for (list, specs) in [
+            ("queue,mutex", &["queue", "mutex"][..]),
+            (" queue , mutex ", &["queue", "mutex"]),
+            ("queue,nosuch", &["queue", "nosuch"]),
+            ("queue,", &["queue", ""]),
+            ("", &[""]),
+            (
+                "redlock://h1:1,h2:2,h3:3/0,queue",
+                &["redlock://h1:1,h2:2,h3:3/0", "queue"],
+            ),
+            (
+                "mutex,queue+redlock://u:p@h1:1,h2:2,h3:3",
+                &["mutex", "queue+redlock://u:p@h1:1,h2:2,h3:3"],
+            ),
+            (
+                "postgres://h1,h2/db,pg-xact",
+                &["postgres://h1,h2/db", "pg-xact"],
+            ),
+            ("mysql://u:pa,ss@h/db", &["mysql://u:pa,ss@h/db"]),
+            ("mysql://u:pa,,ss@h/db,", &["mysql://u:pa,,ss@h/db", ""]),
+            (
+                "mysql://u:a,queue@h/db,mysql://u:b,c@h/db",
+                &["mysql://u:a,queue@h/db", "mysql://u:b,c@h/db"],
+            ),
+            (
+                "file-lock:/a,b,optimistic",
+                &["file-lock:/a,b", "optimistic"],
+            ),
+            (
+                "nosuch://a,b,racy-version:5",
+                &["nosuch://a,b", "racy-version:5"],
+            ),
+        ] {
+            assert_eq!(split_strategies(list, &registry), specs, "{list}");
+        }
+    }
 
     #[test]
     fn every_composition_the_registry_knows_sits_after_its_plain_lock() {

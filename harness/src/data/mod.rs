@@ -446,6 +446,10 @@ mod tests {
         let mysql: DataSpec = "mysql://root:secret@127.0.0.1:3306/test".parse().unwrap();
         assert!(matches!(mysql, DataSpec::MySql(_)));
         assert!(!format!("{mysql} {mysql:?}").contains("secret"));
+        // A password parameter whose name is percent-encoded still authenticates
+        // (drivers decode the name), so it is hidden too.
+        let postgres: DataSpec = "postgres://u@h/db?pass%77ord=secret".parse().unwrap();
+        assert_eq!(postgres.to_string(), "postgres://u@h/db?pass%77ord=***");
         for bad in ["", "redis://h", "postgres", "file:/tmp/x", "mysql:/x"] {
             assert!(bad.parse::<DataSpec>().is_err(), "{bad:?}");
         }

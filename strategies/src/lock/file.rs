@@ -264,10 +264,11 @@ impl FileLockBuilder {
 ///   table ([`MutexLock`]) per stripe sits in front of the file lock.
 /// - Lock files are opened `O_NOFOLLOW | O_CLOEXEC`, never truncated and never unlinked
 ///   (unlinking a lock file lets two holders lock two different inodes under one name),
-///   in a directory that is not a symbolic link and not world-writable (anyone could
-///   plant files in it). A new directory is created with mode `0700`. Its owner is not
-///   checked (users of one group may share it), so it belongs in a parent directory only
-///   those users can write: in `/tmp` another user could create it first.
+///   in a directory that is not a symbolic link (a trailing `/` or `/.` in its path does
+///   not reach through one) and not world-writable (anyone could plant files in it). A
+///   new directory is created with mode `0700`. Its owner is not checked (users of one
+///   group may share it), so it belongs in a parent directory only those users can
+///   write: in `/tmp` another user could create it first.
 /// - A holder that dies, even by `SIGKILL`, has its locks freed by the kernel when its
 ///   file descriptors close. Locks never expire, so no fencing token is needed.
 /// - `O_CLOEXEC` keeps a lock from leaking into programs this process starts (a child
@@ -564,8 +565,13 @@ fn io_error(path: &Path, e: impl Into<std::io::Error>) -> FileLockError {
 
 /// Creates `dir` if missing and opens it without following a symbolic link, then checks
 /// the opened directory itself (no window between the check and the use).
+///
+/// Both look at `dir` without trailing separators and `.` components: the kernel resolves
+/// a link before a trailing `/` (or `/.`), so `lstat` and `O_NOFOLLOW` on `link/` would
+/// see and open the link's target.
 fn open_dir(dir: &Path) -> Result<OwnedFd, FileLockError> {
-    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+    let named: PathBuf = dir.components().collect();
+    match std::fs::DirBuilder::new().mode(0o700).create(&named) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
@@ -576,14 +582,14 @@ fn open_dir(dir: &Path) -> Result<OwnedFd, FileLockError> {
         }
         Err(e) => return Err(io_error(dir, e)),
     }
-    let meta = std::fs::symlink_metadata(dir).map_err(|e| io_error(dir, e))?;
+    let meta = std::fs::symlink_metadata(&named).map_err(|e| io_error(dir, e))?;
     if meta.file_type().is_symlink() {
         return Err(FileLockError::Symlink {
             path: dir.to_path_buf(),
         });
     }
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    let fd = match rustix::fs::open(dir, flags, Mode::empty()) {
+    let fd = match rustix::fs::open(&named, flags, Mode::empty()) {
         Ok(fd) => fd,
         // Swapped for a link between the check above and the open.
         Err(rustix::io::Errno::LOOP) => {
