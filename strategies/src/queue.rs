@@ -381,6 +381,10 @@ const MAX_SPIN: Duration = Duration::from_micros(50);
 /// The shortest spin; the budget adapts between the two.
 const MIN_SPIN: Duration = Duration::from_micros(2);
 
+/// How many pauses a spinning thread makes between two looks at the clock (a clock read
+/// costs about as much as a pause or two).
+const SPINS_PER_CLOCK: u32 = 32;
+
 /// How long a caller that found the queue idle spins for its result before it sleeps.
 /// Alone on the queue, its op is next and done within tens of microseconds: sleeping and
 /// being woken would cost about as much again, and more on a loaded machine. A caller
@@ -1615,9 +1619,15 @@ impl<T, E> Ticket<T, E> {
     ) -> (Result<T, Error<E>>, Option<Instant>) {
         if solo.is_some_and(worth_spinning) {
             let until = Instant::now() + CALLER_SPIN;
-            while !self.slot.finished.load(Ordering::Acquire) && Instant::now() < until {
-                for _ in 0..64 {
-                    std::hint::spin_loop();
+            let mut spins = 0u32;
+            // The flag after every pause: the answer is seen within one pause of its
+            // coming (tens of nanoseconds), not a whole round of them (over a microsecond
+            // for 64 on some CPUs, paid on every op). The clock only now and then.
+            while !self.slot.finished.load(Ordering::Acquire) {
+                std::hint::spin_loop();
+                spins = spins.wrapping_add(1);
+                if spins.is_multiple_of(SPINS_PER_CLOCK) && Instant::now() >= until {
+                    break;
                 }
             }
         }
@@ -2244,19 +2254,24 @@ impl<C: Transact> Worker<C> {
             }
         }
         let start = Instant::now();
+        let mut spins = 0u32;
         while self.shared.crowd.room_to_spin() {
-            for _ in 0..64 {
-                std::hint::spin_loop();
-            }
-            match self.receiver.try_recv() {
-                Ok(job) => {
-                    self.spin = (self.spin * 2).min(MAX_SPIN);
-                    return Some(job);
+            // A look at the channel's ends after every pause, so a job is picked up
+            // within one pause of its sending; taken only once there is one.
+            std::hint::spin_loop();
+            if !self.receiver.is_empty() {
+                match self.receiver.try_recv() {
+                    Ok(job) => {
+                        self.spin = (self.spin * 2).min(MAX_SPIN);
+                        return Some(job);
+                    }
+                    Err(TryRecvError::Disconnected) => return None,
+                    Err(TryRecvError::Empty) => {}
                 }
-                Err(TryRecvError::Disconnected) => return None,
-                Err(TryRecvError::Empty) => {}
             }
-            if start.elapsed() >= self.spin {
+            spins = spins.wrapping_add(1);
+            // A closed channel shows once the spin ends, in `recv` below.
+            if spins.is_multiple_of(SPINS_PER_CLOCK) && start.elapsed() >= self.spin {
                 break;
             }
         }
