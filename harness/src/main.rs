@@ -73,9 +73,10 @@ struct CompareArgs {
     /// the `unserialized` control, and the servers below). A spec may hold commas
     /// (redlock://h1:p1,h2:p2,h3:p3): a piece that does not start with a known strategy
     /// name continues the spec before it when that one has an argument (percent-encode a
-    /// password's comma as %2C when a known name follows it).
+    /// password's comma as %2C when a known name follows it, and name a host that bears a
+    /// strategy's name, as postgres:5432, by another name or address). May be repeated.
     #[arg(long, env = "TURNSTILE_COMPARE_STRATEGIES", hide_env_values = true)]
-    strategies: Option<String>,
+    strategies: Vec<String>,
     /// Threads per process, comma-separated (default 1,4,16,64; 1,16,64 with --quick).
     #[arg(long, value_delimiter = ',')]
     threads: Option<Vec<usize>>,
@@ -293,9 +294,12 @@ fn compare(args: CompareArgs) -> u8 {
     let mut config = CompareConfig::default();
     config.quick = args.quick;
     config.sync = args.sync;
-    config.strategies = args
-        .strategies
-        .map(|list| compare::split_strategies(&list, &registry));
+    config.strategies = (!args.strategies.is_empty()).then(|| {
+        args.strategies
+            .iter()
+            .flat_map(|list| compare::split_strategies(list, &registry))
+            .collect()
+    });
     config.threads = args.threads.unwrap_or_else(|| {
         if args.quick {
             vec![1, 16, 64]

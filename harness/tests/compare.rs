@@ -152,6 +152,18 @@ fn compare_refuses_an_unknown_strategy_as_bad_usage() {
         status(turnstile().args(["compare", "--quick", "--no-redis", "--strategies", "nope"]));
     assert_eq!(code, Some(2));
     assert!(stderr.contains("unknown strategy"));
+    // A repeated --strategies adds to the list: the second one's spec is looked at too.
+    let (code, stderr) = status(turnstile().args([
+        "compare",
+        "--quick",
+        "--no-redis",
+        "--strategies",
+        "mutex",
+        "--strategies",
+        "nope2",
+    ]));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("unknown strategy \"nope2\""), "{stderr}");
 }
 
 /// A negative-control workload is broken application code: every strategy would show its

@@ -135,7 +135,7 @@ pub fn redact_url(url: &str) -> String {
         Some((scheme, rest)) if !scheme.contains(|c: char| c.is_whitespace() || c == '=') => {
             format!("{scheme}://{}", redact_after_scheme(rest))
         }
-        _ => redact_key_values(url),
+        _ => redact_bare_userinfo(url).unwrap_or_else(|| redact_key_values(url)),
     }
 }
 
@@ -189,21 +189,15 @@ fn redact_after_scheme(rest: &str) -> String {
         }
         None => (String::new(), rest),
     };
-    // The query starts at the first `?` (before a fragment).
-    let query_at = match (rest.find('?'), rest.find('#')) {
-        (Some(q), Some(f)) if f < q => None,
-        (q, _) => q,
-    };
-    let (head, query) = match query_at {
+    // The query starts at the first `?`, and a `#` is no fragment: the PostgreSQL driver
+    // reads `db#x?password=p` as the database `db#x` and `password=ab#cd` as the
+    // password `ab#cd`, so a value is masked up to the next `&`.
+    let (head, query) = match rest.find('?') {
         Some(i) => (&rest[..i], Some(&rest[i + 1..])),
         None => (rest, None),
     };
     out.push_str(head);
-    if let Some(query) = query {
-        let (params, fragment) = match query.split_once('#') {
-            Some((params, fragment)) => (params, Some(fragment)),
-            None => (query, None),
-        };
+    if let Some(params) = query {
         out.push('?');
         for (i, param) in params.split('&').enumerate() {
             if i > 0 {
@@ -217,12 +211,23 @@ fn redact_after_scheme(rest: &str) -> String {
                 _ => out.push_str(param),
             }
         }
-        if let Some(fragment) = fragment {
-            out.push('#');
-            out.push_str(fragment);
-        }
     }
     out
+}
+
+/// Text with no `://`, no whitespace and no `=` (a mistyped URL, `mysq:/u:pw@h/db`, or a
+/// spec's argument, `postgres:u:pw@h/db`) whose user info may hold a password: masked
+/// from its first `:` to the `@` that ends the user info (found as in
+/// [`redact_after_scheme`]). `None` when it has no such part.
+fn redact_bare_userinfo(text: &str) -> Option<String> {
+    if text.contains(|c: char| c.is_whitespace() || c == '=') {
+        return None;
+    }
+    let first = text.find('@')?;
+    let end = text[first..].find('/').map_or(text.len(), |i| first + i);
+    let at = text[..end].rfind('@').unwrap_or(first);
+    let colon = text[..at].find(':')?;
+    Some(format!("{}***{}", &text[..=colon], &text[at..]))
 }
 
 /// A libpq `key=value` string (`host=h password=x`, spaces allowed around `=`, values
@@ -747,6 +752,19 @@ mod tests {
                 "redis://u:***@h/0?pass=***",
             ),
             ("rediss://h/0#insecure", "rediss://h/0#insecure"),
+            // A `#` is no fragment (the PostgreSQL driver reads it as part of a value).
+            (
+                "postgres://h/db?password=ab#cd&x=1",
+                "postgres://h/db?password=***&x=1",
+            ),
+            (
+                "postgres://u@h/db#x?password=secret",
+                "postgres://u@h/db#x?password=***",
+            ),
+            // No `://`: a mistyped URL, or a spec's argument, with user info.
+            ("mysq:/u:hunter2@h/db", "mysq:***@h/db"),
+            ("postgres:u:hunter2@h/db", "postgres:***@h/db"),
+            ("postgres//u:pa@ss@h/db", "postgres//u:***@h/db"),
             // Names percent-encoded, as drivers decode them (tokio-postgres, url).
             (
                 "postgres://u@h/db?pass%77ord=secret&x%3D=1",

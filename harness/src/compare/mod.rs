@@ -197,7 +197,9 @@ pub fn default_strategies<'a>(
 /// trailing comma is still refused as an empty spec.
 ///
 /// A password whose comma is followed by text that does start a known spec
-/// (`…:pa,mutex:x@h…`) is split there: percent-encode that comma (`%2C`).
+/// (`…:pa,mutex:x@h…`) is split there: percent-encode that comma (`%2C`). So is a host
+/// list at a host named like a strategy (`postgres://u@db1:5432,postgres:5432/app`):
+/// name that host by another name or its address.
 ///
 /// ```
 /// use turnstile_harness::compare::split_strategies;
