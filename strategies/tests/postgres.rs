@@ -1000,7 +1000,9 @@ fn a_server_that_stops_answering_fails_lock_statements_within_the_read_timeout()
 
     // A new lock connection's login is bounded by the connect timeout, as before.
     let start = Instant::now();
-    let err = PostgresLock::new(&format!("{}?connect_timeout=1", via(proxy.port())))
+    let proxied = via(proxy.port());
+    let sep = if proxied.contains('?') { '&' } else { '?' };
+    let err = PostgresLock::new(&format!("{proxied}{sep}connect_timeout=1"))
         .unwrap()
         .ping()
         .unwrap_err();

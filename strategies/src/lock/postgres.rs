@@ -10,9 +10,11 @@
 //! wakes as soon as the lock is free; a deadline under a millisecond tries once with
 //! `pg_try_advisory_lock`. The setting is a 32-bit count: a deadline further than
 //! [`MAX_LOCK_TIMEOUT`] (about 24.8 days) is waited for in waits of at most that long,
-//! and an acquire without a deadline waits in waits of [`WAIT_CHUNK`]. While held, the
-//! lock connection bumps a counter row in `turnstile_lock_fences` (one autocommitted
-//! upsert), which is the fencing token. [`Lease::check`] asks `pg_locks` whether this
+//! and an acquire without a deadline waits in waits of [`WAIT_CHUNK`] (rejoining the
+//! server's queue for the lock after each). While held, the lock connection bumps a
+//! counter row in `turnstile_lock_fences` (one autocommitted upsert), which is the
+//! fencing token; its wait for that row (locked by maintenance, say) has a `lock_timeout`
+//! of its own, below the read timeout. [`Lease::check`] asks `pg_locks` whether this
 //! session still holds the lock, so a terminated session (`pg_terminate_backend`) is
 //! caught before the op commits.
 //!
@@ -62,6 +64,10 @@ pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest one lock statement waits when the acquire has no deadline: 10 s. The wait
 /// goes on in as many such waits as it takes, each bounded on this side by its length plus
 /// the read timeout, so that a server that stopped answering is noticed.
+///
+/// Each wait is a new `pg_advisory_lock` call: such a waiter leaves PostgreSQL's queue for
+/// the lock every 10 s and rejoins it at the back, so while the queue stays longer than
+/// that, waiters that came later can be granted the lock before it.
 pub const WAIT_CHUNK: Duration = Duration::from_secs(10);
 
 /// How long dropping a lock connection that still answers gives it to say goodbye to the
@@ -310,16 +316,28 @@ impl Drop for LockConn {
 /// takes at most the connect timeout. The wait for the lock is bounded by the server
 /// (`lock_timeout`: until the caller's deadline, or [`WAIT_CHUNK`] at a time without
 /// one), and on this side by that wait plus the [read timeout](Self::read_timeout); a
-/// lease's check and release by the read timeout. So a server that stops answering but
+/// lease's check and release by the read timeout. The fence bump's wait for its row is
+/// bounded by the server too, below the read timeout (the read timeout less a margin:
+/// half of it, at most 1 s), so the server gives up on it before this side does; a bump
+/// that gave up before the deadline is tried again. So a server that stops answering but
 /// keeps its connections open (a stopped process, a stalled network path) fails an
 /// acquire with [`Error::Unavailable`] at most a read timeout after the caller's deadline
-/// (a [`WAIT_CHUNK`] and a read timeout into a wait without one), a [`Lease::check`] with
-/// [`Error::LeaseLost`] after a read timeout (so the op is rolled back, not committed),
-/// and a [`Lease::release`] with [`Error::Unavailable`] after a read timeout; the source
-/// of such an unavailable error is an [`std::io::Error`] of kind `TimedOut`. The
-/// connection is then closed, never used again: the server ends its session, and frees
-/// its lock, once it reads the close (when it runs again or the path carries it; if the
-/// close never arrives, once the server's TCP keepalive gives up on the connection).
+/// on a lock connection that was open already. An acquire that opens a new one first
+/// spends up to its login (the time left before the deadline, but at least 250 ms, at
+/// most the connect timeout) and, the first time, the fence table's creation (a read
+/// timeout): it fails at most two read timeouts after the later of its deadline and
+/// 250 ms after it began. Without a deadline, an acquire fails within a [`WAIT_CHUNK`]
+/// and a read timeout of the server's going silent (a new connection's login: within the
+/// connect timeout). A
+/// [`Lease::check`] fails with [`Error::LeaseLost`] after a read timeout (so the op is
+/// rolled back, not committed), and a [`Lease::release`] with [`Error::Unavailable`]
+/// after a read timeout; the source of such an unavailable error is an [`std::io::Error`]
+/// of kind `TimedOut`. The connection is then closed, never used again: the server ends
+/// its session, and frees its lock, once the session's backend reads the close — an idle
+/// one at once, one busy in a statement only once that statement ends (a stopped server:
+/// once it runs again and the statement ends; the lock statement's waits end at the
+/// `lock_timeout`s it set). If the close never arrives, that is once the server's TCP
+/// keepalive gives up on the connection.
 ///
 /// Not bounded here: the op's own connection (a [`Postgres`] resource's
 /// `postgres::Client`, which has no read timeout), nor [`PgXactLocked`], which locks on
@@ -387,9 +405,11 @@ impl PostgresLock {
     /// Sets how long the server may take to answer a statement on a lock connection,
     /// beyond the wait for the lock the statement gave it: a lease's check and release
     /// get this long, the fence table's creation too, and an acquire its wait (until the
-    /// caller's deadline, at most [`WAIT_CHUNK`] without one) plus this long. A statement
-    /// that runs out of it fails (an acquire or a release with [`Error::Unavailable`], a
-    /// check with [`Error::LeaseLost`]), and its connection is closed, never used again.
+    /// caller's deadline, at most [`WAIT_CHUNK`] without one) plus this long; the fence
+    /// bump's wait for its row, inside that, is given less (this less a margin: half of
+    /// it, at most 1 s), so that the server gives up on the row first. A statement that
+    /// runs out of it fails (an acquire or a release with [`Error::Unavailable`], a check
+    /// with [`Error::LeaseLost`]), and its connection is closed, never used again.
     /// Make it longer than a busy server's slowest answer to these small statements (the
     /// fence bump commits a row). Default: [`DEFAULT_READ_TIMEOUT`].
     ///
@@ -522,6 +542,24 @@ impl Shared {
         }
     }
 
+    /// The `lock_timeout` of the fence bump's wait for its row, in milliseconds: the read
+    /// timeout less a margin (half of it, at most 1 s), at least 1 ms. The bump's wait
+    /// starts when the lock is granted, at the latest at the end of the statement's wait
+    /// for it, so the server gives up on the row before this side gives up on the
+    /// statement (that wait plus the read timeout). Otherwise the client would close the
+    /// connection while the backend, which does not read its socket while it runs a
+    /// statement, goes on waiting for the row, holding the lock.
+    fn bump_wait_ms(&self) -> u64 {
+        let margin = (self.read_timeout / 2).min(Duration::from_secs(1));
+        let ms = self
+            .read_timeout
+            .saturating_sub(margin)
+            .min(MAX_LOCK_TIMEOUT)
+            .as_millis()
+            .max(1);
+        u64::try_from(ms).unwrap_or(u64::MAX)
+    }
+
     /// Waits for the lock and bumps its fence: `Ok(Some(fence))` held (the fence `None`
     /// without fencing), `Ok(None)` the deadline passed. A deadline further than one
     /// wait ([`MAX_LOCK_TIMEOUT`]) takes several, and so does an acquire without one
@@ -539,12 +577,16 @@ impl Shared {
             };
             match self.lock_once(conn, key, wait)? {
                 Some(fence) => return Ok(Some(fence)),
-                None if matches!(wait, LockWait::Wait { more: true, .. }) => {
-                    // The wait ran out before the deadline: wait again. Had the lock been
-                    // granted and only the fence bump timed out, the session would hold
-                    // it (session locks outlive the failed statement), and a second grant
-                    // would count twice, outliving the lease's one unlock: let it go
-                    // first. A lock connection holds no other lock.
+                None if matches!(wait, LockWait::Wait { more: true, .. })
+                    || deadline.is_some_and(|at| Instant::now() < at) =>
+                {
+                    // The wait ran out before the deadline (the wait for the lock was one
+                    // of several, or the fence bump's own shorter wait for its row ran
+                    // out): wait again. Had the lock been granted and only the fence bump
+                    // timed out, the session would hold it (session locks outlive the
+                    // failed statement), and a second grant would count twice, outliving
+                    // the lease's one unlock: let it go first. A lock connection holds no
+                    // other lock.
                     conn.simple_query("SELECT pg_advisory_unlock_all()", self.read_timeout)?;
                 }
                 None => return Ok(None),
@@ -554,8 +596,10 @@ impl Shared {
 
     /// One wait for the lock and the fence bump, as [`Shared::lock`] answers. Each path is
     /// one round trip of the simple query protocol, whose statements may only contain
-    /// numbers computed here (the key is a hash, the timeout a count of milliseconds),
-    /// never user text.
+    /// numbers computed here (the key is a hash, the timeouts counts of milliseconds),
+    /// never user text. The bump's wait for its row gets its own `lock_timeout`
+    /// ([`Shared::bump_wait_ms`]), set on every path: `lock_timeout` bounds each lock
+    /// wait of a statement, and a connection keeps the last one a script set.
     fn lock_once(
         &self,
         conn: &mut LockConn,
@@ -586,10 +630,12 @@ impl Shared {
              ON CONFLICT (key) DO UPDATE SET fence = turnstile_lock_fences.fence + 1
              RETURNING fence"
         );
+        let bump_ms = self.bump_wait_ms();
         let script = match wait {
             // No time left: try once, and bump the fence only if that took the lock.
             LockWait::TryOnce => format!(
-                "WITH got AS (SELECT pg_try_advisory_lock({key}) AS ok)
+                "SET lock_timeout = {bump_ms};
+                 WITH got AS (SELECT pg_try_advisory_lock({key}) AS ok)
                  INSERT INTO turnstile_lock_fences (key, fence)
                      SELECT {key}, 1 FROM got WHERE ok
                  ON CONFLICT (key) DO UPDATE SET fence = turnstile_lock_fences.fence + 1
@@ -597,7 +643,10 @@ impl Shared {
             ),
             // The server bounds the wait and wakes us the moment the lock is free.
             LockWait::Wait { ms, .. } => {
-                format!("SET lock_timeout = {ms}; SELECT pg_advisory_lock({key}); {bump}")
+                format!(
+                    "SET lock_timeout = {ms}; SELECT pg_advisory_lock({key});
+                     SET lock_timeout = {bump_ms}; {bump}"
+                )
             }
         };
         let messages = match conn.simple_query(&script, limit) {
@@ -1128,15 +1177,53 @@ mod tests {
         }
     }
 
+    /// The fence row is locked by another session for longer than the bump's wait (the
+    /// read timeout less a margin) and than a chunk, but not until the deadline: the bump
+    /// is tried again until it gets the row, and the lock is held once.
     #[test]
-    fn a_fence_bump_that_outlasts_a_chunk_leaves_the_lock_held_once() {
-        let lock = chunked(PostgresLock::new(&url()).unwrap());
-        let name = LockName::new("chunks", Key::new(unique("f")).unwrap());
-        let key = advisory_key(&name);
-        // The fence row exists, and another session keeps it locked for a few chunks: the
-        // lock is granted at once, and its fence bump waits for the row.
-        drop(lock.acquire(&name, None).unwrap());
+    fn a_fence_bump_that_outlasts_its_wait_is_tried_again_and_leaves_the_lock_held_once() {
+        const READ: Duration = Duration::from_millis(300);
+        for chunks in [true, false] {
+            let lock = PostgresLock::new(&url())
+                .unwrap()
+                .read_timeout(READ)
+                .unwrap();
+            let lock = if chunks { chunked(lock) } else { lock };
+            let name = LockName::new("chunks", Key::new(unique("f")).unwrap());
+            let key = advisory_key(&name);
+            // The fence row exists, and another session keeps it locked for longer than
+            // the bump's wait: the lock is granted at once, and its fence bump waits for
+            // the row.
+            drop(lock.acquire(&name, None).unwrap());
+            let (row_done, row_holder) = lock_fence_row(key);
+            let releaser = std::thread::spawn(move || {
+                std::thread::sleep(READ * 2);
+                drop(row_done);
+            });
+            let start = Instant::now();
+            let lease = lock
+                .acquire(&name, Some(Instant::now() + Duration::from_secs(10)))
+                .expect("the lock, once the fence row is free");
+            assert!(start.elapsed() >= READ, "{:?}", start.elapsed());
+            releaser.join().unwrap();
+            row_holder.join().unwrap();
+            lease.release().unwrap();
+            let free: bool = admin()
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+                .unwrap()
+                .get(0);
+            assert!(
+                free,
+                "chunks {chunks}: still held after its release: granted twice"
+            );
+        }
+    }
+
+    /// Locks the fence row of `key` (`FOR UPDATE`) from another session, in a thread,
+    /// until the sender is used or dropped; answers when it is locked.
+    fn lock_fence_row(key: i64) -> (std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>) {
         let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
         let row_holder = std::thread::spawn(move || {
             let mut admin = admin();
             let mut tx = admin.transaction().unwrap();
@@ -1146,20 +1233,97 @@ mod tests {
             )
             .unwrap();
             locked_tx.send(()).unwrap();
-            std::thread::sleep(CHUNK * 5);
+            let _ = done_rx.recv_timeout(Duration::from_secs(60));
             tx.rollback().unwrap();
         });
         locked_rx.recv().unwrap();
-        let lease = lock
-            .acquire(&name, Some(Instant::now() + Duration::from_secs(10)))
-            .expect("the lock, once the fence row is free");
-        row_holder.join().unwrap();
-        lease.release().unwrap();
-        let free: bool = admin()
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+        (done_tx, row_holder)
+    }
+
+    /// Whether another session takes `key` within `within` (and lets it go again).
+    fn taken_within(key: i64, within: Duration) -> bool {
+        let mut admin = admin();
+        let start = Instant::now();
+        loop {
+            let got: bool = admin
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+                .unwrap()
+                .get(0);
+            if got {
+                admin
+                    .execute("SELECT pg_advisory_unlock($1)", &[&key])
+                    .unwrap();
+                return true;
+            }
+            if start.elapsed() >= within {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    const READ: Duration = Duration::from_millis(400);
+
+    /// The lock is granted near the deadline and its fence row is locked by another
+    /// session past it: the server gives up on the bump before this side gives up on the
+    /// statement, so the acquire times out in time and its session does not keep the lock
+    /// (a backend waiting in a statement does not read the close of its connection).
+    #[test]
+    fn a_fence_bump_stuck_on_its_row_gives_up_before_the_client_and_keeps_no_lock() {
+        let lock = PostgresLock::new(&url())
             .unwrap()
-            .get(0);
-        assert!(free, "still held after its release: granted twice");
+            .read_timeout(READ)
+            .unwrap();
+        let name = LockName::new("bump", Key::new(unique("w")).unwrap());
+        let key = advisory_key(&name);
+        // The fence row exists.
+        drop(lock.acquire(&name, None).unwrap());
+        let wait = Duration::from_millis(2000);
+        let holder = hold_for(key, Duration::from_millis(1700));
+        let (row_done, row_holder) = lock_fence_row(key);
+        let start = Instant::now();
+        let err = lock.acquire(&name, Some(start + wait)).unwrap_err();
+        let took = start.elapsed();
+        // While the row is still locked.
+        assert!(
+            taken_within(key, Duration::from_millis(500)),
+            "the failed acquire's session still holds the lock ({took:?}, {err:?})"
+        );
+        assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+        assert!(took >= wait && took < wait + READ, "{took:?}");
+        drop(row_done);
+        row_holder.join().unwrap();
+        holder.join().unwrap();
+    }
+
+    /// The same with no time left (`pg_try_advisory_lock`), on a connection whose last
+    /// acquire had a far deadline: the bump's wait is set, not the one left behind.
+    #[test]
+    fn a_try_once_fence_bump_stuck_on_its_row_keeps_no_lock() {
+        let lock = PostgresLock::new(&url())
+            .unwrap()
+            .read_timeout(READ)
+            .unwrap()
+            .max_idle(1);
+        let name = LockName::new("bump", Key::new(unique("t")).unwrap());
+        let key = advisory_key(&name);
+        // The fence row exists, and the connection kept for reuse last waited with 30 s.
+        drop(
+            lock.acquire(&name, Some(Instant::now() + Duration::from_secs(30)))
+                .unwrap(),
+        );
+        let (row_done, row_holder) = lock_fence_row(key);
+        let start = Instant::now();
+        let err = lock.acquire(&name, Some(Instant::now())).unwrap_err();
+        let took = start.elapsed();
+        assert!(
+            taken_within(key, Duration::from_millis(500)),
+            "the failed acquire's session still holds the lock ({took:?}, {err:?})"
+        );
+        assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+        assert!(took < READ, "{took:?}");
+        drop(row_done);
+        row_holder.join().unwrap();
     }
 
     #[test]
