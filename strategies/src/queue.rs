@@ -620,7 +620,8 @@ impl<C: Transact> QueueBuilder<C> {
     /// Starts the worker thread, which opens its resource with `connect`.
     ///
     /// # Errors
-    /// [`Error::Config`] for a zero capacity or batch, an absurd timeout, hold or pause,
+    /// [`Error::Config`] for a zero capacity or batch, a capacity over [`MAX_CAPACITY`], an
+    /// absurd timeout, hold or pause,
     /// or [`TxMode::Autocommit`] over a resource whose writes only apply at commit
     /// ([`Transact::supports_autocommit`] false: nothing would ever be written);
     /// [`Error::Unavailable`] when the worker could not open its resource (or start).

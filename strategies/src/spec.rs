@@ -110,8 +110,13 @@ impl fmt::Debug for Spec {
 ///   parameter named `pass` or `password` (or ending in `password`, as `sslpassword`), as in
 ///   `redis+unix:///run/redis.sock?pass=…` or `postgres://host/db?password=…`, whatever
 ///   its case and however its name is percent-encoded (`pass%77ord`: drivers decode it);
+/// - in text without `://` whose first `:`, `=` or blank is a `:` (a mistyped URL,
+///   `mysq:/u:pw@h/db`, or a spec's argument, `postgres:u:pw@h/db`), the user info when it
+///   looks like one (`user:password@`), and the same query parameters;
 /// - in anything else, read as a libpq `key=value` connection string
 ///   (`host=db password='my secret' port=5432`), the `password` value, quoted or not.
+///
+/// A `#` does not end a query: the PostgreSQL driver reads it as part of a value.
 ///
 /// It errs on the side of masking: text that only looks like a password goes too.
 ///
@@ -189,9 +194,16 @@ fn redact_after_scheme(rest: &str) -> String {
         }
         None => (String::new(), rest),
     };
-    // The query starts at the first `?`, and a `#` is no fragment: the PostgreSQL driver
-    // reads `db#x?password=p` as the database `db#x` and `password=ab#cd` as the
-    // password `ab#cd`, so a value is masked up to the next `&`.
+    out.push_str(&redact_query(rest));
+    out
+}
+
+/// The rest of a URL after its user info, with its password parameters masked. The query
+/// starts at the first `?`, and a `#` is no fragment: the PostgreSQL driver reads
+/// `db#x?password=p` as the database `db#x` and `password=ab#cd` as the password `ab#cd`,
+/// so a value is masked up to the next `&`.
+fn redact_query(rest: &str) -> String {
+    let mut out = String::with_capacity(rest.len());
     let (head, query) = match rest.find('?') {
         Some(i) => (&rest[..i], Some(&rest[i + 1..])),
         None => (rest, None),
@@ -215,19 +227,31 @@ fn redact_after_scheme(rest: &str) -> String {
     out
 }
 
-/// Text with no `://`, no whitespace and no `=` (a mistyped URL, `mysq:/u:pw@h/db`, or a
-/// spec's argument, `postgres:u:pw@h/db`) whose user info may hold a password: masked
-/// from its first `:` to the `@` that ends the user info (found as in
-/// [`redact_after_scheme`]). `None` when it has no such part.
+/// Text without `://` that reads as a mistyped URL or a spec whose argument is one
+/// (`mysq:/u:pw@h/db`, `postgres:u:pw@h/db`, `postgres//u:pw@h/db`) rather than a libpq
+/// `key=value` string (whose first `:`, `=` or blank is not a `:`): the user info, from its
+/// first `:` to the `@` that ends it (found as in [`redact_after_scheme`]), is masked when
+/// it looks like one — a `:` in it after the first, or a `//` before that `:` — and the
+/// password parameters after it as in a URL. `None` when it is no such text. A path with
+/// an `@` (`file-lock:/srv/app@blue`) is kept.
 fn redact_bare_userinfo(text: &str) -> Option<String> {
-    if text.contains(|c: char| c.is_whitespace() || c == '=') {
+    let first_special = text.find(|c: char| c == ':' || c == '=' || c.is_whitespace())?;
+    if !text[first_special..].starts_with(':') {
         return None;
     }
     let first = text.find('@')?;
     let end = text[first..].find('/').map_or(text.len(), |i| first + i);
     let at = text[..end].rfind('@').unwrap_or(first);
     let colon = text[..at].find(':')?;
-    Some(format!("{}***{}", &text[..=colon], &text[at..]))
+    let userinfo = &text[colon + 1..at];
+    if !userinfo.contains(':') && !text[..colon].contains("//") {
+        return None;
+    }
+    Some(format!(
+        "{}***{}",
+        &text[..=colon],
+        redact_query(&text[at..])
+    ))
 }
 
 /// A libpq `key=value` string (`host=h password=x`, spaces allowed around `=`, values
@@ -765,6 +789,18 @@ mod tests {
             ("mysq:/u:hunter2@h/db", "mysq:***@h/db"),
             ("postgres:u:hunter2@h/db", "postgres:***@h/db"),
             ("postgres//u:pa@ss@h/db", "postgres//u:***@h/db"),
+            // … with a query, or a `=` in the password.
+            (
+                "postgres:/app:s3cret@db/app?sslmode=require&password=x",
+                "postgres:***@db/app?sslmode=require&password=***",
+            ),
+            ("postgres:u:abc==@h/db", "postgres:***@h/db"),
+            // A path with an `@` is no user info.
+            (
+                "file-lock:/srv/app@blue/locks",
+                "file-lock:/srv/app@blue/locks",
+            ),
+            ("queue+file-lock:/srv/a@b", "queue+file-lock:/srv/a@b"),
             // Names percent-encoded, as drivers decode them (tokio-postgres, url).
             (
                 "postgres://u@h/db?pass%77ord=secret&x%3D=1",
