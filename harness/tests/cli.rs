@@ -441,12 +441,7 @@ fn unwritable_output_paths_are_bad_usage_before_the_run() {
 #[test]
 fn a_loop_of_links_as_the_svg_path_is_bad_usage() {
     let dir = tempfile::tempdir().unwrap();
-    let selfish = dir.path().join("loop");
-    std::os::unix::fs::symlink("loop", &selfish).unwrap();
-    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-    std::os::unix::fs::symlink(&b, &a).unwrap();
-    std::os::unix::fs::symlink("a", &b).unwrap();
-    for path in [&selfish, &a] {
+    for path in &cli_support::link_loops(dir.path()) {
         let path = path.to_str().unwrap();
         let (code, out, err) = check(&small_run("mutex", &["--svg", path]));
         assert_eq!(code, 2, "{path}: {out}{err}");

@@ -1007,12 +1007,7 @@ fn compare_names_an_unknown_strategy_without_its_password() {
 #[test]
 fn a_loop_of_links_as_an_output_path_is_bad_usage() {
     let dir = tempfile::tempdir().unwrap();
-    let selfish = dir.path().join("loop");
-    std::os::unix::fs::symlink("loop", &selfish).unwrap();
-    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-    std::os::unix::fs::symlink(&b, &a).unwrap();
-    std::os::unix::fs::symlink("a", &b).unwrap();
-    for path in [&selfish, &a] {
+    for path in &cli_support::link_loops(dir.path()) {
         for flag in ["--json", "--svg"] {
             let (code, stderr) = status(
                 turnstile()

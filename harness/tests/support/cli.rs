@@ -112,3 +112,14 @@ pub(crate) fn gone(pid: u32) -> bool {
             == Some("Z")
     })
 }
+
+/// Two loops of symbolic links in `dir`, as output paths no one can write: a link to
+/// itself, and the first of two links to each other.
+pub(crate) fn link_loops(dir: &std::path::Path) -> [std::path::PathBuf; 2] {
+    let selfish = dir.join("loop");
+    std::os::unix::fs::symlink("loop", &selfish).unwrap();
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    std::os::unix::fs::symlink(&b, &a).unwrap();
+    std::os::unix::fs::symlink("a", &b).unwrap();
+    [selfish, a]
+}
