@@ -110,11 +110,12 @@ impl fmt::Debug for Spec {
 ///   parameter named `pass` or `password` (or ending in `password`, as `sslpassword`), as in
 ///   `redis+unix:///run/redis.sock?pass=…` or `postgres://host/db?password=…`, whatever
 ///   its case and however its name is percent-encoded (`pass%77ord`: drivers decode it);
-/// - in text without `://` whose first `:`, `=` or blank is a `:` (a mistyped URL,
-///   `mysq:/u:pw@h/db`, or a spec's argument, `postgres:u:pw@h/db`), the user info when it
-///   looks like one (`user:password@`), and the same query parameters;
-/// - in anything else, read as a libpq `key=value` connection string
-///   (`host=db password='my secret' port=5432`), the `password` value, quoted or not.
+/// - in a libpq `key=value` connection string (`host=db password='my secret'
+///   port=5432`), the `password` value, quoted or not;
+/// - in other text without `://` (a mistyped URL, `mysq:/u:pw@h/db`, a spec,
+///   `postgres:u:pw@h/db`, or a spec's argument, `u:pw@h/db`), whatever follows the first
+///   `:` of what looks like user info (one not followed by `/`, so a path with an `@` is
+///   kept), and the same query parameters.
 ///
 /// A `#` does not end a query: the PostgreSQL driver reads it as part of a value.
 ///
@@ -140,7 +141,7 @@ pub fn redact_url(url: &str) -> String {
         Some((scheme, rest)) if !scheme.contains(|c: char| c.is_whitespace() || c == '=') => {
             format!("{scheme}://{}", redact_after_scheme(rest))
         }
-        _ => redact_bare_userinfo(url).unwrap_or_else(|| redact_key_values(url)),
+        _ => redact_without_scheme(url),
     }
 }
 
@@ -227,31 +228,40 @@ fn redact_query(rest: &str) -> String {
     out
 }
 
-/// Text without `://` that reads as a mistyped URL or a spec whose argument is one
-/// (`mysq:/u:pw@h/db`, `postgres:u:pw@h/db`, `postgres//u:pw@h/db`) rather than a libpq
-/// `key=value` string (whose first `:`, `=` or blank is not a `:`): the user info, from its
-/// first `:` to the `@` that ends it (found as in [`redact_after_scheme`]), is masked when
-/// it looks like one — a `:` in it after the first, or a `//` before that `:` — and the
-/// password parameters after it as in a URL. `None` when it is no such text. A path with
-/// an `@` (`file-lock:/srv/app@blue`) is kept.
-fn redact_bare_userinfo(text: &str) -> Option<String> {
-    let first_special = text.find(|c: char| c == ':' || c == '=' || c.is_whitespace())?;
-    if !text[first_special..].starts_with(':') {
-        return None;
+/// Text without `://`: a libpq `key=value` string (it starts with a keyword and `=`), or
+/// else URL-like (a mistyped URL, `mysq:/u:pw@h/db`, a spec, `postgres:u:pw@h/db`, or a
+/// spec's argument, `u:pw@h/db`, `/tmp/r.sock?pass=…`). In URL-like text the user info
+/// before the `@` that ends it (found as in [`redact_after_scheme`]) is masked from the
+/// first `:` that is not followed by a `/` (so a path with an `@`, `file-lock:/srv/a@b`,
+/// is kept), and the query's password parameters as in a URL; with blanks in it, any
+/// `password=…` too.
+fn redact_without_scheme(text: &str) -> String {
+    let rest = text.trim_start();
+    let keyword = rest
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or(rest.len());
+    if keyword > 0 && rest[keyword..].trim_start().starts_with('=') {
+        return redact_key_values(text);
     }
-    let first = text.find('@')?;
-    let end = text[first..].find('/').map_or(text.len(), |i| first + i);
-    let at = text[..end].rfind('@').unwrap_or(first);
-    let colon = text[..at].find(':')?;
-    let userinfo = &text[colon + 1..at];
-    if !userinfo.contains(':') && !text[..colon].contains("//") {
-        return None;
+    let masked = text.find('@').and_then(|first| {
+        let end = text[first..].find('/').map_or(text.len(), |i| first + i);
+        let at = text[..end].rfind('@').unwrap_or(first);
+        let colon = text[..at]
+            .match_indices(':')
+            .map(|(i, _)| i)
+            .find(|&i| !text[i + 1..].starts_with('/'))?;
+        Some(format!(
+            "{}***{}",
+            &text[..=colon],
+            redact_query(&text[at..])
+        ))
+    });
+    let out = masked.unwrap_or_else(|| redact_query(text));
+    if text.contains(char::is_whitespace) {
+        redact_key_values(&out)
+    } else {
+        out
     }
-    Some(format!(
-        "{}***{}",
-        &text[..=colon],
-        redact_query(&text[at..])
-    ))
 }
 
 /// A libpq `key=value` string (`host=h password=x`, spaces allowed around `=`, values
@@ -786,15 +796,35 @@ mod tests {
                 "postgres://u@h/db#x?password=***",
             ),
             // No `://`: a mistyped URL, or a spec's argument, with user info.
-            ("mysq:/u:hunter2@h/db", "mysq:***@h/db"),
+            ("mysq:/u:hunter2@h/db", "mysq:/u:***@h/db"),
             ("postgres:u:hunter2@h/db", "postgres:***@h/db"),
             ("postgres//u:pa@ss@h/db", "postgres//u:***@h/db"),
             // … with a query, or a `=` in the password.
             (
                 "postgres:/app:s3cret@db/app?sslmode=require&password=x",
-                "postgres:***@db/app?sslmode=require&password=***",
+                "postgres:/app:***@db/app?sslmode=require&password=***",
             ),
             ("postgres:u:abc==@h/db", "postgres:***@h/db"),
+            // A spec's argument, as `Spec::parse` cuts it, and query passwords anywhere.
+            ("u:hunter2@h/db", "u:***@h/db"),
+            ("/u:hunter2@h/db", "/u:***@h/db"),
+            ("u:abc==@h/db", "u:***@h/db"),
+            ("mysq:/u:pa:ss@h", "mysq:/u:***@h"),
+            (
+                "redis+unix:/tmp/r.sock?db=2&pass=x",
+                "redis+unix:/tmp/r.sock?db=2&pass=***",
+            ),
+            ("/tmp/r.sock?db=2&pass=x", "/tmp/r.sock?db=2&pass=***"),
+            (
+                "postgres:/u@h/db?sslmode=disable&password=x",
+                "postgres:/u@h/db?sslmode=disable&password=***",
+            ),
+            (
+                "postgres:/h/db?user=a@b&password=x",
+                "postgres:/h/db?user=a@b&password=***",
+            ),
+            ("x:u:pw@h password=y", "x:***@h password=***"),
+            ("racy-version:100", "racy-version:100"),
             // A path with an `@` is no user info.
             (
                 "file-lock:/srv/app@blue/locks",
@@ -844,6 +874,16 @@ mod tests {
         }
         let spec = Spec::parse("redis+unix:///tmp/r.sock?db=2&pass=hunter2").unwrap();
         assert!(!format!("{spec:?}").contains("hunter2"));
+        // A spec's argument is redacted as it is cut: without its name.
+        for text in [
+            "postgres:u:hunter2@h/db",
+            "mysql:/u:hunter2@h/db",
+            "mutex:u:hunter2==@h/db",
+            "redis+unix:/tmp/r.sock?db=2&pass=hunter2",
+        ] {
+            let spec = Spec::parse(text).unwrap();
+            assert!(!format!("{spec:?}").contains("hunter2"), "{text}: {spec:?}");
+        }
     }
 
     /// A spec refused for its form never repeats a password.
