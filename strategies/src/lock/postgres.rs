@@ -588,6 +588,12 @@ impl Shared {
                     // the lease's one unlock: let it go first. A lock connection holds no
                     // other lock.
                     conn.simple_query("SELECT pg_advisory_unlock_all()", self.read_timeout)?;
+                    // The unlock may be answered after the deadline: then it has passed,
+                    // and another try (a statement with a read timeout of its own) would
+                    // end up to two read timeouts after it.
+                    if deadline.is_some_and(|at| Instant::now() >= at) {
+                        return Ok(None);
+                    }
                 }
                 None => return Ok(None),
             }
