@@ -13,8 +13,8 @@
 //! and an acquire without a deadline waits in waits of [`WAIT_CHUNK`] (rejoining the
 //! server's queue for the lock after each). While held, the lock connection bumps a
 //! counter row in `turnstile_lock_fences` (one autocommitted upsert), which is the
-//! fencing token; its wait for that row (locked by maintenance, say) has a `lock_timeout`
-//! of its own, below the read timeout. [`Lease::check`] asks `pg_locks` whether this
+//! fencing token; each of its waits for a lock (the row's, locked by maintenance, say)
+//! has a `lock_timeout` of its own, below the read timeout. [`Lease::check`] asks `pg_locks` whether this
 //! session still holds the lock, so a terminated session (`pg_terminate_backend`) is
 //! caught before the op commits.
 //!
@@ -316,10 +316,14 @@ impl Drop for LockConn {
 /// takes at most the connect timeout. The wait for the lock is bounded by the server
 /// (`lock_timeout`: until the caller's deadline, or [`WAIT_CHUNK`] at a time without
 /// one), and on this side by that wait plus the [read timeout](Self::read_timeout); a
-/// lease's check and release by the read timeout. The fence bump's wait for its row is
-/// bounded by the server too, below the read timeout (the read timeout less a margin:
-/// half of it, at most 1 s), so the server gives up on it before this side does; a bump
-/// that gave up before the deadline is tried again. So a server that stops answering but
+/// lease's check and release by the read timeout. Each wait of the fence bump for a lock
+/// (its row's, say) is bounded by the server too, below the read timeout (the read
+/// timeout less a margin: half of it, at most 1 s), so the server gives up on it before
+/// this side does; a bump that gave up before the deadline is tried again. That bounds
+/// each wait, not the bump: one upsert may wait several times in a row (for the table,
+/// the row, then the transaction that holds the row), and so in all outlast the read
+/// timeout, when this side closes the connection while the backend, still waiting, keeps
+/// the lock until its waits end. So a server that stops answering but
 /// keeps its connections open (a stopped process, a stalled network path) fails an
 /// acquire with [`Error::Unavailable`] at most a read timeout after the caller's deadline
 /// on a lock connection that was open already. An acquire that opens a new one first
@@ -405,11 +409,12 @@ impl PostgresLock {
     /// Sets how long the server may take to answer a statement on a lock connection,
     /// beyond the wait for the lock the statement gave it: a lease's check and release
     /// get this long, the fence table's creation too, and an acquire its wait (until the
-    /// caller's deadline, at most [`WAIT_CHUNK`] without one) plus this long; the fence
-    /// bump's wait for its row, inside that, is given less (this less a margin: half of
-    /// it, at most 1 s), so that the server gives up on the row first. A statement that
-    /// runs out of it fails (an acquire or a release with [`Error::Unavailable`], a check
-    /// with [`Error::LeaseLost`]), and its connection is closed, never used again.
+    /// caller's deadline, at most [`WAIT_CHUNK`] without one) plus this long; each wait
+    /// of the fence bump for a lock (its row's, say), inside that, is given less (this
+    /// less a margin: half of it, at most 1 s), so that the server gives up on it first
+    /// (unless the bump waits several times in a row, see [`PostgresLock`]). A statement
+    /// that runs out of it fails (an acquire or a release with [`Error::Unavailable`], a
+    /// check with [`Error::LeaseLost`]), and its connection is closed, never used again.
     /// Make it longer than a busy server's slowest answer to these small statements (the
     /// fence bump commits a row). Default: [`DEFAULT_READ_TIMEOUT`].
     ///
@@ -542,13 +547,16 @@ impl Shared {
         }
     }
 
-    /// The `lock_timeout` of the fence bump's wait for its row, in milliseconds: the read
-    /// timeout less a margin (half of it, at most 1 s), at least 1 ms. The bump's wait
-    /// starts when the lock is granted, at the latest at the end of the statement's wait
-    /// for it, so the server gives up on the row before this side gives up on the
-    /// statement (that wait plus the read timeout). Otherwise the client would close the
-    /// connection while the backend, which does not read its socket while it runs a
-    /// statement, goes on waiting for the row, holding the lock.
+    /// The `lock_timeout` of the fence bump, in milliseconds: the read timeout less a
+    /// margin (half of it, at most 1 s), at least 1 ms. The bump starts when the lock is
+    /// granted, at the latest at the end of the statement's wait for it, so each wait of
+    /// the bump for a lock (its row's, say) is below the read timeout: the server gives up
+    /// on a single wait before this side gives up on the statement (that wait plus the
+    /// read timeout). Otherwise the client would close the connection while the backend,
+    /// which does not read its socket while it runs a statement, goes on waiting, holding
+    /// the lock. `lock_timeout` bounds each wait, not the statement: an upsert that waits
+    /// several times in a row (for the table, the row, then the transaction that holds
+    /// it) can still outlast the read timeout, and then does just that.
     fn bump_wait_ms(&self) -> u64 {
         let margin = (self.read_timeout / 2).min(Duration::from_secs(1));
         let ms = self
@@ -603,7 +611,7 @@ impl Shared {
     /// One wait for the lock and the fence bump, as [`Shared::lock`] answers. Each path is
     /// one round trip of the simple query protocol, whose statements may only contain
     /// numbers computed here (the key is a hash, the timeouts counts of milliseconds),
-    /// never user text. The bump's wait for its row gets its own `lock_timeout`
+    /// never user text. The bump's waits for locks get their own `lock_timeout`
     /// ([`Shared::bump_wait_ms`]), set on every path: `lock_timeout` bounds each lock
     /// wait of a statement, and a connection keeps the last one a script set.
     fn lock_once(
