@@ -1191,17 +1191,26 @@ mod tests {
         }
     }
 
+    /// The read timeout of the fence bump tests: long enough that a loaded machine's stall
+    /// does not fail a statement; the bump's waits get 1 s.
+    const READ: Duration = Duration::from_secs(2);
+
+    fn with_read_timeout() -> PostgresLock {
+        PostgresLock::new(&url())
+            .unwrap()
+            .read_timeout(READ)
+            .unwrap()
+    }
+
     /// The fence row is locked by another session for longer than the bump's wait (the
     /// read timeout less a margin) and than a chunk, but not until the deadline: the bump
     /// is tried again until it gets the row, and the lock is held once.
     #[test]
     fn a_fence_bump_that_outlasts_its_wait_is_tried_again_and_leaves_the_lock_held_once() {
-        const READ: Duration = Duration::from_millis(300);
+        let row_held = Duration::from_millis(2500);
         for chunks in [true, false] {
-            let lock = PostgresLock::new(&url())
-                .unwrap()
-                .read_timeout(READ)
-                .unwrap();
+            let lock = with_read_timeout();
+            assert_eq!(lock.shared.bump_wait_ms(), 1000);
             let lock = if chunks { chunked(lock) } else { lock };
             let name = LockName::new("chunks", Key::new(unique("f")).unwrap());
             let key = advisory_key(&name);
@@ -1211,14 +1220,19 @@ mod tests {
             drop(lock.acquire(&name, None).unwrap());
             let (row_done, row_holder) = lock_fence_row(key);
             let releaser = std::thread::spawn(move || {
-                std::thread::sleep(READ * 2);
+                std::thread::sleep(row_held);
                 drop(row_done);
             });
             let start = Instant::now();
             let lease = lock
-                .acquire(&name, Some(Instant::now() + Duration::from_secs(10)))
+                .acquire(&name, Some(Instant::now() + Duration::from_secs(30)))
                 .expect("the lock, once the fence row is free");
-            assert!(start.elapsed() >= READ, "{:?}", start.elapsed());
+            // Waited for the row past the bump's first wait.
+            assert!(
+                start.elapsed() >= Duration::from_millis(1000),
+                "{:?}",
+                start.elapsed()
+            );
             releaser.join().unwrap();
             row_holder.join().unwrap();
             lease.release().unwrap();
@@ -1276,66 +1290,68 @@ mod tests {
         }
     }
 
-    const READ: Duration = Duration::from_millis(400);
-
     /// The lock is granted near the deadline and its fence row is locked by another
     /// session past it: the server gives up on the bump before this side gives up on the
-    /// statement, so the acquire times out in time and its session does not keep the lock
-    /// (a backend waiting in a statement does not read the close of its connection).
+    /// statement, so the acquire times out (not `Unavailable`, which is what this side
+    /// giving up would say) and its session does not keep the lock (a backend waiting in a
+    /// statement does not read the close of its connection).
+    ///
+    /// Without the bump's own `lock_timeout`, the bump would wait for the row with the
+    /// wait for the lock (about 5 s) from the grant (4.5 s): this side would give up at
+    /// 7 s (deadline plus read timeout), the backend keep the lock until 9.5 s.
     #[test]
     fn a_fence_bump_stuck_on_its_row_gives_up_before_the_client_and_keeps_no_lock() {
-        let lock = PostgresLock::new(&url())
-            .unwrap()
-            .read_timeout(READ)
-            .unwrap();
+        let lock = with_read_timeout();
         let name = LockName::new("bump", Key::new(unique("w")).unwrap());
         let key = advisory_key(&name);
         // The fence row exists.
         drop(lock.acquire(&name, None).unwrap());
-        let wait = Duration::from_millis(2000);
-        let holder = hold_for(key, Duration::from_millis(1700));
+        let wait = Duration::from_secs(5);
         let (row_done, row_holder) = lock_fence_row(key);
+        let holder = hold_for(key, Duration::from_millis(4500));
         let start = Instant::now();
         let err = lock.acquire(&name, Some(start + wait)).unwrap_err();
         let took = start.elapsed();
         // While the row is still locked.
         assert!(
-            taken_within(key, Duration::from_millis(500)),
+            taken_within(key, Duration::from_millis(1500)),
             "the failed acquire's session still holds the lock ({took:?}, {err:?})"
         );
-        assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
-        assert!(took >= wait && took < wait + READ, "{took:?}");
+        assert!(matches!(err, Error::Timeout { .. }), "{took:?}, {err:?}");
+        assert!(took >= wait, "{took:?}");
         drop(row_done);
         row_holder.join().unwrap();
         holder.join().unwrap();
     }
 
-    /// The same with no time left (`pg_try_advisory_lock`), on a connection whose last
-    /// acquire had a far deadline: the bump's wait is set, not the one left behind.
+    /// The same with no time left (`pg_try_advisory_lock`), on a connection that never
+    /// set `lock_timeout` (the server's default, none, is left): the try-once path sets
+    /// the bump's own.
     #[test]
     fn a_try_once_fence_bump_stuck_on_its_row_keeps_no_lock() {
-        let lock = PostgresLock::new(&url())
-            .unwrap()
-            .read_timeout(READ)
-            .unwrap()
-            .max_idle(1);
+        let lock = with_read_timeout();
         let name = LockName::new("bump", Key::new(unique("t")).unwrap());
         let key = advisory_key(&name);
-        // The fence row exists, and the connection kept for reuse last waited with 30 s.
-        drop(
-            lock.acquire(&name, Some(Instant::now() + Duration::from_secs(30)))
-                .unwrap(),
-        );
+        // A connection kept for reuse, which ran no lock statement (with the fence table),
+        // and the fence row, made by another session.
+        lock.ping().unwrap();
+        assert_eq!(lock.shared.idle().len(), 1);
+        admin()
+            .execute(
+                "INSERT INTO turnstile_lock_fences (key, fence) VALUES ($1, 1)",
+                &[&key],
+            )
+            .unwrap();
         let (row_done, row_holder) = lock_fence_row(key);
         let start = Instant::now();
         let err = lock.acquire(&name, Some(Instant::now())).unwrap_err();
         let took = start.elapsed();
         assert!(
-            taken_within(key, Duration::from_millis(500)),
+            taken_within(key, Duration::from_secs(3)),
             "the failed acquire's session still holds the lock ({took:?}, {err:?})"
         );
-        assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
-        assert!(took < READ, "{took:?}");
+        assert!(matches!(err, Error::Timeout { .. }), "{took:?}, {err:?}");
+        assert!(lock.shared.idle().is_empty(), "not the kept connection");
         drop(row_done);
         row_holder.join().unwrap();
     }
