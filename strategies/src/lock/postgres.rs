@@ -13,8 +13,8 @@
 //! and an acquire without a deadline waits in waits of [`WAIT_CHUNK`] (rejoining the
 //! server's queue for the lock after each). While held, the lock connection bumps a
 //! counter row in `turnstile_lock_fences` (one autocommitted upsert), which is the
-//! fencing token; its wait for that row (locked by maintenance, say) has a `lock_timeout`
-//! of its own, below the read timeout. [`Lease::check`] asks `pg_locks` whether this
+//! fencing token; each of its waits for a lock (the row's, locked by maintenance, say)
+//! has a `lock_timeout` of its own, below the read timeout. [`Lease::check`] asks `pg_locks` whether this
 //! session still holds the lock, so a terminated session (`pg_terminate_backend`) is
 //! caught before the op commits.
 //!
@@ -316,10 +316,14 @@ impl Drop for LockConn {
 /// takes at most the connect timeout. The wait for the lock is bounded by the server
 /// (`lock_timeout`: until the caller's deadline, or [`WAIT_CHUNK`] at a time without
 /// one), and on this side by that wait plus the [read timeout](Self::read_timeout); a
-/// lease's check and release by the read timeout. The fence bump's wait for its row is
-/// bounded by the server too, below the read timeout (the read timeout less a margin:
-/// half of it, at most 1 s), so the server gives up on it before this side does; a bump
-/// that gave up before the deadline is tried again. So a server that stops answering but
+/// lease's check and release by the read timeout. Each wait of the fence bump for a lock
+/// (its row's, say) is bounded by the server too, below the read timeout (the read
+/// timeout less a margin: half of it, at most 1 s), so the server gives up on it before
+/// this side does; a bump that gave up before the deadline is tried again. That bounds
+/// each wait, not the bump: one upsert may wait several times in a row (for the table,
+/// the row, then the transaction that holds the row), and so in all outlast the read
+/// timeout, when this side closes the connection while the backend, still waiting, keeps
+/// the lock until its waits end. So a server that stops answering but
 /// keeps its connections open (a stopped process, a stalled network path) fails an
 /// acquire with [`Error::Unavailable`] at most a read timeout after the caller's deadline
 /// on a lock connection that was open already. An acquire that opens a new one first
@@ -405,11 +409,12 @@ impl PostgresLock {
     /// Sets how long the server may take to answer a statement on a lock connection,
     /// beyond the wait for the lock the statement gave it: a lease's check and release
     /// get this long, the fence table's creation too, and an acquire its wait (until the
-    /// caller's deadline, at most [`WAIT_CHUNK`] without one) plus this long; the fence
-    /// bump's wait for its row, inside that, is given less (this less a margin: half of
-    /// it, at most 1 s), so that the server gives up on the row first. A statement that
-    /// runs out of it fails (an acquire or a release with [`Error::Unavailable`], a check
-    /// with [`Error::LeaseLost`]), and its connection is closed, never used again.
+    /// caller's deadline, at most [`WAIT_CHUNK`] without one) plus this long; each wait
+    /// of the fence bump for a lock (its row's, say), inside that, is given less (this
+    /// less a margin: half of it, at most 1 s), so that the server gives up on it first
+    /// (unless the bump waits several times in a row, see [`PostgresLock`]). A statement
+    /// that runs out of it fails (an acquire or a release with [`Error::Unavailable`], a
+    /// check with [`Error::LeaseLost`]), and its connection is closed, never used again.
     /// Make it longer than a busy server's slowest answer to these small statements (the
     /// fence bump commits a row). Default: [`DEFAULT_READ_TIMEOUT`].
     ///
@@ -542,13 +547,16 @@ impl Shared {
         }
     }
 
-    /// The `lock_timeout` of the fence bump's wait for its row, in milliseconds: the read
-    /// timeout less a margin (half of it, at most 1 s), at least 1 ms. The bump's wait
-    /// starts when the lock is granted, at the latest at the end of the statement's wait
-    /// for it, so the server gives up on the row before this side gives up on the
-    /// statement (that wait plus the read timeout). Otherwise the client would close the
-    /// connection while the backend, which does not read its socket while it runs a
-    /// statement, goes on waiting for the row, holding the lock.
+    /// The `lock_timeout` of the fence bump, in milliseconds: the read timeout less a
+    /// margin (half of it, at most 1 s), at least 1 ms. The bump starts when the lock is
+    /// granted, at the latest at the end of the statement's wait for it, so each wait of
+    /// the bump for a lock (its row's, say) is below the read timeout: the server gives up
+    /// on a single wait before this side gives up on the statement (that wait plus the
+    /// read timeout). Otherwise the client would close the connection while the backend,
+    /// which does not read its socket while it runs a statement, goes on waiting, holding
+    /// the lock. `lock_timeout` bounds each wait, not the statement: an upsert that waits
+    /// several times in a row (for the table, the row, then the transaction that holds
+    /// it) can still outlast the read timeout, and then does just that.
     fn bump_wait_ms(&self) -> u64 {
         let margin = (self.read_timeout / 2).min(Duration::from_secs(1));
         let ms = self
@@ -588,6 +596,12 @@ impl Shared {
                     // the lease's one unlock: let it go first. A lock connection holds no
                     // other lock.
                     conn.simple_query("SELECT pg_advisory_unlock_all()", self.read_timeout)?;
+                    // The unlock may be answered after the deadline: then it has passed,
+                    // and another try (a statement with a read timeout of its own) would
+                    // end up to two read timeouts after it.
+                    if deadline.is_some_and(|at| Instant::now() >= at) {
+                        return Ok(None);
+                    }
                 }
                 None => return Ok(None),
             }
@@ -597,7 +611,7 @@ impl Shared {
     /// One wait for the lock and the fence bump, as [`Shared::lock`] answers. Each path is
     /// one round trip of the simple query protocol, whose statements may only contain
     /// numbers computed here (the key is a hash, the timeouts counts of milliseconds),
-    /// never user text. The bump's wait for its row gets its own `lock_timeout`
+    /// never user text. The bump's waits for locks get their own `lock_timeout`
     /// ([`Shared::bump_wait_ms`]), set on every path: `lock_timeout` bounds each lock
     /// wait of a statement, and a connection keeps the last one a script set.
     fn lock_once(
@@ -1177,17 +1191,26 @@ mod tests {
         }
     }
 
+    /// The read timeout of the fence bump tests: long enough that a loaded machine's stall
+    /// does not fail a statement; the bump's waits get 1 s.
+    const READ: Duration = Duration::from_secs(2);
+
+    fn with_read_timeout() -> PostgresLock {
+        PostgresLock::new(&url())
+            .unwrap()
+            .read_timeout(READ)
+            .unwrap()
+    }
+
     /// The fence row is locked by another session for longer than the bump's wait (the
     /// read timeout less a margin) and than a chunk, but not until the deadline: the bump
     /// is tried again until it gets the row, and the lock is held once.
     #[test]
     fn a_fence_bump_that_outlasts_its_wait_is_tried_again_and_leaves_the_lock_held_once() {
-        const READ: Duration = Duration::from_millis(300);
+        let row_held = Duration::from_millis(2500);
         for chunks in [true, false] {
-            let lock = PostgresLock::new(&url())
-                .unwrap()
-                .read_timeout(READ)
-                .unwrap();
+            let lock = with_read_timeout();
+            assert_eq!(lock.shared.bump_wait_ms(), 1000);
             let lock = if chunks { chunked(lock) } else { lock };
             let name = LockName::new("chunks", Key::new(unique("f")).unwrap());
             let key = advisory_key(&name);
@@ -1197,14 +1220,19 @@ mod tests {
             drop(lock.acquire(&name, None).unwrap());
             let (row_done, row_holder) = lock_fence_row(key);
             let releaser = std::thread::spawn(move || {
-                std::thread::sleep(READ * 2);
+                std::thread::sleep(row_held);
                 drop(row_done);
             });
             let start = Instant::now();
             let lease = lock
-                .acquire(&name, Some(Instant::now() + Duration::from_secs(10)))
+                .acquire(&name, Some(Instant::now() + Duration::from_secs(30)))
                 .expect("the lock, once the fence row is free");
-            assert!(start.elapsed() >= READ, "{:?}", start.elapsed());
+            // Waited for the row past the bump's first wait.
+            assert!(
+                start.elapsed() >= Duration::from_millis(1000),
+                "{:?}",
+                start.elapsed()
+            );
             releaser.join().unwrap();
             row_holder.join().unwrap();
             lease.release().unwrap();
@@ -1262,66 +1290,68 @@ mod tests {
         }
     }
 
-    const READ: Duration = Duration::from_millis(400);
-
     /// The lock is granted near the deadline and its fence row is locked by another
     /// session past it: the server gives up on the bump before this side gives up on the
-    /// statement, so the acquire times out in time and its session does not keep the lock
-    /// (a backend waiting in a statement does not read the close of its connection).
+    /// statement, so the acquire times out (not `Unavailable`, which is what this side
+    /// giving up would say) and its session does not keep the lock (a backend waiting in a
+    /// statement does not read the close of its connection).
+    ///
+    /// Without the bump's own `lock_timeout`, the bump would wait for the row with the
+    /// wait for the lock (about 5 s) from the grant (4.5 s): this side would give up at
+    /// 7 s (deadline plus read timeout), the backend keep the lock until 9.5 s.
     #[test]
     fn a_fence_bump_stuck_on_its_row_gives_up_before_the_client_and_keeps_no_lock() {
-        let lock = PostgresLock::new(&url())
-            .unwrap()
-            .read_timeout(READ)
-            .unwrap();
+        let lock = with_read_timeout();
         let name = LockName::new("bump", Key::new(unique("w")).unwrap());
         let key = advisory_key(&name);
         // The fence row exists.
         drop(lock.acquire(&name, None).unwrap());
-        let wait = Duration::from_millis(2000);
-        let holder = hold_for(key, Duration::from_millis(1700));
+        let wait = Duration::from_secs(5);
         let (row_done, row_holder) = lock_fence_row(key);
+        let holder = hold_for(key, Duration::from_millis(4500));
         let start = Instant::now();
         let err = lock.acquire(&name, Some(start + wait)).unwrap_err();
         let took = start.elapsed();
         // While the row is still locked.
         assert!(
-            taken_within(key, Duration::from_millis(500)),
+            taken_within(key, Duration::from_millis(1500)),
             "the failed acquire's session still holds the lock ({took:?}, {err:?})"
         );
-        assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
-        assert!(took >= wait && took < wait + READ, "{took:?}");
+        assert!(matches!(err, Error::Timeout { .. }), "{took:?}, {err:?}");
+        assert!(took >= wait, "{took:?}");
         drop(row_done);
         row_holder.join().unwrap();
         holder.join().unwrap();
     }
 
-    /// The same with no time left (`pg_try_advisory_lock`), on a connection whose last
-    /// acquire had a far deadline: the bump's wait is set, not the one left behind.
+    /// The same with no time left (`pg_try_advisory_lock`), on a connection that never
+    /// set `lock_timeout` (the server's default, none, is left): the try-once path sets
+    /// the bump's own.
     #[test]
     fn a_try_once_fence_bump_stuck_on_its_row_keeps_no_lock() {
-        let lock = PostgresLock::new(&url())
-            .unwrap()
-            .read_timeout(READ)
-            .unwrap()
-            .max_idle(1);
+        let lock = with_read_timeout();
         let name = LockName::new("bump", Key::new(unique("t")).unwrap());
         let key = advisory_key(&name);
-        // The fence row exists, and the connection kept for reuse last waited with 30 s.
-        drop(
-            lock.acquire(&name, Some(Instant::now() + Duration::from_secs(30)))
-                .unwrap(),
-        );
+        // A connection kept for reuse, which ran no lock statement (with the fence table),
+        // and the fence row, made by another session.
+        lock.ping().unwrap();
+        assert_eq!(lock.shared.idle().len(), 1);
+        admin()
+            .execute(
+                "INSERT INTO turnstile_lock_fences (key, fence) VALUES ($1, 1)",
+                &[&key],
+            )
+            .unwrap();
         let (row_done, row_holder) = lock_fence_row(key);
         let start = Instant::now();
         let err = lock.acquire(&name, Some(Instant::now())).unwrap_err();
         let took = start.elapsed();
         assert!(
-            taken_within(key, Duration::from_millis(500)),
+            taken_within(key, Duration::from_secs(3)),
             "the failed acquire's session still holds the lock ({took:?}, {err:?})"
         );
-        assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
-        assert!(took < READ, "{took:?}");
+        assert!(matches!(err, Error::Timeout { .. }), "{took:?}, {err:?}");
+        assert!(lock.shared.idle().is_empty(), "not the kept connection");
         drop(row_done);
         row_holder.join().unwrap();
     }
