@@ -974,7 +974,7 @@ pub(crate) fn known_over(
     Err(RunError::Usage(if elsewhere.is_empty() {
         format!(
             "unknown strategy {:?}; known: {}",
-            spec.name(),
+            redact_url(spec.name()),
             names.join(", ")
         )
     } else {

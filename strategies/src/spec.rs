@@ -112,10 +112,14 @@ impl fmt::Debug for Spec {
 ///   its case and however its name is percent-encoded (`pass%77ord`: drivers decode it);
 /// - in a libpq `key=value` connection string (`host=db password='my secret'
 ///   port=5432`), the `password` value, quoted or not;
+///   also as a spec's argument (`postgres:host=db password=…`);
 /// - in other text without `://` (a mistyped URL, `mysq:/u:pw@h/db`, a spec,
-///   `postgres:u:pw@h/db`, or a spec's argument, `u:pw@h/db`), whatever follows the first
-///   `:` of what looks like user info (one not followed by `/`, so a path with an `@` is
-///   kept), and the same query parameters.
+///   `postgres:u:pw@h/db`, or a spec's argument, `u:pw@h/db`), everything from its first
+///   `:` to the `@` that ends what looks like user info (but a file lock's directory,
+///   `file-lock:/srv/a@b`, is kept), and the same query parameters.
+///
+/// Text before an `@` that reads as a host, a path and a query (`h:1/db?user=a@b`) is no
+/// user info: the `@` is the query's.
 ///
 /// A `#` does not end a query: the PostgreSQL driver reads it as part of a value.
 ///
@@ -135,19 +139,47 @@ impl fmt::Debug for Spec {
 /// );
 /// ```
 pub fn redact_url(url: &str) -> String {
-    match url.split_once("://") {
+    let mut masks = Vec::new();
+    match url.find("://") {
         // What comes before `://` is a scheme (`redis`, `queue+postgres`, a spec's
         // `name:postgres`), not key-value pairs one of whose values holds `://`.
-        Some((scheme, rest)) if !scheme.contains(|c: char| c.is_whitespace() || c == '=') => {
-            format!("{scheme}://{}", redact_after_scheme(rest))
+        Some(at) if !url[..at].contains(|c: char| c.is_whitespace() || c == '=') => {
+            let base = at + 3;
+            userinfo_mask(url, base, base, &mut masks);
+            query_masks(url, base, &mut masks);
         }
-        _ => redact_without_scheme(url),
+        _ => masks_without_scheme(url, &mut masks),
     }
+    masked(url, masks)
 }
 
-/// Whether a query parameter or a libpq keyword names a password.
+/// `text` with each of `masks` (byte ranges) replaced by `***`; overlapping or adjacent
+/// ones as one.
+fn masked(text: &str, mut masks: Vec<std::ops::Range<usize>>) -> String {
+    masks.sort_by_key(|m| m.start);
+    let mut out = String::with_capacity(text.len());
+    let mut done = 0;
+    for m in masks {
+        if m.end <= done {
+            continue;
+        }
+        let start = m.start.max(done);
+        out.push_str(&text[done..start]);
+        out.push_str("***");
+        done = m.end;
+    }
+    out.push_str(&text[done..]);
+    out
+}
+
+/// Whether a query parameter or a libpq keyword names a password. Tabs and line breaks
+/// in it are ignored, as the `url` crate drops them.
 fn names_password(name: &str) -> bool {
-    let name = name.to_ascii_lowercase();
+    let name: String = name
+        .chars()
+        .filter(|c| !matches!(c, '\t' | '\n' | '\r'))
+        .collect::<String>()
+        .to_ascii_lowercase();
     name == "pass" || name.ends_with("password")
 }
 
@@ -177,127 +209,140 @@ fn percent_decoded(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// A URL after its `scheme://`, with the password of its user info and its password
-/// parameters masked.
-fn redact_after_scheme(rest: &str) -> String {
-    // The user info ends at an `@`: the last one before the first `/` after the first
-    // `@`, so that a password with a raw `/`, `?`, `#` or `@` is still masked whole
-    // (drivers read the credentials up to an `@` too). When in doubt, more is masked.
-    let (mut out, rest) = match rest.find('@') {
-        Some(first) => {
-            let end = rest[first..].find('/').map_or(rest.len(), |i| first + i);
-            let at = rest[..end].rfind('@').unwrap_or(first);
-            let (userinfo, after) = (&rest[..at], &rest[at..]);
-            match userinfo.split_once(':') {
-                Some((user, _)) => (format!("{user}:***"), after),
-                None => (String::new(), rest),
-            }
-        }
-        None => (String::new(), rest),
+/// Masks the password of the user info of the URL-like text starting at `from`: what
+/// follows the first `:` at or after `colon_from` up to the `@` that ends the user info —
+/// the last one before the first `/` after the first `@`, so that a password with a raw
+/// `/`, `?`, `#` or `@` is masked whole (drivers read the credentials up to an `@` too).
+/// Text before that `@` that reads as a host, a path and a query (`h:1/db?user=a@b`) is
+/// no user info: its `@` is the query's.
+fn userinfo_mask(
+    text: &str,
+    from: usize,
+    colon_from: usize,
+    masks: &mut Vec<std::ops::Range<usize>>,
+) {
+    let rest = &text[from..];
+    let Some(first) = rest.find('@') else {
+        return;
     };
-    out.push_str(&redact_query(rest));
-    out
-}
-
-/// The rest of a URL after its user info, with its password parameters masked. The query
-/// starts at the first `?`, and a `#` is no fragment: the PostgreSQL driver reads
-/// `db#x?password=p` as the database `db#x` and `password=ab#cd` as the password `ab#cd`,
-/// so a value is masked up to the next `&`.
-fn redact_query(rest: &str) -> String {
-    let mut out = String::with_capacity(rest.len());
-    let (head, query) = match rest.find('?') {
-        Some(i) => (&rest[..i], Some(&rest[i + 1..])),
-        None => (rest, None),
-    };
-    out.push_str(head);
-    if let Some(params) = query {
-        out.push('?');
-        for (i, param) in params.split('&').enumerate() {
-            if i > 0 {
-                out.push('&');
-            }
-            match param.split_once('=') {
-                Some((name, _)) if names_password(&percent_decoded(name)) => {
-                    out.push_str(name);
-                    out.push_str("=***");
-                }
-                _ => out.push_str(param),
-            }
-        }
+    let end = rest[first..].find('/').map_or(rest.len(), |i| first + i);
+    let at = rest[..end].rfind('@').unwrap_or(first);
+    let userinfo = &rest[..at];
+    if userinfo
+        .find('/')
+        .is_some_and(|slash| userinfo[slash..].contains('?'))
+    {
+        return;
     }
-    out
+    if let Some(colon) = text[colon_from..from + at].find(':') {
+        masks.push(colon_from + colon + 1..from + at);
+    }
 }
 
-/// Text without `://`: a libpq `key=value` string (it starts with a keyword and `=`), or
-/// else URL-like (a mistyped URL, `mysq:/u:pw@h/db`, a spec, `postgres:u:pw@h/db`, or a
-/// spec's argument, `u:pw@h/db`, `/tmp/r.sock?pass=…`). In URL-like text the user info
-/// before the `@` that ends it (found as in [`redact_after_scheme`]) is masked from the
-/// first `:` that is not followed by a `/` (so a path with an `@`, `file-lock:/srv/a@b`,
-/// is kept), and the query's password parameters as in a URL; with blanks in it, any
-/// `password=…` too.
-fn redact_without_scheme(text: &str) -> String {
+/// Masks the values of password parameters in the query of the URL-like text starting at
+/// `from`: from its first `?`, `&`-separated `name=value` pairs. A `#` is no fragment: the
+/// PostgreSQL driver reads `password=ab#cd` as the password `ab#cd`, so a value runs to
+/// the next `&`. A name is read after the last `?` in it (a raw `?` in a password may have
+/// begun the query early) and percent-decoded, as drivers decode it.
+fn query_masks(text: &str, from: usize, masks: &mut Vec<std::ops::Range<usize>>) {
+    let Some(q) = text[from..].find('?') else {
+        return;
+    };
+    let mut at = from + q + 1;
+    for param in text[at..].split('&') {
+        if let Some((name, _)) = param.split_once('=') {
+            let name = name.rsplit('?').next().unwrap_or(name);
+            if names_password(&percent_decoded(name)) {
+                masks.push(at + name_end(param) + 1..at + param.len());
+            }
+        }
+        at += param.len() + 1;
+    }
+}
+
+/// Where the name of a `name=value` parameter ends.
+fn name_end(param: &str) -> usize {
+    param.find('=').unwrap_or(param.len())
+}
+
+/// Whether `text` starts as a libpq `key=value` string does: a keyword, then `=`.
+fn starts_key_values(text: &str) -> bool {
     let rest = text.trim_start();
     let keyword = rest
         .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
         .unwrap_or(rest.len());
-    if keyword > 0 && rest[keyword..].trim_start().starts_with('=') {
-        return redact_key_values(text);
+    keyword > 0 && rest[keyword..].trim_start().starts_with('=')
+}
+
+/// Masks for text without a `://` after a scheme: a libpq `key=value` string, also as a
+/// spec's argument (`postgres:host=db password=…`); or else URL-like text (a mistyped
+/// URL, `mysq:/u:pw@h/db`, a spec, `postgres:u:pw@h/db`, or a spec's argument,
+/// `u:pw@h/db`, `/tmp/r.sock?pass=…`): its user info from the first `:` (none for the
+/// directory of a file lock, `file-lock:/srv/a@b`), its query's password parameters,
+/// and with blanks in it any `password=…` too.
+fn masks_without_scheme(text: &str, masks: &mut Vec<std::ops::Range<usize>>) {
+    let colon = text.find(':');
+    if starts_key_values(text) {
+        return key_value_masks(text, 0, masks);
     }
-    let masked = text.find('@').and_then(|first| {
-        let end = text[first..].find('/').map_or(text.len(), |i| first + i);
-        let at = text[..end].rfind('@').unwrap_or(first);
-        let colon = text[..at]
-            .match_indices(':')
-            .map(|(i, _)| i)
-            .find(|&i| !text[i + 1..].starts_with('/'))?;
-        Some(format!(
-            "{}***{}",
-            &text[..=colon],
-            redact_query(&text[at..])
-        ))
-    });
-    let out = masked.unwrap_or_else(|| redact_query(text));
+    if let Some(c) = colon.filter(|&c| starts_key_values(&text[c + 1..])) {
+        key_value_masks(text, c + 1, masks);
+        // With blanks, or without an `@`, it reads as key=value (`postgres:host=db
+        // password=p@ss`); else it may be user info too (`u:abc==@h`): both are masked.
+        if text.contains(char::is_whitespace) || !text.contains('@') {
+            return;
+        }
+    }
+    let a_directory = colon.is_some_and(|c| text[..c].to_ascii_lowercase().ends_with("file-lock"));
+    if !a_directory {
+        userinfo_mask(text, 0, 0, masks);
+    }
+    query_masks(text, 0, masks);
     if text.contains(char::is_whitespace) {
-        redact_key_values(&out)
-    } else {
-        out
+        key_value_masks(text, 0, masks);
     }
 }
 
-/// A libpq `key=value` string (`host=h password=x`, spaces allowed around `=`, values
-/// quoted with `'` or not, `\` escaping the next character) with password values masked.
-/// Text that is not such a string passes through unchanged but for a masked
-/// `password=…` anywhere in it.
-fn redact_key_values(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while !rest.is_empty() {
+/// Masks the password values of the libpq `key=value` string (`host=h password=x`,
+/// spaces allowed around `=`, values quoted with `'` or not, `\` escaping the next
+/// character) starting at `from`. An unquoted password value runs on over blanks up to
+/// the next `keyword=` (the driver refuses such a string, and says so with the text).
+/// Text that is not such a string yields a mask only for a `password=…` in it.
+fn key_value_masks(text: &str, from: usize, masks: &mut Vec<std::ops::Range<usize>>) {
+    let mut at = from;
+    while at < text.len() {
+        let rest = &text[at..];
         // Whitespace, then a keyword up to `=` or whitespace.
-        let skipped = rest.len() - rest.trim_start().len();
-        out.push_str(&rest[..skipped]);
-        rest = &rest[skipped..];
-        let keyword_len = rest
+        let trimmed = rest.trim_start();
+        at += rest.len() - trimmed.len();
+        let keyword_len = trimmed
             .find(|c: char| c == '=' || c.is_whitespace())
-            .unwrap_or(rest.len());
-        let keyword = &rest[..keyword_len];
-        out.push_str(keyword);
-        rest = &rest[keyword_len..];
+            .unwrap_or(trimmed.len());
+        let keyword = &trimmed[..keyword_len];
+        at += keyword_len;
         // Then `=`, with optional whitespace on both sides; else it was no keyword.
-        let after = rest.trim_start();
-        let Some(after) = after.strip_prefix('=') else {
+        let rest = &text[at..];
+        let Some(after) = rest.trim_start().strip_prefix('=') else {
             continue;
         };
         let value = after.trim_start();
-        out.push_str(&rest[..rest.len() - value.len()]);
-        let value_len = value_len(value);
+        at += rest.len() - value.len();
+        let mut len = value_len(value);
         if names_password(keyword) {
-            out.push_str("***");
-        } else {
-            out.push_str(&value[..value_len]);
+            if !value.starts_with('\'') {
+                loop {
+                    let more = &value[len..];
+                    let word = more.trim_start();
+                    if word.is_empty() || starts_key_values(word) {
+                        break;
+                    }
+                    len += more.len() - word.len() + value_len(word);
+                }
+            }
+            masks.push(at..at + len);
         }
-        rest = &value[value_len..];
+        at += len;
     }
-    out
 }
 
 /// The length of the libpq value `text` starts with: up to the closing quote of a quoted
@@ -484,7 +529,7 @@ impl<C: Connect> Registry<C> {
                 let known: Vec<&str> = self.entries.iter().map(|e| e.name.as_str()).collect();
                 Err(Error::Config(format!(
                     "unknown strategy {:?}; known: {}",
-                    parsed.name,
+                    redact_url(&parsed.name),
                     known.join(", ")
                 )))
             }
@@ -796,20 +841,62 @@ mod tests {
                 "postgres://u@h/db#x?password=***",
             ),
             // No `://`: a mistyped URL, or a spec's argument, with user info.
-            ("mysq:/u:hunter2@h/db", "mysq:/u:***@h/db"),
+            ("mysq:/u:hunter2@h/db", "mysq:***@h/db"),
             ("postgres:u:hunter2@h/db", "postgres:***@h/db"),
             ("postgres//u:pa@ss@h/db", "postgres//u:***@h/db"),
             // … with a query, or a `=` in the password.
             (
                 "postgres:/app:s3cret@db/app?sslmode=require&password=x",
-                "postgres:/app:***@db/app?sslmode=require&password=***",
+                "postgres:***@db/app?sslmode=require&password=***",
             ),
             ("postgres:u:abc==@h/db", "postgres:***@h/db"),
             // A spec's argument, as `Spec::parse` cuts it, and query passwords anywhere.
             ("u:hunter2@h/db", "u:***@h/db"),
             ("/u:hunter2@h/db", "/u:***@h/db"),
             ("u:abc==@h/db", "u:***@h/db"),
-            ("mysq:/u:pa:ss@h", "mysq:/u:***@h"),
+            ("mysq:/u:pa:ss@h", "mysq:***@h"),
+            // A password that starts with `/`.
+            ("postgres:u:/pw@h/db", "postgres:***@h/db"),
+            ("u:/pw@h/db", "u:***@h/db"),
+            ("mysq:/u:/pw@h/db", "mysq:***@h/db"),
+            // An `@` in the query is no user info's.
+            (
+                "mysql://db.example.com:3306/app?user=alice@corp&password=s3cret",
+                "mysql://db.example.com:3306/app?user=alice@corp&password=***",
+            ),
+            (
+                "postgres://db:5432/app?application_name=deploy@ci",
+                "postgres://db:5432/app?application_name=deploy@ci",
+            ),
+            (
+                "mysq:/h:3306/db?user=a@b&password=x",
+                "mysq:/h:3306/db?user=a@b&password=***",
+            ),
+            // A key=value string as a spec's argument, with an `@` in the password.
+            (
+                "postgres:host=db user=app password=p@ssw0rd",
+                "postgres:host=db user=app password=***",
+            ),
+            (
+                "mysql:user=root password=p@ss/w0rd host=db",
+                "mysql:user=root password=*** host=db",
+            ),
+            // An unquoted password with blanks, up to the next keyword.
+            (
+                "host=db password=correct horse battery port=5432",
+                "host=db password=*** port=5432",
+            ),
+            // A line break in a parameter's name, which the `url` crate drops.
+            (
+                "mysql://h/db?pass\nword=s3cret",
+                "mysql://h/db?pass\nword=***",
+            ),
+            // A relative file-lock directory with an `@`.
+            ("file-lock:locks@v2", "file-lock:locks@v2"),
+            (
+                "queue+file-lock:./run@blue/locks",
+                "queue+file-lock:./run@blue/locks",
+            ),
             (
                 "redis+unix:/tmp/r.sock?db=2&pass=x",
                 "redis+unix:/tmp/r.sock?db=2&pass=***",
@@ -817,7 +904,7 @@ mod tests {
             ("/tmp/r.sock?db=2&pass=x", "/tmp/r.sock?db=2&pass=***"),
             (
                 "postgres:/u@h/db?sslmode=disable&password=x",
-                "postgres:/u@h/db?sslmode=disable&password=***",
+                "postgres:***@h/db?sslmode=disable&password=***",
             ),
             (
                 "postgres:/h/db?user=a@b&password=x",
@@ -897,5 +984,16 @@ mod tests {
         assert!(no_arg.contains("takes no argument"), "{no_arg}");
         assert!(no_arg.contains("mutex://u:***@h/db"), "{no_arg}");
         assert!(!no_arg.contains("hunter2"), "{no_arg}");
+        // A spec whose whole text is its name: a connection string given as a strategy.
+        #[cfg(feature = "sqlite")]
+        {
+            let setup = Setup::new(crate::sqlite::Sqlite::new("unused.db"));
+            let unknown = match Registry::builtin().open("host=db password=hunter2", &setup) {
+                Err(e) => e.to_string(),
+                Ok(_) => panic!("a connection string is no strategy"),
+            };
+            assert!(unknown.contains("unknown strategy"), "{unknown}");
+            assert!(!unknown.contains("hunter2"), "{unknown}");
+        }
     }
 }

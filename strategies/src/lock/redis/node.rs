@@ -245,8 +245,8 @@ pub(super) fn parse_url(url: &str) -> Result<(Client, String), StrategyError> {
     Ok((client, display))
 }
 
-/// The server as `scheme://[user@]address/db`, never with a password (a `redis+unix` URL
-/// carries it in the query, which `redact_url` would miss).
+/// The server as `scheme://[user@]address/db`, never with a password: built from the
+/// parsed settings, not by masking the URL's text.
 fn display_of(info: &redis::ConnectionInfo) -> String {
     let user = info
         .redis_settings()
