@@ -158,16 +158,20 @@ pub fn redact_url(url: &str) -> String {
 fn masked(text: &str, mut masks: Vec<std::ops::Range<usize>>) -> String {
     masks.sort_by_key(|m| m.start);
     let mut out = String::with_capacity(text.len());
-    let mut done = 0;
+    // Where the text after the last mask starts, once there is one.
+    let mut done: Option<usize> = None;
     for m in masks {
-        if m.end <= done {
-            continue;
+        match done {
+            // Overlapping or touching the last mask: one mask.
+            Some(end) if m.start <= end => done = Some(end.max(m.end)),
+            _ => {
+                out.push_str(&text[done.unwrap_or(0)..m.start]);
+                out.push_str("***");
+                done = Some(m.end);
+            }
         }
-        let start = m.start.max(done);
-        out.push_str(&text[done..start]);
-        out.push_str("***");
-        done = m.end;
     }
+    let done = done.unwrap_or(0);
     out.push_str(&text[done..]);
     out
 }
@@ -912,6 +916,8 @@ mod tests {
             ),
             ("x:u:pw@h password=y", "x:***@h password=***"),
             ("racy-version:100", "racy-version:100"),
+            // Two readings that overlap are one mask.
+            ("postgres:password=p@ss", "postgres:***"),
             // A path with an `@` is no user info.
             (
                 "file-lock:/srv/app@blue/locks",
