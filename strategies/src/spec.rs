@@ -106,22 +106,25 @@ impl fmt::Debug for Spec {
 
 /// `url` with every password in it replaced by `***`, for messages and `Debug` output:
 ///
-/// - in a URL, the password of `scheme://user:password@host…`, and the value of each query
-///   parameter named `pass` or `password` (or ending in `password`, as `sslpassword`), as in
-///   `redis+unix:///run/redis.sock?pass=…` or `postgres://host/db?password=…`, whatever
-///   its case and however its name is percent-encoded (`pass%77ord`: drivers decode it);
+/// - in each URL in it (wherever it starts: `pg-xact:postgres://…`,
+///   `DATABASE_URL=postgres://…`), the password of `scheme://user:password@host…`, and the
+///   value of each query parameter named `pass` or `password` (or ending in `password`, as
+///   `sslpassword`), as in `redis+unix:///run/redis.sock?pass=…` or
+///   `postgres://host/db?password=…`, whatever its case and however its name is
+///   percent-encoded (`pass%77ord`: drivers decode it);
 /// - in a libpq `key=value` connection string (`host=db password='my secret'
-///   port=5432`), the `password` value, quoted or not;
-///   also as a spec's argument (`postgres:host=db password=…`);
+///   port=5432`), the `password` value, quoted or not, also as a spec's argument
+///   (`postgres:host=db password=…`);
 /// - in other text without `://` (a mistyped URL, `mysq:/u:pw@h/db`, a spec,
 ///   `postgres:u:pw@h/db`, or a spec's argument, `u:pw@h/db`), everything from its first
-///   `:` to the `@` that ends what looks like user info (but a file lock's directory,
-///   `file-lock:/srv/a@b`, is kept), and the same query parameters.
+///   `:` (not a port's) to the `@` that ends what looks like user info (but a file lock's
+///   directory, `file-lock:/srv/a@b`, is kept), and the same query parameters.
 ///
-/// Text before an `@` that reads as a host, a path and a query (`h:1/db?user=a@b`) is no
-/// user info: the `@` is the query's.
-///
-/// A `#` does not end a query: the PostgreSQL driver reads it as part of a value.
+/// Where drivers read a text differently (which `@` ends the user info; a raw `/`, `?`,
+/// `#` or `@` in a password), each reading is masked. An `@` in a query after a host and
+/// port (`h:3306/db?user=a@b`) ends no user info. A `#` does not end a query: the
+/// PostgreSQL driver reads it as part of a value. A raw `&` in a query's password ends
+/// its value, as it does for the drivers.
 ///
 /// It errs on the side of masking: text that only looks like a password goes too.
 ///
@@ -140,16 +143,13 @@ impl fmt::Debug for Spec {
 /// ```
 pub fn redact_url(url: &str) -> String {
     let mut masks = Vec::new();
-    match url.find("://") {
-        // What comes before `://` is a scheme (`redis`, `queue+postgres`, a spec's
-        // `name:postgres`), not key-value pairs one of whose values holds `://`.
-        Some(at) if !url[..at].contains(|c: char| c.is_whitespace() || c == '=') => {
-            let base = at + 3;
-            userinfo_mask(url, base, base, &mut masks);
-            query_masks(url, base, &mut masks);
-        }
-        _ => masks_without_scheme(url, &mut masks),
+    // Every URL in the text, wherever it starts (`postgres://…`, `pg-xact:postgres://…`,
+    // `DATABASE_URL=postgres://…`), and the text as one without a scheme: the union.
+    for (at, _) in url.match_indices("://") {
+        userinfo_masks(url, at + 3, &mut masks);
+        query_masks(url, at + 3, &mut masks);
     }
+    masks_without_scheme(url, &mut masks);
     masked(url, masks)
 }
 
@@ -213,34 +213,38 @@ fn percent_decoded(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Masks the password of the user info of the URL-like text starting at `from`: what
-/// follows the first `:` at or after `colon_from` up to the `@` that ends the user info —
-/// the last one before the first `/` after the first `@`, so that a password with a raw
-/// `/`, `?`, `#` or `@` is masked whole (drivers read the credentials up to an `@` too).
-/// Text before that `@` that reads as a host, a path and a query (`h:1/db?user=a@b`) is
-/// no user info: its `@` is the query's.
-fn userinfo_mask(
-    text: &str,
-    from: usize,
-    colon_from: usize,
-    masks: &mut Vec<std::ops::Range<usize>>,
-) {
+/// Masks the password of the user info of the URL-like text starting at `from`: from its
+/// first [password colon](password_colon) to an `@` that may end it. Drivers differ on
+/// which `@` that is (the first; the last before the path), so every `@` up to the query
+/// of what follows the first one counts, and each masks its own reading: a password with
+/// a raw `/`, `?`, `#` or `@` is masked whole, and an `@` in a query
+/// (`h:3306/db?user=a@b`) masks nothing, as no password colon comes before it.
+fn userinfo_masks(text: &str, from: usize, masks: &mut Vec<std::ops::Range<usize>>) {
     let rest = &text[from..];
     let Some(first) = rest.find('@') else {
         return;
     };
-    let end = rest[first..].find('/').map_or(rest.len(), |i| first + i);
-    let at = rest[..end].rfind('@').unwrap_or(first);
-    let userinfo = &rest[..at];
-    if userinfo
-        .find('/')
-        .is_some_and(|slash| userinfo[slash..].contains('?'))
-    {
-        return;
+    let after = &rest[first..];
+    let limit = after.find('/').map_or(after.len(), |slash| {
+        after[slash..].find('?').map_or(after.len(), |q| slash + q)
+    });
+    for (i, _) in after[..limit].match_indices('@') {
+        let at = from + first + i;
+        if let Some(colon) = password_colon(&text[from..at]) {
+            masks.push(from + colon + 1..at);
+        }
     }
-    if let Some(colon) = text[colon_from..from + at].find(':') {
-        masks.push(colon_from + colon + 1..from + at);
-    }
+}
+
+/// Where a password may start in user info: the first `:` that is neither a scheme's
+/// (followed by `//`) nor a port's (digits, then `/`, `?` or `,`).
+fn password_colon(userinfo: &str) -> Option<usize> {
+    userinfo.match_indices(':').map(|(i, _)| i).find(|&i| {
+        let after = &userinfo[i + 1..];
+        let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+        let port = digits > 0 && matches!(after.as_bytes().get(digits), Some(b'/' | b'?' | b','));
+        !after.starts_with("//") && !port
+    })
 }
 
 /// Masks the values of password parameters in the query of the URL-like text starting at
@@ -297,9 +301,10 @@ fn masks_without_scheme(text: &str, masks: &mut Vec<std::ops::Range<usize>>) {
             return;
         }
     }
+    // A file lock's directory is no user info, and text with a `://` had its URLs read.
     let a_directory = colon.is_some_and(|c| text[..c].to_ascii_lowercase().ends_with("file-lock"));
-    if !a_directory {
-        userinfo_mask(text, 0, 0, masks);
+    if !a_directory && !text.contains("://") {
+        userinfo_masks(text, 0, masks);
     }
     query_masks(text, 0, masks);
     if text.contains(char::is_whitespace) {
@@ -874,7 +879,7 @@ mod tests {
             ),
             (
                 "mysq:/h:3306/db?user=a@b&password=x",
-                "mysq:/h:3306/db?user=a@b&password=***",
+                "mysq:***@b&password=***",
             ),
             // A key=value string as a spec's argument, with an `@` in the password.
             (
@@ -912,10 +917,40 @@ mod tests {
             ),
             (
                 "postgres:/h/db?user=a@b&password=x",
-                "postgres:/h/db?user=a@b&password=***",
+                "postgres:***@b&password=***",
             ),
             ("x:u:pw@h password=y", "x:***@h password=***"),
             ("racy-version:100", "racy-version:100"),
+            // A `/` and a `?` before the `@` that ends the user info.
+            (
+                "postgres://app:Xy/9?k@db.internal/app",
+                "postgres://app:***@db.internal/app",
+            ),
+            ("postgres://u/x:pw?y@h/db", "postgres://u/x:***@h/db"),
+            (
+                "queue+postgres://u:a/b?c@h/db",
+                "queue+postgres://u:***@h/db",
+            ),
+            ("redlock://:a/b?c@h1,h2,h3", "redlock://:***@h1,h2,h3"),
+            ("postgres:/u:pa?ss@h/db", "postgres:***@h/db"),
+            ("/u:pa?ss@h/db", "/u:***@h/db"),
+            ("postgres:///u:pa?ss@h/db", "postgres:///u:***@h/db"),
+            // A URL after `NAME=` or a blank.
+            (
+                "DATABASE_URL=postgres://app:s3cret@db/app",
+                "DATABASE_URL=postgres://app:***@db/app",
+            ),
+            ("x=y postgres://u:pw@h", "x=y postgres://u:***@h"),
+            // An `@` and a later `/` in the password.
+            ("postgres://u:p@ss/w@h/db", "postgres://u:***@h/db"),
+            // A port before an `@` in the query, without a path.
+            (
+                "postgres://h:5432?application_name=a@b",
+                "postgres://h:5432?application_name=a@b",
+            ),
+            // A password all digits, and one in user info with a query `@` after it.
+            ("redis://:1234@h:6379", "redis://:***@h:6379"),
+            ("mysql://u:pw@h/db?user=a@b", "mysql://u:***@h/db?user=a@b"),
             // Two readings that overlap are one mask.
             ("postgres:password=p@ss", "postgres:***"),
             // A path with an `@` is no user info.
