@@ -124,7 +124,9 @@ impl fmt::Debug for Spec {
 /// `#` or `@` in a password), each reading is masked. An `@` in a query after a host and
 /// port (`h:3306/db?user=a@b`) ends no user info. A `#` does not end a query: the
 /// PostgreSQL driver reads it as part of a value. A raw `&` in a query's password ends
-/// its value, as it does for the drivers.
+/// its value, as it does for the drivers. A `password=` or `pass=` anywhere is masked,
+/// whatever unclosed quote comes before it. Text longer than 4096 bytes is not shown at
+/// all, only its length.
 ///
 /// It errs on the side of masking: text that only looks like a password goes too.
 ///
@@ -142,16 +144,30 @@ impl fmt::Debug for Spec {
 /// );
 /// ```
 pub fn redact_url(url: &str) -> String {
+    // Nothing this long is a spec or a URL anyone typed, and reading it would cost time
+    // that grows faster than its length.
+    if url.len() > MAX_REDACTED {
+        return format!("[{} bytes, not shown]", url.len());
+    }
     let mut masks = Vec::new();
     // Every URL in the text, wherever it starts (`postgres://…`, `pg-xact:postgres://…`,
     // `DATABASE_URL=postgres://…`), and the text as one without a scheme: the union.
-    for (at, _) in url.match_indices("://") {
-        userinfo_masks(url, at + 3, &mut masks);
+    for (at, _) in url.match_indices("://").take(MAX_READINGS) {
+        let scheme = url[..at].to_ascii_lowercase();
+        let postgres = scheme.ends_with("postgres") || scheme.ends_with("postgresql");
+        userinfo_masks(url, at + 3, postgres, &mut masks);
         query_masks(url, at + 3, &mut masks);
     }
     masks_without_scheme(url, &mut masks);
     masked(url, masks)
 }
+
+/// The longest text [`redact_url`] reads; a longer one is not shown at all.
+const MAX_REDACTED: usize = 4096;
+
+/// The most URLs (`://`) [`redact_url`] reads in one text, and the most `@`s it tries as
+/// the end of one URL's user info: the cost of reading a text grows with their product.
+const MAX_READINGS: usize = 16;
 
 /// `text` with each of `masks` (byte ranges) replaced by `***`; overlapping or adjacent
 /// ones as one.
@@ -219,7 +235,12 @@ fn percent_decoded(text: &str) -> String {
 /// of what follows the first one counts, and each masks its own reading: a password with
 /// a raw `/`, `?`, `#` or `@` is masked whole, and an `@` in a query
 /// (`h:3306/db?user=a@b`) masks nothing, as no password colon comes before it.
-fn userinfo_masks(text: &str, from: usize, masks: &mut Vec<std::ops::Range<usize>>) {
+fn userinfo_masks(
+    text: &str,
+    from: usize,
+    postgres: bool,
+    masks: &mut Vec<std::ops::Range<usize>>,
+) {
     let rest = &text[from..];
     let Some(first) = rest.find('@') else {
         return;
@@ -228,23 +249,41 @@ fn userinfo_masks(text: &str, from: usize, masks: &mut Vec<std::ops::Range<usize
     let limit = after.find('/').map_or(after.len(), |slash| {
         after[slash..].find('?').map_or(after.len(), |q| slash + q)
     });
-    for (i, _) in after[..limit].match_indices('@') {
+    for (i, _) in after[..limit].match_indices('@').take(MAX_READINGS) {
         let at = from + first + i;
-        if let Some(colon) = password_colon(&text[from..at]) {
+        if let Some(colon) = password_colon(&text[from..at], postgres) {
             masks.push(from + colon + 1..at);
         }
     }
 }
 
-/// Where a password may start in user info: the first `:` that is neither a scheme's
-/// (followed by `//`) nor a port's (digits, then `/`, `?` or `,`).
-fn password_colon(userinfo: &str) -> Option<usize> {
-    userinfo.match_indices(':').map(|(i, _)| i).find(|&i| {
-        let after = &userinfo[i + 1..];
-        let digits = after.bytes().take_while(u8::is_ascii_digit).count();
-        let port = digits > 0 && matches!(after.as_bytes().get(digits), Some(b'/' | b'?' | b','));
-        !after.starts_with("//") && !port
-    })
+/// Where a password may start in what precedes an `@`: the first `:` that is not a
+/// scheme's (followed by `//`), not inside an IPv6 address's `[…]`, and not a port's — a
+/// `:` followed by digits and then `/`, `?` or `,`, with a `?` after it, so that the `@`
+/// is in a query (`h:3306/db?user=a@b`). The PostgreSQL driver reads credentials up to
+/// the first `@` whatever comes before it, so over `postgres` no `:` counts as a port's.
+fn password_colon(region: &str, postgres: bool) -> Option<usize> {
+    let last_query = region.rfind('?');
+    let mut in_brackets = false;
+    for (i, byte) in region.bytes().enumerate() {
+        match byte {
+            b'[' => in_brackets = true,
+            b']' => in_brackets = false,
+            b':' if !in_brackets => {
+                let after = &region[i + 1..];
+                let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+                let port = !postgres
+                    && digits > 0
+                    && matches!(after.as_bytes().get(digits), Some(b'/' | b'?' | b','))
+                    && last_query.is_some_and(|q| q > i);
+                if !after.starts_with("//") && !port {
+                    return Some(i);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 /// Masks the values of password parameters in the query of the URL-like text starting at
@@ -290,8 +329,20 @@ fn starts_key_values(text: &str) -> bool {
 /// and with blanks in it any `password=…` too.
 fn masks_without_scheme(text: &str, masks: &mut Vec<std::ops::Range<usize>>) {
     let colon = text.find(':');
+    // Any `password=` or `pass=`, whatever quote or escape comes before it: an unclosed
+    // one in an earlier value would hide it from the key=value reading.
+    loose_password_masks(text, masks);
     if starts_key_values(text) {
-        return key_value_masks(text, 0, masks);
+        key_value_masks(text, 0, masks);
+        // `NAME=value` alone (`DATABASE_URL=mysql:/u:pw@h/db`): its value read too.
+        if !text.trim().contains(char::is_whitespace)
+            && let Some(eq) = text.find('=')
+        {
+            let mut inner = Vec::new();
+            masks_without_scheme(&text[eq + 1..], &mut inner);
+            masks.extend(inner.into_iter().map(|m| m.start + eq + 1..m.end + eq + 1));
+        }
+        return;
     }
     if let Some(c) = colon.filter(|&c| starts_key_values(&text[c + 1..])) {
         key_value_masks(text, c + 1, masks);
@@ -304,11 +355,33 @@ fn masks_without_scheme(text: &str, masks: &mut Vec<std::ops::Range<usize>>) {
     // A file lock's directory is no user info, and text with a `://` had its URLs read.
     let a_directory = colon.is_some_and(|c| text[..c].to_ascii_lowercase().ends_with("file-lock"));
     if !a_directory && !text.contains("://") {
-        userinfo_masks(text, 0, masks);
+        userinfo_masks(text, 0, true, masks);
     }
     query_masks(text, 0, masks);
     if text.contains(char::is_whitespace) {
         key_value_masks(text, 0, masks);
+    }
+}
+
+/// Masks the value after each `password` or `pass` (any case) followed by `=`, read as a
+/// libpq value is (an unquoted one up to a blank or an `&`).
+fn loose_password_masks(text: &str, masks: &mut Vec<std::ops::Range<usize>>) {
+    let lower = text.to_ascii_lowercase();
+    for (i, _) in lower.match_indices("pass") {
+        let word = &lower[i..];
+        let name_len = if word.starts_with("password") { 8 } else { 4 };
+        let after = &text[i + name_len..];
+        let Some(value) = after.trim_start().strip_prefix('=') else {
+            continue;
+        };
+        let value = value.trim_start();
+        let start = text.len() - value.len();
+        // In a URL's query, an `&` ends it.
+        let mut len = value_len(value);
+        if !value.starts_with('\'') {
+            len = value[..len].find('&').unwrap_or(len);
+        }
+        masks.push(start..start + len);
     }
 }
 
@@ -873,9 +946,10 @@ mod tests {
                 "mysql://db.example.com:3306/app?user=alice@corp&password=s3cret",
                 "mysql://db.example.com:3306/app?user=alice@corp&password=***",
             ),
+            // … but the PostgreSQL driver reads credentials up to the first `@`.
             (
                 "postgres://db:5432/app?application_name=deploy@ci",
-                "postgres://db:5432/app?application_name=deploy@ci",
+                "postgres://db:***@ci",
             ),
             (
                 "mysq:/h:3306/db?user=a@b&password=x",
@@ -945,9 +1019,30 @@ mod tests {
             ("postgres://u:p@ss/w@h/db", "postgres://u:***@h/db"),
             // A port before an `@` in the query, without a path.
             (
-                "postgres://h:5432?application_name=a@b",
-                "postgres://h:5432?application_name=a@b",
+                "mysql://h:3306?prefer_socket=false&user=a@b",
+                "mysql://h:3306?prefer_socket=false&user=a@b",
             ),
+            (
+                "mysql://[::1]:3306/db?user=a@b",
+                "mysql://[::1]:3306/db?user=a@b",
+            ),
+            // A password that starts with digits and a `/`, `?` or `,`.
+            ("postgres://app:12/ab@db/app", "postgres://app:***@db/app"),
+            ("postgres://app:123?xyz@db/app", "postgres://app:***@db/app"),
+            ("mysql://app:2024/Summer@db/app", "mysql://app:***@db/app"),
+            // An unclosed quote or a trailing `\` before a password.
+            (
+                "postgres:host=db user='app password=hunter2",
+                "postgres:host=db user='app password=***",
+            ),
+            ("host=db\\ password=x", "host=db\\ password=***"),
+            // A mistyped URL as the value of `NAME=`.
+            (
+                "DATABASE_URL=mysql:/u:pw@h/db",
+                "DATABASE_URL=mysql:***@h/db",
+            ),
+            // Absurdly long text is not read.
+            (&"://@".repeat(2000), "[8000 bytes, not shown]"),
             // A password all digits, and one in user info with a query `@` after it.
             ("redis://:1234@h:6379", "redis://:***@h:6379"),
             ("mysql://u:pw@h/db?user=a@b", "mysql://u:***@h/db?user=a@b"),
@@ -999,6 +1094,12 @@ mod tests {
             ("", ""),
         ] {
             assert_eq!(redact_url(text), shown, "{text}");
+        }
+        // The longest texts it reads, built to make it try the most readings: read
+        // through (a cost that grew with the cube of the length once hung on such text).
+        for unit in ["://@", "://:@", "://?pass=x&", ":@", "[:@", "a:1/?@"] {
+            let text = unit.repeat(MAX_REDACTED / unit.len());
+            assert!(!redact_url(&text).is_empty());
         }
         let spec = Spec::parse("redis+unix:///tmp/r.sock?db=2&pass=hunter2").unwrap();
         assert!(!format!("{spec:?}").contains("hunter2"));
