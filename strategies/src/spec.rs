@@ -144,10 +144,63 @@ impl fmt::Debug for Spec {
 /// );
 /// ```
 pub fn redact_url(url: &str) -> String {
+    match url_masks(url) {
+        Some(masks) => masked(url, masks),
+        None => format!("[{} bytes, not shown]", url.len()),
+    }
+}
+
+/// `message` (a driver's error about `url`, which may quote a piece of it) with every
+/// piece of `url` that [`redact_url`] masks replaced by `***` too.
+#[cfg_attr(not(feature = "mysql"), allow(dead_code))]
+pub(crate) fn redact_message(url: &str, message: &str) -> String {
+    let Some(masks) = url_masks(url) else {
+        return message.to_owned();
+    };
+    // Each secret, and each `&`-separated piece of one (a driver names the tail of a
+    // password with a raw `&` as a parameter of its own), longest first, so that a secret
+    // holding a shorter one goes whole.
+    let mut secrets: Vec<&str> = masks
+        .iter()
+        .flat_map(|m| std::iter::once(&url[m.clone()]).chain(url[m.clone()].split('&')))
+        .filter(|secret| !secret.is_empty())
+        .collect();
+    secrets.sort_by_key(|secret| std::cmp::Reverse(secret.len()));
+    let mut out = message.to_owned();
+    for secret in secrets {
+        out = replace_token(&out, secret);
+    }
+    out
+}
+
+/// `text` with each occurrence of `token` that no letter or digit touches on either side
+/// replaced by `***`.
+fn replace_token(text: &str, token: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut done = 0;
+    for (i, _) in text.match_indices(token) {
+        if i < done {
+            continue;
+        }
+        let before = text[..i].chars().next_back();
+        let after = text[i + token.len()..].chars().next();
+        if before.is_some_and(char::is_alphanumeric) || after.is_some_and(char::is_alphanumeric) {
+            continue;
+        }
+        out.push_str(&text[done..i]);
+        out.push_str("***");
+        done = i + token.len();
+    }
+    out.push_str(&text[done..]);
+    out
+}
+
+/// The byte ranges of `url` that [`redact_url`] masks; `None` for text too long to read.
+fn url_masks(url: &str) -> Option<Vec<std::ops::Range<usize>>> {
     // Nothing this long is a spec or a URL anyone typed, and reading it would cost time
     // that grows faster than its length.
     if url.len() > MAX_REDACTED {
-        return format!("[{} bytes, not shown]", url.len());
+        return None;
     }
     let mut masks = Vec::new();
     // Every URL in the text, wherever it starts (`postgres://…`, `pg-xact:postgres://…`,
@@ -159,7 +212,7 @@ pub fn redact_url(url: &str) -> String {
         query_masks(url, at + 3, &mut masks);
     }
     masks_without_scheme(url, &mut masks);
-    masked(url, masks)
+    Some(masks)
 }
 
 /// The longest text [`redact_url`] reads; a longer one is not shown at all.
@@ -249,7 +302,11 @@ fn userinfo_masks(
     let limit = after.find('/').map_or(after.len(), |slash| {
         after[slash..].find('?').map_or(after.len(), |q| slash + q)
     });
-    for (i, _) in after[..limit].match_indices('@').take(MAX_READINGS) {
+    // Past the query's start, an `@` still counts while no `=` came before it: one in a
+    // `name=value` (`?user=a@b`) is the query's, one before any is a password's `?`.
+    let in_value = |i: usize| i > limit && after[limit..i].contains('=');
+    let ats = after.match_indices('@').map(|(i, _)| i);
+    for i in ats.filter(|&i| !in_value(i)).take(MAX_READINGS) {
         let at = from + first + i;
         if let Some(colon) = password_colon(&text[from..at], postgres) {
             masks.push(from + colon + 1..at);
@@ -259,8 +316,8 @@ fn userinfo_masks(
 
 /// Where a password may start in what precedes an `@`: the first `:` that is not a
 /// scheme's (followed by `//`), not inside an IPv6 address's `[…]`, and not a port's — a
-/// `:` followed by digits and then `/`, `?` or `,`, with a `?` after it, so that the `@`
-/// is in a query (`h:3306/db?user=a@b`). The PostgreSQL driver reads credentials up to
+/// `:` followed by digits and then `/`, `?` or `,`, with a `?` and then a `=` after it,
+/// so that the `@` is in a query's value (`h:3306/db?user=a@b`). The PostgreSQL driver reads credentials up to
 /// the first `@` whatever comes before it, so over `postgres` no `:` counts as a port's.
 fn password_colon(region: &str, postgres: bool) -> Option<usize> {
     let last_query = region.rfind('?');
@@ -275,7 +332,7 @@ fn password_colon(region: &str, postgres: bool) -> Option<usize> {
                 let port = !postgres
                     && digits > 0
                     && matches!(after.as_bytes().get(digits), Some(b'/' | b'?' | b','))
-                    && last_query.is_some_and(|q| q > i);
+                    && last_query.is_some_and(|q| q > i && region[q..].contains('='));
                 if !after.starts_with("//") && !port {
                     return Some(i);
                 }
@@ -296,11 +353,19 @@ fn query_masks(text: &str, from: usize, masks: &mut Vec<std::ops::Range<usize>>)
         return;
     };
     let mut at = from + q + 1;
-    for param in text[at..].split('&') {
+    let params: Vec<&str> = text[at..].split('&').collect();
+    for (n, param) in params.iter().enumerate() {
         if let Some((name, _)) = param.split_once('=') {
             let name = name.rsplit('?').next().unwrap_or(name);
             if names_password(&percent_decoded(name)) {
-                masks.push(at + name_end(param) + 1..at + param.len());
+                // A raw `&` in the password: the pieces after it that are no
+                // `name=value` belong to it.
+                let more: usize = params[n + 1..]
+                    .iter()
+                    .take_while(|p| !p.contains('='))
+                    .map(|p| p.len() + 1)
+                    .sum();
+                masks.push(at + name_end(param) + 1..at + param.len() + more);
             }
         }
         at += param.len() + 1;
@@ -328,6 +393,12 @@ fn starts_key_values(text: &str) -> bool {
 /// directory of a file lock, `file-lock:/srv/a@b`), its query's password parameters,
 /// and with blanks in it any `password=…` too.
 fn masks_without_scheme(text: &str, masks: &mut Vec<std::ops::Range<usize>>) {
+    masks_without_scheme_in(text, true, masks);
+}
+
+/// [`masks_without_scheme`]; `outer`: whether a `NAME=value`'s value is read too (one
+/// level only, or text of many `=` would nest as deep).
+fn masks_without_scheme_in(text: &str, outer: bool, masks: &mut Vec<std::ops::Range<usize>>) {
     let colon = text.find(':');
     // Any `password=` or `pass=`, whatever quote or escape comes before it: an unclosed
     // one in an earlier value would hide it from the key=value reading.
@@ -335,11 +406,12 @@ fn masks_without_scheme(text: &str, masks: &mut Vec<std::ops::Range<usize>>) {
     if starts_key_values(text) {
         key_value_masks(text, 0, masks);
         // `NAME=value` alone (`DATABASE_URL=mysql:/u:pw@h/db`): its value read too.
-        if !text.trim().contains(char::is_whitespace)
+        if outer
+            && !text.trim().contains(char::is_whitespace)
             && let Some(eq) = text.find('=')
         {
             let mut inner = Vec::new();
-            masks_without_scheme(&text[eq + 1..], &mut inner);
+            masks_without_scheme_in(&text[eq + 1..], false, &mut inner);
             masks.extend(inner.into_iter().map(|m| m.start + eq + 1..m.end + eq + 1));
         }
         return;
@@ -379,7 +451,15 @@ fn loose_password_masks(text: &str, masks: &mut Vec<std::ops::Range<usize>>) {
         // In a URL's query, an `&` ends it.
         let mut len = value_len(value);
         if !value.starts_with('\'') {
-            len = value[..len].find('&').unwrap_or(len);
+            // Up to an `&` that starts a `name=value`, as in a URL's query.
+            let mut end = 0;
+            for piece in value[..len].split('&') {
+                if end > 0 && piece.contains('=') {
+                    break;
+                }
+                end += piece.len() + 1;
+            }
+            len = len.min(end.saturating_sub(1));
         }
         masks.push(start..start + len);
     }
@@ -1041,6 +1121,25 @@ mod tests {
                 "DATABASE_URL=mysql:/u:pw@h/db",
                 "DATABASE_URL=mysql:***@h/db",
             ),
+            // A password of digits, a `/` or `,`, then a `?`: no port.
+            ("mysql://app:2024/Summer?@db/app", "mysql://app:***@db/app"),
+            ("redis://:7?k2Lm9x@h:6379/0", "redis://:***@h:6379/0"),
+            ("rediss://u:3,x?y@h:6380/0", "rediss://u:***@h:6380/0"),
+            // A raw `&` in a query's password.
+            (
+                "mysql://app@db/app?password=Xy7&k9",
+                "mysql://app@db/app?password=***",
+            ),
+            (
+                "redis+unix:///run/redis.sock?pass=Xy7&k9&db=1",
+                "redis+unix:///run/redis.sock?pass=***&db=1",
+            ),
+            // An `@` before a `/…?` in user info.
+            ("mysql://u:p@ss/w?rd@h/db", "mysql://u:***@h/db"),
+            (
+                "mysql://alice@corp.com:ab/cd?ef@h/db",
+                "mysql://alice@corp.com:***@h/db",
+            ),
             // Absurdly long text is not read.
             (&"://@".repeat(2000), "[8000 bytes, not shown]"),
             // A password all digits, and one in user info with a query `@` after it.
@@ -1097,7 +1196,7 @@ mod tests {
         }
         // The longest texts it reads, built to make it try the most readings: read
         // through (a cost that grew with the cube of the length once hung on such text).
-        for unit in ["://@", "://:@", "://?pass=x&", ":@", "[:@", "a:1/?@"] {
+        for unit in ["://@", "://:@", "://?pass=x&", ":@", "[:@", "a:1/?@", "a="] {
             let text = unit.repeat(MAX_REDACTED / unit.len());
             assert!(!redact_url(&text).is_empty());
         }
@@ -1116,6 +1215,20 @@ mod tests {
     }
 
     /// A spec refused for its form never repeats a password.
+    #[test]
+    fn a_drivers_message_loses_the_pieces_of_a_password() {
+        let url = "mysql://app@db/app?password=Xy7&k9";
+        assert_eq!(
+            redact_message(url, "Unknown URL parameter `k9'"),
+            "Unknown URL parameter `***'"
+        );
+        assert_eq!(
+            redact_message("postgres://u:s3cret@h/db", "s3cret is wrong, s3crets kept"),
+            "*** is wrong, s3crets kept"
+        );
+        assert_eq!(redact_message("redis://h/0", "no secret"), "no secret");
+    }
+
     #[test]
     fn refusals_of_a_spec_hide_its_password() {
         let no_name = Spec::parse("://u:hunter2@h").unwrap_err().to_string();

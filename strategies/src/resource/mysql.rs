@@ -146,9 +146,12 @@ impl MySql {
 /// Parses a `mysql://` URL, refusing anything the driver refuses.
 pub(crate) fn parse_url(url: &str) -> Result<Opts, StrategyError> {
     Opts::from_url(url).map_err(|e| {
+        // The driver's message may quote a piece of the URL (an unknown parameter that is
+        // the tail of a password with a raw `&`).
         Error::Config(format!(
-            "bad MySQL URL {:?}: {e}",
-            crate::spec::redact_url(url)
+            "bad MySQL URL {:?}: {}",
+            crate::spec::redact_url(url),
+            crate::spec::redact_message(url, &e.to_string())
         ))
     })
 }
@@ -378,6 +381,15 @@ impl Transact for MySql {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_url_shows_no_piece_of_its_password() {
+        // The driver names the tail of a password with a raw `&` as an unknown parameter.
+        let error = MySql::new("mysql://app@db/app?password=Xy7&k9zq").unwrap_err();
+        let shown = error.to_string();
+        assert!(shown.contains("bad MySQL URL"), "{shown}");
+        assert!(!shown.contains("Xy7") && !shown.contains("k9zq"), "{shown}");
+    }
 
     #[test]
     fn debug_shows_no_password() {
