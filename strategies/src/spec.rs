@@ -96,10 +96,15 @@ impl Spec {
 
 impl fmt::Debug for Spec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // A URL argument may carry a password.
+        // A URL argument may carry a password, and the cut between name and argument may
+        // fall inside it: the spec is redacted whole.
+        let whole = match &self.arg {
+            Some(arg) if arg.contains("://") && arg.starts_with(self.name.as_str()) => arg.clone(),
+            Some(arg) => format!("{}:{arg}", self.name),
+            None => self.name.clone(),
+        };
         f.debug_struct("Spec")
-            .field("name", &self.name)
-            .field("arg", &self.arg.as_deref().map(redact_url))
+            .field("spec", &redact_url(&whole))
             .finish()
     }
 }
@@ -123,8 +128,8 @@ impl fmt::Debug for Spec {
 /// Where drivers read a text differently (which `@` ends the user info; a raw `/`, `?`,
 /// `#` or `@` in a password), each reading is masked. An `@` in a query after a host and
 /// port (`h:3306/db?user=a@b`) ends no user info. A `#` does not end a query: the
-/// PostgreSQL driver reads it as part of a value. A raw `&` in a query's password ends
-/// its value, as it does for the drivers. A `password=` or `pass=` anywhere is masked,
+/// PostgreSQL driver reads it as part of a value. After a raw `&` in a query's password,
+/// what follows is masked up to the next parameter a driver knows (`sslmode=`, `db=`, …). A `password=` or `pass=` anywhere is masked,
 /// whatever unclosed quote comes before it. Text longer than 4096 bytes is not shown at
 /// all, only its length.
 ///
@@ -160,14 +165,24 @@ pub(crate) fn redact_message(url: &str, message: &str) -> String {
     // Each secret, and each `&`-separated piece of one (a driver names the tail of a
     // password with a raw `&` as a parameter of its own), longest first, so that a secret
     // holding a shorter one goes whole.
-    let mut secrets: Vec<&str> = masks
-        .iter()
-        .flat_map(|m| std::iter::once(&url[m.clone()]).chain(url[m.clone()].split('&')))
-        .filter(|secret| !secret.is_empty())
-        .collect();
+    // A piece's name (before its `=`) and its form-decoded text (`+` a blank, `%XX` its
+    // byte) too, as the driver may quote either.
+    let mut secrets: Vec<String> = Vec::new();
+    for m in &masks {
+        let text = &url[m.clone()];
+        secrets.push(text.to_owned());
+        for piece in text.split('&') {
+            for part in [piece, piece.split('=').next().unwrap_or(piece)] {
+                secrets.push(part.to_owned());
+                secrets.push(percent_decoded(&part.replace('+', " ")));
+            }
+        }
+    }
+    secrets.retain(|secret| !secret.is_empty());
     secrets.sort_by_key(|secret| std::cmp::Reverse(secret.len()));
+    secrets.dedup();
     let mut out = message.to_owned();
-    for secret in secrets {
+    for secret in &secrets {
         out = replace_token(&out, secret);
     }
     out
@@ -304,7 +319,13 @@ fn userinfo_masks(
     });
     // Past the query's start, an `@` still counts while no `=` came before it: one in a
     // `name=value` (`?user=a@b`) is the query's, one before any is a password's `?`.
-    let in_value = |i: usize| i > limit && after[limit..i].contains('=');
+    let in_value = |i: usize| {
+        let tail = &after[i + 1..];
+        let host_follows = tail
+            .find(['/', '?', '&'])
+            .is_some_and(|j| tail.as_bytes()[j] != b'&');
+        i > limit && after[limit..i].contains('=') && !host_follows
+    };
     let ats = after.match_indices('@').map(|(i, _)| i);
     for i in ats.filter(|&i| !in_value(i)).take(MAX_READINGS) {
         let at = from + first + i;
@@ -322,6 +343,9 @@ fn userinfo_masks(
 fn password_colon(region: &str, postgres: bool) -> Option<usize> {
     let last_query = region.rfind('?');
     let mut in_brackets = false;
+    // A `:` followed by `//` is a scheme's, unless no other `:` turns up: then it is a
+    // password's that starts with `//`.
+    let mut scheme_colon = None;
     for (i, byte) in region.bytes().enumerate() {
         match byte {
             b'[' => in_brackets = true,
@@ -330,17 +354,20 @@ fn password_colon(region: &str, postgres: bool) -> Option<usize> {
                 let after = &region[i + 1..];
                 let digits = after.bytes().take_while(u8::is_ascii_digit).count();
                 let port = !postgres
+                    && i > 0
                     && digits > 0
                     && matches!(after.as_bytes().get(digits), Some(b'/' | b'?' | b','))
                     && last_query.is_some_and(|q| q > i && region[q..].contains('='));
-                if !after.starts_with("//") && !port {
+                if after.starts_with("//") {
+                    scheme_colon = scheme_colon.or(Some(i));
+                } else if !port {
                     return Some(i);
                 }
             }
             _ => {}
         }
     }
-    None
+    scheme_colon
 }
 
 /// Masks the values of password parameters in the query of the URL-like text starting at
@@ -362,7 +389,7 @@ fn query_masks(text: &str, from: usize, masks: &mut Vec<std::ops::Range<usize>>)
                 // `name=value` belong to it.
                 let more: usize = params[n + 1..]
                     .iter()
-                    .take_while(|p| !p.contains('='))
+                    .take_while(|p| !names_known_parameter(p))
                     .map(|p| p.len() + 1)
                     .sum();
                 masks.push(at + name_end(param) + 1..at + param.len() + more);
@@ -370,6 +397,54 @@ fn query_masks(text: &str, from: usize, masks: &mut Vec<std::ops::Range<usize>>)
         }
         at += param.len() + 1;
     }
+}
+
+/// Whether the `&`-piece `param` of a query is a parameter some driver (or turnstile)
+/// knows, rather than the tail of a password with a raw `&`.
+fn names_known_parameter(param: &str) -> bool {
+    const KNOWN: [&str; 38] = [
+        "user",
+        "password",
+        "pass",
+        "db",
+        "dbname",
+        "host",
+        "hostaddr",
+        "port",
+        "sslmode",
+        "sslcert",
+        "sslkey",
+        "sslrootcert",
+        "sslpassword",
+        "ssl_mode",
+        "ssl-mode",
+        "channel_binding",
+        "application_name",
+        "options",
+        "connect_timeout",
+        "keepalives",
+        "keepalives_idle",
+        "tcp_user_timeout",
+        "target_session_attrs",
+        "load_balance_hosts",
+        "prefer_socket",
+        "socket",
+        "compress",
+        "stmt_cache_size",
+        "tcp_keepalive_time_ms",
+        "tcp_nodelay",
+        "protocol",
+        "insecure",
+        "ttl_ms",
+        "tls_ca",
+        "tls_cert",
+        "tls_key",
+        "require_ssl",
+        "verify_ca",
+    ];
+    param.split_once('=').is_some_and(|(name, _)| {
+        KNOWN.contains(&percent_decoded(name).to_ascii_lowercase().as_str())
+    })
 }
 
 /// Where the name of a `name=value` parameter ends.
@@ -995,8 +1070,8 @@ mod tests {
             ("rediss://h/0#insecure", "rediss://h/0#insecure"),
             // A `#` is no fragment (the PostgreSQL driver reads it as part of a value).
             (
-                "postgres://h/db?password=ab#cd&x=1",
-                "postgres://h/db?password=***&x=1",
+                "postgres://h/db?password=ab#cd&sslmode=disable",
+                "postgres://h/db?password=***&sslmode=disable",
             ),
             (
                 "postgres://u@h/db#x?password=secret",
@@ -1140,6 +1215,27 @@ mod tests {
                 "mysql://alice@corp.com:ab/cd?ef@h/db",
                 "mysql://alice@corp.com:***@h/db",
             ),
+            // A raw `&` in a query password, a `=` after it.
+            (
+                "postgres://app@db/app?password=Xy7&k=9&sslmode=require",
+                "postgres://app@db/app?password=***&sslmode=require",
+            ),
+            (
+                "redis+unix:///run/redis.sock?pass=Xy7&k=9&db=1",
+                "redis+unix:///run/redis.sock?pass=***&db=1",
+            ),
+            // A password of digits, `?` and `=`, with no user: no port without a host.
+            ("redis://:7?Kx=9@cache:6379/0", "redis://:***@cache:6379/0"),
+            // A user with `@` and a password with `/`, `?` and `=`.
+            (
+                "mysql://alice@corp.com:7WX/?k2=q@db:3306/app",
+                "mysql://alice@corp.com:***@db:3306/app",
+            ),
+            // A password that starts with `//`.
+            (
+                "redis://app://Xy7k9@cache:6379/0",
+                "redis://app:***@cache:6379/0",
+            ),
             // Absurdly long text is not read.
             (&"://@".repeat(2000), "[8000 bytes, not shown]"),
             // A password all digits, and one in user info with a query `@` after it.
@@ -1155,8 +1251,8 @@ mod tests {
             ("queue+file-lock:/srv/a@b", "queue+file-lock:/srv/a@b"),
             // Names percent-encoded, as drivers decode them (tokio-postgres, url).
             (
-                "postgres://u@h/db?pass%77ord=secret&x%3D=1",
-                "postgres://u@h/db?pass%77ord=***&x%3D=1",
+                "postgres://u@h/db?pass%77ord=secret&sslmode=disable",
+                "postgres://u@h/db?pass%77ord=***&sslmode=disable",
             ),
             (
                 "redis+unix:///r.sock?%70%61%53%73=secret&db=%70ass",
@@ -1227,6 +1323,16 @@ mod tests {
             "*** is wrong, s3crets kept"
         );
         assert_eq!(redact_message("redis://h/0", "no secret"), "no secret");
+        let url = "mysql://app@db/app?password=Xy7&k+9&prefer_socket=false";
+        assert_eq!(
+            redact_message(url, "Unknown URL parameter `k 9'"),
+            "Unknown URL parameter `***'"
+        );
+        let url = "mysql://app@db/app?password=Xy7&k=9";
+        assert_eq!(
+            redact_message(url, "Unknown URL parameter `k'"),
+            "Unknown URL parameter `***'"
+        );
     }
 
     #[test]

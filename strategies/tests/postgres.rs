@@ -938,6 +938,17 @@ fn a_server_that_never_answers_the_login_fails_within_the_connect_timeout() {
     );
 }
 
+/// The driver reads user info up to the first `@`: a raw `@` in the password would leave
+/// its tail in the host name, and so in every message that names the server.
+#[test]
+fn a_raw_at_in_the_password_is_refused_without_showing_it() {
+    let error = Postgres::new("postgres://app:Xy7@k9zq@db/app").unwrap_err();
+    let shown = error.to_string();
+    assert!(matches!(error, Error::Config(_)), "{shown}");
+    assert!(shown.contains("%40"), "{shown}");
+    assert!(!shown.contains("Xy7") && !shown.contains("k9zq"), "{shown}");
+}
+
 #[test]
 fn a_zero_or_absurd_connect_timeout_is_refused() {
     let db = || Postgres::new(&url()).unwrap();

@@ -181,6 +181,16 @@ pub(crate) fn parse_config(url: &str) -> Result<tokio_postgres::Config, Strategy
     {
         return Err(bad(&"a host name is empty"));
     }
+    // The driver reads user info up to the first `@`: a raw `@` in a password leaves its
+    // tail in the host name, which the strategy's identity would then show.
+    if hosts
+        .iter()
+        .any(|h| matches!(h, Host::Tcp(name) if name.contains('@')))
+    {
+        return Err(bad(
+            &"a host name holds an `@` (percent-encode an `@` in the password as %40)",
+        ));
+    }
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
     }
