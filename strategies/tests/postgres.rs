@@ -938,15 +938,21 @@ fn a_server_that_never_answers_the_login_fails_within_the_connect_timeout() {
     );
 }
 
-/// The driver reads user info up to the first `@`: a raw `@` in the password would leave
-/// its tail in the host name, and so in every message that names the server.
+/// The driver reads user info up to the first `@`: a raw `@` in the password, or in the
+/// query before a `password=`, would leave what follows in the host name, and so in every
+/// message that names the server.
 #[test]
 fn a_raw_at_in_the_password_is_refused_without_showing_it() {
-    let error = Postgres::new("postgres://app:Xy7@k9zq@db/app").unwrap_err();
-    let shown = error.to_string();
-    assert!(matches!(error, Error::Config(_)), "{shown}");
-    assert!(shown.contains("%40"), "{shown}");
-    assert!(!shown.contains("Xy7") && !shown.contains("k9zq"), "{shown}");
+    for url in [
+        "postgres://app:Xy7@k9zq@db/app",
+        "postgres://db:5432/app?user=a@b&password=Xy7k9zq",
+    ] {
+        let error = Postgres::new(url).unwrap_err();
+        let shown = error.to_string();
+        assert!(matches!(error, Error::Config(_)), "{shown}");
+        assert!(shown.contains("%40"), "{shown}");
+        assert!(!shown.contains("Xy7") && !shown.contains("k9zq"), "{shown}");
+    }
 }
 
 #[test]

@@ -181,14 +181,15 @@ pub(crate) fn parse_config(url: &str) -> Result<tokio_postgres::Config, Strategy
     {
         return Err(bad(&"a host name is empty"));
     }
-    // The driver reads user info up to the first `@`: a raw `@` in a password leaves its
-    // tail in the host name, which the strategy's identity would then show.
+    // The driver reads user info up to the first `@`: a raw `@` in a password, or in a
+    // query before a `password=` (`?user=a@b&password=…`), leaves text after it in the
+    // host name, which the strategy's identity would then show. No host name holds these.
     if hosts
         .iter()
-        .any(|h| matches!(h, Host::Tcp(name) if name.contains('@')))
+        .any(|h| matches!(h, Host::Tcp(name) if name.contains(['@', '&', '=', '?'])))
     {
         return Err(bad(
-            &"a host name holds an `@` (percent-encode an `@` in the password as %40)",
+            &"a host name holds an `@`, `&`, `=` or `?` (percent-encode an `@` in the user or password as %40)",
         ));
     }
     if config.get_connect_timeout().is_none() {
