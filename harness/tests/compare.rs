@@ -148,21 +148,10 @@ fn compare_writes_a_table_json_and_svg_with_a_verdict_per_setting() {
 
 #[test]
 fn compare_refuses_an_unknown_strategy_as_bad_usage() {
-    let (code, stderr) =
-        status(turnstile().args(["compare", "--quick", "--no-redis", "--strategies", "nope"]));
-    assert_eq!(code, Some(2));
+    let stderr = refused(&["--strategies", "nope"]);
     assert!(stderr.contains("unknown strategy"));
     // A repeated --strategies adds to the list: the second one's spec is looked at too.
-    let (code, stderr) = status(turnstile().args([
-        "compare",
-        "--quick",
-        "--no-redis",
-        "--strategies",
-        "mutex",
-        "--strategies",
-        "nope2",
-    ]));
-    assert_eq!(code, Some(2), "{stderr}");
+    let stderr = refused(&["--strategies", "mutex", "--strategies", "nope2"]);
     assert!(stderr.contains("unknown strategy \"nope2\""), "{stderr}");
 }
 
@@ -170,17 +159,19 @@ fn compare_refuses_an_unknown_strategy_as_bad_usage() {
 /// violations, so `compare` refuses it as bad usage (`check` runs it).
 #[test]
 fn compare_refuses_a_negative_control_workload_as_bad_usage() {
-    let (code, stderr) = status(turnstile().args([
-        "compare",
-        "--quick",
-        "--no-redis",
-        "--strategies",
-        "mutex",
-        "--workload",
-        "notify_stale",
-    ]));
-    assert_eq!(code, Some(2), "{stderr}");
+    let stderr = refused(&["--strategies", "mutex", "--workload", "notify_stale"]);
     assert!(stderr.contains("negative-control"), "{stderr}");
+}
+
+/// The stderr of `compare --quick --no-redis ARGS…`, which must exit as bad usage (2).
+fn refused(args: &[&str]) -> String {
+    let (code, stderr) = status(
+        turnstile()
+            .args(["compare", "--quick", "--no-redis"])
+            .args(args),
+    );
+    assert_eq!(code, Some(2), "{args:?}: {stderr}");
+    stderr
 }
 
 /// With Redis in the run (`TURNSTILE_REDIS_URL`, default `redis://127.0.0.1:6379`; fails

@@ -34,6 +34,25 @@ fn name(key: &str) -> LockName {
     LockName::new("test", Key::new(key).unwrap())
 }
 
+/// `column` of every row of the test's `table`, in its order, and the table dropped.
+fn column_then_drop<T: postgres::types::FromSqlOwned>(
+    admin: &mut postgres::Client,
+    column: &str,
+    table: &str,
+) -> Vec<T> {
+    let values = admin
+        .query(
+            &format!("SELECT {column} FROM {table} ORDER BY {column}"),
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    admin.batch_execute(&format!("DROP TABLE {table}")).unwrap();
+    values
+}
+
 #[test]
 fn counter_through_the_lock_on_autocommit_sqlite_is_exact() {
     let dir = tempfile::tempdir().unwrap();
@@ -475,13 +494,7 @@ fn terminating_a_transaction_lock_holder_rolls_its_write_back() {
         "{held:?}"
     );
     waiter.join().unwrap().unwrap();
-    let who: Vec<String> = admin
-        .query(&format!("SELECT who FROM {table}"), &[])
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    admin.batch_execute(&format!("DROP TABLE {table}")).unwrap();
+    let who: Vec<String> = column_then_drop(&mut admin, "who", &table);
     assert_eq!(who, ["waiter"]);
 }
 
@@ -679,13 +692,7 @@ fn fails_after_commit<S: Serializer<Resource = postgres::Client>>(
             wrong.push(format!("{shown}: {result:?}, expected {expected}"));
         }
     }
-    let rows: Vec<i32> = admin
-        .query(&format!("SELECT v FROM {table} ORDER BY v"), &[])
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    admin.batch_execute(&format!("DROP TABLE {table}")).unwrap();
+    let rows: Vec<i32> = column_then_drop(&mut admin, "v", &table);
     if rows != [1, 2, 4, 5, 9, 12] {
         wrong.push(format!(
             "{what}: rows {rows:?}, expected [1, 2, 4, 5, 9, 12]"
@@ -763,13 +770,7 @@ where
             );
         }
     }
-    let rows: Vec<i32> = admin
-        .query(&format!("SELECT v FROM {table} ORDER BY v"), &[])
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    admin.batch_execute(&format!("DROP TABLE {table}")).unwrap();
+    let rows: Vec<i32> = column_then_drop(&mut admin, "v", table);
     assert_eq!(rows, [1], "{what}");
 }
 
