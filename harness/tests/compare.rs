@@ -39,6 +39,15 @@ fn stdout_of_success(command: &mut Command, what: &str) -> String {
     stdout
 }
 
+/// Runs `command`, which must succeed: its stdout and stderr.
+fn outputs_of_success(command: &mut Command) -> (String, String) {
+    let output = command.output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    (stdout, stderr)
+}
+
 /// The JSON report at `path`.
 fn report(path: &std::path::Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
@@ -225,23 +234,20 @@ fn compare_runs_over_server_data_and_skips_what_cannot() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("report.json");
     let strategies = format!("mutex,optimistic,queue,file-lock,{url},queue+{url},pg-xact");
-    let output = turnstile()
-        .args(["compare", "--quick", "--no-redis", "--ops", "200"])
-        .args([
-            "--threads",
-            "1,4",
-            "--strategies",
-            &strategies,
-            "--data",
-            &url,
-        ])
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    let (stdout, stderr) = outputs_of_success(
+        turnstile()
+            .args(["compare", "--quick", "--no-redis", "--ops", "200"])
+            .args([
+                "--threads",
+                "1,4",
+                "--strategies",
+                &strategies,
+                "--data",
+                &url,
+            ])
+            .arg("--json")
+            .arg(&json),
+    );
     assert!(
         stderr.contains("skipped") && stderr.contains("queue, file-lock"),
         "{stderr}"
@@ -624,14 +630,11 @@ fn compare_measures_a_repeated_setting_once() {
 #[cfg(feature = "optimistic")]
 #[test]
 fn compare_skips_what_cannot_protect_state_outside_the_data() {
-    let output = turnstile()
-        .args(["compare", "--quick", "--no-redis", "--ops", "100"])
-        .args(["--threads", "2", "--workload", "file_store"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    let (stdout, stderr) = outputs_of_success(
+        turnstile()
+            .args(["compare", "--quick", "--no-redis", "--ops", "100"])
+            .args(["--threads", "2", "--workload", "file_store"]),
+    );
     assert!(
         stderr.contains("skipped") && stderr.contains("optimistic"),
         "{stderr}"
@@ -1026,16 +1029,13 @@ fn compare_hides_a_password_parameter_with_an_encoded_name() {
     let url = format!("{url}{sep}pass%77ord={SECRET}");
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("report.json");
-    let output = turnstile()
-        .args(["compare", "--no-redis", "--ops", "20", "--threads", "1"])
-        .args(["--strategies", &format!("mutex,{url}"), "--data", &url])
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    let (stdout, stderr) = outputs_of_success(
+        turnstile()
+            .args(["compare", "--no-redis", "--ops", "20", "--threads", "1"])
+            .args(["--strategies", &format!("mutex,{url}"), "--data", &url])
+            .arg("--json")
+            .arg(&json),
+    );
     let text = std::fs::read_to_string(&json).unwrap();
     for shown in [&stdout as &str, &stderr, &text] {
         assert!(!shown.contains(SECRET), "the password shows:\n{shown}");
