@@ -126,12 +126,15 @@ impl fmt::Debug for Spec {
 ///   directory, `file-lock:/srv/a@b`, is kept), and the same query parameters.
 ///
 /// Where drivers read a text differently (which `@` ends the user info; a raw `/`, `?`,
-/// `#` or `@` in a password), each reading is masked. An `@` in a query after a host and
-/// port (`h:3306/db?user=a@b`) ends no user info. A `#` does not end a query: the
-/// PostgreSQL driver reads it as part of a value. After a raw `&` in a query's password,
-/// what follows is masked up to the next parameter a driver knows (`sslmode=`, `db=`, …). A `password=` or `pass=` anywhere is masked,
-/// whatever unclosed quote comes before it. Text longer than 4096 bytes is not shown at
-/// all, only its length.
+/// `#` or `@` in a password), each reading is masked. In a `postgres://` or
+/// `postgresql://` URL the password starts at the first `:`, as that driver reads it
+/// (`postgres://app://Xy:7k9@db` is the user `app` with the password `//Xy:7k9`). An `@`
+/// in a query after a host and port (`h:3306/db?user=a@b`) ends no user info. A `#` does
+/// not end a query: the PostgreSQL driver reads it as part of a value. After a raw `&` in
+/// a query's password, what follows is masked up to the next parameter a driver knows
+/// (`sslmode=`, `db=`, …). A `password=` or `pass=` anywhere is masked, whatever unclosed
+/// quote comes before it. Text longer than 4096 bytes is not shown at all, only its
+/// length.
 ///
 /// It errs on the side of masking: text that only looks like a password goes too.
 ///
@@ -335,12 +338,17 @@ fn userinfo_masks(
     }
 }
 
-/// Where a password may start in what precedes an `@`: the first `:` that is not a
-/// scheme's (followed by `//`), not inside an IPv6 address's `[…]`, and not a port's — a
-/// `:` followed by digits and then `/`, `?` or `,`, with a `?` and then a `=` after it,
-/// so that the `@` is in a query's value (`h:3306/db?user=a@b`). The PostgreSQL driver reads credentials up to
-/// the first `@` whatever comes before it, so over `postgres` no `:` counts as a port's.
+/// Where a password may start in what precedes an `@`. Over `postgres`, the first `:`,
+/// as the PostgreSQL driver splits its credentials (everything before the first `@`) there,
+/// whatever comes before it (`app://Xy:7k9` is the user `app` with the password
+/// `//Xy:7k9`). Otherwise the first `:` that is not a scheme's (followed by `//`), not
+/// inside an IPv6 address's `[…]`, and not a port's — a `:` followed by digits and then
+/// `/`, `?` or `,`, with a `?` and then a `=` after it, so that the `@` is in a query's
+/// value (`h:3306/db?user=a@b`).
 fn password_colon(region: &str, postgres: bool) -> Option<usize> {
+    if postgres {
+        return region.find(':');
+    }
     let last_query = region.rfind('?');
     let mut in_brackets = false;
     // A `:` followed by `//` is a scheme's, unless no other `:` turns up: then it is a
@@ -353,8 +361,7 @@ fn password_colon(region: &str, postgres: bool) -> Option<usize> {
             b':' if !in_brackets => {
                 let after = &region[i + 1..];
                 let digits = after.bytes().take_while(u8::is_ascii_digit).count();
-                let port = !postgres
-                    && i > 0
+                let port = i > 0
                     && digits > 0
                     && matches!(after.as_bytes().get(digits), Some(b'/' | b'?' | b','))
                     && last_query.is_some_and(|q| q > i && region[q..].contains('='));
@@ -1236,6 +1243,22 @@ mod tests {
                 "redis://app://Xy7k9@cache:6379/0",
                 "redis://app:***@cache:6379/0",
             ),
+            // The PostgreSQL driver's password starts at the first `:` of its
+            // credentials, whatever comes before it: no scheme's `//`, no IPv6 brackets.
+            (
+                "postgres://app://Xy:7k9@db/app",
+                "postgres://app:***@db/app",
+            ),
+            (
+                "postgresql://app://Xy:7k9@db/app",
+                "postgresql://app:***@db/app",
+            ),
+            (
+                "pg-xact:postgres://app://Xy:7k9@db/app",
+                "pg-xact:postgres://app:***@db/app",
+            ),
+            ("postgres://a[b:pw@h/db", "postgres://a[b:***@h/db"),
+            ("postgres://[::1]:5432/db?x=a@b", "postgres://[:***@b"),
             // Absurdly long text is not read.
             (&"://@".repeat(2000), "[8000 bytes, not shown]"),
             // A password all digits, and one in user info with a query `@` after it.
