@@ -158,36 +158,75 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-/// `message` (a driver's error about `url`, which may quote a piece of it) with every
-/// piece of `url` that [`redact_url`] masks replaced by `***` too.
+/// `message` (a driver's error about `url`, which may quote a piece of it), safe to show:
+/// a piece it quotes (`` `…' ``, `` `…` `` or `"…"`) is kept only where the URL as
+/// [`redact_url`] shows it holds that text (as it is or decoded, `+` a blank and `%XX`
+/// its byte), and is `***` otherwise, since the driver may have cut the URL elsewhere than
+/// [`redact_url`] did; and every piece of what [`redact_url`] masks that shows outside
+/// quotes is `***` too: each secret whole, and split at `&`, `=`, `/`, `?`, `#`, `@` and
+/// `:` (where a driver may have cut it), as it is and decoded. For a URL too long to
+/// read, the message is not shown at all.
 #[cfg_attr(not(feature = "mysql"), allow(dead_code))]
 pub(crate) fn redact_message(url: &str, message: &str) -> String {
     let Some(masks) = url_masks(url) else {
-        return message.to_owned();
+        return "[driver message not shown]".to_owned();
     };
-    // Each secret, and each `&`-separated piece of one (a driver names the tail of a
-    // password with a raw `&` as a parameter of its own), longest first, so that a secret
-    // holding a shorter one goes whole.
-    // A piece's name (before its `=`) and its form-decoded text (`+` a blank, `%XX` its
-    // byte) too, as the driver may quote either.
+    // Each secret and each piece of one, longest first, so that a secret holding a
+    // shorter one goes whole.
     let mut secrets: Vec<String> = Vec::new();
     for m in &masks {
         let text = &url[m.clone()];
         secrets.push(text.to_owned());
-        for piece in text.split('&') {
-            for part in [piece, piece.split('=').next().unwrap_or(piece)] {
-                secrets.push(part.to_owned());
-                secrets.push(percent_decoded(&part.replace('+', " ")));
-            }
+        for piece in text.split(['&', '=', '/', '?', '#', '@', ':']) {
+            secrets.push(piece.to_owned());
+            secrets.push(percent_decoded(&piece.replace('+', " ")));
         }
     }
     secrets.retain(|secret| !secret.is_empty());
     secrets.sort_by_key(|secret| std::cmp::Reverse(secret.len()));
     secrets.dedup();
-    let mut out = message.to_owned();
+    let shown = masked(url, masks);
+    let decoded = percent_decoded(&shown.replace('+', " "));
+    let mut out = redact_quoted(message, |piece| {
+        shown.contains(piece) || decoded.contains(piece)
+    });
     for secret in &secrets {
         out = replace_token(&out, secret);
     }
+    out
+}
+
+/// `message` with each piece it quotes (`` `…' ``, `` `…` ``, `"…"`) that `keep` refuses
+/// replaced by `***`. A piece opened by a backtick runs to the last `'` or backtick
+/// before the next backtick (a quoted value may hold a `'`); an unclosed one, to the end.
+fn redact_quoted(message: &str, keep: impl Fn(&str) -> bool) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(open) = rest.find(['`', '"']) {
+        let quote = rest.as_bytes()[open];
+        let inside = &rest[open + 1..];
+        let (len, close) = if quote == b'`' {
+            let within = &inside[..inside.find('`').unwrap_or(inside.len())];
+            match within.rfind('\'') {
+                Some(end) => (end, 1),
+                // The next backtick closes it (or nothing does).
+                None if within.len() < inside.len() => (within.len(), 1),
+                None => (inside.len(), 0),
+            }
+        } else {
+            inside.find('"').map_or((inside.len(), 0), |end| (end, 1))
+        };
+        let piece = &inside[..len];
+        out.push_str(&rest[..=open]);
+        out.push_str(if piece.is_empty() || keep(piece) {
+            piece
+        } else {
+            "***"
+        });
+        out.push_str(&inside[len..len + close]);
+        rest = &inside[len + close..];
+    }
+    out.push_str(rest);
     out
 }
 
@@ -1355,6 +1394,66 @@ mod tests {
         assert_eq!(
             redact_message(url, "Unknown URL parameter `k'"),
             "Unknown URL parameter `***'"
+        );
+    }
+
+    #[test]
+    fn a_drivers_message_keeps_only_what_the_redacted_url_shows() {
+        for (url, message, shown) in [
+            // The driver cut the password at a raw `?`, `/` or `@`, or read the query's
+            // password as a parameter's value.
+            (
+                "mysql://app:P@ss?w0rd!@db/app",
+                "UrlError { Unknown URL parameter `w0rd!@db/app' }",
+                "UrlError { Unknown URL parameter `***' }",
+            ),
+            (
+                "mysql://app:1234?abc@h/db",
+                "UrlError { Unknown URL parameter `abc@h/db' }",
+                "UrlError { Unknown URL parameter `***' }",
+            ),
+            (
+                "mysql://app@db/app?password=Xy7&pool_min=x9",
+                "UrlError { Invalid value `x9' for URL parameter `pool_min' }",
+                "UrlError { Invalid value `***' for URL parameter `***' }",
+            ),
+            // What the redacted URL shows is kept, as it is or decoded.
+            (
+                "mysql://app:s3cret@db/app?pool_min=x9",
+                "Invalid value `x9' for URL parameter `pool_min'",
+                "Invalid value `x9' for URL parameter `pool_min'",
+            ),
+            (
+                "mysql://app@db/app?pool%5Fmin=a+b",
+                "Invalid value `a b' for URL parameter `pool_min'",
+                "Invalid value `a b' for URL parameter `pool_min'",
+            ),
+            // A quoted value with a `'` in it goes whole.
+            (
+                "mysql://app@db/app?password=it's&pool_min=x",
+                "Invalid value `it's' for URL parameter `pool_min'",
+                "Invalid value `***' for URL parameter `***'",
+            ),
+            // Double quotes, an unclosed quote.
+            (
+                "mysql://u:pw@h/db",
+                "bad \"pw\" and `pw",
+                "bad \"***\" and `***",
+            ),
+            // A piece of a secret outside quotes, cut at any of `&=/?#@:`.
+            (
+                "postgres://u:ab12/cd34@h/db",
+                "host cd34 is unknown, ab12 too",
+                "host *** is unknown, *** too",
+            ),
+        ] {
+            assert_eq!(redact_message(url, message), shown, "{url}");
+        }
+        // A URL too long to read: the message is not shown either.
+        let long = format!("mysql://u:{}@h/db", "x".repeat(MAX_REDACTED));
+        assert_eq!(
+            redact_message(&long, "Unknown URL parameter `xxx'"),
+            "[driver message not shown]"
         );
     }
 

@@ -391,6 +391,16 @@ mod tests {
         assert!(!shown.contains("Xy7") && !shown.contains("k9zq"), "{shown}");
     }
 
+    /// The driver's message names a parameter, or its value, that is a piece of the query's
+    /// password: shown as `***`.
+    #[test]
+    fn the_drivers_message_shows_no_piece_of_a_query_password() {
+        let error = MySql::new("mysql://app@db/app?password=Xy7&pool_min=x9").unwrap_err();
+        let shown = error.to_string();
+        assert!(shown.contains("bad MySQL URL"), "{shown}");
+        assert!(!shown.contains("x9") && !shown.contains("Xy7"), "{shown}");
+    }
+
     #[test]
     fn debug_shows_no_password() {
         let db = MySql::new("mysql://app:s3cret-pw@127.0.0.1:3306/test").unwrap();
