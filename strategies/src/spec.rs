@@ -230,6 +230,92 @@ fn redact_quoted(message: &str, keep: impl Fn(&str) -> bool) -> String {
     out
 }
 
+/// Whether the URL `url` (`scheme://…`) leaves it open where its user info ends, so that
+/// a driver may read a piece of the password as the host, the database or the user, which
+/// messages and identities built from the parsed URL would then show: [`redact_url`]
+/// masks every reading of the user info (each `@` that may end it), and the URL is
+/// ambiguous when one of those readings ends at another `@` than the one its driver uses.
+/// That driver is the PostgreSQL one for `postgres://` and `postgresql://` (the first `@`
+/// anywhere ends the user info, and the user ends at the first `:`), the `url` crate for
+/// every other scheme (the last `@` before the first `/`, `?` or `#`; a reading whose
+/// password only starts after those, in a path or query, is no user info's to it).
+/// PostgreSQL URLs whose user, as that driver reads it, holds a `/` or `?` are ambiguous
+/// too: another reader takes it for a host and a path or query
+/// (`postgres://h/db?password=x&application_name=a@b`). So is a URL with more `@`s than
+/// [`redact_url`] tries. Text that is no `scheme://` URL (a libpq `key=value` string) is
+/// not.
+#[cfg_attr(
+    not(any(feature = "redis", feature = "mysql", feature = "postgres")),
+    allow(dead_code)
+)]
+pub(crate) fn userinfo_is_ambiguous(url: &str) -> bool {
+    let Some(at) = url.find("://") else {
+        return false;
+    };
+    let scheme = &url[..at];
+    let a_scheme = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
+    if !a_scheme {
+        return false;
+    }
+    let from = at + 3;
+    let rest = &url[from..];
+    if rest.matches('@').count() > MAX_READINGS {
+        return true;
+    }
+    let postgres =
+        scheme.eq_ignore_ascii_case("postgres") || scheme.eq_ignore_ascii_case("postgresql");
+    // The `@` the driver takes as the end of the user info, and where its user info may
+    // start a password at the latest.
+    let (driver_at, authority_end) = if postgres {
+        (rest.find('@'), rest.len())
+    } else {
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        (rest[..end].rfind('@'), end)
+    };
+    if postgres
+        && let Some(end) = driver_at
+        && rest[..end]
+            .split(':')
+            .next()
+            .is_some_and(|user| user.contains(['/', '?']))
+    {
+        return true;
+    }
+    let mut readings = Vec::new();
+    userinfo_masks(url, from, postgres, &mut readings);
+    readings.iter().any(|m| {
+        // The mask runs from just after the password colon to the `@`.
+        let colon = m.start - 1 - from;
+        Some(m.end - from) != driver_at && colon < authority_end
+    })
+}
+
+/// Refuses the URL `url` of a `kind` server (`"Redis"`, `"MySQL"`, …) when
+/// [`userinfo_is_ambiguous`] says it is, with a message that shows it as [`redact_url`]
+/// does.
+///
+/// # Errors
+/// [`Error::Config`] for such a URL.
+#[cfg_attr(
+    not(any(feature = "redis", feature = "mysql", feature = "postgres")),
+    allow(dead_code)
+)]
+pub(crate) fn refuse_ambiguous_userinfo(kind: &str, url: &str) -> Result<(), StrategyError> {
+    if userinfo_is_ambiguous(url) {
+        return Err(Error::Config(format!(
+            "bad {kind} URL {:?}: drivers read where its user info ends differently, and \
+             one would show a piece of the password as the host, user or database; \
+             percent-encode an `@` in the user, password or query as %40 (and a `/`, `?` \
+             or `#` in the password as %2F, %3F, %23)",
+            redact_url(url)
+        )));
+    }
+    Ok(())
+}
+
 /// `text` with each occurrence of `token` that no letter or digit touches on either side
 /// replaced by `***`.
 fn replace_token(text: &str, token: &str) -> String {
@@ -1395,6 +1481,85 @@ mod tests {
             redact_message(url, "Unknown URL parameter `k'"),
             "Unknown URL parameter `***'"
         );
+    }
+
+    /// The examples of URLs whose user info drivers read differently, each with the
+    /// password's pieces a driver would show as the host, user or database.
+    const AMBIGUOUS: [(&str, &[&str]); 13] = [
+        // A raw `@` in the password, then a `#`, `/` or `?`: the `url` crate's user info
+        // ends at the first `@`, the host at the `#`.
+        ("redis://:P@ssw0rd#1@cache:6379/0", &["ssw0rd", "P@ss"]),
+        ("redis://:P@ssw0rd#1@h1:6379", &["ssw0rd"]),
+        ("rediss://u:P@ss/w0rd@cache:6380/0", &["ss/w0rd", "P@ss"]),
+        ("mysql://app:P@ssw0rd#1@db/app", &["ssw0rd"]),
+        ("mysql://app:P@ss?w0rd!@db/app", &["ss?w0rd", "w0rd!"]),
+        // No `@` before the `?`: the `url` crate reads `1234` as a port.
+        ("mysql://app:1234?abc@h/db", &["1234", "abc"]),
+        ("redis://x:12/5?a@h", &["12/5"]),
+        // A raw `@` in the password: the PostgreSQL driver ends the user info at the
+        // first `@`.
+        ("postgres://app:P@ssw0rd/1@db/app", &["ssw0rd", "1@db"]),
+        ("postgresql://app:P@ss@db/app", &["P@ss"]),
+        // A raw `@` in the password, read right by the `url` crate, but not by every
+        // driver: refused too.
+        ("redis://:P@ssw0rd@cache:6379/0", &["ssw0rd"]),
+        ("mysql://app:P@ss@db/app", &["P@ss"]),
+        // A query before the first `@`: the PostgreSQL driver's user holds it.
+        (
+            "postgres://h/db?password=Xy7k9&application_name=a@b",
+            &["Xy7k9"],
+        ),
+        // More `@`s than readings tried.
+        ("mysql://u:p@@@@@@@@@@@@@@@@@@@h/db", &["p@@@"]),
+    ];
+
+    #[test]
+    fn user_info_that_drivers_read_differently_is_ambiguous() {
+        for (url, pieces) in AMBIGUOUS {
+            assert!(userinfo_is_ambiguous(url), "{url}");
+            let refused = refuse_ambiguous_userinfo("Test", url)
+                .unwrap_err()
+                .to_string();
+            assert!(refused.contains("%40"), "{refused}");
+            assert!(refused.contains(&redact_url(url)), "{refused}");
+            for piece in pieces {
+                assert!(!refused.contains(piece), "{refused}");
+            }
+        }
+        for url in [
+            "redis://h:6379",
+            "redis://u:secret@127.0.0.1:7/3",
+            "redis://:p%40ss%23w@cache:6379/0",
+            "rediss://h/0#insecure",
+            "redis+unix:///tmp/r.sock?db=2&pass=secret",
+            // An `@` (and a `:`) in a query's value, after the host, with IPv6 or more
+            // hosts, or in the socket path's query.
+            "redis+unix:///run/redis.sock?pass=a:b@c",
+            "redis://h:6379/0?user=a:b@c",
+            "mysql://u:pw@h/db?user=a@b",
+            "mysql://[::1]:3306/db?user=a@b",
+            "mysql://u:pw@[::1]:3306/db?prefer_socket=false",
+            "mysql://h:3306?prefer_socket=false&user=a@b",
+            "mysql://alice@corp@h/db",
+            "postgres://u@h/db?application_name=a@b",
+            "postgres://u:pw@h/db?application_name=a@b",
+            "postgres://u:pw@h1:5432,h2:5433/db",
+            "postgres://u:pw@[::1]:5432/db",
+            "postgres://u:pa?ss@h/db",
+            "postgres://u:se/cr#et@h/db",
+            "postgres://u@%2Frun%2Fpostgresql/db",
+            "postgres:///db?host=/run/postgresql",
+            // The driver reads this one oddly (user `db`, host `ci`), but as its only
+            // reading: the password that is none is masked.
+            "postgres://db:5432/app?application_name=deploy@ci",
+            // libpq key=value strings have no user info.
+            "host=db user=app password=p@ss/w?rd#1@x",
+            "host=h options='-c a://b@c' password=secret",
+            "",
+        ] {
+            assert!(!userinfo_is_ambiguous(url), "{url}");
+            assert!(refuse_ambiguous_userinfo("Test", url).is_ok(), "{url}");
+        }
     }
 
     #[test]

@@ -143,8 +143,13 @@ impl MySql {
     }
 }
 
-/// Parses a `mysql://` URL, refusing anything the driver refuses.
+/// Parses a `mysql://` URL, refusing anything the driver refuses, and user info whose end
+/// drivers read differently ([`crate::spec::userinfo_is_ambiguous`]).
 pub(crate) fn parse_url(url: &str) -> Result<Opts, StrategyError> {
+    // A raw `@` in the password (or a `/`, `?` or `#`): drivers disagree on where the user
+    // info ends, and this one may take a piece of the password for the host
+    // (`mysql://app:P@ss#1@db/app`), which the identity shows.
+    crate::spec::refuse_ambiguous_userinfo("MySQL", url)?;
     Opts::from_url(url).map_err(|e| {
         // The driver's message may quote a piece of the URL (an unknown parameter that is
         // the tail of a password with a raw `&`).
@@ -389,6 +394,34 @@ mod tests {
         let shown = error.to_string();
         assert!(shown.contains("bad MySQL URL"), "{shown}");
         assert!(!shown.contains("Xy7") && !shown.contains("k9zq"), "{shown}");
+    }
+
+    /// A raw `@` in the password, then a `#`, `/` or `?`: the driver would read a piece of
+    /// the password as the host, which the identity shows.
+    #[test]
+    fn a_raw_at_in_the_password_is_refused_without_showing_it() {
+        for (url, pieces) in [
+            ("mysql://app:P@ssw0rd#1@db/app", ["P@", "ssw0rd"]),
+            ("mysql://app:P@ss?w0rd!@db/app", ["P@", "w0rd"]),
+            ("mysql://app:1234?abc@h/db", ["1234", "abc"]),
+            ("mysql://app:P@ss@db/app", ["P@", "ss@"]),
+        ] {
+            let error = MySql::new(url).unwrap_err();
+            let shown = error.to_string();
+            assert!(matches!(error, Error::Config(_)), "{shown}");
+            assert!(shown.contains("%40"), "{shown}");
+            for piece in pieces {
+                assert!(!shown.contains(piece), "{shown}");
+            }
+        }
+        let db = MySql::new("mysql://app:P%40ssw0rd%231@db/app").unwrap();
+        assert_eq!(db.identity(), "mysql://app@db:3306/app");
+        for fine in [
+            "mysql://u:pw@[::1]:3306/db?prefer_socket=false",
+            "mysql://root@127.0.0.1:3306/test",
+        ] {
+            assert!(MySql::new(fine).is_ok(), "{fine}");
+        }
     }
 
     /// The driver's message names a parameter, or its value, that is a piece of the query's

@@ -160,6 +160,10 @@ pub(crate) fn parse_config(url: &str) -> Result<tokio_postgres::Config, Strategy
             crate::spec::redact_url(url)
         ))
     };
+    // A raw `@` in the password followed by another `@` (`app:P@ss/1@db/app`), or a user
+    // that holds a query (`h/db?password=x&application_name=a@b`): the driver would take
+    // a piece of the password for the host, database or user, which the identity shows.
+    crate::spec::refuse_ambiguous_userinfo("PostgreSQL", url)?;
     let mut config = tokio_postgres::Config::from_str(url).map_err(|e| bad(&e))?;
     // What the driver would refuse only when it connects, as if the server were out of
     // reach: no host, hosts and `hostaddr`s that do not pair up, more ports than hosts,
@@ -181,9 +185,11 @@ pub(crate) fn parse_config(url: &str) -> Result<tokio_postgres::Config, Strategy
     {
         return Err(bad(&"a host name is empty"));
     }
-    // The driver reads user info up to the first `@`: a raw `@` in a password, or in a
-    // query before a `password=` (`?user=a@b&password=…`), leaves text after it in the
-    // host name, which the strategy's identity would then show. No host name holds these.
+    // The driver reads user info up to the first `@`: one in a query before a
+    // `password=` (`db:5432/app?user=a@b&password=…`, whose user info the check above
+    // finds unambiguous), or in the user before one (`a@b&password=…`), leaves the
+    // password in the host name, which the strategy's identity would then show. No host
+    // name holds these.
     if hosts
         .iter()
         .any(|h| matches!(h, Host::Tcp(name) if name.contains(['@', '&', '=', '?'])))
@@ -450,5 +456,45 @@ impl Transact for Postgres {
 
     fn is_busy(&self, error: &(dyn Any + Send + Sync)) -> bool {
         find_error::<postgres::Error>(error).is_some_and(is_busy)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The driver reads user info up to the first `@`: a raw `@` in the password leaves a
+    /// piece of it in the host or database name, and a query before the first `@` is the
+    /// user; the identity would show either.
+    #[test]
+    fn user_info_the_driver_misreads_is_refused_without_showing_it() {
+        for (url, pieces) in [
+            ("postgres://app:P@ssw0rd/1@db/app", ["P@", "ssw0rd"]),
+            ("postgresql://app:P@ssw0rd#1@db/app", ["P@", "ssw0rd"]),
+            (
+                "postgres://h/db?password=Xy7k9&application_name=a@b",
+                ["Xy7k9", "Xy7k9"],
+            ),
+        ] {
+            let error = parse_config(url).unwrap_err();
+            let shown = error.to_string();
+            assert!(matches!(error, Error::Config(_)), "{shown}");
+            assert!(shown.contains("%40"), "{shown}");
+            for piece in pieces {
+                assert!(!shown.contains(piece), "{shown}");
+            }
+        }
+        let config = parse_url("postgres://app:P%40ssw0rd%2F1@db/app").unwrap();
+        assert_eq!(identity(&config), "postgres://app@db:5432/app");
+        for fine in [
+            "postgres://u@h/db?application_name=a@b",
+            "postgres://u:pw@h1:5432,h2:5433/db",
+            "postgres://u:pw@[::1]:5432/db",
+            "postgres://u:pa?ss@h/db",
+            "postgres://u@%2Frun%2Fpostgresql/db",
+            "host=db user=app password=p@ss/w?rd#1@x",
+        ] {
+            assert!(parse_config(fine).is_ok(), "{fine}");
+        }
     }
 }

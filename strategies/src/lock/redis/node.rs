@@ -196,7 +196,8 @@ impl fmt::Debug for Node {
 /// Parses a server URL into a client, refusing what we cannot serve with a typed error.
 ///
 /// # Errors
-/// [`Error::Config`] for an unparseable URL, an unknown scheme, `rediss://` without TLS
+/// [`Error::Config`] for an unparseable URL, an unknown scheme, user info whose end drivers
+/// read differently (see [`crate::spec::userinfo_is_ambiguous`]), `rediss://` without TLS
 /// support compiled in, or bad TLS parameters (see [`super::tls`]).
 pub(super) fn parse_url(url: &str) -> Result<(Client, String), StrategyError> {
     let shown = crate::spec::redact_url(url);
@@ -219,6 +220,10 @@ pub(super) fn parse_url(url: &str) -> Result<(Client, String), StrategyError> {
             )));
         }
     }
+    // A raw `@` in the password (or a `/`, `?` or `#`): drivers disagree on where the user
+    // info ends, and this one may take a piece of the password for the host
+    // (`redis://:P@ss#1@h`), which `display_of` shows.
+    crate::spec::refuse_ambiguous_userinfo("Redis", url)?;
     let (url, tls) = super::tls::TlsFiles::take(url)?;
     let info = url
         .as_str()
@@ -760,6 +765,30 @@ mod tests {
         assert_eq!(shown, "redis://u@127.0.0.1:7/3");
         let (_, shown) = parse_url("redis+unix:///tmp/r.sock?db=2&pass=secret").unwrap();
         assert!(!shown.contains("secret"), "{shown}");
+        // A raw `@` in the password, then a `#`, `/` or `?`: the driver would read a
+        // piece of the password as the host, which every error about the server shows.
+        for (url, piece) in [
+            ("redis://:P@ssw0rd#1@cache:6379/0", "ssw0rd"),
+            ("rediss://u:P@ss/w0rd@cache:6380/0", "w0rd"),
+            ("redis://:P@ss?w0rd@cache:6379/0", "w0rd"),
+            ("redis://u:P@ssw0rd@cache:6379/0", "ssw0rd"),
+        ] {
+            let error = parse_url(url).unwrap_err();
+            let shown = error.to_string();
+            assert!(matches!(error, Error::Config(_)), "{shown}");
+            assert!(shown.contains("%40"), "{shown}");
+            assert!(!shown.contains(piece), "{shown}");
+        }
+        let (_, shown) = parse_url("redis://:P%40ssw0rd%231@cache:6379/0").unwrap();
+        assert_eq!(shown, "redis://cache:6379/0");
+        for fine in [
+            "redis://h:6379",
+            "redis://[::1]:6379/0",
+            "redis+unix:///run/redis.sock?db=1&pass=a:b@c",
+            "redis://h:6379/0?user=a:b@c",
+        ] {
+            assert!(parse_url(fine).is_ok(), "{fine}");
+        }
         for bad in ["http://h:1", "h:1", "redis://h:notaport", "redis://"] {
             assert!(
                 matches!(parse_url(bad), Err(Error::Config(_))),

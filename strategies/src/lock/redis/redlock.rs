@@ -413,4 +413,24 @@ mod tests {
             Err(Error::Config(_))
         ));
     }
+
+    /// A raw `@` in the shared password, then a `#`: each server's URL would read a piece
+    /// of the password as its host (the same for all, so "listed twice" named it).
+    #[test]
+    fn a_password_with_a_raw_at_is_refused_without_showing_it() {
+        let b =
+            RedlockLock::builder_from_url("redlock://:P@ssw0rd#1@h1:6379,h2:6379,h3:6379").unwrap();
+        let error = b.build().unwrap_err();
+        let shown = error.to_string();
+        assert!(matches!(error, Error::Config(_)), "{shown}");
+        assert!(shown.contains("%40"), "{shown}");
+        assert!(
+            !shown.contains("ssw0rd") && !shown.contains("P@"),
+            "{shown}"
+        );
+        // Percent-encoded, it is one password for three servers.
+        let b = RedlockLock::builder_from_url("redlock://:P%40ssw0rd%231@h1:6379,h2:6379,h3:6379")
+            .unwrap();
+        assert_eq!(b.build().unwrap().servers(), 3);
+    }
 }
