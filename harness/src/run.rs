@@ -15,6 +15,7 @@
 //! transaction: they test recovery, not exclusion. Over versioned records, whose writes
 //! apply at commit, every strategy runs in its transaction.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
@@ -34,8 +35,9 @@ use crate::workload::{OpEnv, Paths, Probe, Workload};
 /// The longest [`RunConfig::time_limit`]: a week.
 pub const MAX_TIME_LIMIT: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// What to run.
-#[derive(Clone, Debug)]
+/// What to run. Its `Debug` shows the strategy spec as
+/// [`redact_url`](turnstile::spec::redact_url) does: it may hold a password.
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct RunConfig {
     /// The strategy spec (`"mutex"`, `"busy-timeout"`, …).
@@ -98,6 +100,58 @@ pub struct RunConfig {
     /// own write lock then also protects the data); `compare` measures this way. Kill
     /// runs always do. Default off.
     pub transaction: bool,
+}
+
+impl fmt::Debug for RunConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Every field, so that a new one is not left out unseen; the spec redacted.
+        let RunConfig {
+            strategy,
+            workload,
+            threads,
+            procs,
+            ops,
+            keys,
+            think,
+            rendezvous,
+            nemesis,
+            data,
+            versioned,
+            sync,
+            keep,
+            db,
+            worker_exe,
+            seed,
+            time_limit,
+            progress,
+            timeout,
+            svg,
+            transaction,
+        } = self;
+        f.debug_struct("RunConfig")
+            .field("strategy", &redact_url(strategy))
+            .field("workload", workload)
+            .field("threads", threads)
+            .field("procs", procs)
+            .field("ops", ops)
+            .field("keys", keys)
+            .field("think", think)
+            .field("rendezvous", rendezvous)
+            .field("nemesis", nemesis)
+            .field("data", data)
+            .field("versioned", versioned)
+            .field("sync", sync)
+            .field("keep", keep)
+            .field("db", db)
+            .field("worker_exe", worker_exe)
+            .field("seed", seed)
+            .field("time_limit", time_limit)
+            .field("progress", progress)
+            .field("timeout", timeout)
+            .field("svg", svg)
+            .field("transaction", transaction)
+            .finish()
+    }
 }
 
 impl RunConfig {
@@ -542,8 +596,9 @@ impl RunReport {
 }
 
 /// What a worker process (or the in-process threads) runs: everything is explicit, so it
-/// serializes, for a child process, to the first line of its stdin.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// serializes, for a child process, to the first line of its stdin. Its `Debug` shows the
+/// strategy spec as [`redact_url`](turnstile::spec::redact_url) does.
+#[derive(Clone, Serialize, Deserialize)]
 pub struct WorkerSpec {
     /// Strategy spec.
     pub strategy: String,
@@ -597,6 +652,54 @@ pub struct WorkerSpec {
 
 fn yes() -> bool {
     true
+}
+
+impl fmt::Debug for WorkerSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Every field, so that a new one is not left out unseen; the spec redacted.
+        let WorkerSpec {
+            strategy,
+            workload,
+            paths,
+            proc,
+            threads,
+            ops,
+            keys,
+            think_us,
+            rendezvous_us,
+            transaction,
+            sync,
+            seed,
+            announce,
+            timeout_ms,
+            probe,
+            data,
+            versioned,
+            tables,
+            hold_history,
+        } = self;
+        f.debug_struct("WorkerSpec")
+            .field("strategy", &redact_url(strategy))
+            .field("workload", workload)
+            .field("paths", paths)
+            .field("proc", proc)
+            .field("threads", threads)
+            .field("ops", ops)
+            .field("keys", keys)
+            .field("think_us", think_us)
+            .field("rendezvous_us", rendezvous_us)
+            .field("transaction", transaction)
+            .field("sync", sync)
+            .field("seed", seed)
+            .field("announce", announce)
+            .field("timeout_ms", timeout_ms)
+            .field("probe", probe)
+            .field("data", data)
+            .field("versioned", versioned)
+            .field("tables", tables)
+            .field("hold_history", hold_history)
+            .finish()
+    }
 }
 
 impl WorkerSpec {
@@ -1372,6 +1475,22 @@ pub fn capabilities_of(
 mod tests {
     use super::*;
     use crate::history::{OpInput, OpOutput};
+
+    /// A strategy spec may hold a password (`queue+postgres://…`): `Debug` shows it as
+    /// `redact_url` does, in the run's config and in what a worker is told.
+    #[test]
+    fn debug_hides_the_password_of_the_strategy_spec() {
+        let mut config = RunConfig::new("queue+postgres://app:hunter2@db/app", Workload::Counter);
+        config.data = "postgres://app:hunter3@db/app".parse().unwrap();
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter"), "{shown}");
+        assert!(shown.contains("queue+postgres://app:***@db/app"), "{shown}");
+        let paths = Paths::new(Path::new("/nonexistent"), None);
+        let worker = WorkerSpec::of_run(&config, paths, &registry());
+        let shown = format!("{worker:?}");
+        assert!(!shown.contains("hunter"), "{shown}");
+        assert!(shown.contains("queue+postgres://app:***@db/app"), "{shown}");
+    }
 
     fn acked(n: u64, from: u64) -> History {
         let mut events = Vec::new();

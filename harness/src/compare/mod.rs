@@ -20,6 +20,7 @@ pub mod report;
 pub mod stats;
 pub mod svg;
 
+use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -52,8 +53,9 @@ pub const DEFAULT_STRATEGIES: [&str; 9] = [
 /// Negative controls: shown in the table, never expected to be safe.
 pub const CONTROLS: [&str; 2] = ["unserialized", "racy-version"];
 
-/// What to compare.
-#[derive(Clone, Debug)]
+/// What to compare. Its `Debug` shows the strategy specs and server URLs as
+/// [`redact_url`] does: they may hold passwords.
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct CompareConfig {
     /// Strategy specs; `None`: [`DEFAULT_STRATEGIES`] plus the servers given.
@@ -97,6 +99,52 @@ pub struct CompareConfig {
     pub progress: bool,
 }
 
+impl fmt::Debug for CompareConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Every field, so that a new one is not left out unseen; specs and URLs redacted.
+        let CompareConfig {
+            strategies,
+            threads,
+            procs,
+            sync,
+            workload,
+            ops,
+            time_limit,
+            quick,
+            redis,
+            mysql,
+            postgres,
+            no_private_redis,
+            data,
+            worker_exe,
+            progress,
+        } = self;
+        let redacted = |url: &Option<String>| url.as_deref().map(redact_url);
+        f.debug_struct("CompareConfig")
+            .field(
+                "strategies",
+                &strategies
+                    .as_ref()
+                    .map(|specs| specs.iter().map(|s| redact_url(s)).collect::<Vec<_>>()),
+            )
+            .field("threads", threads)
+            .field("procs", procs)
+            .field("sync", sync)
+            .field("workload", workload)
+            .field("ops", ops)
+            .field("time_limit", time_limit)
+            .field("quick", quick)
+            .field("redis", &redacted(redis))
+            .field("mysql", &redacted(mysql))
+            .field("postgres", &redacted(postgres))
+            .field("no_private_redis", no_private_redis)
+            .field("data", data)
+            .field("worker_exe", worker_exe)
+            .field("progress", progress)
+            .finish()
+    }
+}
+
 impl Default for CompareConfig {
     fn default() -> Self {
         CompareConfig {
@@ -119,13 +167,30 @@ impl Default for CompareConfig {
     }
 }
 
-/// One setting to measure.
-#[derive(Clone, Debug)]
+/// One setting to measure. Its `Debug` shows the spec as [`redact_url`] does.
+#[derive(Clone)]
 struct Setting {
     spec: String,
     threads: usize,
     procs: usize,
     sync: Synchronous,
+}
+
+impl fmt::Debug for Setting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Setting {
+            spec,
+            threads,
+            procs,
+            sync,
+        } = self;
+        f.debug_struct("Setting")
+            .field("spec", &redact_url(spec))
+            .field("threads", threads)
+            .field("procs", procs)
+            .field("sync", sync)
+            .finish()
+    }
 }
 
 /// The outcome of a comparison: the report, and what it means for the exit code.
@@ -669,6 +734,42 @@ pub fn chart(report: &Report) -> String {
 #[cfg(all(test, feature = "redis", feature = "mysql", feature = "postgres"))]
 mod tests {
     use super::*;
+
+    /// Strategy specs and server URLs may hold passwords: `Debug` shows them as
+    /// `redact_url` does.
+    #[test]
+    fn debug_hides_the_passwords_of_specs_and_urls() {
+        let config = CompareConfig {
+            strategies: Some(vec![
+                "mutex".into(),
+                "queue+mysql://app:hunter1@db/app".into(),
+            ]),
+            redis: Some("redis://:hunter2@cache:6379/0".into()),
+            mysql: Some("mysql://app:hunter3@db/app".into()),
+            postgres: Some("postgres://app:hunter4@db/app".into()),
+            data: "postgres://app:hunter5@db/app".parse().unwrap(),
+            ..CompareConfig::default()
+        };
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter"), "{shown}");
+        for redacted in [
+            "queue+mysql://app:***@db/app",
+            "redis://:***@cache:6379/0",
+            "mysql://app:***@db/app",
+            "postgres://app:***@db/app",
+        ] {
+            assert!(shown.contains(redacted), "{shown}");
+        }
+        let setting = Setting {
+            spec: "redlock://:hunter6@h1,h2,h3".into(),
+            threads: 4,
+            procs: 1,
+            sync: Synchronous::Normal,
+        };
+        let shown = format!("{setting:?}");
+        assert!(!shown.contains("hunter"), "{shown}");
+        assert!(shown.contains("redlock://:***@h1,h2,h3"), "{shown}");
+    }
 
     #[test]
     fn a_strategy_list_splits_between_specs_not_inside_one() {
