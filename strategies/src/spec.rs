@@ -1128,7 +1128,11 @@ impl Registry<crate::resource::MySql> {
 
 /// The lock server's URL in a spec: the whole text of `scheme://…`, or of `queue+scheme://…`
 /// without its `queue+`.
-#[cfg(any(feature = "mysql", feature = "postgres", feature = "redis"))]
+#[cfg(any(
+    feature = "mysql",
+    feature = "postgres",
+    all(feature = "redis", feature = "queue", feature = "sqlite")
+))]
 pub(crate) fn lock_url(spec: &Spec) -> Result<&str, StrategyError> {
     const QUEUE: &str = "queue+";
     let url = match spec.arg() {

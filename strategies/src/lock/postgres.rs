@@ -383,7 +383,9 @@ impl PostgresLock {
     /// [`DEFAULT_CONNECT_TIMEOUT`].
     ///
     /// # Errors
-    /// [`Error::Config`] when the URL does not parse.
+    /// [`Error::Config`] when the URL does not parse, or when drivers could read its user
+    /// info differently (a raw `@`, `/`, `?` or `#` in the password: percent-encode it,
+    /// `%40` for `@`).
     pub fn new(url: &str) -> Result<Self, StrategyError> {
         let config = res::parse_config(url)?;
         Ok(PostgresLock {
