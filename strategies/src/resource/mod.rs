@@ -80,11 +80,14 @@ pub(crate) const PROBE_SAVEPOINT: &str = "turnstile_probe";
 /// data behind a database resource or lock server.
 #[cfg_attr(not(any(feature = "mysql", feature = "postgres")), allow(dead_code))]
 pub(crate) fn server_identity(scheme: &str, user: &str, host: &str, port: u16, db: &str) -> String {
-    if host.contains(':') && !host.starts_with('[') {
+    let identity = if host.contains(':') && !host.starts_with('[') {
         format!("{scheme}://{user}@[{host}]:{port}/{db}")
     } else {
         format!("{scheme}://{user}@{host}:{port}/{db}")
-    }
+    };
+    // A database name can hold what reads as a password (`…/db&password=x`): the
+    // identity is printed and stored, so it is shown as any URL is.
+    crate::spec::redact_url(&identity)
 }
 
 /// A fence-table column value: the bytes themselves when they fit `max`, else a fixed

@@ -390,6 +390,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_identity_shows_no_password_from_the_database_name() {
+        let db = MySql::new("mysql://u@h/password=Xy7k9").unwrap();
+        assert!(!db.identity().contains("Xy7k9"), "{}", db.identity());
+        let db = MySql::new("mysql://u:secret@h:3307/app").unwrap();
+        assert_eq!(db.identity(), "mysql://u@h:3307/app");
+    }
+
+    #[test]
     fn a_refused_url_shows_no_piece_of_its_password() {
         // The driver names the tail of a password with a raw `&` as an unknown parameter.
         let error = MySql::new("mysql://app@db/app?password=Xy7&k9zq").unwrap_err();

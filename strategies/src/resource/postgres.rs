@@ -465,6 +465,16 @@ impl Transact for Postgres {
 mod tests {
     use super::*;
 
+    /// The identity is printed and stored as a fence backend: a database name that reads
+    /// as a password is masked in it, and a plain one is kept as it is.
+    #[test]
+    fn an_identity_shows_no_password_from_the_database_name() {
+        let db = Postgres::new("postgres://u@h/db&password=Xy7k9").unwrap();
+        assert!(!db.identity().contains("Xy7k9"), "{}", db.identity());
+        let db = Postgres::new("postgres://u:secret@h:5433/app").unwrap();
+        assert_eq!(db.identity(), "postgres://u@h:5433/app");
+    }
+
     /// The driver reads user info up to the first `@`: a raw `@` in the password leaves a
     /// piece of it in the host or database name, and a query before the first `@` is the
     /// user; the identity would show either.
