@@ -201,6 +201,10 @@ impl Lock for SharedRacyLock {
 /// Enough pooled connections that every thread of a run races.
 const CONTROL_POOL: usize = 64;
 
+/// Seed 000's control: a pool of threads whose connections give up at once on a busy
+/// database (caught by the [`refused`](crate::check::refused) checker).
+pub const THREAD_POOL: &str = "thread-pool";
+
 /// The scheme of the fenceless Redis control; the rest of its URL is a `redis://` URL's.
 pub const REDIS_NOFENCE: &str = "redis-nofence";
 
@@ -221,9 +225,11 @@ pub fn register_unserialized<C: turnstile::Transact + Clone>(registry: &mut Regi
     );
 }
 
-/// Registers `unserialized`, `racy-version` (`racy-version:MICROS` sets the race window)
-/// and, with the `redis` feature, `redis-nofence://…` into `registry`. They always run in
-/// autocommit: only their "lock" stands between two ops.
+/// Registers `unserialized`, `thread-pool`, `racy-version` (`racy-version:MICROS` sets the
+/// race window) and, with the `redis` feature, `redis-nofence://…` into `registry`. All but
+/// `thread-pool` run in autocommit: only their "lock" stands between two ops.
+/// `thread-pool` runs each op in a transaction whose `BEGIN IMMEDIATE` fails at once when
+/// another op holds the database.
 pub fn register(registry: &mut Registry<Sqlite>) {
     #[cfg(feature = "redis")]
     registry.register(
@@ -248,6 +254,21 @@ pub fn register(registry: &mut Registry<Sqlite>) {
         },
     );
     register_unserialized(registry);
+    registry.register(
+        THREAD_POOL,
+        "NEGATIVE CONTROL: seed 000's thread pool: no lock, each thread's connection gives up at once when another holds SQLite's write lock (busy_timeout 0)",
+        |spec, setup: &Setup<Sqlite>| {
+            spec.expect_no_arg()?;
+            // `BEGIN IMMEDIATE` asks for the write lock before the op runs: with no busy
+            // handler, an op that meets another fails at once and writes nothing. The
+            // data stays right; the callers get `database is locked`.
+            let db = setup.connect.clone().busy_timeout(Duration::ZERO);
+            let s = Locked::new(NoLock, db)
+                .tx_mode(TxMode::Transaction)
+                .pool_size(CONTROL_POOL)?;
+            Ok(Box::new(s) as BoxSerializer<Connection>)
+        },
+    );
     registry.register(
         "racy-version",
         "NEGATIVE CONTROL: seed 003's check-then-set version lock (racy-version:MICROS sets the window, at most 1000000)",

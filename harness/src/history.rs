@@ -139,6 +139,10 @@ pub struct Event {
     /// Fail / unknown: the error's kind and text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Fail / unknown: the data refused the op as busy (another held it), as told by
+    /// [`refused_as_busy`](crate::workload::refused_as_busy).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub busy: bool,
 }
 
 /// Appends events to one process's history file: one unbuffered `write(2)` per
@@ -294,6 +298,8 @@ pub struct Op {
     pub fence: Option<u64>,
     /// Error text of a failed or unknown op.
     pub error: Option<String>,
+    /// Whether the data refused it as busy (see [`Event::busy`]).
+    pub busy: bool,
 }
 
 impl Op {
@@ -381,6 +387,7 @@ impl History {
                             exit: None,
                             fence: None,
                             error: None,
+                            busy: false,
                         },
                     );
                 }
@@ -393,6 +400,7 @@ impl History {
                         op.exit = e.exit;
                         op.fence = e.fence;
                         op.error = e.error;
+                        op.busy = e.busy;
                         done.push(op);
                     }
                     None => malformed.push(format!("completion without invoke: op {}", e.op)),
@@ -444,6 +452,7 @@ mod tests {
             exit: None,
             fence: None,
             error: None,
+            busy: false,
         }
     }
 

@@ -902,6 +902,7 @@ fn one_op<R: WorkloadData>(
         exit: None,
         fence: None,
         error: None,
+        busy: false,
     };
     log.invoke(&event)?;
     let probe = Arc::new(Probe::default());
@@ -925,6 +926,7 @@ fn one_op<R: WorkloadData>(
             let unknown = e.may_have_committed()
                 || (!transactional && event.enter.is_some() && !wrote_nothing);
             event.phase = if unknown { Phase::Unknown } else { Phase::Fail };
+            event.busy = crate::workload::refused_as_busy(&e);
             event.error = Some(format!("{}: {e}", e.kind()));
         }
     }
@@ -1510,6 +1512,7 @@ mod tests {
                 exit: None,
                 fence: None,
                 error: None,
+                busy: false,
             };
             events.push(invoke.clone());
             events.push(Event {

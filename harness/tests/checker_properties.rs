@@ -55,6 +55,7 @@ fn execute(ops: &[Gen], honest_sections: bool) -> (Vec<Event>, Option<i64>) {
             exit: None,
             fence: None,
             error: None,
+            busy: false,
         };
         events.push(base.clone());
         let (enter, exit) = if honest_sections {
@@ -118,7 +119,7 @@ proptest! {
             let base = Event {
                 phase: Phase::Invoke, op: i as u64, proc: 0, pid: 1, thread: 0, tid: 1,
                 keys: vec!["c0".into()], time: 10 * i as u64, input: Some(OpInput::Increment),
-                output: None, enter: None, exit: None, fence: None, error: None,
+                output: None, enter: None, exit: None, fence: None, error: None, busy: false,
             };
             events.push(base.clone());
             events.push(Event {

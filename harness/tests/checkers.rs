@@ -51,6 +51,7 @@ fn history(specs: Vec<Spec>) -> History {
             exit: None,
             fence: None,
             error: None,
+            busy: false,
         };
         events.push(base.clone());
         if let Some((phase, output)) = s.end {

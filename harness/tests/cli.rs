@@ -148,7 +148,7 @@ fn json_report_parses_and_carries_the_verdicts() {
         .iter()
         .map(|c| c["checker"].as_str().unwrap())
         .collect();
-    assert_eq!(checkers, ["bank", "overlap", "integrity"]);
+    assert_eq!(checkers, ["bank", "overlap", "refused", "integrity"]);
 }
 
 #[test]

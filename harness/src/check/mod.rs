@@ -13,6 +13,7 @@ pub mod integrity;
 pub mod linearizable;
 pub mod lost_update;
 pub mod overlap;
+pub mod refused;
 
 use std::fmt;
 
@@ -102,12 +103,14 @@ impl CheckResult {
 ///
 /// The workload's own invariant always applies — `exactly_once` too for strategies that
 /// rerun ops: a rerun repeats the op's effects outside the resource, which is the failure
-/// seed 004 is about, so it is reported, not excused.
+/// seed 004 is about, so it is reported, not excused. So does [`refused`]: no strategy
+/// lets the data's busy answer reach the caller (seed 000's failure).
 pub fn checkers_for(workload: Workload, caps: &Capabilities) -> Vec<&'static str> {
     let mut names = vec![invariant(workload)];
     if caps.excludes {
         names.push("overlap");
     }
+    names.push(refused::NAME);
     names
 }
 
@@ -134,6 +137,7 @@ pub fn check_all(
         .into_iter()
         .map(|name| match (name, state) {
             ("overlap", _) => overlap::check(history),
+            (refused::NAME, _) => refused::check(history),
             ("lost_update", FinalState::Values(values)) => lost_update::check(history, values),
             (
                 "bank",

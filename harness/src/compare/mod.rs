@@ -51,7 +51,7 @@ pub const DEFAULT_STRATEGIES: [&str; 9] = [
 ];
 
 /// Negative controls: shown in the table, never expected to be safe.
-pub const CONTROLS: [&str; 2] = ["unserialized", "racy-version"];
+pub const CONTROLS: [&str; 3] = ["unserialized", "racy-version", crate::controls::THREAD_POOL];
 
 /// What to compare. Its `Debug` shows the strategy specs and server URLs as
 /// [`redact_url`] does: they may hold passwords.

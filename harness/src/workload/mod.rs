@@ -528,6 +528,52 @@ impl std::error::Error for OpError {
     }
 }
 
+/// Whether `error` is the data refusing an op because another held it: SQLite's
+/// `database is locked` (`SQLITE_BUSY`), PostgreSQL's and MySQL's busy answers (a
+/// serialization failure, a deadlock, a lock wait that timed out). Strategies that give up
+/// on contention say so with their own errors ([`Error::Timeout`], [`Error::Contended`]);
+/// this is the database's refusal reaching the caller, as seed 000's thread pool saw it.
+pub fn refused_as_busy(error: &Error<OpError>) -> bool {
+    match error {
+        Error::Op(op) => op.is_busy(),
+        Error::Resource(e) => boxed_is_busy(e),
+        _ => false,
+    }
+}
+
+fn boxed_is_busy(error: &BoxError) -> bool {
+    let any: &(dyn std::any::Any + Send + Sync) = error;
+    if turnstile::find_error::<rusqlite::Error>(any).is_some_and(turnstile::sqlite::is_busy) {
+        return true;
+    }
+    #[cfg(feature = "postgres")]
+    if turnstile::find_error::<postgres::Error>(any)
+        .is_some_and(turnstile::resource::postgres_is_busy)
+    {
+        return true;
+    }
+    #[cfg(feature = "mysql")]
+    if turnstile::find_error::<mysql::Error>(any).is_some_and(turnstile::resource::mysql_is_busy) {
+        return true;
+    }
+    false
+}
+
+impl OpError {
+    /// Whether the data refused the op as busy (see [`refused_as_busy`]).
+    pub fn is_busy(&self) -> bool {
+        match self {
+            OpError::Sql(e) => turnstile::sqlite::is_busy(e),
+            #[cfg(feature = "postgres")]
+            OpError::Postgres(e) => turnstile::resource::postgres_is_busy(e),
+            #[cfg(feature = "mysql")]
+            OpError::MySql(e) => turnstile::resource::mysql_is_busy(e),
+            OpError::Backend(e) => boxed_is_busy(e),
+            _ => false,
+        }
+    }
+}
+
 impl From<rusqlite::Error> for OpError {
     fn from(e: rusqlite::Error) -> Self {
         OpError::Sql(e)

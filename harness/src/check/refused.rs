@@ -1,0 +1,104 @@
+//! No op refused as busy: the data never turned an op away because another op held it.
+//!
+//! Seed 000's bug: a thread pool in front of SQLite, each thread with its own connection,
+//! and a driver that gave up at once when another thread held the write lock — every
+//! write issued at almost the same moment as another failed with `database is locked`.
+//! A strategy that serializes ops keeps them from meeting at the data; one that waits
+//! or retries on the data's own locking gives up with its own errors
+//! ([`Error::Timeout`](turnstile::Error::Timeout),
+//! [`Error::Contended`](turnstile::Error::Contended)). Either way the database's busy
+//! answer never reaches the caller, and when it does, ops collided.
+
+use super::{CheckResult, rel};
+use crate::history::History;
+
+/// The checker's name.
+pub const NAME: &str = "refused";
+
+/// Checks that no op failed (or ended unknown) because the data refused it as busy.
+pub fn check(history: &History) -> CheckResult {
+    let origin = history.origin();
+    let refused: Vec<_> = history.ops.iter().filter(|op| op.busy).collect();
+    if refused.is_empty() {
+        return CheckResult::pass(
+            NAME,
+            format!(
+                "no op of {} was refused by the data as busy",
+                history.ops.len()
+            ),
+        );
+    }
+    let details = refused
+        .iter()
+        .map(|op| {
+            format!(
+                "{} at {}: {}",
+                op.label(),
+                rel(op.complete.unwrap_or(op.invoke), origin),
+                op.error.as_deref().unwrap_or("refused as busy")
+            )
+        })
+        .collect();
+    CheckResult::violation(
+        NAME,
+        format!(
+            "{} of {} ops were refused by the data as busy (another op held it): they collided",
+            refused.len(),
+            history.ops.len()
+        ),
+        details,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::Verdict;
+    use crate::history::{Op, OpInput, Phase};
+
+    fn op(id: u64, phase: Phase, busy: bool) -> Op {
+        Op {
+            id,
+            proc: 0,
+            pid: 1,
+            thread: 0,
+            tid: 1,
+            keys: vec!["c0".into()],
+            input: OpInput::Increment,
+            phase,
+            output: None,
+            invoke: id * 10,
+            complete: Some(id * 10 + 5),
+            enter: None,
+            exit: None,
+            fence: None,
+            error: busy.then(|| "resource: database is locked".to_owned()),
+            busy,
+        }
+    }
+
+    #[test]
+    fn an_op_refused_as_busy_is_a_collision() {
+        let ok = History {
+            ops: vec![op(1, Phase::Ok, false), op(2, Phase::Fail, false)],
+            malformed: Vec::new(),
+        };
+        assert_eq!(check(&ok).verdict, Verdict::Pass);
+        let refused = History {
+            ops: vec![op(1, Phase::Ok, false), op(2, Phase::Fail, true)],
+            malformed: Vec::new(),
+        };
+        let result = check(&refused);
+        assert_eq!(result.verdict, Verdict::Violation);
+        assert!(
+            result.summary.starts_with("1 of 2 ops"),
+            "{}",
+            result.summary
+        );
+        assert!(
+            result.details[0].contains("database is locked"),
+            "{:?}",
+            result.details
+        );
+    }
+}
