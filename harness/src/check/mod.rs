@@ -162,3 +162,75 @@ pub fn check_all(
 pub(crate) fn rel(t: u64, origin: u64) -> String {
     format!("{:.3}ms", t.saturating_sub(origin) as f64 / 1e6)
 }
+
+/// Hand-built histories for the checkers' unit tests.
+#[cfg(test)]
+pub(crate) mod hand {
+    use crate::history::{Event, History, OpInput, OpOutput, Phase};
+
+    /// One op of a hand-built history.
+    pub(crate) struct Op {
+        pub id: u64,
+        pub keys: Vec<String>,
+        pub input: OpInput,
+        /// How it ended (`None`: cut off, no completion), with its output and whether it
+        /// entered its section.
+        pub end: Option<(Phase, Option<OpOutput>, bool)>,
+    }
+
+    /// An op on `keys` that ended as `phase` with `output`, inside its section.
+    pub(crate) fn op(
+        id: u64,
+        keys: &[&str],
+        input: OpInput,
+        phase: Phase,
+        output: Option<OpOutput>,
+    ) -> Op {
+        Op {
+            id,
+            keys: keys.iter().map(|k| (*k).to_owned()).collect(),
+            input,
+            end: Some((phase, output, true)),
+        }
+    }
+
+    /// The history of `ops`, op `i` invoked at `10 i`, in its section at `10 i + 1 ..
+    /// 10 i + 2`, completed at `10 i + 3`.
+    pub(crate) fn history(ops: Vec<Op>) -> History {
+        let mut events = Vec::new();
+        for (i, o) in ops.into_iter().enumerate() {
+            let t = 10 * i as u64 + 1000;
+            let invoke = Event {
+                phase: Phase::Invoke,
+                op: o.id,
+                proc: 0,
+                pid: 1,
+                thread: 0,
+                tid: 1,
+                keys: o.keys,
+                time: t,
+                input: Some(o.input),
+                output: None,
+                enter: None,
+                exit: None,
+                fence: None,
+                error: None,
+                busy: false,
+            };
+            events.push(invoke.clone());
+            if let Some((phase, output, entered)) = o.end {
+                events.push(Event {
+                    phase,
+                    time: t + 3,
+                    input: None,
+                    output,
+                    enter: entered.then_some(t + 1),
+                    exit: entered.then_some(t + 2),
+                    error: (phase != Phase::Ok).then(|| "op: failed".to_owned()),
+                    ..invoke
+                });
+            }
+        }
+        History::from_events(events)
+    }
+}
