@@ -215,7 +215,19 @@ fn overlap_finds_sections_that_intersect_on_one_key_only() {
 
 #[test]
 fn bank_catches_created_money_and_negative_balances() {
-    let h = History::default();
+    // One acknowledged transfer of 50 from a1 to a0.
+    let h = history(vec![op(
+        1,
+        "a1",
+        OpInput::Transfer {
+            from: "a1".into(),
+            to: "a0".into(),
+            amount: 50,
+        },
+        [0, 1, 2, 3],
+        Phase::Ok,
+        Some(OpOutput::Transferred { applied: true }),
+    )]);
     let fine = BTreeMap::from([("a0".to_owned(), 150), ("a1".to_owned(), 50)]);
     assert_eq!(check::bank::check(&h, &fine, 200).verdict, Verdict::Pass);
     let created = BTreeMap::from([("a0".to_owned(), 150), ("a1".to_owned(), 70)]);
