@@ -1,7 +1,8 @@
 //! Lost update (counter): per key, `acknowledged ≤ final ≤ acknowledged + unknown`, and no
 //! two acknowledged increments wrote the same value (each read the other's predecessor).
+//! A key with acknowledged increments that is missing from the final state lost them all.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::{CheckResult, rel};
 use crate::history::{History, OpOutput, Phase};
@@ -14,7 +15,13 @@ pub fn check(history: &History, values: &BTreeMap<String, i64>) -> CheckResult {
     let mut lost_total = 0i64;
     let mut acked_total = 0usize;
     let mut garbled = 0usize;
-    for (key, &last) in values {
+    // Every key the final state or the history names: a counter missing at the end is
+    // checked too.
+    let keys: BTreeSet<&String> = values
+        .keys()
+        .chain(history.ops.iter().filter_map(|op| op.keys.first()))
+        .collect();
+    for &key in &keys {
         let ops: Vec<_> = history
             .ops
             .iter()
@@ -24,6 +31,15 @@ pub fn check(history: &History, values: &BTreeMap<String, i64>) -> CheckResult {
         let unknown = ops.iter().filter(|op| op.phase == Phase::Unknown).count() as i64;
         acked_total += acked.len();
         let n = acked.len() as i64;
+        let Some(&last) = values.get(key) else {
+            if n > 0 {
+                lost_total += n;
+                details.push(format!(
+                    "key {key}: {n} increments acknowledged, but the key is missing from the final state: {n} lost increments"
+                ));
+            }
+            continue;
+        };
         if last == i64::MIN {
             // A record that is not eight bytes: no count to compare (and `n - last`
             // would overflow).
@@ -92,7 +108,7 @@ pub fn check(history: &History, values: &BTreeMap<String, i64>) -> CheckResult {
             NAME,
             format!(
                 "{acked_total} acknowledged increments over {} keys, none lost",
-                values.len()
+                keys.len()
             ),
         )
     } else {
@@ -108,5 +124,48 @@ pub fn check(history: &History, values: &BTreeMap<String, i64>) -> CheckResult {
             ),
             details,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::Verdict;
+    use crate::check::hand::{history, op};
+    use crate::history::OpInput;
+
+    #[test]
+    fn a_key_with_acknowledged_increments_missing_from_the_final_state_is_a_violation() {
+        let h = history(vec![
+            op(
+                1,
+                &["c0"],
+                OpInput::Increment,
+                Phase::Ok,
+                Some(OpOutput::Wrote { value: 1 }),
+            ),
+            op(
+                2,
+                &["c1"],
+                OpInput::Increment,
+                Phase::Ok,
+                Some(OpOutput::Wrote { value: 1 }),
+            ),
+        ]);
+        let r = check(&h, &BTreeMap::from([("c1".to_owned(), 1)]));
+        assert_eq!(r.verdict, Verdict::Violation, "{r:?}");
+        assert!(
+            r.details
+                .iter()
+                .any(|d| d.contains("key c0") && d.contains("missing")),
+            "{:?}",
+            r.details
+        );
+        assert!(r.summary.contains("1 of 2"), "{}", r.summary);
+        let r = check(
+            &h,
+            &BTreeMap::from([("c0".to_owned(), 1), ("c1".to_owned(), 1)]),
+        );
+        assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
     }
 }
