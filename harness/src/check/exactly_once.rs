@@ -1,5 +1,5 @@
-//! Exactly once (notify-once): each notification's side effect happened once per
-//! acknowledged send (more than one such send is itself a violation), and at most once more
+//! Exactly once (notify-once): each notification's side effect happened once if an op
+//! acknowledged sending it (two such ops are a violation), and at most once more
 //! for each op on it that may have run it without finishing (cut off by a kill, or failed
 //! after entering its section); never with no op that sent or may have sent it, never with
 //! the flag left unset by an acknowledged send or set by no op, and no notification with
@@ -73,10 +73,12 @@ pub fn check(history: &History, outcome: &Outcome) -> CheckResult {
                 ops.sent_by.join(", ")
             ));
         }
-        // Each effect needs an op that sent it: an acknowledged send, or an op that may
-        // have sent without saying so. One without either ran where no op did (a failed
-        // or cancelled op that ran anyway).
-        let allowed = ops.sent_by.len() + ops.uncertain;
+        // One effect if an op acknowledged sending it (a second such op is reported
+        // above), and one more for each op that may have sent without saying so. An
+        // effect without either ran where no op did (a failed or cancelled op that ran
+        // anyway).
+        let acknowledged_send = usize::from(!ops.sent_by.is_empty());
+        let allowed = acknowledged_send + ops.uncertain;
         if effects > allowed {
             details.push(if allowed == 0 {
                 format!(
@@ -84,8 +86,7 @@ pub fn check(history: &History, outcome: &Outcome) -> CheckResult {
                 )
             } else {
                 format!(
-                    "notification {id}: effect performed {effects} times (allowed {allowed}: {} acknowledged sends + {} uncertain ops)",
-                    ops.sent_by.len(),
+                    "notification {id}: effect performed {effects} times (allowed {allowed}: {acknowledged_send} acknowledged send + {} uncertain ops)",
                     ops.uncertain
                 )
             });
