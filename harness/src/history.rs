@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -316,25 +316,59 @@ pub struct History {
     pub ops: Vec<Op>,
     /// Events that could not be joined (a completion without invoke, an unreadable line).
     pub malformed: Vec<String>,
+    /// What is missing from the history or does not read, by where it is:
+    /// [`History::gaps`] says which of these leave it incomplete.
+    pub flaws: Vec<Flaw>,
+}
+
+/// Something a history file lacks or holds that the history cannot use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Flaw {
+    /// A history file that was not there: every op of its process is unknown to the
+    /// checkers.
+    Missing(PathBuf),
+    /// A line that does not parse.
+    BadLine {
+        /// The file it is in.
+        path: PathBuf,
+        /// Whether it is the file's last line, where a writer killed in the middle of its
+        /// write leaves one.
+        last: bool,
+        /// The parse error and the line.
+        text: String,
+    },
+    /// An event that could not be joined to its op (a completion without its invoke, an
+    /// invoke without its input).
+    Unjoined(String),
 }
 
 impl History {
-    /// Reads and merges history files. A torn last line (the writer was killed in the
-    /// middle of a write, which one `write(2)` makes unlikely) is reported in
-    /// [`History::malformed`], not fatal, even when it was cut inside a multi-byte
-    /// character.
+    /// Reads and merges history files. A line that does not parse — a torn last line
+    /// (the writer was killed in the middle of a write, which one `write(2)` makes
+    /// unlikely), even one cut inside a multi-byte character — and a file that is
+    /// missing are reported in [`History::malformed`] and [`History::flaws`], not
+    /// fatal: [`History::gaps`] says whether the history is still whole.
     ///
     /// # Errors
     /// When a file cannot be read.
     pub fn load(paths: &[impl AsRef<Path>]) -> std::io::Result<Self> {
         let mut events = Vec::new();
         let mut malformed = Vec::new();
+        let mut flaws = Vec::new();
         for path in paths {
-            let file = match File::open(path.as_ref()) {
+            let path = path.as_ref();
+            let file = match File::open(path) {
                 Ok(f) => f,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    malformed.push(format!("{}: missing", path.display()));
+                    flaws.push(Flaw::Missing(path.to_owned()));
+                    continue;
+                }
                 Err(e) => return Err(e),
             };
+            // A bad line waits here until the next line says it was not the last.
+            let mut bad: Option<String> = None;
             // Split on bytes, not `lines()`: a line torn inside a multi-byte character
             // (error text carries `µ`) is not UTF-8, and is malformed like any torn line.
             for line in BufReader::new(file).split(b'\n') {
@@ -342,19 +376,66 @@ impl History {
                 if line.trim_ascii().is_empty() {
                     continue;
                 }
+                if let Some(text) = bad.take() {
+                    flaws.push(Flaw::BadLine {
+                        path: path.to_owned(),
+                        last: false,
+                        text,
+                    });
+                }
                 match serde_json::from_slice::<Event>(&line) {
                     Ok(e) => events.push(e),
-                    Err(e) => malformed.push(format!(
-                        "{}: {e}: {}",
-                        path.as_ref().display(),
-                        String::from_utf8_lossy(&line)
-                    )),
+                    Err(e) => {
+                        let text = format!("{e}: {}", String::from_utf8_lossy(&line));
+                        malformed.push(format!("{}: {text}", path.display()));
+                        bad = Some(text);
+                    }
                 }
+            }
+            if let Some(text) = bad {
+                flaws.push(Flaw::BadLine {
+                    path: path.to_owned(),
+                    last: true,
+                    text,
+                });
             }
         }
         let mut history = Self::from_events(events);
         history.malformed.extend(malformed);
+        history.flaws.extend(flaws);
         Ok(history)
+    }
+
+    /// Why this history is not whole, one line each; empty when every op of every
+    /// process is in it. A missing file, a line that does not parse and an event that
+    /// cannot be joined each hide what some op did — except a torn last line of a file in
+    /// `killed`: a worker killed in the middle of its write leaves one, and the op it was
+    /// writing about reads as unknown.
+    pub fn gaps(&self, killed: &[impl AsRef<Path>]) -> Vec<String> {
+        self.flaws
+            .iter()
+            .filter_map(|flaw| match flaw {
+                Flaw::Missing(path) => Some(format!(
+                    "history file {} is missing: its process's ops are unknown",
+                    path.display()
+                )),
+                Flaw::BadLine { path, last, .. }
+                    if *last && killed.iter().any(|k| k.as_ref() == path) =>
+                {
+                    None
+                }
+                Flaw::BadLine { path, last, text } => Some(format!(
+                    "{} has a line that does not parse{}: {text}",
+                    path.display(),
+                    if *last {
+                        " at its end, and its worker was not killed"
+                    } else {
+                        " before its last"
+                    }
+                )),
+                Flaw::Unjoined(what) => Some(format!("history event {what}")),
+            })
+            .collect()
     }
 
     /// Joins invoke events with their completions.
@@ -412,6 +493,7 @@ impl History {
         done.sort_by_key(|op| (op.invoke, op.id));
         History {
             ops: done,
+            flaws: malformed.iter().cloned().map(Flaw::Unjoined).collect(),
             malformed,
         }
     }

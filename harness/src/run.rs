@@ -1255,6 +1255,13 @@ fn run_on<B: Backend>(
     drop(db);
     let mut checks = check::check_all(config.workload, &caps, &history, &state);
     checks.extend(backend.integrity());
+    // A worker killed mid-write leaves a torn last line; any other gap hides ops.
+    let killed: Vec<PathBuf> = faults
+        .iter()
+        .filter(|f| f.kind == "kill")
+        .map(|f| paths.history(f.proc))
+        .collect();
+    checks.extend(check::complete::check(&history, &killed));
 
     let floor = floor(config, &history, &faults, origin);
     checks.extend(floor);

@@ -7,6 +7,7 @@
 //! workload's own invariant always, and SQLite's `PRAGMA integrity_check` after every run.
 
 pub mod bank;
+pub mod complete;
 pub mod exactly_once;
 pub mod file_store;
 pub mod integrity;

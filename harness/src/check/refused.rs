@@ -81,12 +81,12 @@ mod tests {
     fn an_op_refused_as_busy_is_a_collision() {
         let ok = History {
             ops: vec![op(1, Phase::Ok, false), op(2, Phase::Fail, false)],
-            malformed: Vec::new(),
+            ..History::default()
         };
         assert_eq!(check(&ok).verdict, Verdict::Pass);
         let refused = History {
             ops: vec![op(1, Phase::Ok, false), op(2, Phase::Fail, true)],
-            malformed: Vec::new(),
+            ..History::default()
         };
         let result = check(&refused);
         assert_eq!(result.verdict, Verdict::Violation);
