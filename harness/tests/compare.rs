@@ -150,7 +150,26 @@ fn compare_writes_a_table_json_and_svg_with_a_verdict_per_setting() {
         .output()
         .unwrap();
     assert_eq!(rendered.status.code(), Some(0));
-    let table: String = stdout.lines().take(9).map(|l| format!("{l}\n")).collect();
+    // The table, then the notes under it (not the floors, which only the run prints).
+    let mut table: String = stdout.lines().take(9).map(|l| format!("{l}\n")).collect();
+    let notes: Vec<&str> = stdout.lines().filter(|l| l.starts_with("note: ")).collect();
+    // queue and mutex ran inside SQLite transactions; optimistic is one itself, and the
+    // control always runs in autocommit.
+    assert_eq!(notes.len(), 1, "{stdout}");
+    assert!(
+        notes[0].starts_with("note: queue, mutex ran inside SQLite transactions")
+            && notes[0].contains("does not test the lock's exclusion"),
+        "{stdout}"
+    );
+    assert_eq!(
+        report["notes"].as_array().map(Vec::len),
+        Some(1),
+        "{report}"
+    );
+    for note in notes {
+        table.push_str(note);
+        table.push('\n');
+    }
     assert_eq!(String::from_utf8_lossy(&rendered.stdout), table);
     assert_eq!(std::fs::read_to_string(&again).unwrap(), chart);
 }
@@ -641,6 +660,42 @@ fn compare_skips_what_cannot_protect_state_outside_the_data() {
     );
     assert!(!stdout.contains("optimistic"), "{stdout}");
     assert!(stdout.contains("mutex"), "{stdout}");
+}
+
+/// A negative control that cannot run (its Redis is down) claims nothing, so it neither
+/// makes the comparison inconclusive nor goes unsaid: it is a note under the table and in
+/// the JSON's `notes`.
+#[cfg(feature = "redis")]
+#[test]
+fn a_control_that_cannot_run_is_a_note_not_an_inconclusive_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let control = "redis-nofence://127.0.0.1:1/0?ttl_ms=500";
+    let output = turnstile()
+        .args(TINY_RUN)
+        .args(["--strategies", &format!("mutex,{control}")])
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let note = format!("note: control {control} ×1 threads ×1 procs, sync=normal did not run: ");
+    assert!(stdout.contains(&note), "{stdout}");
+    let report = report(&json);
+    assert_eq!(report["inconclusive"], serde_json::json!([]), "{report}");
+    let notes = report["notes"].as_array().unwrap();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.as_str().unwrap().starts_with(&note["note: ".len()..])),
+        "{report}"
+    );
 }
 
 /// A setting that ended without a verdict is in the JSON report (`inconclusive`, with

@@ -18,14 +18,14 @@ pub mod refused;
 
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use turnstile::Capabilities;
 
 use crate::history::History;
 use crate::workload::{FinalState, Workload};
 
 /// A checker's verdict.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     /// The invariant held.

@@ -3,12 +3,15 @@
 //!
 //! Each setting (strategy × threads × processes × `synchronous`) is one [`run`](crate::run())
 //! of the workload, with lock strategies inside the resource's transaction as applications
-//! use them ([`RunConfig::transaction`]). Its acknowledged ops give the throughput and
-//! latency percentiles; its checkers give the `safe` column. Reference floors are measured
-//! in the same run, so targets read as ratios on whatever machine this is: one 1-row commit
-//! on one thread where the data lives (SQLite's per `synchronous`, or the data server's
-//! over one connection to it), and two Redis round trips when Redis is in the run; so is
-//! the Redis lock's own cycle (acquire + release, nothing in between), against its floor.
+//! use them ([`RunConfig::transaction`]): over SQLite its write lock then serializes their
+//! ops too, so their verdict does not test the lock's exclusion, which a note under the
+//! table says ([`Report::notes`]). Its acknowledged ops give the throughput and latency
+//! percentiles; its checkers give the verdict column ([`report::verdict`]). Reference
+//! floors are measured in the same run, so targets read as ratios on whatever machine this
+//! is: one 1-row commit on one thread where the data lives (SQLite's per `synchronous`, or
+//! the data server's over one connection to it), and two Redis round trips when Redis is
+//! in the run; so is the Redis lock's own cycle (acquire + release, nothing in between),
+//! against its floor.
 //!
 //! The data lives in a fresh SQLite file per setting by default, or in a PostgreSQL or
 //! MySQL database ([`CompareConfig::data`], `--data URL`) as `turnstile check --data` keeps
@@ -50,8 +53,14 @@ pub const DEFAULT_STRATEGIES: [&str; 9] = [
     "unserialized",
 ];
 
-/// Negative controls: shown in the table, never expected to be safe.
-pub const CONTROLS: [&str; 3] = ["unserialized", "racy-version", crate::controls::THREAD_POOL];
+/// Negative controls: shown in the table, never expected to be safe; what the checkers
+/// found of them does not change the exit code, and one that cannot run is a note.
+pub const CONTROLS: [&str; 4] = [
+    "unserialized",
+    "racy-version",
+    crate::controls::REDIS_NOFENCE,
+    crate::controls::THREAD_POOL,
+];
 
 /// What to compare. Its `Debug` shows the strategy specs and server URLs as
 /// [`redact_url`] does: they may hold passwords.
@@ -429,6 +438,9 @@ pub fn compare(
     // out of reach is left to its settings, which end inconclusive.
     let mut opened = Vec::new();
     let mut cannot_protect = Vec::new();
+    // Strategies that run in autocommit unless asked for a transaction: lock strategies,
+    // whose run here (inside one) does not test their exclusion over SQLite.
+    let mut autocommit = Vec::new();
     for spec in strategies {
         let caps = match capabilities_of(&spec, data, registry) {
             Ok(caps) => Some(caps),
@@ -449,6 +461,9 @@ pub fn compare(
         {
             cannot_protect.push(redact_url(&spec));
             continue;
+        }
+        if caps.is_some_and(|c| !c.transactional) {
+            autocommit.push(spec.clone());
         }
         opened.push((spec, caps.map(|c| c.scope)));
     }
@@ -555,6 +570,8 @@ pub fn compare(
     let mut results = Vec::new();
     let mut violations = Vec::new();
     let mut inconclusive = Vec::new();
+    let mut notes = Vec::new();
+    let mut locks_in_sqlite_tx: Vec<String> = Vec::new();
     let mut interrupted = None;
     for setting in &settings {
         if let Some(signal) = crate::interrupt::requested() {
@@ -606,6 +623,14 @@ pub fn compare(
                 if claims_safe && run.verdict == Verdict::Inconclusive {
                     inconclusive.push(problem(why(Verdict::Inconclusive)));
                 }
+                let spec = redact_url(&setting.spec);
+                if !data.is_server()
+                    && run.transactional
+                    && autocommit.contains(&setting.spec)
+                    && !locks_in_sqlite_tx.contains(&spec)
+                {
+                    locks_in_sqlite_tx.push(spec);
+                }
                 results.push(Record {
                     strategy: redact_url(&setting.spec),
                     scope: run.scope.to_owned(),
@@ -620,6 +645,7 @@ pub fn compare(
                     p999_us: summary.p999_us,
                     max_us: summary.max_us,
                     safe,
+                    verdict: Some(run.verdict),
                     claims_safe,
                     verdicts: run
                         .checks
@@ -634,7 +660,10 @@ pub fn compare(
                 break;
             }
             Err(e) => {
-                if !control {
+                if control {
+                    // Not a claim, so not the exit code's business; but not caught either.
+                    notes.push(format!("control {label} did not run: {}", e.reason()));
+                } else {
                     inconclusive.push(problem(e.reason()));
                 }
                 crate::report::to_stderr(&format!("note: {label}: {e}"));
@@ -648,6 +677,15 @@ pub fn compare(
         bar.finish_and_clear();
     }
     drop(private_redis);
+    if !locks_in_sqlite_tx.is_empty() {
+        notes.insert(
+            0,
+            format!(
+                "{} ran inside SQLite transactions, whose write lock serialized their ops too: their verdict here does not test the lock's exclusion (the test suite's autocommit conformance runs do)",
+                locks_in_sqlite_tx.join(", ")
+            ),
+        );
+    }
 
     let report = Report {
         turnstile_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -666,6 +704,7 @@ pub fn compare(
         results,
         violations,
         inconclusive,
+        notes,
     };
     Ok(Comparison {
         violations: report.violations.iter().map(ToString::to_string).collect(),

@@ -5,6 +5,8 @@ use std::fmt::Write;
 
 use serde::{Deserialize, Serialize};
 
+use crate::check::Verdict;
+
 /// The whole report, as written to `--json`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Report {
@@ -35,6 +37,11 @@ pub struct Report {
     /// made (a backend out of reach: only here). Reports of older versions: absent.
     #[serde(default)]
     pub inconclusive: Vec<Problem>,
+    /// What the table cannot say itself, one line each, printed under it: lock strategies
+    /// whose verdict did not test their exclusion (they ran inside SQLite transactions),
+    /// a control that could not run (reports of older versions: absent, read as none).
+    #[serde(default)]
+    pub notes: Vec<String>,
 }
 
 impl Report {
@@ -97,7 +104,8 @@ impl std::fmt::Display for Problem {
 }
 
 /// The lines under the table for a report's problems: `VIOLATION: …` for each violation,
-/// `inconclusive: …` for each setting without a verdict.
+/// `inconclusive: …` for each setting without a verdict, then `note: …` for each of its
+/// [`notes`](Report::notes).
 pub fn problems(report: &Report) -> String {
     let mut out = String::new();
     for v in &report.violations {
@@ -105,6 +113,9 @@ pub fn problems(report: &Report) -> String {
     }
     for i in &report.inconclusive {
         let _ = writeln!(out, "inconclusive: {i}");
+    }
+    for n in &report.notes {
+        let _ = writeln!(out, "note: {n}");
     }
     out
 }
@@ -215,6 +226,10 @@ pub struct Record {
     pub max_us: f64,
     /// Every checker passed on this run.
     pub safe: bool,
+    /// The run's verdict: `pass`, `violation` or `inconclusive` (reports of older
+    /// versions: absent, read from `safe` and `verdicts`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<Verdict>,
     /// Whether the strategy claims to be safe at this setting (a negative control or a
     /// strategy outside its scope does not).
     pub claims_safe: bool,
@@ -285,13 +300,46 @@ pub fn table(results: &[Record]) -> String {
     out
 }
 
-/// The verdict column: `safe`, `VIOLATION` (claims safe but a checker failed: a bug), or
-/// `unsafe (expected)` for controls and out-of-scope runs that were caught.
+/// The verdict column. For a strategy that claims to be safe at the setting: `safe`,
+/// `VIOLATION` (a checker failed: a bug) or `inconclusive` (no checker failed, one could
+/// not tell). For a negative control, or a strategy outside its scope, what the checkers
+/// found of the failure it is expected to show: `unsafe (expected: control)` when one
+/// caught it, `not caught this run (control)` when all passed (a single thread cannot
+/// race), `inconclusive (control)`; `out of scope` in place of `control` for the other.
 pub fn verdict(r: &Record) -> &'static str {
-    match (r.safe, r.claims_safe) {
-        (true, _) => "safe",
-        (false, true) => "VIOLATION",
-        (false, false) => "unsafe (expected)",
+    let verdict = r.verdict.unwrap_or_else(|| older_verdict(r));
+    let control = super::is_control(&r.strategy);
+    match (r.claims_safe, control, verdict) {
+        (true, _, Verdict::Pass) => "safe",
+        (true, _, Verdict::Violation) => "VIOLATION",
+        (true, _, Verdict::Inconclusive) => "inconclusive",
+        (false, true, Verdict::Violation) => "unsafe (expected: control)",
+        (false, true, Verdict::Pass) => "not caught this run (control)",
+        (false, true, Verdict::Inconclusive) => "inconclusive (control)",
+        (false, false, Verdict::Violation) => "unsafe (expected: out of scope)",
+        (false, false, Verdict::Pass) => "not caught this run (out of scope)",
+        (false, false, Verdict::Inconclusive) => "inconclusive (out of scope)",
+    }
+}
+
+/// The verdict of a record of an older version, which has no `verdict`: `safe`, else a
+/// violation if a checker's line says so, else inconclusive if one says that, else a
+/// violation.
+fn older_verdict(r: &Record) -> Verdict {
+    if r.safe {
+        return Verdict::Pass;
+    }
+    // Each line is `checker: VERDICT (summary)`.
+    let said = |word: &str| {
+        r.verdicts.iter().any(|line| {
+            line.split_once(": ")
+                .is_some_and(|(_, rest)| rest.split(' ').next() == Some(word))
+        })
+    };
+    if !said("VIOLATION") && said("inconclusive") {
+        Verdict::Inconclusive
+    } else {
+        Verdict::Violation
     }
 }
 
@@ -300,6 +348,16 @@ mod tests {
     use super::*;
 
     fn record(strategy: &str, safe: bool, claims_safe: bool) -> Record {
+        let verdict = if safe {
+            Verdict::Pass
+        } else {
+            Verdict::Violation
+        };
+        judged(strategy, verdict, claims_safe)
+    }
+
+    fn judged(strategy: &str, verdict: Verdict, claims_safe: bool) -> Record {
+        let safe = verdict == Verdict::Pass;
         Record {
             strategy: strategy.into(),
             scope: "threads".into(),
@@ -314,6 +372,7 @@ mod tests {
             p999_us: 3.0,
             max_us: 4.0,
             safe,
+            verdict: Some(verdict),
             claims_safe,
             verdicts: vec![],
         }
@@ -329,7 +388,92 @@ mod tests {
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 4);
         assert!(lines[1].contains("1234") && lines[1].ends_with("safe"));
-        assert!(lines[2].ends_with("unsafe (expected)"));
+        assert!(lines[2].ends_with("unsafe (expected: control)"));
         assert!(lines[3].ends_with("VIOLATION"));
+    }
+
+    #[test]
+    fn the_verdict_column_tells_inconclusive_and_uncaught_from_caught() {
+        use Verdict::{Inconclusive, Pass, Violation};
+        for (strategy, v, claims_safe, label) in [
+            ("mutex", Pass, true, "safe"),
+            ("mutex", Violation, true, "VIOLATION"),
+            ("mutex", Inconclusive, true, "inconclusive"),
+            (
+                "unserialized",
+                Violation,
+                false,
+                "unsafe (expected: control)",
+            ),
+            ("unserialized", Pass, false, "not caught this run (control)"),
+            (
+                "racy-version:5",
+                Inconclusive,
+                false,
+                "inconclusive (control)",
+            ),
+            (
+                "redis-nofence://127.0.0.1:6379/0?ttl_ms=50",
+                Pass,
+                false,
+                "not caught this run (control)",
+            ),
+            ("mutex", Violation, false, "unsafe (expected: out of scope)"),
+            ("mutex", Pass, false, "not caught this run (out of scope)"),
+            ("mutex", Inconclusive, false, "inconclusive (out of scope)"),
+        ] {
+            assert_eq!(
+                verdict(&judged(strategy, v, claims_safe)),
+                label,
+                "{strategy} {v} claims_safe={claims_safe}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_record_of_an_older_version_is_read_from_its_checkers_lines() {
+        let mut r = judged("mutex", Verdict::Violation, true);
+        r.verdict = None;
+        r.verdicts = vec![
+            "lost_update: pass (12 acknowledged increments over 1 keys, none lost)".into(),
+            "floor: inconclusive (3 of 12 requested ops acknowledged; VIOLATION named here is not one)".into(),
+        ];
+        assert_eq!(verdict(&r), "inconclusive");
+        r.verdicts
+            .push("overlap: VIOLATION (2 overlapping critical sections among 12)".into());
+        assert_eq!(verdict(&r), "VIOLATION");
+        r.safe = true;
+        assert_eq!(verdict(&r), "safe");
+        // The JSON of a record without `verdict` still reads.
+        let json = serde_json::to_value(&r).unwrap();
+        assert!(json.get("verdict").is_none(), "{json}");
+        let back: Record = serde_json::from_value(json).unwrap();
+        assert_eq!(back.verdict, None);
+    }
+
+    #[test]
+    fn notes_go_under_the_problems() {
+        let report = Report {
+            turnstile_version: "0".into(),
+            machine: Machine::current(),
+            sqlite: SqliteInfo {
+                version: "3".into(),
+                journal_mode: "wal".into(),
+                sync: vec!["normal".into()],
+            },
+            data: "sqlite".into(),
+            floors: vec![],
+            lock_cycles: vec![],
+            results: vec![],
+            violations: vec![],
+            inconclusive: vec![],
+            notes: vec!["one thing".into()],
+        };
+        assert_eq!(problems(&report), "note: one thing\n");
+        assert_eq!(
+            report.exit_code(),
+            0,
+            "a note does not change the exit code"
+        );
     }
 }
