@@ -314,7 +314,8 @@ impl Op {
 pub struct History {
     /// Ops ordered by invoke time.
     pub ops: Vec<Op>,
-    /// Events that could not be joined (a completion without invoke, an unreadable line).
+    /// Events that could not be joined (a completion without invoke, an unreadable line),
+    /// and history files that were missing, one readable line each.
     pub malformed: Vec<String>,
     /// What is missing from the history or does not read, by where it is:
     /// [`History::gaps`] says which of these leave it incomplete.
@@ -409,8 +410,8 @@ impl History {
     /// Why this history is not whole, one line each; empty when every op of every
     /// process is in it. A missing file, a line that does not parse and an event that
     /// cannot be joined each hide what some op did — except a torn last line of a file in
-    /// `killed`: a worker killed in the middle of its write leaves one, and the op it was
-    /// writing about reads as unknown.
+    /// `killed`: a worker killed in the middle of its write leaves one, and hides nothing
+    /// (a torn completion leaves its op unknown; a torn invoke's op never ran).
     pub fn gaps(&self, killed: &[impl AsRef<Path>]) -> Vec<String> {
         self.flaws
             .iter()
