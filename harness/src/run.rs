@@ -36,7 +36,7 @@ use crate::workload::{OpEnv, Paths, Probe, Workload};
 pub const MAX_TIME_LIMIT: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// What to run. Its `Debug` shows the strategy spec as
-/// [`redact_url`](turnstile::spec::redact_url) does: it may hold a password.
+/// [`redact_url`] does: it may hold a password.
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct RunConfig {
@@ -597,7 +597,7 @@ impl RunReport {
 
 /// What a worker process (or the in-process threads) runs: everything is explicit, so it
 /// serializes, for a child process, to the first line of its stdin. Its `Debug` shows the
-/// strategy spec as [`redact_url`](turnstile::spec::redact_url) does.
+/// strategy spec as [`redact_url`] does.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct WorkerSpec {
     /// Strategy spec.
