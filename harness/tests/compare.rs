@@ -158,7 +158,7 @@ fn compare_writes_a_table_json_and_svg_with_a_verdict_per_setting() {
     assert_eq!(notes.len(), 1, "{stdout}");
     assert!(
         notes[0].starts_with("note: queue, mutex ran inside SQLite transactions")
-            && notes[0].contains("does not test the lock's exclusion"),
+            && notes[0].contains("does not test their own exclusion"),
         "{stdout}"
     );
     assert_eq!(

@@ -104,14 +104,13 @@ impl CheckResult {
 ///
 /// The workload's own invariant always applies — `exactly_once` too for strategies that
 /// rerun ops: a rerun repeats the op's effects outside the resource, which is the failure
-/// seed 004 is about, so it is reported, not excused. So does [`refused`]: no strategy
-/// lets the data's busy answer reach the caller (seed 000's failure).
+/// seed 004 is about, so it is reported, not excused. [`refused`] (seed 000's failure)
+/// applies to every strategy too; it needs the run's pauses, so the run calls it itself.
 pub fn checkers_for(workload: Workload, caps: &Capabilities) -> Vec<&'static str> {
     let mut names = vec![invariant(workload)];
     if caps.excludes {
         names.push("overlap");
     }
-    names.push(refused::NAME);
     names
 }
 
@@ -138,7 +137,6 @@ pub fn check_all(
         .into_iter()
         .map(|name| match (name, state) {
             ("overlap", _) => overlap::check(history),
-            (refused::NAME, _) => refused::check(history),
             ("lost_update", FinalState::Values(values)) => lost_update::check(history, values),
             (
                 "bank",

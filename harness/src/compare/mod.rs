@@ -681,7 +681,7 @@ pub fn compare(
         notes.insert(
             0,
             format!(
-                "{} ran inside SQLite transactions, whose write lock serialized their ops too: their verdict here does not test the lock's exclusion (the test suite's autocommit conformance runs do)",
+                "{} ran inside SQLite transactions, whose write lock serialized their ops too: their verdict here does not test their own exclusion (the test suite's autocommit conformance runs do)",
                 locks_in_sqlite_tx.join(", ")
             ),
         );

@@ -58,9 +58,8 @@ impl Report {
             .filter(|r| older && r.claims_safe && !r.safe);
         let (mut violated, mut inconclusive) = (false, false);
         for r in unsafe_records {
-            if r.verdicts.iter().any(|v| v.contains("inconclusive"))
-                && !r.verdicts.iter().any(|v| v.contains("VIOLATION"))
-            {
+            // Read as the table reads it: the word after each checker's name.
+            if older_verdict(r) == Verdict::Inconclusive {
                 inconclusive = true;
             } else {
                 violated = true;
@@ -439,9 +438,28 @@ mod tests {
             "floor: inconclusive (3 of 12 requested ops acknowledged; VIOLATION named here is not one)".into(),
         ];
         assert_eq!(verdict(&r), "inconclusive");
+        // The exit code reads the record as the table does.
+        let older_report = |r: &Record| Report {
+            turnstile_version: "0".into(),
+            machine: Machine::current(),
+            sqlite: SqliteInfo {
+                version: "3".into(),
+                journal_mode: "wal".into(),
+                sync: vec!["normal".into()],
+            },
+            data: "sqlite".into(),
+            floors: vec![],
+            lock_cycles: vec![],
+            results: vec![r.clone()],
+            violations: vec![],
+            inconclusive: vec![],
+            notes: vec![],
+        };
+        assert_eq!(older_report(&r).exit_code(), 3);
         r.verdicts
             .push("overlap: VIOLATION (2 overlapping critical sections among 12)".into());
         assert_eq!(verdict(&r), "VIOLATION");
+        assert_eq!(older_report(&r).exit_code(), 1);
         r.safe = true;
         assert_eq!(verdict(&r), "safe");
         // The JSON of a record without `verdict` still reads.
