@@ -74,9 +74,11 @@ impl Postgres {
     /// key-value string). Nothing is connected yet.
     ///
     /// # Errors
-    /// [`Error::Config`] when the URL does not parse, or when drivers could read its user
-    /// info differently (a raw `@`, `/`, `?` or `#` in the password: percent-encode it,
-    /// `%40` for `@`).
+    /// [`Error::Config`] when the URL does not parse, or when the driver, which reads user
+    /// info up to the first `@`, would read a piece of its password as the host, database
+    /// or user: a raw `@` in the password (`postgres://app:P@ss/1@db/app`), an `@` in the
+    /// database name, or an `@` in the query with no user info before it
+    /// (`postgres://h/db?application_name=a@b`). Percent-encode such an `@` as `%40`.
     pub fn new(url: &str) -> Result<Self, StrategyError> {
         let config = parse_url(url)?;
         Ok(Postgres {
@@ -481,12 +483,14 @@ mod tests {
     #[test]
     fn user_info_the_driver_misreads_is_refused_without_showing_it() {
         for (url, pieces) in [
-            ("postgres://app:P@ssw0rd/1@db/app", ["P@", "ssw0rd"]),
-            ("postgresql://app:P@ssw0rd#1@db/app", ["P@", "ssw0rd"]),
+            ("postgres://app:P@ssw0rd/1@db/app", &["P@", "ssw0rd"][..]),
+            ("postgresql://app:P@ssw0rd#1@db/app", &["P@", "ssw0rd"]),
             (
                 "postgres://h/db?password=Xy7k9&application_name=a@b",
-                ["Xy7k9", "Xy7k9"],
+                &["Xy7k9"],
             ),
+            // Indistinguishable from `app:P@ss/1@db`, whose host the driver reads as `ss`.
+            ("postgres://u:pw@h/my@db", &["pw@", "h/my"]),
         ] {
             let error = parse_config(url).unwrap_err();
             let shown = error.to_string();
@@ -498,11 +502,20 @@ mod tests {
         }
         let config = parse_url("postgres://app:P%40ssw0rd%2F1@db/app").unwrap();
         assert_eq!(identity(&config), "postgres://app@db:5432/app");
+        let config = parse_config("postgres://u:pw@h/my%40db").unwrap();
+        assert_eq!(config.get_dbname(), Some("my@db"));
+        // An `@` in the value of a parameter the driver knows, even with a `/` after it:
+        // the driver's credentials end at the first `@`, as written.
+        let url = "postgres://u:pw@h/db?application_name=deploy@ci/job";
+        let config = parse_config(url).unwrap();
+        assert_eq!(config.get_application_name(), Some("deploy@ci/job"));
+        assert_eq!(identity(&parse_url(url).unwrap()), "postgres://u@h:5432/db");
         for fine in [
             "postgres://u@h/db?application_name=a@b",
             "postgres://u:pw@h1:5432,h2:5433/db",
             "postgres://u:pw@[::1]:5432/db",
             "postgres://u:pa?ss@h/db",
+            "postgres://u:se/cr#et@h/db",
             "postgres://u@%2Frun%2Fpostgresql/db",
             "host=db user=app password=p@ss/w?rd#1@x",
         ] {
