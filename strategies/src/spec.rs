@@ -255,11 +255,16 @@ fn redact_quoted(message: &str, keep: impl Fn(&str) -> bool) -> String {
 ///   after it before the next `&` (`/db?user=a@b`), which [`redact_url`] takes for no
 ///   end of user info.
 ///
-/// PostgreSQL URLs whose user, as that driver reads it, holds a `/` or `?` are ambiguous
-/// too: another reader takes it for a host and a path or query
-/// (`postgres://h/db?password=x&application_name=a@b`). So is a URL with more `@`s than
-/// [`redact_url`] tries. Text that is no `scheme://` URL (a libpq `key=value` string) is
-/// not.
+/// Over PostgreSQL, the driver's credentials (all before the first `@`) are also
+/// ambiguous when they read as a host and then a path, query or next host, as every other
+/// reader (the `url` crate, libpq) takes them: a user (up to the first `:`) that holds a
+/// `/` or `?` (`postgres://h/db?password=x&application_name=a@b` puts the password in the
+/// user), a password that starts with digits and then `/`, `?` or `,` (a port:
+/// `postgres://h:5432/db?application_name=a@b` is user `h` on host `b`), or credentials
+/// that start with an IPv6 address's `[…]`. A password with a raw `/`, `?` or `#`
+/// elsewhere (`postgres://u:pa?ss@h/db`, `postgres://u:se/cr#et@h/db`) is read as written
+/// by that driver. A URL with more `@`s than [`redact_url`] tries is ambiguous too. Text
+/// that is no `scheme://` URL (a libpq `key=value` string) is not.
 #[cfg_attr(
     not(any(feature = "redis", feature = "mysql", feature = "postgres")),
     allow(dead_code)
@@ -307,10 +312,7 @@ pub(crate) fn userinfo_is_ambiguous(url: &str) -> bool {
     };
     if postgres
         && let Some(end) = driver_at
-        && rest[..end]
-            .split(':')
-            .next()
-            .is_some_and(|user| user.contains(['/', '?']))
+        && credentials_read_as_a_host(&rest[..end])
     {
         return true;
     }
@@ -337,6 +339,22 @@ pub(crate) fn userinfo_is_ambiguous(url: &str) -> bool {
     })
 }
 
+/// Whether the PostgreSQL driver's credentials `creds` (all before the first `@`) read as
+/// a host and then a path, query or next host to every other reader: a user (up to the
+/// first `:`) with a `/` or `?`, a password that starts with digits and then `/`, `?` or
+/// `,` (a port), or an IPv6 address's `[…]` at the start.
+fn credentials_read_as_a_host(creds: &str) -> bool {
+    let (user, password) = match creds.split_once(':') {
+        Some((user, password)) => (user, Some(password)),
+        None => (creds, None),
+    };
+    let port = password.is_some_and(|password| {
+        let digits = password.bytes().take_while(u8::is_ascii_digit).count();
+        digits > 0 && matches!(password.as_bytes().get(digits), Some(b'/' | b'?' | b','))
+    });
+    user.contains(['/', '?']) || port || (creds.starts_with('[') && creds.contains(']'))
+}
+
 /// Refuses the URL `url` of a `kind` server (`"Redis"`, `"MySQL"`, …) when
 /// [`userinfo_is_ambiguous`] says it is, with a message that shows it as [`redact_url`]
 /// does.
@@ -351,9 +369,10 @@ pub(crate) fn refuse_ambiguous_userinfo(kind: &str, url: &str) -> Result<(), Str
     if userinfo_is_ambiguous(url) {
         return Err(Error::Config(format!(
             "bad {kind} URL {:?}: drivers read where its user info ends differently, and \
-             one would show a piece of the password as the host, user or database; \
+             one would show a piece of the password as the host, user or database, or \
+             connect to another host; \
              percent-encode an `@` in the user, password, database name or query as %40 \
-             (and a `/`, `?` or `#` in the password as %2F, %3F, %23)",
+             (and a `/`, `?`, `#` or `,` in the password as %2F, %3F, %23, %2C)",
             redact_url(url)
         )));
     }
@@ -1533,7 +1552,7 @@ mod tests {
 
     /// The examples of URLs whose user info drivers read differently, each with the
     /// password's pieces a driver would show as the host, user or database.
-    const AMBIGUOUS: [(&str, &[&str]); 14] = [
+    const AMBIGUOUS: [(&str, &[&str]); 20] = [
         // A raw `@` in the password, then a `#`, `/` or `?`: the `url` crate's authority
         // ends there, its user info at the `@` before it, and its host is `ssw0rd`.
         ("redis://:P@ssw0rd#1@cache:6379/0", &["ssw0rd", "P@ss"]),
@@ -1559,6 +1578,15 @@ mod tests {
             "postgres://h/db?password=Xy7k9&application_name=a@b",
             &["Xy7k9"],
         ),
+        // A host and port before the first `@`: the PostgreSQL driver reads the host as
+        // the user and the rest as the password, and connects to `b` or `ci`.
+        ("postgres://h:5432/db?application_name=a@b", &[]),
+        ("postgres://[::1]:5432/db?application_name=a@b", &[]),
+        ("postgres://h1:5432,h2:5433/db?application_name=a@b", &[]),
+        ("postgres://db:5432/app?application_name=deploy@ci", &[]),
+        ("postgres://h:5432?application_name=a@b", &[]),
+        // So does a password that starts with digits and then a `/`.
+        ("postgres://u:12/ab@h/db", &["12/ab"]),
         // More `@`s than readings tried.
         ("mysql://u:p@@@@@@@@@@@@@@@@@@@h/db", &["p@@@"]),
     ];
@@ -1599,9 +1627,6 @@ mod tests {
             "postgres://u:se/cr#et@h/db",
             "postgres://u@%2Frun%2Fpostgresql/db",
             "postgres:///db?host=/run/postgresql",
-            // The driver reads this one oddly (user `db`, host `ci`), but as its only
-            // reading: the password that is none is masked.
-            "postgres://db:5432/app?application_name=deploy@ci",
             // A raw `@` in the password, where the `url` crate's user info ends at the
             // last `@` before the host: read as written.
             "mysql://app:P@ss@db/app",
@@ -1613,6 +1638,10 @@ mod tests {
             "rediss://:pw@h:6380/0?tls_ca=/etc/u@h/ca.pem",
             "mysql://u:pw@h?user=a@b",
             "mysql://u:pw@h/db?socket=/run/u@h/mysqld.sock",
+            // A PostgreSQL password of digits, or with digits not followed by `/`, `?`
+            // or `,`.
+            "postgres://u:1234@h/db",
+            "postgres://u:12ab/x@h/db",
             // libpq key=value strings have no user info.
             "host=db user=app password=p@ss/w?rd#1@x",
             "host=h options='-c a://b@c' password=secret",
