@@ -230,20 +230,41 @@ fn redact_quoted(message: &str, keep: impl Fn(&str) -> bool) -> String {
     out
 }
 
-/// Whether the URL `url` (`scheme://…`) leaves it open where its user info ends, so that
-/// a driver may read a piece of the password as the host, the database or the user, which
-/// messages and identities built from the parsed URL would then show: [`redact_url`]
-/// masks every reading of the user info (each `@` that may end it), and the URL is
-/// ambiguous when one of those readings ends at another `@` than the one its driver uses.
-/// That driver is the PostgreSQL one for `postgres://` and `postgresql://` (the first `@`
-/// anywhere ends the user info, and the user ends at the first `:`), the `url` crate for
-/// every other scheme (the last `@` before the first `/`, `?` or `#`; a reading whose
-/// password only starts after those, in a path or query, is no user info's to it).
-/// PostgreSQL URLs whose user, as that driver reads it, holds a `/` or `?` are ambiguous
-/// too: another reader takes it for a host and a path or query
-/// (`postgres://h/db?password=x&application_name=a@b`). So is a URL with more `@`s than
-/// [`redact_url`] tries. Text that is no `scheme://` URL (a libpq `key=value` string) is
-/// not.
+/// Whether the URL `url` (`scheme://…`) leaves it open where its user info ends, in a way
+/// that makes its driver read a piece of the password as the host, port, database or a
+/// parameter, which messages and identities built from the parsed URL would then show.
+///
+/// A reading is an `@` that may end the user info, with a password colon before it: those
+/// [`redact_url`] masks (so a refusal never shows their pieces). The driver's own reading
+/// is the PostgreSQL driver's for `postgres://` and `postgresql://` (the first `@`
+/// anywhere; its host runs to the next `/` or `?`) and the `url` crate's for every other
+/// scheme (the last `@` before the first `/`, `?` or `#`, where its host ends). The URL is
+/// ambiguous when another reading ends past the driver's `@` (in what the driver reads as
+/// its host, path, query or fragment) while that reading's password colon comes before the
+/// end of the driver's host: `redis://:P@ss#1@h` (host `ss`), `mysql://app:P@ss/1@db/app`,
+/// `mysql://app:P@ss?1@db`, `postgres://app:P@ss/1@db/app`, and also
+/// `postgres://u:pw@h/my@db`, which is `postgres://app:P@ss/1@db` in form. Not ambiguous:
+///
+/// - an `@` the driver keeps inside the user info: a raw `@` in a password that ends at
+///   the last `@` before the host (`mysql://app:P@ss@db/app`, `redis://:P@ss@h:6379/0`)
+///   is read as written by the `url` crate (the PostgreSQL driver reads it up to the first
+///   `@`, which is ambiguous there);
+/// - an `@` in the value of a query parameter some driver knows
+///   (`?application_name=deploy@ci/job`, `?tls_ca=/etc/u@h/ca.pem`): no password holds
+///   `?tls_ca=`; nor one in any value of the query after a path, with no `/` or `?`
+///   after it before the next `&` (`/db?user=a@b`), which [`redact_url`] takes for no
+///   end of user info.
+///
+/// Over PostgreSQL, the driver's credentials (all before the first `@`) are also
+/// ambiguous when they read as a host and then a path, query or next host, as every other
+/// reader (the `url` crate, libpq) takes them: a user (up to the first `:`) that holds a
+/// `/` or `?` (`postgres://h/db?password=x&application_name=a@b` puts the password in the
+/// user), a password that starts with digits and then `/`, `?` or `,` (a port:
+/// `postgres://h:5432/db?application_name=a@b` is user `h` on host `b`), or credentials
+/// that start with an IPv6 address's `[…]`. A password with a raw `/`, `?` or `#`
+/// elsewhere (`postgres://u:pa?ss@h/db`, `postgres://u:se/cr#et@h/db`) is read as written
+/// by that driver. A URL with more `@`s than [`redact_url`] tries is ambiguous too. Text
+/// that is no `scheme://` URL (a libpq `key=value` string) is not.
 #[cfg_attr(
     not(any(feature = "redis", feature = "mysql", feature = "postgres")),
     allow(dead_code)
@@ -267,30 +288,71 @@ pub(crate) fn userinfo_is_ambiguous(url: &str) -> bool {
     }
     let postgres =
         scheme.eq_ignore_ascii_case("postgres") || scheme.eq_ignore_ascii_case("postgresql");
-    // The `@` the driver takes as the end of the user info, and where its user info may
-    // start a password at the latest.
-    let (driver_at, authority_end) = if postgres {
-        (rest.find('@'), rest.len())
+    // The `@` the driver takes as the end of the user info, where its host ends, and its
+    // query (without the `?`).
+    let (driver_at, host_end, query) = if postgres {
+        let driver_at = rest.find('@');
+        let host = driver_at.map_or(0, |at| at + 1);
+        let host_end = rest[host..]
+            .find(['/', '?'])
+            .map_or(rest.len(), |end| host + end);
+        let query = rest[host_end..]
+            .find('?')
+            .map(|q| host_end + q + 1..rest.len());
+        (driver_at, host_end, query)
     } else {
-        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-        (rest[..end].rfind('@'), end)
+        let host_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let fragment = rest[host_end..]
+            .find('#')
+            .map_or(rest.len(), |f| host_end + f);
+        let query = rest[host_end..fragment]
+            .find('?')
+            .map(|q| host_end + q + 1..fragment);
+        (rest[..host_end].rfind('@'), host_end, query)
     };
     if postgres
         && let Some(end) = driver_at
-        && rest[..end]
-            .split(':')
-            .next()
-            .is_some_and(|user| user.contains(['/', '?']))
+        && credentials_read_as_a_host(&rest[..end])
     {
         return true;
     }
+    // Whether the `@` at `i` is in the value of a query parameter a driver knows.
+    let in_a_known_value = |i: usize| {
+        query.clone().is_some_and(|query| {
+            let mut start = query.start;
+            rest[query].split('&').any(|param| {
+                let (from, to) = (start, start + param.len());
+                start = to + 1;
+                (from..to).contains(&i)
+                    && param.find('=').is_some_and(|eq| from + eq < i)
+                    && names_known_parameter(param)
+            })
+        })
+    };
     let mut readings = Vec::new();
     userinfo_masks(url, from, postgres, &mut readings);
     readings.iter().any(|m| {
         // The mask runs from just after the password colon to the `@`.
         let colon = m.start - 1 - from;
-        Some(m.end - from) != driver_at && colon < authority_end
+        let at = m.end - from;
+        driver_at.is_none_or(|driver| at > driver) && colon < host_end && !in_a_known_value(at)
     })
+}
+
+/// Whether the PostgreSQL driver's credentials `creds` (all before the first `@`) read as
+/// a host and then a path, query or next host to every other reader: a user (up to the
+/// first `:`) with a `/` or `?`, a password that starts with digits and then `/`, `?` or
+/// `,` (a port), or an IPv6 address's `[…]` at the start.
+fn credentials_read_as_a_host(creds: &str) -> bool {
+    let (user, password) = match creds.split_once(':') {
+        Some((user, password)) => (user, Some(password)),
+        None => (creds, None),
+    };
+    let port = password.is_some_and(|password| {
+        let digits = password.bytes().take_while(u8::is_ascii_digit).count();
+        digits > 0 && matches!(password.as_bytes().get(digits), Some(b'/' | b'?' | b','))
+    });
+    user.contains(['/', '?']) || port || (creds.starts_with('[') && creds.contains(']'))
 }
 
 /// Refuses the URL `url` of a `kind` server (`"Redis"`, `"MySQL"`, …) when
@@ -307,9 +369,10 @@ pub(crate) fn refuse_ambiguous_userinfo(kind: &str, url: &str) -> Result<(), Str
     if userinfo_is_ambiguous(url) {
         return Err(Error::Config(format!(
             "bad {kind} URL {:?}: drivers read where its user info ends differently, and \
-             one would show a piece of the password as the host, user or database; \
-             percent-encode an `@` in the user, password or query as %40 (and a `/`, `?` \
-             or `#` in the password as %2F, %3F, %23)",
+             one would show a piece of the password as the host, user or database, or \
+             connect to another host; \
+             percent-encode an `@` in the user, password, database name or query as %40 \
+             (and a `/`, `?`, `#` or `,` in the password as %2F, %3F, %23, %2C)",
             redact_url(url)
         )));
     }
@@ -1489,30 +1552,41 @@ mod tests {
 
     /// The examples of URLs whose user info drivers read differently, each with the
     /// password's pieces a driver would show as the host, user or database.
-    const AMBIGUOUS: [(&str, &[&str]); 13] = [
-        // A raw `@` in the password, then a `#`, `/` or `?`: the `url` crate's user info
-        // ends at the first `@`, the host at the `#`.
+    const AMBIGUOUS: [(&str, &[&str]); 20] = [
+        // A raw `@` in the password, then a `#`, `/` or `?`: the `url` crate's authority
+        // ends there, its user info at the `@` before it, and its host is `ssw0rd`.
         ("redis://:P@ssw0rd#1@cache:6379/0", &["ssw0rd", "P@ss"]),
         ("redis://:P@ssw0rd#1@h1:6379", &["ssw0rd"]),
         ("rediss://u:P@ss/w0rd@cache:6380/0", &["ss/w0rd", "P@ss"]),
         ("mysql://app:P@ssw0rd#1@db/app", &["ssw0rd"]),
         ("mysql://app:P@ss?w0rd!@db/app", &["ss?w0rd", "w0rd!"]),
+        // The same in the value of a parameter no driver knows.
+        ("mysql://app:P@ss?x=1@db/app", &["P@ss", "x=1"]),
         // No `@` before the `?`: the `url` crate reads `1234` as a port.
         ("mysql://app:1234?abc@h/db", &["1234", "abc"]),
         ("redis://x:12/5?a@h", &["12/5"]),
+        // An `@` in the database name reads as a raw `@` and `/` in a password
+        // (`app:P@ss/1@db`): the driver's host would be `ss`.
+        ("mysql://u:pw@h/my@db", &["pw@h"]),
+        ("postgres://u:pw@h/my@db", &["pw@h"]),
         // A raw `@` in the password: the PostgreSQL driver ends the user info at the
         // first `@`.
         ("postgres://app:P@ssw0rd/1@db/app", &["ssw0rd", "1@db"]),
         ("postgresql://app:P@ss@db/app", &["P@ss"]),
-        // A raw `@` in the password, read right by the `url` crate, but not by every
-        // driver: refused too.
-        ("redis://:P@ssw0rd@cache:6379/0", &["ssw0rd"]),
-        ("mysql://app:P@ss@db/app", &["P@ss"]),
         // A query before the first `@`: the PostgreSQL driver's user holds it.
         (
             "postgres://h/db?password=Xy7k9&application_name=a@b",
             &["Xy7k9"],
         ),
+        // A host and port before the first `@`: the PostgreSQL driver reads the host as
+        // the user and the rest as the password, and connects to `b` or `ci`.
+        ("postgres://h:5432/db?application_name=a@b", &[]),
+        ("postgres://[::1]:5432/db?application_name=a@b", &[]),
+        ("postgres://h1:5432,h2:5433/db?application_name=a@b", &[]),
+        ("postgres://db:5432/app?application_name=deploy@ci", &[]),
+        ("postgres://h:5432?application_name=a@b", &[]),
+        // So does a password that starts with digits and then a `/`.
+        ("postgres://u:12/ab@h/db", &["12/ab"]),
         // More `@`s than readings tried.
         ("mysql://u:p@@@@@@@@@@@@@@@@@@@h/db", &["p@@@"]),
     ];
@@ -1553,9 +1627,21 @@ mod tests {
             "postgres://u:se/cr#et@h/db",
             "postgres://u@%2Frun%2Fpostgresql/db",
             "postgres:///db?host=/run/postgresql",
-            // The driver reads this one oddly (user `db`, host `ci`), but as its only
-            // reading: the password that is none is masked.
-            "postgres://db:5432/app?application_name=deploy@ci",
+            // A raw `@` in the password, where the `url` crate's user info ends at the
+            // last `@` before the host: read as written.
+            "mysql://app:P@ss@db/app",
+            "redis://:P@ssw0rd@cache:6379/0",
+            "redis://u:P@ss@w0rd@h:6379",
+            "redlock://:P@ss@h1,h2,h3",
+            // An `@` in the value of a parameter drivers know, with a `/` after it.
+            "postgres://u:pw@h/db?application_name=deploy@ci/job",
+            "rediss://:pw@h:6380/0?tls_ca=/etc/u@h/ca.pem",
+            "mysql://u:pw@h?user=a@b",
+            "mysql://u:pw@h/db?socket=/run/u@h/mysqld.sock",
+            // A PostgreSQL password of digits, or with digits not followed by `/`, `?`
+            // or `,`.
+            "postgres://u:1234@h/db",
+            "postgres://u:12ab/x@h/db",
             // libpq key=value strings have no user info.
             "host=db user=app password=p@ss/w?rd#1@x",
             "host=h options='-c a://b@c' password=secret",

@@ -87,9 +87,11 @@ impl MySql {
     /// connected yet.
     ///
     /// # Errors
-    /// [`Error::Config`] when the URL does not parse, or when drivers could read its user
-    /// info differently (a raw `@`, `/`, `?` or `#` in the password: percent-encode it,
-    /// `%40` for `@`).
+    /// [`Error::Config`] when the URL does not parse, or when the driver would read a piece
+    /// of its password as the host or database: a raw `@` in the password followed by a
+    /// `/`, `?` or `#` in it (`mysql://app:P@ss#1@db/app`), or an `@` in the database name
+    /// (percent-encode them, `%40` for `@`, `%2F`, `%3F`, `%23`). A raw `@` alone in the
+    /// password (`mysql://app:P@ss@db/app`) is read as written.
     pub fn new(url: &str) -> Result<Self, StrategyError> {
         let opts = parse_url(url)?;
         Ok(MySql {
@@ -148,9 +150,10 @@ impl MySql {
 /// Parses a `mysql://` URL, refusing anything the driver refuses, and user info whose end
 /// drivers read differently ([`crate::spec::userinfo_is_ambiguous`]).
 pub(crate) fn parse_url(url: &str) -> Result<Opts, StrategyError> {
-    // A raw `@` in the password (or a `/`, `?` or `#`): drivers disagree on where the user
-    // info ends, and this one may take a piece of the password for the host
-    // (`mysql://app:P@ss#1@db/app`), which the identity shows.
+    // A raw `@` in the password followed by a `/`, `?` or `#`: the driver ends the host
+    // there, and its user info at an `@` before it, taking a piece of the password for
+    // the host (`mysql://app:P@ss#1@db/app`), which the identity shows. A raw `@` with
+    // none of them after it in the password (`app:P@ss@db`) is read as written.
     crate::spec::refuse_ambiguous_userinfo("MySQL", url)?;
     Opts::from_url(url).map_err(|e| {
         // The driver's message may quote a piece of the URL (an unknown parameter that is
@@ -414,7 +417,8 @@ mod tests {
             ("mysql://app:P@ssw0rd#1@db/app", ["P@", "ssw0rd"]),
             ("mysql://app:P@ss?w0rd!@db/app", ["P@", "w0rd"]),
             ("mysql://app:1234?abc@h/db", ["1234", "abc"]),
-            ("mysql://app:P@ss@db/app", ["P@", "ss@"]),
+            // Indistinguishable from `app:P@ss/1@db`, whose host the driver reads as `ss`.
+            ("mysql://u:pw@h/my@db", ["pw@", "h/my"]),
         ] {
             let error = MySql::new(url).unwrap_err();
             let shown = error.to_string();
@@ -426,9 +430,19 @@ mod tests {
         }
         let db = MySql::new("mysql://app:P%40ssw0rd%231@db/app").unwrap();
         assert_eq!(db.identity(), "mysql://app@db:3306/app");
+        // A raw `@` with no `/`, `?` or `#` after it in the password: the driver's user
+        // info ends at the last `@` before the host, as written.
+        let opts = parse_url("mysql://app:P@ss@db/app").unwrap();
+        assert_eq!(opts.get_pass(), Some("P@ss"));
+        let db = MySql::new("mysql://app:P@ss@db/app").unwrap();
+        assert_eq!(db.identity(), "mysql://app@db:3306/app");
+        // An `@` in the value of a parameter the driver knows.
+        let opts = parse_url("mysql://u:pw@h/db?socket=/run/u@h/mysqld.sock").unwrap();
+        assert_eq!(opts.get_socket(), Some("/run/u@h/mysqld.sock"));
         for fine in [
             "mysql://u:pw@[::1]:3306/db?prefer_socket=false",
             "mysql://root@127.0.0.1:3306/test",
+            "mysql://u:pw@h?user=a@b",
         ] {
             assert!(MySql::new(fine).is_ok(), "{fine}");
         }

@@ -74,9 +74,12 @@ impl Postgres {
     /// key-value string). Nothing is connected yet.
     ///
     /// # Errors
-    /// [`Error::Config`] when the URL does not parse, or when drivers could read its user
-    /// info differently (a raw `@`, `/`, `?` or `#` in the password: percent-encode it,
-    /// `%40` for `@`).
+    /// [`Error::Config`] when the URL does not parse, or when the driver, which reads user
+    /// info up to the first `@`, would read a piece of its password as the host or
+    /// database, or connect to another host than the URL names: a raw `@` in the password
+    /// (`postgres://app:P@ss/1@db/app`), an `@` in the database name, or an `@` in the
+    /// query with no user info before it (`postgres://h:5432/db?application_name=a@b`).
+    /// Percent-encode such an `@` as `%40`.
     pub fn new(url: &str) -> Result<Self, StrategyError> {
         let config = parse_url(url)?;
         Ok(Postgres {
@@ -162,9 +165,11 @@ pub(crate) fn parse_config(url: &str) -> Result<tokio_postgres::Config, Strategy
             crate::spec::redact_url(url)
         ))
     };
-    // A raw `@` in the password followed by another `@` (`app:P@ss/1@db/app`), or a user
-    // that holds a query (`h/db?password=x&application_name=a@b`): the driver would take
-    // a piece of the password for the host, database or user, which the identity shows.
+    // A raw `@` in the password followed by another `@` (`app:P@ss/1@db/app`), a user
+    // that holds a query (`h/db?password=x&application_name=a@b`), or a host and port
+    // before the first `@` (`h:5432/db?application_name=a@b`): the driver would take a
+    // piece of the password for the host, database or user, which the identity shows, or
+    // connect to another host than the URL names.
     crate::spec::refuse_ambiguous_userinfo("PostgreSQL", url)?;
     let mut config = tokio_postgres::Config::from_str(url).map_err(|e| bad(&e))?;
     // What the driver would refuse only when it connects, as if the server were out of
@@ -187,11 +192,10 @@ pub(crate) fn parse_config(url: &str) -> Result<tokio_postgres::Config, Strategy
     {
         return Err(bad(&"a host name is empty"));
     }
-    // The driver reads user info up to the first `@`: one in a query before a
-    // `password=` (`db:5432/app?user=a@b&password=…`, whose user info the check above
-    // finds unambiguous), or in the user before one (`a@b&password=…`), leaves the
-    // password in the host name, which the strategy's identity would then show. No host
-    // name holds these.
+    // The driver reads user info up to the first `@`: one in the user before a
+    // `password=` (`a@b&password=…`, which has no password colon, so the check above
+    // finds one reading only) leaves the password in the host name, which the strategy's
+    // identity would then show. No host name holds these.
     if hosts
         .iter()
         .any(|h| matches!(h, Host::Tcp(name) if name.contains(['@', '&', '=', '?'])))
@@ -476,17 +480,26 @@ mod tests {
     }
 
     /// The driver reads user info up to the first `@`: a raw `@` in the password leaves a
-    /// piece of it in the host or database name, and a query before the first `@` is the
-    /// user; the identity would show either.
+    /// piece of it in the host or database name, a query before the first `@` is the user,
+    /// and a host and port before it are the user and password, with the host after the
+    /// `@`; the identity would show the password's piece, or name the wrong server.
     #[test]
     fn user_info_the_driver_misreads_is_refused_without_showing_it() {
         for (url, pieces) in [
-            ("postgres://app:P@ssw0rd/1@db/app", ["P@", "ssw0rd"]),
-            ("postgresql://app:P@ssw0rd#1@db/app", ["P@", "ssw0rd"]),
+            ("postgres://app:P@ssw0rd/1@db/app", &["P@", "ssw0rd"][..]),
+            ("postgresql://app:P@ssw0rd#1@db/app", &["P@", "ssw0rd"]),
             (
                 "postgres://h/db?password=Xy7k9&application_name=a@b",
-                ["Xy7k9", "Xy7k9"],
+                &["Xy7k9"],
             ),
+            // User `h`, password `5432/db?…`, host `b`.
+            (
+                "postgres://h:5432/db?password=Xy7k9&application_name=a@b",
+                &["Xy7k9"],
+            ),
+            ("postgres://[::1]:5432/db?application_name=a@b", &[]),
+            // Indistinguishable from `app:P@ss/1@db`, whose host the driver reads as `ss`.
+            ("postgres://u:pw@h/my@db", &["pw@", "h/my"]),
         ] {
             let error = parse_config(url).unwrap_err();
             let shown = error.to_string();
@@ -498,11 +511,21 @@ mod tests {
         }
         let config = parse_url("postgres://app:P%40ssw0rd%2F1@db/app").unwrap();
         assert_eq!(identity(&config), "postgres://app@db:5432/app");
+        let config = parse_config("postgres://u:pw@h/my%40db").unwrap();
+        assert_eq!(config.get_dbname(), Some("my@db"));
+        // An `@` in the value of a parameter the driver knows, even with a `/` after it:
+        // the driver's credentials end at the first `@`, as written.
+        let url = "postgres://u:pw@h/db?application_name=deploy@ci/job";
+        let config = parse_config(url).unwrap();
+        assert_eq!(config.get_application_name(), Some("deploy@ci/job"));
+        assert_eq!(identity(&parse_url(url).unwrap()), "postgres://u@h:5432/db");
         for fine in [
             "postgres://u@h/db?application_name=a@b",
             "postgres://u:pw@h1:5432,h2:5433/db",
             "postgres://u:pw@[::1]:5432/db",
             "postgres://u:pa?ss@h/db",
+            "postgres://u:se/cr#et@h/db",
+            "postgres://u:1234@h/db",
             "postgres://u@%2Frun%2Fpostgresql/db",
             "host=db user=app password=p@ss/w?rd#1@x",
         ] {

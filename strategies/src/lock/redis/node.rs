@@ -771,7 +771,6 @@ mod tests {
             ("redis://:P@ssw0rd#1@cache:6379/0", "ssw0rd"),
             ("rediss://u:P@ss/w0rd@cache:6380/0", "w0rd"),
             ("redis://:P@ss?w0rd@cache:6379/0", "w0rd"),
-            ("redis://u:P@ssw0rd@cache:6379/0", "ssw0rd"),
         ] {
             let error = parse_url(url).unwrap_err();
             let shown = error.to_string();
@@ -780,6 +779,12 @@ mod tests {
             assert!(!shown.contains(piece), "{shown}");
         }
         let (_, shown) = parse_url("redis://:P%40ssw0rd%231@cache:6379/0").unwrap();
+        assert_eq!(shown, "redis://cache:6379/0");
+        // A raw `@` with no `#`, `/` or `?` after it in the password: the driver's user
+        // info ends at the last `@` before the host, as written.
+        let (_, shown) = parse_url("redis://u:P@ssw0rd@cache:6379/0").unwrap();
+        assert_eq!(shown, "redis://u@cache:6379/0");
+        let (_, shown) = parse_url("redis://:P@ss@w0rd@cache:6379/0").unwrap();
         assert_eq!(shown, "redis://cache:6379/0");
         for fine in [
             "redis://h:6379",
@@ -795,6 +800,24 @@ mod tests {
                 "{bad} accepted"
             );
         }
+    }
+
+    /// An `@` in the path of a TLS file, with a `/` after it, is the query's: the user
+    /// info ends at the `@` before the host.
+    #[cfg(feature = "redis-tls")]
+    #[test]
+    fn an_at_in_a_tls_file_path_ends_no_user_info() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca_dir = dir.path().join("u@h");
+        std::fs::create_dir(&ca_dir).unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let ca = ca_dir.join("ca.pem");
+        std::fs::write(&ca, params.self_signed(&key).unwrap().pem()).unwrap();
+        let url = format!("rediss://:pw@127.0.0.1:6380/0?tls_ca={}", ca.display());
+        let (_, shown) = parse_url(&url).unwrap();
+        assert_eq!(shown, "rediss://127.0.0.1:6380/0");
     }
 
     #[test]

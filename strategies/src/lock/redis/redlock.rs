@@ -432,5 +432,9 @@ mod tests {
         let b = RedlockLock::builder_from_url("redlock://:P%40ssw0rd%231@h1:6379,h2:6379,h3:6379")
             .unwrap();
         assert_eq!(b.build().unwrap().servers(), 3);
+        // A raw `@` with no `#`, `/` or `?` after it in the password: each server's URL
+        // ends its user info at the last `@` before the host, as written.
+        let b = RedlockLock::builder_from_url("redlock://:P@ss@h1,h2,h3").unwrap();
+        assert_eq!(b.build().unwrap().servers(), 3);
     }
 }
