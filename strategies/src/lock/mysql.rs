@@ -159,9 +159,9 @@ impl MySqlLock {
     /// database holds the fence counters). Nothing is connected yet.
     ///
     /// # Errors
-    /// [`Error::Config`] when the URL does not parse, or when drivers could read its user
-    /// info differently (a raw `@`, `/`, `?` or `#` in the password: percent-encode it,
-    /// `%40` for `@`).
+    /// [`Error::Config`] when the URL does not parse, or when the driver would read a piece
+    /// of its password as the host or database (the rules of [`MySql::new`](crate::resource::MySql::new); percent-encode
+    /// an `@` as `%40`).
     pub fn new(url: &str) -> Result<Self, StrategyError> {
         let opts = res::parse_url(url)?;
         Ok(MySqlLock {

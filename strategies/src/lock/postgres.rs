@@ -383,9 +383,9 @@ impl PostgresLock {
     /// [`DEFAULT_CONNECT_TIMEOUT`].
     ///
     /// # Errors
-    /// [`Error::Config`] when the URL does not parse, or when drivers could read its user
-    /// info differently (a raw `@`, `/`, `?` or `#` in the password: percent-encode it,
-    /// `%40` for `@`).
+    /// [`Error::Config`] when the URL does not parse, or when the driver would read a piece
+    /// of its password as the host or database (the rules of [`Postgres::new`](crate::resource::Postgres::new); percent-encode
+    /// an `@` as `%40`).
     pub fn new(url: &str) -> Result<Self, StrategyError> {
         let config = res::parse_config(url)?;
         Ok(PostgresLock {

@@ -448,8 +448,9 @@ impl RedisLockBuilder {
     /// shows at the first acquire (or at [`RedisLock::ping`]).
     ///
     /// # Errors
-    /// [`Error::Config`] for an unparseable URL, a URL whose user info drivers could read
-    /// differently (a raw `@`, `/`, `?` or `#` in the password: percent-encode it), an unknown scheme, `rediss://` without
+    /// [`Error::Config`] for an unparseable URL, a URL whose password the
+    /// driver would read partly as the host (a raw `@` followed by `/`, `?` or `#` in the
+    /// password: percent-encode it, `%40` for `@`), an unknown scheme, `rediss://` without
     /// the feature `redis-tls`, a TLS file that is missing, unreadable or invalid (with
     /// `redis-tls-preload-roots`, the system's trusted roots too; see [TLS](self#tls)), or
     /// a bad setting (a TTL below [`MIN_TTL`], a renewal period not
