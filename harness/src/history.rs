@@ -145,6 +145,31 @@ pub struct Event {
     pub busy: bool,
 }
 
+impl Event {
+    /// The invoke event of op `op` on `key` at `time`, asked to do `input`, by process 0
+    /// (pid 1), thread 0 (tid 1): where a hand-built history starts (change the fields
+    /// that differ with `Event { proc: 2, ..Event::invoke(…) }`).
+    pub fn invoke(op: u64, key: &str, time: u64, input: OpInput) -> Event {
+        Event {
+            phase: Phase::Invoke,
+            op,
+            proc: 0,
+            pid: 1,
+            thread: 0,
+            tid: 1,
+            keys: vec![key.to_owned()],
+            time,
+            input: Some(input),
+            output: None,
+            enter: None,
+            exit: None,
+            fence: None,
+            error: None,
+            busy: false,
+        }
+    }
+}
+
 /// Appends events to one process's history file: one unbuffered `write(2)` per
 /// [`record`](Self::record), or per op through a [`ThreadLog`].
 #[derive(Debug)]
@@ -520,23 +545,7 @@ mod tests {
     use super::*;
 
     fn invoke(op: u64, time: u64) -> Event {
-        Event {
-            phase: Phase::Invoke,
-            op,
-            proc: 0,
-            pid: 1,
-            thread: 0,
-            tid: 1,
-            keys: vec!["k".into()],
-            time,
-            input: Some(OpInput::Increment),
-            output: None,
-            enter: None,
-            exit: None,
-            fence: None,
-            error: None,
-            busy: false,
-        }
+        Event::invoke(op, "k", time, OpInput::Increment)
     }
 
     #[test]

@@ -888,21 +888,12 @@ fn one_op<R: WorkloadData>(
     let (keys, input) = spec.workload.next_op(rng, spec.keys, op_id);
     let key_names: Vec<String> = keys.iter().map(|k| k.as_str().to_owned()).collect();
     let mut event = Event {
-        phase: Phase::Invoke,
-        op: op_id,
         proc: who.proc,
         pid: who.pid,
         thread: who.thread,
         tid: who.tid,
         keys: key_names,
-        time: now_ns(),
-        input: Some(input.clone()),
-        output: None,
-        enter: None,
-        exit: None,
-        fence: None,
-        error: None,
-        busy: false,
+        ..Event::invoke(op_id, "", now_ns(), input.clone())
     };
     log.invoke(&event)?;
     let probe = Arc::new(Probe::default());
@@ -1528,23 +1519,7 @@ mod tests {
     fn acked(n: u64, from: u64) -> History {
         let mut events = Vec::new();
         for i in 0..n {
-            let invoke = Event {
-                phase: Phase::Invoke,
-                op: i,
-                proc: 0,
-                pid: 1,
-                thread: 0,
-                tid: 1,
-                keys: vec!["c0".into()],
-                time: from + 10 * i,
-                input: Some(OpInput::Increment),
-                output: None,
-                enter: None,
-                exit: None,
-                fence: None,
-                error: None,
-                busy: false,
-            };
+            let invoke = Event::invoke(i, "c0", from + 10 * i, OpInput::Increment);
             events.push(invoke.clone());
             events.push(Event {
                 phase: Phase::Ok,

@@ -41,21 +41,8 @@ fn execute(ops: &[Gen], honest_sections: bool) -> (Vec<Event>, Option<i64>) {
         let (invoke, complete) = (start - g.early, start + 9 + g.late);
         let write = (!g.delete).then_some(i as i64 + 1);
         let base = Event {
-            phase: Phase::Invoke,
-            op: i as u64,
-            proc: 0,
-            pid: 1,
             thread: i as u32,
-            tid: 1,
-            keys: vec!["k".into()],
-            time: invoke,
-            input: Some(OpInput::ReadWrite { write }),
-            output: None,
-            enter: None,
-            exit: None,
-            fence: None,
-            error: None,
-            busy: false,
+            ..Event::invoke(i as u64, "k", invoke, OpInput::ReadWrite { write })
         };
         events.push(base.clone());
         let (enter, exit) = if honest_sections {

@@ -37,21 +37,9 @@ fn history(specs: Vec<Spec>) -> History {
     let mut events = Vec::new();
     for s in specs {
         let base = Event {
-            phase: Phase::Invoke,
-            op: s.id,
             proc: (s.id % 3) as u32,
             pid: 100 + (s.id % 3) as u32,
-            thread: 0,
-            tid: 1,
-            keys: vec![s.key.to_owned()],
-            time: s.times[0],
-            input: Some(s.input),
-            output: None,
-            enter: None,
-            exit: None,
-            fence: None,
-            error: None,
-            busy: false,
+            ..Event::invoke(s.id, s.key, s.times[0], s.input)
         };
         events.push(base.clone());
         if let Some((phase, output)) = s.end {

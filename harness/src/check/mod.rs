@@ -200,21 +200,8 @@ pub(crate) mod hand {
         for (i, o) in ops.into_iter().enumerate() {
             let t = 10 * i as u64 + 1000;
             let invoke = Event {
-                phase: Phase::Invoke,
-                op: o.id,
-                proc: 0,
-                pid: 1,
-                thread: 0,
-                tid: 1,
                 keys: o.keys,
-                time: t,
-                input: Some(o.input),
-                output: None,
-                enter: None,
-                exit: None,
-                fence: None,
-                error: None,
-                busy: false,
+                ..Event::invoke(o.id, "", t, o.input)
             };
             events.push(invoke.clone());
             if let Some((phase, output, entered)) = o.end {

@@ -439,22 +439,7 @@ mod tests {
         ];
         assert_eq!(verdict(&r), "inconclusive");
         // The exit code reads the record as the table does.
-        let older_report = |r: &Record| Report {
-            turnstile_version: "0".into(),
-            machine: Machine::current(),
-            sqlite: SqliteInfo {
-                version: "3".into(),
-                journal_mode: "wal".into(),
-                sync: vec!["normal".into()],
-            },
-            data: "sqlite".into(),
-            floors: vec![],
-            lock_cycles: vec![],
-            results: vec![r.clone()],
-            violations: vec![],
-            inconclusive: vec![],
-            notes: vec![],
-        };
+        let older_report = |r: &Record| report_of(vec![r.clone()], vec![]);
         assert_eq!(older_report(&r).exit_code(), 3);
         r.verdicts
             .push("overlap: VIOLATION (2 overlapping critical sections among 12)".into());
@@ -469,9 +454,9 @@ mod tests {
         assert_eq!(back.verdict, None);
     }
 
-    #[test]
-    fn notes_go_under_the_problems() {
-        let report = Report {
+    /// A report of `results` and `notes` alone (no problem lists: as an older version's).
+    fn report_of(results: Vec<Record>, notes: Vec<String>) -> Report {
+        Report {
             turnstile_version: "0".into(),
             machine: Machine::current(),
             sqlite: SqliteInfo {
@@ -482,11 +467,16 @@ mod tests {
             data: "sqlite".into(),
             floors: vec![],
             lock_cycles: vec![],
-            results: vec![],
+            results,
             violations: vec![],
             inconclusive: vec![],
-            notes: vec!["one thing".into()],
-        };
+            notes,
+        }
+    }
+
+    #[test]
+    fn notes_go_under_the_problems() {
+        let report = report_of(vec![], vec!["one thing".into()]);
         assert_eq!(problems(&report), "note: one thing\n");
         assert_eq!(
             report.exit_code(),
