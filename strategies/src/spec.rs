@@ -366,7 +366,21 @@ fn credentials_read_as_a_host(creds: &str) -> bool {
     allow(dead_code)
 )]
 pub(crate) fn refuse_ambiguous_userinfo(kind: &str, url: &str) -> Result<(), StrategyError> {
-    if userinfo_is_ambiguous(url) {
+    if url.len() > MAX_REDACTED {
+        return Err(Error::Config(format!(
+            "bad {kind} URL: over {MAX_REDACTED} bytes ({} bytes)",
+            url.len()
+        )));
+    }
+    // Read as the `url` crate reads it: without the leading and trailing spaces and
+    // control characters it trims, and without the tabs and line breaks it drops
+    // anywhere (a stray space before the scheme would hide it from the check).
+    let trimmed = url.trim_matches(|c: char| c == ' ' || c.is_ascii_control());
+    let normalised: String = trimmed
+        .chars()
+        .filter(|c| !matches!(c, '\t' | '\n' | '\r'))
+        .collect();
+    if userinfo_is_ambiguous(&normalised) {
         return Err(Error::Config(format!(
             "bad {kind} URL {:?}: drivers read where its user info ends differently, and \
              one would show a piece of the password as the host, user or database, or \
@@ -1650,6 +1664,28 @@ mod tests {
             assert!(!userinfo_is_ambiguous(url), "{url}");
             assert!(refuse_ambiguous_userinfo("Test", url).is_ok(), "{url}");
         }
+    }
+
+    /// The `url` crate trims leading spaces and control characters and drops tabs and
+    /// line breaks: such a URL is read as the driver reads it, and text too long to read
+    /// is refused.
+    #[test]
+    fn the_check_reads_a_url_as_the_url_crate_does() {
+        for url in [
+            " mysql://app:P@ss#1@db/app",
+            "\u{1}mysql://app:P@ss#1@db/app ",
+            "my\nsql://app:P@ss#1@db/app",
+            "mysql://app:P@ss#1@d\tb/app",
+        ] {
+            let refused = refuse_ambiguous_userinfo("MySQL", url);
+            assert!(matches!(refused, Err(Error::Config(_))), "{url:?}");
+        }
+        assert!(refuse_ambiguous_userinfo("MySQL", " mysql://app:P@ss@db/app").is_ok());
+        let long = format!("mysql://u@h/{}", "d".repeat(MAX_REDACTED));
+        assert!(matches!(
+            refuse_ambiguous_userinfo("MySQL", &long),
+            Err(Error::Config(_))
+        ));
     }
 
     #[test]

@@ -9,11 +9,13 @@
 //! [`Error::Contended`](turnstile::Error::Contended) from `retry` and `optimistic`). So a
 //! busy answer that reaches the caller means ops met at the data.
 //!
-//! Except behind a paused holder: a worker the nemesis stopped (`stop:MS`) inside its
-//! transaction keeps the data locked while its lease runs out, and its successor's
-//! `BEGIN` waits out the busy timeout and fails — what fencing is there to make safe, not
-//! a collision the strategy let happen. A busy op whose run overlaps a pause is excused
-//! and counted apart.
+//! Except behind a paused holder whose lease ran out: a worker the nemesis stopped
+//! (`stop:MS`) inside its transaction keeps the data locked while its lease expires, and
+//! its successor's `BEGIN` waits out the busy timeout and fails — what fencing is there to
+//! make safe, not a collision the strategy let happen. For a strategy whose lease can
+//! expire, a busy op of another process whose run overlaps a pause is excused and counted
+//! apart; for any other strategy a paused holder keeps its lock too, and a refusal is a
+//! collision.
 
 use super::{CheckResult, rel};
 use crate::history::History;
@@ -21,22 +23,34 @@ use crate::history::History;
 /// The checker's name.
 pub const NAME: &str = "refused";
 
+/// A worker process stopped by the nemesis, from `from` to `to` (ns, `CLOCK_MONOTONIC`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pause {
+    /// The worker process index stopped.
+    pub proc: u32,
+    /// When it was stopped.
+    pub from: u64,
+    /// When it was let go on.
+    pub to: u64,
+}
+
 /// Checks that no op failed (or ended unknown) because the data refused it as busy,
-/// outside the `paused` windows (`[from, to]` in ns, when a worker was stopped).
-pub fn check(history: &History, paused: &[(u64, u64)]) -> CheckResult {
+/// excusing ops of other processes that ran while a holder whose lease can expire was
+/// stopped (`paused`: empty for a strategy without leases).
+pub fn check(history: &History, paused: &[Pause]) -> CheckResult {
     let origin = history.origin();
     let (excused, refused): (Vec<_>, Vec<_>) =
         history.ops.iter().filter(|op| op.busy).partition(|op| {
             let end = op.complete.unwrap_or(u64::MAX);
             paused
                 .iter()
-                .any(|&(from, to)| op.invoke <= to && from <= end)
+                .any(|p| p.proc != op.proc && op.invoke <= p.to && p.from <= end)
         });
     let behind_pauses = if excused.is_empty() {
         String::new()
     } else {
         format!(
-            " ({} were, behind a paused holder's transaction)",
+            "; {} refused behind a stopped holder whose lease ran out are excused",
             excused.len()
         )
     };
@@ -44,7 +58,7 @@ pub fn check(history: &History, paused: &[(u64, u64)]) -> CheckResult {
         return CheckResult::pass(
             NAME,
             format!(
-                "no op of {} was refused by the data as busy{behind_pauses}",
+                "no op of {} was refused by the data as busy outside a pause{behind_pauses}",
                 history.ops.len()
             ),
         );
@@ -131,21 +145,29 @@ mod tests {
         );
     }
 
-    /// Op 2 runs from 20 to 25 ns: a pause that overlaps it excuses it; one that ended
-    /// before it began does not.
+    /// Op 2 (process 0) runs from 20 to 25 ns: a pause of another process that overlaps
+    /// it excuses it; one of its own process, or one that ended before it began, does not.
     #[test]
     fn a_refusal_behind_a_paused_holder_is_excused() {
         let refused = History {
             ops: vec![op(1, Phase::Ok, false), op(2, Phase::Fail, true)],
             ..History::default()
         };
-        let behind = check(&refused, &[(22, 1_000)]);
+        let pause = |proc, from, to| Pause { proc, from, to };
+        let behind = check(&refused, &[pause(1, 22, 1_000)]);
         assert_eq!(behind.verdict, Verdict::Pass);
         assert!(
-            behind.summary.contains("1 were, behind a paused"),
+            behind.summary.contains("; 1 refused behind"),
             "{}",
             behind.summary
         );
-        assert_eq!(check(&refused, &[(0, 19)]).verdict, Verdict::Violation);
+        assert_eq!(
+            check(&refused, &[pause(0, 22, 1_000)]).verdict,
+            Verdict::Violation
+        );
+        assert_eq!(
+            check(&refused, &[pause(1, 0, 19)]).verdict,
+            Verdict::Violation
+        );
     }
 }

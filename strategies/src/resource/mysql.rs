@@ -90,6 +90,7 @@ impl MySql {
     /// [`Error::Config`] when the URL does not parse, or when the driver would read a piece
     /// of its password as the host or database: a raw `@` in the password followed by a
     /// `/`, `?` or `#` in it (`mysql://app:P@ss#1@db/app`), or an `@` in the database name
+    /// after a password or port (`mysql://u@h:3306/my@db`)
     /// (percent-encode them, `%40` for `@`, `%2F`, `%3F`, `%23`). A raw `@` alone in the
     /// password (`mysql://app:P@ss@db/app`) is read as written.
     pub fn new(url: &str) -> Result<Self, StrategyError> {

@@ -220,9 +220,8 @@ pub(super) fn parse_url(url: &str) -> Result<(Client, String), StrategyError> {
             )));
         }
     }
-    // A raw `@` in the password (or a `/`, `?` or `#`): drivers disagree on where the user
-    // info ends, and this one may take a piece of the password for the host
-    // (`redis://:P@ss#1@h`), which `display_of` shows.
+    // A raw `@` in the password followed by a `/`, `?` or `#`: this driver would take a
+    // piece of the password for the host (`redis://:P@ss#1@h`), which `display_of` shows.
     crate::spec::refuse_ambiguous_userinfo("Redis", url)?;
     let (url, tls) = super::tls::TlsFiles::take(url)?;
     let info = url
