@@ -146,10 +146,10 @@ pub struct Event {
 }
 
 impl Event {
-    /// The invoke event of op `op` on `key` at `time`, asked to do `input`, by process 0
-    /// (pid 1), thread 0 (tid 1): where a hand-built history starts (change the fields
-    /// that differ with `Event { proc: 2, ..Event::invoke(…) }`).
-    pub fn invoke(op: u64, key: &str, time: u64, input: OpInput) -> Event {
+    /// The invoke event of op `op` on `keys` at `time`, asked to do `input`, by process 0
+    /// (pid 1), thread 0 (tid 1): where a history starts (change the fields that differ
+    /// with `Event { proc: 2, ..Event::invoke(…) }`).
+    pub fn invoke(op: u64, keys: Vec<String>, time: u64, input: OpInput) -> Event {
         Event {
             phase: Phase::Invoke,
             op,
@@ -157,7 +157,7 @@ impl Event {
             pid: 1,
             thread: 0,
             tid: 1,
-            keys: vec![key.to_owned()],
+            keys,
             time,
             input: Some(input),
             output: None,
@@ -545,7 +545,7 @@ mod tests {
     use super::*;
 
     fn invoke(op: u64, time: u64) -> Event {
-        Event::invoke(op, "k", time, OpInput::Increment)
+        Event::invoke(op, vec!["k".into()], time, OpInput::Increment)
     }
 
     #[test]

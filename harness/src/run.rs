@@ -892,8 +892,7 @@ fn one_op<R: WorkloadData>(
         pid: who.pid,
         thread: who.thread,
         tid: who.tid,
-        keys: key_names,
-        ..Event::invoke(op_id, "", now_ns(), input.clone())
+        ..Event::invoke(op_id, key_names, now_ns(), input.clone())
     };
     log.invoke(&event)?;
     let probe = Arc::new(Probe::default());
@@ -1517,7 +1516,7 @@ mod tests {
     fn acked(n: u64, from: u64) -> History {
         let mut events = Vec::new();
         for i in 0..n {
-            let invoke = Event::invoke(i, "c0", from + 10 * i, OpInput::Increment);
+            let invoke = Event::invoke(i, vec!["c0".into()], from + 10 * i, OpInput::Increment);
             events.push(invoke.clone());
             events.push(Event {
                 phase: Phase::Ok,

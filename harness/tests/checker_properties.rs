@@ -42,7 +42,12 @@ fn execute(ops: &[Gen], honest_sections: bool) -> (Vec<Event>, Option<i64>) {
         let write = (!g.delete).then_some(i as i64 + 1);
         let base = Event {
             thread: i as u32,
-            ..Event::invoke(i as u64, "k", invoke, OpInput::ReadWrite { write })
+            ..Event::invoke(
+                i as u64,
+                vec!["k".into()],
+                invoke,
+                OpInput::ReadWrite { write },
+            )
         };
         events.push(base.clone());
         let (enter, exit) = if honest_sections {

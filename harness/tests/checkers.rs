@@ -39,7 +39,7 @@ fn history(specs: Vec<Spec>) -> History {
         let base = Event {
             proc: (s.id % 3) as u32,
             pid: 100 + (s.id % 3) as u32,
-            ..Event::invoke(s.id, s.key, s.times[0], s.input)
+            ..Event::invoke(s.id, vec![s.key.to_owned()], s.times[0], s.input)
         };
         events.push(base.clone());
         if let Some((phase, output)) = s.end {

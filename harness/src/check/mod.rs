@@ -200,8 +200,7 @@ pub(crate) mod hand {
         for (i, o) in ops.into_iter().enumerate() {
             let t = 10 * i as u64 + 1000;
             let invoke = Event {
-                keys: o.keys,
-                ..Event::invoke(o.id, "", t, o.input)
+                ..Event::invoke(o.id, o.keys, t, o.input)
             };
             events.push(invoke.clone());
             if let Some((phase, output, entered)) = o.end {
