@@ -268,8 +268,10 @@ fn a_process_killed_mid_batch_frees_the_file_lock_and_its_batch_rolls_back() {
 
 // ---------------------------------------------------------------- fairness
 
-/// Rows every fairness run writes before its processes stop.
-const FAIR_TOTAL: i64 = 3000;
+/// Rows every fairness run writes before its processes stop: enough for some 80 turns
+/// with the file lock (3,000 were about three hand-off intervals, and a process that
+/// started its threads late could be held under a twentieth of the rows by chance).
+const FAIR_TOTAL: i64 = 20_000;
 
 /// A child that keeps its queue full: THREADS threads insert a row tagged with PROCESS
 /// until the log holds FAIR_TOTAL rows.
