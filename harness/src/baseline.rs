@@ -6,9 +6,11 @@
 //! Also here: `std-mutex`, one `std::sync::Mutex` around one connection — fast when
 //! uncontended, unfair under contention (a releasing thread usually takes it again), the
 //! tail-latency baseline for the lock strategies — `queue-unbatched`, the queue with
-//! group commit off (one commit per op), the baseline group commit must beat — and one
-//! variant, `queue-overlap`, the queue overlapping each batch's flush with the next batch
-//! (`overlap_flush(true)`), to measure against `queue` in one run.
+//! group commit off (one commit per op), the baseline group commit must beat — and two
+//! variants to measure against `queue` in one run: `queue-overlap`, the queue
+//! overlapping each batch's flush with the next batch (`overlap_flush(true)`), and
+//! `queue-nogather`, the queue whose batches do not wait for callers on their way back
+//! (`gather(false)`).
 
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -265,6 +267,20 @@ pub fn register(registry: &mut Registry<Sqlite>) {
             let mut builder = turnstile::queue::Queue::builder()
                 .tx_mode(setup.tx_mode)
                 .group_commit(false);
+            if let Some(t) = setup.timeout {
+                builder = builder.timeout(Some(t));
+            }
+            Ok(Box::new(builder.build(setup.connect.clone())?))
+        },
+    );
+    registry.register(
+        "queue-nogather",
+        "variant: the queue whose batches never wait for callers on their way back (gather off; threads)",
+        |spec, setup| {
+            spec.expect_no_arg()?;
+            let mut builder = turnstile::queue::Queue::builder()
+                .tx_mode(setup.tx_mode)
+                .gather(false);
             if let Some(t) = setup.timeout {
                 builder = builder.timeout(Some(t));
             }

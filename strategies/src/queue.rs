@@ -193,6 +193,22 @@
 //! process that dies with its queue open leaves that one small row behind. Resources whose `begin` ignores fences (against the
 //! [`Transact`] contract) would make that check answer "not committed".
 //!
+//! ## Gathering
+//!
+//! Callers that wait for their answers come back together: when a batch's commit
+//! answers them, the next batch has usually started with whoever queued meanwhile, and
+//! they wait for the commit after it. With commits that wait for the disk
+//! (`synchronous = FULL`), the callers then split into two groups that take turns, and
+//! each `fsync` serves half of them. So a batch whose commits take long waits for
+//! callers on their way back before it commits: while it has run fewer ops than were in
+//! flight at recent commits, for at most half the average commit time from its start
+//! (what a caller who misses it would wait anyway, and more). A batch gathers only when
+//! commits average 100 µs or more, so a commit that does not wait for the disk is
+//! never held up; and never beyond [`QueueBuilder::max_batch`] ops or a lock's
+//! [`max_hold`](QueueBuilder::max_hold). A batch holds its transaction open while it
+//! waits, so other writers to the data (another process without the queue) wait that
+//! much longer. [`QueueBuilder::gather`]`(false)` turns it off.
+//!
 //! ## Overlapped flush
 //!
 //! A commit that waits for the disk (SQLite's `synchronous = FULL`) leaves the worker
@@ -437,6 +453,59 @@ impl Crowd {
     }
 }
 
+/// Commits quicker than this on average are not worth waiting for callers before: a
+/// caller on its way takes about as long to arrive (tens of microseconds of CPU on a
+/// busy machine) as a commit that does not wait for the disk.
+const MIN_GATHER_COMMIT: Duration = Duration::from_micros(100);
+
+/// Whether, and how long, a group commit waits for callers on their way back before it
+/// commits (see "Gathering" in the module docs).
+///
+/// Callers that wait for their answers come back together: the batch that answered
+/// them is over, and the next one starts at once with whoever was queued meanwhile, so
+/// the callers just answered miss it and wait for the commit after. With commits that
+/// wait for the disk, the callers then split into two groups that take turns, and each
+/// `fsync` carries half of them. So while a batch has run fewer ops than there were
+/// callers in flight at recent commits, and its commits take long, it waits for more,
+/// for at most half a commit's time from its start: about what a caller who misses it
+/// would wait anyway.
+#[derive(Debug, Default)]
+struct Gather {
+    /// A decaying average of the batches' commit times, in nanoseconds.
+    commit_ns: u64,
+    /// A decaying maximum of the ops in flight as batches committed, in sixteenths.
+    active: u32,
+}
+
+impl Gather {
+    const ONE: u32 = 16;
+
+    /// A batch commit took `took`, with `in_flight` ops submitted and not answered.
+    fn committed(&mut self, took: Duration, in_flight: usize) {
+        let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        // An eighth of the way to each new sample.
+        self.commit_ns = if self.commit_ns == 0 {
+            ns
+        } else {
+            self.commit_ns - self.commit_ns / 8 + ns / 8
+        };
+        let n = u32::try_from(in_flight)
+            .unwrap_or(u32::MAX)
+            .min(u32::MAX / Self::ONE);
+        self.active = (n * Self::ONE).max(self.active - self.active / 8);
+    }
+
+    /// Until when a batch that began at `began` and has taken `taken` ops waits for
+    /// more; `None` when it does not wait.
+    fn until(&self, began: Instant, taken: usize) -> Option<Instant> {
+        let commit = Duration::from_nanos(self.commit_ns);
+        if commit < MIN_GATHER_COMMIT || taken >= self.active.div_ceil(Self::ONE) as usize {
+            return None;
+        }
+        began.checked_add(commit / 2)
+    }
+}
+
 /// How long closing a queue waits for its batch marker's row to be deleted.
 const FORGET_MARKER_WAIT: Duration = Duration::from_secs(2);
 
@@ -470,6 +539,7 @@ pub struct QueueBuilder<C> {
     handoff_pause: Duration,
     handoff_interval: Duration,
     overlap_flush: bool,
+    gather: bool,
     _connect: PhantomData<fn(C)>,
 }
 
@@ -486,6 +556,7 @@ impl<C> Default for QueueBuilder<C> {
             handoff_pause: DEFAULT_HANDOFF_PAUSE,
             handoff_interval: DEFAULT_HANDOFF_INTERVAL,
             overlap_flush: false,
+            gather: true,
             _connect: PhantomData,
         }
     }
@@ -516,6 +587,7 @@ impl<C> std::fmt::Debug for QueueBuilder<C> {
             .field("handoff_pause", &self.handoff_pause)
             .field("handoff_interval", &self.handoff_interval)
             .field("overlap_flush", &self.overlap_flush)
+            .field("gather", &self.gather)
             .finish()
     }
 }
@@ -567,6 +639,16 @@ impl<C: Transact> QueueBuilder<C> {
     /// [Overlapped flush](crate::queue#overlapped-flush). Default: `false`.
     pub fn overlap_flush(mut self, yes: bool) -> Self {
         self.overlap_flush = yes;
+        self
+    }
+
+    /// Sets whether, under group commit, a batch whose commits wait for the disk waits for
+    /// callers on their way back before it commits, so that one commit serves them too:
+    /// while it has run fewer ops than recent commits found in flight, for at most half a
+    /// commit's average time from its start, and never when commits average under
+    /// 100 µs. See [Gathering](crate::queue#gathering). Default: `true`.
+    pub fn gather(mut self, yes: bool) -> Self {
+        self.gather = yes;
         self
     }
 
@@ -681,6 +763,7 @@ impl<C: Transact> QueueBuilder<C> {
         let (max_hold, handoff_pause, handoff_interval) =
             (self.max_hold, self.handoff_pause, self.handoff_interval);
         let overlap_flush = group_commit && self.overlap_flush;
+        let gather = (group_commit && self.gather).then(Gather::default);
         let handle = std::thread::Builder::new()
             .name(format!("turnstile-queue-{id}"))
             .spawn(move || {
@@ -725,6 +808,7 @@ impl<C: Transact> QueueBuilder<C> {
                     answers: Answers::new(worker_shared.clone()),
                     syncer,
                     last_ran: Instant::now(),
+                    gather,
                     reopen_error: None,
                     shared: worker_shared,
                 }
@@ -1993,6 +2077,9 @@ struct Worker<C: Transact> {
     syncer: Option<Syncer<C>>,
     /// When the last jobs ran: a resource idle for long is checked before the next.
     last_ran: Instant,
+    /// How a batch waits for callers on their way back before it commits; `None` when
+    /// it does not ([`QueueBuilder::gather`]).
+    gather: Option<Gather>,
     /// Why the resource could not be reopened, while it is broken.
     reopen_error: Option<String>,
 }
@@ -2294,6 +2381,24 @@ impl<C: Transact> Worker<C> {
                 Err(RecvTimeoutError::Timeout) => {}
             }
         }
+    }
+
+    /// A job for the batch that began at `began` and has taken `taken` ops, from a caller
+    /// on its way back, waited for as [`Gather`] allows; meanwhile the last commit's
+    /// callers still asleep are woken one by one.
+    fn gather_next(&mut self, began: Instant, taken: usize) -> Option<Box<dyn Job<C>>> {
+        let until = self.gather.as_ref()?.until(began, taken)?;
+        loop {
+            match self.receiver.try_recv() {
+                Ok(job) => return Some(job),
+                Err(TryRecvError::Disconnected) => return None,
+                Err(TryRecvError::Empty) => {}
+            }
+            if !self.answers.wake_one() {
+                break;
+            }
+        }
+        self.receiver.recv_deadline(until).ok()
     }
 
     /// Claims a job for running (see [`Job::start`]); one that will not run leaves the
@@ -2636,6 +2741,7 @@ impl<C: Transact> Worker<C> {
             }
             return;
         }
+        let began = Instant::now();
         let mut done: Vec<(Box<dyn Job<C>>, Ran)> = Vec::with_capacity(batch.len());
         let mut stop = None;
         let mut unstarted = None;
@@ -2643,13 +2749,20 @@ impl<C: Transact> Worker<C> {
         let mut taken = rest.len();
         for n in 0.. {
             // Jobs queued while the batch runs join it, up to the batch size: they would
-            // otherwise wait for this commit and then pay for one of their own.
-            let next = rest.next().or_else(|| {
-                (taken < self.max_batch)
-                    .then(|| self.receiver.try_recv().ok())
-                    .flatten()
-                    .inspect(|_| taken += 1)
-            });
+            // otherwise wait for this commit and then pay for one of their own. So may
+            // callers on their way back, if commits are slow (see `Gather`).
+            let next = match rest.next() {
+                Some(job) => Some(job),
+                None if taken < self.max_batch => {
+                    let job = match self.receiver.try_recv() {
+                        Ok(job) => Some(job),
+                        Err(_) => self.gather_next(began, taken),
+                    };
+                    taken += usize::from(job.is_some());
+                    job
+                }
+                None => None,
+            };
             let Some(mut job) = next else {
                 break;
             };
@@ -2694,18 +2807,30 @@ impl<C: Transact> Worker<C> {
                     self.deliver(job);
                 }
             }
-            None => match self.commit_tx() {
-                Ok(()) => {
-                    for (job, _) in done {
-                        self.deliver(job);
-                    }
+            None => {
+                let committing = Instant::now();
+                let committed = self.commit_tx();
+                if let Some(gather) = &mut self.gather {
+                    gather.committed(
+                        committing.elapsed(),
+                        self.shared.in_flight.load(Ordering::Acquire),
+                    );
                 }
-                // The COMMIT's answer was lost: the batch's marker, read on a new
-                // connection, says whether it committed. Rerunning a batch that did would
-                // apply its ops twice.
-                Err(TransactError::Indeterminate(_)) => self.answer_as_the_batch_ended(seq, done),
-                Err(_) => self.rerun_alone(done),
-            },
+                match committed {
+                    Ok(()) => {
+                        for (job, _) in done {
+                            self.deliver(job);
+                        }
+                    }
+                    // The COMMIT's answer was lost: the batch's marker, read on a new
+                    // connection, says whether it committed. Rerunning a batch that did
+                    // would apply its ops twice.
+                    Err(TransactError::Indeterminate(_)) => {
+                        self.answer_as_the_batch_ended(seq, done)
+                    }
+                    Err(_) => self.rerun_alone(done),
+                }
+            }
             Some(Stop::Savepoint(job)) => self.rerun_rolled_back(done, job),
             Some(Stop::Kept(mut culprit)) => {
                 // Whether the op had ended the transaction: the batch's marker says if
@@ -2845,5 +2970,53 @@ mod tests {
         // A batch size beyond `u32` saturates rather than wraps.
         crowd.saw(usize::MAX);
         assert!(!crowd.room_to_spin());
+    }
+
+    #[test]
+    fn a_batch_gathers_only_behind_slow_commits_and_for_the_callers_in_flight() {
+        let began = Instant::now();
+        let mut gather = Gather::default();
+        // Nothing known yet: no waiting.
+        assert_eq!(gather.until(began, 0), None);
+        // Commits of 4 ms with 64 ops in flight: a batch of 10 waits up to 2 ms from its
+        // start, one of 64 not at all.
+        gather.committed(Duration::from_millis(4), 64);
+        assert_eq!(
+            gather.until(began, 10),
+            Some(began + Duration::from_millis(2))
+        );
+        assert_eq!(
+            gather.until(began, 63),
+            Some(began + Duration::from_millis(2))
+        );
+        assert_eq!(gather.until(began, 64), None);
+        // A lone caller's batch never waits.
+        let mut lone = Gather::default();
+        for _ in 0..4 {
+            lone.committed(Duration::from_millis(4), 1);
+        }
+        assert_eq!(lone.until(began, 1), None);
+        // Fast commits (no disk wait) are not worth waiting for, whatever the crowd.
+        let mut fast = Gather::default();
+        for _ in 0..4 {
+            fast.committed(Duration::from_micros(20), 64);
+        }
+        assert_eq!(fast.until(began, 1), None);
+        // A crowd that thins out is forgotten after a few dozen commits...
+        for _ in 0..64 {
+            gather.committed(Duration::from_millis(4), 4);
+        }
+        assert_eq!(gather.until(began, 4), None);
+        assert!(gather.until(began, 3).is_some());
+        // ...and commits that got fast stop the waiting.
+        for _ in 0..64 {
+            gather.committed(Duration::from_micros(20), 4);
+        }
+        assert_eq!(gather.until(began, 3), None);
+        // Absurd samples saturate rather than overflow.
+        let mut absurd = Gather::default();
+        absurd.committed(Duration::MAX, usize::MAX);
+        absurd.committed(Duration::MAX, usize::MAX);
+        let _ = absurd.until(began, 0);
     }
 }

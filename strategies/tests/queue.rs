@@ -981,6 +981,99 @@ fn a_worker_killed_by_its_resource_leaves_no_caller_hanging() {
     within(HANG, move || drop(queue));
 }
 
+/// SQLite whose commits take [`SlowCommit::TAKES`] longer (a disk that is slow to sync),
+/// counting them.
+struct SlowCommit {
+    db: Sqlite,
+    commits: Arc<AtomicUsize>,
+}
+
+impl SlowCommit {
+    const TAKES: Duration = Duration::from_millis(40);
+}
+
+impl Connect for SlowCommit {
+    type Resource = rusqlite::Connection;
+    fn connect(&self) -> Result<rusqlite::Connection, BoxError> {
+        self.db.connect()
+    }
+    fn identity(&self) -> &str {
+        self.db.identity()
+    }
+}
+
+impl Transact for SlowCommit {
+    delegate_to_db!(
+        begin,
+        rollback,
+        in_transaction,
+        savepoint,
+        release_savepoint,
+        rollback_to_savepoint
+    );
+    fn commit(&self, c: &mut rusqlite::Connection) -> Result<(), TransactError> {
+        std::thread::sleep(Self::TAKES);
+        self.commits.fetch_add(1, Ordering::SeqCst);
+        self.db.commit(c)
+    }
+}
+
+#[test]
+fn callers_on_their_way_back_join_a_slow_commit() {
+    const THREADS: usize = 8;
+    const ROUNDS: usize = 8;
+    let dir = tempfile::tempdir().unwrap();
+    let commits = Arc::new(AtomicUsize::new(0));
+    let queue = Arc::new(
+        builder()
+            .build(SlowCommit {
+                db: db(&dir),
+                commits: commits.clone(),
+            })
+            .unwrap(),
+    );
+    queue
+        .run(&whole(), |c| {
+            c.execute_batch("CREATE TABLE t (v INTEGER)")
+                .map_err(Io::other)
+        })
+        .unwrap();
+    let threads: Vec<_> = (0..THREADS)
+        .map(|i| {
+            let queue = queue.clone();
+            std::thread::spawn(move || {
+                for round in 0..ROUNDS {
+                    let v = i64::try_from(i * ROUNDS + round).unwrap();
+                    queue
+                        .run(&whole(), move |c| {
+                            c.execute("INSERT INTO t VALUES (?1)", [v])
+                                .map_err(Io::other)
+                        })
+                        .unwrap();
+                    // Callers come back at different times: some work between ops.
+                    std::thread::sleep(Duration::from_millis(u64::try_from(i).unwrap()));
+                }
+            })
+        })
+        .collect();
+    within(HANG, move || {
+        for t in threads {
+            t.join().unwrap();
+        }
+    });
+    assert_eq!(values(&dir.path().join("q.db")).len(), THREADS * ROUNDS);
+    // Each caller's next op waits for the one before to commit, so one commit per round
+    // is the least there can be. Without gathering, the batch that starts as the first
+    // caller comes back commits without the others, who come back up to 7 ms later:
+    // about two commits a round. The first rounds teach the queue how many callers there
+    // are; a batch waits for them for up to half a commit (20 ms).
+    let commits = commits.load(Ordering::SeqCst) - 1;
+    assert!(
+        commits <= ROUNDS + 4,
+        "{commits} commits for {ROUNDS} rounds of {THREADS} callers"
+    );
+}
+
 #[test]
 fn ops_see_their_sorted_keys_and_tickets_can_be_cancelled() {
     let dir = tempfile::tempdir().unwrap();
