@@ -109,10 +109,10 @@ struct CompareArgs {
     #[arg(long, env = "TURNSTILE_COMPARE_POSTGRES", hide_env_values = true)]
     postgres: Option<String>,
     /// Where the data lives: sqlite (a fresh file per setting), postgres://user@host:port/db
-    /// or mysql://user@host:port/db (each setting's own tables, dropped at its end). Over a
-    /// server its own locks join the default strategies (and pg-xact over PostgreSQL), the
-    /// commit floor is that server's, and strategies that do not run over that data are
-    /// skipped with a note.
+    /// or mysql://user@host:port/db (each setting's own tables, dropped at its end, at READ
+    /// COMMITTED whatever the server's default). Over a server its own locks join the
+    /// default strategies (and pg-xact over PostgreSQL), the commit floor is that server's,
+    /// and strategies that do not run over that data are skipped with a note.
     #[arg(
         long,
         default_value = "sqlite",
@@ -171,7 +171,8 @@ struct CheckArgs {
     #[arg(long)]
     keep: Option<PathBuf>,
     /// Where the data lives: sqlite (a fresh file), postgres://user@host:port/db or
-    /// mysql://user@host:port/db (the run's own tables, dropped at the end).
+    /// mysql://user@host:port/db (the run's own tables, dropped at the end, at READ
+    /// COMMITTED whatever the server's default).
     #[arg(
         long,
         default_value = "sqlite",

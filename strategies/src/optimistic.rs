@@ -909,9 +909,11 @@ mod mysql_store {
     /// `ER_DUP_ENTRY`: the insert of a record believed absent found it.
     const ER_DUP_ENTRY: u16 = 1062;
 
-    /// On MySQL a read-only record is re-read `LOCK IN SHARE MODE` at commit (a gap lock
-    /// when it was absent), which keeps it as read until the commit. Ids are binary
-    /// (case-sensitive), at most 255 bytes.
+    /// On MySQL a read-only record is re-read `LOCK IN SHARE MODE` at commit, which keeps
+    /// it as read until the commit; when it was absent that takes a gap lock, except under
+    /// `READ COMMITTED` ([`MySql::isolation`]), where InnoDB takes none and an insert can
+    /// slip in before the commit, as on PostgreSQL. Ids are binary (case-sensitive), at most
+    /// 255 bytes.
     impl VersionStore for MySql {
         type StoreErr = mysql::Error;
 

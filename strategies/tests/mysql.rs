@@ -1247,3 +1247,57 @@ fn closing_a_queue_does_not_wait_on_a_silent_server() {
         .expect("closing the queue hung on a silent server");
     proxy.resume();
 }
+
+/// The session's isolation level: `@@transaction_isolation` (MySQL 8, MariaDB 11.1), or
+/// `@@tx_isolation` on servers without it. `scope` is `SESSION` or `GLOBAL`.
+fn isolation_of(conn: &mut mysql::Conn, scope: &str) -> String {
+    conn.query_first::<String, _>(format!("SELECT @@{scope}.transaction_isolation"))
+        .or_else(|_| conn.query_first(format!("SELECT @@{scope}.tx_isolation")))
+        .unwrap()
+        .unwrap()
+}
+
+/// The isolation level inside an op of `strategy`.
+fn isolation_in_op(strategy: &impl Serializer<Resource = mysql::Conn>) -> String {
+    strategy
+        .run(&Key::new(unique("iso")).unwrap(), |db| {
+            Ok::<_, mysql::Error>(isolation_of(db, "SESSION"))
+        })
+        .unwrap()
+}
+
+/// Without `MySql::isolation` an op runs at the server's default; with it, at the chosen
+/// level, in the transactions `Locked` begins and in autocommit.
+#[test]
+fn a_chosen_isolation_level_wins_over_the_servers_default() {
+    use turnstile::lock::MutexLock;
+    use turnstile::resource::Isolation;
+
+    let global = isolation_of(&mut admin(), "GLOBAL");
+    let server_default = MySql::new(&url()).unwrap();
+    assert_eq!(
+        isolation_in_op(&Locked::new(MutexLock::new(), server_default)),
+        global
+    );
+    for (level, shown) in [
+        (Isolation::ReadCommitted, "READ-COMMITTED"),
+        (Isolation::RepeatableRead, "REPEATABLE-READ"),
+        (Isolation::Serializable, "SERIALIZABLE"),
+    ] {
+        let chosen = MySql::new(&url()).unwrap().isolation(level);
+        assert!(
+            format!("{chosen:?}").contains(&format!("{level:?}")),
+            "{chosen:?}"
+        );
+        for mode in [TxMode::Transaction, TxMode::Autocommit] {
+            let locked = Locked::new(MutexLock::new(), chosen.clone()).tx_mode(mode);
+            assert_eq!(isolation_in_op(&locked), shown, "{mode:?}");
+        }
+        // With a read timeout the login runs without a thread of its own: the same.
+        let timed = chosen.read_timeout(Some(Duration::from_secs(30))).unwrap();
+        assert_eq!(
+            isolation_in_op(&Locked::new(MutexLock::new(), timed)),
+            shown
+        );
+    }
+}

@@ -1209,3 +1209,70 @@ fn logins_left_waiting_on_a_silent_server_are_capped() {
         }
     }
 }
+
+/// `url()` with `default_transaction_isolation=serializable` for its sessions, as a
+/// server, role or database configured so would give them.
+fn serializable_by_default() -> String {
+    let url = url();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}options=-c%20default_transaction_isolation%3Dserializable")
+}
+
+/// `SHOW transaction_isolation` inside an op of `strategy`.
+fn isolation_in_op(strategy: &impl Serializer<Resource = postgres::Client>) -> String {
+    strategy
+        .run(&Key::new(unique("iso")).unwrap(), |db| {
+            let level: String = db.query_one("SHOW transaction_isolation", &[])?.get(0);
+            Ok::<_, postgres::Error>(level)
+        })
+        .unwrap()
+}
+
+/// The URL's default isolation holds without `Postgres::isolation` (so the URL does make
+/// the sessions serializable), and the chosen level wins over it: in the transactions
+/// `Locked` and `PgXactLocked` begin, in autocommit (the session's default), and after an
+/// op changed its session's default.
+#[test]
+fn a_chosen_isolation_level_wins_over_the_sessions_default() {
+    use turnstile::lock::MutexLock;
+    use turnstile::resource::Isolation;
+
+    let url = serializable_by_default();
+    let server_default = Postgres::new(&url).unwrap();
+    assert_eq!(
+        isolation_in_op(&Locked::new(MutexLock::new(), server_default.clone())),
+        "serializable"
+    );
+    assert_eq!(
+        isolation_in_op(&PgXactLocked::new(server_default)),
+        "serializable"
+    );
+
+    let chosen = Postgres::new(&url)
+        .unwrap()
+        .isolation(Isolation::ReadCommitted);
+    assert!(
+        format!("{chosen:?}").contains("ReadCommitted"),
+        "{chosen:?}"
+    );
+    for mode in [TxMode::Transaction, TxMode::Autocommit] {
+        let locked = Locked::new(MutexLock::new(), chosen.clone()).tx_mode(mode);
+        assert_eq!(isolation_in_op(&locked), "read committed", "{mode:?}");
+    }
+    let xact = PgXactLocked::new(chosen.clone()).pool_size(1).unwrap();
+    assert_eq!(isolation_in_op(&xact), "read committed");
+    // An op turns its session's default back to serializable (it commits with the op):
+    // the next transaction on that connection still runs at the chosen level.
+    xact.run(&Key::new(unique("iso")).unwrap(), |db| {
+        db.batch_execute("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE")
+    })
+    .unwrap();
+    assert_eq!(isolation_in_op(&xact), "read committed");
+    let strict = Postgres::new(&url)
+        .unwrap()
+        .isolation(Isolation::RepeatableRead);
+    assert_eq!(
+        isolation_in_op(&Locked::new(MutexLock::new(), strict)),
+        "repeatable read"
+    );
+}

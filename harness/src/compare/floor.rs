@@ -144,7 +144,10 @@ pub(crate) fn postgres(url: &str, table: &str) -> Result<Floor, RunError> {
     use postgres::types::Type;
     use turnstile::Connect;
 
-    let db = turnstile::resource::Postgres::new(url).map_err(crate::run::open_error)?;
+    // At the runs' isolation level (see `PostgresData`).
+    let db = turnstile::resource::Postgres::new(url)
+        .map_err(crate::run::open_error)?
+        .isolation(turnstile::resource::Isolation::ReadCommitted);
     let mut client = crate::run::connect_to(&db, &format!("{}: commit floor", db.identity()))?;
     // `table` is a generated identifier; the value is a bound parameter.
     client
@@ -180,7 +183,10 @@ pub(crate) fn mysql(url: &str, table: &str) -> Result<Floor, RunError> {
     use mysql::prelude::Queryable;
     use turnstile::Connect;
 
-    let db = turnstile::resource::MySql::new(url).map_err(crate::run::open_error)?;
+    // At the runs' isolation level (see `MySqlData`).
+    let db = turnstile::resource::MySql::new(url)
+        .map_err(crate::run::open_error)?
+        .isolation(turnstile::resource::Isolation::ReadCommitted);
     let mut conn = crate::run::connect_to(&db, &format!("{}: commit floor", db.identity()))?;
     // `table` is a generated identifier; the value is a bound parameter.
     conn.query_drop(format!(

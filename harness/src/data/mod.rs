@@ -455,6 +455,77 @@ mod tests {
         }
     }
 
+    /// The worker spec of a `kv` run over `data` (nothing is connected).
+    #[cfg(any(feature = "postgres", feature = "mysql"))]
+    fn spec_over(data: DataSpec, dir: &std::path::Path) -> WorkerSpec {
+        let config = crate::RunConfig::new("mutex", crate::Workload::Kv).data(data);
+        let paths = crate::workload::Paths::new(dir, None);
+        WorkerSpec::of_run(&config, paths, &crate::registry())
+    }
+
+    /// The isolation level of `client`'s next transaction.
+    #[cfg(feature = "postgres")]
+    fn pg_isolation(client: &mut ::postgres::Client) -> String {
+        client
+            .query_one("SHOW transaction_isolation", &[])
+            .unwrap()
+            .get(0)
+    }
+
+    /// The harness's PostgreSQL sessions run at `READ COMMITTED` though the URL makes
+    /// every session default to `SERIALIZABLE`: in autocommit (the session's default, which
+    /// lock strategies' ops and the checkers' final reads get) and in the transactions the
+    /// resource begins.
+    #[test]
+    #[cfg(feature = "postgres")]
+    fn postgres_data_runs_at_read_committed_whatever_the_default() {
+        let url = crate::conformance::postgres_url();
+        let sep = if url.contains('?') { '&' } else { '?' };
+        let url = format!("{url}{sep}options=-c%20default_transaction_isolation%3Dserializable");
+        // The URL does make a session serializable.
+        let plain = self::postgres::checked(&url).unwrap();
+        assert_eq!(pg_isolation(&mut plain.connect().unwrap()), "serializable");
+
+        let dir = tempfile::tempdir().unwrap();
+        let data = PostgresData::open(&spec_over(DataSpec::Postgres(url), dir.path())).unwrap();
+        let db = data.connect();
+        let mut client = db.connect().unwrap();
+        assert_eq!(pg_isolation(&mut client), "read committed");
+        db.begin(&mut client, &[]).unwrap();
+        assert_eq!(pg_isolation(&mut client), "read committed");
+        db.rollback(&mut client).unwrap();
+    }
+
+    /// The harness's MySQL sessions run at `READ COMMITTED` though the server's default is
+    /// stricter (InnoDB's `REPEATABLE READ`, as on the test server).
+    #[test]
+    #[cfg(feature = "mysql")]
+    fn mysql_data_runs_at_read_committed_whatever_the_default() {
+        use ::mysql::prelude::Queryable;
+        fn isolation(conn: &mut ::mysql::Conn, scope: &str) -> String {
+            conn.query_first::<String, _>(format!("SELECT @@{scope}.transaction_isolation"))
+                .or_else(|_| conn.query_first(format!("SELECT @@{scope}.tx_isolation")))
+                .unwrap()
+                .unwrap()
+        }
+        let url = crate::conformance::mysql_url();
+        let mut plain = turnstile::resource::MySql::new(&url)
+            .unwrap()
+            .connect()
+            .unwrap();
+        let default = isolation(&mut plain, "GLOBAL");
+        assert_ne!(
+            default, "READ-COMMITTED",
+            "the test needs a stricter default"
+        );
+        assert_eq!(isolation(&mut plain, "SESSION"), default);
+
+        let dir = tempfile::tempdir().unwrap();
+        let data = MySqlData::open(&spec_over(DataSpec::MySql(url), dir.path())).unwrap();
+        let mut conn = data.connect().connect().unwrap();
+        assert_eq!(isolation(&mut conn, "SESSION"), "READ-COMMITTED");
+    }
+
     #[test]
     fn table_prefixes_are_identifiers() {
         assert_eq!(Tables::new("").unwrap().counter, "counter");

@@ -1089,7 +1089,7 @@ mod tests {
     }
 
     fn admin() -> Client {
-        res::open(&res::parse_url(&url()).unwrap()).expect("the PostgreSQL test server")
+        res::open(&res::parse_url(&url()).unwrap(), None).expect("the PostgreSQL test server")
     }
 
     fn unique(prefix: &str) -> String {

@@ -46,6 +46,61 @@ pub use self::mysql::{MySql, is_busy as mysql_is_busy};
 #[cfg(feature = "postgres")]
 pub use self::postgres::{Postgres, is_busy as postgres_is_busy};
 
+/// The transaction isolation level a [`Postgres`] or [`MySql`] resource runs its
+/// connections at ([`Postgres::isolation`], [`MySql::isolation`]). Without one, they run
+/// at the server's default: PostgreSQL's `default_transaction_isolation` (`READ
+/// COMMITTED` unless the server, role, database or URL sets it), InnoDB's
+/// `transaction_isolation` (`REPEATABLE READ` unless configured).
+///
+/// Per-key exclusion is the strategy's work: a stricter level than `READ COMMITTED` adds
+/// the database's own arbitration, which can refuse ops of *different* keys as busy —
+/// PostgreSQL's `SERIALIZABLE` fails transactions whose predicate locks merely share an
+/// index page (`40001`), InnoDB's `REPEATABLE READ` locks the gap around a key a locking
+/// statement did not find, so an insert of a neighbouring key waits for it (and can
+/// deadlock). Strategies that rely on the database's arbitration instead (`retry`,
+/// `optimistic`) may want a stricter one.
+///
+/// `READ UNCOMMITTED` is not offered: PostgreSQL runs it as `READ COMMITTED`, and on
+/// InnoDB it lets an op read what another op has not committed and may still roll back.
+///
+/// [`Postgres`]: crate::resource::Postgres
+/// [`MySql`]: crate::resource::MySql
+/// [`Postgres::isolation`]: crate::resource::Postgres::isolation
+/// [`MySql::isolation`]: crate::resource::MySql::isolation
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Isolation {
+    /// `READ COMMITTED`: each statement sees what was committed before it began; no
+    /// serialization failures on PostgreSQL, no gap locks on InnoDB (beyond foreign-key
+    /// and duplicate-key checks).
+    ReadCommitted,
+    /// `REPEATABLE READ`: one snapshot for the whole transaction. PostgreSQL fails a
+    /// write to a row another transaction changed since the snapshot (`40001`); InnoDB
+    /// takes next-key and gap locks for locking reads and writes.
+    RepeatableRead,
+    /// `SERIALIZABLE`: PostgreSQL's serializable snapshot isolation (serialization
+    /// failures, `40001`, also between transactions that touched no common row); on
+    /// InnoDB, `REPEATABLE READ` whose plain reads lock what they read.
+    Serializable,
+}
+
+impl Isolation {
+    /// The level's SQL name, as `SET … ISOLATION LEVEL` takes it (static text).
+    pub fn sql(self) -> &'static str {
+        match self {
+            Isolation::ReadCommitted => "READ COMMITTED",
+            Isolation::RepeatableRead => "REPEATABLE READ",
+            Isolation::Serializable => "SERIALIZABLE",
+        }
+    }
+}
+
+impl std::fmt::Display for Isolation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.sql())
+    }
+}
+
 /// The default time to establish a connection to a database server: 10 s.
 pub const DEFAULT_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 

@@ -13,7 +13,8 @@ use turnstile_core::{
 };
 
 use super::{
-    DEFAULT_CONNECT_TIMEOUT, MARKER_SAVEPOINT, PROBE_SAVEPOINT, fence_column, server_identity,
+    DEFAULT_CONNECT_TIMEOUT, Isolation, MARKER_SAVEPOINT, PROBE_SAVEPOINT, fence_column,
+    server_identity,
 };
 
 /// `ER_LOCK_WAIT_TIMEOUT`: InnoDB gave up waiting for a row lock.
@@ -39,11 +40,12 @@ const FENCE_TABLE: &str = "CREATE TABLE IF NOT EXISTS turnstile_fences (
 /// Opens connections to one MySQL or MariaDB database; each op runs in an InnoDB
 /// transaction.
 ///
-/// The op gets a [`mysql::Conn`]. Defaults: the server's isolation level (InnoDB's
-/// `REPEATABLE READ`), a [`DEFAULT_CONNECT_TIMEOUT`] to connect, no read timeout: a
-/// server that stops answering but keeps its connections open (a stopped process, a
-/// host gone without a reset) blocks a statement until TCP gives up, unless
-/// [`read_timeout`](MySql::read_timeout) bounds it.
+/// The op gets a [`mysql::Conn`]. Defaults: the server's isolation level (its
+/// `transaction_isolation`, InnoDB's `REPEATABLE READ` unless configured;
+/// [`isolation`](MySql::isolation) chooses one), a [`DEFAULT_CONNECT_TIMEOUT`] to
+/// connect, no read timeout: a server that stops answering but keeps its connections open
+/// (a stopped process, a host gone without a reset) blocks a statement until TCP gives up,
+/// unless [`read_timeout`](MySql::read_timeout) bounds it.
 ///
 /// Fences are recorded in a `turnstile_fences` table (created on first use, outside any
 /// transaction, because DDL commits implicitly on MySQL). The op must not run DDL or
@@ -68,6 +70,7 @@ pub struct MySql {
     identity: String,
     connect_timeout: Duration,
     read_timeout: Option<Duration>,
+    isolation: Option<Isolation>,
     fence_table_ready: Arc<AtomicBool>,
 }
 
@@ -78,6 +81,7 @@ impl std::fmt::Debug for MySql {
             .field("identity", &self.identity)
             .field("connect_timeout", &self.connect_timeout)
             .field("read_timeout", &self.read_timeout)
+            .field("isolation", &self.isolation)
             .finish_non_exhaustive()
     }
 }
@@ -100,6 +104,7 @@ impl MySql {
             opts,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             read_timeout: None,
+            isolation: None,
             fence_table_ready: Arc::new(AtomicBool::new(false)),
         })
     }
@@ -132,6 +137,23 @@ impl MySql {
     pub fn connect_timeout(mut self, timeout: Duration) -> Result<Self, StrategyError> {
         self.connect_timeout = super::check_connect_timeout("MySQL", timeout)?;
         Ok(self)
+    }
+
+    /// Runs every op at `level` instead of the server's default isolation level (see
+    /// [`Isolation`] for what a level stricter than `READ COMMITTED` costs per-key
+    /// strategies). Each connection makes it its session's level when it opens (`SET
+    /// SESSION TRANSACTION ISOLATION LEVEL …`, one round trip per connection, within the
+    /// connect timeout), so the transactions the resource begins and the statements of ops
+    /// run in autocommit all run at it. MySQL cannot name the level in `START
+    /// TRANSACTION`: an op that changes its session's level changes it for the later ops
+    /// on its connection. Default: none, the server's.
+    ///
+    /// Under `READ COMMITTED` InnoDB takes no gap locks: the `optimistic` strategy's
+    /// re-read, at commit, of a record an op found absent and did not write no longer keeps
+    /// it absent until the commit (an insert can slip in, as on PostgreSQL).
+    pub fn isolation(mut self, level: Isolation) -> Self {
+        self.isolation = Some(level);
+        self
     }
 
     /// The parsed connection options.
@@ -232,7 +254,20 @@ impl Connect for MySql {
     type Resource = Conn;
 
     fn connect(&self) -> Result<Conn, BoxError> {
-        open(&self.opts, self.connect_timeout, self.read_timeout)
+        match self.isolation {
+            None => open(&self.opts, self.connect_timeout, self.read_timeout),
+            // The driver runs its init statements as part of the login, which the connect
+            // (or read) timeout bounds. Static text: the level's SQL name.
+            Some(level) => {
+                let mut init = self.opts.get_init();
+                init.push(format!(
+                    "SET SESSION TRANSACTION ISOLATION LEVEL {}",
+                    level.sql()
+                ));
+                let opts = OptsBuilder::from_opts(self.opts.clone()).init(init).into();
+                open(&opts, self.connect_timeout, self.read_timeout)
+            }
+        }
     }
 
     fn identity(&self) -> &str {

@@ -13,7 +13,7 @@ use turnstile_core::{
     BoxError, Connect, Error, Fence, FenceClaim, StrategyError, Transact, TransactError, find_error,
 };
 
-use super::{DEFAULT_CONNECT_TIMEOUT, MARKER_SAVEPOINT, fence_column, server_identity};
+use super::{DEFAULT_CONNECT_TIMEOUT, Isolation, MARKER_SAVEPOINT, fence_column, server_identity};
 
 const FENCE_TABLE: &str = "CREATE TABLE IF NOT EXISTS turnstile_fences (
     backend TEXT NOT NULL,
@@ -24,9 +24,10 @@ const FENCE_TABLE: &str = "CREATE TABLE IF NOT EXISTS turnstile_fences (
 
 /// Opens connections to one PostgreSQL database; each op runs in a transaction.
 ///
-/// The op gets a [`postgres::Client`]. Defaults: the server's isolation level (`READ
-/// COMMITTED` unless configured otherwise), a [`DEFAULT_CONNECT_TIMEOUT`] to connect, no
-/// TLS.
+/// The op gets a [`postgres::Client`]. Defaults: the server's isolation level (its
+/// `default_transaction_isolation`: `READ COMMITTED` unless the server, role, database or
+/// URL sets another; [`isolation`](Postgres::isolation) chooses one), a
+/// [`DEFAULT_CONNECT_TIMEOUT`] to connect, no TLS.
 ///
 /// The driver has no read timeout: a server that stops answering but keeps its
 /// connections open (a stopped process) blocks a statement until it answers again — the
@@ -58,6 +59,7 @@ const FENCE_TABLE: &str = "CREATE TABLE IF NOT EXISTS turnstile_fences (
 pub struct Postgres {
     config: Config,
     identity: String,
+    isolation: Option<Isolation>,
     fence_table_ready: Arc<AtomicBool>,
 }
 
@@ -65,6 +67,7 @@ impl std::fmt::Debug for Postgres {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Postgres")
             .field("identity", &self.identity)
+            .field("isolation", &self.isolation)
             .finish_non_exhaustive()
     }
 }
@@ -88,6 +91,7 @@ impl Postgres {
         Ok(Postgres {
             identity: identity(&config),
             config,
+            isolation: None,
             fence_table_ready: Arc::new(AtomicBool::new(false)),
         })
     }
@@ -102,6 +106,24 @@ impl Postgres {
         self.config
             .connect_timeout(super::check_connect_timeout("PostgreSQL", timeout)?);
         Ok(self)
+    }
+
+    /// Runs every op at `level` instead of the server's default isolation level (see
+    /// [`Isolation`] for what a level stricter than `READ COMMITTED` costs per-key
+    /// strategies). Default: none, the server's.
+    ///
+    /// Each transaction the resource begins for an op names the level (`BEGIN ISOLATION
+    /// LEVEL …`, in the same round trip), so an op that changed its session's default does
+    /// not change it; [`PgXactLocked`](crate::lock::PgXactLocked) begins its transactions
+    /// through the resource too. Each connection also makes it its session's default when
+    /// it opens (`SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL …`, one round
+    /// trip per connection, within the connect timeout), for the statements of ops run in
+    /// autocommit ([`TxMode::Autocommit`](crate::TxMode::Autocommit)). Behind a
+    /// transaction-pooling proxy a session's setting does not stay with the client: there
+    /// only ops in a transaction are sure to run at `level`.
+    pub fn isolation(mut self, level: Isolation) -> Self {
+        self.isolation = Some(level);
+        self
     }
 
     /// The parsed connection configuration.
@@ -226,8 +248,9 @@ pub(crate) fn identity(config: &Config) -> String {
     server_identity("postgres", user, &host, port, db)
 }
 
-/// Opens one connection without TLS, login included within the connect timeout.
-pub(crate) fn open(config: &Config) -> Result<Client, BoxError> {
+/// Opens one connection without TLS, and makes `isolation`, if any, its session's default
+/// isolation level: login and setting within the connect timeout.
+pub(crate) fn open(config: &Config, isolation: Option<Isolation>) -> Result<Client, BoxError> {
     let timeout = config
         .get_connect_timeout()
         .copied()
@@ -235,7 +258,15 @@ pub(crate) fn open(config: &Config) -> Result<Client, BoxError> {
     let server = identity(config);
     let config = config.clone();
     super::open_within(&server, timeout, move || {
-        config.connect(NoTls).map_err(Into::into)
+        let mut client = config.connect(NoTls)?;
+        if let Some(level) = isolation {
+            // Static text: the level's SQL name.
+            client.batch_execute(&format!(
+                "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL {}",
+                level.sql()
+            ))?;
+        }
+        Ok(client)
     })
 }
 
@@ -262,7 +293,7 @@ impl Connect for Postgres {
     type Resource = Client;
 
     fn connect(&self) -> Result<Client, BoxError> {
-        open(&self.config)
+        open(&self.config, self.isolation)
     }
 
     fn identity(&self) -> &str {
@@ -340,10 +371,16 @@ impl Transact for Postgres {
         if !fences.is_empty() {
             self.ensure_fence_table(client)?;
         }
-        // The marker savepoint lets commit see an op that ended the transaction.
-        client
-            .batch_execute(&format!("BEGIN; SAVEPOINT {MARKER_SAVEPOINT}"))
-            .map_err(classify)?;
+        // The marker savepoint lets commit see an op that ended the transaction. The
+        // isolation level is static text, the level's SQL name.
+        let begin = match self.isolation {
+            Some(level) => format!(
+                "BEGIN ISOLATION LEVEL {}; SAVEPOINT {MARKER_SAVEPOINT}",
+                level.sql()
+            ),
+            None => format!("BEGIN; SAVEPOINT {MARKER_SAVEPOINT}"),
+        };
+        client.batch_execute(&begin).map_err(classify)?;
         if let Err(e) = check_fences(client, fences) {
             let _ = self.rollback(client);
             return Err(e);
