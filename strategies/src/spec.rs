@@ -128,9 +128,17 @@ impl fmt::Debug for Spec {
 /// Where drivers read a text differently (which `@` ends the user info; a raw `/`, `?`,
 /// `#` or `@` in a password), each reading is masked. In a `postgres://` or
 /// `postgresql://` URL the password starts at the first `:`, as that driver reads it
-/// (`postgres://app://Xy:7k9@db` is the user `app` with the password `//Xy:7k9`). An `@`
-/// in a query after a host and port (`h:3306/db?user=a@b`) ends no user info. A `#` does
-/// not end a query: the PostgreSQL driver reads it as part of a value. After a raw `&` in
+/// (`postgres://app://Xy:7k9@db` is the user `app` with the password `//Xy:7k9`), and in
+/// user info with no `/`, `?` or `#`, as the `url` crate reads it, whatever comes before
+/// it (`redis://u[:p]@h`). An `@` in the value of a query parameter that the scheme's
+/// driver knows and that may hold one (PostgreSQL's `user`, `password`, `dbname`,
+/// `options`, `application_name`, `host`; MySQL's `user`, `password`, `socket`,
+/// `db_name`; Redis's `tls_ca`, `tls_cert`, `tls_key`, and over a Unix socket `user`,
+/// `pass`), after a host and port (`mysql://h:3306/db?user=a@b`), ends no user info;
+/// for other schemes, any driver's parameter does. Elsewhere an `@` may end it, and
+/// what precedes it from the first `:` is masked, digits the `url` crate reads as a port
+/// included (`redis://u:12?x=1@h/0` shows as `redis://u:***@h/0`). A `#` does not end a
+/// query: the PostgreSQL driver reads it as part of a value. After a raw `&` in
 /// a query's password, what follows is masked up to the next parameter a driver knows
 /// (`sslmode=`, `db=`, …). A `password=` or `pass=` anywhere is masked, whatever unclosed
 /// quote comes before it. Text longer than 4096 bytes is not shown at all, only its
@@ -243,17 +251,25 @@ fn redact_quoted(message: &str, keep: impl Fn(&str) -> bool) -> String {
 /// its host, path, query or fragment) while that reading's password colon comes before the
 /// end of the driver's host: `redis://:P@ss#1@h` (host `ss`), `mysql://app:P@ss/1@db/app`,
 /// `mysql://app:P@ss?1@db`, `postgres://app:P@ss/1@db/app`, and also
-/// `postgres://u:pw@h/my@db`, which is `postgres://app:P@ss/1@db` in form. Not ambiguous:
+/// `postgres://u:pw@h/my@db`, which is `postgres://app:P@ss/1@db` in form. So is a
+/// password of digits and then `?` or `/` where the `url` crate reads a host and port
+/// (`redis://u:12?x=1@h/0` is the host `u`, port 12), and a `[` where no IPv6 address
+/// starts (`redis://u[:p]?x=1@h`). Not ambiguous:
 ///
 /// - an `@` the driver keeps inside the user info: a raw `@` in a password that ends at
-///   the last `@` before the host (`mysql://app:P@ss@db/app`, `redis://:P@ss@h:6379/0`)
-///   is read as written by the `url` crate (the PostgreSQL driver reads it up to the first
-///   `@`, which is ambiguous there);
-/// - an `@` in the value of a query parameter some driver knows
-///   (`?application_name=deploy@ci/job`, `?tls_ca=/etc/u@h/ca.pem`): no password holds
-///   `?tls_ca=`; nor one in any value of the query after a path, with no `/` or `?`
-///   after it before the next `&` (`/db?user=a@b`), which [`redact_url`] takes for no
-///   end of user info.
+///   the last `@` before the host (`mysql://app:P@ss@db/app`, `redis://:P@ss@h:6379/0`,
+///   and with a `[` in it, `redis://u[:p]@h`, the user `u[`) is read as written by the
+///   `url` crate (the PostgreSQL driver reads it up to the first `@`, which is ambiguous
+///   there);
+/// - an `@` in the value of a query parameter that the scheme's driver knows and whose
+///   value may hold one (a user, password, file or database name: PostgreSQL's `user`,
+///   `password`, `dbname`, `options`, `application_name` and `host`; MySQL's `user`,
+///   `password`, `socket` and `db_name`; Redis's `tls_ca`, `tls_cert` and `tls_key`, and
+///   over a Unix socket `user` and `pass`), also after a host and port
+///   (`mysql://h:3306/db?user=a@b`, `?application_name=deploy@ci/job`,
+///   `?tls_ca=/etc/u@h/ca.pem`): no password holds `?tls_ca=`. Another driver's
+///   parameter is no exception (`redis://:P@ss?db=1@cache` would be the host `ss`: `db`
+///   is a Redis parameter only over a Unix socket).
 ///
 /// Over PostgreSQL, the driver's credentials (all before the first `@`) are also
 /// ambiguous when they read as a host and then a path, query or next host, as every other
@@ -288,6 +304,12 @@ pub(crate) fn userinfo_is_ambiguous(url: &str) -> bool {
     }
     let postgres =
         scheme.eq_ignore_ascii_case("postgres") || scheme.eq_ignore_ascii_case("postgresql");
+    let reader = match Reader::of(scheme) {
+        _ if postgres => Reader::Postgres,
+        // Read by the `url` crate, whatever its name ends with.
+        Reader::Postgres => Reader::Other,
+        reader => reader,
+    };
     // The `@` the driver takes as the end of the user info, where its host ends, and its
     // query (without the `?`).
     let (driver_at, host_end, query) = if postgres {
@@ -316,7 +338,8 @@ pub(crate) fn userinfo_is_ambiguous(url: &str) -> bool {
     {
         return true;
     }
-    // Whether the `@` at `i` is in the value of a query parameter a driver knows.
+    // Whether the `@` at `i` is in the value of a query parameter the driver knows, one
+    // that may hold an `@`.
     let in_a_known_value = |i: usize| {
         query.clone().is_some_and(|query| {
             let mut start = query.start;
@@ -325,12 +348,12 @@ pub(crate) fn userinfo_is_ambiguous(url: &str) -> bool {
                 start = to + 1;
                 (from..to).contains(&i)
                     && param.find('=').is_some_and(|eq| from + eq < i)
-                    && names_known_parameter(param)
+                    && reader.knows_text(param)
             })
         })
     };
     let mut readings = Vec::new();
-    userinfo_masks(url, from, postgres, &mut readings);
+    userinfo_masks(url, from, reader, &mut readings);
     readings.iter().any(|m| {
         // The mask runs from just after the password colon to the `@`.
         let colon = m.start - 1 - from;
@@ -383,7 +406,7 @@ pub(crate) fn refuse_ambiguous_userinfo(kind: &str, url: &str) -> Result<(), Str
     if userinfo_is_ambiguous(&normalised) {
         return Err(Error::Config(format!(
             "bad {kind} URL {:?}: drivers read where its user info ends differently, and \
-             one would show a piece of the password as the host, user or database, or \
+             one would show a piece of the password as the host, port, user or database, or \
              connect to another host; \
              percent-encode an `@` in the user, password, database name or query as %40 \
              (and a `/`, `?`, `#` or `,` in the password as %2F, %3F, %23, %2C)",
@@ -426,9 +449,8 @@ fn url_masks(url: &str) -> Option<Vec<std::ops::Range<usize>>> {
     // Every URL in the text, wherever it starts (`postgres://…`, `pg-xact:postgres://…`,
     // `DATABASE_URL=postgres://…`), and the text as one without a scheme: the union.
     for (at, _) in url.match_indices("://").take(MAX_READINGS) {
-        let scheme = url[..at].to_ascii_lowercase();
-        let postgres = scheme.ends_with("postgres") || scheme.ends_with("postgresql");
-        userinfo_masks(url, at + 3, postgres, &mut masks);
+        let reader = Reader::of(&url[..at]);
+        userinfo_masks(url, at + 3, reader, &mut masks);
         query_masks(url, at + 3, &mut masks);
     }
     masks_without_scheme(url, &mut masks);
@@ -502,71 +524,110 @@ fn percent_decoded(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Masks the password of the user info of the URL-like text starting at `from`: from its
-/// first [password colon](password_colon) to an `@` that may end it. Drivers differ on
-/// which `@` that is (the first; the last before the path), so every `@` up to the query
-/// of what follows the first one counts, and each masks its own reading: a password with
-/// a raw `/`, `?`, `#` or `@` is masked whole, and an `@` in a query
-/// (`h:3306/db?user=a@b`) masks nothing, as no password colon comes before it.
+/// Masks the password of the user info of the URL-like text starting at `from`, as
+/// `reader` reads it: from its first [password colon](password_colon) to an `@` that may
+/// end it. Drivers differ on which `@` that is (the first; the last before the path), so
+/// every `@` up to the query of what follows the first one counts, and each masks its
+/// own reading: a password with a raw `/`, `?`, `#` or `@` is masked whole, and an `@` in
+/// the value of a parameter the reader knows that may hold one (`h:3306/db?user=a@b`)
+/// masks nothing, as no password colon comes before it. Where the `url` crate reads the
+/// URL, its own reading (up to the last `@` before the first `/`, `?` or `#`, from the
+/// first `:`) is always masked, however many `@`s come before it.
 fn userinfo_masks(
     text: &str,
     from: usize,
-    postgres: bool,
+    reader: Reader,
     masks: &mut Vec<std::ops::Range<usize>>,
 ) {
     let rest = &text[from..];
     let Some(first) = rest.find('@') else {
         return;
     };
+    if !reader.first_colon() {
+        let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+        if let Some(at) = authority.rfind('@')
+            && let Some(colon) = authority[..at].find(':')
+        {
+            masks.push(from + colon + 1..from + at);
+        }
+    }
     let after = &rest[first..];
     let limit = after.find('/').map_or(after.len(), |slash| {
         after[slash..].find('?').map_or(after.len(), |q| slash + q)
     });
-    // Past the query's start, an `@` still counts while no `=` came before it: one in a
-    // `name=value` (`?user=a@b`) is the query's, one before any is a password's `?`.
+    // Past the query's start, an `@` in the value of a parameter the reader knows
+    // (`?user=a@b`) is the query's; one elsewhere may be a password's.
     let in_value = |i: usize| {
         let tail = &after[i + 1..];
         let host_follows = tail
             .find(['/', '?', '&'])
             .is_some_and(|j| tail.as_bytes()[j] != b'&');
-        i > limit && after[limit..i].contains('=') && !host_follows
+        i > limit
+            && !host_follows
+            && after[limit + 1..i]
+                .rsplit('&')
+                .next()
+                .is_some_and(|param| reader.knows_text(param))
     };
     let ats = after.match_indices('@').map(|(i, _)| i);
     for i in ats.filter(|&i| !in_value(i)).take(MAX_READINGS) {
         let at = from + first + i;
-        if let Some(colon) = password_colon(&text[from..at], postgres) {
+        if let Some(colon) = password_colon(&text[from..at], reader) {
             masks.push(from + colon + 1..at);
         }
     }
 }
 
-/// Where a password may start in what precedes an `@`. Over `postgres`, the first `:`,
-/// as the PostgreSQL driver splits its credentials (everything before the first `@`) there,
-/// whatever comes before it (`app://Xy:7k9` is the user `app` with the password
-/// `//Xy:7k9`). Otherwise the first `:` that is not a scheme's (followed by `//`), not
-/// inside an IPv6 address's `[…]`, and not a port's — a `:` followed by digits and then
-/// `/`, `?` or `,`, with a `?` and then a `=` after it, so that the `@` is in a query's
-/// value (`h:3306/db?user=a@b`).
-fn password_colon(region: &str, postgres: bool) -> Option<usize> {
-    if postgres {
+/// Where a password may start in `region`, what precedes an `@`, as `reader` reads it.
+///
+/// Over PostgreSQL (and in text without `://`), the first `:`, as the PostgreSQL driver
+/// splits its credentials (everything before the first `@`) there, whatever comes before
+/// it (`app://Xy:7k9` is the user `app` with the password `//Xy:7k9`). Otherwise, when
+/// the region holds no `/`, `?` or `#`, also its first `:`, as the `url` crate reads it
+/// whatever comes before it (`u[:p]` is the user `u[` with the password `p]`). Else the
+/// first `:` that is not a scheme's (followed by `//`) and, where the `@` is in the value
+/// of a query parameter the reader knows (that may hold an `@`), not inside an IPv6
+/// address's `[…]` where a host starts, nor a port's: a `:` before the first `/`, `?` or
+/// `#`, followed by digits and then `/`, `?` or `,` (`h:3306/db?user=a@b`,
+/// `[::1]:3306/db?user=a@b`). Elsewhere the `@` may end a password, and what the `url`
+/// crate reads as a host and port (`u:12?x=1@h`, `[::]#@h`) its first piece.
+fn password_colon(region: &str, reader: Reader) -> Option<usize> {
+    if reader.first_colon() {
         return region.find(':');
     }
-    let last_query = region.rfind('?');
+    let Some(authority_end) = region.find(['/', '?', '#']) else {
+        return region.find(':');
+    };
+    let bytes = region.as_bytes();
+    // Whether the `@` ends a known parameter's value in the query, which starts at the
+    // first `?` unless a `#` (a fragment) comes first.
+    let in_a_known_value = region[authority_end..]
+        .find(['?', '#'])
+        .map(|q| authority_end + q)
+        .filter(|&q| bytes[q] == b'?')
+        .and_then(|q| region[q + 1..].rsplit('&').next())
+        .is_some_and(|param| reader.knows_text(param));
     let mut in_brackets = false;
     // A `:` followed by `//` is a scheme's, unless no other `:` turns up: then it is a
     // password's that starts with `//`.
     let mut scheme_colon = None;
-    for (i, byte) in region.bytes().enumerate() {
+    for (i, &byte) in bytes.iter().enumerate() {
         match byte {
-            b'[' => in_brackets = true,
+            b'[' if in_a_known_value
+                && (i == 0 || bytes[i - 1] == b'@')
+                && ipv6_at(&region[i..]) =>
+            {
+                in_brackets = true;
+            }
             b']' => in_brackets = false,
             b':' if !in_brackets => {
                 let after = &region[i + 1..];
                 let digits = after.bytes().take_while(u8::is_ascii_digit).count();
                 let port = i > 0
+                    && i < authority_end
                     && digits > 0
                     && matches!(after.as_bytes().get(digits), Some(b'/' | b'?' | b','))
-                    && last_query.is_some_and(|q| q > i && region[q..].contains('='));
+                    && in_a_known_value;
                 if after.starts_with("//") {
                     scheme_colon = scheme_colon.or(Some(i));
                 } else if !port {
@@ -577,6 +638,13 @@ fn password_colon(region: &str, postgres: bool) -> Option<usize> {
         }
     }
     scheme_colon
+}
+
+/// Whether `text` starts with an IPv6 address in brackets (`[::1]`), as a host does.
+fn ipv6_at(text: &str) -> bool {
+    // The longest IPv6 address in text is 45 bytes.
+    let end = text.bytes().take(48).position(|b| b == b']');
+    end.is_some_and(|end| text[1..end].parse::<std::net::Ipv6Addr>().is_ok())
 }
 
 /// Masks the values of password parameters in the query of the URL-like text starting at
@@ -605,6 +673,81 @@ fn query_masks(text: &str, from: usize, masks: &mut Vec<std::ops::Range<usize>>)
             }
         }
         at += param.len() + 1;
+    }
+}
+
+/// Whose reading of a URL's user info and query applies: the driver that reads a scheme's
+/// URLs, as far as where its user info ends and which query parameters it knows.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Reader {
+    /// tokio-postgres (`postgres://`, `postgresql://`): credentials up to the first `@`.
+    Postgres,
+    /// The `mysql` crate, through the `url` crate.
+    MySql,
+    /// The `redis` crate over TCP (`redis://`, `rediss://`, and the `redlock://` URLs
+    /// turnstile splits into them), through the `url` crate.
+    RedisTcp,
+    /// The `redis` crate over a Unix socket (`redis+unix://`, `unix://`).
+    RedisUnix,
+    /// An unknown scheme: read as the `url` crate reads it, with every driver's parameters.
+    Other,
+    /// Text without `://` (a mistyped URL, a spec's argument): its password from the first
+    /// `:`, with every driver's parameters.
+    Bare,
+}
+
+impl Reader {
+    /// The reader of the URL whose scheme ends `prefix` (the text before `://`, which may
+    /// hold more: `pg-xact:postgres`, `DATABASE_URL=mysql`, `queue+redis`).
+    fn of(prefix: &str) -> Reader {
+        let scheme = prefix.to_ascii_lowercase();
+        let ends = |names: &[&str]| names.iter().any(|name| scheme.ends_with(name));
+        if ends(&["postgres", "postgresql"]) {
+            Reader::Postgres
+        } else if ends(&["mysql"]) {
+            Reader::MySql
+        } else if ends(&["unix"]) {
+            Reader::RedisUnix
+        } else if ends(&["redis", "rediss", "redlock", "redlocks"]) {
+            Reader::RedisTcp
+        } else {
+            Reader::Other
+        }
+    }
+
+    /// Whether this reader's password starts at the first `:` of what precedes an `@`,
+    /// whatever it is.
+    fn first_colon(self) -> bool {
+        matches!(self, Reader::Postgres | Reader::Bare)
+    }
+
+    /// Whether the `&`-piece `param` of a query (`name=value`) is a parameter this reader
+    /// knows whose value may hold an `@` (a user, password, file path, database name,
+    /// application name): an `@` in its value ends no user info. Its name is read
+    /// percent-decoded, as drivers decode it, and matched exactly, as they match it; for
+    /// text of an unknown scheme, any parameter of any driver, in any case.
+    fn knows_text(self, param: &str) -> bool {
+        let names: &[&str] = match self {
+            // tokio-postgres's.
+            Reader::Postgres => &[
+                "user",
+                "password",
+                "dbname",
+                "options",
+                "application_name",
+                "host",
+            ],
+            // The `mysql` crate's.
+            Reader::MySql => &["user", "password", "socket", "db_name"],
+            // turnstile's TLS files (the `redis` crate reads no other over TCP but
+            // `protocol`, and turnstile `ttl_ms`: numbers).
+            Reader::RedisTcp => &["tls_ca", "tls_cert", "tls_key"],
+            Reader::RedisUnix => &["user", "pass", "tls_ca", "tls_cert", "tls_key"],
+            Reader::Other | Reader::Bare => return names_known_parameter(param),
+        };
+        param
+            .split_once('=')
+            .is_some_and(|(name, _)| names.contains(&percent_decoded(name).as_str()))
     }
 }
 
@@ -711,7 +854,7 @@ fn masks_without_scheme_in(text: &str, outer: bool, masks: &mut Vec<std::ops::Ra
     // A file lock's directory is no user info, and text with a `://` had its URLs read.
     let a_directory = colon.is_some_and(|c| text[..c].to_ascii_lowercase().ends_with("file-lock"));
     if !a_directory && !text.contains("://") {
-        userinfo_masks(text, 0, true, masks);
+        userinfo_masks(text, 0, Reader::Bare, masks);
     }
     query_masks(text, 0, masks);
     if text.contains(char::is_whitespace) {
@@ -1222,6 +1365,80 @@ pub(crate) fn lock_url(spec: &Spec) -> Result<&str, StrategyError> {
     url.ok_or_else(|| Error::Config(format!("strategy {:?} needs a server URL", spec.name())))
 }
 
+/// A server URL built from what a user means by it, written raw (nothing
+/// percent-encoded), for the tests that hold each driver's reading against the check:
+/// see [`meant_urls`].
+#[cfg(all(test, any(feature = "redis", feature = "mysql", feature = "postgres")))]
+#[derive(Debug)]
+pub(crate) struct Meant {
+    pub(crate) url: String,
+    pub(crate) user: String,
+    pub(crate) password: String,
+    pub(crate) host: String,
+    pub(crate) port: u16,
+}
+
+/// `scheme://user:password@host[:port][tail]` for users `u`, ``, `u[` and `[`; passwords
+/// of the pieces `X`, `1`, `@`, `/`, `?`, `#`, `:`, `=`, `&`, `[`, `]`, `,` and `foreign`
+/// (parameter names of other drivers, `?db=`): every one of up to two pieces, and
+/// (seeded) samples of three to six; hosts `h`, `h:port` and `[::1]:port`; and tails ``,
+/// `/0`, `/0?text=a@b` and `?text=a@b`, where `text` is a parameter of this driver whose
+/// value may hold an `@`. Only a password holds an `X`, so a redacted URL, identity or
+/// message that shows one shows a piece of the password.
+#[cfg(all(test, any(feature = "redis", feature = "mysql", feature = "postgres")))]
+pub(crate) fn meant_urls(scheme: &str, port: u16, foreign: &[&str], text: &str) -> Vec<Meant> {
+    let mut pieces = vec!["X", "1", "@", "/", "?", "#", ":", "=", "&", "[", "]", ","];
+    pieces.extend_from_slice(foreign);
+    let users = ["u", "", "u[", "["];
+    let hosts = [
+        ("h".to_owned(), "h".to_owned()),
+        (format!("h:{port}"), "h".to_owned()),
+        (format!("[::1]:{port}"), "::1".to_owned()),
+    ];
+    let tails = [
+        String::new(),
+        "/0".to_owned(),
+        format!("/0?{text}=a@b"),
+        format!("?{text}=a@b"),
+    ];
+    let meant = |user: &str, password: String, host: &(String, String), tail: &str| Meant {
+        url: format!("{scheme}://{user}:{password}@{}{tail}", host.0),
+        user: user.to_owned(),
+        password,
+        host: host.1.clone(),
+        port,
+    };
+    let mut passwords = vec![String::new()];
+    for a in &pieces {
+        passwords.push((*a).to_owned());
+        for b in &pieces {
+            passwords.push(format!("{a}{b}"));
+        }
+    }
+    let mut out = Vec::new();
+    for password in &passwords {
+        for user in users {
+            for host in &hosts {
+                for tail in &tails {
+                    out.push(meant(user, password.clone(), host, tail));
+                }
+            }
+        }
+    }
+    let mut rng = fastrand::Rng::with_seed(0x7572_6c73);
+    for _ in 0..3000 {
+        let len = rng.usize(3..=6);
+        let password: String = (0..len)
+            .map(|_| pieces[rng.usize(..pieces.len())])
+            .collect();
+        let user = users[rng.usize(..users.len())];
+        let host = &hosts[rng.usize(..hosts.len())];
+        let tail = &tails[rng.usize(..tails.len())];
+        out.push(meant(user, password, host, tail));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1465,6 +1682,28 @@ mod tests {
             ),
             ("postgres://a[b:pw@h/db", "postgres://a[b:***@h/db"),
             ("postgres://[::1]:5432/db?x=a@b", "postgres://[:***@b"),
+            // A `[` in the user info where no host starts: the `url` crate's password
+            // starts at the first `:` all the same.
+            ("redis://u[:p]@h", "redis://u[:***@h"),
+            ("redis://[:a]@h", "redis://[:***@h"),
+            ("redis://u:p[@x]@h", "redis://u:***@h"),
+            ("mysql://u[:p]@h/db", "mysql://u[:***@h/db"),
+            (
+                "rediss://[::1]:6380/0?tls_ca=/u@h/ca.pem",
+                "rediss://[::1]:6380/0?tls_ca=/u@h/ca.pem",
+            ),
+            // A password of digits, a `?` and a `name=value`: the `url` crate reads a
+            // port (host `u`, port 12), unless the `@` is in the value of a parameter
+            // the scheme's driver knows.
+            ("redis://u:12?x=1@h/0", "redis://u:***@h/0"),
+            // More `@`s than readings tried: the `url` crate's own is masked all the same.
+            (
+                &format!("redis://u:p{}h:6379", "@".repeat(24)),
+                "redis://u:***@h:6379",
+            ),
+            ("mysql://u:7?a=b@h:3306", "mysql://u:***@h:3306"),
+            ("redis://h:6379/0?user=a@b", "redis://h:***@b"),
+            ("mysql://h:3306/db?user=a@b", "mysql://h:3306/db?user=a@b"),
             // Absurdly long text is not read.
             (&"://@".repeat(2000), "[8000 bytes, not shown]"),
             // A password all digits, and one in user info with a query `@` after it.
@@ -1562,11 +1801,16 @@ mod tests {
             redact_message(url, "Unknown URL parameter `k'"),
             "Unknown URL parameter `***'"
         );
+        // The driver read `7` as a port and `a=b@h:3306` as the query.
+        assert_eq!(
+            redact_message("mysql://u:7?a=b@h:3306", "Unknown URL parameter `a'"),
+            "Unknown URL parameter `***'"
+        );
     }
 
     /// The examples of URLs whose user info drivers read differently, each with the
     /// password's pieces a driver would show as the host, user or database.
-    const AMBIGUOUS: [(&str, &[&str]); 20] = [
+    const AMBIGUOUS: [(&str, &[&str]); 30] = [
         // A raw `@` in the password, then a `#`, `/` or `?`: the `url` crate's authority
         // ends there, its user info at the `@` before it, and its host is `ssw0rd`.
         ("redis://:P@ssw0rd#1@cache:6379/0", &["ssw0rd", "P@ss"]),
@@ -1603,6 +1847,21 @@ mod tests {
         ("postgres://u:12/ab@h/db", &["12/ab"]),
         // More `@`s than readings tried.
         ("mysql://u:p@@@@@@@@@@@@@@@@@@@h/db", &["p@@@"]),
+        // A password of digits, then a `?` or `/` and a `name=value`: the `url` crate
+        // reads a host `u` and a port 12, unless the `@` is in the value of a parameter
+        // that the scheme's driver knows, and `user` is none of Redis over TCP.
+        ("redis://u:12?x=1@h/0", &["12", "x=1"]),
+        ("redis://u:12/0?x=1@h", &["12/0", "x=1"]),
+        ("mysql://u:7?a=b@h:3306", &["7?", "a=b"]),
+        ("redis://h:6379/0?user=a:b@c", &["6379/0", "user=a"]),
+        // An `@` in the value of a parameter other drivers know, but not this one.
+        ("redis://:P@ss?db=1@cache", &["P@", "ss?db"]),
+        ("redis://:P@ss/0?db=1@cache", &["P@", "ss/0"]),
+        ("mysql://app:P@ss?dbname=1@db/app", &["P@", "ss?"]),
+        ("postgres://u:pw@h/db?db_name=a@b", &["pw@h"]),
+        // A `[` that starts no IPv6 address hides no password colon.
+        ("redis://[:X/@h", &["X/"]),
+        ("redis://u[:p]?x=1@h", &["p]?", "x=1"]),
     ];
 
     #[test]
@@ -1627,8 +1886,18 @@ mod tests {
             // An `@` (and a `:`) in a query's value, after the host, with IPv6 or more
             // hosts, or in the socket path's query.
             "redis+unix:///run/redis.sock?pass=a:b@c",
-            "redis://h:6379/0?user=a:b@c",
+            "mysql://h:3306/db?user=a:b@c",
             "mysql://u:pw@h/db?user=a@b",
+            "mysql://x@[::1]:3306/db?user=a@b",
+            "redis+unix:///run/redis.sock?user=a@b&pass=x",
+            "rediss://[::1]:6380/0?tls_ca=/etc/u@h/ca.pem",
+            // The same, percent-encoded.
+            "redis://u:12%3Fx=1@h/0",
+            "redis://:P%40ss%3Fdb=1@cache",
+            // A `[` in the user info: the `url` crate's password starts at the first `:`.
+            "redis://u[:p]@h",
+            "mysql://u[:p]@h/db",
+            "redis://u:p[@x]@h",
             "mysql://[::1]:3306/db?user=a@b",
             "mysql://u:pw@[::1]:3306/db?prefer_socket=false",
             "mysql://h:3306?prefer_socket=false&user=a@b",
@@ -1686,6 +1955,94 @@ mod tests {
             refuse_ambiguous_userinfo("MySQL", &long),
             Err(Error::Config(_))
         ));
+    }
+
+    /// Every URL built from what a user means that the check accepts, the driver reads
+    /// as meant (or refuses), and no redacted URL, identity or message shows a piece of
+    /// its password.
+    #[cfg(feature = "mysql")]
+    #[test]
+    fn the_mysql_driver_reads_every_accepted_url_as_meant() {
+        use crate::resource::mysql::{identity, parse_url};
+        for m in meant_urls("mysql", 3306, &["?db=", "&dbname="], "socket") {
+            assert!(!redact_url(&m.url).contains('X'), "{m:?}");
+            match parse_url(&m.url) {
+                Err(e) => assert!(!e.to_string().contains('X'), "{m:?}: {e}"),
+                Ok(opts) => {
+                    let read = (
+                        opts.get_user().unwrap_or(""),
+                        opts.get_pass().unwrap_or(""),
+                        opts.get_ip_or_hostname()
+                            .trim_matches(['[', ']'])
+                            .to_owned(),
+                        opts.get_tcp_port(),
+                    );
+                    let meant = (&*m.user, &*m.password, m.host.clone(), m.port);
+                    assert_eq!(read, meant, "{}", m.url);
+                    assert!(!identity(&opts).contains('X'), "{m:?}");
+                }
+            }
+        }
+    }
+
+    /// `MySql::new` refuses a URL that the driver would read with a piece of the
+    /// password as its host and port, or with the rest of it as a parameter (which its
+    /// message names), and shows neither.
+    #[cfg(feature = "mysql")]
+    #[test]
+    fn mysql_refuses_a_password_read_as_a_port_without_showing_it() {
+        for (url, pieces) in [
+            ("mysql://u:7?a=b@h:3306", ["7?", "a=b"]),
+            ("mysql://app:12/db?x=1@db/app", ["12/", "x=1"]),
+            ("mysql://app:P@ss?dbname=1@db/app", ["P@", "ss?"]),
+        ] {
+            let error = crate::resource::MySql::new(url).unwrap_err();
+            let shown = error.to_string();
+            assert!(matches!(error, Error::Config(_)), "{shown}");
+            assert!(shown.contains("%40"), "{shown}");
+            for piece in pieces {
+                assert!(!shown.contains(piece), "{shown}");
+            }
+        }
+        let db = crate::resource::MySql::new("mysql://u:7%3Fa=b@h:3306").unwrap();
+        assert_eq!(db.identity(), "mysql://u@h:3306/");
+        let db = crate::resource::MySql::new("mysql://u[:p]@h/db").unwrap();
+        assert_eq!(db.identity(), "mysql://u[@h:3306/db");
+        let db = crate::resource::MySql::new("mysql://h:3306/db?user=a@b").unwrap();
+        assert_eq!(db.identity(), "mysql://a@b@h:3306/db");
+    }
+
+    /// As [`the_mysql_driver_reads_every_accepted_url_as_meant`], for PostgreSQL.
+    #[cfg(feature = "postgres")]
+    #[test]
+    fn the_postgres_driver_reads_every_accepted_url_as_meant() {
+        use crate::resource::postgres::{identity, parse_url};
+        for m in meant_urls("postgres", 5432, &["?db=", "&socket="], "application_name") {
+            assert!(!redact_url(&m.url).contains('X'), "{m:?}");
+            match parse_url(&m.url) {
+                Err(e) => assert!(!e.to_string().contains('X'), "{m:?}: {e}"),
+                Ok(config) => {
+                    let host = match config.get_hosts() {
+                        [postgres::config::Host::Tcp(host)] => host.clone(),
+                        other => format!("{other:?}"),
+                    };
+                    let read = (
+                        config.get_user().unwrap_or(""),
+                        config.get_password().unwrap_or(b""),
+                        host,
+                        config.get_ports(),
+                    );
+                    let meant = (
+                        &*m.user,
+                        m.password.as_bytes(),
+                        m.host.clone(),
+                        &[m.port][..],
+                    );
+                    assert_eq!(read, meant, "{}", m.url);
+                    assert!(!identity(&config).contains('X'), "{m:?}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -80,8 +80,9 @@ impl Postgres {
     /// [`Error::Config`] when the URL does not parse, or when the driver, which reads user
     /// info up to the first `@`, would read a piece of its password as the host or
     /// database, or connect to another host than the URL names: a raw `@` in the password
-    /// (`postgres://app:P@ss/1@db/app`), an `@` in the database name after a password or
-    /// port, an `@` in the query with no user info before it
+    /// (`postgres://app:P@ss/1@db/app`), an `@` in the database name or query after a
+    /// password or port (but in the value of `user`, `password`, `dbname`, `options`,
+    /// `application_name` or `host`), an `@` in the query with no user info before it
     /// (`postgres://h:5432/db?application_name=a@b`), a password that starts with digits
     /// and then `/`, `?` or `,` (read as a port: `postgres://u:12/ab@h/db`), or credentials
     /// that start with `[` (an IPv6 host). Percent-encode such an `@` as `%40` (and the

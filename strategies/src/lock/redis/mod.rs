@@ -213,8 +213,11 @@ fn take_params(url: &str, take: impl Fn(&str) -> bool) -> (String, Vec<(&str, &s
 }
 
 /// Removes [`TTL_QUERY_PARAM`] from `url`'s query, answering the URL without it and the
-/// TTL it set.
+/// TTL it set. A URL whose user info drivers read differently is refused first: its query
+/// may hold a piece of the password (`redis://u:Xy?ttl_ms=9k2@h/0`), which a message
+/// about the value would show.
 fn take_ttl_ms(url: &str) -> Result<(String, Option<Duration>), StrategyError> {
+    crate::spec::refuse_ambiguous_userinfo("Redis", url)?;
     let (rest, taken) = take_params(url, |name| name == TTL_QUERY_PARAM);
     let mut ttl = None;
     for (_, value) in taken {
@@ -449,8 +452,11 @@ impl RedisLockBuilder {
     ///
     /// # Errors
     /// [`Error::Config`] for an unparseable URL, a URL whose password the
-    /// driver would read partly as the host (a raw `@` followed by `/`, `?` or `#` in the
-    /// password: percent-encode it, `%40` for `@`), an unknown scheme, `rediss://` without
+    /// driver would read partly as the host or port (a raw `@` followed by `/`, `?` or `#`
+    /// in the password, `redis://:P@ss?db=1@h`; a password of digits and then `?` or `/`,
+    /// `redis://u:12?x=1@h`; an `@` in the query after a password or port but in the value
+    /// of `tls_ca`, `tls_cert` or `tls_key`: percent-encode them, `%40` for `@`, `%3F` for
+    /// `?`), an unknown scheme, `rediss://` without
     /// the feature `redis-tls`, a TLS file that is missing, unreadable or invalid (with
     /// `redis-tls-preload-roots`, the system's trusted roots too; see [TLS](self#tls)), or
     /// a bad setting (a TTL below [`MIN_TTL`], a renewal period not
@@ -559,7 +565,8 @@ impl RedisLock {
     ///
     /// # Errors
     /// [`Error::Config`] when `ttl_ms` is not a whole number or is given twice (a TTL out
-    /// of range is refused by [`build`](RedisLockBuilder::build)).
+    /// of range is refused by [`build`](RedisLockBuilder::build)), or for a URL whose user
+    /// info drivers read differently (as [`build`](RedisLockBuilder::build) refuses it).
     pub fn builder_from_url(url: &str) -> Result<RedisLockBuilder, StrategyError> {
         let (url, ttl) = take_ttl_ms(url)?;
         let builder = Self::builder(url);
@@ -962,6 +969,24 @@ mod tests {
         for text in shown {
             assert!(text.contains("pass=***"), "{text}");
             assert!(!text.contains("hunter2"), "{text}");
+        }
+        // A password with a raw `?`, `ttl_ms=` and an `@` in it: refused as such, not
+        // for the TTL, whose value would be a piece of the password.
+        for url in [
+            "redis://u:Xy?ttl_ms=9k2@h/0",
+            "redlock://u:Xy?ttl_ms=9k2@h1,h2,h3",
+        ] {
+            let shown = match RedisLock::builder_from_url(url) {
+                Ok(_) => panic!("{url} was accepted"),
+                Err(e) => e.to_string(),
+            };
+            assert!(shown.contains("%40"), "{shown}");
+            assert!(!shown.contains("9k2") && !shown.contains("Xy"), "{shown}");
+            let shown = match RedlockLock::builder_from_url(url) {
+                Ok(_) => panic!("{url} was accepted"),
+                Err(e) => e.to_string(),
+            };
+            assert!(!shown.contains("9k2") && !shown.contains("Xy"), "{shown}");
         }
     }
 

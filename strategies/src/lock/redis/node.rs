@@ -770,6 +770,13 @@ mod tests {
             ("redis://:P@ssw0rd#1@cache:6379/0", "ssw0rd"),
             ("rediss://u:P@ss/w0rd@cache:6380/0", "w0rd"),
             ("redis://:P@ss?w0rd@cache:6379/0", "w0rd"),
+            // A password of digits, a `?` and a `name=value`: the driver would read the
+            // host `u` and the port 12.
+            ("redis://u:12?x=1@h/0", "12"),
+            // An `@` in the value of a parameter that only other drivers know: the
+            // driver's host would be `ss`.
+            ("redis://:P@ss?db=1@cache", "ss?db"),
+            ("redis://h:6379/0?user=a:b@c", "user=a"),
         ] {
             let error = parse_url(url).unwrap_err();
             let shown = error.to_string();
@@ -785,11 +792,15 @@ mod tests {
         assert_eq!(shown, "redis://u@cache:6379/0");
         let (_, shown) = parse_url("redis://:P@ss@w0rd@cache:6379/0").unwrap();
         assert_eq!(shown, "redis://cache:6379/0");
+        // A `[` in the user: the password starts at the first `:` all the same.
+        let (_, shown) = parse_url("redis://u[:p]@h").unwrap();
+        assert_eq!(shown, "redis://u[@h:6379/0");
+        let (_, shown) = parse_url("redis://u:12%3Fx=1@h/0").unwrap();
+        assert_eq!(shown, "redis://u@h:6379/0");
         for fine in [
             "redis://h:6379",
             "redis://[::1]:6379/0",
             "redis+unix:///run/redis.sock?db=1&pass=a:b@c",
-            "redis://h:6379/0?user=a:b@c",
         ] {
             assert!(parse_url(fine).is_ok(), "{fine}");
         }
@@ -798,6 +809,36 @@ mod tests {
                 matches!(parse_url(bad), Err(Error::Config(_))),
                 "{bad} accepted"
             );
+        }
+    }
+
+    /// Every URL built from what a user means that the check accepts, the driver reads
+    /// as meant (or refuses), and no redacted URL, server name or message shows a piece
+    /// of its password.
+    #[test]
+    fn the_driver_reads_every_accepted_url_as_meant() {
+        for m in crate::spec::meant_urls("redis", 6379, &["?db=", "&user="], "tls_ca") {
+            assert!(!crate::spec::redact_url(&m.url).contains('X'), "{m:?}");
+            match parse_url(&m.url) {
+                Err(e) => assert!(!e.to_string().contains('X'), "{m:?}: {e}"),
+                Ok((client, display)) => {
+                    let info = client.get_connection_info();
+                    let (host, port) = match info.addr() {
+                        ConnectionAddr::Tcp(host, port) => (host.clone(), *port),
+                        other => (format!("{other:?}"), 0),
+                    };
+                    let settings = info.redis_settings();
+                    let read = (
+                        settings.username().unwrap_or(""),
+                        settings.password().unwrap_or(""),
+                        host,
+                        port,
+                    );
+                    let meant = (&*m.user, &*m.password, m.host.clone(), m.port);
+                    assert_eq!(read, meant, "{}", m.url);
+                    assert!(!display.contains('X'), "{m:?}");
+                }
+            }
         }
     }
 
