@@ -530,46 +530,43 @@ impl std::error::Error for OpError {
 
 /// Whether `error` is the data refusing an op because another held it: SQLite's
 /// `database is locked` (`SQLITE_BUSY`), PostgreSQL's and MySQL's busy answers (a
-/// serialization failure, a deadlock, a lock wait that timed out). Strategies that give up
-/// on contention say so with their own errors ([`Error::Timeout`], [`Error::Contended`]);
-/// this is the database's refusal reaching the caller, as seed 000's thread pool saw it.
-pub fn refused_as_busy(error: &Error<OpError>) -> bool {
+/// serialization failure, a deadlock, a lock wait that timed out), a versioned record's
+/// busy read or commit conflict. Strategies that give up on contention say so with their
+/// own errors ([`Error::Timeout`], [`Error::Contended`]); this is the database's refusal
+/// reaching the caller, as seed 000's thread pool saw it.
+///
+/// `connect` is the connector the op's strategy runs over, and the answer is its
+/// [`Transact::is_busy`]: the very classification a retrying strategy asks before it
+/// reruns an op, so what the harness counts as a refusal and what a strategy treats as
+/// busy cannot drift apart (the per-driver rules are the strategies crate's:
+/// [`turnstile::sqlite::is_busy`], `turnstile::resource::postgres_is_busy` and
+/// `mysql_is_busy`, which the connectors' `is_busy` apply). The op's own error is handed
+/// to it as the strategy saw it, through [`OpError::cause`].
+pub fn refused_as_busy<C: Transact + ?Sized>(connect: &C, error: &Error<OpError>) -> bool {
     match error {
-        Error::Op(op) => op.is_busy(),
-        Error::Resource(e) => boxed_is_busy(e),
+        Error::Op(op) => op.cause().is_some_and(|cause| connect.is_busy(cause)),
+        Error::Resource(e) => connect.is_busy(e),
         _ => false,
     }
 }
 
-fn boxed_is_busy(error: &BoxError) -> bool {
-    let any: &(dyn std::any::Any + Send + Sync) = error;
-    if turnstile::find_error::<rusqlite::Error>(any).is_some_and(turnstile::sqlite::is_busy) {
-        return true;
-    }
-    #[cfg(feature = "postgres")]
-    if turnstile::find_error::<postgres::Error>(any)
-        .is_some_and(turnstile::resource::postgres_is_busy)
-    {
-        return true;
-    }
-    #[cfg(feature = "mysql")]
-    if turnstile::find_error::<mysql::Error>(any).is_some_and(turnstile::resource::mysql_is_busy) {
-        return true;
-    }
-    false
-}
-
 impl OpError {
-    /// Whether the data refused the op as busy (see [`refused_as_busy`]).
-    pub fn is_busy(&self) -> bool {
+    /// The error inside, as [`source`](std::error::Error::source) gives it but seen as
+    /// `Any`: what [`Transact::is_busy`] and [`find_error`](turnstile::find_error) look
+    /// through (a strategy gets the whole `OpError` boxed, whose `source()` chain starts
+    /// here). `None` for the harness's own failures, which hold no driver's error.
+    pub fn cause(&self) -> Option<&(dyn std::any::Any + Send + Sync)> {
         match self {
-            OpError::Sql(e) => turnstile::sqlite::is_busy(e),
+            OpError::Sql(e) => Some(e),
             #[cfg(feature = "postgres")]
-            OpError::Postgres(e) => turnstile::resource::postgres_is_busy(e),
+            OpError::Postgres(e) => Some(e),
             #[cfg(feature = "mysql")]
-            OpError::MySql(e) => turnstile::resource::mysql_is_busy(e),
-            OpError::Backend(e) => boxed_is_busy(e),
-            _ => false,
+            OpError::MySql(e) => Some(e),
+            #[cfg(feature = "optimistic")]
+            OpError::Store(e) => Some(e),
+            OpError::Backend(e) => Some(e),
+            OpError::Io(e) => Some(e),
+            OpError::Missing(_) | OpError::Corrupt(_) => None,
         }
     }
 }
@@ -641,4 +638,53 @@ pub enum FinalState {
     Records(std::collections::BTreeMap<String, i64>),
     /// The file store's records, or why it does not parse.
     Store(Result<Vec<i64>, String>),
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use turnstile::sqlite::Sqlite;
+
+    use super::*;
+
+    /// A real `database is locked`: a write while another connection holds the file's
+    /// exclusive lock, with no busy timeout to wait it out.
+    fn sqlite_busy(dir: &Path) -> rusqlite::Error {
+        let path = dir.join("busy.db");
+        let holder = rusqlite::Connection::open(&path).unwrap();
+        holder
+            .execute_batch("CREATE TABLE IF NOT EXISTS t (x INTEGER); BEGIN EXCLUSIVE")
+            .unwrap();
+        let other = rusqlite::Connection::open(&path).unwrap();
+        other.busy_timeout(Duration::ZERO).unwrap();
+        other.execute("INSERT INTO t VALUES (1)", []).unwrap_err()
+    }
+
+    #[test]
+    fn refusals_are_what_the_connector_calls_busy() {
+        let dir = tempfile::tempdir().unwrap();
+        let sqlite = Sqlite::new(dir.path().join("run.db"));
+        let op = |e| Error::Op(OpError::Sql(e));
+        assert!(refused_as_busy(&sqlite, &op(sqlite_busy(dir.path()))));
+        // At `BEGIN` or `COMMIT`, boxed by the strategy.
+        let resource = Error::Resource(Box::new(sqlite_busy(dir.path())));
+        assert!(refused_as_busy(&sqlite, &resource));
+        // Boxed by the harness itself (an op's setup), found in the chain.
+        let backend = Error::Op(OpError::Backend(Box::new(sqlite_busy(dir.path()))));
+        assert!(refused_as_busy(&sqlite, &backend));
+        for other in [
+            op(rusqlite::Error::QueryReturnedNoRows),
+            Error::Op(OpError::Missing("c0".into())),
+            Error::Timeout {
+                waited: Duration::ZERO,
+            },
+            Error::Contended {
+                attempts: 3,
+                elapsed: Duration::ZERO,
+            },
+        ] {
+            assert!(!refused_as_busy(&sqlite, &other), "{other}");
+        }
+    }
 }
