@@ -921,6 +921,9 @@ fn one_op<C: Transact<Resource: WorkloadData>>(
             let unknown = e.may_have_committed()
                 || (!transactional && event.enter.is_some() && !wrote_nothing);
             event.phase = if unknown { Phase::Unknown } else { Phase::Fail };
+            // Whatever an unknown op did, it did before now, unless it may still be
+            // under way at the data.
+            event.settled = unknown && !crate::workload::may_take_effect_later(&e);
             event.busy = crate::workload::refused_as_busy(connect, &e);
             event.error = Some(format!("{}: {e}", e.kind()));
         }

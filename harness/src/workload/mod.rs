@@ -550,6 +550,18 @@ pub fn refused_as_busy<C: Transact + ?Sized>(connect: &C, error: &Error<OpError>
     }
 }
 
+/// Whether an op that ended with `error` may still take effect after its caller saw it
+/// end: its caller stopped waiting while it was under way ([`Error::Indeterminate`]: a
+/// queue's caller that timed out while the op ran, a `COMMIT` whose answer the
+/// connection lost), or a statement of it got no answer from a database server, which
+/// may still apply it ([`OpError::unanswered`]). After any other error, whatever the op
+/// did it did before the error came back: its statements all had their answers. A
+/// killed worker's op has no end at all, and may take effect at any time after it
+/// started.
+pub fn may_take_effect_later(error: &Error<OpError>) -> bool {
+    error.is_indeterminate() || error.op().is_some_and(OpError::unanswered)
+}
+
 impl OpError {
     /// The error inside, as [`source`](std::error::Error::source) gives it but seen as
     /// `Any`: what [`Transact::is_busy`] and [`find_error`](turnstile::find_error) look
@@ -567,6 +579,25 @@ impl OpError {
             OpError::Backend(e) => Some(e),
             OpError::Io(e) => Some(e),
             OpError::Missing(_) | OpError::Corrupt(_) => None,
+        }
+    }
+
+    /// Whether the op failed on a statement a database server never answered — its
+    /// connection broke or timed out while the statement was under way — so the server
+    /// may still apply that statement after the op ended. A server's answer, even an
+    /// error, means it is done with the statement; SQLite and files answer every call
+    /// before it returns. An error the harness cannot see into (a version store's, a
+    /// boxed backend's) counts as unanswered: the lenient side.
+    pub fn unanswered(&self) -> bool {
+        match self {
+            #[cfg(feature = "postgres")]
+            OpError::Postgres(e) => e.as_db_error().is_none(),
+            #[cfg(feature = "mysql")]
+            OpError::MySql(e) => !matches!(e, mysql::Error::MySqlError(_)),
+            #[cfg(feature = "optimistic")]
+            OpError::Store(_) => true,
+            OpError::Backend(_) => true,
+            OpError::Sql(_) | OpError::Missing(_) | OpError::Io(_) | OpError::Corrupt(_) => false,
         }
     }
 }
@@ -686,5 +717,48 @@ mod tests {
         ] {
             assert!(!refused_as_busy(&sqlite, &other), "{other}");
         }
+    }
+
+    #[test]
+    fn only_an_op_the_data_may_still_apply_may_take_effect_later() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(may_take_effect_later(&Error::Indeterminate));
+        for settled in [
+            Error::TransactionEnded,
+            Error::LeaseLost,
+            Error::Panicked("boom".into()),
+            Error::Op(OpError::Sql(sqlite_busy(dir.path()))),
+            Error::Op(OpError::Io(std::io::Error::other("disk"))),
+        ] {
+            assert!(!may_take_effect_later(&settled), "{settled}");
+        }
+    }
+
+    #[cfg(feature = "mysql")]
+    #[test]
+    fn a_mysql_statement_without_the_servers_answer_may_still_apply() {
+        let lost = mysql::Error::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert!(may_take_effect_later(&Error::Op(OpError::MySql(lost))));
+        let deadlock = mysql::Error::MySqlError(mysql::error::MySqlError {
+            state: "40001".into(),
+            message: "Deadlock found when trying to get lock".into(),
+            code: 1213,
+        });
+        assert!(!may_take_effect_later(&Error::Op(OpError::MySql(deadlock))));
+    }
+
+    #[cfg(feature = "postgres")]
+    #[test]
+    fn a_postgres_statement_without_the_servers_answer_may_still_apply() {
+        // Nothing listens on port 1: the driver's own error, no server's answer.
+        let Err(refused) = postgres::Client::connect(
+            "host=127.0.0.1 port=1 user=x connect_timeout=5",
+            postgres::NoTls,
+        ) else {
+            panic!("something answers on port 1");
+        };
+        assert!(may_take_effect_later(&Error::Op(OpError::Postgres(
+            refused
+        ))));
     }
 }
