@@ -901,7 +901,9 @@ fn one_op<C: Transact<Resource: WorkloadData>>(
     };
     log.invoke(&event)?;
     let probe = Arc::new(Probe::default());
-    let result = spec.workload.execute(strategy, &keys, &input, env, &probe);
+    let result = spec
+        .workload
+        .execute(strategy, op_id, &keys, &input, env, &probe);
     event.time = now_ns();
     event.input = None;
     event.enter = probe.entered();

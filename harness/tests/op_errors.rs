@@ -35,7 +35,7 @@ fn increment<R: WorkloadData>(
 ) -> Result<OpOutput, Error<OpError>> {
     let keys = [Key::new("c0").unwrap()];
     let probe = Arc::new(Probe::default());
-    Workload::Counter.execute(strategy, &keys, &OpInput::Increment, env, &probe)
+    Workload::Counter.execute(strategy, 1, &keys, &OpInput::Increment, env, &probe)
 }
 
 fn paths(dir: &Path) -> Paths {

@@ -183,13 +183,15 @@ impl Workload {
         }
     }
 
-    /// Runs one op through `strategy`, on the tables of `env`.
+    /// Runs op `op_id` (unique in the run: notify-once's effect log names it) through
+    /// `strategy`, on the tables of `env`.
     ///
     /// # Errors
     /// The strategy's error, with the op's own [`OpError`].
     pub fn execute<R: WorkloadData>(
         self,
         strategy: &BoxSerializer<R>,
+        op_id: u64,
         keys: &[Key],
         input: &OpInput,
         env: &OpEnv,
@@ -221,8 +223,8 @@ impl Workload {
                     bank::transfer(&mut **db, t, from, to, *amount, &env)
                 }
                 OpInput::Notify { id } => match loaded {
-                    Some(sent) => notify_once::send_unless(&mut **db, t, *id, sent, &env),
-                    None => notify_once::notify(&mut **db, t, *id, &env),
+                    Some(sent) => notify_once::send_unless(&mut **db, t, *id, op_id, sent, &env),
+                    None => notify_once::notify(&mut **db, t, *id, op_id, &env),
                 },
                 OpInput::ReadWrite { write } => kv::read_write(&mut **db, t, &key, *write, &env),
                 OpInput::Append { record } => file_store::append(&env, *record),
@@ -294,7 +296,8 @@ pub struct Paths {
     pub dir: PathBuf,
     /// The SQLite database.
     pub db: PathBuf,
-    /// The notify-once side-effect log (append-only, one line per effect).
+    /// The notify-once side-effect log (append-only, one line per effect: the
+    /// notification, the op that performed it, its process id).
     pub effects: PathBuf,
     /// The file store's record file.
     pub store: PathBuf,
