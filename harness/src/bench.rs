@@ -158,7 +158,9 @@ fn time_threads<R: WorkloadData>(
                     for _ in 0..share {
                         let op_id = seq.fetch_add(1, Ordering::Relaxed);
                         let (keys, input) = spec.workload.next_op(&mut rng, spec.keys, op_id);
-                        let result = spec.workload.execute(strategy, &keys, &input, env, &probe);
+                        let result = spec
+                            .workload
+                            .execute(strategy, op_id, &keys, &input, env, &probe);
                         if let Err(e) = result {
                             failed += 1;
                             first_error.get_or_insert_with(|| format!("{}: {e}", e.kind()));

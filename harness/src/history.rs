@@ -143,6 +143,17 @@ pub struct Event {
     /// [`refused_as_busy`](crate::workload::refused_as_busy).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub busy: bool,
+    /// Unknown: whatever the op did, it did before this completion — every statement it
+    /// sent had its answer — so it cannot take effect after it. False when it still may:
+    /// the caller stopped waiting while the op was under way
+    /// ([`Error::Indeterminate`](turnstile::Error::Indeterminate): a queue's caller that
+    /// timed out, a `COMMIT` whose answer was lost), or a database server never answered
+    /// one of its statements (see [`may_take_effect_later`]); and in a history written
+    /// without this field, which is read as leniently as before it.
+    ///
+    /// [`may_take_effect_later`]: crate::workload::may_take_effect_later
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub settled: bool,
 }
 
 impl Event {
@@ -166,6 +177,7 @@ impl Event {
             fence: None,
             error: None,
             busy: false,
+            settled: false,
         }
     }
 }
@@ -325,6 +337,9 @@ pub struct Op {
     pub error: Option<String>,
     /// Whether the data refused it as busy (see [`Event::busy`]).
     pub busy: bool,
+    /// Whether an unknown op cannot take effect after its completion (see
+    /// [`Event::settled`]); false for an op cut off without one.
+    pub settled: bool,
 }
 
 impl Op {
@@ -495,6 +510,7 @@ impl History {
                             fence: None,
                             error: None,
                             busy: false,
+                            settled: false,
                         },
                     );
                 }
@@ -508,6 +524,7 @@ impl History {
                         op.fence = e.fence;
                         op.error = e.error;
                         op.busy = e.busy;
+                        op.settled = e.settled;
                         done.push(op);
                     }
                     None => malformed.push(format!("completion without invoke: op {}", e.op)),

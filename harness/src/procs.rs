@@ -443,7 +443,7 @@ impl WithBackend for Worker<'_> {
         } else {
             None
         };
-        run_threads(self.spec, backend.tables(), &strategy, announce)?;
+        run_threads(self.spec, &backend, &strategy, announce)?;
         drop(strategy);
         say(&self.stdout, "done");
         Ok(0)

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use turnstile::spec::{Registry, Setup, Spec, redact_url};
 use turnstile::sqlite::{Sqlite, Synchronous};
-use turnstile::{BoxSerializer, Capabilities, Connect, Error, Key, Scope, TxMode};
+use turnstile::{BoxSerializer, Capabilities, Connect, Error, Key, Scope, Transact, TxMode};
 
 use crate::check::{self, CheckResult, Verdict};
 use crate::data::{self, Backend, DataSpec, Tables, WithBackend, WorkloadData};
@@ -738,19 +738,21 @@ fn probe<R: WorkloadData>(strategy: &BoxSerializer<R>) -> Result<(), RunError> {
     })
 }
 
-/// Runs a worker's ops in its threads through `strategy`, on `tables`, recording
-/// history. The threads start together (a barrier); `announce` is called inside each op's
-/// critical section.
+/// Runs a worker's ops in its threads through `strategy` (opened over `backend`, as
+/// [`WorkerSpec::open`] does), on `backend`'s tables, recording history. The threads
+/// start together (a barrier); `announce` is called inside each op's critical section.
+/// `backend`'s connector classifies the ops' errors: which were the data refusing them
+/// as busy ([`refused_as_busy`](crate::workload::refused_as_busy)).
 ///
 /// # Errors
 /// When the history file cannot be written.
-pub fn run_threads<R: WorkloadData>(
+pub fn run_threads<B: Backend>(
     spec: &WorkerSpec,
-    tables: &Tables,
-    strategy: &BoxSerializer<R>,
+    backend: &B,
+    strategy: &BoxSerializer<<B::Connect as Connect>::Resource>,
     announce: Option<Arc<dyn Fn() + Send + Sync>>,
 ) -> Result<(), RunError> {
-    run_threads_within(spec, tables, strategy, announce, None)
+    run_threads_within(spec, backend, strategy, announce, None)
 }
 
 /// [`run_threads`] with a time limit: once no op has started for `limit` (the run is
@@ -761,13 +763,14 @@ pub fn run_threads<R: WorkloadData>(
 ///
 /// # Errors
 /// When the history file cannot be written, or the limit passed.
-pub fn run_threads_within<R: WorkloadData>(
+pub fn run_threads_within<B: Backend>(
     spec: &WorkerSpec,
-    tables: &Tables,
-    strategy: &BoxSerializer<R>,
+    backend: &B,
+    strategy: &BoxSerializer<<B::Connect as Connect>::Resource>,
     announce: Option<Arc<dyn Fn() + Send + Sync>>,
     limit: Option<Duration>,
 ) -> Result<(), RunError> {
+    let (tables, connect) = (backend.tables(), backend.connect());
     let writer = Arc::new(HistoryWriter::create(&spec.paths.history(spec.proc))?);
     let transactional = strategy.capabilities().transactional;
     let env = OpEnv {
@@ -817,6 +820,7 @@ pub fn run_threads_within<R: WorkloadData>(
                     let op_id = (u64::from(spec.proc) << 32) | seq.fetch_add(1, Ordering::Relaxed);
                     if let Err(e) = one_op(
                         spec,
+                        connect,
                         strategy,
                         &mut log,
                         env,
@@ -875,9 +879,10 @@ struct Who {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn one_op<R: WorkloadData>(
+fn one_op<C: Transact<Resource: WorkloadData>>(
     spec: &WorkerSpec,
-    strategy: &BoxSerializer<R>,
+    connect: &C,
+    strategy: &BoxSerializer<C::Resource>,
     log: &mut ThreadLog<'_>,
     env: &OpEnv,
     rng: &mut fastrand::Rng,
@@ -896,7 +901,9 @@ fn one_op<R: WorkloadData>(
     };
     log.invoke(&event)?;
     let probe = Arc::new(Probe::default());
-    let result = spec.workload.execute(strategy, &keys, &input, env, &probe);
+    let result = spec
+        .workload
+        .execute(strategy, op_id, &keys, &input, env, &probe);
     event.time = now_ns();
     event.input = None;
     event.enter = probe.entered();
@@ -916,7 +923,10 @@ fn one_op<R: WorkloadData>(
             let unknown = e.may_have_committed()
                 || (!transactional && event.enter.is_some() && !wrote_nothing);
             event.phase = if unknown { Phase::Unknown } else { Phase::Fail };
-            event.busy = crate::workload::refused_as_busy(&e);
+            // Whatever an unknown op did, it did before now, unless it may still be
+            // under way at the data.
+            event.settled = unknown && !crate::workload::may_take_effect_later(&e);
+            event.busy = crate::workload::refused_as_busy(connect, &e);
             event.error = Some(format!("{}: {e}", e.kind()));
         }
     }
@@ -1205,13 +1215,7 @@ fn run_on<B: Backend>(
         };
         crate::procs::run_children(&exe, &spec, config)
     } else {
-        let ran = run_threads_within(
-            &spec,
-            backend.tables(),
-            &strategy,
-            None,
-            Some(config.time_limit),
-        );
+        let ran = run_threads_within(&spec, backend, &strategy, None, Some(config.time_limit));
         drop(strategy);
         ran.map(|()| (Vec::new(), vec![paths.history(0)]))
     };

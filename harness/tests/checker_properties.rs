@@ -111,7 +111,7 @@ proptest! {
             let base = Event {
                 phase: Phase::Invoke, op: i as u64, proc: 0, pid: 1, thread: 0, tid: 1,
                 keys: vec!["c0".into()], time: 10 * i as u64, input: Some(OpInput::Increment),
-                output: None, enter: None, exit: None, fence: None, error: None, busy: false,
+                output: None, enter: None, exit: None, fence: None, error: None, busy: false, settled: false,
             };
             events.push(base.clone());
             events.push(Event {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use turnstile_harness::check::{self, Verdict};
 use turnstile_harness::history::{Event, History, OpInput, OpOutput, Phase};
-use turnstile_harness::workload::notify_once::Outcome;
+use turnstile_harness::workload::notify_once::{Effect, Outcome};
 
 /// An op on `key` invoked at `t0`, in its section `enter..exit`, completed at `t1`.
 struct Spec {
@@ -243,17 +243,25 @@ fn exactly_once_allows_one_extra_effect_per_uncertain_op_only() {
             Some(OpOutput::Notified { sent: true }),
         )
     };
-    let outcome = |effects: usize| Outcome {
+    // Notification 0's effect performed once by each op of `by`.
+    let outcome = |by: &[u64]| Outcome {
         sent: BTreeMap::from([(0, true)]),
-        effects: BTreeMap::from([(0, effects)]),
+        effects: by
+            .iter()
+            .map(|&op| Effect {
+                notification: 0,
+                op,
+                pid: 100,
+            })
+            .collect(),
         garbled: vec![],
     };
     let h = history(vec![sent(0, 1, 0)]);
     assert_eq!(
-        check::exactly_once::check(&h, &outcome(1)).verdict,
+        check::exactly_once::check(&h, &outcome(&[1])).verdict,
         Verdict::Pass
     );
-    let r = check::exactly_once::check(&h, &outcome(2));
+    let r = check::exactly_once::check(&h, &outcome(&[1, 1]));
     assert_eq!(r.verdict, Verdict::Violation);
     assert!(
         r.details[0].contains("performed 2 times"),
@@ -263,7 +271,7 @@ fn exactly_once_allows_one_extra_effect_per_uncertain_op_only() {
     // Two acknowledged sends of one notification.
     let h = history(vec![sent(0, 1, 0), sent(0, 2, 10)]);
     assert!(
-        check::exactly_once::check(&h, &outcome(2))
+        check::exactly_once::check(&h, &outcome(&[1, 2]))
             .details
             .iter()
             .any(|d| d.contains("sent by 2 acknowledged ops"))
@@ -278,7 +286,7 @@ fn exactly_once_allows_one_extra_effect_per_uncertain_op_only() {
         end: None,
     });
     assert_eq!(
-        check::exactly_once::check(&history(specs), &outcome(2)).verdict,
+        check::exactly_once::check(&history(specs), &outcome(&[1, 2])).verdict,
         Verdict::Pass
     );
 }

@@ -35,7 +35,7 @@ fn increment<R: WorkloadData>(
 ) -> Result<OpOutput, Error<OpError>> {
     let keys = [Key::new("c0").unwrap()];
     let probe = Arc::new(Probe::default());
-    Workload::Counter.execute(strategy, &keys, &OpInput::Increment, env, &probe)
+    Workload::Counter.execute(strategy, 1, &keys, &OpInput::Increment, env, &probe)
 }
 
 fn paths(dir: &Path) -> Paths {
@@ -76,6 +76,50 @@ fn a_busy_read_inside_an_op_error_is_rerun_under_optimistic() {
     );
     writer.execute_batch("COMMIT").unwrap();
     assert!(increment(&strategy, &env).is_ok());
+}
+
+/// A lock does not rerun an op: a versioned record's busy read reaches its caller, and the
+/// harness counts it as the data refusing the op (`refused`), as the records' connector
+/// (`Versions::is_busy`, which `optimistic` reruns by) calls it busy. The harness once
+/// classified errors by driver itself and missed this one.
+#[test]
+fn a_busy_versioned_read_under_a_lock_is_refused_as_busy() {
+    use turnstile::TxMode;
+    use turnstile::optimistic::Versions;
+    use turnstile_harness::workload::refused_as_busy;
+    let dir = tempfile::tempdir().unwrap();
+    let paths = paths(dir.path());
+    let tables = Tables::new("").unwrap();
+    let db = Sqlite::new(&paths.db)
+        .wal(false)
+        .busy_timeout(Duration::from_millis(10));
+    let versions = Versions::new(db.clone()).table(&tables.versions).unwrap();
+    Workload::Counter
+        .init(&versions, &paths, &tables, 1)
+        .unwrap();
+    let setup = Setup::new(versions.clone()).tx_mode(TxMode::Transaction);
+    let strategy = Registry::builtin_versioned().open("mutex", &setup).unwrap();
+    let env = env(paths.clone(), tables.clone(), None);
+    increment(&strategy, &env).unwrap();
+    let writer = Connection::open(db.path()).unwrap();
+    writer.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let busy = increment(&strategy, &env);
+    writer.execute_batch("COMMIT").unwrap();
+    let busy = busy.unwrap_err();
+    assert!(matches!(busy, Error::Op(OpError::Store(_))), "{busy:?}");
+    assert!(refused_as_busy(&versions, &busy), "{busy:?}");
+
+    // The same refusal of plain SQLite data (in the same file) under the same lock.
+    Workload::Counter.init(&db, &paths, &tables, 1).unwrap();
+    let setup = Setup::new(db.clone()).tx_mode(TxMode::Autocommit);
+    let strategy = turnstile_harness::registry().open("mutex", &setup).unwrap();
+    increment(&strategy, &env).unwrap();
+    writer.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let busy = increment(&strategy, &env);
+    writer.execute_batch("COMMIT").unwrap();
+    let busy = busy.unwrap_err();
+    assert!(matches!(busy, Error::Op(OpError::Sql(_))), "{busy:?}");
+    assert!(refused_as_busy(&db, &busy), "{busy:?}");
 }
 
 /// `mutex` in autocommit mode over MySQL data: the server kills the op's connection

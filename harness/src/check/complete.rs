@@ -52,6 +52,7 @@ mod tests {
             fence: None,
             error: None,
             busy: false,
+            settled: false,
         }
     }
 

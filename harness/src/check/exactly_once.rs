@@ -1,15 +1,38 @@
-//! Exactly once (notify-once): each notification's side effect happened once if an op
-//! acknowledged sending it (two such ops are a violation), and at most once more
-//! for each op on it that may have run it without finishing (cut off by a kill, or failed
-//! after entering its section); never with no op that sent or may have sent it, never with
-//! the flag left unset by an acknowledged send or set by no op, and no notification with
-//! acknowledged ops missing from the final flags.
+//! Exactly once (notify-once): each effect line names the op that performed it, and is
+//! matched to that op. An effect must come from an op on its notification that sent it
+//! or may have (acknowledged as sent; of unknown outcome, cut off by a kill; or failed
+//! after entering its section), at most once per op — a rerun that repeats it is caught
+//! — and an op acknowledged as sent must have performed it. Per notification: it was
+//! sent by at most one acknowledged op, its effect happened once if one was, plus at most
+//! once for each op that may have sent it without saying so; its flag is set by no op
+//! that did not send, and not left unset by an acknowledged send; and no notification
+//! with acknowledged ops is missing from the final flags.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::CheckResult;
-use crate::history::{History, OpInput, OpOutput, Phase};
+use crate::history::{History, Op, OpInput, OpOutput, Phase};
 use crate::workload::notify_once::Outcome;
+
+/// How an op on a notification may have performed its effect.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sender {
+    /// Acknowledged: it sent the notification.
+    Acknowledged,
+    /// It may have sent without saying so: unknown, or failed inside its section.
+    Uncertain,
+    /// It did not send: it found the notification sent, or failed before its section.
+    No,
+}
+
+fn sender(op: &Op) -> Sender {
+    match op.phase {
+        Phase::Ok if op.output == Some(OpOutput::Notified { sent: true }) => Sender::Acknowledged,
+        Phase::Unknown => Sender::Uncertain,
+        Phase::Fail if op.enter.is_some() => Sender::Uncertain,
+        _ => Sender::No,
+    }
+}
 
 /// Checks the effects log and flags against the history.
 pub fn check(history: &History, outcome: &Outcome) -> CheckResult {
@@ -21,42 +44,100 @@ pub fn check(history: &History, outcome: &Outcome) -> CheckResult {
         uncertain: usize,
     }
     let mut per: BTreeMap<i64, PerId> = BTreeMap::new();
+    // The notify ops by id, with their notification.
+    let mut ops: HashMap<u64, (&Op, i64)> = HashMap::new();
     for op in &history.ops {
         let OpInput::Notify { id } = op.input else {
             continue;
         };
+        ops.insert(op.id, (op, id));
         let entry = per.entry(id).or_default();
         if op.phase == Phase::Ok {
             entry.acknowledged += 1;
         }
-        match op.phase {
-            Phase::Ok if op.output == Some(OpOutput::Notified { sent: true }) => {
-                entry.sent_by.push(op.label());
-            }
-            Phase::Unknown => entry.uncertain += 1,
-            Phase::Fail if op.enter.is_some() => entry.uncertain += 1,
-            _ => {}
+        match sender(op) {
+            Sender::Acknowledged => entry.sent_by.push(op.label()),
+            Sender::Uncertain => entry.uncertain += 1,
+            Sender::No => {}
         }
     }
-    let mut details: Vec<String> = outcome
-        .garbled
-        .iter()
-        .map(|l| format!("garbled effect line {l:?}"))
+    // Evidence by notification, so each one's lines read together.
+    let mut found: BTreeMap<i64, Vec<String>> = BTreeMap::new();
+
+    // Each effect against the op it names.
+    let mut by_op: BTreeMap<u64, Vec<i64>> = BTreeMap::new();
+    for e in &outcome.effects {
+        by_op.entry(e.op).or_default().push(e.notification);
+    }
+    for e in &outcome.effects {
+        let n = e.notification;
+        match ops.get(&e.op) {
+            None => found.entry(n).or_default().push(format!(
+                "notification {n}: effect performed by op {} (process {}), which is not in the history",
+                e.op, e.pid
+            )),
+            Some(&(op, id)) if id != n => found.entry(n).or_default().push(format!(
+                "notification {n}: effect performed by {}, an op on notification {id}",
+                op.label()
+            )),
+            Some(&(op, _)) => match (sender(op), op.phase) {
+                (Sender::No, Phase::Ok) => found.entry(n).or_default().push(format!(
+                    "notification {n}: effect performed by {}, which found it already sent",
+                    op.label()
+                )),
+                (Sender::No, _) => found.entry(n).or_default().push(format!(
+                    "notification {n}: effect performed by {}, which failed before its section",
+                    op.label()
+                )),
+                _ => {}
+            },
+        }
+    }
+    for (&op_id, notifications) in &by_op {
+        let Some(&(op, id)) = ops.get(&op_id) else {
+            continue;
+        };
+        let times = notifications.iter().filter(|&&n| n == id).count();
+        if times > 1 {
+            found.entry(id).or_default().push(format!(
+                "notification {id}: effect performed {times} times by {}, which may perform it once (a rerun repeats it)",
+                op.label()
+            ));
+        }
+    }
+    // Every acknowledged send has its effect.
+    let mut acknowledged: Vec<(&Op, i64)> = ops
+        .values()
+        .filter(|(op, _)| sender(op) == Sender::Acknowledged)
+        .copied()
         .collect();
+    acknowledged.sort_by_key(|(op, _)| op.id);
+    for (op, id) in acknowledged {
+        let performed = by_op.get(&op.id).is_some_and(|ns| ns.contains(&id));
+        if !performed {
+            found.entry(id).or_default().push(format!(
+                "notification {id}: {} acknowledged sending it, but performed no effect",
+                op.label()
+            ));
+        }
+    }
+
     // Every notification the flags, the effects or the history name: one missing from
     // the flags is checked too.
+    let counts = outcome.effect_counts();
     let ids: BTreeSet<i64> = outcome
         .sent
         .keys()
-        .chain(outcome.effects.keys())
+        .chain(counts.keys())
         .chain(per.keys())
         .copied()
         .collect();
     let mut effects_total = 0;
     for id in ids {
-        let effects = outcome.effects.get(&id).copied().unwrap_or(0);
+        let effects = counts.get(&id).copied().unwrap_or(0);
         effects_total += effects;
         let ops = per.remove(&id).unwrap_or_default();
+        let mut details = Vec::new();
         let Some(&sent) = outcome.sent.get(&id) else {
             if ops.acknowledged > 0 || effects > 0 {
                 details.push(format!(
@@ -64,6 +145,8 @@ pub fn check(history: &History, outcome: &Outcome) -> CheckResult {
                     ops.acknowledged
                 ));
             }
+            details.extend(found.remove(&id).unwrap_or_default());
+            found.insert(id, details);
             continue;
         };
         if ops.sent_by.len() > 1 {
@@ -76,7 +159,8 @@ pub fn check(history: &History, outcome: &Outcome) -> CheckResult {
         // One effect if an op acknowledged sending it (a second such op is reported
         // above), and one more for each op that may have sent without saying so. An
         // effect without either ran where no op did (a failed or cancelled op that ran
-        // anyway).
+        // anyway). The effects matched to their ops above say which op is to blame; this
+        // says how many there were.
         let acknowledged_send = usize::from(!ops.sent_by.is_empty());
         let allowed = acknowledged_send + ops.uncertain;
         if effects > allowed {
@@ -96,7 +180,7 @@ pub fn check(history: &History, outcome: &Outcome) -> CheckResult {
                 "notification {id} marked sent, but no op acknowledged sending it and none may have"
             ));
         }
-        if (sent || !ops.sent_by.is_empty()) && effects == 0 {
+        if sent && effects == 0 {
             details.push(format!(
                 "notification {id} marked sent but its effect never happened"
             ));
@@ -107,12 +191,20 @@ pub fn check(history: &History, outcome: &Outcome) -> CheckResult {
                 ops.sent_by.join(", ")
             ));
         }
+        details.extend(found.remove(&id).unwrap_or_default());
+        found.insert(id, details);
     }
+    let details: Vec<String> = outcome
+        .garbled
+        .iter()
+        .map(|l| format!("garbled effect line {l:?} (expected: notification, op, process id)"))
+        .chain(found.into_values().flatten())
+        .collect();
     if details.is_empty() {
         CheckResult::pass(
             NAME,
             format!(
-                "{effects_total} effects for {} notifications, none repeated",
+                "{effects_total} effects for {} notifications, each matched to one op that sent it",
                 outcome.sent.len()
             ),
         )
@@ -123,11 +215,10 @@ pub fn check(history: &History, outcome: &Outcome) -> CheckResult {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
     use crate::check::Verdict;
     use crate::check::hand::{Op, history, op};
+    use crate::workload::notify_once::Effect;
 
     fn notify(id: u64, n: i64, phase: Phase, sent: Option<bool>) -> Op {
         op(
@@ -139,12 +230,29 @@ mod tests {
         )
     }
 
-    fn outcome(sent: &[(i64, bool)], effects: &[(i64, usize)]) -> Outcome {
+    /// The flags `sent`, and `effects` as (notification, op) pairs.
+    fn outcome(sent: &[(i64, bool)], effects: &[(i64, u64)]) -> Outcome {
         Outcome {
             sent: sent.iter().copied().collect(),
-            effects: effects.iter().copied().collect::<BTreeMap<_, _>>(),
+            effects: effects
+                .iter()
+                .map(|&(notification, op)| Effect {
+                    notification,
+                    op,
+                    pid: 1,
+                })
+                .collect(),
             garbled: vec![],
         }
+    }
+
+    fn violation(r: &CheckResult, naming: &str) {
+        assert_eq!(r.verdict, Verdict::Violation, "{r:?}");
+        assert!(
+            r.details.iter().any(|d| d.contains(naming)),
+            "no detail names {naming:?}: {:?}",
+            r.details
+        );
     }
 
     #[test]
@@ -155,7 +263,7 @@ mod tests {
         failed.end = Some((Phase::Fail, None, false));
         let h = history(vec![failed]);
         let r = check(&h, &outcome(&[(0, true)], &[(0, 1)]));
-        assert_eq!(r.verdict, Verdict::Violation, "{r:?}");
+        violation(&r, "failed before its section");
         assert!(
             r.details
                 .iter()
@@ -164,8 +272,8 @@ mod tests {
             r.details
         );
         // No op at all on it, flag unset: the effect still has no author.
-        let r = check(&history(vec![]), &outcome(&[(0, false)], &[(0, 1)]));
-        assert_eq!(r.verdict, Verdict::Violation, "{r:?}");
+        let r = check(&history(vec![]), &outcome(&[(0, false)], &[(0, 7)]));
+        violation(&r, "op 7 (process 1), which is not in the history");
         // A flag set by no op, with no effect.
         let r = check(&history(vec![]), &outcome(&[(0, true)], &[]));
         assert_eq!(r.verdict, Verdict::Violation, "{r:?}");
@@ -187,35 +295,74 @@ mod tests {
         let failed = notify(1, 0, Phase::Fail, None);
         let r = check(&history(vec![failed]), &outcome(&[(0, false)], &[(0, 1)]));
         assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
-        // An uncertain op, then an acknowledged send: two effects allowed, not three.
+        // An uncertain op, then an acknowledged send: two effects allowed, one each.
         let ops = || {
             vec![
                 notify(1, 0, Phase::Unknown, None),
                 notify(2, 0, Phase::Ok, Some(true)),
             ]
         };
-        let r = check(&history(ops()), &outcome(&[(0, true)], &[(0, 2)]));
+        let r = check(&history(ops()), &outcome(&[(0, true)], &[(0, 1), (0, 2)]));
         assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
-        let r = check(&history(ops()), &outcome(&[(0, true)], &[(0, 3)]));
-        assert_eq!(r.verdict, Verdict::Violation, "{r:?}");
+        let r = check(
+            &history(ops()),
+            &outcome(&[(0, true)], &[(0, 1), (0, 2), (0, 2)]),
+        );
+        violation(&r, "effect performed 3 times");
         // An op that found it sent accounts for nothing.
         let ops = vec![
             notify(1, 0, Phase::Ok, Some(true)),
             notify(2, 0, Phase::Ok, Some(false)),
         ];
-        let r = check(&history(ops), &outcome(&[(0, true)], &[(0, 2)]));
-        assert_eq!(r.verdict, Verdict::Violation, "{r:?}");
+        let r = check(&history(ops), &outcome(&[(0, true)], &[(0, 1), (0, 2)]));
+        violation(&r, "found it already sent");
+    }
+
+    /// Counting effects per notification let one op's effects stand in for another's:
+    /// matched to their ops, each is accounted for once, by the op that performed it.
+    #[test]
+    fn effects_are_matched_to_their_ops_one_by_one() {
+        let ops = || {
+            vec![
+                notify(1, 0, Phase::Unknown, None),
+                notify(2, 0, Phase::Ok, Some(true)),
+            ]
+        };
+        // The acknowledged sender ran its effect twice (a rerun), the unknown op none:
+        // two effects, as many as the notification allows, but one op repeated it.
+        let r = check(&history(ops()), &outcome(&[(0, true)], &[(0, 2), (0, 2)]));
+        violation(&r, "effect performed 2 times by p0/t0#2");
+        // The acknowledged sender performed nothing; an unknown op's effect is not its.
+        let r = check(&history(ops()), &outcome(&[(0, true)], &[(0, 1)]));
+        violation(
+            &r,
+            "p0/t0#2 acknowledged sending it, but performed no effect",
+        );
+        // An op on another notification performed this one's effect.
+        let ops = vec![
+            notify(1, 0, Phase::Unknown, None),
+            notify(2, 1, Phase::Ok, Some(true)),
+        ];
+        let r = check(
+            &history(ops),
+            &outcome(&[(0, false), (1, true)], &[(1, 2), (0, 2)]),
+        );
+        violation(&r, "an op on notification 1");
+    }
+
+    #[test]
+    fn an_effect_line_without_its_op_is_garbled() {
+        let sent = notify(1, 0, Phase::Ok, Some(true));
+        let mut o = outcome(&[(0, true)], &[(0, 1)]);
+        o.garbled.push("0 4242".into());
+        let r = check(&history(vec![sent]), &o);
+        violation(&r, "garbled effect line \"0 4242\"");
     }
 
     #[test]
     fn a_notification_missing_from_the_final_flags_is_a_violation() {
         let sent = notify(1, 3, Phase::Ok, Some(true));
         let r = check(&history(vec![sent]), &outcome(&[(0, false)], &[]));
-        assert_eq!(r.verdict, Verdict::Violation, "{r:?}");
-        assert!(
-            r.details.iter().any(|d| d.contains("notification 3")),
-            "{:?}",
-            r.details
-        );
+        violation(&r, "notification 3");
     }
 }

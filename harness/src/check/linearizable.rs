@@ -2,6 +2,17 @@
 //! new value or deletes it — must fit one sequential order that respects real time (an op
 //! that completed before another was invoked comes first) and ends in the final state.
 //!
+//! An op of unknown outcome may have taken effect or not; if it did, it did after it was
+//! invoked and — like any op — before it ended, unless it may still have been under way
+//! at the data when its caller saw it end: an op a killed worker left without an end, an
+//! op whose caller stopped waiting ([`Error::Indeterminate`]: the queue's caller that
+//! timed out, a `COMMIT` whose answer was lost), an op whose statement a database server
+//! never answered ([`Event::settled`] is false for those). Only those may take effect
+//! at any time after their invoke.
+//!
+//! [`Error::Indeterminate`]: turnstile::Error::Indeterminate
+//! [`Event::settled`]: crate::history::Event::settled
+//!
 //! Fast path: written values are unique in a run, so a correct execution is the order in
 //! which ops entered their critical sections; the checker replays that order (and the
 //! order of exits, for strategies that overlap and arbitrate at commit), slotting in ops
@@ -26,6 +37,9 @@ struct KvOp {
     invoke: u64,
     /// `u64::MAX` for an op cut off without completing.
     complete: u64,
+    /// The latest its effect may take place: its completion, or `u64::MAX` for an
+    /// unknown op that may still have been under way after it (see the module's doc).
+    deadline: u64,
     enter: u64,
     exit: u64,
     /// `Some(read)` for an acknowledged op; `None` for an unknown one (its read is unknown,
@@ -56,10 +70,16 @@ pub fn check(history: &History, records: &BTreeMap<String, i64>, budget: u64) ->
             _ => continue,
         };
         let Some(key) = op.keys.first() else { continue };
+        let complete = op.complete.unwrap_or(u64::MAX);
         per_key.entry(key.clone()).or_default().push(KvOp {
             label: op.label(),
             invoke: op.invoke,
-            complete: op.complete.unwrap_or(u64::MAX),
+            complete,
+            deadline: if read.is_some() || op.settled {
+                complete
+            } else {
+                u64::MAX
+            },
             enter: op.enter.unwrap_or(op.invoke),
             exit: op.exit.or(op.complete).unwrap_or(u64::MAX),
             read,
@@ -116,15 +136,21 @@ fn replay(ops: &[KvOp], last: Option<i64>, hint: impl Fn(&KvOp) -> u64) -> Resul
     let mut required: Vec<&KvOp> = ops.iter().filter(|o| o.required()).collect();
     required.sort_by_key(|o| (hint(o), o.invoke));
     let mut unknown: Vec<&KvOp> = ops.iter().filter(|o| !o.required()).collect();
-    unknown.sort_by_key(|o| o.invoke);
+    // The one that must take effect soonest first.
+    unknown.sort_by_key(|o| (o.deadline, o.invoke));
     let mut used: HashSet<usize> = HashSet::new();
     let mut state: Option<i64> = None;
     let mut max_invoke = 0u64;
-    let take_unknown = |want: Option<i64>, before: u64, used: &mut HashSet<usize>| {
+    // An unknown op that wrote `want`, placed after every op so far (invoked up to
+    // `after`) and before an op that completed at `before`: invoked by then, and not past
+    // its deadline when the ops placed before it were invoked.
+    let take_unknown = |want: Option<i64>, before: u64, after: u64, used: &mut HashSet<usize>| {
         let found = unknown
             .iter()
             .enumerate()
-            .find(|(i, u)| !used.contains(i) && u.write == want && u.invoke <= before)
+            .find(|(i, u)| {
+                !used.contains(i) && u.write == want && u.invoke <= before && after <= u.deadline
+            })
             .map(|(i, u)| (i, u.invoke));
         if let Some((i, _)) = found {
             used.insert(i);
@@ -134,7 +160,7 @@ fn replay(ops: &[KvOp], last: Option<i64>, hint: impl Fn(&KvOp) -> u64) -> Resul
     for op in required {
         let read = op.read.unwrap_or_default();
         if read != state {
-            match take_unknown(read, op.complete, &mut used) {
+            match take_unknown(read, op.complete, max_invoke, &mut used) {
                 Some(invoke) => max_invoke = max_invoke.max(invoke),
                 None => {
                     return Err(format!(
@@ -155,7 +181,7 @@ fn replay(ops: &[KvOp], last: Option<i64>, hint: impl Fn(&KvOp) -> u64) -> Resul
         state = op.write;
         max_invoke = max_invoke.max(op.invoke);
     }
-    if state != last && take_unknown(last, u64::MAX, &mut used).is_none() {
+    if state != last && take_unknown(last, u64::MAX, max_invoke, &mut used).is_none() {
         return Err(format!(
             "the ops leave {} but the record holds {}",
             show(state),
@@ -172,7 +198,9 @@ enum Search {
 }
 
 /// Wing–Gong–Lowe: depth-first over which op takes effect next, memoising (done set,
-/// value). Unknown ops may be left out.
+/// value). Unknown ops may be left out: dropping one (it never took effect) is a move of
+/// its own, done at any point, after which it no longer bounds when the others may take
+/// effect.
 fn search(ops: &[KvOp], last: Option<i64>, budget: u64) -> Search {
     let n = ops.len();
     let required_mask: u64 = ops
@@ -195,13 +223,23 @@ fn search(ops: &[KvOp], last: Option<i64>, budget: u64) -> Search {
         if steps > budget {
             return Search::OutOfBudget;
         }
-        let min_complete = (0..n)
-            .filter(|&j| mask & (1 << j) == 0 && ops[j].required())
-            .map(|j| ops[j].complete)
+        // No op takes effect next that was invoked after a pending op's deadline: that
+        // op must take effect first (or, unknown, be dropped).
+        let min_deadline = (0..n)
+            .filter(|&j| mask & (1 << j) == 0)
+            .map(|j| ops[j].deadline)
             .min()
             .unwrap_or(u64::MAX);
         for (i, op) in ops.iter().enumerate() {
-            if mask & (1 << i) != 0 || op.invoke > min_complete {
+            if mask & (1 << i) != 0 {
+                continue;
+            }
+            // Dropping an op that may take effect at any time changes nothing: it bounds
+            // no other, and left out at the end it did not happen.
+            if !op.required() && op.deadline != u64::MAX {
+                stack.push((mask | 1 << i, value));
+            }
+            if op.invoke > min_deadline {
                 continue;
             }
             if let Some(read) = op.read
@@ -259,6 +297,7 @@ mod tests {
             label: label.into(),
             invoke,
             complete,
+            deadline: complete,
             enter: invoke,
             exit: complete,
             read,
@@ -295,5 +334,113 @@ mod tests {
         assert!(matches!(search(&unknown, None, 1000), Search::Found));
         assert!(replay(&unknown, None, |o| o.enter).is_ok());
         assert!(matches!(search(&lost, Some(2), 1), Search::OutOfBudget));
+    }
+
+    /// An unknown op that may still have been under way at the data after `complete`
+    /// (its caller stopped waiting, say): it may take effect at any time after `invoke`.
+    fn late(label: &str, invoke: u64, complete: u64, write: Option<i64>) -> KvOp {
+        KvOp {
+            deadline: u64::MAX,
+            ..op(label, invoke, complete, None, write)
+        }
+    }
+
+    /// `u` ended unknown at 10 and `a`, invoked at 20, read nothing: if `u` took effect,
+    /// it was after `a`. Only `r`, invoked later still, read `u`'s write.
+    fn effect_seen_after_a_later_op(u: KvOp) -> [KvOp; 3] {
+        [
+            u,
+            op("a", 20, 30, Some(None), Some(2)),
+            op("r", 40, 50, Some(Some(1)), Some(3)),
+        ]
+    }
+
+    #[test]
+    fn an_unknown_op_takes_effect_before_it_ended_unless_it_may_be_under_way() {
+        // Settled: whatever `u` did, it did by 10, before `a` was invoked. `a` read
+        // nothing, so `u` had not taken effect then; `r` cannot read its write.
+        let ops = effect_seen_after_a_later_op(op("u", 0, 10, None, Some(1)));
+        assert!(matches!(search(&ops, Some(3), 1000), Search::Impossible));
+        assert!(replay(&ops, Some(3), |o| o.enter).is_err());
+        assert!(replay(&ops, Some(3), |o| o.exit).is_err());
+        // Its caller stopped waiting at 10 but the op ran on, and took effect after `a`.
+        let ops = effect_seen_after_a_later_op(late("u", 0, 10, Some(1)));
+        assert!(matches!(search(&ops, Some(3), 1000), Search::Found));
+        assert!(replay(&ops, Some(3), |o| o.enter).is_ok());
+        // Settled and seen within its window: fine. So is leaving it out, or taking
+        // effect last, before any op invoked after it ended.
+        let within = [
+            op("u", 0, 10, None, Some(1)),
+            op("r", 5, 20, Some(Some(1)), Some(3)),
+        ];
+        assert!(matches!(search(&within, Some(3), 1000), Search::Found));
+        assert!(replay(&within, Some(3), |o| o.enter).is_ok());
+        let left_out = [
+            op("u", 0, 10, None, Some(1)),
+            op("a", 20, 30, Some(None), Some(2)),
+        ];
+        assert!(matches!(search(&left_out, Some(2), 1000), Search::Found));
+        assert!(replay(&left_out, Some(2), |o| o.enter).is_ok());
+        let last = [
+            op("a", 0, 5, Some(None), Some(2)),
+            op("u", 3, 10, None, Some(1)),
+        ];
+        assert!(matches!(search(&last, Some(1), 1000), Search::Found));
+        assert!(replay(&last, Some(1), |o| o.enter).is_ok());
+        // …but not last after an op invoked once it had ended.
+        let too_late = [
+            op("u", 0, 10, None, Some(1)),
+            op("a", 20, 30, Some(None), Some(2)),
+        ];
+        assert!(matches!(
+            search(&too_late, Some(1), 1000),
+            Search::Impossible
+        ));
+        assert!(replay(&too_late, Some(1), |o| o.enter).is_err());
+    }
+
+    /// The same through [`check`], on a history as a run records it: an op that ended
+    /// unknown is settled unless the data may still apply it.
+    #[test]
+    fn a_settled_unknown_op_seen_only_after_a_later_op_is_a_violation() {
+        use crate::check::Verdict;
+        use crate::check::hand::{history, op};
+        let h = |settled: bool| {
+            let mut h = history(vec![
+                op(
+                    1,
+                    &["k0"],
+                    OpInput::ReadWrite { write: Some(1) },
+                    Phase::Unknown,
+                    None,
+                ),
+                op(
+                    2,
+                    &["k0"],
+                    OpInput::ReadWrite { write: Some(2) },
+                    Phase::Ok,
+                    Some(OpOutput::Read { value: None }),
+                ),
+                op(
+                    3,
+                    &["k0"],
+                    OpInput::ReadWrite { write: Some(3) },
+                    Phase::Ok,
+                    Some(OpOutput::Read { value: Some(1) }),
+                ),
+            ]);
+            h.ops[0].settled = settled;
+            h
+        };
+        let records = BTreeMap::from([("k0".to_owned(), 3)]);
+        let r = check(&h(true), &records, DEFAULT_BUDGET);
+        assert_eq!(r.verdict, Verdict::Violation, "{r:?}");
+        assert!(
+            r.details[0].contains("no order of its 3 ops is linearizable"),
+            "{:?}",
+            r.details
+        );
+        let r = check(&h(false), &records, DEFAULT_BUDGET);
+        assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
     }
 }

@@ -117,6 +117,7 @@ mod tests {
             fence: None,
             error: busy.then(|| "resource: database is locked".to_owned()),
             busy,
+            settled: false,
         }
     }
 

@@ -183,13 +183,15 @@ impl Workload {
         }
     }
 
-    /// Runs one op through `strategy`, on the tables of `env`.
+    /// Runs op `op_id` (unique in the run: notify-once's effect log names it) through
+    /// `strategy`, on the tables of `env`.
     ///
     /// # Errors
     /// The strategy's error, with the op's own [`OpError`].
     pub fn execute<R: WorkloadData>(
         self,
         strategy: &BoxSerializer<R>,
+        op_id: u64,
         keys: &[Key],
         input: &OpInput,
         env: &OpEnv,
@@ -221,8 +223,8 @@ impl Workload {
                     bank::transfer(&mut **db, t, from, to, *amount, &env)
                 }
                 OpInput::Notify { id } => match loaded {
-                    Some(sent) => notify_once::send_unless(&mut **db, t, *id, sent, &env),
-                    None => notify_once::notify(&mut **db, t, *id, &env),
+                    Some(sent) => notify_once::send_unless(&mut **db, t, *id, op_id, sent, &env),
+                    None => notify_once::notify(&mut **db, t, *id, op_id, &env),
                 },
                 OpInput::ReadWrite { write } => kv::read_write(&mut **db, t, &key, *write, &env),
                 OpInput::Append { record } => file_store::append(&env, *record),
@@ -294,7 +296,8 @@ pub struct Paths {
     pub dir: PathBuf,
     /// The SQLite database.
     pub db: PathBuf,
-    /// The notify-once side-effect log (append-only, one line per effect).
+    /// The notify-once side-effect log (append-only, one line per effect: the
+    /// notification, the op that performed it, its process id).
     pub effects: PathBuf,
     /// The file store's record file.
     pub store: PathBuf,
@@ -530,46 +533,74 @@ impl std::error::Error for OpError {
 
 /// Whether `error` is the data refusing an op because another held it: SQLite's
 /// `database is locked` (`SQLITE_BUSY`), PostgreSQL's and MySQL's busy answers (a
-/// serialization failure, a deadlock, a lock wait that timed out). Strategies that give up
-/// on contention say so with their own errors ([`Error::Timeout`], [`Error::Contended`]);
-/// this is the database's refusal reaching the caller, as seed 000's thread pool saw it.
-pub fn refused_as_busy(error: &Error<OpError>) -> bool {
+/// serialization failure, a deadlock, a lock wait that timed out), a versioned record's
+/// busy read or commit conflict. Strategies that give up on contention say so with their
+/// own errors ([`Error::Timeout`], [`Error::Contended`]); this is the database's refusal
+/// reaching the caller, as seed 000's thread pool saw it.
+///
+/// `connect` is the connector the op's strategy runs over, and the answer is its
+/// [`Transact::is_busy`]: the very classification a retrying strategy asks before it
+/// reruns an op, so what the harness counts as a refusal and what a strategy treats as
+/// busy cannot drift apart (the per-driver rules are the strategies crate's:
+/// [`turnstile::sqlite::is_busy`], `turnstile::resource::postgres_is_busy` and
+/// `mysql_is_busy`, which the connectors' `is_busy` apply). The op's own error is handed
+/// to it as the strategy saw it, through [`OpError::cause`].
+pub fn refused_as_busy<C: Transact + ?Sized>(connect: &C, error: &Error<OpError>) -> bool {
     match error {
-        Error::Op(op) => op.is_busy(),
-        Error::Resource(e) => boxed_is_busy(e),
+        Error::Op(op) => op.cause().is_some_and(|cause| connect.is_busy(cause)),
+        Error::Resource(e) => connect.is_busy(e),
         _ => false,
     }
 }
 
-fn boxed_is_busy(error: &BoxError) -> bool {
-    let any: &(dyn std::any::Any + Send + Sync) = error;
-    if turnstile::find_error::<rusqlite::Error>(any).is_some_and(turnstile::sqlite::is_busy) {
-        return true;
-    }
-    #[cfg(feature = "postgres")]
-    if turnstile::find_error::<postgres::Error>(any)
-        .is_some_and(turnstile::resource::postgres_is_busy)
-    {
-        return true;
-    }
-    #[cfg(feature = "mysql")]
-    if turnstile::find_error::<mysql::Error>(any).is_some_and(turnstile::resource::mysql_is_busy) {
-        return true;
-    }
-    false
+/// Whether an op that ended with `error` may still take effect after its caller saw it
+/// end: its caller stopped waiting while it was under way ([`Error::Indeterminate`]: a
+/// queue's caller that timed out while the op ran, a `COMMIT` whose answer the
+/// connection lost), or a statement of it got no answer from a database server, which
+/// may still apply it ([`OpError::unanswered`]). After any other error, whatever the op
+/// did it did before the error came back: its statements all had their answers. A
+/// killed worker's op has no end at all, and may take effect at any time after it
+/// started.
+pub fn may_take_effect_later(error: &Error<OpError>) -> bool {
+    error.is_indeterminate() || error.op().is_some_and(OpError::unanswered)
 }
 
 impl OpError {
-    /// Whether the data refused the op as busy (see [`refused_as_busy`]).
-    pub fn is_busy(&self) -> bool {
+    /// The error inside, as [`source`](std::error::Error::source) gives it but seen as
+    /// `Any`: what [`Transact::is_busy`] and [`find_error`](turnstile::find_error) look
+    /// through (a strategy gets the whole `OpError` boxed, whose `source()` chain starts
+    /// here). `None` for the harness's own failures, which hold no driver's error.
+    pub fn cause(&self) -> Option<&(dyn std::any::Any + Send + Sync)> {
         match self {
-            OpError::Sql(e) => turnstile::sqlite::is_busy(e),
+            OpError::Sql(e) => Some(e),
             #[cfg(feature = "postgres")]
-            OpError::Postgres(e) => turnstile::resource::postgres_is_busy(e),
+            OpError::Postgres(e) => Some(e),
             #[cfg(feature = "mysql")]
-            OpError::MySql(e) => turnstile::resource::mysql_is_busy(e),
-            OpError::Backend(e) => boxed_is_busy(e),
-            _ => false,
+            OpError::MySql(e) => Some(e),
+            #[cfg(feature = "optimistic")]
+            OpError::Store(e) => Some(e),
+            OpError::Backend(e) => Some(e),
+            OpError::Io(e) => Some(e),
+            OpError::Missing(_) | OpError::Corrupt(_) => None,
+        }
+    }
+
+    /// Whether the op failed on a statement a database server never answered — its
+    /// connection broke or timed out while the statement was under way — so the server
+    /// may still apply that statement after the op ended. A server's answer, even an
+    /// error, means it is done with the statement; SQLite and files answer every call
+    /// before it returns. An error the harness cannot see into (a version store's, a
+    /// boxed backend's) counts as unanswered: the lenient side.
+    pub fn unanswered(&self) -> bool {
+        match self {
+            #[cfg(feature = "postgres")]
+            OpError::Postgres(e) => e.as_db_error().is_none(),
+            #[cfg(feature = "mysql")]
+            OpError::MySql(e) => !matches!(e, mysql::Error::MySqlError(_)),
+            #[cfg(feature = "optimistic")]
+            OpError::Store(_) => true,
+            OpError::Backend(_) => true,
+            OpError::Sql(_) | OpError::Missing(_) | OpError::Io(_) | OpError::Corrupt(_) => false,
         }
     }
 }
@@ -641,4 +672,96 @@ pub enum FinalState {
     Records(std::collections::BTreeMap<String, i64>),
     /// The file store's records, or why it does not parse.
     Store(Result<Vec<i64>, String>),
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use turnstile::sqlite::Sqlite;
+
+    use super::*;
+
+    /// A real `database is locked`: a write while another connection holds the file's
+    /// exclusive lock, with no busy timeout to wait it out.
+    fn sqlite_busy(dir: &Path) -> rusqlite::Error {
+        let path = dir.join("busy.db");
+        let holder = rusqlite::Connection::open(&path).unwrap();
+        holder
+            .execute_batch("CREATE TABLE IF NOT EXISTS t (x INTEGER); BEGIN EXCLUSIVE")
+            .unwrap();
+        let other = rusqlite::Connection::open(&path).unwrap();
+        other.busy_timeout(Duration::ZERO).unwrap();
+        other.execute("INSERT INTO t VALUES (1)", []).unwrap_err()
+    }
+
+    #[test]
+    fn refusals_are_what_the_connector_calls_busy() {
+        let dir = tempfile::tempdir().unwrap();
+        let sqlite = Sqlite::new(dir.path().join("run.db"));
+        let op = |e| Error::Op(OpError::Sql(e));
+        assert!(refused_as_busy(&sqlite, &op(sqlite_busy(dir.path()))));
+        // At `BEGIN` or `COMMIT`, boxed by the strategy.
+        let resource = Error::Resource(Box::new(sqlite_busy(dir.path())));
+        assert!(refused_as_busy(&sqlite, &resource));
+        // Boxed by the harness itself (an op's setup), found in the chain.
+        let backend = Error::Op(OpError::Backend(Box::new(sqlite_busy(dir.path()))));
+        assert!(refused_as_busy(&sqlite, &backend));
+        for other in [
+            op(rusqlite::Error::QueryReturnedNoRows),
+            Error::Op(OpError::Missing("c0".into())),
+            Error::Timeout {
+                waited: Duration::ZERO,
+            },
+            Error::Contended {
+                attempts: 3,
+                elapsed: Duration::ZERO,
+            },
+        ] {
+            assert!(!refused_as_busy(&sqlite, &other), "{other}");
+        }
+    }
+
+    #[test]
+    fn only_an_op_the_data_may_still_apply_may_take_effect_later() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(may_take_effect_later(&Error::Indeterminate));
+        for settled in [
+            Error::TransactionEnded,
+            Error::LeaseLost,
+            Error::Panicked("boom".into()),
+            Error::Op(OpError::Sql(sqlite_busy(dir.path()))),
+            Error::Op(OpError::Io(std::io::Error::other("disk"))),
+        ] {
+            assert!(!may_take_effect_later(&settled), "{settled}");
+        }
+    }
+
+    #[cfg(feature = "mysql")]
+    #[test]
+    fn a_mysql_statement_without_the_servers_answer_may_still_apply() {
+        let lost = mysql::Error::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert!(may_take_effect_later(&Error::Op(OpError::MySql(lost))));
+        let deadlock = mysql::Error::MySqlError(mysql::error::MySqlError {
+            state: "40001".into(),
+            message: "Deadlock found when trying to get lock".into(),
+            code: 1213,
+        });
+        assert!(!may_take_effect_later(&Error::Op(OpError::MySql(deadlock))));
+    }
+
+    #[cfg(feature = "postgres")]
+    #[test]
+    fn a_postgres_statement_without_the_servers_answer_may_still_apply() {
+        // Nothing listens on port 1: the driver's own error, no server's answer.
+        let Err(refused) = postgres::Client::connect(
+            "host=127.0.0.1 port=1 user=x connect_timeout=5",
+            postgres::NoTls,
+        ) else {
+            panic!("something answers on port 1");
+        };
+        assert!(may_take_effect_later(&Error::Op(OpError::Postgres(
+            refused
+        ))));
+    }
 }

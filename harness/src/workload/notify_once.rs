@@ -2,7 +2,8 @@
 //! set the flag. The side effect is a line appended to a log file *outside* the
 //! transaction (an email, a webhook call), so a rollback cannot undo it: each
 //! notification's effect must happen exactly once (at most once more per op cut off by a
-//! kill).
+//! kill). Each effect line names the op that performed it, so the checker matches
+//! effects to ops one by one.
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
@@ -56,19 +57,21 @@ pub(crate) fn notify<D: NotifyData + ?Sized>(
     db: &mut D,
     t: &Tables,
     id: i64,
+    op: u64,
     env: &OpEnv,
 ) -> Result<OpOutput, OpError> {
     let sent = db.is_sent(t, id)?;
-    send_unless(db, t, id, sent, env)
+    send_unless(db, t, id, op, sent, env)
 }
 
-/// Unless `sent`, performs notification `id`'s effect, pauses ([`OpEnv::pause`]) and sets
-/// its flag. `sent` is the flag as the caller read it: [`notify`] reads it in the same
-/// section, the `notify_stale` control before it.
+/// Unless `sent`, performs notification `id`'s effect as op `op`, pauses
+/// ([`OpEnv::pause`]) and sets its flag. `sent` is the flag as the caller read it:
+/// [`notify`] reads it in the same section, the `notify_stale` control before it.
 pub(crate) fn send_unless<D: NotifyData + ?Sized>(
     db: &mut D,
     t: &Tables,
     id: i64,
+    op: u64,
     sent: bool,
     env: &OpEnv,
 ) -> Result<OpOutput, OpError> {
@@ -77,10 +80,41 @@ pub(crate) fn send_unless<D: NotifyData + ?Sized>(
     }
     // One write(2) on an O_APPEND file: effects from several processes never interleave.
     let mut log = OpenOptions::new().append(true).open(&env.paths.effects)?;
-    log.write_all(format!("{id} {}\n", std::process::id()).as_bytes())?;
+    log.write_all(effect_line(id, op, std::process::id()).as_bytes())?;
     env.pause();
     db.mark_sent(t, id)?;
     Ok(OpOutput::Notified { sent: true })
+}
+
+/// The effect log's line for notification `id` sent by op `op` of process `pid`.
+fn effect_line(id: i64, op: u64, pid: u32) -> String {
+    format!("{id} {op} {pid}\n")
+}
+
+/// One line of the effect log: a notification's effect, performed once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Effect {
+    /// The notification.
+    pub notification: i64,
+    /// The op that performed it (its id in the history).
+    pub op: u64,
+    /// The OS process id of the worker that ran the op.
+    pub pid: u32,
+}
+
+impl Effect {
+    /// Parses a line of the effect log: `NOTIFICATION OP PID`. `None` for anything else
+    /// — a line of two fields among them, the log of a harness that did not name the op
+    /// (nothing keeps an effect log past its run, so none is read back).
+    pub fn parse(line: &str) -> Option<Effect> {
+        let mut fields = line.split_whitespace();
+        let effect = Effect {
+            notification: fields.next()?.parse().ok()?,
+            op: fields.next()?.parse().ok()?,
+            pid: fields.next()?.parse().ok()?,
+        };
+        fields.next().is_none().then_some(effect)
+    }
 }
 
 /// The flags and the side effects a notify-once run left.
@@ -88,10 +122,21 @@ pub(crate) fn send_unless<D: NotifyData + ?Sized>(
 pub struct Outcome {
     /// `sent` by notification id.
     pub sent: BTreeMap<i64, bool>,
-    /// How many times each notification's effect happened.
-    pub effects: BTreeMap<i64, usize>,
+    /// Every effect performed, in the log's order.
+    pub effects: Vec<Effect>,
     /// Lines of the effect log that did not parse.
     pub garbled: Vec<String>,
+}
+
+impl Outcome {
+    /// How many times each notification's effect happened.
+    pub fn effect_counts(&self) -> BTreeMap<i64, usize> {
+        let mut counts = BTreeMap::new();
+        for e in &self.effects {
+            *counts.entry(e.notification).or_default() += 1;
+        }
+        counts
+    }
 }
 
 pub(crate) fn state<D: NotifyData + ?Sized>(
@@ -106,9 +151,9 @@ pub(crate) fn state<D: NotifyData + ?Sized>(
     };
     let log = std::fs::read_to_string(&paths.effects)?;
     for line in log.lines() {
-        match line.split_whitespace().next().map(str::parse::<i64>) {
-            Some(Ok(id)) => *outcome.effects.entry(id).or_default() += 1,
-            _ => outcome.garbled.push(line.to_owned()),
+        match Effect::parse(line) {
+            Some(effect) => outcome.effects.push(effect),
+            None => outcome.garbled.push(line.to_owned()),
         }
     }
     Ok(outcome)
@@ -285,5 +330,29 @@ impl<S: turnstile::optimistic::VersionStore> NotifyData for turnstile::optimisti
             }
         }
         Ok(flags)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_effect_line_names_its_notification_op_and_process() {
+        let op = (3u64 << 32) | 17;
+        let line = effect_line(5, op, 4242);
+        assert_eq!(
+            Effect::parse(line.trim_end()),
+            Some(Effect {
+                notification: 5,
+                op,
+                pid: 4242
+            })
+        );
+        // A line that does not name its op (the format before ops were named), or says
+        // more, is not an effect.
+        for bad in ["5 4242", "5 17 4242 9", "5 x 4242", "", "-"] {
+            assert_eq!(Effect::parse(bad), None, "{bad:?}");
+        }
     }
 }
