@@ -234,7 +234,7 @@ impl Serializer for StdMutex {
 }
 
 /// Registers the baselines `busy-timeout`, `std-mutex` and `queue-unbatched`, and the
-/// `queue-overlap` variant.
+/// `queue-nogather` and `queue-overlap` variants.
 pub fn register(registry: &mut Registry<Sqlite>) {
     registry.register(
         "busy-timeout",

@@ -33,9 +33,11 @@ fn queue_counter_through_the_cli_passes() {
 }
 
 /// Over SQLite with `synchronous = FULL` the queue passes the checkers on every SQLite
-/// workload it runs: as it is, where commits that wait for the disk make its batches
-/// wait for callers on their way back (`Gather`), and with its flush overlapped
-/// (`queue-overlap`), where it defers each commit's `fsync` to its flushing thread.
+/// workload it runs: as it is, where commits that take 100 µs or more (a disk that
+/// syncs slowly; not tmpfs) make its batches wait for callers on their way back
+/// (gathering, which `callers_on_their_way_back_join_a_slow_commit` in the strategies'
+/// tests forces with slow commits), and with its flush overlapped (`queue-overlap`),
+/// where it defers each commit's `fsync` to its flushing thread.
 #[test]
 fn queue_with_full_sync_passes_the_checkers() {
     for (strategy, workload) in ["queue", "queue-overlap"]

@@ -201,13 +201,25 @@
 //! (`synchronous = FULL`), the callers then split into two groups that take turns, and
 //! each `fsync` serves half of them. So a batch whose commits take long waits for
 //! callers on their way back before it commits: while it has run fewer ops than were in
-//! flight at recent commits, for at most half the average commit time from its start
-//! (what a caller who misses it would wait anyway, and more). A batch gathers only when
-//! commits average 100 µs or more, so a commit that does not wait for the disk is
-//! never held up; and never beyond [`QueueBuilder::max_batch`] ops or a lock's
-//! [`max_hold`](QueueBuilder::max_hold). A batch holds its transaction open while it
-//! waits, so other writers to the data (another process without the queue) wait that
-//! much longer. [`QueueBuilder::gather`]`(false)` turns it off.
+//! flight at recent commits, for at most half the average commit time from its start,
+//! and never more than 10 ms (what a caller who misses it would wait anyway, and more).
+//! A stalled commit moves that average by at most four times the usual.
+//!
+//! - A batch gathers only when commits average 100 µs or more. That is a matter of
+//!   time, not of disks: a commit over a network to a database server can take that
+//!   long without waiting for a disk, and its batches gather too.
+//! - Never beyond [`QueueBuilder::max_batch`] ops, nor, under a lock, past the lease's
+//!   [`max_hold`](QueueBuilder::max_hold).
+//! - The estimate of callers in flight forgets a crowd over some 30 commits: a caller
+//!   left alone after a crowd may wait up to half a commit in each of those.
+//! - A batch holds its transaction open while it waits, so other writers to the data
+//!   (another process without the queue; rows a database server has locked for the
+//!   batch) wait that much longer.
+//! - A ticket whose [`wait_timeout`](Ticket::wait_timeout) runs out while its batch
+//!   waits gets [`Error::Indeterminate`], as for any op that started and was not
+//!   answered in time; [`Serializer::run`] waits for the answer.
+//!
+//! [`QueueBuilder::gather`]`(false)` turns it off.
 //!
 //! ## Overlapped flush
 //!
@@ -458,6 +470,10 @@ impl Crowd {
 /// busy machine) as a commit that does not wait for the disk.
 const MIN_GATHER_COMMIT: Duration = Duration::from_micros(100);
 
+/// The longest a batch waits for callers on their way back, however slow its commits:
+/// a caller that has not come back by then is not on its way.
+const MAX_GATHER: Duration = Duration::from_millis(10);
+
 /// Whether, and how long, a group commit waits for callers on their way back before it
 /// commits (see "Gathering" in the module docs).
 ///
@@ -467,8 +483,8 @@ const MIN_GATHER_COMMIT: Duration = Duration::from_micros(100);
 /// wait for the disk, the callers then split into two groups that take turns, and each
 /// `fsync` carries half of them. So while a batch has run fewer ops than there were
 /// callers in flight at recent commits, and its commits take long, it waits for more,
-/// for at most half a commit's time from its start: about what a caller who misses it
-/// would wait anyway.
+/// for at most half a commit's time from its start (and [`MAX_GATHER`]): about what a
+/// caller who misses it would wait anyway.
 #[derive(Debug, Default)]
 struct Gather {
     /// A decaying average of the batches' commit times, in nanoseconds.
@@ -482,7 +498,13 @@ impl Gather {
 
     /// A batch commit took `took`, with `in_flight` ops submitted and not answered.
     fn committed(&mut self, took: Duration, in_flight: usize) {
-        let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        // One stalled commit (a lock wait, a disk hiccup) moves the average by at most
+        // what four times the usual would: it must not make the next batches wait long.
+        let cap = match self.commit_ns {
+            0 => MAX_GATHER.as_nanos(),
+            usual => u128::from(usual).saturating_mul(4),
+        };
+        let ns = u64::try_from(took.as_nanos().min(cap)).unwrap_or(u64::MAX);
         // An eighth of the way to each new sample.
         self.commit_ns = if self.commit_ns == 0 {
             ns
@@ -502,7 +524,7 @@ impl Gather {
         if commit < MIN_GATHER_COMMIT || taken >= self.active.div_ceil(Self::ONE) as usize {
             return None;
         }
-        began.checked_add(commit / 2)
+        began.checked_add((commit / 2).min(MAX_GATHER))
     }
 }
 
@@ -642,10 +664,10 @@ impl<C: Transact> QueueBuilder<C> {
         self
     }
 
-    /// Sets whether, under group commit, a batch whose commits wait for the disk waits for
-    /// callers on their way back before it commits, so that one commit serves them too:
-    /// while it has run fewer ops than recent commits found in flight, for at most half a
-    /// commit's average time from its start, and never when commits average under
+    /// Sets whether, under group commit, a batch behind slow commits waits for callers on
+    /// their way back before it commits, so that one commit serves them too: while it
+    /// has run fewer ops than recent commits found in flight, for at most half a commit's
+    /// average time from its start (10 ms at most), and never when commits average under
     /// 100 µs. See [Gathering](crate::queue#gathering). Default: `true`.
     pub fn gather(mut self, yes: bool) -> Self {
         self.gather = yes;
@@ -2387,7 +2409,14 @@ impl<C: Transact> Worker<C> {
     /// on its way back, waited for as [`Gather`] allows; meanwhile the last commit's
     /// callers still asleep are woken one by one.
     fn gather_next(&mut self, began: Instant, taken: usize) -> Option<Box<dyn Job<C>>> {
-        let until = self.gather.as_ref()?.until(began, taken)?;
+        let mut until = self.gather.as_ref()?.until(began, taken)?;
+        // Under a lease, not past its hold: a job that came later could not start.
+        if !self.may_start() {
+            return None;
+        }
+        if let (Some(_), Some(hold)) = (&self.lease, self.hold_until) {
+            until = until.min(hold);
+        }
         loop {
             match self.receiver.try_recv() {
                 Ok(job) => return Some(job),
@@ -3013,10 +3042,28 @@ mod tests {
             gather.committed(Duration::from_micros(20), 4);
         }
         assert_eq!(gather.until(began, 3), None);
+        // One stalled commit moves the wait by little...
+        let mut stalled = Gather::default();
+        for _ in 0..8 {
+            stalled.committed(Duration::from_millis(4), 64);
+        }
+        stalled.committed(Duration::from_secs(2), 64);
+        let wait = stalled.until(began, 1).unwrap() - began;
+        assert!(wait <= Duration::from_millis(3), "{wait:?}");
+        // ...and however slow the commits, a batch waits at most `MAX_GATHER`.
+        let mut slow = Gather::default();
+        for _ in 0..64 {
+            slow.committed(Duration::from_secs(1), 64);
+        }
+        assert_eq!(slow.until(began, 1), Some(began + MAX_GATHER));
         // Absurd samples saturate rather than overflow.
         let mut absurd = Gather::default();
         absurd.committed(Duration::MAX, usize::MAX);
         absurd.committed(Duration::MAX, usize::MAX);
-        let _ = absurd.until(began, 0);
+        assert!(
+            absurd
+                .until(began, 0)
+                .is_none_or(|t| t <= began + MAX_GATHER)
+        );
     }
 }
