@@ -145,7 +145,7 @@ impl MySql {
     /// [`Isolation`] for what a level stricter than `READ COMMITTED` costs per-key
     /// strategies). Each connection makes it its session's level when it opens (`SET
     /// SESSION TRANSACTION ISOLATION LEVEL …`, one round trip per connection, within the
-    /// connect timeout), so the transactions the resource begins and the statements of ops
+    /// connect timeout, or the read timeout when one is set), so the transactions the resource begins and the statements of ops
     /// run in autocommit all run at it. MySQL cannot name the level in `START
     /// TRANSACTION`: an op that changes its session's level changes it for the later ops
     /// on its connection. Default: none, the server's.

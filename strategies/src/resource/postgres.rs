@@ -116,12 +116,14 @@ impl Postgres {
     /// Each transaction the resource begins for an op names the level (`BEGIN ISOLATION
     /// LEVEL …`, in the same round trip), so an op that changed its session's default does
     /// not change it; [`PgXactLocked`](crate::lock::PgXactLocked) begins its transactions
-    /// through the resource too. Each connection also makes it its session's default when
-    /// it opens (`SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL …`, one round
-    /// trip per connection, within the connect timeout), for the statements of ops run in
-    /// autocommit ([`TxMode::Autocommit`](crate::TxMode::Autocommit)). Behind a
-    /// transaction-pooling proxy a session's setting does not stay with the client: there
-    /// only ops in a transaction are sure to run at `level`.
+    /// through the resource too. Each connection also makes it its session's default as it
+    /// logs in (`-c default_transaction_isolation=…` in the login's `options`, after any
+    /// the URL gives), for the statements of ops run in autocommit
+    /// ([`TxMode::Autocommit`](crate::TxMode::Autocommit)). That is a login option rather
+    /// than a `SET` so that a pooling proxy cannot carry it to other clients' sessions: a
+    /// proxy that drops it leaves autocommit statements at the server's default (ops in a
+    /// transaction still run at `level`), and one that refuses it (PgBouncer without
+    /// `options` in `ignore_startup_parameters`) fails the connection.
     pub fn isolation(mut self, level: Isolation) -> Self {
         self.isolation = Some(level);
         self
@@ -249,26 +251,34 @@ pub(crate) fn identity(config: &Config) -> String {
     server_identity("postgres", user, &host, port, db)
 }
 
-/// Opens one connection without TLS, and makes `isolation`, if any, its session's default
-/// isolation level: login and setting within the connect timeout.
+/// Opens one connection without TLS, within the connect timeout; with `isolation`, the
+/// session's default isolation level is that level.
+///
+/// The level goes in the login's `options` (`-c default_transaction_isolation=…`, after
+/// any the URL gave, so it wins), not in a `SET` once connected: a pooling proxy passes a
+/// `SET` to whichever server session it picked, which then keeps it for other clients,
+/// while a login option never reaches another client's session.
 pub(crate) fn open(config: &Config, isolation: Option<Isolation>) -> Result<Client, BoxError> {
     let timeout = config
         .get_connect_timeout()
         .copied()
         .unwrap_or(super::DEFAULT_CONNECT_TIMEOUT);
     let server = identity(config);
-    let config = config.clone();
-    super::open_within(&server, timeout, move || {
-        let mut client = config.connect(NoTls)?;
-        if let Some(level) = isolation {
-            // Static text: the level's SQL name.
-            client.batch_execute(&format!(
-                "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL {}",
-                level.sql()
-            ))?;
+    let mut config = config.clone();
+    if let Some(level) = isolation {
+        let mut options = config.get_options().unwrap_or_default().to_owned();
+        if !options.is_empty() {
+            options.push(' ');
         }
-        Ok(client)
-    })
+        // Static text; a space in a value is escaped with a backslash.
+        options.push_str(match level {
+            Isolation::ReadCommitted => "-c default_transaction_isolation=read\\ committed",
+            Isolation::RepeatableRead => "-c default_transaction_isolation=repeatable\\ read",
+            Isolation::Serializable => "-c default_transaction_isolation=serializable",
+        });
+        config.options(&options);
+    }
+    super::open_within(&server, timeout, move || Ok(config.connect(NoTls)?))
 }
 
 /// Whether `error` is PostgreSQL's "busy, try again": a serialization failure, a
