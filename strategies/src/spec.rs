@@ -252,9 +252,13 @@ fn redact_quoted(message: &str, keep: impl Fn(&str) -> bool) -> String {
 /// end of the driver's host: `redis://:P@ss#1@h` (host `ss`), `mysql://app:P@ss/1@db/app`,
 /// `mysql://app:P@ss?1@db`, `postgres://app:P@ss/1@db/app`, and also
 /// `postgres://u:pw@h/my@db`, which is `postgres://app:P@ss/1@db` in form. So is a
-/// password of digits and then `?` or `/` where the `url` crate reads a host and port
-/// (`redis://u:12?x=1@h/0` is the host `u`, port 12), and a `[` where no IPv6 address
-/// starts (`redis://u[:p]?x=1@h`). Not ambiguous:
+/// password of digits and then `?`, `/` or `#` where the `url` crate reads a host and port
+/// (`redis://u:12?x=1@h/0` is the host `u`, port 12), one that starts with `//`
+/// (`mysql://app://Xy:7k9@db/app` is the host `app`, an empty port and the path
+/// `//Xy:7k9@db/app`), and a `[` where no IPv6 address starts (`redis://u[:p]?x=1@h`).
+/// Where the `url` crate reads the URL, so is a reading whose user holds a `/`, `?` or `#`
+/// (`mysql://us/er:pw@h/db` is the host `us` and the database `er:pw@h`), as over
+/// PostgreSQL. Not ambiguous:
 ///
 /// - an `@` the driver keeps inside the user info: a raw `@` in a password that ends at
 ///   the last `@` before the host (`mysql://app:P@ss@db/app`, `redis://:P@ss@h:6379/0`,
@@ -358,7 +362,13 @@ pub(crate) fn userinfo_is_ambiguous(url: &str) -> bool {
         // The mask runs from just after the password colon to the `@`.
         let colon = m.start - 1 - from;
         let at = m.end - from;
-        driver_at.is_none_or(|driver| at > driver) && colon < host_end && !in_a_known_value(at)
+        // Past the `url` crate's host, the reading's user holds the `/`, `?` or `#` that
+        // ends that host (`mysql://us/er:pw@h/db` is the host `us` and the database
+        // `er:pw@h`), as the PostgreSQL driver's other readers take it
+        // ([`credentials_read_as_a_host`]).
+        let in_the_host =
+            colon < host_end || (!postgres && rest[..colon].contains(['/', '?', '#']));
+        driver_at.is_none_or(|driver| at > driver) && in_the_host && !in_a_known_value(at)
     })
 }
 
@@ -380,7 +390,7 @@ fn credentials_read_as_a_host(creds: &str) -> bool {
 
 /// Refuses the URL `url` of a `kind` server (`"Redis"`, `"MySQL"`, …) when
 /// [`userinfo_is_ambiguous`] says it is, with a message that shows it as [`redact_url`]
-/// does.
+/// does, as the check read it (trimmed, without tabs and line breaks).
 ///
 /// # Errors
 /// [`Error::Config`] for such a URL.
@@ -410,7 +420,8 @@ pub(crate) fn refuse_ambiguous_userinfo(kind: &str, url: &str) -> Result<(), Str
              connect to another host; \
              percent-encode an `@` in the user, password, database name or query as %40 \
              (and a `/`, `?`, `#` or `,` in the password as %2F, %3F, %23, %2C)",
-            redact_url(url)
+            // Shown as read: the masks are those of the text the check read.
+            redact_url(&normalised)
         )));
     }
     Ok(())
@@ -585,7 +596,9 @@ fn userinfo_masks(
 /// it (`app://Xy:7k9` is the user `app` with the password `//Xy:7k9`). Otherwise, when
 /// the region holds no `/`, `?` or `#`, also its first `:`, as the `url` crate reads it
 /// whatever comes before it (`u[:p]` is the user `u[` with the password `p]`). Else the
-/// first `:` that is not a scheme's (followed by `//`) and, where the `@` is in the value
+/// first `:` that is not an embedded URL's scheme's (followed by `//` past the first `/`,
+/// `?` or `#`: before them, as in `app://Xy:7k9`, the `url` crate reads a host and an
+/// empty port, so the password starts there) and, where the `@` is in the value
 /// of a query parameter the reader knows (that may hold an `@`), not inside an IPv6
 /// address's `[…]` where a host starts, nor a port's: a `:` before the first `/`, `?` or
 /// `#`, followed by digits and then `/`, `?` or `,` (`h:3306/db?user=a@b`,
@@ -608,8 +621,10 @@ fn password_colon(region: &str, reader: Reader) -> Option<usize> {
         .and_then(|q| region[q + 1..].rsplit('&').next())
         .is_some_and(|param| reader.knows_text(param));
     let mut in_brackets = false;
-    // A `:` followed by `//` is a scheme's, unless no other `:` turns up: then it is a
-    // password's that starts with `//`.
+    // A `:` followed by `//` past the authority is an embedded URL's scheme's (in a path
+    // or query), unless no other `:` turns up: then it is a password's that starts with
+    // `//`. In the authority it is no scheme's: the `url` crate reads what precedes it as
+    // a host (`app://Xy:7k9`: the host `app`, an empty port, the path `//Xy:7k9`).
     let mut scheme_colon = None;
     for (i, &byte) in bytes.iter().enumerate() {
         match byte {
@@ -628,7 +643,7 @@ fn password_colon(region: &str, reader: Reader) -> Option<usize> {
                     && digits > 0
                     && matches!(after.as_bytes().get(digits), Some(b'/' | b'?' | b','))
                     && in_a_known_value;
-                if after.starts_with("//") {
+                if after.starts_with("//") && i >= authority_end {
                     scheme_colon = scheme_colon.or(Some(i));
                 } else if !port {
                     return Some(i);
@@ -698,9 +713,14 @@ enum Reader {
 
 impl Reader {
     /// The reader of the URL whose scheme ends `prefix` (the text before `://`, which may
-    /// hold more: `pg-xact:postgres`, `DATABASE_URL=mysql`, `queue+redis`).
+    /// hold more: `pg-xact:postgres`, `DATABASE_URL=mysql`, `queue+redis`). Tabs and line
+    /// breaks in it are ignored, as the `url` crate drops them (`my\nsql` is `mysql`).
     fn of(prefix: &str) -> Reader {
-        let scheme = prefix.to_ascii_lowercase();
+        let scheme: String = prefix
+            .chars()
+            .filter(|c| !matches!(c, '\t' | '\n' | '\r'))
+            .collect::<String>()
+            .to_ascii_lowercase();
         let ends = |names: &[&str]| names.iter().any(|name| scheme.ends_with(name));
         if ends(&["postgres", "postgresql"]) {
             Reader::Postgres
@@ -1498,6 +1518,14 @@ mod tests {
                 "redis://u:***@h/0?pass=***",
             ),
             ("rediss://h/0#insecure", "rediss://h/0#insecure"),
+            // A password that starts with `//`, where the `url` crate reads a host: from
+            // its first `:`; an embedded URL's scheme in the query is no password's.
+            ("mysql://app://Xy:7k9@db/app", "mysql://app:***@db/app"),
+            ("mysql://://Xy:7k9@h", "mysql://:***@h"),
+            (
+                "redis://h/0?next=redis://u:pw@h2",
+                "redis://h/0?next=redis://u:***@h2",
+            ),
             // A `#` is no fragment (the PostgreSQL driver reads it as part of a value).
             (
                 "postgres://h/db?password=ab#cd&sslmode=disable",
@@ -1810,7 +1838,7 @@ mod tests {
 
     /// The examples of URLs whose user info drivers read differently, each with the
     /// password's pieces a driver would show as the host, user or database.
-    const AMBIGUOUS: [(&str, &[&str]); 30] = [
+    const AMBIGUOUS: [(&str, &[&str]); 40] = [
         // A raw `@` in the password, then a `#`, `/` or `?`: the `url` crate's authority
         // ends there, its user info at the `@` before it, and its host is `ssw0rd`.
         ("redis://:P@ssw0rd#1@cache:6379/0", &["ssw0rd", "P@ss"]),
@@ -1862,6 +1890,21 @@ mod tests {
         // A `[` that starts no IPv6 address hides no password colon.
         ("redis://[:X/@h", &["X/"]),
         ("redis://u[:p]?x=1@h", &["p]?", "x=1"]),
+        // So does a password of digits and then a `#`.
+        ("redis://u:12#x@h", &["12#", "x"]),
+        ("mysql://u:12#x@h/db", &["12#", "x"]),
+        // A password that starts with `//`: the `url` crate reads the host `app`, an
+        // empty port and the path `//Xy:7k9@db/app`.
+        ("mysql://app://Xy:7k9@db/app", &["Xy", "7k9"]),
+        ("redis://app://Xy:7k9@cache:6379/0", &["Xy", "7k9"]),
+        ("redlock://app://Xy:7k9@h1,h2,h3", &["Xy", "7k9"]),
+        ("mysql://://Xy:7k9@h", &["Xy", "7k9"]),
+        // A user with a raw `/`, `?` or `#`: the `url` crate's host ends there, and the
+        // rest (the password too) is its path, query or fragment.
+        ("mysql://us/er:Xy7@h/db", &["Xy7"]),
+        ("mysql://us?er:Xy7@h/db", &["Xy7"]),
+        ("redis://us#er:Xy7@h/0", &["Xy7"]),
+        ("redis://a@b/c:Xy7@h/0", &["Xy7"]),
     ];
 
     #[test]
@@ -1950,6 +1993,14 @@ mod tests {
             assert!(matches!(refused, Err(Error::Config(_))), "{url:?}");
         }
         assert!(refuse_ambiguous_userinfo("MySQL", " mysql://app:P@ss@db/app").is_ok());
+        // The refusal shows the text as the check read it: a MySQL URL, whose driver
+        // knows no `dbname`, so the `@` may end a password of digits, `?` and the rest.
+        let url = "my\nsql://u:12?dbname=Xy7@h/db";
+        let refused = refuse_ambiguous_userinfo("MySQL", url)
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains("\"mysql://u:***@h/db\""), "{refused}");
+        assert_eq!(redact_url(url), "my\nsql://u:***@h/db");
         let long = format!("mysql://u@h/{}", "d".repeat(MAX_REDACTED));
         assert!(matches!(
             refuse_ambiguous_userinfo("MySQL", &long),
@@ -1995,6 +2046,11 @@ mod tests {
             ("mysql://u:7?a=b@h:3306", ["7?", "a=b"]),
             ("mysql://app:12/db?x=1@db/app", ["12/", "x=1"]),
             ("mysql://app:P@ss?dbname=1@db/app", ["P@", "ss?"]),
+            ("mysql://u:12#x@h/db", ["12#", "x@"]),
+            // The identity would be `mysql://@app:3306/`, the driver's host `app`.
+            ("mysql://app://Xy:7k9@db/app", ["Xy", "7k9"]),
+            // The driver's host `us`, its database `er:Xy7@h` (sent to `us`).
+            ("mysql://us/er:Xy7@h/db", ["Xy7", "Xy"]),
         ] {
             let error = crate::resource::MySql::new(url).unwrap_err();
             let shown = error.to_string();

@@ -777,6 +777,12 @@ mod tests {
             // driver's host would be `ss`.
             ("redis://:P@ss?db=1@cache", "ss?db"),
             ("redis://h:6379/0?user=a:b@c", "user=a"),
+            // A password that starts with `//`: the driver's host would be `app`.
+            ("redis://app://Xy:7k9@cache:6379/0", "Xy"),
+            // A user with a raw `/`: the driver's host would be `us`.
+            ("redis://us/er:Xy7@cache:6379/0", "Xy7"),
+            // A password of digits and then a `#`: the driver's port 12.
+            ("redis://u:12#x@h", "12"),
         ] {
             let error = parse_url(url).unwrap_err();
             let shown = error.to_string();
