@@ -819,18 +819,52 @@ mod tests {
     }
 
     /// Every URL built from what a user means that the check accepts, the driver reads
-    /// as meant (or refuses), and no redacted URL, server name or message shows a piece
-    /// of its password.
+    /// as meant (or refuses), every one the docs promise it accepts and reads as meant,
+    /// and no redacted URL, server name or message shows a piece of its password. With
+    /// the feature `redis-tls`, a URL with a TLS file parameter is a `rediss://` one
+    /// naming a real CA file (whose path holds an `@`), so that the driver reads it.
     #[test]
     fn the_driver_reads_every_accepted_url_as_meant() {
-        for m in crate::spec::meant_urls("redis", 6379, &["?db=", "&user="], "tls_ca") {
-            assert!(!crate::spec::redact_url(&m.url).contains('X'), "{m:?}");
-            match parse_url(&m.url) {
-                Err(e) => assert!(!e.to_string().contains('X'), "{m:?}: {e}"),
+        use crate::spec::Meant;
+        #[cfg(feature = "redis-tls")]
+        let (dir, values) = {
+            let dir = tempfile::tempdir().unwrap();
+            write_ca(&dir.path().join("a@b"));
+            std::fs::create_dir(dir.path().join("c@d")).unwrap();
+            write_ca(&dir.path().join("c@d").join("ca.pem"));
+            let at = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+            let values = [at("a@b"), at("c@d/ca.pem")];
+            (dir, values)
+        };
+        #[cfg(not(feature = "redis-tls"))]
+        let values = ["a@b".to_owned()];
+        let values: Vec<&str> = values.iter().map(String::as_str).collect();
+        // What is shown, without the temporary directory's name (which may hold an `X`).
+        #[cfg(feature = "redis-tls")]
+        let shown = |text: &str| text.replace(dir.path().to_str().unwrap(), "");
+        #[cfg(not(feature = "redis-tls"))]
+        let shown = |text: &str| text.to_owned();
+        let tls = cfg!(feature = "redis-tls");
+        for m in crate::spec::meant_urls("redis", 6379, &["?db=", "&user="], "tls_ca", &values) {
+            let url = if m.param && tls {
+                m.url.replacen("redis://", "rediss://", 1)
+            } else {
+                m.url.clone()
+            };
+            assert!(
+                !Meant::leaks_into(&shown(&crate::spec::redact_url(&url))),
+                "{url}"
+            );
+            match parse_url(&url) {
+                Err(e) => {
+                    assert!(!(m.promised(false) && (tls || !m.param)), "{url}: {e}");
+                    assert!(!Meant::leaks_into(&shown(&e.to_string())), "{url}: {e}");
+                }
                 Ok((client, display)) => {
                     let info = client.get_connection_info();
                     let (host, port) = match info.addr() {
-                        ConnectionAddr::Tcp(host, port) => (host.clone(), *port),
+                        ConnectionAddr::Tcp(host, port)
+                        | ConnectionAddr::TcpTls { host, port, .. } => (host.clone(), *port),
                         other => (format!("{other:?}"), 0),
                     };
                     let settings = info.redis_settings();
@@ -841,11 +875,20 @@ mod tests {
                         port,
                     );
                     let meant = (&*m.user, &*m.password, m.host.clone(), m.port);
-                    assert_eq!(read, meant, "{}", m.url);
-                    assert!(!display.contains('X'), "{m:?}");
+                    assert_eq!(read, meant, "{url}");
+                    assert!(!Meant::leaks_into(&display), "{url}");
                 }
             }
         }
+    }
+
+    /// Writes a self-signed CA certificate, PEM, to `path`.
+    #[cfg(feature = "redis-tls")]
+    fn write_ca(path: &std::path::Path) {
+        let mut params = rcgen::CertificateParams::new(Vec::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let key = rcgen::KeyPair::generate().unwrap();
+        std::fs::write(path, params.self_signed(&key).unwrap().pem()).unwrap();
     }
 
     /// An `@` in the path of a TLS file, with a `/` after it, is the query's: the user
@@ -856,11 +899,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ca_dir = dir.path().join("u@h");
         std::fs::create_dir(&ca_dir).unwrap();
-        let mut params = rcgen::CertificateParams::new(Vec::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let key = rcgen::KeyPair::generate().unwrap();
         let ca = ca_dir.join("ca.pem");
-        std::fs::write(&ca, params.self_signed(&key).unwrap().pem()).unwrap();
+        write_ca(&ca);
         let url = format!("rediss://:pw@127.0.0.1:6380/0?tls_ca={}", ca.display());
         let (_, shown) = parse_url(&url).unwrap();
         assert_eq!(shown, "rediss://127.0.0.1:6380/0");
