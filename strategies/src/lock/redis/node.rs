@@ -202,11 +202,6 @@ impl fmt::Debug for Node {
 pub(super) fn parse_url(url: &str) -> Result<(Client, String), StrategyError> {
     let shown = crate::spec::redact_url(url);
     let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
-    if cfg!(not(feature = "redis-tls")) && scheme.as_deref() == Some("rediss") {
-        return Err(Error::Config(format!(
-            "{shown:?} needs TLS, which this build of turnstile does not include (its feature redis-tls)"
-        )));
-    }
     match scheme.as_deref() {
         Some("redis" | "rediss" | "redis+unix" | "unix") => {}
         Some(other) => {
@@ -223,6 +218,11 @@ pub(super) fn parse_url(url: &str) -> Result<(Client, String), StrategyError> {
     // A raw `@` in the password followed by a `/`, `?` or `#`: this driver would take a
     // piece of the password for the host (`redis://:P@ss#1@h`), which `display_of` shows.
     crate::spec::refuse_ambiguous_userinfo("Redis", url)?;
+    if cfg!(not(feature = "redis-tls")) && scheme.as_deref() == Some("rediss") {
+        return Err(Error::Config(format!(
+            "{shown:?} needs TLS, which this build of turnstile does not include (its feature redis-tls)"
+        )));
+    }
     let (url, tls) = super::tls::TlsFiles::take(url)?;
     let info = url
         .as_str()
