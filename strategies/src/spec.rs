@@ -126,16 +126,22 @@ impl fmt::Debug for Spec {
 ///   directory, `file-lock:/srv/a@b`, is kept), and the same query parameters.
 ///
 /// Where drivers read a text differently (which `@` ends the user info; a raw `/`, `?`,
-/// `#` or `@` in a password), each reading is masked. In a `postgres://` or
-/// `postgresql://` URL the password starts at the first `:`, as that driver reads it
-/// (`postgres://app://Xy:7k9@db` is the user `app` with the password `//Xy:7k9`), and in
-/// user info with no `/`, `?` or `#`, as the `url` crate reads it, whatever comes before
-/// it (`redis://u[:p]@h`). An `@` in the value of a query parameter that the scheme's
-/// driver knows and that may hold one (PostgreSQL's `user`, `password`, `dbname`,
-/// `options`, `application_name`, `host`; MySQL's `user`, `password`, `socket`,
-/// `db_name`; Redis's `tls_ca`, `tls_cert`, `tls_key`, and over a Unix socket `user`,
-/// `pass`), after a host and port (`mysql://h:3306/db?user=a@b`), ends no user info;
-/// for other schemes, any driver's parameter does. Elsewhere an `@` may end it, and
+/// `#` or `@` in a password), each reading is masked. A password starts at the first
+/// `:`, whatever comes before or after it, as the PostgreSQL driver reads it
+/// (`postgres://app://Xy:7k9@db` is the user `app` with the password `//Xy:7k9`), and as
+/// the `url` crate reads user info with no `/`, `?` or `#` (`redis://u[:p]@h`); a URL in
+/// a path or query is masked from its scheme's `:` (`redis://h/0?next=redis://u:pw@h2`
+/// shows as `redis://h/0?next=redis:***@h2`). An `@` in the value of a query parameter
+/// that the scheme's driver knows and that may hold one (PostgreSQL's `user`,
+/// `password`, `dbname`, `options`, `application_name`, `host`; MySQL's `user`,
+/// `password`, `socket`, `db_name`; Redis's `tls_ca`, `tls_cert`, `tls_key`, and over a
+/// Unix socket `user`, `pass`; for other schemes, any driver's parameter) ends no user
+/// info after a host and port (`mysql://h:3306/db?user=a@b`), nor after user info and a
+/// path when no `/` follows it in the value (`mysql://u:pw@h/db?user=a@b`). Otherwise it
+/// may, and what precedes it is masked from the first `:`: with a `/` after it, which
+/// may start a host's path (`postgres://u:pw@h/db?application_name=deploy@ci/job` shows
+/// as `postgres://u:***@ci/job`), or in a query right after the host
+/// (`redis://u:pw@h?tls_ca=a@b` shows as `redis://u:***@b`). Elsewhere an `@` may end it, and
 /// what precedes it from the first `:` is masked, digits the `url` crate reads as a port
 /// included (`redis://u:12?x=1@h/0` shows as `redis://u:***@h/0`). A `#` does not end a
 /// query: the PostgreSQL driver reads it as part of a value. After a raw `&` in
@@ -252,9 +258,13 @@ fn redact_quoted(message: &str, keep: impl Fn(&str) -> bool) -> String {
 /// end of the driver's host: `redis://:P@ss#1@h` (host `ss`), `mysql://app:P@ss/1@db/app`,
 /// `mysql://app:P@ss?1@db`, `postgres://app:P@ss/1@db/app`, and also
 /// `postgres://u:pw@h/my@db`, which is `postgres://app:P@ss/1@db` in form. So is a
-/// password of digits and then `?` or `/` where the `url` crate reads a host and port
-/// (`redis://u:12?x=1@h/0` is the host `u`, port 12), and a `[` where no IPv6 address
-/// starts (`redis://u[:p]?x=1@h`). Not ambiguous:
+/// password of digits and then `?`, `/` or `#` where the `url` crate reads a host and port
+/// (`redis://u:12?x=1@h/0` is the host `u`, port 12), one that starts with `//`
+/// (`mysql://app://Xy:7k9@db/app` is the host `app`, an empty port and the path
+/// `//Xy:7k9@db/app`), and a `[` where no IPv6 address starts (`redis://u[:p]?x=1@h`).
+/// Where the `url` crate reads the URL, so is a reading whose user holds a `/`, `?` or `#`
+/// (`mysql://us/er:pw@h/db` is the host `us` and the database `er:pw@h`), as over
+/// PostgreSQL. Not ambiguous:
 ///
 /// - an `@` the driver keeps inside the user info: a raw `@` in a password that ends at
 ///   the last `@` before the host (`mysql://app:P@ss@db/app`, `redis://:P@ss@h:6379/0`,
@@ -358,7 +368,13 @@ pub(crate) fn userinfo_is_ambiguous(url: &str) -> bool {
         // The mask runs from just after the password colon to the `@`.
         let colon = m.start - 1 - from;
         let at = m.end - from;
-        driver_at.is_none_or(|driver| at > driver) && colon < host_end && !in_a_known_value(at)
+        // Past the `url` crate's host, the reading's user holds the `/`, `?` or `#` that
+        // ends that host (`mysql://us/er:pw@h/db` is the host `us` and the database
+        // `er:pw@h`), as the PostgreSQL driver's other readers take it
+        // ([`credentials_read_as_a_host`]).
+        let in_the_host =
+            colon < host_end || (!postgres && rest[..colon].contains(['/', '?', '#']));
+        driver_at.is_none_or(|driver| at > driver) && in_the_host && !in_a_known_value(at)
     })
 }
 
@@ -380,7 +396,7 @@ fn credentials_read_as_a_host(creds: &str) -> bool {
 
 /// Refuses the URL `url` of a `kind` server (`"Redis"`, `"MySQL"`, …) when
 /// [`userinfo_is_ambiguous`] says it is, with a message that shows it as [`redact_url`]
-/// does.
+/// does, as the check read it (trimmed, without tabs and line breaks).
 ///
 /// # Errors
 /// [`Error::Config`] for such a URL.
@@ -410,7 +426,8 @@ pub(crate) fn refuse_ambiguous_userinfo(kind: &str, url: &str) -> Result<(), Str
              connect to another host; \
              percent-encode an `@` in the user, password, database name or query as %40 \
              (and a `/`, `?`, `#` or `,` in the password as %2F, %3F, %23, %2C)",
-            redact_url(url)
+            // Shown as read: the masks are those of the text the check read.
+            redact_url(&normalised)
         )));
     }
     Ok(())
@@ -578,19 +595,20 @@ fn userinfo_masks(
     }
 }
 
-/// Where a password may start in `region`, what precedes an `@`, as `reader` reads it.
-///
-/// Over PostgreSQL (and in text without `://`), the first `:`, as the PostgreSQL driver
-/// splits its credentials (everything before the first `@`) there, whatever comes before
-/// it (`app://Xy:7k9` is the user `app` with the password `//Xy:7k9`). Otherwise, when
-/// the region holds no `/`, `?` or `#`, also its first `:`, as the `url` crate reads it
-/// whatever comes before it (`u[:p]` is the user `u[` with the password `p]`). Else the
-/// first `:` that is not a scheme's (followed by `//`) and, where the `@` is in the value
-/// of a query parameter the reader knows (that may hold an `@`), not inside an IPv6
-/// address's `[…]` where a host starts, nor a port's: a `:` before the first `/`, `?` or
-/// `#`, followed by digits and then `/`, `?` or `,` (`h:3306/db?user=a@b`,
-/// `[::1]:3306/db?user=a@b`). Elsewhere the `@` may end a password, and what the `url`
-/// crate reads as a host and port (`u:12?x=1@h`, `[::]#@h`) its first piece.
+/// Where a password may start in `region`, what precedes an `@`, as `reader` reads it:
+/// its first `:`, whatever comes before or after it. The PostgreSQL driver splits its
+/// credentials (everything before the first `@`) there (`app://Xy:7k9` is the user `app`
+/// with the password `//Xy:7k9`), and so does the `url` crate in user info with no `/`,
+/// `?` or `#` (`u[:p]` is the user `u[` with the password `p]`). Elsewhere a `:` followed
+/// by `//` starts a password too: the user may have meant one (`u/:///Xy:7k9`, the user
+/// `u/` with the password `///Xy:7k9`), and a URL in a path or query
+/// (`h/0?next=redis://u:pw`) is masked from its scheme's `:`. Only where the `url` crate
+/// reads the URL and the `@` is in the value of a query parameter the reader knows (that
+/// may hold an `@`) is a `:` skipped inside an IPv6 address's `[…]` where a host starts,
+/// or when it is a port's: before the first `/`, `?` or `#`, followed by digits and then
+/// `/`, `?` or `,` (`h:3306/db?user=a@b`, `[::1]:3306/db?user=a@b`). Elsewhere the `@`
+/// may end a password, and what the `url` crate reads as a host and port (`u:12?x=1@h`,
+/// `[::]#@h`) its first piece.
 fn password_colon(region: &str, reader: Reader) -> Option<usize> {
     if reader.first_colon() {
         return region.find(':');
@@ -608,9 +626,6 @@ fn password_colon(region: &str, reader: Reader) -> Option<usize> {
         .and_then(|q| region[q + 1..].rsplit('&').next())
         .is_some_and(|param| reader.knows_text(param));
     let mut in_brackets = false;
-    // A `:` followed by `//` is a scheme's, unless no other `:` turns up: then it is a
-    // password's that starts with `//`.
-    let mut scheme_colon = None;
     for (i, &byte) in bytes.iter().enumerate() {
         match byte {
             b'[' if in_a_known_value
@@ -628,16 +643,14 @@ fn password_colon(region: &str, reader: Reader) -> Option<usize> {
                     && digits > 0
                     && matches!(after.as_bytes().get(digits), Some(b'/' | b'?' | b','))
                     && in_a_known_value;
-                if after.starts_with("//") {
-                    scheme_colon = scheme_colon.or(Some(i));
-                } else if !port {
+                if !port {
                     return Some(i);
                 }
             }
             _ => {}
         }
     }
-    scheme_colon
+    None
 }
 
 /// Whether `text` starts with an IPv6 address in brackets (`[::1]`), as a host does.
@@ -698,9 +711,14 @@ enum Reader {
 
 impl Reader {
     /// The reader of the URL whose scheme ends `prefix` (the text before `://`, which may
-    /// hold more: `pg-xact:postgres`, `DATABASE_URL=mysql`, `queue+redis`).
+    /// hold more: `pg-xact:postgres`, `DATABASE_URL=mysql`, `queue+redis`). Tabs and line
+    /// breaks in it are ignored, as the `url` crate drops them (`my\nsql` is `mysql`).
     fn of(prefix: &str) -> Reader {
-        let scheme = prefix.to_ascii_lowercase();
+        let scheme: String = prefix
+            .chars()
+            .filter(|c| !matches!(c, '\t' | '\n' | '\r'))
+            .collect::<String>()
+            .to_ascii_lowercase();
         let ends = |names: &[&str]| names.iter().any(|name| scheme.ends_with(name));
         if ends(&["postgres", "postgresql"]) {
             Reader::Postgres
@@ -1376,38 +1394,82 @@ pub(crate) struct Meant {
     pub(crate) password: String,
     pub(crate) host: String,
     pub(crate) port: u16,
+    /// Whether the tail holds the driver's parameter whose value holds an `@`.
+    pub(crate) param: bool,
 }
 
-/// `scheme://user:password@host[:port][tail]` for users `u`, ``, `u[` and `[`; passwords
-/// of the pieces `X`, `1`, `@`, `/`, `?`, `#`, `:`, `=`, `&`, `[`, `]`, `,` and `foreign`
-/// (parameter names of other drivers, `?db=`): every one of up to two pieces, and
-/// (seeded) samples of three to six; hosts `h`, `h:port` and `[::1]:port`; and tails ``,
-/// `/0`, `/0?text=a@b` and `?text=a@b`, where `text` is a parameter of this driver whose
-/// value may hold an `@`. Only a password holds an `X`, so a redacted URL, identity or
-/// message that shows one shows a piece of the password.
 #[cfg(all(test, any(feature = "redis", feature = "mysql", feature = "postgres")))]
-pub(crate) fn meant_urls(scheme: &str, port: u16, foreign: &[&str], text: &str) -> Vec<Meant> {
-    let mut pieces = vec!["X", "1", "@", "/", "?", "#", ":", "=", "&", "[", "]", ","];
+impl Meant {
+    /// Whether the docs promise that the check accepts this URL and the driver reads it as
+    /// written: over the `url` crate (`postgres` false), a user and a password with no
+    /// raw `/`, `?` or `#` (a raw `@`, `:`, `[` or `]` is fine: `mysql://app:P@ss@db/app`,
+    /// `redis://u[:p]@h`); over PostgreSQL, a user with no `/` or `?`, a password with no
+    /// `@` that does not start with digits and then `/`, `?` or `,`, and credentials that
+    /// do not start with an IPv6 address's `[…]`.
+    pub(crate) fn promised(&self, postgres: bool) -> bool {
+        if !postgres {
+            return !self.user.contains(['/', '?', '#'])
+                && !self.password.contains(['/', '?', '#']);
+        }
+        let digits = self.password.bytes().take_while(u8::is_ascii_digit).count();
+        let port = digits > 0
+            && matches!(
+                self.password.as_bytes().get(digits),
+                Some(b'/' | b'?' | b',')
+            );
+        let ipv6 = self.user.starts_with('[') && self.password.contains(']');
+        !self.user.contains(['/', '?']) && !self.password.contains('@') && !port && !ipv6
+    }
+
+    /// Whether `text` (a redacted URL, identity or message) shows a piece of the
+    /// password: each piece holds an `X` or an `8`, and nothing else in the URL does.
+    pub(crate) fn leaks_into(text: &str) -> bool {
+        text.contains(['X', '8'])
+    }
+}
+
+/// `scheme://user:password@host[:port][tail]` for users `u`, ``, `u[`, `[`, `u/`, `u?`
+/// and `u#`; passwords of the pieces `X`, `8`, `@`, `/`, `?`, `#`, `:`, `=`, `&`, `[`,
+/// `]`, `,`, `//X:` and `foreign` (parameter names of other drivers, `?db=`): every one
+/// of up to two pieces, every one of three of `X`, `8`, `@`, `/`, `?`, `#` and `:`, and
+/// (seeded) samples of three to six of all; hosts `h`, `h:port` and `[::1]:port`; and
+/// tails ``, `/0`, and for each of `values`, `/0?text=value` and `?text=value`, where
+/// `text` is a parameter of this driver whose value may hold an `@`. Only a password
+/// holds an `X` or an `8` ([`Meant::leaks_into`]), and every piece of it between the
+/// characters drivers cut at holds one (but the names of `foreign`), so a redacted URL,
+/// identity or message that shows a piece of the password shows one too.
+#[cfg(all(test, any(feature = "redis", feature = "mysql", feature = "postgres")))]
+pub(crate) fn meant_urls(
+    scheme: &str,
+    port: u16,
+    foreign: &[&str],
+    text: &str,
+    values: &[&str],
+) -> Vec<Meant> {
+    let mut pieces = vec![
+        "X", "8", "@", "/", "?", "#", ":", "=", "&", "[", "]", ",", "//X:",
+    ];
     pieces.extend_from_slice(foreign);
-    let users = ["u", "", "u[", "["];
+    let users = ["u", "", "u[", "[", "u/", "u?", "u#"];
     let hosts = [
         ("h".to_owned(), "h".to_owned()),
         (format!("h:{port}"), "h".to_owned()),
         (format!("[::1]:{port}"), "::1".to_owned()),
     ];
-    let tails = [
-        String::new(),
-        "/0".to_owned(),
-        format!("/0?{text}=a@b"),
-        format!("?{text}=a@b"),
-    ];
-    let meant = |user: &str, password: String, host: &(String, String), tail: &str| Meant {
-        url: format!("{scheme}://{user}:{password}@{}{tail}", host.0),
-        user: user.to_owned(),
-        password,
-        host: host.1.clone(),
-        port,
-    };
+    let mut tails = vec![(String::new(), false), ("/0".to_owned(), false)];
+    for value in values {
+        tails.push((format!("/0?{text}={value}"), true));
+        tails.push((format!("?{text}={value}"), true));
+    }
+    let meant =
+        |user: &str, password: String, host: &(String, String), tail: &(String, bool)| Meant {
+            url: format!("{scheme}://{user}:{password}@{}{}", host.0, tail.0),
+            user: user.to_owned(),
+            password,
+            host: host.1.clone(),
+            port,
+            param: tail.1,
+        };
     let mut passwords = vec![String::new()];
     for a in &pieces {
         passwords.push((*a).to_owned());
@@ -1421,6 +1483,22 @@ pub(crate) fn meant_urls(scheme: &str, port: u16, foreign: &[&str], text: &str) 
             for host in &hosts {
                 for tail in &tails {
                     out.push(meant(user, password.clone(), host, tail));
+                }
+            }
+        }
+    }
+    // Three pieces of the characters that decide where drivers cut, each with every user
+    // and one host and tail in turn.
+    let small = ["X", "8", "@", "/", "?", "#", ":"];
+    let mut n = 0;
+    for a in small {
+        for b in small {
+            for c in small {
+                for user in users {
+                    let host = &hosts[n % hosts.len()];
+                    let tail = &tails[n / hosts.len() % tails.len()];
+                    out.push(meant(user, format!("{a}{b}{c}"), host, tail));
+                    n += 1;
                 }
             }
         }
@@ -1498,6 +1576,15 @@ mod tests {
                 "redis://u:***@h/0?pass=***",
             ),
             ("rediss://h/0#insecure", "rediss://h/0#insecure"),
+            // A password that starts with `//`: from its first `:`, also after a user
+            // with a raw `/`, and so is a URL in a query.
+            ("mysql://app://Xy:7k9@db/app", "mysql://app:***@db/app"),
+            ("mysql://://Xy:7k9@h", "mysql://:***@h"),
+            ("mysql://u/:///Xy:7k9@h", "mysql://u/:***@h"),
+            (
+                "redis://h/0?next=redis://u:pw@h2",
+                "redis://h/0?next=redis:***@h2",
+            ),
             // A `#` is no fragment (the PostgreSQL driver reads it as part of a value).
             (
                 "postgres://h/db?password=ab#cd&sslmode=disable",
@@ -1810,7 +1897,7 @@ mod tests {
 
     /// The examples of URLs whose user info drivers read differently, each with the
     /// password's pieces a driver would show as the host, user or database.
-    const AMBIGUOUS: [(&str, &[&str]); 30] = [
+    const AMBIGUOUS: [(&str, &[&str]); 40] = [
         // A raw `@` in the password, then a `#`, `/` or `?`: the `url` crate's authority
         // ends there, its user info at the `@` before it, and its host is `ssw0rd`.
         ("redis://:P@ssw0rd#1@cache:6379/0", &["ssw0rd", "P@ss"]),
@@ -1862,6 +1949,21 @@ mod tests {
         // A `[` that starts no IPv6 address hides no password colon.
         ("redis://[:X/@h", &["X/"]),
         ("redis://u[:p]?x=1@h", &["p]?", "x=1"]),
+        // So does a password of digits and then a `#`.
+        ("redis://u:12#x@h", &["12#", "x"]),
+        ("mysql://u:12#x@h/db", &["12#", "x"]),
+        // A password that starts with `//`: the `url` crate reads the host `app`, an
+        // empty port and the path `//Xy:7k9@db/app`.
+        ("mysql://app://Xy:7k9@db/app", &["Xy", "7k9"]),
+        ("redis://app://Xy:7k9@cache:6379/0", &["Xy", "7k9"]),
+        ("redlock://app://Xy:7k9@h1,h2,h3", &["Xy", "7k9"]),
+        ("mysql://://Xy:7k9@h", &["Xy", "7k9"]),
+        // A user with a raw `/`, `?` or `#`: the `url` crate's host ends there, and the
+        // rest (the password too) is its path, query or fragment.
+        ("mysql://us/er:Xy7@h/db", &["Xy7"]),
+        ("mysql://us?er:Xy7@h/db", &["Xy7"]),
+        ("redis://us#er:Xy7@h/0", &["Xy7"]),
+        ("redis://a@b/c:Xy7@h/0", &["Xy7"]),
     ];
 
     #[test]
@@ -1950,6 +2052,14 @@ mod tests {
             assert!(matches!(refused, Err(Error::Config(_))), "{url:?}");
         }
         assert!(refuse_ambiguous_userinfo("MySQL", " mysql://app:P@ss@db/app").is_ok());
+        // The refusal shows the text as the check read it: a MySQL URL, whose driver
+        // knows no `dbname`, so the `@` may end a password of digits, `?` and the rest.
+        let url = "my\nsql://u:12?dbname=Xy7@h/db";
+        let refused = refuse_ambiguous_userinfo("MySQL", url)
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains("\"mysql://u:***@h/db\""), "{refused}");
+        assert_eq!(redact_url(url), "my\nsql://u:***@h/db");
         let long = format!("mysql://u@h/{}", "d".repeat(MAX_REDACTED));
         assert!(matches!(
             refuse_ambiguous_userinfo("MySQL", &long),
@@ -1958,16 +2068,20 @@ mod tests {
     }
 
     /// Every URL built from what a user means that the check accepts, the driver reads
-    /// as meant (or refuses), and no redacted URL, identity or message shows a piece of
-    /// its password.
+    /// as meant (or refuses), every one the docs promise it accepts and reads as meant,
+    /// and no redacted URL, identity or message shows a piece of its password.
     #[cfg(feature = "mysql")]
     #[test]
     fn the_mysql_driver_reads_every_accepted_url_as_meant() {
         use crate::resource::mysql::{identity, parse_url};
-        for m in meant_urls("mysql", 3306, &["?db=", "&dbname="], "socket") {
-            assert!(!redact_url(&m.url).contains('X'), "{m:?}");
+        let meant_urls = meant_urls("mysql", 3306, &["?db=", "&dbname="], "socket", &["a@b"]);
+        for m in meant_urls {
+            assert!(!Meant::leaks_into(&redact_url(&m.url)), "{m:?}");
             match parse_url(&m.url) {
-                Err(e) => assert!(!e.to_string().contains('X'), "{m:?}: {e}"),
+                Err(e) => {
+                    assert!(!m.promised(false), "{m:?}: {e}");
+                    assert!(!Meant::leaks_into(&e.to_string()), "{m:?}: {e}");
+                }
                 Ok(opts) => {
                     let read = (
                         opts.get_user().unwrap_or(""),
@@ -1979,7 +2093,7 @@ mod tests {
                     );
                     let meant = (&*m.user, &*m.password, m.host.clone(), m.port);
                     assert_eq!(read, meant, "{}", m.url);
-                    assert!(!identity(&opts).contains('X'), "{m:?}");
+                    assert!(!Meant::leaks_into(&identity(&opts)), "{m:?}");
                 }
             }
         }
@@ -1995,6 +2109,11 @@ mod tests {
             ("mysql://u:7?a=b@h:3306", ["7?", "a=b"]),
             ("mysql://app:12/db?x=1@db/app", ["12/", "x=1"]),
             ("mysql://app:P@ss?dbname=1@db/app", ["P@", "ss?"]),
+            ("mysql://u:12#x@h/db", ["12#", "x@"]),
+            // The identity would be `mysql://@app:3306/`, the driver's host `app`.
+            ("mysql://app://Xy:7k9@db/app", ["Xy", "7k9"]),
+            // The driver's host `us`, its database `er:Xy7@h` (sent to `us`).
+            ("mysql://us/er:Xy7@h/db", ["Xy7", "Xy"]),
         ] {
             let error = crate::resource::MySql::new(url).unwrap_err();
             let shown = error.to_string();
@@ -2017,10 +2136,20 @@ mod tests {
     #[test]
     fn the_postgres_driver_reads_every_accepted_url_as_meant() {
         use crate::resource::postgres::{identity, parse_url};
-        for m in meant_urls("postgres", 5432, &["?db=", "&socket="], "application_name") {
-            assert!(!redact_url(&m.url).contains('X'), "{m:?}");
+        let meant_urls = meant_urls(
+            "postgres",
+            5432,
+            &["?db=", "&socket="],
+            "application_name",
+            &["a@b"],
+        );
+        for m in meant_urls {
+            assert!(!Meant::leaks_into(&redact_url(&m.url)), "{m:?}");
             match parse_url(&m.url) {
-                Err(e) => assert!(!e.to_string().contains('X'), "{m:?}: {e}"),
+                Err(e) => {
+                    assert!(!m.promised(true), "{m:?}: {e}");
+                    assert!(!Meant::leaks_into(&e.to_string()), "{m:?}: {e}");
+                }
                 Ok(config) => {
                     let host = match config.get_hosts() {
                         [postgres::config::Host::Tcp(host)] => host.clone(),
@@ -2039,7 +2168,7 @@ mod tests {
                         &[m.port][..],
                     );
                     assert_eq!(read, meant, "{}", m.url);
-                    assert!(!identity(&config).contains('X'), "{m:?}");
+                    assert!(!Meant::leaks_into(&identity(&config)), "{m:?}");
                 }
             }
         }

@@ -94,11 +94,13 @@ impl MySql {
     /// [`Error::Config`] when the URL does not parse, or when the driver would read a piece
     /// of its password as the host, port or database: a raw `@` in the password followed
     /// by a `/`, `?` or `#` in it (`mysql://app:P@ss#1@db/app`), a password of digits and
-    /// then `?` or `/` (`mysql://u:7?a=b@h`: the host `u`, port 7), or an `@` in the
-    /// database name or query after a password or port (`mysql://u@h:3306/my@db`), unless
-    /// in the value of `user`, `password`, `socket` or `db_name`
-    /// (percent-encode them, `%40` for `@`, `%2F`, `%3F`, `%23`). A raw `@` alone in the
-    /// password (`mysql://app:P@ss@db/app`) is read as written.
+    /// then `?`, `/` or `#` (`mysql://u:7?a=b@h`: the host `u`, port 7), a password that
+    /// starts with `//` (`mysql://app://Xy:7k9@db/app`: the host `app`), a user with a raw
+    /// `/`, `?` or `#` (`mysql://us/er:pw@h/db`: the host `us`, the database `er:pw@h`), or
+    /// an `@` in the database name or query after a `:` (a password's, a port's or any
+    /// other: `mysql://u@h:3306/my@db`), unless in the value of `user`, `password`,
+    /// `socket` or `db_name` (percent-encode them, `%40` for `@`, `%2F`, `%3F`, `%23`). A
+    /// raw `@` alone in the password (`mysql://app:P@ss@db/app`) is read as written.
     pub fn new(url: &str) -> Result<Self, StrategyError> {
         let opts = parse_url(url)?;
         Ok(MySql {

@@ -202,11 +202,6 @@ impl fmt::Debug for Node {
 pub(super) fn parse_url(url: &str) -> Result<(Client, String), StrategyError> {
     let shown = crate::spec::redact_url(url);
     let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
-    if cfg!(not(feature = "redis-tls")) && scheme.as_deref() == Some("rediss") {
-        return Err(Error::Config(format!(
-            "{shown:?} needs TLS, which this build of turnstile does not include (its feature redis-tls)"
-        )));
-    }
     match scheme.as_deref() {
         Some("redis" | "rediss" | "redis+unix" | "unix") => {}
         Some(other) => {
@@ -223,6 +218,11 @@ pub(super) fn parse_url(url: &str) -> Result<(Client, String), StrategyError> {
     // A raw `@` in the password followed by a `/`, `?` or `#`: this driver would take a
     // piece of the password for the host (`redis://:P@ss#1@h`), which `display_of` shows.
     crate::spec::refuse_ambiguous_userinfo("Redis", url)?;
+    if cfg!(not(feature = "redis-tls")) && scheme.as_deref() == Some("rediss") {
+        return Err(Error::Config(format!(
+            "{shown:?} needs TLS, which this build of turnstile does not include (its feature redis-tls)"
+        )));
+    }
     let (url, tls) = super::tls::TlsFiles::take(url)?;
     let info = url
         .as_str()
@@ -777,6 +777,12 @@ mod tests {
             // driver's host would be `ss`.
             ("redis://:P@ss?db=1@cache", "ss?db"),
             ("redis://h:6379/0?user=a:b@c", "user=a"),
+            // A password that starts with `//`: the driver's host would be `app`.
+            ("redis://app://Xy:7k9@cache:6379/0", "Xy"),
+            // A user with a raw `/`: the driver's host would be `us`.
+            ("redis://us/er:Xy7@cache:6379/0", "Xy7"),
+            // A password of digits and then a `#`: the driver's port 12.
+            ("redis://u:12#x@h", "12"),
         ] {
             let error = parse_url(url).unwrap_err();
             let shown = error.to_string();
@@ -813,18 +819,52 @@ mod tests {
     }
 
     /// Every URL built from what a user means that the check accepts, the driver reads
-    /// as meant (or refuses), and no redacted URL, server name or message shows a piece
-    /// of its password.
+    /// as meant (or refuses), every one the docs promise it accepts and reads as meant,
+    /// and no redacted URL, server name or message shows a piece of its password. With
+    /// the feature `redis-tls`, a URL with a TLS file parameter is a `rediss://` one
+    /// naming a real CA file (whose path holds an `@`), so that the driver reads it.
     #[test]
     fn the_driver_reads_every_accepted_url_as_meant() {
-        for m in crate::spec::meant_urls("redis", 6379, &["?db=", "&user="], "tls_ca") {
-            assert!(!crate::spec::redact_url(&m.url).contains('X'), "{m:?}");
-            match parse_url(&m.url) {
-                Err(e) => assert!(!e.to_string().contains('X'), "{m:?}: {e}"),
+        use crate::spec::Meant;
+        #[cfg(feature = "redis-tls")]
+        let (dir, values) = {
+            let dir = tempfile::tempdir().unwrap();
+            write_ca(&dir.path().join("a@b"));
+            std::fs::create_dir(dir.path().join("c@d")).unwrap();
+            write_ca(&dir.path().join("c@d").join("ca.pem"));
+            let at = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+            let values = [at("a@b"), at("c@d/ca.pem")];
+            (dir, values)
+        };
+        #[cfg(not(feature = "redis-tls"))]
+        let values = ["a@b".to_owned()];
+        let values: Vec<&str> = values.iter().map(String::as_str).collect();
+        // What is shown, without the temporary directory's name (which may hold an `X`).
+        #[cfg(feature = "redis-tls")]
+        let shown = |text: &str| text.replace(dir.path().to_str().unwrap(), "");
+        #[cfg(not(feature = "redis-tls"))]
+        let shown = |text: &str| text.to_owned();
+        let tls = cfg!(feature = "redis-tls");
+        for m in crate::spec::meant_urls("redis", 6379, &["?db=", "&user="], "tls_ca", &values) {
+            let url = if m.param && tls {
+                m.url.replacen("redis://", "rediss://", 1)
+            } else {
+                m.url.clone()
+            };
+            assert!(
+                !Meant::leaks_into(&shown(&crate::spec::redact_url(&url))),
+                "{url}"
+            );
+            match parse_url(&url) {
+                Err(e) => {
+                    assert!(!(m.promised(false) && (tls || !m.param)), "{url}: {e}");
+                    assert!(!Meant::leaks_into(&shown(&e.to_string())), "{url}: {e}");
+                }
                 Ok((client, display)) => {
                     let info = client.get_connection_info();
                     let (host, port) = match info.addr() {
-                        ConnectionAddr::Tcp(host, port) => (host.clone(), *port),
+                        ConnectionAddr::Tcp(host, port)
+                        | ConnectionAddr::TcpTls { host, port, .. } => (host.clone(), *port),
                         other => (format!("{other:?}"), 0),
                     };
                     let settings = info.redis_settings();
@@ -835,11 +875,20 @@ mod tests {
                         port,
                     );
                     let meant = (&*m.user, &*m.password, m.host.clone(), m.port);
-                    assert_eq!(read, meant, "{}", m.url);
-                    assert!(!display.contains('X'), "{m:?}");
+                    assert_eq!(read, meant, "{url}");
+                    assert!(!Meant::leaks_into(&display), "{url}");
                 }
             }
         }
+    }
+
+    /// Writes a self-signed CA certificate, PEM, to `path`.
+    #[cfg(feature = "redis-tls")]
+    fn write_ca(path: &std::path::Path) {
+        let mut params = rcgen::CertificateParams::new(Vec::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let key = rcgen::KeyPair::generate().unwrap();
+        std::fs::write(path, params.self_signed(&key).unwrap().pem()).unwrap();
     }
 
     /// An `@` in the path of a TLS file, with a `/` after it, is the query's: the user
@@ -850,11 +899,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ca_dir = dir.path().join("u@h");
         std::fs::create_dir(&ca_dir).unwrap();
-        let mut params = rcgen::CertificateParams::new(Vec::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let key = rcgen::KeyPair::generate().unwrap();
         let ca = ca_dir.join("ca.pem");
-        std::fs::write(&ca, params.self_signed(&key).unwrap().pem()).unwrap();
+        write_ca(&ca);
         let url = format!("rediss://:pw@127.0.0.1:6380/0?tls_ca={}", ca.display());
         let (_, shown) = parse_url(&url).unwrap();
         assert_eq!(shown, "rediss://127.0.0.1:6380/0");

@@ -430,6 +430,14 @@ mod tests {
             !shown.contains("ssw0rd") && !shown.contains("P@"),
             "{shown}"
         );
+        // A password that starts with `//`: each server's URL would be the host `app`.
+        let error = RedlockLock::builder_from_url("redlock://app://Xy:7k9@h1,h2,h3")
+            .and_then(RedlockBuilder::build)
+            .unwrap_err();
+        let shown = error.to_string();
+        assert!(matches!(error, Error::Config(_)), "{shown}");
+        assert!(shown.contains("redlock://app:***@h1,h2,h3"), "{shown}");
+        assert!(!shown.contains("Xy") && !shown.contains("7k9"), "{shown}");
         // Percent-encoded, it is one password for three servers.
         let b = RedlockLock::builder_from_url("redlock://:P%40ssw0rd%231@h1:6379,h2:6379,h3:6379")
             .unwrap();
