@@ -7,8 +7,8 @@
 //! at the data when its caller saw it end: an op a killed worker left without an end, an
 //! op whose caller stopped waiting ([`Error::Indeterminate`]: the queue's caller that
 //! timed out, a `COMMIT` whose answer was lost), an op whose statement a database server
-//! never answered ([`Event::settled`] is false for those). Only those may take effect
-//! at any time after their invoke.
+//! may not have answered, an op that panicked ([`Event::settled`] is false for those).
+//! Only those may take effect at any time after their invoke.
 //!
 //! [`Error::Indeterminate`]: turnstile::Error::Indeterminate
 //! [`Event::settled`]: crate::history::Event::settled

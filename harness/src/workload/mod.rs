@@ -568,13 +568,18 @@ pub fn refused_as_busy<C: Transact + ?Sized>(connect: &C, error: &mut Error<OpEr
 /// Whether an op that ended with `error` may still take effect after its caller saw it
 /// end: its caller stopped waiting while it was under way ([`Error::Indeterminate`]: a
 /// queue's caller that timed out while the op ran, a `COMMIT` whose answer the
-/// connection lost), or a statement of it got no answer from a database server, which
-/// may still apply it ([`OpError::unanswered`]). After any other error, whatever the op
-/// did it did before the error came back: its statements all had their answers. A
-/// killed worker's op has no end at all, and may take effect at any time after it
+/// connection lost), a statement of it got no answer from a database server, which
+/// may still apply it ([`OpError::unanswered`]), or it panicked ([`Error::Panicked`]):
+/// a panic may hide such a statement (a read that timed out, which the op's code did
+/// not expect), which is why the strategies drop a connection after a panic unless it
+/// [survives one](turnstile::Connect::survives_panic). After any other error, whatever
+/// the op did it did before the error came back: its statements all had their answers.
+/// A killed worker's op has no end at all, and may take effect at any time after it
 /// started.
 pub fn may_take_effect_later(error: &Error<OpError>) -> bool {
-    error.is_indeterminate() || error.op().is_some_and(OpError::unanswered)
+    error.is_indeterminate()
+        || matches!(error, Error::Panicked(_))
+        || error.op().is_some_and(OpError::unanswered)
 }
 
 impl OpError {
@@ -755,10 +760,12 @@ mod tests {
     fn only_an_op_the_data_may_still_apply_may_take_effect_later() {
         let dir = tempfile::tempdir().unwrap();
         assert!(may_take_effect_later(&Error::Indeterminate));
+        // A panic may hide a statement the server never answered (a read that timed
+        // out): the strategies drop such a connection rather than reuse it.
+        assert!(may_take_effect_later(&Error::Panicked("boom".into())));
         for settled in [
             Error::TransactionEnded,
             Error::LeaseLost,
-            Error::Panicked("boom".into()),
             Error::Op(OpError::Sql(sqlite_busy(dir.path()))),
             Error::Op(OpError::Io(std::io::Error::other("disk"))),
         ] {
