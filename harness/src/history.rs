@@ -147,9 +147,11 @@ pub struct Event {
     /// sent had its answer — so it cannot take effect after it. False when it still may:
     /// the caller stopped waiting while the op was under way
     /// ([`Error::Indeterminate`](turnstile::Error::Indeterminate): a queue's caller that
-    /// timed out, a `COMMIT` whose answer was lost), or a database server never answered
-    /// one of its statements (see [`may_take_effect_later`]); and in a history written
-    /// without this field, which is read as leniently as before it.
+    /// timed out, a `COMMIT` whose answer was lost), a database server may not have
+    /// answered one of its statements (a lost connection, or an error the harness cannot
+    /// see into), or it panicked, which may hide such a statement (see
+    /// [`may_take_effect_later`]); and in a history written without this field, which is
+    /// read as leniently as before it.
     ///
     /// [`may_take_effect_later`]: crate::workload::may_take_effect_later
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

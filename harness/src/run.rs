@@ -914,7 +914,7 @@ fn one_op<C: Transact<Resource: WorkloadData>>(
             event.phase = Phase::Ok;
             event.output = Some(output);
         }
-        Err(e) => {
+        Err(mut e) => {
             // An op whose outcome is not known, or that ended the transaction itself, may
             // have committed; outside a transaction one that started may have written part
             // of its work.
@@ -926,7 +926,7 @@ fn one_op<C: Transact<Resource: WorkloadData>>(
             // Whatever an unknown op did, it did before now, unless it may still be
             // under way at the data.
             event.settled = unknown && !crate::workload::may_take_effect_later(&e);
-            event.busy = crate::workload::refused_as_busy(connect, &e);
+            event.busy = crate::workload::refused_as_busy(connect, &mut e);
             event.error = Some(format!("{}: {e}", e.kind()));
         }
     }

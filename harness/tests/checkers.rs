@@ -243,7 +243,7 @@ fn exactly_once_allows_one_extra_effect_per_uncertain_op_only() {
             Some(OpOutput::Notified { sent: true }),
         )
     };
-    // Notification 0's effect performed once by each op of `by`.
+    // Notification 0's effect performed once by each op of `by`, in its process.
     let outcome = |by: &[u64]| Outcome {
         sent: BTreeMap::from([(0, true)]),
         effects: by
@@ -251,7 +251,7 @@ fn exactly_once_allows_one_extra_effect_per_uncertain_op_only() {
             .map(|&op| Effect {
                 notification: 0,
                 op,
-                pid: 100,
+                pid: 100 + (op % 3) as u32,
             })
             .collect(),
         garbled: vec![],

@@ -105,9 +105,9 @@ fn a_busy_versioned_read_under_a_lock_is_refused_as_busy() {
     writer.execute_batch("BEGIN EXCLUSIVE").unwrap();
     let busy = increment(&strategy, &env);
     writer.execute_batch("COMMIT").unwrap();
-    let busy = busy.unwrap_err();
+    let mut busy = busy.unwrap_err();
     assert!(matches!(busy, Error::Op(OpError::Store(_))), "{busy:?}");
-    assert!(refused_as_busy(&versions, &busy), "{busy:?}");
+    assert!(refused_as_busy(&versions, &mut busy), "{busy:?}");
 
     // The same refusal of plain SQLite data (in the same file) under the same lock.
     Workload::Counter.init(&db, &paths, &tables, 1).unwrap();
@@ -117,9 +117,9 @@ fn a_busy_versioned_read_under_a_lock_is_refused_as_busy() {
     writer.execute_batch("BEGIN EXCLUSIVE").unwrap();
     let busy = increment(&strategy, &env);
     writer.execute_batch("COMMIT").unwrap();
-    let busy = busy.unwrap_err();
+    let mut busy = busy.unwrap_err();
     assert!(matches!(busy, Error::Op(OpError::Sql(_))), "{busy:?}");
-    assert!(refused_as_busy(&db, &busy), "{busy:?}");
+    assert!(refused_as_busy(&db, &mut busy), "{busy:?}");
 }
 
 /// `mutex` in autocommit mode over MySQL data: the server kills the op's connection

@@ -7,6 +7,13 @@
 //! once for each op that may have sent it without saying so; its flag is set by no op
 //! that did not send, and not left unset by an acknowledged send; and no notification
 //! with acknowledged ops is missing from the final flags.
+//!
+//! A line must also fit the op it names: an op on the line's notification, run by the
+//! line's process. One that does not is reported as garbled or misattributed, and not
+//! credited to that op: a worker killed in the middle of its write leaves part of a
+//! line, which the next append completes (a torn `5` then `3 17 4242` reads
+//! `53 17 4242`, naming op 17 with another notification), and a line naming an op of
+//! another process was not written by that op.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -44,8 +51,10 @@ pub fn check(history: &History, outcome: &Outcome) -> CheckResult {
         uncertain: usize,
     }
     let mut per: BTreeMap<i64, PerId> = BTreeMap::new();
-    // The notify ops by id, with their notification.
+    // The notify ops by id, with their notification; and every op, for a line naming one
+    // of another kind.
     let mut ops: HashMap<u64, (&Op, i64)> = HashMap::new();
+    let all: HashMap<u64, &Op> = history.ops.iter().map(|op| (op.id, op)).collect();
     for op in &history.ops {
         let OpInput::Notify { id } = op.input else {
             continue;
@@ -64,40 +73,64 @@ pub fn check(history: &History, outcome: &Outcome) -> CheckResult {
     // Evidence by notification, so each one's lines read together.
     let mut found: BTreeMap<i64, Vec<String>> = BTreeMap::new();
 
-    // Each effect against the op it names.
+    // Each effect against the op it names. A line that does not fit that op — another
+    // process, or another notification — was torn or misattributed: reported, and not
+    // credited to the op.
     let mut by_op: BTreeMap<u64, Vec<i64>> = BTreeMap::new();
     for e in &outcome.effects {
-        by_op.entry(e.op).or_default().push(e.notification);
-    }
-    for e in &outcome.effects {
         let n = e.notification;
-        match ops.get(&e.op) {
-            None => found.entry(n).or_default().push(format!(
-                "notification {n}: effect performed by op {} (process {}), which is not in the history",
-                e.op, e.pid
-            )),
-            Some(&(op, id)) if id != n => found.entry(n).or_default().push(format!(
-                "notification {n}: effect performed by {}, an op on notification {id}",
+        let line = format!("{n} {} {}", e.op, e.pid);
+        let misattributed = |op: &Op, what: String| {
+            format!(
+                "notification {n}: effect line {line:?} names {}, {what}: a garbled or misattributed line",
+                op.label()
+            )
+        };
+        let Some(&(op, id)) = ops.get(&e.op) else {
+            found.entry(n).or_default().push(match all.get(&e.op) {
+                Some(op) => format!(
+                    "notification {n}: effect line {line:?} names {}, which is not a notify op",
+                    op.label()
+                ),
+                None => format!(
+                    "notification {n}: effect performed by op {} (process {}), which is not in the history",
+                    e.op, e.pid
+                ),
+            });
+            continue;
+        };
+        if op.pid != e.pid {
+            found
+                .entry(n)
+                .or_default()
+                .push(misattributed(op, format!("an op of process {}", op.pid)));
+            continue;
+        }
+        if id != n {
+            found
+                .entry(n)
+                .or_default()
+                .push(misattributed(op, format!("an op on notification {id}")));
+            continue;
+        }
+        by_op.entry(e.op).or_default().push(n);
+        match (sender(op), op.phase) {
+            (Sender::No, Phase::Ok) => found.entry(n).or_default().push(format!(
+                "notification {n}: effect performed by {}, which found it already sent",
                 op.label()
             )),
-            Some(&(op, _)) => match (sender(op), op.phase) {
-                (Sender::No, Phase::Ok) => found.entry(n).or_default().push(format!(
-                    "notification {n}: effect performed by {}, which found it already sent",
-                    op.label()
-                )),
-                (Sender::No, _) => found.entry(n).or_default().push(format!(
-                    "notification {n}: effect performed by {}, which failed before its section",
-                    op.label()
-                )),
-                _ => {}
-            },
+            (Sender::No, _) => found.entry(n).or_default().push(format!(
+                "notification {n}: effect performed by {}, which failed before its section",
+                op.label()
+            )),
+            _ => {}
         }
     }
     for (&op_id, notifications) in &by_op {
         let Some(&(op, id)) = ops.get(&op_id) else {
             continue;
         };
-        let times = notifications.iter().filter(|&&n| n == id).count();
+        let times = notifications.len();
         if times > 1 {
             found.entry(id).or_default().push(format!(
                 "notification {id}: effect performed {times} times by {}, which may perform it once (a rerun repeats it)",
@@ -113,7 +146,7 @@ pub fn check(history: &History, outcome: &Outcome) -> CheckResult {
         .collect();
     acknowledged.sort_by_key(|(op, _)| op.id);
     for (op, id) in acknowledged {
-        let performed = by_op.get(&op.id).is_some_and(|ns| ns.contains(&id));
+        let performed = by_op.contains_key(&op.id);
         if !performed {
             found.entry(id).or_default().push(format!(
                 "notification {id}: {} acknowledged sending it, but performed no effect",
@@ -348,6 +381,55 @@ mod tests {
             &outcome(&[(0, false), (1, true)], &[(1, 2), (0, 2)]),
         );
         violation(&r, "an op on notification 1");
+    }
+
+    /// A line names its op's process too, and one naming an op of another process was
+    /// not written by that op. A worker killed mid-write can leave part of a line that
+    /// the next append completes: the line then names the right op and process with
+    /// another notification.
+    #[test]
+    fn an_effect_line_naming_another_process_is_misattributed() {
+        let sent = || notify(1, 0, Phase::Ok, Some(true));
+        let mut o = outcome(&[(0, true)], &[(0, 1)]);
+        o.effects[0].pid = 4242;
+        let r = check(&history(vec![sent()]), &o);
+        violation(
+            &r,
+            "effect line \"0 1 4242\" names p0/t0#1, an op of process 1: a garbled or misattributed line",
+        );
+        // Not credited to the op it names: that op has no effect of its own.
+        violation(
+            &r,
+            "p0/t0#1 acknowledged sending it, but performed no effect",
+        );
+        // A torn "5" completed by "3 1 1": the right op and process, another notification.
+        let sent = notify(1, 3, Phase::Ok, Some(true));
+        let r = check(
+            &history(vec![sent]),
+            &outcome(&[(3, true), (53, false)], &[(53, 1)]),
+        );
+        violation(
+            &r,
+            "effect line \"53 1 1\" names p0/t0#1, an op on notification 3: a garbled or misattributed line",
+        );
+    }
+
+    #[test]
+    fn an_effect_naming_an_op_that_is_not_a_notify_op_says_so() {
+        let other = op(
+            7,
+            &["k0"],
+            OpInput::ReadWrite { write: Some(1) },
+            Phase::Ok,
+            Some(OpOutput::Read { value: None }),
+        );
+        let r = check(&history(vec![other]), &outcome(&[(0, false)], &[(0, 7)]));
+        violation(&r, "names p0/t0#7, which is not a notify op");
+        assert!(
+            !r.details.iter().any(|d| d.contains("not in the history")),
+            "{:?}",
+            r.details
+        );
     }
 
     #[test]

@@ -7,8 +7,8 @@
 //! at the data when its caller saw it end: an op a killed worker left without an end, an
 //! op whose caller stopped waiting ([`Error::Indeterminate`]: the queue's caller that
 //! timed out, a `COMMIT` whose answer was lost), an op whose statement a database server
-//! never answered ([`Event::settled`] is false for those). Only those may take effect
-//! at any time after their invoke.
+//! may not have answered, an op that panicked ([`Event::settled`] is false for those).
+//! Only those may take effect at any time after their invoke.
 //!
 //! [`Error::Indeterminate`]: turnstile::Error::Indeterminate
 //! [`Event::settled`]: crate::history::Event::settled
@@ -54,9 +54,35 @@ impl KvOp {
     }
 }
 
+/// How [`check_with`] looks for a linearization of a key's ops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Method {
+    /// The replays, then the search for a key of at most [`SEARCH_LIMIT`] ops: what
+    /// [`check`] does.
+    Auto,
+    /// Only the replays of the section orders: a key neither fits is a violation, though
+    /// the search might have found an order.
+    Replay,
+    /// Only the exhaustive search; a key of more than [`SEARCH_LIMIT`] ops is a violation,
+    /// not searched.
+    Search,
+}
+
 /// Checks every key of the history against the final `records`, with `budget` search
 /// steps per key.
 pub fn check(history: &History, records: &BTreeMap<String, i64>, budget: u64) -> CheckResult {
+    check_with(history, records, budget, Method::Auto)
+}
+
+/// [`check`], looking for each key's linearization by `method` alone: a test of the
+/// replay and the search each on its own.
+pub fn check_with(
+    history: &History,
+    records: &BTreeMap<String, i64>,
+    budget: u64,
+    method: Method,
+) -> CheckResult {
     const NAME: &str = "linearizable";
     let mut per_key: BTreeMap<String, Vec<KvOp>> = BTreeMap::new();
     for op in &history.ops {
@@ -95,12 +121,16 @@ pub fn check(history: &History, records: &BTreeMap<String, i64>, budget: u64) ->
     for (key, ops) in &per_key {
         total += ops.len();
         let last = records.get(key).copied();
-        let by_enter = replay(ops, last, |o| o.enter);
-        if by_enter.is_ok() || replay(ops, last, |o| o.exit).is_ok() {
-            continue;
-        }
-        let why = by_enter.err().unwrap_or_default();
-        if ops.len() <= SEARCH_LIMIT {
+        let why = if method == Method::Search {
+            "searched alone".to_owned()
+        } else {
+            let by_enter = replay(ops, last, |o| o.enter);
+            if by_enter.is_ok() || replay(ops, last, |o| o.exit).is_ok() {
+                continue;
+            }
+            by_enter.err().unwrap_or_default()
+        };
+        if ops.len() <= SEARCH_LIMIT && method != Method::Replay {
             searched += 1;
             match search(ops, last, budget) {
                 Search::Found => continue,
@@ -112,6 +142,11 @@ pub fn check(history: &History, records: &BTreeMap<String, i64>, budget: u64) ->
                     "key {key}: search ran out of its {budget}-step budget without finding a linearization ({why})"
                 )),
             }
+        } else if method == Method::Search {
+            details.push(format!(
+                "key {key}: not searched: {} ops, more than {SEARCH_LIMIT}",
+                ops.len()
+            ));
         } else {
             details.push(format!("key {key}: not linearizable: {why}"));
         }
@@ -198,9 +233,14 @@ enum Search {
 }
 
 /// Wing–Gong–Lowe: depth-first over which op takes effect next, memoising (done set,
-/// value). Unknown ops may be left out: dropping one (it never took effect) is a move of
-/// its own, done at any point, after which it no longer bounds when the others may take
-/// effect.
+/// value). No op takes effect after one invoked past its deadline. An acknowledged op
+/// still pending when such an op would be taken blocks taking it; an unknown one can no
+/// longer take effect, and taking the op drops it (marks it done, never having happened).
+/// Unknown ops still pending at the end did not happen either. This finds the same
+/// orders as dropping an unknown op as a move of its own, at any point, with less
+/// branching: an op the rule drops could only have come after the op taken, which its
+/// deadline forbids, and an unknown op left pending blocks no op, so keeping it loses
+/// no order that dropping it earlier would allow.
 fn search(ops: &[KvOp], last: Option<i64>, budget: u64) -> Search {
     let n = ops.len();
     let required_mask: u64 = ops
@@ -223,23 +263,16 @@ fn search(ops: &[KvOp], last: Option<i64>, budget: u64) -> Search {
         if steps > budget {
             return Search::OutOfBudget;
         }
-        // No op takes effect next that was invoked after a pending op's deadline: that
-        // op must take effect first (or, unknown, be dropped).
+        let pending = |j: usize| mask & (1 << j) == 0;
+        // The earliest deadline of a pending acknowledged op: none invoked after it
+        // takes effect first.
         let min_deadline = (0..n)
-            .filter(|&j| mask & (1 << j) == 0)
+            .filter(|&j| pending(j) && ops[j].required())
             .map(|j| ops[j].deadline)
             .min()
             .unwrap_or(u64::MAX);
         for (i, op) in ops.iter().enumerate() {
-            if mask & (1 << i) != 0 {
-                continue;
-            }
-            // Dropping an op that may take effect at any time changes nothing: it bounds
-            // no other, and left out at the end it did not happen.
-            if !op.required() && op.deadline != u64::MAX {
-                stack.push((mask | 1 << i, value));
-            }
-            if op.invoke > min_deadline {
+            if !pending(i) || op.invoke > min_deadline.min(op.deadline) {
                 continue;
             }
             if let Some(read) = op.read
@@ -247,7 +280,10 @@ fn search(ops: &[KvOp], last: Option<i64>, budget: u64) -> Search {
             {
                 continue;
             }
-            stack.push((mask | 1 << i, op.write));
+            let dropped = (0..n)
+                .filter(|&j| pending(j) && !ops[j].required() && ops[j].deadline < op.invoke)
+                .fold(0, |m, j| m | 1 << j);
+            stack.push((mask | 1 << i | dropped, op.write));
         }
     }
     Search::Impossible
@@ -284,6 +320,8 @@ fn explain(key: &str, ops: &[KvOp]) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::{Just, Strategy, any, prop, prop_oneof};
+
     use super::*;
 
     fn op(
@@ -442,5 +480,150 @@ mod tests {
         );
         let r = check(&h(false), &records, DEFAULT_BUDGET);
         assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
+    }
+
+    /// The search as it was, with dropping a settled unknown op a move of its own at any
+    /// point: the reference [`search`] must agree with.
+    fn search_with_drop_moves(ops: &[KvOp], last: Option<i64>, budget: u64) -> Search {
+        let n = ops.len();
+        let required_mask: u64 = ops
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| o.required())
+            .fold(0, |m, (i, _)| m | 1 << i);
+        let mut seen: HashSet<(u64, Option<i64>)> = HashSet::new();
+        let mut steps = 0u64;
+        let mut stack = vec![(0u64, None::<i64>)];
+        while let Some((mask, value)) = stack.pop() {
+            if mask & required_mask == required_mask && value == last {
+                return Search::Found;
+            }
+            if !seen.insert((mask, value)) {
+                continue;
+            }
+            steps += 1;
+            if steps > budget {
+                return Search::OutOfBudget;
+            }
+            let min_deadline = (0..n)
+                .filter(|&j| mask & (1 << j) == 0)
+                .map(|j| ops[j].deadline)
+                .min()
+                .unwrap_or(u64::MAX);
+            for (i, op) in ops.iter().enumerate() {
+                if mask & (1 << i) != 0 {
+                    continue;
+                }
+                if !op.required() && op.deadline != u64::MAX {
+                    stack.push((mask | 1 << i, value));
+                }
+                if op.invoke > min_deadline {
+                    continue;
+                }
+                if let Some(read) = op.read
+                    && read != value
+                {
+                    continue;
+                }
+                stack.push((mask | 1 << i, op.write));
+            }
+        }
+        Search::Impossible
+    }
+
+    /// How one generated op ends.
+    #[derive(Clone, Copy, Debug)]
+    enum End {
+        Ok,
+        /// Unknown and settled: bounded by its completion.
+        Settled,
+        /// Unknown and may still be under way after its completion.
+        Late,
+    }
+
+    /// Ops on one key with random windows, each taking effect (an acknowledged one
+    /// always, an unknown one or not) at a random point of its window — after it for a
+    /// late one — and reading what the ops before that point left; then, half the time,
+    /// one read or the final value changed to another value the ops wrote (or nothing).
+    fn gen_history() -> impl Strategy<Value = (Vec<KvOp>, Option<i64>)> {
+        let one = (
+            0u64..60,
+            0u64..30,
+            0u64..100,
+            prop_oneof![Just(End::Ok), Just(End::Settled), Just(End::Late)],
+            any::<bool>(),
+            prop::bool::weighted(0.2),
+        );
+        (
+            prop::collection::vec(one, 1..9),
+            any::<bool>(),
+            any::<prop::sample::Index>(),
+            0i64..10,
+        )
+            .prop_map(|(spec, mutate, victim, wrong)| {
+                let mut ops = Vec::new();
+                let mut effects = Vec::new();
+                for (i, &(invoke, length, at, end, applied, delete)) in spec.iter().enumerate() {
+                    let complete = invoke + length;
+                    let write = (!delete).then_some(i as i64 + 1);
+                    let (deadline, point) = match end {
+                        End::Late => (u64::MAX, invoke + at),
+                        _ => (complete, invoke + at % (length + 1)),
+                    };
+                    if matches!(end, End::Ok) || applied {
+                        effects.push((point, i));
+                    }
+                    ops.push(KvOp {
+                        deadline,
+                        read: None,
+                        ..op(&format!("o{i}"), invoke, complete, None, write)
+                    });
+                }
+                // Ties broken by index: still an order each op's window allows.
+                effects.sort();
+                let mut state = None;
+                for &(_, i) in &effects {
+                    if matches!(spec[i].3, End::Ok) {
+                        ops[i].read = Some(state);
+                    }
+                    state = ops[i].write;
+                }
+                let wrong = (wrong > 0).then_some(wrong);
+                if mutate {
+                    let i = victim.index(ops.len() + 1);
+                    match ops.get_mut(i) {
+                        Some(o) if o.read.is_some() => o.read = Some(wrong),
+                        _ => state = wrong,
+                    }
+                }
+                (ops, state)
+            })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 2000,
+            failure_persistence: None,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+
+        /// Dropping a settled unknown op only when an op invoked past its deadline is
+        /// taken finds exactly what dropping it as a move of its own found; and whatever
+        /// the replays witness, the search finds.
+        #[test]
+        fn forced_drops_find_what_drop_moves_found((ops, last) in gen_history()) {
+            let found = |s: Search| match s {
+                Search::Found => Some(true),
+                Search::Impossible => Some(false),
+                Search::OutOfBudget => None,
+            };
+            let new = found(search(&ops, last, 1_000_000));
+            let old = found(search_with_drop_moves(&ops, last, 1_000_000));
+            proptest::prop_assert!(new.is_some() && old.is_some());
+            proptest::prop_assert_eq!(new, old, "{:?}", ops);
+            if replay(&ops, last, |o| o.enter).is_ok() || replay(&ops, last, |o| o.exit).is_ok() {
+                proptest::prop_assert_eq!(new, Some(true), "{:?}", ops);
+            }
+        }
     }
 }

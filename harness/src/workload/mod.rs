@@ -544,10 +544,22 @@ impl std::error::Error for OpError {
 /// busy cannot drift apart (the per-driver rules are the strategies crate's:
 /// [`turnstile::sqlite::is_busy`], `turnstile::resource::postgres_is_busy` and
 /// `mysql_is_busy`, which the connectors' `is_busy` apply). The op's own error is handed
-/// to it as the strategy saw it, through [`OpError::cause`].
-pub fn refused_as_busy<C: Transact + ?Sized>(connect: &C, error: &Error<OpError>) -> bool {
+/// to it as the strategy saw it: boxed as a [`BoxError`], as [`run_op`] boxes it, so
+/// `is_busy` looks through the same `source()` chain (into an [`OpError::Io`]'s inner
+/// error too). That is why `error` is borrowed mutably: the op's error is moved into the
+/// box for the question and put back, unchanged, after it.
+pub fn refused_as_busy<C: Transact + ?Sized>(connect: &C, error: &mut Error<OpError>) -> bool {
     match error {
-        Error::Op(op) => op.cause().is_some_and(|cause| connect.is_busy(cause)),
+        Error::Op(op) => {
+            let boxed: BoxError = Box::new(std::mem::replace(op, OpError::Missing(String::new())));
+            let busy = connect.is_busy(&boxed);
+            *op = match boxed.downcast::<OpError>() {
+                Ok(e) => *e,
+                // Only an OpError was boxed above.
+                Err(other) => OpError::Backend(other),
+            };
+            busy
+        }
         Error::Resource(e) => connect.is_busy(e),
         _ => false,
     }
@@ -556,35 +568,21 @@ pub fn refused_as_busy<C: Transact + ?Sized>(connect: &C, error: &Error<OpError>
 /// Whether an op that ended with `error` may still take effect after its caller saw it
 /// end: its caller stopped waiting while it was under way ([`Error::Indeterminate`]: a
 /// queue's caller that timed out while the op ran, a `COMMIT` whose answer the
-/// connection lost), or a statement of it got no answer from a database server, which
-/// may still apply it ([`OpError::unanswered`]). After any other error, whatever the op
-/// did it did before the error came back: its statements all had their answers. A
-/// killed worker's op has no end at all, and may take effect at any time after it
+/// connection lost), a statement of it got no answer from a database server, which
+/// may still apply it ([`OpError::unanswered`]), or it panicked ([`Error::Panicked`]):
+/// a panic may hide such a statement (a read that timed out, which the op's code did
+/// not expect), which is why the strategies drop a connection after a panic unless it
+/// [survives one](turnstile::Connect::survives_panic). After any other error, whatever
+/// the op did it did before the error came back: its statements all had their answers.
+/// A killed worker's op has no end at all, and may take effect at any time after it
 /// started.
 pub fn may_take_effect_later(error: &Error<OpError>) -> bool {
-    error.is_indeterminate() || error.op().is_some_and(OpError::unanswered)
+    error.is_indeterminate()
+        || matches!(error, Error::Panicked(_))
+        || error.op().is_some_and(OpError::unanswered)
 }
 
 impl OpError {
-    /// The error inside, as [`source`](std::error::Error::source) gives it but seen as
-    /// `Any`: what [`Transact::is_busy`] and [`find_error`](turnstile::find_error) look
-    /// through (a strategy gets the whole `OpError` boxed, whose `source()` chain starts
-    /// here). `None` for the harness's own failures, which hold no driver's error.
-    pub fn cause(&self) -> Option<&(dyn std::any::Any + Send + Sync)> {
-        match self {
-            OpError::Sql(e) => Some(e),
-            #[cfg(feature = "postgres")]
-            OpError::Postgres(e) => Some(e),
-            #[cfg(feature = "mysql")]
-            OpError::MySql(e) => Some(e),
-            #[cfg(feature = "optimistic")]
-            OpError::Store(e) => Some(e),
-            OpError::Backend(e) => Some(e),
-            OpError::Io(e) => Some(e),
-            OpError::Missing(_) | OpError::Corrupt(_) => None,
-        }
-    }
-
     /// Whether the op failed on a statement a database server never answered — its
     /// connection broke or timed out while the statement was under way — so the server
     /// may still apply that statement after the op ended. A server's answer, even an
@@ -700,16 +698,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let sqlite = Sqlite::new(dir.path().join("run.db"));
         let op = |e| Error::Op(OpError::Sql(e));
-        assert!(refused_as_busy(&sqlite, &op(sqlite_busy(dir.path()))));
+        assert!(refused_as_busy(&sqlite, &mut op(sqlite_busy(dir.path()))));
         // At `BEGIN` or `COMMIT`, boxed by the strategy.
-        let resource = Error::Resource(Box::new(sqlite_busy(dir.path())));
-        assert!(refused_as_busy(&sqlite, &resource));
+        let mut resource = Error::Resource(Box::new(sqlite_busy(dir.path())));
+        assert!(refused_as_busy(&sqlite, &mut resource));
         // Boxed by the harness itself (an op's setup), found in the chain.
-        let backend = Error::Op(OpError::Backend(Box::new(sqlite_busy(dir.path()))));
-        assert!(refused_as_busy(&sqlite, &backend));
-        for other in [
+        let mut backend = Error::Op(OpError::Backend(Box::new(sqlite_busy(dir.path()))));
+        assert!(refused_as_busy(&sqlite, &mut backend));
+        // Inside an io::Error, where a strategy's `is_busy` looks too (`get_ref`).
+        let mut io = Error::Op(OpError::Io(std::io::Error::other(sqlite_busy(dir.path()))));
+        assert!(refused_as_busy(&sqlite, &mut io));
+        // The question leaves the op's error as it was.
+        let inner = match &io {
+            Error::Op(OpError::Io(e)) => e.get_ref(),
+            _ => None,
+        };
+        assert!(inner.is_some_and(|e| e.is::<rusqlite::Error>()), "{io:?}");
+        for mut other in [
             op(rusqlite::Error::QueryReturnedNoRows),
             Error::Op(OpError::Missing("c0".into())),
+            Error::Op(OpError::Io(std::io::Error::other("disk"))),
             Error::Timeout {
                 waited: Duration::ZERO,
             },
@@ -718,7 +726,33 @@ mod tests {
                 elapsed: Duration::ZERO,
             },
         ] {
-            assert!(!refused_as_busy(&sqlite, &other), "{other}");
+            assert!(!refused_as_busy(&sqlite, &mut other), "{other}");
+        }
+    }
+
+    /// What the harness counts as refused is what a retrying strategy reruns: the
+    /// connector's answer for the op's error as a strategy holds it (erased, around the
+    /// box [`run_op`] puts it in).
+    #[test]
+    fn refused_as_busy_agrees_with_the_strategys_view_of_an_op_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let sqlite = Sqlite::new(dir.path().join("run.db"));
+        let errors = || {
+            vec![
+                OpError::Sql(sqlite_busy(dir.path())),
+                OpError::Io(std::io::Error::other(sqlite_busy(dir.path()))),
+                OpError::Io(std::io::Error::other(OpError::Sql(sqlite_busy(dir.path())))),
+                OpError::Backend(Box::new(std::io::Error::other(sqlite_busy(dir.path())))),
+                OpError::Sql(rusqlite::Error::QueryReturnedNoRows),
+                OpError::Io(std::io::Error::other("disk")),
+                OpError::Missing("c0".into()),
+            ]
+        };
+        for (ours, theirs) in errors().into_iter().zip(errors()) {
+            let strategy_view: turnstile::AnyError = Box::new(Box::new(theirs) as BoxError);
+            let rerun = sqlite.is_busy(&strategy_view);
+            let mut ours = Error::Op(ours);
+            assert_eq!(refused_as_busy(&sqlite, &mut ours), rerun, "{ours}");
         }
     }
 
@@ -726,10 +760,12 @@ mod tests {
     fn only_an_op_the_data_may_still_apply_may_take_effect_later() {
         let dir = tempfile::tempdir().unwrap();
         assert!(may_take_effect_later(&Error::Indeterminate));
+        // A panic may hide a statement the server never answered (a read that timed
+        // out): the strategies drop such a connection rather than reuse it.
+        assert!(may_take_effect_later(&Error::Panicked("boom".into())));
         for settled in [
             Error::TransactionEnded,
             Error::LeaseLost,
-            Error::Panicked("boom".into()),
             Error::Op(OpError::Sql(sqlite_busy(dir.path()))),
             Error::Op(OpError::Io(std::io::Error::other("disk"))),
         ] {
