@@ -2350,18 +2350,10 @@ impl<C: Transact> Worker<C> {
     /// The next job: spin briefly (adaptively) before parking, since a parked worker
     /// costs tens of microseconds to wake. `None` once the queue is closed and drained.
     fn next_job(&mut self) -> Option<Box<dyn Job<C>>> {
-        loop {
-            match self.receiver.try_recv() {
-                Ok(job) => return Some(job),
-                Err(TryRecvError::Disconnected) => return None,
-                Err(TryRecvError::Empty) => {}
-            }
-            // Nothing to run: wake the last commit's callers one by one rather than spin,
-            // until one of them (or anyone) submits again. On few cores a spinning worker
-            // only takes a core from the callers it is waiting for.
-            if !self.answers.wake_one() {
-                break;
-            }
+        match self.queued_or_wake() {
+            Ok(job) => return Some(job),
+            Err(TryRecvError::Disconnected) => return None,
+            Err(TryRecvError::Empty) => {}
         }
         let start = Instant::now();
         let mut spins = 0u32;
@@ -2417,17 +2409,24 @@ impl<C: Transact> Worker<C> {
         if let (Some(_), Some(hold)) = (&self.lease, self.hold_until) {
             until = until.min(hold);
         }
+        match self.queued_or_wake() {
+            Ok(job) => Some(job),
+            Err(TryRecvError::Disconnected) => None,
+            Err(TryRecvError::Empty) => self.receiver.recv_deadline(until).ok(),
+        }
+    }
+
+    /// A job already queued. While there is none, wakes the last commit's callers still
+    /// asleep one by one rather than spin, until one of them (or anyone) submits again:
+    /// on few cores a spinning worker only takes a core from the callers it waits for.
+    /// `Empty` once nobody is left to wake and nothing is queued.
+    fn queued_or_wake(&mut self) -> Result<Box<dyn Job<C>>, TryRecvError> {
         loop {
             match self.receiver.try_recv() {
-                Ok(job) => return Some(job),
-                Err(TryRecvError::Disconnected) => return None,
-                Err(TryRecvError::Empty) => {}
-            }
-            if !self.answers.wake_one() {
-                break;
+                Err(TryRecvError::Empty) if self.answers.wake_one() => {}
+                taken => return taken,
             }
         }
-        self.receiver.recv_deadline(until).ok()
     }
 
     /// Claims a job for running (see [`Job::start`]); one that will not run leaves the
