@@ -121,9 +121,11 @@ impl fmt::Debug for Spec {
 ///   port=5432`), the `password` value, quoted or not, also as a spec's argument
 ///   (`postgres:host=db password=…`);
 /// - in other text without `://` (a mistyped URL, `mysq:/u:pw@h/db`, a spec,
-///   `postgres:u:pw@h/db`, or a spec's argument, `u:pw@h/db`), everything from its first
-///   `:` (not a port's) to the `@` that ends what looks like user info (but a file lock's
-///   directory, `file-lock:/srv/a@b`, is kept), and the same query parameters.
+///   `postgres:u:pw@h/db`, or a spec's argument, `u:pw@h/db`), and in what precedes the
+///   scheme of the first `://` (`mysql:/u:pw@h/db?x=a://b` shows as
+///   `mysql:***@h/db?x=a://b`), everything from its first `:` (not a port's) to the `@`
+///   that ends what looks like user info (but a file lock's directory,
+///   `file-lock:/srv/a@b`, is kept), and the same query parameters.
 ///
 /// Where drivers read a text differently (which `@` ends the user info; a raw `/`, `?`,
 /// `#` or `@` in a password), each reading is masked. A password starts at the first
@@ -180,7 +182,7 @@ pub fn redact_url(url: &str) -> String {
 /// quotes is `***` too: each secret whole, and split at `&`, `=`, `/`, `?`, `#`, `@` and
 /// `:` (where a driver may have cut it), as it is and decoded. For a URL too long to
 /// read, the message is not shown at all.
-#[cfg_attr(not(feature = "mysql"), allow(dead_code))]
+#[cfg_attr(not(any(feature = "mysql", feature = "redis")), allow(dead_code))]
 pub(crate) fn redact_message(url: &str, message: &str) -> String {
     let Some(masks) = url_masks(url) else {
         return "[driver message not shown]".to_owned();
@@ -704,8 +706,8 @@ enum Reader {
     RedisUnix,
     /// An unknown scheme: read as the `url` crate reads it, with every driver's parameters.
     Other,
-    /// Text without `://` (a mistyped URL, a spec's argument): its password from the first
-    /// `:`, with every driver's parameters.
+    /// Text without `://`, or what precedes the first one's scheme (a mistyped URL, a
+    /// spec's argument): its password from the first `:`, with every driver's parameters.
     Bare,
 }
 
@@ -835,8 +837,9 @@ fn starts_key_values(text: &str) -> bool {
 /// spec's argument (`postgres:host=db password=…`); or else URL-like text (a mistyped
 /// URL, `mysq:/u:pw@h/db`, a spec, `postgres:u:pw@h/db`, or a spec's argument,
 /// `u:pw@h/db`, `/tmp/r.sock?pass=…`): its user info from the first `:` (none for the
-/// directory of a file lock, `file-lock:/srv/a@b`), its query's password parameters,
-/// and with blanks in it any `password=…` too.
+/// directory of a file lock, `file-lock:/srv/a@b`), in what precedes the scheme of its
+/// first `://` if it has one (`mysql:/u:pw@h/db?x=a://b`), its query's password
+/// parameters, and with blanks in it any `password=…` too.
 fn masks_without_scheme(text: &str, masks: &mut Vec<std::ops::Range<usize>>) {
     masks_without_scheme_in(text, true, masks);
 }
@@ -869,15 +872,27 @@ fn masks_without_scheme_in(text: &str, outer: bool, masks: &mut Vec<std::ops::Ra
             return;
         }
     }
-    // A file lock's directory is no user info, and text with a `://` had its URLs read.
+    // A file lock's directory is no user info. Text with a `://` had its URLs read, each
+    // forward from its `://`: what precedes the first one's scheme is read here
+    // (`mysql:/u:pw@h/db?x=a://b`, a mistyped URL with a URL in its query).
     let a_directory = colon.is_some_and(|c| text[..c].to_ascii_lowercase().ends_with("file-lock"));
-    if !a_directory && !text.contains("://") {
-        userinfo_masks(text, 0, Reader::Bare, masks);
+    if !a_directory {
+        userinfo_masks(&text[..before_first_scheme(text)], 0, Reader::Bare, masks);
     }
     query_masks(text, 0, masks);
     if text.contains(char::is_whitespace) {
         key_value_masks(text, 0, masks);
     }
+}
+
+/// Where the scheme of the first `scheme://` in `text` starts (the letters, digits, `+`,
+/// `-` and `.` right before its `://`); the length of `text` when it has no `://`.
+fn before_first_scheme(text: &str) -> usize {
+    text.find("://").map_or(text.len(), |at| {
+        text[..at]
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+            .map_or(0, |i| i + 1)
+    })
 }
 
 /// Masks the value after each `password` or `pass` (any case) followed by `=`, read as a
@@ -1613,6 +1628,14 @@ mod tests {
             ("postgres:u:/pw@h/db", "postgres:***@h/db"),
             ("u:/pw@h/db", "u:***@h/db"),
             ("mysq:/u:/pw@h/db", "mysq:***@h/db"),
+            // … and with a URL after it: what precedes that URL's scheme is read too.
+            ("mysql:/u:pw@h/db?x=a://b", "mysql:***@h/db?x=a://b"),
+            ("redis:/u:s3cret@h/0?x=a://b", "redis:***@h/0?x=a://b"),
+            ("u:pw@h/db?next=redis://h", "u:***@h/db?next=redis://h"),
+            (
+                "pg-xact:postgres://u:secret@h/db?x=a://b",
+                "pg-xact:postgres://u:***@h/db?x=a://b",
+            ),
             // An `@` in the query is no user info's.
             (
                 "mysql://db.example.com:3306/app?user=alice@corp&password=s3cret",
@@ -2129,6 +2152,18 @@ mod tests {
         assert_eq!(db.identity(), "mysql://u[@h:3306/db");
         let db = crate::resource::MySql::new("mysql://h:3306/db?user=a@b").unwrap();
         assert_eq!(db.identity(), "mysql://a@b@h:3306/db");
+    }
+
+    /// A mistyped URL (`:/`) with a `://` later on, which the driver refuses: its
+    /// message shows no password.
+    #[cfg(feature = "mysql")]
+    #[test]
+    fn mysql_refuses_a_mistyped_url_without_showing_its_password() {
+        let error = crate::resource::MySql::new("mysql:/u:Xy7k9@h/db?x=a://b").unwrap_err();
+        let shown = error.to_string();
+        assert!(matches!(error, Error::Config(_)), "{shown}");
+        assert!(shown.contains("\"mysql:***@h/db?x=a://b\""), "{shown}");
+        assert!(!shown.contains("Xy7k9"), "{shown}");
     }
 
     /// As [`the_mysql_driver_reads_every_accepted_url_as_meant`], for PostgreSQL.

@@ -222,16 +222,13 @@ fn take_ttl_ms(url: &str) -> Result<(String, Option<Duration>), StrategyError> {
     let mut ttl = None;
     for (_, value) in taken {
         let bad = |why: &str| {
+            // The value is not quoted: a raw `?` in the password may have begun the query
+            // (`rediss://u:Xy?ttl_ms=9k2&tls_ca=/a@h/0`, where the `@` in a TLS file's path
+            // ends no user info), and the redacted URL shows what it may.
             let shown = crate::spec::redact_url(url);
-            // The value is quoted only where the redacted URL shows it: a raw `?` in the
-            // password may have begun the query (`rediss://u:Xy?ttl_ms=9k2&tls_ca=/a@h/0`,
-            // where the `@` in a TLS file's path ends no user info).
-            let param = if shown.contains(&format!("{TTL_QUERY_PARAM}={value}")) {
-                format!("{TTL_QUERY_PARAM}={value:?}")
-            } else {
-                TTL_QUERY_PARAM.to_owned()
-            };
-            Err(Error::Config(format!("{param} in {shown:?} {why}")))
+            Err(Error::Config(format!(
+                "{TTL_QUERY_PARAM} in {shown:?} {why}"
+            )))
         };
         if ttl.is_some() {
             return bad("is given twice");
@@ -1009,12 +1006,22 @@ mod tests {
             "{shown}"
         );
         assert!(!shown.contains("9k2") && !shown.contains("Xy"), "{shown}");
-        // A value the redacted URL shows is quoted.
+        // Nor where the redacted URL shows it as the start of another value.
+        let url = "rediss://u:Xy?ttl_ms=abc&tls_ca=/a@h/0?ttl_ms=abcd";
+        let shown = match RedisLock::builder_from_url(url) {
+            Ok(_) => panic!("{url} was accepted"),
+            Err(e) => e.to_string(),
+        };
+        assert!(shown.contains("ttl_ms in \"rediss://u:***@h/0"), "{shown}");
+        assert!(!shown.contains("\"abc\""), "{shown}");
         let shown = match RedisLock::builder_from_url("redis://u:pw@h/0?ttl_ms=9k2") {
             Ok(_) => panic!("a TTL of 9k2 was accepted"),
             Err(e) => e.to_string(),
         };
-        assert!(shown.contains("ttl_ms=\"9k2\""), "{shown}");
+        assert!(
+            shown.contains("ttl_ms in \"redis://u:***@h/0?ttl_ms=9k2\""),
+            "{shown}"
+        );
     }
 
     #[test]
