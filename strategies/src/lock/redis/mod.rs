@@ -458,10 +458,12 @@ impl RedisLockBuilder {
     /// driver would read partly as the host or port (a raw `@` followed by `/`, `?` or `#`
     /// in the password, `redis://:P@ss?db=1@h`; a password of digits and then `?`, `/` or
     /// `#`, `redis://u:12?x=1@h`; a password that starts with `//`,
-    /// `redis://app://Xy:7k9@h`, the host `app`; a user with a raw `/`, `?` or `#`,
-    /// `redis://us/er:pw@h`, the host `us`; an `@` in the path or query after a `:` (a
-    /// password's, a port's or any other) but in the value of `tls_ca`, `tls_cert` or
-    /// `tls_key`: percent-encode them, `%40` for `@`, `%2F` for `/`, `%3F` for `?`, `%23`
+    /// `redis://app://Xy:7k9@h`, the host `app`; a user with a raw `/`, `?` or `#`, with
+    /// a password or without, `redis://us/er:pw@h` and `redis://us?er@h`, the host `us`;
+    /// an `@` in the path, query or fragment after a host, or after a `:` (a password's, a
+    /// port's or any other), but in the value of `tls_ca`, `tls_cert` or `tls_key` (a Unix
+    /// socket's path, `redis+unix:///run/u@h/redis.sock`, follows no host): percent-encode
+    /// them, `%40` for `@`, `%2F` for `/`, `%3F` for `?`, `%23`
     /// for `#`), an unknown scheme, `rediss://` without
     /// the feature `redis-tls`, a TLS file that is missing, unreadable or invalid (with
     /// `redis-tls-preload-roots`, the system's trusted roots too; see [TLS](self#tls)), or

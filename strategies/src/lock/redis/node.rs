@@ -874,6 +874,18 @@ mod tests {
                 !Meant::leaks_into(&shown(&crate::spec::redact_url(&url))),
                 "{url}"
             );
+            let mistyped = m.mistyped();
+            assert!(
+                !Meant::leaks_into(&shown(&crate::spec::redact_url(&mistyped))),
+                "{mistyped}"
+            );
+            match parse_url(&mistyped) {
+                Err(e) => assert!(
+                    !Meant::leaks_into(&shown(&e.to_string())),
+                    "{mistyped}: {e}"
+                ),
+                Ok((_, display)) => assert!(!Meant::leaks_into(&display), "{mistyped}"),
+            }
             match parse_url(&url) {
                 Err(e) => {
                     assert!(!(m.promised(false) && (tls || !m.param)), "{url}: {e}");
