@@ -600,25 +600,94 @@ fn userinfo_masks(
     // after the first `@` (`u:@//X:?db=a@h`), the first `@` may be the password's and
     // the query no query.
     let a_host = !after[1..].starts_with('/');
-    let in_value = |i: usize| {
-        let tail = &after[i + 1..];
-        let host_follows = tail
-            .find(['/', '?', '&'])
-            .is_some_and(|j| tail.as_bytes()[j] != b'&');
-        a_host
-            && i > limit
-            && !host_follows
-            && after[limit + 1..i]
-                .rsplit('&')
-                .next()
-                .is_some_and(|param| reader.knows_text(param))
-    };
-    let ats = after.match_indices('@').map(|(i, _)| i);
-    for i in ats.filter(|&i| !in_value(i)).take(MAX_READINGS) {
+    let mut known = KnownValues::new(after, limit, reader);
+    let mut taken = 0;
+    for (i, _) in after.match_indices('@') {
+        if taken == MAX_READINGS {
+            break;
+        }
+        if a_host && known.holds(i) {
+            continue;
+        }
+        taken += 1;
         let at = from + first + i;
         if let Some(colon) = password_colon(&text[from..at], reader) {
             masks.push(from + colon + 1..at);
         }
+    }
+}
+
+/// Which `@`s of `after` (user-info-like text from its first `@`, whose query starts at
+/// `limit`) are in the value of a query parameter the reader knows (`?user=a@b`), with no
+/// `/` or `?` after them before the next `&` (where a host's path or query would start):
+/// asked of `@`s in increasing order, read in one forward pass (asking each `@` anew
+/// would cost time that grows with the square of their number).
+struct KnownValues<'a> {
+    after: &'a str,
+    limit: usize,
+    reader: Reader,
+    /// How far the text is read for the start of the current parameter.
+    scanned: usize,
+    /// Where the current `&`-piece of the query starts.
+    param_start: usize,
+    /// For the piece at `param_start`: where its `=` is, and whether the reader knows it.
+    param: Option<(usize, Option<usize>, bool)>,
+    /// The first `/`, `?` or `&` after the last `@` asked about (the length for none).
+    next_delimiter: Option<usize>,
+}
+
+impl<'a> KnownValues<'a> {
+    fn new(after: &'a str, limit: usize, reader: Reader) -> Self {
+        KnownValues {
+            after,
+            limit,
+            reader,
+            scanned: limit + 1,
+            param_start: limit + 1,
+            param: None,
+            next_delimiter: None,
+        }
+    }
+
+    /// Whether the `@` at `i` (past every one asked before) is in a known value.
+    fn holds(&mut self, i: usize) -> bool {
+        let after = self.after;
+        let bytes = after.as_bytes();
+        if i <= self.limit {
+            return false;
+        }
+        let delimiter = match self.next_delimiter {
+            Some(d) if d > i => d,
+            _ => {
+                let d = after[i + 1..]
+                    .find(['/', '?', '&'])
+                    .map_or(after.len(), |j| i + 1 + j);
+                self.next_delimiter = Some(d);
+                d
+            }
+        };
+        if delimiter < after.len() && bytes[delimiter] != b'&' {
+            return false;
+        }
+        while self.scanned < i {
+            if bytes[self.scanned] == b'&' {
+                self.param_start = self.scanned + 1;
+            }
+            self.scanned += 1;
+        }
+        let start = self.param_start;
+        let (eq, knows) = match self.param {
+            Some((s, eq, knows)) if s == start => (eq, knows),
+            _ => {
+                let end = after[start..].find('&').map_or(after.len(), |e| start + e);
+                let piece = &after[start..end];
+                let eq = piece.find('=').map(|e| start + e);
+                let knows = self.reader.knows_text(piece);
+                self.param = Some((start, eq, knows));
+                (eq, knows)
+            }
+        };
+        eq.is_some_and(|eq| eq < i) && knows
     }
 }
 
@@ -1588,6 +1657,53 @@ pub(crate) fn meant_urls(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The one forward pass over a query's `@`s answers as asking each anew does, and a
+    /// text of many `@`s in known values (which asking each anew took quadratic time
+    /// over) is read.
+    #[test]
+    fn known_values_are_read_in_one_pass() {
+        let anew = |after: &str, limit: usize, reader: Reader, i: usize| {
+            let tail = &after[i + 1..];
+            let host_follows = tail
+                .find(['/', '?', '&'])
+                .is_some_and(|j| tail.as_bytes()[j] != b'&');
+            i > limit
+                && !host_follows
+                && after[limit + 1..i]
+                    .rsplit('&')
+                    .next()
+                    .is_some_and(|param| reader.knows_text(param))
+        };
+        let pieces = [
+            "@", "&", "=", "/", "?", "user", "socket", "tls_ca", "x", "db",
+        ];
+        let mut rng = fastrand::Rng::with_seed(0x6b6e_6f77);
+        for n in 0..20_000 {
+            let len = rng.usize(1..12);
+            let mut after = "@".to_owned();
+            for _ in 0..len {
+                after.push_str(pieces[rng.usize(..pieces.len())]);
+            }
+            let limit = after.find('/').map_or(after.len(), |slash| {
+                after[slash..].find('?').map_or(after.len(), |q| slash + q)
+            });
+            let reader = [Reader::MySql, Reader::RedisTcp, Reader::Bare][n % 3];
+            let mut known = KnownValues::new(&after, limit, reader);
+            for (i, _) in after.match_indices('@') {
+                assert_eq!(
+                    known.holds(i),
+                    anew(&after, limit, reader, i),
+                    "{after} {i}"
+                );
+            }
+        }
+        let text = format!("mysql://u:pw@h/db?user={}", "a@".repeat(2030));
+        assert!(text.len() <= MAX_REDACTED);
+        for _ in 0..50 {
+            assert_eq!(redact_url(&text), text.replacen(":pw@", ":***@", 1));
+        }
+    }
 
     #[test]
     fn parses_names_args_and_urls() {
