@@ -121,9 +121,12 @@ impl fmt::Debug for Spec {
 ///   port=5432`), the `password` value, quoted or not, also as a spec's argument
 ///   (`postgres:host=db password=…`);
 /// - in other text without `://` (a mistyped URL, `mysq:/u:pw@h/db`, a spec,
-///   `postgres:u:pw@h/db`, or a spec's argument, `u:pw@h/db`), everything from its first
-///   `:` (not a port's) to the `@` that ends what looks like user info (but a file lock's
-///   directory, `file-lock:/srv/a@b`, is kept), and the same query parameters.
+///   `postgres:u:pw@h/db`, or a spec's argument, `u:pw@h/db`), and in text with one
+///   where more than a name precedes the first one's scheme (`mysql:/u:pw@h/db?x=a://b`
+///   shows as `mysql:***@h/db?x=a://b`; `pg-xact:postgres://…` is only a name and a URL),
+///   everything from its first `:` (not a port's) to the `@` that ends what looks like
+///   user info (but a file lock's directory, `file-lock:/srv/a@b`, is kept), and the same
+///   query parameters.
 ///
 /// Where drivers read a text differently (which `@` ends the user info; a raw `/`, `?`,
 /// `#` or `@` in a password), each reading is masked. A password starts at the first
@@ -180,7 +183,7 @@ pub fn redact_url(url: &str) -> String {
 /// quotes is `***` too: each secret whole, and split at `&`, `=`, `/`, `?`, `#`, `@` and
 /// `:` (where a driver may have cut it), as it is and decoded. For a URL too long to
 /// read, the message is not shown at all.
-#[cfg_attr(not(feature = "mysql"), allow(dead_code))]
+#[cfg_attr(not(any(feature = "mysql", feature = "redis")), allow(dead_code))]
 pub(crate) fn redact_message(url: &str, message: &str) -> String {
     let Some(masks) = url_masks(url) else {
         return "[driver message not shown]".to_owned();
@@ -264,7 +267,10 @@ fn redact_quoted(message: &str, keep: impl Fn(&str) -> bool) -> String {
 /// `//Xy:7k9@db/app`), and a `[` where no IPv6 address starts (`redis://u[:p]?x=1@h`).
 /// Where the `url` crate reads the URL, so is a reading whose user holds a `/`, `?` or `#`
 /// (`mysql://us/er:pw@h/db` is the host `us` and the database `er:pw@h`), as over
-/// PostgreSQL. Not ambiguous:
+/// PostgreSQL, and without a password colon before the first `@`, that `@` past a
+/// non-empty host (`redis://us?er@cache/0` is the host `us`; `mysql://h/my@db` may be the
+/// user `h/my` on the host `db`, as `mysql://u:pw@h/my@db` is refused too). Not
+/// ambiguous:
 ///
 /// - an `@` the driver keeps inside the user info: a raw `@` in a password that ends at
 ///   the last `@` before the host (`mysql://app:P@ss@db/app`, `redis://:P@ss@h:6379/0`,
@@ -279,7 +285,9 @@ fn redact_quoted(message: &str, keep: impl Fn(&str) -> bool) -> String {
 ///   (`mysql://h:3306/db?user=a@b`, `?application_name=deploy@ci/job`,
 ///   `?tls_ca=/etc/u@h/ca.pem`): no password holds `?tls_ca=`. Another driver's
 ///   parameter is no exception (`redis://:P@ss?db=1@cache` would be the host `ss`: `db`
-///   is a Redis parameter only over a Unix socket).
+///   is a Redis parameter only over a Unix socket);
+/// - without a password colon, an `@` after an empty host, as in a Unix socket's path
+///   (`redis+unix:///run/u@h/redis.sock`).
 ///
 /// Over PostgreSQL, the driver's credentials (all before the first `@`) are also
 /// ambiguous when they read as a host and then a path, query or next host, as every other
@@ -362,19 +370,34 @@ pub(crate) fn userinfo_is_ambiguous(url: &str) -> bool {
             })
         })
     };
+    // Without a password colon, an `@` past the `url` crate's host still reads as the end
+    // of user info to the user: `redis://us?er@cache/0` is the host `us`, `mysql://h/my@db`
+    // may be meant as the user `h/my`. Not after an empty host (`redis+unix:///a@b.sock`),
+    // which no user info precedes.
+    if !postgres
+        && let Some(first) = rest.find('@')
+        && host_end > 0
+        && first > host_end
+        && !rest[..first].contains(':')
+        && !in_a_known_value(first)
+    {
+        return true;
+    }
     let mut readings = Vec::new();
     userinfo_masks(url, from, reader, &mut readings);
     readings.iter().any(|m| {
         // The mask runs from just after the password colon to the `@`.
         let colon = m.start - 1 - from;
         let at = m.end - from;
-        // Past the `url` crate's host, the reading's user holds the `/`, `?` or `#` that
-        // ends that host (`mysql://us/er:pw@h/db` is the host `us` and the database
-        // `er:pw@h`), as the PostgreSQL driver's other readers take it
-        // ([`credentials_read_as_a_host`]).
-        let in_the_host =
-            colon < host_end || (!postgres && rest[..colon].contains(['/', '?', '#']));
-        driver_at.is_none_or(|driver| at > driver) && in_the_host && !in_a_known_value(at)
+        // Where the `url` crate reads the URL, every such reading counts: one whose colon
+        // comes past that crate's host has a user that holds the `/`, `?` or `#` that
+        // ends the host (`mysql://us/er:pw@h/db` is the host `us` and the database
+        // `er:pw@h`). Over PostgreSQL, only a reading whose colon comes before the end of
+        // the driver's host (which follows the first `@`) counts: a colon past it is in
+        // the driver's path or query, and a user with a `/` or `?` was checked by
+        // [`credentials_read_as_a_host`].
+        let counts = !postgres || colon < host_end;
+        driver_at.is_none_or(|driver| at > driver) && counts && !in_a_known_value(at)
     })
 }
 
@@ -573,25 +596,98 @@ fn userinfo_masks(
         after[slash..].find('?').map_or(after.len(), |q| slash + q)
     });
     // Past the query's start, an `@` in the value of a parameter the reader knows
-    // (`?user=a@b`) is the query's; one elsewhere may be a password's.
-    let in_value = |i: usize| {
-        let tail = &after[i + 1..];
-        let host_follows = tail
-            .find(['/', '?', '&'])
-            .is_some_and(|j| tail.as_bytes()[j] != b'&');
-        i > limit
-            && !host_follows
-            && after[limit + 1..i]
-                .rsplit('&')
-                .next()
-                .is_some_and(|param| reader.knows_text(param))
-    };
-    let ats = after.match_indices('@').map(|(i, _)| i);
-    for i in ats.filter(|&i| !in_value(i)).take(MAX_READINGS) {
+    // (`?user=a@b`) is the query's; one elsewhere may be a password's. Without a host
+    // after the first `@` (`u:@//X:?db=a@h`), the first `@` may be the password's and
+    // the query no query.
+    let a_host = !after[1..].starts_with('/');
+    let mut known = KnownValues::new(after, limit, reader);
+    let mut taken = 0;
+    for (i, _) in after.match_indices('@') {
+        if taken == MAX_READINGS {
+            break;
+        }
+        if a_host && known.holds(i) {
+            continue;
+        }
+        taken += 1;
         let at = from + first + i;
         if let Some(colon) = password_colon(&text[from..at], reader) {
             masks.push(from + colon + 1..at);
         }
+    }
+}
+
+/// Which `@`s of `after` (user-info-like text from its first `@`, whose query starts at
+/// `limit`) are in the value of a query parameter the reader knows (`?user=a@b`), with no
+/// `/` or `?` after them before the next `&` (where a host's path or query would start):
+/// asked of `@`s in increasing order, read in one forward pass (asking each `@` anew
+/// would cost time that grows with the square of their number).
+struct KnownValues<'a> {
+    after: &'a str,
+    limit: usize,
+    reader: Reader,
+    /// How far the text is read for the start of the current parameter.
+    scanned: usize,
+    /// Where the current `&`-piece of the query starts.
+    param_start: usize,
+    /// For the piece at `param_start`: where its `=` is, and whether the reader knows it.
+    param: Option<(usize, Option<usize>, bool)>,
+    /// The first `/`, `?` or `&` after the last `@` asked about (the length for none).
+    next_delimiter: Option<usize>,
+}
+
+impl<'a> KnownValues<'a> {
+    fn new(after: &'a str, limit: usize, reader: Reader) -> Self {
+        KnownValues {
+            after,
+            limit,
+            reader,
+            scanned: limit + 1,
+            param_start: limit + 1,
+            param: None,
+            next_delimiter: None,
+        }
+    }
+
+    /// Whether the `@` at `i` (past every one asked before) is in a known value.
+    fn holds(&mut self, i: usize) -> bool {
+        let after = self.after;
+        let bytes = after.as_bytes();
+        if i <= self.limit {
+            return false;
+        }
+        let delimiter = match self.next_delimiter {
+            Some(d) if d > i => d,
+            _ => {
+                let d = after[i + 1..]
+                    .find(['/', '?', '&'])
+                    .map_or(after.len(), |j| i + 1 + j);
+                self.next_delimiter = Some(d);
+                d
+            }
+        };
+        if delimiter < after.len() && bytes[delimiter] != b'&' {
+            return false;
+        }
+        while self.scanned < i {
+            if bytes[self.scanned] == b'&' {
+                self.param_start = self.scanned + 1;
+            }
+            self.scanned += 1;
+        }
+        let start = self.param_start;
+        let (eq, knows) = match self.param {
+            Some((s, eq, knows)) if s == start => (eq, knows),
+            _ => {
+                let end = after[start..].find('&').map_or(after.len(), |e| start + e);
+                let piece = &after[start..end];
+                let eq = piece.find('=').map(|e| start + e);
+                let knows = self.reader.knows_text(piece);
+                self.param = Some((start, eq, knows));
+                (eq, knows)
+            }
+        };
+        eq.is_some_and(|eq| eq < i) && knows
     }
 }
 
@@ -704,8 +800,9 @@ enum Reader {
     RedisUnix,
     /// An unknown scheme: read as the `url` crate reads it, with every driver's parameters.
     Other,
-    /// Text without `://` (a mistyped URL, a spec's argument): its password from the first
-    /// `:`, with every driver's parameters.
+    /// Text without `://`, or with more than a name before the first one's scheme (a
+    /// mistyped URL, a spec's argument): its password from the first `:`, with every
+    /// driver's parameters.
     Bare,
 }
 
@@ -835,8 +932,10 @@ fn starts_key_values(text: &str) -> bool {
 /// spec's argument (`postgres:host=db password=…`); or else URL-like text (a mistyped
 /// URL, `mysq:/u:pw@h/db`, a spec, `postgres:u:pw@h/db`, or a spec's argument,
 /// `u:pw@h/db`, `/tmp/r.sock?pass=…`): its user info from the first `:` (none for the
-/// directory of a file lock, `file-lock:/srv/a@b`), its query's password parameters,
-/// and with blanks in it any `password=…` too.
+/// directory of a file lock, `file-lock:/srv/a@b`, and none where only a name precedes
+/// a URL, `pg-xact:postgres://…`: a mistyped URL may have a `://` later on,
+/// `mysql:/u:pw@h/db?x=a://b`), its query's password parameters, and with blanks in it
+/// any `password=…` too.
 fn masks_without_scheme(text: &str, masks: &mut Vec<std::ops::Range<usize>>) {
     masks_without_scheme_in(text, true, masks);
 }
@@ -869,15 +968,34 @@ fn masks_without_scheme_in(text: &str, outer: bool, masks: &mut Vec<std::ops::Ra
             return;
         }
     }
-    // A file lock's directory is no user info, and text with a `://` had its URLs read.
+    // A file lock's directory is no user info. Text with a `://` had its URLs read, each
+    // forward from its `://`; it is read here too unless only a name precedes the first
+    // one's scheme (`pg-xact:postgres://…`, `DATABASE_URL=mysql://…`): it may be a
+    // mistyped URL with a `://` later on (`mysql:/u:pw@h/db?x=a://b`, or
+    // `mysql:/u:///pw@h`, a password that starts with `//`).
     let a_directory = colon.is_some_and(|c| text[..c].to_ascii_lowercase().ends_with("file-lock"));
-    if !a_directory && !text.contains("://") {
+    if !a_directory && !only_a_name_before_a_url(text) {
         userinfo_masks(text, 0, Reader::Bare, masks);
     }
     query_masks(text, 0, masks);
     if text.contains(char::is_whitespace) {
         key_value_masks(text, 0, masks);
     }
+}
+
+/// Whether `text` has a `://`, and what precedes the first one's scheme (the letters,
+/// digits, `+`, `-` and `.` right before it) is nothing or a name and then at most one
+/// `:` or `=` (`pg-xact:`, `DATABASE_URL=`): no user info.
+fn only_a_name_before_a_url(text: &str) -> bool {
+    let Some(at) = text.find("://") else {
+        return false;
+    };
+    let scheme_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.');
+    let before = text[..at].trim_end_matches(scheme_char);
+    let name = before.strip_suffix([':', '=']).unwrap_or(before);
+    // Tabs and line breaks are dropped by the `url` crate (`my\nsql://`).
+    name.chars()
+        .all(|c| scheme_char(c) || matches!(c, '_' | '\t' | '\n' | '\r'))
 }
 
 /// Masks the value after each `password` or `pass` (any case) followed by `=`, read as a
@@ -1421,6 +1539,14 @@ impl Meant {
         !self.user.contains(['/', '?']) && !self.password.contains('@') && !port && !ipv6
     }
 
+    /// The URL mistyped: `scheme:/…` for `scheme://…`, with a URL in its query
+    /// (`mysql:/u:pw@h/db?x=a://b`), which the driver refuses or reads as it may.
+    pub(crate) fn mistyped(&self) -> String {
+        let url = self.url.replacen("://", ":/", 1);
+        let join = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{join}x=a://b")
+    }
+
     /// Whether `text` (a redacted URL, identity or message) shows a piece of the
     /// password: each piece holds an `X` or an `8`, and nothing else in the URL does.
     pub(crate) fn leaks_into(text: &str) -> bool {
@@ -1428,9 +1554,10 @@ impl Meant {
     }
 }
 
-/// `scheme://user:password@host[:port][tail]` for users `u`, ``, `u[`, `[`, `u/`, `u?`
-/// and `u#`; passwords of the pieces `X`, `8`, `@`, `/`, `?`, `#`, `:`, `=`, `&`, `[`,
-/// `]`, `,`, `//X:` and `foreign` (parameter names of other drivers, `?db=`): every one
+/// `scheme://user:password@host[:port][tail]`, and `scheme://user@host[:port][tail]`
+/// (no password), for users `u`, ``, `u[`, `[`, `u/`, `u?` and `u#`; passwords of the
+/// pieces `X`, `8`, `@`, `/`, `?`, `#`, `:`, `=`, `&`, `[`, `]`, `,`, `//X:` and
+/// `foreign` (parameter names of other drivers, `?db=`): every one
 /// of up to two pieces, every one of three of `X`, `8`, `@`, `/`, `?`, `#` and `:`, and
 /// (seeded) samples of three to six of all; hosts `h`, `h:port` and `[::1]:port`; and
 /// tails ``, `/0`, and for each of `values`, `/0?text=value` and `?text=value`, where
@@ -1478,6 +1605,16 @@ pub(crate) fn meant_urls(
         }
     }
     let mut out = Vec::new();
+    // No password: `scheme://user@host[:port][tail]`.
+    for user in users {
+        for host in &hosts {
+            for tail in &tails {
+                let mut m = meant(user, String::new(), host, tail);
+                m.url = format!("{scheme}://{user}@{}{}", host.0, tail.0);
+                out.push(m);
+            }
+        }
+    }
     for password in &passwords {
         for user in users {
             for host in &hosts {
@@ -1520,6 +1657,53 @@ pub(crate) fn meant_urls(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The one forward pass over a query's `@`s answers as asking each anew does, and a
+    /// text of many `@`s in known values (which asking each anew took quadratic time
+    /// over) is read.
+    #[test]
+    fn known_values_are_read_in_one_pass() {
+        let anew = |after: &str, limit: usize, reader: Reader, i: usize| {
+            let tail = &after[i + 1..];
+            let host_follows = tail
+                .find(['/', '?', '&'])
+                .is_some_and(|j| tail.as_bytes()[j] != b'&');
+            i > limit
+                && !host_follows
+                && after[limit + 1..i]
+                    .rsplit('&')
+                    .next()
+                    .is_some_and(|param| reader.knows_text(param))
+        };
+        let pieces = [
+            "@", "&", "=", "/", "?", "user", "socket", "tls_ca", "x", "db",
+        ];
+        let mut rng = fastrand::Rng::with_seed(0x6b6e_6f77);
+        for n in 0..20_000 {
+            let len = rng.usize(1..12);
+            let mut after = "@".to_owned();
+            for _ in 0..len {
+                after.push_str(pieces[rng.usize(..pieces.len())]);
+            }
+            let limit = after.find('/').map_or(after.len(), |slash| {
+                after[slash..].find('?').map_or(after.len(), |q| slash + q)
+            });
+            let reader = [Reader::MySql, Reader::RedisTcp, Reader::Bare][n % 3];
+            let mut known = KnownValues::new(&after, limit, reader);
+            for (i, _) in after.match_indices('@') {
+                assert_eq!(
+                    known.holds(i),
+                    anew(&after, limit, reader, i),
+                    "{after} {i}"
+                );
+            }
+        }
+        let text = format!("mysql://u:pw@h/db?user={}", "a@".repeat(2030));
+        assert!(text.len() <= MAX_REDACTED);
+        for _ in 0..50 {
+            assert_eq!(redact_url(&text), text.replacen(":pw@", ":***@", 1));
+        }
+    }
 
     #[test]
     fn parses_names_args_and_urls() {
@@ -1613,6 +1797,16 @@ mod tests {
             ("postgres:u:/pw@h/db", "postgres:***@h/db"),
             ("u:/pw@h/db", "u:***@h/db"),
             ("mysq:/u:/pw@h/db", "mysq:***@h/db"),
+            // … and with a URL after it: what precedes that URL's scheme is read too.
+            ("mysql:/u:pw@h/db?x=a://b", "mysql:***@h/db?x=a://b"),
+            ("redis:/u:s3cret@h/0?x=a://b", "redis:***@h/0?x=a://b"),
+            ("u:pw@h/db?next=redis://h", "u:***@h/db?next=redis://h"),
+            ("mysql:/u:///Xy:7k9@h", "mysql:***@h"),
+            ("mysql:/u:a://Xy@h", "mysql:***@h"),
+            (
+                "pg-xact:postgres://u:secret@h/db?x=a://b",
+                "pg-xact:postgres://u:***@h/db?x=a://b",
+            ),
             // An `@` in the query is no user info's.
             (
                 "mysql://db.example.com:3306/app?user=alice@corp&password=s3cret",
@@ -1897,7 +2091,7 @@ mod tests {
 
     /// The examples of URLs whose user info drivers read differently, each with the
     /// password's pieces a driver would show as the host, user or database.
-    const AMBIGUOUS: [(&str, &[&str]); 40] = [
+    const AMBIGUOUS: [(&str, &[&str]); 46] = [
         // A raw `@` in the password, then a `#`, `/` or `?`: the `url` crate's authority
         // ends there, its user info at the `@` before it, and its host is `ssw0rd`.
         ("redis://:P@ssw0rd#1@cache:6379/0", &["ssw0rd", "P@ss"]),
@@ -1964,6 +2158,14 @@ mod tests {
         ("mysql://us?er:Xy7@h/db", &["Xy7"]),
         ("redis://us#er:Xy7@h/0", &["Xy7"]),
         ("redis://a@b/c:Xy7@h/0", &["Xy7"]),
+        // … also without a password: the `url` crate's host is `us`, and so is an `@` in
+        // a database name (or query) without one.
+        ("redis://us?er@cache:6379/0", &[]),
+        ("mysql://us/er@h/db", &[]),
+        ("redis://us#er@h/0", &[]),
+        ("mysql://h/my@db", &[]),
+        ("mysql://h/db?x=a@b", &[]),
+        ("redlock://h1,h2/0?x=a@b", &[]),
     ];
 
     #[test]
@@ -2004,6 +2206,12 @@ mod tests {
             "mysql://u:pw@[::1]:3306/db?prefer_socket=false",
             "mysql://h:3306?prefer_socket=false&user=a@b",
             "mysql://alice@corp@h/db",
+            // Percent-encoded, an `@` in a database name; raw, one in a socket's path,
+            // which no host precedes.
+            "mysql://h/my%40db",
+            "mysql://u@h/my%40db",
+            "redis+unix:///run/u@h/redis.sock",
+            "mysql://h/db?user=a@b",
             "postgres://u@h/db?application_name=a@b",
             "postgres://u:pw@h/db?application_name=a@b",
             "postgres://u:pw@h1:5432,h2:5433/db",
@@ -2077,6 +2285,12 @@ mod tests {
         let meant_urls = meant_urls("mysql", 3306, &["?db=", "&dbname="], "socket", &["a@b"]);
         for m in meant_urls {
             assert!(!Meant::leaks_into(&redact_url(&m.url)), "{m:?}");
+            let mistyped = m.mistyped();
+            assert!(!Meant::leaks_into(&redact_url(&mistyped)), "{mistyped}");
+            match parse_url(&mistyped) {
+                Err(e) => assert!(!Meant::leaks_into(&e.to_string()), "{mistyped}: {e}"),
+                Ok(opts) => assert!(!Meant::leaks_into(&identity(&opts)), "{mistyped}"),
+            }
             match parse_url(&m.url) {
                 Err(e) => {
                     assert!(!m.promised(false), "{m:?}: {e}");
@@ -2129,6 +2343,23 @@ mod tests {
         assert_eq!(db.identity(), "mysql://u[@h:3306/db");
         let db = crate::resource::MySql::new("mysql://h:3306/db?user=a@b").unwrap();
         assert_eq!(db.identity(), "mysql://a@b@h:3306/db");
+        // A raw `@` in the database name, without a password too: `%40` it is.
+        let refused = crate::resource::MySql::new("mysql://h/my@db").unwrap_err();
+        assert!(refused.to_string().contains("%40"), "{refused}");
+        let db = crate::resource::MySql::new("mysql://h/my%40db").unwrap();
+        assert_eq!(db.opts().get_db_name(), Some("my@db"));
+    }
+
+    /// A mistyped URL (`:/`) with a `://` later on, which the driver refuses: its
+    /// message shows no password.
+    #[cfg(feature = "mysql")]
+    #[test]
+    fn mysql_refuses_a_mistyped_url_without_showing_its_password() {
+        let error = crate::resource::MySql::new("mysql:/u:Xy7k9@h/db?x=a://b").unwrap_err();
+        let shown = error.to_string();
+        assert!(matches!(error, Error::Config(_)), "{shown}");
+        assert!(shown.contains("\"mysql:***@h/db?x=a://b\""), "{shown}");
+        assert!(!shown.contains("Xy7k9"), "{shown}");
     }
 
     /// As [`the_mysql_driver_reads_every_accepted_url_as_meant`], for PostgreSQL.
@@ -2145,6 +2376,12 @@ mod tests {
         );
         for m in meant_urls {
             assert!(!Meant::leaks_into(&redact_url(&m.url)), "{m:?}");
+            let mistyped = m.mistyped();
+            assert!(!Meant::leaks_into(&redact_url(&mistyped)), "{mistyped}");
+            match parse_url(&mistyped) {
+                Err(e) => assert!(!Meant::leaks_into(&e.to_string()), "{mistyped}: {e}"),
+                Ok(config) => assert!(!Meant::leaks_into(&identity(&config)), "{mistyped}"),
+            }
             match parse_url(&m.url) {
                 Err(e) => {
                     assert!(!m.promised(true), "{m:?}: {e}");

@@ -96,10 +96,12 @@ impl MySql {
     /// by a `/`, `?` or `#` in it (`mysql://app:P@ss#1@db/app`), a password of digits and
     /// then `?`, `/` or `#` (`mysql://u:7?a=b@h`: the host `u`, port 7), a password that
     /// starts with `//` (`mysql://app://Xy:7k9@db/app`: the host `app`), a user with a raw
-    /// `/`, `?` or `#` (`mysql://us/er:pw@h/db`: the host `us`, the database `er:pw@h`), or
-    /// an `@` in the database name or query after a `:` (a password's, a port's or any
-    /// other: `mysql://u@h:3306/my@db`), unless in the value of `user`, `password`,
-    /// `socket` or `db_name` (percent-encode them, `%40` for `@`, `%2F`, `%3F`, `%23`). A
+    /// `/`, `?` or `#`, with a password or without (`mysql://us/er:pw@h/db`: the host `us`,
+    /// the database `er:pw@h`; `mysql://us/er@h/db`: the host `us`), or an `@` in the
+    /// database name or query (`mysql://h/my@db`, which may be the user `h/my` on the host
+    /// `db`; `mysql://u@h:3306/my@db`), unless in the value of `user`, `password`, `socket`
+    /// or `db_name` (percent-encode them, `%40` for `@`, `%2F`, `%3F`, `%23`:
+    /// `mysql://h/my%40db` is the database `my@db`). A
     /// raw `@` alone in the password (`mysql://app:P@ss@db/app`) is read as written.
     pub fn new(url: &str) -> Result<Self, StrategyError> {
         let opts = parse_url(url)?;

@@ -222,16 +222,13 @@ fn take_ttl_ms(url: &str) -> Result<(String, Option<Duration>), StrategyError> {
     let mut ttl = None;
     for (_, value) in taken {
         let bad = |why: &str| {
+            // The value is not quoted: a raw `?` in the password may have begun the query
+            // (`rediss://u:Xy?ttl_ms=9k2&tls_ca=/a@h/0`, where the `@` in a TLS file's path
+            // ends no user info), and the redacted URL shows what it may.
             let shown = crate::spec::redact_url(url);
-            // The value is quoted only where the redacted URL shows it: a raw `?` in the
-            // password may have begun the query (`rediss://u:Xy?ttl_ms=9k2&tls_ca=/a@h/0`,
-            // where the `@` in a TLS file's path ends no user info).
-            let param = if shown.contains(&format!("{TTL_QUERY_PARAM}={value}")) {
-                format!("{TTL_QUERY_PARAM}={value:?}")
-            } else {
-                TTL_QUERY_PARAM.to_owned()
-            };
-            Err(Error::Config(format!("{param} in {shown:?} {why}")))
+            Err(Error::Config(format!(
+                "{TTL_QUERY_PARAM} in {shown:?} {why}"
+            )))
         };
         if ttl.is_some() {
             return bad("is given twice");
@@ -461,10 +458,12 @@ impl RedisLockBuilder {
     /// driver would read partly as the host or port (a raw `@` followed by `/`, `?` or `#`
     /// in the password, `redis://:P@ss?db=1@h`; a password of digits and then `?`, `/` or
     /// `#`, `redis://u:12?x=1@h`; a password that starts with `//`,
-    /// `redis://app://Xy:7k9@h`, the host `app`; a user with a raw `/`, `?` or `#`,
-    /// `redis://us/er:pw@h`, the host `us`; an `@` in the path or query after a `:` (a
-    /// password's, a port's or any other) but in the value of `tls_ca`, `tls_cert` or
-    /// `tls_key`: percent-encode them, `%40` for `@`, `%2F` for `/`, `%3F` for `?`, `%23`
+    /// `redis://app://Xy:7k9@h`, the host `app`; a user with a raw `/`, `?` or `#`, with
+    /// a password or without, `redis://us/er:pw@h` and `redis://us?er@h`, the host `us`;
+    /// an `@` in the path, query or fragment after a host, or after a `:` (a password's, a
+    /// port's or any other), but in the value of `tls_ca`, `tls_cert` or `tls_key` (a Unix
+    /// socket's path, `redis+unix:///run/u@h/redis.sock`, follows no host): percent-encode
+    /// them, `%40` for `@`, `%2F` for `/`, `%3F` for `?`, `%23`
     /// for `#`), an unknown scheme, `rediss://` without
     /// the feature `redis-tls`, a TLS file that is missing, unreadable or invalid (with
     /// `redis-tls-preload-roots`, the system's trusted roots too; see [TLS](self#tls)), or
@@ -1009,12 +1008,22 @@ mod tests {
             "{shown}"
         );
         assert!(!shown.contains("9k2") && !shown.contains("Xy"), "{shown}");
-        // A value the redacted URL shows is quoted.
+        // Nor where the redacted URL shows it as the start of another value.
+        let url = "rediss://u:Xy?ttl_ms=abc&tls_ca=/a@h/0?ttl_ms=abcd";
+        let shown = match RedisLock::builder_from_url(url) {
+            Ok(_) => panic!("{url} was accepted"),
+            Err(e) => e.to_string(),
+        };
+        assert!(shown.contains("ttl_ms in \"rediss://u:***@h/0"), "{shown}");
+        assert!(!shown.contains("\"abc\""), "{shown}");
         let shown = match RedisLock::builder_from_url("redis://u:pw@h/0?ttl_ms=9k2") {
             Ok(_) => panic!("a TTL of 9k2 was accepted"),
             Err(e) => e.to_string(),
         };
-        assert!(shown.contains("ttl_ms=\"9k2\""), "{shown}");
+        assert!(
+            shown.contains("ttl_ms in \"redis://u:***@h/0?ttl_ms=9k2\""),
+            "{shown}"
+        );
     }
 
     #[test]

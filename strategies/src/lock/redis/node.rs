@@ -204,9 +204,11 @@ pub(super) fn parse_url(url: &str) -> Result<(Client, String), StrategyError> {
     let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
     match scheme.as_deref() {
         Some("redis" | "rediss" | "redis+unix" | "unix") => {}
-        Some(other) => {
+        // The scheme is not quoted on its own: it is the raw text before the first `://`,
+        // which may hold a password (`redis:/u:pw@h/0?x=a://b`); the redacted URL shows it.
+        Some(_) => {
             return Err(Error::Config(format!(
-                "unknown Redis URL scheme {other:?} in {shown:?}; expected redis://, rediss:// or redis+unix://"
+                "unknown Redis URL scheme in {shown:?}; expected redis://, rediss:// or redis+unix://"
             )));
         }
         None => {
@@ -223,11 +225,13 @@ pub(super) fn parse_url(url: &str) -> Result<(Client, String), StrategyError> {
             "{shown:?} needs TLS, which this build of turnstile does not include (its feature redis-tls)"
         )));
     }
-    let (url, tls) = super::tls::TlsFiles::take(url)?;
-    let info = url
-        .as_str()
-        .into_connection_info()
-        .map_err(|e| Error::Config(format!("cannot parse Redis URL {shown:?}: {e}")))?;
+    let (rest, tls) = super::tls::TlsFiles::take(url)?;
+    let info = rest.as_str().into_connection_info().map_err(|e| {
+        // The driver's message may quote a piece of the URL (a parameter's value that
+        // is a piece of a password with a raw `?`).
+        let e = crate::spec::redact_message(url, &e.to_string());
+        Error::Config(format!("cannot parse Redis URL {shown:?}: {e}"))
+    })?;
     let display = display_of(&info);
     let client = match info.addr() {
         ConnectionAddr::TcpTls { insecure: true, .. } => {
@@ -243,8 +247,10 @@ pub(super) fn parse_url(url: &str) -> Result<(Client, String), StrategyError> {
                 "{shown:?}: TLS parameters need a rediss:// URL"
             )));
         }
-        _ => Client::open(info)
-            .map_err(|e| Error::Config(format!("cannot use Redis URL {shown:?}: {e}")))?,
+        _ => Client::open(info).map_err(|e| {
+            let e = crate::spec::redact_message(url, &e.to_string());
+            Error::Config(format!("cannot use Redis URL {shown:?}: {e}"))
+        })?,
     };
     Ok((client, display))
 }
@@ -810,6 +816,19 @@ mod tests {
         ] {
             assert!(parse_url(fine).is_ok(), "{fine}");
         }
+        // A mistyped URL (`:/`) with a `://` later on: its raw scheme text is not
+        // quoted, and the redacted URL hides the password.
+        let shown = parse_url("redis:/u:s3cret@h/0?x=a://b")
+            .unwrap_err()
+            .to_string();
+        assert!(shown.contains("\"redis:***@h/0?x=a://b\""), "{shown}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        // The driver's message about a parameter that may be a piece of the password
+        // (the user's, if the `@` in the TLS file's path ends the user info).
+        let shown = parse_url("redis://u:pw@h/0?protocol=Xy&tls_ca=/a@b/c")
+            .unwrap_err()
+            .to_string();
+        assert!(!shown.contains("Xy"), "{shown}");
         for bad in ["http://h:1", "h:1", "redis://h:notaport", "redis://"] {
             assert!(
                 matches!(parse_url(bad), Err(Error::Config(_))),
@@ -855,6 +874,18 @@ mod tests {
                 !Meant::leaks_into(&shown(&crate::spec::redact_url(&url))),
                 "{url}"
             );
+            let mistyped = m.mistyped();
+            assert!(
+                !Meant::leaks_into(&shown(&crate::spec::redact_url(&mistyped))),
+                "{mistyped}"
+            );
+            match parse_url(&mistyped) {
+                Err(e) => assert!(
+                    !Meant::leaks_into(&shown(&e.to_string())),
+                    "{mistyped}: {e}"
+                ),
+                Ok((_, display)) => assert!(!Meant::leaks_into(&display), "{mistyped}"),
+            }
             match parse_url(&url) {
                 Err(e) => {
                     assert!(!(m.promised(false) && (tls || !m.param)), "{url}: {e}");
