@@ -1079,7 +1079,8 @@ pub(crate) fn known_over(
     Err(RunError::Usage(if elsewhere.is_empty() {
         format!(
             "unknown strategy {:?}; known: {}",
-            redact_url(spec.name()),
+            // The whole spec: a mistyped URL's "name" may hold a piece of its password.
+            redact_url(strategy.trim()),
             names.join(", ")
         )
     } else {

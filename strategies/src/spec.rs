@@ -267,10 +267,10 @@ fn redact_quoted(message: &str, keep: impl Fn(&str) -> bool) -> String {
 /// `//Xy:7k9@db/app`), and a `[` where no IPv6 address starts (`redis://u[:p]?x=1@h`).
 /// Where the `url` crate reads the URL, so is a reading whose user holds a `/`, `?` or `#`
 /// (`mysql://us/er:pw@h/db` is the host `us` and the database `er:pw@h`), as over
-/// PostgreSQL, and without a password colon before the first `@`, that `@` past a
-/// non-empty host (`redis://us?er@cache/0` is the host `us`; `mysql://h/my@db` may be the
-/// user `h/my` on the host `db`, as `mysql://u:pw@h/my@db` is refused too). Not
-/// ambiguous:
+/// PostgreSQL, and any `@` past a non-empty host with no colon before it
+/// (`redis://us?er@cache/0` is the host `us`; `mysql://h/my@db` may be the user `h/my` on
+/// the host `db`, as `mysql://u:pw@h/my@db` is refused too, and so is `mysql://u@h/my@db`).
+/// Not ambiguous:
 ///
 /// - an `@` the driver keeps inside the user info: a raw `@` in a password that ends at
 ///   the last `@` before the host (`mysql://app:P@ss@db/app`, `redis://:P@ss@h:6379/0`,
@@ -372,14 +372,15 @@ pub(crate) fn userinfo_is_ambiguous(url: &str) -> bool {
     };
     // Without a password colon, an `@` past the `url` crate's host still reads as the end
     // of user info to the user: `redis://us?er@cache/0` is the host `us`, `mysql://h/my@db`
-    // may be meant as the user `h/my`. Not after an empty host (`redis+unix:///a@b.sock`),
+    // may be meant as the user `h/my`, and so may `mysql://u@h/my@db`. Every such `@`
+    // counts, not only the first. Not after an empty host (`redis+unix:///a@b.sock`),
     // which no user info precedes.
     if !postgres
-        && let Some(first) = rest.find('@')
-        && host_end > 0
-        && first > host_end
-        && !rest[..first].contains(':')
-        && !in_a_known_value(first)
+        && host_end > driver_at.map_or(0, |at| at + 1)
+        && rest[host_end..]
+            .match_indices('@')
+            .map(|(i, _)| host_end + i)
+            .any(|at| !rest[..at].contains(':') && !in_a_known_value(at))
     {
         return true;
     }
@@ -991,7 +992,10 @@ fn only_a_name_before_a_url(text: &str) -> bool {
         return false;
     };
     let scheme_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.');
-    let before = text[..at].trim_end_matches(scheme_char);
+    // Leading spaces and control characters are trimmed by the `url` crate too.
+    let before = text[..at]
+        .trim_end_matches(scheme_char)
+        .trim_start_matches(|c: char| c == ' ' || c.is_ascii_control());
     let name = before.strip_suffix([':', '=']).unwrap_or(before);
     // Tabs and line breaks are dropped by the `url` crate (`my\nsql://`).
     name.chars()
@@ -1252,9 +1256,11 @@ impl<C: Connect> Registry<C> {
             Some(entry) => (entry.factory)(&parsed, setup),
             None => {
                 let known: Vec<&str> = self.entries.iter().map(|e| e.name.as_str()).collect();
+                // The whole spec, redacted: a mistyped URL's "name" may hold a piece of
+                // its password (`mysql:/u:pw://x@h` reads as the name `mysql:/u:pw`).
                 Err(Error::Config(format!(
                     "unknown strategy {:?}; known: {}",
-                    redact_url(&parsed.name),
+                    redact_url(spec.trim()),
                     known.join(", ")
                 )))
             }
@@ -1728,6 +1734,11 @@ mod tests {
             // User info: without a user, with a raw `/` or `@` in the password, in a spec
             // whose argument is the URL.
             ("redis://:secret@h:1", "redis://:***@h:1"),
+            // Leading spaces, which the `url` crate trims, hide no user info.
+            (
+                " mysql://root@127.0.0.1:3306/test",
+                " mysql://root@127.0.0.1:3306/test",
+            ),
             ("postgres://u:se/cr@et@h/db", "postgres://u:***@h/db"),
             // A raw `?` or `#` in the password is not a query or a fragment.
             ("postgres://u:pa?ss@h/db", "postgres://u:***@h/db"),
@@ -2091,7 +2102,7 @@ mod tests {
 
     /// The examples of URLs whose user info drivers read differently, each with the
     /// password's pieces a driver would show as the host, user or database.
-    const AMBIGUOUS: [(&str, &[&str]); 46] = [
+    const AMBIGUOUS: [(&str, &[&str]); 49] = [
         // A raw `@` in the password, then a `#`, `/` or `?`: the `url` crate's authority
         // ends there, its user info at the `@` before it, and its host is `ssw0rd`.
         ("redis://:P@ssw0rd#1@cache:6379/0", &["ssw0rd", "P@ss"]),
@@ -2166,6 +2177,10 @@ mod tests {
         ("mysql://h/my@db", &[]),
         ("mysql://h/db?x=a@b", &[]),
         ("redlock://h1,h2/0?x=a@b", &[]),
+        // … and with user info before the host: every `@` past the host counts.
+        ("mysql://u@h/my@db", &[]),
+        ("redis://x@us?er@cache/0", &[]),
+        ("redis://u@h/0#a@b", &[]),
     ];
 
     #[test]
@@ -2491,6 +2506,17 @@ mod tests {
             };
             assert!(unknown.contains("unknown strategy"), "{unknown}");
             assert!(!unknown.contains("hunter2"), "{unknown}");
+            // A mistyped URL whose password holds a `://`: the text before it is no name.
+            for typo in ["mysql:/u:hunter2://x@h/db", "mysql:/u:a://Xy@h"] {
+                let unknown = match Registry::builtin().open(typo, &setup) {
+                    Err(e) => e.to_string(),
+                    Ok(_) => panic!("{typo} is no strategy"),
+                };
+                assert!(unknown.contains("unknown strategy"), "{unknown}");
+                for piece in ["hunter2", ":a\"", "Xy"] {
+                    assert!(!unknown.contains(piece), "{unknown}");
+                }
+            }
         }
     }
 }
