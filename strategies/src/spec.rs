@@ -1524,6 +1524,45 @@ pub(crate) struct Meant {
 
 #[cfg(all(test, any(feature = "redis", feature = "mysql", feature = "postgres")))]
 impl Meant {
+    /// Checks a driver against this URL and its mistyped twin (`mistyped`): no
+    /// redacted URL, identity or message shows a piece of the password, and a URL the
+    /// driver reads, it reads as meant (`read`: user, password, host and port), while
+    /// one it refuses is no URL the docs promise it reads (`over_postgres` picks whose
+    /// promises).
+    pub(crate) fn check_driver<T, E: std::fmt::Display>(
+        &self,
+        over_postgres: bool,
+        parse: impl Fn(&str) -> Result<T, E>,
+        identity: impl Fn(&T) -> String,
+        read: impl Fn(&T) -> (Option<&str>, Option<&[u8]>, String, u16),
+    ) {
+        assert!(!Self::leaks_into(&redact_url(&self.url)), "{self:?}");
+        let mistyped = self.mistyped();
+        assert!(!Self::leaks_into(&redact_url(&mistyped)), "{mistyped}");
+        match parse(&mistyped) {
+            Err(e) => assert!(!Self::leaks_into(&e.to_string()), "{mistyped}: {e}"),
+            Ok(read) => assert!(!Self::leaks_into(&identity(&read)), "{mistyped}"),
+        }
+        match parse(&self.url) {
+            Err(e) => {
+                assert!(!self.promised(over_postgres), "{self:?}: {e}");
+                assert!(!Self::leaks_into(&e.to_string()), "{self:?}: {e}");
+            }
+            Ok(parsed) => {
+                let (user, password, host, port) = read(&parsed);
+                let read = (user.unwrap_or(""), password.unwrap_or(b""), host, port);
+                let meant = (
+                    &*self.user,
+                    self.password.as_bytes(),
+                    self.host.clone(),
+                    self.port,
+                );
+                assert_eq!(read, meant, "{}", self.url);
+                assert!(!Self::leaks_into(&identity(&parsed)), "{self:?}");
+            }
+        }
+    }
+
     /// Whether the docs promise that the check accepts this URL and the driver reads it as
     /// written: over the `url` crate (`postgres` false), a user and a password with no
     /// raw `/`, `?` or `#` (a raw `@`, `:`, `[` or `]` is fine: `mysql://app:P@ss@db/app`,
@@ -2299,32 +2338,19 @@ mod tests {
         use crate::resource::mysql::{identity, parse_url};
         let meant_urls = meant_urls("mysql", 3306, &["?db=", "&dbname="], "socket", &["a@b"]);
         for m in meant_urls {
-            assert!(!Meant::leaks_into(&redact_url(&m.url)), "{m:?}");
-            let mistyped = m.mistyped();
-            assert!(!Meant::leaks_into(&redact_url(&mistyped)), "{mistyped}");
-            match parse_url(&mistyped) {
-                Err(e) => assert!(!Meant::leaks_into(&e.to_string()), "{mistyped}: {e}"),
-                Ok(opts) => assert!(!Meant::leaks_into(&identity(&opts)), "{mistyped}"),
-            }
-            match parse_url(&m.url) {
-                Err(e) => {
-                    assert!(!m.promised(false), "{m:?}: {e}");
-                    assert!(!Meant::leaks_into(&e.to_string()), "{m:?}: {e}");
-                }
-                Ok(opts) => {
-                    let read = (
-                        opts.get_user().unwrap_or(""),
-                        opts.get_pass().unwrap_or(""),
-                        opts.get_ip_or_hostname()
-                            .trim_matches(['[', ']'])
-                            .to_owned(),
-                        opts.get_tcp_port(),
-                    );
-                    let meant = (&*m.user, &*m.password, m.host.clone(), m.port);
-                    assert_eq!(read, meant, "{}", m.url);
-                    assert!(!Meant::leaks_into(&identity(&opts)), "{m:?}");
-                }
-            }
+            m.check_driver(false, parse_url, identity, |opts| {
+                let host = opts
+                    .get_ip_or_hostname()
+                    .trim_matches(['[', ']'])
+                    .to_owned();
+                let (user, password) = (opts.get_user(), opts.get_pass());
+                (
+                    user,
+                    password.map(str::as_bytes),
+                    host.to_owned(),
+                    opts.get_tcp_port(),
+                )
+            });
         }
     }
 
@@ -2390,39 +2416,18 @@ mod tests {
             &["a@b"],
         );
         for m in meant_urls {
-            assert!(!Meant::leaks_into(&redact_url(&m.url)), "{m:?}");
-            let mistyped = m.mistyped();
-            assert!(!Meant::leaks_into(&redact_url(&mistyped)), "{mistyped}");
-            match parse_url(&mistyped) {
-                Err(e) => assert!(!Meant::leaks_into(&e.to_string()), "{mistyped}: {e}"),
-                Ok(config) => assert!(!Meant::leaks_into(&identity(&config)), "{mistyped}"),
-            }
-            match parse_url(&m.url) {
-                Err(e) => {
-                    assert!(!m.promised(true), "{m:?}: {e}");
-                    assert!(!Meant::leaks_into(&e.to_string()), "{m:?}: {e}");
-                }
-                Ok(config) => {
-                    let host = match config.get_hosts() {
-                        [postgres::config::Host::Tcp(host)] => host.clone(),
-                        other => format!("{other:?}"),
-                    };
-                    let read = (
-                        config.get_user().unwrap_or(""),
-                        config.get_password().unwrap_or(b""),
-                        host,
-                        config.get_ports(),
-                    );
-                    let meant = (
-                        &*m.user,
-                        m.password.as_bytes(),
-                        m.host.clone(),
-                        &[m.port][..],
-                    );
-                    assert_eq!(read, meant, "{}", m.url);
-                    assert!(!Meant::leaks_into(&identity(&config)), "{m:?}");
-                }
-            }
+            m.check_driver(true, parse_url, identity, |config| {
+                let host = match config.get_hosts() {
+                    [postgres::config::Host::Tcp(host)] => host.clone(),
+                    other => format!("{other:?}"),
+                };
+                // One port, the meant one, or none that could be.
+                let port = match config.get_ports() {
+                    [port] => *port,
+                    _ => 0,
+                };
+                (config.get_user(), config.get_password(), host, port)
+            });
         }
     }
 
