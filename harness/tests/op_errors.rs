@@ -42,23 +42,38 @@ fn paths(dir: &Path) -> Paths {
     Paths::new(dir, None)
 }
 
+/// The counter workload's versioned records in a SQLite file in `dir`, in rollback-journal
+/// mode (a writer's exclusive lock makes reads busy) with a 10 ms busy timeout.
+fn versioned_counter(
+    dir: &Path,
+) -> (
+    Paths,
+    Tables,
+    Sqlite,
+    turnstile::optimistic::Versions<Sqlite>,
+) {
+    let paths = paths(dir);
+    let tables = Tables::new("").unwrap();
+    let db = Sqlite::new(&paths.db)
+        .wal(false)
+        .busy_timeout(Duration::from_millis(10));
+    let versions = turnstile::optimistic::Versions::new(db.clone())
+        .table(&tables.versions)
+        .unwrap();
+    Workload::Counter
+        .init(&versions, &paths, &tables, 1)
+        .unwrap();
+    (paths, tables, db, versions)
+}
+
 /// `optimistic` over versioned records in a SQLite file in rollback-journal mode: while
 /// another connection holds the file's exclusive lock, the op's read is SQLite's busy,
 /// inside the harness's `OpError::Store`. The strategy reruns it until its budget ends
 /// (`Contended`) instead of failing the op at once.
 #[test]
 fn a_busy_read_inside_an_op_error_is_rerun_under_optimistic() {
-    use turnstile::optimistic::Versions;
     let dir = tempfile::tempdir().unwrap();
-    let paths = paths(dir.path());
-    let tables = Tables::new("").unwrap();
-    let db = Sqlite::new(&paths.db)
-        .wal(false)
-        .busy_timeout(Duration::from_millis(10));
-    let versions = Versions::new(db.clone()).table(&tables.versions).unwrap();
-    Workload::Counter
-        .init(&versions, &paths, &tables, 1)
-        .unwrap();
+    let (paths, tables, db, versions) = versioned_counter(dir.path());
     let setup = Setup::new(versions).timeout(Duration::from_millis(300));
     let strategy = Registry::builtin_versioned()
         .open("optimistic", &setup)
@@ -85,18 +100,9 @@ fn a_busy_read_inside_an_op_error_is_rerun_under_optimistic() {
 #[test]
 fn a_busy_versioned_read_under_a_lock_is_refused_as_busy() {
     use turnstile::TxMode;
-    use turnstile::optimistic::Versions;
     use turnstile_harness::workload::refused_as_busy;
     let dir = tempfile::tempdir().unwrap();
-    let paths = paths(dir.path());
-    let tables = Tables::new("").unwrap();
-    let db = Sqlite::new(&paths.db)
-        .wal(false)
-        .busy_timeout(Duration::from_millis(10));
-    let versions = Versions::new(db.clone()).table(&tables.versions).unwrap();
-    Workload::Counter
-        .init(&versions, &paths, &tables, 1)
-        .unwrap();
+    let (paths, tables, db, versions) = versioned_counter(dir.path());
     let setup = Setup::new(versions.clone()).tx_mode(TxMode::Transaction);
     let strategy = Registry::builtin_versioned().open("mutex", &setup).unwrap();
     let env = env(paths.clone(), tables.clone(), None);
