@@ -36,23 +36,13 @@ mod tests {
     use crate::history::{Event, HistoryWriter, OpInput, OpOutput, Phase};
 
     fn event(op: u64, phase: Phase) -> Event {
+        let invoked = Event::invoke(op, vec!["c0".into()], op * 10, OpInput::Increment);
         Event {
             phase,
-            op,
-            proc: 0,
-            pid: 1,
-            thread: 0,
-            tid: 1,
-            keys: vec!["c0".into()],
             time: op * 10 + u64::from(phase != Phase::Invoke),
             input: (phase == Phase::Invoke).then_some(OpInput::Increment),
             output: (phase == Phase::Ok).then_some(OpOutput::Wrote { value: op as i64 }),
-            enter: None,
-            exit: None,
-            fence: None,
-            error: None,
-            busy: false,
-            settled: false,
+            ..invoked
         }
     }
 
