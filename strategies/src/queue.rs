@@ -210,8 +210,10 @@
 //!   long without waiting for a disk, and its batches gather too.
 //! - Never beyond [`QueueBuilder::max_batch`] ops, nor, under a lock, past the lease's
 //!   [`max_hold`](QueueBuilder::max_hold).
-//! - The estimate of callers in flight forgets a crowd over some 30 commits: a caller
-//!   left alone after a crowd may wait up to half a commit in each of those.
+//! - A wait that runs out drops the estimate of callers in flight to the batch's size,
+//!   or by half: a caller left alone after a crowd of 64 may wait up to half a commit in
+//!   each of its next few (about six) commits. While the crowd is there, each commit's
+//!   count of ops in flight sets the estimate back.
 //! - A batch holds its transaction open while it waits, so other writers to the data
 //!   (another process without the queue; rows a database server has locked for the
 //!   batch) wait that much longer.
@@ -515,6 +517,18 @@ impl Gather {
             .unwrap_or(u32::MAX)
             .min(u32::MAX / Self::ONE);
         self.active = (n * Self::ONE).max(self.active - self.active / 8);
+    }
+
+    /// A batch's wait ran out with `taken` ops: fewer callers came back than the estimate
+    /// said. It drops to what came, or by half: a crowd that left is forgotten within a
+    /// few commits, not the some 30 the decay of [`Gather::committed`] takes, so a caller
+    /// left alone does not wait for it in each of them. While the crowd is still there,
+    /// the next commit's count of ops in flight sets the estimate back.
+    fn missed(&mut self, taken: usize) {
+        let n = u32::try_from(taken)
+            .unwrap_or(u32::MAX)
+            .min(u32::MAX / Self::ONE);
+        self.active = (n * Self::ONE).max(self.active / 2);
     }
 
     /// Until when a batch that began at `began` and has taken `taken` ops waits for
@@ -2401,18 +2415,29 @@ impl<C: Transact> Worker<C> {
     /// on its way back, waited for as [`Gather`] allows; meanwhile the last commit's
     /// callers still asleep are woken one by one.
     fn gather_next(&mut self, began: Instant, taken: usize) -> Option<Box<dyn Job<C>>> {
-        let mut until = self.gather.as_ref()?.until(began, taken)?;
+        let gathered = self.gather.as_ref()?.until(began, taken)?;
         // Under a lease, not past its hold: a job that came later could not start.
         if !self.may_start() {
             return None;
         }
-        if let (Some(_), Some(hold)) = (&self.lease, self.hold_until) {
-            until = until.min(hold);
-        }
+        let until = match (&self.lease, self.hold_until) {
+            (Some(_), Some(hold)) => gathered.min(hold),
+            _ => gathered,
+        };
         match self.queued_or_wake() {
             Ok(job) => Some(job),
             Err(TryRecvError::Disconnected) => None,
-            Err(TryRecvError::Empty) => self.receiver.recv_deadline(until).ok(),
+            Err(TryRecvError::Empty) => match self.receiver.recv_deadline(until) {
+                Ok(job) => Some(job),
+                Err(RecvTimeoutError::Timeout) => {
+                    // A wait the hold cut short says nothing of the estimate.
+                    if let Some(gather) = self.gather.as_mut().filter(|_| until == gathered) {
+                        gather.missed(taken);
+                    }
+                    None
+                }
+                Err(RecvTimeoutError::Disconnected) => None,
+            },
         }
     }
 
@@ -3055,8 +3080,35 @@ mod tests {
             slow.committed(Duration::from_secs(1), 64);
         }
         assert_eq!(slow.until(began, 1), Some(began + MAX_GATHER));
+        // A wait that runs out drops the estimate to what came, or by half: after a crowd
+        // of 64 leaves a lone caller, its batches stop waiting within a few commits, where
+        // the decay alone takes some 30.
+        let mut left = Gather::default();
+        for _ in 0..8 {
+            left.committed(Duration::from_millis(4), 64);
+        }
+        let mut waited = 0;
+        while left.until(began, 1).is_some() {
+            waited += 1;
+            assert!(waited <= 8, "a lone caller waited in {waited} batches");
+            left.missed(1);
+            left.committed(Duration::from_millis(4), 1);
+        }
+        assert!(waited >= 4, "{waited}");
+        // While the crowd is there, a batch that missed a straggler waits again next time:
+        // the commit's count of ops in flight sets the estimate back.
+        let mut crowd = Gather::default();
+        crowd.committed(Duration::from_millis(4), 64);
+        crowd.missed(60);
+        assert_eq!(crowd.until(began, 60), None);
+        crowd.committed(Duration::from_millis(4), 64);
+        assert!(crowd.until(began, 63).is_some());
+        crowd.missed(1);
+        crowd.committed(Duration::from_millis(4), 64);
+        assert!(crowd.until(began, 63).is_some());
         // Absurd samples saturate rather than overflow.
         let mut absurd = Gather::default();
+        absurd.missed(usize::MAX);
         absurd.committed(Duration::MAX, usize::MAX);
         absurd.committed(Duration::MAX, usize::MAX);
         assert!(
