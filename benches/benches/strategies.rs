@@ -57,10 +57,13 @@ fn specs() -> &'static [String] {
             && !list.trim().is_empty()
         {
             // Split as `turnstile compare --strategies`: a spec may hold commas.
-            return turnstile_harness::compare::split_strategies(&list, &registry())
-                .into_iter()
-                .filter(|s| !s.is_empty())
-                .collect();
+            return match turnstile_harness::compare::split_strategies(&list, &registry()) {
+                Ok(specs) => specs.into_iter().filter(|s| !s.is_empty()).collect(),
+                Err(e) => {
+                    eprintln!("TURNSTILE_BENCH_STRATEGIES: {e}");
+                    std::process::exit(2)
+                }
+            };
         }
         default_specs(&Registry::builtin())
     })

@@ -295,12 +295,19 @@ fn compare(args: CompareArgs) -> u8 {
     let mut config = CompareConfig::default();
     config.quick = args.quick;
     config.sync = args.sync;
-    config.strategies = (!args.strategies.is_empty()).then(|| {
-        args.strategies
-            .iter()
-            .flat_map(|list| compare::split_strategies(list, &registry))
-            .collect()
-    });
+    if !args.strategies.is_empty() {
+        let mut specs = Vec::new();
+        for list in &args.strategies {
+            match compare::split_strategies(list, &registry) {
+                Ok(more) => specs.extend(more),
+                Err(e) => {
+                    report::to_stderr(&format!("turnstile compare: {e}"));
+                    return e.exit_code() as u8;
+                }
+            }
+        }
+        config.strategies = Some(specs);
+    }
     config.threads = args.threads.unwrap_or_else(|| {
         if args.quick {
             vec![1, 16, 64]

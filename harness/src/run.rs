@@ -1038,6 +1038,60 @@ pub fn knows(strategy: &str, registry: &Registry<Sqlite>) -> bool {
     })
 }
 
+/// The strategy name the harness knows that `name` most likely misspells: the closest by
+/// edit distance (ignoring case), at most one edit from a name of up to four characters
+/// and two from a longer one; `None` for a name the harness knows as typed, or nothing
+/// that close.
+///
+/// It answers with a known name only, never with the text it was given.
+pub(crate) fn closest_name(name: &str, registry: &Registry<Sqlite>) -> Option<String> {
+    let typed = name.trim();
+    let name = typed.to_ascii_lowercase();
+    // Past this length nothing is within two edits of a known name; this also bounds the work.
+    if name.is_empty() || name.len() > 40 {
+        return None;
+    }
+    let known = registry
+        .names()
+        .map(|(n, _)| n.to_owned())
+        .chain(data::versioned_names().into_iter().map(|(n, _)| n));
+    let (best, distance) = known
+        .map(|n| {
+            let d = edit_distance(&name, &n.to_ascii_lowercase());
+            (n, d)
+        })
+        .min_by_key(|(_, d)| *d)?;
+    let most = if best.len() <= 4 { 1 } else { 2 };
+    (best != typed && distance <= most).then_some(best)
+}
+
+/// Levenshtein distance over bytes (names are ASCII).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, &ca) in a.iter().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (diagonal + usize::from(ca != cb))
+                .min(above + 1)
+                .min(row[j] + 1);
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
+/// ` (did you mean "NAME"?)` when [`closest_name`] finds one, else nothing.
+pub(crate) fn did_you_mean(strategy: &str, registry: &Registry<Sqlite>) -> String {
+    let meant = match Spec::parse(strategy) {
+        Ok(spec) => closest_name(spec.name(), registry),
+        Err(_) => closest_name(strategy, registry),
+    };
+    meant.map_or_else(String::new, |n| format!(" (did you mean {n:?}?)"))
+}
+
 /// Refuses a strategy the harness does not run over `data`, naming those it does (the
 /// registry's own message would leave out the ones over versioned records, `optimistic`).
 /// A spec that does not parse is left to the registry to refuse.
@@ -1078,9 +1132,10 @@ pub(crate) fn known_over(
     let data_kind = kind(data);
     Err(RunError::Usage(if elsewhere.is_empty() {
         format!(
-            "unknown strategy {:?}; known: {}",
+            "unknown strategy {:?}{}; known: {}",
             // The whole spec: a mistyped URL's "name" may hold a piece of its password.
             redact_url(strategy.trim()),
+            did_you_mean(strategy, registry),
             names.join(", ")
         )
     } else {
@@ -1504,6 +1559,41 @@ mod tests {
 
     /// A strategy spec may hold a password (`queue+postgres://…`): `Debug` shows it as
     /// `redact_url` does, in the run's config and in what a worker is told.
+    #[test]
+    fn a_misspelt_strategy_name_finds_the_name_meant_and_nothing_else_does() {
+        let registry = crate::registry();
+        for (typed, meant) in [
+            ("mutx", Some("mutex")),
+            ("Mutex", Some("mutex")),
+            ("mutex", None),
+            ("queu", Some("queue")),
+            ("redsi", Some("redis")),
+            ("rety", Some("retry")),
+            ("file_lock", Some("file-lock")),
+            ("filelock", Some("file-lock")),
+            ("busy-timout", Some("busy-timeout")),
+            ("optimistc", Some("optimistic")),
+            ("xyz", None),
+            ("", None),
+            ("  ", None),
+            ("mux", Some("mutex")),
+            ("cache", None),
+            (
+                "a-name-far-longer-than-any-strategy-name-there-is-at-all",
+                None,
+            ),
+        ] {
+            assert_eq!(
+                closest_name(typed, &registry).as_deref(),
+                meant,
+                "{typed:?}"
+            );
+        }
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("abc", ""), 3);
+    }
+
     #[test]
     fn debug_hides_the_password_of_the_strategy_spec() {
         let mut config = RunConfig::new("queue+postgres://app:hunter2@db/app", Workload::Counter);

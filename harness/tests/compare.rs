@@ -1034,6 +1034,55 @@ fn compare_keeps_the_commas_inside_a_spec() {
     assert!(stderr.contains("empty strategy spec"), "{stderr}");
 }
 
+/// A misspelt strategy name after a spec that may hold commas is refused with the name
+/// meant, not joined to that spec: it would have become part of a lock directory, a host
+/// list or a password. The message does not quote the piece (it may be a password's).
+/// A host so named keeps its place in the list with its port.
+#[test]
+fn compare_refuses_a_misspelt_name_after_a_spec_with_commas() {
+    let dir = tempfile::tempdir().unwrap();
+    let lock_dir = dir.path().join("locks");
+    for list in [
+        format!("file-lock:{},mutx", lock_dir.display()),
+        "mysql://u:a,mutx,b@127.0.0.1:1/db".to_owned(),
+        "redlock://127.0.0.1:1,127.0.0.1:2,queu".to_owned(),
+    ] {
+        let (code, stderr) =
+            status(turnstile().args(["compare", "--no-redis", "--strategies", &list]));
+        assert_eq!(code, Some(2), "{list}: {stderr}");
+        assert!(stderr.contains("did you mean"), "{list}: {stderr}");
+        assert!(
+            !stderr.contains("mutx") && !stderr.contains("queu\""),
+            "{list}: {stderr}"
+        );
+    }
+    assert!(
+        !dir.path().join("locks,mutx").exists() && !lock_dir.exists(),
+        "nothing ran"
+    );
+    // With its port, a host named like a strategy stays in the list (the list then ends
+    // in `mutex:x`, refused once the specs before it were opened).
+    let (code, stderr) = status(turnstile().args([
+        "compare",
+        "--quick",
+        "--no-redis",
+        "--strategies",
+        "redlock://127.0.0.1:1,127.0.0.1:2,mutx:3,mutex:x",
+    ]));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("strategy \"mutex\" takes no argument"),
+        "{stderr}"
+    );
+    // A misspelt name on its own is unknown, and the message says what was meant.
+    let (code, stderr) = status(turnstile().args(["compare", "--strategies", "mutex,mutx"]));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("unknown strategy \"mutx\" (did you mean \"mutex\"?)"),
+        "{stderr}"
+    );
+}
+
 /// An unknown strategy is named by its whole spec, its password hidden.
 #[test]
 fn compare_names_an_unknown_strategy_without_its_password() {

@@ -275,16 +275,26 @@ pub fn default_strategies<'a>(
 /// list at a host named like a strategy (`postgres://u@db1:5432,postgres:5432/app`):
 /// name that host by another name or its address.
 ///
+/// # Errors
+/// [`RunError::Usage`] when a piece that would join the spec before it is a bare word
+/// (letters, digits, `-`, `+`, `_`) one or two edits from a strategy's name: most likely a
+/// misspelt strategy (`file-lock:/srv/locks,mutx`), which would otherwise become part of
+/// a lock directory, a host list or a URL. The message names the comma and the strategy
+/// meant, never the piece (it might be part of a password). A host named so in a list
+/// gets its port (`redlock://h1:6379,mutx:6379`); a comma in a password, `%2C`.
+///
 /// ```
 /// use turnstile_harness::compare::split_strategies;
 ///
 /// let registry = turnstile_harness::registry();
 /// assert_eq!(
-///     split_strategies("mutex,file-lock:/a,b,queue", &registry),
+///     split_strategies("mutex,file-lock:/a,b,queue", &registry)?,
 ///     ["mutex", "file-lock:/a,b", "queue"]
 /// );
+/// assert!(split_strategies("file-lock:/a,mutx", &registry).is_err());
+/// # Ok::<(), turnstile_harness::run::RunError>(())
 /// ```
-pub fn split_strategies(list: &str, registry: &Registry<Sqlite>) -> Vec<String> {
+pub fn split_strategies(list: &str, registry: &Registry<Sqlite>) -> Result<Vec<String>, RunError> {
     let pieces: Vec<&str> = list.split(',').collect();
     let mut specs: Vec<String> = Vec::new();
     for (i, piece) in pieces.iter().enumerate() {
@@ -293,13 +303,34 @@ pub fn split_strategies(list: &str, registry: &Registry<Sqlite>) -> Vec<String> 
             Some(spec)
                 if spec.contains(':') && !last_and_empty && !known_anywhere(piece, registry) =>
             {
+                if let Some(meant) = misspelt_name(piece, registry) {
+                    return Err(RunError::Usage(format!(
+                        "--strategies: the text after comma {i} reads as a misspelt strategy \
+                         name (did you mean {meant:?}?), not as part of the spec before it; \
+                         if it is part of that spec, give a host its port (host:port), or \
+                         write a comma in a password as %2C"
+                    )));
+                }
                 spec.push(',');
                 spec.push_str(piece);
             }
             _ => specs.push((*piece).to_owned()),
         }
     }
-    specs.iter().map(|s| s.trim().to_owned()).collect()
+    Ok(specs.iter().map(|s| s.trim().to_owned()).collect())
+}
+
+/// The strategy name `piece` most likely misspells, when it is a bare word (no `:`, `/`,
+/// `@`, `.`, `=` or space that a host, path, URL or password piece would hold).
+fn misspelt_name(piece: &str, registry: &Registry<Sqlite>) -> Option<String> {
+    let word = piece.trim();
+    let bare = word
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'+' | b'_'));
+    if !bare {
+        return None;
+    }
+    crate::run::closest_name(word, registry)
 }
 
 /// Whether `spec` names a strategy the harness knows over any data.
@@ -397,8 +428,9 @@ pub fn compare(
             skipped.push(redact_url(&spec));
         } else {
             return Err(RunError::Usage(format!(
-                "unknown strategy {:?}; see `turnstile list`",
-                redact_url(&spec)
+                "unknown strategy {:?}{}; see `turnstile list`",
+                redact_url(&spec),
+                crate::run::did_you_mean(&spec, registry)
             )));
         }
     }
@@ -846,7 +878,7 @@ mod tests {
                 &["nosuch://a,b", "racy-version:5"],
             ),
         ] {
-            assert_eq!(split_strategies(list, &registry), specs, "{list}");
+            assert_eq!(split_strategies(list, &registry).unwrap(), specs, "{list}");
         }
     }
 
