@@ -63,7 +63,8 @@ tests, and a shell set up for the tests must not change what a check runs.";
 #[derive(Args)]
 #[command(after_help = COMPARE_ENV)]
 struct CompareArgs {
-    /// A short run (under a minute): fewer ops, threads 1, 16 and 64, no process runs.
+    /// A short run (under a minute): fewer ops, threads 1, 16 and 64, no process runs
+    /// (--ops, --threads and --procs, when given, win).
     #[arg(long)]
     quick: bool,
     /// SQLite synchronous settings to measure, comma-separated: off, normal, full, extra.
@@ -80,8 +81,9 @@ struct CompareArgs {
     /// Threads per process, comma-separated (default 1,4,16,64; 1,16,64 with --quick).
     #[arg(long, value_delimiter = ',')]
     threads: Option<Vec<usize>>,
-    /// Process counts for cross-process strategies, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "4")]
+    /// Process counts for cross-process strategies, comma-separated (default 4; none with
+    /// --quick).
+    #[arg(long, value_delimiter = ',')]
     procs: Vec<usize>,
     /// Ops per setting (default 10000; 2000 with --quick).
     #[arg(long)]
@@ -315,7 +317,7 @@ fn compare(args: CompareArgs) -> u8 {
             vec![1, 4, 16, 64]
         }
     });
-    config.procs = args.procs;
+    config.procs = (!args.procs.is_empty()).then_some(args.procs);
     config.ops = args.ops;
     config.time_limit = args.time_limit_s.map(Duration::from_secs);
     config.workload = args.workload;
@@ -327,6 +329,25 @@ fn compare(args: CompareArgs) -> u8 {
     config.progress = true;
     // The outputs are checked before anything runs: a comparison takes minutes.
     let json = args.json.as_ref().filter(|_| args.from_json.is_none());
+    // Two outputs, or an output and the report read, in one file: one would be lost.
+    let files = [
+        ("--json", json),
+        ("--svg", args.svg.as_ref()),
+        ("--from-json", args.from_json.as_ref()),
+    ];
+    for (i, (flag, path)) in files.iter().enumerate() {
+        for (other, other_path) in &files[i + 1..] {
+            if let (Some(a), Some(b)) = (path, other_path)
+                && turnstile_harness::run::same_file(a, b)
+            {
+                report::to_stderr(&format!(
+                    "turnstile compare: bad usage: {flag} and {other} name one file, {}: one would overwrite the other",
+                    b.display()
+                ));
+                return 2;
+            }
+        }
+    }
     for (flag, path) in [("--json", json), ("--svg", args.svg.as_ref())] {
         if let Some(path) = path
             && let Err(e) = turnstile_harness::run::writable_file(flag, path)
@@ -349,8 +370,7 @@ fn compare(args: CompareArgs) -> u8 {
                 return 2;
             }
         };
-        out(&compare::report::table(&report.results));
-        out(&compare::report::problems(&report));
+        print_report(&report);
         let code = report.exit_code();
         return match &args.svg {
             Some(svg) => finish(code, &[("the chart", svg, compare::chart(&report))]),
@@ -366,6 +386,38 @@ fn compare(args: CompareArgs) -> u8 {
         }
     };
     let report = &comparison.report;
+    print_report(report);
+    if let Some(signal) = comparison.interrupted {
+        let unwritten: Vec<String> = [&args.json, &args.svg]
+            .into_iter()
+            .flatten()
+            .map(|p| p.display().to_string())
+            .collect();
+        report::to_stderr(&format!(
+            "turnstile compare: interrupted by signal {signal}: the table holds the settings that finished{}",
+            if unwritten.is_empty() {
+                String::new()
+            } else {
+                format!("; not written: {}", unwritten.join(", "))
+            }
+        ));
+        return comparison.exit_code() as u8;
+    }
+    let mut outputs = Vec::new();
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(report).unwrap_or_default();
+        outputs.push(("the JSON report", path, json));
+    }
+    if let Some(path) = &args.svg {
+        outputs.push(("the chart", path, compare::chart(report)));
+    }
+    finish(comparison.exit_code(), &outputs)
+}
+
+/// Prints a comparison's table, its data, floors and lock cycles, and its problems: the
+/// same for a run and for a report read back with `--from-json`.
+fn print_report(report: &turnstile_harness::compare::Report) {
+    use turnstile_harness::compare;
     out(&compare::report::table(&report.results));
     if report.data != "sqlite" {
         out(&format!("data: {}\n", report.data));
@@ -398,31 +450,6 @@ fn compare(args: CompareArgs) -> u8 {
         ));
     }
     out(&compare::report::problems(report));
-    if let Some(signal) = comparison.interrupted {
-        let unwritten: Vec<String> = [&args.json, &args.svg]
-            .into_iter()
-            .flatten()
-            .map(|p| p.display().to_string())
-            .collect();
-        report::to_stderr(&format!(
-            "turnstile compare: interrupted by signal {signal}: the table holds the settings that finished{}",
-            if unwritten.is_empty() {
-                String::new()
-            } else {
-                format!("; not written: {}", unwritten.join(", "))
-            }
-        ));
-        return comparison.exit_code() as u8;
-    }
-    let mut outputs = Vec::new();
-    if let Some(path) = &args.json {
-        let json = serde_json::to_string_pretty(report).unwrap_or_default();
-        outputs.push(("the JSON report", path, json));
-    }
-    if let Some(path) = &args.svg {
-        outputs.push(("the chart", path, compare::chart(report)));
-    }
-    finish(comparison.exit_code(), &outputs)
 }
 
 /// How long a run has, after the first signal, to stop and clean up before the command

@@ -315,9 +315,13 @@ impl RunConfig {
         let bad = |m: String| Err(RunError::Usage(m));
         if self.time_limit.is_zero() || self.time_limit > MAX_TIME_LIMIT {
             return bad(format!(
-                "--time-limit-s must be 1..={}, got {:?}",
+                "--time-limit-s must be 1..={}, got {}",
                 MAX_TIME_LIMIT.as_secs(),
-                self.time_limit
+                // In the flag's unit, seconds, when whole (a library caller may give less).
+                match self.time_limit.subsec_nanos() {
+                    0 => self.time_limit.as_secs().to_string(),
+                    _ => format!("{:?}", self.time_limit),
+                }
             ));
         }
         if !(1..=256).contains(&self.threads) {
@@ -356,6 +360,11 @@ impl RunConfig {
                 db.display()
             ));
         }
+        if let Some(db) = &self.db {
+            // A directory that is not there is a typo to report now, not a run that ends
+            // inconclusive because SQLite could not open the file.
+            writable_file("--db", db)?;
+        }
         if let Some(n) = self.nemesis
             && n.kills()
             && !self.workload.survives_kills()
@@ -373,6 +382,32 @@ impl RunConfig {
         }
         Ok(())
     }
+}
+
+/// Whether `a` and `b` name one file: the same path once made absolute and free of links
+/// (for a file not there yet, its directory's), or, for files that exist, the same inode
+/// (a hard link). Paths that cannot be resolved are compared as given.
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    if let (Ok(x), Ok(y)) = (std::fs::metadata(a), std::fs::metadata(b))
+        && (x.dev(), x.ino()) == (y.dev(), y.ino())
+    {
+        return true;
+    }
+    let resolved = |p: &Path| -> PathBuf {
+        if let Ok(real) = p.canonicalize() {
+            return real;
+        }
+        let parent = match p.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        match (parent.canonicalize(), p.file_name()) {
+            (Ok(dir), Some(name)) => dir.join(name),
+            _ => p.to_path_buf(),
+        }
+    };
+    resolved(a) == resolved(b)
 }
 
 /// Checks, before a run, that a file can be written at `path` (the value of `flag`): its

@@ -150,8 +150,7 @@ fn compare_writes_a_table_json_and_svg_with_a_verdict_per_setting() {
         .output()
         .unwrap();
     assert_eq!(rendered.status.code(), Some(0));
-    // The table, then the notes under it (not the floors, which only the run prints).
-    let mut table: String = stdout.lines().take(9).map(|l| format!("{l}\n")).collect();
+    // The table, the floor, then the notes under it, as the run printed them.
     let notes: Vec<&str> = stdout.lines().filter(|l| l.starts_with("note: ")).collect();
     // queue and mutex ran inside SQLite transactions; optimistic is one itself, and the
     // control always runs in autocommit.
@@ -166,11 +165,7 @@ fn compare_writes_a_table_json_and_svg_with_a_verdict_per_setting() {
         Some(1),
         "{report}"
     );
-    for note in notes {
-        table.push_str(note);
-        table.push('\n');
-    }
-    assert_eq!(String::from_utf8_lossy(&rendered.stdout), table);
+    assert_eq!(String::from_utf8_lossy(&rendered.stdout), stdout);
     assert_eq!(std::fs::read_to_string(&again).unwrap(), chart);
 }
 
@@ -418,13 +413,14 @@ fn compare_takes_each_url_flag_from_its_own_environment_variable() {
             &["--strategies", "mutex"],
             3,
         ),
-        // A Redis that is down: its floor is not measured, with a note.
+        // A Redis that is down: its floor is not measured, with a note, and its locks,
+        // which join the list, are inconclusive.
         (
             "--redis",
             "TURNSTILE_COMPARE_REDIS",
             "redis://:env-secret@127.0.0.1:1",
             &["--strategies", "mutex"],
-            0,
+            3,
         ),
         // Servers whose locks join the default strategies, and are out of reach.
         ("--mysql", "TURNSTILE_COMPARE_MYSQL", down_mysql, &[], 3),
@@ -1145,4 +1141,147 @@ fn compare_hides_a_password_parameter_with_an_encoded_name() {
         assert!(!shown.contains(SECRET), "the password shows:\n{shown}");
     }
     assert!(stdout.contains("pass%77ord=***"), "{stdout}");
+}
+
+/// A server given beside `--strategies` is included, its lock and the queue over it after
+/// the strategies named, unless the list already names a lock on it. The report shows
+/// which ran.
+#[test]
+fn compare_includes_a_server_given_beside_the_strategy_list() {
+    use turnstile_harness::conformance::{mysql_url, postgres_url};
+    for (flag, url) in [("--mysql", mysql_url()), ("--postgres", postgres_url())] {
+        let dir = tempfile::tempdir().unwrap();
+        let json = dir.path().join("report.json");
+        stdout_of_success(
+            turnstile()
+                .args(["compare", "--quick", "--no-redis", "--ops", "50"])
+                .args(["--threads", "1", "--strategies", "mutex", flag, &url])
+                .arg("--json")
+                .arg(&json),
+            &format!("{flag}: "),
+        );
+        let first = report(&json);
+        let ran: Vec<&str> = first["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["strategy"].as_str().unwrap())
+            .collect();
+        assert_eq!(ran.len(), 3, "{flag}: {ran:?}");
+        assert_eq!(ran[0], "mutex", "{flag}: {ran:?}");
+        assert!(ran[2].starts_with("queue+"), "{flag}: {ran:?}");
+        // Named in the list: not added a second time, nor its queue.
+        let json = dir.path().join("named.json");
+        stdout_of_success(
+            turnstile()
+                .args(["compare", "--quick", "--no-redis", "--ops", "50"])
+                .args(["--threads", "1", "--strategies", &url, flag, &url])
+                .arg("--json")
+                .arg(&json),
+            &format!("{flag} named: "),
+        );
+        assert_eq!(
+            report(&json)["results"].as_array().unwrap().len(),
+            1,
+            "{flag}"
+        );
+    }
+}
+
+/// An empty server URL (a variable exported empty) is bad usage that names the flag, not
+/// "an empty strategy spec" the user never typed.
+#[test]
+fn compare_refuses_an_empty_server_url_naming_its_flag() {
+    for flag in ["--redis", "--mysql", "--postgres"] {
+        let stderr = refused(&["--strategies", "mutex", flag, " "]);
+        assert!(stderr.contains(&format!("{flag} (or its")), "{stderr}");
+    }
+    let (code, stderr) = status(
+        turnstile()
+            .args(["compare", "--quick", "--strategies", "mutex"])
+            .env("TURNSTILE_COMPARE_MYSQL", ""),
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--mysql (or its"), "{stderr}");
+}
+
+/// Two outputs in one file, or the chart over the report it is drawn from, would lose
+/// one: bad usage, before anything runs. Also through another spelling of the path.
+#[test]
+fn compare_refuses_two_outputs_in_one_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let same = dir.path().join("same.out");
+    let other = dir.path().join(".").join("same.out");
+    let (code, stderr) = status(
+        turnstile()
+            .args(["compare", "--quick", "--no-redis", "--strategies", "mutex"])
+            .arg("--json")
+            .arg(&same)
+            .arg("--svg")
+            .arg(&other),
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--json and --svg name one file"),
+        "{stderr}"
+    );
+    assert!(!same.exists());
+    // A report read back keeps its file: the chart goes elsewhere.
+    let json = dir.path().join("report.json");
+    stdout_of_success(
+        turnstile()
+            .args(["compare", "--quick", "--no-redis", "--ops", "50"])
+            .args(["--threads", "1", "--strategies", "mutex", "--json"])
+            .arg(&json),
+        "a report: ",
+    );
+    let saved = std::fs::read(&json).unwrap();
+    let (code, stderr) = status(
+        turnstile()
+            .args(["compare", "--from-json"])
+            .arg(&json)
+            .arg("--svg")
+            .arg(&json),
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--svg and --from-json name one file"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(&json).unwrap(), saved);
+    // Read back, the report shows its floors as the run did.
+    let shown = stdout_of_success(
+        turnstile().args(["compare", "--from-json"]).arg(&json),
+        "read back: ",
+    );
+    assert!(shown.contains("floor sqlite_commit_1row"), "{shown}");
+}
+
+/// `--procs` given with `--quick` is run: `--quick` only changes the defaults.
+#[test]
+fn compare_quick_runs_the_process_counts_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    stdout_of_success(
+        turnstile()
+            .args(["compare", "--quick", "--no-redis", "--ops", "100"])
+            .args([
+                "--threads",
+                "1",
+                "--procs",
+                "2",
+                "--strategies",
+                "file-lock",
+            ])
+            .arg("--json")
+            .arg(&json),
+        "quick with procs: ",
+    );
+    let procs: Vec<u64> = report(&json)["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["procs"].as_u64().unwrap())
+        .collect();
+    assert_eq!(procs, [1, 2]);
 }

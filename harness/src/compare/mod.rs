@@ -72,8 +72,8 @@ pub struct CompareConfig {
     /// Threads per process. Default 1, 4, 16, 64.
     pub threads: Vec<usize>,
     /// Process counts for strategies that exclude across processes (each also runs in one
-    /// process). Default 4.
-    pub procs: Vec<usize>,
+    /// process); `None`: 4, or none with `quick`.
+    pub procs: Option<Vec<usize>>,
     /// `synchronous` settings. Default `normal`.
     pub sync: Vec<Synchronous>,
     /// The workload. Default `counter`.
@@ -82,7 +82,8 @@ pub struct CompareConfig {
     pub ops: Option<usize>,
     /// Each setting's [`RunConfig::time_limit`]; `None`: its default.
     pub time_limit: Option<Duration>,
-    /// A short run: fewer ops and no process runs.
+    /// A short run: fewer ops and no process runs, unless [`ops`](CompareConfig::ops) or
+    /// [`procs`](CompareConfig::procs) say otherwise.
     pub quick: bool,
     /// A Redis server to include (`redis://…`, or `rediss://…` with the feature
     /// `redis-tls`); `None`: start a private `redis-server` if one is on `PATH`.
@@ -159,7 +160,7 @@ impl Default for CompareConfig {
         CompareConfig {
             strategies: None,
             threads: vec![1, 4, 16, 64],
-            procs: vec![4],
+            procs: None,
             sync: vec![Synchronous::Normal],
             workload: Workload::Counter,
             ops: None,
@@ -243,18 +244,25 @@ pub fn default_strategies<'a>(
     servers: impl IntoIterator<Item = &'a str>,
     registry: &Registry<Sqlite>,
 ) -> Vec<String> {
-    let known = |spec: &str| crate::run::knows(spec, registry);
     // `optimistic` is missing from a harness built without its feature.
     let plain = DEFAULT_STRATEGIES
         .iter()
         .copied()
-        .filter(|spec| known(spec))
+        .filter(|spec| crate::run::knows(spec, registry))
         .chain(servers);
+    server_strategies(plain, registry)
+}
+
+/// Each of `specs`, followed by its `queue+` composition when `registry` knows one.
+fn server_strategies<'a>(
+    specs: impl IntoIterator<Item = &'a str>,
+    registry: &Registry<Sqlite>,
+) -> Vec<String> {
     let mut list = Vec::new();
-    for spec in plain {
+    for spec in specs {
         list.push(spec.to_owned());
         let composed = format!("queue+{spec}");
-        if known(&composed) {
+        if crate::run::knows(&composed, registry) {
             list.push(composed);
         }
     }
@@ -378,8 +386,36 @@ pub fn compare(
     data.check()?;
     let mut private_redis = None;
     let mut redis_url = config.redis.clone();
+    for (flag, url) in [
+        ("--redis", &config.redis),
+        ("--mysql", &config.mysql),
+        ("--postgres", &config.postgres),
+    ] {
+        if url.as_deref().is_some_and(|u| u.trim().is_empty()) {
+            return Err(RunError::Usage(format!(
+                "{flag} (or its TURNSTILE_COMPARE_ variable) is empty: give a server's URL, or leave it out"
+            )));
+        }
+    }
     let strategies: Vec<String> = match &config.strategies {
-        Some(list) => list.clone(),
+        // A server given beside the list is included too, unless the list already names
+        // a lock on it (`--strategies redis://h --redis redis://h` measures that lock,
+        // and the round trip).
+        Some(list) => {
+            let named = |url: &str| {
+                list.iter()
+                    .any(|spec| spec.strip_prefix("queue+").unwrap_or(spec) == url)
+            };
+            let servers = [&config.redis, &config.mysql, &config.postgres]
+                .into_iter()
+                .flatten()
+                .map(String::as_str)
+                .filter(|url| !named(url));
+            list.iter()
+                .cloned()
+                .chain(server_strategies(servers, registry))
+                .collect()
+        }
         None => {
             let redis_runs = runs_over("redis://", data, registry);
             if redis_url.is_none()
@@ -460,7 +496,11 @@ pub fn compare(
     };
 
     let threads = distinct(&config.threads);
-    let procs = distinct(&config.procs);
+    let procs = match &config.procs {
+        Some(procs) => distinct(procs),
+        None if config.quick => Vec::new(),
+        None => vec![4],
+    };
     let ops = config
         .ops
         .unwrap_or(if config.quick { 2000 } else { 10_000 });
@@ -524,7 +564,7 @@ pub fn compare(
                     sync,
                 });
             }
-            if !config.quick && scope.is_some_and(|s| s >= Scope::Processes) {
+            if scope.is_some_and(|s| s >= Scope::Processes) {
                 for &p in procs.iter().filter(|&&p| p > 1) {
                     for &t in &threads {
                         settings.push(Setting {
