@@ -33,10 +33,11 @@
 //! connection that the proxy hands to someone else. When the data lives in the same
 //! PostgreSQL, take the lock *inside the data's own transaction* instead:
 //! `PgXactLocked` runs `BEGIN`, `pg_advisory_xact_lock` for each key (sorted by key),
-//! the op, `COMMIT`. The lock ends with the transaction; if the session dies, the server
-//! rolls the op's writes back with it, so no fence is needed. Its statements run on the
-//! data's own connection (a `postgres::Client` of [`Postgres`]), which has no read
-//! timeout.
+//! the op, `COMMIT`. The locks are taken in one statement, whose `statement_timeout`
+//! bounds all their waits together. The lock ends with the transaction; if the session
+//! dies, the server rolls the op's writes back with it, so no fence is needed. Its
+//! statements run on the data's own connection (a `postgres::Client` of [`Postgres`]),
+//! which has no read timeout.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -97,9 +98,10 @@ pub fn advisory_key(name: &LockName) -> i64 {
 }
 
 /// The longest wait one lock statement is given: `i32::MAX` milliseconds (about 24.8
-/// days), the most PostgreSQL's `lock_timeout` takes (a longer one fails with "value
-/// exceeds integer range"). A deadline further away is waited for in several waits of at
-/// most this long, each one timing out and starting again until the deadline.
+/// days), the most PostgreSQL's `lock_timeout` and `statement_timeout` take (a longer
+/// one fails with "value exceeds integer range"). A deadline further away is waited for
+/// in several waits of at most this long, each one timing out and starting again until
+/// the deadline.
 pub const MAX_LOCK_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
 
 /// How the next lock statement waits for `deadline`.
@@ -107,7 +109,8 @@ pub const MAX_LOCK_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
 enum LockWait {
     /// No time left: try once, without waiting.
     TryOnce,
-    /// `lock_timeout` in milliseconds (0: no limit). `more`: the deadline is further than
+    /// A wait of `ms` milliseconds (0: no limit), the lock statement's `lock_timeout`
+    /// ([`PgXactLocked`]'s: `statement_timeout`). `more`: the deadline is further than
     /// this wait, so its timing out means "wait again", not "the deadline passed".
     Wait { ms: u64, more: bool },
 }
@@ -125,7 +128,7 @@ impl LockWait {
         if ms == 0 {
             return LockWait::TryOnce;
         }
-        // At least 1 ms: `lock_timeout = 0` would mean no limit.
+        // At least 1 ms: a timeout of 0 would mean no limit.
         let cap = chunk.min(MAX_LOCK_TIMEOUT).as_millis().max(1);
         LockWait::Wait {
             ms: u64::try_from(ms.min(cap)).unwrap_or(u64::MAX),
@@ -700,8 +703,8 @@ impl Shared {
 /// Whether the server gave up on a lock statement: a lock wait ran out of its
 /// `lock_timeout`, or the statement of its `statement_timeout`. (The latter's code,
 /// `query_canceled`, is also what a `pg_cancel_backend` of the statement answers: that
-/// too counts as running out, which [`Shared::lock`] takes for a wait to try again, or
-/// the deadline passed.)
+/// too counts as running out, which [`Shared::lock`] and [`PgXactLocked`] take for a
+/// wait to try again, or the deadline passed.)
 fn ran_out(code: Option<&SqlState>) -> bool {
     code.is_some_and(|c| *c == SqlState::LOCK_NOT_AVAILABLE || *c == SqlState::QUERY_CANCELED)
 }
@@ -869,7 +872,9 @@ pub const DEFAULT_XACT_POOL_SIZE: usize = 8;
 /// a [`Serializer`] over [`Postgres`] that works behind transaction-pooling proxies.
 ///
 /// Each call: `BEGIN`, `pg_advisory_xact_lock` for every key (sorted by advisory key, so
-/// two callers cannot deadlock; the wait bounded by `lock_timeout`), the op, `COMMIT`.
+/// two callers cannot deadlock; all in one statement, whose `statement_timeout` bounds
+/// the waits for all of them together, until the deadline), the op, `COMMIT`. The op's
+/// statements get the session's own `lock_timeout` and `statement_timeout` back.
 /// Losing the session aborts the transaction and frees the lock together, so no fence
 /// is needed. Lock keys are [`advisory_key`] of the key inside the database's identity,
 /// so this and [`PostgresLock`] over the same database take the same 64-bit keys (but
@@ -981,24 +986,32 @@ impl PgXactLocked {
             if more {
                 script.push_str("SAVEPOINT turnstile_lock_wait; ");
             }
-            // Save the session's lock_timeout in a transaction-local setting, bound the lock
-            // waits, then restore it for the op's own lock waits.
+            // Save the session's timeouts in transaction-local settings, bound the wait for
+            // all the locks together, then restore them for the op's own statements.
             script.push_str(
-                "SELECT set_config('turnstile.lock_timeout', current_setting('lock_timeout'), true); ",
+                "SELECT set_config('turnstile.lock_timeout', current_setting('lock_timeout'), true),
+                        set_config('turnstile.statement_timeout', current_setting('statement_timeout'), true); ",
             );
-            script.push_str(&format!("SET LOCAL lock_timeout = {ms}; "));
-            for k in keys {
-                script.push_str(&format!("SELECT pg_advisory_xact_lock({k}); "));
-            }
+            // One statement takes every lock, in the order of the array (a function scan
+            // returns its rows in order), so that its `statement_timeout` bounds their
+            // waits together (`lock_timeout` would bound each wait: with several keys held
+            // elsewhere, the last could end several waits past the deadline).
+            let array: Vec<String> = keys.iter().map(i64::to_string).collect();
+            script.push_str(&format!(
+                "SET LOCAL lock_timeout = 0; SET LOCAL statement_timeout = {ms};
+                 SELECT count(pg_advisory_xact_lock(k)) FROM unnest(ARRAY[{}]::bigint[]) AS k; ",
+                array.join(",")
+            ));
             script.push_str(
-                "SELECT set_config('lock_timeout', current_setting('turnstile.lock_timeout'), true)",
+                "SELECT set_config('lock_timeout', current_setting('turnstile.lock_timeout'), true),
+                        set_config('statement_timeout', current_setting('turnstile.statement_timeout'), true)",
             );
             if more {
                 script.push_str("; RELEASE SAVEPOINT turnstile_lock_wait");
             }
             match client.batch_execute(&script) {
                 Ok(()) => return Ok(true),
-                Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
+                Err(e) if ran_out(e.code()) => {
                     if !more {
                         return Ok(false);
                     }
@@ -1504,6 +1517,73 @@ mod tests {
             .and_then(|e| e.code());
         assert_eq!(code, Some(&SqlState::QUERY_CANCELED), "{took:?}, {err:?}");
         assert!(took < READ, "{took:?}");
+    }
+
+    /// Two keys held elsewhere: the first until shortly before the deadline, the second
+    /// past it. The call still ends at its deadline: the waits for both locks are bounded
+    /// together. (With a `lock_timeout` for each wait, the second's would start when the
+    /// first lock is let go and last as long as the whole: about 500 ms too long.)
+    #[test]
+    fn transaction_locks_of_several_keys_are_waited_for_until_the_deadline_in_all() {
+        let db = Postgres::new(&url()).unwrap();
+        let xact = PgXactLocked::new(db.clone());
+        let k1 = Key::new(unique("x")).unwrap();
+        let k2 = Key::new(unique("y")).unwrap();
+        let mut held = [&k1, &k2].map(|k| advisory_key(&LockName::new(db.identity(), k.clone())));
+        held.sort_unstable();
+        let second = hold_for(held[1], Duration::from_millis(2500));
+        let first = hold_for(held[0], Duration::from_millis(500));
+        let wait = Duration::from_millis(600);
+        let start = Instant::now();
+        let err = xact
+            .run_with(&[k1, k2], Wait::Timeout(wait), |_| {
+                Ok::<_, postgres::Error>(())
+            })
+            .unwrap_err();
+        let took = start.elapsed();
+        assert!(matches!(err, Error::Timeout { .. }), "{took:?}, {err:?}");
+        assert!(took < wait + Duration::from_millis(300), "{took:?}");
+        first.join().unwrap();
+        second.join().unwrap();
+    }
+
+    /// The op gets the session's own timeouts (here the URL's) back, not the lock
+    /// statement's: with a deadline in one wait or several (savepoints), without one, and
+    /// with no time left.
+    #[test]
+    fn a_transaction_locks_op_has_the_sessions_timeouts() {
+        let url = url();
+        let sep = if url.contains('?') { '&' } else { '?' };
+        let db = Postgres::new(&format!(
+            "{url}{sep}options=-c%20statement_timeout%3D4321%20-c%20lock_timeout%3D1234"
+        ))
+        .unwrap();
+        for chunk in [MAX_LOCK_TIMEOUT, CHUNK] {
+            let mut xact = PgXactLocked::new(db.clone());
+            xact.chunk = chunk;
+            for wait in [
+                Wait::Timeout(Duration::from_secs(10)),
+                Wait::Forever,
+                Wait::Timeout(Duration::ZERO),
+            ] {
+                let keys = [
+                    Key::new(unique("s")).unwrap(),
+                    Key::new(unique("t")).unwrap(),
+                ];
+                let seen = xact
+                    .run_with(&keys, wait, |db| {
+                        let statement: String = db.query_one("SHOW statement_timeout", &[])?.get(0);
+                        let lock: String = db.query_one("SHOW lock_timeout", &[])?.get(0);
+                        Ok::<_, postgres::Error>((statement, lock))
+                    })
+                    .unwrap();
+                assert_eq!(
+                    seen,
+                    ("4321ms".to_owned(), "1234ms".to_owned()),
+                    "{chunk:?}, {wait:?}"
+                );
+            }
+        }
     }
 
     #[test]
