@@ -13,10 +13,12 @@
 //! and an acquire without a deadline waits in waits of [`WAIT_CHUNK`] (rejoining the
 //! server's queue for the lock after each). While held, the lock connection bumps a
 //! counter row in `turnstile_lock_fences` (one autocommitted upsert), which is the
-//! fencing token; each of its waits for a lock (the row's, locked by maintenance, say)
-//! has a `lock_timeout` of its own, below the read timeout. [`Lease::check`] asks `pg_locks` whether this
-//! session still holds the lock, so a terminated session (`pg_terminate_backend`) is
-//! caught before the op commits.
+//! fencing token. The upsert has a `statement_timeout` of its own, below the read
+//! timeout, which bounds all its waits for locks together (for the row, locked by
+//! maintenance, say; `lock_timeout` would bound each wait, not their sum), and so has
+//! the fence table's creation. [`Lease::check`] asks `pg_locks` whether this session
+//! still holds the lock, so a terminated session (`pg_terminate_backend`) is caught
+//! before the op commits.
 //!
 //! Every statement on a lock connection has a time limit on this side too: the wait it
 //! gives the server, plus a read timeout ([`PostgresLock::read_timeout`], default
@@ -31,10 +33,11 @@
 //! connection that the proxy hands to someone else. When the data lives in the same
 //! PostgreSQL, take the lock *inside the data's own transaction* instead:
 //! `PgXactLocked` runs `BEGIN`, `pg_advisory_xact_lock` for each key (sorted by key),
-//! the op, `COMMIT`. The lock ends with the transaction; if the session dies, the server
-//! rolls the op's writes back with it, so no fence is needed. Its statements run on the
-//! data's own connection (a `postgres::Client` of [`Postgres`]), which has no read
-//! timeout.
+//! the op, `COMMIT`. The locks are taken in one statement, whose `statement_timeout`
+//! bounds all their waits together. The lock ends with the transaction; if the session
+//! dies, the server rolls the op's writes back with it, so no fence is needed. Its
+//! statements run on the data's own connection (a `postgres::Client` of [`Postgres`]),
+//! which has no read timeout.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -95,9 +98,10 @@ pub fn advisory_key(name: &LockName) -> i64 {
 }
 
 /// The longest wait one lock statement is given: `i32::MAX` milliseconds (about 24.8
-/// days), the most PostgreSQL's `lock_timeout` takes (a longer one fails with "value
-/// exceeds integer range"). A deadline further away is waited for in several waits of at
-/// most this long, each one timing out and starting again until the deadline.
+/// days), the most PostgreSQL's `lock_timeout` and `statement_timeout` take (a longer
+/// one fails with "value exceeds integer range"). A deadline further away is waited for
+/// in several waits of at most this long, each one timing out and starting again until
+/// the deadline.
 pub const MAX_LOCK_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
 
 /// How the next lock statement waits for `deadline`.
@@ -105,7 +109,8 @@ pub const MAX_LOCK_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
 enum LockWait {
     /// No time left: try once, without waiting.
     TryOnce,
-    /// `lock_timeout` in milliseconds (0: no limit). `more`: the deadline is further than
+    /// A wait of `ms` milliseconds (0: no limit), the lock statement's `lock_timeout`
+    /// ([`PgXactLocked`]'s: `statement_timeout`). `more`: the deadline is further than
     /// this wait, so its timing out means "wait again", not "the deadline passed".
     Wait { ms: u64, more: bool },
 }
@@ -123,7 +128,7 @@ impl LockWait {
         if ms == 0 {
             return LockWait::TryOnce;
         }
-        // At least 1 ms: `lock_timeout = 0` would mean no limit.
+        // At least 1 ms: a timeout of 0 would mean no limit.
         let cap = chunk.min(MAX_LOCK_TIMEOUT).as_millis().max(1);
         LockWait::Wait {
             ms: u64::try_from(ms.min(cap)).unwrap_or(u64::MAX),
@@ -316,15 +321,16 @@ impl Drop for LockConn {
 /// takes at most the connect timeout. The wait for the lock is bounded by the server
 /// (`lock_timeout`: until the caller's deadline, or [`WAIT_CHUNK`] at a time without
 /// one), and on this side by that wait plus the [read timeout](Self::read_timeout); a
-/// lease's check and release by the read timeout. Each wait of the fence bump for a lock
-/// (its row's, say) is bounded by the server too, below the read timeout (the read
-/// timeout less a margin: half of it, at most 1 s), so the server gives up on it before
-/// this side does; a bump that gave up before the deadline is tried again. That bounds
-/// each wait, not the bump: one upsert may wait several times in a row (for the table,
-/// the row, then the transaction that holds the row), and so in all outlast the read
-/// timeout, when this side closes the connection while the backend, still waiting, keeps
-/// the lock until its waits end. So a server that stops answering but
-/// keeps its connections open (a stopped process, a stalled network path) fails an
+/// lease's check and release by the read timeout. The fence bump, all its waits for
+/// locks together (for the table, the row, then each transaction that holds the row),
+/// is bounded by the server too, below the read timeout (a `statement_timeout` of the
+/// read timeout less a margin: half of it, at most 1 s), so the server gives up on it
+/// before this side does, and the session does not go on waiting with the lock held
+/// after this side gave up; a bump that gave up before the deadline is tried again, one
+/// that gave up after it fails the acquire with [`Error::Timeout`]. The fence table's
+/// creation, on a new connection, has the same bound (its failure is an
+/// [`Error::Unavailable`] whose source is the server's error). So a server that stops
+/// answering but keeps its connections open (a stopped process, a stalled network path) fails an
 /// acquire with [`Error::Unavailable`] at most a read timeout after the caller's deadline
 /// on a lock connection that was open already. An acquire that opens a new one first
 /// spends up to its login (the time left before the deadline, but at least 250 ms, at
@@ -339,9 +345,10 @@ impl Drop for LockConn {
 /// of kind `TimedOut`. The connection is then closed, never used again: the server ends
 /// its session, and frees its lock, once the session's backend reads the close — an idle
 /// one at once, one busy in a statement only once that statement ends (a stopped server:
-/// once it runs again and the statement ends; the lock statement's waits end at the
-/// `lock_timeout`s it set). If the close never arrives, that is once the server's TCP
-/// keepalive gives up on the connection.
+/// once it runs again and the statement ends; the lock statement ends by itself: its
+/// wait for the lock at its `lock_timeout`, its fence bump at its `statement_timeout`).
+/// If the close never arrives, that is once the server's TCP keepalive gives up on the
+/// connection.
 ///
 /// Not bounded here: the op's own connection (a [`Postgres`] resource's
 /// `postgres::Client`, which has no read timeout), nor [`PgXactLocked`], which locks on
@@ -411,10 +418,10 @@ impl PostgresLock {
     /// Sets how long the server may take to answer a statement on a lock connection,
     /// beyond the wait for the lock the statement gave it: a lease's check and release
     /// get this long, the fence table's creation too, and an acquire its wait (until the
-    /// caller's deadline, at most [`WAIT_CHUNK`] without one) plus this long; each wait
-    /// of the fence bump for a lock (its row's, say), inside that, is given less (this
-    /// less a margin: half of it, at most 1 s), so that the server gives up on it first
-    /// (unless the bump waits several times in a row, see [`PostgresLock`]). A statement
+    /// caller's deadline, at most [`WAIT_CHUNK`] without one) plus this long. The fence
+    /// bump, inside that, and the fence table's creation are given less by the server (a
+    /// `statement_timeout` of this less a margin: half of it, at most 1 s, for all their
+    /// waits for locks together), so that the server gives up on them first. A statement
     /// that runs out of it fails (an acquire or a release with [`Error::Unavailable`], a
     /// check with [`Error::LeaseLost`]), and its connection is closed, never used again.
     /// Make it longer than a busy server's slowest answer to these small statements (the
@@ -502,10 +509,17 @@ impl Shared {
         config.connect_timeout(timeout);
         let mut conn = LockConn::open(&config, timeout).map_err(Error::unavailable)?;
         if self.fencing && !self.fence_table_ready.load(Ordering::Acquire) {
+            // Bounded by the server too, as the fence bump is (the table or the catalog
+            // may be locked, by a concurrent creation, say), so that it gives up first:
+            // the backend does not read the close of its connection while it waits.
             let limit = self.read_timeout;
+            let ddl = format!(
+                "SET LOCAL statement_timeout = {}; {FENCE_TABLE}",
+                self.bump_timeout_ms()
+            );
             res::ensure_table_with(
                 |ddl| conn.batch_execute(ddl, limit),
-                FENCE_TABLE,
+                &ddl,
                 StatementError::code,
             )
             .map_err(StatementError::unavailable)?;
@@ -549,17 +563,16 @@ impl Shared {
         }
     }
 
-    /// The `lock_timeout` of the fence bump, in milliseconds: the read timeout less a
-    /// margin (half of it, at most 1 s), at least 1 ms. The bump starts when the lock is
-    /// granted, at the latest at the end of the statement's wait for it, so each wait of
-    /// the bump for a lock (its row's, say) is below the read timeout: the server gives up
-    /// on a single wait before this side gives up on the statement (that wait plus the
-    /// read timeout). Otherwise the client would close the connection while the backend,
-    /// which does not read its socket while it runs a statement, goes on waiting, holding
-    /// the lock. `lock_timeout` bounds each wait, not the statement: an upsert that waits
-    /// several times in a row (for the table, the row, then the transaction that holds
-    /// it) can still outlast the read timeout, and then does just that.
-    fn bump_wait_ms(&self) -> u64 {
+    /// The `statement_timeout` of the fence bump and of the fence table's creation, in
+    /// milliseconds: the read timeout less a margin (half of it, at most 1 s), at least
+    /// 1 ms. The bump starts when the lock is granted, at the latest at the end of the
+    /// statement's wait for it, so the server gives up on the bump, all its waits for
+    /// locks together (for the table, the row, then each transaction that holds the
+    /// row), before this side gives up on the statement (that wait plus the read timeout).
+    /// Otherwise the client would close the connection while the backend, which does not
+    /// read its socket while it runs a statement, goes on waiting, holding the lock.
+    /// (`lock_timeout` would bound each of those waits, not the statement.)
+    fn bump_timeout_ms(&self) -> u64 {
         let margin = (self.read_timeout / 2).min(Duration::from_secs(1));
         let ms = self
             .read_timeout
@@ -591,12 +604,12 @@ impl Shared {
                     || deadline.is_some_and(|at| Instant::now() < at) =>
                 {
                     // The wait ran out before the deadline (the wait for the lock was one
-                    // of several, or the fence bump's own shorter wait for its row ran
-                    // out): wait again. Had the lock been granted and only the fence bump
-                    // timed out, the session would hold it (session locks outlive the
-                    // failed statement), and a second grant would count twice, outliving
-                    // the lease's one unlock: let it go first. A lock connection holds no
-                    // other lock.
+                    // of several, or the fence bump ran out of its own shorter time,
+                    // waiting for its row, say): wait again. Had the lock been granted and
+                    // only the fence bump timed out, the session would hold it (session
+                    // locks outlive the failed statement), and a second grant would count
+                    // twice, outliving the lease's one unlock: let it go first. A lock
+                    // connection holds no other lock.
                     conn.simple_query("SELECT pg_advisory_unlock_all()", self.read_timeout)?;
                     // The unlock may be answered after the deadline: then it has passed,
                     // and another try (a statement with a read timeout of its own) would
@@ -613,9 +626,12 @@ impl Shared {
     /// One wait for the lock and the fence bump, as [`Shared::lock`] answers. Each path is
     /// one round trip of the simple query protocol, whose statements may only contain
     /// numbers computed here (the key is a hash, the timeouts counts of milliseconds),
-    /// never user text. The bump's waits for locks get their own `lock_timeout`
-    /// ([`Shared::bump_wait_ms`]), set on every path: `lock_timeout` bounds each lock
-    /// wait of a statement, and a connection keeps the last one a script set.
+    /// never user text. Its settings are `SET LOCAL`: the statements of one simple query
+    /// run in one (implicit) transaction, and its settings end with it, committed or not,
+    /// so the connection keeps the session's own. The wait for the lock gets a
+    /// `lock_timeout` and no `statement_timeout`; the fence bump a `statement_timeout`
+    /// ([`Shared::bump_timeout_ms`]), which since PostgreSQL 13 applies to each statement
+    /// of a simple query on its own, from its start, and bounds all of its waits together.
     fn lock_once(
         &self,
         conn: &mut LockConn,
@@ -630,7 +646,10 @@ impl Shared {
                     .map(|m| last_value(&m) == Some("t")),
                 LockWait::Wait { ms, .. } => conn
                     .batch_execute(
-                        &format!("SET lock_timeout = {ms}; SELECT pg_advisory_lock({key})"),
+                        &format!(
+                            "SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = {ms};
+                             SELECT pg_advisory_lock({key})"
+                        ),
                         limit,
                     )
                     .map(|()| true),
@@ -646,11 +665,16 @@ impl Shared {
              ON CONFLICT (key) DO UPDATE SET fence = turnstile_lock_fences.fence + 1
              RETURNING fence"
         );
-        let bump_ms = self.bump_wait_ms();
+        // The statement's timeout bounds every wait in it: no `lock_timeout` of its own.
+        let bounded = format!(
+            "SET LOCAL lock_timeout = 0; SET LOCAL statement_timeout = {};",
+            self.bump_timeout_ms()
+        );
         let script = match wait {
-            // No time left: try once, and bump the fence only if that took the lock.
+            // No time left: try once, and bump the fence only if that took the lock, in
+            // one statement.
             LockWait::TryOnce => format!(
-                "SET lock_timeout = {bump_ms};
+                "{bounded}
                  WITH got AS (SELECT pg_try_advisory_lock({key}) AS ok)
                  INSERT INTO turnstile_lock_fences (key, fence)
                      SELECT {key}, 1 FROM got WHERE ok
@@ -660,19 +684,29 @@ impl Shared {
             // The server bounds the wait and wakes us the moment the lock is free.
             LockWait::Wait { ms, .. } => {
                 format!(
-                    "SET lock_timeout = {ms}; SELECT pg_advisory_lock({key});
-                     SET lock_timeout = {bump_ms}; {bump}"
+                    "SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = {ms};
+                     SELECT pg_advisory_lock({key});
+                     {bounded} {bump}"
                 )
             }
         };
         let messages = match conn.simple_query(&script, limit) {
             Ok(messages) => messages,
-            Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => return Ok(None),
+            Err(e) if ran_out(e.code()) => return Ok(None),
             Err(e) => return Err(e),
         };
         let fence = last_value(&messages).and_then(|f| f.parse::<u64>().ok());
         Ok(fence.map(|f| Some(Fence(f))))
     }
+}
+
+/// Whether the server gave up on a lock statement: a lock wait ran out of its
+/// `lock_timeout`, or the statement of its `statement_timeout`. (The latter's code,
+/// `query_canceled`, is also what a `pg_cancel_backend` of the statement answers: that
+/// too counts as running out, which [`Shared::lock`] and [`PgXactLocked`] take for a
+/// wait to try again, or the deadline passed.)
+fn ran_out(code: Option<&SqlState>) -> bool {
+    code.is_some_and(|c| *c == SqlState::LOCK_NOT_AVAILABLE || *c == SqlState::QUERY_CANCELED)
 }
 
 /// The first column of the last row a simple query returned.
@@ -838,7 +872,9 @@ pub const DEFAULT_XACT_POOL_SIZE: usize = 8;
 /// a [`Serializer`] over [`Postgres`] that works behind transaction-pooling proxies.
 ///
 /// Each call: `BEGIN`, `pg_advisory_xact_lock` for every key (sorted by advisory key, so
-/// two callers cannot deadlock; the wait bounded by `lock_timeout`), the op, `COMMIT`.
+/// two callers cannot deadlock; all in one statement, whose `statement_timeout` bounds
+/// the waits for all of them together, until the deadline), the op, `COMMIT`. The op's
+/// statements get the session's own `lock_timeout` and `statement_timeout` back.
 /// Losing the session aborts the transaction and frees the lock together, so no fence
 /// is needed. Lock keys are [`advisory_key`] of the key inside the database's identity,
 /// so this and [`PostgresLock`] over the same database take the same 64-bit keys (but
@@ -950,24 +986,32 @@ impl PgXactLocked {
             if more {
                 script.push_str("SAVEPOINT turnstile_lock_wait; ");
             }
-            // Save the session's lock_timeout in a transaction-local setting, bound the lock
-            // waits, then restore it for the op's own lock waits.
+            // Save the session's timeouts in transaction-local settings, bound the wait for
+            // all the locks together, then restore them for the op's own statements.
             script.push_str(
-                "SELECT set_config('turnstile.lock_timeout', current_setting('lock_timeout'), true); ",
+                "SELECT set_config('turnstile.lock_timeout', current_setting('lock_timeout'), true),
+                        set_config('turnstile.statement_timeout', current_setting('statement_timeout'), true); ",
             );
-            script.push_str(&format!("SET LOCAL lock_timeout = {ms}; "));
-            for k in keys {
-                script.push_str(&format!("SELECT pg_advisory_xact_lock({k}); "));
-            }
+            // One statement takes every lock, in the order of the array (a function scan
+            // returns its rows in order), so that its `statement_timeout` bounds their
+            // waits together (`lock_timeout` would bound each wait: with several keys held
+            // elsewhere, the last could end several waits past the deadline).
+            let array: Vec<String> = keys.iter().map(i64::to_string).collect();
+            script.push_str(&format!(
+                "SET LOCAL lock_timeout = 0; SET LOCAL statement_timeout = {ms};
+                 SELECT count(pg_advisory_xact_lock(k)) FROM unnest(ARRAY[{}]::bigint[]) AS k; ",
+                array.join(",")
+            ));
             script.push_str(
-                "SELECT set_config('lock_timeout', current_setting('turnstile.lock_timeout'), true)",
+                "SELECT set_config('lock_timeout', current_setting('turnstile.lock_timeout'), true),
+                        set_config('statement_timeout', current_setting('turnstile.statement_timeout'), true)",
             );
             if more {
                 script.push_str("; RELEASE SAVEPOINT turnstile_lock_wait");
             }
             match client.batch_execute(&script) {
                 Ok(()) => return Ok(true),
-                Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
+                Err(e) if ran_out(e.code()) => {
                     if !more {
                         return Ok(false);
                     }
@@ -1208,7 +1252,7 @@ mod tests {
         let row_held = Duration::from_millis(2500);
         for chunks in [true, false] {
             let lock = with_read_timeout();
-            assert_eq!(lock.shared.bump_wait_ms(), 1000);
+            assert_eq!(lock.shared.bump_timeout_ms(), 1000);
             let lock = if chunks { chunked(lock) } else { lock };
             let name = LockName::new("chunks", Key::new(unique("f")).unwrap());
             let key = advisory_key(&name);
@@ -1290,9 +1334,9 @@ mod tests {
     /// giving up would say) and its session does not keep the lock (a backend waiting in a
     /// statement does not read the close of its connection).
     ///
-    /// Without the bump's own `lock_timeout`, the bump would wait for the row with the
-    /// wait for the lock (about 5 s) from the grant (4.5 s): this side would give up at
-    /// 7 s (deadline plus read timeout), the backend keep the lock until 9.5 s.
+    /// Without the bump's own time limit, the bump would wait for the row with the wait
+    /// for the lock's `lock_timeout` (about 5 s) from the grant (4.5 s): this side would
+    /// give up at 7 s (deadline plus read timeout), the backend keep the lock until 9.5 s.
     #[test]
     fn a_fence_bump_stuck_on_its_row_gives_up_before_the_client_and_keeps_no_lock() {
         let lock = with_read_timeout();
@@ -1318,9 +1362,8 @@ mod tests {
         holder.join().unwrap();
     }
 
-    /// The same with no time left (`pg_try_advisory_lock`), on a connection that never
-    /// set `lock_timeout` (the server's default, none, is left): the try-once path sets
-    /// the bump's own.
+    /// The same with no time left (`pg_try_advisory_lock` and the bump in one statement):
+    /// the try-once path bounds the bump too.
     #[test]
     fn a_try_once_fence_bump_stuck_on_its_row_keeps_no_lock() {
         let lock = with_read_timeout();
@@ -1348,6 +1391,199 @@ mod tests {
         assert!(lock.shared.idle().is_empty(), "not the kept connection");
         drop(row_done);
         row_holder.join().unwrap();
+    }
+
+    /// Locks the fence row of `key` `FOR SHARE` from `n` sessions, one after the other (a
+    /// writer then waits for their transactions in that order, one wait each), each until
+    /// the instant it is sent (or its sender dropped); answers when all of them hold it.
+    fn share_fence_row(
+        key: i64,
+        n: usize,
+    ) -> Vec<(
+        std::sync::mpsc::Sender<Instant>,
+        std::thread::JoinHandle<()>,
+    )> {
+        (0..n)
+            .map(|_| {
+                let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+                let (until_tx, until_rx) = std::sync::mpsc::channel::<Instant>();
+                let sharer = std::thread::spawn(move || {
+                    let mut admin = admin();
+                    let mut tx = admin.transaction().unwrap();
+                    tx.execute(
+                        "SELECT fence FROM turnstile_lock_fences WHERE key = $1 FOR SHARE",
+                        &[&key],
+                    )
+                    .unwrap();
+                    locked_tx.send(()).unwrap();
+                    if let Ok(until) = until_rx.recv() {
+                        std::thread::sleep(until.saturating_duration_since(Instant::now()));
+                    }
+                    tx.rollback().unwrap();
+                });
+                locked_rx.recv().unwrap();
+                (until_tx, sharer)
+            })
+            .collect()
+    }
+
+    /// The lock is free, but its fence row is shared by five transactions that end 600 ms
+    /// apart: the bump waits for each in turn, every wait shorter than the bump's time
+    /// (1 s), 3 s in all. The server gives up on the bump as a whole before this side
+    /// gives up on the statement, so the acquire times out (not `Unavailable`) and its
+    /// session does not keep the lock.
+    ///
+    /// With a `lock_timeout` of 1 s for each of the bump's waits instead, the bump would
+    /// wait all 3 s: this side would give up at 2.1 s (the deadline, 100 ms, plus the read
+    /// timeout), and the backend, still waiting, keep the lock until 3 s.
+    #[test]
+    fn a_fence_bump_that_waits_several_times_gives_up_as_a_whole_before_the_client() {
+        let lock = with_read_timeout();
+        assert_eq!(lock.shared.bump_timeout_ms(), 1000);
+        let name = LockName::new("bump", Key::new(unique("m")).unwrap());
+        let key = advisory_key(&name);
+        // The fence row exists.
+        drop(lock.acquire(&name, None).unwrap());
+        let sharers = share_fence_row(key, 5);
+        let start = Instant::now();
+        for (i, (until, _)) in (1..).zip(&sharers) {
+            until.send(start + Duration::from_millis(600) * i).unwrap();
+        }
+        let err = lock
+            .acquire(&name, Some(start + Duration::from_millis(100)))
+            .unwrap_err();
+        let took = start.elapsed();
+        // While the row is still shared.
+        assert!(
+            taken_within(key, Duration::from_millis(500)),
+            "the failed acquire's session still holds the lock ({took:?}, {err:?})"
+        );
+        assert!(matches!(err, Error::Timeout { .. }), "{took:?}, {err:?}");
+        assert!(took < READ, "{took:?}");
+        for (_, sharer) in sharers {
+            sharer.join().unwrap();
+        }
+    }
+
+    /// A new lock connection creates the fence table while another session, which has not
+    /// committed yet, creates it too (in a schema of its own, the lock connection's
+    /// `search_path`): the creation waits for that transaction. The server gives up on it
+    /// before this side does: `Unavailable` with the server's error, not a read that timed
+    /// out (after which the backend would go on waiting).
+    #[test]
+    fn a_fence_table_creation_stuck_on_the_catalog_gives_up_before_the_client() {
+        let schema = format!(
+            "turnstile_lock_{}_{:016x}",
+            std::process::id(),
+            fastrand::u64(..)
+        );
+        admin()
+            .batch_execute(&format!("CREATE SCHEMA {schema}"))
+            .unwrap();
+        let (created_tx, created_rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let ddl = FENCE_TABLE.replace(
+            "turnstile_lock_fences",
+            &format!("{schema}.turnstile_lock_fences"),
+        );
+        let creator = std::thread::spawn(move || {
+            let mut admin = admin();
+            let mut tx = admin.transaction().unwrap();
+            tx.batch_execute(&ddl).unwrap();
+            created_tx.send(()).unwrap();
+            let _ = done_rx.recv_timeout(Duration::from_secs(60));
+            tx.rollback().unwrap();
+        });
+        created_rx.recv().unwrap();
+        let url = url();
+        let sep = if url.contains('?') { '&' } else { '?' };
+        let lock = PostgresLock::new(&format!("{url}{sep}options=-c%20search_path%3D{schema}"))
+            .unwrap()
+            .read_timeout(READ)
+            .unwrap();
+        let start = Instant::now();
+        let err = lock.ping().unwrap_err();
+        let took = start.elapsed();
+        drop(done_tx);
+        creator.join().unwrap();
+        admin()
+            .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+            .unwrap();
+        let Error::Unavailable(source) = &err else {
+            panic!("{took:?}, {err:?}");
+        };
+        let code = source
+            .downcast_ref::<postgres::Error>()
+            .and_then(|e| e.code());
+        assert_eq!(code, Some(&SqlState::QUERY_CANCELED), "{took:?}, {err:?}");
+        assert!(took < READ, "{took:?}");
+    }
+
+    /// Two keys held elsewhere: the first until shortly before the deadline, the second
+    /// past it. The call still ends at its deadline: the waits for both locks are bounded
+    /// together. (With a `lock_timeout` for each wait, the second's would start when the
+    /// first lock is let go and last as long as the whole: about 500 ms too long.)
+    #[test]
+    fn transaction_locks_of_several_keys_are_waited_for_until_the_deadline_in_all() {
+        let db = Postgres::new(&url()).unwrap();
+        let xact = PgXactLocked::new(db.clone());
+        let k1 = Key::new(unique("x")).unwrap();
+        let k2 = Key::new(unique("y")).unwrap();
+        let mut held = [&k1, &k2].map(|k| advisory_key(&LockName::new(db.identity(), k.clone())));
+        held.sort_unstable();
+        let second = hold_for(held[1], Duration::from_millis(2500));
+        let first = hold_for(held[0], Duration::from_millis(500));
+        let wait = Duration::from_millis(600);
+        let start = Instant::now();
+        let err = xact
+            .run_with(&[k1, k2], Wait::Timeout(wait), |_| {
+                Ok::<_, postgres::Error>(())
+            })
+            .unwrap_err();
+        let took = start.elapsed();
+        assert!(matches!(err, Error::Timeout { .. }), "{took:?}, {err:?}");
+        assert!(took < wait + Duration::from_millis(300), "{took:?}");
+        first.join().unwrap();
+        second.join().unwrap();
+    }
+
+    /// The op gets the session's own timeouts (here the URL's) back, not the lock
+    /// statement's: with a deadline in one wait or several (savepoints), without one, and
+    /// with no time left.
+    #[test]
+    fn a_transaction_locks_op_has_the_sessions_timeouts() {
+        let url = url();
+        let sep = if url.contains('?') { '&' } else { '?' };
+        let db = Postgres::new(&format!(
+            "{url}{sep}options=-c%20statement_timeout%3D4321%20-c%20lock_timeout%3D1234"
+        ))
+        .unwrap();
+        for chunk in [MAX_LOCK_TIMEOUT, CHUNK] {
+            let mut xact = PgXactLocked::new(db.clone());
+            xact.chunk = chunk;
+            for wait in [
+                Wait::Timeout(Duration::from_secs(10)),
+                Wait::Forever,
+                Wait::Timeout(Duration::ZERO),
+            ] {
+                let keys = [
+                    Key::new(unique("s")).unwrap(),
+                    Key::new(unique("t")).unwrap(),
+                ];
+                let seen = xact
+                    .run_with(&keys, wait, |db| {
+                        let statement: String = db.query_one("SHOW statement_timeout", &[])?.get(0);
+                        let lock: String = db.query_one("SHOW lock_timeout", &[])?.get(0);
+                        Ok::<_, postgres::Error>((statement, lock))
+                    })
+                    .unwrap();
+                assert_eq!(
+                    seen,
+                    ("4321ms".to_owned(), "1234ms".to_owned()),
+                    "{chunk:?}, {wait:?}"
+                );
+            }
+        }
     }
 
     #[test]
