@@ -175,6 +175,18 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// Whether [`redact_url`] hides any byte of `range` of `url` (for text too long to read,
+/// all of it): what is there may be a piece of a password, which no message may show,
+/// nor anything read from it (a value turnstile takes from the query, or its name).
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) fn hides(url: &str, range: std::ops::Range<usize>) -> bool {
+    url_masks(url).is_none_or(|masks| {
+        masks
+            .iter()
+            .any(|m| !m.is_empty() && m.start < range.end && range.start < m.end)
+    })
+}
+
 /// `message` (a driver's error about `url`, which may quote a piece of it), safe to show:
 /// a piece it quotes (`` `…' ``, `` `…` `` or `"…"`) is kept only where the URL as
 /// [`redact_url`] shows it holds that text (as it is or decoded, `+` a blank and `%XX`

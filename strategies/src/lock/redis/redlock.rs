@@ -172,7 +172,9 @@ impl RedlockLock {
     ///
     /// # Errors
     /// [`Error::Config`] when the text is not such a URL, `ttl_ms` is not a whole
-    /// number or is given twice, or its user info is read differently by drivers (as
+    /// number, is given twice or is where the redacted URL does not show it (as
+    /// [`RedisLock::builder_from_url`](super::RedisLock::builder_from_url) refuses it),
+    /// or its user info is read differently by drivers (as
     /// [`RedisLockBuilder::build`](super::RedisLockBuilder::build) refuses it).
     pub fn builder_from_url(url: &str) -> Result<RedlockBuilder, StrategyError> {
         let (url, ttl) = super::take_ttl_ms(url)?;
