@@ -123,7 +123,9 @@ impl fmt::Debug for Spec {
 /// - in other text without `://` (a mistyped URL, `mysq:/u:pw@h/db`, a spec,
 ///   `postgres:u:pw@h/db`, or a spec's argument, `u:pw@h/db`), and in text with one
 ///   where more than a name precedes the first one's scheme (`mysql:/u:pw@h/db?x=a://b`
-///   shows as `mysql:***@h/db?x=a://b`; `pg-xact:postgres://…` is only a name and a URL),
+///   shows as `mysql:***@h/db?x=a://b`), or a name precedes a scheme that no driver of
+///   turnstile's reads (`u:a://b@h`, which may be the user `u` with the password `a://b`,
+///   shows as `u:***@h`; `pg-xact:postgres://…` is only a name and a URL),
 ///   everything from its first `:` (not a port's) to the `@` that ends what looks like
 ///   user info (but a file lock's directory, `file-lock:/srv/a@b`, is kept), and the same
 ///   query parameters.
@@ -997,21 +999,49 @@ fn masks_without_scheme_in(text: &str, outer: bool, masks: &mut Vec<std::ops::Ra
 }
 
 /// Whether `text` has a `://`, and what precedes the first one's scheme (the letters,
-/// digits, `+`, `-` and `.` right before it) is nothing or a name and then at most one
-/// `:` or `=` (`pg-xact:`, `DATABASE_URL=`): no user info.
+/// digits, `+`, `-` and `.` right before it) is nothing, or a name and then at most one
+/// `:` or `=` (`pg-xact:`, `DATABASE_URL=`) before a scheme that turnstile's drivers read
+/// (`postgres`, `mysql`, `redis`, `redlock`, …, also after `queue+`): no user info. Before
+/// another scheme, the `:` after a name may be a password's (`u:a://b@h`, the user `u` with
+/// the password `a://b`).
 fn only_a_name_before_a_url(text: &str) -> bool {
     let Some(at) = text.find("://") else {
         return false;
     };
     let scheme_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.');
-    // Leading spaces and control characters are trimmed by the `url` crate too.
-    let before = text[..at]
-        .trim_end_matches(scheme_char)
-        .trim_start_matches(|c: char| c == ' ' || c.is_ascii_control());
-    let name = before.strip_suffix([':', '=']).unwrap_or(before);
     // Tabs and line breaks are dropped by the `url` crate (`my\nsql://`).
-    name.chars()
-        .all(|c| scheme_char(c) || matches!(c, '_' | '\t' | '\n' | '\r'))
+    let dropped = |c: char| matches!(c, '\t' | '\n' | '\r');
+    let head = text[..at].trim_end_matches(|c| scheme_char(c) || dropped(c));
+    // Leading spaces and control characters are trimmed by the `url` crate too.
+    let before = head.trim_start_matches(|c: char| c == ' ' || c.is_ascii_control());
+    let name = before.strip_suffix([':', '=']).unwrap_or(before);
+    if !name
+        .chars()
+        .all(|c| scheme_char(c) || c == '_' || dropped(c))
+    {
+        return false;
+    }
+    if before.is_empty() {
+        return true;
+    }
+    let scheme: String = text[head.len()..at]
+        .chars()
+        .filter(|&c| !dropped(c))
+        .collect::<String>()
+        .to_ascii_lowercase();
+    let scheme = scheme.strip_prefix("queue+").unwrap_or(&scheme);
+    const DRIVERS: [&str; 9] = [
+        "postgres",
+        "postgresql",
+        "mysql",
+        "redis",
+        "rediss",
+        "redis+unix",
+        "unix",
+        "redlock",
+        "redlocks",
+    ];
+    DRIVERS.contains(&scheme)
 }
 
 /// Masks the value after each `password` or `pass` (any case) followed by `=`, read as a
@@ -1865,6 +1895,20 @@ mod tests {
             ("u:pw@h/db?next=redis://h", "u:***@h/db?next=redis://h"),
             ("mysql:/u:///Xy:7k9@h", "mysql:***@h"),
             ("mysql:/u:a://Xy@h", "mysql:***@h"),
+            // A name, then a `:` and a scheme that no driver reads: the `:` may be a
+            // password's (the user `u`, the password `a://b`). Before a driver's scheme,
+            // it is a name and a URL.
+            ("u:a://b@h", "u:***@h"),
+            ("app:s3cr://et@db/app", "app:***@db/app"),
+            (" app:Pa://ss@db", " app:***@db"),
+            ("pg-xact:postgres://u@h/db", "pg-xact:postgres://u@h/db"),
+            ("x:QUEUE+Postgres://u@h/db", "x:QUEUE+Postgres://u@h/db"),
+            (
+                "x:redis+unix:///run/u@h.sock",
+                "x:redis+unix:///run/u@h.sock",
+            ),
+            ("x:my\nsql://u@h/db", "x:my\nsql://u@h/db"),
+            ("a://b@h", "a://b@h"),
             (
                 "pg-xact:postgres://u:secret@h/db?x=a://b",
                 "pg-xact:postgres://u:***@h/db?x=a://b",
@@ -2524,7 +2568,11 @@ mod tests {
             assert!(unknown.contains("unknown strategy"), "{unknown}");
             assert!(!unknown.contains("hunter2"), "{unknown}");
             // A mistyped URL whose password holds a `://`: the text before it is no name.
-            for typo in ["mysql:/u:hunter2://x@h/db", "mysql:/u:a://Xy@h"] {
+            for typo in [
+                "mysql:/u:hunter2://x@h/db",
+                "mysql:/u:a://Xy@h",
+                "app:Xy://hunter2@db/app",
+            ] {
                 let unknown = match Registry::builtin().open(typo, &setup) {
                     Err(e) => e.to_string(),
                     Ok(_) => panic!("{typo} is no strategy"),
