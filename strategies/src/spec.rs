@@ -81,15 +81,37 @@ impl Spec {
     /// Refuses an argument, for strategies that take none.
     ///
     /// # Errors
-    /// [`Error::Config`] when the spec has an argument (shown as [`redact_url`] shows it).
+    /// [`Error::Config`] when the spec has an argument (shown as [`redact_url`] shows the
+    /// whole spec: `mutex:pw@h` may be the user `mutex` with the password `pw`, so the
+    /// argument shows as `***@h`).
     pub fn expect_no_arg(&self) -> Result<(), StrategyError> {
-        match self.arg() {
-            None => Ok(()),
-            Some(arg) => Err(Error::Config(format!(
-                "strategy {:?} takes no argument (got {:?})",
-                self.name(),
-                redact_url(arg)
-            ))),
+        if self.arg.is_none() {
+            return Ok(());
+        }
+        // Redacted as the whole spec: cut from it, the argument may read otherwise.
+        let whole = redact_url(&self.whole());
+        let shown = match whole.strip_prefix(&format!("{}:", self.name)) {
+            Some(arg) if !self.is_a_url() => arg,
+            _ => &whole,
+        };
+        Err(Error::Config(format!(
+            "strategy {:?} takes no argument (got {shown:?})",
+            self.name(),
+        )))
+    }
+
+    /// Whether the spec is a URL (`scheme://…`), its argument the whole text. (Only a URL's
+    /// argument holds a `://`: text with one is read as a URL.)
+    fn is_a_url(&self) -> bool {
+        self.arg.as_deref().is_some_and(|arg| arg.contains("://"))
+    }
+
+    /// The spec as parsed: the URL, or `name:arg`, or the name.
+    fn whole(&self) -> String {
+        match &self.arg {
+            Some(arg) if self.is_a_url() => arg.clone(),
+            Some(arg) => format!("{}:{arg}", self.name),
+            None => self.name.clone(),
         }
     }
 }
@@ -98,13 +120,8 @@ impl fmt::Debug for Spec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // A URL argument may carry a password, and the cut between name and argument may
         // fall inside it: the spec is redacted whole.
-        let whole = match &self.arg {
-            Some(arg) if arg.contains("://") && arg.starts_with(self.name.as_str()) => arg.clone(),
-            Some(arg) => format!("{}:{arg}", self.name),
-            None => self.name.clone(),
-        };
         f.debug_struct("Spec")
-            .field("spec", &redact_url(&whole))
+            .field("spec", &redact_url(&self.whole()))
             .finish()
     }
 }
@@ -202,10 +219,22 @@ pub(crate) fn redact_message(url: &str, message: &str) -> String {
     let Some(masks) = url_masks(url) else {
         return "[driver message not shown]".to_owned();
     };
+    let shown = masked(url, masks.clone());
+    let decoded = percent_decoded(&shown.replace('+', " "));
+    let out = redact_quoted(message, |piece| {
+        shown.contains(piece) || decoded.contains(piece)
+    });
+    without_secrets(url, &masks, &out)
+}
+
+/// `text` with every piece of what `masks` mask in `url` replaced by `***` where no
+/// letter or digit touches it: each secret whole, and split at `&`, `=`, `/`, `?`, `#`,
+/// `@` and `:`, as it is and decoded.
+fn without_secrets(url: &str, masks: &[std::ops::Range<usize>], text: &str) -> String {
     // Each secret and each piece of one, longest first, so that a secret holding a
     // shorter one goes whole.
     let mut secrets: Vec<String> = Vec::new();
-    for m in &masks {
+    for m in masks {
         let text = &url[m.clone()];
         secrets.push(text.to_owned());
         for piece in text.split(['&', '=', '/', '?', '#', '@', ':']) {
@@ -216,11 +245,7 @@ pub(crate) fn redact_message(url: &str, message: &str) -> String {
     secrets.retain(|secret| !secret.is_empty());
     secrets.sort_by_key(|secret| std::cmp::Reverse(secret.len()));
     secrets.dedup();
-    let shown = masked(url, masks);
-    let decoded = percent_decoded(&shown.replace('+', " "));
-    let mut out = redact_quoted(message, |piece| {
-        shown.contains(piece) || decoded.contains(piece)
-    });
+    let mut out = text.to_owned();
     for secret in &secrets {
         out = replace_token(&out, secret);
     }
@@ -1287,7 +1312,10 @@ impl<C: Connect> Registry<C> {
     /// # Errors
     /// [`Error::Config`] for a bad spec or an unknown name (the message lists the known
     /// ones); whatever the factory returns (an unreachable server is
-    /// [`Error::Unavailable`]).
+    /// [`Error::Unavailable`]). A factory's [`Error::Config`] about an argument cut from
+    /// the spec (`name:arg`) loses every piece of what [`redact_url`] masks in the whole
+    /// spec: `postgres:pw@db/app` may be the user `postgres` with the password `pw`, which
+    /// the argument redacted alone, `pw@db/app`, would show.
     pub fn open(
         &self,
         spec: &str,
@@ -1295,7 +1323,23 @@ impl<C: Connect> Registry<C> {
     ) -> Result<BoxSerializer<C::Resource>, StrategyError> {
         let parsed = Spec::parse(spec)?;
         match self.entries.iter().find(|e| e.name == parsed.name) {
-            Some(entry) => (entry.factory)(&parsed, setup),
+            Some(entry) => (entry.factory)(&parsed, setup).map_err(|e| match e {
+                // The factory saw the argument alone, and its message shows it redacted
+                // alone; but cut from the spec it may read otherwise: `postgres:pw@db/app`
+                // may be the user `postgres` with the password `pw`. What the whole spec's
+                // redaction masks goes from the message too.
+                Error::Config(message) if parsed.arg.is_some() && !parsed.is_a_url() => {
+                    let whole = parsed.whole();
+                    Error::Config(match url_masks(&whole) {
+                        Some(masks) => without_secrets(&whole, &masks, &message),
+                        None => format!(
+                            "strategy {:?} refused its argument (a spec too long to show)",
+                            parsed.name
+                        ),
+                    })
+                }
+                other => other,
+            }),
             None => {
                 let known: Vec<&str> = self.entries.iter().map(|e| e.name.as_str()).collect();
                 // The whole spec, redacted: a mistyped URL's "name" may hold a piece of
@@ -2557,6 +2601,20 @@ mod tests {
         assert!(no_arg.contains("takes no argument"), "{no_arg}");
         assert!(no_arg.contains("mutex://u:***@h/db"), "{no_arg}");
         assert!(!no_arg.contains("hunter2"), "{no_arg}");
+        // Cut from the spec, the argument may read otherwise: `mutex:hunter2@h` may be the
+        // user `mutex` with the password `hunter2`.
+        let no_arg = Spec::parse("mutex:hunter2@h")
+            .unwrap()
+            .expect_no_arg()
+            .unwrap_err()
+            .to_string();
+        assert!(no_arg.contains("(got \"***@h\")"), "{no_arg}");
+        let no_arg = Spec::parse("mutex:/var/x")
+            .unwrap()
+            .expect_no_arg()
+            .unwrap_err()
+            .to_string();
+        assert!(no_arg.contains("(got \"/var/x\")"), "{no_arg}");
         // A spec whose whole text is its name: a connection string given as a strategy.
         #[cfg(feature = "sqlite")]
         {
@@ -2581,6 +2639,27 @@ mod tests {
                 for piece in ["hunter2", ":a\"", "Xy"] {
                     assert!(!unknown.contains(piece), "{unknown}");
                 }
+            }
+            // A known name and then no URL: the name may be the user, the argument its
+            // password and host, which the factory's message shows as it redacts the
+            // argument alone.
+            let mut specs = vec!["mutex:hunter2@h", "retry:hunter2@h"];
+            #[cfg(feature = "redis")]
+            specs.extend(["redis:hunter2@h/0", "redlock:hunter2@h1,h2"]);
+            #[cfg(feature = "postgres")]
+            specs.extend([
+                "postgres:hunter2@db/app",
+                "postgresql:hunter2@127.0.0.1:1/app",
+            ]);
+            #[cfg(feature = "mysql")]
+            specs.push("mysql:hunter2@127.0.0.1:1/app");
+            for spec in specs {
+                let refused = match Registry::builtin().open(spec, &setup) {
+                    Err(e @ Error::Config(_)) => e.to_string(),
+                    Err(e) => panic!("{spec}: {e:?}"),
+                    Ok(_) => panic!("{spec} was opened"),
+                };
+                assert!(!refused.contains("hunter2"), "{spec}: {refused}");
             }
         }
     }
