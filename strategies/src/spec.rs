@@ -162,12 +162,15 @@ impl fmt::Debug for Spec {
 /// path when no `/` follows it in the value (`mysql://u:pw@h/db?user=a@b`). Otherwise it
 /// may, and what precedes it is masked from the first `:`: with a `/` after it, which
 /// may start a host's path (`postgres://u:pw@h/db?application_name=deploy@ci/job` shows
-/// as `postgres://u:***@ci/job`), or in a query right after the host
-/// (`redis://u:pw@h?tls_ca=a@b` shows as `redis://u:***@b`). Elsewhere an `@` may end it, and
-/// what precedes it from the first `:` is masked, digits the `url` crate reads as a port
-/// included (`redis://u:12?x=1@h/0` shows as `redis://u:***@h/0`). A `#` does not end a
-/// query: the PostgreSQL driver reads it as part of a value. After a raw `&` in
-/// a query's password, what follows is masked up to the next parameter a driver knows
+/// as `postgres://u:***@ci/job`, and `mysql://u:pw@h/db?user=a@b/c` as
+/// `mysql://u:***@b/c`), or in a query right after the host (`redis://u:pw@h?tls_ca=a@b`
+/// shows as `redis://u:***@b`). Masking errs there: the check that refuses URLs whose
+/// user info drivers read differently takes such an `@` for the value's, whatever
+/// follows it, as no user info holds `?user=` or `?tls_ca=`. Elsewhere an `@` may end
+/// it, and what precedes it from the first `:` is masked, digits the `url` crate reads as
+/// a port included (`redis://u:12?x=1@h/0` shows as `redis://u:***@h/0`). A `#` does not
+/// end a query: the PostgreSQL driver reads it as part of a value. After a raw `&` in a
+/// query's password, what follows is masked up to the next parameter a driver knows
 /// (`sslmode=`, `db=`, …). A `password=` or `pass=` anywhere is masked, whatever unclosed
 /// quote comes before it. Text longer than 4096 bytes is not shown at all, only its
 /// length.
@@ -322,7 +325,9 @@ fn redact_quoted(message: &str, keep: impl Fn(&str) -> bool) -> String {
 ///   `password`, `socket` and `db_name`; Redis's `tls_ca`, `tls_cert` and `tls_key`, and
 ///   over a Unix socket `user` and `pass`), also after a host and port
 ///   (`mysql://h:3306/db?user=a@b`, `?application_name=deploy@ci/job`,
-///   `?tls_ca=/etc/u@h/ca.pem`): no password holds `?tls_ca=`. Another driver's
+///   `?tls_ca=/etc/u@h/ca.pem`), and whatever follows it in the value, a `/` or another
+///   `@` too (`mysql://h/db?user=a@b/c@d` is the user `a@b/c@d`): no password or user
+///   holds `?tls_ca=` or `?user=`, so the `@` ends no user info. Another driver's
 ///   parameter is no exception (`redis://:P@ss?db=1@cache` would be the host `ss`: `db`
 ///   is a Redis parameter only over a Unix socket);
 /// - without a password colon, an `@` after an empty host, as in a Unix socket's path
@@ -2140,6 +2145,8 @@ mod tests {
             // A password all digits, and one in user info with a query `@` after it.
             ("redis://:1234@h:6379", "redis://:***@h:6379"),
             ("mysql://u:pw@h/db?user=a@b", "mysql://u:***@h/db?user=a@b"),
+            // … but with a `/` after it, it may end user info, and start a host's path.
+            ("mysql://u:pw@h/db?user=a@b/c@d", "mysql://u:***@b/c@d"),
             // Two readings that overlap are one mask.
             ("postgres:password=p@ss", "postgres:***"),
             // A path with an `@` is no user info.
@@ -2385,6 +2392,10 @@ mod tests {
             "rediss://:pw@h:6380/0?tls_ca=/etc/u@h/ca.pem",
             "mysql://u:pw@h?user=a@b",
             "mysql://u:pw@h/db?socket=/run/u@h/mysqld.sock",
+            // … whatever follows it in the value: no user info holds `?user=`.
+            "mysql://h/db?user=a@b/c@d",
+            "mysql://u:pw@h/db?user=a@b/c@d",
+            "mysql://h/db?socket=/run/u@h/mysqld.sock",
             // A PostgreSQL password of digits, or with digits not followed by `/`, `?`
             // or `,`.
             "postgres://u:1234@h/db",
@@ -2436,7 +2447,13 @@ mod tests {
     #[test]
     fn the_mysql_driver_reads_every_accepted_url_as_meant() {
         use crate::resource::mysql::{identity, parse_url};
-        let meant_urls = meant_urls("mysql", 3306, &["?db=", "&dbname="], "socket", &["a@b"]);
+        let meant_urls = meant_urls(
+            "mysql",
+            3306,
+            &["?db=", "&dbname="],
+            "socket",
+            &["a@b", "a@b/c@d"],
+        );
         for m in meant_urls {
             m.check_driver(false, parse_url, identity, |opts| {
                 let host = opts
@@ -2484,6 +2501,19 @@ mod tests {
         assert_eq!(db.identity(), "mysql://u[@h:3306/db");
         let db = crate::resource::MySql::new("mysql://h:3306/db?user=a@b").unwrap();
         assert_eq!(db.identity(), "mysql://a@b@h:3306/db");
+        // An `@` in the value of a parameter the driver knows is the value's, whatever
+        // follows it there.
+        for (url, identity) in [
+            ("mysql://h/db?user=a@b/c@d", "mysql://a@b/c@d@h:3306/db"),
+            (
+                "mysql://u:pw@h/db?user=a@b/c@d",
+                "mysql://a@b/c@d@h:3306/db",
+            ),
+        ] {
+            let db = crate::resource::MySql::new(url).unwrap();
+            assert_eq!(db.opts().get_user(), Some("a@b/c@d"), "{url}");
+            assert_eq!(db.identity(), identity, "{url}");
+        }
         // A raw `@` in the database name, without a password too: `%40` it is.
         let refused = crate::resource::MySql::new("mysql://h/my@db").unwrap_err();
         assert!(refused.to_string().contains("%40"), "{refused}");
@@ -2513,7 +2543,7 @@ mod tests {
             5432,
             &["?db=", "&socket="],
             "application_name",
-            &["a@b"],
+            &["a@b", "a@b/c@d"],
         );
         for m in meant_urls {
             m.check_driver(true, parse_url, identity, |config| {
