@@ -327,9 +327,11 @@ fn redact_quoted(message: &str, keep: impl Fn(&str) -> bool) -> String {
 ///   (`mysql://h:3306/db?user=a@b`, `?application_name=deploy@ci/job`,
 ///   `?tls_ca=/etc/u@h/ca.pem`), and whatever follows it in the value, a `/` or another
 ///   `@` too (`mysql://h/db?user=a@b/c@d` is the user `a@b/c@d`): no password or user
-///   holds `?tls_ca=` or `?user=`, so the `@` ends no user info. Another driver's
-///   parameter is no exception (`redis://:P@ss?db=1@cache` would be the host `ss`: `db`
-///   is a Redis parameter only over a Unix socket);
+///   holds `?tls_ca=` or `?user=`, so the `@` ends no user info; but not past a `#`
+///   where the `url` crate reads the URL, whose query ends there
+///   (`mysql://u:pw@h/db?user=a#x@b` is the user `a`, and `#x@b` its fragment).
+///   Another driver's parameter is no exception (`redis://:P@ss?db=1@cache` would be
+///   the host `ss`: `db` is a Redis parameter only over a Unix socket);
 /// - without a password colon, an `@` after an empty host, as in a Unix socket's path
 ///   (`redis+unix:///run/u@h/redis.sock`).
 ///
@@ -664,12 +666,16 @@ fn userinfo_masks(
 
 /// Which `@`s of `after` (user-info-like text from its first `@`, whose query starts at
 /// `limit`) are in the value of a query parameter the reader knows (`?user=a@b`), with no
-/// `/` or `?` after them before the next `&` (where a host's path or query would start):
-/// asked of `@`s in increasing order, read in one forward pass (asking each `@` anew
-/// would cost time that grows with the square of their number).
+/// `/` or `?` after them before the next `&` (where a host's path or query would start),
+/// and, but over PostgreSQL, no `#` before them (where the `url` crate's fragment starts:
+/// `?user=a#x@b` is the user `a`, and `#x@b` no value): asked of `@`s in increasing
+/// order, read in one forward pass (asking each `@` anew would cost time that grows with
+/// the square of their number).
 struct KnownValues<'a> {
     after: &'a str,
     limit: usize,
+    /// Where a fragment starts: the first `#`, but over PostgreSQL (the length for none).
+    fragment: usize,
     reader: Reader,
     /// How far the text is read for the start of the current parameter.
     scanned: usize,
@@ -683,9 +689,14 @@ struct KnownValues<'a> {
 
 impl<'a> KnownValues<'a> {
     fn new(after: &'a str, limit: usize, reader: Reader) -> Self {
+        let fragment = match reader {
+            Reader::Postgres => None,
+            _ => after.find('#'),
+        };
         KnownValues {
             after,
             limit,
+            fragment: fragment.unwrap_or(after.len()),
             reader,
             scanned: limit + 1,
             param_start: limit + 1,
@@ -698,7 +709,7 @@ impl<'a> KnownValues<'a> {
     fn holds(&mut self, i: usize) -> bool {
         let after = self.after;
         let bytes = after.as_bytes();
-        if i <= self.limit {
+        if i <= self.limit || i > self.fragment {
             return false;
         }
         let delimiter = match self.next_delimiter {
@@ -1804,15 +1815,17 @@ mod tests {
             let host_follows = tail
                 .find(['/', '?', '&'])
                 .is_some_and(|j| tail.as_bytes()[j] != b'&');
+            let in_fragment = reader != Reader::Postgres && after[..i].contains('#');
             i > limit
                 && !host_follows
+                && !in_fragment
                 && after[limit + 1..i]
                     .rsplit('&')
                     .next()
                     .is_some_and(|param| reader.knows_text(param))
         };
         let pieces = [
-            "@", "&", "=", "/", "?", "user", "socket", "tls_ca", "x", "db",
+            "@", "&", "=", "/", "?", "#", "user", "socket", "tls_ca", "x", "db",
         ];
         let mut rng = fastrand::Rng::with_seed(0x6b6e_6f77);
         for n in 0..20_000 {
@@ -1824,7 +1837,12 @@ mod tests {
             let limit = after.find('/').map_or(after.len(), |slash| {
                 after[slash..].find('?').map_or(after.len(), |q| slash + q)
             });
-            let reader = [Reader::MySql, Reader::RedisTcp, Reader::Bare][n % 3];
+            let reader = [
+                Reader::MySql,
+                Reader::RedisTcp,
+                Reader::Bare,
+                Reader::Postgres,
+            ][n % 4];
             let mut known = KnownValues::new(&after, limit, reader);
             for (i, _) in after.match_indices('@') {
                 assert_eq!(
@@ -2147,6 +2165,13 @@ mod tests {
             ("mysql://u:pw@h/db?user=a@b", "mysql://u:***@h/db?user=a@b"),
             // … but with a `/` after it, it may end user info, and start a host's path.
             ("mysql://u:pw@h/db?user=a@b/c@d", "mysql://u:***@b/c@d"),
+            // … and after a `#`, it is in the `url` crate's fragment, not the value.
+            ("mysql://u:pw@h/db?user=a#x@b", "mysql://u:***@b"),
+            // The PostgreSQL driver reads a `#` as part of a value.
+            (
+                "postgres://u:pw@h/db?application_name=a#x@b",
+                "postgres://u:***@h/db?application_name=a#x@b",
+            ),
             // Two readings that overlap are one mask.
             ("postgres:password=p@ss", "postgres:***"),
             // A path with an `@` is no user info.
@@ -2248,7 +2273,7 @@ mod tests {
 
     /// The examples of URLs whose user info drivers read differently, each with the
     /// password's pieces a driver would show as the host, user or database.
-    const AMBIGUOUS: [(&str, &[&str]); 49] = [
+    const AMBIGUOUS: [(&str, &[&str]); 51] = [
         // A raw `@` in the password, then a `#`, `/` or `?`: the `url` crate's authority
         // ends there, its user info at the `@` before it, and its host is `ssw0rd`.
         ("redis://:P@ssw0rd#1@cache:6379/0", &["ssw0rd", "P@ss"]),
@@ -2297,6 +2322,10 @@ mod tests {
         ("redis://:P@ss/0?db=1@cache", &["P@", "ss/0"]),
         ("mysql://app:P@ss?dbname=1@db/app", &["P@", "ss?"]),
         ("postgres://u:pw@h/db?db_name=a@b", &["pw@h"]),
+        // … or in the fragment after a known value (`?user=a#x@b` is the user `a`):
+        // where the `url` crate reads the URL, a `#` ends the query.
+        ("mysql://u:pw@h/db?user=a#x@b", &["pw@h", "#x"]),
+        ("redis://u:pw@h/0?tls_ca=a#x@b", &["pw@h", "#x"]),
         // A `[` that starts no IPv6 address hides no password colon.
         ("redis://[:X/@h", &["X/"]),
         ("redis://u[:p]?x=1@h", &["p]?", "x=1"]),
@@ -2389,6 +2418,7 @@ mod tests {
             "redlock://:P@ss@h1,h2,h3",
             // An `@` in the value of a parameter drivers know, with a `/` after it.
             "postgres://u:pw@h/db?application_name=deploy@ci/job",
+            "postgres://u:pw@h/db?application_name=a#x@b",
             "rediss://:pw@h:6380/0?tls_ca=/etc/u@h/ca.pem",
             "mysql://u:pw@h?user=a@b",
             "mysql://u:pw@h/db?socket=/run/u@h/mysqld.sock",
