@@ -81,15 +81,37 @@ impl Spec {
     /// Refuses an argument, for strategies that take none.
     ///
     /// # Errors
-    /// [`Error::Config`] when the spec has an argument (shown as [`redact_url`] shows it).
+    /// [`Error::Config`] when the spec has an argument (shown as [`redact_url`] shows the
+    /// whole spec: `mutex:pw@h` may be the user `mutex` with the password `pw`, so the
+    /// argument shows as `***@h`).
     pub fn expect_no_arg(&self) -> Result<(), StrategyError> {
-        match self.arg() {
-            None => Ok(()),
-            Some(arg) => Err(Error::Config(format!(
-                "strategy {:?} takes no argument (got {:?})",
-                self.name(),
-                redact_url(arg)
-            ))),
+        if self.arg.is_none() {
+            return Ok(());
+        }
+        // Redacted as the whole spec: cut from it, the argument may read otherwise.
+        let whole = redact_url(&self.whole());
+        let shown = match whole.strip_prefix(&format!("{}:", self.name)) {
+            Some(arg) if !self.is_a_url() => arg,
+            _ => &whole,
+        };
+        Err(Error::Config(format!(
+            "strategy {:?} takes no argument (got {shown:?})",
+            self.name(),
+        )))
+    }
+
+    /// Whether the spec is a URL (`scheme://…`), its argument the whole text. (Only a URL's
+    /// argument holds a `://`: text with one is read as a URL.)
+    fn is_a_url(&self) -> bool {
+        self.arg.as_deref().is_some_and(|arg| arg.contains("://"))
+    }
+
+    /// The spec as parsed: the URL, or `name:arg`, or the name.
+    fn whole(&self) -> String {
+        match &self.arg {
+            Some(arg) if self.is_a_url() => arg.clone(),
+            Some(arg) => format!("{}:{arg}", self.name),
+            None => self.name.clone(),
         }
     }
 }
@@ -98,13 +120,8 @@ impl fmt::Debug for Spec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // A URL argument may carry a password, and the cut between name and argument may
         // fall inside it: the spec is redacted whole.
-        let whole = match &self.arg {
-            Some(arg) if arg.contains("://") && arg.starts_with(self.name.as_str()) => arg.clone(),
-            Some(arg) => format!("{}:{arg}", self.name),
-            None => self.name.clone(),
-        };
         f.debug_struct("Spec")
-            .field("spec", &redact_url(&whole))
+            .field("spec", &redact_url(&self.whole()))
             .finish()
     }
 }
@@ -123,7 +140,9 @@ impl fmt::Debug for Spec {
 /// - in other text without `://` (a mistyped URL, `mysq:/u:pw@h/db`, a spec,
 ///   `postgres:u:pw@h/db`, or a spec's argument, `u:pw@h/db`), and in text with one
 ///   where more than a name precedes the first one's scheme (`mysql:/u:pw@h/db?x=a://b`
-///   shows as `mysql:***@h/db?x=a://b`; `pg-xact:postgres://…` is only a name and a URL),
+///   shows as `mysql:***@h/db?x=a://b`), or a name precedes a scheme that no driver of
+///   turnstile's reads (`u:a://b@h`, which may be the user `u` with the password `a://b`,
+///   shows as `u:***@h`; `pg-xact:postgres://…` is only a name and a URL),
 ///   everything from its first `:` (not a port's) to the `@` that ends what looks like
 ///   user info (but a file lock's directory, `file-lock:/srv/a@b`, is kept), and the same
 ///   query parameters.
@@ -143,12 +162,15 @@ impl fmt::Debug for Spec {
 /// path when no `/` follows it in the value (`mysql://u:pw@h/db?user=a@b`). Otherwise it
 /// may, and what precedes it is masked from the first `:`: with a `/` after it, which
 /// may start a host's path (`postgres://u:pw@h/db?application_name=deploy@ci/job` shows
-/// as `postgres://u:***@ci/job`), or in a query right after the host
-/// (`redis://u:pw@h?tls_ca=a@b` shows as `redis://u:***@b`). Elsewhere an `@` may end it, and
-/// what precedes it from the first `:` is masked, digits the `url` crate reads as a port
-/// included (`redis://u:12?x=1@h/0` shows as `redis://u:***@h/0`). A `#` does not end a
-/// query: the PostgreSQL driver reads it as part of a value. After a raw `&` in
-/// a query's password, what follows is masked up to the next parameter a driver knows
+/// as `postgres://u:***@ci/job`, and `mysql://u:pw@h/db?user=a@b/c` as
+/// `mysql://u:***@b/c`), or in a query right after the host (`redis://u:pw@h?tls_ca=a@b`
+/// shows as `redis://u:***@b`). Masking errs there: the check that refuses URLs whose
+/// user info drivers read differently takes such an `@` for the value's, whatever
+/// follows it, as no user info holds `?user=` or `?tls_ca=`. Elsewhere an `@` may end
+/// it, and what precedes it from the first `:` is masked, digits the `url` crate reads as
+/// a port included (`redis://u:12?x=1@h/0` shows as `redis://u:***@h/0`). A `#` does not
+/// end a query: the PostgreSQL driver reads it as part of a value. After a raw `&` in a
+/// query's password, what follows is masked up to the next parameter a driver knows
 /// (`sslmode=`, `db=`, …). A `password=` or `pass=` anywhere is masked, whatever unclosed
 /// quote comes before it. Text longer than 4096 bytes is not shown at all, only its
 /// length.
@@ -175,6 +197,18 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// Whether [`redact_url`] hides any byte of `range` of `url` (for text too long to read,
+/// all of it): what is there may be a piece of a password, which no message may show,
+/// nor anything read from it (a value turnstile takes from the query, or its name).
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) fn hides(url: &str, range: std::ops::Range<usize>) -> bool {
+    url_masks(url).is_none_or(|masks| {
+        masks
+            .iter()
+            .any(|m| !m.is_empty() && m.start < range.end && range.start < m.end)
+    })
+}
+
 /// `message` (a driver's error about `url`, which may quote a piece of it), safe to show:
 /// a piece it quotes (`` `…' ``, `` `…` `` or `"…"`) is kept only where the URL as
 /// [`redact_url`] shows it holds that text (as it is or decoded, `+` a blank and `%XX`
@@ -188,10 +222,22 @@ pub(crate) fn redact_message(url: &str, message: &str) -> String {
     let Some(masks) = url_masks(url) else {
         return "[driver message not shown]".to_owned();
     };
+    let shown = masked(url, masks.clone());
+    let decoded = percent_decoded(&shown.replace('+', " "));
+    let out = redact_quoted(message, |piece| {
+        shown.contains(piece) || decoded.contains(piece)
+    });
+    without_secrets(url, &masks, &out)
+}
+
+/// `text` with every piece of what `masks` mask in `url` replaced by `***` where no
+/// letter or digit touches it: each secret whole, and split at `&`, `=`, `/`, `?`, `#`,
+/// `@` and `:`, as it is and decoded.
+fn without_secrets(url: &str, masks: &[std::ops::Range<usize>], text: &str) -> String {
     // Each secret and each piece of one, longest first, so that a secret holding a
     // shorter one goes whole.
     let mut secrets: Vec<String> = Vec::new();
-    for m in &masks {
+    for m in masks {
         let text = &url[m.clone()];
         secrets.push(text.to_owned());
         for piece in text.split(['&', '=', '/', '?', '#', '@', ':']) {
@@ -202,11 +248,7 @@ pub(crate) fn redact_message(url: &str, message: &str) -> String {
     secrets.retain(|secret| !secret.is_empty());
     secrets.sort_by_key(|secret| std::cmp::Reverse(secret.len()));
     secrets.dedup();
-    let shown = masked(url, masks);
-    let decoded = percent_decoded(&shown.replace('+', " "));
-    let mut out = redact_quoted(message, |piece| {
-        shown.contains(piece) || decoded.contains(piece)
-    });
+    let mut out = text.to_owned();
     for secret in &secrets {
         out = replace_token(&out, secret);
     }
@@ -283,9 +325,13 @@ fn redact_quoted(message: &str, keep: impl Fn(&str) -> bool) -> String {
 ///   `password`, `socket` and `db_name`; Redis's `tls_ca`, `tls_cert` and `tls_key`, and
 ///   over a Unix socket `user` and `pass`), also after a host and port
 ///   (`mysql://h:3306/db?user=a@b`, `?application_name=deploy@ci/job`,
-///   `?tls_ca=/etc/u@h/ca.pem`): no password holds `?tls_ca=`. Another driver's
-///   parameter is no exception (`redis://:P@ss?db=1@cache` would be the host `ss`: `db`
-///   is a Redis parameter only over a Unix socket);
+///   `?tls_ca=/etc/u@h/ca.pem`), and whatever follows it in the value, a `/` or another
+///   `@` too (`mysql://h/db?user=a@b/c@d` is the user `a@b/c@d`): no password or user
+///   holds `?tls_ca=` or `?user=`, so the `@` ends no user info; but not past a `#`
+///   where the `url` crate reads the URL, whose query ends there
+///   (`mysql://u:pw@h/db?user=a#x@b` is the user `a`, and `#x@b` its fragment).
+///   Another driver's parameter is no exception (`redis://:P@ss?db=1@cache` would be
+///   the host `ss`: `db` is a Redis parameter only over a Unix socket);
 /// - without a password colon, an `@` after an empty host, as in a Unix socket's path
 ///   (`redis+unix:///run/u@h/redis.sock`).
 ///
@@ -620,12 +666,16 @@ fn userinfo_masks(
 
 /// Which `@`s of `after` (user-info-like text from its first `@`, whose query starts at
 /// `limit`) are in the value of a query parameter the reader knows (`?user=a@b`), with no
-/// `/` or `?` after them before the next `&` (where a host's path or query would start):
-/// asked of `@`s in increasing order, read in one forward pass (asking each `@` anew
-/// would cost time that grows with the square of their number).
+/// `/` or `?` after them before the next `&` (where a host's path or query would start),
+/// and, but over PostgreSQL, no `#` before them (where the `url` crate's fragment starts:
+/// `?user=a#x@b` is the user `a`, and `#x@b` no value): asked of `@`s in increasing
+/// order, read in one forward pass (asking each `@` anew would cost time that grows with
+/// the square of their number).
 struct KnownValues<'a> {
     after: &'a str,
     limit: usize,
+    /// Where a fragment starts: the first `#`, but over PostgreSQL (the length for none).
+    fragment: usize,
     reader: Reader,
     /// How far the text is read for the start of the current parameter.
     scanned: usize,
@@ -639,9 +689,14 @@ struct KnownValues<'a> {
 
 impl<'a> KnownValues<'a> {
     fn new(after: &'a str, limit: usize, reader: Reader) -> Self {
+        let fragment = match reader {
+            Reader::Postgres => None,
+            _ => after.find('#'),
+        };
         KnownValues {
             after,
             limit,
+            fragment: fragment.unwrap_or(after.len()),
             reader,
             scanned: limit + 1,
             param_start: limit + 1,
@@ -654,7 +709,7 @@ impl<'a> KnownValues<'a> {
     fn holds(&mut self, i: usize) -> bool {
         let after = self.after;
         let bytes = after.as_bytes();
-        if i <= self.limit {
+        if i <= self.limit || i > self.fragment {
             return false;
         }
         let delimiter = match self.next_delimiter {
@@ -985,21 +1040,49 @@ fn masks_without_scheme_in(text: &str, outer: bool, masks: &mut Vec<std::ops::Ra
 }
 
 /// Whether `text` has a `://`, and what precedes the first one's scheme (the letters,
-/// digits, `+`, `-` and `.` right before it) is nothing or a name and then at most one
-/// `:` or `=` (`pg-xact:`, `DATABASE_URL=`): no user info.
+/// digits, `+`, `-` and `.` right before it) is nothing, or a name and then at most one
+/// `:` or `=` (`pg-xact:`, `DATABASE_URL=`) before a scheme that turnstile's drivers read
+/// (`postgres`, `mysql`, `redis`, `redlock`, …, also after `queue+`): no user info. Before
+/// another scheme, the `:` after a name may be a password's (`u:a://b@h`, the user `u` with
+/// the password `a://b`).
 fn only_a_name_before_a_url(text: &str) -> bool {
     let Some(at) = text.find("://") else {
         return false;
     };
     let scheme_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.');
-    // Leading spaces and control characters are trimmed by the `url` crate too.
-    let before = text[..at]
-        .trim_end_matches(scheme_char)
-        .trim_start_matches(|c: char| c == ' ' || c.is_ascii_control());
-    let name = before.strip_suffix([':', '=']).unwrap_or(before);
     // Tabs and line breaks are dropped by the `url` crate (`my\nsql://`).
-    name.chars()
-        .all(|c| scheme_char(c) || matches!(c, '_' | '\t' | '\n' | '\r'))
+    let dropped = |c: char| matches!(c, '\t' | '\n' | '\r');
+    let head = text[..at].trim_end_matches(|c| scheme_char(c) || dropped(c));
+    // Leading spaces and control characters are trimmed by the `url` crate too.
+    let before = head.trim_start_matches(|c: char| c == ' ' || c.is_ascii_control());
+    let name = before.strip_suffix([':', '=']).unwrap_or(before);
+    if !name
+        .chars()
+        .all(|c| scheme_char(c) || c == '_' || dropped(c))
+    {
+        return false;
+    }
+    if before.is_empty() {
+        return true;
+    }
+    let scheme: String = text[head.len()..at]
+        .chars()
+        .filter(|&c| !dropped(c))
+        .collect::<String>()
+        .to_ascii_lowercase();
+    let scheme = scheme.strip_prefix("queue+").unwrap_or(&scheme);
+    const DRIVERS: [&str; 9] = [
+        "postgres",
+        "postgresql",
+        "mysql",
+        "redis",
+        "rediss",
+        "redis+unix",
+        "unix",
+        "redlock",
+        "redlocks",
+    ];
+    DRIVERS.contains(&scheme)
 }
 
 /// Masks the value after each `password` or `pass` (any case) followed by `=`, read as a
@@ -1245,7 +1328,10 @@ impl<C: Connect> Registry<C> {
     /// # Errors
     /// [`Error::Config`] for a bad spec or an unknown name (the message lists the known
     /// ones); whatever the factory returns (an unreachable server is
-    /// [`Error::Unavailable`]).
+    /// [`Error::Unavailable`]). A factory's [`Error::Config`] about an argument cut from
+    /// the spec (`name:arg`) loses every piece of what [`redact_url`] masks in the whole
+    /// spec: `postgres:pw@db/app` may be the user `postgres` with the password `pw`, which
+    /// the argument redacted alone, `pw@db/app`, would show.
     pub fn open(
         &self,
         spec: &str,
@@ -1253,7 +1339,23 @@ impl<C: Connect> Registry<C> {
     ) -> Result<BoxSerializer<C::Resource>, StrategyError> {
         let parsed = Spec::parse(spec)?;
         match self.entries.iter().find(|e| e.name == parsed.name) {
-            Some(entry) => (entry.factory)(&parsed, setup),
+            Some(entry) => (entry.factory)(&parsed, setup).map_err(|e| match e {
+                // The factory saw the argument alone, and its message shows it redacted
+                // alone; but cut from the spec it may read otherwise: `postgres:pw@db/app`
+                // may be the user `postgres` with the password `pw`. What the whole spec's
+                // redaction masks goes from the message too.
+                Error::Config(message) if parsed.arg.is_some() && !parsed.is_a_url() => {
+                    let whole = parsed.whole();
+                    Error::Config(match url_masks(&whole) {
+                        Some(masks) => without_secrets(&whole, &masks, &message),
+                        None => format!(
+                            "strategy {:?} refused its argument (a spec too long to show)",
+                            parsed.name
+                        ),
+                    })
+                }
+                other => other,
+            }),
             None => {
                 let known: Vec<&str> = self.entries.iter().map(|e| e.name.as_str()).collect();
                 // The whole spec, redacted: a mistyped URL's "name" may hold a piece of
@@ -1713,15 +1815,17 @@ mod tests {
             let host_follows = tail
                 .find(['/', '?', '&'])
                 .is_some_and(|j| tail.as_bytes()[j] != b'&');
+            let in_fragment = reader != Reader::Postgres && after[..i].contains('#');
             i > limit
                 && !host_follows
+                && !in_fragment
                 && after[limit + 1..i]
                     .rsplit('&')
                     .next()
                     .is_some_and(|param| reader.knows_text(param))
         };
         let pieces = [
-            "@", "&", "=", "/", "?", "user", "socket", "tls_ca", "x", "db",
+            "@", "&", "=", "/", "?", "#", "user", "socket", "tls_ca", "x", "db",
         ];
         let mut rng = fastrand::Rng::with_seed(0x6b6e_6f77);
         for n in 0..20_000 {
@@ -1733,7 +1837,12 @@ mod tests {
             let limit = after.find('/').map_or(after.len(), |slash| {
                 after[slash..].find('?').map_or(after.len(), |q| slash + q)
             });
-            let reader = [Reader::MySql, Reader::RedisTcp, Reader::Bare][n % 3];
+            let reader = [
+                Reader::MySql,
+                Reader::RedisTcp,
+                Reader::Bare,
+                Reader::Postgres,
+            ][n % 4];
             let mut known = KnownValues::new(&after, limit, reader);
             for (i, _) in after.match_indices('@') {
                 assert_eq!(
@@ -1853,6 +1962,20 @@ mod tests {
             ("u:pw@h/db?next=redis://h", "u:***@h/db?next=redis://h"),
             ("mysql:/u:///Xy:7k9@h", "mysql:***@h"),
             ("mysql:/u:a://Xy@h", "mysql:***@h"),
+            // A name, then a `:` and a scheme that no driver reads: the `:` may be a
+            // password's (the user `u`, the password `a://b`). Before a driver's scheme,
+            // it is a name and a URL.
+            ("u:a://b@h", "u:***@h"),
+            ("app:s3cr://et@db/app", "app:***@db/app"),
+            (" app:Pa://ss@db", " app:***@db"),
+            ("pg-xact:postgres://u@h/db", "pg-xact:postgres://u@h/db"),
+            ("x:QUEUE+Postgres://u@h/db", "x:QUEUE+Postgres://u@h/db"),
+            (
+                "x:redis+unix:///run/u@h.sock",
+                "x:redis+unix:///run/u@h.sock",
+            ),
+            ("x:my\nsql://u@h/db", "x:my\nsql://u@h/db"),
+            ("a://b@h", "a://b@h"),
             (
                 "pg-xact:postgres://u:secret@h/db?x=a://b",
                 "pg-xact:postgres://u:***@h/db?x=a://b",
@@ -2040,6 +2163,15 @@ mod tests {
             // A password all digits, and one in user info with a query `@` after it.
             ("redis://:1234@h:6379", "redis://:***@h:6379"),
             ("mysql://u:pw@h/db?user=a@b", "mysql://u:***@h/db?user=a@b"),
+            // … but with a `/` after it, it may end user info, and start a host's path.
+            ("mysql://u:pw@h/db?user=a@b/c@d", "mysql://u:***@b/c@d"),
+            // … and after a `#`, it is in the `url` crate's fragment, not the value.
+            ("mysql://u:pw@h/db?user=a#x@b", "mysql://u:***@b"),
+            // The PostgreSQL driver reads a `#` as part of a value.
+            (
+                "postgres://u:pw@h/db?application_name=a#x@b",
+                "postgres://u:***@h/db?application_name=a#x@b",
+            ),
             // Two readings that overlap are one mask.
             ("postgres:password=p@ss", "postgres:***"),
             // A path with an `@` is no user info.
@@ -2141,7 +2273,7 @@ mod tests {
 
     /// The examples of URLs whose user info drivers read differently, each with the
     /// password's pieces a driver would show as the host, user or database.
-    const AMBIGUOUS: [(&str, &[&str]); 49] = [
+    const AMBIGUOUS: [(&str, &[&str]); 51] = [
         // A raw `@` in the password, then a `#`, `/` or `?`: the `url` crate's authority
         // ends there, its user info at the `@` before it, and its host is `ssw0rd`.
         ("redis://:P@ssw0rd#1@cache:6379/0", &["ssw0rd", "P@ss"]),
@@ -2190,6 +2322,10 @@ mod tests {
         ("redis://:P@ss/0?db=1@cache", &["P@", "ss/0"]),
         ("mysql://app:P@ss?dbname=1@db/app", &["P@", "ss?"]),
         ("postgres://u:pw@h/db?db_name=a@b", &["pw@h"]),
+        // … or in the fragment after a known value (`?user=a#x@b` is the user `a`):
+        // where the `url` crate reads the URL, a `#` ends the query.
+        ("mysql://u:pw@h/db?user=a#x@b", &["pw@h", "#x"]),
+        ("redis://u:pw@h/0?tls_ca=a#x@b", &["pw@h", "#x"]),
         // A `[` that starts no IPv6 address hides no password colon.
         ("redis://[:X/@h", &["X/"]),
         ("redis://u[:p]?x=1@h", &["p]?", "x=1"]),
@@ -2282,9 +2418,14 @@ mod tests {
             "redlock://:P@ss@h1,h2,h3",
             // An `@` in the value of a parameter drivers know, with a `/` after it.
             "postgres://u:pw@h/db?application_name=deploy@ci/job",
+            "postgres://u:pw@h/db?application_name=a#x@b",
             "rediss://:pw@h:6380/0?tls_ca=/etc/u@h/ca.pem",
             "mysql://u:pw@h?user=a@b",
             "mysql://u:pw@h/db?socket=/run/u@h/mysqld.sock",
+            // … whatever follows it in the value: no user info holds `?user=`.
+            "mysql://h/db?user=a@b/c@d",
+            "mysql://u:pw@h/db?user=a@b/c@d",
+            "mysql://h/db?socket=/run/u@h/mysqld.sock",
             // A PostgreSQL password of digits, or with digits not followed by `/`, `?`
             // or `,`.
             "postgres://u:1234@h/db",
@@ -2336,7 +2477,13 @@ mod tests {
     #[test]
     fn the_mysql_driver_reads_every_accepted_url_as_meant() {
         use crate::resource::mysql::{identity, parse_url};
-        let meant_urls = meant_urls("mysql", 3306, &["?db=", "&dbname="], "socket", &["a@b"]);
+        let meant_urls = meant_urls(
+            "mysql",
+            3306,
+            &["?db=", "&dbname="],
+            "socket",
+            &["a@b", "a@b/c@d"],
+        );
         for m in meant_urls {
             m.check_driver(false, parse_url, identity, |opts| {
                 let host = opts
@@ -2384,6 +2531,19 @@ mod tests {
         assert_eq!(db.identity(), "mysql://u[@h:3306/db");
         let db = crate::resource::MySql::new("mysql://h:3306/db?user=a@b").unwrap();
         assert_eq!(db.identity(), "mysql://a@b@h:3306/db");
+        // An `@` in the value of a parameter the driver knows is the value's, whatever
+        // follows it there.
+        for (url, identity) in [
+            ("mysql://h/db?user=a@b/c@d", "mysql://a@b/c@d@h:3306/db"),
+            (
+                "mysql://u:pw@h/db?user=a@b/c@d",
+                "mysql://a@b/c@d@h:3306/db",
+            ),
+        ] {
+            let db = crate::resource::MySql::new(url).unwrap();
+            assert_eq!(db.opts().get_user(), Some("a@b/c@d"), "{url}");
+            assert_eq!(db.identity(), identity, "{url}");
+        }
         // A raw `@` in the database name, without a password too: `%40` it is.
         let refused = crate::resource::MySql::new("mysql://h/my@db").unwrap_err();
         assert!(refused.to_string().contains("%40"), "{refused}");
@@ -2413,7 +2573,7 @@ mod tests {
             5432,
             &["?db=", "&socket="],
             "application_name",
-            &["a@b"],
+            &["a@b", "a@b/c@d"],
         );
         for m in meant_urls {
             m.check_driver(true, parse_url, identity, |config| {
@@ -2501,6 +2661,20 @@ mod tests {
         assert!(no_arg.contains("takes no argument"), "{no_arg}");
         assert!(no_arg.contains("mutex://u:***@h/db"), "{no_arg}");
         assert!(!no_arg.contains("hunter2"), "{no_arg}");
+        // Cut from the spec, the argument may read otherwise: `mutex:hunter2@h` may be the
+        // user `mutex` with the password `hunter2`.
+        let no_arg = Spec::parse("mutex:hunter2@h")
+            .unwrap()
+            .expect_no_arg()
+            .unwrap_err()
+            .to_string();
+        assert!(no_arg.contains("(got \"***@h\")"), "{no_arg}");
+        let no_arg = Spec::parse("mutex:/var/x")
+            .unwrap()
+            .expect_no_arg()
+            .unwrap_err()
+            .to_string();
+        assert!(no_arg.contains("(got \"/var/x\")"), "{no_arg}");
         // A spec whose whole text is its name: a connection string given as a strategy.
         #[cfg(feature = "sqlite")]
         {
@@ -2512,7 +2686,11 @@ mod tests {
             assert!(unknown.contains("unknown strategy"), "{unknown}");
             assert!(!unknown.contains("hunter2"), "{unknown}");
             // A mistyped URL whose password holds a `://`: the text before it is no name.
-            for typo in ["mysql:/u:hunter2://x@h/db", "mysql:/u:a://Xy@h"] {
+            for typo in [
+                "mysql:/u:hunter2://x@h/db",
+                "mysql:/u:a://Xy@h",
+                "app:Xy://hunter2@db/app",
+            ] {
                 let unknown = match Registry::builtin().open(typo, &setup) {
                     Err(e) => e.to_string(),
                     Ok(_) => panic!("{typo} is no strategy"),
@@ -2521,6 +2699,27 @@ mod tests {
                 for piece in ["hunter2", ":a\"", "Xy"] {
                     assert!(!unknown.contains(piece), "{unknown}");
                 }
+            }
+            // A known name and then no URL: the name may be the user, the argument its
+            // password and host, which the factory's message shows as it redacts the
+            // argument alone.
+            let mut specs = vec!["mutex:hunter2@h", "retry:hunter2@h"];
+            #[cfg(feature = "redis")]
+            specs.extend(["redis:hunter2@h/0", "redlock:hunter2@h1,h2"]);
+            #[cfg(feature = "postgres")]
+            specs.extend([
+                "postgres:hunter2@db/app",
+                "postgresql:hunter2@127.0.0.1:1/app",
+            ]);
+            #[cfg(feature = "mysql")]
+            specs.push("mysql:hunter2@127.0.0.1:1/app");
+            for spec in specs {
+                let refused = match Registry::builtin().open(spec, &setup) {
+                    Err(e @ Error::Config(_)) => e.to_string(),
+                    Err(e) => panic!("{spec}: {e:?}"),
+                    Ok(_) => panic!("{spec} was opened"),
+                };
+                assert!(!refused.contains("hunter2"), "{spec}: {refused}");
             }
         }
     }

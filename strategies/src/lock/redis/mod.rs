@@ -183,10 +183,18 @@ pub const MIN_TTL: Duration = Duration::from_millis(10);
 /// before the URL reaches the Redis client.
 pub const TTL_QUERY_PARAM: &str = "ttl_ms";
 
+/// A query parameter [`take_params`] took out of a URL.
+struct Taken<'a> {
+    name: &'a str,
+    value: &'a str,
+    /// Where its `name=value` is in the URL.
+    at: std::ops::Range<usize>,
+}
+
 /// Removes the query parameters whose names `take` accepts from `url`, answering the URL
-/// without them and the `(name, value)` pairs taken, in order. Other parameters
+/// without them and the parameters taken, in order. Other parameters
 /// (`redis+unix://…?db=N&pass=…`) and a `#fragment` stay as they were.
-fn take_params(url: &str, take: impl Fn(&str) -> bool) -> (String, Vec<(&str, &str)>) {
+fn take_params(url: &str, take: impl Fn(&str) -> bool) -> (String, Vec<Taken<'_>>) {
     let (head, fragment) = match url.find('#') {
         Some(i) => url.split_at(i),
         None => (url, ""),
@@ -196,13 +204,19 @@ fn take_params(url: &str, take: impl Fn(&str) -> bool) -> (String, Vec<(&str, &s
     };
     let mut taken = Vec::new();
     let mut kept = Vec::new();
+    let mut start = base.len() + 1;
     for pair in query.split('&') {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
         if take(name) {
-            taken.push((name, value));
+            taken.push(Taken {
+                name,
+                value,
+                at: start..start + pair.len(),
+            });
         } else {
             kept.push(pair);
         }
+        start += pair.len() + 1;
     }
     let url = if kept.is_empty() {
         format!("{base}{fragment}")
@@ -212,19 +226,39 @@ fn take_params(url: &str, take: impl Fn(&str) -> bool) -> (String, Vec<(&str, &s
     (url, taken)
 }
 
+/// Refuses a [`TTL_QUERY_PARAM`] taken from `url` where
+/// [`redact_url`](crate::spec::redact_url) hides it: what may be a piece of the password
+/// (after a raw `?` in it, `rediss://u:Xy?ttl_ms=5&tls_ca=/a@h/0`) must not become a TTL,
+/// which `build`'s messages and `Debug` output show. Redaction errs on the side of
+/// masking, and so does this: before an `@` in a TLS file's path with a `/` after it
+/// (`?ttl_ms=1000&tls_ca=/etc/u@h/ca.pem`) the `ttl_ms` is refused too; after it, or with
+/// that `@` written `%40`, it is read.
+fn refuse_hidden_ttl(url: &str, param: &Taken<'_>) -> Result<(), StrategyError> {
+    if !crate::spec::hides(url, param.at.clone()) {
+        return Ok(());
+    }
+    Err(Error::Config(format!(
+        "{TTL_QUERY_PARAM} in {:?} is in what may be the password, which is not shown: \
+         percent-encode a `?`, `&` or `@` in the password as %3F, %26 or %40, and an `@` in \
+         a later parameter's value as %40 (or give {TTL_QUERY_PARAM} after that parameter)",
+        crate::spec::redact_url(url)
+    )))
+}
+
 /// Removes [`TTL_QUERY_PARAM`] from `url`'s query, answering the URL without it and the
 /// TTL it set. A URL whose user info drivers read differently is refused first: its query
 /// may hold a piece of the password (`redis://u:Xy?ttl_ms=9k2@h/0`), which a message
-/// about the value would show.
+/// about the value would show; and so is a `ttl_ms` that the redacted URL does not show
+/// (`rediss://u:Xy?ttl_ms=5&tls_ca=/a@h/0`, where the `@` in a TLS file's path ends no
+/// user info): `build` would show its TTL.
 fn take_ttl_ms(url: &str) -> Result<(String, Option<Duration>), StrategyError> {
     crate::spec::refuse_ambiguous_userinfo("Redis", url)?;
     let (rest, taken) = take_params(url, |name| name == TTL_QUERY_PARAM);
     let mut ttl = None;
-    for (_, value) in taken {
+    for param in taken {
+        refuse_hidden_ttl(url, &param)?;
         let bad = |why: &str| {
-            // The value is not quoted: a raw `?` in the password may have begun the query
-            // (`rediss://u:Xy?ttl_ms=9k2&tls_ca=/a@h/0`, where the `@` in a TLS file's path
-            // ends no user info), and the redacted URL shows what it may.
+            // The value is not quoted: the redacted URL shows it.
             let shown = crate::spec::redact_url(url);
             Err(Error::Config(format!(
                 "{TTL_QUERY_PARAM} in {shown:?} {why}"
@@ -233,7 +267,7 @@ fn take_ttl_ms(url: &str) -> Result<(String, Option<Duration>), StrategyError> {
         if ttl.is_some() {
             return bad("is given twice");
         }
-        match value.parse::<u64>() {
+        match param.value.parse::<u64>() {
             // build() checks the range, against MIN_TTL and MAX_TIMEOUT.
             Ok(ms) => ttl = Some(Duration::from_millis(ms)),
             Err(_) => return bad("is not a whole number of milliseconds"),
@@ -573,8 +607,12 @@ impl RedisLock {
     ///
     /// # Errors
     /// [`Error::Config`] when `ttl_ms` is not a whole number or is given twice (a TTL out
-    /// of range is refused by [`build`](RedisLockBuilder::build)), or for a URL whose user
-    /// info drivers read differently (as [`build`](RedisLockBuilder::build) refuses it).
+    /// of range is refused by [`build`](RedisLockBuilder::build)), or is where the
+    /// redacted URL does not show it (after a raw `?` in what may be the password,
+    /// `rediss://u:Xy?ttl_ms=5&tls_ca=/a@h/0`; redaction errs on the side of masking, so
+    /// also before an `@` in a TLS file's path with a `/` after it: give `ttl_ms` after
+    /// that parameter, or write the `@` as `%40`), or for a URL whose user info drivers
+    /// read differently (as [`build`](RedisLockBuilder::build) refuses it).
     pub fn builder_from_url(url: &str) -> Result<RedisLockBuilder, StrategyError> {
         let (url, ttl) = take_ttl_ms(url)?;
         let builder = Self::builder(url);
@@ -997,7 +1035,7 @@ mod tests {
             assert!(!shown.contains("9k2") && !shown.contains("Xy"), "{shown}");
         }
         // The same, where the `@` is in a TLS file's path: not refused for its user info,
-        // but the TTL's value, which the redacted URL does not show, is not quoted.
+        // but for a `ttl_ms` that the redacted URL does not show, whose value is not quoted.
         let url = "rediss://u:Xy?ttl_ms=9k2&tls_ca=/a@h/0";
         let shown = match RedisLock::builder_from_url(url) {
             Ok(_) => panic!("{url} was accepted"),
@@ -1024,6 +1062,56 @@ mod tests {
             shown.contains("ttl_ms in \"redis://u:***@h/0?ttl_ms=9k2\""),
             "{shown}"
         );
+    }
+
+    /// A `ttl_ms` in what the redacted URL hides (after a raw `?` in what may be the
+    /// password) is refused, whatever its value: as a TTL it would show in `build`'s
+    /// messages (below the minimum, above the maximum) and in `Debug` output.
+    #[test]
+    fn a_ttl_that_redaction_hides_is_refused_without_showing_it() {
+        for url in [
+            "rediss://u:Xy?ttl_ms=58&tls_ca=/a@h/0",
+            "rediss://u:Xy?ttl_ms=1858&tls_ca=/a@h/0",
+            "redlocks://u:Xy?ttl_ms=58&tls_ca=/a@h1,h2",
+            "redlocks://u:Xy?ttl_ms=1858&tls_ca=/a@h1,h2",
+            // A mistyped URL: its password from the first `:`.
+            "redis:/u:Xy?ttl_ms=58&x@h",
+            "redis:/u:Xy?ttl_ms=1858&x@h",
+        ] {
+            let single = RedisLock::builder_from_url(url)
+                .map(|b| format!("{b:?}"))
+                .and_then(|_| RedisLock::builder_from_url(url)?.build());
+            let redlock = RedlockLock::builder_from_url(url)
+                .map(|b| format!("{b:?}"))
+                .and_then(|_| RedlockLock::builder_from_url(url)?.build());
+            for built in [single.map(|_| ()), redlock.map(|_| ())] {
+                let shown = match built {
+                    Err(e @ Error::Config(_)) => e.to_string(),
+                    other => panic!("{url}: {other:?}"),
+                };
+                assert!(
+                    !shown.contains("58") && !shown.contains("Xy"),
+                    "{url}: {shown}"
+                );
+            }
+            let refused = RedisLock::builder_from_url(url).unwrap_err().to_string();
+            assert!(refused.contains("%3F"), "{url}: {refused}");
+        }
+        // Where the redacted URL shows it, it is the TTL: redaction errs on the side of
+        // masking before an `@` in a TLS file's path with a `/` after it, but not after
+        // it, nor before it written `%40`.
+        for url in [
+            "rediss://u:pw@h/0?tls_ca=/a@b/c&ttl_ms=1858",
+            "rediss://u:pw@h/0?ttl_ms=1858&tls_ca=/a%40b/c",
+            "rediss://u:Xy@h/0?ttl_ms=1858&tls_ca=/a@b",
+        ] {
+            let b = RedisLock::builder_from_url(url).unwrap();
+            assert_eq!(b.settings.ttl, Duration::from_millis(1858), "{url}");
+        }
+        let refused = RedisLock::builder_from_url("rediss://u:pw@h/0?ttl_ms=1858&tls_ca=/a@b/c")
+            .unwrap_err()
+            .to_string();
+        assert!(!refused.contains("1858"), "{refused}");
     }
 
     #[test]

@@ -241,7 +241,7 @@ pub(super) fn parse_url(url: &str) -> Result<(Client, String), StrategyError> {
             )));
         }
         #[cfg(feature = "redis-tls")]
-        ConnectionAddr::TcpTls { .. } => tls.client(info, &shown)?,
+        ConnectionAddr::TcpTls { .. } => tls.client(info, url)?,
         _ if !tls.is_empty() => {
             return Err(Error::Config(format!(
                 "{shown:?}: TLS parameters need a rediss:// URL"

@@ -163,7 +163,8 @@ impl RedlockLock {
     }
 
     /// Parses `redlock://[user:password@]h1:p1,h2:p2,h3:p3[/db]` into a builder: the user,
-    /// password and database apply to every server. The query parameter
+    /// password and database (and a `#fragment`) apply to every server. The server list
+    /// ends at the first `/`, `?` or `#`, as the `url` crate ends a host. The query parameter
     /// [`TTL_QUERY_PARAM`](super::TTL_QUERY_PARAM) (`?ttl_ms=1000`) sets the lease TTL.
     /// `redlocks://…` reaches every server over TLS (as `rediss://`; feature `redis-tls`),
     /// and the other query parameters, such as [`TLS_CA_PARAM`](super::TLS_CA_PARAM), apply
@@ -171,7 +172,9 @@ impl RedlockLock {
     ///
     /// # Errors
     /// [`Error::Config`] when the text is not such a URL, `ttl_ms` is not a whole
-    /// number or is given twice, or its user info is read differently by drivers (as
+    /// number, is given twice or is where the redacted URL does not show it (as
+    /// [`RedisLock::builder_from_url`](super::RedisLock::builder_from_url) refuses it),
+    /// or its user info is read differently by drivers (as
     /// [`RedisLockBuilder::build`](super::RedisLockBuilder::build) refuses it).
     pub fn builder_from_url(url: &str) -> Result<RedlockBuilder, StrategyError> {
         let (url, ttl) = super::take_ttl_ms(url)?;
@@ -191,7 +194,9 @@ impl RedlockLock {
                 "{shown:?} is not a redlock://h1:p1,h2:p2,h3:p3 (or redlocks://…) URL"
             )));
         };
-        let (authority, path) = match rest.find(['/', '?']) {
+        // The authority ends where the `url` crate ends it, and the check read it: at the
+        // first `/`, `?` or `#`. The path, query and fragment go to every server.
+        let (authority, path) = match rest.find(['/', '?', '#']) {
             Some(i) => rest.split_at(i),
             None => (rest, ""),
         };
@@ -406,6 +411,12 @@ mod tests {
         );
         assert!(RedlockLock::builder_from_url("redis://a:1").is_err());
         assert!(RedlockLock::builder_from_url("redlock://a:1,,b:2").is_err());
+        // A `#` ends the server list, as the `url` crate ends a host: the fragment goes to
+        // every server, and what follows it is no server.
+        let b = RedlockLock::builder_from_url("redlock://a:1,b:2#x").unwrap();
+        assert_eq!(b.urls, ["redis://a:1#x", "redis://b:2#x"]);
+        let b = RedlockLock::builder_from_url("redlock://a:1#x,b:2").unwrap();
+        assert_eq!(b.urls, ["redis://a:1#x,b:2"]);
         let dup = RedlockLock::builder_from_url("redlock://a:1,a:1,b:2").unwrap();
         assert!(matches!(dup.build(), Err(Error::Config(_))));
         let none: [&str; 0] = [];

@@ -34,19 +34,27 @@ impl TlsFiles {
     ///
     /// # Errors
     /// [`Error::Config`] for a parameter given twice, with no value, or an unknown `tls_…`
-    /// parameter (a typo would otherwise silently trust the system's roots).
+    /// parameter (a typo would otherwise silently trust the system's roots). An unknown
+    /// name is quoted only where the redacted URL shows it (it may be a piece of what
+    /// may be the password).
     pub(super) fn take(url: &str) -> Result<(String, Self), StrategyError> {
         let (rest, taken) = super::take_params(url, |name| name.starts_with("tls_"));
         let shown = || crate::spec::redact_url(url);
         let mut files = TlsFiles::default();
-        for (name, value) in taken {
+        for param in taken {
+            let (name, value) = (param.name, param.value);
             let slot = match name {
                 TLS_CA_PARAM => &mut files.ca,
                 TLS_CERT_PARAM => &mut files.cert,
                 TLS_KEY_PARAM => &mut files.key,
                 _ => {
+                    let quoted = if crate::spec::hides(url, param.at.clone()) {
+                        String::new()
+                    } else {
+                        format!(" {name:?}")
+                    };
                     return Err(Error::Config(format!(
-                        "unknown TLS parameter {name:?} in {:?}; expected {TLS_CA_PARAM}, {TLS_CERT_PARAM} or {TLS_KEY_PARAM}",
+                        "unknown TLS parameter{quoted} in {:?}; expected {TLS_CA_PARAM}, {TLS_CERT_PARAM} or {TLS_KEY_PARAM}",
                         shown()
                     )));
                 }
@@ -68,8 +76,10 @@ impl TlsFiles {
     }
 
     /// A client for the `rediss://` server `info`, trusting [`TLS_CA_PARAM`]'s CAs (or the
-    /// system's roots) and presenting [`TLS_CERT_PARAM`]'s certificate, if named. `shown`
-    /// is the URL without its password, for error texts.
+    /// system's roots) and presenting [`TLS_CERT_PARAM`]'s certificate, if named. `url` is
+    /// the URL the files were taken from, for error texts: they show it as
+    /// [`redact_url`](crate::spec::redact_url) does, and quote a file's path only where
+    /// that shows it.
     ///
     /// # Errors
     /// [`Error::Config`] for a file that can't be read, a CA file without a certificate or
@@ -79,15 +89,23 @@ impl TlsFiles {
     pub(super) fn client(
         &self,
         info: redis::ConnectionInfo,
-        shown: &str,
+        url: &str,
     ) -> Result<redis::Client, StrategyError> {
         use rustls::pki_types::pem::PemObject;
         use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
+        let shown = crate::spec::redact_url(url);
         let config = |what: String| Error::Config(format!("{what} (in {shown:?})"));
-        let read = |param: &str, path: &str| {
-            let path = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
-            std::fs::read(&*path).map_err(|e| config(format!("{param}={path:?}: {e}")))
+        let read = |param: &str, raw: &str| {
+            let path = percent_encoding::percent_decode_str(raw).decode_utf8_lossy();
+            // The path is the URL's text, which may be a piece of what may be the password
+            // (`rediss://u:Xy?tls_ca=/a@h/0`): quoted only where the redacted URL shows it.
+            let named = if shown.contains(raw) {
+                format!("{param}={path:?}")
+            } else {
+                format!("{param} (a path the redacted URL does not show)")
+            };
+            std::fs::read(&*path).map_err(|e| config(format!("{named}: {e}")))
         };
         let certs = |param: &str, pem: &[u8]| {
             let certs = CertificateDer::pem_slice_iter(pem)
@@ -240,6 +258,46 @@ mod tests {
             parse_url("redis://127.0.0.1:6379/0?tls_ca=/ca.pem"),
             Err(Error::Config(_))
         ));
+    }
+
+    /// The name of an unknown TLS parameter and the path of a file that the redacted URL
+    /// hides (after a raw `?` in what may be the password) are not quoted.
+    #[test]
+    fn a_tls_parameter_that_redaction_hides_is_never_quoted() {
+        let refused = match TlsFiles::take("rediss://u:Xy8?tls_Xy8=1&tls_ca=/a@h/0") {
+            Err(e @ Error::Config(_)) => e.to_string(),
+            other => panic!("{other:?}"),
+        };
+        assert!(refused.contains("unknown TLS parameter in"), "{refused}");
+        assert!(!refused.contains("Xy8"), "{refused}");
+        let refused = TlsFiles::take("rediss://u:pw@h/0?tls_cafile=/a")
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains("\"tls_cafile\""), "{refused}");
+        #[cfg(feature = "redis-tls")]
+        {
+            use redis::IntoConnectionInfo;
+            let client = |ca: &str, url: &str| {
+                let files = TlsFiles {
+                    ca: Some(ca.to_owned()),
+                    ..TlsFiles::default()
+                };
+                let info = "rediss://h:6380/0".into_connection_info().unwrap();
+                match files.client(info, url) {
+                    Err(e @ Error::Config(_)) => e.to_string(),
+                    other => panic!("{url}: {other:?}"),
+                }
+            };
+            let refused = client(
+                "/no/such/Xy8.pem@h/0",
+                "rediss://u:Xy8?tls_ca=/no/such/Xy8.pem@h/0",
+            );
+            assert!(refused.contains("tls_ca (a path"), "{refused}");
+            assert!(!refused.contains("Xy8"), "{refused}");
+            assert!(!refused.contains("no/such"), "{refused}");
+            let refused = client("/no/such/ca.pem", "rediss://h/0?tls_ca=/no/such/ca.pem");
+            assert!(refused.contains("tls_ca=\"/no/such/ca.pem\""), "{refused}");
+        }
     }
 
     #[cfg(feature = "redis-tls")]
