@@ -326,7 +326,12 @@ impl Drop for LockConn {
 /// is bounded by the server too, below the read timeout (a `statement_timeout` of the
 /// read timeout less a margin: half of it, at most 1 s), so the server gives up on it
 /// before this side does, and the session does not go on waiting with the lock held
-/// after this side gave up; a bump that gave up before the deadline is tried again, one
+/// after this side gave up — except in the bump's commit, which no `statement_timeout`
+/// bounds (PostgreSQL stops the timer before it commits): a commit that waits for a
+/// synchronous standby that is down outlasts the client, and the backend holds the lock
+/// until the standby answers or the backend is terminated. These bounds need PostgreSQL
+/// 13 or later, whose `statement_timeout` counts from each statement of a query string;
+/// a bump that gave up before the deadline is tried again, one
 /// that gave up after it fails the acquire with [`Error::Timeout`]. The fence table's
 /// creation, on a new connection, has the same bound (its failure is an
 /// [`Error::Unavailable`] whose source is the server's error). So a server that stops
@@ -701,10 +706,14 @@ impl Shared {
 }
 
 /// Whether the server gave up on a lock statement: a lock wait ran out of its
-/// `lock_timeout`, or the statement of its `statement_timeout`. (The latter's code,
-/// `query_canceled`, is also what a `pg_cancel_backend` of the statement answers: that
-/// too counts as running out, which [`Shared::lock`] and [`PgXactLocked`] take for a
-/// wait to try again, or the deadline passed.)
+/// `lock_timeout`, or the statement of its `statement_timeout`. The latter's code,
+/// `query_canceled`, is also what a `pg_cancel_backend` of the statement answers, which
+/// cannot be told apart (the message may be translated): in the fencing path of
+/// [`Shared::lock`] it counts as running out, so the acquire waits again until its
+/// deadline (or, without one, goes on waiting); [`PgXactLocked`] counts it only for a
+/// wait that is one of several, or once the deadline has passed, and otherwise fails
+/// the call as the server's error. The non-fencing lock wait sets no
+/// `statement_timeout`, and there a cancel is the server's error too.
 fn ran_out(code: Option<&SqlState>) -> bool {
     code.is_some_and(|c| *c == SqlState::LOCK_NOT_AVAILABLE || *c == SqlState::QUERY_CANCELED)
 }
@@ -1011,7 +1020,13 @@ impl PgXactLocked {
             }
             match client.batch_execute(&script) {
                 Ok(()) => return Ok(true),
-                Err(e) if ran_out(e.code()) => {
+                // Without a deadline nothing here bounds the wait: a cancel is someone
+                // else's (`pg_cancel_backend`), and so is one before the deadline in the
+                // last wait.
+                Err(e)
+                    if ran_out(e.code())
+                        && (more || deadline.is_some_and(|at| Instant::now() >= at)) =>
+                {
                     if !more {
                         return Ok(false);
                     }
@@ -1545,6 +1560,45 @@ mod tests {
         assert!(took < wait + Duration::from_millis(300), "{took:?}");
         first.join().unwrap();
         second.join().unwrap();
+    }
+
+    /// Without a deadline nothing of ours bounds a `pg-xact` wait, so a cancel of it
+    /// (`pg_cancel_backend`: the same code as a `statement_timeout`) is the server's
+    /// error, not a `Timeout` of a call that had none.
+    #[test]
+    fn a_cancelled_transaction_lock_wait_without_a_deadline_is_no_timeout() {
+        let db = Postgres::new(&url()).unwrap();
+        let xact = PgXactLocked::new(db.clone());
+        let key = Key::new(unique("c")).unwrap();
+        let held = advisory_key(&LockName::new(db.identity(), key.clone()));
+        let holder = hold_for(held, Duration::from_secs(3));
+        let canceller = std::thread::spawn(move || {
+            let mut admin = admin();
+            let start = Instant::now();
+            // The waiting backend: the one whose lock on the key is not granted.
+            while start.elapsed() < Duration::from_secs(2) {
+                let cancelled: Option<bool> = admin
+                    .query_opt(
+                        "SELECT pg_cancel_backend(pid) FROM pg_locks
+                         WHERE locktype = 'advisory' AND NOT granted
+                           AND ((classid::bigint << 32) | objid::bigint) = $1",
+                        &[&held],
+                    )
+                    .unwrap()
+                    .map(|row| row.get(0));
+                if cancelled == Some(true) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            panic!("no waiter to cancel");
+        });
+        let err = xact
+            .run_with(&[key], Wait::Forever, |_| Ok::<_, postgres::Error>(()))
+            .unwrap_err();
+        canceller.join().unwrap();
+        assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
+        holder.join().unwrap();
     }
 
     /// The op gets the session's own timeouts (here the URL's) back, not the lock
