@@ -53,6 +53,21 @@ fn report(path: &std::path::Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
 
+/// The `results` of `compare --quick --no-redis ARGS… --json`, which must exit 0.
+fn quick_results(args: &[&str]) -> Vec<serde_json::Value> {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    stdout_of_success(
+        turnstile()
+            .args(["compare", "--quick", "--no-redis"])
+            .args(args)
+            .arg("--json")
+            .arg(&json),
+        &format!("{args:?}: "),
+    );
+    report(&json)["results"].as_array().unwrap().clone()
+}
+
 /// Exit code and stderr.
 fn status(command: &mut Command) -> (Option<i32>, String) {
     let output = command.output().unwrap();
@@ -614,28 +629,24 @@ fn compare_refuses_a_bad_setting_or_output_before_the_first_run() {
 /// A value given twice in a list is one setting, measured once.
 #[test]
 fn compare_measures_a_repeated_setting_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("report.json");
-    stdout_of_success(
-        turnstile()
-            .args(["compare", "--quick", "--no-redis", "--ops", "50"])
-            .args(["--strategies", "mutex,queue,mutex", "--threads", "1,2,1"])
-            .args(["--sync", "normal,normal"])
-            .arg("--json")
-            .arg(&json),
-        "",
-    );
-    let report = report(&json);
-    let settings: Vec<String> = report["results"]
-        .as_array()
-        .unwrap()
+    let results = quick_results(&[
+        "--ops",
+        "50",
+        "--strategies",
+        "mutex,queue,mutex",
+        "--threads",
+        "1,2,1",
+        "--sync",
+        "normal,normal",
+    ]);
+    let settings: Vec<String> = results
         .iter()
         .map(|r| format!("{} {}", r["strategy"], r["threads"]))
         .collect();
     assert_eq!(
         settings,
         ["\"mutex\" 1", "\"mutex\" 2", "\"queue\" 1", "\"queue\" 2"],
-        "{report}"
+        "{results:?}"
     );
 }
 
@@ -1150,20 +1161,9 @@ fn compare_hides_a_password_parameter_with_an_encoded_name() {
 fn compare_includes_a_server_given_beside_the_strategy_list() {
     use turnstile_harness::conformance::{mysql_url, postgres_url};
     for (flag, url) in [("--mysql", mysql_url()), ("--postgres", postgres_url())] {
-        let dir = tempfile::tempdir().unwrap();
-        let json = dir.path().join("report.json");
-        stdout_of_success(
-            turnstile()
-                .args(["compare", "--quick", "--no-redis", "--ops", "50"])
-                .args(["--threads", "1", "--strategies", "mutex", flag, &url])
-                .arg("--json")
-                .arg(&json),
-            &format!("{flag}: "),
-        );
-        let first = report(&json);
-        let ran: Vec<&str> = first["results"]
-            .as_array()
-            .unwrap()
+        let base = ["--ops", "50", "--threads", "1", "--strategies"];
+        let results = quick_results(&[&base[..], &["mutex", flag, &url]].concat());
+        let ran: Vec<&str> = results
             .iter()
             .map(|r| r["strategy"].as_str().unwrap())
             .collect();
@@ -1171,20 +1171,8 @@ fn compare_includes_a_server_given_beside_the_strategy_list() {
         assert_eq!(ran[0], "mutex", "{flag}: {ran:?}");
         assert!(ran[2].starts_with("queue+"), "{flag}: {ran:?}");
         // Named in the list: not added a second time, nor its queue.
-        let json = dir.path().join("named.json");
-        stdout_of_success(
-            turnstile()
-                .args(["compare", "--quick", "--no-redis", "--ops", "50"])
-                .args(["--threads", "1", "--strategies", &url, flag, &url])
-                .arg("--json")
-                .arg(&json),
-            &format!("{flag} named: "),
-        );
-        assert_eq!(
-            report(&json)["results"].as_array().unwrap().len(),
-            1,
-            "{flag}"
-        );
+        let named = quick_results(&[&base[..], &[&url, flag, &url]].concat());
+        assert_eq!(named.len(), 1, "{flag}");
     }
 }
 
@@ -1260,26 +1248,17 @@ fn compare_refuses_two_outputs_in_one_file() {
 /// `--procs` given with `--quick` is run: `--quick` only changes the defaults.
 #[test]
 fn compare_quick_runs_the_process_counts_given() {
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("report.json");
-    stdout_of_success(
-        turnstile()
-            .args(["compare", "--quick", "--no-redis", "--ops", "100"])
-            .args([
-                "--threads",
-                "1",
-                "--procs",
-                "2",
-                "--strategies",
-                "file-lock",
-            ])
-            .arg("--json")
-            .arg(&json),
-        "quick with procs: ",
-    );
-    let procs: Vec<u64> = report(&json)["results"]
-        .as_array()
-        .unwrap()
+    let results = quick_results(&[
+        "--ops",
+        "100",
+        "--threads",
+        "1",
+        "--procs",
+        "2",
+        "--strategies",
+        "file-lock",
+    ]);
+    let procs: Vec<u64> = results
         .iter()
         .map(|r| r["procs"].as_u64().unwrap())
         .collect();
