@@ -232,25 +232,34 @@ pub(crate) fn redact_message(url: &str, message: &str) -> String {
 
 /// `text` with every piece of what `masks` mask in `url` replaced by `***` where no
 /// letter or digit touches it: each secret whole, and split at `&`, `=`, `/`, `?`, `#`,
-/// `@` and `:`, as it is and decoded.
+/// `@` and `:`, as it is, decoded, and as `{:?}` quotes it (a `"`, `\` or control
+/// character escaped).
 fn without_secrets(url: &str, masks: &[std::ops::Range<usize>], text: &str) -> String {
     // Each secret and each piece of one, longest first, so that a secret holding a
-    // shorter one goes whole.
-    let mut secrets: Vec<String> = Vec::new();
+    // shorter one goes whole; each once.
+    let mut secrets: std::collections::BTreeSet<(std::cmp::Reverse<usize>, String)> =
+        std::collections::BTreeSet::new();
+    let mut add = |secret: String| {
+        if !secret.is_empty() {
+            let escaped = secret.escape_debug().to_string();
+            if escaped != secret {
+                secrets.insert((std::cmp::Reverse(escaped.len()), escaped));
+            }
+            secrets.insert((std::cmp::Reverse(secret.len()), secret));
+        }
+    };
     for m in masks {
         let text = &url[m.clone()];
-        secrets.push(text.to_owned());
+        add(text.to_owned());
         for piece in text.split(['&', '=', '/', '?', '#', '@', ':']) {
-            secrets.push(piece.to_owned());
-            secrets.push(percent_decoded(&piece.replace('+', " ")));
+            add(piece.to_owned());
+            add(percent_decoded(&piece.replace('+', " ")));
         }
     }
-    secrets.retain(|secret| !secret.is_empty());
-    secrets.sort_by_key(|secret| std::cmp::Reverse(secret.len()));
-    secrets.dedup();
+    let secrets = secrets.into_iter().map(|(_, secret)| secret);
     let mut out = text.to_owned();
-    for secret in &secrets {
-        out = replace_token(&out, secret);
+    for secret in secrets {
+        out = replace_token(&out, &secret);
     }
     out
 }
@@ -770,13 +779,16 @@ fn password_colon(region: &str, reader: Reader) -> Option<usize> {
     };
     let bytes = region.as_bytes();
     // Whether the `@` ends a known parameter's value in the query, which starts at the
-    // first `?` unless a `#` (a fragment) comes first.
+    // first `?` unless a `#` (a fragment) comes first, and ends at a `#` but over
+    // PostgreSQL (whose driver reads a `#` as part of a value), as `KnownValues` reads it.
     let in_a_known_value = region[authority_end..]
         .find(['?', '#'])
         .map(|q| authority_end + q)
         .filter(|&q| bytes[q] == b'?')
         .and_then(|q| region[q + 1..].rsplit('&').next())
-        .is_some_and(|param| reader.knows_text(param));
+        .is_some_and(|param| {
+            (matches!(reader, Reader::Postgres) || !param.contains('#')) && reader.knows_text(param)
+        });
     let mut in_brackets = false;
     for (i, &byte) in bytes.iter().enumerate() {
         match byte {
@@ -2273,7 +2285,7 @@ mod tests {
 
     /// The examples of URLs whose user info drivers read differently, each with the
     /// password's pieces a driver would show as the host, user or database.
-    const AMBIGUOUS: [(&str, &[&str]); 51] = [
+    const AMBIGUOUS: [(&str, &[&str]); 54] = [
         // A raw `@` in the password, then a `#`, `/` or `?`: the `url` crate's authority
         // ends there, its user info at the `@` before it, and its host is `ssw0rd`.
         ("redis://:P@ssw0rd#1@cache:6379/0", &["ssw0rd", "P@ss"]),
@@ -2326,6 +2338,10 @@ mod tests {
         // where the `url` crate reads the URL, a `#` ends the query.
         ("mysql://u:pw@h/db?user=a#x@b", &["pw@h", "#x"]),
         ("redis://u:pw@h/0?tls_ca=a#x@b", &["pw@h", "#x"]),
+        // So with a port's colon before it and no password.
+        ("mysql://h:3306/db?user=a#x@b", &["#x"]),
+        ("redis://h:6379/0?tls_ca=a#x@b", &["#x"]),
+        ("mysql://u:7?user=a#Xy9@db/app", &["Xy9"]),
         // A `[` that starts no IPv6 address hides no password colon.
         ("redis://[:X/@h", &["X/"]),
         ("redis://u[:p]?x=1@h", &["p]?", "x=1"]),
@@ -2713,6 +2729,13 @@ mod tests {
             ]);
             #[cfg(feature = "mysql")]
             specs.push("mysql:hunter2@127.0.0.1:1/app");
+            // A password with a `"` or `\\`, which a message quoting with `{:?}` escapes.
+            #[cfg(feature = "postgres")]
+            specs.push("postgres:hunter2\"x@db/app");
+            #[cfg(feature = "redis")]
+            specs.push("redis:hunter2\\7k@h/0");
+            #[cfg(feature = "mysql")]
+            specs.push("mysql:hunter2\"&3@127.0.0.1:1/app");
             for spec in specs {
                 let refused = match Registry::builtin().open(spec, &setup) {
                     Err(e @ Error::Config(_)) => e.to_string(),
@@ -2720,6 +2743,10 @@ mod tests {
                     Ok(_) => panic!("{spec} was opened"),
                 };
                 assert!(!refused.contains("hunter2"), "{spec}: {refused}");
+                assert!(
+                    !refused.contains("7k") && !refused.contains("&3"),
+                    "{spec}: {refused}"
+                );
             }
         }
     }
