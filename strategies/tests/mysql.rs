@@ -14,7 +14,7 @@ use turnstile::spec::{Registry, Setup};
 use turnstile::sqlite::{Sqlite, Synchronous, rusqlite};
 use turnstile::{
     Connect, Error, Fence, Key, KeyError, Lease, Lock, LockName, Locked, Scope, Serializer,
-    Transact, TxMode, Wait,
+    Transact, TransactError, TxMode, Wait,
 };
 
 #[path = "support/servers.rs"]
@@ -261,6 +261,12 @@ fn a_killed_get_lock_wait_is_a_typed_backend_error() {
     };
     let null = source.downcast_ref::<GetLockNull>();
     assert_eq!(null.map(|n| &n.name), Some(&server_name), "{err}");
+    // Named as the lock's other errors are.
+    assert!(
+        err.to_string()
+            .contains(&format!("mysql at {}: GET_LOCK(", lock.backend_id())),
+        "{err}"
+    );
     // The holder was never disturbed; after it, the name is granted as usual.
     held.check().unwrap();
     let first = held.fence();
@@ -862,6 +868,170 @@ fn a_server_that_never_answers_the_login_fails_within_the_connect_timeout() {
             .connect_timeout(Duration::from_millis(500))
             .unwrap(),
     );
+}
+
+/// A listener that accepts connections and never answers, as a hung server does; a URL
+/// for it. It holds the sockets until the test process ends.
+fn silent_server() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming() {
+            held.push(conn);
+        }
+    });
+    format!("mysql://root@127.0.0.1:{port}/test")
+}
+
+/// A server that accepts the connection and never answers: a lock's login (whose reads
+/// have a 15 s timeout) and a resource's with a read timeout longer than the connect
+/// timeout end within the connect timeout, and say so in words (not the system's
+/// `Resource temporarily unavailable`), the lock's naming its server.
+#[test]
+fn a_silent_server_fails_logins_within_the_connect_timeout_in_words() {
+    const CONNECT: Duration = Duration::from_secs(1);
+    let url = silent_server();
+    let within_bounds = |start: Instant| {
+        let took = start.elapsed();
+        assert!(took < CONNECT + Duration::from_secs(5), "{took:?}");
+    };
+    let lock = MySqlLock::new(&url)
+        .unwrap()
+        .connect_timeout(CONNECT)
+        .unwrap();
+    let start = Instant::now();
+    let err = lock.ping().unwrap_err();
+    within_bounds(start);
+    let shown = err.to_string();
+    assert!(
+        shown.starts_with(&format!(
+            "backend unavailable: mysql at {url}: no answer within 1s"
+        )),
+        "{shown}"
+    );
+    assert!(!shown.contains("os error"), "{shown}");
+    let start = Instant::now();
+    let err = lock
+        .acquire(&name("x"), Some(Instant::now() + Duration::from_secs(600)))
+        .unwrap_err();
+    within_bounds(start);
+    assert!(err.to_string().contains("no answer within 1s"), "{err}");
+
+    let db = MySql::new(&url)
+        .unwrap()
+        .connect_timeout(CONNECT)
+        .unwrap()
+        .read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let start = Instant::now();
+    let err = db.connect().map(drop).unwrap_err();
+    within_bounds(start);
+    assert!(err.to_string().starts_with("no answer within 1s"), "{err}");
+    assert_eq!(
+        err.downcast_ref::<std::io::Error>().map(|e| e.kind()),
+        Some(std::io::ErrorKind::TimedOut)
+    );
+}
+
+/// The resource's own statements that its read timeout cuts off say so in words (an op's
+/// own statements keep the driver's error, as the op returns it).
+#[test]
+fn a_begin_the_read_timeout_cuts_off_says_no_answer() {
+    let (proxy, through) = proxied();
+    let db = MySql::new(&through)
+        .unwrap()
+        .read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut conn = db.connect().unwrap();
+    proxy.stall();
+    let err = db.begin(&mut conn, &[]).unwrap_err();
+    proxy.resume();
+    let source = match &err {
+        TransactError::Failed(e) => e,
+        other => panic!("expected a failed BEGIN, got {other:?}"),
+    };
+    assert_eq!(source.to_string(), "no answer within 500ms");
+    assert_eq!(
+        source.downcast_ref::<std::io::Error>().map(|e| e.kind()),
+        Some(std::io::ErrorKind::TimedOut)
+    );
+}
+
+/// A wrong password's URL for the test server.
+fn wrong_password_url() -> String {
+    let parsed: mysql::Opts = mysql::Opts::from_url(&url()).unwrap();
+    format!(
+        "mysql://{}:certainly-wrong@{}:{}/{}",
+        parsed.get_user().unwrap_or("root"),
+        parsed.get_ip_or_hostname(),
+        parsed.get_tcp_port(),
+        parsed.get_db_name().unwrap_or("test")
+    )
+}
+
+/// Errors say what failed in words, not in the driver's `MySqlError { … }` form. The
+/// lock's name its server (never the password), so that a lock on one server over data on
+/// another tells which one failed; the resource's do not, since whoever reports them has
+/// its identity (the harness prints it once).
+#[test]
+fn errors_are_in_words_and_the_locks_name_their_server() {
+    drop(admin());
+    let down = format!("mysql://root@127.0.0.1:{}/test", closed_port());
+    let shown = MySqlLock::new(&down)
+        .unwrap()
+        .ping()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        shown.starts_with(&format!(
+            "backend unavailable: mysql at {down}: Could not connect to address"
+        )),
+        "{shown}"
+    );
+    assert!(!shown.contains("DriverError"), "{shown}");
+
+    let bad = wrong_password_url();
+    let lock = MySqlLock::new(&bad).unwrap();
+    let shown = lock.ping().unwrap_err().to_string();
+    assert!(
+        shown.contains(&format!(
+            "mysql at {}: ERROR 1045 (28000)",
+            lock.backend_id()
+        )),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains("MySqlError") && !shown.contains("certainly-wrong"),
+        "{shown}"
+    );
+
+    // A lock spec on a server that is down, over data on one that is up.
+    let setup = Setup::new(MySql::new(&url()).unwrap());
+    let err = Registry::builtin_mysql().open(&down, &setup).err().unwrap();
+    assert!(
+        err.to_string().contains(&format!("mysql at {down}: ")),
+        "{err}"
+    );
+
+    // The resource's own, in words, without a name.
+    let strategy = Locked::new(MutexLock::new(), MySql::new(&bad).unwrap());
+    let shown = strategy
+        .run(&Key::whole(), |_| Ok::<_, mysql::Error>(()))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        shown.starts_with("backend unavailable: ERROR 1045 (28000)"),
+        "{shown}"
+    );
+    assert!(!shown.contains("certainly-wrong"), "{shown}");
+    let shown = MySql::new(&down)
+        .unwrap()
+        .connect()
+        .map(drop)
+        .unwrap_err()
+        .to_string();
+    assert!(shown.starts_with("Could not connect to address"), "{shown}");
 }
 
 /// A queue whose connection timed out must not use it again: the late answer would be

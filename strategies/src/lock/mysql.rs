@@ -22,6 +22,13 @@
 //!   `GET_LOCK('')` returns NULL).
 //! - **Results**: 1 is held; 0 is [`Error::Timeout`]; NULL (an error on the server, e.g.
 //!   the query was killed) is [`Error::Unavailable`] with a [`GetLockNull`] source.
+//! - **Errors** name the server, by its identity (never the password), and say what
+//!   failed in words: `mysql at mysql://app@db:3306/shop: ERROR 1045 (28000): Access
+//!   denied …`, `… Could not connect to address …`, or `… no answer within 10s: …` for a
+//!   login past the [connect timeout](MySqlLock::connect_timeout) and `… no answer within
+//!   15s` for a statement past the lock connections' read timeout (an [`std::io::Error`]
+//!   of kind `TimedOut` as the source), so that a strategy over a MySQL lock and MySQL
+//!   data tells which server failed.
 //! - **Deadlines.** Whole seconds of the remaining time go to `GET_LOCK(name, secs)`
 //!   (some server versions round a fractional timeout); the sub-second rest is polled
 //!   with `GET_LOCK(name, 0)` and full-jitter backoff. `None` waits forever, in
@@ -44,11 +51,11 @@ use std::time::{Duration, Instant};
 use mysql::prelude::Queryable;
 use mysql::{Conn, Opts};
 use turnstile_core::{
-    Capabilities, Error, Fence, HolderDeath, Lease, Lock, LockName, Scope, StrategyError,
+    BoxError, Capabilities, Error, Fence, HolderDeath, Lease, Lock, LockName, Scope, StrategyError,
 };
 
-use crate::resource::DEFAULT_CONNECT_TIMEOUT;
 use crate::resource::mysql as res;
+use crate::resource::{DEFAULT_CONNECT_TIMEOUT, ServerError};
 
 /// Longest lock name MySQL and MariaDB accept, in characters.
 pub const MAX_SERVER_NAME: usize = 64;
@@ -61,6 +68,9 @@ pub const WAIT_CHUNK: Duration = Duration::from_secs(10);
 /// [`Lease::check`] or release against it fails as [`Error::LeaseLost`] after at most
 /// that long.
 pub const IO_MARGIN: Duration = Duration::from_secs(5);
+
+/// Lock connections' read and write timeout.
+const READ_TIMEOUT: Duration = WAIT_CHUNK.saturating_add(IO_MARGIN);
 
 /// The default number of idle lock connections kept for reuse: 4.
 pub const DEFAULT_MAX_IDLE: usize = 4;
@@ -107,20 +117,24 @@ pub fn server_lock_name(name: &LockName) -> String {
 }
 
 /// `GET_LOCK` returned NULL: the server failed the request (the query was killed, or it
-/// ran out of memory). Reported as the source of [`Error::Unavailable`].
+/// ran out of memory). Reported as the source of [`Error::Unavailable`]; it names the
+/// server, as the lock's other errors do (`mysql at mysql://app@db:3306/shop:
+/// GET_LOCK("…") returned NULL (a server-side error)`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct GetLockNull {
     /// The server lock name.
     pub name: String,
+    /// The server's identity ([`Lock::backend_id`]: its URL without the password).
+    pub server: String,
 }
 
 impl std::fmt::Display for GetLockNull {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "GET_LOCK({:?}) returned NULL (a server-side error)",
-            self.name
+            "mysql at {}: GET_LOCK({:?}) returned NULL (a server-side error)",
+            self.server, self.name
         )
     }
 }
@@ -206,8 +220,10 @@ impl MySqlLock {
         self.with(|s| s.fencing = on)
     }
 
-    /// Sets the longest time opening a lock connection may take (it is also cut to the
-    /// caller's deadline, but never below 250 ms). Default: [`DEFAULT_CONNECT_TIMEOUT`].
+    /// Sets the longest time opening a lock connection may take, its login included (it is
+    /// also cut to the caller's deadline, but never below 250 ms): a server that accepts the
+    /// connection but does not answer fails it with `no answer within …`. Default:
+    /// [`DEFAULT_CONNECT_TIMEOUT`].
     ///
     /// # Errors
     /// [`Error::Config`] for a zero timeout or one over
@@ -260,13 +276,24 @@ impl Shared {
                 self.connect_timeout.max(Duration::from_millis(250)),
             ),
         };
-        let mut conn = res::open(&self.opts, timeout, Some(WAIT_CHUNK + IO_MARGIN))
-            .map_err(Error::unavailable)?;
+        let mut conn =
+            res::open(&self.opts, timeout, Some(READ_TIMEOUT)).map_err(|e| self.unavailable(e))?;
         if self.fencing && !self.fence_table_ready.load(Ordering::Acquire) {
-            conn.query_drop(FENCE_TABLE).map_err(Error::unavailable)?;
+            conn.query_drop(FENCE_TABLE).map_err(|e| self.failed(e))?;
             self.fence_table_ready.store(true, Ordering::Release);
         }
         Ok(conn)
+    }
+
+    /// [`Error::Unavailable`] for `error`, a failure of this lock's server, named.
+    fn unavailable(&self, error: impl Into<BoxError>) -> StrategyError {
+        Error::Unavailable(Box::new(ServerError::new(&self.backend_id, error)))
+    }
+
+    /// [`Error::Unavailable`] for a failed statement on a lock connection, in words and
+    /// named.
+    fn failed(&self, error: mysql::Error) -> StrategyError {
+        self.unavailable(res::readable(error, Some(READ_TIMEOUT)))
     }
 
     fn recycle(&self, conn: Conn) {
@@ -276,13 +303,14 @@ impl Shared {
         }
     }
 
-    /// Waits for the lock on `conn`: `Ok(true)` held, `Ok(false)` deadline passed.
+    /// Waits for the lock on `conn`: `Ok(Some(true))` held, `Ok(Some(false))` deadline
+    /// passed, `Ok(None)` the server answered NULL.
     fn get_lock(
         &self,
         conn: &mut Conn,
         name: &str,
         deadline: Option<Instant>,
-    ) -> Result<bool, StrategyError> {
+    ) -> Result<Option<bool>, mysql::Error> {
         let mut polls = 0u32;
         loop {
             let remaining = deadline.map(|at| at.saturating_duration_since(Instant::now()));
@@ -290,22 +318,17 @@ impl Shared {
                 None => WAIT_CHUNK.as_secs(),
                 Some(r) => r.as_secs().min(WAIT_CHUNK.as_secs()),
             };
-            let got: Option<Option<i64>> = conn
-                .exec_first("SELECT GET_LOCK(?, ?)", (name, secs))
-                .map_err(Error::unavailable)?;
+            let got: Option<Option<i64>> =
+                conn.exec_first("SELECT GET_LOCK(?, ?)", (name, secs))?;
             match got.flatten() {
-                Some(1) => return Ok(true),
+                Some(1) => return Ok(Some(true)),
                 Some(_) => {}
-                None => {
-                    return Err(Error::unavailable(GetLockNull {
-                        name: name.to_owned(),
-                    }));
-                }
+                None => return Ok(None),
             }
             let Some(at) = deadline else { continue };
             let now = Instant::now();
             if now >= at {
-                return Ok(false);
+                return Ok(Some(false));
             }
             if secs == 0 {
                 // Sub-second rest: poll with full jitter, never past the deadline.
@@ -358,15 +381,17 @@ impl Lock for MySqlLock {
         let got = match shared.get_lock(&mut conn, &server_name, deadline) {
             // An idle connection may have been closed by the server (wait_timeout) or
             // killed: one retry on a fresh one.
-            Err(Error::Unavailable(e))
-                if from_cache
-                    && e.downcast_ref::<mysql::Error>()
-                        .is_some_and(res::is_connection_error) =>
-            {
+            Err(e) if from_cache && res::is_connection_error(&e) => {
                 conn = shared.open(deadline)?;
-                shared.get_lock(&mut conn, &server_name, deadline)?
+                shared.get_lock(&mut conn, &server_name, deadline)
             }
-            other => other?,
+            other => other,
+        };
+        let Some(got) = got.map_err(|e| shared.failed(e))? else {
+            return Err(Error::unavailable(GetLockNull {
+                name: server_name,
+                server: shared.backend_id.clone(),
+            }));
         };
         if !got {
             shared.recycle(conn);
@@ -387,7 +412,7 @@ impl Lock for MySqlLock {
                 shared: self.shared.clone(),
             }),
             // Dropping the connection frees the lock.
-            Err(e) => Err(Error::unavailable(e)),
+            Err(e) => Err(shared.failed(e)),
         }
     }
 }
@@ -436,7 +461,7 @@ impl MySqlLease {
             // it. The connection is dropped, which frees anything it might still hold.
             Ok(_) => Err(Error::LeaseLost),
             Err(e) if res::is_connection_error(&e) => Err(Error::LeaseLost),
-            Err(e) => Err(Error::unavailable(e)),
+            Err(e) => Err(self.shared.failed(e)),
         }
     }
 }

@@ -165,8 +165,9 @@ pub(crate) fn fence_column(bytes: &[u8], max: usize) -> std::borrow::Cow<'_, [u8
 /// connection but never answers cannot block the caller past the timeout): beyond it, a
 /// new login fails at once rather than leave one more thread (and socket) waiting on a
 /// server that does not answer. It counts the logins of the `Postgres` and `MySql`
-/// resources (the latter's without a read timeout); a `PostgresLock` login is given up
-/// at its timeout with its socket closed, and leaves nothing waiting.
+/// resources and of `MySqlLock` (a MySQL login with a read timeout ends by itself within
+/// it); a `PostgresLock` login is given up at its timeout with its socket closed, and
+/// leaves nothing waiting.
 pub const MAX_PENDING_LOGINS: usize = 8;
 
 /// Logins whose caller gave up on them while they still ran, per server identity.
@@ -187,9 +188,10 @@ enum Login {
 /// Opens a connection to `server` (its identity) on a thread of its own, and waits for
 /// it at most `timeout`. A driver's connect timeout covers the TCP connect only: a server
 /// that accepts the connection and then never answers the login would block the caller
-/// until TCP gives up. On timeout the thread is left to end on its own, and drops what it
-/// opened; while [`MAX_PENDING_LOGINS`] are left so for one server, a new login to it
-/// fails at once.
+/// until TCP gives up, or with a read timeout until that runs out (at each read). On
+/// timeout the caller gets an [`std::io::Error`] of kind `TimedOut` (`no answer within
+/// …`), and the thread is left to end on its own, and drops what it opened; while
+/// [`MAX_PENDING_LOGINS`] are left so for one server, a new login to it fails at once.
 pub(crate) fn open_within<T: Send + 'static>(
     server: &str,
     timeout: std::time::Duration,
@@ -244,12 +246,52 @@ pub(crate) fn open_within<T: Send + 'static>(
                 Some((_, n)) => *n += 1,
                 None => abandoned.push((server.to_owned(), 1)),
             }
+            // Whole milliseconds: a timeout cut to a deadline would show every nanosecond.
+            let shown = std::time::Duration::from_millis(timeout.as_millis() as u64);
             Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
-                format!("the server did not complete the connection's login within {timeout:?}"),
+                format!(
+                    "no answer within {shown:?}: the server did not complete the connection's login"
+                ),
             )
             .into())
         }
         Err(RecvTimeoutError::Disconnected) => Err("the connecting thread died".into()),
+    }
+}
+
+/// A failure of one database server, named by its identity (`scheme://user@host:port/db`,
+/// never a password): `mysql at mysql://app@db:3306/shop: no answer within 10s`. What a
+/// lock backend reports, so that a strategy over a lock server and a data server tells
+/// which of the two failed (a resource's own errors are not named: its caller has its
+/// [`identity`](crate::Connect::identity), and names it where it reports them).
+#[cfg_attr(not(feature = "mysql"), allow(dead_code))]
+#[derive(Debug)]
+pub(crate) struct ServerError {
+    server: String,
+    source: turnstile_core::BoxError,
+}
+
+#[cfg_attr(not(feature = "mysql"), allow(dead_code))]
+impl ServerError {
+    /// `source`, a failure of the server whose identity is `server`.
+    pub(crate) fn new(server: &str, source: impl Into<turnstile_core::BoxError>) -> Self {
+        ServerError {
+            server: server.to_owned(),
+            source: source.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for ServerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = self.server.split_once("://").map_or("server", |(s, _)| s);
+        write!(f, "{scheme} at {}: {}", self.server, self.source)
+    }
+}
+
+impl std::error::Error for ServerError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.source)
     }
 }

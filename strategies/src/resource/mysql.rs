@@ -47,6 +47,14 @@ const FENCE_TABLE: &str = "CREATE TABLE IF NOT EXISTS turnstile_fences (
 /// (a stopped process, a host gone without a reset) blocks a statement until TCP gives up,
 /// unless [`read_timeout`](MySql::read_timeout) bounds it.
 ///
+/// What the strategies report of its logins and its own statements
+/// ([`Error::Unavailable`], [`Error::Resource`]) is in words: the server's message
+/// (`ERROR 1045 (28000): Access denied …`), the driver's (`Could not connect to address
+/// …`) or the system's, or `no answer within …` for a login past the connect timeout or a
+/// read past the read timeout. It does not name the server: its caller has the
+/// [`identity`](Connect::identity) (a lock backend on a server, such as
+/// [`MySqlLock`](crate::lock::MySqlLock), names its own).
+///
 /// Fences are recorded in a `turnstile_fences` table (created on first use, outside any
 /// transaction, because DDL commits implicitly on MySQL). The op must not run DDL or
 /// `COMMIT` itself: that ends the transaction, and `commit` then fails with
@@ -119,8 +127,11 @@ impl MySql {
     /// answering then fails the statement waiting on it (the op's, or a `BEGIN`,
     /// `COMMIT` or ping of the strategy) with an I/O error after `timeout`, and the
     /// connection is dropped, instead of blocking until TCP gives up. A `COMMIT` cut off
-    /// that way is [`TransactError::Indeterminate`]. It bounds every statement an op runs,
-    /// so it must be longer than the longest of them. Default: `None`, no limit.
+    /// that way is [`TransactError::Indeterminate`]. The strategy's own statements
+    /// (`BEGIN`, fences, `COMMIT`) report it as an [`std::io::Error`] of kind `TimedOut`,
+    /// `no answer within …`; an op's statement gets the driver's error, as the op returns
+    /// it (kind `WouldBlock` on Linux). It bounds every statement an op runs, so it must be
+    /// longer than the longest of them. Default: `None`, no limit.
     ///
     /// # Errors
     /// [`Error::Config`] for a zero timeout or one over [`MAX_TIMEOUT`].
@@ -136,7 +147,10 @@ impl MySql {
         Ok(self)
     }
 
-    /// Sets how long opening a connection may take. Default: [`DEFAULT_CONNECT_TIMEOUT`].
+    /// Sets how long opening a connection may take, its login included: a server that
+    /// accepts the connection but does not answer fails it after `timeout` with an
+    /// [`std::io::Error`] of kind `TimedOut` (`no answer within …`), read timeout or not.
+    /// Default: [`DEFAULT_CONNECT_TIMEOUT`].
     ///
     /// # Errors
     /// [`Error::Config`] for a zero timeout or one over [`MAX_TIMEOUT`].
@@ -169,7 +183,8 @@ impl MySql {
 
     fn ensure_fence_table(&self, conn: &mut Conn) -> Result<(), TransactError> {
         if !self.fence_table_ready.load(Ordering::Acquire) {
-            conn.query_drop(FENCE_TABLE).map_err(classify)?;
+            conn.query_drop(FENCE_TABLE)
+                .map_err(|e| classify(e, self.read_timeout))?;
             self.fence_table_ready.store(true, Ordering::Release);
         }
         Ok(())
@@ -190,9 +205,55 @@ pub(crate) fn parse_url(url: &str) -> Result<Opts, StrategyError> {
         Error::Config(format!(
             "bad MySQL URL {:?}: {}",
             crate::spec::redact_url(url),
-            crate::spec::redact_message(url, &e.to_string())
+            crate::spec::redact_message(url, &url_error_text(&e))
         ))
     })
+}
+
+/// The driver's URL error in words: the `url` crate's reason without the driver's
+/// `URL ParseError { … }` around it.
+fn url_error_text(error: &mysql::UrlError) -> String {
+    match error {
+        mysql::UrlError::ParseError(e) => e.to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// `error` in words, for the errors the strategies report (an op's own errors stay as the
+/// op returned them): the error inside the driver's, without its `MySqlError { … }`
+/// around it — the server's ([`mysql::MySqlError`], `ERROR 1045 (28000): Access denied
+/// …`), the driver's ([`mysql::DriverError`], `Could not connect to address …`) or the
+/// system's ([`std::io::Error`]); and a read or write that `timeout` cut off is `no answer
+/// within …`, an [`std::io::Error`] of kind `TimedOut` (the system's text would be
+/// `Resource temporarily unavailable`).
+pub(crate) fn readable(error: mysql::Error, timeout: Option<Duration>) -> BoxError {
+    use std::io::ErrorKind;
+    let cut_off = |kind: ErrorKind| {
+        timeout.filter(|_| matches!(kind, ErrorKind::WouldBlock | ErrorKind::TimedOut))
+    };
+    let no_answer = |t: Duration| -> BoxError {
+        std::io::Error::new(ErrorKind::TimedOut, format!("no answer within {t:?}")).into()
+    };
+    match error {
+        mysql::Error::IoError(e) => match cut_off(e.kind()) {
+            Some(t) => no_answer(t),
+            None => e.into(),
+        },
+        // The codec's error type is not exported: its I/O cause is read through `source()`.
+        mysql::Error::CodecError(e) => {
+            match std::error::Error::source(&e).and_then(|c| c.downcast_ref::<std::io::Error>()) {
+                Some(io) => match cut_off(io.kind()) {
+                    Some(t) => no_answer(t),
+                    None => std::io::Error::new(io.kind(), io.to_string()).into(),
+                },
+                None => e.to_string().into(),
+            }
+        }
+        mysql::Error::MySqlError(e) => e.into(),
+        mysql::Error::DriverError(e) => e.into(),
+        mysql::Error::UrlError(e) => url_error_text(&e).into(),
+        other => other.into(),
+    }
 }
 
 /// `mysql://user@host:port/db`, without the password.
@@ -207,7 +268,10 @@ pub(crate) fn identity(opts: &Opts) -> String {
 }
 
 /// Opens one connection with a connect timeout and, if given, a read and write timeout.
-/// Without one, the login runs on a thread of its own, bounded by the connect timeout.
+/// The login runs on a thread of its own, so that the connect timeout bounds it as a
+/// whole: a read timeout bounds each of its reads, and a server that accepts the
+/// connection but never answers would otherwise keep the caller a read timeout (or until
+/// TCP gives up) whatever the connect timeout. Errors come [`readable`].
 pub(crate) fn open(
     opts: &Opts,
     connect_timeout: Duration,
@@ -217,13 +281,9 @@ pub(crate) fn open(
         .tcp_connect_timeout(Some(connect_timeout))
         .read_timeout(read_timeout)
         .write_timeout(read_timeout);
-    match read_timeout {
-        // The read timeout bounds the login too.
-        Some(_) => Conn::new(builder).map_err(Into::into),
-        None => super::open_within(&identity(opts), connect_timeout, move || {
-            Conn::new(builder).map_err(Into::into)
-        }),
-    }
+    super::open_within(&identity(opts), connect_timeout, move || {
+        Conn::new(builder).map_err(|e| readable(e, read_timeout))
+    })
 }
 
 /// Whether `error` is MySQL's "busy, try again": a deadlock (the transaction was rolled
@@ -248,11 +308,13 @@ pub(crate) fn is_connection_error(error: &mysql::Error) -> bool {
     }
 }
 
-fn classify(error: mysql::Error) -> TransactError {
+/// A failed statement of the resource's own (not the op's) as a [`TransactError`], in
+/// words ([`readable`]; `timeout` is the read timeout).
+fn classify(error: mysql::Error, timeout: Option<Duration>) -> TransactError {
     if is_busy(&error) {
-        TransactError::Busy(Box::new(error))
+        TransactError::Busy(readable(error, timeout))
     } else {
-        TransactError::Failed(Box::new(error))
+        TransactError::Failed(readable(error, timeout))
     }
 }
 
@@ -297,7 +359,12 @@ impl Connect for MySql {
     }
 }
 
-fn check_fences(conn: &mut Conn, fences: &[FenceClaim<'_>]) -> Result<(), TransactError> {
+fn check_fences(
+    conn: &mut Conn,
+    fences: &[FenceClaim<'_>],
+    timeout: Option<Duration>,
+) -> Result<(), TransactError> {
+    let classify = |e| classify(e, timeout);
     for claim in fences {
         let backend = fence_column(claim.backend.as_bytes(), 255);
         let name = fence_column(claim.name, 1024);
@@ -335,12 +402,13 @@ impl Transact for MySql {
         }
         // One statement per query: the driver drops the errors of a multi-statement
         // query's later statements.
+        let classify = |e| classify(e, self.read_timeout);
         conn.query_drop("START TRANSACTION").map_err(classify)?;
         // The marker savepoint lets commit see an op that ended the transaction.
         let marked = conn
             .query_drop(format!("SAVEPOINT {MARKER_SAVEPOINT}"))
             .map_err(classify);
-        if let Err(e) = marked.and_then(|()| check_fences(conn, fences)) {
+        if let Err(e) = marked.and_then(|()| check_fences(conn, fences, self.read_timeout)) {
             let _ = self.rollback(conn);
             return Err(e);
         }
@@ -355,7 +423,7 @@ impl Transact for MySql {
             // The COMMIT may have reached the server and committed before the connection
             // broke.
             Err(e) if sent && is_connection_error(&e) => {
-                Err(TransactError::Indeterminate(Box::new(e)))
+                Err(TransactError::Indeterminate(readable(e, self.read_timeout)))
             }
             Err(e) => {
                 let _ = self.rollback(conn);
@@ -363,7 +431,7 @@ impl Transact for MySql {
                     mysql::Error::MySqlError(m) if m.code == ER_SP_DOES_NOT_EXIST => {
                         Err(TransactError::Ended)
                     }
-                    _ => Err(classify(e)),
+                    _ => Err(classify(e, self.read_timeout)),
                 }
             }
         }
@@ -449,6 +517,19 @@ mod tests {
         let shown = error.to_string();
         assert!(shown.contains("bad MySQL URL"), "{shown}");
         assert!(!shown.contains("Xy7") && !shown.contains("k9zq"), "{shown}");
+    }
+
+    /// The `url` crate's reason, without the driver's `URL ParseError { … }` around it.
+    #[test]
+    fn a_refused_url_says_why_in_words() {
+        for (url, why) in [
+            ("mysql://h:notaport/db", "invalid port number"),
+            ("mysql://u@h:99999/db", "invalid port number"),
+            ("mysql://h/db?foo=bar", "Unknown URL parameter `foo'"),
+        ] {
+            let shown = MySql::new(url).unwrap_err().to_string();
+            assert!(shown.ends_with(&format!(": {why}")), "{url}: {shown}");
+        }
     }
 
     /// A raw `@` in the password, then a `#`, `/` or `?`: the driver would read a piece of

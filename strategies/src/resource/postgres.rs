@@ -199,7 +199,8 @@ pub(crate) fn parse_config(url: &str) -> Result<tokio_postgres::Config, Strategy
     // piece of the password for the host, database or user, which the identity shows, or
     // connect to another host than the URL names.
     crate::spec::refuse_ambiguous_userinfo("PostgreSQL", url)?;
-    let mut config = tokio_postgres::Config::from_str(url).map_err(|e| bad(&e))?;
+    let mut config =
+        tokio_postgres::Config::from_str(url).map_err(|e| bad(&parse_reason(url, &e)))?;
     // What the driver would refuse only when it connects, as if the server were out of
     // reach: no host, hosts and `hostaddr`s that do not pair up, more ports than hosts,
     // an empty host name.
@@ -236,6 +237,56 @@ pub(crate) fn parse_config(url: &str) -> Result<tokio_postgres::Config, Strategy
         config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
     }
     Ok(config)
+}
+
+/// Why the driver refused `url`, safe to show: its error says only `invalid connection
+/// string`, and its cause the reason (`invalid value for option \`port\``, `unknown option
+/// \`foo\``). A reason that names one of the driver's options by itself is shown as it
+/// is; any other may quote a piece of the URL, so what [`redact_url`] masks is masked in
+/// it too, and a character it quotes from the URL is left out.
+///
+/// [`redact_url`]: crate::spec::redact_url
+fn parse_reason(url: &str, error: &tokio_postgres::Error) -> String {
+    /// The options the driver names in `invalid value for option `…``: its own words.
+    const OPTIONS: [&str; 14] = [
+        "sslmode",
+        "sslnegotiation",
+        "hostaddr",
+        "port",
+        "connect_timeout",
+        "tcp_user_timeout",
+        "keepalives",
+        "keepalives_idle",
+        "keepalives_interval",
+        "keepalives_retries",
+        "target_session_attrs",
+        "channel_binding",
+        "load_balance_hosts",
+        "host",
+    ];
+    let mut why = error.to_string();
+    let mut cause = std::error::Error::source(error);
+    while let Some(c) = cause {
+        let mut text = c.to_string();
+        let names_an_option = text
+            .strip_prefix("invalid value for option `")
+            .and_then(|rest| rest.strip_suffix('`'))
+            .is_some_and(|option| OPTIONS.contains(&option));
+        if !names_an_option {
+            // `unexpected character at byte 12: expected `=` but got `x``: the character
+            // may be a password's.
+            if text.starts_with("unexpected character at byte ")
+                && let Some(at) = text.find(": expected `")
+            {
+                text.truncate(at);
+            }
+            text = crate::spec::redact_message(url, &text);
+        }
+        why.push_str(": ");
+        why.push_str(&text);
+        cause = c.source();
+    }
+    why
 }
 
 /// `postgres://user@host:port/db`, without the password.
@@ -528,6 +579,50 @@ mod tests {
         assert!(!db.identity().contains("Xy7k9"), "{}", db.identity());
         let db = Postgres::new("postgres://u:secret@h:5433/app").unwrap();
         assert_eq!(db.identity(), "postgres://u@h:5433/app");
+    }
+
+    /// The driver's reason for refusing a URL is shown, not only its `invalid connection
+    /// string`, without a piece of a password.
+    #[test]
+    fn a_refused_url_says_why_without_showing_a_password() {
+        for (url, why) in [
+            ("postgres://u@h:99999/db", "invalid value for option `port`"),
+            (
+                "postgres://u:pw@h/db?sslmode=bogus",
+                "invalid value for option `sslmode`",
+            ),
+            ("postgres://u@h/db?foo=bar", "unknown option `foo`"),
+            (
+                "host=h connect_timeout=x",
+                "invalid value for option `connect_timeout`",
+            ),
+            ("host=h foo=bar", "unknown option `foo`"),
+        ] {
+            let error = parse_config(url).unwrap_err();
+            let shown = error.to_string();
+            assert!(matches!(error, Error::Config(_)), "{shown}");
+            assert!(
+                shown.contains(&format!("invalid connection string: {why}")),
+                "{url}: {shown}"
+            );
+        }
+        // The tail of a password with a raw `&` reads as an unknown option.
+        let shown = parse_config("postgres://u@h/db?password=Xy7&k9zq=1")
+            .unwrap_err()
+            .to_string();
+        assert!(shown.contains("unknown option"), "{shown}");
+        assert!(!shown.contains("Xy7") && !shown.contains("k9zq"), "{shown}");
+        let shown = parse_config("host=h password=Xy7 k9$zq=1")
+            .unwrap_err()
+            .to_string();
+        assert!(shown.contains("unknown option"), "{shown}");
+        assert!(!shown.contains("Xy7") && !shown.contains("k9"), "{shown}");
+        // A character the key-value parser did not expect may be a password's.
+        let shown = parse_config("host=h password=Xy7 k9 wq")
+            .unwrap_err()
+            .to_string();
+        assert!(shown.contains("unexpected character at byte"), "{shown}");
+        assert!(!shown.contains("Xy7") && !shown.contains("`w`"), "{shown}");
     }
 
     /// The driver reads user info up to the first `@`: a raw `@` in the password leaves a
