@@ -47,8 +47,9 @@ const FENCE_TABLE: &str = "CREATE TABLE IF NOT EXISTS turnstile_fences (
 /// (a stopped process, a host gone without a reset) blocks a statement until TCP gives up,
 /// unless [`read_timeout`](MySql::read_timeout) bounds it.
 ///
-/// What the strategies report of its logins and its own statements
-/// ([`Error::Unavailable`], [`Error::Resource`]) is in words: the server's message
+/// What the strategies report of its logins and of `BEGIN` (with its fence check) and
+/// `COMMIT` ([`Error::Unavailable`], [`Error::Resource`]) is in words (a failed rollback
+/// or savepoint statement keeps the driver's [`mysql::Error`], which the queue reads): the server's message
 /// (`ERROR 1045 (28000): Access denied …`), the driver's (`Could not connect to address
 /// …`) or the system's, or `no answer within …` for a login past the connect timeout or a
 /// read past the read timeout. It does not name the server: its caller has the
@@ -493,14 +494,44 @@ impl Transact for MySql {
         }
     }
 
+    /// Busy in an op's own error (a [`mysql::Error`]) or in one of the strategy's
+    /// statements, whose errors come in words: the server's bare [`mysql::MySqlError`].
     fn is_busy(&self, error: &(dyn Any + Send + Sync)) -> bool {
         find_error::<mysql::Error>(error).is_some_and(is_busy)
+            || find_error::<mysql::MySqlError>(error)
+                .is_some_and(|e| e.code == ER_LOCK_DEADLOCK || e.code == ER_LOCK_WAIT_TIMEOUT)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The strategy's own statements (`BEGIN`'s fence bump, `COMMIT`) come back
+    /// [`readable`], the server's error bare: a lock-wait timeout or deadlock there is
+    /// still busy (the harness's `refused` checker asks this of them).
+    #[test]
+    fn a_busy_server_error_of_the_strategys_statements_is_busy() {
+        let db = MySql::new("mysql://u@h/db").unwrap();
+        let server = |code| {
+            mysql::Error::MySqlError(mysql::MySqlError {
+                state: "HY000".into(),
+                message: "lock wait".into(),
+                code,
+            })
+        };
+        for (code, busy) in [
+            (ER_LOCK_WAIT_TIMEOUT, true),
+            (ER_LOCK_DEADLOCK, true),
+            (1045, false),
+        ] {
+            let statement: BoxError = readable(server(code), None);
+            assert_eq!(db.is_busy(&statement), busy, "{code}");
+            let erased: turnstile_core::AnyError = Box::new(statement);
+            assert_eq!(db.is_busy(&erased), busy, "{code} erased");
+            assert_eq!(db.is_busy(&server(code)), busy, "{code} as an op's");
+        }
+    }
 
     #[test]
     fn an_identity_shows_no_password_from_the_database_name() {

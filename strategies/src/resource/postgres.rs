@@ -280,6 +280,16 @@ fn parse_reason(url: &str, error: &tokio_postgres::Error) -> String {
             {
                 text.truncate(at);
             }
+            // `unknown option `KEY``: a key that holds a quote or a backtick would end
+            // the quoted piece redaction looks at early, and show the rest; such a key is
+            // no option name anyone typed as one (it is a password's tail after a raw `&`).
+            if let Some(key) = text
+                .strip_prefix("unknown option `")
+                .and_then(|rest| rest.strip_suffix('`'))
+                && key.contains(['`', '\'', '"'])
+            {
+                text = "unknown option (not shown: it may be part of a password)".to_owned();
+            }
             text = crate::spec::redact_message(url, &text);
         }
         why.push_str(": ");
@@ -617,6 +627,19 @@ mod tests {
             .to_string();
         assert!(shown.contains("unknown option"), "{shown}");
         assert!(!shown.contains("Xy7") && !shown.contains("k9"), "{shown}");
+        // A quote or backtick in that tail would end the quoted piece early.
+        for url in [
+            "postgres://u@h/db?password=Xy7&k9'zq=1",
+            "postgres://u@h/db?password=Xy7&k9`zq=1",
+            "host=h password=Xy7 k9'zq=1",
+        ] {
+            let shown = parse_config(url).unwrap_err().to_string();
+            assert!(shown.contains("unknown option"), "{shown}");
+            assert!(
+                !shown.contains("zq") && !shown.contains("k9"),
+                "{url}: {shown}"
+            );
+        }
         // A character the key-value parser did not expect may be a password's.
         let shown = parse_config("host=h password=Xy7 k9 wq")
             .unwrap_err()
