@@ -498,6 +498,37 @@ fn a_release_elsewhere_wakes_the_waiter_through_pubsub() {
     assert!(woke < Duration::from_secs(4), "woken after {woke:?}");
 }
 
+/// A misspelt parameter is refused, by name, through every Redis scheme of the registry
+/// (before any server is asked); its value is not shown.
+#[test]
+fn a_misspelt_url_parameter_is_refused_on_every_scheme() {
+    let dir = tempfile::tempdir().unwrap();
+    let setup = Setup::new(sqlite(&dir.path().join("params.db")));
+    let registry = Registry::builtin();
+    let mut specs = vec![
+        "redis://127.0.0.1:1/0?ttl=2000",
+        "redis://127.0.0.1:1/0?ttl_ms=500&tll_ms=2000",
+        "redis+unix:///tmp/no.sock?db=1&ttl=2000",
+        "redlock://127.0.0.1:1,127.0.0.1:2/0?ttl=2000",
+    ];
+    if cfg!(feature = "queue") {
+        specs.push("queue+redis://127.0.0.1:1/0?ttl=2000");
+    }
+    if cfg!(feature = "redis-tls") {
+        specs.push("rediss://127.0.0.1:1/0?ttl=2000");
+        specs.push("redlocks://127.0.0.1:1,127.0.0.1:2/0?ttl=2000");
+    }
+    for spec in specs {
+        match registry.open(spec, &setup).map(|_| ()) {
+            Err(Error::Config(text)) => {
+                assert!(text.contains("unknown URL parameter \"t"), "{spec}: {text}");
+                assert!(!text.contains("2000"), "{spec}: {text}");
+            }
+            other => panic!("{spec}: {other:?}"),
+        }
+    }
+}
+
 #[test]
 fn redlock_needs_a_quorum() {
     let mut servers: Vec<RedisServer> = (0..3).map(|_| RedisServer::start()).collect();

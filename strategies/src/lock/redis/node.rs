@@ -226,6 +226,7 @@ pub(super) fn parse_url(url: &str) -> Result<(Client, String), StrategyError> {
         )));
     }
     let (rest, tls) = super::tls::TlsFiles::take(url)?;
+    super::refuse_unknown_params(url, false)?;
     let info = rest.as_str().into_connection_info().map_err(|e| {
         // The driver's message may quote a piece of the URL (a parameter's value that
         // is a piece of a password with a raw `?`).
