@@ -72,8 +72,12 @@
 //! What only a connection can tell — a certificate from another CA or for another name, a
 //! server that wants a client certificate we lack, a port that does not speak TLS (or a
 //! `redis://` client on a TLS port) — gives [`Error::Unavailable`], as a refused
-//! connection does, within the caller's deadline; its text says why (`invalid peer
-//! certificate: UnknownIssuer`). It is not [`Error::Config`] because the cause may be the
+//! connection does, within the caller's deadline; its text says why: rustls's reason
+//! (`invalid peer certificate: UnknownIssuer`), or for a port that speaks plain Redis,
+//! which never answers a TLS handshake, `no TLS answer within 2s while connecting: if
+//! the port speaks plain Redis, use redis://; …`, and for a `redis://` client that a TLS
+//! port hangs up on, `the server closed the connection while connecting: if the port
+//! speaks TLS, use rediss://`. It is not [`Error::Config`] because the cause may be the
 //! server's (a rotated or expired certificate) and because it shows only on connecting.
 //!
 //! Each new connection costs a TLS handshake, within the connect timeout. Connections are
@@ -125,7 +129,12 @@
 //! Every network call has a connect timeout (default [`DEFAULT_CONNECT_TIMEOUT`]) and a
 //! response timeout (default [`DEFAULT_RESPONSE_TIMEOUT`]), both also capped by the
 //! caller's deadline (never below 50 ms, so a healthy server is not reported unavailable).
-//! A connection that saw any error is closed, never reused. An acquire whose reply never
+//! The connect timeout covers a new connection until the server has answered: TCP, the
+//! TLS handshake, and the login and `SELECT` (or, with neither, a `PING`). A server that
+//! does not answer in time gives [`Error::Unavailable`] saying so:
+//! `redis at redis://host:6379/0: no answer within 2s while connecting: …`, or `no
+//! answer within 1s to a command: …` (the time is the timeout that ran out, cut to the
+//! caller's deadline). A connection that saw any error is closed, never reused. An acquire whose reply never
 //! came (a paused or overloaded server) may still have set the key when the server
 //! resumes; its token is remembered and released before the next attempt on that
 //! server, so the ghost lease does not block the name for a whole TTL.
