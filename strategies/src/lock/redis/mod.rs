@@ -455,6 +455,17 @@ fn new_token() -> String {
     token
 }
 
+/// `d` in milliseconds, with as many decimals as it needs: `0 ms`, `10 ms`, `0.5 ms`.
+fn in_ms(d: Duration) -> String {
+    let nanos = d.as_nanos();
+    let (ms, rest) = (nanos / 1_000_000, nanos % 1_000_000);
+    if rest == 0 {
+        return format!("{ms} ms");
+    }
+    let decimals = format!("{rest:06}");
+    format!("{ms}.{} ms", decimals.trim_end_matches('0'))
+}
+
 /// Settings shared by [`RedisLock`] and [`RedlockLock`] builders.
 #[derive(Clone, Debug)]
 struct Settings {
@@ -488,16 +499,19 @@ impl Settings {
 
     fn check(&self) -> Result<(), StrategyError> {
         let config = |m: String| Err(Error::Config(m));
+        // In milliseconds, the unit of `ttl_ms` (as `Debug`, a zero one would be `0ns`).
         if self.ttl < MIN_TTL {
             return config(format!(
-                "lease TTL {:?} is below the minimum {MIN_TTL:?}",
-                self.ttl
+                "lease TTL {} is below the minimum {}",
+                in_ms(self.ttl),
+                in_ms(MIN_TTL)
             ));
         }
         if self.ttl > MAX_TIMEOUT {
             return config(format!(
-                "lease TTL {:?} is above the maximum {MAX_TIMEOUT:?}",
-                self.ttl
+                "lease TTL {} is above the maximum {} (a year)",
+                in_ms(self.ttl),
+                in_ms(MAX_TIMEOUT)
             ));
         }
         let renew = self.renew_every();
@@ -1291,17 +1305,45 @@ mod tests {
                 "{bad} was accepted"
             );
         }
-        // In range is build()'s to check: below MIN_TTL, or zero.
-        for out_of_range in [
-            "redis://127.0.0.1:1/?ttl_ms=0",
-            "redis://127.0.0.1:1/?ttl_ms=5",
+        // In range is build()'s to check: below MIN_TTL, or zero, or above a year; the
+        // message is in the unit of ttl_ms.
+        for (out_of_range, says) in [
+            (
+                "redis://127.0.0.1:1/?ttl_ms=0",
+                "lease TTL 0 ms is below the minimum 10 ms",
+            ),
+            (
+                "redis://127.0.0.1:1/?ttl_ms=5",
+                "lease TTL 5 ms is below the minimum 10 ms",
+            ),
+            (
+                "redis://127.0.0.1:1/?ttl_ms=31536000001",
+                "lease TTL 31536000001 ms is above the maximum 31536000000 ms",
+            ),
+            (
+                "redlock://127.0.0.1:1,127.0.0.1:2/?ttl_ms=0",
+                "lease TTL 0 ms is below the minimum 10 ms",
+            ),
         ] {
-            let builder = RedisLock::builder_from_url(out_of_range).unwrap();
-            assert!(
-                matches!(builder.build(), Err(Error::Config(_))),
-                "{out_of_range} was accepted"
-            );
+            let built = if out_of_range.starts_with("redlock") {
+                RedlockLock::builder_from_url(out_of_range)
+                    .unwrap()
+                    .build()
+                    .map(drop)
+            } else {
+                RedisLock::builder_from_url(out_of_range)
+                    .unwrap()
+                    .build()
+                    .map(drop)
+            };
+            match built {
+                Err(Error::Config(text)) => assert!(text.contains(says), "{text}"),
+                other => panic!("{out_of_range}: {other:?}"),
+            }
         }
+        assert_eq!(in_ms(Duration::from_micros(1500)), "1.5 ms");
+        assert_eq!(in_ms(Duration::from_nanos(1)), "0.000001 ms");
+        assert_eq!(in_ms(Duration::from_secs(8)), "8000 ms");
         assert!(
             RedlockLock::builder_from_url("redlock://a:1,b:2,c:3/0?ttl_ms=900")
                 .unwrap()
