@@ -91,10 +91,21 @@ fn bad_redis_specs_are_usage_errors() {
         "redis://127.0.0.1:6379/?ttl_ms=abc",
         "redis://127.0.0.1:6379/?ttl_ms=0",
         "redis://127.0.0.1:6379/?ttl_ms=5&ttl_ms=500",
+        // Misspelt: each would have run with the default TTL of 8 s.
+        "redis-nofence://127.0.0.1:6379/0?ttl=300",
+        "redis-nofence://127.0.0.1:6379/0?tll_ms=300",
+        "redis://127.0.0.1:6379/0?ttl=2000",
     ] {
         let config = RunConfig::new(bad, Workload::Counter).threads(1).ops(1);
         match run(&config, &registry()) {
-            Err(e) => assert_eq!(e.exit_code(), 2, "{bad}: {e}"),
+            Err(e) => {
+                assert_eq!(e.exit_code(), 2, "{bad}: {e}");
+                let text = e.to_string();
+                if bad.contains("?tt") && !bad.contains("ttl_ms") {
+                    assert!(text.contains("unknown URL parameter \"ttl\""), "{text}");
+                }
+                assert!(!text.contains("300"), "{bad}: {text}");
+            }
             Ok(r) => panic!("{bad} ran:\n{}", report::text(&r)),
         }
     }

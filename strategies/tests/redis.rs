@@ -240,7 +240,17 @@ fn paused_server_is_unavailable_and_leaves_no_ghost_lease() {
     let r = lock.acquire(&name, Some(Instant::now() + Duration::from_secs(1)));
     let took = start.elapsed();
     kill_process(pid, Signal::CONT).unwrap();
-    assert!(matches!(r, Err(Error::Unavailable(_))), "{r:?}");
+    // Said in words: what got no answer, within how long (the response timeout).
+    match &r {
+        Err(e @ Error::Unavailable(_)) => {
+            let text = e.to_string();
+            assert!(
+                text.contains("no answer within 200ms to a command"),
+                "{text}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
     assert!(took < Duration::from_secs(5), "hung for {took:?}");
     // Let the resumed server run the acquire whose reply we never saw: a ghost lease with
     // our token and an 8 s TTL, which the next acquire must clear first.
@@ -496,6 +506,137 @@ fn a_release_elsewhere_wakes_the_waiter_through_pubsub() {
     // Without the release's PUBLISH, only the TTL (8 s) or the poll (30 s) would wake it.
     let woke = at - released;
     assert!(woke < Duration::from_secs(4), "woken after {woke:?}");
+}
+
+/// A TCP listener on loopback that accepts every connection and never answers (a hung
+/// server, or a port that waits for something else), holding them until dropped.
+struct SilentListener {
+    port: u16,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SilentListener {
+    fn start() -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thread = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut held = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    match listener.accept() {
+                        Ok((socket, _)) => held.push(socket),
+                        Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                    }
+                }
+            })
+        };
+        SilentListener {
+            port,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for SilentListener {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A server that accepts the connection and never answers is said to give no answer
+/// within the connect timeout, not with the OS's `Resource temporarily unavailable`; and
+/// the connect, setup included, keeps to that timeout (the redis crate waited for each of
+/// its setup replies in turn: twice as long).
+#[test]
+fn a_server_that_never_answers_is_said_to_and_within_the_connect_timeout() {
+    let silent = SilentListener::start();
+    let url = format!("redis://127.0.0.1:{}", silent.port);
+    let dir = tempfile::tempdir().unwrap();
+    let setup = Setup::new(sqlite(&dir.path().join("silent.db")));
+    let start = Instant::now();
+    let r = Registry::builtin().open(&url, &setup).map(|_| ());
+    let took = start.elapsed();
+    match r {
+        Err(e @ Error::Unavailable(_)) => {
+            let text = e.to_string();
+            assert!(
+                text.contains("no answer within 2s while connecting"),
+                "{text}"
+            );
+            assert!(!text.contains("os error"), "{text}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(took < Duration::from_secs(10), "hung for {took:?}");
+    // Timed with a connect timeout long enough to tell one from two.
+    let lock = RedisLock::builder(url)
+        .connect_timeout(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    let start = Instant::now();
+    let r = lock.ping();
+    let took = start.elapsed();
+    assert!(matches!(r, Err(Error::Unavailable(_))), "{r:?}");
+    assert!(
+        took < Duration::from_millis(5000),
+        "a connect timeout of 3s took {took:?}"
+    );
+    // Over TLS: the same listener is what a port that speaks plain Redis looks like.
+    #[cfg(feature = "redis-tls")]
+    {
+        let url = format!("rediss://127.0.0.1:{}", silent.port);
+        let r = Registry::builtin().open(&url, &setup).map(|_| ());
+        match r {
+            Err(e @ Error::Unavailable(_)) => {
+                let text = e.to_string();
+                assert!(
+                    text.contains("no TLS answer within 2s while connecting"),
+                    "{text}"
+                );
+                assert!(text.contains("use redis://"), "{text}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+/// A misspelt parameter is refused, by name, through every Redis scheme of the registry
+/// (before any server is asked); its value is not shown.
+#[test]
+fn a_misspelt_url_parameter_is_refused_on_every_scheme() {
+    let dir = tempfile::tempdir().unwrap();
+    let setup = Setup::new(sqlite(&dir.path().join("params.db")));
+    let registry = Registry::builtin();
+    let mut specs = vec![
+        "redis://127.0.0.1:1/0?ttl=2000",
+        "redis://127.0.0.1:1/0?ttl_ms=500&tll_ms=2000",
+        "redis+unix:///tmp/no.sock?db=1&ttl=2000",
+        "redlock://127.0.0.1:1,127.0.0.1:2/0?ttl=2000",
+    ];
+    if cfg!(feature = "queue") {
+        specs.push("queue+redis://127.0.0.1:1/0?ttl=2000");
+    }
+    if cfg!(feature = "redis-tls") {
+        specs.push("rediss://127.0.0.1:1/0?ttl=2000");
+        specs.push("redlocks://127.0.0.1:1,127.0.0.1:2/0?ttl=2000");
+    }
+    for spec in specs {
+        match registry.open(spec, &setup).map(|_| ()) {
+            Err(Error::Config(text)) => {
+                assert!(text.contains("unknown URL parameter \"t"), "{spec}: {text}");
+                assert!(!text.contains("2000"), "{spec}: {text}");
+            }
+            other => panic!("{spec}: {other:?}"),
+        }
+    }
 }
 
 #[test]

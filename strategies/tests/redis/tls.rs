@@ -140,15 +140,18 @@ fn untrusted_and_mismatched_clients_are_unavailable_within_the_deadline() {
         ),
         // Trusts the system's roots, which did not sign the test CA.
         (bare.clone(), "certificate"),
-        // Plaintext RESP on the TLS port.
-        (format!("redis://127.0.0.1:{port}/0"), ""),
+        // Plaintext RESP on the TLS port: the server closes the connection.
+        (
+            format!("redis://127.0.0.1:{port}/0"),
+            "the server closed the connection while connecting: if the port speaks TLS, use rediss://",
+        ),
         // A TLS client on a plaintext port: the server waits for a line that never comes.
         (
             with(
                 &format!("rediss://127.0.0.1:{}/0", plain.port()),
                 &[(TLS_CA_PARAM, &pki.file("ca.pem"))],
             ),
-            "",
+            "no TLS answer within 300ms while connecting: if the port speaks plain Redis, use redis://",
         ),
     ];
     for (url, says) in cases {

@@ -46,6 +46,15 @@
 //! the lease TTL ([`TTL_QUERY_PARAM`]); a short TTL makes a dead holder's lease expire
 //! sooner, at the price of more renewals.
 //!
+//! A URL's query holds only what something reads, each parameter once: `protocol` (the
+//! redis crate's `2`/`resp2` or `3`/`resp3`); over a Unix socket (`redis+unix://`) also
+//! `db`, `user` and `pass`, which a TCP URL carries as `redis://user:password@host/db`
+//! instead; the TLS files of `rediss://` and `redlocks://` (see [TLS](self#tls)); and, in
+//! a spec, `ttl_ms`. Anything else (`?ttl=2000`, `?tll_ms=100`), or one of these given
+//! twice, is an [`Error::Config`] that names the parameter but never shows its value,
+//! which may be a secret: the redis crate would ignore it (or take the last one) without
+//! a word.
+//!
 //! ## TLS
 //! With the feature `redis-tls`, `rediss://host:port/db` reaches the server over TLS
 //! (rustls with the *ring* provider: no OpenSSL needed), and
@@ -63,8 +72,12 @@
 //! What only a connection can tell — a certificate from another CA or for another name, a
 //! server that wants a client certificate we lack, a port that does not speak TLS (or a
 //! `redis://` client on a TLS port) — gives [`Error::Unavailable`], as a refused
-//! connection does, within the caller's deadline; its text says why (`invalid peer
-//! certificate: UnknownIssuer`). It is not [`Error::Config`] because the cause may be the
+//! connection does, within the caller's deadline; its text says why: rustls's reason
+//! (`invalid peer certificate: UnknownIssuer`), or for a port that speaks plain Redis,
+//! which never answers a TLS handshake, `no TLS answer within 2s while connecting: if
+//! the port speaks plain Redis, use redis://; …`, and for a `redis://` client that a TLS
+//! port hangs up on, `the server closed the connection while connecting: if the port
+//! speaks TLS, use rediss://`. It is not [`Error::Config`] because the cause may be the
 //! server's (a rotated or expired certificate) and because it shows only on connecting.
 //!
 //! Each new connection costs a TLS handshake, within the connect timeout. Connections are
@@ -116,7 +129,12 @@
 //! Every network call has a connect timeout (default [`DEFAULT_CONNECT_TIMEOUT`]) and a
 //! response timeout (default [`DEFAULT_RESPONSE_TIMEOUT`]), both also capped by the
 //! caller's deadline (never below 50 ms, so a healthy server is not reported unavailable).
-//! A connection that saw any error is closed, never reused. An acquire whose reply never
+//! The connect timeout covers a new connection until the server has answered: TCP, the
+//! TLS handshake, and the login and `SELECT` (or, with neither, a `PING`). A server that
+//! does not answer in time gives [`Error::Unavailable`] saying so:
+//! `redis at redis://host:6379/0: no answer within 2s while connecting: …`, or `no
+//! answer within 1s to a command: …` (the time is the timeout that ran out, cut to the
+//! caller's deadline). A connection that saw any error is closed, never reused. An acquire whose reply never
 //! came (a paused or overloaded server) may still have set the key when the server
 //! resumes; its token is remembered and released before the next attempt on that
 //! server, so the ghost lease does not block the name for a whole TTL.
@@ -180,7 +198,8 @@ pub const MIN_TTL: Duration = Duration::from_millis(10);
 /// The query parameter of a `redis://…` or `redlock://…` spec URL that sets the lease
 /// TTL in milliseconds (`redis://127.0.0.1:6379/0?ttl_ms=1000`); read by
 /// [`RedisLock::builder_from_url`] and [`RedlockLock::builder_from_url`] and removed
-/// before the URL reaches the Redis client.
+/// before the URL reaches the Redis client. [`RedisLock::builder`] refuses it: there the
+/// TTL is set with [`ttl`](RedisLockBuilder::ttl).
 pub const TTL_QUERY_PARAM: &str = "ttl_ms";
 
 /// A query parameter [`take_params`] took out of a URL.
@@ -226,6 +245,130 @@ fn take_params(url: &str, take: impl Fn(&str) -> bool) -> (String, Vec<Taken<'_>
     (url, taken)
 }
 
+/// What a URL of one scheme may carry in its query, as the redis crate (1.x) reads it:
+/// over TCP (`redis://`, `rediss://`, and each server of `redlock://` and `redlocks://`)
+/// only `protocol`, since the user, password and database are in the URL itself; over a
+/// Unix socket (`redis+unix://`, `unix://`) also `db`, `user` and `pass`. turnstile adds
+/// the TLS files ([`TLS_CA_PARAM`], [`TLS_CERT_PARAM`], [`TLS_KEY_PARAM`]) on `rediss://`
+/// and `redlocks://`, and [`TTL_QUERY_PARAM`] in a spec.
+struct Params {
+    /// The scheme, as written in messages.
+    scheme: &'static str,
+    /// What the redis crate reads.
+    driver: &'static [&'static str],
+    /// Whether the TLS file parameters belong here.
+    tls: bool,
+    /// Where the user, password and database go instead, for a TCP scheme.
+    form: Option<&'static str>,
+}
+
+impl Params {
+    /// The parameters of `url`'s scheme; `None` for a scheme no Redis lock reads (refused
+    /// elsewhere, with its own message).
+    fn of(url: &str) -> Option<Params> {
+        const TCP: &[&str] = &["protocol"];
+        const UNIX: &[&str] = &["db", "user", "pass", "protocol"];
+        const SINGLE: &str = "redis://user:password@host:port/db";
+        const REDLOCK: &str = "redlock://user:password@h1:p1,h2:p2,h3:p3/db";
+        let (scheme, _) = url.split_once("://")?;
+        let (scheme, driver, tls, form) = match scheme.to_ascii_lowercase().as_str() {
+            "redis" => ("redis://", TCP, false, Some(SINGLE)),
+            "rediss" => ("rediss://", TCP, true, Some(SINGLE)),
+            "redlock" => ("redlock://", TCP, false, Some(REDLOCK)),
+            "redlocks" => ("redlocks://", TCP, true, Some(REDLOCK)),
+            "redis+unix" => ("redis+unix://", UNIX, false, None),
+            "unix" => ("unix://", UNIX, false, None),
+            _ => return None,
+        };
+        Some(Params {
+            scheme,
+            driver,
+            tls,
+            form,
+        })
+    }
+
+    /// The names this scheme takes, in words (`protocol, tls_ca, … and ttl_ms`).
+    fn listed(&self, spec: bool) -> String {
+        let mut names: Vec<&str> = self.driver.to_vec();
+        if self.tls {
+            names.extend([TLS_CA_PARAM, TLS_CERT_PARAM, TLS_KEY_PARAM]);
+        }
+        if spec {
+            names.push(TTL_QUERY_PARAM);
+        }
+        match names.split_last() {
+            Some((last, [])) => (*last).to_owned(),
+            Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+            None => String::new(),
+        }
+    }
+}
+
+/// Refuses a query parameter of `url` that nothing reads, or one the redis crate reads
+/// given twice (it would take the last silently): a misspelt `?ttl=2000` or `?tll_ms=100`
+/// would otherwise leave the default TTL in place without a word, and `?pass=Xy7&k9`
+/// (a raw `&` in a password) would log in with the wrong one. `spec`: whether `url` is a
+/// spec's, which may also hold [`TTL_QUERY_PARAM`]; the `tls_…` parameters are left to
+/// [`tls::TlsFiles::take`], which refuses the unknown ones, and, with the others, on a URL
+/// without TLS. A scheme that is not Redis's is left to the caller.
+///
+/// The message names the parameter where the redacted URL shows it (it may otherwise be
+/// a piece of what may be the password), and never its value, which may be a secret
+/// (`?passwd=…` is no name redaction masks).
+fn refuse_unknown_params(url: &str, spec: bool) -> Result<(), StrategyError> {
+    let Some(params) = Params::of(url) else {
+        return Ok(());
+    };
+    let (_, taken) = take_params(url, |_| true);
+    let mut seen: Vec<&str> = Vec::new();
+    for param in &taken {
+        let name = param.name;
+        // `?&protocol=3`, `…&`: nothing there.
+        if param.at.is_empty() || name.starts_with("tls_") || (spec && name == TTL_QUERY_PARAM) {
+            continue;
+        }
+        let known = params.driver.contains(&name);
+        if known && !seen.contains(&name) {
+            seen.push(name);
+            continue;
+        }
+        // Nor is anything said that tells which name it is (a hint for `ttl_ms`).
+        let shown = !crate::spec::hides(url, param.at.clone());
+        let quoted = if shown {
+            format!(" {name:?}")
+        } else {
+            String::new()
+        };
+        let scheme = params.scheme;
+        if known {
+            return Err(Error::Config(format!(
+                "URL parameter{quoted} is given twice in a {scheme} URL (its values are not shown); give it once"
+            )));
+        }
+        let hint = if !shown {
+            String::new()
+        } else if name == TTL_QUERY_PARAM {
+            format!(
+                "; {TTL_QUERY_PARAM} is read from a spec's URL (RedisLock::builder_from_url, RedlockLock::builder_from_url), and a builder's TTL set with ttl()"
+            )
+        } else if let Some(form) = params.form.filter(|_| {
+            ["db", "user", "username", "pass", "password", "database"]
+                .iter()
+                .any(|n| name.eq_ignore_ascii_case(n))
+        }) {
+            format!("; the user, password and database go in the URL itself: {form}")
+        } else {
+            String::new()
+        };
+        return Err(Error::Config(format!(
+            "unknown URL parameter{quoted} in a {scheme} URL (its value is not shown): this URL takes {}{hint}",
+            params.listed(spec)
+        )));
+    }
+    Ok(())
+}
+
 /// Refuses a [`TTL_QUERY_PARAM`] taken from `url` where
 /// [`redact_url`](crate::spec::redact_url) hides it: what may be a piece of the password
 /// (after a raw `?` in it, `rediss://u:Xy?ttl_ms=5&tls_ca=/a@h/0`) must not become a TTL,
@@ -253,6 +396,7 @@ fn refuse_hidden_ttl(url: &str, param: &Taken<'_>) -> Result<(), StrategyError> 
 /// user info): `build` would show its TTL.
 fn take_ttl_ms(url: &str) -> Result<(String, Option<Duration>), StrategyError> {
     crate::spec::refuse_ambiguous_userinfo("Redis", url)?;
+    refuse_unknown_params(url, true)?;
     let (rest, taken) = take_params(url, |name| name == TTL_QUERY_PARAM);
     let mut ttl = None;
     for param in taken {
@@ -311,6 +455,17 @@ fn new_token() -> String {
     token
 }
 
+/// `d` in milliseconds, with as many decimals as it needs: `0 ms`, `10 ms`, `0.5 ms`.
+fn in_ms(d: Duration) -> String {
+    let nanos = d.as_nanos();
+    let (ms, rest) = (nanos / 1_000_000, nanos % 1_000_000);
+    if rest == 0 {
+        return format!("{ms} ms");
+    }
+    let decimals = format!("{rest:06}");
+    format!("{ms}.{} ms", decimals.trim_end_matches('0'))
+}
+
 /// Settings shared by [`RedisLock`] and [`RedlockLock`] builders.
 #[derive(Clone, Debug)]
 struct Settings {
@@ -344,16 +499,19 @@ impl Settings {
 
     fn check(&self) -> Result<(), StrategyError> {
         let config = |m: String| Err(Error::Config(m));
+        // In milliseconds, the unit of `ttl_ms` (as `Debug`, a zero one would be `0ns`).
         if self.ttl < MIN_TTL {
             return config(format!(
-                "lease TTL {:?} is below the minimum {MIN_TTL:?}",
-                self.ttl
+                "lease TTL {} is below the minimum {}",
+                in_ms(self.ttl),
+                in_ms(MIN_TTL)
             ));
         }
         if self.ttl > MAX_TIMEOUT {
             return config(format!(
-                "lease TTL {:?} is above the maximum {MAX_TIMEOUT:?}",
-                self.ttl
+                "lease TTL {} is above the maximum {} (a year)",
+                in_ms(self.ttl),
+                in_ms(MAX_TIMEOUT)
             ));
         }
         let renew = self.renew_every();
@@ -498,7 +656,9 @@ impl RedisLockBuilder {
     /// port's or any other), but in the value of `tls_ca`, `tls_cert` or `tls_key` (a Unix
     /// socket's path, `redis+unix:///run/u@h/redis.sock`, follows no host): percent-encode
     /// them, `%40` for `@`, `%2F` for `/`, `%3F` for `?`, `%23`
-    /// for `#`), an unknown scheme, `rediss://` without
+    /// for `#`), an unknown scheme, a query parameter that nothing reads or that is given
+    /// twice (see [Specs](self#specs); `ttl_ms` is a spec's: here the TTL is set with
+    /// [`ttl`](Self::ttl)), `rediss://` without
     /// the feature `redis-tls`, a TLS file that is missing, unreadable or invalid (with
     /// `redis-tls-preload-roots`, the system's trusted roots too; see [TLS](self#tls)), or
     /// a bad setting (a TTL below [`MIN_TTL`], a renewal period not
@@ -611,8 +771,10 @@ impl RedisLock {
     /// redacted URL does not show it (after a raw `?` in what may be the password,
     /// `rediss://u:Xy?ttl_ms=5&tls_ca=/a@h/0`; redaction errs on the side of masking, so
     /// also before an `@` in a TLS file's path with a `/` after it: give `ttl_ms` after
-    /// that parameter, or write the `@` as `%40`), or for a URL whose user info drivers
-    /// read differently (as [`build`](RedisLockBuilder::build) refuses it).
+    /// that parameter, or write the `@` as `%40`), for a query parameter that nothing
+    /// reads (`?ttl=2000`) or another one given twice (see [Specs](self#specs)), or for a
+    /// URL whose user info drivers read differently (as
+    /// [`build`](RedisLockBuilder::build) refuses it).
     pub fn builder_from_url(url: &str) -> Result<RedisLockBuilder, StrategyError> {
         let (url, ttl) = take_ttl_ms(url)?;
         let builder = Self::builder(url);
@@ -1143,17 +1305,45 @@ mod tests {
                 "{bad} was accepted"
             );
         }
-        // In range is build()'s to check: below MIN_TTL, or zero.
-        for out_of_range in [
-            "redis://127.0.0.1:1/?ttl_ms=0",
-            "redis://127.0.0.1:1/?ttl_ms=5",
+        // In range is build()'s to check: below MIN_TTL, or zero, or above a year; the
+        // message is in the unit of ttl_ms.
+        for (out_of_range, says) in [
+            (
+                "redis://127.0.0.1:1/?ttl_ms=0",
+                "lease TTL 0 ms is below the minimum 10 ms",
+            ),
+            (
+                "redis://127.0.0.1:1/?ttl_ms=5",
+                "lease TTL 5 ms is below the minimum 10 ms",
+            ),
+            (
+                "redis://127.0.0.1:1/?ttl_ms=31536000001",
+                "lease TTL 31536000001 ms is above the maximum 31536000000 ms",
+            ),
+            (
+                "redlock://127.0.0.1:1,127.0.0.1:2/?ttl_ms=0",
+                "lease TTL 0 ms is below the minimum 10 ms",
+            ),
         ] {
-            let builder = RedisLock::builder_from_url(out_of_range).unwrap();
-            assert!(
-                matches!(builder.build(), Err(Error::Config(_))),
-                "{out_of_range} was accepted"
-            );
+            let built = if out_of_range.starts_with("redlock") {
+                RedlockLock::builder_from_url(out_of_range)
+                    .unwrap()
+                    .build()
+                    .map(drop)
+            } else {
+                RedisLock::builder_from_url(out_of_range)
+                    .unwrap()
+                    .build()
+                    .map(drop)
+            };
+            match built {
+                Err(Error::Config(text)) => assert!(text.contains(says), "{text}"),
+                other => panic!("{out_of_range}: {other:?}"),
+            }
         }
+        assert_eq!(in_ms(Duration::from_micros(1500)), "1.5 ms");
+        assert_eq!(in_ms(Duration::from_nanos(1)), "0.000001 ms");
+        assert_eq!(in_ms(Duration::from_secs(8)), "8000 ms");
         assert!(
             RedlockLock::builder_from_url("redlock://a:1,b:2,c:3/0?ttl_ms=900")
                 .unwrap()
@@ -1167,6 +1357,123 @@ mod tests {
             let built = RedlockLock::builder_from_url(bad).and_then(RedlockBuilder::build);
             assert!(matches!(built, Err(Error::Config(_))), "{bad} was accepted");
         }
+    }
+
+    /// A parameter nothing reads is refused on every scheme, named but without its
+    /// value; so is one the redis crate reads given twice. What each scheme reads passes.
+    #[test]
+    fn unknown_url_parameters_are_refused_on_every_scheme() {
+        let refused = |url: &str| -> String {
+            let single = RedisLock::builder_from_url(url).and_then(RedisLockBuilder::build);
+            let redlock = RedlockLock::builder_from_url(url).and_then(RedlockBuilder::build);
+            let lock = if url.starts_with("redlock") {
+                redlock.map(drop)
+            } else {
+                single.map(drop)
+            };
+            match lock {
+                Err(e @ Error::Config(_)) => e.to_string(),
+                other => panic!("{url}: {other:?}"),
+            }
+        };
+        let tls = cfg!(feature = "redis-tls");
+        for base in [
+            "redis://127.0.0.1:1/0",
+            "redis+unix:///tmp/r.sock",
+            "unix:///tmp/r.sock",
+            "redlock://127.0.0.1:1,127.0.0.1:2/0",
+            "rediss://127.0.0.1:1/0",
+            "redlocks://127.0.0.1:1,127.0.0.1:2/0",
+        ] {
+            for (query, name) in [
+                ("?ttl=2000", "ttl"),
+                ("?tll_ms=100", "tll_ms"),
+                ("?protocol=3&Protocol=2", "Protocol"),
+                ("?ttl_ms=100&passwd=hunter2", "passwd"),
+                ("?=hunter2", ""),
+            ] {
+                let url = format!("{base}{query}");
+                let text = refused(&url);
+                assert!(
+                    text.contains(&format!("unknown URL parameter {name:?}")),
+                    "{url}: {text}"
+                );
+                assert!(
+                    !text.contains("2000") && !text.contains("hunter2"),
+                    "{url}: {text}"
+                );
+            }
+            let text = refused(&format!("{base}?protocol=2&protocol=hunter2"));
+            assert!(text.contains("\"protocol\" is given twice"), "{text}");
+            assert!(!text.contains("hunter2"), "{text}");
+            let mut fine = format!("{base}?protocol=resp2&ttl_ms=100&");
+            if base.contains("unix") {
+                fine.push_str("db=3&user=u&pass=p");
+            }
+            let built = if base.starts_with("redlock") {
+                RedlockLock::builder_from_url(&fine)
+                    .and_then(RedlockBuilder::build)
+                    .map(|l| format!("{l:?}"))
+            } else {
+                RedisLock::builder_from_url(&fine)
+                    .and_then(RedisLockBuilder::build)
+                    .map(|l| format!("{l:?}"))
+            };
+            // Without the feature redis-tls, TLS URLs are refused for that.
+            let tls_scheme = base.starts_with("rediss") || base.starts_with("redlocks");
+            assert!(built.is_ok() || (tls_scheme && !tls), "{fine}: {built:?}");
+        }
+        // The user, password and database of a TCP URL are in the URL itself.
+        let text = refused("redis://127.0.0.1:1?db=2&pass=hunter2");
+        assert!(
+            text.contains("\"db\"") && text.contains("host:port/db"),
+            "{text}"
+        );
+        let text = refused("redis://127.0.0.1:1/0?db=2");
+        assert!(text.contains("takes protocol and ttl_ms;"), "{text}");
+        let text = refused("redis+unix:///tmp/r.sock?db=1&db=2");
+        assert!(text.contains("\"db\" is given twice"), "{text}");
+        // A raw `&` in a query's password: the driver would log in with its first piece;
+        // the rest, hidden by redaction, is not named.
+        let text = refused("redis+unix:///run/redis.sock?pass=Xy7&k9&db=1");
+        assert!(text.contains("unknown URL parameter in"), "{text}");
+        assert!(!text.contains("Xy7") && !text.contains("k9"), "{text}");
+        // Only a spec's URL carries ttl_ms: a builder's TTL is set with ttl().
+        let direct = RedisLock::builder("redis://127.0.0.1:1/0?ttl_ms=100").build();
+        match direct {
+            Err(Error::Config(text)) => assert!(text.contains("ttl()"), "{text}"),
+            other => panic!("{other:?}"),
+        }
+        let direct = RedlockLock::builder(["redis://127.0.0.1:1/0?ttl=100"]).build();
+        assert!(matches!(direct, Err(Error::Config(_))), "{direct:?}");
+    }
+
+    /// A parameter name that the redacted URL hides (after a raw `?` in what may be the
+    /// password) is not quoted.
+    #[test]
+    fn an_unknown_parameter_that_redaction_hides_is_not_named() {
+        for url in [
+            "rediss://u:Xy?Xy8&tls_ca=/a@h/0",
+            "redlocks://u:Xy?Xy8&tls_ca=/a@h1,h2/0",
+        ] {
+            let text = match RedisLock::builder_from_url(url) {
+                Err(e @ Error::Config(_)) => e.to_string(),
+                other => panic!("{url}: {other:?}"),
+            };
+            assert!(text.contains("unknown URL parameter in"), "{url}: {text}");
+            assert!(!text.contains("Xy"), "{url}: {text}");
+            let text = match RedlockLock::builder_from_url(url) {
+                Err(e @ Error::Config(_)) => e.to_string(),
+                other => panic!("{url}: {other:?}"),
+            };
+            assert!(!text.contains("Xy"), "{url}: {text}");
+        }
+        // Once shown, it is named.
+        let text = RedisLock::builder_from_url("rediss://u:pw@h/0?Xy8=1")
+            .map(drop)
+            .unwrap_err()
+            .to_string();
+        assert!(text.contains("\"Xy8\""), "{text}");
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! Keys and tokens always travel in `KEYS`/`ARGV`; no script text is ever built from data.
 
 use std::fmt;
-use std::sync::{LazyLock, Mutex, MutexGuard};
+use std::io;
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use redis::{
@@ -142,17 +143,103 @@ pub(super) enum Attempt {
     Held(Option<Duration>),
 }
 
+/// What a connection was doing when it failed, for the text of a timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Stage {
+    /// Connecting (TCP, the TLS handshake, the connection's setup), within this long.
+    Connect(Duration),
+    /// Waiting for the reply of a command, this long at most.
+    Reply(Duration),
+}
+
 /// A Redis failure on a named server (the name never carries a password).
 #[derive(Debug)]
 pub(super) struct ServerError {
     server: String,
     source: RedisError,
+    stage: Stage,
+    transport: Transport,
+}
+
+/// How a server is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    Tcp,
+    Tls,
+    Unix,
 }
 
 impl fmt::Display for ServerError {
+    /// A timeout says in words what got no answer within how long (the OS's text,
+    /// `Resource temporarily unavailable`, says neither), and so does a new connection
+    /// that the server closed; anything else is the driver's text. The driver's error
+    /// stays this one's [`source`](std::error::Error::source).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "redis at {}: {}", self.server, self.source)
+        let server = &self.server;
+        let kind = io_error_kind(&self.source);
+        if !self.source.is_timeout() {
+            let closed = matches!(
+                kind,
+                Some(
+                    io::ErrorKind::ConnectionReset
+                        | io::ErrorKind::ConnectionAborted
+                        | io::ErrorKind::UnexpectedEof
+                        | io::ErrorKind::BrokenPipe
+                )
+            );
+            if closed && self.transport == Transport::Tcp && matches!(self.stage, Stage::Connect(_))
+            {
+                // What a TLS port does to a client that speaks plain RESP to it.
+                return write!(
+                    f,
+                    "redis at {server}: the server closed the connection while connecting: if the port speaks TLS, use rediss://"
+                );
+            }
+            return write!(f, "redis at {server}: {}", self.source);
+        }
+        // A timeout cut to the caller's deadline is shown in whole milliseconds.
+        let stage = match self.stage {
+            Stage::Connect(t) => Stage::Connect(Duration::from_millis(millis(t))),
+            Stage::Reply(t) => Stage::Reply(Duration::from_millis(millis(t))),
+        };
+        let not_redis = if self.transport == Transport::Unix {
+            "the socket may not be Redis's"
+        } else {
+            "the port may not speak Redis"
+        };
+        match stage {
+            // The TCP connection was made (a read timed out, not the connect): a port
+            // that speaks plain Redis waits for a line that a TLS handshake never ends.
+            Stage::Connect(t)
+                if self.transport == Transport::Tls && kind == Some(io::ErrorKind::WouldBlock) =>
+            {
+                write!(
+                    f,
+                    "redis at {server}: no TLS answer within {t:?} while connecting: if the port speaks plain Redis, use redis://; else the server may be paused or overloaded"
+                )
+            }
+            Stage::Connect(t) => write!(
+                f,
+                "redis at {server}: no answer within {t:?} while connecting: the server may be paused or overloaded, or {not_redis}"
+            ),
+            Stage::Reply(t) => write!(
+                f,
+                "redis at {server}: no answer within {t:?} to a command: the server may be paused or overloaded"
+            ),
+        }
     }
+}
+
+/// The kind of the I/O error `e` wraps, if it is one.
+fn io_error_kind(e: &RedisError) -> Option<io::ErrorKind> {
+    let inner = std::error::Error::source(e)?;
+    // The redis crate keeps its I/O errors behind an `Arc`.
+    let io = inner.downcast_ref::<io::Error>().or_else(|| {
+        inner
+            .downcast_ref::<Arc<dyn std::error::Error + Send + Sync>>()
+            .and_then(|e| e.downcast_ref::<io::Error>())
+    })?;
+    Some(io.kind())
 }
 
 impl std::error::Error for ServerError {
@@ -174,6 +261,8 @@ pub(super) struct Node {
     orphans: Mutex<Vec<(Keys, String)>>,
     connect_timeout: Duration,
     response_timeout: Duration,
+    /// How the server is reached (for the text of a failure).
+    transport: Transport,
 }
 
 struct Pooled {
@@ -226,6 +315,7 @@ pub(super) fn parse_url(url: &str) -> Result<(Client, String), StrategyError> {
         )));
     }
     let (rest, tls) = super::tls::TlsFiles::take(url)?;
+    super::refuse_unknown_params(url, false)?;
     let info = rest.as_str().into_connection_info().map_err(|e| {
         // The driver's message may quote a piece of the URL (a parameter's value that
         // is a piece of a password with a raw `?`).
@@ -233,6 +323,10 @@ pub(super) fn parse_url(url: &str) -> Result<(Client, String), StrategyError> {
         Error::Config(format!("cannot parse Redis URL {shown:?}: {e}"))
     })?;
     let display = display_of(&info);
+    // No `CLIENT SETINFO` on each new connection: nothing reads it, and its two replies
+    // would be waited for one after the other (see `connect`).
+    let settings = info.redis_settings().clone().set_skip_set_lib_name();
+    let info = info.set_redis_settings(settings);
     let client = match info.addr() {
         ConnectionAddr::TcpTls { insecure: true, .. } => {
             return Err(Error::Config(format!(
@@ -253,6 +347,39 @@ pub(super) fn parse_url(url: &str) -> Result<(Client, String), StrategyError> {
         })?,
     };
     Ok((client, display))
+}
+
+/// How many replies the redis crate reads while it sets a new connection up, one after
+/// the other: `HELLO` (RESP3) or `AUTH`, and `SELECT`. `parse_url` turns its
+/// `CLIENT SETINFO` off (two more replies, which nobody reads).
+fn setup_replies(settings: &redis::RedisConnectionInfo) -> u32 {
+    let hello_or_auth = settings.protocol().supports_resp3() || settings.password().is_some();
+    let setinfo = if settings.skip_set_lib_name() { 0 } else { 2 };
+    u32::from(hello_or_auth) + u32::from(settings.db() != 0) + setinfo
+}
+
+/// Opens a connection to `client`'s server that has answered within `budget`: the TCP
+/// connection, over TLS the handshake, and the connection's setup, or a `PING` where the
+/// setup asks the server nothing. (No step gets less than [`MIN_IO_TIMEOUT`], so a
+/// budget below a few times that may be overrun by as much.)
+///
+/// The redis crate gives its TCP connect the whole timeout it is given, and each reply of
+/// the setup what was left after the connect, one after the other, so a server that
+/// accepts connections and never answers would cost twice the timeout, or more: the
+/// budget is shared out between them.
+pub(super) fn connect(client: &Client, budget: Duration) -> redis::RedisResult<Connection> {
+    let start = Instant::now();
+    let replies = setup_replies(client.get_connection_info().redis_settings());
+    let each = (budget / replies.max(1)).max(MIN_IO_TIMEOUT);
+    let mut conn = client.get_connection_with_timeout(each)?;
+    if replies == 0 {
+        // Nothing was sent yet (and over TLS, no handshake made).
+        let left = budget.saturating_sub(start.elapsed()).max(MIN_IO_TIMEOUT);
+        conn.set_read_timeout(Some(left))?;
+        conn.set_write_timeout(Some(left))?;
+        let _: String = redis::cmd("PING").query(&mut conn)?;
+    }
+    Ok(conn)
 }
 
 /// The server as `scheme://[user@]address/db`, never with a password: built from the
@@ -280,6 +407,11 @@ impl Node {
         connect_timeout: Duration,
         response_timeout: Duration,
     ) -> Self {
+        let transport = match client.get_connection_info().addr() {
+            ConnectionAddr::TcpTls { .. } => Transport::Tls,
+            ConnectionAddr::Unix(_) => Transport::Unix,
+            _ => Transport::Tcp,
+        };
         Node {
             client,
             display,
@@ -288,6 +420,7 @@ impl Node {
             orphans: Mutex::new(Vec::new()),
             connect_timeout,
             response_timeout,
+            transport,
         }
     }
 
@@ -315,10 +448,13 @@ impl Node {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(super) fn error(&self, source: RedisError) -> StrategyError {
+    /// `source`, a failure at `stage`, as [`Error::Unavailable`] naming the server.
+    pub(super) fn error(&self, source: RedisError, stage: Stage) -> StrategyError {
         let boxed: BoxError = Box::new(ServerError {
             server: self.display.clone(),
             source,
+            stage,
+            transport: self.transport,
         });
         Error::Unavailable(boxed)
     }
@@ -357,10 +493,9 @@ impl Node {
         };
         let mut pooled = loop {
             let Some(mut pooled) = self.idle().pop() else {
-                let conn = self
-                    .client
-                    .get_connection_with_timeout(clamp(self.connect_timeout))
-                    .map_err(|e| self.error(e))?;
+                let budget = clamp(self.connect_timeout);
+                let conn = connect(&self.client, budget)
+                    .map_err(|e| self.error(e, Stage::Connect(budget)))?;
                 break Pooled {
                     conn,
                     timeout: Duration::ZERO,
@@ -377,7 +512,7 @@ impl Node {
                 .conn
                 .set_read_timeout(Some(timeout))
                 .and_then(|()| pooled.conn.set_write_timeout(Some(timeout)));
-            set.map_err(|e| self.error(e))?;
+            set.map_err(|e| self.error(e, Stage::Reply(timeout)))?;
             pooled.timeout = timeout;
         }
         Ok(pooled)
@@ -526,7 +661,7 @@ impl Node {
                 self.idle().push(pooled);
                 Ok(value)
             }
-            Err(e) => Err(self.error(e)),
+            Err(e) => Err(self.error(e, Stage::Reply(pooled.timeout))),
         }
     }
 
@@ -644,7 +779,7 @@ impl Node {
                     self.idle().push(pooled);
                     Ok(())
                 }
-                Err(e) => Err(self.error(e)),
+                Err(e) => Err(self.error(e, Stage::Reply(pooled.timeout))),
             }
         });
         if sent.is_err() {

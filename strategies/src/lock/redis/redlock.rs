@@ -174,7 +174,8 @@ impl RedlockLock {
     /// [`Error::Config`] when the text is not such a URL, `ttl_ms` is not a whole
     /// number, is given twice or is where the redacted URL does not show it (as
     /// [`RedisLock::builder_from_url`](super::RedisLock::builder_from_url) refuses it),
-    /// or its user info is read differently by drivers (as
+    /// a query parameter is one that nothing reads or another one is given twice (see
+    /// [Specs](super#specs)), or its user info is read differently by drivers (as
     /// [`RedisLockBuilder::build`](super::RedisLockBuilder::build) refuses it).
     pub fn builder_from_url(url: &str) -> Result<RedlockBuilder, StrategyError> {
         let (url, ttl) = super::take_ttl_ms(url)?;

@@ -369,7 +369,7 @@ fn subscribe_loop(waiters: &Weak<Waiters>, client: &Client, channel: &[u8], conn
         if waiters.strong_count() == 0 {
             return;
         }
-        let mut conn = match client.get_connection_with_timeout(connect) {
+        let mut conn = match super::node::connect(client, connect) {
             Ok(conn) => conn,
             Err(_) => {
                 tried();
