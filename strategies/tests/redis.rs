@@ -608,6 +608,188 @@ fn a_server_that_never_answers_is_said_to_and_within_the_connect_timeout() {
     }
 }
 
+/// A connect timeout below the 50 ms every network wait gets at least is stretched to
+/// that, and the text says how long the connection was really given, not the timeout set
+/// (with a login and a database too, whose replies come after the connect).
+#[test]
+fn a_connect_timeout_stretched_to_the_floor_is_said_as_it_was() {
+    let silent = SilentListener::start();
+    for url in [
+        format!("redis://127.0.0.1:{}", silent.port),
+        format!("redis://:pw@127.0.0.1:{}/3", silent.port),
+    ] {
+        let lock = RedisLock::builder(&url)
+            .connect_timeout(Duration::from_millis(1))
+            .build()
+            .unwrap();
+        let start = Instant::now();
+        let text = match lock.ping() {
+            Err(e @ Error::Unavailable(_)) => e.to_string(),
+            other => panic!("{url}: {other:?}"),
+        };
+        assert!(start.elapsed() < Duration::from_secs(10), "{url}: hung");
+        let ms: u64 = text
+            .split("no answer within ")
+            .nth(1)
+            .and_then(|rest| rest.split("ms while connecting").next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{url}: {text}"));
+        assert!(ms >= 50, "{url}: {text}");
+    }
+}
+
+/// Sends `commands` to the server at `addr` on one connection, in RESP, and answers the
+/// first line of each reply.
+fn raw_commands(addr: &str, commands: &[&[&[u8]]]) -> Vec<String> {
+    use std::io::{BufRead, BufReader, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    let mut packed = Vec::new();
+    for args in commands {
+        packed.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+        for arg in *args {
+            packed.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+            packed.extend_from_slice(arg);
+            packed.extend_from_slice(b"\r\n");
+        }
+    }
+    stream.write_all(&packed).unwrap();
+    let mut reader = BufReader::new(stream);
+    commands
+        .iter()
+        .map(|_| {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            line.trim_end().to_owned()
+        })
+        .collect()
+}
+
+/// A new connection logs in and selects the URL's database, whatever the URL asks for: a
+/// password, a user and a password, RESP3 (whose `HELLO` logs in) with either; the lease
+/// is in that database, and over RESP3 the subscriber still wakes a waiter. A wrong
+/// password, and a database the server does not have, are `Unavailable`, in words.
+#[test]
+fn new_connections_log_in_and_select_the_database() {
+    let server = RedisServer::start_with_password("s3cret");
+    let addr = server.addr();
+    let deadline = || Some(Instant::now() + Duration::from_secs(5));
+    for (url, db) in [
+        (format!("redis://:s3cret@{addr}/2"), "2"),
+        (format!("redis://default:s3cret@{addr}/3"), "3"),
+        (format!("redis://:s3cret@{addr}/4?protocol=3"), "4"),
+        (
+            format!("redis://default:s3cret@{addr}/0?protocol=resp3"),
+            "0",
+        ),
+        (format!("redis://default:s3cret@{addr}/5?protocol=2"), "5"),
+    ] {
+        let lock = RedisLock::new(&url).unwrap();
+        lock.ping().unwrap();
+        let name = LockName::new("login", Key::new("k").unwrap());
+        let lease = lock.acquire(&name, deadline()).unwrap();
+        let replies = raw_commands(
+            &addr,
+            &[
+                &[b"AUTH", b"s3cret"],
+                &[b"SELECT", db.as_bytes()],
+                &[b"EXISTS", &lock_key(&name)],
+            ],
+        );
+        assert_eq!(replies, ["+OK", "+OK", ":1"], "{url}");
+        lease.release().unwrap();
+    }
+    // A user of the server's ACL, over RESP2 (our `AUTH user password`) and RESP3 (the
+    // redis crate's `HELLO 3 AUTH user password`).
+    let replies = raw_commands(
+        &addr,
+        &[
+            &[b"AUTH", b"s3cret"],
+            &[
+                b"ACL",
+                b"SETUSER",
+                b"alice",
+                b"on",
+                b">alicepw",
+                b"~*",
+                b"&*",
+                b"+@all",
+            ],
+        ],
+    );
+    assert_eq!(replies, ["+OK", "+OK"]);
+    for (url, db) in [
+        (format!("redis://alice:alicepw@{addr}/6"), "6"),
+        (format!("redis://alice:alicepw@{addr}/7?protocol=3"), "7"),
+    ] {
+        let lock = RedisLock::new(&url).unwrap();
+        let name = LockName::new("acl", Key::new("k").unwrap());
+        let lease = lock.acquire(&name, deadline()).unwrap();
+        let replies = raw_commands(
+            &addr,
+            &[
+                &[b"AUTH", b"alice", b"alicepw"],
+                &[b"SELECT", db.as_bytes()],
+                &[b"EXISTS", &lock_key(&name)],
+            ],
+        );
+        assert_eq!(replies, ["+OK", "+OK", ":1"], "{url}");
+        lease.release().unwrap();
+        let wrong = url.replace("alicepw", "certainly-wrong");
+        let shown = RedisLock::new(&wrong)
+            .unwrap()
+            .ping()
+            .unwrap_err()
+            .to_string();
+        assert!(!shown.contains("certainly-wrong"), "{shown}");
+    }
+    // Over RESP3, a waiter of another lock object (its own subscriber) is woken by the
+    // release's PUBLISH: without it, only the holder's 8 s TTL or the 30 s poll would.
+    let holder = RedisLock::new(&format!("redis://:s3cret@{addr}/4?protocol=3")).unwrap();
+    let waiter = RedisLock::builder(format!("redis://:s3cret@{addr}/4?protocol=resp3"))
+        .poll_interval(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let name = LockName::new("resp3", Key::new("k").unwrap());
+    let held = holder.acquire(&name, deadline()).unwrap();
+    let handle = {
+        let (name, waiter) = (name.clone(), waiter.clone());
+        std::thread::spawn(move || waiter.acquire(&name, deadline()).map(|l| l.fence()))
+    };
+    let start = Instant::now();
+    while !waiter.subscriber_live() {
+        assert!(start.elapsed() < Duration::from_secs(10), "no subscriber");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    held.release().unwrap();
+    let got = handle.join().unwrap();
+    assert!(matches!(got, Ok(Some(_))), "{got:?}");
+    for (url, says) in [
+        (format!("redis://:wrong@{addr}/0"), "authentication failed"),
+        (format!("redis://:wrong@{addr}/0?protocol=3"), "WRONGPASS"),
+        (
+            format!("redis://:s3cret@{addr}/99"),
+            "refused to switch database",
+        ),
+        (
+            format!("redis://:s3cret@{addr}/99?protocol=3"),
+            "refused to switch database",
+        ),
+    ] {
+        let lock = RedisLock::new(&url).unwrap();
+        match lock.ping() {
+            Err(e @ Error::Unavailable(_)) => {
+                let text = e.to_string();
+                assert!(text.contains(says), "{url}: {text}");
+                assert!(!text.contains("s3cret"), "{url}: {text}");
+                // In words, without the driver's kind of error (`- AuthenticationFailed`,
+                // `- Server(ResponseError)`).
+                assert!(!text.contains(" - "), "{url}: {text}");
+            }
+            other => panic!("{url}: {other:?}"),
+        }
+    }
+}
+
 /// A misspelt parameter is refused, by name, through every Redis scheme of the registry
 /// (before any server is asked); its value is not shown.
 #[test]

@@ -165,6 +165,121 @@ fn untrusted_and_mismatched_clients_are_unavailable_within_the_deadline() {
     }
 }
 
+/// A plain Redis that answers a TLS client at once, in RESP (here: all its client slots
+/// are taken, so it says `-ERR max number of clients reached` to every new connection),
+/// is said to speak plain Redis, as one that never answers the handshake is.
+#[test]
+fn a_plain_answer_to_a_tls_handshake_is_said_to_be_plain_redis() {
+    use std::io::{BufRead, BufReader, Write};
+    let plain = RedisServer::start();
+    // This connection keeps the only slot.
+    let mut slot = std::net::TcpStream::connect(plain.addr()).unwrap();
+    slot.write_all(b"*4\r\n$6\r\nCONFIG\r\n$3\r\nSET\r\n$10\r\nmaxclients\r\n$1\r\n1\r\n")
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(&slot).read_line(&mut line).unwrap();
+    assert_eq!(line.trim_end(), "+OK");
+    let lock = short_lock(&format!("rediss://127.0.0.1:{}/0", plain.port()));
+    let (e, took) = refused(&lock);
+    assert!(matches!(e, Error::Unavailable(_)), "{e:?}");
+    assert!(took < HANG, "hung for {took:?}");
+    let text = e.to_string();
+    assert!(
+        text.contains(
+            "the answer to the TLS handshake is not TLS while connecting: if the port speaks plain Redis, use redis://"
+        ),
+        "{text}"
+    );
+    drop(slot);
+}
+
+/// A TCP proxy on loopback to `127.0.0.1:target` that passes what the client sends at
+/// once and delays each chunk the server sends by `delay` (in order): a slow link or a
+/// slow server. Its threads end with their connections, its listener with the process.
+fn slow_proxy(target: u16, delay: Duration) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { continue };
+            let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", target)) else {
+                continue;
+            };
+            let (Ok(mut from_client), Ok(mut to_server)) = (client.try_clone(), server.try_clone())
+            else {
+                continue;
+            };
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut from_client, &mut to_server);
+                let _ = to_server.shutdown(std::net::Shutdown::Write);
+            });
+            let (late, chunks) = std::sync::mpsc::channel::<(Instant, Vec<u8>)>();
+            let mut from_server = server;
+            std::thread::spawn(move || {
+                let mut buf = [0; 16 * 1024];
+                while let Ok(n @ 1..) = from_server.read(&mut buf) {
+                    if late
+                        .send((Instant::now() + delay, buf[..n].to_vec()))
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            });
+            let mut to_client = client;
+            std::thread::spawn(move || {
+                for (at, chunk) in chunks {
+                    std::thread::sleep(at.saturating_duration_since(Instant::now()));
+                    if to_client.write_all(&chunk).is_err() {
+                        break;
+                    }
+                }
+                let _ = to_client.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+    port
+}
+
+/// The TLS handshake counts in the connect timeout: through a link that delays every
+/// answer of the server by 700 ms, the handshake's comes after 0.7 s and `SELECT`'s after
+/// 1.4 s, past a connect timeout of 1 s, so the connect fails, saying 1 s. (The handshake
+/// and the reply each got the whole timeout before: it took 1.4 s and connected.) With a
+/// longer timeout the same link connects.
+#[test]
+fn the_tls_handshake_counts_in_the_connect_timeout() {
+    let pki = TestPki::new();
+    let server = tls_server(&pki);
+    let port = slow_proxy(server.port(), Duration::from_millis(700));
+    let url = with(
+        &format!("rediss://127.0.0.1:{port}/1"),
+        &[(TLS_CA_PARAM, &pki.file("ca.pem"))],
+    );
+    let lock = RedisLock::builder(&url)
+        .connect_timeout(Duration::from_secs(1))
+        .response_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let start = Instant::now();
+    let r = lock.ping();
+    let took = start.elapsed();
+    match r {
+        Err(e @ Error::Unavailable(_)) => {
+            let text = e.to_string();
+            assert!(text.contains("within 1s while connecting"), "{text}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(took < HANG, "hung for {took:?}");
+    let lock = RedisLock::builder(&url)
+        .connect_timeout(Duration::from_secs(5))
+        .response_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    lock.ping().unwrap();
+}
+
 /// The body of a child process of [`without_tls_ca_the_systems_roots_are_trusted`], whose
 /// "system's roots" are what `SSL_CERT_FILE` names.
 #[test]

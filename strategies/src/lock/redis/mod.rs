@@ -50,10 +50,13 @@
 //! redis crate's `2`/`resp2` or `3`/`resp3`); over a Unix socket (`redis+unix://`) also
 //! `db`, `user` and `pass`, which a TCP URL carries as `redis://user:password@host/db`
 //! instead; the TLS files of `rediss://` and `redlocks://` (see [TLS](self#tls)); and, in
-//! a spec, `ttl_ms`. Anything else (`?ttl=2000`, `?tll_ms=100`), or one of these given
-//! twice, is an [`Error::Config`] that names the parameter but never shows its value,
-//! which may be a secret: the redis crate would ignore it (or take the last one) without
-//! a word.
+//! a spec, `ttl_ms`. Names are read as the redis crate reads them, percent-decoded
+//! (`?%70rotocol=3` is `protocol`). Anything else (`?ttl=2000`, `?tll_ms=100`), or one of
+//! these given twice, is an [`Error::Config`] that names the parameter where the redacted
+//! URL ([`redact_url`](crate::spec::redact_url)) shows its name (after a raw `?` in what
+//! may be the password it may be a piece of that, and is not named), but never shows its
+//! value, which may be a secret: the redis crate would ignore it (or take the last one)
+//! without a word.
 //!
 //! ## TLS
 //! With the feature `redis-tls`, `rediss://host:port/db` reaches the server over TLS
@@ -127,14 +130,31 @@
 //!
 //! ## Timeouts
 //! Every network call has a connect timeout (default [`DEFAULT_CONNECT_TIMEOUT`]) and a
-//! response timeout (default [`DEFAULT_RESPONSE_TIMEOUT`]), both also capped by the
-//! caller's deadline (never below 50 ms, so a healthy server is not reported unavailable).
-//! The connect timeout covers a new connection until the server has answered: TCP, the
-//! TLS handshake, and the login and `SELECT` (or, with neither, a `PING`). A server that
-//! does not answer in time gives [`Error::Unavailable`] saying so:
+//! response timeout (default [`DEFAULT_RESPONSE_TIMEOUT`]), both also cut to the caller's
+//! deadline. The connect timeout is one deadline for a new connection, until the server
+//! has answered: the TCP connect gets all of it, then the TLS handshake what is left,
+//! then each reply of the login (`AUTH`, or with RESP3 `HELLO`) and `SELECT` (or, with
+//! neither, a `PING`) what is left then. What it does not bound: resolving the host's
+//! name; the redis crate's TCP connect gives each address a name resolves to what was
+//! left when it started; and with RESP3 (`?protocol=3`) over TLS the redis crate sends
+//! `HELLO` itself and reads the handshake and `HELLO`'s reply under one socket timeout,
+//! what was left after the TCP connect, so those two may take up to twice that. A server
+//! that does not answer in time gives [`Error::Unavailable`] saying so:
 //! `redis at redis://host:6379/0: no answer within 2s while connecting: …`, or `no
-//! answer within 1s to a command: …` (the time is the timeout that ran out, cut to the
-//! caller's deadline). A connection that saw any error is closed, never reused. An acquire whose reply never
+//! answer within 1s to a command: …` (the time is how long it was really allowed: the
+//! timeout, cut to the caller's deadline, or stretched by the floor below).
+//!
+//! **No wait gets less than 50 ms of the caller's deadline**, so that a healthy server
+//! is not reported unavailable: a deadline closer than that is overrun without a word by
+//! up to 50 ms per wait. A command is one wait (a response timeout set below 50 ms is
+//! used as set); a new connection's setup up to four (TCP, the TLS handshake, the
+//! login, `SELECT`; seven when a server older than Redis 6 has the login sent again
+//! without the user), each given at least 50 ms however little is left, even of a connect
+//! timeout set below that. A failure's text then quotes the time really allowed, not the
+//! timeout set (`connect_timeout(Duration::from_millis(1))`: `no answer within 50ms
+//! while connecting`).
+//!
+//! A connection that saw any error is closed, never reused. An acquire whose reply never
 //! came (a paused or overloaded server) may still have set the key when the server
 //! resumes; its token is remembered and released before the next attempt on that
 //! server, so the ghost lease does not block the name for a whole TTL.
@@ -204,15 +224,77 @@ pub const TTL_QUERY_PARAM: &str = "ttl_ms";
 
 /// A query parameter [`take_params`] took out of a URL.
 struct Taken<'a> {
+    /// Its name as written.
     name: &'a str,
+    /// Its name as the redis crate reads it: percent-decoded (see [`param_name`]).
+    key: String,
     value: &'a str,
     /// Where its `name=value` is in the URL.
     at: std::ops::Range<usize>,
 }
 
-/// Removes the query parameters whose names `take` accepts from `url`, answering the URL
-/// without them and the parameters taken, in order. Other parameters
-/// (`redis+unix://…?db=N&pass=…`) and a `#fragment` stay as they were.
+impl Taken<'_> {
+    /// Where its name is in the URL.
+    fn name_at(&self) -> std::ops::Range<usize> {
+        self.at.start..self.at.start + self.name.len()
+    }
+
+    /// ` "name"` for a message, as written, and as read where that differs
+    /// (` "%70ass" (read as "pass")`); nothing where [`redact_url`](crate::spec::redact_url)
+    /// hides the name of `url`'s parameter (it may be a piece of what may be the
+    /// password). Never the value.
+    fn quoted(&self, url: &str) -> String {
+        if crate::spec::hides(url, self.name_at()) {
+            String::new()
+        } else if self.key == self.name {
+            format!(" {:?}", self.name)
+        } else {
+            format!(" {:?} (read as {:?})", self.name, self.key)
+        }
+    }
+}
+
+/// A query parameter's name as the redis crate (through the `url` crate's
+/// `query_pairs`) reads it: `+` a blank, each `%XX` the byte it stands for, bytes that are
+/// not UTF-8 U+FFFD. So `?%70rotocol=3` sets the protocol, and is taken for `protocol`
+/// here too.
+fn param_name(name: &str) -> String {
+    // The `url` crate drops tabs and line breaks wherever they are, before anything else.
+    let name: String = name
+        .chars()
+        .filter(|c| !matches!(c, '\t' | '\n' | '\r'))
+        .collect();
+    let bytes = name.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |at: usize| {
+            bytes
+                .get(at)
+                .and_then(|&b| char::from(b).to_digit(16))
+                .and_then(|d| u8::try_from(d).ok())
+        };
+        match (bytes[i], hex(i + 1), hex(i + 2)) {
+            (b'%', Some(high), Some(low)) => {
+                out.push(high * 16 + low);
+                i += 3;
+            }
+            (b'+', _, _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (byte, _, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Removes the query parameters whose names `take` accepts (as read: see [`param_name`])
+/// from `url`, answering the URL without them and the parameters taken, in order. Other
+/// parameters (`redis+unix://…?db=N&pass=…`) and a `#fragment` stay as they were.
 fn take_params(url: &str, take: impl Fn(&str) -> bool) -> (String, Vec<Taken<'_>>) {
     let (head, fragment) = match url.find('#') {
         Some(i) => url.split_at(i),
@@ -226,9 +308,11 @@ fn take_params(url: &str, take: impl Fn(&str) -> bool) -> (String, Vec<Taken<'_>
     let mut start = base.len() + 1;
     for pair in query.split('&') {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        if take(name) {
+        let key = param_name(name);
+        if take(&key) {
             taken.push(Taken {
                 name,
+                key,
                 value,
                 at: start..start + pair.len(),
             });
@@ -311,11 +395,12 @@ impl Params {
 /// (a raw `&` in a password) would log in with the wrong one. `spec`: whether `url` is a
 /// spec's, which may also hold [`TTL_QUERY_PARAM`]; the `tls_…` parameters are left to
 /// [`tls::TlsFiles::take`], which refuses the unknown ones, and, with the others, on a URL
-/// without TLS. A scheme that is not Redis's is left to the caller.
+/// without TLS. A scheme that is not Redis's is left to the caller. Names are compared as
+/// the redis crate reads them, percent-decoded: `?%70rotocol=3` is `protocol`.
 ///
-/// The message names the parameter where the redacted URL shows it (it may otherwise be
-/// a piece of what may be the password), and never its value, which may be a secret
-/// (`?passwd=…` is no name redaction masks).
+/// The message names the parameter where the redacted URL shows its name (it may
+/// otherwise be a piece of what may be the password), and never its value, which may be
+/// a secret (`?passwd=…` is no name redaction masks; `?pass=…` is, and its name is shown).
 fn refuse_unknown_params(url: &str, spec: bool) -> Result<(), StrategyError> {
     let Some(params) = Params::of(url) else {
         return Ok(());
@@ -323,7 +408,7 @@ fn refuse_unknown_params(url: &str, spec: bool) -> Result<(), StrategyError> {
     let (_, taken) = take_params(url, |_| true);
     let mut seen: Vec<&str> = Vec::new();
     for param in &taken {
-        let name = param.name;
+        let name = param.key.as_str();
         // `?&protocol=3`, `…&`: nothing there.
         if param.at.is_empty() || name.starts_with("tls_") || (spec && name == TTL_QUERY_PARAM) {
             continue;
@@ -333,13 +418,11 @@ fn refuse_unknown_params(url: &str, spec: bool) -> Result<(), StrategyError> {
             seen.push(name);
             continue;
         }
-        // Nor is anything said that tells which name it is (a hint for `ttl_ms`).
-        let shown = !crate::spec::hides(url, param.at.clone());
-        let quoted = if shown {
-            format!(" {name:?}")
-        } else {
-            String::new()
-        };
+        // The name where the redacted URL shows it: a value it masks (`?pass=…`) hides
+        // nothing of the name. Where the name is hidden, nor is anything said that tells
+        // which name it is (a hint for `ttl_ms`).
+        let quoted = param.quoted(url);
+        let shown = !quoted.is_empty();
         let scheme = params.scheme;
         if known {
             return Err(Error::Config(format!(
@@ -375,15 +458,18 @@ fn refuse_unknown_params(url: &str, spec: bool) -> Result<(), StrategyError> {
 /// which `build`'s messages and `Debug` output show. Redaction errs on the side of
 /// masking, and so does this: before an `@` in a TLS file's path with a `/` after it
 /// (`?ttl_ms=1000&tls_ca=/etc/u@h/ca.pem`) the `ttl_ms` is refused too; after it, or with
-/// that `@` written `%40`, it is read.
+/// that `@` written `%40`, it is read. So is it after a password holding `pass=` or
+/// `password=` (which redaction masks to the end, wherever it is) once that `=` is
+/// written `%3D`.
 fn refuse_hidden_ttl(url: &str, param: &Taken<'_>) -> Result<(), StrategyError> {
     if !crate::spec::hides(url, param.at.clone()) {
         return Ok(());
     }
     Err(Error::Config(format!(
         "{TTL_QUERY_PARAM} in {:?} is in what may be the password, which is not shown: \
-         percent-encode a `?`, `&` or `@` in the password as %3F, %26 or %40, and an `@` in \
-         a later parameter's value as %40 (or give {TTL_QUERY_PARAM} after that parameter)",
+         percent-encode a `?`, `&` or `@` in the password as %3F, %26 or %40 (and the `=` \
+         of a `pass=` in it as %3D), and an `@` in a later parameter's value as %40 (or give \
+         {TTL_QUERY_PARAM} after that parameter)",
         crate::spec::redact_url(url)
     )))
 }
@@ -580,15 +666,36 @@ macro_rules! settings_setters {
             self
         }
 
-        /// Sets the connect timeout. Default:
+        /// Sets the connect timeout: one deadline for a new connection's TCP connect,
+        /// TLS handshake, login and `SELECT`, cut to the caller's deadline (see
+        /// [Timeouts](crate::lock::redis#timeouts), which also says what it does not
+        /// bound). Default:
         /// [`DEFAULT_CONNECT_TIMEOUT`](crate::lock::redis::DEFAULT_CONNECT_TIMEOUT).
+        /// [`build`](Self::build) refuses zero or more than
+        /// [`MAX_TIMEOUT`](turnstile_core::MAX_TIMEOUT). A Redlock server gets no more than 5 %
+        /// of the TTL, or 50 ms where that is more.
+        ///
+        /// No step of the setup gets less than 50 ms: a timeout, or what is left of the
+        /// caller's deadline, below that is stretched to it without a word, by up to
+        /// 50 ms per step (TCP, the TLS handshake, the login, `SELECT`; the login and
+        /// `SELECT` twice for a server older than Redis 6, which takes no user); a failed
+        /// connect's text quotes the time it was really allowed.
         pub fn connect_timeout(mut self, timeout: Duration) -> Self {
             self.settings.connect_timeout = timeout;
             self
         }
 
-        /// Sets the response timeout of one command. Default:
+        /// Sets the response timeout of one command, cut to the caller's deadline.
+        /// Default:
         /// [`DEFAULT_RESPONSE_TIMEOUT`](crate::lock::redis::DEFAULT_RESPONSE_TIMEOUT).
+        /// [`build`](Self::build) refuses zero or more than
+        /// [`MAX_TIMEOUT`](turnstile_core::MAX_TIMEOUT). A Redlock server gets no more than 5 %
+        /// of the TTL, or 50 ms where that is more.
+        ///
+        /// What is left of the caller's deadline gives a command no less than 50 ms,
+        /// though: a closer deadline is overrun by up to that, without a word (see
+        /// [Timeouts](crate::lock::redis#timeouts)); a timeout set below 50 ms is used as
+        /// set. A failure's text quotes the time really allowed.
         pub fn response_timeout(mut self, timeout: Duration) -> Self {
             self.settings.response_timeout = timeout;
             self
@@ -671,9 +778,9 @@ impl RedisLockBuilder {
                 self.poll_interval
             )));
         }
-        let (client, display) = node::parse_url(&self.url)?;
+        let (connector, display) = node::parse_url(&self.url)?;
         let node = Arc::new(Node::new(
-            client,
+            connector,
             display,
             self.settings.channel(),
             self.settings.connect_timeout,
@@ -895,7 +1002,7 @@ impl Lock for RedisLock {
             .unwrap_or(inner.settings.connect_timeout)
             .min(inner.settings.connect_timeout);
         inner.waiters.ensure_subscriber(
-            inner.node.client(),
+            inner.node.connector(),
             &inner.channel,
             inner.node.connect_timeout(),
             subscribe_wait,
@@ -1208,6 +1315,19 @@ mod tests {
             "{shown}"
         );
         assert!(!shown.contains("9k2") && !shown.contains("Xy"), "{shown}");
+        // A password holding `pass=`, which redaction masks to the end: the `ttl_ms` after
+        // it is refused, with the way out; with that `=` as `%3D` it is read.
+        let shown = match RedisLock::builder_from_url("redis://app:Password=1@h:6379/0?ttl_ms=2000")
+        {
+            Ok(_) => panic!("a ttl_ms that the redacted URL hides was read"),
+            Err(e) => e.to_string(),
+        };
+        assert!(shown.contains("%3D"), "{shown}");
+        let lock = RedisLock::builder_from_url("redis://app:Password%3D1@h:6379/0?ttl_ms=2000")
+            .unwrap()
+            .build()
+            .unwrap();
+        assert_eq!(lock.ttl(), Duration::from_millis(2000));
         // Nor where the redacted URL shows it as the start of another value.
         let url = "rediss://u:Xy?ttl_ms=abc&tls_ca=/a@h/0?ttl_ms=abcd";
         let shown = match RedisLock::builder_from_url(url) {
@@ -1474,6 +1594,105 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(text.contains("\"Xy8\""), "{text}");
+    }
+
+    /// The refusal of `url` by `RedisLock::builder_from_url` and `build` (or Redlock's,
+    /// for a `redlock…` URL), as text.
+    fn refusal(url: &str) -> String {
+        let built = if url.starts_with("redlock") {
+            RedlockLock::builder_from_url(url)
+                .and_then(RedlockBuilder::build)
+                .map(drop)
+        } else {
+            RedisLock::builder_from_url(url)
+                .and_then(RedisLockBuilder::build)
+                .map(drop)
+        };
+        match built {
+            Err(e @ Error::Config(_)) => e.to_string(),
+            other => panic!("{url}: {other:?}"),
+        }
+    }
+
+    /// A password in the query of a TCP URL (`?pass=…`, `?password=…`), whose value
+    /// redaction masks, is named, with the hint where a password goes; its value is not
+    /// shown.
+    #[test]
+    fn a_password_parameter_on_a_tcp_url_is_named_with_a_hint() {
+        let mut cases = vec![
+            ("redis://127.0.0.1:1/0?pass=hunter2", "\"pass\""),
+            ("redis://127.0.0.1:1/0?password=hunter2", "\"password\""),
+            ("redis://127.0.0.1:1/0?ttl_ms=100&PASS=hunter2", "\"PASS\""),
+            (
+                "redis://127.0.0.1:1/0?pass%77ord=hunter2",
+                "\"pass%77ord\" (read as \"password\")",
+            ),
+            (
+                "redlock://127.0.0.1:1,127.0.0.1:2/0?pass=hunter2",
+                "\"pass\"",
+            ),
+        ];
+        if cfg!(feature = "redis-tls") {
+            cases.push(("rediss://127.0.0.1:1/0?password=hunter2", "\"password\""));
+        }
+        for (url, named) in cases {
+            let text = refusal(url);
+            assert!(
+                text.contains(&format!("unknown URL parameter {named} in")),
+                "{url}: {text}"
+            );
+            assert!(
+                text.contains("the user, password and database go in the URL itself"),
+                "{url}: {text}"
+            );
+            assert!(!text.contains("hunter2"), "{url}: {text}");
+        }
+    }
+
+    /// Parameter names are read percent-decoded, as the redis crate reads them: known
+    /// ones are accepted (and read), and checked for being given twice; unknown ones are
+    /// named as written and as read.
+    #[test]
+    fn percent_encoded_parameter_names_are_read_as_the_driver_reads_them() {
+        let lock = RedisLock::builder("redis://127.0.0.1:1/0?%70rotocol=3")
+            .build()
+            .unwrap();
+        let protocol = lock
+            .inner
+            .node
+            .connector()
+            .info()
+            .redis_settings()
+            .protocol();
+        assert!(protocol.supports_resp3(), "{protocol:?}");
+        let lock = RedisLock::builder("redis+unix:///tmp/r.sock?%64b=3&%70ass=hunter2")
+            .build()
+            .unwrap();
+        assert_eq!(lock.backend_id(), "redis:turnstile/db3");
+        assert!(!format!("{lock:?}").contains("hunter2"));
+        let built = RedisLock::builder_from_url("redis://127.0.0.1:1/0?%74tl_ms=100").unwrap();
+        assert_eq!(built.settings.ttl, Duration::from_millis(100));
+        let built =
+            RedlockLock::builder_from_url("redlock://a:1,b:2/0?ttl%5Fms=900&%70rotocol=2").unwrap();
+        assert!(format!("{built:?}").contains("ttl: 900ms"), "{built:?}");
+        assert!(built.build().is_ok());
+        let text = refusal("redis://127.0.0.1:1/0?protocol=2&%70rotocol=3");
+        assert!(
+            text.contains("URL parameter \"%70rotocol\" (read as \"protocol\") is given twice"),
+            "{text}"
+        );
+        let text = refusal("redis://127.0.0.1:1/0?ttl_ms=100&ttl%5Fms=200");
+        assert!(text.contains("given twice"), "{text}");
+        let text = refusal("redis://127.0.0.1:1/0?%74tl=2000");
+        assert!(
+            text.contains("unknown URL parameter \"%74tl\" (read as \"ttl\")"),
+            "{text}"
+        );
+        assert!(!text.contains("2000"), "{text}");
+        assert_eq!(param_name("a+b%2"), "a b%2");
+        assert_eq!(param_name("%ff"), "\u{fffd}");
+        assert_eq!(param_name("proto\tcol"), "protocol");
+        assert_eq!(param_name("pro\r\nto%63ol"), "protocol");
     }
 
     #[test]

@@ -172,11 +172,21 @@ enum Transport {
 impl fmt::Display for ServerError {
     /// A timeout says in words what got no answer within how long (the OS's text,
     /// `Resource temporarily unavailable`, says neither), and so does a new connection
-    /// that the server closed; anything else is the driver's text. The driver's error
-    /// stays this one's [`source`](std::error::Error::source).
+    /// that the server closed, or whose TLS handshake got an answer that is not TLS;
+    /// anything else is the driver's text. The driver's error stays this one's
+    /// [`source`](std::error::Error::source).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let server = &self.server;
-        let kind = io_error_kind(&self.source);
+        let kind = io_error(&self.source).map(io::Error::kind);
+        let connecting = matches!(self.stage, Stage::Connect(_));
+        if connecting && self.transport == Transport::Tls && answered_in_plain_text(&self.source) {
+            // A port that speaks plain Redis and answers at once (an error, such as
+            // `-ERR max number of clients reached`): rustls reads no TLS record.
+            return write!(
+                f,
+                "redis at {server}: the answer to the TLS handshake is not TLS while connecting: if the port speaks plain Redis, use redis://"
+            );
+        }
         if !self.source.is_timeout() {
             let closed = matches!(
                 kind,
@@ -187,20 +197,19 @@ impl fmt::Display for ServerError {
                         | io::ErrorKind::BrokenPipe
                 )
             );
-            if closed && self.transport == Transport::Tcp && matches!(self.stage, Stage::Connect(_))
-            {
+            if closed && self.transport == Transport::Tcp && connecting {
                 // What a TLS port does to a client that speaks plain RESP to it.
                 return write!(
                     f,
                     "redis at {server}: the server closed the connection while connecting: if the port speaks TLS, use rediss://"
                 );
             }
-            return write!(f, "redis at {server}: {}", self.source);
+            return write!(f, "redis at {server}: {}", in_words(&self.source));
         }
         // A timeout cut to the caller's deadline is shown in whole milliseconds.
         let stage = match self.stage {
-            Stage::Connect(t) => Stage::Connect(Duration::from_millis(millis(t))),
-            Stage::Reply(t) => Stage::Reply(Duration::from_millis(millis(t))),
+            Stage::Connect(t) => Stage::Connect(whole_millis(t)),
+            Stage::Reply(t) => Stage::Reply(whole_millis(t)),
         };
         let not_redis = if self.transport == Transport::Unix {
             "the socket may not be Redis's"
@@ -209,7 +218,8 @@ impl fmt::Display for ServerError {
         };
         match stage {
             // The TCP connection was made (a read timed out, not the connect): a port
-            // that speaks plain Redis waits for a line that a TLS handshake never ends.
+            // that speaks plain Redis waits for a line that a TLS handshake never ends
+            // (its first record holds a NUL byte, where Redis stops looking for one).
             Stage::Connect(t)
                 if self.transport == Transport::Tls && kind == Some(io::ErrorKind::WouldBlock) =>
             {
@@ -230,16 +240,55 @@ impl fmt::Display for ServerError {
     }
 }
 
-/// The kind of the I/O error `e` wraps, if it is one.
-fn io_error_kind(e: &RedisError) -> Option<io::ErrorKind> {
+/// The driver's error without its kind in Rust's words, which its text ends with
+/// (`Password authentication failed - AuthenticationFailed`, or `… -
+/// Server(ResponseError): DB index is out of range`): a refused login says which it was,
+/// anything else is the driver's text less its kind.
+fn in_words(e: &RedisError) -> String {
+    if e.kind() == ErrorKind::AuthenticationFailed {
+        return "authentication failed: the server refused the password (or the user and password)"
+            .to_owned();
+    }
+    let text = e.to_string();
+    text.replacen(&format!(" - {:?}", e.kind()), "", 1)
+}
+
+/// `d` to the nearest whole millisecond (a timeout cut to a deadline, or a setup that a
+/// floor stretched, is no round number).
+fn whole_millis(d: Duration) -> Duration {
+    let ms = d.as_nanos().saturating_add(500_000) / 1_000_000;
+    Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX))
+}
+
+/// The I/O error `e` wraps, if it is one.
+fn io_error(e: &RedisError) -> Option<&io::Error> {
     let inner = std::error::Error::source(e)?;
     // The redis crate keeps its I/O errors behind an `Arc`.
-    let io = inner.downcast_ref::<io::Error>().or_else(|| {
+    inner.downcast_ref::<io::Error>().or_else(|| {
         inner
             .downcast_ref::<Arc<dyn std::error::Error + Send + Sync>>()
             .and_then(|e| e.downcast_ref::<io::Error>())
-    })?;
-    Some(io.kind())
+    })
+}
+
+/// Whether `e` is rustls finding that what the server sent is no TLS record (its first
+/// byte no record type: a plain Redis reply starts with `-`, `+`, `$`, …).
+#[cfg(feature = "redis-tls")]
+fn answered_in_plain_text(e: &RedisError) -> bool {
+    let tls = io_error(e)
+        .and_then(io::Error::get_ref)
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    matches!(
+        tls,
+        Some(rustls::Error::InvalidMessage(
+            rustls::InvalidMessage::InvalidContentType
+        ))
+    )
+}
+
+#[cfg(not(feature = "redis-tls"))]
+fn answered_in_plain_text(_: &RedisError) -> bool {
+    false
 }
 
 impl std::error::Error for ServerError {
@@ -250,7 +299,7 @@ impl std::error::Error for ServerError {
 
 /// One server and its idle connections.
 pub(super) struct Node {
-    client: Client,
+    connector: Connector,
     display: String,
     idle: Mutex<Vec<Pooled>>,
     /// Where releases are published (empty: nowhere).
@@ -282,13 +331,13 @@ impl fmt::Debug for Node {
     }
 }
 
-/// Parses a server URL into a client, refusing what we cannot serve with a typed error.
+/// Parses a server URL into a connector, refusing what we cannot serve with a typed error.
 ///
 /// # Errors
 /// [`Error::Config`] for an unparseable URL, an unknown scheme, user info whose end drivers
 /// read differently (see [`crate::spec::userinfo_is_ambiguous`]), `rediss://` without TLS
 /// support compiled in, or bad TLS parameters (see [`super::tls`]).
-pub(super) fn parse_url(url: &str) -> Result<(Client, String), StrategyError> {
+pub(super) fn parse_url(url: &str) -> Result<(Connector, String), StrategyError> {
     let shown = crate::spec::redact_url(url);
     let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
     match scheme.as_deref() {
@@ -323,10 +372,6 @@ pub(super) fn parse_url(url: &str) -> Result<(Client, String), StrategyError> {
         Error::Config(format!("cannot parse Redis URL {shown:?}: {e}"))
     })?;
     let display = display_of(&info);
-    // No `CLIENT SETINFO` on each new connection: nothing reads it, and its two replies
-    // would be waited for one after the other (see `connect`).
-    let settings = info.redis_settings().clone().set_skip_set_lib_name();
-    let info = info.set_redis_settings(settings);
     let client = match info.addr() {
         ConnectionAddr::TcpTls { insecure: true, .. } => {
             return Err(Error::Config(format!(
@@ -346,40 +391,303 @@ pub(super) fn parse_url(url: &str) -> Result<(Client, String), StrategyError> {
             Error::Config(format!("cannot use Redis URL {shown:?}: {e}"))
         })?,
     };
-    Ok((client, display))
+    let connector = Connector::new(&client).map_err(|e| {
+        let e = crate::spec::redact_message(url, &e.to_string());
+        Error::Config(format!("cannot use Redis URL {shown:?}: {e}"))
+    })?;
+    Ok((connector, display))
 }
 
-/// How many replies the redis crate reads while it sets a new connection up, one after
-/// the other: `HELLO` (RESP3) or `AUTH`, and `SELECT`. `parse_url` turns its
-/// `CLIENT SETINFO` off (two more replies, which nobody reads).
-fn setup_replies(settings: &redis::RedisConnectionInfo) -> u32 {
-    let hello_or_auth = settings.protocol().supports_resp3() || settings.password().is_some();
-    let setinfo = if settings.skip_set_lib_name() { 0 } else { 2 };
-    u32::from(hello_or_auth) + u32::from(settings.db() != 0) + setinfo
+/// How a new connection to one server is opened and set up within a time budget (see
+/// [`connect`](Self::connect)). Cheap to clone; it holds the password, which its `Debug`
+/// does not show.
+#[derive(Clone)]
+pub(super) struct Connector {
+    /// The server as parsed (for its database number, and for tests).
+    info: redis::ConnectionInfo,
+    /// What the redis crate is given to connect: the address and TLS settings, and with
+    /// RESP3 the `HELLO` it sends (which also logs in). The rest of the setup is ours.
+    driver: Client,
+    /// `AUTH`'s user (if any) and password, which we send (RESP2 with a password).
+    auth: Option<(Option<String>, String)>,
+    /// The database to `SELECT` (0: none).
+    db: i64,
+    /// Whether the redis crate's connect asks the server something (RESP3's `HELLO`).
+    hello: bool,
 }
 
-/// Opens a connection to `client`'s server that has answered within `budget`: the TCP
-/// connection, over TLS the handshake, and the connection's setup, or a `PING` where the
-/// setup asks the server nothing. (No step gets less than [`MIN_IO_TIMEOUT`], so a
-/// budget below a few times that may be overrun by as much.)
-///
-/// The redis crate gives its TCP connect the whole timeout it is given, and each reply of
-/// the setup what was left after the connect, one after the other, so a server that
-/// accepts connections and never answers would cost twice the timeout, or more: the
-/// budget is shared out between them.
-pub(super) fn connect(client: &Client, budget: Duration) -> redis::RedisResult<Connection> {
-    let start = Instant::now();
-    let replies = setup_replies(client.get_connection_info().redis_settings());
-    let each = (budget / replies.max(1)).max(MIN_IO_TIMEOUT);
-    let mut conn = client.get_connection_with_timeout(each)?;
-    if replies == 0 {
-        // Nothing was sent yet (and over TLS, no handshake made).
-        let left = budget.saturating_sub(start.elapsed()).max(MIN_IO_TIMEOUT);
-        conn.set_read_timeout(Some(left))?;
-        conn.set_write_timeout(Some(left))?;
-        let _: String = redis::cmd("PING").query(&mut conn)?;
+impl fmt::Debug for Connector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connector")
+            .field("db", &self.db)
+            .finish_non_exhaustive()
     }
-    Ok(conn)
+}
+
+impl Connector {
+    /// A connector for `client`'s server, with its login and database.
+    ///
+    /// # Errors
+    /// What the redis crate says about the connection info without them (nothing, as of
+    /// redis 1.8).
+    fn new(client: &Client) -> redis::RedisResult<Self> {
+        let info = client.get_connection_info().clone();
+        let settings = info.redis_settings();
+        let hello = settings.protocol().supports_resp3();
+        // No `CLIENT SETINFO` on each new connection: nothing reads it.
+        let mut driver = redis::RedisConnectionInfo::default().set_skip_set_lib_name();
+        let mut auth = None;
+        if hello {
+            // The redis crate's `Connection` speaks RESP3 only if it sent the `HELLO`
+            // itself, and that `HELLO` must log in (a server with a password refuses it
+            // otherwise).
+            driver = driver.set_protocol(settings.protocol());
+            if let Some(user) = settings.username() {
+                driver = driver.set_username(user);
+            }
+            if let Some(password) = settings.password() {
+                driver = driver.set_password(password);
+            }
+        } else if let Some(password) = settings.password() {
+            auth = Some((settings.username().map(str::to_owned), password.to_owned()));
+        }
+        let db = settings.db();
+        let driver = Client::open(info.clone().set_redis_settings(driver))?;
+        Ok(Connector {
+            info,
+            driver,
+            auth,
+            db,
+            hello,
+        })
+    }
+
+    /// The server's connection info, as parsed from its URL.
+    pub(super) fn info(&self) -> &redis::ConnectionInfo {
+        &self.info
+    }
+
+    /// Opens a connection whose server has answered within `budget`: one deadline for the
+    /// whole setup, and each step gets what is left of it: the TCP connection, then,
+    /// sending the setup's commands, over TLS the handshake, then each reply in turn
+    /// (the login, `AUTH`, and `SELECT`; with neither, a `PING`). The redis crate would
+    /// give each of its setup replies the whole of what was left after the TCP connect, one
+    /// after the other, and over TLS the handshake too: this is why the setup is ours.
+    ///
+    /// No step gets less than [`MIN_IO_TIMEOUT`]: a budget that runs out (or is below
+    /// that) is overrun by up to that much per step, and a failure's
+    /// [`allowed`](ConnectError::allowed) says how long the setup was really allowed.
+    /// What no timeout here bounds: resolving the host's name; the redis crate's TCP
+    /// connect tries each address a name resolves to with the whole of what was left;
+    /// with RESP3 (`?protocol=3`) the redis crate sends `HELLO` itself, and over TLS reads
+    /// the handshake and `HELLO`'s reply under one socket timeout (what was left after
+    /// the TCP connect), so those two may take up to twice that. As always with socket
+    /// timeouts, each bounds one wait for data, so a server that trickles bytes slowly
+    /// can take longer.
+    ///
+    /// The connection's socket timeouts are left as the setup's last step set them. (The
+    /// redis crate's own `Connection::get_db` says 0 whatever the database: it did not
+    /// select it. [`Node`] knows which it is.)
+    ///
+    /// # Errors
+    /// What the redis crate or the server said, with how long the setup was allowed.
+    pub(super) fn connect(&self, budget: Duration) -> Result<Connection, ConnectError> {
+        let mut clock = SetupClock::new(Instant::now(), budget);
+        let step = if self.hello {
+            // The redis crate reads `HELLO`'s reply (over TLS, and the handshake) within
+            // what is left of this one timeout after the TCP connect, without a floor of
+            // its own: the floor is added here, so that the login too gets at least it.
+            clock.step_and_floor(Instant::now())
+        } else {
+            clock.step(Instant::now())
+        };
+        let mut conn = self
+            .driver
+            .get_connection_with_timeout(step)
+            .map_err(|e| clock.failed(e))?;
+        let with_user = self.auth.as_ref().is_some_and(|(user, _)| user.is_some());
+        match self.set_up(&mut conn, &mut clock, with_user) {
+            Ok(Login::Done) => Ok(conn),
+            // A server older than Redis 6 knows no users: the password alone, as the
+            // redis crate does.
+            Ok(Login::WithoutUser) => match self.set_up(&mut conn, &mut clock, false) {
+                Ok(Login::Done) => Ok(conn),
+                Ok(Login::WithoutUser) => Err(clock.failed(auth_failed())),
+                Err(e) => Err(clock.failed(e)),
+            },
+            Err(e) => Err(clock.failed(e)),
+        }
+    }
+
+    /// Sends the setup's commands at once (over TLS, the handshake comes first), then
+    /// reads each reply against what is left of `clock`'s deadline. `with_user`: whether
+    /// `AUTH` names the user.
+    fn set_up(
+        &self,
+        conn: &mut Connection,
+        clock: &mut SetupClock,
+        with_user: bool,
+    ) -> redis::RedisResult<Login> {
+        let mut packed = Vec::new();
+        if let Some((user, password)) = &self.auth {
+            let mut auth = redis::cmd("AUTH");
+            if let Some(user) = user.as_deref().filter(|_| with_user) {
+                auth.arg(user);
+            }
+            auth.arg(password.as_bytes());
+            packed.extend(auth.get_packed_command());
+        }
+        if self.db != 0 {
+            packed.extend(redis::cmd("SELECT").arg(self.db).get_packed_command());
+        }
+        let ping = packed.is_empty() && !self.hello;
+        if ping {
+            // The setup asks the server nothing: a `PING` shows it answers.
+            packed.extend(redis::cmd("PING").get_packed_command());
+        }
+        if packed.is_empty() {
+            // The redis crate's setup cleared the socket timeouts: what is left, as a step
+            // would set them.
+            let step = clock.step(Instant::now());
+            conn.set_write_timeout(Some(step))?;
+            conn.set_read_timeout(Some(step))?;
+            return Ok(Login::Done);
+        }
+        let step = clock.step(Instant::now());
+        conn.set_write_timeout(Some(step))?;
+        conn.set_read_timeout(Some(step))?;
+        conn.send_packed_command(&packed)?;
+        let mut reply = |clock: &mut SetupClock| {
+            conn.set_read_timeout(Some(clock.step(Instant::now())))?;
+            conn.recv_response()
+        };
+        let mut login = Login::Done;
+        if self.auth.is_some() {
+            login = checked_auth(&reply(clock)?, with_user)?;
+        }
+        if self.db != 0 {
+            let selected = reply(clock)?;
+            // After a refused login, `SELECT` was refused too; both are sent again.
+            if login == Login::Done {
+                checked_select(selected)?;
+            }
+        }
+        if ping {
+            reply(clock)?.extract_error()?;
+        }
+        Ok(login)
+    }
+}
+
+/// What a login found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Login {
+    /// Logged in (or nothing to log in).
+    Done,
+    /// The server takes `AUTH` without a user only (before Redis 6).
+    WithoutUser,
+}
+
+/// `AUTH`'s reply, checked as the redis crate checks it.
+fn checked_auth(reply: &Value, with_user: bool) -> redis::RedisResult<Login> {
+    match reply {
+        Value::Okay => Ok(Login::Done),
+        Value::ServerError(e)
+            if with_user
+                && e.details().is_some_and(|d| {
+                    d.contains("wrong number of arguments for 'auth' command")
+                }) =>
+        {
+            Ok(Login::WithoutUser)
+        }
+        Value::ServerError(_) => Err(auth_failed()),
+        _ => Err(RedisError::from((
+            ServerErrorKind::ResponseError.into(),
+            "Redis server refused to authenticate, returns Ok() != Value::Okay",
+        ))),
+    }
+}
+
+/// The redis crate's error for a password the server refused.
+fn auth_failed() -> RedisError {
+    RedisError::from((
+        ErrorKind::AuthenticationFailed,
+        "Password authentication failed",
+    ))
+}
+
+/// `SELECT`'s reply, checked as the redis crate checks it.
+fn checked_select(reply: Value) -> redis::RedisResult<()> {
+    match reply {
+        Value::ServerError(e) => Err(RedisError::from((
+            ServerErrorKind::ResponseError.into(),
+            "Redis server refused to switch database",
+            e.details().unwrap_or_default().to_owned(),
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// A connection that could not be opened.
+#[derive(Debug)]
+pub(super) struct ConnectError {
+    /// What the redis crate or the server said.
+    pub(super) source: RedisError,
+    /// How long the setup was really allowed: its budget, or more where a step got
+    /// [`MIN_IO_TIMEOUT`] past the deadline.
+    pub(super) allowed: Duration,
+}
+
+/// The deadline of one connection's setup, and how long the setup has really been
+/// allowed so far: each step gets what is left of the deadline, but at least
+/// [`MIN_IO_TIMEOUT`].
+#[derive(Debug, Clone, Copy)]
+struct SetupClock {
+    start: Instant,
+    budget: Duration,
+    /// `None` past what an `Instant` can hold: then each step gets the whole budget.
+    deadline: Option<Instant>,
+    allowed: Duration,
+}
+
+impl SetupClock {
+    fn new(start: Instant, budget: Duration) -> Self {
+        SetupClock {
+            start,
+            budget,
+            deadline: start.checked_add(budget),
+            allowed: budget,
+        }
+    }
+
+    /// The timeout of a step that starts at `now`.
+    fn step(&mut self, now: Instant) -> Duration {
+        let left = self
+            .deadline
+            .map_or(self.budget, |d| d.saturating_duration_since(now));
+        let step = left.max(MIN_IO_TIMEOUT);
+        self.allowed = self
+            .allowed
+            .max(now.saturating_duration_since(self.start) + step);
+        step
+    }
+
+    /// The timeout of a step that starts at `now` and holds two waits, the second
+    /// within what the first leaves: [`step`](Self::step)'s, and the floor once more.
+    fn step_and_floor(&mut self, now: Instant) -> Duration {
+        let step = self.step(now).saturating_add(MIN_IO_TIMEOUT);
+        self.allowed = self
+            .allowed
+            .max(now.saturating_duration_since(self.start) + step);
+        step
+    }
+
+    fn failed(&self, source: RedisError) -> ConnectError {
+        ConnectError {
+            source,
+            allowed: self.allowed,
+        }
+    }
 }
 
 /// The server as `scheme://[user@]address/db`, never with a password: built from the
@@ -401,19 +709,19 @@ fn display_of(info: &redis::ConnectionInfo) -> String {
 
 impl Node {
     pub(super) fn new(
-        client: Client,
+        connector: Connector,
         display: String,
         channel: Vec<u8>,
         connect_timeout: Duration,
         response_timeout: Duration,
     ) -> Self {
-        let transport = match client.get_connection_info().addr() {
+        let transport = match connector.info().addr() {
             ConnectionAddr::TcpTls { .. } => Transport::Tls,
             ConnectionAddr::Unix(_) => Transport::Unix,
             _ => Transport::Tcp,
         };
         Node {
-            client,
+            connector,
             display,
             idle: Mutex::new(Vec::new()),
             channel,
@@ -431,12 +739,12 @@ impl Node {
 
     /// The database number the URL selected.
     pub(super) fn db(&self) -> i64 {
-        self.client.get_connection_info().redis_settings().db()
+        self.connector.db
     }
 
-    /// A client for a dedicated connection (the subscriber).
-    pub(super) fn client(&self) -> &Client {
-        &self.client
+    /// How to open a dedicated connection (the subscriber).
+    pub(super) fn connector(&self) -> &Connector {
+        &self.connector
     }
 
     pub(super) fn connect_timeout(&self) -> Duration {
@@ -494,8 +802,10 @@ impl Node {
         let mut pooled = loop {
             let Some(mut pooled) = self.idle().pop() else {
                 let budget = clamp(self.connect_timeout);
-                let conn = connect(&self.client, budget)
-                    .map_err(|e| self.error(e, Stage::Connect(budget)))?;
+                let conn = self
+                    .connector
+                    .connect(budget)
+                    .map_err(|e| self.error(e.source, Stage::Connect(e.allowed)))?;
                 break Pooled {
                     conn,
                     timeout: Duration::ZERO,
@@ -1026,8 +1336,8 @@ mod tests {
                     assert!(!(m.promised(false) && (tls || !m.param)), "{url}: {e}");
                     assert!(!Meant::leaks_into(&shown(&e.to_string())), "{url}: {e}");
                 }
-                Ok((client, display)) => {
-                    let info = client.get_connection_info();
+                Ok((connector, display)) => {
+                    let info = connector.info();
                     let (host, port) = match info.addr() {
                         ConnectionAddr::Tcp(host, port)
                         | ConnectionAddr::TcpTls { host, port, .. } => (host.clone(), *port),
@@ -1070,6 +1380,61 @@ mod tests {
         let url = format!("rediss://:pw@127.0.0.1:6380/0?tls_ca={}", ca.display());
         let (_, shown) = parse_url(&url).unwrap();
         assert_eq!(shown, "rediss://127.0.0.1:6380/0");
+    }
+
+    /// A new connection's setup has one deadline: its first step (the TCP connect) gets
+    /// the whole budget, each later one what is left; none gets less than
+    /// `MIN_IO_TIMEOUT`, and what the setup was really allowed says so.
+    #[test]
+    fn each_setup_step_gets_what_is_left_of_one_deadline() {
+        let start = Instant::now();
+        let budget = Duration::from_secs(2);
+        let mut clock = SetupClock::new(start, budget);
+        assert_eq!(clock.step(start), budget);
+        assert_eq!(
+            clock.step(start + Duration::from_millis(600)),
+            Duration::from_millis(1400)
+        );
+        assert_eq!(
+            clock.step(start + Duration::from_millis(1990)),
+            MIN_IO_TIMEOUT
+        );
+        let failed = clock.failed(RedisError::from((ErrorKind::Io, "test")));
+        assert_eq!(failed.allowed, Duration::from_millis(1990) + MIN_IO_TIMEOUT);
+        // Within the budget, the budget is what applied.
+        let mut clock = SetupClock::new(start, budget);
+        clock.step(start + Duration::from_millis(5));
+        clock.step(start + Duration::from_millis(1500));
+        assert_eq!(clock.allowed, budget);
+        // A budget below the floor: the floor is what applied.
+        let mut clock = SetupClock::new(start, Duration::from_millis(1));
+        assert_eq!(clock.step(start), MIN_IO_TIMEOUT);
+        assert_eq!(clock.allowed, MIN_IO_TIMEOUT);
+        // RESP3: the TCP connect and the redis crate's `HELLO` share one timeout, which
+        // holds the floor for the second too.
+        let mut clock = SetupClock::new(start, Duration::from_millis(10));
+        assert_eq!(
+            clock.step_and_floor(start + Duration::from_millis(20)),
+            MIN_IO_TIMEOUT * 2
+        );
+        assert_eq!(
+            clock.allowed,
+            Duration::from_millis(20) + MIN_IO_TIMEOUT * 2
+        );
+        let mut clock = SetupClock::new(start, budget);
+        assert_eq!(clock.step_and_floor(start), budget + MIN_IO_TIMEOUT);
+    }
+
+    #[test]
+    fn timeouts_are_shown_in_whole_milliseconds() {
+        assert_eq!(
+            whole_millis(Duration::from_micros(50_400)),
+            Duration::from_millis(50)
+        );
+        assert_eq!(
+            whole_millis(Duration::from_micros(1_999_600)),
+            Duration::from_secs(2)
+        );
     }
 
     #[test]

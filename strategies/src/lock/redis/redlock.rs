@@ -68,14 +68,14 @@ impl RedlockBuilder {
         let per_server = (self.settings.ttl / 20).max(node::MIN_IO_TIMEOUT);
         let mut nodes = Vec::with_capacity(self.urls.len());
         for url in &self.urls {
-            let (client, display) = node::parse_url(url)?;
+            let (connector, display) = node::parse_url(url)?;
             if nodes.iter().any(|n: &Arc<Node>| n.display() == display) {
                 return Err(Error::Config(format!(
                     "Redlock server {display} is listed twice"
                 )));
             }
             nodes.push(Arc::new(Node::new(
-                client,
+                connector,
                 display,
                 Vec::new(),
                 self.settings.connect_timeout.min(per_server),

@@ -34,25 +34,22 @@ impl TlsFiles {
     ///
     /// # Errors
     /// [`Error::Config`] for a parameter given twice, with no value, or an unknown `tls_…`
-    /// parameter (a typo would otherwise silently trust the system's roots). An unknown
-    /// name is quoted only where the redacted URL shows it (it may be a piece of what
-    /// may be the password).
+    /// parameter (a typo would otherwise silently trust the system's roots). Names are
+    /// read percent-decoded, as the redis crate reads its own. An unknown name is quoted
+    /// only where the redacted URL shows it (it may be a piece of what may be the
+    /// password).
     pub(super) fn take(url: &str) -> Result<(String, Self), StrategyError> {
         let (rest, taken) = super::take_params(url, |name| name.starts_with("tls_"));
         let shown = || crate::spec::redact_url(url);
         let mut files = TlsFiles::default();
         for param in taken {
-            let (name, value) = (param.name, param.value);
+            let (name, value) = (param.key.as_str(), param.value);
             let slot = match name {
                 TLS_CA_PARAM => &mut files.ca,
                 TLS_CERT_PARAM => &mut files.cert,
                 TLS_KEY_PARAM => &mut files.key,
                 _ => {
-                    let quoted = if crate::spec::hides(url, param.at.clone()) {
-                        String::new()
-                    } else {
-                        format!(" {name:?}")
-                    };
+                    let quoted = param.quoted(url);
                     return Err(Error::Config(format!(
                         "unknown TLS parameter{quoted} in {:?}; expected {TLS_CA_PARAM}, {TLS_CERT_PARAM} or {TLS_KEY_PARAM}",
                         shown()
@@ -234,6 +231,23 @@ mod tests {
         let (rest, files) = TlsFiles::take("redis://h:1/0").unwrap();
         assert_eq!(rest, "redis://h:1/0");
         assert!(files.is_empty());
+        // Names are read percent-decoded, as the redis crate reads its own.
+        let (rest, files) = TlsFiles::take("rediss://h:1/0?%74ls_ca=/a.pem&db=1").unwrap();
+        assert_eq!(rest, "rediss://h:1/0?db=1");
+        assert_eq!(files.ca.as_deref(), Some("/a.pem"));
+        let refused = TlsFiles::take("rediss://h:1/0?tls_ca=/a.pem&tls%5Fca=/b.pem")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains("needs one file path, given once"),
+            "{refused}"
+        );
+        // A name is quoted where the redacted URL shows it, though it masks the value.
+        let refused = TlsFiles::take("rediss://h:1/0?tls_password=Xy8")
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains("\"tls_password\""), "{refused}");
+        assert!(!refused.contains("Xy8"), "{refused}");
     }
 
     /// Only runs in a build without the feature (`cargo test -p turnstile --features

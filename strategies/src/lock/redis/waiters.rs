@@ -19,9 +19,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
-use redis::Client;
-
 use super::RedisLease;
+use super::node::Connector;
 
 /// How long the subscriber blocks in one read before checking whether it should stop.
 const SUBSCRIBER_TICK: Duration = Duration::from_millis(250);
@@ -137,7 +136,7 @@ impl Waiters {
     /// release published after our next `SET NX` attempt reaches us.
     pub(super) fn ensure_subscriber(
         self: &Arc<Self>,
-        client: &Client,
+        connector: &Connector,
         channel: &[u8],
         connect_timeout: Duration,
         wait: Duration,
@@ -148,11 +147,11 @@ impl Waiters {
         };
         if start {
             let weak = Arc::downgrade(self);
-            let client = client.clone();
+            let connector = connector.clone();
             let channel = channel.to_vec();
             let spawned = std::thread::Builder::new()
                 .name("turnstile-redis-sub".into())
-                .spawn(move || subscribe_loop(&weak, &client, &channel, connect_timeout));
+                .spawn(move || subscribe_loop(&weak, &connector, &channel, connect_timeout));
             if spawned.is_err() {
                 // Without a subscriber the poll still wakes waiters; try again next time.
                 self.state().subscriber_started = false;
@@ -358,7 +357,12 @@ impl Drop for Place<'_> {
     }
 }
 
-fn subscribe_loop(waiters: &Weak<Waiters>, client: &Client, channel: &[u8], connect: Duration) {
+fn subscribe_loop(
+    waiters: &Weak<Waiters>,
+    connector: &Connector,
+    channel: &[u8],
+    connect: Duration,
+) {
     let mut backoff = Duration::from_millis(10);
     let tried = || {
         if let Some(w) = waiters.upgrade() {
@@ -369,7 +373,7 @@ fn subscribe_loop(waiters: &Weak<Waiters>, client: &Client, channel: &[u8], conn
         if waiters.strong_count() == 0 {
             return;
         }
-        let mut conn = match super::node::connect(client, connect) {
+        let mut conn = match connector.connect(connect) {
             Ok(conn) => conn,
             Err(_) => {
                 tried();
