@@ -346,17 +346,37 @@ fn server_down_unknown_role_and_bad_urls_are_typed() {
         .unwrap_err();
     assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
     assert!(start.elapsed() < Duration::from_secs(10));
+    // The lock's errors name its server, so that a lock on one server over data on
+    // another tells which of the two failed.
+    let shown = err.to_string();
+    assert!(
+        shown.starts_with(&format!(
+            "backend unavailable: postgres at {}: error connecting to server",
+            down.backend_id()
+        )),
+        "{shown}"
+    );
     // The test server trusts local connections whatever the password, so credentials
     // are refused with a role that does not exist.
     let bad = format!(
-        "postgres://{}:pw@127.0.0.1:5432/test",
+        "postgres://{}:pw-certainly-wrong@127.0.0.1:5432/test",
         unique("no_such_role")
     );
-    let err = PostgresLock::new(&bad)
-        .unwrap()
+    let lock = PostgresLock::new(&bad).unwrap();
+    let err = lock
         .acquire(&name("x"), Some(Instant::now() + Duration::from_secs(5)))
         .unwrap_err();
     assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
+    // The server's own words, without the driver's `db error:` before them.
+    let shown = err.to_string();
+    assert!(
+        shown.starts_with(&format!(
+            "backend unavailable: postgres at {}: FATAL: role",
+            lock.backend_id()
+        )),
+        "{shown}"
+    );
+    assert!(!shown.contains("certainly-wrong"), "{shown}");
     let err = PgXactLocked::new(Postgres::new(&bad).unwrap())
         .run(&Key::whole(), |_| Ok::<_, postgres::Error>(()))
         .unwrap_err();
@@ -979,8 +999,12 @@ fn a_server_that_stops_answering_fails_lock_statements_within_the_read_timeout()
     use turnstile::lock::postgres::WAIT_CHUNK;
     const READ: Duration = Duration::from_millis(500);
     let timed_out = |err: &Error<std::convert::Infallible>| match err {
+        // The lock's errors name their server; the I/O error is that one's source.
         Error::Unavailable(source) => {
-            source.downcast_ref::<std::io::Error>().map(|e| e.kind())
+            source
+                .source()
+                .and_then(|e| e.downcast_ref::<std::io::Error>())
+                .map(|e| e.kind())
                 == Some(std::io::ErrorKind::TimedOut)
         }
         _ => false,

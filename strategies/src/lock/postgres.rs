@@ -56,7 +56,7 @@ use turnstile_core::{
 
 use crate::pool::Pool;
 use crate::resource::postgres as res;
-use crate::resource::{DEFAULT_CONNECT_TIMEOUT, Postgres};
+use crate::resource::{DEFAULT_CONNECT_TIMEOUT, Postgres, ServerError};
 
 /// The default number of idle lock connections kept for reuse: 4.
 pub const DEFAULT_MAX_IDLE: usize = 4;
@@ -172,25 +172,42 @@ impl StatementError {
         matches!(self, StatementError::Postgres(e) if e.is_closed())
     }
 
-    /// The error a caller gets as the source of [`Error::Unavailable`]: the driver's
-    /// ([`postgres::Error`]), or an [`std::io::Error`] of kind `TimedOut`.
+    /// What failed, in words: the server's own error ([`DbError`](postgres::error::DbError),
+    /// without the driver's `db error:` before it), the driver's ([`postgres::Error`]), or
+    /// an [`std::io::Error`] of kind `TimedOut`.
     fn into_boxed(self) -> BoxError {
         match self {
-            StatementError::Postgres(e) => e.into(),
+            StatementError::Postgres(e) => in_words(e),
             StatementError::Silent(limit) => std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
                 format!(
-                    "the PostgreSQL server did not answer a lock statement within {limit:?}; \
-                     its connection was closed"
+                    "no answer to a lock statement within {limit:?}; its connection was closed"
                 ),
             )
             .into(),
         }
     }
 
-    fn unavailable(self) -> StrategyError {
-        Error::Unavailable(self.into_boxed())
+    /// [`Error::Unavailable`], naming the lock server (its identity, `server`) so that a
+    /// lock on one server over data on another tells which of the two failed.
+    fn unavailable(self, server: &str) -> StrategyError {
+        unavailable(server, self.into_boxed())
     }
+}
+
+/// The driver's error in words: the server's own ([`DbError`](postgres::error::DbError))
+/// when it answered with one, the driver's otherwise.
+fn in_words(error: tokio_postgres::Error) -> BoxError {
+    match error.as_db_error() {
+        Some(db) => Box::new(db.clone()),
+        None => error.into(),
+    }
+}
+
+/// `source` as the lock server's failure: [`Error::Unavailable`] of a [`ServerError`]
+/// (`postgres at postgres://app@db:5432/shop: …`), whose own source is `source`.
+fn unavailable(server: &str, source: BoxError) -> StrategyError {
+    Error::Unavailable(Box::new(ServerError::new(server, source)))
 }
 
 /// A lock connection: a `tokio_postgres` client whose connection runs as a task on a
@@ -230,10 +247,15 @@ impl LockConn {
                     silent: false,
                 });
             }
-            Ok(Err(e)) => e.into(),
+            Ok(Err(e)) => in_words(e),
             Err(_) => std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
-                format!("the server did not complete the connection's login within {timeout:?}"),
+                format!(
+                    "no answer within {:?}: the server did not complete the connection's login",
+                    // Whole milliseconds: a timeout cut to a deadline would show every
+                    // nanosecond.
+                    Duration::from_millis(timeout.as_millis() as u64)
+                ),
             )
             .into(),
         };
@@ -334,7 +356,8 @@ impl Drop for LockConn {
 /// a bump that gave up before the deadline is tried again, one
 /// that gave up after it fails the acquire with [`Error::Timeout`]. The fence table's
 /// creation, on a new connection, has the same bound (its failure is an
-/// [`Error::Unavailable`] whose source is the server's error). So a server that stops
+/// [`Error::Unavailable`] whose source names the server, with the server's error as its own
+/// source). So a server that stops
 /// answering but keeps its connections open (a stopped process, a stalled network path) fails an
 /// acquire with [`Error::Unavailable`] at most a read timeout after the caller's deadline
 /// on a lock connection that was open already. An acquire that opens a new one first
@@ -346,8 +369,9 @@ impl Drop for LockConn {
 /// connect timeout). A
 /// [`Lease::check`] fails with [`Error::LeaseLost`] after a read timeout (so the op is
 /// rolled back, not committed), and a [`Lease::release`] with [`Error::Unavailable`]
-/// after a read timeout; the source of such an unavailable error is an [`std::io::Error`]
-/// of kind `TimedOut`. The connection is then closed, never used again: the server ends
+/// after a read timeout; the source of such an unavailable error names the server
+/// (`postgres at postgres://app@db:5432/shop: no answer to a lock statement within 2s; …`),
+/// and its own source is an [`std::io::Error`] of kind `TimedOut`. The connection is then closed, never used again: the server ends
 /// its session, and frees its lock, once the session's backend reads the close — an idle
 /// one at once, one busy in a statement only once that statement ends (a stopped server:
 /// once it runs again and the statement ends; the lock statement ends by itself: its
@@ -512,7 +536,8 @@ impl Shared {
                 .min(configured),
         };
         config.connect_timeout(timeout);
-        let mut conn = LockConn::open(&config, timeout).map_err(Error::unavailable)?;
+        let mut conn =
+            LockConn::open(&config, timeout).map_err(|e| unavailable(&self.backend_id, e))?;
         if self.fencing && !self.fence_table_ready.load(Ordering::Acquire) {
             // Bounded by the server too, as the fence bump is (the table or the catalog
             // may be locked, by a concurrent creation, say), so that it gives up first:
@@ -527,7 +552,7 @@ impl Shared {
                 &ddl,
                 StatementError::code,
             )
-            .map_err(StatementError::unavailable)?;
+            .map_err(|e| e.unavailable(&self.backend_id))?;
             self.fence_table_ready.store(true, Ordering::Release);
         }
         Ok(conn)
@@ -756,7 +781,7 @@ impl Lock for PostgresLock {
             }
             other => other,
         }
-        .map_err(StatementError::unavailable)?;
+        .map_err(|e| e.unavailable(&shared.backend_id))?;
         let Some(fence) = fence else {
             // Not recycled: had the lock been granted and only the fence bump timed out,
             // the session would still hold it; closing the connection frees it for sure.
@@ -813,7 +838,7 @@ impl PostgresLease {
             Err(e) if e.is_closed() => Err(Error::LeaseLost),
             // Refused, or no answer in time: the connection is dropped, and the server
             // frees the lock when it reads the close.
-            Err(e) => Err(e.unavailable()),
+            Err(e) => Err(e.unavailable(&self.shared.backend_id)),
         }
     }
 }
@@ -1528,8 +1553,9 @@ mod tests {
             panic!("{took:?}, {err:?}");
         };
         let code = source
-            .downcast_ref::<postgres::Error>()
-            .and_then(|e| e.code());
+            .source()
+            .and_then(|e| e.downcast_ref::<postgres::error::DbError>())
+            .map(|e| e.code());
         assert_eq!(code, Some(&SqlState::QUERY_CANCELED), "{took:?}, {err:?}");
         assert!(took < READ, "{took:?}");
     }
