@@ -503,7 +503,7 @@ impl fmt::Display for OpError {
             #[cfg(feature = "postgres")]
             OpError::Postgres(e) => write!(f, "postgres: {e}"),
             #[cfg(feature = "mysql")]
-            OpError::MySql(e) => write!(f, "mysql: {e}"),
+            OpError::MySql(e) => write!(f, "mysql: {}", mysql_in_words(e)),
             #[cfg(feature = "optimistic")]
             OpError::Store(e) => write!(f, "{e}"),
             OpError::Backend(e) => write!(f, "{e}"),
@@ -511,6 +511,24 @@ impl fmt::Display for OpError {
             OpError::Io(e) => write!(f, "i/o: {e}"),
             OpError::Corrupt(m) => write!(f, "corrupt store: {m}"),
         }
+    }
+}
+
+/// A MySQL error as a reader wants it: the server's, driver's or system's message without
+/// the driver's wrapping (`MySqlError { … }`, `CodecError { … }`), and a read the
+/// connection's read timeout cut off said as such: the system's text for it is
+/// `Resource temporarily unavailable (os error 11)`.
+#[cfg(feature = "mysql")]
+fn mysql_in_words(error: &mysql::Error) -> String {
+    use std::io::ErrorKind;
+    match (turnstile::resource::mysql_io_cause(error), error) {
+        (Some(e), _) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+            "no answer within the connection's read timeout".to_owned()
+        }
+        (Some(e), _) => e.to_string(),
+        (None, mysql::Error::MySqlError(e)) => e.to_string(),
+        (None, mysql::Error::DriverError(e)) => e.to_string(),
+        (None, other) => other.to_string(),
     }
 }
 
@@ -784,6 +802,41 @@ mod tests {
             code: 1213,
         });
         assert!(!may_take_effect_later(&Error::Op(OpError::MySql(deadlock))));
+    }
+
+    #[cfg(feature = "mysql")]
+    #[test]
+    fn a_mysql_op_error_is_said_in_words() {
+        let cut_off = mysql::Error::from(std::io::Error::from(std::io::ErrorKind::WouldBlock));
+        assert_eq!(
+            OpError::MySql(cut_off).to_string(),
+            "mysql: no answer within the connection's read timeout"
+        );
+        let deadlock = mysql::Error::MySqlError(mysql::error::MySqlError {
+            state: "40001".into(),
+            message: "Deadlock found when trying to get lock".into(),
+            code: 1213,
+        });
+        let text = OpError::MySql(deadlock).to_string();
+        assert!(text.starts_with("mysql: ERROR 1213 (40001)"), "{text}");
+        assert!(!text.contains("MySqlError"), "{text}");
+    }
+
+    /// The real server's slow answer, cut off by the read timeout: the driver wraps the
+    /// system's `WouldBlock` in its codec's error.
+    #[cfg(feature = "mysql")]
+    #[test]
+    fn a_mysql_read_cut_off_by_its_timeout_says_so() {
+        use mysql::prelude::Queryable;
+        let opts = mysql::Opts::from_url(&crate::conformance::mysql_url()).unwrap();
+        let builder = mysql::OptsBuilder::from_opts(opts)
+            .read_timeout(Some(std::time::Duration::from_millis(100)));
+        let mut conn = mysql::Conn::new(builder).expect("the test MySQL server");
+        let error = conn.query_drop("SELECT SLEEP(3)").unwrap_err();
+        assert_eq!(
+            OpError::MySql(error).to_string(),
+            "mysql: no answer within the connection's read timeout"
+        );
     }
 
     #[cfg(feature = "postgres")]

@@ -42,7 +42,7 @@ pub(crate) mod mysql;
 pub(crate) mod postgres;
 
 #[cfg(feature = "mysql")]
-pub use self::mysql::{MySql, is_busy as mysql_is_busy};
+pub use self::mysql::{MySql, io_cause as mysql_io_cause, is_busy as mysql_is_busy};
 #[cfg(feature = "postgres")]
 pub use self::postgres::{Postgres, is_busy as postgres_is_busy};
 
@@ -204,7 +204,7 @@ pub(crate) fn open_within<T: Send + 'static>(
         .find(|(s, n)| s == server && *n >= MAX_PENDING_LOGINS)
     {
         return Err(format!(
-            "{n} logins to {server} are still waiting for the server to answer; not starting another"
+            "{n} logins are still waiting for the server to answer; not starting another"
         )
         .into());
     }
@@ -265,14 +265,14 @@ pub(crate) fn open_within<T: Send + 'static>(
 /// lock backend reports, so that a strategy over a lock server and a data server tells
 /// which of the two failed (a resource's own errors are not named: its caller has its
 /// [`identity`](crate::Connect::identity), and names it where it reports them).
-#[cfg_attr(not(feature = "mysql"), allow(dead_code))]
+#[cfg_attr(not(any(feature = "mysql", feature = "postgres")), allow(dead_code))]
 #[derive(Debug)]
 pub(crate) struct ServerError {
     server: String,
     source: turnstile_core::BoxError,
 }
 
-#[cfg_attr(not(feature = "mysql"), allow(dead_code))]
+#[cfg_attr(not(any(feature = "mysql", feature = "postgres")), allow(dead_code))]
 impl ServerError {
     /// `source`, a failure of the server whose identity is `server`.
     pub(crate) fn new(server: &str, source: impl Into<turnstile_core::BoxError>) -> Self {

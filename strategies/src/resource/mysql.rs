@@ -240,20 +240,32 @@ pub(crate) fn readable(error: mysql::Error, timeout: Option<Duration>) -> BoxErr
             Some(t) => no_answer(t),
             None => e.into(),
         },
-        // The codec's error type is not exported: its I/O cause is read through `source()`.
-        mysql::Error::CodecError(e) => {
-            match std::error::Error::source(&e).and_then(|c| c.downcast_ref::<std::io::Error>()) {
-                Some(io) => match cut_off(io.kind()) {
-                    Some(t) => no_answer(t),
-                    None => std::io::Error::new(io.kind(), io.to_string()).into(),
-                },
-                None => e.to_string().into(),
-            }
-        }
+        mysql::Error::CodecError(ref e) => match io_cause(&error) {
+            Some(io) => match cut_off(io.kind()) {
+                Some(t) => no_answer(t),
+                None => std::io::Error::new(io.kind(), io.to_string()).into(),
+            },
+            None => e.to_string().into(),
+        },
         mysql::Error::MySqlError(e) => e.into(),
         mysql::Error::DriverError(e) => e.into(),
         mysql::Error::UrlError(e) => url_error_text(&e).into(),
         other => other.into(),
+    }
+}
+
+/// The system's I/O error under a MySQL driver error, if it is one: the driver's own
+/// ([`mysql::Error::IoError`]), or its packet codec's cause, whose type the driver does
+/// not export. A read that the connection's read timeout cut off is one of kind
+/// `WouldBlock` (or `TimedOut`), whose text says neither (`Resource temporarily
+/// unavailable`).
+pub fn io_cause(error: &mysql::Error) -> Option<&std::io::Error> {
+    match error {
+        mysql::Error::IoError(e) => Some(e),
+        mysql::Error::CodecError(e) => {
+            std::error::Error::source(e).and_then(|c| c.downcast_ref::<std::io::Error>())
+        }
+        _ => None,
     }
 }
 
