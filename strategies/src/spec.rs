@@ -1633,6 +1633,7 @@ pub(crate) struct Meant {
     pub(crate) host: String,
     pub(crate) port: u16,
     /// Whether the tail holds the driver's parameter whose value holds an `@`.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) param: bool,
 }
 
@@ -1643,6 +1644,7 @@ impl Meant {
     /// driver reads, it reads as meant (`read`: user, password, host and port), while
     /// one it refuses is no URL the docs promise it reads (`over_postgres` picks whose
     /// promises).
+    #[cfg(any(feature = "mysql", feature = "postgres"))]
     pub(crate) fn check_driver<T, E: std::fmt::Display>(
         &self,
         over_postgres: bool,
@@ -2719,6 +2721,10 @@ mod tests {
             // A known name and then no URL: the name may be the user, the argument its
             // password and host, which the factory's message shows as it redacts the
             // argument alone.
+            #[cfg_attr(
+                not(any(feature = "redis", feature = "postgres", feature = "mysql")),
+                allow(unused_mut)
+            )]
             let mut specs = vec!["mutex:hunter2@h", "retry:hunter2@h"];
             #[cfg(feature = "redis")]
             specs.extend(["redis:hunter2@h/0", "redlock:hunter2@h1,h2"]);
