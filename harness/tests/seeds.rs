@@ -123,6 +123,16 @@ fn seed_004_as(spec: &str, workload: Workload) -> RunConfig {
         .worker_exe(EXE)
 }
 
+/// [`seed_004_as`] where a double send must happen every time: one notification, so the
+/// first sender's partner in the rendezvous read the same flag unset (on many, a random
+/// pick may pair only different ones), and a rendezvous long enough for the other
+/// processes' slow start. Only the first ops wait: once the flag is set, none do.
+fn seed_004_double_send(spec: &str, workload: Workload) -> RunConfig {
+    seed_004_as(spec, workload)
+        .keys(1)
+        .rendezvous(Duration::from_millis(200))
+}
+
 #[test]
 fn seed_004_notify_once_through_mysql_sends_each_once() {
     let report = assert_passes(&seed_004(&mysql_url()));
@@ -132,7 +142,10 @@ fn seed_004_notify_once_through_mysql_sends_each_once() {
 
 #[test]
 fn seed_004_notify_once_unserialized_sends_twice() {
-    let report = assert_caught(&seed_004("unserialized"), "exactly_once");
+    let report = assert_caught(
+        &seed_004_double_send("unserialized", Workload::NotifyOnce),
+        "exactly_once",
+    );
     let once = report.check("exactly_once").expect("exactly_once ran");
     assert!(
         once.details.iter().any(|d| d.contains("effect performed")),
@@ -147,7 +160,7 @@ fn seed_004_notify_once_unserialized_sends_twice() {
 #[test]
 fn seed_004_stale_flag_through_mysql_sends_twice() {
     let report = assert_caught(
-        &seed_004_as(&mysql_url(), Workload::NotifyStale),
+        &seed_004_double_send(&mysql_url(), Workload::NotifyStale),
         "exactly_once",
     );
     let text = report::text(&report);
