@@ -211,10 +211,11 @@ fn every_workload_catches_the_unserialized_control() {
     for workload in ["bank", "notify_once", "kv", "file_store"] {
         // A notification races only until its flag is set, at the start of the run: a
         // rendezvous holds the first sender in its window until another op is in one too
-        // (without it, a slow start let one run pass, once in many).
-        let meet: &[&str] = match workload {
-            "notify_once" => &["--rendezvous-us", "2000"],
-            _ => &[],
+        // (without it, a slow start let one run pass, once in many). On one notification
+        // that other op read the same flag unset, so both send, every run.
+        let (keys, meet): (&str, &[&str]) = match workload {
+            "notify_once" => ("1", &["--rendezvous-us", "200000"]),
+            _ => ("2", &[]),
         };
         let args = [
             "--strategy",
@@ -228,7 +229,7 @@ fn every_workload_catches_the_unserialized_control() {
             "--think-us",
             "200",
             "--keys",
-            "2",
+            keys,
         ];
         let (code, out) = check(&[&args[..], meet].concat());
         assert_eq!(code, 1, "{workload}: expected a violation:\n{out}");
