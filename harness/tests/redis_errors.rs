@@ -123,5 +123,7 @@ fn redis_mistakes_are_said_in_words() {
         err.contains("no answer within 2s while connecting"),
         "{err}"
     );
+    // Said once, in words: not again in the OS's (`Resource temporarily unavailable`).
+    assert!(!err.contains("os error"), "{err}");
     assert!(took < HANG, "took {took:?}");
 }

@@ -765,7 +765,10 @@ fn new_connections_log_in_and_select_the_database() {
     assert!(matches!(got, Ok(Some(_))), "{got:?}");
     for (url, says) in [
         (format!("redis://:wrong@{addr}/0"), "authentication failed"),
-        (format!("redis://:wrong@{addr}/0?protocol=3"), "WRONGPASS"),
+        (
+            format!("redis://:wrong@{addr}/0?protocol=3"),
+            "authentication failed: the server refused the password",
+        ),
         (
             format!("redis://:s3cret@{addr}/99"),
             "refused to switch database",
@@ -787,6 +790,42 @@ fn new_connections_log_in_and_select_the_database() {
             }
             other => panic!("{url}: {other:?}"),
         }
+    }
+}
+
+/// A password for a server that has none: Redis 6 and later refuse `AUTH password`
+/// (RESP2, no user), and the error says so rather than that the password was wrong; a user
+/// with it (`AUTH default password`, or RESP3's `HELLO 3 AUTH`) is taken by the default
+/// user, which has `nopass`.
+#[test]
+fn a_password_for_a_server_without_one_is_said_to_be_one_too_many() {
+    let server = RedisServer::start();
+    let addr = server.addr();
+    let url = format!("redis://:not-needed@{addr}/0");
+    match RedisLock::new(&url).unwrap().ping() {
+        Err(e @ Error::Unavailable(_)) => {
+            let text = e.to_string();
+            assert!(text.contains("the server has no password set"), "{text}");
+            assert!(text.contains("leave the password out of the URL"), "{text}");
+            assert!(!text.contains("not-needed"), "{text}");
+            assert!(!text.contains(" - "), "{text}");
+            // The whole chain, as the CLI prints it, says it once: no driver's text below.
+            let mut below = std::error::Error::source(&e);
+            while let Some(cause) = below {
+                assert!(text.contains(&cause.to_string()), "{text}: then {cause}");
+                below = cause.source();
+            }
+        }
+        other => panic!("{url}: {other:?}"),
+    }
+    for url in [
+        format!("redis://default:not-needed@{addr}/0"),
+        format!("redis://:not-needed@{addr}/0?protocol=3"),
+    ] {
+        RedisLock::new(&url)
+            .unwrap()
+            .ping()
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
     }
 }
 

@@ -173,8 +173,7 @@ impl fmt::Display for ServerError {
     /// A timeout says in words what got no answer within how long (the OS's text,
     /// `Resource temporarily unavailable`, says neither), and so does a new connection
     /// that the server closed, or whose TLS handshake got an answer that is not TLS;
-    /// anything else is the driver's text. The driver's error stays this one's
-    /// [`source`](std::error::Error::source).
+    /// anything else is the driver's text, less its kind.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let server = &self.server;
         let kind = io_error(&self.source).map(io::Error::kind);
@@ -245,7 +244,12 @@ impl fmt::Display for ServerError {
 /// Server(ResponseError): DB index is out of range`): a refused login says which it was,
 /// anything else is the driver's text less its kind.
 fn in_words(e: &RedisError) -> String {
-    if e.kind() == ErrorKind::AuthenticationFailed {
+    if e.kind() == ErrorKind::AuthenticationFailed && e.detail() == Some(NO_PASSWORD_SET) {
+        return "authentication failed: the server has no password set, so it refuses one: leave the password out of the URL (or give the server one: requirepass)"
+            .to_owned();
+    }
+    // `WRONGPASS` is how `HELLO 3 AUTH` (RESP3) is refused.
+    if e.kind() == ErrorKind::AuthenticationFailed || e.code() == Some("WRONGPASS") {
         return "authentication failed: the server refused the password (or the user and password)"
             .to_owned();
     }
@@ -291,11 +295,10 @@ fn answered_in_plain_text(_: &RedisError) -> bool {
     false
 }
 
-impl std::error::Error for ServerError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.source)
-    }
-}
+/// No source: the display already says the driver's error, in words, and a printer of
+/// the error's chain (the CLI, `anyhow`'s `{:#}`) would say it again in the driver's —
+/// the OS's `Resource temporarily unavailable` after "no answer within 2s", say.
+impl std::error::Error for ServerError {}
 
 /// One server and its idle connections.
 pub(super) struct Node {
@@ -600,6 +603,17 @@ fn checked_auth(reply: &Value, with_user: bool) -> redis::RedisResult<Login> {
         {
             Ok(Login::WithoutUser)
         }
+        // Redis 6 and later, to `AUTH password` without a password set.
+        Value::ServerError(e)
+            if e.details()
+                .is_some_and(|d| d.contains("without any password configured")) =>
+        {
+            Err(RedisError::from((
+                ErrorKind::AuthenticationFailed,
+                "Password authentication failed",
+                NO_PASSWORD_SET.to_owned(),
+            )))
+        }
         Value::ServerError(_) => Err(auth_failed()),
         _ => Err(RedisError::from((
             ServerErrorKind::ResponseError.into(),
@@ -607,6 +621,9 @@ fn checked_auth(reply: &Value, with_user: bool) -> redis::RedisResult<Login> {
         ))),
     }
 }
+
+/// The detail of a refused login whose server has no password to check.
+const NO_PASSWORD_SET: &str = "the server has no password set";
 
 /// The redis crate's error for a password the server refused.
 fn auth_failed() -> RedisError {
