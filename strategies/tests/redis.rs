@@ -773,6 +773,12 @@ fn new_connections_log_in_and_select_the_database() {
             format!("redis://:s3cret@{addr}/99"),
             "refused to switch database",
         ),
+        (format!("redis://{addr}/0"), "authentication required"),
+        (format!("redis://{addr}/1"), "authentication required"),
+        (
+            format!("redis://{addr}/0?protocol=3"),
+            "authentication required",
+        ),
         (
             format!("redis://:s3cret@{addr}/99?protocol=3"),
             "refused to switch database",
@@ -787,6 +793,77 @@ fn new_connections_log_in_and_select_the_database() {
                 // In words, without the driver's kind of error (`- AuthenticationFailed`,
                 // `- Server(ResponseError)`).
                 assert!(!text.contains(" - "), "{url}: {text}");
+            }
+            other => panic!("{url}: {other:?}"),
+        }
+    }
+}
+
+/// Over a unix socket the password, user and database are URL parameters (`pass`,
+/// `user`, `db`: the redis crate's names): a new connection logs in and selects the
+/// database whichever protocol it speaks, and a wrong password or a database the server
+/// does not have is `Unavailable`, in words, without the password.
+#[test]
+fn a_unix_socket_url_logs_in_and_selects_its_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = RedisServer::start_unix_with_password("s3cret", dir.path().to_owned());
+    let socket = server.unix_socket();
+    let socket = socket.display();
+    let deadline = || Some(Instant::now() + Duration::from_secs(5));
+    for (query, db) in [
+        ("db=2&pass=s3cret", "2"),
+        ("db=3&user=default&pass=s3cret", "3"),
+        ("db=4&pass=s3cret&protocol=3", "4"),
+        ("pass=s3cret", "0"),
+    ] {
+        let url = format!("redis+unix://{socket}?{query}");
+        let lock = RedisLock::new(&url).unwrap();
+        let name = LockName::new("unix", Key::new("k").unwrap());
+        let lease = lock
+            .acquire(&name, deadline())
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
+        let replies = raw_commands(
+            &server.addr(),
+            &[
+                &[b"AUTH", b"s3cret"],
+                &[b"SELECT", db.as_bytes()],
+                &[b"EXISTS", &lock_key(&name)],
+            ],
+        );
+        assert_eq!(replies, ["+OK", "+OK", ":1"], "{url}");
+        lease.release().unwrap();
+    }
+    for (query, says) in [
+        (
+            "db=2&pass=certainly-wrong",
+            "authentication failed: the server refused the password",
+        ),
+        (
+            "db=2&pass=certainly-wrong&protocol=3",
+            "authentication failed: the server refused the password",
+        ),
+        (
+            "db=2",
+            "authentication required: the server has a password and the URL gives none",
+        ),
+        (
+            "db=0",
+            "authentication required: the server has a password and the URL gives none",
+        ),
+        (
+            "protocol=3",
+            "authentication required: the server has a password and the URL gives none",
+        ),
+        ("db=99&pass=s3cret", "refused to switch database"),
+    ] {
+        let url = format!("redis+unix://{socket}?{query}");
+        match RedisLock::new(&url).unwrap().ping() {
+            Err(e @ Error::Unavailable(_)) => {
+                let text = e.to_string();
+                assert!(text.contains(says), "{url}: {text}");
+                assert!(text.contains("redis at redis+unix://"), "{url}: {text}");
+                assert!(!text.contains("certainly-wrong"), "{url}: {text}");
+                assert!(!text.contains("s3cret"), "{url}: {text}");
             }
             other => panic!("{url}: {other:?}"),
         }

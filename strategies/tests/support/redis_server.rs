@@ -17,6 +17,8 @@ pub struct RedisServer {
     port: u16,
     password: Option<String>,
     tls: Option<ServerTls>,
+    /// A directory for a unix socket beside the plain TCP port.
+    unix_dir: Option<PathBuf>,
 }
 
 /// What a TLS-only server is started with (PEM files).
@@ -52,11 +54,25 @@ impl RedisServer {
         Self::start_as(password.map(str::to_owned), Some(tls))
     }
 
+    /// Starts a server that requires `password`, on a unix socket in `dir` as well as on
+    /// its port ([`unix_socket`](Self::unix_socket)).
+    pub fn start_unix_with_password(password: &str, dir: PathBuf) -> Self {
+        Self::start_on(Some(password.to_owned()), None, Some(dir))
+    }
+
     fn start_with(password: Option<String>) -> Self {
         Self::start_as(password, None)
     }
 
     fn start_as(password: Option<String>, tls: Option<ServerTls>) -> Self {
+        Self::start_on(password, tls, None)
+    }
+
+    fn start_on(
+        password: Option<String>,
+        tls: Option<ServerTls>,
+        unix_dir: Option<PathBuf>,
+    ) -> Self {
         for _ in 0..20 {
             let port = free_port();
             let mut server = RedisServer {
@@ -64,6 +80,7 @@ impl RedisServer {
                 port,
                 password: password.clone(),
                 tls: tls.clone(),
+                unix_dir: unix_dir.clone(),
             };
             if server.spawn() {
                 return server;
@@ -80,6 +97,9 @@ impl RedisServer {
         match &self.tls {
             None => {
                 cmd.arg("--port").arg(self.port.to_string());
+                if self.unix_dir.is_some() {
+                    cmd.arg("--unixsocket").arg(self.socket());
+                }
             }
             Some(tls) => {
                 let auth = if tls.require_client_cert { "yes" } else { "no" };
@@ -131,8 +151,21 @@ impl RedisServer {
     }
 
     fn socket(&self) -> PathBuf {
-        let dir = self.tls.as_ref().map(|t| t.dir.clone()).unwrap_or_default();
+        let dir = match (&self.tls, &self.unix_dir) {
+            (Some(tls), _) => tls.dir.clone(),
+            (None, Some(dir)) => dir.clone(),
+            (None, None) => PathBuf::new(),
+        };
         dir.join(format!("redis-{}.sock", self.port))
+    }
+
+    /// The unix socket of a server started with one.
+    pub fn unix_socket(&self) -> PathBuf {
+        assert!(
+            self.tls.is_some() || self.unix_dir.is_some(),
+            "started without a unix socket"
+        );
+        self.socket()
     }
 
     pub fn port(&self) -> u16 {

@@ -248,6 +248,11 @@ fn in_words(e: &RedisError) -> String {
         return "authentication failed: the server has no password set, so it refuses one: leave the password out of the URL (or give the server one: requirepass)"
             .to_owned();
     }
+    // The first command the server got, `SELECT`, `PING` or `HELLO 3`, without a login.
+    if e.code() == Some("NOAUTH") || e.detail() == Some(NO_PASSWORD_GIVEN) {
+        return "authentication required: the server has a password and the URL gives none (redis://:PASSWORD@host, or ?pass=PASSWORD after a unix socket's path)"
+            .to_owned();
+    }
     // `WRONGPASS` is how `HELLO 3 AUTH` (RESP3) is refused.
     if e.kind() == ErrorKind::AuthenticationFailed || e.code() == Some("WRONGPASS") {
         return "authentication failed: the server refused the password (or the user and password)"
@@ -625,6 +630,9 @@ fn checked_auth(reply: &Value, with_user: bool) -> redis::RedisResult<Login> {
 /// The detail of a refused login whose server has no password to check.
 const NO_PASSWORD_SET: &str = "the server has no password set";
 
+/// The detail of a refused `SELECT` that came before any login.
+const NO_PASSWORD_GIVEN: &str = "the URL gives no password";
+
 /// The redis crate's error for a password the server refused.
 fn auth_failed() -> RedisError {
     RedisError::from((
@@ -636,6 +644,11 @@ fn auth_failed() -> RedisError {
 /// `SELECT`'s reply, checked as the redis crate checks it.
 fn checked_select(reply: Value) -> redis::RedisResult<()> {
     match reply {
+        Value::ServerError(e) if e.code() == "NOAUTH" => Err(RedisError::from((
+            ErrorKind::AuthenticationFailed,
+            "Authentication required",
+            NO_PASSWORD_GIVEN.to_owned(),
+        ))),
         Value::ServerError(e) => Err(RedisError::from((
             ServerErrorKind::ResponseError.into(),
             "Redis server refused to switch database",
