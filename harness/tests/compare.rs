@@ -1193,6 +1193,34 @@ fn compare_refuses_an_empty_server_url_naming_its_flag() {
     assert!(stderr.contains("--mysql (or its"), "{stderr}");
 }
 
+/// A server flag takes its server's URL: another server's, or a strategy's name, would run
+/// other strategies than the flag says. Refused, naming the flag, never the password.
+#[test]
+fn compare_refuses_a_server_flag_given_another_kind_of_url() {
+    for (flag, wrong) in [
+        ("--redis", "mutex"),
+        ("--redis", "http://127.0.0.1:6379"),
+        ("--mysql", "redis://:hunter2@127.0.0.1:6379/0"),
+        ("--mysql", "postgres://postgres@127.0.0.1:5432/test"),
+        ("--postgres", "mysql://root:hunter2@127.0.0.1:3306/test"),
+        ("--postgres", "unserialized"),
+    ] {
+        let stderr = refused(&["--strategies", "mutex", flag, wrong]);
+        assert!(stderr.contains(&format!("{flag} (or its")), "{stderr}");
+        assert!(stderr.contains("takes a URL starting"), "{stderr}");
+        assert!(!stderr.contains("hunter2"), "{stderr}");
+    }
+}
+
+/// `--from-json` reads a report, not whatever a wrong path holds: a file past any
+/// report's size is bad usage, read no further (`/dev/zero` never ends).
+#[test]
+fn compare_from_json_refuses_what_no_report_is_as_long_as() {
+    let (code, stderr) = status(turnstile().args(["compare", "--from-json", "/dev/zero"]));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("longer than 64 MiB"), "{stderr}");
+}
+
 /// Two outputs in one file, or the chart over the report it is drawn from, would lose
 /// one: bad usage, before anything runs. Also through another spelling of the path.
 #[test]

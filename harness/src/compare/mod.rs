@@ -396,6 +396,22 @@ pub fn compare(
                 "{flag} (or its TURNSTILE_COMPARE_ variable) is empty: give a server's URL, or leave it out"
             )));
         }
+        // The flag names the server: a URL of another kind (or a strategy's name) would
+        // run other strategies than the flag says.
+        let schemes: &[&str] = match flag {
+            "--redis" => &["redis://", "rediss://", "redis+unix://"],
+            "--mysql" => &["mysql://"],
+            _ => &["postgres://", "postgresql://"],
+        };
+        if let Some(url) = url.as_deref()
+            && !schemes.iter().any(|scheme| url.starts_with(scheme))
+        {
+            return Err(RunError::Usage(format!(
+                "{flag} (or its TURNSTILE_COMPARE_ variable) takes a URL starting {}, not {:?}",
+                schemes.join(" or "),
+                redact_url(url)
+            )));
+        }
     }
     let strategies: Vec<String> = match &config.strategies {
         // A server given beside the list is included too, unless the list already names
@@ -456,7 +472,7 @@ pub fn compare(
     };
     let mut skipped = Vec::new();
     let mut runnable = Vec::new();
-    for spec in distinct(&strategies) {
+    for spec in distinct_specs(&strategies) {
         turnstile::spec::Spec::parse(&spec).map_err(|e| RunError::Usage(e.to_string()))?;
         if runs_over(&spec, data, registry) {
             runnable.push(spec);
@@ -801,6 +817,25 @@ fn distinct<T: Clone + PartialEq>(list: &[T]) -> Vec<T> {
     out
 }
 
+/// `list` without the specs that parse the same as one before them (`Mutex` after
+/// `mutex`): names are matched without regard to case. A spec that does not parse stays,
+/// for the caller to refuse.
+fn distinct_specs(list: &[String]) -> Vec<String> {
+    let mut seen: Vec<turnstile::spec::Spec> = Vec::new();
+    let mut out = Vec::with_capacity(list.len());
+    for text in list {
+        match turnstile::spec::Spec::parse(text) {
+            Ok(spec) if seen.contains(&spec) => {}
+            Ok(spec) => {
+                seen.push(spec);
+                out.push(text.clone());
+            }
+            Err(_) => out.push(text.clone()),
+        }
+    }
+    out
+}
+
 /// Whether `spec` names one of the [`CONTROLS`].
 fn is_control(spec: &str) -> bool {
     turnstile::spec::Spec::parse(spec).is_ok_and(|s| CONTROLS.contains(&s.name()))
@@ -880,6 +915,25 @@ mod tests {
         let shown = format!("{setting:?}");
         assert!(!shown.contains("hunter"), "{shown}");
         assert!(shown.contains("redlock://:***@h1,h2,h3"), "{shown}");
+    }
+
+    #[test]
+    fn a_strategy_named_twice_in_any_case_runs_once_as_first_named() {
+        let list: Vec<String> = [
+            "Mutex",
+            "mutex",
+            " MUTEX ",
+            "retry",
+            "redis://h/0",
+            "redis://h/0",
+            "REDIS://h/0",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        assert_eq!(
+            distinct_specs(&list),
+            ["Mutex", "retry", "redis://h/0", "REDIS://h/0"]
+        );
     }
 
     #[test]
