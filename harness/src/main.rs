@@ -5,8 +5,8 @@
 //!
 //! Exit codes: 0 every checker passed, 1 a violation, 2 bad usage, 3 inconclusive.
 
-use std::io::Write;
-use std::path::PathBuf;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -166,6 +166,12 @@ struct CheckArgs {
     /// Faults: kill:EVERY_MS or stop:MS.
     #[arg(long)]
     nemesis: Option<Nemesis>,
+    /// Run a lock strategy inside the resource's transaction, as applications do
+    /// (fences enforced, a lost lease rolls back), not in autocommit, where only the lock
+    /// protects the data. Tests recovery from a paused holder, not exclusion. Kill runs
+    /// always do.
+    #[arg(long)]
+    transaction: bool,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -240,6 +246,26 @@ fn out(text: &str) {
     let _ = std::io::stdout().lock().write_all(text.as_bytes());
 }
 
+/// The largest `--from-json` report read: far past any `compare` writes (a few hundred
+/// bytes per result), and a bound on what a wrong path (`/dev/zero`) costs.
+const MAX_REPORT_BYTES: u64 = 64 << 20;
+
+/// The file at `path`, refused when longer than `limit` bytes (read no further).
+fn read_at_most(path: &Path, limit: u64) -> Result<Vec<u8>, String> {
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut bytes = Vec::new();
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > limit {
+        return Err(format!(
+            "longer than {} MiB: not a report of `turnstile compare --json`",
+            limit >> 20
+        ));
+    }
+    Ok(bytes)
+}
+
 fn check(args: CheckArgs) -> u8 {
     let mut config = RunConfig::new(args.strategy, args.workload)
         .threads(args.threads)
@@ -249,6 +275,7 @@ fn check(args: CheckArgs) -> u8 {
         .rendezvous(Duration::from_micros(args.rendezvous_us))
         .data(args.data)
         .sync(args.sync)
+        .transaction(args.transaction)
         .progress(!args.json);
     if let Some(k) = args.keys {
         config = config.keys(k);
@@ -357,8 +384,7 @@ fn compare(args: CompareArgs) -> u8 {
         }
     }
     if let Some(path) = &args.from_json {
-        let report: compare::Report = match std::fs::read(path)
-            .map_err(|e| e.to_string())
+        let report: compare::Report = match read_at_most(path, MAX_REPORT_BYTES)
             .and_then(|bytes| serde_json::from_slice(&bytes).map_err(|e| e.to_string()))
         {
             Ok(report) => report,
