@@ -9,6 +9,9 @@
 
 use std::time::Duration;
 
+#[path = "support/cli.rs"]
+mod cli_support;
+
 use turnstile_harness::check::Verdict;
 use turnstile_harness::conformance::{assert_passes, redis_url, with_query};
 use turnstile_harness::nemesis::Nemesis;
@@ -109,4 +112,40 @@ fn bad_redis_specs_are_usage_errors() {
             Ok(r) => panic!("{bad} ran:\n{}", report::text(&r)),
         }
     }
+}
+
+/// The same pause through the CLI: `--transaction` puts the lock strategies in the
+/// resource's transaction, where `redis` refuses the paused holder and `redis-nofence`
+/// is still caught.
+#[test]
+fn the_cli_runs_a_paused_holder_in_its_transaction_when_asked() {
+    let fenced = with_query(&redis_url(), &format!("ttl_ms={TTL_MS}"));
+    let pause = format!("stop:{}", PAUSE.as_millis());
+    let args = |spec: &str| {
+        [
+            "--strategy",
+            spec,
+            "--workload",
+            "counter",
+            "--threads",
+            "2",
+            "--procs",
+            "3",
+            "--ops",
+            "600",
+            "--keys",
+            "1",
+            "--nemesis",
+            &pause,
+            "--transaction",
+        ]
+        .map(str::to_owned)
+    };
+    let (code, out, err) = cli_support::check(&args(&fenced).each_ref().map(String::as_str));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("inside the resource's transaction"), "{out}");
+    let (code, out, err) =
+        cli_support::check(&args(&nofence_spec()).each_ref().map(String::as_str));
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("lost_update   VIOLATION"), "{out}");
 }
