@@ -126,4 +126,29 @@ fn redis_mistakes_are_said_in_words() {
     // Said once, in words: not again in the OS's (`Resource temporarily unavailable`).
     assert!(!err.contains("os error"), "{err}");
     assert!(took < HANG, "took {took:?}");
+
+    // A Redis URL at another server's port: MySQL greets first with its handshake,
+    // PostgreSQL hangs up on a line it cannot read. Neither is the driver's parse error.
+    use turnstile_harness::conformance::{mysql_url, postgres_url};
+    for (server, says) in [
+        (
+            mysql_url(),
+            "the answer is not Redis's while connecting: the port may not speak Redis",
+        ),
+        (postgres_url(), "the port may not speak Redis"),
+    ] {
+        let strategy = format!("redis://{}/0", host_port(&server));
+        let ((code, out, err), took) = run(&strategy);
+        assert_eq!(code, 3, "{strategy}: {out}{err}");
+        assert!(err.contains(says), "{strategy}: {err}");
+        assert!(!err.contains("Unexpected"), "{strategy}: {err}");
+        assert!(took < HANG, "{strategy} took {took:?}");
+    }
+}
+
+/// `host:port` of a server URL (`mysql://root@127.0.0.1:3306/test` → `127.0.0.1:3306`).
+fn host_port(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    rest.split(['/', '?']).next().unwrap_or(rest)
 }

@@ -143,7 +143,7 @@ fn untrusted_and_mismatched_clients_are_unavailable_within_the_deadline() {
         // Plaintext RESP on the TLS port: the server closes the connection.
         (
             format!("redis://127.0.0.1:{port}/0"),
-            "the server closed the connection while connecting: if the port speaks TLS, use rediss://",
+            "the server closed the connection while connecting: the port may not speak Redis, or speak only TLS (then use rediss://)",
         ),
         // A TLS client on a plaintext port: the server waits for a line that never comes.
         (

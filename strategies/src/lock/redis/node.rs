@@ -197,10 +197,27 @@ impl fmt::Display for ServerError {
                 )
             );
             if closed && self.transport == Transport::Tcp && connecting {
-                // What a TLS port does to a client that speaks plain RESP to it.
+                // What a TLS port does to a client that speaks plain RESP to it, and
+                // what other servers do to a line they cannot read.
                 return write!(
                     f,
-                    "redis at {server}: the server closed the connection while connecting: if the port speaks TLS, use rediss://"
+                    "redis at {server}: the server closed the connection while connecting: the port may not speak Redis, or speak only TLS (then use rediss://)"
+                );
+            }
+            let garbled = matches!(
+                self.source.kind(),
+                ErrorKind::Parse | ErrorKind::UnexpectedReturnType
+            );
+            if garbled && connecting {
+                // Another server's greeting (MySQL's handshake), or replies that are
+                // RESP but not what the setup asked for.
+                let not_redis = match self.transport {
+                    Transport::Unix => "the socket may not be Redis's",
+                    Transport::Tcp | Transport::Tls => "the port may not speak Redis",
+                };
+                return write!(
+                    f,
+                    "redis at {server}: the answer is not Redis's while connecting: {not_redis}"
                 );
             }
             return write!(f, "redis at {server}: {}", in_words(&self.source));
