@@ -242,8 +242,11 @@ impl clap::builder::TypedValueParser for DataParser {
 }
 
 /// Writes to stdout; a closed pipe (`turnstile list | head`) is not an error worth a panic.
+/// Control characters are escaped ([`report::printable`]).
 fn out(text: &str) {
-    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    let _ = std::io::stdout()
+        .lock()
+        .write_all(report::printable(text).as_bytes());
 }
 
 /// The largest `--from-json` report read: far past any `compare` writes (a few hundred

@@ -13,7 +13,27 @@ use crate::run::RunReport;
 /// `eprintln!` would.
 pub fn to_stderr(line: &str) {
     use std::io::Write as _;
-    let _ = writeln!(std::io::stderr().lock(), "{line}");
+    let _ = writeln!(std::io::stderr().lock(), "{}", printable(line));
+}
+
+/// `text` as it may reach a terminal: control characters but line feeds and tabs — a
+/// NUL, an escape sequence, a carriage return, which a path, a URL or a saved report may
+/// hold — written as Rust escapes (`\u{1b}`), so that none acts on the terminal nor
+/// hides what stands before it.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    let acts = |c: char| c.is_control() && c != '\n' && c != '\t';
+    if !text.contains(acts) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if acts(c) {
+            let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// The report as text: one line per checker, its evidence indented below.

@@ -127,6 +127,20 @@ fn database_in_a_missing_directory_is_bad_usage() {
     ]);
     assert_eq!(code, 2, "{out}{err}");
     assert!(err.contains("--db") && err.contains("missing-dir"), "{err}");
+
+    // A path holding an escape sequence and a carriage return is shown, not obeyed.
+    let db = dir.path().join("red\u{1b}[31mdir\r").join("x.db");
+    let (code, out, err) = check(&[
+        "--strategy",
+        "mutex",
+        "--workload",
+        "counter",
+        "--db",
+        db.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(!err.contains(['\u{1b}', '\r']), "{err:?}");
+    assert!(err.contains("red\\u{1b}[31mdir\\u{d}"), "{err}");
 }
 
 #[test]
