@@ -333,8 +333,8 @@ impl RunConfig {
         if !(1..=10_000_000).contains(&self.ops) {
             return bad(format!("--ops must be 1..=10000000, got {}", self.ops));
         }
-        if self.keys.is_some_and(|k| !(1..=100_000).contains(&k)) {
-            return bad("--keys must be 1..=100000".into());
+        if let Some(k) = self.keys.filter(|k| !(1..=100_000).contains(k)) {
+            return bad(format!("--keys must be 1..=100000, got {k}"));
         }
         if self.think > Duration::from_secs(1) || self.rendezvous > Duration::from_secs(1) {
             return bad("--think-us and --rendezvous-us must be at most 1 s".into());

@@ -90,6 +90,10 @@ fn fenced_redis_in_its_transaction_refuses_the_paused_holder() {
 fn bad_redis_specs_are_usage_errors() {
     for bad in [
         "redis-nofence",
+        "redis",
+        "Redis",
+        "redis+unix",
+        "redlock",
         "redis-nofence://127.0.0.1:6379/?ttl_ms=soon",
         "redis://127.0.0.1:6379/?ttl_ms=abc",
         "redis://127.0.0.1:6379/?ttl_ms=0",
@@ -104,6 +108,11 @@ fn bad_redis_specs_are_usage_errors() {
             Err(e) => {
                 assert_eq!(e.exit_code(), 2, "{bad}: {e}");
                 let text = e.to_string();
+                // A bare name is told the form of its URL.
+                if !bad.contains(':') {
+                    let scheme = bad.to_ascii_lowercase();
+                    assert!(text.contains(&format!("{scheme}://")), "{text}");
+                }
                 if bad.contains("?tt") && !bad.contains("ttl_ms") {
                     assert!(text.contains("unknown URL parameter \"ttl\""), "{text}");
                 }

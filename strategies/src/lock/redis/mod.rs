@@ -1197,9 +1197,24 @@ pub(crate) fn register(registry: &mut crate::spec::Registry<crate::sqlite::Sqlit
     ) -> Result<BoxSerializer<<Sqlite as turnstile_core::Connect>::Resource>, StrategyError> {
         setup.locked(lock)
     }
+    /// The form of a URL of each scheme, for `turnstile list` and a spec without one.
+    fn form(scheme: &str) -> &'static str {
+        match scheme {
+            "redis+unix" => "redis+unix:///path/to/redis.sock?db=N&user=U&pass=P",
+            "rediss" => "rediss://[user:password@]host[:port][/db]",
+            "redlock" => "redlock://[user:password@]host1[:port],host2[:port],host3[:port][/db]",
+            "redlocks" => "redlocks://[user:password@]host1[:port],host2[:port],host3[:port][/db]",
+            _ => "redis://[user:password@]host[:port][/db]",
+        }
+    }
     fn url(spec: &Spec) -> Result<&str, StrategyError> {
-        spec.arg()
-            .ok_or_else(|| Error::Config(format!("strategy {:?} needs a URL", spec.name())))
+        spec.arg().ok_or_else(|| {
+            Error::Config(format!(
+                "strategy {:?} needs a URL: {}",
+                spec.name(),
+                form(spec.name())
+            ))
+        })
     }
     let single = |spec: &Spec, setup: &Setup<Sqlite>| {
         let lock = RedisLock::builder_from_url(url(spec)?)?.build()?;
@@ -1209,13 +1224,19 @@ pub(crate) fn register(registry: &mut crate::spec::Registry<crate::sqlite::Sqlit
     for scheme in ["redis", "redis+unix"] {
         registry.register(
             scheme,
-            "Redis lease lock with fencing tokens and a renewing watchdog (hosts); ?ttl_ms=N sets the lease TTL (default 8000)",
+            &format!(
+                "Redis lease lock with fencing tokens and a renewing watchdog (hosts): {}; ?ttl_ms=N sets the lease TTL (default 8000)",
+                form(scheme)
+            ),
             single,
         );
     }
     registry.register(
         "rediss",
-        "the redis lock over TLS (feature redis-tls); ?tls_ca=FILE trusts a private CA, ?tls_cert=FILE&tls_key=FILE for mutual TLS",
+        &format!(
+            "the redis lock over TLS (feature redis-tls): {}; ?tls_ca=FILE trusts a private CA, ?tls_cert=FILE&tls_key=FILE for mutual TLS",
+            form("rediss")
+        ),
         single,
     );
     let redlock = |spec: &Spec, setup: &Setup<Sqlite>| {
@@ -1225,12 +1246,18 @@ pub(crate) fn register(registry: &mut crate::spec::Registry<crate::sqlite::Sqlit
     };
     registry.register(
         "redlock",
-        "Redlock over N independent Redis servers, quorum N/2+1; no fencing (hosts)",
+        &format!(
+            "Redlock over N independent Redis servers, quorum N/2+1; no fencing (hosts): {}",
+            form("redlock")
+        ),
         redlock,
     );
     registry.register(
         "redlocks",
-        "Redlock with every server over TLS (feature redis-tls), TLS parameters as rediss://",
+        &format!(
+            "Redlock with every server over TLS (feature redis-tls), TLS parameters as rediss://: {}",
+            form("redlocks")
+        ),
         redlock,
     );
 }
