@@ -116,29 +116,19 @@ fn an_existing_database_is_refused() {
 #[test]
 fn database_in_a_missing_directory_is_bad_usage() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("missing-dir").join("x.db");
-    let (code, out, err) = check(&[
-        "--strategy",
-        "mutex",
-        "--workload",
-        "counter",
-        "--db",
-        db.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 2, "{out}{err}");
+    // `check` with `--db` in `missing`, a directory that does not exist: its stderr.
+    let refused = |missing: &str| {
+        let db = dir.path().join(missing).join("x.db");
+        let args = ["--strategy", "mutex", "--workload", "counter", "--db"];
+        let (code, out, err) = check(&[&args[..], &[db.to_str().unwrap()]].concat());
+        assert_eq!(code, 2, "{out}{err}");
+        err
+    };
+    let err = refused("missing-dir");
     assert!(err.contains("--db") && err.contains("missing-dir"), "{err}");
 
     // A path holding an escape sequence and a carriage return is shown, not obeyed.
-    let db = dir.path().join("red\u{1b}[31mdir\r").join("x.db");
-    let (code, out, err) = check(&[
-        "--strategy",
-        "mutex",
-        "--workload",
-        "counter",
-        "--db",
-        db.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 2, "{out}{err}");
+    let err = refused("red\u{1b}[31mdir\r");
     assert!(!err.contains(['\u{1b}', '\r']), "{err:?}");
     assert!(err.contains("red\\u{1b}[31mdir\\u{d}"), "{err}");
 }
