@@ -169,6 +169,16 @@ enum Transport {
     Unix,
 }
 
+impl Transport {
+    /// What a server that is not Redis is, said of this way to it.
+    fn not_redis(self) -> &'static str {
+        match self {
+            Transport::Unix => "the socket may not be Redis's",
+            Transport::Tcp | Transport::Tls => "the port may not speak Redis",
+        }
+    }
+}
+
 impl fmt::Display for ServerError {
     /// A timeout says in words what got no answer within how long (the OS's text,
     /// `Resource temporarily unavailable`, says neither), and so does a new connection
@@ -211,13 +221,10 @@ impl fmt::Display for ServerError {
             if garbled && connecting {
                 // Another server's greeting (MySQL's handshake), or replies that are
                 // RESP but not what the setup asked for.
-                let not_redis = match self.transport {
-                    Transport::Unix => "the socket may not be Redis's",
-                    Transport::Tcp | Transport::Tls => "the port may not speak Redis",
-                };
                 return write!(
                     f,
-                    "redis at {server}: the answer is not Redis's while connecting: {not_redis}"
+                    "redis at {server}: the answer is not Redis's while connecting: {}",
+                    self.transport.not_redis()
                 );
             }
             return write!(f, "redis at {server}: {}", in_words(&self.source));
@@ -227,11 +234,7 @@ impl fmt::Display for ServerError {
             Stage::Connect(t) => Stage::Connect(whole_millis(t)),
             Stage::Reply(t) => Stage::Reply(whole_millis(t)),
         };
-        let not_redis = if self.transport == Transport::Unix {
-            "the socket may not be Redis's"
-        } else {
-            "the port may not speak Redis"
-        };
+        let not_redis = self.transport.not_redis();
         match stage {
             // The TCP connection was made (a read timed out, not the connect): a port
             // that speaks plain Redis waits for a line that a TLS handshake never ends
