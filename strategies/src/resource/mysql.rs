@@ -200,7 +200,7 @@ pub(crate) fn parse_url(url: &str) -> Result<Opts, StrategyError> {
     // the host (`mysql://app:P@ss#1@db/app`), which the identity shows. A raw `@` with
     // none of them after it in the password (`app:P@ss@db`) is read as written.
     crate::spec::refuse_ambiguous_userinfo("MySQL", url)?;
-    Opts::from_url(url).map_err(|e| {
+    let opts = Opts::from_url(url).map_err(|e| {
         // The driver's message may quote a piece of the URL (an unknown parameter that is
         // the tail of a password with a raw `&`).
         Error::Config(format!(
@@ -208,7 +208,25 @@ pub(crate) fn parse_url(url: &str) -> Result<Opts, StrategyError> {
             crate::spec::redact_url(url),
             crate::spec::redact_message(url, &url_error_text(&e))
         ))
-    })
+    })?;
+    // The server reads these as NUL-terminated strings: a database name holding a NUL
+    // (`%00`) would be cut short there (`Unknown database 'te'` for `te%00st`), and a user
+    // or password refused as if it were wrong.
+    for (what, value) in [
+        ("user", opts.get_user()),
+        ("password", opts.get_pass()),
+        ("database name", opts.get_db_name()),
+        ("socket", opts.get_socket()),
+    ] {
+        if value.is_some_and(|v| v.contains('\0')) {
+            return Err(Error::Config(format!(
+                "bad MySQL URL {:?}: its {what} holds a NUL character (%00), which MySQL \
+                 cannot take",
+                crate::spec::redact_url(url)
+            )));
+        }
+    }
+    Ok(opts)
 }
 
 /// The driver's URL error in words: the `url` crate's reason without the driver's
@@ -572,6 +590,27 @@ mod tests {
         ] {
             let shown = MySql::new(url).unwrap_err().to_string();
             assert!(shown.ends_with(&format!(": {why}")), "{url}: {shown}");
+        }
+    }
+
+    /// A NUL character would cut a database name short (`Unknown database 'te'`) or make
+    /// a right password wrong: refused as the URL's fault, before connecting.
+    #[test]
+    fn a_nul_character_is_refused_before_connecting() {
+        for (url, what) in [
+            ("mysql://u@h/te%00st", "database name"),
+            ("mysql://u%00v@h/db", "user"),
+            ("mysql://u:Xy7%00k9@h/db", "password"),
+            ("mysql://u@h/db?socket=/tmp/a%00b", "socket"),
+        ] {
+            let error = MySql::new(url).unwrap_err();
+            let shown = error.to_string();
+            assert!(matches!(error, Error::Config(_)), "{shown}");
+            assert!(
+                shown.contains(&format!("its {what} holds a NUL")),
+                "{url}: {shown}"
+            );
+            assert!(!shown.contains("Xy7"), "{shown}");
         }
     }
 

@@ -233,10 +233,54 @@ pub(crate) fn parse_config(url: &str) -> Result<tokio_postgres::Config, Strategy
             &"a host name holds an `@`, `&`, `=` or `?` (percent-encode an `@` in the user or password as %40)",
         ));
     }
+    // Connections are made without TLS (`NoTls`): a URL that requires it would fail only
+    // when connecting (`no TLS implementation configured`, `server did not use channel
+    // binding`), as if the server were out of reach, however often it is retried.
+    if let Some(option) = requires_tls(&config) {
+        return Err(bad(&format_args!(
+            "{option} requires TLS, and turnstile connects to PostgreSQL without it; \
+             leave it out (or use sslmode=prefer), or reach the server through a \
+             TLS-terminating tunnel on loopback"
+        )));
+    }
+    // The driver sends these as NUL-terminated strings and refuses one holding a NUL
+    // (`%00`) only when it connects; a password holding one is sent cut short.
+    let holds_nul = |s: Option<&[u8]>| s.is_some_and(|s| s.contains(&0));
+    for (what, value) in [
+        ("user", config.get_user().map(str::as_bytes)),
+        ("password", config.get_password()),
+        ("database name", config.get_dbname().map(str::as_bytes)),
+        ("options", config.get_options().map(str::as_bytes)),
+        (
+            "application_name",
+            config.get_application_name().map(str::as_bytes),
+        ),
+    ] {
+        if holds_nul(value) {
+            return Err(bad(&format_args!(
+                "its {what} holds a NUL character (%00), which PostgreSQL cannot take"
+            )));
+        }
+    }
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
     }
     Ok(config)
+}
+
+/// The option of `config` that asks for TLS, which connections made with `NoTls` cannot
+/// give: `sslmode=require`, `sslnegotiation=direct` or `channel_binding=require`.
+fn requires_tls(config: &tokio_postgres::Config) -> Option<&'static str> {
+    use tokio_postgres::config::{ChannelBinding, SslMode, SslNegotiation};
+    if config.get_ssl_mode() == SslMode::Require {
+        Some("sslmode=require")
+    } else if config.get_ssl_negotiation() == SslNegotiation::Direct {
+        Some("sslnegotiation=direct")
+    } else if config.get_channel_binding() == ChannelBinding::Require {
+        Some("channel_binding=require")
+    } else {
+        None
+    }
 }
 
 /// Why the driver refused `url`, safe to show: its error says only `invalid connection
@@ -646,6 +690,48 @@ mod tests {
             .to_string();
         assert!(shown.contains("unexpected character at byte"), "{shown}");
         assert!(!shown.contains("Xy7") && !shown.contains("`w`"), "{shown}");
+    }
+
+    /// What would fail only when connecting, as if the server were down, is refused as
+    /// the URL's fault: TLS (connections are made without it) and a NUL character.
+    #[test]
+    fn tls_and_nul_characters_are_refused_before_connecting() {
+        for (url, why) in [
+            (
+                "postgres://u@h/db?sslmode=require",
+                "sslmode=require requires TLS",
+            ),
+            (
+                "postgres://u@h/db?sslnegotiation=direct",
+                "sslnegotiation=direct requires TLS",
+            ),
+            (
+                "postgres://u@h/db?channel_binding=require",
+                "channel_binding=require requires TLS",
+            ),
+            ("host=h sslmode=require", "sslmode=require requires TLS"),
+            ("postgres://u@h/te%00st", "its database name holds a NUL"),
+            ("postgres://u%00v@h/db", "its user holds a NUL"),
+            ("postgres://u:Xy7%00k9@h/db", "its password holds a NUL"),
+            (
+                "postgres://u@h/db?application_name=a%00b",
+                "its application_name holds a NUL",
+            ),
+            ("postgres://u@h/db?options=a%00b", "its options holds a NUL"),
+        ] {
+            let error = parse_config(url).unwrap_err();
+            let shown = error.to_string();
+            assert!(matches!(error, Error::Config(_)), "{shown}");
+            assert!(shown.contains(why), "{url}: {shown}");
+            assert!(!shown.contains("Xy7"), "{shown}");
+        }
+        for fine in [
+            "postgres://u@h/db?sslmode=disable",
+            "postgres://u@h/db?sslmode=prefer",
+            "postgres://u@h/db?channel_binding=prefer",
+        ] {
+            assert!(parse_config(fine).is_ok(), "{fine}");
+        }
     }
 
     /// The driver reads user info up to the first `@`: a raw `@` in the password leaves a
