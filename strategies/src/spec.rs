@@ -1532,19 +1532,23 @@ fn register_lock<C, L>(
     L: turnstile_core::Lock,
 {
     for scheme in schemes {
+        let form = url_form.to_owned();
         registry.register(
             scheme,
             &format!("{lock} on a dedicated connection, fenced (hosts): {url_form}"),
-            move |spec, setup| setup.locked(build(lock_url(spec)?, setup)?),
+            move |spec, setup| setup.locked(build(lock_url(spec, &form)?, setup)?),
         );
         #[cfg(feature = "queue")]
-        registry.register(
-            &format!("queue+{scheme}"),
-            &format!(
-                "a queue per process whose worker takes a {lock} once per batch, fenced (hosts): queue+{url_form}"
-            ),
-            move |spec, setup| setup.queued(build(lock_url(spec)?, setup)?),
-        );
+        {
+            let form = format!("queue+{url_form}");
+            registry.register(
+                &format!("queue+{scheme}"),
+                &format!(
+                    "a queue per process whose worker takes a {lock} once per batch, fenced (hosts): {form}"
+                ),
+                move |spec, setup| setup.queued(build(lock_url(spec, &form)?, setup)?),
+            );
+        }
     }
 }
 
@@ -1603,13 +1607,13 @@ impl Registry<crate::resource::MySql> {
 }
 
 /// The lock server's URL in a spec: the whole text of `scheme://…`, or of `queue+scheme://…`
-/// without its `queue+`.
+/// without its `queue+`; a spec without one is refused with the URL's `form`.
 #[cfg(any(
     feature = "mysql",
     feature = "postgres",
     all(feature = "redis", feature = "queue", feature = "sqlite")
 ))]
-pub(crate) fn lock_url(spec: &Spec) -> Result<&str, StrategyError> {
+pub(crate) fn lock_url<'s>(spec: &'s Spec, form: &str) -> Result<&'s str, StrategyError> {
     const QUEUE: &str = "queue+";
     let url = match spec.arg() {
         Some(text) if spec.name().starts_with(QUEUE) => text
@@ -1618,7 +1622,12 @@ pub(crate) fn lock_url(spec: &Spec) -> Result<&str, StrategyError> {
             .map(|_| &text[QUEUE.len()..]),
         other => other,
     };
-    url.ok_or_else(|| Error::Config(format!("strategy {:?} needs a server URL", spec.name())))
+    url.ok_or_else(|| {
+        Error::Config(format!(
+            "strategy {:?} needs a server URL: {form}",
+            spec.name()
+        ))
+    })
 }
 
 /// A server URL built from what a user means by it, written raw (nothing
@@ -2754,6 +2763,51 @@ mod tests {
                     "{spec}: {refused}"
                 );
             }
+        }
+    }
+
+    /// A server strategy named without its URL is told the URL's form, `queue+` and all.
+    #[cfg(all(
+        feature = "sqlite",
+        any(feature = "redis", feature = "postgres", feature = "mysql")
+    ))]
+    #[test]
+    fn a_server_strategy_without_a_url_is_told_its_form() {
+        let setup = Setup::new(crate::sqlite::Sqlite::new("unused.db"));
+        let mut expected: Vec<(&str, &str)> = Vec::new();
+        #[cfg(feature = "redis")]
+        expected.extend([
+            ("redis", "redis://[user:password@]host[:port][/db]"),
+            ("redlock", "redlock://[user:password@]host1[:port],"),
+            ("redis+unix", "redis+unix:///path/to/redis.sock"),
+        ]);
+        #[cfg(all(feature = "redis", feature = "queue"))]
+        expected.extend([
+            (
+                "queue+redis",
+                "queue+redis://[user:password@]host[:port][/db]",
+            ),
+            (
+                "queue+redlock",
+                "queue+redlock://[user:password@]host1[:port],",
+            ),
+        ]);
+        #[cfg(feature = "postgres")]
+        expected.push(("postgres", "postgres://user:pass@host:port/db"));
+        #[cfg(all(feature = "postgres", feature = "queue"))]
+        expected.push(("queue+postgres", "queue+postgres://user:pass@host:port/db"));
+        #[cfg(feature = "mysql")]
+        expected.push(("mysql", "mysql://user:pass@host:port/db"));
+        #[cfg(all(feature = "mysql", feature = "queue"))]
+        expected.push(("QUEUE+MySQL", "queue+mysql://user:pass@host:port/db"));
+        for (spec, form) in expected {
+            let refused = match Registry::builtin().open(spec, &setup) {
+                Err(e @ Error::Config(_)) => e.to_string(),
+                Err(e) => panic!("{spec}: {e:?}"),
+                Ok(_) => panic!("{spec} was opened"),
+            };
+            assert!(refused.contains("needs a"), "{spec}: {refused}");
+            assert!(refused.contains(form), "{spec}: {refused}");
         }
     }
 }

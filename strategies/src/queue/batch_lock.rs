@@ -115,24 +115,38 @@ pub(crate) fn register(registry: &mut crate::spec::Registry<crate::sqlite::Sqlit
     );
     #[cfg(feature = "redis")]
     {
+        use crate::lock::redis::url_form;
+        // The form of a `queue+` scheme's URL: the plain lock's, after `queue+`.
+        fn form(spec: &Spec) -> String {
+            let scheme = spec.name().strip_prefix("queue+").unwrap_or(spec.name());
+            format!("queue+{}", url_form(scheme))
+        }
         let single = |spec: &Spec, setup: &Setup<Sqlite>| {
-            let lock = crate::lock::RedisLock::builder_from_url(lock_url(spec)?)?.build()?;
+            let url = lock_url(spec, &form(spec))?;
+            let lock = crate::lock::RedisLock::builder_from_url(url)?.build()?;
             lock.ping()?;
             setup.queued(lock)
         };
-        for scheme in ["queue+redis", "queue+rediss", "queue+redis+unix"] {
+        for scheme in ["redis", "rediss", "redis+unix"] {
             registry.register(
-                scheme,
-                "a queue per process whose worker takes a Redis lease once per batch, fenced (hosts)",
+                &format!("queue+{scheme}"),
+                &format!(
+                    "a queue per process whose worker takes a Redis lease once per batch, fenced (hosts): queue+{}",
+                    url_form(scheme)
+                ),
                 single,
             );
         }
-        for scheme in ["queue+redlock", "queue+redlocks"] {
+        for scheme in ["redlock", "redlocks"] {
             registry.register(
-                scheme,
-                "a queue per process whose worker takes a Redlock quorum once per batch; no fencing (hosts)",
+                &format!("queue+{scheme}"),
+                &format!(
+                    "a queue per process whose worker takes a Redlock quorum once per batch; no fencing (hosts): queue+{}",
+                    url_form(scheme)
+                ),
                 |spec, setup| {
-                    let lock = crate::lock::RedlockLock::builder_from_url(lock_url(spec)?)?.build()?;
+                    let url = lock_url(spec, &form(spec))?;
+                    let lock = crate::lock::RedlockLock::builder_from_url(url)?.build()?;
                     lock.ping_all()?;
                     setup.queued(lock)
                 },

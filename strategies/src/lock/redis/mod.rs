@@ -1181,6 +1181,19 @@ impl Drop for RedisLease {
     }
 }
 
+/// The form of a URL of each Redis scheme (`redis`, `rediss`, `redis+unix`, `redlock`,
+/// `redlocks`), for `turnstile list` and a spec without one.
+#[cfg(feature = "sqlite")]
+pub(crate) fn url_form(scheme: &str) -> &'static str {
+    match scheme {
+        "redis+unix" => "redis+unix:///path/to/redis.sock?db=N&user=U&pass=P",
+        "rediss" => "rediss://[user:password@]host[:port][/db]",
+        "redlock" => "redlock://[user:password@]host1[:port],host2[:port],host3[:port][/db]",
+        "redlocks" => "redlocks://[user:password@]host1[:port],host2[:port],host3[:port][/db]",
+        _ => "redis://[user:password@]host[:port][/db]",
+    }
+}
+
 /// Registers `redis://…`, `rediss://…` (and `redis+unix://…`),
 /// `redlock://h1:p1,h2:p2,h3:p3` and `redlocks://…` in a SQLite registry (called by
 /// [`Registry::builtin`](crate::spec::Registry::builtin)). Each factory pings its
@@ -1197,16 +1210,7 @@ pub(crate) fn register(registry: &mut crate::spec::Registry<crate::sqlite::Sqlit
     ) -> Result<BoxSerializer<<Sqlite as turnstile_core::Connect>::Resource>, StrategyError> {
         setup.locked(lock)
     }
-    /// The form of a URL of each scheme, for `turnstile list` and a spec without one.
-    fn form(scheme: &str) -> &'static str {
-        match scheme {
-            "redis+unix" => "redis+unix:///path/to/redis.sock?db=N&user=U&pass=P",
-            "rediss" => "rediss://[user:password@]host[:port][/db]",
-            "redlock" => "redlock://[user:password@]host1[:port],host2[:port],host3[:port][/db]",
-            "redlocks" => "redlocks://[user:password@]host1[:port],host2[:port],host3[:port][/db]",
-            _ => "redis://[user:password@]host[:port][/db]",
-        }
-    }
+    use url_form as form;
     fn url(spec: &Spec) -> Result<&str, StrategyError> {
         spec.arg().ok_or_else(|| {
             Error::Config(format!(
