@@ -389,6 +389,7 @@ fn compare(args: CompareArgs) -> u8 {
     if let Some(path) = &args.from_json {
         let report: compare::Report = match read_at_most(path, MAX_REPORT_BYTES)
             .and_then(|bytes| serde_json::from_slice(&bytes).map_err(|e| e.to_string()))
+            .and_then(|report: compare::Report| report.check_values().map(|()| report))
         {
             Ok(report) => report,
             Err(e) => {

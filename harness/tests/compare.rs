@@ -182,6 +182,47 @@ fn compare_writes_a_table_json_and_svg_with_a_verdict_per_setting() {
     );
     assert_eq!(String::from_utf8_lossy(&rendered.stdout), stdout);
     assert_eq!(std::fs::read_to_string(&again).unwrap(), chart);
+
+    // A hand-edited report: a control character in a name reaches neither the terminal
+    // nor the chart (XML allows none, even as a reference), and a number no run measures
+    // is refused as the report's fault.
+    let mut edited = report.clone();
+    edited["results"][0]["strategy"] = "que\u{1b}[2Jue".into();
+    let path = dir.path().join("edited.json");
+    std::fs::write(&path, edited.to_string()).unwrap();
+    let edited_svg = dir.path().join("edited.svg");
+    let rendered = turnstile()
+        .args(["compare", "--from-json"])
+        .arg(&path)
+        .arg("--svg")
+        .arg(&edited_svg)
+        .output()
+        .unwrap();
+    assert_eq!(rendered.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&rendered.stdout).contains("que\\u{1b}[2Jue"));
+    let chart = std::fs::read_to_string(&edited_svg).unwrap();
+    assert!(!chart.contains('\u{1b}') && chart.contains("que\\u{1b}[2Jue"));
+    for (field, value) in [
+        ("ops_per_sec", serde_json::json!(1e308)),
+        ("p99_us", serde_json::json!(-1.0)),
+        ("threads", serde_json::json!(0)),
+    ] {
+        let mut edited = report.clone();
+        edited["results"][1][field] = value;
+        std::fs::write(&path, edited.to_string()).unwrap();
+        let refused = turnstile()
+            .args(["compare", "--from-json"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert_eq!(refused.status.code(), Some(2), "{field}: {stderr}");
+        assert!(
+            stderr.contains(&format!("results[1].{field} is ")),
+            "{field}: {stderr}"
+        );
+        assert!(refused.stdout.is_empty(), "{field}");
+    }
 }
 
 #[test]

@@ -36,7 +36,7 @@ use crate::data::{DataSpec, runs_over};
 use crate::run::{RunConfig, RunError, capabilities_of};
 use crate::workload::Workload;
 
-pub use report::{Floor, LockCycle, Machine, Problem, Record, Report, SqliteInfo};
+pub use report::{Floor, LockCycle, MAX_MEASURE, Machine, Problem, Record, Report, SqliteInfo};
 
 /// The embedded strategies compared by default, baselines and the `unserialized` control
 /// included. `optimistic` runs the same workload on versioned records in the same SQLite

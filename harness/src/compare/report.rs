@@ -73,7 +73,60 @@ impl Report {
             0
         }
     }
+
+    /// Checks what a report read back (`compare --from-json`) says it measured: every
+    /// rate and time is a number from 0 to [`MAX_MEASURE`] (a hand-edited report may hold
+    /// `1e308`, which the table would print as 309 digits and the chart as 300 decades),
+    /// and every setting ran at least one thread in at least one process.
+    ///
+    /// # Errors
+    /// What is out of range, and where.
+    pub fn check_values(&self) -> Result<(), String> {
+        let check = |what: &str, value: f64| {
+            if (0.0..=MAX_MEASURE).contains(&value) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{what} is {value}, outside 0 to {MAX_MEASURE:e}: not a measurement"
+                ))
+            }
+        };
+        for (i, r) in self.results.iter().enumerate() {
+            let at = |field: &str| format!("results[{i}].{field}");
+            for (field, value) in [
+                ("ops_per_sec", r.ops_per_sec),
+                ("p50_us", r.p50_us),
+                ("p99_us", r.p99_us),
+                ("p999_us", r.p999_us),
+                ("max_us", r.max_us),
+            ] {
+                check(&at(field), value)?;
+            }
+            if r.threads == 0 || r.procs == 0 {
+                return Err(format!(
+                    "{} is {} thread(s) in {} process(es): a setting runs at least one of each",
+                    at("threads"),
+                    r.threads,
+                    r.procs
+                ));
+            }
+        }
+        for (i, f) in self.floors.iter().enumerate() {
+            check(&format!("floors[{i}].p50_us"), f.p50_us)?;
+            check(&format!("floors[{i}].ops_per_sec"), f.ops_per_sec)?;
+        }
+        for (i, c) in self.lock_cycles.iter().enumerate() {
+            check(&format!("lock_cycles[{i}].p50_us"), c.p50_us)?;
+            check(&format!("lock_cycles[{i}].ops_per_sec"), c.ops_per_sec)?;
+            check(&format!("lock_cycles[{i}].floor_ratio"), c.floor_ratio)?;
+        }
+        Ok(())
+    }
 }
+
+/// The largest rate (ops/s) or time (µs) a report may hold: a trillion, above anything
+/// one machine measures (a trillion µs is eleven days).
+pub const MAX_MEASURE: f64 = 1e12;
 
 /// A setting whose strategy claims to be safe there that had a violation or ended
 /// without a verdict, and why.

@@ -248,10 +248,16 @@ fn human(v: f64) -> String {
     }
 }
 
+/// `s` as XML text: markup escaped, and what XML 1.0 does not allow in a document at all
+/// (control characters, even as references; U+FFFE, U+FFFF) written as Rust escapes
+/// (`\u{1b}`), as the CLI prints them.
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
+    crate::report::printable(s)
+        .replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+        .replace('\u{fffe}', "\\u{fffe}")
+        .replace('\u{ffff}', "\\u{ffff}")
 }
 
 #[cfg(test)]
