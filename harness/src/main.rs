@@ -225,11 +225,18 @@ impl clap::builder::TypedValueParser for DataParser {
         arg: Option<&clap::Arg>,
         value: &std::ffi::OsStr,
     ) -> Result<DataSpec, clap::Error> {
-        let arg = arg.map_or_else(|| "--data".to_owned(), ToString::to_string);
+        let arg = match arg {
+            None => "'--data'".to_owned(),
+            // A value the flag did not give came from the environment: say which variable.
+            Some(arg) => match arg.get_env().filter(|_| !flag_given(arg)) {
+                Some(env) => format!("'{arg}' (from {})", env.to_string_lossy()),
+                None => format!("'{arg}'"),
+            },
+        };
         let bad = |why: String| {
             clap::Error::raw(
                 clap::error::ErrorKind::ValueValidation,
-                format!("invalid value for '{arg}': {why}\n"),
+                format!("invalid value for {arg}: {why}\n"),
             )
             .with_cmd(cmd)
         };
@@ -239,6 +246,19 @@ impl clap::builder::TypedValueParser for DataParser {
             .parse()
             .map_err(bad)
     }
+}
+
+/// Whether the command line gives `arg`'s flag (`--data URL` or `--data=URL`), rather
+/// than its environment variable.
+fn flag_given(arg: &clap::Arg) -> bool {
+    let Some(long) = arg.get_long() else {
+        return true;
+    };
+    let flag = format!("--{long}");
+    std::env::args_os().skip(1).any(|a| {
+        let a = a.to_string_lossy();
+        a == flag || a.starts_with(&format!("{flag}="))
+    })
 }
 
 /// Writes to stdout; a closed pipe (`turnstile list | head`) is not an error worth a panic.

@@ -381,7 +381,13 @@ fn check_takes_its_url_flags_from_its_own_environment_variables() {
                 .collect::<Vec<_>>()
                 .join(" ")
         };
-        assert_eq!(gist(&env_err), gist(&flag_err), "{var}");
+        // A value refused as it is parsed names where it came from.
+        let from = format!(" (from {var})");
+        if flag == "--data" && code == 2 {
+            assert!(env_err.contains(&from), "{env_err}");
+            assert!(!flag_err.contains("(from "), "{flag_err}");
+        }
+        assert_eq!(gist(&env_err.replace(&from, "")), gist(&flag_err), "{var}");
     }
     // The help names both variables, and never shows a value.
     let secret = [

@@ -272,18 +272,23 @@ impl fmt::Display for Workload {
 
 impl std::str::FromStr for Workload {
     type Err = String;
+    /// A workload by its name, in any case, with `-` for `_`, and spaces around it
+    /// ignored, as strategy names are read.
     fn from_str(s: &str) -> Result<Self, String> {
+        let wanted = s.trim().to_ascii_lowercase().replace('-', "_");
         Workload::ALL
             .into_iter()
             .chain(Workload::CONTROLS)
-            .find(|w| w.name() == s || w.name().replace('_', "-") == s)
+            .find(|w| w.name() == wanted)
             .ok_or_else(|| {
-                let names: Vec<&str> = Workload::ALL
-                    .iter()
-                    .chain(&Workload::CONTROLS)
-                    .map(|w| w.name())
-                    .collect();
-                format!("unknown workload {s:?}; known: {}", names.join(", "))
+                let names = |list: &[Workload]| {
+                    list.iter().map(|w| w.name()).collect::<Vec<_>>().join(", ")
+                };
+                format!(
+                    "unknown workload {s:?}; known: {}; negative controls (turnstile check only): {}",
+                    names(&Workload::ALL),
+                    names(&Workload::CONTROLS)
+                )
             })
     }
 }
@@ -701,6 +706,33 @@ mod tests {
     use turnstile::sqlite::Sqlite;
 
     use super::*;
+
+    /// Workloads are read as strategy names are: any case, `-` for `_`, spaces around
+    /// ignored; an unknown one lists the controls apart.
+    #[test]
+    fn workload_names_are_read_loosely_and_unknown_ones_listed() {
+        for name in [
+            "counter",
+            " counter ",
+            "Counter",
+            "notify-once",
+            "NOTIFY_ONCE\t",
+        ] {
+            assert!(name.parse::<Workload>().is_ok(), "{name:?}");
+        }
+        assert_eq!("file-store".parse::<Workload>(), Ok(Workload::FileStore));
+        let unknown = "nope".parse::<Workload>().unwrap_err();
+        assert!(
+            unknown.ends_with(
+                "known: counter, bank, notify_once, kv, file_store; \
+                 negative controls (turnstile check only): notify_stale"
+            ),
+            "{unknown}"
+        );
+        for bad in ["", "count", "counter x", "counter_"] {
+            assert!(bad.parse::<Workload>().is_err(), "{bad:?}");
+        }
+    }
 
     /// A real `database is locked`: a write while another connection holds the file's
     /// exclusive lock, with no busy timeout to wait it out.
