@@ -28,6 +28,10 @@ pub const DEFAULT_STRIPES: u32 = 64;
 /// The most stripes a lock directory may have: 4096.
 pub const MAX_STRIPES: u32 = 4096;
 
+/// The longest lock directory path [`FileLockBuilder::open`] takes, in bytes: Linux's
+/// `PATH_MAX` less its NUL, so that the directory's lock files can still be named.
+pub const MAX_DIR_PATH: usize = 4095;
+
 /// The default longest sleep between two `try_lock` polls while waiting with a deadline:
 /// 10 ms.
 pub const DEFAULT_MAX_POLL: Duration = Duration::from_millis(10);
@@ -86,7 +90,8 @@ pub enum FileLockError {
         /// The `layout` file.
         path: PathBuf,
     },
-    /// A stripe count of zero or over [`MAX_STRIPES`], or an empty directory path.
+    /// A stripe count of zero or over [`MAX_STRIPES`], a zero poll interval, or a directory
+    /// path that is empty, over [`MAX_DIR_PATH`] bytes, or under a parent that does not exist.
     Config(String),
     /// Any other I/O error on the lock directory or a lock file.
     Io {
@@ -203,6 +208,13 @@ impl FileLockBuilder {
             return Err(FileLockError::Config(
                 "the lock directory path is empty".into(),
             ));
+        }
+        // Not echoed: a path this long is no directory's (a pasted blob, say).
+        let len = self.dir.as_os_str().len();
+        if len > MAX_DIR_PATH {
+            return Err(FileLockError::Config(format!(
+                "the lock directory path is {len} bytes long; the limit is {MAX_DIR_PATH}"
+            )));
         }
         if self.stripes == 0 || self.stripes > MAX_STRIPES {
             return Err(FileLockError::Config(format!(
@@ -580,6 +592,16 @@ fn open_dir(dir: &Path) -> Result<OwnedFd, FileLockError> {
                 source: e,
             });
         }
+        // Only the directory itself is created: a missing parent is most often a typo,
+        // and creating a whole tree under it would hide that.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let parent = named.parent().filter(|p| !p.as_os_str().is_empty());
+            return Err(FileLockError::Config(format!(
+                "the lock directory's parent {} does not exist (only the directory itself is \
+                 created)",
+                parent.unwrap_or(Path::new(".")).display()
+            )));
+        }
         Err(e) => return Err(io_error(dir, e)),
     }
     let meta = std::fs::symlink_metadata(&named).map_err(|e| io_error(dir, e))?;
@@ -757,6 +779,45 @@ mod tests {
         assert!(matches!(
             FileLock::builder(&path).stripes(0).open(),
             Err(FileLockError::Config(_))
+        ));
+    }
+
+    /// A directory under a missing parent (a typo) and a path no directory has are the
+    /// configuration's fault, not the filesystem's: `Error::Config`, the long path not
+    /// echoed, and nothing created.
+    #[test]
+    fn a_missing_parent_or_an_absurd_path_is_refused_as_configuration() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("no/such/locks");
+        match FileLock::new(&missing) {
+            Err(e @ FileLockError::Config(_)) => {
+                let shown = e.to_string();
+                assert!(
+                    shown.contains(&format!(
+                        "parent {} does not exist",
+                        dir.path().join("no/such").display()
+                    )),
+                    "{shown}"
+                );
+                assert!(matches!(Error::<()>::from(e), Error::Config(_)));
+            }
+            other => panic!("expected a refused configuration, got {other:?}"),
+        }
+        assert!(!dir.path().join("no").exists());
+        let long = dir.path().join("a".repeat(MAX_DIR_PATH));
+        match FileLock::new(&long) {
+            Err(e @ FileLockError::Config(_)) => {
+                let shown = e.to_string();
+                assert!(shown.contains("bytes long; the limit is 4095"), "{shown}");
+                assert!(shown.len() < 200, "{shown}");
+            }
+            other => panic!("expected a refused configuration, got {other:?}"),
+        }
+        // A component too long for the filesystem stays an I/O error, as the OS says it.
+        let component = dir.path().join("b".repeat(300));
+        assert!(matches!(
+            FileLock::new(&component),
+            Err(FileLockError::Io { .. })
         ));
     }
 

@@ -14,7 +14,7 @@ mod file;
 #[cfg(feature = "file-lock")]
 pub use file::{
     DEFAULT_MAX_POLL, DEFAULT_STRIPES, FileLease, FileLock, FileLockBuilder, FileLockError,
-    MAX_STRIPES,
+    MAX_DIR_PATH, MAX_STRIPES,
 };
 #[cfg(feature = "mysql")]
 pub mod mysql;
