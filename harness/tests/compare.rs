@@ -433,6 +433,51 @@ fn compare_over_a_data_server_that_is_down_is_inconclusive_at_its_floor() {
     }
 }
 
+/// A server out of reach when the comparison opens its strategies is not tried again by
+/// each setting (every one would wait out its connect timeout): the settings of every
+/// strategy on it, `queue+` too, are recorded inconclusive without running, saying so.
+#[test]
+fn compare_tries_a_server_out_of_reach_once_not_once_per_setting() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+    // Accepts and holds every connection, never answers: each try waits its timeout.
+    let counter = accepted.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for socket in listener.incoming() {
+            counter.fetch_add(1, Ordering::SeqCst);
+            held.push(socket);
+        }
+    });
+    let redis = format!("redis://127.0.0.1:{port}");
+    let output = turnstile()
+        .args(["compare", "--quick", "--no-redis", "--ops", "50"])
+        .args(["--threads", "1,4", "--strategies"])
+        .arg(format!("mutex,{redis},queue+{redis}"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(3), "{stdout}");
+    let inconclusive: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("inconclusive: "))
+        .collect();
+    assert_eq!(inconclusive.len(), 4, "{stdout}");
+    for line in inconclusive {
+        assert!(
+            line.contains("no answer within 2s while connecting")
+                && line.ends_with("(found when the comparison began; this setting was not run)"),
+            "{line}"
+        );
+    }
+    assert!(stdout.contains("mutex "), "the rest ran: {stdout}");
+    // One strategy's open tried the server; nothing after it did.
+    let tries = accepted.load(Ordering::SeqCst);
+    assert!((1..=2).contains(&tries), "{tries} connections");
+}
+
 /// The smallest comparison: embedded only, 50 ops at one thread.
 const TINY_RUN: [&str; 7] = [
     "compare",

@@ -525,17 +525,36 @@ pub fn compare(
     // refuses is bad usage now, not after the settings before it; one whose backend is
     // out of reach is left to its settings, which end inconclusive.
     let mut opened = Vec::new();
+    // A server out of reach when a strategy on it is opened here: its settings, and those
+    // of the other strategies on it (`queue+…`), are recorded inconclusive without
+    // running, instead of each waiting out its connect timeout again (10 s for a port
+    // that accepts and never speaks MySQL).
+    let mut out_of_reach: Vec<(String, String)> = Vec::new();
+    let mut not_run: Vec<(String, String)> = Vec::new();
     let mut cannot_protect = Vec::new();
     // Strategies that run in autocommit unless asked for a transaction: lock strategies,
     // whose run here (inside one) does not test their exclusion over SQLite.
     let mut autocommit = Vec::new();
     for spec in strategies {
-        let caps = match capabilities_of(&spec, data, registry) {
-            Ok(caps) => Some(caps),
-            Err(RunError::Usage(m)) => {
-                return Err(RunError::Usage(format!("{}: {m}", redact_url(&spec))));
+        let server = server_of(&spec);
+        let earlier = out_of_reach.iter().find(|(s, _)| *s == server);
+        let caps = match earlier {
+            Some((_, reason)) => {
+                not_run.push((spec.clone(), reason.clone()));
+                None
             }
-            Err(_) => None,
+            None => match capabilities_of(&spec, data, registry) {
+                Ok(caps) => Some(caps),
+                Err(RunError::Usage(m)) => {
+                    return Err(RunError::Usage(format!("{}: {m}", redact_url(&spec))));
+                }
+                Err(e @ RunError::Unavailable(_)) => {
+                    out_of_reach.push((server, e.reason()));
+                    not_run.push((spec.clone(), e.reason()));
+                    None
+                }
+                Err(_) => None,
+            },
         };
         // As `bench`: a strategy that does not exclude cannot protect state outside the
         // data it arbitrates (notify_once's effects, file_store's file); its run would be
@@ -684,7 +703,16 @@ pub fn compare(
             bar.set_message(label.clone());
         }
         let control = is_control(&setting.spec);
-        match crate::run(&run_config(setting), registry) {
+        let outcome = match not_run.iter().find(|(spec, _)| *spec == setting.spec) {
+            Some((_, reason)) => Err(RunError::Unavailable(format!(
+                "{} (found when the comparison began; this setting was not run)",
+                reason
+                    .strip_prefix("backend unavailable: ")
+                    .unwrap_or(reason)
+            ))),
+            None => crate::run(&run_config(setting), registry),
+        };
+        match outcome {
             Ok(run) => {
                 let out_of_scope = !run.notes.is_empty()
                     && setting.procs > 1
@@ -815,6 +843,16 @@ fn distinct<T: Clone + PartialEq>(list: &[T]) -> Vec<T> {
         }
     }
     out
+}
+
+/// The server a strategy spec locks on, shared by its `queue+` form: the spec without
+/// `queue+` (in any case); a spec without a server is its own.
+fn server_of(spec: &str) -> String {
+    const QUEUE: &str = "queue+";
+    match spec.get(..QUEUE.len()) {
+        Some(head) if head.eq_ignore_ascii_case(QUEUE) => spec[QUEUE.len()..].to_owned(),
+        _ => spec.to_owned(),
+    }
 }
 
 /// `list` without the specs that parse the same as one before them (`Mutex` after
