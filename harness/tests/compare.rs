@@ -373,6 +373,23 @@ fn compare_runs_over_server_data_and_skips_what_cannot() {
     assert!(stderr.contains("none of the strategies"));
 }
 
+/// Over a server's data the default strategies leave out the Redis ones (they run over
+/// SQLite only), and say so rather than leave them out silently.
+#[test]
+fn compare_over_server_data_says_why_redis_is_left_out() {
+    let url = turnstile_harness::conformance::mysql_url();
+    let (code, stderr) = status(
+        turnstile()
+            .args(["compare", "--quick", "--ops", "50", "--threads", "1"])
+            .args(["--data", &url]),
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("note: redis strategies skipped, they do not run over data in mysql://"),
+        "{stderr}"
+    );
+}
+
 /// Over a server's data (`TURNSTILE_POSTGRES_URL`, `TURNSTILE_MYSQL_URL`; fails when one
 /// is down) the commit floor is that server's, in the JSON and under the table, and
 /// SQLite's is not measured.

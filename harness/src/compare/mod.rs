@@ -448,6 +448,14 @@ pub fn compare(
                         crate::report::to_stderr(&format!("note: redis strategies skipped: {e}"))
                     }
                 }
+            } else if redis_url.is_none()
+                && !config.no_private_redis
+                && registry.contains("redis")
+                && !redis_runs
+            {
+                crate::report::to_stderr(&format!(
+                    "note: redis strategies skipped, they do not run over data in {data} (no private redis-server started)"
+                ));
             }
             // Over a server's data, its own locks are the natural ones to compare.
             let mysql = config.mysql.clone().or_else(|| match data {
