@@ -2,7 +2,7 @@
 //! floor a Redis lock is measured against. Speaks just enough RESP (`PING`) over a plain
 //! socket that no Redis client is needed here.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
@@ -246,16 +246,37 @@ impl Pings {
             } => {
                 writer.write_all(b"PING\r\n").map_err(|e| e.to_string())?;
                 line.clear();
-                reader.read_line(line).map_err(|e| e.to_string())?;
-                if !line.starts_with('+') {
-                    // An AUTH-protected server answers -NOAUTH: report it rather than guess.
-                    return Err(format!("redis answered {:?}", line.trim_end()));
-                }
-                Ok(())
+                // At most a line's worth: a server of another kind may send anything.
+                (&mut *reader)
+                    .take(256)
+                    .read_line(line)
+                    .map_err(|e| e.to_string())?;
+                ping_answer(line)
             }
             #[cfg(feature = "redis")]
             Pings::Client(lock) => lock.ping().map(drop).map_err(|e| e.to_string()),
         }
+    }
+}
+
+/// What a `PING`'s answer line says: `+PONG` is fine, a Redis error (`-NOAUTH …`, for a
+/// server with a password) is the server's, and anything else is not Redis speaking.
+fn ping_answer(line: &str) -> Result<(), String> {
+    let shown: String = line.trim_end().chars().take(80).collect();
+    if line.starts_with('+') {
+        Ok(())
+    } else if line.is_empty() {
+        Err(
+            "the server closed the connection without answering PING: it may not speak \
+             Redis, or speak only TLS (then use rediss://)"
+                .to_owned(),
+        )
+    } else if let Some(error) = shown.strip_prefix('-') {
+        Err(format!("redis refused PING: {error}"))
+    } else {
+        Err(format!(
+            "the answer to PING is not Redis's ({shown:?}): the port may not speak Redis"
+        ))
     }
 }
 
@@ -323,5 +344,31 @@ impl LockCycler {
 
     fn cycle(&mut self, _release: Release) -> Result<(), String> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ping_answer;
+
+    /// The floor's own PING says what answered it, not `redis answered ""`.
+    #[test]
+    fn a_ping_answer_is_said_in_words() {
+        assert_eq!(ping_answer("+PONG\r\n"), Ok(()));
+        let closed = ping_answer("").unwrap_err();
+        assert!(closed.contains("closed the connection") && closed.contains("rediss://"));
+        assert_eq!(
+            ping_answer("-NOAUTH Authentication required.\r\n").unwrap_err(),
+            "redis refused PING: NOAUTH Authentication required."
+        );
+        let other = ping_answer("J\0\0\0\n5.5.5-10.11\u{1b}x").unwrap_err();
+        assert!(
+            other.starts_with("the answer to PING is not Redis's"),
+            "{other}"
+        );
+        assert!(
+            !other.contains('\u{1b}') && !other.contains('\0'),
+            "{other}"
+        );
     }
 }
