@@ -423,7 +423,19 @@ pub fn writable_file(flag: &str, path: &Path) -> Result<(), RunError> {
     let given = path;
     let mut path = path.to_path_buf();
     for _ in 0..=MAX_SYMLINKS {
-        let bad = |why: String| RunError::Usage(format!("{flag} {}: {why}", path.display()));
+        // The path given, and where its links led when that is elsewhere.
+        let bad = |why: String| {
+            let shown = if path == given {
+                given.display().to_string()
+            } else {
+                format!(
+                    "{} (a symbolic link to {})",
+                    given.display(),
+                    path.display()
+                )
+            };
+            RunError::Usage(format!("{flag} {shown}: {why}"))
+        };
         if path.is_dir() {
             return Err(bad("is a directory".into()));
         }

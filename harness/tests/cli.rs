@@ -471,6 +471,18 @@ fn a_loop_of_links_as_the_svg_path_is_bad_usage() {
     let (code, out, err) = check(&small_run("mutex", &["--svg", next.to_str().unwrap()]));
     assert_eq!(code, 0, "{out}{err}");
     assert!(dir.path().join("chart.svg").is_file());
+    // A dangling link into a missing directory: named as given, with where it leads.
+    let dangling = dir.path().join("dangling.svg");
+    std::os::unix::fs::symlink("/nonexistent-dir/chart.svg", &dangling).unwrap();
+    let dangling = dangling.to_str().unwrap();
+    let (code, out, err) = check(&small_run("mutex", &["--svg", dangling]));
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains(&format!(
+            "--svg {dangling} (a symbolic link to /nonexistent-dir/chart.svg): "
+        )),
+        "{err}"
+    );
 }
 
 /// A spec refused for its form (no name, an argument to a strategy that takes none) is
