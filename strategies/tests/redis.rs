@@ -984,6 +984,85 @@ fn redlock_needs_a_quorum() {
     assert!(matches!(r, Err(Error::Unavailable(_))), "{r:?}");
     assert!(start.elapsed() < Duration::from_secs(10));
     assert_eq!(read_counter(&db), 40);
+    // Both servers that are down are named, each with its reason (a pooled connection's
+    // end of file, or a new one refused).
+    let text = r.unwrap_err().to_string();
+    assert!(
+        text.starts_with(&format!(
+            "backend unavailable: 2 of 3 Redis servers are out of reach (quorum 2): redis://{}/0: ",
+            addrs[0]
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("; redis://{}/0: ", addrs[1])),
+        "{text}"
+    );
+    assert!(!text.contains(&addrs[2]), "{text}");
+}
+
+/// Opening a `redlock://` spec with two of its three servers down names both, each with
+/// why, in one message that the error's chain does not repeat; and no password.
+#[test]
+fn redlock_spec_names_every_server_out_of_reach() {
+    let server = RedisServer::start_with_password("s3cret");
+    let closed: Vec<u16> = (0..2)
+        .map(|_| {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let setup = Setup::new(sqlite(&dir.path().join("rl.db")));
+    let spec = format!(
+        "redlock://:s3cret@{},127.0.0.1:{},127.0.0.1:{}/0",
+        server.addr(),
+        closed[0],
+        closed[1]
+    );
+    let error = match Registry::builtin().open(&spec, &setup) {
+        Err(e @ Error::Unavailable(_)) => e,
+        other => panic!("{:?}", other.map(|_| ())),
+    };
+    let text = error.to_string();
+    assert_eq!(
+        text,
+        format!(
+            "backend unavailable: 2 of 3 Redis servers are out of reach (quorum 2): \
+             redis://127.0.0.1:{a}/0: Connection refused (os error 111); \
+             redis://127.0.0.1:{b}/0: Connection refused (os error 111)",
+            a = closed[0],
+            b = closed[1]
+        )
+    );
+    // The chain: the list, once, and nothing under it.
+    let source = std::error::Error::source(&error).unwrap();
+    assert_eq!(format!("backend unavailable: {source}"), text);
+    assert!(source.source().is_none());
+
+    // A database per server is refused, quoting the spec as written (redacted).
+    let spec = format!(
+        "redlock://:s3cret@{a},{a}/1,127.0.0.1:{b}/0",
+        a = server.addr(),
+        b = closed[0]
+    );
+    match Registry::builtin().open(&spec, &setup).map(|_| ()) {
+        Err(Error::Config(text)) => {
+            assert!(
+                text.starts_with(&format!(
+                    "\"redlock://:***@{a},{a}/1,127.0.0.1:{b}/0\" has a `/` before its last server",
+                    a = server.addr(),
+                    b = closed[0]
+                )),
+                "{text}"
+            );
+            assert!(
+                !text.contains("redis://") && !text.contains("s3cret"),
+                "{text}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]

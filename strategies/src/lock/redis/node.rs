@@ -179,24 +179,40 @@ impl Transport {
     }
 }
 
+impl ServerError {
+    /// Why the server failed, without its name (which [`Display`](fmt::Display) puts
+    /// first): for a list of servers that each say their own.
+    pub(super) fn reason(&self) -> Reason<'_> {
+        Reason(self)
+    }
+}
+
 impl fmt::Display for ServerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "redis at {}: {}", self.server, self.reason())
+    }
+}
+
+/// What [`ServerError::reason`] shows.
+pub(super) struct Reason<'a>(&'a ServerError);
+
+impl fmt::Display for Reason<'_> {
     /// A timeout says in words what got no answer within how long (the OS's text,
     /// `Resource temporarily unavailable`, says neither), and so does a new connection
     /// that the server closed, or whose TLS handshake got an answer that is not TLS;
     /// anything else is the driver's text, less its kind.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let server = &self.server;
-        let kind = io_error(&self.source).map(io::Error::kind);
-        let connecting = matches!(self.stage, Stage::Connect(_));
-        if connecting && self.transport == Transport::Tls && answered_in_plain_text(&self.source) {
+        let Reason(e) = self;
+        let kind = io_error(&e.source).map(io::Error::kind);
+        let connecting = matches!(e.stage, Stage::Connect(_));
+        if connecting && e.transport == Transport::Tls && answered_in_plain_text(&e.source) {
             // A port that speaks plain Redis and answers at once (an error, such as
             // `-ERR max number of clients reached`): rustls reads no TLS record.
-            return write!(
-                f,
-                "redis at {server}: the answer to the TLS handshake is not TLS while connecting: if the port speaks plain Redis, use redis://"
+            return f.write_str(
+                "the answer to the TLS handshake is not TLS while connecting: if the port speaks plain Redis, use redis://",
             );
         }
-        if !self.source.is_timeout() {
+        if !e.source.is_timeout() {
             let closed = matches!(
                 kind,
                 Some(
@@ -206,16 +222,15 @@ impl fmt::Display for ServerError {
                         | io::ErrorKind::BrokenPipe
                 )
             );
-            if closed && self.transport == Transport::Tcp && connecting {
+            if closed && e.transport == Transport::Tcp && connecting {
                 // What a TLS port does to a client that speaks plain RESP to it, and
                 // what other servers do to a line they cannot read.
-                return write!(
-                    f,
-                    "redis at {server}: the server closed the connection while connecting: the port may not speak Redis, or speak only TLS (then use rediss://)"
+                return f.write_str(
+                    "the server closed the connection while connecting: the port may not speak Redis, or speak only TLS (then use rediss://)",
                 );
             }
             let garbled = matches!(
-                self.source.kind(),
+                e.source.kind(),
                 ErrorKind::Parse | ErrorKind::UnexpectedReturnType
             );
             if garbled && connecting {
@@ -223,37 +238,37 @@ impl fmt::Display for ServerError {
                 // RESP but not what the setup asked for.
                 return write!(
                     f,
-                    "redis at {server}: the answer is not Redis's while connecting: {}",
-                    self.transport.not_redis()
+                    "the answer is not Redis's while connecting: {}",
+                    e.transport.not_redis()
                 );
             }
-            return write!(f, "redis at {server}: {}", in_words(&self.source));
+            return f.write_str(&in_words(&e.source));
         }
         // A timeout cut to the caller's deadline is shown in whole milliseconds.
-        let stage = match self.stage {
+        let stage = match e.stage {
             Stage::Connect(t) => Stage::Connect(whole_millis(t)),
             Stage::Reply(t) => Stage::Reply(whole_millis(t)),
         };
-        let not_redis = self.transport.not_redis();
+        let not_redis = e.transport.not_redis();
         match stage {
             // The TCP connection was made (a read timed out, not the connect): a port
             // that speaks plain Redis waits for a line that a TLS handshake never ends
             // (its first record holds a NUL byte, where Redis stops looking for one).
             Stage::Connect(t)
-                if self.transport == Transport::Tls && kind == Some(io::ErrorKind::WouldBlock) =>
+                if e.transport == Transport::Tls && kind == Some(io::ErrorKind::WouldBlock) =>
             {
                 write!(
                     f,
-                    "redis at {server}: no TLS answer within {t:?} while connecting: if the port speaks plain Redis, use redis://; else the server may be paused or overloaded"
+                    "no TLS answer within {t:?} while connecting: if the port speaks plain Redis, use redis://; else the server may be paused or overloaded"
                 )
             }
             Stage::Connect(t) => write!(
                 f,
-                "redis at {server}: no answer within {t:?} while connecting: the server may be paused or overloaded, or {not_redis}"
+                "no answer within {t:?} while connecting: the server may be paused or overloaded, or {not_redis}"
             ),
             Stage::Reply(t) => write!(
                 f,
-                "redis at {server}: no answer within {t:?} to a command: the server may be paused or overloaded"
+                "no answer within {t:?} to a command: the server may be paused or overloaded"
             ),
         }
     }

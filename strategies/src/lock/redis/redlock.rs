@@ -20,7 +20,7 @@ use turnstile_core::{
     Capabilities, Error, HolderDeath, Lease, Lock, LockName, Scope, StrategyError,
 };
 
-use super::node::{self, Attempt, Keys, Node};
+use super::node::{self, Attempt, Keys, Node, ServerError};
 use super::watchdog::{LeaseState, Renewal, Watchdog};
 use super::{Settings, clock_drift, new_token, settings_setters};
 
@@ -34,6 +34,73 @@ pub const REDLOCK_RETRY_MAX: Duration = Duration::from_millis(250);
 pub struct RedlockBuilder {
     urls: Vec<String>,
     settings: Settings,
+    /// The `redlock://` URL the servers' URLs were made from, if they were.
+    origin: Option<Origin>,
+}
+
+/// A `redlock://` URL that a builder's servers came from: its errors quote it, not the
+/// per-server URLs made from it, which the user never wrote.
+#[derive(Clone)]
+struct Origin {
+    /// The URL as given, redacted.
+    shown: String,
+    /// Each server as written in it, or `None` where redaction hides a byte of it.
+    hosts: Vec<Option<String>>,
+}
+
+impl Origin {
+    /// `error`, from reading the URL of server `i` of `urls`, quoting the `redlock://`
+    /// URL instead. The server is named only where the others read well or fail
+    /// otherwise: what every server fails alike is in their shared part (the database,
+    /// the query), whichever server it is shown for.
+    fn config_error(&self, error: StrategyError, i: usize, urls: &[String]) -> StrategyError {
+        let Error::Config(message) = error else {
+            return error;
+        };
+        let spec = format!("{:?}", self.shown);
+        let in_spec = |message: &str, url: &str| {
+            message.replace(&format!("{:?}", crate::spec::redact_url(url)), &spec)
+        };
+        let message = in_spec(&message, &urls[i]);
+        let shared = urls.iter().enumerate().all(|(j, url)| {
+            j == i || matches!(node::parse_url(url), Err(Error::Config(m)) if in_spec(&m, url) == message)
+        });
+        let at = if shared {
+            String::new()
+        } else {
+            format!(" at its {}", self.server(i))
+        };
+        Error::Config(if message.contains(&spec) {
+            message.replacen(&spec, &format!("{spec}{at}"), 1)
+        } else {
+            format!("{message} (in {spec}{at})")
+        })
+    }
+
+    /// Server `i` as the URL writes it (by its place in the list where redaction hides
+    /// it).
+    fn server(&self, i: usize) -> String {
+        match &self.hosts[i] {
+            Some(host) => format!("server {host:?}"),
+            None => format!("server number {} of {}", i + 1, self.hosts.len()),
+        }
+    }
+
+    /// The error for servers `first` and `again` of the URL, which are the same server,
+    /// `display`.
+    fn listed_twice(&self, first: usize, again: usize, display: &str) -> StrategyError {
+        let spec = &self.shown;
+        let (a, b) = (self.server(first), self.server(again));
+        Error::Config(match (&self.hosts[first], &self.hosts[again]) {
+            (Some(x), Some(y)) if x == y => {
+                format!("{spec:?} lists the {a} twice; it would count twice towards the quorum")
+            }
+            _ => format!(
+                "{spec:?} lists one server twice, as its {a} and its {b} (both {display}); \
+                 it would count twice towards the quorum"
+            ),
+        })
+    }
 }
 
 impl fmt::Debug for RedlockBuilder {
@@ -67,12 +134,19 @@ impl RedlockBuilder {
         // redsync's timeout factor: each server gets 5 % of the TTL to answer.
         let per_server = (self.settings.ttl / 20).max(node::MIN_IO_TIMEOUT);
         let mut nodes = Vec::with_capacity(self.urls.len());
-        for url in &self.urls {
-            let (connector, display) = node::parse_url(url)?;
-            if nodes.iter().any(|n: &Arc<Node>| n.display() == display) {
-                return Err(Error::Config(format!(
-                    "Redlock server {display} is listed twice"
-                )));
+        for (i, url) in self.urls.iter().enumerate() {
+            let (connector, display) = node::parse_url(url).map_err(|e| match &self.origin {
+                Some(origin) => origin.config_error(e, i, &self.urls),
+                None => e,
+            })?;
+            if let Some(first) = nodes
+                .iter()
+                .position(|n: &Arc<Node>| n.display() == display)
+            {
+                return Err(match &self.origin {
+                    Some(origin) => origin.listed_twice(first, i, &display),
+                    None => Error::Config(format!("Redlock server {display} is listed twice")),
+                });
             }
             nodes.push(Arc::new(Node::new(
                 connector,
@@ -159,6 +233,7 @@ impl RedlockLock {
         RedlockBuilder {
             urls: urls.into_iter().map(Into::into).collect(),
             settings: Settings::default(),
+            origin: None,
         }
     }
 
@@ -170,14 +245,22 @@ impl RedlockLock {
     /// and the other query parameters, such as [`TLS_CA_PARAM`](super::TLS_CA_PARAM), apply
     /// to every server.
     ///
+    /// Errors about a server's URL, here or at [`build`](RedlockBuilder::build), quote
+    /// this URL as given (redacted, [`redact_url`](crate::spec::redact_url)), never the
+    /// per-server URLs made from it, and name the server as written where only its part
+    /// is wrong (`at its server "h2:99999"`).
+    ///
     /// # Errors
-    /// [`Error::Config`] when the text is not such a URL, `ttl_ms` is not a whole
-    /// number, is given twice or is where the redacted URL does not show it (as
+    /// [`Error::Config`] when the text is not such a URL, a server is empty, a `,` follows
+    /// the first `/` (a database per server, `redlock://h1/1,h2/2`: the database goes
+    /// once, after the last server), `ttl_ms` is not a whole number, is given twice or is
+    /// where the redacted URL does not show it (as
     /// [`RedisLock::builder_from_url`](super::RedisLock::builder_from_url) refuses it),
     /// a query parameter is one that nothing reads or another one is given twice (see
     /// [Specs](super#specs)), or its user info is read differently by drivers (as
     /// [`RedisLockBuilder::build`](super::RedisLockBuilder::build) refuses it).
     pub fn builder_from_url(url: &str) -> Result<RedlockBuilder, StrategyError> {
+        let spec = url;
         let (url, ttl) = super::take_ttl_ms(url)?;
         let url = url.as_str();
         let shown = crate::spec::redact_url(url);
@@ -201,21 +284,43 @@ impl RedlockLock {
             Some(i) => rest.split_at(i),
             None => (rest, ""),
         };
+        // A database per server (`redlock://h1/1,h2/2`): the first `/` ended the list, and
+        // every server would get the database `1,h2/2`.
+        let database = path
+            .strip_prefix('/')
+            .map(|p| p.split(['?', '#']).next().unwrap_or(p));
+        if database.is_some_and(|db| db.contains(',')) {
+            return Err(Error::Config(format!(
+                "{:?} has a `/` before its last server: the list of servers ends at the first `/`, and the database goes once, after the last server, for every server (redlock://host1[:port],host2[:port],host3[:port][/db])",
+                crate::spec::redact_url(spec)
+            )));
+        }
         let (userinfo, hosts) = match authority.rsplit_once('@') {
             Some((u, h)) => (format!("{u}@"), h),
             None => (String::new(), authority),
         };
+        // Where each server starts in `url`, to quote it only where redaction shows it.
+        let mut at = url.len() - rest.len() + authority.len() - hosts.len();
+        let mut written = Vec::new();
         let urls: Vec<String> = hosts
             .split(',')
             .map(|h| {
-                if h.trim().is_empty() {
-                    Err(Error::Config(format!("{shown:?} has an empty server")))
-                } else {
-                    Ok(format!("{server_scheme}://{userinfo}{}{path}", h.trim()))
+                let host = h.trim();
+                let start = at + h.len() - h.trim_start().len();
+                at += h.len() + 1;
+                if host.is_empty() {
+                    return Err(Error::Config(format!("{shown:?} has an empty server")));
                 }
+                let hidden = crate::spec::hides(url, start..start + host.len());
+                written.push((!hidden).then(|| host.to_owned()));
+                Ok(format!("{server_scheme}://{userinfo}{host}{path}"))
             })
             .collect::<Result<_, _>>()?;
-        let builder = Self::builder(urls);
+        let mut builder = Self::builder(urls);
+        builder.origin = Some(Origin {
+            shown: crate::spec::redact_url(spec),
+            hosts: written,
+        });
         Ok(match ttl {
             Some(ttl) => builder.ttl(ttl),
             None => builder,
@@ -225,20 +330,34 @@ impl RedlockLock {
     /// Pings every server; returns how many answered.
     ///
     /// # Errors
-    /// [`Error::Unavailable`] when fewer than a quorum answer (with the last failure).
+    /// [`Error::Unavailable`] when fewer than a quorum answer, naming every server that
+    /// did not and why.
     pub fn ping_all(&self) -> Result<usize, StrategyError> {
         let mut answered = 0;
-        let mut last = None;
+        let mut failed = Vec::new();
         for n in self.inner.nodes.iter() {
             match n.ping() {
                 Ok(_) => answered += 1,
-                Err(e) => last = Some(e),
+                Err(e) => failed.push((n, e)),
             }
         }
-        match last {
-            Some(e) if answered < self.inner.quorum => Err(e),
-            _ => Ok(answered),
+        if answered < self.inner.quorum {
+            return Err(self.out_of_reach(failed));
         }
+        Ok(answered)
+    }
+
+    /// [`Error::Unavailable`] for a round in which the servers of `failed` (with their
+    /// errors) left fewer than a quorum answering.
+    fn out_of_reach(&self, failed: Vec<(&Arc<Node>, StrategyError)>) -> StrategyError {
+        Error::unavailable(OutOfReach {
+            servers: self.inner.nodes.len(),
+            quorum: self.inner.quorum,
+            failed: failed
+                .into_iter()
+                .map(|(n, e)| (n.display().to_owned(), reason(&e)))
+                .collect(),
+        })
     }
 
     /// How many servers must grant a lease.
@@ -289,7 +408,7 @@ impl Lock for RedlockLock {
             let start = Instant::now();
             let mut won = 0;
             let mut answered = 0;
-            let mut last_error = None;
+            let mut failed = Vec::new();
             for n in inner.nodes.iter() {
                 match n.try_acquire(&keys, &token, ttl, false, None, None) {
                     Ok(Attempt::Acquired(_)) => {
@@ -297,7 +416,7 @@ impl Lock for RedlockLock {
                         answered += 1;
                     }
                     Ok(Attempt::Held(_)) => answered += 1,
-                    Err(e) => last_error = Some(e),
+                    Err(e) => failed.push((n, e)),
                 }
             }
             let validity = ttl.checked_sub(start.elapsed() + clock_drift(ttl));
@@ -313,12 +432,7 @@ impl Lock for RedlockLock {
             }
             self.release_all(&keys, &token);
             if answered < inner.quorum {
-                let detail = last_error.map_or_else(String::new, |e| format!("; last error: {e}"));
-                return Err(Error::unavailable(format!(
-                    "only {answered} of {} Redlock servers answered, {} needed{detail}",
-                    inner.nodes.len(),
-                    inner.quorum
-                )));
+                return Err(self.out_of_reach(failed));
             }
             let now = Instant::now();
             if deadline.is_some_and(|d| now >= d) {
@@ -333,6 +447,48 @@ impl Lock for RedlockLock {
             }
             std::thread::sleep(delay);
         }
+    }
+}
+
+/// Fewer than a quorum of the servers answered: every one that did not, and why.
+#[derive(Debug)]
+struct OutOfReach {
+    servers: usize,
+    quorum: usize,
+    /// Each server that failed (as [`Node::display`] shows it, no password) and why.
+    failed: Vec<(String, String)>,
+}
+
+impl fmt::Display for OutOfReach {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let are = if self.failed.len() == 1 { "is" } else { "are" };
+        write!(
+            f,
+            "{} of {} Redis servers {are} out of reach (quorum {})",
+            self.failed.len(),
+            self.servers,
+            self.quorum
+        )?;
+        for (i, (server, reason)) in self.failed.iter().enumerate() {
+            let sep = if i == 0 { ": " } else { "; " };
+            write!(f, "{sep}{server}: {reason}")?;
+        }
+        Ok(())
+    }
+}
+
+/// No source: the display says every server's reason, and no one of them is the cause
+/// (a printer of the chain would single one out, and say it twice).
+impl std::error::Error for OutOfReach {}
+
+/// Why one server's call failed, without the server's name, which the list says.
+fn reason(error: &StrategyError) -> String {
+    match error {
+        Error::Unavailable(e) => match e.downcast_ref::<ServerError>() {
+            Some(e) => e.reason().to_string(),
+            None => e.to_string(),
+        },
+        other => other.to_string(),
     }
 }
 
@@ -458,5 +614,182 @@ mod tests {
         // ends its user info at the last `@` before the host, as written.
         let b = RedlockLock::builder_from_url("redlock://:P@ss@h1,h2,h3").unwrap();
         assert_eq!(b.build().unwrap().servers(), 3);
+    }
+
+    /// A port on which nothing listens (as long as no one else takes it).
+    fn closed_port() -> u16 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    }
+
+    fn config_text(result: Result<RedlockLock, StrategyError>) -> String {
+        match result {
+            Err(Error::Config(text)) => text,
+            other => panic!("expected a config error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn out_of_reach_says_every_server_and_why() {
+        let error = OutOfReach {
+            servers: 3,
+            quorum: 2,
+            failed: vec![
+                (
+                    "redis://h1:6379/0".into(),
+                    "Connection refused (os error 111)".into(),
+                ),
+                (
+                    "redis://h2:6379/0".into(),
+                    "no answer within 400ms while connecting".into(),
+                ),
+            ],
+        };
+        assert_eq!(
+            error.to_string(),
+            "2 of 3 Redis servers are out of reach (quorum 2): \
+             redis://h1:6379/0: Connection refused (os error 111); \
+             redis://h2:6379/0: no answer within 400ms while connecting"
+        );
+        assert!(std::error::Error::source(&error).is_none());
+        let one = OutOfReach {
+            servers: 1,
+            quorum: 1,
+            failed: vec![("redis://h1:6379/0".into(), "refused".into())],
+        };
+        assert_eq!(
+            one.to_string(),
+            "1 of 1 Redis servers is out of reach (quorum 1): redis://h1:6379/0: refused"
+        );
+    }
+
+    /// Every server that is down is named, with its reason, and the chain says it once.
+    #[test]
+    fn ping_all_and_acquire_name_every_server_out_of_reach() {
+        let ports = [closed_port(), closed_port(), closed_port()];
+        let spec = format!(
+            "redlock://:s3cret@127.0.0.1:{},127.0.0.1:{},127.0.0.1:{}/0",
+            ports[0], ports[1], ports[2]
+        );
+        let lock = RedlockLock::builder_from_url(&spec)
+            .unwrap()
+            .build()
+            .unwrap();
+        let name = LockName::new("out-of-reach", turnstile_core::Key::new("k").unwrap());
+        let acquired = lock
+            .acquire(&name, Some(Instant::now() + Duration::from_secs(5)))
+            .map(drop);
+        for result in [lock.ping_all().map(drop), acquired] {
+            let Err(error @ Error::Unavailable(_)) = result else {
+                panic!("expected unavailable, got {result:?}");
+            };
+            let text = error.to_string();
+            let servers: Vec<String> = ports
+                .iter()
+                .map(|p| format!("redis://127.0.0.1:{p}/0: Connection refused"))
+                .collect();
+            assert!(
+                text.starts_with(&format!(
+                    "backend unavailable: 3 of 3 Redis servers are out of reach (quorum 2): {}",
+                    servers[0]
+                )),
+                "{text}"
+            );
+            for server in &servers {
+                assert_eq!(text.matches(server.as_str()).count(), 1, "{text}");
+            }
+            assert!(!text.contains("s3cret"), "{text}");
+            // One cause, which the display already says in full, and nothing below it.
+            let source = std::error::Error::source(&error).unwrap();
+            assert!(text.ends_with(&source.to_string()), "{text}");
+            assert!(source.source().is_none());
+        }
+    }
+
+    /// The database goes once, after the last server: `/` ends the server list, so a
+    /// per-server `/db` made every server's URL read the rest of the list as a database,
+    /// and the error quoted that URL, which the user never wrote.
+    #[test]
+    fn a_database_per_server_is_refused_quoting_the_url_as_written() {
+        for (url, shown) in [
+            ("redlock://h1,h2/1,h3/2", "\"redlock://h1,h2/1,h3/2\""),
+            ("redlock://h1/1,h2,h3", "\"redlock://h1/1,h2,h3\""),
+            (
+                "redlock://u:s3cret@h1:6379/0,h2:6379/0,h3:6379/0?ttl_ms=500",
+                "\"redlock://u:***@h1:6379/0,h2:6379/0,h3:6379/0?ttl_ms=500\"",
+            ),
+        ] {
+            let text =
+                config_text(RedlockLock::builder_from_url(url).and_then(RedlockBuilder::build));
+            assert_eq!(
+                text,
+                format!(
+                    "{shown} has a `/` before its last server: the list of servers ends at \
+                     the first `/`, and the database goes once, after the last server, for \
+                     every server (redlock://host1[:port],host2[:port],host3[:port][/db])"
+                )
+            );
+        }
+        // A `,` in the query or the fragment is no server.
+        for url in [
+            "redlock://h1,h2,h3/1",
+            "redlock://h1,h2/1#a,b",
+            "redlock://h1,h2/1?ttl_ms=9,",
+        ] {
+            let text = match RedlockLock::builder_from_url(url).and_then(RedlockBuilder::build) {
+                Ok(_) => continue,
+                Err(e) => e.to_string(),
+            };
+            assert!(!text.contains("before its last server"), "{url}: {text}");
+        }
+    }
+
+    /// A server URL made from a `redlock://` URL is never quoted: the URL as written is,
+    /// with the server named where only it is wrong.
+    #[test]
+    fn errors_quote_the_redlock_url_not_the_server_urls_made_from_it() {
+        let build = |url: &str| {
+            config_text(RedlockLock::builder_from_url(url).and_then(RedlockBuilder::build))
+        };
+        // What every server's URL shares: no server named.
+        let text = build("redlock://:s3cret@h1,h2,h3/x");
+        assert!(
+            text.starts_with("cannot parse Redis URL \"redlock://:***@h1,h2,h3/x\": "),
+            "{text}"
+        );
+        // One server's own text: named as written.
+        let text = build("redlock://:s3cret@h1,h2:99999,h3/0");
+        assert!(
+            text.starts_with(
+                "cannot parse Redis URL \"redlock://:***@h1,h2:99999,h3/0\" at its server \"h2:99999\": "
+            ),
+            "{text}"
+        );
+        assert_eq!(
+            build("redlock://a:1,a:1,b:2"),
+            "\"redlock://a:1,a:1,b:2\" lists the server \"a:1\" twice; it would count twice \
+             towards the quorum"
+        );
+        assert_eq!(
+            build("redlock://:s3cret@a,b,a:6379"),
+            "\"redlock://:***@a,b,a:6379\" lists one server twice, as its server \"a\" and \
+             its server \"a:6379\" (both redis://a:6379/0); it would count twice towards the \
+             quorum"
+        );
+        for text in [
+            build("redlock://:s3cret@h1,h2,h3/x"),
+            build("redlock://:s3cret@h1,h2:99999,h3/0"),
+        ] {
+            assert!(
+                !text.contains("redis://") && !text.contains("s3cret"),
+                "{text}"
+            );
+        }
+        // Server URLs given one by one are quoted as given.
+        let text =
+            config_text(RedlockLock::builder(["redis://h1/0", "redis://h2:99999/0"]).build());
+        assert!(text.contains("\"redis://h2:99999/0\""), "{text}");
+        let text = config_text(RedlockLock::builder(["redis://a:1/0", "redis://a:1/0"]).build());
+        assert_eq!(text, "Redlock server redis://a:1/0 is listed twice");
     }
 }
