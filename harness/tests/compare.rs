@@ -375,6 +375,7 @@ fn compare_runs_over_server_data_and_skips_what_cannot() {
 
 /// Over a server's data the default strategies leave out the Redis ones (they run over
 /// SQLite only), and say so rather than leave them out silently.
+#[cfg(all(feature = "redis", feature = "mysql"))]
 #[test]
 fn compare_over_server_data_says_why_redis_is_left_out() {
     let url = turnstile_harness::conformance::mysql_url();
@@ -450,9 +451,10 @@ fn compare_over_a_data_server_that_is_down_is_inconclusive_at_its_floor() {
     }
 }
 
-/// A server out of reach when the comparison opens its strategies is not tried again by
-/// each setting (every one would wait out its connect timeout): the settings of every
-/// strategy on it, `queue+` too, are recorded inconclusive without running, saying so.
+/// A strategy whose server is out of reach when the comparison opens it is not tried again
+/// by each setting (every one would wait out its connect timeout): its settings, and its
+/// `queue+` form's, are recorded inconclusive without running, saying so.
+#[cfg(feature = "redis")]
 #[test]
 fn compare_tries_a_server_out_of_reach_once_not_once_per_setting() {
     use std::sync::atomic::{AtomicUsize, Ordering};

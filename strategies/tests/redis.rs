@@ -1006,12 +1006,15 @@ fn redlock_needs_a_quorum() {
 #[test]
 fn redlock_spec_names_every_server_out_of_reach() {
     let server = RedisServer::start_with_password("s3cret");
-    let closed: Vec<u16> = (0..2)
-        .map(|_| {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        })
+    // Bound together, so the OS cannot hand out one port twice; then closed.
+    let listeners: Vec<_> = (0..2)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
         .collect();
+    let closed: Vec<u16> = listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect();
+    drop(listeners);
     let dir = tempfile::tempdir().unwrap();
     let setup = Setup::new(sqlite(&dir.path().join("rl.db")));
     let spec = format!(

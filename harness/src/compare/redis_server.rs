@@ -245,12 +245,15 @@ impl Pings {
                 line,
             } => {
                 writer.write_all(b"PING\r\n").map_err(|e| e.to_string())?;
-                line.clear();
-                // At most a line's worth: a server of another kind may send anything.
+                // At most a line's worth, in any bytes: a server of another kind may send
+                // anything.
+                let mut bytes = Vec::new();
                 (&mut *reader)
                     .take(256)
-                    .read_line(line)
+                    .read_until(b'\n', &mut bytes)
                     .map_err(|e| e.to_string())?;
+                line.clear();
+                line.push_str(&String::from_utf8_lossy(&bytes));
                 ping_answer(line)
             }
             #[cfg(feature = "redis")]

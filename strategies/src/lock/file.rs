@@ -29,7 +29,8 @@ pub const DEFAULT_STRIPES: u32 = 64;
 pub const MAX_STRIPES: u32 = 4096;
 
 /// The longest lock directory path [`FileLockBuilder::open`] takes, in bytes: Linux's
-/// `PATH_MAX` less its NUL, so that the directory's lock files can still be named.
+/// `PATH_MAX` less its NUL. A longer one is refused before anything is tried, and not
+/// echoed in the error.
 pub const MAX_DIR_PATH: usize = 4095;
 
 /// The default longest sleep between two `try_lock` polls while waiting with a deadline:
@@ -595,12 +596,7 @@ fn open_dir(dir: &Path) -> Result<OwnedFd, FileLockError> {
         // Only the directory itself is created: a missing parent is most often a typo,
         // and creating a whole tree under it would hide that.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let parent = named.parent().filter(|p| !p.as_os_str().is_empty());
-            return Err(FileLockError::Config(format!(
-                "the lock directory's parent {} does not exist (only the directory itself is \
-                 created)",
-                parent.unwrap_or(Path::new(".")).display()
-            )));
+            return Err(FileLockError::Config(missing_parent(&named)));
         }
         Err(e) => return Err(io_error(dir, e)),
     }
@@ -635,6 +631,36 @@ fn open_dir(dir: &Path) -> Result<OwnedFd, FileLockError> {
         });
     }
     Ok(fd)
+}
+
+/// Why `dir` could not be created for want of its parent: the first missing directory
+/// on the way to it, or a parent that is a symbolic link to nothing.
+fn missing_parent(dir: &Path) -> String {
+    let exists = |p: &Path| std::fs::symlink_metadata(p).is_ok();
+    let parent = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if exists(parent) {
+        return format!(
+            "the lock directory's parent {} leads to no directory (a symbolic link to \
+             nothing?)",
+            parent.display()
+        );
+    }
+    let mut missing = parent;
+    while let Some(up) = missing.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if exists(up) {
+            break;
+        }
+        missing = up;
+    }
+    format!(
+        "{} does not exist, on the way to the lock directory {} (only the lock directory \
+         itself is created)",
+        missing.display(),
+        dir.display()
+    )
 }
 
 /// Opens (creating if missing, never truncating) the regular file `name` in the lock
@@ -794,8 +820,9 @@ mod tests {
                 let shown = e.to_string();
                 assert!(
                     shown.contains(&format!(
-                        "parent {} does not exist",
-                        dir.path().join("no/such").display()
+                        "{} does not exist, on the way to the lock directory {}",
+                        dir.path().join("no").display(),
+                        missing.display()
                     )),
                     "{shown}"
                 );
@@ -804,6 +831,15 @@ mod tests {
             other => panic!("expected a refused configuration, got {other:?}"),
         }
         assert!(!dir.path().join("no").exists());
+        // A parent that is a link to nothing is said to be one.
+        std::os::unix::fs::symlink(dir.path().join("gone"), dir.path().join("link")).unwrap();
+        let shown = FileLock::new(dir.path().join("link/locks"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            shown.contains("parent") && shown.contains("a symbolic link to nothing"),
+            "{shown}"
+        );
         let long = dir.path().join("a".repeat(MAX_DIR_PATH));
         match FileLock::new(&long) {
             Err(e @ FileLockError::Config(_)) => {

@@ -209,9 +209,9 @@ pub(crate) fn parse_url(url: &str) -> Result<Opts, StrategyError> {
             crate::spec::redact_message(url, &url_error_text(&e))
         ))
     })?;
-    // The server reads these as NUL-terminated strings: a database name holding a NUL
-    // (`%00`) would be cut short there (`Unknown database 'te'` for `te%00st`), and a user
-    // or password refused as if it were wrong.
+    // A NUL (`%00`) is no part of a name MySQL takes: the handshake sends the user and
+    // database NUL-terminated, so a database name is cut short there (`Unknown database
+    // 'te'` for `te%00st`); a password with one is refused too, the same mistake in it.
     for (what, value) in [
         ("user", opts.get_user()),
         ("password", opts.get_pass()),

@@ -236,15 +236,15 @@ pub(crate) fn parse_config(url: &str) -> Result<tokio_postgres::Config, Strategy
     // Connections are made without TLS (`NoTls`): a URL that requires it would fail only
     // when connecting (`no TLS implementation configured`, `server did not use channel
     // binding`), as if the server were out of reach, however often it is retried.
-    if let Some(option) = requires_tls(&config) {
+    if let Some((option, instead)) = requires_tls(&config) {
         return Err(bad(&format_args!(
             "{option} requires TLS, and turnstile connects to PostgreSQL without it; \
-             leave it out (or use sslmode=prefer), or reach the server through a \
+             leave it out (or use {instead}), or reach the server through a \
              TLS-terminating tunnel on loopback"
         )));
     }
-    // The driver sends these as NUL-terminated strings and refuses one holding a NUL
-    // (`%00`) only when it connects; a password holding one is sent cut short.
+    // PostgreSQL's strings hold no NUL (`%00`): the driver refuses one in these only
+    // when it connects (`string contains embedded null`), as if the server were down.
     let holds_nul = |s: Option<&[u8]>| s.is_some_and(|s| s.contains(&0));
     for (what, value) in [
         ("user", config.get_user().map(str::as_bytes)),
@@ -268,16 +268,15 @@ pub(crate) fn parse_config(url: &str) -> Result<tokio_postgres::Config, Strategy
     Ok(config)
 }
 
-/// The option of `config` that asks for TLS, which connections made with `NoTls` cannot
-/// give: `sslmode=require`, `sslnegotiation=direct` or `channel_binding=require`.
-fn requires_tls(config: &tokio_postgres::Config) -> Option<&'static str> {
-    use tokio_postgres::config::{ChannelBinding, SslMode, SslNegotiation};
+/// The option of `config` that requires TLS, which connections made with `NoTls` can
+/// never give (`sslmode=require`, `channel_binding=require`), and the setting that does
+/// without it.
+fn requires_tls(config: &tokio_postgres::Config) -> Option<(&'static str, &'static str)> {
+    use tokio_postgres::config::{ChannelBinding, SslMode};
     if config.get_ssl_mode() == SslMode::Require {
-        Some("sslmode=require")
-    } else if config.get_ssl_negotiation() == SslNegotiation::Direct {
-        Some("sslnegotiation=direct")
+        Some(("sslmode=require", "sslmode=prefer"))
     } else if config.get_channel_binding() == ChannelBinding::Require {
-        Some("channel_binding=require")
+        Some(("channel_binding=require", "channel_binding=prefer"))
     } else {
         None
     }
@@ -702,12 +701,9 @@ mod tests {
                 "sslmode=require requires TLS",
             ),
             (
-                "postgres://u@h/db?sslnegotiation=direct",
-                "sslnegotiation=direct requires TLS",
-            ),
-            (
                 "postgres://u@h/db?channel_binding=require",
-                "channel_binding=require requires TLS",
+                "channel_binding=require requires TLS, and turnstile connects to PostgreSQL \
+                 without it; leave it out (or use channel_binding=prefer)",
             ),
             ("host=h sslmode=require", "sslmode=require requires TLS"),
             ("postgres://u@h/te%00st", "its database name holds a NUL"),
@@ -729,6 +725,8 @@ mod tests {
             "postgres://u@h/db?sslmode=disable",
             "postgres://u@h/db?sslmode=prefer",
             "postgres://u@h/db?channel_binding=prefer",
+            // Without TLS to negotiate, the driver connects in plain text as `prefer` does.
+            "postgres://u@h/db?sslnegotiation=direct",
         ] {
             assert!(parse_config(fine).is_ok(), "{fine}");
         }

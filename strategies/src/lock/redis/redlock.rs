@@ -617,9 +617,13 @@ mod tests {
     }
 
     /// A port on which nothing listens (as long as no one else takes it).
-    fn closed_port() -> u16 {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
+    /// `N` distinct ports nothing listens on: bound together, so the OS cannot hand out
+    /// one twice, then closed.
+    fn closed_ports<const N: usize>() -> [u16; N] {
+        let listeners: Vec<_> = (0..N)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        std::array::from_fn(|i| listeners[i].local_addr().unwrap().port())
     }
 
     fn config_text(result: Result<RedlockLock, StrategyError>) -> String {
@@ -666,7 +670,7 @@ mod tests {
     /// Every server that is down is named, with its reason, and the chain says it once.
     #[test]
     fn ping_all_and_acquire_name_every_server_out_of_reach() {
-        let ports = [closed_port(), closed_port(), closed_port()];
+        let ports: [u16; 3] = closed_ports();
         let spec = format!(
             "redlock://:s3cret@127.0.0.1:{},127.0.0.1:{},127.0.0.1:{}/0",
             ports[0], ports[1], ports[2]
