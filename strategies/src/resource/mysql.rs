@@ -217,6 +217,7 @@ pub(crate) fn parse_url(url: &str) -> Result<Opts, StrategyError> {
         ("password", opts.get_pass()),
         ("database name", opts.get_db_name()),
         ("socket", opts.get_socket()),
+        ("host", Some(&*opts.get_ip_or_hostname())),
     ] {
         if value.is_some_and(|v| v.contains('\0')) {
             return Err(Error::Config(format!(
@@ -602,6 +603,7 @@ mod tests {
             ("mysql://u%00v@h/db", "user"),
             ("mysql://u:Xy7%00k9@h/db", "password"),
             ("mysql://u@h/db?socket=/tmp/a%00b", "socket"),
+            ("mysql://u@h/db?host=a%00b", "host"),
         ] {
             let error = MySql::new(url).unwrap_err();
             let shown = error.to_string();

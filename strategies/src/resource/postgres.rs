@@ -262,6 +262,14 @@ pub(crate) fn parse_config(url: &str) -> Result<tokio_postgres::Config, Strategy
             )));
         }
     }
+    if hosts.iter().any(|h| match h {
+        Host::Tcp(name) => name.contains('\0'),
+        Host::Unix(path) => path.as_os_str().as_encoded_bytes().contains(&0),
+    }) {
+        return Err(bad(
+            &"a host holds a NUL character (%00), which no host name or socket path holds",
+        ));
+    }
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
     }
@@ -714,6 +722,8 @@ mod tests {
                 "its application_name holds a NUL",
             ),
             ("postgres://u@h/db?options=a%00b", "its options holds a NUL"),
+            ("postgres://u@h%00x/db", "a host holds a NUL"),
+            ("postgres://u@%2Frun%2Fa%00b/db", "a host holds a NUL"),
         ] {
             let error = parse_config(url).unwrap_err();
             let shown = error.to_string();
