@@ -582,7 +582,13 @@ fn compare_takes_each_url_flag_from_its_own_environment_variable() {
                 .collect()
         };
         assert!(!gist(&env_err).is_empty(), "{var}: {env_err}");
-        assert_eq!(gist(&env_err), gist(&flag_err), "{var}");
+        // A value refused as it is parsed names where it came from.
+        let from = format!(" (from {var})");
+        if flag == "--data" && code == 2 {
+            assert!(env_err.contains(&from), "{env_err}");
+        }
+        assert!(!flag_err.contains("(from "), "{flag_err}");
+        assert_eq!(gist(&env_err.replace(&from, "")), gist(&flag_err), "{var}");
     }
     // The help names every variable, and never shows a value.
     let mut help = turnstile();
