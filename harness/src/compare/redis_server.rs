@@ -197,7 +197,7 @@ enum Pings {
     Socket {
         reader: BufReader<TcpStream>,
         writer: TcpStream,
-        line: String,
+        line: Vec<u8>,
     },
     #[cfg(feature = "redis")]
     Client(turnstile::lock::RedisLock),
@@ -218,7 +218,7 @@ impl Pings {
         Ok(Pings::Socket {
             reader: BufReader::new(stream.try_clone().map_err(|e| e.to_string())?),
             writer: stream,
-            line: String::new(),
+            line: Vec::new(),
         })
     }
 
@@ -246,15 +246,13 @@ impl Pings {
             } => {
                 writer.write_all(b"PING\r\n").map_err(|e| e.to_string())?;
                 // At most a line's worth, in any bytes: a server of another kind may send
-                // anything.
-                let mut bytes = Vec::new();
+                // anything. The buffer is kept: this is the floor's measured loop.
+                line.clear();
                 (&mut *reader)
                     .take(256)
-                    .read_until(b'\n', &mut bytes)
+                    .read_until(b'\n', line)
                     .map_err(|e| e.to_string())?;
-                line.clear();
-                line.push_str(&String::from_utf8_lossy(&bytes));
-                ping_answer(line)
+                ping_answer(&String::from_utf8_lossy(line))
             }
             #[cfg(feature = "redis")]
             Pings::Client(lock) => lock.ping().map(drop).map_err(|e| e.to_string()),
