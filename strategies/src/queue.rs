@@ -997,10 +997,12 @@ impl<C: Transact> Queue<C> {
     }
 
     /// Queues `op` for `key` if there is a free slot right now; never blocks. The op must
-    /// start within the default timeout.
+    /// start within the default timeout; with a zero one, it runs only if the queue is
+    /// idle.
     ///
     /// # Errors
-    /// [`Error::Full`], [`Error::Closed`], [`Error::Reentrant`].
+    /// [`Error::Full`], [`Error::Closed`], [`Error::Reentrant`]; with a zero default
+    /// timeout, [`Error::Timeout`] when the queue is not idle.
     pub fn try_submit<T, E, F>(&self, key: &Key, op: F) -> Result<Ticket<T, E>, Error<E>>
     where
         F: FnMut(&mut Ctx<'_, C::Resource>) -> Result<T, E> + Send + 'static,
@@ -1038,7 +1040,7 @@ impl<C: Transact> Queue<C> {
         // Nothing can start "at once" on a queue unless it is idle: a deadline that has
         // already passed (a zero timeout) claims the idle queue or gives up, rather than
         // being accepted and then always expiring.
-        let try_once = matches!(how, SendMode::Until(Some(at)) if at <= since);
+        let try_once = deadline.is_some_and(|at| at <= since);
         if try_once {
             deadline = None;
             how = SendMode::Try;
@@ -1707,9 +1709,10 @@ impl<T, E> Ticket<T, E> {
         self.slot.lock().phase != Phase::Queued
     }
 
-    /// Whether the result is ready.
+    /// Whether the op is done: its result is ready (or was taken by polling the ticket
+    /// as a future).
     pub fn is_finished(&self) -> bool {
-        self.slot.lock().result.is_some()
+        self.slot.lock().phase == Phase::Done
     }
 
     /// With `then_forever`, a deadline that passes after the op started keeps waiting
@@ -1758,6 +1761,13 @@ impl<T, E> Ticket<T, E> {
         let result = loop {
             if let Some(result) = state.result.take() {
                 break result;
+            }
+            if state.phase == Phase::Done {
+                // Polled to completion as a future: the answer is gone, and no other
+                // will come.
+                break Err(Error::Config(
+                    "a queue ticket was waited on after it was polled to completion".into(),
+                ));
             }
             state = match deadline {
                 None => self

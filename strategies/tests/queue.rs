@@ -4,6 +4,7 @@
 
 use std::collections::HashSet;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::task::{Context, Poll, Wake, Waker};
@@ -247,6 +248,46 @@ fn a_zero_timeout_runs_only_on_an_idle_queue() {
     busy.wait().unwrap();
     queue.close();
     assert!(!ran.load(Ordering::SeqCst));
+}
+
+#[test]
+fn try_submit_with_a_zero_default_timeout_runs_only_on_an_idle_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = builder()
+        .timeout(Some(Duration::ZERO))
+        .build(db(&dir))
+        .unwrap();
+    // Idle: the op runs, although it cannot start "before" a zero deadline.
+    let ticket = queue.try_submit(&whole(), |_| Ok::<_, Io>(7)).unwrap();
+    assert_eq!(ticket.wait_timeout(HANG).unwrap(), 7);
+    // Busy: it gives up at once, and never runs.
+    let (busy, release) = block_worker(&queue);
+    let (ran, op) = op_that_records_running();
+    let r = queue.try_submit(&whole(), op).map(drop);
+    assert!(matches!(r, Err(Error::Timeout { .. })), "{r:?}");
+    release.send(()).unwrap();
+    busy.wait().unwrap();
+    queue.close();
+    assert!(!ran.load(Ordering::SeqCst));
+}
+
+#[test]
+fn a_ticket_polled_to_completion_answers_a_later_wait_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = new_queue(db(&dir)).unwrap();
+    let mut ticket = queue.submit(&whole(), |_| Ok::<_, Io>(5)).unwrap();
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let answer = loop {
+        match Pin::new(&mut ticket).poll(&mut Context::from_waker(&waker)) {
+            Poll::Ready(answer) => break answer,
+            Poll::Pending => std::thread::park_timeout(Duration::from_millis(10)),
+        }
+    };
+    assert_eq!(answer.unwrap(), 5);
+    assert!(ticket.is_finished());
+    // Its answer is gone: waiting says so instead of sleeping forever.
+    let r = within(HANG, move || ticket.wait());
+    assert!(matches!(r, Err(Error::Config(_))), "{r:?}");
 }
 
 #[test]
