@@ -360,6 +360,13 @@ impl Lock for MySqlLock {
         Capabilities::new(Scope::Hosts, HolderDeath::SessionEnds).fences(self.shared.fencing)
     }
 
+    /// The name on the server: two names that share it (a shared hash) are one lock,
+    /// taken once by a call that needs both (each lease has a connection of its own, so
+    /// taking it twice would wait on itself).
+    fn order_key<'a>(&self, name: &'a LockName) -> std::borrow::Cow<'a, [u8]> {
+        std::borrow::Cow::Owned(server_lock_name(name).into_bytes())
+    }
+
     fn backend_id(&self) -> &str {
         &self.shared.backend_id
     }

@@ -758,6 +758,13 @@ impl Lock for PostgresLock {
         Capabilities::new(Scope::Hosts, HolderDeath::SessionEnds).fences(self.shared.fencing)
     }
 
+    /// The advisory key: two names that share it are one lock, taken once by a call that
+    /// needs both (each lease has a session of its own, so taking it twice would wait on
+    /// itself).
+    fn order_key<'a>(&self, name: &'a LockName) -> std::borrow::Cow<'a, [u8]> {
+        std::borrow::Cow::Owned(advisory_key(name).to_be_bytes().to_vec())
+    }
+
     fn backend_id(&self) -> &str {
         &self.shared.backend_id
     }
