@@ -989,7 +989,7 @@ fn redlock_needs_a_quorum() {
     let text = r.unwrap_err().to_string();
     assert!(
         text.starts_with(&format!(
-            "backend unavailable: 2 of 3 Redis servers are out of reach (quorum 2): redis://{}/0: ",
+            "backend unavailable: 2 of 3 Redis servers failed (quorum 2): redis://{}/0: ",
             addrs[0]
         )),
         "{text}"
@@ -1031,7 +1031,7 @@ fn redlock_spec_names_every_server_out_of_reach() {
     assert_eq!(
         text,
         format!(
-            "backend unavailable: 2 of 3 Redis servers are out of reach (quorum 2): \
+            "backend unavailable: 2 of 3 Redis servers failed (quorum 2): \
              redis://127.0.0.1:{a}/0: Connection refused (os error 111); \
              redis://127.0.0.1:{b}/0: Connection refused (os error 111)",
             a = closed[0],

@@ -450,7 +450,8 @@ impl Lock for RedlockLock {
     }
 }
 
-/// Fewer than a quorum of the servers answered: every one that did not, and why.
+/// Fewer than a quorum of the servers answered as asked: every one that did not (out of
+/// reach, or answering with an error), and why.
 #[derive(Debug)]
 struct OutOfReach {
     servers: usize,
@@ -461,10 +462,9 @@ struct OutOfReach {
 
 impl fmt::Display for OutOfReach {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let are = if self.failed.len() == 1 { "is" } else { "are" };
         write!(
             f,
-            "{} of {} Redis servers {are} out of reach (quorum {})",
+            "{} of {} Redis servers failed (quorum {})",
             self.failed.len(),
             self.servers,
             self.quorum
@@ -651,7 +651,7 @@ mod tests {
         };
         assert_eq!(
             error.to_string(),
-            "2 of 3 Redis servers are out of reach (quorum 2): \
+            "2 of 3 Redis servers failed (quorum 2): \
              redis://h1:6379/0: Connection refused (os error 111); \
              redis://h2:6379/0: no answer within 400ms while connecting"
         );
@@ -663,7 +663,7 @@ mod tests {
         };
         assert_eq!(
             one.to_string(),
-            "1 of 1 Redis servers is out of reach (quorum 1): redis://h1:6379/0: refused"
+            "1 of 1 Redis servers failed (quorum 1): redis://h1:6379/0: refused"
         );
     }
 
@@ -694,7 +694,7 @@ mod tests {
                 .collect();
             assert!(
                 text.starts_with(&format!(
-                    "backend unavailable: 3 of 3 Redis servers are out of reach (quorum 2): {}",
+                    "backend unavailable: 3 of 3 Redis servers failed (quorum 2): {}",
                     servers[0]
                 )),
                 "{text}"
