@@ -409,9 +409,9 @@ impl<L: Lock, C: Transact> Serializer for Locked<L, C> {
             .map_err(Error::widen)?;
         let outcome = self.run_locked(&keys, deadline, &leases, &names, &mut resource, &mut op);
         if outcome.discard_resource {
-            self.pool.discard();
+            resource.discard();
         } else {
-            self.pool.put(resource);
+            resource.put();
         }
         // Release in reverse order of acquisition, by dropping: the op's outcome is
         // settled, and a failed release (of a lease that expired, say) changes nothing

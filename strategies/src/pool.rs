@@ -46,11 +46,13 @@ impl<R> Pool<R> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// A resource, idle or newly opened, lent until [`Lent::put`] or [`Lent::discard`];
+    /// a loan dropped without either (a panic in the code that had it) discards it.
     pub(crate) fn get<C: Connect<Resource = R>>(
         &self,
         connect: &C,
         deadline: Option<Instant>,
-    ) -> Result<R, StrategyError> {
+    ) -> Result<Lent<'_, R>, StrategyError> {
         let start = Instant::now();
         let mut state = self.lock();
         loop {
@@ -65,7 +67,7 @@ impl<R> Pool<R> {
                     && (since.elapsed() < CHECK_ALIVE_AFTER || connect.is_alive(&mut r))
                 {
                     slot.keep();
-                    return Ok(r);
+                    return Ok(Lent::new(self, r));
                 }
                 drop(r);
                 drop(slot);
@@ -80,7 +82,7 @@ impl<R> Pool<R> {
                 let slot = Slot::taken(self);
                 let r = connect.connect().map_err(Error::Unavailable)?;
                 slot.keep();
-                return Ok(r);
+                return Ok(Lent::new(self, r));
             }
             let wait = match deadline {
                 None => None,
@@ -108,7 +110,7 @@ impl<R> Pool<R> {
         }
     }
 
-    pub(crate) fn put(&self, resource: R) {
+    fn put(&self, resource: R) {
         let mut state = self.lock();
         state.idle.push((resource, Instant::now()));
         let waiting = state.waiting > 0;
@@ -119,13 +121,71 @@ impl<R> Pool<R> {
     }
 
     /// Gives up the slot of a resource that was dropped, and lets a waiter have it.
-    pub(crate) fn discard(&self) {
+    fn discard(&self) {
         let mut state = self.lock();
         state.open -= 1;
         let waiting = state.waiting > 0;
         drop(state);
         if waiting {
             self.freed.notify_one();
+        }
+    }
+}
+
+/// A resource lent by a [`Pool`]. Whatever happens to the code that has it, its slot comes
+/// back: by [`put`](Lent::put), by [`discard`](Lent::discard), or, dropped without either
+/// (a panic in a resource's `begin` or `commit`, say, outside the op's own guard), as a
+/// discard, so that the pool never shrinks for good.
+pub(crate) struct Lent<'a, R> {
+    pool: &'a Pool<R>,
+    resource: Option<R>,
+}
+
+impl<'a, R> Lent<'a, R> {
+    fn new(pool: &'a Pool<R>, resource: R) -> Self {
+        Lent {
+            pool,
+            resource: Some(resource),
+        }
+    }
+
+    /// Gives the resource back, idle, for reuse.
+    pub(crate) fn put(mut self) {
+        if let Some(r) = self.resource.take() {
+            self.pool.put(r);
+        }
+    }
+
+    /// Drops the resource (broken, or in an unknown state) and frees its slot.
+    pub(crate) fn discard(mut self) {
+        drop(self.resource.take());
+        self.pool.discard();
+    }
+}
+
+impl<R> std::ops::Deref for Lent<'_, R> {
+    type Target = R;
+
+    fn deref(&self) -> &R {
+        self.resource
+            .as_ref()
+            .expect("a lent resource is there until put or discarded")
+    }
+}
+
+impl<R> std::ops::DerefMut for Lent<'_, R> {
+    fn deref_mut(&mut self) -> &mut R {
+        self.resource
+            .as_mut()
+            .expect("a lent resource is there until put or discarded")
+    }
+}
+
+impl<R> Drop for Lent<'_, R> {
+    fn drop(&mut self) {
+        if let Some(r) = self.resource.take() {
+            drop(r);
+            self.pool.discard();
         }
     }
 }
@@ -217,8 +277,8 @@ mod tests {
         ));
         // The one slot is free again: a get opens a resource instead of timing out.
         let r = pool.get(&connect, soon()).expect("the slot was leaked");
-        assert_eq!(r, 0);
-        pool.discard();
+        assert_eq!(*r, 0);
+        r.discard();
         assert_eq!(pool.lock().open, 0);
     }
 
@@ -226,17 +286,30 @@ mod tests {
     fn a_liveness_check_that_panics_gives_its_slot_back() {
         let pool = Pool::new(1);
         let connect = Flaky::default();
-        let r = pool.get(&connect, soon()).unwrap();
+        pool.get(&connect, soon()).unwrap().put();
         // Idle long enough to be asked is_alive before reuse.
-        pool.lock()
-            .idle
-            .push((r, Instant::now() - CHECK_ALIVE_AFTER * 2));
+        pool.lock().idle[0].1 = Instant::now() - CHECK_ALIVE_AFTER * 2;
         connect.alive_panics.store(1, Ordering::SeqCst);
         let panicked = catch_unwind(AssertUnwindSafe(|| pool.get(&connect, soon())));
         assert!(panicked.is_err(), "is_alive should have panicked");
         let r = pool.get(&connect, soon()).expect("the slot was leaked");
-        assert_eq!(r, 1, "a fresh resource replaces the one dropped");
-        pool.put(r);
+        assert_eq!(*r, 1, "a fresh resource replaces the one dropped");
+        r.put();
         assert_eq!(pool.lock().open, 1);
+    }
+
+    #[test]
+    fn a_loan_dropped_by_a_panic_gives_its_slot_back() {
+        let pool = Pool::new(1);
+        let connect = Flaky::default();
+        let panicked = catch_unwind(AssertUnwindSafe(|| {
+            let _r = pool.get(&connect, soon()).unwrap();
+            panic!("a resource's commit panicked");
+        }));
+        assert!(panicked.is_err());
+        assert_eq!(pool.lock().open, 0);
+        let r = pool.get(&connect, soon()).expect("the slot was leaked");
+        assert_eq!(*r, 1, "the resource in the panicking hands is not reused");
+        r.put();
     }
 }

@@ -4,6 +4,7 @@
 #![cfg(all(feature = "queue", feature = "mutex", feature = "sqlite"))]
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use turnstile::lock::MutexLock;
@@ -11,9 +12,13 @@ use turnstile::queue::Queue;
 use turnstile::sqlite::rusqlite::{self, Connection, ErrorCode};
 use turnstile::sqlite::{Sqlite, Synchronous};
 use turnstile::{
-    Connect, Error, Key, KeyError, KeyScope, Lock, LockName, Locked, MAX_KEY_LEN, Serializer,
-    TxMode,
+    BoxError, Connect, Error, Key, KeyError, KeyScope, Lock, LockName, Locked, MAX_KEY_LEN,
+    Serializer, Transact, TransactError, TxMode,
 };
+
+#[path = "support/sqlite_delegate.rs"]
+#[macro_use]
+mod sqlite_delegate;
 
 const THREADS: usize = 8;
 const INCREMENTS: usize = 2_000;
@@ -541,6 +546,71 @@ fn bad_keys_are_refused_with_typed_errors() {
     // And through a strategy, the typed error converts into Error::InvalidKey.
     let e: Error<std::io::Error> = Key::new("").unwrap_err().into();
     assert!(matches!(e, Error::InvalidKey(KeyError::Empty)));
+}
+
+/// SQLite whose `COMMIT` panics while armed: a failure of the resource's own code, outside
+/// the op, that a real SQLite cannot be made to produce.
+struct PanickyCommit {
+    db: Sqlite,
+    armed: Arc<AtomicBool>,
+}
+
+impl Connect for PanickyCommit {
+    type Resource = Connection;
+    fn connect(&self) -> Result<Connection, BoxError> {
+        self.db.connect()
+    }
+    fn identity(&self) -> &str {
+        self.db.identity()
+    }
+}
+
+impl Transact for PanickyCommit {
+    delegate_to_db!(
+        begin,
+        rollback,
+        in_transaction,
+        savepoint,
+        release_savepoint,
+        rollback_to_savepoint
+    );
+    fn commit(&self, c: &mut Connection) -> Result<(), TransactError> {
+        assert!(!self.armed.load(Ordering::SeqCst), "commit exploded");
+        self.db.commit(c)
+    }
+}
+
+#[test]
+fn a_resource_that_panics_outside_the_op_costs_no_pool_slot() {
+    const POOL: usize = 2;
+    let dir = tempfile::tempdir().unwrap();
+    let armed = Arc::new(AtomicBool::new(true));
+    let strategy = Locked::new(
+        MutexLock::new(),
+        PanickyCommit {
+            db: db(&dir),
+            armed: armed.clone(),
+        },
+    )
+    .pool_size(POOL)
+    .unwrap()
+    .timeout(Some(Duration::from_secs(5)))
+    .unwrap();
+    for _ in 0..POOL + 1 {
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            strategy.run(&Key::whole(), |db| {
+                db.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+            })
+        }));
+        assert!(panicked.is_err(), "the commit should have panicked");
+    }
+    armed.store(false, Ordering::SeqCst);
+    // Every slot came back: the next call opens a connection instead of waiting out its
+    // deadline for one that was never returned.
+    let one = strategy.run(&Key::whole(), |db| {
+        db.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+    });
+    assert_eq!(one.unwrap(), 1);
 }
 
 #[test]

@@ -1158,10 +1158,9 @@ impl Serializer for PgXactLocked {
         let (result, broken) =
             self.run_in_transaction(&mut client, &keys, deadline, start, &mut op);
         if broken || client.is_closed() {
-            drop(client);
-            self.pool.discard();
+            client.discard();
         } else {
-            self.pool.put(client);
+            client.put();
         }
         result
     }
