@@ -1048,7 +1048,7 @@ impl<C: Transact> Queue<C> {
         let slot = Arc::new(Slot::new());
         let job: Box<dyn Job<C>> = Box::new(Task::<C, T, E, F> {
             slot: slot.clone(),
-            op,
+            op: OwnedOp(Some(op)),
             keys,
             deadline,
             start_deadline,
@@ -1894,9 +1894,21 @@ trait Job<C: Transact>: Send {
     fn deliver(&mut self, chain: Option<&Arc<WakeChain>>) -> Option<Arc<dyn Sleeper>>;
 }
 
+/// An op as a task owns it: dropped (on the worker or the flushing thread, whichever
+/// drops the task) so that a panic in what it captured (a value's `Drop`) cannot take that
+/// thread, and every answer after it, down.
+struct OwnedOp<F>(Option<F>);
+
+impl<F> Drop for OwnedOp<F> {
+    fn drop(&mut self) {
+        let op = self.0.take();
+        let _ = catch_unwind(AssertUnwindSafe(move || drop(op)));
+    }
+}
+
 struct Task<C: Transact, T, E, F> {
     slot: Arc<Slot<T, E>>,
-    op: F,
+    op: OwnedOp<F>,
     keys: Vec<Key>,
     /// The deadline the worker must claim the job by (`None` for a zero-timeout call
     /// that found the queue idle).
@@ -1972,6 +1984,9 @@ where
                 .with_attempt(attempt)
                 .with_deadline(deadline)
                 .with_fence(fence);
+            let op =
+                op.0.as_mut()
+                    .expect("a task's op is there until the task drops");
             op(&mut ctx)
         }));
         let (ran, broken, result) = match result {

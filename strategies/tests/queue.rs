@@ -290,6 +290,46 @@ fn a_ticket_polled_to_completion_answers_a_later_wait_at_once() {
     assert!(matches!(r, Err(Error::Config(_))), "{r:?}");
 }
 
+/// Panics when dropped: what an op may capture.
+struct Bomb;
+
+impl Drop for Bomb {
+    fn drop(&mut self) {
+        panic!("a captured value's drop exploded");
+    }
+}
+
+#[test]
+fn an_op_whose_captures_panic_when_dropped_leaves_the_queue_serving() {
+    for group_commit in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = builder()
+            .group_commit(group_commit)
+            .build(db(&dir))
+            .unwrap();
+        let bomb = Bomb;
+        let r = queue.run(&whole(), move |_| {
+            let _ = &bomb;
+            Ok::<_, Io>(1)
+        });
+        assert_eq!(r.unwrap(), 1);
+        // Cancelled unrun, the op is dropped by the worker too.
+        let (busy, release) = block_worker(&queue);
+        let bomb = Bomb;
+        let r = queue.run_timeout(&whole(), Duration::from_millis(10), move |_| {
+            let _ = &bomb;
+            Ok::<_, Io>(2)
+        });
+        assert!(matches!(r, Err(Error::Timeout { .. })), "{r:?}");
+        release.send(()).unwrap();
+        busy.wait().unwrap();
+        let q = &queue;
+        let later = q.run(&whole(), |_| Ok::<_, Io>(3));
+        assert_eq!(later.unwrap(), 3, "group_commit {group_commit}");
+        assert!(!queue.is_closed());
+    }
+}
+
 #[test]
 fn a_wait_that_times_out_before_start_cancels_the_op() {
     let dir = tempfile::tempdir().unwrap();
