@@ -614,6 +614,64 @@ fn a_resource_that_panics_outside_the_op_costs_no_pool_slot() {
 }
 
 #[test]
+fn an_op_calling_back_for_a_lock_its_call_holds_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    fn select(db: &mut turnstile::Ctx<'_, Connection>) -> rusqlite::Result<i64> {
+        db.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+    }
+    // Over SQLite: one lock for the whole database, whatever the key.
+    let strategy = Arc::new(Locked::new(MutexLock::new(), db(&dir)));
+    let inner = strategy.clone();
+    let started = Instant::now();
+    let nested = strategy
+        .run(&Key::new("a").unwrap(), move |_| {
+            Ok::<_, rusqlite::Error>(inner.run(&Key::new("b").unwrap(), select))
+        })
+        .unwrap();
+    assert!(matches!(nested, Err(Error::Reentrant)), "{nested:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "it waited first"
+    );
+    // Per key: another key's lock is free, the same key's is not.
+    let strategy = Arc::new(
+        Locked::new(MutexLock::new(), db(&dir))
+            .key_scope(KeyScope::PerKey)
+            .tx_mode(TxMode::Autocommit),
+    );
+    let inner = strategy.clone();
+    let (other, same) = strategy
+        .run(&Key::new("a").unwrap(), move |_| {
+            let other = inner.run(&Key::new("b").unwrap(), select);
+            let same = inner.run_many(&[Key::new("b").unwrap(), Key::new("a").unwrap()], select);
+            Ok::<_, rusqlite::Error>((other, same))
+        })
+        .unwrap();
+    assert_eq!(other.unwrap(), 1);
+    assert!(matches!(same, Err(Error::Reentrant)), "{same:?}");
+    // Once the op is over (even by a panic), its locks are forgotten.
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        strategy.run(
+            &Key::new("a").unwrap(),
+            |_| -> Result<(), rusqlite::Error> { panic!("the op exploded") },
+        )
+    }));
+    assert!(
+        matches!(panicked, Ok(Err(Error::Panicked(_)))),
+        "{panicked:?}"
+    );
+    assert_eq!(strategy.run(&Key::new("a").unwrap(), select).unwrap(), 1);
+    // Another strategy's locks are its own.
+    let other_strategy = Locked::new(MutexLock::new(), db(&dir)).tx_mode(TxMode::Autocommit);
+    let r = strategy
+        .run(&Key::new("a").unwrap(), move |_| {
+            Ok::<_, rusqlite::Error>(other_strategy.run(&Key::new("a").unwrap(), select))
+        })
+        .unwrap();
+    assert_eq!(r.unwrap(), 1);
+}
+
+#[test]
 fn callers_waiting_for_a_pooled_connection_get_one_when_it_is_returned() {
     const CALLERS: usize = 8;
     let dir = tempfile::tempdir().unwrap();
