@@ -7,7 +7,7 @@
 
 use std::any::Any;
 
-use crate::{BoxError, Error, Fence};
+use crate::{BoxError, Error, Fence, Scope};
 
 /// Opens resources of one kind, all pointing at the same data.
 pub trait Connect: Send + Sync + 'static {
@@ -52,6 +52,14 @@ pub trait Connect: Send + Sync + 'static {
     /// would still meet at the resource's own write lock.
     fn single_writer(&self) -> bool {
         false
+    }
+
+    /// How far the data's own arbitration of concurrent transactions reaches: which
+    /// callers a strategy that leaves exclusion to the data (`retry`) keeps apart. A
+    /// SQLite file: the processes of one host; a database server: every host that reaches
+    /// it. Default: [`Scope::Processes`].
+    fn arbitrates(&self) -> Scope {
+        Scope::Processes
     }
 
     /// Whether a resource that just failed is broken for good and must be reopened (an

@@ -431,6 +431,10 @@ impl<S: VersionStore> Connect for Versions<S> {
         self.store.single_writer()
     }
 
+    fn arbitrates(&self) -> Scope {
+        self.store.scope()
+    }
+
     fn is_broken(&self, resource: &mut Versioned<S>, error: &(dyn Any + Send + Sync)) -> bool {
         match find_error::<StoreError>(error) {
             Some(e) => e.broken,

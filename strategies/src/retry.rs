@@ -84,8 +84,8 @@ use std::time::{Duration, Instant};
 
 use crate::locked::{AfterOp, after_op, end_rest};
 use turnstile_core::{
-    Capabilities, Ctx, Error, HolderDeath, Key, MAX_TIMEOUT, Scope, Serializer, StrategyError,
-    Transact, TransactError, Wait, check_timeout, panic_message, sorted_keys,
+    Capabilities, Ctx, Error, HolderDeath, Key, MAX_TIMEOUT, Serializer, StrategyError, Transact,
+    TransactError, Wait, check_timeout, panic_message, sorted_keys,
 };
 
 /// The default first backoff ceiling: 1 ms.
@@ -459,7 +459,7 @@ impl<C: Transact> Serializer for Retry<C> {
     type Resource = C::Resource;
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::new(Scope::Processes, HolderDeath::ResourceRollsBack).reruns_op(true)
+        Capabilities::new(self.connect.arbitrates(), HolderDeath::ResourceRollsBack).reruns_op(true)
     }
 
     fn run_with<T, E, F>(&self, keys: &[Key], wait: Wait, mut op: F) -> Result<T, Error<E>>

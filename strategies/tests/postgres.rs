@@ -569,6 +569,8 @@ fn busy_errors_are_classified_and_savepoints_undo_only_their_part() {
 #[cfg(feature = "retry")]
 fn retry_never_reruns_an_op_that_committed_before_its_busy_error() {
     let strategy = turnstile::retry::Retry::new(Postgres::new(&url()).unwrap());
+    // The server arbitrates, for every host that reaches it.
+    assert_eq!(strategy.capabilities().scope, turnstile::Scope::Hosts);
     let mut admin = admin();
     for (then, committed) in [("COMMIT", true), ("COMMIT; BEGIN", true), ("", false)] {
         let table = unique("turnstile_retried");

@@ -353,6 +353,11 @@ fn classify(error: mysql::Error, timeout: Option<Duration>) -> TransactError {
 impl Connect for MySql {
     type Resource = Conn;
 
+    /// A server: every host that reaches it.
+    fn arbitrates(&self) -> turnstile_core::Scope {
+        turnstile_core::Scope::Hosts
+    }
+
     fn connect(&self) -> Result<Conn, BoxError> {
         match self.isolation {
             None => open(&self.opts, self.connect_timeout, self.read_timeout),

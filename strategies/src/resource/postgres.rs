@@ -415,6 +415,11 @@ fn classify(error: postgres::Error) -> TransactError {
 impl Connect for Postgres {
     type Resource = Client;
 
+    /// A server: every host that reaches it.
+    fn arbitrates(&self) -> turnstile_core::Scope {
+        turnstile_core::Scope::Hosts
+    }
+
     fn connect(&self) -> Result<Client, BoxError> {
         open(&self.config, self.isolation)
     }
