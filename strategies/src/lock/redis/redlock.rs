@@ -370,10 +370,12 @@ impl RedlockLock {
         self.inner.nodes.len()
     }
 
-    fn release_all(&self, keys: &Keys, token: &str) -> usize {
+    /// Releases the lease on every server, each call cut to `limit` (at least
+    /// [`node::MIN_IO_TIMEOUT`]); a server that did not answer has it expire at its TTL.
+    fn release_all(&self, keys: &Keys, token: &str, limit: Option<Instant>) -> usize {
         let mut released = 0;
         for n in self.inner.nodes.iter() {
-            if let Ok(true) = n.release(keys, token, None) {
+            if let Ok(true) = n.release(keys, token, limit) {
                 released += 1;
             }
         }
@@ -410,7 +412,9 @@ impl Lock for RedlockLock {
             let mut answered = 0;
             let mut failed = Vec::new();
             for n in inner.nodes.iter() {
-                match n.try_acquire(&keys, &token, ttl, false, None, None) {
+                // Each server's answer is awaited until the caller's deadline at most (but
+                // never less than `MIN_IO_TIMEOUT`), as a single Redis lock's is.
+                match n.try_acquire(&keys, &token, ttl, false, None, deadline) {
                     Ok(Attempt::Acquired(_)) => {
                         won += 1;
                         answered += 1;
@@ -430,7 +434,7 @@ impl Lock for RedlockLock {
                     state,
                 });
             }
-            self.release_all(&keys, &token);
+            self.release_all(&keys, &token, deadline);
             if answered < inner.quorum {
                 return Err(self.out_of_reach(failed));
             }
@@ -514,7 +518,9 @@ impl RedlockLease {
             return Ok(());
         }
         self.lock.inner.watchdog.unwatch(&self.state);
-        let released = self.lock.release_all(&self.state.keys, &self.state.token);
+        let released = self
+            .lock
+            .release_all(&self.state.keys, &self.state.token, None);
         if released >= self.lock.inner.quorum {
             Ok(())
         } else {
