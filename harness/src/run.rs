@@ -376,6 +376,14 @@ impl RunConfig {
         }
         if let Some(svg) = &self.svg {
             writable_file("--svg", svg)?;
+            if let Some(db) = &self.db
+                && same_file(svg, db)
+            {
+                return bad(format!(
+                    "--svg and --db name one file, {}: the timeline would overwrite the database",
+                    svg.display()
+                ));
+            }
         }
         if let Some(keep) = &self.keep {
             writable_dir("--keep", keep)?;
@@ -438,6 +446,20 @@ pub fn writable_file(flag: &str, path: &Path) -> Result<(), RunError> {
         };
         if path.is_dir() {
             return Err(bad("is a directory".into()));
+        }
+        // Opening a named pipe to write waits for a reader, maybe forever; a socket does
+        // not open at all.
+        if let Ok(meta) = std::fs::metadata(&path) {
+            use std::os::unix::fs::FileTypeExt;
+            let kind = meta.file_type();
+            if kind.is_fifo() || kind.is_socket() {
+                let what = if kind.is_fifo() {
+                    "named pipe"
+                } else {
+                    "socket"
+                };
+                return Err(bad(format!("is a {what}, not a file")));
+            }
         }
         let mut open = std::fs::OpenOptions::new();
         open.write(true);
@@ -1408,9 +1430,12 @@ fn run_on<B: Backend>(
     let kept = match (&config.keep, verdict) {
         (Some(keep), Verdict::Violation | Verdict::Inconclusive) => {
             let copied = copy_dir(dir, keep).and_then(|()| {
+                // A database already where it is kept (`--db` in `--keep`) stays as it is:
+                // a copy onto itself would empty it.
                 if !config.data.is_server()
                     && !paths.db.starts_with(dir)
                     && let Some(name) = paths.db.file_name()
+                    && !same_file(&paths.db, &keep.join(name))
                 {
                     std::fs::copy(&paths.db, keep.join(name))?;
                 }

@@ -194,6 +194,31 @@ fn keep_saves_history_and_database_of_a_failed_run() {
     ]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(!keep2.exists());
+    // A database already in the directory it is kept in stays whole.
+    let keep3 = dir.path().join("kept3");
+    std::fs::create_dir(&keep3).unwrap();
+    let db = keep3.join("run.db");
+    let (code, out, err) = check(&[
+        "--strategy",
+        "unserialized",
+        "--workload",
+        "counter",
+        "--threads",
+        "6",
+        "--ops",
+        "500",
+        "--keep",
+        keep3.to_str().unwrap(),
+        "--db",
+        db.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("kept in"), "{out}");
+    let n: i64 = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+        .unwrap();
+    assert!(n > 0, "the kept database lost its tables");
 }
 
 #[test]
@@ -434,9 +459,17 @@ fn unwritable_output_paths_are_bad_usage_before_the_run() {
     std::fs::write(&file, b"").unwrap();
     let missing = dir.path().join("missing-dir").join("t.svg");
     let under_file = file.join("kept");
+    // Opening a named pipe to write would wait for a reader forever.
+    let fifo = dir.path().join("pipe");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
     for (flag, path) in [
         ("--svg", missing.to_str().unwrap()),
         ("--svg", dir.path().to_str().unwrap()),
+        ("--svg", fifo.to_str().unwrap()),
         ("--keep", under_file.to_str().unwrap()),
     ] {
         // `mutex` passes: only the path can make this run fail.
@@ -446,6 +479,12 @@ fn unwritable_output_paths_are_bad_usage_before_the_run() {
         assert!(err.contains(flag) && err.contains(path), "{err}");
     }
     assert!(!missing.exists(), "the check leaves nothing behind");
+    // The timeline over the database it is drawn from.
+    let both = dir.path().join("run.svg");
+    let both = both.to_str().unwrap();
+    let (code, out, err) = check(&small_run("mutex", &["--svg", both, "--db", both]));
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("--svg and --db name one file"), "{err}");
 }
 
 /// A loop of symbolic links as `--svg` is bad usage, named, not a crash; a chain of links
