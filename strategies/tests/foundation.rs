@@ -12,13 +12,18 @@ use turnstile::queue::Queue;
 use turnstile::sqlite::rusqlite::{self, Connection, ErrorCode};
 use turnstile::sqlite::{Sqlite, Synchronous};
 use turnstile::{
-    BoxError, Connect, Error, Key, KeyError, KeyScope, Lock, LockName, Locked, MAX_KEY_LEN,
-    Serializer, Transact, TransactError, TxMode,
+    Connect, Error, Key, KeyError, KeyScope, Lock, LockName, Locked, MAX_KEY_LEN, Serializer,
+    TxMode,
 };
 
 #[path = "support/sqlite_delegate.rs"]
 #[macro_use]
 mod sqlite_delegate;
+
+#[path = "support/panicky_commit.rs"]
+mod panicky_commit;
+
+use panicky_commit::PanickyCommit;
 
 const THREADS: usize = 8;
 const INCREMENTS: usize = 2_000;
@@ -546,38 +551,6 @@ fn bad_keys_are_refused_with_typed_errors() {
     // And through a strategy, the typed error converts into Error::InvalidKey.
     let e: Error<std::io::Error> = Key::new("").unwrap_err().into();
     assert!(matches!(e, Error::InvalidKey(KeyError::Empty)));
-}
-
-/// SQLite whose `COMMIT` panics while armed: a failure of the resource's own code, outside
-/// the op, that a real SQLite cannot be made to produce.
-struct PanickyCommit {
-    db: Sqlite,
-    armed: Arc<AtomicBool>,
-}
-
-impl Connect for PanickyCommit {
-    type Resource = Connection;
-    fn connect(&self) -> Result<Connection, BoxError> {
-        self.db.connect()
-    }
-    fn identity(&self) -> &str {
-        self.db.identity()
-    }
-}
-
-impl Transact for PanickyCommit {
-    delegate_to_db!(
-        begin,
-        rollback,
-        in_transaction,
-        savepoint,
-        release_savepoint,
-        rollback_to_savepoint
-    );
-    fn commit(&self, c: &mut Connection) -> Result<(), TransactError> {
-        assert!(!self.armed.load(Ordering::SeqCst), "commit exploded");
-        self.db.commit(c)
-    }
 }
 
 #[test]

@@ -20,6 +20,11 @@ use turnstile::{BoxError, Connect, Error, Key, Serializer, Transact, TransactErr
 #[macro_use]
 mod sqlite_delegate;
 
+#[path = "support/panicky_commit.rs"]
+mod panicky_commit;
+
+use panicky_commit::PanickyCommit;
+
 type Io = std::io::Error;
 
 /// Generous bound for "does not hang" checks; never a performance assertion.
@@ -227,48 +232,48 @@ fn try_submit_on_a_full_queue_gives_full_without_blocking() {
     assert_eq!(a.wait().unwrap() + b.wait().unwrap(), 3);
 }
 
-#[test]
-fn a_zero_timeout_runs_only_on_an_idle_queue() {
-    let dir = tempfile::tempdir().unwrap();
-    let queue = new_queue(db(&dir)).unwrap();
-    queue.run(&whole(), |_| Ok::<_, Io>(())).unwrap();
-    // Idle: the op runs, although it cannot start "before" a zero deadline.
-    assert_eq!(
-        queue
-            .run_timeout(&whole(), Duration::ZERO, |_| Ok::<_, Io>(1))
-            .unwrap(),
-        1
-    );
-    // Busy: it gives up at once, and never runs.
-    let (busy, release) = block_worker(&queue);
-    let (ran, op) = op_that_records_running();
-    let r = queue.run_timeout(&whole(), Duration::ZERO, op);
-    assert!(matches!(r, Err(Error::Timeout { .. })), "{r:?}");
-    release.send(()).unwrap();
-    busy.wait().unwrap();
-    queue.close();
-    assert!(!ran.load(Ordering::SeqCst));
-}
+/// A call whose op must start at once: `run_timeout` with a zero timeout, or
+/// `try_submit` on a queue whose default timeout is zero.
+type ZeroWait = fn(
+    &Queue<Sqlite>,
+    Box<dyn FnMut(&mut turnstile::Ctx<'_, rusqlite::Connection>) -> Result<i32, Io> + Send>,
+) -> Result<i32, Error<Io>>;
 
 #[test]
-fn try_submit_with_a_zero_default_timeout_runs_only_on_an_idle_queue() {
-    let dir = tempfile::tempdir().unwrap();
-    let queue = builder()
-        .timeout(Some(Duration::ZERO))
-        .build(db(&dir))
-        .unwrap();
-    // Idle: the op runs, although it cannot start "before" a zero deadline.
-    let ticket = queue.try_submit(&whole(), |_| Ok::<_, Io>(7)).unwrap();
-    assert_eq!(ticket.wait_timeout(HANG).unwrap(), 7);
-    // Busy: it gives up at once, and never runs.
-    let (busy, release) = block_worker(&queue);
-    let (ran, op) = op_that_records_running();
-    let r = queue.try_submit(&whole(), op).map(drop);
-    assert!(matches!(r, Err(Error::Timeout { .. })), "{r:?}");
-    release.send(()).unwrap();
-    busy.wait().unwrap();
-    queue.close();
-    assert!(!ran.load(Ordering::SeqCst));
+fn a_zero_timeout_runs_only_on_an_idle_queue() {
+    let ways: [(Option<Duration>, ZeroWait); 2] = [
+        (None, |q, op| q.run_timeout(&whole(), Duration::ZERO, op)),
+        (Some(Duration::ZERO), |q, op| {
+            q.try_submit(&whole(), op)?.wait_timeout(HANG)
+        }),
+    ];
+    for (default_timeout, call) in ways {
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = builder();
+        if default_timeout.is_some() {
+            b = b.timeout(default_timeout);
+        }
+        let queue = b.build(db(&dir)).unwrap();
+        queue.run(&whole(), |_| Ok::<_, Io>(())).unwrap();
+        // Idle: the op runs, although it cannot start "before" a zero deadline.
+        assert_eq!(call(&queue, Box::new(|_| Ok(1))).unwrap(), 1);
+        // Busy: it gives up at once, and never runs.
+        let (busy, release) = block_worker(&queue);
+        let ran = Arc::new(AtomicBool::new(false));
+        let flag = ran.clone();
+        let r = call(
+            &queue,
+            Box::new(move |_| {
+                flag.store(true, Ordering::SeqCst);
+                Ok(2)
+            }),
+        );
+        assert!(matches!(r, Err(Error::Timeout { .. })), "{r:?}");
+        release.send(()).unwrap();
+        busy.wait().unwrap();
+        queue.close();
+        assert!(!ran.load(Ordering::SeqCst));
+    }
 }
 
 #[test]
@@ -981,38 +986,6 @@ fn without_group_commit_ops_commit_one_by_one() {
     let path = dir.path().join("q.db");
     assert_eq!(values(&path), vec![1, 3]);
     assert_eq!(batch_markers(&path), 0);
-}
-
-/// SQLite whose `COMMIT` panics once armed: a failure of the resource's own code that a
-/// real SQLite cannot be made to produce.
-struct PanickyCommit {
-    db: Sqlite,
-    armed: Arc<AtomicBool>,
-}
-
-impl Connect for PanickyCommit {
-    type Resource = rusqlite::Connection;
-    fn connect(&self) -> Result<rusqlite::Connection, BoxError> {
-        self.db.connect()
-    }
-    fn identity(&self) -> &str {
-        self.db.identity()
-    }
-}
-
-impl Transact for PanickyCommit {
-    delegate_to_db!(
-        begin,
-        rollback,
-        in_transaction,
-        savepoint,
-        release_savepoint,
-        rollback_to_savepoint
-    );
-    fn commit(&self, c: &mut rusqlite::Connection) -> Result<(), TransactError> {
-        assert!(!self.armed.load(Ordering::SeqCst), "commit exploded");
-        self.db.commit(c)
-    }
 }
 
 #[test]
