@@ -1,7 +1,8 @@
 //! Redlock: a lease on a majority of N independent Redis servers.
 //!
 //! The parameters follow redsync (the Go reference implementation): TTL 8 s, clock drift
-//! 1 % of the TTL plus 2 ms, a per-server timeout of 5 % of the TTL, and a random retry
+//! 1 % of the TTL plus 2 ms, a per-server timeout of 5 % of the TTL (cut to the caller's
+//! deadline, but never below 50 ms, in an acquire's round and its release), and a random retry
 //! delay of 50–250 ms between rounds, until the caller's deadline (instead of redsync's
 //! 32 tries). A round asks every server in turn; it wins with a quorum (N/2 + 1) whose
 //! remaining validity, TTL − elapsed − drift, is still positive; otherwise it releases
