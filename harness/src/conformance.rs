@@ -294,9 +294,13 @@ pub fn generated(
             .worker_exe(exe);
         if stop {
             // Pauses in critical sections: worker processes even for one process.
-            config = config.nemesis(Nemesis::Stop {
-                pause: Duration::from_millis(5),
-            });
+            // A perturbation, not a fault test: a run over before the first pause (or
+            // whose ops never pause, as most of a few notifications' do) still passes.
+            config = config
+                .nemesis(Nemesis::Stop {
+                    pause: Duration::from_millis(5),
+                })
+                .require_fault(false);
         }
         assert_passes(&config);
     }

@@ -59,6 +59,12 @@ pub struct RunConfig {
     pub rendezvous: Duration,
     /// Faults to inject (needs worker processes). Default none.
     pub nemesis: Option<Nemesis>,
+    /// With a [`nemesis`](Self::nemesis), whether a run it never struck is inconclusive
+    /// (the [floor](crate::check) checker): a fault test in which nothing failed has
+    /// tested nothing about faults. Default on. The conformance suite's generated
+    /// configurations turn it off: their short pauses are one perturbation among many,
+    /// and a run over before the first is due still tests the rest.
+    pub require_fault: bool,
     /// Where the data lives: a SQLite file (the default), or a PostgreSQL or MySQL
     /// database, in tables of the run's own that it drops at the end.
     pub data: DataSpec,
@@ -115,6 +121,7 @@ impl fmt::Debug for RunConfig {
             think,
             rendezvous,
             nemesis,
+            require_fault,
             data,
             versioned,
             sync,
@@ -138,6 +145,7 @@ impl fmt::Debug for RunConfig {
             .field("think", think)
             .field("rendezvous", rendezvous)
             .field("nemesis", nemesis)
+            .field("require_fault", require_fault)
             .field("data", data)
             .field("versioned", versioned)
             .field("sync", sync)
@@ -167,6 +175,7 @@ impl RunConfig {
             think: Duration::ZERO,
             rendezvous: Duration::ZERO,
             nemesis: None,
+            require_fault: true,
             data: DataSpec::Sqlite,
             versioned: None,
             sync: Synchronous::Normal,
@@ -221,6 +230,12 @@ impl RunConfig {
     /// Sets [`RunConfig::nemesis`].
     pub fn nemesis(mut self, n: Nemesis) -> Self {
         self.nemesis = Some(n);
+        self
+    }
+
+    /// Sets [`RunConfig::require_fault`].
+    pub fn require_fault(mut self, yes: bool) -> Self {
+        self.require_fault = yes;
         self
     }
 
@@ -1480,8 +1495,9 @@ fn run_on<B: Backend>(
     })
 }
 
-/// No vacuous passes: at least half the requested ops acknowledged, and after a fault
-/// some ops still acknowledged (the strategy recovered).
+/// No vacuous passes: at least half the requested ops acknowledged, a nemesis that hit
+/// something (unless [`RunConfig::require_fault`] is off), and after a fault some ops
+/// still acknowledged (the strategy recovered).
 fn floor(
     config: &RunConfig,
     history: &History,
@@ -1496,6 +1512,24 @@ fn floor(
             format!(
                 "only {acked} of {} ops acknowledged (need {want})",
                 config.ops
+            ),
+        ));
+    }
+    if let Some(nemesis) = config.nemesis
+        && config.require_fault
+        && faults.is_empty()
+    {
+        let (kind, when) = match nemesis {
+            Nemesis::Kill { .. } => ("killed", "kill"),
+            Nemesis::Stop { .. } => ("stopped", "stop"),
+        };
+        return Some(CheckResult::inconclusive(
+            "floor",
+            format!(
+                "the nemesis {kind} no worker: the run was over before its first {when} \
+                 (due {:?} after the start) or no op entered a critical section it could \
+                 {when} in; give it more ops",
+                nemesis.first()
             ),
         ));
     }
@@ -1721,5 +1755,16 @@ mod tests {
         // 80 ops between 0 and 800; a fault at 790 leaves one op after it (need 5).
         assert!(floor(&config, &acked(80, 0), &[fault(790)], 0).is_some());
         assert!(floor(&config, &acked(80, 0), &[fault(100)], 0).is_none());
+        // A nemesis that never struck leaves the run saying nothing about faults.
+        let kills = config.clone().nemesis(Nemesis::Kill {
+            every: Duration::from_millis(100),
+        });
+        let none = floor(&kills, &acked(80, 0), &[], 0).expect("no fault struck");
+        assert_eq!(none.verdict, Verdict::Inconclusive);
+        assert!(none.summary.contains("killed no worker"), "{}", none.summary);
+        assert!(floor(&kills, &acked(80, 0), &[fault(100)], 0).is_none());
+        // Unless the run asked for faults only as a perturbation.
+        let optional = kills.require_fault(false);
+        assert!(floor(&optional, &acked(80, 0), &[], 0).is_none());
     }
 }

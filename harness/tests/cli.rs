@@ -245,6 +245,31 @@ fn busy_timeout_survives_kills_in_critical_sections() {
     assert!(out.contains("integrity     pass"), "{out}");
 }
 
+/// A fault run over before the nemesis struck has tested nothing about faults: it is
+/// inconclusive (exit 3), not a pass. Two ops in two processes end long before the first
+/// kill, due 100 ms after the start.
+#[test]
+fn a_nemesis_that_never_struck_is_inconclusive() {
+    let (code, out, err) = check(&[
+        "--strategy",
+        "busy-timeout",
+        "--workload",
+        "counter",
+        "--threads",
+        "1",
+        "--procs",
+        "2",
+        "--ops",
+        "2",
+        "--nemesis",
+        "kill:60000",
+    ]);
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(out.contains(" 0 faults injected"), "{out}");
+    assert!(out.contains("the nemesis killed no worker"), "{out}");
+    assert!(out.contains("verdict: INCONCLUSIVE"), "{out}");
+}
+
 #[test]
 fn stopped_workers_resume_and_the_run_passes() {
     let (code, out, err) = check(&[
