@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use turnstile::spec::{Registry, Setup, Spec, redact_url};
 use turnstile::sqlite::{Sqlite, Synchronous};
-use turnstile::{BoxSerializer, Capabilities, Connect, Error, Key, Scope, Transact, TxMode};
+use turnstile::{BoxSerializer, Capabilities, Connect, Error, Key, Scope, Transact, TxMode, Wait};
 
 use crate::check::{self, CheckResult, Verdict};
 use crate::data::{self, Backend, DataSpec, Tables, WithBackend, WorkloadData};
@@ -544,6 +544,9 @@ pub enum RunError {
     Io(std::io::Error),
     /// The run's ops did not finish within [`RunConfig::time_limit`] (exit 3).
     TimedOut(Duration),
+    /// The op run before the start to see that the backend answers waited this long and
+    /// did not start: something else holds the lock, or keeps the data busy (exit 3).
+    ProbeTimedOut(Duration),
     /// The run was stopped early by [`interrupt::request`](crate::interrupt::request),
     /// for this signal (exit 128 + its number, as a shell reports a process the signal
     /// ended).
@@ -575,6 +578,10 @@ impl RunError {
             RunError::TimedOut(limit) => {
                 format!("the run did not finish within its time limit of {limit:?}")
             }
+            RunError::ProbeTimedOut(waited) => format!(
+                "the first op waited {waited:?} and did not start: something else holds \
+                 the lock or keeps the data busy (another run, a stale holder)"
+            ),
             RunError::Interrupted(signal) => format!("stopped early by signal {signal}"),
         }
     }
@@ -717,6 +724,10 @@ pub struct WorkerSpec {
     /// Whether to run one trivial op before reporting ready (replacements skip it).
     #[serde(default = "yes")]
     pub probe: bool,
+    /// How long that op may wait to start, in ms (`None`: as the run's ops). A run with a
+    /// time limit shorter than its op timeout probes within the limit.
+    #[serde(default)]
+    pub probe_wait_ms: Option<u64>,
     /// Where the data lives (default SQLite at `paths.db`).
     #[serde(default)]
     pub data: DataSpec,
@@ -757,6 +768,7 @@ impl fmt::Debug for WorkerSpec {
             announce,
             timeout_ms,
             probe,
+            probe_wait_ms,
             data,
             versioned,
             tables,
@@ -778,6 +790,7 @@ impl fmt::Debug for WorkerSpec {
             .field("announce", announce)
             .field("timeout_ms", timeout_ms)
             .field("probe", probe)
+            .field("probe_wait_ms", probe_wait_ms)
             .field("data", data)
             .field("versioned", versioned)
             .field("tables", tables)
@@ -808,17 +821,24 @@ impl WorkerSpec {
         }
         let strategy = registry.open(&self.strategy, &setup).map_err(open_error)?;
         if self.probe {
-            probe(&strategy)?;
+            let wait = self
+                .probe_wait_ms
+                .map_or(Wait::Default, |ms| Wait::Timeout(Duration::from_millis(ms)));
+            probe(&strategy, wait)?;
         }
         Ok(strategy)
     }
 }
 
 /// Runs one trivial op, so a backend out of reach shows before the run starts.
-fn probe<R: WorkloadData>(strategy: &BoxSerializer<R>) -> Result<(), RunError> {
-    crate::workload::run_op(strategy, &[Key::whole()], |db| db.probe()).map_err(|e| match e {
-        Error::Op(e) => RunError::Unavailable(e.to_string()),
-        other => open_error(other.strategy_only().unwrap_or(Error::Indeterminate)),
+fn probe<R: WorkloadData>(strategy: &BoxSerializer<R>, wait: Wait) -> Result<(), RunError> {
+    crate::workload::run_op_within(strategy, &[Key::whole()], wait, |db| db.probe()).map_err(|e| {
+        match e {
+            Error::Op(e) => RunError::Unavailable(e.to_string()),
+            // Not out of reach: something else holds the lock (or the data) all along.
+            Error::Timeout { waited } => RunError::ProbeTimedOut(waited),
+            other => open_error(other.strategy_only().unwrap_or(Error::Indeterminate)),
+        }
     })
 }
 
@@ -1087,6 +1107,11 @@ impl WorkerSpec {
             announce: false,
             timeout_ms: config.timeout.map(|t| t.as_millis() as u64),
             probe: true,
+            // The strategy's own default timeout is at most 30 s; an explicit one is cut
+            // to the run's time limit.
+            probe_wait_ms: config
+                .timeout
+                .map(|t| t.min(config.time_limit).as_millis() as u64),
             data: config.data.clone(),
             versioned,
             tables: if config.data.is_server() {
@@ -1650,6 +1675,7 @@ pub fn capabilities_of(
         announce: false,
         timeout_ms: None,
         probe: false,
+        probe_wait_ms: None,
         data: data.clone(),
         versioned: only_versioned(spec, data, registry),
         tables: Tables::generated(),
@@ -1761,7 +1787,11 @@ mod tests {
         });
         let none = floor(&kills, &acked(80, 0), &[], 0).expect("no fault struck");
         assert_eq!(none.verdict, Verdict::Inconclusive);
-        assert!(none.summary.contains("killed no worker"), "{}", none.summary);
+        assert!(
+            none.summary.contains("killed no worker"),
+            "{}",
+            none.summary
+        );
         assert!(floor(&kills, &acked(80, 0), &[fault(100)], 0).is_none());
         // Unless the run asked for faults only as a perturbation.
         let optional = kills.require_fault(false);

@@ -364,6 +364,7 @@ fn a_worker_reports_bad_specs_and_unreachable_backends_on_its_protocol() {
         announce: false,
         timeout_ms: None,
         probe: true,
+        probe_wait_ms: None,
         data: turnstile_harness::DataSpec::Sqlite,
         versioned: false,
         tables: String::new(),
@@ -702,4 +703,48 @@ fn messages_name_what_list_shows_and_say_each_cause_once() {
         assert_eq!(code, 3, "{err}");
         assert_eq!(err.matches("refused").count(), 1, "{err}");
     }
+}
+
+/// The op run before the start to see that the backend answers waits no longer than the
+/// run's time limit, even with a longer op timeout, and a lock held elsewhere all along is
+/// said to be held, not "backend unavailable". Here a holder keeps every stripe of a
+/// file-lock directory (as a stale process would).
+#[test]
+fn a_probe_kept_out_by_a_holder_is_bounded_by_the_time_limit_and_says_so() {
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().unwrap();
+    let locks = dir.path().join("locks");
+    let spec = format!("file-lock:{}", locks.display());
+    let (code, out, err) = check(&small_run(&spec, &[]));
+    assert_eq!(code, 0, "the lock directory is laid out: {out}{err}");
+    let layout = std::fs::read_to_string(locks.join("layout")).unwrap();
+    let stripes: usize = layout
+        .lines()
+        .find_map(|l| l.strip_prefix("stripes "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no stripe count in {layout:?}"));
+    let held: Vec<std::fs::File> = (0..stripes)
+        .map(|i| {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(locks.join(format!("stripe-{i:04}.lock")))
+                .unwrap();
+            rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive).unwrap();
+            file
+        })
+        .collect();
+    let started = Instant::now();
+    let (code, out, err) = check(&small_run(
+        &spec,
+        &["--timeout-ms", "60000", "--time-limit-s", "1"],
+    ));
+    let took = started.elapsed();
+    drop(held);
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(err.contains("did not start"), "{err}");
+    assert!(err.contains("something else holds the lock"), "{err}");
+    assert!(!err.contains("unavailable"), "{err}");
+    assert!(took < Duration::from_secs(30), "took {took:?}: {err}");
 }

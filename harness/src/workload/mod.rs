@@ -464,10 +464,20 @@ impl Probe {
 pub fn run_op<R: 'static, T: Send + 'static>(
     strategy: &BoxSerializer<R>,
     keys: &[Key],
+    op: impl FnMut(&mut Ctx<'_, R>) -> Result<T, OpError> + Send + 'static,
+) -> Result<T, Error<OpError>> {
+    run_op_within(strategy, keys, Wait::Default, op)
+}
+
+/// [`run_op`], waiting to start as `wait` says.
+pub fn run_op_within<R: 'static, T: Send + 'static>(
+    strategy: &BoxSerializer<R>,
+    keys: &[Key],
+    wait: Wait,
     mut op: impl FnMut(&mut Ctx<'_, R>) -> Result<T, OpError> + Send + 'static,
 ) -> Result<T, Error<OpError>> {
     strategy
-        .run_as(keys, Wait::Default, move |db| {
+        .run_as(keys, wait, move |db| {
             op(db).map_err(|e| Box::new(e) as BoxError)
         })
         .map_err(|e| {
