@@ -347,7 +347,7 @@ use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock, TryLockError};
 use std::task::{Context, Poll, Waker};
 use std::thread::{JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
@@ -1059,7 +1059,19 @@ impl<C: Transact> Queue<C> {
             delivered: false,
             _connect: PhantomData,
         });
-        let gate = self.shared.gate.read().unwrap_or_else(|p| p.into_inner());
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        let gate = match how {
+            // Only `close` writes the gate, and it may wait there for a submitter blocked
+            // on a full queue: a try must not wait behind it.
+            SendMode::Try => match self.shared.gate.try_read() {
+                Ok(gate) => gate,
+                Err(TryLockError::Poisoned(p)) => p.into_inner(),
+                Err(TryLockError::WouldBlock) => return Err(Error::Closed),
+            },
+            SendMode::Until(_) => self.shared.gate.read().unwrap_or_else(|p| p.into_inner()),
+        };
         let Some(sender) = gate.as_ref() else {
             return Err(Error::Closed);
         };

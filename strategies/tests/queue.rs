@@ -547,6 +547,45 @@ fn close_racing_blocked_submitters_runs_every_accepted_job_once() {
     ));
 }
 
+/// `try_submit` never blocks, not even while `close` waits for a submitter blocked on a
+/// full queue: it says the queue is closed at once. (It used to wait behind `close` for
+/// as long as the worker's op ran.)
+#[test]
+fn try_submit_does_not_block_behind_a_close_under_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = Arc::new(builder().capacity(1).build(db(&dir)).unwrap());
+    let (running, release) = block_worker(&queue);
+    // One job fills the queue; the next submitter blocks in its send.
+    let queued = queue.submit(&whole(), |_| Ok::<_, Io>(())).unwrap();
+    let q = queue.clone();
+    let blocked = std::thread::spawn(move || {
+        q.submit_with(&[whole()], Wait::Timeout(HANG), |_| Ok::<_, Io>(()))
+            .map(|t| t.wait_timeout(HANG))
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    let q = queue.clone();
+    let closing = std::thread::spawn(move || q.close());
+    while !queue.is_closed() {
+        std::thread::yield_now();
+    }
+    // Let `close` reach its wait for the submitter.
+    std::thread::sleep(Duration::from_millis(100));
+    let q = queue.clone();
+    let tried = within(Duration::from_secs(10), move || {
+        q.try_submit(&whole(), |_| Ok::<_, Io>(())).map(drop)
+    });
+    assert!(matches!(tried, Err(Error::Closed)), "{tried:?}");
+    drop(release);
+    running.wait_timeout(HANG).unwrap();
+    queued.wait_timeout(HANG).unwrap();
+    // Accepted before the close shut the gate, or refused as closed: never lost.
+    match blocked.join().unwrap() {
+        Ok(answer) => answer.unwrap(),
+        Err(e) => assert!(matches!(e, Error::Closed), "{e:?}"),
+    }
+    closing.join().unwrap();
+}
+
 #[test]
 fn ten_thousand_submits_then_close_all_run_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
