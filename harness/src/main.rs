@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use turnstile::spec::redact_url;
 use turnstile::sqlite::Synchronous;
 use turnstile_harness::nemesis::Nemesis;
 use turnstile_harness::{DataSpec, RunConfig, Workload, procs, registry, report, run};
@@ -67,7 +69,8 @@ struct CompareArgs {
     /// (--ops, --threads and --procs, when given, win).
     #[arg(long)]
     quick: bool,
-    /// SQLite synchronous settings to measure, comma-separated: off, normal, full, extra.
+    /// SQLite synchronous settings to measure, comma-separated: off, normal, full, extra
+    /// (SQLite data only: refused with a server's --data).
     #[arg(long, value_delimiter = ',', default_value = "normal")]
     sync: Vec<Synchronous>,
     /// Strategy specs, comma-separated (default: every embedded strategy, the baselines,
@@ -85,7 +88,9 @@ struct CompareArgs {
     /// --quick).
     #[arg(long, value_delimiter = ',')]
     procs: Vec<usize>,
-    /// Ops per setting (default 10000; 2000 with --quick).
+    /// Ops per setting (default 10000; 2000 with --quick). Every thread runs at least one
+    /// op: a value below a setting's threads × procs is refused (the default is raised to
+    /// it, with a note).
     #[arg(long)]
     ops: Option<usize>,
     /// Abandon a setting as inconclusive after this many seconds (worker processes), or
@@ -130,6 +135,7 @@ struct CompareArgs {
     #[arg(long)]
     svg: Option<PathBuf>,
     /// Don't run anything: print the table (and write --svg) of a report saved with --json.
+    /// Takes no other option but --svg: one that sets up a run is refused.
     #[arg(long)]
     from_json: Option<PathBuf>,
 }
@@ -153,7 +159,8 @@ struct CheckArgs {
     /// Ops in total.
     #[arg(long, default_value_t = 1000)]
     ops: usize,
-    /// Keys (default: the workload's).
+    /// Keys (default: the workload's). bank needs at least 2 (a transfer is between two
+    /// accounts); file_store has one, its file, whatever this says (with a note).
     #[arg(long)]
     keys: Option<usize>,
     /// Pause between each op's read and write, in µs.
@@ -169,13 +176,16 @@ struct CheckArgs {
     /// Run a lock strategy inside the resource's transaction, as applications do
     /// (fences enforced, a lost lease rolls back), not in autocommit, where only the lock
     /// protects the data. Tests recovery from a paused holder, not exclusion. Kill runs
-    /// always do.
+    /// always do. A control that always runs in autocommit (unserialized, racy-version,
+    /// redis-nofence) ignores it, with a note on stderr.
     #[arg(long)]
     transaction: bool,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
-    /// Save history and database here when the run does not pass.
+    /// Save history and database here when the run does not pass: a new directory (made
+    /// with its parents) or an empty one. One that holds files already is refused, so
+    /// that two runs' files never mix.
     #[arg(long)]
     keep: Option<PathBuf>,
     /// Where the data lives: sqlite (a fresh file), postgres://user@host:port/db or
@@ -189,7 +199,8 @@ struct CheckArgs {
         hide_env_values = true
     )]
     data: DataSpec,
-    /// SQLite synchronous: off, normal, full or extra.
+    /// SQLite synchronous: off, normal, full or extra (SQLite data only: refused with a
+    /// server's --data).
     #[arg(long, default_value = "normal")]
     sync: Synchronous,
     /// SQLite database path (default: a fresh temporary file).
@@ -240,12 +251,194 @@ impl clap::builder::TypedValueParser for DataParser {
             )
             .with_cmd(cmd)
         };
-        value
-            .to_str()
-            .ok_or_else(|| bad("not UTF-8".to_owned()))?
-            .parse()
-            .map_err(bad)
+        let given = value.to_str().ok_or_else(|| bad("not UTF-8".to_owned()))?;
+        let url = lower_scheme(given);
+        url.parse().map_err(|why: String| {
+            let (redacted, redacted_url) = (redact_url(given), redact_url(&url));
+            bad(report::cut_echoes(
+                &why,
+                [given, &url, &redacted, &redacted_url],
+            ))
+        })
     }
+}
+
+/// `spec` with the scheme of its URL (the name before `://`) in lower case: schemes are
+/// case-insensitive (RFC 3986), and so are strategy names, but a driver reads
+/// `Postgres://…` as a `key=value` string. Anything else is left as it is.
+fn lower_scheme(spec: &str) -> String {
+    match spec.trim_start().split_once("://") {
+        Some((scheme, rest))
+            if !scheme.is_empty()
+                && scheme
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+                && scheme.bytes().any(|b| b.is_ascii_uppercase()) =>
+        {
+            format!("{}://{rest}", scheme.to_ascii_lowercase())
+        }
+        _ => spec.to_owned(),
+    }
+}
+
+/// Refuses a Redis URL whose database index is below 0 (`redis://h:6379/-1`): the driver
+/// takes it, and only the server refuses it, once connected — a typo that would end the
+/// run inconclusive (a server out of reach) instead of as bad usage. `spec` is a strategy
+/// spec (`redis://…`, `queue+rediss://…`, `redlock://h1,h2,h3/-1`, …) or `--redis`'s URL;
+/// a spec of another kind passes.
+fn redis_db_index(spec: &str) -> Result<(), String> {
+    let Some((name, rest)) = spec.trim().split_once("://") else {
+        return Ok(());
+    };
+    let name = name.to_ascii_lowercase();
+    let name = name.strip_prefix("queue+").unwrap_or(&name);
+    if !matches!(
+        name,
+        "redis" | "rediss" | "redlock" | "redlocks" | "redis-nofence"
+    ) {
+        return Ok(());
+    }
+    // Host and path, after any user info (whose password may hold a `/`).
+    let before_query = rest.split(['?', '#']).next().unwrap_or(rest);
+    let hosts_and_path = before_query
+        .rsplit_once('@')
+        .map_or(before_query, |(_, after)| after);
+    match hosts_and_path
+        .split_once('/')
+        .and_then(|(_, db)| db.trim().parse::<i64>().ok())
+    {
+        Some(db) if db < 0 => Err(format!(
+            "bad Redis URL {:?}: database {db} is below 0 (the path /N picks database N, 0 and up)",
+            report::cut(&redact_url(spec))
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The longest file name Linux takes (`NAME_MAX`), in bytes.
+const NAME_MAX: usize = 255;
+
+/// The longest path Linux takes (`PATH_MAX` less its NUL), in bytes.
+const PATH_MAX: usize = 4095;
+
+/// The longest name of a file a run keeps in `--keep` but the database's own
+/// (`history-63.jsonl`, `effects.log`, `run.db-shm`, …), with room to spare.
+const KEPT_NAME_MAX: usize = 32;
+
+/// Checks `--keep DIR` before the run, beyond what the run checks (a directory that can be
+/// made there): that DIR holds no files yet, since a kept run's files would mix with an
+/// earlier run's and no one could tell them apart; and that each name in it fits
+/// [`NAME_MAX`] and the files kept in it [`PATH_MAX`], which would otherwise fail only
+/// after the run (`File name too long`). `db` is `--db`, whose name the kept copy takes.
+fn check_keep(dir: &Path, db: Option<&Path>) -> Result<(), String> {
+    let shown = || report::cut(&dir.display().to_string()).into_owned();
+    for part in dir.components() {
+        let len = part.as_os_str().len();
+        if len > NAME_MAX {
+            return Err(format!(
+                "--keep {}: a name in it is {len} bytes long, past the {NAME_MAX} a file name may have",
+                shown()
+            ));
+        }
+    }
+    let longest = db
+        .and_then(Path::file_name)
+        .map_or(0, std::ffi::OsStr::len)
+        .max(KEPT_NAME_MAX);
+    let len = dir.as_os_str().len();
+    if len + 1 + longest > PATH_MAX {
+        return Err(format!(
+            "--keep {}: its path is {len} bytes long: the files kept in it would pass the {PATH_MAX} bytes a path may have",
+            shown()
+        ));
+    }
+    // Not there, not a directory or not readable: the run's own check says what it is.
+    if let Ok(mut entries) = std::fs::read_dir(dir)
+        && entries.next().is_some()
+    {
+        return Err(format!(
+            "--keep {} is not empty: the run's files would mix with what is there; keep each run in a new or empty directory",
+            shown()
+        ));
+    }
+    Ok(())
+}
+
+/// Where the values of a subcommand's arguments came from.
+#[derive(Clone, Copy)]
+struct Given<'a>(Option<&'a clap::ArgMatches>);
+
+impl Given<'_> {
+    /// Whether the command line gave the argument `id` (not its default, nor its
+    /// environment variable).
+    fn on_command_line(self, id: &str) -> bool {
+        self.source(id) == Some(ValueSource::CommandLine)
+    }
+
+    /// Whether the argument `id` came from its environment variable.
+    fn by_variable(self, id: &str) -> bool {
+        self.source(id) == Some(ValueSource::EnvVariable)
+    }
+
+    fn source(self, id: &str) -> Option<ValueSource> {
+        self.0.and_then(|m| m.value_source(id))
+    }
+}
+
+/// Every value the command line and `check`'s and `compare`'s variables gave, as a message
+/// may echo it (whole, the value of `--flag=value`, with its password redacted): what
+/// [`say`] cuts.
+fn given_values() -> Vec<String> {
+    let mut values = Vec::new();
+    for arg in std::env::args_os().skip(1) {
+        let arg = arg.to_string_lossy().into_owned();
+        if let Some((_, value)) = arg.strip_prefix("--").and_then(|a| a.split_once('=')) {
+            values.push(value.to_owned());
+        }
+        values.push(arg);
+    }
+    for (name, value) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("TURNSTILE_CHECK_") || name.starts_with("TURNSTILE_COMPARE_") {
+            values.push(value.to_string_lossy().into_owned());
+        }
+    }
+    let redacted: Vec<String> = values
+        .iter()
+        .map(|v| redact_url(v))
+        .filter(|r| !values.contains(r))
+        .collect();
+    values.extend(redacted);
+    values
+}
+
+/// Writes `line` to stderr ([`report::to_stderr`]), with any long value it echoes from the
+/// command line or the environment [`cut`](report::cut): a message made elsewhere (the
+/// run's, a strategy's) may echo a 100 KB path or spec whole.
+fn say(line: &str) {
+    let values = given_values();
+    report::to_stderr(&report::cut_echoes(line, values.iter().map(String::as_str)));
+}
+
+/// Prints clap's error or help, with any long value it echoes cut as [`say`] does, and
+/// gives the exit code: 2 for an error, 0 for `--help` and `--version`.
+fn clap_error(e: &clap::Error) -> u8 {
+    if !e.use_stderr() {
+        let _ = e.print();
+        return 0;
+    }
+    let text = e.render().to_string();
+    let values = given_values();
+    let shown = report::cut_echoes(&text, values.iter().map(String::as_str));
+    if shown == text {
+        // Unchanged: as clap prints it, in colour on a terminal.
+        let _ = e.print();
+    } else {
+        let _ = std::io::stderr()
+            .lock()
+            .write_all(report::printable(&shown).as_bytes());
+    }
+    2
 }
 
 /// Whether the command line gives `arg`'s flag (`--data URL` or `--data=URL`), rather
@@ -289,8 +482,57 @@ fn read_at_most(path: &Path, limit: u64) -> Result<Vec<u8>, String> {
     Ok(bytes)
 }
 
-fn check(args: CheckArgs) -> u8 {
-    let mut config = RunConfig::new(args.strategy, args.workload)
+/// Where `check`'s strategy spec comes from when no flag gives it.
+const STRATEGY_VAR: &str = "TURNSTILE_CHECK_STRATEGY";
+
+fn check(args: CheckArgs, given: Given<'_>) -> u8 {
+    // When the run cannot start, say where a strategy no flag gave came from.
+    let from_variable = || {
+        if given.by_variable("strategy") {
+            say(&format!(
+                "turnstile check: note: the strategy is {STRATEGY_VAR}'s value (no --strategy was given)"
+            ));
+        }
+    };
+    let usage = |reason: String| {
+        say(&format!("turnstile check: bad usage: {reason}"));
+        from_variable();
+        2
+    };
+    let strategy = lower_scheme(&args.strategy);
+    if let Err(reason) = redis_db_index(&strategy) {
+        return usage(reason);
+    }
+    if let Some(keep) = &args.keep
+        && let Err(reason) = check_keep(keep, args.db.as_deref())
+    {
+        return usage(reason);
+    }
+    // Options that would be ignored.
+    if given.on_command_line("sync") && args.data.is_server() {
+        return usage(format!(
+            "--sync is SQLite's setting; the data is in {}{} (drop one of --sync and --data)",
+            report::cut(&args.data.to_string()),
+            if given.by_variable("data") {
+                " (from TURNSTILE_CHECK_DATA)"
+            } else {
+                ""
+            }
+        ));
+    }
+    match (args.workload, args.keys) {
+        (Workload::Bank, Some(k @ 1)) => {
+            return usage(format!(
+                "--keys must be at least 2 for the bank workload (a transfer moves money between two accounts), got {k}"
+            ));
+        }
+        // A note, not a refusal: one set of flags may serve every workload.
+        (Workload::FileStore, Some(k)) if k != 1 => say(&format!(
+            "turnstile check: note: --keys {k} has no effect on the file_store workload: its ops all rewrite one file"
+        )),
+        _ => {}
+    }
+    let mut config = RunConfig::new(strategy, args.workload)
         .threads(args.threads)
         .procs(args.procs)
         .ops(args.ops)
@@ -332,17 +574,74 @@ fn check(args: CheckArgs) -> u8 {
             } else {
                 out(&report::text(&r));
             }
+            // A strategy that runs in autocommit whatever it is asked (a control).
+            if args.transaction && !r.transactional {
+                say(&format!(
+                    "turnstile check: note: --transaction had no effect: {} runs in autocommit whatever it is asked",
+                    report::cut(&r.strategy)
+                ));
+            }
             r.exit_code() as u8
         }
         Err(e) => {
-            report::to_stderr(&format!("turnstile check: {e}"));
+            say(&format!("turnstile check: {e}"));
+            from_variable();
             e.exit_code() as u8
         }
     }
 }
 
-fn compare(args: CompareArgs) -> u8 {
+/// The options of `compare` that set up a run, which `--from-json` (which runs nothing)
+/// refuses: their ids and flags.
+const RUN_OPTIONS: [(&str, &str); 14] = [
+    ("quick", "--quick"),
+    ("sync", "--sync"),
+    ("strategies", "--strategies"),
+    ("threads", "--threads"),
+    ("procs", "--procs"),
+    ("ops", "--ops"),
+    ("time_limit_s", "--time-limit-s"),
+    ("workload", "--workload"),
+    ("redis", "--redis"),
+    ("no_redis", "--no-redis"),
+    ("mysql", "--mysql"),
+    ("postgres", "--postgres"),
+    ("data", "--data"),
+    ("json", "--json"),
+];
+
+fn compare(args: CompareArgs, given: Given<'_>) -> u8 {
     use turnstile_harness::compare::{self, CompareConfig};
+    let usage = |reason: String| {
+        say(&format!("turnstile compare: bad usage: {reason}"));
+        2
+    };
+    // Options that would be ignored. A variable (TURNSTILE_COMPARE_…) is not refused: a
+    // shell may export one for the runs and still read a report back.
+    if args.from_json.is_some() {
+        let ignored: Vec<&str> = RUN_OPTIONS
+            .iter()
+            .filter(|(id, _)| given.on_command_line(id))
+            .map(|(_, flag)| *flag)
+            .collect();
+        if !ignored.is_empty() {
+            return usage(format!(
+                "--from-json prints a saved report and runs nothing: {} would be ignored (leave {} out)",
+                ignored.join(", "),
+                if ignored.len() == 1 { "it" } else { "them" }
+            ));
+        }
+    } else if given.on_command_line("sync") && args.data.is_server() {
+        return usage(format!(
+            "--sync is SQLite's setting; the data is in {}{} (drop one of --sync and --data)",
+            report::cut(&args.data.to_string()),
+            if given.by_variable("data") {
+                " (from TURNSTILE_COMPARE_DATA)"
+            } else {
+                ""
+            }
+        ));
+    }
     let registry = registry();
     let mut config = CompareConfig::default();
     config.quick = args.quick;
@@ -351,12 +650,15 @@ fn compare(args: CompareArgs) -> u8 {
         let mut specs = Vec::new();
         for list in &args.strategies {
             match compare::split_strategies(list, &registry) {
-                Ok(more) => specs.extend(more),
+                Ok(more) => specs.extend(more.iter().map(|spec| lower_scheme(spec))),
                 Err(e) => {
-                    report::to_stderr(&format!("turnstile compare: {e}"));
+                    say(&format!("turnstile compare: {e}"));
                     return e.exit_code() as u8;
                 }
             }
+        }
+        if let Some(reason) = specs.iter().find_map(|spec| redis_db_index(spec).err()) {
+            return usage(reason);
         }
         config.strategies = Some(specs);
     }
@@ -371,14 +673,18 @@ fn compare(args: CompareArgs) -> u8 {
     config.ops = args.ops;
     config.time_limit = args.time_limit_s.map(Duration::from_secs);
     config.workload = args.workload;
-    config.redis = args.redis;
+    if let Some(Err(reason)) = args.redis.as_deref().map(redis_db_index) {
+        return usage(format!("--redis: {reason}"));
+    }
+    let url = |url: Option<String>| url.as_deref().map(lower_scheme);
+    config.redis = url(args.redis);
     config.no_private_redis = args.no_redis;
-    config.mysql = args.mysql;
-    config.postgres = args.postgres;
+    config.mysql = url(args.mysql);
+    config.postgres = url(args.postgres);
     config.data = args.data;
     config.progress = true;
     // The outputs are checked before anything runs: a comparison takes minutes.
-    let json = args.json.as_ref().filter(|_| args.from_json.is_none());
+    let json = args.json.as_ref();
     // Two outputs, or an output and the report read, in one file: one would be lost.
     let files = [
         ("--json", json),
@@ -390,11 +696,10 @@ fn compare(args: CompareArgs) -> u8 {
             if let (Some(a), Some(b)) = (path, other_path)
                 && turnstile_harness::run::same_file(a, b)
             {
-                report::to_stderr(&format!(
-                    "turnstile compare: bad usage: {flag} and {other} name one file, {}: one would overwrite the other",
+                return usage(format!(
+                    "{flag} and {other} name one file, {}: one would overwrite the other",
                     b.display()
                 ));
-                return 2;
             }
         }
     }
@@ -402,7 +707,7 @@ fn compare(args: CompareArgs) -> u8 {
         if let Some(path) = path
             && let Err(e) = turnstile_harness::run::writable_file(flag, path)
         {
-            report::to_stderr(&format!("turnstile compare: {e}"));
+            say(&format!("turnstile compare: {e}"));
             return e.exit_code() as u8;
         }
     }
@@ -413,7 +718,7 @@ fn compare(args: CompareArgs) -> u8 {
         {
             Ok(report) => report,
             Err(e) => {
-                report::to_stderr(&format!(
+                say(&format!(
                     "turnstile compare: reading {}: {e}",
                     path.display()
                 ));
@@ -431,7 +736,7 @@ fn compare(args: CompareArgs) -> u8 {
     let comparison = match compare::compare(&config, &registry) {
         Ok(c) => c,
         Err(e) => {
-            report::to_stderr(&format!("turnstile compare: {e}"));
+            say(&format!("turnstile compare: {e}"));
             return e.exit_code() as u8;
         }
     };
@@ -443,7 +748,7 @@ fn compare(args: CompareArgs) -> u8 {
             .flatten()
             .map(|p| p.display().to_string())
             .collect();
-        report::to_stderr(&format!(
+        say(&format!(
             "turnstile compare: interrupted by signal {signal}: the table holds the settings that finished{}",
             if unwritten.is_empty() {
                 String::new()
@@ -534,12 +839,12 @@ fn stop_early_on_signals(command: &'static str) {
                 // The way out first: nothing below may keep it from being armed.
                 std::thread::spawn(move || {
                     std::thread::sleep(GRACE);
-                    report::to_stderr(&format!(
+                    say(&format!(
                         "turnstile {command}: the run did not stop within {GRACE:?}; exiting without its clean-up"
                     ));
                     at_once(first);
                 });
-                report::to_stderr(&format!(
+                say(&format!(
                     "turnstile {command}: stopping after signal {first} (a second one stops at once)"
                 ));
                 if signals.next().is_some() {
@@ -547,7 +852,7 @@ fn stop_early_on_signals(command: &'static str) {
                 }
             });
         }
-        Err(e) => report::to_stderr(&format!(
+        Err(e) => say(&format!(
             "turnstile {command}: note: no signal handler ({e}): an interrupted run may leave its files, tables and redis-server behind"
         )),
     }
@@ -575,9 +880,9 @@ fn finish(code: i32, outputs: &[(&str, &PathBuf, String)]) -> u8 {
     let mut failed = false;
     for (what, path, text) in outputs {
         match std::fs::write(path, text) {
-            Ok(()) => report::to_stderr(&format!("wrote {what} to {}", path.display())),
+            Ok(()) => say(&format!("wrote {what} to {}", path.display())),
             Err(e) => {
-                report::to_stderr(&format!(
+                say(&format!(
                     "turnstile compare: note: {what} could not be written to {}: {e}",
                     path.display()
                 ));
@@ -589,16 +894,17 @@ fn finish(code: i32, outputs: &[(&str, &PathBuf, String)]) -> u8 {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(e) => {
-            let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
-        }
+    let parsed = Cli::command()
+        .try_get_matches()
+        .and_then(|matches| Cli::from_arg_matches(&matches).map(|cli| (cli, matches)));
+    let (cli, matches) = match parsed {
+        Ok(parsed) => parsed,
+        Err(e) => return ExitCode::from(clap_error(&e)),
     };
+    let given = Given(matches.subcommand().map(|(_, m)| m));
     ExitCode::from(match cli.command {
-        Command::Check(args) => check(args),
-        Command::Compare(args) => compare(args),
+        Command::Check(args) => check(args, given),
+        Command::Compare(args) => compare(args, given),
         Command::List => {
             out(&turnstile_harness::data::listing(&registry()));
             let names: Vec<&str> = Workload::ALL.iter().map(|w| w.name()).collect();

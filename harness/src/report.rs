@@ -36,6 +36,74 @@ pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// The most characters of a value a message echoes whole ([`cut`]).
+pub const MAX_ECHO: usize = 200;
+
+/// `value` as a message may echo it: whole up to [`MAX_ECHO`] characters; a longer one (a
+/// 100 KB path or spec, a name in a hand-edited report) as its first [`MAX_ECHO`]
+/// characters, then `…` and its full length, so that the message stays readable and
+/// still says which value it is about.
+///
+/// ```
+/// use turnstile_harness::report::{MAX_ECHO, cut};
+///
+/// assert_eq!(cut("mutex"), "mutex");
+/// let long = "x".repeat(100_000);
+/// assert_eq!(cut(&long), format!("{}… (100000 characters)", "x".repeat(MAX_ECHO)));
+/// ```
+pub fn cut(value: &str) -> std::borrow::Cow<'_, str> {
+    match value.char_indices().nth(MAX_ECHO) {
+        None => std::borrow::Cow::Borrowed(value),
+        Some((end, _)) => std::borrow::Cow::Owned(format!(
+            "{}… ({} characters)",
+            &value[..end],
+            value.chars().count()
+        )),
+    }
+}
+
+/// `text` (a message made elsewhere) with each of `values` longer than [`MAX_ECHO`]
+/// characters that it echoes, as given or as `{:?}` escapes it, [`cut`]: for messages
+/// whose maker did not cut what it echoed (clap's, a strategy's).
+pub fn cut_echoes<'a>(text: &str, values: impl IntoIterator<Item = &'a str>) -> String {
+    let mut long: Vec<&str> = values
+        .into_iter()
+        .filter(|v| v.chars().nth(MAX_ECHO).is_some())
+        .collect();
+    // The longest first: a value may hold a shorter one.
+    long.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    let mut text = text.to_owned();
+    for value in long {
+        let escaped = format!("{value:?}");
+        let escaped = &escaped[1..escaped.len() - 1];
+        for form in [value, escaped] {
+            if text.contains(form) {
+                text = text.replace(form, &cut(form));
+            }
+        }
+    }
+    text
+}
+
+/// `text` on one line: every control character, line feeds and tabs too, written as
+/// Rust escapes (`\n`, `\u{1b}`): for a value read from a file (a strategy's name in a
+/// report) that a table cell or a line of its own shows, where a line feed would split
+/// the row and a tab shift its columns.
+pub fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            let _ = write!(out, "{}", c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// The report as text: one line per checker, its evidence indented below.
 pub fn text(report: &RunReport) -> String {
     let mut out = String::new();

@@ -432,11 +432,15 @@ fn check_takes_its_url_flags_from_its_own_environment_variables() {
                 .collect::<Vec<_>>()
                 .join(" ")
         };
-        // A value refused as it is parsed names where it came from.
-        let from = format!(" (from {var})");
-        if flag == "--data" && code == 2 {
+        // A value refused as it is parsed names where it came from; a run that cannot
+        // start with a strategy from the variable says so in a note.
+        let from = match flag {
+            "--data" => format!(" (from {var})"),
+            _ => format!("note: the strategy is {var}'s value"),
+        };
+        if flag == "--strategy" || code == 2 {
             assert!(env_err.contains(&from), "{env_err}");
-            assert!(!flag_err.contains("(from "), "{flag_err}");
+            assert!(!flag_err.contains(var), "{flag_err}");
         }
         assert_eq!(gist(&env_err.replace(&from, "")), gist(&flag_err), "{var}");
     }
@@ -592,13 +596,37 @@ fn an_output_that_fails_after_the_run_is_a_note_under_the_report() {
         "{out}"
     );
 
+    // A directory where the history file would be copied, made once the run began (made
+    // before, it would be refused as a `--keep` that is not empty): the run's directory
+    // appears in its TMPDIR after the checks.
     let dir = tempfile::tempdir().unwrap();
     let keep = dir.path().join("kept");
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let mut args = small_run("unserialized", &["--keep", keep.to_str().unwrap()]);
+    args.extend(["--think-us", "5000"]);
+    let child = std::process::Command::new(cli_support::EXE)
+        .arg("check")
+        .args(&args)
+        .env("TMPDIR", &tmp)
+        .env_remove(CHECK_ENV[0])
+        .env_remove(CHECK_ENV[1])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let began = std::time::Instant::now();
+    while std::fs::read_dir(&tmp).unwrap().next().is_none() {
+        assert!(began.elapsed().as_secs() < 60, "the run did not begin");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
     std::fs::create_dir_all(keep.join("history-0.jsonl")).unwrap();
-    let (code, out, err) = check(&small_run(
-        "unserialized",
-        &["--keep", keep.to_str().unwrap()],
-    ));
+    let output = child.wait_with_output().unwrap();
+    let (code, out, err) = (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
     assert_eq!(code, 1, "{out}{err}");
     assert!(out.contains("verdict: VIOLATION"), "{out}");
     assert!(
@@ -747,4 +775,213 @@ fn a_probe_kept_out_by_a_holder_is_bounded_by_the_time_limit_and_says_so() {
     assert!(err.contains("something else holds the lock"), "{err}");
     assert!(!err.contains("unavailable"), "{err}");
     assert!(took < Duration::from_secs(30), "took {took:?}: {err}");
+}
+
+/// `--keep` into a directory that holds files already would mix two runs' files: bad usage
+/// before the run, naming it, and what is there stays as it was. A name in it past
+/// NAME_MAX (255 bytes), or a path whose kept files would pass PATH_MAX, would fail only
+/// after the run: bad usage before it too. (`unserialized` fails: its run would keep.)
+#[test]
+fn keep_refuses_a_directory_with_files_and_a_name_too_long_before_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let keep = dir.path().join("kept");
+    std::fs::create_dir(&keep).unwrap();
+    std::fs::write(keep.join("history-0.jsonl"), b"an earlier run's\n").unwrap();
+    let keep_str = keep.to_str().unwrap();
+    let (code, out, err) = check(&small_run("unserialized", &["--keep", keep_str]));
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(out.is_empty(), "nothing runs: {out}");
+    assert!(
+        err.contains(&format!("--keep {keep_str} is not empty")),
+        "{err}"
+    );
+    let names: Vec<_> = std::fs::read_dir(&keep).unwrap().collect();
+    assert_eq!(names.len(), 1);
+    assert_eq!(
+        std::fs::read(keep.join("history-0.jsonl")).unwrap(),
+        b"an earlier run's\n"
+    );
+    // An empty directory takes the run's files.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let (code, out, err) = check(&small_run(
+        "unserialized",
+        &["--keep", empty.to_str().unwrap()],
+    ));
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(empty.join("history-0.jsonl").is_file(), "{out}");
+
+    let long_name = dir.path().join("n".repeat(300)).join("kept");
+    let long_path = dir
+        .path()
+        .join(vec!["d".repeat(200); 21].join("/"))
+        .join("kept");
+    for (keep, why) in [
+        (&long_name, "a name in it is 300 bytes long, past the 255"),
+        (&long_path, "the files kept in it would pass the 4095 bytes"),
+    ] {
+        let (code, out, err) = check(&small_run(
+            "unserialized",
+            &["--keep", keep.to_str().unwrap()],
+        ));
+        assert_eq!(code, 2, "{out}{err}");
+        assert!(out.is_empty(), "nothing runs: {out}");
+        assert!(err.contains("--keep ") && err.contains(why), "{err}");
+    }
+}
+
+/// Options the run would ignore are refused before it, saying why: `--sync` (SQLite's)
+/// with a server's data, `--keys 1` on `bank` (which needs two accounts). Where one set
+/// of flags may serve side by side runs, an ignored one is a note on stderr instead:
+/// `--transaction` on a control that always runs in autocommit, `--keys` on `file_store`
+/// (one file).
+#[test]
+fn options_a_run_would_ignore_are_refused_or_noted() {
+    let data = turnstile_harness::conformance::postgres_url();
+    for (args, says) in [
+        (
+            small_run("mutex", &["--data", &data, "--sync", "full"]),
+            "--sync is SQLite's setting; the data is in postgres://",
+        ),
+        (
+            vec!["--strategy", "mutex", "--workload", "bank", "--keys", "1"],
+            "--keys must be at least 2 for the bank workload",
+        ),
+    ] {
+        let (code, out, err) = check(&args);
+        assert_eq!(code, 2, "{args:?}: {out}{err}");
+        assert!(out.is_empty(), "{args:?}: nothing runs: {out}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    // The variable's data is named as such.
+    let (code, _, err) = check_env(
+        &small_run("mutex", &["--sync", "full"]),
+        &[(CHECK_ENV[1], &data)],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("(from TURNSTILE_CHECK_DATA)"), "{err}");
+
+    let (code, out, err) = check(&small_run("unserialized", &["--transaction"]));
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("note: --transaction had no effect: unserialized runs in autocommit"),
+        "{err}"
+    );
+    let (code, out, err) = check(&small_run("mutex", &["--transaction"]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!err.contains("no effect"), "{err}");
+    let file_store = [
+        "--strategy",
+        "mutex",
+        "--workload",
+        "file_store",
+        "--ops",
+        "20",
+    ];
+    let (code, out, err) = check(&[&file_store[..], &["--keys", "3"]].concat());
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        err.contains("note: --keys 3 has no effect on the file_store workload"),
+        "{err}"
+    );
+}
+
+/// A message never echoes a user's value whole past 200 characters: a 100 KB path,
+/// spec, nemesis or workload is cut to its first 200, then `…` and its length.
+#[test]
+fn messages_cut_a_long_value_they_echo() {
+    let long = "x".repeat(100_000);
+    let medium = "y".repeat(300);
+    let path = format!("/nonexistent-dir/{long}");
+    let cut = format!("{}… (", &path[..200]);
+    for (args, shown) in [
+        (small_run("mutex", &["--svg", &path]), &cut),
+        (small_run("mutex", &["--db", &path]), &cut),
+        (small_run("mutex", &["--keep", &path]), &cut),
+        // (A spec too long for its password to be found is not shown at all.)
+        (
+            small_run(&long, &[]),
+            &"[100000 bytes, not shown]".to_owned(),
+        ),
+        (
+            small_run(&medium, &[]),
+            &format!("{}… (300 characters)", &medium[..200]),
+        ),
+        (
+            small_run("mutex", &["--nemesis", &long]),
+            &format!("{}… (100000 characters)", &long[..200]),
+        ),
+        (
+            vec!["--strategy", "mutex", "--workload", &long],
+            &format!("{}… (100000 characters)", &long[..200]),
+        ),
+    ] {
+        let (code, out, err) = check(&args);
+        assert_eq!(code, 2, "{}", &err[..err.len().min(1000)]);
+        assert!(out.is_empty());
+        assert!(err.len() < 2000, "{} bytes: {}", err.len(), &err[..1000]);
+        assert!(err.contains(shown.as_str()), "{err}");
+    }
+}
+
+/// `--data` takes its URL's scheme in any case (RFC 3986): `Postgres://…` is PostgreSQL
+/// (`TURNSTILE_POSTGRES_URL`; fails when it is down), not a driver's "unexpected EOF".
+#[test]
+fn a_data_url_scheme_in_capitals_is_read() {
+    let url = turnstile_harness::conformance::postgres_url();
+    let (scheme, rest) = url.split_once("://").unwrap();
+    let shouted = format!("{}://{rest}", scheme.to_ascii_uppercase());
+    let (code, out, err) = check(&small_run("mutex", &["--data", &shouted]));
+    assert_eq!(code, 0, "{out}{err}");
+}
+
+/// A Redis URL whose database is below 0 is bad usage, found as the spec is read, not an
+/// unreachable server after connecting (the server refuses `SELECT -1`).
+#[test]
+fn a_negative_redis_database_is_bad_usage() {
+    for spec in [
+        "redis://127.0.0.1:6379/-1",
+        "queue+redis://:hunter2@127.0.0.1:6379/-2?ttl_ms=500",
+    ] {
+        let (code, out, err) = check(&small_run(spec, &[]));
+        assert_eq!(code, 2, "{spec}: {out}{err}");
+        assert!(err.contains("is below 0"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+}
+
+/// A strategy spec taken from `TURNSTILE_CHECK_STRATEGY` is named as such when the run
+/// cannot start (refused or out of reach): a user who gave no `--strategy` may not know
+/// a variable set one.
+#[test]
+fn a_strategy_from_its_variable_is_named_in_its_errors() {
+    for (spec, code) in [
+        ("no-such-strategy", 2),
+        ("mutex:arg", 2),
+        ("redis://127.0.0.1:6379/-1", 2),
+        ("mysql://root:env-secret@127.0.0.1:1/test", 3),
+    ] {
+        let (got, _, err) = check_env(
+            &["--workload", "counter", "--ops", "20"],
+            &[(CHECK_ENV[0], spec)],
+        );
+        assert_eq!(got, code, "{spec}: {err}");
+        assert!(
+            err.contains("note: the strategy is TURNSTILE_CHECK_STRATEGY's value"),
+            "{spec}: {err}"
+        );
+        assert!(!err.contains("env-secret"), "{err}");
+    }
+    // The error itself is not made the strategy's.
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("old.db");
+    std::fs::write(&db, b"").unwrap();
+    let (code, _, err) = check_env(
+        &["--workload", "counter", "--db", db.to_str().unwrap()],
+        &[(CHECK_ENV[0], "mutex")],
+    );
+    assert_eq!(code, 2, "{err}");
+    let first = err.lines().next().unwrap_or_default();
+    assert!(first.contains("--db"), "{err}");
+    assert!(!first.contains("TURNSTILE_CHECK_STRATEGY"), "{err}");
 }

@@ -879,12 +879,16 @@ fn compare_json_keeps_what_did_not_pass_and_from_json_exits_as_the_run() {
         again.contains("VIOLATION: redis://127.0.0.1:1 ×1"),
         "{again}"
     );
-    // A report of an older version has neither list: a record that claims safety and
-    // was not safe is a violation.
+    // A report of an older version has neither list, nor a record's `verdict`: a record
+    // that claims safety and was not safe is a violation.
     let mut older = report.clone();
     let object = older.as_object_mut().unwrap();
     object.remove("violations");
     object.remove("inconclusive");
+    older["results"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("verdict");
     older["results"][0]["safe"] = serde_json::json!(false);
     let path = dir.path().join("older.json");
     std::fs::write(&path, older.to_string()).unwrap();
@@ -1402,4 +1406,192 @@ fn compare_quick_runs_the_process_counts_given() {
         .map(|r| r["procs"].as_u64().unwrap())
         .collect();
     assert_eq!(procs, [1, 2]);
+}
+
+/// The book's saved report, for `--from-json`.
+fn book_report() -> serde_json::Value {
+    let book = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../book/src/benchmarks/compare.json"
+    );
+    serde_json::from_str(&std::fs::read_to_string(book).unwrap()).unwrap()
+}
+
+/// `--from-json` runs nothing: an option that sets up a run (`--json` among them, which
+/// would write nothing) is refused, naming each, rather than ignored. A variable a shell
+/// exported for its runs is not an option given, and stays out of it.
+#[test]
+fn compare_from_json_refuses_the_options_of_a_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("report.json");
+    std::fs::write(&path, book_report().to_string()).unwrap();
+    let out = dir.path().join("out.json");
+    for (args, named) in [
+        (
+            vec!["--json", out.to_str().unwrap()],
+            "--json would be ignored (leave it out)",
+        ),
+        (
+            vec!["--threads", "4", "--quick", "--data=sqlite"],
+            "--quick, --threads, --data would be ignored (leave them out)",
+        ),
+        (vec!["--ops", "10"], "--ops would be ignored"),
+        (
+            vec!["--strategies", "mutex"],
+            "--strategies would be ignored",
+        ),
+    ] {
+        let (code, stderr) = status(
+            turnstile()
+                .args(["compare", "--from-json"])
+                .arg(&path)
+                .args(&args),
+        );
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("--from-json prints a saved report and runs nothing")
+                && stderr.contains(named),
+            "{args:?}: {stderr}"
+        );
+    }
+    assert!(!out.exists());
+    let (code, stderr) = status(
+        turnstile()
+            .args(["compare", "--from-json"])
+            .arg(&path)
+            .env("TURNSTILE_COMPARE_DATA", "postgres://u@127.0.0.1:1/db")
+            .env("TURNSTILE_COMPARE_STRATEGIES", "mutex"),
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+/// Options a comparison would ignore are refused before it runs: `--sync` (SQLite's) over
+/// a server's data, and `--ops` below a setting's threads × procs (each thread runs at
+/// least one op, so it would run more than asked).
+#[test]
+fn compare_refuses_options_it_would_ignore() {
+    let data = turnstile_harness::conformance::postgres_url();
+    let stderr = refused(&["--strategies", "mutex", "--data", &data, "--sync", "full"]);
+    assert!(
+        stderr.contains("--sync is SQLite's setting; the data is in postgres://"),
+        "{stderr}"
+    );
+    let stderr = refused(&[
+        "--strategies",
+        "mutex,file-lock",
+        "--threads",
+        "1,4",
+        "--procs",
+        "3",
+        "--ops",
+        "5",
+    ]);
+    assert!(
+        stderr.contains("--ops 5 is fewer than the 12 threads of a setting (4 threads × 3 procs)"),
+        "{stderr}"
+    );
+}
+
+/// A hand-edited report read back: a line feed or tab in a name is shown escaped, not
+/// splitting the table's row; a 100 KB name is cut; a record whose `safe` and `verdict`
+/// disagree is refused as malformed, naming it, instead of exiting 1 with no reason.
+#[test]
+fn compare_from_json_keeps_rows_whole_and_refuses_a_record_at_odds_with_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("report.json");
+    let from_json = |report: &serde_json::Value| {
+        std::fs::write(&path, report.to_string()).unwrap();
+        let output = turnstile()
+            .args(["compare", "--from-json"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let original = book_report();
+    let rows = original["results"].as_array().unwrap().len();
+    let long = "x".repeat(100_000);
+    let mut edited = original.clone();
+    edited["results"][0]["strategy"] = "que\nue".into();
+    edited["results"][1]["sync"] = "nor\tmal".into();
+    edited["results"][2]["strategy"] = long.clone().into();
+    let (code, stdout, stderr) = from_json(&edited);
+    assert_eq!(code, Some(0), "{stderr}");
+    let table: Vec<&str> = stdout
+        .lines()
+        .take_while(|l| !l.starts_with("floor ") && !l.starts_with("lock cycle "))
+        .collect();
+    assert_eq!(table.len(), rows + 1, "{stdout}");
+    assert!(table[1].starts_with("que\\nue "), "{}", table[1]);
+    assert!(table[2].contains(" nor\\tmal "), "{}", table[2]);
+    assert!(
+        table[3].starts_with(&format!("{}… (100000 characters)", &long[..200])),
+        "{}",
+        &table[3][..300]
+    );
+
+    let mut edited = original.clone();
+    edited["results"][4]["safe"] = false.into();
+    edited["results"][4]["verdict"] = "pass".into();
+    let (code, stdout, stderr) = from_json(&edited);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    let strategy = original["results"][4]["strategy"].as_str().unwrap();
+    assert!(
+        stderr.contains(&format!(
+            "results[4].safe ({strategy} ×{} threads ×{} procs, sync=",
+            original["results"][4]["threads"], original["results"][4]["procs"]
+        )) && stderr.contains("says \"safe\": false but \"verdict\": \"pass\""),
+        "{stderr}"
+    );
+    // Named with a long name: cut.
+    edited["results"][4]["strategy"] = long.into();
+    let (code, _, stderr) = from_json(&edited);
+    assert_eq!(code, Some(2), "{}", &stderr[..stderr.len().min(1000)]);
+    assert!(stderr.len() < 1000, "{} bytes", stderr.len());
+    assert!(stderr.contains("… (100000 characters)"), "{stderr}");
+}
+
+/// A Redis that accepts and never answers: the floor's note names the server (without
+/// its password) and says the PING timed out, rather than the socket's "os error 11".
+/// A `--redis` URL whose database is below 0 is bad usage as it is read.
+#[test]
+fn compare_names_a_silent_redis_and_says_it_timed_out() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let url = format!("redis://:hunter2@127.0.0.1:{port}");
+    let (code, stderr) = status(
+        turnstile()
+            .args(["compare", "--strategies", "mutex", "--threads", "1"])
+            .args(["--ops", "20", "--procs", "1", "--redis", &url]),
+    );
+    // The Redis settings are inconclusive: their server does not answer.
+    assert_eq!(code, Some(3), "{stderr}");
+    let note = stderr
+        .lines()
+        .find(|l| l.starts_with("note: redis round-trip floor not measured: "))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(
+        note.contains(&format!("redis://:***@127.0.0.1:{port}: timed out")),
+        "{note}"
+    );
+    assert!(
+        !stderr.contains("os error 11") && !stderr.contains("hunter2"),
+        "{stderr}"
+    );
+    drop(silent);
+
+    let stderr = refused(&[
+        "--strategies",
+        "mutex",
+        "--redis",
+        "redis://127.0.0.1:6379/-1",
+    ]);
+    assert!(stderr.contains("database -1 is below 0"), "{stderr}");
+    let stderr = refused(&["--strategies", "mutex,redis://127.0.0.1:6379/-1"]);
+    assert!(stderr.contains("database -1 is below 0"), "{stderr}");
 }

@@ -78,7 +78,9 @@ pub struct CompareConfig {
     pub sync: Vec<Synchronous>,
     /// The workload. Default `counter`.
     pub workload: Workload,
-    /// Ops per setting; `None`: 10,000 (2,000 with `quick`).
+    /// Ops per setting; `None`: 10,000 (2,000 with `quick`), or a setting's threads ×
+    /// processes when that is more (each thread runs at least one op). Given, it must be
+    /// at least that.
     pub ops: Option<usize>,
     /// Each setting's [`RunConfig::time_limit`]; `None`: its default.
     pub time_limit: Option<Duration>,
@@ -356,7 +358,9 @@ fn known_anywhere(spec: &str, registry: &Registry<Sqlite>) -> bool {
 ///
 /// # Errors
 /// [`RunError::Usage`] for a bad configuration (an empty list, a `threads`, `procs` or
-/// `ops` value out of range, a negative-control workload ([`Workload::CONTROLS`]), an
+/// `ops` value out of range, `ops` given below a setting's threads × processes (each
+/// thread runs at least one op; the default `ops` is raised to it, with a note), a
+/// negative-control workload ([`Workload::CONTROLS`]), an
 /// unknown strategy or one that refuses its spec, no
 /// strategy that runs over the data, a data URL that does not parse), found before
 /// anything runs; repeated values in a list run once, and on `notify_once` and
@@ -384,6 +388,8 @@ pub fn compare(
     }
     let data = &config.data;
     data.check()?;
+    // As messages show it: a long URL cut.
+    let data_shown = crate::report::cut(&data.to_string()).into_owned();
     let mut private_redis = None;
     let mut redis_url = config.redis.clone();
     for (flag, url) in [
@@ -409,7 +415,7 @@ pub fn compare(
             return Err(RunError::Usage(format!(
                 "{flag} (or its TURNSTILE_COMPARE_ variable) takes a URL starting {}, not {:?}",
                 schemes.join(" or "),
-                redact_url(url)
+                crate::report::cut(&redact_url(url))
             )));
         }
     }
@@ -454,7 +460,7 @@ pub fn compare(
                 && !redis_runs
             {
                 crate::report::to_stderr(&format!(
-                    "note: redis strategies skipped, they do not run over data in {data} (no private redis-server started)"
+                    "note: redis strategies skipped, they do not run over data in {data_shown} (no private redis-server started)"
                 ));
             }
             // Over a server's data, its own locks are the natural ones to compare.
@@ -485,24 +491,24 @@ pub fn compare(
         if runs_over(&spec, data, registry) {
             runnable.push(spec);
         } else if known_anywhere(&spec, registry) {
-            skipped.push(redact_url(&spec));
+            skipped.push(crate::report::cut(&redact_url(&spec)).into_owned());
         } else {
             return Err(RunError::Usage(format!(
                 "unknown strategy {:?}{}; see `turnstile list`",
-                redact_url(&spec),
+                crate::report::cut(&redact_url(&spec)),
                 crate::run::did_you_mean(&spec, registry)
             )));
         }
     }
     if !skipped.is_empty() {
         crate::report::to_stderr(&format!(
-            "note: skipped, they do not run over data in {data}: {}",
+            "note: skipped, they do not run over data in {data_shown}: {}",
             skipped.join(", ")
         ));
     }
     if runnable.is_empty() {
         return Err(RunError::Usage(format!(
-            "none of the strategies runs over data in {data}; see `turnstile list`"
+            "none of the strategies runs over data in {data_shown}; see `turnstile list`"
         )));
     }
     let strategies = runnable;
@@ -510,7 +516,7 @@ pub fn compare(
     let syncs = if data.is_server() {
         if config.sync.len() > 1 {
             crate::report::to_stderr(&format!(
-                "note: over data in {data} only sync={} runs (the setting is SQLite's)",
+                "note: over data in {data_shown} only sync={} runs (the setting is SQLite's)",
                 config.sync[0].as_str().to_ascii_lowercase()
             ));
         }
@@ -554,7 +560,10 @@ pub fn compare(
             None => match capabilities_of(&spec, data, registry) {
                 Ok(caps) => Some(caps),
                 Err(RunError::Usage(m)) => {
-                    return Err(RunError::Usage(format!("{}: {m}", redact_url(&spec))));
+                    return Err(RunError::Usage(format!(
+                        "{}: {m}",
+                        crate::report::cut(&redact_url(&spec))
+                    )));
                 }
                 Err(e @ RunError::Unavailable(_)) => {
                     out_of_reach.push((server, e.reason()));
@@ -574,7 +583,7 @@ pub fn compare(
             )
             && !is_control(&spec)
         {
-            cannot_protect.push(redact_url(&spec));
+            cannot_protect.push(crate::report::cut(&redact_url(&spec)).into_owned());
             continue;
         }
         if caps.is_some_and(|c| !c.transactional) {
@@ -620,6 +629,29 @@ pub fn compare(
                 }
             }
         }
+    }
+
+    // Every thread of a setting runs at least one op: fewer ops than a setting's threads
+    // × processes would be more ops than asked.
+    if let Some(most) = settings
+        .iter()
+        .map(|s| s.threads * s.procs)
+        .max()
+        .filter(|&most| most > ops)
+    {
+        let widest = settings
+            .iter()
+            .find(|s| s.threads * s.procs == most)
+            .map(|s| format!("{} threads × {} procs", s.threads, s.procs))
+            .unwrap_or_default();
+        if config.ops.is_some() {
+            return Err(RunError::Usage(format!(
+                "--ops {ops} is fewer than the {most} threads of a setting ({widest}), each of which runs at least one op: give --ops {most} or more, or fewer --threads or --procs"
+            )));
+        }
+        crate::report::to_stderr(&format!(
+            "note: settings with more threads than the default {ops} ops (up to {widest}) run one op per thread"
+        ));
     }
 
     // Every setting checked before the first runs: a bad one stops the comparison now,

@@ -135,8 +135,22 @@ const ROUNDS: usize = 5;
 /// [`RedisLock`]: turnstile::lock::RedisLock
 ///
 /// # Errors
-/// A message when the server cannot be reached.
+/// A message when the server cannot be reached or does not answer in time, naming it
+/// (its URL without the password).
 pub fn floor_and_lock_cycle(url: &str) -> Result<(Floor, Vec<LockCycle>), String> {
+    measure_floor_and_lock_cycle(url).map_err(|e| {
+        let server = crate::report::cut(&turnstile::spec::redact_url(url)).into_owned();
+        // The lock's client names its server itself.
+        if e.contains(&server) {
+            e
+        } else {
+            format!("{server}: {e}")
+        }
+    })
+}
+
+/// [`floor_and_lock_cycle`], its errors without the server's name.
+fn measure_floor_and_lock_cycle(url: &str) -> Result<(Floor, Vec<LockCycle>), String> {
     let mut pings = Pings::connect(url)?;
     let mut cycle = LockCycler::new(url);
     let (mut pairs, mut pairs_wall) = (Vec::new(), Duration::ZERO);
@@ -190,6 +204,9 @@ pub fn floor_and_lock_cycle(url: &str) -> Result<(Floor, Vec<LockCycle>), String
     Ok((floor, cycles))
 }
 
+/// How long the floor waits for a `PING`'s answer on its socket.
+const PING_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// What speaks `PING` for the floor: a plain socket for a `redis://` URL, so no client
 /// cost is counted; for any other (`rediss://`, `redis+unix://`) the lock's own client,
 /// which speaks TLS and unix sockets (its first `PING` connects and is not counted).
@@ -210,9 +227,9 @@ impl Pings {
         };
         let addr = addr.rsplit_once('@').map_or(addr, |(_, a)| a);
         let addr = addr.split('/').next().unwrap_or(addr);
-        let stream = TcpStream::connect(addr).map_err(|e| format!("{addr}: {e}"))?;
+        let stream = TcpStream::connect(addr).map_err(|e| e.to_string())?;
         stream
-            .set_read_timeout(Some(Duration::from_secs(2)))
+            .set_read_timeout(Some(PING_TIMEOUT))
             .map_err(|e| e.to_string())?;
         let _ = stream.set_nodelay(true);
         Ok(Pings::Socket {
@@ -251,7 +268,15 @@ impl Pings {
                 (&mut *reader)
                     .take(256)
                     .read_until(b'\n', line)
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| match e.kind() {
+                        // What a read timeout is, as Linux reports it (os error 11).
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+                            format!(
+                                "timed out: no answer to PING within {PING_TIMEOUT:?}: the server may be paused or overloaded, or not speak Redis"
+                            )
+                        }
+                        _ => e.to_string(),
+                    })?;
                 ping_answer(&String::from_utf8_lossy(line))
             }
             #[cfg(feature = "redis")]

@@ -77,7 +77,8 @@ impl Report {
     /// Checks what a report read back (`compare --from-json`) says it measured: every
     /// rate and time is a number from 0 to [`MAX_MEASURE`] (a hand-edited report may hold
     /// `1e308`, which the table would print as 309 digits and the chart as 300 decades),
-    /// and every setting ran at least one thread in at least one process.
+    /// every setting ran at least one thread in at least one process, and a record's
+    /// `safe` agrees with its `verdict` (`safe` exactly when it is `pass`).
     ///
     /// # Errors
     /// What is out of range, and where.
@@ -101,6 +102,22 @@ impl Report {
                 ("max_us", r.max_us),
             ] {
                 check(&at(field), value)?;
+            }
+            // The verdict column reads `verdict`, the exit code of a report without its
+            // lists reads `safe`: they must agree, or the two say different things.
+            if let Some(verdict) = r.verdict
+                && r.safe != (verdict == Verdict::Pass)
+            {
+                return Err(format!(
+                    "{} ({} ×{} threads ×{} procs, sync={}) says \"safe\": {} but \"verdict\": {}: not a report `turnstile compare` writes (a setting is safe exactly when its verdict is pass)",
+                    at("safe"),
+                    shown(&r.strategy),
+                    r.threads,
+                    r.procs,
+                    shown(&r.sync),
+                    r.safe,
+                    serde_json::to_string(&verdict).unwrap_or_default()
+                ));
             }
             if r.threads == 0 || r.procs == 0 {
                 return Err(format!(
@@ -128,6 +145,13 @@ impl Report {
 /// one machine measures (a trillion µs is eleven days).
 pub const MAX_MEASURE: f64 = 1e12;
 
+/// A value read from a report (a strategy's name, a setting), as a table cell or a
+/// message shows it: on one line ([`crate::report::one_line`]) and at most
+/// [`crate::report::MAX_ECHO`] characters long ([`crate::report::cut`]).
+pub fn shown(value: &str) -> String {
+    crate::report::cut(&crate::report::one_line(value)).into_owned()
+}
+
 /// A setting whose strategy claims to be safe there that had a violation or ended
 /// without a verdict, and why.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -150,7 +174,11 @@ impl std::fmt::Display for Problem {
         write!(
             f,
             "{} ×{} threads ×{} procs, sync={}: {}",
-            self.strategy, self.threads, self.procs, self.sync, self.reason
+            shown(&self.strategy),
+            self.threads,
+            self.procs,
+            shown(&self.sync),
+            crate::report::one_line(&self.reason)
         )
     }
 }
@@ -167,7 +195,7 @@ pub fn problems(report: &Report) -> String {
         let _ = writeln!(out, "inconclusive: {i}");
     }
     for n in &report.notes {
-        let _ = writeln!(out, "note: {n}");
+        let _ = writeln!(out, "note: {}", crate::report::one_line(n));
     }
     out
 }
@@ -289,7 +317,8 @@ pub struct Record {
     pub verdicts: Vec<String>,
 }
 
-/// Renders the results as an aligned text table.
+/// Renders the results as an aligned text table, one line per record: a text cell read
+/// from a report is [`shown`] (control characters escaped, a long one cut).
 pub fn table(results: &[Record]) -> String {
     let header = [
         "strategy",
@@ -309,12 +338,12 @@ pub fn table(results: &[Record]) -> String {
         .iter()
         .map(|r| {
             [
-                r.strategy.clone(),
-                r.scope.clone(),
-                r.workload.clone(),
+                shown(&r.strategy),
+                shown(&r.scope),
+                shown(&r.workload),
                 r.threads.to_string(),
                 r.procs.to_string(),
-                r.sync.clone(),
+                shown(&r.sync),
                 format!("{:.0}", r.ops_per_sec),
                 format!("{:.0}", r.p50_us),
                 format!("{:.0}", r.p99_us),
