@@ -77,7 +77,8 @@ pub struct RunConfig {
     /// SQLite's `synchronous`. Default `Normal`.
     pub sync: Synchronous,
     /// Where to save history and database when the run does not pass (on a server, its
-    /// tables are then kept too). Default none.
+    /// tables are then kept too): a new directory, or an empty one, so that two runs'
+    /// files never mix (one that holds files is refused before the run). Default none.
     pub keep: Option<PathBuf>,
     /// The SQLite database path; default a fresh file in a temporary directory.
     pub db: Option<PathBuf>,
@@ -401,10 +402,60 @@ impl RunConfig {
             }
         }
         if let Some(keep) = &self.keep {
+            check_keep(keep, self.db.as_deref()).map_err(RunError::Usage)?;
             writable_dir("--keep", keep)?;
         }
         Ok(())
     }
+}
+
+/// The longest file name Linux takes (`NAME_MAX`), in bytes.
+const NAME_MAX: usize = 255;
+
+/// The longest path Linux takes (`PATH_MAX` less its NUL), in bytes.
+const PATH_MAX: usize = 4095;
+
+/// The longest name of a file a run keeps in `--keep` but the database's own
+/// (`history-63.jsonl`, `effects.log`, `run.db-shm`, …), with room to spare.
+const KEPT_NAME_MAX: usize = 32;
+
+/// Checks `--keep DIR` before the run, beyond [`writable_dir`] (a directory that can be
+/// made there): that DIR holds no files yet, since a kept run's files would mix with an
+/// earlier run's and no one could tell them apart; and that each name in it fits
+/// [`NAME_MAX`] and the files kept in it [`PATH_MAX`], which would otherwise fail only
+/// after the run (`File name too long`). `db` is `--db`, whose name the kept copy takes.
+fn check_keep(dir: &Path, db: Option<&Path>) -> Result<(), String> {
+    let shown = || crate::report::cut(&dir.display().to_string()).into_owned();
+    for part in dir.components() {
+        let len = part.as_os_str().len();
+        if len > NAME_MAX {
+            return Err(format!(
+                "--keep {}: a name in it is {len} bytes long, past the {NAME_MAX} a file name may have",
+                shown()
+            ));
+        }
+    }
+    let longest = db
+        .and_then(Path::file_name)
+        .map_or(0, std::ffi::OsStr::len)
+        .max(KEPT_NAME_MAX);
+    let len = dir.as_os_str().len();
+    if len + 1 + longest > PATH_MAX {
+        return Err(format!(
+            "--keep {}: its path is {len} bytes long: the files kept in it would pass the {PATH_MAX} bytes a path may have",
+            shown()
+        ));
+    }
+    // Not there, not a directory or not readable: the run's own check says what it is.
+    if let Ok(mut entries) = std::fs::read_dir(dir)
+        && entries.next().is_some()
+    {
+        return Err(format!(
+            "--keep {} is not empty: the run's files would mix with what is there; keep each run in a new or empty directory",
+            shown()
+        ));
+    }
+    Ok(())
 }
 
 /// Whether `a` and `b` name one file: the same path once made absolute and free of links
