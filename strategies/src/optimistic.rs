@@ -86,7 +86,8 @@ pub struct Record {
 }
 
 /// A backend that stores versioned records and compares-and-sets them inside its own
-/// transactions. `table` is always a validated identifier (see [`Versions::table`]).
+/// transactions, in the table a [`TableName`] names (validated, so it can be part of the
+/// SQL: a table name cannot be a bound parameter).
 pub trait VersionStore: Transact {
     /// The backend's error (the driver's own type, so [`Transact::is_busy`] and
     /// [`Connect::is_broken`] can classify it).
@@ -102,32 +103,33 @@ pub trait VersionStore: Transact {
     fn ensure_table(
         &self,
         resource: &mut Self::Resource,
-        table: &str,
-    ) -> Result<(), Self::StoreErr>;
+        table: &TableName,
+    ) -> Result<(), StoreFault<Self::StoreErr>>;
 
     /// Reads a record (outside any transaction).
     ///
     /// # Errors
-    /// The backend's error.
+    /// The backend's error; [`StoreFault::Column`] when a column holds a value of another
+    /// type (a table of another shape by the same name).
     fn read(
         &self,
         resource: &mut Self::Resource,
-        table: &str,
+        table: &TableName,
         id: &str,
-    ) -> Result<Option<Record>, Self::StoreErr>;
+    ) -> Result<Option<Record>, StoreFault<Self::StoreErr>>;
 
     /// Inside the commit transaction: whether the record is still at `version` (`None`:
     /// still absent). Backends with row locks lock it, so it stays so until commit.
     ///
     /// # Errors
-    /// The backend's error.
+    /// The backend's error; [`StoreFault::Column`] as for [`VersionStore::read`].
     fn still_at(
         &self,
         resource: &mut Self::Resource,
-        table: &str,
+        table: &TableName,
         id: &str,
         version: Option<u64>,
-    ) -> Result<bool, Self::StoreErr>;
+    ) -> Result<bool, StoreFault<Self::StoreErr>>;
 
     /// Inside the commit transaction: writes `value` if the record is at `expected`
     /// (`None`: absent, then inserted at version 1). Returns whether exactly one row
@@ -138,12 +140,156 @@ pub trait VersionStore: Transact {
     fn compare_and_set(
         &self,
         resource: &mut Self::Resource,
-        table: &str,
+        table: &TableName,
         id: &str,
         expected: Option<u64>,
         value: &[u8],
-    ) -> Result<bool, Self::StoreErr>;
+    ) -> Result<bool, StoreFault<Self::StoreErr>>;
 }
+
+/// The name of a record table: 1-63 ASCII letters, digits or `_`, not starting with a
+/// digit, checked once by [`TableName::new`], so every [`VersionStore`] method can put it
+/// in its SQL (unquoted).
+///
+/// Its identity ([`TableName::identity`]) is the name in ASCII lower case: unquoted, `Foo`
+/// and `foo` name one table on SQLite (case-insensitive) and PostgreSQL (which folds
+/// unquoted names to lower case), and on MySQL / MariaDB whenever
+/// `lower_case_table_names` is 1 or 2. Where it is 0 (Linux' default) they are two tables
+/// that share one identity, and so one lock namespace: that only over-excludes.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TableName(Arc<str>);
+
+impl TableName {
+    /// A validated table name.
+    ///
+    /// # Errors
+    /// [`Error::Config`] unless `name` is 1-63 ASCII letters, digits or `_`, not starting
+    /// with a digit.
+    pub fn new(name: &str) -> Result<Self, StrategyError> {
+        let mut bytes = name.bytes();
+        let ok = name.len() <= 63
+            && bytes
+                .next()
+                .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+            && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if ok {
+            Ok(TableName(name.into()))
+        } else {
+            Err(Error::Config(format!(
+                "version table name {name:?} must be 1-63 ASCII letters, digits or '_', not starting with a digit"
+            )))
+        }
+    }
+
+    /// The name as given, as it appears in the SQL.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The table's identity: the name in ASCII lower case, the one table every spelling
+    /// of it names on SQLite and PostgreSQL (see [`TableName`]).
+    pub fn identity(&self) -> String {
+        self.0.to_ascii_lowercase()
+    }
+}
+
+impl Default for TableName {
+    /// [`DEFAULT_TABLE`].
+    fn default() -> Self {
+        TableName(DEFAULT_TABLE.into())
+    }
+}
+
+impl fmt::Display for TableName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What a [`VersionStore`] method failed with.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum StoreFault<E> {
+    /// The backend's own error.
+    Backend(E),
+    /// A column of the record table held a value of another type.
+    Column(ColumnTypeError),
+}
+
+impl<E> From<E> for StoreFault<E> {
+    fn from(e: E) -> Self {
+        StoreFault::Backend(e)
+    }
+}
+
+impl<E: fmt::Display> fmt::Display for StoreFault<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreFault::Backend(e) => e.fmt(f),
+            StoreFault::Column(e) => e.fmt(f),
+        }
+    }
+}
+
+impl<E: std::error::Error + 'static> std::error::Error for StoreFault<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StoreFault::Backend(e) => Some(e),
+            StoreFault::Column(e) => Some(e),
+        }
+    }
+}
+
+impl<E: std::error::Error + Send + Sync + 'static> StoreFault<E> {
+    /// The error itself, boxed: the backend's, or the [`ColumnTypeError`].
+    fn into_box(self) -> BoxError {
+        match self {
+            StoreFault::Backend(e) => Box::new(e),
+            StoreFault::Column(e) => Box::new(e),
+        }
+    }
+}
+
+/// A column of the record table held a value of another type than turnstile's own table
+/// has (`value` bytes, `version` a non-negative integer): a table of another shape by the
+/// same name. Reported, never decoded by force.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ColumnTypeError {
+    /// The table.
+    pub table: String,
+    /// The column.
+    pub column: &'static str,
+    /// What it held, as the driver describes it.
+    pub found: String,
+}
+
+impl ColumnTypeError {
+    pub(crate) fn new(table: &TableName, column: &'static str, found: impl fmt::Display) -> Self {
+        ColumnTypeError {
+            table: table.as_str().to_owned(),
+            column,
+            found: found.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for ColumnTypeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let want = if self.column == "version" {
+            "a non-negative integer"
+        } else {
+            "bytes"
+        };
+        write!(
+            f,
+            "version table {:?}, column {:?}: expected {want}, found {} (a table of another shape by this name?)",
+            self.table, self.column, self.found
+        )
+    }
+}
+
+impl std::error::Error for ColumnTypeError {}
 
 /// An error reading or writing through a [`Versioned`] handle: the store failed.
 #[derive(Debug)]
@@ -199,7 +345,7 @@ impl std::error::Error for Conflict {}
 pub struct Versioned<S: VersionStore> {
     conn: S::Resource,
     store: Arc<S>,
-    table: Arc<str>,
+    table: TableName,
     /// Every record read, as first seen (`None`: absent).
     reads: BTreeMap<String, Option<Record>>,
     writes: BTreeMap<String, Vec<u8>>,
@@ -224,7 +370,14 @@ impl<S: VersionStore> Versioned<S> {
         }
         let record = match self.store.read(&mut self.conn, &self.table, id) {
             Ok(record) => record,
-            Err(e) => {
+            Err(StoreFault::Column(e)) => {
+                return Err(StoreError {
+                    error: Box::new(e),
+                    busy: false,
+                    broken: false,
+                });
+            }
+            Err(StoreFault::Backend(e)) => {
                 let busy = self.store.is_busy(&e);
                 let broken = self.store.is_broken(&mut self.conn, &e);
                 return Err(StoreError {
@@ -318,8 +471,10 @@ impl<S: VersionStore> Versioned<S> {
                     Ok(false) => {
                         return Err(TransactError::Busy(Box::new(Conflict { id: id.clone() })));
                     }
-                    Err(e) if store.is_busy(&e) => return Err(TransactError::Busy(Box::new(e))),
-                    Err(e) => return Err(TransactError::Failed(Box::new(e))),
+                    Err(StoreFault::Backend(e)) if store.is_busy(&e) => {
+                        return Err(TransactError::Busy(Box::new(e)));
+                    }
+                    Err(e) => return Err(TransactError::Failed(e.into_box())),
                 }
             }
             Ok(())
@@ -334,28 +489,12 @@ impl<S: VersionStore> Versioned<S> {
     }
 }
 
-fn valid_table(table: &str) -> Result<(), StrategyError> {
-    let mut bytes = table.bytes();
-    let ok = table.len() <= 63
-        && bytes
-            .next()
-            .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
-        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_');
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::Config(format!(
-            "version table name {table:?} must be 1-63 ASCII letters, digits or '_', not starting with a digit"
-        )))
-    }
-}
-
 /// A [`VersionStore`] as a [`Connect`] + [`Transact`] whose resource is a [`Versioned`]
 /// handle: `begin` starts an empty read and write set, `commit` validates and writes them
 /// in one store transaction, a conflict is [`TransactError::Busy`].
 pub struct Versions<S> {
     store: Arc<S>,
-    table: Arc<str>,
+    table: TableName,
     identity: String,
 }
 
@@ -380,23 +519,28 @@ impl<S: VersionStore> fmt::Debug for Versions<S> {
 impl<S: VersionStore> Versions<S> {
     /// Records in [`DEFAULT_TABLE`] of `store`.
     pub fn new(store: S) -> Self {
-        let identity = format!("{}#{DEFAULT_TABLE}", store.identity());
+        let table = TableName::default();
         Versions {
+            identity: format!("{}#{}", store.identity(), table.identity()),
             store: Arc::new(store),
-            table: DEFAULT_TABLE.into(),
-            identity,
+            table,
         }
     }
 
     /// Sets the record table (created on first connect). Default: [`DEFAULT_TABLE`].
     ///
+    /// The identity ([`Connect::identity`], which prefixes lock names) holds the table's
+    /// [`TableName::identity`], its name in ASCII lower case: `table("Foo")` and
+    /// `table("foo")` name one table on SQLite and PostgreSQL, so they share one identity.
+    ///
     /// # Errors
     /// [`Error::Config`] unless `table` is 1-63 ASCII letters, digits or `_`, not
-    /// starting with a digit (it is part of the SQL; it cannot be a bound parameter).
+    /// starting with a digit (it is part of the SQL; it cannot be a bound parameter): see
+    /// [`TableName::new`].
     pub fn table(mut self, table: &str) -> Result<Self, StrategyError> {
-        valid_table(table)?;
-        self.identity = format!("{}#{table}", self.store.identity());
-        self.table = table.into();
+        let table = TableName::new(table)?;
+        self.identity = format!("{}#{}", self.store.identity(), table.identity());
+        self.table = table;
         Ok(self)
     }
 
@@ -411,7 +555,9 @@ impl<S: VersionStore> Connect for Versions<S> {
 
     fn connect(&self) -> Result<Versioned<S>, BoxError> {
         let mut conn = self.store.connect()?;
-        self.store.ensure_table(&mut conn, &self.table)?;
+        self.store
+            .ensure_table(&mut conn, &self.table)
+            .map_err(StoreFault::into_box)?;
         Ok(Versioned {
             conn,
             store: self.store.clone(),
@@ -722,10 +868,42 @@ impl<S: VersionStore> Serializer for Optimistic<S> {
 
 #[cfg(feature = "sqlite")]
 mod sqlite_store {
+    use rusqlite::types::Value;
     use rusqlite::{OptionalExtension, params};
 
     use super::*;
     use crate::sqlite::Sqlite;
+
+    type Fault = StoreFault<rusqlite::Error>;
+
+    /// SQLite keeps any value in any column: a table of another shape by this name can
+    /// hold text or a negative number where a version belongs.
+    fn version(table: &TableName, v: Value) -> Result<u64, Fault> {
+        match v {
+            Value::Integer(v) if v >= 0 => Ok(v as u64),
+            Value::Integer(v) => Err(StoreFault::Column(ColumnTypeError::new(
+                table,
+                "version",
+                format_args!("the negative integer {v}"),
+            ))),
+            other => Err(StoreFault::Column(ColumnTypeError::new(
+                table,
+                "version",
+                other.data_type(),
+            ))),
+        }
+    }
+
+    fn value(table: &TableName, v: Value) -> Result<Vec<u8>, Fault> {
+        match v {
+            Value::Blob(b) => Ok(b),
+            other => Err(StoreFault::Column(ColumnTypeError::new(
+                table,
+                "value",
+                other.data_type(),
+            ))),
+        }
+    }
 
     impl VersionStore for Sqlite {
         type StoreErr = rusqlite::Error;
@@ -737,9 +915,9 @@ mod sqlite_store {
         fn ensure_table(
             &self,
             conn: &mut rusqlite::Connection,
-            table: &str,
-        ) -> rusqlite::Result<()> {
-            // `table` was validated as an identifier. IMMEDIATE: in autocommit, the statement
+            table: &TableName,
+        ) -> Result<(), Fault> {
+            // `table` is a validated identifier. IMMEDIATE: in autocommit, the statement
             // reads the schema and then writes, and a writer in between makes that upgrade
             // fail with SQLITE_BUSY_SNAPSHOT at once, without the busy handler.
             conn.execute_batch(&format!(
@@ -752,48 +930,49 @@ mod sqlite_store {
                 if !conn.is_autocommit() {
                     let _ = conn.execute_batch("ROLLBACK");
                 }
-            })
+            })?;
+            Ok(())
         }
 
         fn read(
             &self,
             conn: &mut rusqlite::Connection,
-            table: &str,
+            table: &TableName,
             id: &str,
-        ) -> rusqlite::Result<Option<Record>> {
-            conn.prepare_cached(&format!("SELECT value, version FROM {table} WHERE id = ?1"))
-                .and_then(|mut s| {
-                    s.query_row([id], |r| {
-                        Ok(Record {
-                            value: r.get(0)?,
-                            version: r.get::<_, i64>(1)? as u64,
-                        })
-                    })
-                    .optional()
+        ) -> Result<Option<Record>, Fault> {
+            let row: Option<(Value, Value)> = conn
+                .prepare_cached(&format!("SELECT value, version FROM {table} WHERE id = ?1"))
+                .and_then(|mut s| s.query_row([id], |r| Ok((r.get(0)?, r.get(1)?))).optional())?;
+            row.map(|(v, n)| {
+                Ok(Record {
+                    value: value(table, v)?,
+                    version: version(table, n)?,
                 })
+            })
+            .transpose()
         }
 
         fn still_at(
             &self,
             conn: &mut rusqlite::Connection,
-            table: &str,
+            table: &TableName,
             id: &str,
-            version: Option<u64>,
-        ) -> rusqlite::Result<bool> {
-            let now: Option<i64> = conn
+            expected: Option<u64>,
+        ) -> Result<bool, Fault> {
+            let now: Option<Value> = conn
                 .prepare_cached(&format!("SELECT version FROM {table} WHERE id = ?1"))
                 .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())?;
-            Ok(now.map(|v| v as u64) == version)
+            Ok(now.map(|v| version(table, v)).transpose()? == expected)
         }
 
         fn compare_and_set(
             &self,
             conn: &mut rusqlite::Connection,
-            table: &str,
+            table: &TableName,
             id: &str,
             expected: Option<u64>,
             value: &[u8],
-        ) -> rusqlite::Result<bool> {
+        ) -> Result<bool, Fault> {
             let changed = match expected {
                 None => conn
                     .prepare_cached(&format!(
@@ -818,6 +997,44 @@ mod postgres_store {
     use super::*;
     use crate::resource::Postgres;
 
+    type Fault = StoreFault<postgres::Error>;
+
+    /// Decodes with the fallible getter: a table of another shape by this name (a `TEXT`
+    /// version, say) is a [`ColumnTypeError`], not a panic.
+    fn version(table: &TableName, row: &postgres::Row, at: usize) -> Result<u64, Fault> {
+        match row.try_get::<_, i64>(at) {
+            Ok(v) if v >= 0 => Ok(v as u64),
+            Ok(v) => Err(StoreFault::Column(ColumnTypeError::new(
+                table,
+                "version",
+                format_args!("the negative integer {v}"),
+            ))),
+            Err(e) => Err(StoreFault::Column(ColumnTypeError::new(
+                table,
+                "version",
+                column_type(row, at, e),
+            ))),
+        }
+    }
+
+    fn value(table: &TableName, row: &postgres::Row, at: usize) -> Result<Vec<u8>, Fault> {
+        row.try_get::<_, Vec<u8>>(at).map_err(|e| {
+            StoreFault::Column(ColumnTypeError::new(
+                table,
+                "value",
+                column_type(row, at, e),
+            ))
+        })
+    }
+
+    /// The column's SQL type when the driver knows it, else its error.
+    fn column_type(row: &postgres::Row, at: usize, e: postgres::Error) -> String {
+        match row.columns().get(at) {
+            Some(c) => format!("type {} ({e})", c.type_()),
+            None => e.to_string(),
+        }
+    }
+
     /// On PostgreSQL a read-only record is re-read `FOR SHARE` at commit, which keeps it
     /// from changing until the commit; a record that was absent is checked, not locked
     /// (PostgreSQL has no gap locks), so an insert can slip in between that check and the
@@ -832,56 +1049,60 @@ mod postgres_store {
         fn ensure_table(
             &self,
             client: &mut postgres::Client,
-            table: &str,
-        ) -> Result<(), postgres::Error> {
-            // `table` was validated as an identifier.
+            table: &TableName,
+        ) -> Result<(), Fault> {
+            // `table` is a validated identifier.
             crate::resource::postgres::ensure_table(
                 client,
                 &format!(
                     "CREATE TABLE IF NOT EXISTS {table} (
                          id TEXT PRIMARY KEY, value BYTEA NOT NULL, version BIGINT NOT NULL)"
                 ),
-            )
+            )?;
+            Ok(())
         }
 
         fn read(
             &self,
             client: &mut postgres::Client,
-            table: &str,
+            table: &TableName,
             id: &str,
-        ) -> Result<Option<Record>, postgres::Error> {
+        ) -> Result<Option<Record>, Fault> {
             let row = client.query_opt(
                 &format!("SELECT value, version FROM {table} WHERE id = $1"),
                 &[&id],
             )?;
-            Ok(row.map(|r| Record {
-                value: r.get(0),
-                version: r.get::<_, i64>(1) as u64,
-            }))
+            row.map(|r| {
+                Ok(Record {
+                    value: value(table, &r, 0)?,
+                    version: version(table, &r, 1)?,
+                })
+            })
+            .transpose()
         }
 
         fn still_at(
             &self,
             client: &mut postgres::Client,
-            table: &str,
+            table: &TableName,
             id: &str,
-            version: Option<u64>,
-        ) -> Result<bool, postgres::Error> {
+            expected: Option<u64>,
+        ) -> Result<bool, Fault> {
             let now = client.query_opt(
                 &format!("SELECT version FROM {table} WHERE id = $1 FOR SHARE"),
                 &[&id],
             )?;
-            Ok(now.map(|r| r.get::<_, i64>(0) as u64) == version)
+            Ok(now.map(|r| version(table, &r, 0)).transpose()? == expected)
         }
 
         fn compare_and_set(
             &self,
             client: &mut postgres::Client,
-            table: &str,
+            table: &TableName,
             id: &str,
             expected: Option<u64>,
             value: &[u8],
-        ) -> Result<bool, postgres::Error> {
+        ) -> Result<bool, Fault> {
             let changed = match expected {
                 None => client.execute(
                     &format!(
@@ -905,13 +1126,40 @@ mod postgres_store {
 
 #[cfg(feature = "mysql")]
 mod mysql_store {
+    use mysql::Row;
     use mysql::prelude::Queryable;
 
     use super::*;
     use crate::resource::MySql;
 
+    type Fault = StoreFault<mysql::Error>;
+
     /// `ER_DUP_ENTRY`: the insert of a record believed absent found it.
     const ER_DUP_ENTRY: u16 = 1062;
+
+    /// Decodes a column with the fallible getter (`FromRow` for a tuple panics): a table of
+    /// another shape by this name (a `TEXT` version holding `'abc'`, a signed `-1`) is a
+    /// [`ColumnTypeError`].
+    fn column<T: mysql::prelude::FromValue>(
+        table: &TableName,
+        row: &Row,
+        at: usize,
+        name: &'static str,
+    ) -> Result<T, Fault> {
+        match row.get_opt::<T, usize>(at) {
+            Some(Ok(v)) => Ok(v),
+            Some(Err(e)) => Err(StoreFault::Column(ColumnTypeError::new(
+                table,
+                name,
+                format_args!("{:?}", e.0),
+            ))),
+            None => Err(StoreFault::Column(ColumnTypeError::new(
+                table,
+                name,
+                "no such column",
+            ))),
+        }
+    }
 
     /// On MySQL a read-only record is re-read `LOCK IN SHARE MODE` at commit, which keeps
     /// it as read until the commit; when it was absent that takes a gap lock, except under
@@ -925,51 +1173,61 @@ mod mysql_store {
             Scope::Hosts
         }
 
-        fn ensure_table(&self, conn: &mut mysql::Conn, table: &str) -> Result<(), mysql::Error> {
-            // `table` was validated as an identifier. DDL commits implicitly on MySQL:
+        fn ensure_table(&self, conn: &mut mysql::Conn, table: &TableName) -> Result<(), Fault> {
+            // `table` is a validated identifier. DDL commits implicitly on MySQL:
             // this runs at connect, outside any transaction.
             conn.query_drop(format!(
                 "CREATE TABLE IF NOT EXISTS {table} (
                      id VARBINARY(255) PRIMARY KEY, value LONGBLOB NOT NULL,
                      version BIGINT UNSIGNED NOT NULL) ENGINE = InnoDB"
-            ))
+            ))?;
+            Ok(())
         }
 
         fn read(
             &self,
             conn: &mut mysql::Conn,
-            table: &str,
+            table: &TableName,
             id: &str,
-        ) -> Result<Option<Record>, mysql::Error> {
-            let row: Option<(Vec<u8>, u64)> = conn.exec_first(
+        ) -> Result<Option<Record>, Fault> {
+            let row: Option<Row> = conn.exec_first(
                 format!("SELECT value, version FROM {table} WHERE id = ?"),
                 (id.as_bytes(),),
             )?;
-            Ok(row.map(|(value, version)| Record { value, version }))
+            row.map(|r| {
+                Ok(Record {
+                    value: column(table, &r, 0, "value")?,
+                    version: column(table, &r, 1, "version")?,
+                })
+            })
+            .transpose()
         }
 
         fn still_at(
             &self,
             conn: &mut mysql::Conn,
-            table: &str,
+            table: &TableName,
             id: &str,
-            version: Option<u64>,
-        ) -> Result<bool, mysql::Error> {
-            let now: Option<u64> = conn.exec_first(
+            expected: Option<u64>,
+        ) -> Result<bool, Fault> {
+            let now: Option<Row> = conn.exec_first(
                 format!("SELECT version FROM {table} WHERE id = ? LOCK IN SHARE MODE"),
                 (id.as_bytes(),),
             )?;
-            Ok(now == version)
+            let now = now
+                .map(|r| column::<u64>(table, &r, 0, "version"))
+                .transpose()?;
+            Ok(now == expected)
         }
 
         fn compare_and_set(
             &self,
             conn: &mut mysql::Conn,
-            table: &str,
+            table: &TableName,
             id: &str,
             expected: Option<u64>,
             value: &[u8],
-        ) -> Result<bool, mysql::Error> {
+        ) -> Result<bool, Fault> {
             match expected {
                 None => match conn.exec_drop(
                     format!("INSERT INTO {table} (id, value, version) VALUES (?, ?, 1)"),
@@ -977,7 +1235,7 @@ mod mysql_store {
                 ) {
                     Ok(()) => Ok(conn.affected_rows() == 1),
                     Err(mysql::Error::MySqlError(e)) if e.code == ER_DUP_ENTRY => Ok(false),
-                    Err(e) => Err(e),
+                    Err(e) => Err(e.into()),
                 },
                 Some(v) => {
                     conn.exec_drop(

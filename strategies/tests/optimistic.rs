@@ -464,3 +464,232 @@ fn autocommit_over_versioned_records_is_refused() {
     locked.run(&Key::whole(), |db| increment(db, "c")).unwrap();
     assert_eq!(locked.run(&Key::whole(), |db| get(db, "c")).unwrap(), 2);
 }
+
+/// Every public way to name a record table refuses a bad name with a config error, and
+/// the store's own methods only take a validated [`TableName`], so no unvalidated text
+/// reaches their SQL.
+#[test]
+fn every_table_name_is_validated_once() {
+    use turnstile::optimistic::{TableName, VersionStore};
+    let dir = tempfile::tempdir().unwrap();
+    for bad in ["", "1abc", "a-b", "t; DROP TABLE x", "t\0", &"t".repeat(64)] {
+        let err = TableName::new(bad).unwrap_err();
+        assert!(
+            matches!(err, Error::Config(ref m) if m.contains("version table")),
+            "{bad:?}: {err:?}"
+        );
+        assert!(
+            matches!(
+                Versions::new(db(dir.path())).table(bad),
+                Err(Error::Config(_))
+            ),
+            "{bad:?}"
+        );
+    }
+    let store = db(dir.path());
+    let table = TableName::new("Records_1").unwrap();
+    assert_eq!(table.as_str(), "Records_1");
+    let mut conn = store.connect().unwrap();
+    store.ensure_table(&mut conn, &table).unwrap();
+    assert_eq!(store.read(&mut conn, &table, "x").unwrap(), None);
+    assert_eq!(
+        TableName::default().as_str(),
+        turnstile::optimistic::DEFAULT_TABLE
+    );
+}
+
+/// A column error from a table of another shape: typed, naming the table and the column.
+fn column_error(err: &(dyn std::error::Error + 'static)) -> turnstile::optimistic::ColumnTypeError {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if let Some(c) = e.downcast_ref::<turnstile::optimistic::ColumnTypeError>() {
+            return c.clone();
+        }
+        next = e.source();
+    }
+    panic!("no ColumnTypeError in {err:?}");
+}
+
+/// Reads a record from a pre-existing table whose `version` column holds text: the op
+/// gets a typed store error naming the table and the column (before: a panic on the
+/// servers, a bare driver error on SQLite).
+fn read_of_a_foreign_shape<S: turnstile::optimistic::VersionStore>(
+    versions: Versions<S>,
+    table: &str,
+    column: &str,
+) {
+    let strategy = Optimistic::over(versions);
+    let err = strategy.run(&Key::whole(), |db| db.read("x")).unwrap_err();
+    let Error::Op(store) = err else {
+        panic!("not the op's store error: {err:?}")
+    };
+    let c = column_error(&store);
+    assert_eq!((c.table.as_str(), c.column), (table, column), "{store}");
+    let text = store.to_string();
+    assert!(text.contains(table) && text.contains(column), "{text}");
+    assert!(!store.is_busy());
+}
+
+#[test]
+fn a_sqlite_table_of_another_shape_is_a_typed_error() {
+    use turnstile::Transact;
+    let dir = tempfile::tempdir().unwrap();
+    let store = db(dir.path());
+    let admin = store.connect().unwrap();
+    admin
+        .execute_batch(
+            "CREATE TABLE odd (id TEXT PRIMARY KEY, value BLOB NOT NULL, version TEXT NOT NULL);
+             INSERT INTO odd VALUES ('x', X'00', 'abc');
+             CREATE TABLE odd2 (id TEXT PRIMARY KEY, value TEXT NOT NULL, version INTEGER);
+             INSERT INTO odd2 VALUES ('x', 'text', 1);
+             CREATE TABLE odd3 (id TEXT PRIMARY KEY, value BLOB NOT NULL, version INTEGER);
+             INSERT INTO odd3 VALUES ('x', X'00', -1);",
+        )
+        .unwrap();
+    read_of_a_foreign_shape(
+        Versions::new(store.clone()).table("odd").unwrap(),
+        "odd",
+        "version",
+    );
+    read_of_a_foreign_shape(
+        Versions::new(store.clone()).table("odd2").unwrap(),
+        "odd2",
+        "value",
+    );
+    read_of_a_foreign_shape(
+        Versions::new(store.clone()).table("odd3").unwrap(),
+        "odd3",
+        "version",
+    );
+    // At commit: a record read, then changed to text before the commit re-checks it.
+    let versions = Versions::new(store.clone()).table("odd4").unwrap();
+    let mut a = versions.connect().unwrap();
+    versions.begin(&mut a, &[]).unwrap();
+    a.write("y", "1").unwrap();
+    assert_eq!(a.read_record("z").unwrap(), None);
+    admin
+        .execute_batch("INSERT INTO odd4 VALUES ('z', X'00', 'abc')")
+        .unwrap();
+    let err = versions.commit(&mut a).unwrap_err();
+    let turnstile::TransactError::Failed(e) = err else {
+        panic!("{err:?}")
+    };
+    let c = column_error(&*e);
+    assert_eq!((c.table.as_str(), c.column), ("odd4", "version"));
+}
+
+/// `Foo` and `foo` name one table (unquoted, SQLite is case-insensitive): one identity,
+/// so one lock namespace.
+#[test]
+fn a_table_name_in_another_case_is_the_same_identity() {
+    let dir = tempfile::tempdir().unwrap();
+    let upper = Versions::new(db(dir.path())).table("Foo").unwrap();
+    let lower = Versions::new(db(dir.path())).table("foo").unwrap();
+    assert_eq!(upper.identity(), lower.identity());
+    assert_ne!(
+        upper.identity(),
+        Versions::new(db(dir.path()))
+            .table("bar")
+            .unwrap()
+            .identity()
+    );
+    assert_eq!(
+        Versions::new(db(dir.path())).identity(),
+        Versions::new(db(dir.path()))
+            .table(&turnstile::optimistic::DEFAULT_TABLE.to_uppercase())
+            .unwrap()
+            .identity()
+    );
+    // Both spellings reach the same records.
+    Optimistic::over(upper)
+        .run(&Key::whole(), |db| db.write("r", "1"))
+        .unwrap();
+    let got = Optimistic::over(lower)
+        .run(&Key::whole(), |db| db.read("r"))
+        .unwrap();
+    assert_eq!(got, Some(b"1".to_vec()));
+}
+
+#[cfg(feature = "postgres")]
+#[test]
+fn a_postgres_table_of_another_shape_is_a_typed_error() {
+    use turnstile::resource::Postgres;
+    let url = std::env::var("TURNSTILE_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let db = Postgres::new(&url).unwrap();
+    let mut admin = db.connect().unwrap();
+    let (t1, t2) = (unique_table(), format!("{}_b", unique_table()));
+    admin
+        .batch_execute(&format!(
+            "CREATE TABLE {t1} (id TEXT PRIMARY KEY, value BYTEA NOT NULL, version TEXT NOT NULL);
+             INSERT INTO {t1} VALUES ('x', '\\x00', 'abc');
+             CREATE TABLE {t2} (id TEXT PRIMARY KEY, value TEXT NOT NULL, version BIGINT NOT NULL);
+             INSERT INTO {t2} VALUES ('x', 'text', 1);"
+        ))
+        .unwrap();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        read_of_a_foreign_shape(
+            Versions::new(db.clone()).table(&t1).unwrap(),
+            &t1,
+            "version",
+        );
+        read_of_a_foreign_shape(Versions::new(db.clone()).table(&t2).unwrap(), &t2, "value");
+        // Unquoted, PostgreSQL folds names to lower case: one table, one identity.
+        assert_eq!(
+            Versions::new(db.clone()).table("Foo").unwrap().identity(),
+            Versions::new(db.clone()).table("foo").unwrap().identity()
+        );
+    }));
+    admin
+        .batch_execute(&format!("DROP TABLE {t1}; DROP TABLE {t2}"))
+        .unwrap();
+    if let Err(p) = result {
+        std::panic::resume_unwind(p);
+    }
+}
+
+#[cfg(feature = "mysql")]
+#[test]
+fn a_mysql_table_of_another_shape_is_a_typed_error() {
+    use mysql::prelude::Queryable;
+    use turnstile::resource::MySql;
+    let url = std::env::var("TURNSTILE_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned());
+    let db = MySql::new(&url).unwrap();
+    let mut admin = db.connect().unwrap();
+    let (t1, t2) = (unique_table(), format!("{}_b", unique_table()));
+    admin
+        .query_drop(format!(
+            "CREATE TABLE {t1} (id VARBINARY(255) PRIMARY KEY, value LONGBLOB NOT NULL,
+                                version TEXT NOT NULL)"
+        ))
+        .unwrap();
+    admin
+        .query_drop(format!("INSERT INTO {t1} VALUES ('x', x'00', 'abc')"))
+        .unwrap();
+    admin
+        .query_drop(format!(
+            "CREATE TABLE {t2} (id VARBINARY(255) PRIMARY KEY, value LONGBLOB NOT NULL,
+                                version BIGINT NOT NULL)"
+        ))
+        .unwrap();
+    admin
+        .query_drop(format!("INSERT INTO {t2} VALUES ('x', x'00', -1)"))
+        .unwrap();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        read_of_a_foreign_shape(
+            Versions::new(db.clone()).table(&t1).unwrap(),
+            &t1,
+            "version",
+        );
+        read_of_a_foreign_shape(
+            Versions::new(db.clone()).table(&t2).unwrap(),
+            &t2,
+            "version",
+        );
+    }));
+    admin.query_drop(format!("DROP TABLE {t1}, {t2}")).unwrap();
+    if let Err(p) = result {
+        std::panic::resume_unwind(p);
+    }
+}
