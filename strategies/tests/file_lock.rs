@@ -618,6 +618,12 @@ fn the_spec_registry_builds_file_lock_beside_the_database_or_in_a_given_director
         registry.open("file-lock:", &setup),
         Err(Error::Config(_))
     ));
+    // A NUL byte in the directory is a bad spec, not an unavailable filesystem.
+    let nul = format!("file-lock:{}/lo\0cks", root.path().display());
+    match registry.open(&nul, &setup) {
+        Err(Error::Config(m)) => assert!(m.contains("NUL"), "{m}"),
+        other => panic!("expected a config error, got {:?}", other.err()),
+    }
     let plain = FileLock::new(root.path().join("plain")).unwrap();
     let caps = plain.capabilities();
     assert_eq!(

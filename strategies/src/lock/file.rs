@@ -92,7 +92,8 @@ pub enum FileLockError {
         path: PathBuf,
     },
     /// A stripe count of zero or over [`MAX_STRIPES`], a zero poll interval, or a directory
-    /// path that is empty, over [`MAX_DIR_PATH`] bytes, or under a parent that does not exist.
+    /// path that is empty, holds a NUL byte, is over [`MAX_DIR_PATH`] bytes, or is under a
+    /// parent that does not exist.
     Config(String),
     /// Any other I/O error on the lock directory or a lock file.
     Io {
@@ -209,6 +210,19 @@ impl FileLockBuilder {
             return Err(FileLockError::Config(
                 "the lock directory path is empty".into(),
             ));
+        }
+        // A NUL byte ends a C string: no path can hold one, and the OS would refuse it
+        // as an I/O error. Not echoed either (its text is cut there).
+        if let Some(at) = self
+            .dir
+            .as_os_str()
+            .as_encoded_bytes()
+            .iter()
+            .position(|&b| b == 0)
+        {
+            return Err(FileLockError::Config(format!(
+                "the lock directory path holds a NUL byte at byte {at}; no path can"
+            )));
         }
         // Not echoed: a path this long is no directory's (a pasted blob, say).
         let len = self.dir.as_os_str().len();
@@ -848,6 +862,21 @@ mod tests {
                 assert!(shown.len() < 200, "{shown}");
             }
             other => panic!("expected a refused configuration, got {other:?}"),
+        }
+        // A NUL byte is no path's: refused as configuration (before: an I/O error, which
+        // became `Error::Unavailable`), for `new`, `beside` and the spec alike.
+        for bad in [
+            FileLock::new(dir.path().join("lo\0cks")),
+            FileLock::beside(dir.path().join("app\0.db")),
+        ] {
+            match bad {
+                Err(e @ FileLockError::Config(_)) => {
+                    let shown = e.to_string();
+                    assert!(shown.contains("NUL byte"), "{shown}");
+                    assert!(matches!(Error::<()>::from(e), Error::Config(_)));
+                }
+                other => panic!("expected a refused configuration, got {other:?}"),
+            }
         }
         // A component too long for the filesystem stays an I/O error, as the OS says it.
         let component = dir.path().join("b".repeat(300));
