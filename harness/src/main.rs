@@ -252,22 +252,19 @@ impl clap::builder::TypedValueParser for DataParser {
             .with_cmd(cmd)
         };
         let given = value.to_str().ok_or_else(|| bad("not UTF-8".to_owned()))?;
-        let url = lower_scheme(given);
-        url.parse().map_err(|why: String| {
-            let (redacted, redacted_url) = (redact_url(given), redact_url(&url));
-            bad(report::cut_echoes(
-                &why,
-                [given, &url, &redacted, &redacted_url],
-            ))
+        given.parse().map_err(|why: String| {
+            let redacted = redact_url(given);
+            bad(report::cut_echoes(&why, [given, &redacted]))
         })
     }
 }
 
-/// `spec` with the scheme of its URL (the name before `://`) in lower case: schemes are
-/// case-insensitive (RFC 3986), and so are strategy names, but a driver reads
-/// `Postgres://…` as a `key=value` string. Anything else is left as it is.
-fn lower_scheme(spec: &str) -> String {
-    match spec.trim_start().split_once("://") {
+/// `url` (`compare`'s `--redis`, `--mysql`, `--postgres`) with its scheme (the name
+/// before `://`) in lower case: schemes are case-insensitive (RFC 3986), but a driver
+/// reads `Postgres://…` as a `key=value` string. Anything else is left as it is. (Strategy
+/// specs and `--data` are read so by `Spec::parse` and `DataSpec`'s `FromStr`.)
+fn lower_scheme(url: &str) -> String {
+    match url.trim_start().split_once("://") {
         Some((scheme, rest))
             if !scheme.is_empty()
                 && scheme
@@ -277,41 +274,7 @@ fn lower_scheme(spec: &str) -> String {
         {
             format!("{}://{rest}", scheme.to_ascii_lowercase())
         }
-        _ => spec.to_owned(),
-    }
-}
-
-/// Refuses a Redis URL whose database index is below 0 (`redis://h:6379/-1`): the driver
-/// takes it, and only the server refuses it, once connected — a typo that would end the
-/// run inconclusive (a server out of reach) instead of as bad usage. `spec` is a strategy
-/// spec (`redis://…`, `queue+rediss://…`, `redlock://h1,h2,h3/-1`, …) or `--redis`'s URL;
-/// a spec of another kind passes.
-fn redis_db_index(spec: &str) -> Result<(), String> {
-    let Some((name, rest)) = spec.trim().split_once("://") else {
-        return Ok(());
-    };
-    let name = name.to_ascii_lowercase();
-    let name = name.strip_prefix("queue+").unwrap_or(&name);
-    if !matches!(
-        name,
-        "redis" | "rediss" | "redlock" | "redlocks" | "redis-nofence"
-    ) {
-        return Ok(());
-    }
-    // Host and path, after any user info (whose password may hold a `/`).
-    let before_query = rest.split(['?', '#']).next().unwrap_or(rest);
-    let hosts_and_path = before_query
-        .rsplit_once('@')
-        .map_or(before_query, |(_, after)| after);
-    match hosts_and_path
-        .split_once('/')
-        .and_then(|(_, db)| db.trim().parse::<i64>().ok())
-    {
-        Some(db) if db < 0 => Err(format!(
-            "bad Redis URL {:?}: database {db} is below 0 (the path /N picks database N, 0 and up)",
-            report::cut(&redact_url(spec))
-        )),
-        _ => Ok(()),
+        _ => url.to_owned(),
     }
 }
 
@@ -450,10 +413,6 @@ fn check(args: CheckArgs, given: Given<'_>) -> u8 {
         from_variable();
         2
     };
-    let strategy = lower_scheme(&args.strategy);
-    if let Err(reason) = redis_db_index(&strategy) {
-        return usage(reason);
-    }
     // Options that would be ignored.
     if given.on_command_line("sync") && args.data.is_server() {
         return usage(format!(
@@ -478,7 +437,7 @@ fn check(args: CheckArgs, given: Given<'_>) -> u8 {
         )),
         _ => {}
     }
-    let mut config = RunConfig::new(strategy, args.workload)
+    let mut config = RunConfig::new(args.strategy, args.workload)
         .threads(args.threads)
         .procs(args.procs)
         .ops(args.ops)
@@ -596,15 +555,12 @@ fn compare(args: CompareArgs, given: Given<'_>) -> u8 {
         let mut specs = Vec::new();
         for list in &args.strategies {
             match compare::split_strategies(list, &registry) {
-                Ok(more) => specs.extend(more.iter().map(|spec| lower_scheme(spec))),
+                Ok(more) => specs.extend(more),
                 Err(e) => {
                     say(&format!("turnstile compare: {e}"));
                     return e.exit_code() as u8;
                 }
             }
-        }
-        if let Some(reason) = specs.iter().find_map(|spec| redis_db_index(spec).err()) {
-            return usage(reason);
         }
         config.strategies = Some(specs);
     }
@@ -619,9 +575,6 @@ fn compare(args: CompareArgs, given: Given<'_>) -> u8 {
     config.ops = args.ops;
     config.time_limit = args.time_limit_s.map(Duration::from_secs);
     config.workload = args.workload;
-    if let Some(Err(reason)) = args.redis.as_deref().map(redis_db_index) {
-        return usage(format!("--redis: {reason}"));
-    }
     let url = |url: Option<String>| url.as_deref().map(lower_scheme);
     config.redis = url(args.redis);
     config.no_private_redis = args.no_redis;

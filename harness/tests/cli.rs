@@ -933,6 +933,9 @@ fn a_data_url_scheme_in_capitals_is_read() {
     let shouted = format!("{}://{rest}", scheme.to_ascii_uppercase());
     let (code, out, err) = check(&small_run("mutex", &["--data", &shouted]));
     assert_eq!(code, 0, "{out}{err}");
+    // A strategy's URL too.
+    let (code, out, err) = check(&small_run(&format!("queue+{shouted}"), &[]));
+    assert_eq!(code, 0, "{out}{err}");
 }
 
 /// A Redis URL whose database is below 0 is bad usage, found as the spec is read, not an

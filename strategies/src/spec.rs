@@ -49,10 +49,15 @@ impl Spec {
         if text.is_empty() {
             return Err(Error::Config("empty strategy spec".into()));
         }
-        let (name, arg) = if let Some((scheme, _)) = text.split_once("://") {
-            (scheme, Some(text))
+        let (name, arg) = if let Some((scheme, rest)) = text.split_once("://") {
+            // Schemes are case-insensitive (RFC 3986), drivers' parsers not all: a
+            // driver reads `Postgres://…` as a `key=value` string.
+            (
+                scheme,
+                Some(format!("{}://{rest}", scheme.to_ascii_lowercase())),
+            )
         } else if let Some((name, arg)) = text.split_once(':') {
-            (name, Some(arg))
+            (name, Some(arg.to_owned()))
         } else {
             (text, None)
         };
@@ -64,7 +69,7 @@ impl Spec {
         }
         Ok(Spec {
             name: name.to_ascii_lowercase(),
-            arg: arg.map(str::to_owned),
+            arg,
         })
     }
 
@@ -73,7 +78,7 @@ impl Spec {
         &self.name
     }
 
-    /// The argument after `name:`, or the whole URL.
+    /// The argument after `name:`, or the whole URL (its scheme in lower case).
     pub fn arg(&self) -> Option<&str> {
         self.arg.as_deref()
     }
@@ -217,9 +222,38 @@ pub(crate) fn hides(url: &str, range: std::ops::Range<usize>) -> bool {
 /// quotes is `***` too: each secret whole, and split at `&`, `=`, `/`, `?`, `#`, `@` and
 /// `:` (where a driver may have cut it), as it is and decoded. For a URL too long to
 /// read, the message is not shown at all.
-#[cfg_attr(not(any(feature = "mysql", feature = "redis")), allow(dead_code))]
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) fn redact_message(url: &str, message: &str) -> String {
-    let Some(masks) = url_masks(url) else {
+    redact_message_refusing(url, &[], message)
+}
+
+/// [`redact_url`] for a URL whose driver refused the query parameters (or libpq
+/// keywords) named `refused` (an unknown option, or a value it does not take): their
+/// values are masked too, as they may be secrets under a misspelt name
+/// (`?passwd=…`, which is no name [`redact_url`] masks). Their names stay shown, also
+/// where a query's password masks what follows it (a raw `&` in a password:
+/// `?password=…&sslmod=…`), when the name reads as an option's (`sslmod`: ASCII lower-case
+/// letters and `_`, which is what every option of turnstile's drivers is made of); a
+/// name with anything else in it (`k9zq`, `Zq`) may be a piece of the password, and is
+/// not shown.
+#[cfg_attr(not(any(feature = "mysql", feature = "postgres")), allow(dead_code))]
+pub(crate) fn redact_url_refusing(url: &str, refused: &[&str]) -> String {
+    match refused_masks(url, refused) {
+        Some(masks) => masked(url, masks),
+        None => format!("[{} bytes, not shown]", url.len()),
+    }
+}
+
+/// [`redact_message`] for a URL whose driver refused the parameters named `refused`:
+/// what [`redact_url_refusing`] masks is masked in the message too, so the driver's
+/// quote of a refused value (MySQL's ``Invalid value `…' for URL parameter `…'``) is
+/// `***`, and a refused name it shows is kept.
+#[cfg_attr(
+    not(any(feature = "mysql", feature = "postgres", feature = "redis")),
+    allow(dead_code)
+)]
+pub(crate) fn redact_message_refusing(url: &str, refused: &[&str], message: &str) -> String {
+    let Some(masks) = refused_masks(url, refused) else {
         return "[driver message not shown]".to_owned();
     };
     let shown = masked(url, masks.clone());
@@ -228,6 +262,80 @@ pub(crate) fn redact_message(url: &str, message: &str) -> String {
         shown.contains(piece) || decoded.contains(piece)
     });
     without_secrets(url, &masks, &out)
+}
+
+/// [`url_masks`], with the value of every parameter named in `refused` masked, and the
+/// name of each (with the `=` after it) unmasked where it reads as an option's.
+fn refused_masks(url: &str, refused: &[&str]) -> Option<Vec<std::ops::Range<usize>>> {
+    let mut masks = url_masks(url)?;
+    if refused.is_empty() {
+        return Some(masks);
+    }
+    let wanted = |name: &str| {
+        let name = percent_decoded(name.trim());
+        refused.iter().any(|r| r.eq_ignore_ascii_case(&name))
+    };
+    let mut values = Vec::new();
+    let mut names = Vec::new();
+    // A name starts the text, or follows `?`, `&` or a blank (a libpq string), and runs
+    // to `=`.
+    let starts = std::iter::once(0).chain(
+        url.char_indices()
+            .filter(|&(_, c)| c == '?' || c == '&' || c.is_whitespace())
+            .map(|(i, c)| i + c.len_utf8()),
+    );
+    for start in starts {
+        let rest = &url[start..];
+        let Some(eq) = rest
+            .find(['=', '&', '?'])
+            .filter(|&e| rest[e..].starts_with('='))
+        else {
+            continue;
+        };
+        let name = &rest[..eq];
+        if name.is_empty() || name.contains(char::is_whitespace) || !wanted(name) {
+            continue;
+        }
+        let value_at = start + eq + 1;
+        let value = &url[value_at..];
+        let len = if value.starts_with('\'') {
+            value_len(value)
+        } else {
+            value_len(value).min(value.find('&').unwrap_or(value.len()))
+        };
+        values.push(value_at..value_at + len);
+        if reads_as_an_option_name(name) {
+            // With the `&` before it, which no password mask keeps then.
+            let from = if url[..start].ends_with('&') {
+                start - 1
+            } else {
+                start
+            };
+            names.push(from..value_at);
+        }
+    }
+    for name in names {
+        masks = masks
+            .into_iter()
+            .flat_map(|m| {
+                if m.start < name.end && name.start < m.end {
+                    vec![m.start..name.start.max(m.start), name.end.min(m.end)..m.end]
+                } else {
+                    vec![m]
+                }
+            })
+            .filter(|m| !m.is_empty())
+            .collect();
+    }
+    masks.extend(values.into_iter().filter(|m| !m.is_empty()));
+    Some(masks)
+}
+
+/// Whether a refused parameter's name reads as an option's: ASCII lower-case letters and
+/// `_`, at most 64 of them. A password's piece after a raw `&` in it most often has a
+/// digit, a capital or a sign, and is then not shown.
+fn reads_as_an_option_name(name: &str) -> bool {
+    (2..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
 }
 
 /// `text` with every piece of what `masks` mask in `url` replaced by `***` where no
@@ -1888,6 +1996,9 @@ mod tests {
         assert_eq!((s.name(), s.arg()), ("file-lock", Some("/tmp/x")));
         let s = Spec::parse("redis://:pw@h:1/0").unwrap();
         assert_eq!((s.name(), s.arg()), ("redis", Some("redis://:pw@h:1/0")));
+        // A scheme is case-insensitive; the URL the driver gets has it in lower case.
+        let s = Spec::parse("Postgres://U@H/Db").unwrap();
+        assert_eq!((s.name(), s.arg()), ("postgres", Some("postgres://U@H/Db")));
         assert!(Spec::parse("").is_err());
         assert!(Spec::parse(":x").is_err());
     }

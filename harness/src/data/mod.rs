@@ -126,12 +126,19 @@ impl std::str::FromStr for DataSpec {
         if s.eq_ignore_ascii_case("sqlite") {
             return Ok(DataSpec::Sqlite);
         }
-        let scheme = s
-            .split_once("://")
-            .map(|(scheme, _)| scheme.to_ascii_lowercase());
+        // Schemes are case-insensitive (RFC 3986); the drivers' parsers are not: one
+        // reads `Postgres://…` as a `key=value` string.
+        let (scheme, url) = match s.split_once("://") {
+            Some((scheme, rest)) => {
+                let scheme = scheme.to_ascii_lowercase();
+                let url = format!("{scheme}://{rest}");
+                (Some(scheme), url)
+            }
+            None => (None, s.to_owned()),
+        };
         let data = match scheme.as_deref() {
-            Some("postgres" | "postgresql") => DataSpec::Postgres(s.to_owned()),
-            Some("mysql") => DataSpec::MySql(s.to_owned()),
+            Some("postgres" | "postgresql") => DataSpec::Postgres(url),
+            Some("mysql") => DataSpec::MySql(url),
             _ => {
                 return Err(format!(
                     "unknown data {:?}: use sqlite, postgres://user@host:port/db or mysql://user@host:port/db",

@@ -111,7 +111,9 @@ impl MySql {
     /// `db`; `mysql://u@h:3306/my@db`), unless in the value of `user`, `password`, `socket`
     /// or `db_name` (percent-encode them, `%40` for `@`, `%2F`, `%3F`, `%23`:
     /// `mysql://h/my%40db` is the database `my@db`). A
-    /// raw `@` alone in the password (`mysql://app:P@ss@db/app`) is read as written.
+    /// raw `@` alone in the password (`mysql://app:P@ss@db/app`) is read as written. The
+    /// message shows the URL with its password, and the value of a parameter the driver
+    /// refused (a misspelt `?passwd=…`), as `***`.
     pub fn new(url: &str) -> Result<Self, StrategyError> {
         let opts = parse_url(url)?;
         Ok(MySql {
@@ -202,11 +204,18 @@ pub(crate) fn parse_url(url: &str) -> Result<Opts, StrategyError> {
     crate::spec::refuse_ambiguous_userinfo("MySQL", url)?;
     let opts = Opts::from_url(url).map_err(|e| {
         // The driver's message may quote a piece of the URL (an unknown parameter that is
-        // the tail of a password with a raw `&`).
+        // the tail of a password with a raw `&`), and the parameter it refused may hold a
+        // secret (`?passwd=…`, a misspelt password): its value is masked.
+        let refused = match &e {
+            mysql::UrlError::UnknownParameter(name)
+            | mysql::UrlError::InvalidValue(name, _)
+            | mysql::UrlError::FeatureRequired(_, name) => vec![name.as_str()],
+            _ => Vec::new(),
+        };
         Error::Config(format!(
             "bad MySQL URL {:?}: {}",
-            crate::spec::redact_url(url),
-            crate::spec::redact_message(url, &url_error_text(&e))
+            crate::spec::redact_url_refusing(url, &refused),
+            crate::spec::redact_message_refusing(url, &refused, &url_error_text(&e))
         ))
     })?;
     // A NUL (`%00`) is no part of a name MySQL takes: the handshake sends the user and
@@ -668,6 +677,40 @@ mod tests {
         let shown = error.to_string();
         assert!(shown.contains("bad MySQL URL"), "{shown}");
         assert!(!shown.contains("x9") && !shown.contains("Xy7"), "{shown}");
+    }
+
+    /// The value of a parameter the driver refused may be a secret under a misspelt name
+    /// (`passwd=`): masked, in the URL shown and in the driver's message, its name kept;
+    /// also after a query password, whose mask no longer hides the refused name.
+    #[test]
+    fn a_refused_parameter_shows_its_name_and_not_its_value() {
+        for (url, named) in [
+            (
+                "mysql://u@h/db?passwd=Secret1",
+                "Unknown URL parameter `passwd'",
+            ),
+            (
+                "mysql://u@h/db?password=Secret0&passwd=Secret1",
+                "Unknown URL parameter `passwd'",
+            ),
+            (
+                "mysql://u@h/db?password=Secret0&foo=Secret1",
+                "Unknown URL parameter `foo'",
+            ),
+            (
+                "mysql://u@h/db?prefer_socket=Secret1",
+                "Invalid value `***' for URL parameter `prefer_socket'",
+            ),
+        ] {
+            let error = MySql::new(url).unwrap_err();
+            let shown = error.to_string();
+            assert!(matches!(error, Error::Config(_)), "{shown}");
+            assert!(shown.contains(named), "{url}: {shown}");
+            assert!(
+                !shown.contains("Secret") && shown.contains("=***"),
+                "{url}: {shown}"
+            );
+        }
     }
 
     #[test]

@@ -86,7 +86,8 @@ impl Postgres {
     /// (`postgres://h:5432/db?application_name=a@b`), a password that starts with digits
     /// and then `/`, `?` or `,` (read as a port: `postgres://u:12/ab@h/db`), or credentials
     /// that start with `[` (an IPv6 host). Percent-encode such an `@` as `%40` (and the
-    /// password's `/` as `%2F`).
+    /// password's `/` as `%2F`). The message shows the URL with its password, and the value
+    /// of an option the driver refused (a misspelt `?passwd=…`), as `***`.
     pub fn new(url: &str) -> Result<Self, StrategyError> {
         let config = parse_url(url)?;
         Ok(Postgres {
@@ -199,8 +200,17 @@ pub(crate) fn parse_config(url: &str) -> Result<tokio_postgres::Config, Strategy
     // piece of the password for the host, database or user, which the identity shows, or
     // connect to another host than the URL names.
     crate::spec::refuse_ambiguous_userinfo("PostgreSQL", url)?;
-    let mut config =
-        tokio_postgres::Config::from_str(url).map_err(|e| bad(&parse_reason(url, &e)))?;
+    let mut config = tokio_postgres::Config::from_str(url).map_err(|e| {
+        // The option the driver refused (`?passwd=…`, a misspelt password) may hold a
+        // secret: its value is masked, in the URL shown and in the reason.
+        let refused = refused_option(&e);
+        let refused: Vec<&str> = refused.iter().map(String::as_str).collect();
+        Error::Config(format!(
+            "bad PostgreSQL URL {:?}: {}",
+            crate::spec::redact_url_refusing(url, &refused),
+            parse_reason(url, &refused, &e)
+        ))
+    })?;
     // What the driver would refuse only when it connects, as if the server were out of
     // reach: no host, hosts and `hostaddr`s that do not pair up, more ports than hosts,
     // an empty host name.
@@ -290,6 +300,24 @@ fn requires_tls(config: &tokio_postgres::Config) -> Option<(&'static str, &'stat
     }
 }
 
+/// The option whose name or value the driver refused (`unknown option `KEY``, `invalid
+/// value for option `KEY``), as its error names it.
+fn refused_option(error: &tokio_postgres::Error) -> Option<String> {
+    let mut cause = std::error::Error::source(error);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        let key = ["unknown option `", "invalid value for option `"]
+            .iter()
+            .find_map(|p| text.strip_prefix(p))
+            .and_then(|rest| rest.strip_suffix('`'));
+        if let Some(key) = key {
+            return Some(key.to_owned());
+        }
+        cause = c.source();
+    }
+    None
+}
+
 /// Why the driver refused `url`, safe to show: its error says only `invalid connection
 /// string`, and its cause the reason (`invalid value for option \`port\``, `unknown option
 /// \`foo\``). A reason that names one of the driver's options by itself is shown as it
@@ -297,7 +325,7 @@ fn requires_tls(config: &tokio_postgres::Config) -> Option<(&'static str, &'stat
 /// it too, and a character it quotes from the URL is left out.
 ///
 /// [`redact_url`]: crate::spec::redact_url
-fn parse_reason(url: &str, error: &tokio_postgres::Error) -> String {
+fn parse_reason(url: &str, refused: &[&str], error: &tokio_postgres::Error) -> String {
     /// The options the driver names in `invalid value for option `…``: its own words.
     const OPTIONS: [&str; 14] = [
         "sslmode",
@@ -341,7 +369,7 @@ fn parse_reason(url: &str, error: &tokio_postgres::Error) -> String {
             {
                 text = "unknown option (not shown: it may be part of a password)".to_owned();
             }
-            text = crate::spec::redact_message(url, &text);
+            text = crate::spec::redact_message_refusing(url, refused, &text);
         }
         why.push_str(": ");
         why.push_str(&text);
@@ -702,6 +730,50 @@ mod tests {
             .to_string();
         assert!(shown.contains("unexpected character at byte"), "{shown}");
         assert!(!shown.contains("Xy7") && !shown.contains("`w`"), "{shown}");
+    }
+
+    /// The value of an option the driver refused may be a secret under a misspelt name
+    /// (`passwd=`): masked, in the URL shown and in the reason, its name kept; also after
+    /// a query password, whose mask no longer hides the refused option's name.
+    #[test]
+    fn a_refused_option_shows_its_name_and_not_its_value() {
+        for (url, named) in [
+            (
+                "postgres://u@h/db?passwd=Secret1",
+                "unknown option `passwd`",
+            ),
+            (
+                "postgres://u@h/db?PassWd=Secret1",
+                "unknown option `PassWd`",
+            ),
+            ("host=h passwd=Secret1", "unknown option `passwd`"),
+            ("host=h passwd='Secret1 x'", "unknown option `passwd`"),
+            (
+                "postgres://u@h/db?password=Secret0&passwd=Secret1",
+                "unknown option `passwd`",
+            ),
+            (
+                "postgres://u@h/db?password=Secret0&foo=Secret1",
+                "unknown option `foo`",
+            ),
+            (
+                "postgres://u@h/db?sslmode=Secret1",
+                "invalid value for option `sslmode`",
+            ),
+        ] {
+            let error = parse_config(url).unwrap_err();
+            let shown = error.to_string();
+            assert!(matches!(error, Error::Config(_)), "{shown}");
+            assert!(shown.contains(named), "{url}: {shown}");
+            assert!(
+                !shown.contains("Secret") && shown.contains("=***"),
+                "{url}: {shown}"
+            );
+        }
+        let shown = parse_config("postgres://u@h/db?password=Secret0&foo=bar")
+            .unwrap_err()
+            .to_string();
+        assert!(shown.contains("?password=***&foo=***\""), "{shown}");
     }
 
     /// What would fail only when connecting, as if the server were down, is refused as
