@@ -1558,7 +1558,7 @@ fn compare_from_json_keeps_rows_whole_and_refuses_a_record_at_odds_with_itself()
 
 /// A Redis that accepts and never answers: the floor's note names the server (without
 /// its password) and says the PING timed out, rather than the socket's "os error 11".
-/// A `--redis` URL whose database is below 0 is bad usage as it is read.
+/// And a `--redis` URL whose database is below 0 is bad usage as it is read.
 #[test]
 fn compare_names_a_silent_redis_and_says_it_timed_out() {
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -1001,6 +1001,63 @@ fn redlock_needs_a_quorum() {
     assert!(!text.contains(&addrs[2]), "{text}");
 }
 
+/// One server listed under two names (`127.0.0.1:P` and `localhost:P`: not a textual
+/// duplicate) would count twice towards the quorum: its `run_id` gives it away, and
+/// `ping_all`, opening the spec and every acquire refuse it with a config error naming
+/// both entries, taking no lease. Before, the acquire won with the one server counted
+/// twice.
+#[test]
+fn redlock_refuses_one_server_under_two_names() {
+    let one = RedisServer::start();
+    let other = RedisServer::start();
+    let url = format!(
+        "redlock://127.0.0.1:{p},{o},localhost:{p}/0",
+        p = one.port(),
+        o = other.addr()
+    );
+    let lock = RedlockLock::builder_from_url(&url)
+        .unwrap()
+        .ttl(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let named = |text: &str| {
+        text.contains(&format!("127.0.0.1:{}", one.port()))
+            && text.contains(&format!("localhost:{}", one.port()))
+            && !text.contains(&other.addr())
+    };
+    let name = LockName::new("twice", Key::whole());
+    match lock.acquire(&name, Some(Instant::now() + Duration::from_secs(2))) {
+        Err(Error::Config(text)) => assert!(named(&text), "{text}"),
+        other => panic!("expected a config error, got {:?}", other.map(|_| ())),
+    }
+    // What the round took was released.
+    let key = lock_key(&name);
+    for addr in [one.addr(), other.addr()] {
+        assert_eq!(raw_command(&addr, &[b"EXISTS", &key]), ":0", "{addr}");
+    }
+    match lock.ping_all() {
+        Err(Error::Config(text)) => assert!(named(&text), "{text}"),
+        other => panic!("expected a config error, got {other:?}"),
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let setup = Setup::new(sqlite(&dir.path().join("twice.db")));
+    match Registry::builtin().open(&url, &setup).map(|_| ()) {
+        Err(Error::Config(text)) => assert!(named(&text), "{text}"),
+        other => panic!("expected a config error, got {other:?}"),
+    }
+    // Distinct servers pass.
+    let third = RedisServer::start();
+    let fine =
+        RedlockLock::builder([&one, &other, &third].map(|s| format!("redis://{}/0", s.addr())))
+            .build()
+            .unwrap();
+    assert_eq!(fine.ping_all().unwrap(), 3);
+    fine.acquire(&name, Some(Instant::now() + Duration::from_secs(2)))
+        .unwrap()
+        .release()
+        .unwrap();
+}
+
 /// A Redlock acquire waits for silent servers until the caller's deadline (with a floor
 /// of 50 ms a call), not each server's whole share of the TTL: with a 60 s TTL (3 s a
 /// server) and two of three servers that accept and never answer, a 100 ms wait ends in

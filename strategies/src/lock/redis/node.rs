@@ -5,7 +5,7 @@
 
 use std::fmt;
 use std::io;
-use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use redis::{
@@ -355,6 +355,11 @@ pub(super) struct Node {
     response_timeout: Duration,
     /// How the server is reached (for the text of a failure).
     transport: Transport,
+    /// Whether to learn the server's `run_id` (see [`Node::identified`]).
+    identify: bool,
+    /// The server's `run_id` (`INFO server`), once a connection learned it; `None` inside
+    /// when the server would not say (`INFO` renamed away, or denied by an ACL).
+    run_id: OnceLock<Option<String>>,
 }
 
 struct Pooled {
@@ -414,6 +419,13 @@ pub(super) fn parse_url(url: &str) -> Result<(Connector, String), StrategyError>
         let e = crate::spec::redact_message(url, &e.to_string());
         Error::Config(format!("cannot parse Redis URL {shown:?}: {e}"))
     })?;
+    // The driver takes any number; only the server refuses one below 0, once reached.
+    if info.redis_settings().db() < 0 {
+        return Err(Error::Config(format!(
+            "bad Redis URL {shown:?}: database {} is below 0 (the path /N picks database N, 0 and up)",
+            info.redis_settings().db()
+        )));
+    }
     let display = display_of(&info);
     let client = match info.addr() {
         ConnectionAddr::TcpTls { insecure: true, .. } => {
@@ -794,7 +806,45 @@ impl Node {
             connect_timeout,
             response_timeout,
             transport,
+            identify: false,
+            run_id: OnceLock::new(),
         }
+    }
+
+    /// This node, learning its server's `run_id` on its first connection: Redlock's
+    /// servers must be distinct, and one server listed under two names (`127.0.0.1:6379`
+    /// and `localhost:6379`) has one `run_id`. It costs one `INFO server` per node.
+    pub(super) fn identified(mut self) -> Self {
+        self.identify = true;
+        self
+    }
+
+    /// The server's `run_id`, once a connection learned it (see [`Node::identified`]).
+    pub(super) fn run_id(&self) -> Option<&str> {
+        self.run_id.get().and_then(Option::as_deref)
+    }
+
+    /// Asks the server for its `run_id` on `pooled`, if this node wants it and does not
+    /// know it yet. A server that answers with an error (`INFO` renamed away or denied) is
+    /// not asked again; any other failure drops the connection.
+    fn learn_run_id(&self, pooled: &mut Pooled) -> Result<(), StrategyError> {
+        // A connection that still owes a reply is an old one: it learned it already.
+        if !self.identify || self.run_id.get().is_some() || pooled.pending.is_some() {
+            return Ok(());
+        }
+        let info: redis::RedisResult<String> =
+            redis::cmd("INFO").arg("server").query(&mut pooled.conn);
+        let run_id = match info {
+            Ok(text) => text.lines().find_map(|line| {
+                line.strip_prefix("run_id:")
+                    .map(|id| id.trim().to_owned())
+                    .filter(|id| !id.is_empty())
+            }),
+            Err(e) if matches!(e.kind(), ErrorKind::Server(_)) => None,
+            Err(e) => return Err(self.error(e, Stage::Reply(pooled.timeout))),
+        };
+        let _ = self.run_id.set(run_id);
+        Ok(())
     }
 
     /// The server as shown in errors and `Debug` (no password).
@@ -890,6 +940,7 @@ impl Node {
             set.map_err(|e| self.error(e, Stage::Reply(timeout)))?;
             pooled.timeout = timeout;
         }
+        self.learn_run_id(&mut pooled)?;
         Ok(pooled)
     }
 
@@ -1305,6 +1356,16 @@ mod tests {
             assert!(matches!(error, Error::Config(_)), "{shown}");
             assert!(shown.contains("%40"), "{shown}");
             assert!(!shown.contains(piece), "{shown}");
+        }
+        // A database below 0, which the driver takes and only the server refuses.
+        for url in ["redis://:Xy7@h:6379/-1", "redis+unix:///tmp/r.sock?db=-2"] {
+            let error = parse_url(url).unwrap_err();
+            let shown = error.to_string();
+            assert!(matches!(error, Error::Config(_)), "{shown}");
+            assert!(
+                shown.contains("is below 0") && !shown.contains("Xy7"),
+                "{shown}"
+            );
         }
         let (_, shown) = parse_url("redis://:P%40ssw0rd%231@cache:6379/0").unwrap();
         assert_eq!(shown, "redis://cache:6379/0");

@@ -126,7 +126,9 @@ impl RedlockBuilder {
     /// # Errors
     /// [`Error::Config`] for no servers, the same server twice (it would count twice
     /// towards the quorum), a bad URL, or a bad setting (as
-    /// [`RedisLockBuilder::build`](super::RedisLockBuilder::build)).
+    /// [`RedisLockBuilder::build`](super::RedisLockBuilder::build)). One server under
+    /// two names (`127.0.0.1:6379` and `localhost:6379`) is found once both are reached:
+    /// see [`RedlockLock`].
     pub fn build(self) -> Result<RedlockLock, StrategyError> {
         self.settings.check()?;
         if self.urls.is_empty() {
@@ -149,13 +151,16 @@ impl RedlockBuilder {
                     None => Error::Config(format!("Redlock server {display} is listed twice")),
                 });
             }
-            nodes.push(Arc::new(Node::new(
-                connector,
-                display,
-                Vec::new(),
-                self.settings.connect_timeout.min(per_server),
-                self.settings.response_timeout.min(per_server),
-            )));
+            nodes.push(Arc::new(
+                Node::new(
+                    connector,
+                    display,
+                    Vec::new(),
+                    self.settings.connect_timeout.min(per_server),
+                    self.settings.response_timeout.min(per_server),
+                )
+                .identified(),
+            ));
         }
         let nodes: Arc<[Arc<Node>]> = nodes.into();
         let quorum = nodes.len() / 2 + 1;
@@ -203,6 +208,14 @@ impl RedlockBuilder {
 ///
 /// Capabilities: [`Scope::Hosts`], **no fences**, leases can expire,
 /// [`HolderDeath::LeaseExpires`]. Keys are those of [`RedisLock`](super::RedisLock).
+///
+/// The servers must be distinct: one server listed under two names (`127.0.0.1:6379`,
+/// `localhost:6379`, `[::1]:6379`, or over TCP and a Unix socket) would count twice
+/// towards the quorum. Each server's first connection reads its `run_id`
+/// (`INFO server`), and [`ping_all`](RedlockLock::ping_all) and every acquire refuse,
+/// with an [`Error::Config`] naming both entries, two that share one (an acquire releases
+/// what its round took first). A server that does not answer `INFO` (renamed away, or
+/// denied by an ACL) is not checked.
 #[derive(Clone)]
 pub struct RedlockLock {
     inner: Arc<Inner>,
@@ -332,7 +345,8 @@ impl RedlockLock {
     ///
     /// # Errors
     /// [`Error::Unavailable`] when fewer than a quorum answer, naming every server that
-    /// did not and why.
+    /// did not and why; [`Error::Config`] when two entries reached one server (one
+    /// `run_id`; see [`RedlockLock`]).
     pub fn ping_all(&self) -> Result<usize, StrategyError> {
         let mut answered = 0;
         let mut failed = Vec::new();
@@ -342,6 +356,7 @@ impl RedlockLock {
                 Err(e) => failed.push((n, e)),
             }
         }
+        self.check_distinct()?;
         if answered < self.inner.quorum {
             return Err(self.out_of_reach(failed));
         }
@@ -359,6 +374,23 @@ impl RedlockLock {
                 .map(|(n, e)| (n.display().to_owned(), reason(&e)))
                 .collect(),
         })
+    }
+
+    /// Refuses two entries whose servers said one `run_id`: one server under two names.
+    fn check_distinct(&self) -> Result<(), StrategyError> {
+        let nodes = &self.inner.nodes;
+        for (i, a) in nodes.iter().enumerate() {
+            let Some(id) = a.run_id() else { continue };
+            if let Some(b) = nodes[i + 1..].iter().find(|b| b.run_id() == Some(id)) {
+                return Err(Error::Config(format!(
+                    "Redlock servers {} and {} are one Redis server (the same run_id): it \
+                     would count twice towards the quorum; list each server once",
+                    a.display(),
+                    b.display()
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// How many servers must grant a lease.
@@ -425,6 +457,11 @@ impl Lock for RedlockLock {
                 }
             }
             let validity = ttl.checked_sub(start.elapsed() + clock_drift(ttl));
+            // The round reached each server (its first connection reads the `run_id`).
+            if let Err(e) = self.check_distinct() {
+                self.release_all(&keys, &token, deadline);
+                return Err(e);
+            }
             if let Some(validity) = validity.filter(|_| won >= inner.quorum) {
                 let state = LeaseState::new(keys, token, start + validity);
                 if inner.settings.renewal {
