@@ -396,6 +396,22 @@ fn read_at_most(path: &Path, limit: u64) -> Result<Vec<u8>, String> {
     Ok(bytes)
 }
 
+/// Why a `--sync` given on the command line would be ignored, if it would: the data is
+/// on a server (from `--data` or its variable `data_var`), and the setting is SQLite's.
+fn sync_ignored(given: Given<'_>, data: &DataSpec, data_var: &str) -> Option<String> {
+    (given.on_command_line("sync") && data.is_server()).then(|| {
+        format!(
+            "--sync is SQLite's setting; the data is in {}{} (drop one of --sync and --data)",
+            report::cut(&data.to_string()),
+            if given.by_variable("data") {
+                format!(" (from {data_var})")
+            } else {
+                String::new()
+            }
+        )
+    })
+}
+
 /// Where `check`'s strategy spec comes from when no flag gives it.
 const STRATEGY_VAR: &str = "TURNSTILE_CHECK_STRATEGY";
 
@@ -414,16 +430,8 @@ fn check(args: CheckArgs, given: Given<'_>) -> u8 {
         2
     };
     // Options that would be ignored.
-    if given.on_command_line("sync") && args.data.is_server() {
-        return usage(format!(
-            "--sync is SQLite's setting; the data is in {}{} (drop one of --sync and --data)",
-            report::cut(&args.data.to_string()),
-            if given.by_variable("data") {
-                " (from TURNSTILE_CHECK_DATA)"
-            } else {
-                ""
-            }
-        ));
+    if let Some(reason) = sync_ignored(given, &args.data, "TURNSTILE_CHECK_DATA") {
+        return usage(reason);
     }
     match (args.workload, args.keys) {
         (Workload::Bank, Some(k @ 1)) => {
@@ -536,16 +544,8 @@ fn compare(args: CompareArgs, given: Given<'_>) -> u8 {
                 if ignored.len() == 1 { "it" } else { "them" }
             ));
         }
-    } else if given.on_command_line("sync") && args.data.is_server() {
-        return usage(format!(
-            "--sync is SQLite's setting; the data is in {}{} (drop one of --sync and --data)",
-            report::cut(&args.data.to_string()),
-            if given.by_variable("data") {
-                " (from TURNSTILE_COMPARE_DATA)"
-            } else {
-                ""
-            }
-        ));
+    } else if let Some(reason) = sync_ignored(given, &args.data, "TURNSTILE_COMPARE_DATA") {
+        return usage(reason);
     }
     let registry = registry();
     let mut config = CompareConfig::default();
