@@ -896,8 +896,8 @@ fn server_of(spec: &str) -> String {
 }
 
 /// `list` without the specs that parse the same as one before them (`Mutex` after
-/// `mutex`): names and URL schemes are matched without regard to case. A spec that does not parse stays,
-/// for the caller to refuse.
+/// `mutex`): names and URL schemes are matched without regard to case. A spec that does
+/// not parse stays, for the caller to refuse.
 fn distinct_specs(list: &[String]) -> Vec<String> {
     let mut seen: Vec<turnstile::spec::Spec> = Vec::new();
     let mut out = Vec::with_capacity(list.len());
