@@ -87,7 +87,10 @@ fn unserialized_counter_loses_increments_and_mutex_does_not() {
 
 #[test]
 fn racy_version_is_caught_by_counter_and_kv() {
-    // A 500 µs window between reading the lock row and claiming it.
+    // A 500 µs window between reading the lock row and claiming it. Two ops that both
+    // got in must also meet between read and write for a stale read to show: left to
+    // chance (a 50 µs think), a kv run once had a single overlap and a linearizable
+    // history. The rendezvous holds each op there until another thread is there too.
     let racy = |workload| {
         [
             "--strategy",
@@ -98,8 +101,8 @@ fn racy_version_is_caught_by_counter_and_kv() {
             "6",
             "--ops",
             "300",
-            "--think-us",
-            "50",
+            "--rendezvous-us",
+            "2000",
         ]
     };
     assert_caught(&racy("counter"), &["lost_update   VIOLATION", "overlaps"]);
