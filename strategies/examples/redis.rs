@@ -2,7 +2,8 @@
 //! around a SQLite file; what a lost lease looks like; and Redlock over several servers.
 //!
 //! Needs a Redis server: `TURNSTILE_REDIS_URL`, default `redis://127.0.0.1:6379`
-//! (`scripts/services` starts one). Run it with
+//! (`scripts/services` starts one), and `redis-server` on `PATH` for the three private
+//! servers of the Redlock part. Run it with
 //! `cargo run -p turnstile --features redis --example redis`. The book's "redis and
 //! redlock" chapter includes the parts between the `ANCHOR` markers.
 
@@ -87,11 +88,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // ANCHOR_END: lease_lost
 
     // ANCHOR: redlock
-    // Redlock: a lease on a majority of N independent servers. Three databases of one
-    // server stand in for three servers here; in production give it three servers
-    // (or the spec `redlock://h1:6379,h2:6379,h3:6379`).
-    let root = server_root(&url);
-    let redlock = RedlockLock::builder([1, 2, 3].map(|db| format!("{root}/{db}"))).build()?;
+    // Redlock: a lease on a majority of N independent servers — three private
+    // `redis-server`s here (in production, the spec `redlock://h1:6379,h2:6379,h3:6379`).
+    // One server under several names or databases is refused: it would vote more than once.
+    let servers = Servers::start(3)?;
+    let redlock = RedlockLock::builder(servers.urls()).build()?;
     redlock.ping_all()?;
     println!(
         "redlock: quorum {} of {}; fences: {}",
@@ -106,11 +107,54 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// `redis://host:port` without a `/db` path.
-fn server_root(url: &str) -> &str {
-    let after_scheme = url.find("://").map_or(0, |i| i + 3);
-    match url[after_scheme..].find('/') {
-        Some(i) => &url[..after_scheme + i],
-        None => url,
+/// Private `redis-server`s on free loopback ports, keeping nothing on disk; stopped when
+/// dropped.
+struct Servers(Vec<(std::process::Child, u16)>);
+
+impl Servers {
+    fn start(n: usize) -> Result<Self, Box<dyn std::error::Error>> {
+        let mut servers = Servers(Vec::new());
+        for _ in 0..n {
+            // A free port: the OS picks one for a listener that is then closed.
+            let port = std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port();
+            let child = std::process::Command::new("redis-server")
+                .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--save", "", "--appendonly", "no"])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .map_err(|e| format!("redis-server (needed on PATH for Redlock): {e}"))?;
+            servers.0.push((child, port));
+            // Up once it answers.
+            let started = std::time::Instant::now();
+            while RedisLock::builder(format!("redis://127.0.0.1:{port}").as_str())
+                .build()?
+                .ping()
+                .is_err()
+            {
+                if started.elapsed() > Duration::from_secs(10) {
+                    return Err(format!("redis-server on port {port} did not start").into());
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+        }
+        Ok(servers)
+    }
+
+    fn urls(&self) -> Vec<String> {
+        self.0
+            .iter()
+            .map(|(_, port)| format!("redis://127.0.0.1:{port}"))
+            .collect()
+    }
+}
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        for (child, _) in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
