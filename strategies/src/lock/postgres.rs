@@ -419,11 +419,24 @@ impl PostgresLock {
     /// [`DEFAULT_CONNECT_TIMEOUT`].
     ///
     /// # Errors
-    /// [`Error::Config`] when the URL does not parse, or when the driver would read a piece
+    /// [`Error::Config`] when the URL does not parse, when the driver would read a piece
     /// of its password as the host or database (the rules of [`Postgres::new`](crate::resource::Postgres::new); percent-encode
-    /// an `@` as `%40`).
+    /// an `@` as `%40`), or when it lists more than one server (a failover list: the lock
+    /// would be taken on whichever server a client reached).
     pub fn new(url: &str) -> Result<Self, StrategyError> {
         let config = res::parse_config(url)?;
+        // Advisory locks live on one server. With a failover list, each connection goes to
+        // the first server it reaches: a client cut off from the first would take the
+        // lock on the second while another holds it on the first.
+        let servers = config.get_hosts().len().max(config.get_hostaddrs().len());
+        if servers > 1 {
+            return Err(Error::Config(format!(
+                "PostgreSQL lock URL {:?} lists {servers} servers; a lock needs one server \
+                 (its advisory locks are that server's: a client that failed over to \
+                 another would take the lock there while it is held on the first)",
+                crate::spec::redact_url(url)
+            )));
+        }
         Ok(PostgresLock {
             shared: Arc::new(Shared {
                 backend_id: res::identity(&postgres::Config::from(config.clone())),
@@ -1229,6 +1242,28 @@ mod tests {
             LockWait::Wait { ms, more: false } => assert!((1400..=1500).contains(&ms), "{ms}"),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// A lock on a list of servers (libpq's failover) would be taken on whichever one a
+    /// client reached: two clients on two servers would both hold it. One server only.
+    #[test]
+    fn a_lock_url_with_several_servers_is_refused() {
+        for url in [
+            "postgres://u:Xy7@a,b/db",
+            "postgres://u@a:5432,b:5433/db",
+            "host=a,b user=u password=Xy7 dbname=db",
+            "hostaddr=10.0.0.1,10.0.0.2 user=u",
+        ] {
+            match PostgresLock::new(url) {
+                Err(Error::Config(m)) => {
+                    assert!(m.contains("one server"), "{url}: {m}");
+                    assert!(!m.contains("Xy7"), "{url}: {m}");
+                }
+                Err(other) => panic!("{url}: {other}"),
+                Ok(_) => panic!("{url}: accepted"),
+            }
+        }
+        assert!(PostgresLock::new("postgres://u@a:5433/db").is_ok());
     }
 
     /// Holds `key` from another session for `hold`, in a thread; answers when it is held.
