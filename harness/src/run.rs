@@ -1528,7 +1528,17 @@ fn run_on<B: Backend>(
                     && let Some(name) = paths.db.file_name()
                     && !same_file(&paths.db, &keep.join(name))
                 {
-                    std::fs::copy(&paths.db, keep.join(name))?;
+                    // Not over a kept file of the same name (a `--db` named `history-0.jsonl`).
+                    copy_new(&paths.db, &keep.join(name)).map_err(|e| match e.kind() {
+                        std::io::ErrorKind::AlreadyExists => std::io::Error::new(
+                            e.kind(),
+                            format!(
+                                "the database was not copied: the run keeps a file of its name, {}",
+                                keep.join(name).display()
+                            ),
+                        ),
+                        _ => e,
+                    })?;
                 }
                 Ok(())
             });
@@ -1675,14 +1685,46 @@ impl Drop for Progress {
     }
 }
 
+/// Copies the files of `from` into `to`, never over a file already there: `--keep` was
+/// empty before the run, so one there now is the run's own `--db` (named like a file the
+/// run keeps), or was put there meanwhile, and is not the run's to replace. The others are
+/// still copied; the first such file is the error.
 fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(to)?;
+    let mut taken = None;
     for entry in std::fs::read_dir(from)? {
         let entry = entry?;
-        if entry.file_type()?.is_file() {
-            std::fs::copy(entry.path(), to.join(entry.file_name()))?;
+        if !entry.file_type()?.is_file() {
+            continue;
+        }
+        let target = to.join(entry.file_name());
+        match copy_new(&entry.path(), &target) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                taken.get_or_insert(target);
+            }
+            result => result?,
         }
     }
+    match taken {
+        Some(target) => Err(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            format!(
+                "{} was already there (the --db?) and was not overwritten",
+                target.display()
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Copies `from` to a new file `to`: `AlreadyExists` if there is one.
+fn copy_new(from: &Path, to: &Path) -> std::io::Result<()> {
+    let mut source = std::fs::File::open(from)?;
+    let mut target = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(to)?;
+    std::io::copy(&mut source, &mut target)?;
     Ok(())
 }
 

@@ -5,6 +5,7 @@
 mod cli_support;
 
 use cli_support::{CHECK_ENV, check, check_env};
+use std::path::Path;
 
 #[test]
 fn bad_usage_exits_2() {
@@ -219,6 +220,43 @@ fn keep_saves_history_and_database_of_a_failed_run() {
         .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
         .unwrap();
     assert!(n > 0, "the kept database lost its tables");
+    // Nothing is copied over a file already there: not over a `--db` in `--keep` named
+    // like a file the run keeps, nor that file over the kept history.
+    let table_count = |db: &Path| -> i64 {
+        rusqlite::Connection::open(db)
+            .unwrap()
+            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+            .unwrap()
+    };
+    for (keep, db) in [
+        ("kept4", dir.path().join("kept4/history-0.jsonl")),
+        ("kept5", dir.path().join("elsewhere/history-0.jsonl")),
+    ] {
+        let keep = dir.path().join(keep);
+        std::fs::create_dir_all(db.parent().unwrap()).unwrap();
+        let (code, out, err) = check(&[
+            "--strategy",
+            "unserialized",
+            "--workload",
+            "counter",
+            "--threads",
+            "6",
+            "--ops",
+            "500",
+            "--keep",
+            keep.to_str().unwrap(),
+            "--db",
+            db.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 1, "{out}{err}");
+        assert!(out.contains("could not be kept"), "{out}");
+        assert!(table_count(&db) > 0, "the database was overwritten");
+        let kept = keep.join("history-0.jsonl");
+        if !kept.starts_with(db.parent().unwrap()) {
+            let first = std::fs::read_to_string(&kept).unwrap();
+            assert!(first.starts_with("{\"phase\":\"invoke\""), "{first:.200}");
+        }
+    }
 }
 
 #[test]
