@@ -421,12 +421,27 @@ fn running_as_root() -> bool {
     probe.metadata().unwrap().uid() == 0
 }
 
+/// An empty directory of sysfs, where even root cannot create a file.
+fn empty_sysfs_dir() -> PathBuf {
+    ["/sys/kernel", "/sys/class", "/sys/fs", "/sys/bus"]
+        .iter()
+        .flat_map(|top| std::fs::read_dir(top).into_iter().flatten().flatten())
+        .map(|entry| entry.path())
+        .find(|p| {
+            !p.is_symlink()
+                && p.is_dir()
+                && std::fs::read_dir(p).is_ok_and(|mut d| d.next().is_none())
+        })
+        .expect("no empty directory in /sys to test an unwritable lock directory in")
+}
+
 #[test]
 fn an_unwritable_lock_directory_is_refused() {
     let root = tempfile::tempdir().unwrap();
-    // Root ignores permission bits, so it is tested on a filesystem that refuses files.
+    // Root ignores permission bits, so it is tested on a filesystem that refuses files,
+    // in an empty directory (one that holds files is refused before any is created).
     let dir = if running_as_root() {
-        PathBuf::from("/sys/kernel")
+        empty_sysfs_dir()
     } else {
         let dir = root.path().join("locks");
         std::fs::create_dir(&dir).unwrap();
@@ -444,6 +459,46 @@ fn an_unwritable_lock_directory_is_refused() {
         Registry::builtin().open(&spec, &setup),
         Err(Error::Unavailable(_))
     ));
+}
+
+/// A directory that is not a lock directory yet (no `layout`) must hold nothing but lock
+/// files: the lock's files would otherwise mix with someone else's (`file-lock:/`, a
+/// home, the database's directory). Nothing is created in it. Once it is a lock
+/// directory, files that come later do not matter.
+#[test]
+fn a_directory_of_other_files_is_not_made_a_lock_directory() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("data");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::write(dir.join("app.db"), "").unwrap();
+    match FileLock::new(&dir) {
+        Err(e @ FileLockError::NotDedicated { .. }) => {
+            let FileLockError::NotDedicated { path, entry } = &e else {
+                unreachable!()
+            };
+            assert_eq!((path, entry), (&dir, &PathBuf::from("app.db")));
+            assert!(e.to_string().contains("app.db"), "{e}");
+        }
+        other => panic!("expected NotDedicated, got {other:?}"),
+    }
+    assert_eq!(names_in(&dir), ["app.db"], "nothing may be created in it");
+    let setup = Setup::new(db_at(&root.path().join("app.db")));
+    let spec = format!("file-lock:{}", dir.display());
+    assert!(matches!(
+        Registry::builtin().open(&spec, &setup),
+        Err(Error::Config(_))
+    ));
+    // Stripe files alone (a directory whose layout was lost) are a lock's own.
+    let stripes = root.path().join("stripes");
+    std::fs::create_dir(&stripes).unwrap();
+    std::fs::write(stripes.join(FileLock::stripe_file_name(3)), "").unwrap();
+    FileLock::new(&stripes).unwrap();
+    // A lock directory stays one whatever comes into it later.
+    let locks = root.path().join("locks");
+    FileLock::new(&locks).unwrap();
+    std::fs::write(locks.join("README"), "lock files").unwrap();
+    FileLock::new(&locks).unwrap();
 }
 
 #[test]

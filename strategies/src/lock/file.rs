@@ -91,6 +91,15 @@ pub enum FileLockError {
         /// The `layout` file.
         path: PathBuf,
     },
+    /// The directory was not a lock directory yet (it had no `layout` file) and holds
+    /// other files: it is someone else's (`/`, a home, the database's own), and a lock's
+    /// files would mix with them. Give the lock a directory of its own.
+    NotDedicated {
+        /// The lock directory.
+        path: PathBuf,
+        /// One entry found in it that is not a lock file.
+        entry: PathBuf,
+    },
     /// A stripe count of zero or over [`MAX_STRIPES`], a zero poll interval, or a directory
     /// path that is empty, holds a NUL byte, is over [`MAX_DIR_PATH`] bytes, or is under a
     /// parent that does not exist.
@@ -135,6 +144,12 @@ impl fmt::Display for FileLockError {
             FileLockError::BadLayout { path } => {
                 write!(f, "unrecognised lock layout file {}", path.display())
             }
+            FileLockError::NotDedicated { path, entry } => write!(
+                f,
+                "{} is not a lock directory yet and holds other files ({} among them); give the lock a new or empty directory of its own",
+                path.display(),
+                entry.display()
+            ),
             FileLockError::Config(m) => write!(f, "invalid file lock configuration: {m}"),
             FileLockError::Io { path, source } => {
                 write!(
@@ -204,7 +219,7 @@ impl FileLockBuilder {
     /// [`FileLockError::Symlink`], [`FileLockError::WrongFileType`],
     /// [`FileLockError::WorldWritable`], [`FileLockError::Unwritable`],
     /// [`FileLockError::StripeMismatch`], [`FileLockError::BadLayout`],
-    /// [`FileLockError::Config`] or [`FileLockError::Io`].
+    /// [`FileLockError::NotDedicated`], [`FileLockError::Config`] or [`FileLockError::Io`].
     pub fn open(self) -> Result<FileLock, FileLockError> {
         if self.dir.as_os_str().is_empty() {
             return Err(FileLockError::Config(
@@ -296,6 +311,10 @@ impl FileLockBuilder {
 ///   new directory is created with mode `0700`. Its owner is not checked (users of one
 ///   group may share it), so it belongs in a parent directory only those users can
 ///   write: in `/tmp` another user could create it first.
+/// - The directory is the lock's own: one that is not a lock directory yet (no `layout`
+///   file) and holds other files is refused ([`FileLockError::NotDedicated`]) before
+///   anything is created in it, so `file-lock:/` or the database's own directory cannot
+///   become one by a slip.
 /// - A holder that dies, even by `SIGKILL`, has its locks freed by the kernel when its
 ///   file descriptors close. Locks never expire, so no fencing token is needed.
 /// - `O_CLOEXEC` keeps a lock from leaking into programs this process starts (a child
@@ -680,12 +699,28 @@ fn missing_parent(dir: &Path) -> String {
 /// Opens (creating if missing, never truncating) the regular file `name` in the lock
 /// directory.
 fn open_lock_file(dir_fd: &OwnedFd, dir: &Path, name: &str) -> Result<File, FileLockError> {
+    open_file(dir_fd, dir, name, OFlags::empty())?.ok_or_else(|| unreachable!())
+}
+
+/// [`open_lock_file`] with `extra` flags; `None` when `extra` holds `EXCL` and the file
+/// is there already.
+fn open_file(
+    dir_fd: &OwnedFd,
+    dir: &Path,
+    name: &str,
+    extra: OFlags,
+) -> Result<Option<File>, FileLockError> {
     let path = dir.join(name);
     // NONBLOCK: a FIFO planted under a lock file's name must not hang the open.
-    let flags =
-        OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
+    let flags = OFlags::RDWR
+        | OFlags::CREATE
+        | OFlags::NOFOLLOW
+        | OFlags::CLOEXEC
+        | OFlags::NONBLOCK
+        | extra;
     let fd = match rustix::fs::openat(dir_fd, name, flags, Mode::from_raw_mode(0o600)) {
         Ok(fd) => fd,
+        Err(rustix::io::Errno::EXIST) if extra.contains(OFlags::EXCL) => return Ok(None),
         Err(rustix::io::Errno::LOOP) => return Err(FileLockError::Symlink { path }),
         Err(
             e @ (rustix::io::Errno::ACCESS | rustix::io::Errno::PERM | rustix::io::Errno::ROFS),
@@ -701,7 +736,32 @@ fn open_lock_file(dir_fd: &OwnedFd, dir: &Path, name: &str) -> Result<File, File
     if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
         return Err(FileLockError::WrongFileType { path });
     }
-    Ok(File::from(fd))
+    Ok(Some(File::from(fd)))
+}
+
+/// Whether `name` is one of the files a lock directory holds: its `layout` or a stripe.
+fn is_lock_file(name: &[u8]) -> bool {
+    if name == LAYOUT_FILE.as_bytes() {
+        return true;
+    }
+    name.strip_prefix(b"stripe-")
+        .and_then(|rest| rest.strip_suffix(b".lock"))
+        .is_some_and(|n| n.len() >= 4 && n.iter().all(u8::is_ascii_digit))
+}
+
+/// The first entry of the directory that is not a lock directory's own (see
+/// [`is_lock_file`]), if any.
+fn foreign_entry(dir_fd: &OwnedFd, dir: &Path) -> Result<Option<OsString>, FileLockError> {
+    use std::os::unix::ffi::OsStrExt;
+    let entries = rustix::fs::Dir::read_from(dir_fd).map_err(|e| io_error(dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| io_error(dir, e))?;
+        let name = entry.file_name().to_bytes();
+        if name != b"." && name != b".." && !is_lock_file(name) {
+            return Ok(Some(std::ffi::OsStr::from_bytes(name).to_owned()));
+        }
+    }
+    Ok(None)
 }
 
 fn layout_text(stripes: u32) -> String {
@@ -710,28 +770,74 @@ fn layout_text(stripes: u32) -> String {
 
 /// Records the stripe count in a new directory, or checks it against the recorded one,
 /// under an exclusive lock on the `layout` file so that two first users can't both write.
+///
+/// The process that creates the `layout` file makes the directory a lock directory, and
+/// only one that holds nothing else (stripe files aside): a directory of other files
+/// (`/`, a home, the database's own) is refused with [`FileLockError::NotDedicated`], and
+/// its new `layout` removed again.
 fn check_layout(dir_fd: &OwnedFd, dir: &Path, stripes: u32) -> Result<(), FileLockError> {
     let path = dir.join(LAYOUT_FILE);
-    let mut file = open_lock_file(dir_fd, dir, LAYOUT_FILE)?;
     let give_up = Instant::now() + LAYOUT_WAIT;
-    loop {
-        match file.try_lock() {
-            Ok(()) => break,
-            Err(TryLockError::WouldBlock) if Instant::now() < give_up => {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            Err(TryLockError::WouldBlock) => {
-                return Err(io_error(
-                    &path,
-                    std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        "another process kept the layout file locked",
-                    ),
-                ));
-            }
-            Err(TryLockError::Error(e)) => return Err(io_error(&path, e)),
+    let mut file = loop {
+        // A directory that is not a lock directory yet is looked at before anything is
+        // created in it.
+        let missing = matches!(
+            rustix::fs::statat(dir_fd, LAYOUT_FILE, rustix::fs::AtFlags::SYMLINK_NOFOLLOW),
+            Err(rustix::io::Errno::NOENT)
+        );
+        if missing && let Some(entry) = foreign_entry(dir_fd, dir)? {
+            return Err(FileLockError::NotDedicated {
+                path: dir.to_path_buf(),
+                entry: PathBuf::from(entry),
+            });
         }
-    }
+        let (file, created) = match open_file(dir_fd, dir, LAYOUT_FILE, OFlags::EXCL)? {
+            Some(file) => (file, true),
+            None => (open_lock_file(dir_fd, dir, LAYOUT_FILE)?, false),
+        };
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(TryLockError::WouldBlock) if Instant::now() < give_up => {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(TryLockError::WouldBlock) => {
+                    return Err(io_error(
+                        &path,
+                        std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "another process kept the layout file locked",
+                        ),
+                    ));
+                }
+                Err(TryLockError::Error(e)) => return Err(io_error(&path, e)),
+            }
+        }
+        // Looked at again once created: files may have come meanwhile.
+        if created && let Some(entry) = foreign_entry(dir_fd, dir)? {
+            // Removed while still locked: a process waiting for it finds it unlinked
+            // below and starts over, and refuses the directory too.
+            let _ = rustix::fs::unlinkat(dir_fd, LAYOUT_FILE, rustix::fs::AtFlags::empty());
+            return Err(FileLockError::NotDedicated {
+                path: dir.to_path_buf(),
+                entry: PathBuf::from(entry),
+            });
+        }
+        let stat = rustix::fs::fstat(&file).map_err(|e| io_error(&path, e))?;
+        if stat.st_nlink > 0 {
+            break file;
+        }
+        // The creator refused the directory and removed this file.
+        if Instant::now() >= give_up {
+            return Err(io_error(
+                &path,
+                std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the layout file kept being removed",
+                ),
+            ));
+        }
+    };
     let mut content = String::new();
     // Bounded: a valid layout is a few dozen bytes.
     (&mut file)
