@@ -195,45 +195,8 @@ fn keep_saves_history_and_database_of_a_failed_run() {
     ]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(!keep2.exists());
-    // A database already in the directory it is kept in stays whole.
-    let keep3 = dir.path().join("kept3");
-    std::fs::create_dir(&keep3).unwrap();
-    let db = keep3.join("run.db");
-    let (code, out, err) = check(&[
-        "--strategy",
-        "unserialized",
-        "--workload",
-        "counter",
-        "--threads",
-        "6",
-        "--ops",
-        "500",
-        "--keep",
-        keep3.to_str().unwrap(),
-        "--db",
-        db.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 1, "{out}{err}");
-    assert!(out.contains("kept in"), "{out}");
-    let n: i64 = rusqlite::Connection::open(&db)
-        .unwrap()
-        .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
-        .unwrap();
-    assert!(n > 0, "the kept database lost its tables");
-    // Nothing is copied over a file already there: not over a `--db` in `--keep` named
-    // like a file the run keeps, nor that file over the kept history.
-    let table_count = |db: &Path| -> i64 {
-        rusqlite::Connection::open(db)
-            .unwrap()
-            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
-            .unwrap()
-    };
-    for (keep, db) in [
-        ("kept4", dir.path().join("kept4/history-0.jsonl")),
-        ("kept5", dir.path().join("elsewhere/history-0.jsonl")),
-    ] {
-        let keep = dir.path().join(keep);
-        std::fs::create_dir_all(db.parent().unwrap()).unwrap();
+    // A racy run kept in `keep` with its database at `db`.
+    let racy_run = |keep: &Path, db: &Path| {
         let (code, out, err) = check(&[
             "--strategy",
             "unserialized",
@@ -249,12 +212,39 @@ fn keep_saves_history_and_database_of_a_failed_run() {
             db.to_str().unwrap(),
         ]);
         assert_eq!(code, 1, "{out}{err}");
+        out
+    };
+    let table_count = |db: &Path| -> i64 {
+        rusqlite::Connection::open(db)
+            .unwrap()
+            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+            .unwrap()
+    };
+    // A database already in the directory it is kept in stays whole.
+    let keep3 = dir.path().join("kept3");
+    std::fs::create_dir(&keep3).unwrap();
+    let db = keep3.join("run.db");
+    let out = racy_run(&keep3, &db);
+    assert!(out.contains("kept in"), "{out}");
+    assert!(table_count(&db) > 0, "the kept database lost its tables");
+    // Nothing is copied over a file already there: not over a `--db` in `--keep` named
+    // like a file the run keeps, nor that file over the kept history.
+    for (keep, db) in [
+        ("kept4", dir.path().join("kept4/history-0.jsonl")),
+        ("kept5", dir.path().join("elsewhere/history-0.jsonl")),
+    ] {
+        let keep = dir.path().join(keep);
+        std::fs::create_dir_all(db.parent().unwrap()).unwrap();
+        let out = racy_run(&keep, &db);
         assert!(out.contains("could not be kept"), "{out}");
         assert!(table_count(&db) > 0, "the database was overwritten");
         let kept = keep.join("history-0.jsonl");
-        if !kept.starts_with(db.parent().unwrap()) {
-            let first = std::fs::read_to_string(&kept).unwrap();
-            assert!(first.starts_with("{\"phase\":\"invoke\""), "{first:.200}");
+        if kept != db {
+            let history = std::fs::read_to_string(&kept).unwrap();
+            assert!(
+                history.starts_with("{\"phase\":\"invoke\""),
+                "{history:.200}"
+            );
         }
     }
 }
