@@ -161,20 +161,29 @@ fn json_report_parses_and_carries_the_verdicts() {
 #[test]
 fn keep_saves_history_and_database_of_a_failed_run() {
     let dir = tempfile::tempdir().unwrap();
+    // A racy run kept in `keep`, with its database at `db` if given.
+    let racy_run = |keep: &Path, db: Option<&Path>| {
+        let mut args = vec![
+            "--strategy",
+            "unserialized",
+            "--workload",
+            "counter",
+            "--threads",
+            "6",
+            "--ops",
+            "500",
+            "--keep",
+            keep.to_str().unwrap(),
+        ];
+        if let Some(db) = db {
+            args.extend(["--db", db.to_str().unwrap()]);
+        }
+        let (code, out, err) = check(&args);
+        assert_eq!(code, 1, "{out}{err}");
+        out
+    };
     let keep = dir.path().join("kept");
-    let (code, out, err) = check(&[
-        "--strategy",
-        "unserialized",
-        "--workload",
-        "counter",
-        "--threads",
-        "6",
-        "--ops",
-        "500",
-        "--keep",
-        keep.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 1, "{out}{err}");
+    racy_run(&keep, None);
     assert!(keep.join("run.db").is_file());
     let history = std::fs::read_to_string(keep.join("history-0.jsonl")).unwrap();
     assert!(
@@ -195,25 +204,6 @@ fn keep_saves_history_and_database_of_a_failed_run() {
     ]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(!keep2.exists());
-    // A racy run kept in `keep` with its database at `db`.
-    let racy_run = |keep: &Path, db: &Path| {
-        let (code, out, err) = check(&[
-            "--strategy",
-            "unserialized",
-            "--workload",
-            "counter",
-            "--threads",
-            "6",
-            "--ops",
-            "500",
-            "--keep",
-            keep.to_str().unwrap(),
-            "--db",
-            db.to_str().unwrap(),
-        ]);
-        assert_eq!(code, 1, "{out}{err}");
-        out
-    };
     let table_count = |db: &Path| -> i64 {
         rusqlite::Connection::open(db)
             .unwrap()
@@ -224,7 +214,7 @@ fn keep_saves_history_and_database_of_a_failed_run() {
     let keep3 = dir.path().join("kept3");
     std::fs::create_dir(&keep3).unwrap();
     let db = keep3.join("run.db");
-    let out = racy_run(&keep3, &db);
+    let out = racy_run(&keep3, Some(&db));
     assert!(out.contains("kept in"), "{out}");
     assert!(table_count(&db) > 0, "the kept database lost its tables");
     // Nothing is copied over a file already there: not over a `--db` in `--keep` named
@@ -235,7 +225,7 @@ fn keep_saves_history_and_database_of_a_failed_run() {
     ] {
         let keep = dir.path().join(keep);
         std::fs::create_dir_all(db.parent().unwrap()).unwrap();
-        let out = racy_run(&keep, &db);
+        let out = racy_run(&keep, Some(&db));
         assert!(out.contains("could not be kept"), "{out}");
         assert!(table_count(&db) > 0, "the database was overwritten");
         let kept = keep.join("history-0.jsonl");
