@@ -84,7 +84,8 @@ pub struct RunConfig {
     pub db: Option<PathBuf>,
     /// The `turnstile` binary to run workers with; default this executable.
     pub worker_exe: Option<PathBuf>,
-    /// The random seed. Default: random.
+    /// The random seed. Default: random, below 2^53, so that it survives a JSON reader
+    /// that takes numbers as doubles (`jq`, JavaScript).
     pub seed: u64,
     /// How long a run may go on before it is abandoned as inconclusive (at most
     /// [`MAX_TIME_LIMIT`])
@@ -183,7 +184,7 @@ impl RunConfig {
             keep: None,
             db: None,
             worker_exe: None,
-            seed: fastrand::u64(..),
+            seed: fastrand::u64(..MAX_DEFAULT_SEED),
             time_limit: Duration::from_secs(300),
             progress: false,
             timeout: None,
@@ -775,8 +776,8 @@ pub struct WorkerSpec {
     /// Whether to run one trivial op before reporting ready (replacements skip it).
     #[serde(default = "yes")]
     pub probe: bool,
-    /// How long that op may wait to start, in ms (`None`: as the run's ops). A run with a
-    /// time limit shorter than its op timeout probes within the limit.
+    /// How long that op may wait to start, in ms (`None`: [`PROBE_WAIT`]): the run's op
+    /// timeout, or without one [`PROBE_WAIT`], cut to the run's time limit.
     #[serde(default)]
     pub probe_wait_ms: Option<u64>,
     /// Where the data lives (default SQLite at `paths.db`).
@@ -872,25 +873,53 @@ impl WorkerSpec {
         }
         let strategy = registry.open(&self.strategy, &setup).map_err(open_error)?;
         if self.probe {
-            let wait = self
-                .probe_wait_ms
-                .map_or(Wait::Default, |ms| Wait::Timeout(Duration::from_millis(ms)));
-            probe(&strategy, wait)?;
+            let budget = self.probe_wait_ms.map_or(PROBE_WAIT, Duration::from_millis);
+            probe(&strategy, budget)?;
         }
         Ok(strategy)
     }
 }
 
-/// Runs one trivial op, so a backend out of reach shows before the run starts.
-fn probe<R: WorkloadData>(strategy: &BoxSerializer<R>, wait: Wait) -> Result<(), RunError> {
-    crate::workload::run_op_within(strategy, &[Key::whole()], wait, |db| db.probe()).map_err(|e| {
-        match e {
-            Error::Op(e) => RunError::Unavailable(e.to_string()),
-            // Not out of reach: something else holds the lock (or the data) all along.
-            Error::Timeout { waited } => RunError::ProbeTimedOut(waited),
-            other => open_error(other.strategy_only().unwrap_or(Error::Indeterminate)),
+/// Default seeds stay below this: 2^53, the largest run of integers a double holds exactly.
+const MAX_DEFAULT_SEED: u64 = 1 << 53;
+
+/// How long opening a strategy (with its first op) may take before the report says so.
+const SLOW_START: Duration = Duration::from_secs(1);
+
+/// How long the start-up probe waits for its op to start when neither an op timeout nor
+/// a shorter time limit says otherwise: the longest default timeout of any strategy.
+pub const PROBE_WAIT: Duration = Duration::from_secs(30);
+
+/// How long one try of the start-up probe waits before it looks for a signal
+/// ([`interrupt::requested`](crate::interrupt::requested)) and tries again.
+const PROBE_SLICE: Duration = Duration::from_secs(1);
+
+/// Runs one trivial op, so a backend out of reach shows before the run starts; it may
+/// wait up to `budget` to start, in tries of at most [`PROBE_SLICE`] so that a signal
+/// stops it. Answers how long it took.
+fn probe<R: WorkloadData>(
+    strategy: &BoxSerializer<R>,
+    budget: Duration,
+) -> Result<Duration, RunError> {
+    let started = Instant::now();
+    loop {
+        if let Some(signal) = crate::interrupt::requested() {
+            return Err(RunError::Interrupted(signal));
         }
-    })
+        let slice = budget.saturating_sub(started.elapsed()).min(PROBE_SLICE);
+        let tried =
+            crate::workload::run_op_within(strategy, &[Key::whole()], Wait::Timeout(slice), |db| {
+                db.probe()
+            });
+        return Err(match tried {
+            Ok(()) => return Ok(started.elapsed()),
+            Err(Error::Timeout { .. }) if started.elapsed() < budget => continue,
+            Err(Error::Op(e)) => RunError::Unavailable(e.to_string()),
+            // Not out of reach: something else holds the lock (or the data) all along.
+            Err(Error::Timeout { .. }) => RunError::ProbeTimedOut(started.elapsed()),
+            Err(other) => open_error(other.strategy_only().unwrap_or(Error::Indeterminate)),
+        });
+    }
 }
 
 /// Runs a worker's ops in its threads through `strategy` (opened over `backend`, as
@@ -1158,11 +1187,15 @@ impl WorkerSpec {
             announce: false,
             timeout_ms: config.timeout.map(|t| t.as_millis() as u64),
             probe: true,
-            // The strategy's own default timeout is at most 30 s; an explicit one is cut
-            // to the run's time limit.
-            probe_wait_ms: config
-                .timeout
-                .map(|t| t.min(config.time_limit).as_millis() as u64),
+            // Without a timeout, the longest a strategy's default is; either way within
+            // the run's time limit.
+            probe_wait_ms: Some(
+                config
+                    .timeout
+                    .unwrap_or(PROBE_WAIT)
+                    .min(config.time_limit)
+                    .as_millis() as u64,
+            ),
             data: config.data.clone(),
             versioned,
             tables: if config.data.is_server() {
@@ -1402,6 +1435,7 @@ fn run_on<B: Backend>(
 
     // Ask the strategy for autocommit: one that still reports `transactional` ignores it
     // (its mechanism is the transaction). A kill run keeps lock strategies transactional.
+    let opening = Instant::now();
     let mut strategy = spec.open(backend, registry)?;
     let mut caps = strategy.capabilities();
     if !caps.transactional && (config.transaction || config.nemesis.is_some_and(Nemesis::kills)) {
@@ -1411,6 +1445,29 @@ fn run_on<B: Backend>(
     }
 
     let mut notes = Vec::new();
+    let opened_in = opening.elapsed();
+    if opened_in >= SLOW_START {
+        notes.push(format!(
+            "the strategy took {:.1} s to open and run a first op (another holder of the lock, or a slow server): the run's time and latencies leave that out",
+            opened_in.as_secs_f64()
+        ));
+    }
+    if !caps.excludes
+        && matches!(config.workload, Workload::NotifyOnce | Workload::FileStore)
+        && !turnstile::spec::Spec::parse(&config.strategy)
+            .is_ok_and(|s| crate::compare::CONTROLS.contains(&s.name()))
+    {
+        notes.push(format!(
+            "{} does not exclude (it reruns ops), so it cannot protect {}'s state outside the data: a violation here breaks no promise of its own",
+            redact_url(&config.strategy),
+            config.workload
+        ));
+    }
+    if config.rendezvous > Duration::ZERO && config.threads * config.procs < 2 {
+        notes.push(
+            "--rendezvous-us with a single worker: no partner ever comes, so every op waits the whole window".to_owned(),
+        );
+    }
     if config.procs > 1 && caps.scope == Scope::Threads {
         notes.push(format!(
             "{} excludes threads of one process only; this run spans {} processes, outside its scope",
@@ -1781,6 +1838,16 @@ pub fn capabilities_of(
 mod tests {
     use super::*;
     use crate::history::{OpInput, OpOutput};
+
+    /// A default seed read back from JSON as a double (`jq`, JavaScript) is the same seed.
+    #[test]
+    fn default_seeds_survive_a_double() {
+        for _ in 0..1000 {
+            let seed = RunConfig::new("mutex", Workload::Counter).seed;
+            assert!(seed < MAX_DEFAULT_SEED, "{seed}");
+            assert_eq!(seed as f64 as u64, seed);
+        }
+    }
 
     /// A strategy spec may hold a password (`queue+postgres://…`): `Debug` shows it as
     /// `redact_url` does, in the run's config and in what a worker is told.

@@ -762,37 +762,84 @@ fn a_probe_kept_out_by_a_holder_is_bounded_by_the_time_limit_and_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let locks = dir.path().join("locks");
     let spec = format!("file-lock:{}", locks.display());
+    let held = cli_support::hold_every_stripe(&locks);
+    // With a longer op timeout, and with none (the strategy's default is 30 s).
+    for timeout in [&["--timeout-ms", "60000"][..], &[]] {
+        let started = Instant::now();
+        let (code, out, err) = check(&small_run(
+            &spec,
+            &[timeout, &["--time-limit-s", "1"]].concat(),
+        ));
+        let took = started.elapsed();
+        assert_eq!(code, 3, "{out}{err}");
+        assert!(err.contains("did not start"), "{err}");
+        assert!(err.contains("something else holds the lock"), "{err}");
+        assert!(!err.contains("unavailable"), "{err}");
+        assert!(took < Duration::from_secs(20), "took {took:?}: {err}");
+    }
+    // A holder that lets go after a while: the run goes ahead, and says it waited.
+    let releaser = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1500));
+        drop(held);
+    });
     let (code, out, err) = check(&small_run(&spec, &[]));
-    assert_eq!(code, 0, "the lock directory is laid out: {out}{err}");
-    let layout = std::fs::read_to_string(locks.join("layout")).unwrap();
-    let stripes: usize = layout
-        .lines()
-        .find_map(|l| l.strip_prefix("stripes "))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no stripe count in {layout:?}"));
-    let held: Vec<std::fs::File> = (0..stripes)
-        .map(|i| {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(locks.join(format!("stripe-{i:04}.lock")))
-                .unwrap();
-            rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive).unwrap();
-            file
-        })
-        .collect();
-    let started = Instant::now();
-    let (code, out, err) = check(&small_run(
-        &spec,
-        &["--timeout-ms", "60000", "--time-limit-s", "1"],
-    ));
-    let took = started.elapsed();
-    drop(held);
-    assert_eq!(code, 3, "{out}{err}");
-    assert!(err.contains("did not start"), "{err}");
-    assert!(err.contains("something else holds the lock"), "{err}");
-    assert!(!err.contains("unavailable"), "{err}");
-    assert!(took < Duration::from_secs(30), "took {took:?}: {err}");
+    releaser.join().unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("to open and run a first op") && out.contains("leave that out"),
+        "{out}"
+    );
+    // A quick start says nothing of it.
+    let (code, out, err) = check(&small_run(&spec, &[]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!out.contains("to open and run a first op"), "{out}");
+}
+
+/// A rendezvous with one worker never meets anyone: each op waits the whole window, and
+/// the report says why the run was slow.
+#[test]
+fn a_rendezvous_with_a_single_worker_is_noted() {
+    let note = "--rendezvous-us with a single worker";
+    let run = |threads: &str| {
+        let (code, out, err) = check(&[
+            "--strategy",
+            "mutex",
+            "--workload",
+            "counter",
+            "--threads",
+            threads,
+            "--ops",
+            "4",
+            "--rendezvous-us",
+            "1000",
+        ]);
+        assert_eq!(code, 0, "{out}{err}");
+        out
+    };
+    assert!(run("1").contains(note));
+    assert!(!run("2").contains(note));
+}
+
+/// `optimistic` reruns ops instead of excluding them, so it cannot protect effects outside
+/// the data: `check` says so beside the violation it finds there, and says nothing of it
+/// where the data is all there is.
+#[test]
+fn a_strategy_that_does_not_exclude_is_noted_on_effects_outside_the_data() {
+    let note = "does not exclude (it reruns ops)";
+    let (_, out, err) = check(&[
+        "--strategy",
+        "optimistic",
+        "--workload",
+        "notify_once",
+        "--threads",
+        "4",
+        "--ops",
+        "200",
+    ]);
+    assert!(out.contains(note), "{out}{err}");
+    let (code, out, err) = check(&small_run("optimistic", &[]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!out.contains(note), "{out}");
 }
 
 /// `--keep` into a directory that holds files already would mix two runs' files: bad usage

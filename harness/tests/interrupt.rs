@@ -120,6 +120,28 @@ fn a_signalled_check_kills_its_workers_removes_its_files_and_exits_as_the_signal
     }
 }
 
+/// A signal that comes while the first op waits for a lock held elsewhere (the start-up
+/// probe) stops the run within a second or so, with its clean-up: the probe waits in
+/// slices and looks for the signal between them.
+#[test]
+fn a_signal_during_the_wait_for_the_first_op_stops_the_run_with_its_clean_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let locks = tmp.path().join("locks");
+    let _held = cli_support::hold_every_stripe(&locks);
+    let spec = format!("file-lock:{}", locks.display());
+    let child = long_check(tmp.path(), &["--strategy", &spec, "--threads", "1"]);
+    let started = eventually(Duration::from_secs(30), || !run_dirs(tmp.path()).is_empty());
+    assert!(started, "the run did not start");
+    std::thread::sleep(Duration::from_millis(1500));
+    let signalled = Instant::now();
+    let (status, stderr) = stop(child, Signal::TERM);
+    let took = signalled.elapsed();
+    assert_eq!(status, Some(143), "{stderr}");
+    assert!(!stderr.contains("without its clean-up"), "{stderr}");
+    assert!(took < Duration::from_secs(10), "took {took:?}: {stderr}");
+    assert_eq!(run_dirs(tmp.path()), Vec::<String>::new());
+}
+
 /// Nobody reads stderr any more (`… 2>&1 | tee log`, and Ctrl-C ended `tee` too): the
 /// messages about stopping fail to write, and `check` still stops as the signal says,
 /// instead of panicking on them.

@@ -123,3 +123,29 @@ pub(crate) fn link_loops(dir: &std::path::Path) -> [std::path::PathBuf; 2] {
     std::os::unix::fs::symlink("a", &b).unwrap();
     [selfish, a]
 }
+
+/// Lays out a file-lock directory at `locks` (a small `check` through it) and holds every
+/// one of its stripes, as a stale process would: until the files are dropped, no op of
+/// `file-lock:LOCKS` can start.
+pub(crate) fn hold_every_stripe(locks: &std::path::Path) -> Vec<std::fs::File> {
+    let spec = format!("file-lock:{}", locks.display());
+    let (code, out, err) = check(&["--strategy", &spec, "--workload", "counter", "--ops", "10"]);
+    assert_eq!(code, 0, "the lock directory is laid out: {out}{err}");
+    let layout = std::fs::read_to_string(locks.join("layout")).unwrap();
+    let stripes: usize = layout
+        .lines()
+        .find_map(|l| l.strip_prefix("stripes "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no stripe count in {layout:?}"));
+    (0..stripes)
+        .map(|i| {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(locks.join(format!("stripe-{i:04}.lock")))
+                .unwrap();
+            rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive).unwrap();
+            file
+        })
+        .collect()
+}
