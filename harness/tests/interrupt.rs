@@ -218,6 +218,43 @@ fn a_signalled_compare_reports_what_finished_and_writes_no_report() {
     assert_eq!(run_dirs(tmp.path()), Vec::<String>::new());
 }
 
+/// A comparison killed outright (`SIGKILL`: no handler, no clean-up) takes its private
+/// `redis-server` with it: the server is started to die with its parent. Needs
+/// `redis-server` (and util-linux's `setpriv`) on `PATH`, as `scripts/services` leaves them.
+#[test]
+fn a_compare_killed_outright_takes_its_private_redis_with_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The default strategies, a private Redis among them; the first setting alone would
+    // run for minutes.
+    let mut child = Command::new(cli_support::EXE)
+        .args(["compare", "--quick", "--threads", "1", "--ops", "10000000"])
+        .env_remove("TURNSTILE_COMPARE_STRATEGIES")
+        .env("TMPDIR", tmp.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut redis = None;
+    let started = eventually(Duration::from_secs(30), || {
+        redis = cli_support::children_named(child.id(), "redis-server")
+            .first()
+            .copied();
+        redis.is_some()
+    });
+    if !started {
+        let _ = child.kill();
+    }
+    let redis = redis.expect("no private redis-server started");
+    std::thread::sleep(Duration::from_millis(300));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let ended = eventually(Duration::from_secs(5), || cli_support::gone(redis));
+    if !ended {
+        let _ = kill_process(Pid::from_raw(redis as i32).unwrap(), Signal::KILL);
+    }
+    assert!(ended, "redis-server {redis} outlived its killed compare");
+}
+
 /// A run over PostgreSQL data drops its tables when a signal stops it. It runs in a
 /// database of its own, so no other test's tables get in the count.
 #[cfg(feature = "postgres")]

@@ -52,7 +52,7 @@ impl PrivateRedis {
                 .and_then(|l| l.local_addr())
                 .map_err(|e| format!("no free port: {e}"))?
                 .port();
-            let child = Command::new("redis-server")
+            let child = server_command()?
                 .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
                 .args(["--save", "", "--appendonly", "no"])
                 .stdin(Stdio::null())
@@ -88,6 +88,34 @@ impl PrivateRedis {
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
+}
+
+/// The command that starts `redis-server`: behind `setpriv --pdeathsig KILL` (util-linux)
+/// when there is one, so that the server dies with the thread that started it even when
+/// this process is killed outright (`SIGKILL` runs no clean-up, not even [`stop_all`]);
+/// the server alone otherwise.
+fn server_command() -> Result<Command, String> {
+    let server = on_path("redis-server").ok_or("no redis-server on PATH")?;
+    Ok(match on_path("setpriv") {
+        Some(setpriv) => {
+            let mut command = Command::new(setpriv);
+            command.args(["--pdeathsig", "KILL", "--"]).arg(server);
+            command
+        }
+        None => Command::new(server),
+    })
+}
+
+/// The executable file `name` in a directory of `PATH`, as a shell would find it.
+fn on_path(name: &str) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let paths = std::env::var_os("PATH")?;
+    std::env::split_paths(&paths)
+        .map(|dir| dir.join(name))
+        .find(|path| {
+            std::fs::metadata(path)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
 }
 
 impl Drop for PrivateRedis {
