@@ -582,8 +582,11 @@ fn credentials_read_as_a_host(creds: &str) -> bool {
 }
 
 /// Refuses the URL `url` of a `kind` server (`"Redis"`, `"MySQL"`, …) when
-/// [`userinfo_is_ambiguous`] says it is, with a message that shows it as [`redact_url`]
-/// does, as the check read it (trimmed, without tabs and line breaks).
+/// [`userinfo_is_ambiguous`] says it is, or when its user info or the value of a password
+/// parameter holds a `%` that starts no percent-escape ([`stray_percent`]: the drivers
+/// would pass it on as written, and the login fail as if the password were wrong), with a
+/// message that shows it as [`redact_url`] does, as the check read it (trimmed, without
+/// tabs and line breaks), and names the part, never its text.
 ///
 /// # Errors
 /// [`Error::Config`] for such a URL.
@@ -617,7 +620,65 @@ pub(crate) fn refuse_ambiguous_userinfo(kind: &str, url: &str) -> Result<(), Str
             redact_url(&normalised)
         )));
     }
+    if let Some(part) = stray_percent(&normalised) {
+        return Err(Error::Config(format!(
+            "bad {kind} URL {:?}: its {part} holds a `%` that starts no percent-escape (a \
+             `%` and two hex digits, as %40 for `@`); write a `%` itself as %25",
+            redact_url(&normalised)
+        )));
+    }
     Ok(())
+}
+
+/// The part of the URL `url` that holds a `%` not followed by two hex digits, which
+/// starts no percent-escape, if one does: its user info's `user` or `password` (up to the
+/// first `@` over PostgreSQL, whose driver reads it so, else up to the last `@` before
+/// the first `/`, `?` or `#`, as the `url` crate does), or a `password parameter` (the
+/// value of a query parameter that names a password, as `?password=…`, `?pass=…`).
+/// Drivers decode such a `%` as the `%` it is (`secret%zz` stays `secret%zz`), where
+/// libpq refuses it: the password sent is then not what was meant, and the login fails
+/// as if it were wrong. Text without `://` (a libpq `key=value` string, which is not
+/// percent-decoded) holds none.
+fn stray_percent(url: &str) -> Option<&'static str> {
+    let stray = |text: &str| {
+        let bytes = text.as_bytes();
+        bytes.iter().enumerate().any(|(i, &b)| {
+            b == b'%'
+                && !(bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                    && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+        })
+    };
+    let at = url.find("://")?;
+    let postgres = matches!(Reader::of(&url[..at]), Reader::Postgres);
+    let rest = &url[at + 3..];
+    let userinfo_end = if postgres {
+        rest.find('@')
+    } else {
+        let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+        authority.rfind('@')
+    };
+    if let Some(end) = userinfo_end {
+        let (user, password) = rest[..end].split_once(':').unwrap_or((&rest[..end], ""));
+        if stray(user) {
+            return Some("user");
+        }
+        if stray(password) {
+            return Some("password");
+        }
+    }
+    let after = &rest[userinfo_end.map_or(0, |end| end + 1)..];
+    let query = &after[after.find('?')? + 1..];
+    // The `url` crate ends the query at a `#`; the PostgreSQL driver reads one as part
+    // of a value.
+    let query = match query.find('#') {
+        Some(fragment) if !postgres => &query[..fragment],
+        _ => query,
+    };
+    query
+        .split('&')
+        .filter_map(|param| param.split_once('='))
+        .any(|(name, value)| names_password(&percent_decoded(name)) && stray(value))
+        .then_some("password parameter")
 }
 
 /// `text` with each occurrence of `token` that no letter or digit touches on either side
@@ -2574,6 +2635,65 @@ mod tests {
             "",
         ] {
             assert!(!userinfo_is_ambiguous(url), "{url}");
+            assert!(refuse_ambiguous_userinfo("Test", url).is_ok(), "{url}");
+        }
+    }
+
+    /// A `%` that starts no percent-escape in the user info or a password parameter is
+    /// refused, naming the part and never showing the password; a `%` elsewhere, and
+    /// every well-formed escape, is left to the driver.
+    #[test]
+    fn a_stray_percent_in_user_info_or_a_password_is_refused_without_showing_it() {
+        for (url, part) in [
+            ("redis://u:secret%zzpw@127.0.0.1:6379", "password"),
+            ("rediss://:secret%zzpw@h:6380/0", "password"),
+            ("redlock://:secret%zzpw@h1,h2,h3/0", "password"),
+            ("redis://u:secret%4@h/0", "password"),
+            ("redis://u:secret%@h/0", "password"),
+            ("mysql://root:secret%zzpw@127.0.0.1:3306/test", "password"),
+            ("mysql://ro%zzot:secretpw@h/db", "user"),
+            ("mysql://app:secret%zzpw@db@h/app", "password"),
+            (
+                "postgres://postgres:secret%zzpw@127.0.0.1:5432/test",
+                "password",
+            ),
+            ("postgresql://u%g1:secretpw@h/db", "user"),
+            (
+                "postgres://u@h/db?password=secret%zzpw",
+                "password parameter",
+            ),
+            (
+                "postgres://u@h/db?pass%77ord=secret%zzpw",
+                "password parameter",
+            ),
+            (
+                "redis+unix:///tmp/r.sock?db=2&pass=secret%zzpw",
+                "password parameter",
+            ),
+        ] {
+            let refused = refuse_ambiguous_userinfo("Test", url)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                refused.contains(&format!(
+                    "its {part} holds a `%` that starts no percent-escape"
+                )) && refused.contains("%25"),
+                "{url}: {refused}"
+            );
+            assert!(refused.contains(&redact_url(url)), "{url}: {refused}");
+            assert!(!refused.contains("secret"), "{url}: {refused}");
+        }
+        for url in [
+            "redis://u:secret%25zz%40pw@127.0.0.1:6379",
+            "redis://u:p%2fs%2Cs@h/0",
+            "mysql://h/my%zzdb",
+            "mysql://u:pw@h/db?user=a%zz",
+            "postgres://u@h/db?application_name=50%",
+            "postgres://u@h/db?password=p%41ss",
+            "redis://h/0#frag%zz",
+            "redis://h?x=1#pass=a%zz",
+            "host=h password=secret%zz",
+        ] {
             assert!(refuse_ambiguous_userinfo("Test", url).is_ok(), "{url}");
         }
     }

@@ -111,7 +111,10 @@ impl MySql {
     /// `db`; `mysql://u@h:3306/my@db`), unless in the value of `user`, `password`, `socket`
     /// or `db_name` (percent-encode them, `%40` for `@`, `%2F`, `%3F`, `%23`:
     /// `mysql://h/my%40db` is the database `my@db`). A
-    /// raw `@` alone in the password (`mysql://app:P@ss@db/app`) is read as written. The
+    /// raw `@` alone in the password (`mysql://app:P@ss@db/app`) is read as written. A
+    /// `%` in the user info or a `password` parameter that starts no percent-escape
+    /// (`mysql://u:secret%zz@h/db`) is refused too, naming the part, never its text (write
+    /// a `%` itself as `%25`): the driver would send it as written. The
     /// message shows the URL with its password, and the value of a parameter the driver
     /// refused (a misspelt `?passwd=…`), as `***`.
     pub fn new(url: &str) -> Result<Self, StrategyError> {

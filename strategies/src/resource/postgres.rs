@@ -86,7 +86,10 @@ impl Postgres {
     /// (`postgres://h:5432/db?application_name=a@b`), a password that starts with digits
     /// and then `/`, `?` or `,` (read as a port: `postgres://u:12/ab@h/db`), or credentials
     /// that start with `[` (an IPv6 host). Percent-encode such an `@` as `%40` (and the
-    /// password's `/` as `%2F`). The message shows the URL with its password, and the value
+    /// password's `/` as `%2F`). A `%` in the user info or a `password` parameter that
+    /// starts no percent-escape (`postgres://u:secret%zz@h/db`) is refused too, naming the
+    /// part, never its text (write a `%` itself as `%25`): the driver would send it as
+    /// written, where libpq refuses it. The message shows the URL with its password, and the value
     /// of an option the driver refused (a misspelt `?passwd=…`), as `***`.
     pub fn new(url: &str) -> Result<Self, StrategyError> {
         let config = parse_url(url)?;

@@ -763,7 +763,9 @@ impl RedisLockBuilder {
     /// port's or any other), but in the value of `tls_ca`, `tls_cert` or `tls_key` (a Unix
     /// socket's path, `redis+unix:///run/u@h/redis.sock`, follows no host): percent-encode
     /// them, `%40` for `@`, `%2F` for `/`, `%3F` for `?`, `%23`
-    /// for `#`), an unknown scheme, a query parameter that nothing reads or that is given
+    /// for `#`), a `%` in the user info or a `pass` parameter that starts no
+    /// percent-escape (`redis://u:secret%zz@h`: write a `%` itself as `%25`; the message
+    /// names the part, never its text), an unknown scheme, a query parameter that nothing reads or that is given
     /// twice (see [Specs](self#specs); `ttl_ms` is a spec's: here the TTL is set with
     /// [`ttl`](Self::ttl)), `rediss://` without
     /// the feature `redis-tls`, a TLS file that is missing, unreadable or invalid (with

@@ -383,7 +383,8 @@ impl fmt::Debug for Node {
 ///
 /// # Errors
 /// [`Error::Config`] for an unparseable URL, an unknown scheme, user info whose end drivers
-/// read differently (see [`crate::spec::userinfo_is_ambiguous`]), `rediss://` without TLS
+/// read differently (see [`crate::spec::userinfo_is_ambiguous`]) or that holds a `%` starting
+/// no percent-escape, `rediss://` without TLS
 /// support compiled in, or bad TLS parameters (see [`super::tls`]).
 pub(super) fn parse_url(url: &str) -> Result<(Connector, String), StrategyError> {
     let shown = crate::spec::redact_url(url);
