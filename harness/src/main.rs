@@ -15,6 +15,7 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use turnstile::spec::redact_url;
 use turnstile::sqlite::Synchronous;
 use turnstile_harness::nemesis::Nemesis;
+use turnstile_harness::report::NoVerdict;
 use turnstile_harness::{DataSpec, RunConfig, Workload, procs, registry, report, run};
 
 #[derive(Parser)]
@@ -128,7 +129,9 @@ struct CompareArgs {
         hide_env_values = true
     )]
     data: DataSpec,
-    /// Write the JSON report here.
+    /// Write the JSON report here; a comparison that ends without one (bad usage found
+    /// once the outputs are checked, a data server down) writes why instead:
+    /// {"verdict":"no-verdict","exit":N,"error":{"kind":…,"message":…}}.
     #[arg(long)]
     json: Option<PathBuf>,
     /// Write an SVG chart (throughput and p99 against threads) here.
@@ -180,7 +183,8 @@ struct CheckArgs {
     /// redis-nofence) ignores it, with a note on stderr.
     #[arg(long)]
     transaction: bool,
-    /// Print the report as JSON.
+    /// Print the report as JSON; a run that ends without a verdict prints
+    /// {"verdict":"no-verdict","exit":N,"error":{"kind":…,"message":…}} instead.
     #[arg(long)]
     json: bool,
     /// Save history and database here when the run does not pass: a new directory (made
@@ -424,8 +428,12 @@ fn check(args: CheckArgs, given: Given<'_>) -> u8 {
             ));
         }
     };
+    let json = args.json;
     let usage = |reason: String| {
         say(&format!("turnstile check: bad usage: {reason}"));
+        if json {
+            print_no_verdict(&NoVerdict::usage(shown(&reason)));
+        }
         from_variable();
         2
     };
@@ -480,7 +488,8 @@ fn check(args: CheckArgs, given: Given<'_>) -> u8 {
         config = config.seed(seed);
     }
     stop_early_on_signals("check");
-    match run(&config, &registry()) {
+    let registry = registry();
+    match run(&config, &registry) {
         Ok(r) => {
             if args.json {
                 out(&format!("{}\n", report::json(&r)));
@@ -498,10 +507,26 @@ fn check(args: CheckArgs, given: Given<'_>) -> u8 {
         }
         Err(e) => {
             say(&format!("turnstile check: {e}"));
+            if args.json {
+                print_no_verdict(&NoVerdict::new(&e, shown(&e.reason())));
+            }
             from_variable();
             e.exit_code() as u8
         }
     }
+}
+
+/// `message` as [`say`] shows it: any long value it echoes from the command line or the
+/// environment cut (passwords are `***` in it already, as in every message of a run).
+fn shown(message: &str) -> String {
+    let values = given_values();
+    report::cut_echoes(message, values.iter().map(String::as_str))
+}
+
+/// Prints `no_verdict` on stdout, one line of JSON: what `check --json` prints when the
+/// run ends without a report.
+fn print_no_verdict(no_verdict: &NoVerdict) {
+    out(&format!("{}\n", no_verdict.json()));
 }
 
 /// The options of `compare` that set up a run, which `--from-json` (which runs nothing)
@@ -611,11 +636,23 @@ fn compare(args: CompareArgs, given: Given<'_>) -> u8 {
         }
     }
     if let Some(path) = &args.from_json {
-        let report: compare::Report = match read_at_most(path, MAX_REPORT_BYTES)
-            .and_then(|bytes| serde_json::from_slice(&bytes).map_err(|e| e.to_string()))
-            .and_then(|report: compare::Report| report.check_values().map(|()| report))
-        {
-            Ok(report) => report,
+        let report: compare::Report = match read_saved(path) {
+            Ok(Saved::Report(report)) => *report,
+            // A comparison that ended without a report: said again, and its exit code.
+            Ok(Saved::NoVerdict(no_verdict)) => {
+                say(&format!(
+                    "turnstile compare: {} holds no report: the comparison ended without a verdict (exit {}): {no_verdict}",
+                    path.display(),
+                    no_verdict.exit
+                ));
+                if let Some(svg) = &args.svg {
+                    say(&format!(
+                        "turnstile compare: note: the chart was not drawn to {}: there are no results",
+                        svg.display()
+                    ));
+                }
+                return no_verdict.exit as u8;
+            }
             Err(e) => {
                 say(&format!(
                     "turnstile compare: reading {}: {e}",
@@ -636,7 +673,16 @@ fn compare(args: CompareArgs, given: Given<'_>) -> u8 {
         Ok(c) => c,
         Err(e) => {
             say(&format!("turnstile compare: {e}"));
-            return e.exit_code() as u8;
+            // No report: `--json` gets why instead, so that a script finds no report of an
+            // earlier comparison there, taken for this one's.
+            let code = e.exit_code();
+            return match &args.json {
+                Some(path) => {
+                    let json = NoVerdict::new(&e, shown(&e.reason())).json();
+                    finish(code, &[("the JSON no-verdict record", path, json + "\n")])
+                }
+                None => code as u8,
+            };
         }
     };
     let report = &comparison.report;
@@ -668,6 +714,31 @@ fn compare(args: CompareArgs, given: Given<'_>) -> u8 {
     finish(comparison.exit_code(), &outputs)
 }
 
+/// What `compare --json` wrote: a report, or why the comparison ended without one.
+enum Saved {
+    Report(Box<turnstile_harness::compare::Report>),
+    NoVerdict(NoVerdict),
+}
+
+/// The report `compare --json` wrote at `path`, checked ([`Report::check_values`],
+/// [`NoVerdict::check_values`]).
+///
+/// [`Report::check_values`]: turnstile_harness::compare::Report::check_values
+fn read_saved(path: &Path) -> Result<Saved, String> {
+    let bytes = read_at_most(path, MAX_REPORT_BYTES)?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+    if value.get("verdict").and_then(serde_json::Value::as_str) == Some(NoVerdict::VERDICT) {
+        let no_verdict: NoVerdict = serde_json::from_value(value).map_err(|e| e.to_string())?;
+        no_verdict.check_values()?;
+        return Ok(Saved::NoVerdict(no_verdict));
+    }
+    // Parsed again, for an error that says where in the file it is.
+    let report: turnstile_harness::compare::Report =
+        serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+    report.check_values()?;
+    Ok(Saved::Report(Box::new(report)))
+}
+
 /// Prints a comparison's table, its data, floors and lock cycles, and its problems: the
 /// same for a run and for a report read back with `--from-json`.
 fn print_report(report: &turnstile_harness::compare::Report) {
@@ -691,7 +762,7 @@ fn print_report(report: &turnstile_harness::compare::Report) {
     }
     for cycle in &report.lock_cycles {
         out(&format!(
-            "lock cycle {} (acquire + {}, nothing in between): {:.0} µs ({:.0} cycles/s on one thread), {:.2}× the {} floor\n",
+            "lock cycle {} (acquire + {}, nothing in between): {:.0} µs ({:.0} cycles/s on one thread; its rate {:.2}× the {} floor's)\n",
             cycle.lock,
             match cycle.release.as_str() {
                 "dropped" => "lease dropped, its release answered with the next acquire",

@@ -4,9 +4,11 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
+use serde::{Deserialize, Serialize};
+
 use crate::check::Verdict;
 use crate::history::{History, Op, Phase};
-use crate::run::RunReport;
+use crate::run::{RunError, RunReport};
 
 /// Writes `line` and a newline to stderr, ignoring a failure to: a reader that went away
 /// (`… 2>&1 | tee log` after Ctrl-C) or a hung-up terminal must not panic a run, as
@@ -176,6 +178,145 @@ pub fn json(report: &RunReport) -> String {
     serde_json::to_string_pretty(report).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
 }
 
+/// What `check --json` prints on stdout, and `compare --json PATH` writes, in place of a
+/// report when the run ends without a verdict (a [`RunError`]): `{"verdict":
+/// "no-verdict", "exit": 3, "error": {"kind": "unavailable", "message": "…"}}`, so that a
+/// script that reads the JSON has something to read, and no report of an earlier run is
+/// taken for this one's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NoVerdict {
+    /// Always [`NoVerdict::VERDICT`], `no-verdict`: where a report says `pass`,
+    /// `violation` or `inconclusive`.
+    pub verdict: String,
+    /// The command's exit code: 2 bad usage, 3 inconclusive, 128 + a signal's number.
+    pub exit: i32,
+    /// Why.
+    pub error: NoVerdictError,
+}
+
+/// Why a run ended without a verdict ([`NoVerdict::error`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NoVerdictError {
+    /// What kind of error ([`NoVerdict::kind`]): `usage`, `unavailable`, `worker`, `io`,
+    /// `timed-out`, `probe-timed-out` or `interrupted`.
+    pub kind: String,
+    /// What went wrong, in the words of the message on stderr without its `bad usage: `,
+    /// `inconclusive: ` or `interrupted: ` ([`RunError::reason`]): passwords are `***`
+    /// there as everywhere, and a long value it echoes is cut.
+    pub message: String,
+}
+
+impl NoVerdict {
+    /// The `verdict` of a run that ended without one.
+    pub const VERDICT: &'static str = "no-verdict";
+
+    /// The longest message a saved one may hold ([`NoVerdict::check_values`]).
+    pub const MAX_MESSAGE: usize = 64 * 1024;
+
+    /// The error `error`, whose message (its [`reason`](RunError::reason)) reads
+    /// `message` (as the command shows it: long values it echoes cut).
+    pub fn new(error: &RunError, message: String) -> Self {
+        NoVerdict {
+            verdict: Self::VERDICT.to_owned(),
+            exit: error.exit_code(),
+            error: NoVerdictError {
+                kind: Self::kind(error).to_owned(),
+                message,
+            },
+        }
+    }
+
+    /// Bad usage the command found itself, before any run: `message`, exit 2.
+    pub fn usage(message: String) -> Self {
+        NoVerdict {
+            verdict: Self::VERDICT.to_owned(),
+            exit: 2,
+            error: NoVerdictError {
+                kind: "usage".to_owned(),
+                message,
+            },
+        }
+    }
+
+    /// The kind of `error`, as [`NoVerdictError::kind`] names it.
+    pub fn kind(error: &RunError) -> &'static str {
+        match error {
+            RunError::Usage(_) => "usage",
+            RunError::Unavailable(_) => "unavailable",
+            RunError::Worker(_) => "worker",
+            RunError::Io(_) => "io",
+            RunError::TimedOut(_) => "timed-out",
+            RunError::ProbeTimedOut(_) => "probe-timed-out",
+            RunError::Interrupted(_) => "interrupted",
+        }
+    }
+
+    /// As one line of JSON.
+    pub fn json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    }
+
+    /// Checks one read back from a file (`compare --from-json`): `verdict` is
+    /// `no-verdict`, `exit` one the command exits with when there is no verdict (2, 3, or
+    /// 129 to 192: a signal's), `kind` one of the kinds, and the message at most
+    /// [`NoVerdict::MAX_MESSAGE`] bytes.
+    ///
+    /// # Errors
+    /// What is wrong.
+    pub fn check_values(&self) -> Result<(), String> {
+        const KINDS: [&str; 7] = [
+            "usage",
+            "unavailable",
+            "worker",
+            "io",
+            "timed-out",
+            "probe-timed-out",
+            "interrupted",
+        ];
+        if self.verdict != Self::VERDICT {
+            return Err(format!(
+                "\"verdict\" is {:?}, not {:?}",
+                cut(&one_line(&self.verdict)),
+                Self::VERDICT
+            ));
+        }
+        if !matches!(self.exit, 2 | 3 | 129..=192) {
+            return Err(format!(
+                "\"exit\" is {}: a run without a verdict exits 2, 3 or 128 + a signal's number",
+                self.exit
+            ));
+        }
+        if !KINDS.contains(&self.error.kind.as_str()) {
+            return Err(format!(
+                "\"error\".\"kind\" is {:?}, none of {}",
+                cut(&one_line(&self.error.kind)),
+                KINDS.join(", ")
+            ));
+        }
+        if self.error.message.len() > Self::MAX_MESSAGE {
+            return Err(format!(
+                "\"error\".\"message\" is {} bytes, past the {} of any message",
+                self.error.message.len(),
+                Self::MAX_MESSAGE
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Display for NoVerdict {
+    /// As the command's message on stderr said it (`inconclusive: backend unavailable:
+    /// …`), on one line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let said = match self.error.kind.as_str() {
+            "usage" => "bad usage",
+            "interrupted" => "interrupted",
+            _ => "inconclusive",
+        };
+        write!(f, "{said}: {}", one_line(&self.error.message))
+    }
+}
+
 /// The most sections [`svg`] draws.
 pub const SVG_MAX_OPS: usize = 5000;
 
@@ -268,4 +409,62 @@ fn overlapping(ops: &[&Op]) -> Vec<bool> {
         }
     }
     red
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a run without a verdict prints: its shape, as scripts read it, and back.
+    #[test]
+    fn a_run_without_a_verdict_is_one_line_of_json_that_reads_back() {
+        let error = RunError::Unavailable("redis at redis://127.0.0.1:1/0: refused".into());
+        let no_verdict = NoVerdict::new(&error, error.reason());
+        let json = no_verdict.json();
+        assert!(!json.contains('\n'), "{json}");
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            value,
+            serde_json::json!({
+                "verdict": "no-verdict",
+                "exit": 3,
+                "error": {
+                    "kind": "unavailable",
+                    "message": "backend unavailable: redis at redis://127.0.0.1:1/0: refused"
+                }
+            })
+        );
+        let back: NoVerdict = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, no_verdict);
+        assert_eq!(back.check_values(), Ok(()));
+        assert_eq!(
+            back.to_string(),
+            "inconclusive: backend unavailable: redis at redis://127.0.0.1:1/0: refused"
+        );
+        let interrupted = NoVerdict::new(&RunError::Interrupted(2), "stopped".into());
+        assert_eq!(
+            (interrupted.exit, interrupted.check_values()),
+            (130, Ok(()))
+        );
+        assert_eq!(NoVerdict::usage("x".into()).to_string(), "bad usage: x");
+        // Read back, one no run writes is refused.
+        for (field, value) in [
+            ("exit", serde_json::json!(0)),
+            ("exit", serde_json::json!(1)),
+            ("verdict", serde_json::json!("pass")),
+        ] {
+            let mut edited = value_of(&no_verdict);
+            edited[field] = value;
+            let edited: NoVerdict = serde_json::from_value(edited).unwrap();
+            assert!(edited.check_values().is_err(), "{field}");
+        }
+        let mut edited = value_of(&no_verdict);
+        edited["error"]["kind"] = "nosuch".into();
+        let edited: NoVerdict = serde_json::from_value(edited).unwrap();
+        assert!(edited.check_values().is_err());
+    }
+
+    fn value_of(no_verdict: &NoVerdict) -> serde_json::Value {
+        serde_json::to_value(no_verdict).unwrap()
+    }
 }

@@ -1325,11 +1325,13 @@ pub(crate) fn known_over(
     let data_kind = kind(data);
     Err(RunError::Usage(if elsewhere.is_empty() {
         format!(
-            "unknown strategy {:?}{}; known: {}",
+            "unknown strategy {:?}{}; known: {}{}",
             // The whole spec: a mistyped URL's "name" may hold a piece of its password.
             redact_url(strategy.trim()),
             did_you_mean(strategy, registry),
-            names.join(", ")
+            names.join(", "),
+            // Those over other data too (`pg-xact`, with --data postgres://…).
+            data::known_elsewhere(data, registry)
         )
     } else {
         format!(

@@ -186,6 +186,18 @@ struct Setting {
     threads: usize,
     procs: usize,
     sync: Synchronous,
+    /// Its run's [`RunConfig::seed`], [`Record::seed`] in the report.
+    seed: u64,
+}
+
+/// Every setting's seed is below this: JSON readers that hold numbers as doubles (jq,
+/// JavaScript) read integers up to 2⁵³ exactly, and would round a larger seed in the
+/// report to another.
+const MAX_SEED: u64 = 1 << 53;
+
+/// A seed for a setting's run: random, below [`MAX_SEED`].
+fn new_seed() -> u64 {
+    fastrand::u64(..MAX_SEED)
 }
 
 impl fmt::Debug for Setting {
@@ -195,12 +207,14 @@ impl fmt::Debug for Setting {
             threads,
             procs,
             sync,
+            seed,
         } = self;
         f.debug_struct("Setting")
             .field("spec", &redact_url(spec))
             .field("threads", threads)
             .field("procs", procs)
             .field("sync", sync)
+            .field("seed", seed)
             .finish()
     }
 }
@@ -388,6 +402,13 @@ pub fn compare(
     }
     let data = &config.data;
     data.check()?;
+    // What the comparison leaves out, said on stderr as it is found and kept for the
+    // report's notes: a saved report must not drop a strategy without a word.
+    let mut skipped_notes: Vec<String> = Vec::new();
+    let mut skip = |note: String| {
+        crate::report::to_stderr(&format!("note: {note}"));
+        skipped_notes.push(note);
+    };
     // As messages show it: a long URL cut.
     let data_shown = crate::report::cut(&data.to_string()).into_owned();
     let mut private_redis = None;
@@ -450,17 +471,15 @@ pub fn compare(
                         redis_url = Some(server.url());
                         private_redis = Some(server);
                     }
-                    Err(e) => {
-                        crate::report::to_stderr(&format!("note: redis strategies skipped: {e}"))
-                    }
+                    Err(e) => skip(format!("redis strategies skipped: {e}")),
                 }
             } else if redis_url.is_none()
                 && !config.no_private_redis
                 && registry.contains("redis")
                 && !redis_runs
             {
-                crate::report::to_stderr(&format!(
-                    "note: redis strategies skipped, they do not run over data in {data_shown} (no private redis-server started)"
+                skip(format!(
+                    "redis strategies skipped, they do not run over data in {data_shown} (no private redis-server started)"
                 ));
             }
             // Over a server's data, its own locks are the natural ones to compare.
@@ -501,8 +520,8 @@ pub fn compare(
         }
     }
     if !skipped.is_empty() {
-        crate::report::to_stderr(&format!(
-            "note: skipped, they do not run over data in {data_shown}: {}",
+        skip(format!(
+            "skipped, they do not run over data in {data_shown}: {}",
             skipped.join(", ")
         ));
     }
@@ -592,8 +611,8 @@ pub fn compare(
         opened.push((spec, caps.map(|c| c.scope)));
     }
     if !cannot_protect.is_empty() {
-        crate::report::to_stderr(&format!(
-            "note: skipped, they do not exclude, so they cannot protect {}'s state outside the data: {}",
+        skip(format!(
+            "skipped, they do not exclude, so they cannot protect {}'s state outside the data: {}",
             config.workload,
             cannot_protect.join(", ")
         ));
@@ -614,6 +633,7 @@ pub fn compare(
                     threads: t,
                     procs: 1,
                     sync,
+                    seed: new_seed(),
                 });
             }
             if scope.is_some_and(|s| s >= Scope::Processes) {
@@ -624,6 +644,7 @@ pub fn compare(
                             threads: t,
                             procs: p,
                             sync,
+                            seed: new_seed(),
                         });
                     }
                 }
@@ -663,7 +684,8 @@ pub fn compare(
             .ops(ops.max(setting.threads * setting.procs))
             .data(data.clone())
             .transaction(true)
-            .sync(setting.sync);
+            .sync(setting.sync)
+            .seed(setting.seed);
         run_config.worker_exe = config.worker_exe.clone();
         if let Some(limit) = config.time_limit {
             run_config = run_config.time_limit(limit);
@@ -708,9 +730,7 @@ pub fn compare(
                 floors.push(floor);
                 lock_cycles.extend(cycle);
             }
-            Err(e) => {
-                crate::report::to_stderr(&format!("note: redis round-trip floor not measured: {e}"))
-            }
+            Err(e) => skip(format!("redis round-trip floor not measured: {e}")),
         }
     }
 
@@ -725,11 +745,14 @@ pub fn compare(
             interrupted = Some(signal);
             break;
         }
+        let ran = !not_run.iter().any(|(spec, _)| *spec == setting.spec);
         let problem = |reason: String| Problem {
             strategy: redact_url(&setting.spec),
             threads: setting.threads as u32,
             procs: setting.procs as u32,
             sync: setting.sync.as_str().to_ascii_lowercase(),
+            // A setting recorded without running used no seed.
+            seed: ran.then_some(setting.seed),
             reason,
         };
         let label = format!(
@@ -802,6 +825,8 @@ pub fn compare(
                     max_us: summary.max_us,
                     safe,
                     verdict: Some(run.verdict),
+                    seed: Some(run.seed),
+                    ops_requested: Some(run.requested as u64),
                     claims_safe,
                     verdicts: run
                         .checks
@@ -833,15 +858,17 @@ pub fn compare(
         bar.finish_and_clear();
     }
     drop(private_redis);
+    // What was left out first, as it was found before anything ran; then what the
+    // verdicts do not test; then the controls that did not run.
+    let mut all_notes = skipped_notes;
     if !locks_in_sqlite_tx.is_empty() {
-        notes.insert(
-            0,
-            format!(
-                "{} ran inside SQLite transactions, whose write lock serialized their ops too: their verdict here does not test their own exclusion (the test suite's autocommit conformance runs do)",
-                locks_in_sqlite_tx.join(", ")
-            ),
-        );
+        all_notes.push(format!(
+            "{} ran inside SQLite transactions, whose write lock serialized their ops too: their verdict here does not test their own exclusion (the test suite's autocommit conformance runs do)",
+            locks_in_sqlite_tx.join(", ")
+        ));
     }
+    all_notes.append(&mut notes);
+    let notes = all_notes;
 
     let report = Report {
         turnstile_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -989,10 +1016,19 @@ mod tests {
             threads: 4,
             procs: 1,
             sync: Synchronous::Normal,
+            seed: 7,
         };
         let shown = format!("{setting:?}");
         assert!(!shown.contains("hunter"), "{shown}");
         assert!(shown.contains("redlock://:***@h1,h2,h3"), "{shown}");
+        assert!(shown.contains("seed: 7"), "{shown}");
+    }
+
+    /// A setting's seed is read exactly by JSON readers that hold numbers as doubles.
+    #[test]
+    fn settings_seeds_stay_below_two_to_the_53() {
+        assert_eq!(MAX_SEED, 1 << 53);
+        assert!((0..10_000).all(|_| new_seed() < MAX_SEED));
     }
 
     #[test]

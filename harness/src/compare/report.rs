@@ -37,9 +37,12 @@ pub struct Report {
     /// made (a backend out of reach: only here). Reports of older versions: absent.
     #[serde(default)]
     pub inconclusive: Vec<Problem>,
-    /// What the table cannot say itself, one line each, printed under it: lock strategies
-    /// whose verdict did not test their exclusion (they ran inside SQLite transactions),
-    /// a control that could not run (reports of older versions: absent, read as none).
+    /// What the table cannot say itself, one line each, printed under it: what the
+    /// comparison left out (strategies skipped, as they do not run over the data or
+    /// cannot protect the workload's state outside it; Redis strategies without a Redis;
+    /// a Redis floor not measured), lock strategies whose verdict did not test their
+    /// exclusion (they ran inside SQLite transactions), a control that could not run
+    /// (reports of older versions: absent, read as none).
     #[serde(default)]
     pub notes: Vec<String>,
 }
@@ -164,6 +167,10 @@ pub struct Problem {
     pub procs: u32,
     /// SQLite's `synchronous`.
     pub sync: String,
+    /// The seed of the setting's run ([`Record::seed`]); absent for a setting recorded
+    /// without running, and in reports of older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
     /// What went wrong: the checkers that failed (or were inconclusive) with their
     /// summaries, or why the run could not be made.
     pub reason: String,
@@ -173,13 +180,16 @@ impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} ×{} threads ×{} procs, sync={}: {}",
+            "{} ×{} threads ×{} procs, sync={}",
             shown(&self.strategy),
             self.threads,
             self.procs,
             shown(&self.sync),
-            crate::report::one_line(&self.reason)
-        )
+        )?;
+        if let Some(seed) = self.seed {
+            write!(f, ", seed {seed}")?;
+        }
+        write!(f, ": {}", crate::report::one_line(&self.reason))
     }
 }
 
@@ -273,7 +283,9 @@ pub struct LockCycle {
     pub p50_us: f64,
     /// Cycles per second on one thread.
     pub ops_per_sec: f64,
-    /// `ops_per_sec` over the floor's (1.0: as fast as its round trips).
+    /// `ops_per_sec` over the floor's (1.0: as fast as its round trips; above 1, faster):
+    /// a ratio of rates, not of the medians in µs (the text report says `its rate 0.73×
+    /// the redis_two_round_trips floor's`).
     pub floor_ratio: f64,
 }
 
@@ -310,6 +322,17 @@ pub struct Record {
     /// versions: absent, read from `safe` and `verdicts`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verdict: Option<Verdict>,
+    /// The run's random seed, below 2⁵³ (which JSON readers that hold numbers as doubles
+    /// read exactly): `turnstile check --seed` with it, this setting's strategy,
+    /// workload, threads, procs, sync and [`ops_requested`](Record::ops_requested),
+    /// `--transaction` and the report's `--data` replays the same op choices. Reports of
+    /// older versions: absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// Ops requested of the run (`ops` is those acknowledged). Reports of older versions:
+    /// absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ops_requested: Option<u64>,
     /// Whether the strategy claims to be safe at this setting (a negative control or a
     /// strategy outside its scope does not).
     pub claims_safe: bool,
@@ -454,6 +477,8 @@ mod tests {
             max_us: 4.0,
             safe,
             verdict: Some(verdict),
+            seed: None,
+            ops_requested: None,
             claims_safe,
             verdicts: vec![],
         }

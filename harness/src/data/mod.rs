@@ -83,8 +83,10 @@ impl DataSpec {
     }
 
     /// Checks a server URL as far as it can be without connecting: it parses, and names
-    /// what the driver needs to connect (a host). Nothing is connected. In a build without
-    /// the server's feature, nothing is checked (the run refuses the data).
+    /// what the driver needs to connect (a host) and what the run needs on the server (a
+    /// MySQL database: MySQL has no default one, where PostgreSQL's is the user's name).
+    /// Nothing is connected. In a build without the server's feature, nothing is checked
+    /// (the run refuses the data).
     ///
     /// # Errors
     /// [`RunError::Usage`] saying what is wrong (never the password).
@@ -95,9 +97,21 @@ impl DataSpec {
                 .map(drop)
                 .map_err(RunError::Usage),
             #[cfg(feature = "mysql")]
-            DataSpec::MySql(url) => turnstile::resource::MySql::new(url)
-                .map(drop)
-                .map_err(crate::run::open_error),
+            DataSpec::MySql(url) => {
+                let db = turnstile::resource::MySql::new(url).map_err(crate::run::open_error)?;
+                // MySQL has no default database: without one every statement on the run's
+                // tables fails (`ERROR 1046 No database selected`), which would read as a
+                // server out of reach. (PostgreSQL's default is the user's name.)
+                if db.opts().get_db_name().is_none_or(str::is_empty) {
+                    return Err(RunError::Usage(format!(
+                        "MySQL data needs a database name, and {:?} names none: give the \
+                         database the run's tables go in after the host, as \
+                         mysql://user@host:port/DATABASE",
+                        redact_url(url)
+                    )));
+                }
+                Ok(())
+            }
             _ => Ok(()),
         }
     }
@@ -342,7 +356,9 @@ pub(crate) fn versioned_names() -> Vec<(String, String)> {
 }
 
 /// What `turnstile list` prints about strategies: those over SQLite data (`sqlite`, then
-/// the ones over versioned records only), then the names over each server's data.
+/// the ones over versioned records only, then those over a server's data only, as
+/// `pg-xact`, each saying which `--data` it needs), then the names over each server's
+/// data.
 pub fn listing(sqlite: &Registry<Sqlite>) -> String {
     let mut out = String::new();
     let tables = table_names(&DataSpec::Sqlite, sqlite);
@@ -356,9 +372,15 @@ pub fn listing(sqlite: &Registry<Sqlite>) -> String {
     for (name, summary) in &versioned_only {
         out.push_str(&format!("{name:<14} {summary} [on versioned records]\n"));
     }
-    for (data, example) in [
-        (DataSpec::Postgres(String::new()), "postgres://…"),
-        (DataSpec::MySql(String::new()), "mysql://…"),
+    for (name, summary, needs) in only_elsewhere(&DataSpec::Sqlite, sqlite) {
+        out.push_str(&format!(
+            "{name:<14} {summary} [needs --data {}]\n",
+            needs.join(" or --data ")
+        ));
+    }
+    for data in [
+        DataSpec::Postgres(String::new()),
+        DataSpec::MySql(String::new()),
     ] {
         let names: Vec<String> = table_names(&data, sqlite)
             .into_iter()
@@ -366,7 +388,76 @@ pub fn listing(sqlite: &Registry<Sqlite>) -> String {
             .map(|(n, _)| n)
             .collect();
         if !names.is_empty() {
-            out.push_str(&format!("with --data {example}: {}\n", names.join(", ")));
+            out.push_str(&format!(
+                "with --data {}: {}\n",
+                kind(&data),
+                names.join(", ")
+            ));
+        }
+    }
+    out
+}
+
+/// How a message names a kind of data: `sqlite`, `postgres://…`, `mysql://…`.
+fn kind(data: &DataSpec) -> &'static str {
+    match data {
+        DataSpec::Sqlite => "sqlite",
+        DataSpec::Postgres(_) => "postgres://…",
+        DataSpec::MySql(_) => "mysql://…",
+    }
+}
+
+/// The strategies the harness runs over other data than `data` but not over it (over
+/// SQLite data: `pg-xact`, which needs PostgreSQL's), each with its summary and the
+/// kinds of data it runs over ([`kind`]), in the order of their registries.
+fn only_elsewhere(
+    data: &DataSpec,
+    sqlite: &Registry<Sqlite>,
+) -> Vec<(String, String, Vec<&'static str>)> {
+    let mut found: Vec<(String, String, Vec<&'static str>)> = Vec::new();
+    for other in [
+        DataSpec::Sqlite,
+        DataSpec::Postgres(String::new()),
+        DataSpec::MySql(String::new()),
+    ] {
+        if kind(&other) == kind(data) {
+            continue;
+        }
+        for (name, summary) in table_names(&other, sqlite) {
+            if runs_over(&name, data, sqlite) {
+                continue;
+            }
+            match found.iter_mut().find(|(n, _, _)| *n == name) {
+                Some((_, _, kinds)) => kinds.push(kind(&other)),
+                None => found.push((name, summary, vec![kind(&other)])),
+            }
+        }
+    }
+    found
+}
+
+/// What a message that lists the strategies over `data` (an unknown strategy's, `known:
+/// …`) adds about those that run only over other data: `; with --data postgres://…:
+/// pg-xact` over SQLite data; nothing when there are none.
+pub fn known_elsewhere(data: &DataSpec, sqlite: &Registry<Sqlite>) -> String {
+    let elsewhere = only_elsewhere(data, sqlite);
+    let mut out = String::new();
+    for other in [
+        DataSpec::Sqlite,
+        DataSpec::Postgres(String::new()),
+        DataSpec::MySql(String::new()),
+    ] {
+        let names: Vec<&str> = elsewhere
+            .iter()
+            .filter(|(_, _, kinds)| kinds.contains(&kind(&other)))
+            .map(|(n, _, _)| n.as_str())
+            .collect();
+        if !names.is_empty() {
+            out.push_str(&format!(
+                "; with --data {}: {}",
+                kind(&other),
+                names.join(", ")
+            ));
         }
     }
     out
@@ -459,6 +550,36 @@ mod tests {
         assert_eq!(postgres.to_string(), "postgres://u@h/db?pass%77ord=***");
         for bad in ["", "redis://h", "postgres", "file:/tmp/x", "mysql:/x"] {
             assert!(bad.parse::<DataSpec>().is_err(), "{bad:?}");
+        }
+    }
+
+    /// MySQL has no default database: a MySQL data URL without one is refused as it is
+    /// parsed, saying so (never the password), instead of a run that fails on the server
+    /// with `No database selected`. A PostgreSQL one without is the user's database.
+    #[cfg(all(feature = "mysql", feature = "postgres"))]
+    #[test]
+    fn mysql_data_needs_a_database_name() {
+        for url in [
+            "mysql://root@127.0.0.1:3306/",
+            "mysql://root@127.0.0.1:3306",
+            "mysql://root:hunter2@127.0.0.1:3306",
+            "MySQL://root@127.0.0.1",
+            "mysql://root@127.0.0.1:3306/?prefer_socket=false",
+        ] {
+            let refused = url.parse::<DataSpec>().unwrap_err();
+            assert!(
+                refused.contains("needs a database name"),
+                "{url}: {refused}"
+            );
+            assert!(!refused.contains("hunter2"), "{refused}");
+        }
+        for url in [
+            "mysql://root@127.0.0.1:3306/test",
+            "mysql://root@127.0.0.1:3306?db_name=test",
+            "postgres://postgres@127.0.0.1:5432",
+            "postgres://postgres@127.0.0.1:5432/",
+        ] {
+            assert!(url.parse::<DataSpec>().is_ok(), "{url}");
         }
     }
 
