@@ -9,17 +9,8 @@ mod cli_support;
 
 use std::process::Command;
 
-use cli_support::{CHECK_ENV, EXE, check};
+use cli_support::{CHECK_ENV, COMPARE_ENV, EXE, check};
 use serde_json::Value;
-
-/// `compare`'s own variables, which stand for its flags.
-const COMPARE_ENV: [&str; 5] = [
-    "TURNSTILE_COMPARE_DATA",
-    "TURNSTILE_COMPARE_REDIS",
-    "TURNSTILE_COMPARE_MYSQL",
-    "TURNSTILE_COMPARE_POSTGRES",
-    "TURNSTILE_COMPARE_STRATEGIES",
-];
 
 /// Runs `turnstile ARGS…` without the variables of `check` and `compare` a shell may have
 /// exported: its exit code (-1 when killed by a signal), stdout and stderr.

@@ -6,14 +6,7 @@ use std::process::Command;
 #[path = "support/cli.rs"]
 mod cli_support;
 
-/// `compare`'s own variables, which stand for its URL flags (see `compare --help`).
-const COMPARE_ENV: [&str; 5] = [
-    "TURNSTILE_COMPARE_DATA",
-    "TURNSTILE_COMPARE_REDIS",
-    "TURNSTILE_COMPARE_MYSQL",
-    "TURNSTILE_COMPARE_POSTGRES",
-    "TURNSTILE_COMPARE_STRATEGIES",
-];
+use cli_support::COMPARE_ENV;
 
 /// The binary, without `compare`'s own variables a shell may have exported: each test
 /// says what it runs.

@@ -9,6 +9,15 @@ pub(crate) const EXE: &str = env!("CARGO_BIN_EXE_turnstile");
 /// `check`'s own variables, which stand for its URL flags (see `check --help`).
 pub(crate) const CHECK_ENV: [&str; 2] = ["TURNSTILE_CHECK_STRATEGY", "TURNSTILE_CHECK_DATA"];
 
+/// `compare`'s own variables, which stand for its flags (see `compare --help`).
+pub(crate) const COMPARE_ENV: [&str; 5] = [
+    "TURNSTILE_COMPARE_DATA",
+    "TURNSTILE_COMPARE_REDIS",
+    "TURNSTILE_COMPARE_MYSQL",
+    "TURNSTILE_COMPARE_POSTGRES",
+    "TURNSTILE_COMPARE_STRATEGIES",
+];
+
 /// Runs `turnstile check ARGS…`: its exit code (-1 when killed by a signal), stdout and
 /// stderr.
 pub(crate) fn check(args: &[&str]) -> (i32, String, String) {
