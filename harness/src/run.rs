@@ -381,6 +381,12 @@ impl RunConfig {
             // A directory that is not there is a typo to report now, not a run that ends
             // inconclusive because SQLite could not open the file.
             writable_file("--db", db)?;
+            let len = sqlite_path_len(db);
+            if len > SQLITE_PATH_MAX {
+                return bad(format!(
+                    "--db: its path is {len} bytes long once absolute and free of links; SQLite opens a database at a path of at most {SQLITE_PATH_MAX}"
+                ));
+            }
         }
         if let Some(n) = self.nemesis
             && n.kills()
@@ -407,6 +413,23 @@ impl RunConfig {
             writable_dir("--keep", keep)?;
         }
         Ok(())
+    }
+}
+
+/// The longest database path SQLite opens, in bytes, as it measures it (absolute, links
+/// resolved): its unix VFS's 512 less the 8 it keeps for a suffix (`-journal`).
+const SQLITE_PATH_MAX: usize = 504;
+
+/// The length of `db`'s path as SQLite measures it: absolute, with the links of its
+/// directory resolved (the file itself is new). As given when that cannot be worked out.
+fn sqlite_path_len(db: &Path) -> usize {
+    let parent = match db.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    match (parent.canonicalize(), db.file_name()) {
+        (Ok(dir), Some(name)) => dir.join(name).as_os_str().len(),
+        _ => db.as_os_str().len(),
     }
 }
 

@@ -795,6 +795,47 @@ fn a_probe_kept_out_by_a_holder_is_bounded_by_the_time_limit_and_says_so() {
     assert!(!out.contains("to open and run a first op"), "{out}");
 }
 
+/// SQLite opens a database at a path of at most 504 bytes (absolute, links resolved): a
+/// `--db` past it is bad usage before the run, not a backend "unavailable" after it.
+#[test]
+fn a_database_path_too_long_for_sqlite_is_bad_usage() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = "d".repeat(100);
+    let deep = dir
+        .path()
+        .canonicalize()
+        .unwrap()
+        .join(&d)
+        .join(&d)
+        .join(&d);
+    std::fs::create_dir_all(&deep).unwrap();
+    let at = |len: usize| {
+        let name = "x".repeat(len - deep.as_os_str().len() - 1);
+        deep.join(name)
+    };
+    let run = |db: &Path| {
+        check(&[
+            "--strategy",
+            "mutex",
+            "--workload",
+            "counter",
+            "--ops",
+            "10",
+            "--db",
+            db.to_str().unwrap(),
+        ])
+    };
+    let (code, out, err) = run(&at(504));
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = run(&at(505));
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("505 bytes") && err.contains("at most 504"),
+        "{err}"
+    );
+    assert!(out.is_empty(), "nothing runs: {out}");
+}
+
 /// A rendezvous with one worker never meets anyone: each op waits the whole window, and
 /// the report says why the run was slow.
 #[test]
