@@ -30,6 +30,7 @@
 
 pub use turnstile_core::*;
 
+mod holding;
 pub mod lock;
 pub mod locked;
 #[cfg(feature = "optimistic")]

@@ -22,10 +22,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use std::cell::RefCell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::pool::Pool;
@@ -130,7 +128,8 @@ pub enum KeyScope {
 /// under [`KeyScope::Whole`]) gets [`Error::Reentrant`] at once, and the inner op never
 /// runs: waiting would wait for itself.
 pub struct Locked<L, C: Connect> {
-    /// Tells this strategy apart in [`HOLDING`].
+    /// Tells this strategy's locks apart among those held on a thread
+    /// ([`crate::holding`]).
     id: u64,
     lock: L,
     connect: C,
@@ -150,9 +149,8 @@ impl<L: Lock, C: Transact> Locked<L, C> {
         } else {
             KeyScope::PerKey
         };
-        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         Locked {
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            id: crate::holding::new_owner(),
             lock,
             connect,
             pool: Pool::new(DEFAULT_POOL_SIZE),
@@ -367,35 +365,6 @@ impl<L: Lock, C: Transact> Locked<L, C> {
     }
 }
 
-thread_local! {
-    /// The locks held on this thread while an op runs: which [`Locked`] (its id) and
-    /// which lock (its [`Lock::order_key`]).
-    static HOLDING: RefCell<Vec<(u64, Vec<u8>)>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Records locks in [`HOLDING`] while an op runs; forgets them when dropped, on a panic
-/// too. Nested calls on one thread end in the reverse order of their start, so each
-/// forgets exactly what it recorded.
-struct Holding {
-    before: usize,
-}
-
-impl Holding {
-    fn enter(id: u64, keys: Vec<Vec<u8>>) -> Self {
-        HOLDING.with_borrow_mut(|held| {
-            let before = held.len();
-            held.extend(keys.into_iter().map(|key| (id, key)));
-            Holding { before }
-        })
-    }
-}
-
-impl Drop for Holding {
-    fn drop(&mut self) {
-        HOLDING.with_borrow_mut(|held| held.truncate(self.before));
-    }
-}
-
 struct Outcome<T, E> {
     result: Result<T, Error<E>>,
     discard_resource: bool,
@@ -442,11 +411,7 @@ impl<L: Lock, C: Transact> Serializer for Locked<L, C> {
             .iter()
             .map(|n| self.lock.order_key(n).into_owned())
             .collect();
-        let reentrant = HOLDING.with_borrow(|held| {
-            held.iter()
-                .any(|(id, key)| *id == self.id && order_keys.contains(key))
-        });
-        if reentrant {
+        if crate::holding::holds(self.id, &order_keys) {
             return Err(Error::Reentrant);
         }
         // Locks first, then a resource: a caller holding a pooled resource while waiting for
@@ -459,7 +424,7 @@ impl<L: Lock, C: Transact> Serializer for Locked<L, C> {
             .pool
             .get(&self.connect, deadline)
             .map_err(Error::widen)?;
-        let holding = Holding::enter(self.id, order_keys);
+        let holding = crate::holding::Holding::enter(self.id, order_keys);
         let outcome = self.run_locked(&keys, deadline, &leases, &names, &mut resource, &mut op);
         drop(holding);
         if outcome.discard_resource {

@@ -138,6 +138,10 @@ type RetryHook = Arc<dyn Fn(&RetryEvent) + Send + Sync>;
 
 /// Backoff-retry over a transactional resource: a [`Serializer`] without a lock. See the
 /// [module docs](self).
+///
+/// Over a single-writer resource (SQLite), an op that calls back in (through any `Retry`
+/// over the same data, whatever the key) gets [`Error::Reentrant`] at once, and the inner
+/// op never runs: it would retry against its own write lock until the budget ran out.
 pub struct Retry<C: Transact> {
     connect: C,
     idle: Mutex<Vec<C::Resource>>,
@@ -471,6 +475,22 @@ impl<C: Transact> Serializer for Retry<C> {
         let keys = sorted_keys(keys).map_err(Error::widen)?;
         let start = Instant::now();
         let deadline = wait.deadline(self.max_elapsed).map_err(Error::widen)?;
+        // An op that calls back in over a single-writer resource (SQLite) it is writing
+        // already would retry against its own write lock until the budget runs out: any
+        // `Retry` over the same data, whatever the keys.
+        static OWNER: std::sync::LazyLock<u64> =
+            std::sync::LazyLock::new(crate::holding::new_owner);
+        let data = self
+            .connect
+            .single_writer()
+            .then(|| vec![self.connect.identity().as_bytes().to_vec()]);
+        if data
+            .as_ref()
+            .is_some_and(|data| crate::holding::holds(*OWNER, data))
+        {
+            return Err(Error::Reentrant);
+        }
+        let _holding = data.map(|data| crate::holding::Holding::enter(*OWNER, data));
         let mut attempt = 0u32;
         // Kept across the attempts of this call, and back to the idle ones at its end.
         let mut held: Option<C::Resource> = None;

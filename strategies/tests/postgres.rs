@@ -1302,3 +1302,40 @@ fn a_chosen_isolation_level_wins_over_the_sessions_default() {
         "repeatable read"
     );
 }
+
+/// An op calling back through `pg-xact` for a key its own transaction holds would wait for
+/// that transaction, on another connection, for ever: it is refused at once, and the inner
+/// op never runs. Another key is free, and so is the key once the op is over.
+#[test]
+fn a_pg_xact_op_calling_back_for_its_own_key_is_refused_at_once() {
+    let strategy = Arc::new(PgXactLocked::new(Postgres::new(&url()).unwrap()));
+    let (a, b) = (
+        Key::new(unique("a")).unwrap(),
+        Key::new(unique("b")).unwrap(),
+    );
+    let inner = strategy.clone();
+    let (a2, b2) = (a.clone(), b.clone());
+    let started = Instant::now();
+    let (same, other) = strategy
+        .run_with(std::slice::from_ref(&a), Wait::Forever, move |_| {
+            // Bounded, so that a deadlock shows as a failure, not a hang.
+            let same = inner.run_with(
+                std::slice::from_ref(&a2),
+                Wait::Timeout(Duration::from_secs(5)),
+                |_| Ok::<_, postgres::Error>(()),
+            );
+            let other = inner.run(&b2, |_| Ok::<_, postgres::Error>(2));
+            Ok::<_, postgres::Error>((same, other))
+        })
+        .unwrap();
+    assert!(matches!(same, Err(Error::Reentrant)), "{same:?}");
+    assert_eq!(other.unwrap(), 2);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "it waited first"
+    );
+    assert_eq!(
+        strategy.run(&a, |_| Ok::<_, postgres::Error>(1)).unwrap(),
+        1
+    );
+}

@@ -416,3 +416,40 @@ fn a_caller_keeps_its_connection_through_its_retries() {
     );
     assert_eq!(counter(&path), 1);
 }
+
+/// An op calling back through `retry` over the SQLite database it is writing would retry
+/// against its own write lock until the budget ran out: it is refused at once, whatever
+/// the key, and the inner op never runs. Another database is free.
+#[test]
+fn an_op_calling_back_over_its_own_database_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = fresh_db(dir.path());
+    let other_path = dir.path().join("other.db");
+    let strategy = Arc::new(Retry::sqlite(db_at(&path)));
+    let other = Retry::sqlite(db_at(&other_path));
+    let inner = strategy.clone();
+    let started = std::time::Instant::now();
+    let (nested, elsewhere) = strategy
+        .run(&Key::new("a").unwrap(), move |db| {
+            increment(db)?;
+            let nested = inner.run(&Key::new("b").unwrap(), |_| -> rusqlite::Result<()> {
+                panic!("the inner op ran")
+            });
+            let elsewhere = other.run(&Key::new("b").unwrap(), |db| {
+                db.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+            });
+            Ok::<_, rusqlite::Error>((nested, elsewhere))
+        })
+        .unwrap();
+    assert!(matches!(nested, Err(Error::Reentrant)), "{nested:?}");
+    assert_eq!(elsewhere.unwrap(), 1);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "it retried first"
+    );
+    assert_eq!(counter(&path), 1);
+    strategy
+        .run(&Key::new("a").unwrap(), |db| increment(db))
+        .unwrap();
+    assert_eq!(counter(&path), 2);
+}

@@ -939,6 +939,11 @@ pub const DEFAULT_XACT_POOL_SIZE: usize = 8;
 /// [`PostgresLock`]'s, a server that stops answering but keeps the connection open blocks
 /// a call until it answers again, past its deadline (see [`Postgres`]).
 ///
+/// An op that calls back in (through any `PgXactLocked` over the same database) for a
+/// key its own transaction holds gets [`Error::Reentrant`] at once, and the inner op never
+/// runs: its lock would wait, on another connection, for the transaction that waits for
+/// it. Other keys are free.
+///
 /// Defaults: [`DEFAULT_XACT_TIMEOUT`], a pool of [`DEFAULT_XACT_POOL_SIZE`] connections.
 ///
 /// ```no_run
@@ -1089,6 +1094,7 @@ impl PgXactLocked {
         &self,
         client: &mut Client,
         keys: &[Key],
+        lock_keys: &[i64],
         deadline: Option<Instant>,
         start: Instant,
         op: &mut F,
@@ -1097,18 +1103,11 @@ impl PgXactLocked {
         F: FnMut(&mut Ctx<'_, Client>) -> Result<T, E>,
         E: Send + Sync + 'static,
     {
-        let namespace = turnstile_core::Connect::identity(&self.db).to_owned();
-        let mut lock_keys: Vec<i64> = keys
-            .iter()
-            .map(|k| advisory_key(&LockName::new(namespace.as_str(), k.clone())))
-            .collect();
-        lock_keys.sort_unstable();
-        lock_keys.dedup();
         if let Err(e) = self.db.begin(client, &[]) {
             let broken = e.discards_resource();
             return (Err(e.into_error()), broken);
         }
-        match Self::lock_all(client, &lock_keys, deadline, self.chunk) {
+        match Self::lock_all(client, lock_keys, deadline, self.chunk) {
             Ok(true) => {}
             Ok(false) => {
                 let broken = self.db.rollback(client).is_err();
@@ -1167,9 +1166,28 @@ impl Serializer for PgXactLocked {
         let start = Instant::now();
         let keys = sorted_keys(keys).map_err(Error::widen)?;
         let deadline = wait.deadline(self.timeout).map_err(Error::widen)?;
+        let namespace = turnstile_core::Connect::identity(&self.db).to_owned();
+        let mut lock_keys: Vec<i64> = keys
+            .iter()
+            .map(|k| advisory_key(&LockName::new(namespace.as_str(), k.clone())))
+            .collect();
+        lock_keys.sort_unstable();
+        lock_keys.dedup();
+        // An op calling back in for a lock its own transaction holds would wait for that
+        // transaction (on another connection), which waits for the op: for ever, or until
+        // the deadline. Advisory locks are the server's, so any `PgXactLocked` on the same
+        // database shares them: one owner for all.
+        static OWNER: std::sync::LazyLock<u64> =
+            std::sync::LazyLock::new(crate::holding::new_owner);
+        let held: Vec<Vec<u8>> = lock_keys.iter().map(|k| k.to_be_bytes().to_vec()).collect();
+        if crate::holding::holds(*OWNER, &held) {
+            return Err(Error::Reentrant);
+        }
         let mut client = self.pool.get(&self.db, deadline).map_err(Error::widen)?;
+        let holding = crate::holding::Holding::enter(*OWNER, held);
         let (result, broken) =
-            self.run_in_transaction(&mut client, &keys, deadline, start, &mut op);
+            self.run_in_transaction(&mut client, &keys, &lock_keys, deadline, start, &mut op);
+        drop(holding);
         if broken || client.is_closed() {
             client.discard();
         } else {
