@@ -255,7 +255,10 @@ impl<L: Lock, C: Transact> Locked<L, C> {
                 .collect();
             if let Err(e) = self.connect.begin(resource, &claims) {
                 let broken = e.discards_resource();
-                return Outcome::err(e.into_error(), broken);
+                return Outcome {
+                    before_op: true,
+                    ..Outcome::err(e.into_error(), broken)
+                };
             }
         }
         let commits = if transactional {
@@ -368,6 +371,8 @@ impl<L: Lock, C: Transact> Locked<L, C> {
 struct Outcome<T, E> {
     result: Result<T, Error<E>>,
     discard_resource: bool,
+    /// The resource failed before the op started (at `BEGIN`): nothing ran.
+    before_op: bool,
 }
 
 impl<T, E> Outcome<T, E> {
@@ -375,12 +380,14 @@ impl<T, E> Outcome<T, E> {
         Outcome {
             result: Ok(value),
             discard_resource: false,
+            before_op: false,
         }
     }
     fn err(error: Error<E>, discard_resource: bool) -> Self {
         Outcome {
             result: Err(error),
             discard_resource,
+            before_op: false,
         }
     }
 }
@@ -425,7 +432,17 @@ impl<L: Lock, C: Transact> Serializer for Locked<L, C> {
             .get(&self.connect, deadline)
             .map_err(Error::widen)?;
         let holding = crate::holding::Holding::enter(self.id, order_keys);
-        let outcome = self.run_locked(&keys, deadline, &leases, &names, &mut resource, &mut op);
+        let mut outcome = self.run_locked(&keys, deadline, &leases, &names, &mut resource, &mut op);
+        // A pooled connection the server closed (a restart, a killed session) can look
+        // alive until used: one that broke at `BEGIN`, before the op ran, is replaced once.
+        if outcome.before_op && outcome.discard_resource {
+            resource.discard();
+            resource = match self.pool.get(&self.connect, deadline) {
+                Ok(fresh) => fresh,
+                Err(e) => return Err(e.widen()),
+            };
+            outcome = self.run_locked(&keys, deadline, &leases, &names, &mut resource, &mut op);
+        }
         drop(holding);
         if outcome.discard_resource {
             resource.discard();

@@ -1090,6 +1090,8 @@ impl PgXactLocked {
         }
     }
 
+    /// In the transaction `client` has begun: takes the locks, runs the op, commits (or
+    /// rolls back). Answers the result and whether the connection is to be dropped.
     fn run_in_transaction<T, E, F>(
         &self,
         client: &mut Client,
@@ -1103,10 +1105,6 @@ impl PgXactLocked {
         F: FnMut(&mut Ctx<'_, Client>) -> Result<T, E>,
         E: Send + Sync + 'static,
     {
-        if let Err(e) = self.db.begin(client, &[]) {
-            let broken = e.discards_resource();
-            return (Err(e.into_error()), broken);
-        }
         match Self::lock_all(client, lock_keys, deadline, self.chunk) {
             Ok(true) => {}
             Ok(false) => {
@@ -1184,6 +1182,28 @@ impl Serializer for PgXactLocked {
             return Err(Error::Reentrant);
         }
         let mut client = self.pool.get(&self.db, deadline).map_err(Error::widen)?;
+        // A pooled session the server closed while it sat idle (a restart, a killed
+        // backend) can look alive until used: one that breaks at `BEGIN`, before anything
+        // ran, is replaced once.
+        let mut fresh = false;
+        loop {
+            match self.db.begin(&mut client, &[]) {
+                Ok(()) => break,
+                Err(e) if e.discards_resource() && !fresh => {
+                    client.discard();
+                    client = self.pool.get(&self.db, deadline).map_err(Error::widen)?;
+                    fresh = true;
+                }
+                Err(e) => {
+                    if e.discards_resource() {
+                        client.discard();
+                    } else {
+                        client.put();
+                    }
+                    return Err(e.into_error());
+                }
+            }
+        }
         let holding = crate::holding::Holding::enter(*OWNER, held);
         let (result, broken) =
             self.run_in_transaction(&mut client, &keys, &lock_keys, deadline, start, &mut op);
