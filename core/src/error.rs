@@ -257,7 +257,55 @@ impl<E> Error<E> {
     pub fn resource(e: impl Into<BoxError>) -> Self {
         Error::Resource(e.into())
     }
+
+    /// What a strategy reports for the error of
+    /// [`Connect::connect`](crate::Connect::connect): [`Error::Config`] with its message
+    /// when it is a [`ConfigError`] (the resource's own setup is at fault, and no retry
+    /// will help), else [`Error::Unavailable`].
+    ///
+    /// ```
+    /// use turnstile_core::{BoxError, ConfigError, Error, StrategyError};
+    ///
+    /// let setup: BoxError = Box::new(ConfigError::new("no WAL in memory"));
+    /// let e: StrategyError = Error::from_connect(setup);
+    /// assert!(matches!(&e, Error::Config(m) if m == "no WAL in memory"));
+    /// let down: BoxError = "connection refused".into();
+    /// assert!(matches!(Error::<()>::from_connect(down), Error::Unavailable(_)));
+    /// ```
+    pub fn from_connect(error: BoxError) -> Self {
+        match error.downcast::<ConfigError>() {
+            Ok(config) => Error::Config(config.0),
+            Err(error) => Error::Unavailable(error),
+        }
+    }
 }
+
+/// A [`Connect::connect`](crate::Connect::connect) error that is the resource's own
+/// configuration at fault, not its backend (SQLite's WAL asked of an in-memory database):
+/// connecting again cannot help. Strategies report it as [`Error::Config`] (see
+/// [`Error::from_connect`]), whose message is this one's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError(String);
+
+impl ConfigError {
+    /// A configuration error saying `message`.
+    pub fn new(message: impl Into<String>) -> Self {
+        ConfigError(message.into())
+    }
+
+    /// Its message.
+    pub fn message(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration: {}", self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
 
 impl Error<Infallible> {
     /// Re-types a strategy-only error for any op error type.
@@ -340,7 +388,9 @@ impl<E: std::error::Error + 'static> std::error::Error for Error<E> {
 /// - inside a [`BoxError`], then down its [`source`](std::error::Error::source) chain:
 ///   an application's own error type, boxed, whose `source()` is (or leads to) the
 ///   driver's error. On that chain a [`std::io::Error`] wrapping another error
-///   (`io::Error::other(e)`) is looked into too, since its `source()` skips `e` itself.
+///   (`io::Error::other(e)`) and a [`SharedError`] (an `Arc` of one error that several
+///   failures share, as a queue hands its batch lock's error to every caller of the
+///   batch) are looked into too, since their `source()` skips the error they hold.
 ///
 /// Any other type is opaque, and `None` comes back: a strategy's op error type is only
 /// `Send + Sync + 'static`, so an unboxed error type of the application's own cannot be
@@ -393,6 +443,28 @@ pub fn find_error<T: std::error::Error + 'static>(
     None
 }
 
+/// One error shared by several failures: what a strategy that answers several callers
+/// with one backend error puts in each [`Error::Unavailable`] or [`Error::Resource`] (a
+/// `BoxError` is not `Clone`). Its [`Display`](fmt::Display) and
+/// [`source()`](std::error::Error::source) are the shared error's own, so a message shows
+/// it once and a walk down the chain reaches the driver's error under it;
+/// [`find_error`] looks into the `Arc` too, finding the shared error itself.
+///
+/// ```
+/// use std::sync::Arc;
+/// use turnstile_core::{BoxError, Error, SharedError, StrategyError, find_error};
+///
+/// let shared: SharedError = Arc::new(std::io::Error::other("refused"));
+/// let copies: Vec<StrategyError> =
+///     (0..2).map(|_| Error::Unavailable(Box::new(shared.clone()))).collect();
+/// for e in &copies {
+///     assert_eq!(e.to_string(), "backend unavailable: refused");
+///     let Error::Unavailable(source) = e else { unreachable!() };
+///     assert!(find_error::<std::io::Error>(source).is_some());
+/// }
+/// ```
+pub type SharedError = std::sync::Arc<dyn std::error::Error + Send + Sync + 'static>;
+
 /// How deep [`find_error`] looks: far past any real nesting, and a bound on a `source()`
 /// chain that loops.
 const MAX_NESTING: usize = 64;
@@ -406,11 +478,14 @@ fn find_in_chain<'a, T: std::error::Error + 'static>(
         if let Some(found) = error.downcast_ref::<T>() {
             return Some(found);
         }
-        next = match error.downcast_ref::<std::io::Error>() {
-            Some(io) => io
-                .get_ref()
-                .map(|inner| inner as &(dyn std::error::Error + 'static)),
-            None => error.source(),
+        next = if let Some(io) = error.downcast_ref::<std::io::Error>() {
+            io.get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static))
+        } else if let Some(shared) = error.downcast_ref::<SharedError>() {
+            // Its `source()` is the shared error's own, skipping the shared error itself.
+            Some(&**shared as &(dyn std::error::Error + 'static))
+        } else {
+            error.source()
         };
     }
     None

@@ -20,7 +20,9 @@ mod lock;
 mod resource;
 mod serializer;
 
-pub use error::{BoxError, Error, StrategyError, find_error, panic_message};
+pub use error::{
+    BoxError, ConfigError, Error, SharedError, StrategyError, find_error, panic_message,
+};
 pub use key::{Key, KeyError, MAX_KEY_LEN, stable_hash64};
 pub use lock::{Fence, Lease, Lock, LockName};
 pub use resource::{Connect, FenceClaim, Flush, Transact, TransactError, TxCounts};

@@ -367,7 +367,7 @@ mod batch_lock;
 
 #[cfg(feature = "sqlite")]
 pub(crate) use batch_lock::register as register_locked;
-use batch_lock::{BatchLease, BatchLock, copy_error};
+use batch_lock::{BatchLease, BatchLock, copy_error, share};
 
 /// The default most jobs waiting in the channel: 1024.
 pub const DEFAULT_CAPACITY: usize = 1024;
@@ -855,7 +855,7 @@ impl<C: Transact> QueueBuilder<C> {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 let _ = handle.join();
-                return Err(Error::Unavailable(e));
+                return Err(Error::from_connect(e));
             }
             Err(_) => {
                 let _ = handle.join();
@@ -2356,6 +2356,7 @@ impl<C: Transact> Worker<C> {
                     }
                 }
                 Err(e) => {
+                    let e = share(e);
                     for mut job in batch.drain(..) {
                         if self.claim(&mut *job) {
                             job.fail(copy_error(&e));

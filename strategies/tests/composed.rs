@@ -436,6 +436,82 @@ fn absurd_batch_settings_are_config_errors() {
     assert_eq!(got, (0..20).collect::<Vec<_>>());
 }
 
+/// A lock whose every acquire fails with the error `fail` makes.
+struct FailingLock {
+    capabilities: turnstile::Capabilities,
+    fail: fn() -> turnstile::StrategyError,
+}
+
+impl Lock for FailingLock {
+    type Lease = turnstile::lock::MutexLease;
+
+    fn capabilities(&self) -> turnstile::Capabilities {
+        self.capabilities
+    }
+
+    fn backend_id(&self) -> &str {
+        "failing"
+    }
+
+    fn acquire(
+        &self,
+        _name: &turnstile::LockName,
+        _deadline: Option<Instant>,
+    ) -> Result<Self::Lease, turnstile::StrategyError> {
+        Err((self.fail)())
+    }
+}
+
+#[test]
+fn every_caller_of_a_batch_gets_its_locks_failure_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("failing.db");
+    let fails: [fn() -> turnstile::StrategyError; 9] = [
+        || Error::Reentrant,
+        || Error::Contended {
+            attempts: 3,
+            elapsed: Duration::from_millis(7),
+        },
+        || Error::Panicked("the lock panicked".into()),
+        || Error::Indeterminate,
+        || Error::TransactionEnded,
+        || Error::Full,
+        || Error::LeaseLost,
+        || {
+            Error::Unavailable(Box::new(std::io::Error::new(
+                std::io::ErrorKind::ConnectionRefused,
+                "lock server refused",
+            )))
+        },
+        || Error::Resource("the lock's table is gone".into()),
+    ];
+    for fail in fails {
+        let expected = fail();
+        let lock = FailingLock {
+            capabilities: turnstile::lock::MutexLock::new().capabilities(),
+            fail,
+        };
+        let queue = Queue::builder().lock(lock).build(db_at(&path)).unwrap();
+        // Several callers, most in one batch: each gets the lock's error.
+        let tickets: Vec<_> = (0..8)
+            .map(|_| {
+                queue
+                    .submit(&Key::whole(), |_db| Ok::<_, rusqlite::Error>(()))
+                    .unwrap()
+            })
+            .collect();
+        for ticket in tickets {
+            let got = ticket.wait().unwrap_err();
+            assert_eq!(got.kind(), expected.kind(), "{got:?}");
+            assert_eq!(got.to_string(), expected.to_string());
+            if let Error::Unavailable(source) = &got {
+                let io = turnstile::find_error::<std::io::Error>(source).map(std::io::Error::kind);
+                assert_eq!(io, Some(std::io::ErrorKind::ConnectionRefused), "{got:?}");
+            }
+        }
+    }
+}
+
 // ---------------------------------------------------------------- redis
 
 #[cfg(feature = "redis")]
@@ -722,6 +798,39 @@ mod redis {
             })
             .unwrap();
         assert_eq!(logged(&db), 1);
+    }
+
+    #[test]
+    fn a_redis_server_down_reaches_the_queues_callers_typed_and_said_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = db_at(&dir.path().join("down.db"));
+        let url = "redis://127.0.0.1:1/0";
+        let lock = RedisLock::builder(url)
+            .connect_timeout(Duration::from_millis(500))
+            .build()
+            .unwrap();
+        let queue = Queue::builder().lock(lock).build(db).unwrap();
+        let tickets: Vec<_> = (0..4)
+            .map(|_| {
+                queue
+                    .submit(&Key::whole(), |_db| Ok::<_, rusqlite::Error>(()))
+                    .unwrap()
+            })
+            .collect();
+        for ticket in tickets {
+            let error = ticket.wait().unwrap_err();
+            assert!(matches!(error, Error::Unavailable(_)), "{error:?}");
+            let text = error.to_string();
+            assert_eq!(text.matches("backend unavailable").count(), 1, "{text}");
+            assert!(
+                text.starts_with(&format!("backend unavailable: redis at {url}: ")),
+                "{text}"
+            );
+            // The chain: the server's own error, said once (it has no source: its text
+            // says the driver's error in words).
+            let server = std::error::Error::source(&error).unwrap();
+            assert_eq!(format!("backend unavailable: {server}"), text);
+        }
     }
 
     #[test]

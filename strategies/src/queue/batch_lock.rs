@@ -5,7 +5,9 @@
 
 use std::time::Instant;
 
-use turnstile_core::{Capabilities, Error, Fence, Lease, Lock, LockName, StrategyError};
+use turnstile_core::{
+    BoxError, Capabilities, Error, Fence, Lease, Lock, LockName, SharedError, StrategyError,
+};
 
 /// The longest sleep between two polls of `queue+file-lock`'s file lock: 1 ms. Only the
 /// worker of each process polls, so polling often is cheap, and polling often is what
@@ -64,20 +66,58 @@ impl<T: Lease + 'static> BatchLease for T {
     }
 }
 
-/// A copy of a strategy failure, to answer every job of a batch with the one error its
-/// lock gave (backend errors are not `Clone`; their text is kept).
-pub(super) fn copy_error(e: &StrategyError) -> StrategyError {
+/// `e` made ready for [`copy_error`]: the backend error of an [`Error::Unavailable`] or
+/// [`Error::Resource`] put in a [`SharedError`] (once: one a nested queue shared already
+/// is shared as it is), so that every copy holds that same error.
+pub(super) fn share(e: StrategyError) -> StrategyError {
+    fn shared(e: BoxError) -> BoxError {
+        match e.downcast::<SharedError>() {
+            Ok(shared) => shared,
+            Err(e) => Box::new(SharedError::from(e)),
+        }
+    }
     match e {
+        Error::Unavailable(e) => Error::Unavailable(shared(e)),
+        Error::Resource(e) => Error::Resource(shared(e)),
+        other => other,
+    }
+}
+
+/// A copy of a strategy failure made ready by [`share`], to answer every job of a batch
+/// with the one error its lock gave: the same variant, and for a backend error the same
+/// [`SharedError`] (backend errors are not `Clone`), whose message shows once and whose
+/// `source()` chain still leads to the driver's error.
+pub(super) fn copy_error(e: &StrategyError) -> StrategyError {
+    fn copy(e: &BoxError) -> BoxError {
+        match e.downcast_ref::<SharedError>() {
+            Some(shared) => Box::new(shared.clone()),
+            // Not made ready by `share`: its text alone.
+            None => e.to_string().into(),
+        }
+    }
+    match e {
+        Error::Op(never) => match *never {},
         Error::Timeout { waited } => Error::Timeout { waited: *waited },
+        Error::Contended { attempts, elapsed } => Error::Contended {
+            attempts: *attempts,
+            elapsed: *elapsed,
+        },
+        Error::Unavailable(e) => Error::Unavailable(copy(e)),
+        Error::Resource(e) => Error::Resource(copy(e)),
         Error::LeaseLost => Error::LeaseLost,
         Error::StaleFence { presented, highest } => Error::StaleFence {
             presented: *presented,
             highest: *highest,
         },
-        Error::Config(m) => Error::Config(m.clone()),
-        Error::InvalidKey(k) => Error::InvalidKey(k.clone()),
+        Error::Panicked(m) => Error::Panicked(m.clone()),
+        Error::TransactionEnded => Error::TransactionEnded,
         Error::Closed => Error::Closed,
-        Error::Resource(r) => Error::resource(r.to_string()),
+        Error::Full => Error::Full,
+        Error::Reentrant => Error::Reentrant,
+        Error::InvalidKey(k) => Error::InvalidKey(k.clone()),
+        Error::Config(m) => Error::Config(m.clone()),
+        Error::Indeterminate => Error::Indeterminate,
+        // A variant core adds later, until it is copied above: its text.
         other => Error::unavailable(other.to_string()),
     }
 }
@@ -151,6 +191,62 @@ pub(crate) fn register(registry: &mut crate::spec::Registry<crate::sqlite::Sqlit
                     setup.queued(lock)
                 },
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn copies_keep_the_variant_and_share_the_backend_error() {
+        let io = || std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let every: Vec<StrategyError> = vec![
+            Error::Timeout {
+                waited: Duration::from_millis(1),
+            },
+            Error::Contended {
+                attempts: 2,
+                elapsed: Duration::from_millis(3),
+            },
+            Error::Unavailable(Box::new(io())),
+            Error::Resource(Box::new(io())),
+            Error::LeaseLost,
+            Error::StaleFence {
+                presented: Fence(1),
+                highest: Fence(2),
+            },
+            Error::Panicked("boom".into()),
+            Error::TransactionEnded,
+            Error::Closed,
+            Error::Full,
+            Error::Reentrant,
+            Error::InvalidKey(turnstile_core::KeyError::Empty),
+            Error::Config("bad".into()),
+            Error::Indeterminate,
+        ];
+        for e in every {
+            let (kind, text) = (e.kind(), e.to_string());
+            let shared = share(e);
+            // Shared again (a queue in front of a queue): the same error, not a wrapper.
+            let shared = share(copy_error(&shared));
+            for copy in [copy_error(&shared), copy_error(&shared)] {
+                assert_eq!(copy.kind(), kind);
+                assert_eq!(copy.to_string(), text);
+                if let Error::Unavailable(source) | Error::Resource(source) = &copy {
+                    let found = turnstile_core::find_error::<std::io::Error>(source);
+                    assert_eq!(
+                        found.map(std::io::Error::kind),
+                        Some(std::io::ErrorKind::ConnectionRefused)
+                    );
+                    let arc = source.downcast_ref::<SharedError>().unwrap();
+                    // The original, the shared one and the two copies.
+                    assert!(std::sync::Arc::strong_count(arc) >= 3);
+                }
+            }
         }
     }
 }

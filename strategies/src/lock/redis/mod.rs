@@ -1272,6 +1272,46 @@ pub(crate) fn register(registry: &mut crate::spec::Registry<crate::sqlite::Sqlit
 mod tests {
     use super::*;
 
+    /// A queue in front of the lock answers each caller of a batch with the lock's own
+    /// error, shared: said once, and found by type under the `Unavailable`.
+    #[cfg(all(feature = "queue", feature = "sqlite"))]
+    #[test]
+    fn a_queue_hands_on_the_servers_error_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = "redis://127.0.0.1:1/0";
+        let lock = RedisLock::builder(url)
+            .connect_timeout(Duration::from_millis(500))
+            .build()
+            .unwrap();
+        let queue = crate::queue::Queue::builder()
+            .lock(lock)
+            .build(crate::sqlite::Sqlite::new(dir.path().join("q.db")))
+            .unwrap();
+        let tickets: Vec<_> = (0..3)
+            .map(|_| {
+                queue
+                    .submit(&turnstile_core::Key::whole(), |_db| {
+                        Ok::<_, rusqlite::Error>(())
+                    })
+                    .unwrap()
+            })
+            .collect();
+        for ticket in tickets {
+            let error = ticket.wait().unwrap_err();
+            let Error::Unavailable(source) = &error else {
+                panic!("{error:?}")
+            };
+            let server = turnstile_core::find_error::<node::ServerError>(source)
+                .unwrap_or_else(|| panic!("not the server's error: {error:?}"));
+            assert_eq!(
+                error.to_string(),
+                format!("backend unavailable: {server}"),
+                "said once"
+            );
+            assert!(server.to_string().starts_with(&format!("redis at {url}: ")));
+        }
+    }
+
     #[test]
     fn bad_settings_are_typed_config_errors() {
         let url = "redis://127.0.0.1:1";
