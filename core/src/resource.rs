@@ -18,7 +18,11 @@ pub trait Connect: Send + Sync + 'static {
     ///
     /// # Errors
     /// Any error opening it; strategies report it as
-    /// [`Error::Unavailable`](crate::Error::Unavailable).
+    /// [`Error::Unavailable`](crate::Error::Unavailable). A
+    /// [`ConfigError`](crate::ConfigError) says the resource's own configuration cannot
+    /// work (connecting again would not help): a strategy that classifies the error with
+    /// [`Error::from_connect`](crate::Error::from_connect), as the queue and the
+    /// optimistic strategy do, reports it as [`Error::Config`](crate::Error::Config).
     fn connect(&self) -> Result<Self::Resource, BoxError>;
 
     /// A stable, human-readable identity of the data behind the resources (a canonical

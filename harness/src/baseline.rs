@@ -85,7 +85,7 @@ impl Serializer for BusyTimeout {
         E: Send + Sync + 'static,
     {
         let keys = sorted_keys(keys).map_err(Error::widen)?;
-        let mut conn = self.take().map_err(Error::Unavailable)?;
+        let mut conn = self.take().map_err(Error::from_connect)?;
         let asked = std::time::Instant::now();
         if let Err(e) = self.db.begin(&mut conn, &[]) {
             self.give_back(conn);
@@ -162,9 +162,10 @@ impl StdMutex {
     /// Opens the one connection.
     ///
     /// # Errors
-    /// [`Error::Unavailable`] when the database cannot be opened.
+    /// [`Error::Unavailable`] when the database cannot be opened; [`Error::Config`] when
+    /// its setup cannot work (WAL asked of an in-memory database).
     pub fn new(db: Sqlite, mode: TxMode) -> Result<Self, StrategyError> {
-        let conn = db.connect().map_err(Error::Unavailable)?;
+        let conn = db.connect().map_err(Error::from_connect)?;
         Ok(StdMutex {
             db,
             conn: Mutex::new(conn),

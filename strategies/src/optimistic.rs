@@ -76,6 +76,15 @@ pub const DEFAULT_BACKOFF_CAP: Duration = Duration::from_millis(100);
 /// The default time budget of a call, ops included: 30 s.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The longest record id MySQL's version store takes: 255 bytes, its `VARBINARY(255)` id
+/// column.
+pub const MYSQL_MAX_ID_LEN: usize = 255;
+/// The longest record id PostgreSQL's version store takes: 2,692 bytes, the longest
+/// `TEXT` key that fits a B-tree index entry (2,704 bytes with its headers) when it does
+/// not compress. A longer id that compresses well may fit, but whether it does depends on
+/// its bytes, so none is taken.
+pub const POSTGRES_MAX_ID_LEN: usize = 2692;
+
 /// A record's value and version.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Record {
@@ -95,6 +104,17 @@ pub trait VersionStore: Transact {
 
     /// How far the store's arbitration reaches (SQLite: processes on one host).
     fn scope(&self) -> Scope;
+
+    /// The longest record id the store's table takes, in bytes; `None` when it has no
+    /// limit of its own. [`Versioned`]'s reads and writes refuse a longer id with an
+    /// [`IdTooLong`] error (the op's error), before the store sees it: the store would
+    /// fail only at commit (or, on a non-strict MySQL server, cut it, so that two ids
+    /// share one record). SQLite: none (an id is `TEXT`, bounded by SQLite's 1 GB string
+    /// limit); PostgreSQL: [`POSTGRES_MAX_ID_LEN`] (its B-tree index entry); MySQL:
+    /// [`MYSQL_MAX_ID_LEN`] (a `VARBINARY(255)` column). Default: `None`.
+    fn max_id_len(&self) -> Option<usize> {
+        None
+    }
 
     /// Creates the record table if it does not exist.
     ///
@@ -323,6 +343,29 @@ impl std::error::Error for StoreError {
     }
 }
 
+/// A record id longer than the version store takes ([`VersionStore::max_id_len`]),
+/// refused by [`Versioned`]'s reads and writes: the source of their [`StoreError`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct IdTooLong {
+    /// The id's length, in bytes.
+    pub len: usize,
+    /// The store's limit, in bytes.
+    pub max: usize,
+}
+
+impl fmt::Display for IdTooLong {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "record id of {} bytes is longer than this version store takes ({} bytes at most)",
+            self.len, self.max
+        )
+    }
+}
+
+impl std::error::Error for IdTooLong {}
+
 /// A commit found a record changed since the op read it. The source of
 /// [`TransactError::Busy`] from [`Versions`]' commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -365,6 +408,15 @@ impl<S: VersionStore> fmt::Debug for Versioned<S> {
 
 impl<S: VersionStore> Versioned<S> {
     fn fetch(&mut self, id: &str) -> Result<Option<Record>, StoreError> {
+        if let Some(max) = self.store.max_id_len()
+            && id.len() > max
+        {
+            return Err(StoreError {
+                error: Box::new(IdTooLong { len: id.len(), max }),
+                busy: false,
+                broken: false,
+            });
+        }
         if let Some(seen) = self.reads.get(id) {
             return Ok(seen.clone());
         }
@@ -396,7 +448,8 @@ impl<S: VersionStore> Versioned<S> {
     /// the same answer.
     ///
     /// # Errors
-    /// [`StoreError`] when the store fails.
+    /// [`StoreError`] when the store fails, or when `id` is longer than the store takes
+    /// (its source an [`IdTooLong`]; see [`VersionStore::max_id_len`]).
     pub fn read(&mut self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
         if let Some(value) = self.writes.get(id) {
             return Ok(Some(value.clone()));
@@ -407,7 +460,8 @@ impl<S: VersionStore> Versioned<S> {
     /// The record as stored when this op first read it, with its version.
     ///
     /// # Errors
-    /// [`StoreError`] when the store fails.
+    /// [`StoreError`] when the store fails, or when `id` is longer than the store takes
+    /// (its source an [`IdTooLong`]).
     pub fn read_record(&mut self, id: &str) -> Result<Option<Record>, StoreError> {
         self.fetch(id)
     }
@@ -416,7 +470,9 @@ impl<S: VersionStore> Versioned<S> {
     /// version this op read (reading it now if it has not).
     ///
     /// # Errors
-    /// [`StoreError`] when the store fails reading the record's version.
+    /// [`StoreError`] when the store fails reading the record's version, or when `id` is
+    /// longer than the store takes (its source an [`IdTooLong`]; see
+    /// [`VersionStore::max_id_len`]).
     pub fn write(&mut self, id: &str, value: impl Into<Vec<u8>>) -> Result<(), StoreError> {
         self.fetch(id)?;
         self.writes.insert(id.to_owned(), value.into());
@@ -769,7 +825,7 @@ impl<S: VersionStore> Optimistic<S> {
         let cached = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
         match cached {
             Some(r) => Ok(r),
-            None => self.versions.connect().map_err(Error::Unavailable),
+            None => self.versions.connect().map_err(Error::from_connect),
         }
     }
 
@@ -1038,12 +1094,16 @@ mod postgres_store {
     /// On PostgreSQL a read-only record is re-read `FOR SHARE` at commit, which keeps it
     /// from changing until the commit; a record that was absent is checked, not locked
     /// (PostgreSQL has no gap locks), so an insert can slip in between that check and the
-    /// commit under `READ COMMITTED`.
+    /// commit under `READ COMMITTED`. Ids are at most [`POSTGRES_MAX_ID_LEN`] bytes.
     impl VersionStore for Postgres {
         type StoreErr = postgres::Error;
 
         fn scope(&self) -> Scope {
             Scope::Hosts
+        }
+
+        fn max_id_len(&self) -> Option<usize> {
+            Some(POSTGRES_MAX_ID_LEN)
         }
 
         fn ensure_table(
@@ -1165,12 +1225,16 @@ mod mysql_store {
     /// it as read until the commit; when it was absent that takes a gap lock, except under
     /// `READ COMMITTED` ([`MySql::isolation`]), where InnoDB takes none and an insert can
     /// slip in before the commit, as on PostgreSQL. Ids are binary (case-sensitive), at most
-    /// 255 bytes.
+    /// [`MYSQL_MAX_ID_LEN`] (255) bytes.
     impl VersionStore for MySql {
         type StoreErr = mysql::Error;
 
         fn scope(&self) -> Scope {
             Scope::Hosts
+        }
+
+        fn max_id_len(&self) -> Option<usize> {
+            Some(MYSQL_MAX_ID_LEN)
         }
 
         fn ensure_table(&self, conn: &mut mysql::Conn, table: &TableName) -> Result<(), Fault> {

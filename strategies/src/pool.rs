@@ -80,7 +80,7 @@ impl<R> Pool<R> {
                 // A connect that fails or panics (user code, or a driver's `expect`) gives
                 // the slot back through the guard; otherwise the pool would shrink for good.
                 let slot = Slot::taken(self);
-                let r = connect.connect().map_err(Error::Unavailable)?;
+                let r = connect.connect().map_err(Error::from_connect)?;
                 slot.keep();
                 return Ok(Lent::new(self, r));
             }

@@ -306,7 +306,7 @@ impl<C: Transact> Retry<C> {
         if let Some(resource) = self.idle().pop() {
             return Ok(resource);
         }
-        self.connect.connect().map_err(Error::Unavailable)
+        self.connect.connect().map_err(Error::from_connect)
     }
 
     fn checkin(&self, resource: C::Resource) {

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode};
 use turnstile_core::{
-    BoxError, Connect, Fence, FenceClaim, Flush, Transact, TransactError, TxCounts,
+    BoxError, ConfigError, Connect, Fence, FenceClaim, Flush, Transact, TransactError, TxCounts,
 };
 
 pub use rusqlite;
@@ -156,6 +156,13 @@ impl Sqlite {
     }
 
     /// Uses WAL (the default; readers never block the writer) or the rollback journal.
+    ///
+    /// An in-memory or temporary database (`:memory:`, `""`, a `mode=memory` URI) has no
+    /// file to keep a WAL in: with WAL on, connecting to one fails with a
+    /// [`ConfigError`] (which strategies that classify connect errors with
+    /// [`Error::from_connect`](turnstile_core::Error::from_connect) report as
+    /// [`Error::Config`](turnstile_core::Error::Config)) saying to turn WAL off or use a
+    /// file. (Each connection to `:memory:` is a database of its own, too.)
     pub fn wal(mut self, yes: bool) -> Self {
         self.wal = yes;
         self
@@ -167,7 +174,7 @@ impl Sqlite {
         self
     }
 
-    fn open(&self) -> rusqlite::Result<Connection> {
+    fn open(&self) -> Result<Connection, BoxError> {
         let conn = Connection::open(&self.path)?;
         if self.wal {
             // Several processes opening a fresh file race to switch it to WAL; a short wait
@@ -175,11 +182,21 @@ impl Sqlite {
             let wait = self.busy_timeout.max(DEFAULT_BUSY_TIMEOUT);
             conn.busy_timeout(wait)?;
             let mode = switch_to_wal(&conn, wait)?;
+            if !mode.eq_ignore_ascii_case("wal")
+                && (self.counted_file.is_none() || mode.eq_ignore_ascii_case("memory"))
+            {
+                // Not an outage: connecting again gives the same answer.
+                return Err(Box::new(ConfigError::new(format!(
+                    "SQLite database {:?} has no file of its own to keep a WAL in (journal_mode \
+                     is {mode}): use Sqlite::wal(false), or a database file",
+                    self.path
+                ))));
+            }
             if !mode.eq_ignore_ascii_case("wal") {
-                return Err(rusqlite::Error::SqliteFailure(
+                return Err(Box::new(rusqlite::Error::SqliteFailure(
                     rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
                     Some(format!("could not switch to WAL (journal_mode is {mode})")),
-                ));
+                )));
             }
         }
         conn.busy_timeout(self.busy_timeout)?;
@@ -304,7 +321,7 @@ impl Connect for Sqlite {
     type Resource = Connection;
 
     fn connect(&self) -> Result<Connection, BoxError> {
-        self.open().map_err(Into::into)
+        self.open()
     }
 
     fn identity(&self) -> &str {

@@ -697,3 +697,26 @@ fn a_busy_timeout_longer_than_sqlite_takes_is_clamped_rather_than_a_panic() {
         assert_eq!(opener.busy_timeout_value(), MAX_BUSY_TIMEOUT);
     }
 }
+
+/// WAL asked of a database without a file is the setup's fault, not an outage: `Locked`
+/// (through its pool) and `retry` report `Error::Config` with the way out, and the
+/// database works with `wal(false)`.
+#[test]
+fn wal_on_a_database_without_a_file_is_a_config_error_for_locked_and_retry() {
+    fn one(db: &mut turnstile::Ctx<'_, Connection>) -> rusqlite::Result<i64> {
+        db.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+    }
+    let key = Key::whole();
+    let locked = Locked::new(MutexLock::new(), Sqlite::new(":memory:"));
+    match locked.run(&key, one) {
+        Err(Error::Config(m)) => assert!(m.contains("wal(false)"), "{m}"),
+        other => panic!("expected Config, got {other:?}"),
+    }
+    let retry = turnstile::retry::Retry::sqlite(Sqlite::new(":memory:"));
+    match retry.run(&key, one) {
+        Err(Error::Config(m)) => assert!(m.contains("wal(false)"), "{m}"),
+        other => panic!("expected Config, got {other:?}"),
+    }
+    let locked = Locked::new(MutexLock::new(), Sqlite::new(":memory:").wal(false));
+    assert_eq!(locked.run(&key, one).unwrap(), 1);
+}

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use turnstile::lock::MutexLock;
-use turnstile::optimistic::{Optimistic, StoreError, Versioned, Versions};
+use turnstile::optimistic::{Optimistic, StoreError, VersionStore, Versioned, Versions};
 use turnstile::spec::{Registry, Setup};
 use turnstile::sqlite::{Sqlite, Synchronous};
 use turnstile::{Connect, Ctx, Error, Key, Locked, Serializer, Wait};
@@ -314,6 +314,122 @@ fn concurrent_increments_on_mysql_are_exact_and_rerun() {
     admin.query_drop(format!("DROP TABLE {table}")).unwrap();
     assert_eq!(result.0, 64);
     assert!(result.1 > 0, "no conflict was ever seen");
+}
+
+/// An id the store's table cannot take is refused by the op's read or write, as the op's
+/// error naming the limit, instead of failing at commit (or, on a non-strict MySQL server,
+/// being cut so that two ids share a record); one at the limit round-trips.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+fn ids_over_the_limit_are_refused_by_the_op<S>(versions: Versions<S>, max: usize)
+where
+    S: turnstile::optimistic::VersionStore,
+{
+    use turnstile::optimistic::IdTooLong;
+    assert_eq!(versions.store().max_id_len(), Some(max));
+    let strategy = Optimistic::over(versions);
+    // Letters that do not compress (PostgreSQL would fit a longer id that does).
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let over: String = (0..=max)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            char::from(b'a' + (state % 26) as u8)
+        })
+        .collect();
+    let fits = over[..max].to_owned();
+    let id = fits.clone();
+    strategy
+        .run(&Key::whole(), move |db| db.write(&id, "v"))
+        .unwrap();
+    let id = fits.clone();
+    let read = strategy.run(&Key::whole(), move |db| db.read(&id)).unwrap();
+    assert_eq!(read, Some(b"v".to_vec()));
+    for write in [true, false] {
+        let over = over.clone();
+        let error = strategy
+            .run(&Key::whole(), move |db| {
+                if write {
+                    db.write(&over, "v")
+                } else {
+                    db.read(&over).map(drop)
+                }
+            })
+            .unwrap_err();
+        let Error::Op(store) = &error else {
+            panic!("expected the op's error, got {error:?}")
+        };
+        assert!(!store.is_busy());
+        let too_long = std::error::Error::source(store)
+            .and_then(|s| s.downcast_ref::<IdTooLong>())
+            .unwrap_or_else(|| panic!("{error:?}"));
+        assert_eq!((too_long.len, too_long.max), (max + 1, max));
+        assert!(
+            error.to_string().contains(&format!("{max} bytes")),
+            "{error}"
+        );
+    }
+    // Nothing was written under the longer id, nor under the one it shares a prefix with.
+    let read = strategy
+        .run(&Key::whole(), move |db| db.read_record(&fits))
+        .unwrap();
+    assert_eq!(read.map(|r| r.version), Some(1));
+}
+
+#[cfg(feature = "postgres")]
+#[test]
+fn a_postgres_id_over_the_limit_is_refused_by_the_op() {
+    use turnstile::resource::Postgres;
+    let url = std::env::var("TURNSTILE_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let table = unique_table();
+    let db = Postgres::new(&url).unwrap();
+    ids_over_the_limit_are_refused_by_the_op(
+        Versions::new(db.clone()).table(&table).unwrap(),
+        turnstile::optimistic::POSTGRES_MAX_ID_LEN,
+    );
+    let mut admin = db.connect().unwrap();
+    admin.batch_execute(&format!("DROP TABLE {table}")).unwrap();
+}
+
+#[cfg(feature = "mysql")]
+#[test]
+fn a_mysql_id_over_the_limit_is_refused_by_the_op() {
+    use mysql::prelude::Queryable;
+    use turnstile::resource::MySql;
+    let url = std::env::var("TURNSTILE_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned());
+    let table = unique_table();
+    let db = MySql::new(&url).unwrap();
+    ids_over_the_limit_are_refused_by_the_op(
+        Versions::new(db.clone()).table(&table).unwrap(),
+        turnstile::optimistic::MYSQL_MAX_ID_LEN,
+    );
+    let mut admin = db.connect().unwrap();
+    admin.query_drop(format!("DROP TABLE {table}")).unwrap();
+}
+
+#[test]
+fn wal_on_an_in_memory_database_is_a_config_error() {
+    let strategy = Optimistic::new(Sqlite::new(":memory:"));
+    match strategy.run(&Key::whole(), |db| db.read("x")) {
+        Err(Error::Config(m)) => assert!(m.contains("wal(false)"), "{m}"),
+        other => panic!("expected Config, got {other:?}"),
+    }
+}
+
+#[test]
+fn sqlite_takes_long_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let strategy = Optimistic::new(db(dir.path()));
+    assert_eq!(VersionStore::max_id_len(strategy.versions().store()), None);
+    let id = "i".repeat(1 << 20);
+    let written = id.clone();
+    strategy
+        .run(&Key::whole(), move |db| db.write(&written, "v"))
+        .unwrap();
+    let read = strategy.run(&Key::whole(), move |db| db.read(&id)).unwrap();
+    assert_eq!(read, Some(b"v".to_vec()));
 }
 
 /// A panic may hide a MySQL connection whose read timed out, with the late answer still

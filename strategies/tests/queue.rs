@@ -176,6 +176,25 @@ fn connect_failure_is_a_typed_error() {
     }
 }
 
+/// WAL asked of a database without a file (in memory, or temporary) is the setup at
+/// fault, not an outage: `Config`, saying what to do instead.
+#[test]
+fn wal_on_a_database_without_a_file_is_a_config_error() {
+    for path in [":memory:", "", "file:mem?mode=memory"] {
+        match new_queue(Sqlite::new(path)) {
+            Err(Error::Config(m)) => assert!(m.contains("wal(false)"), "{path:?}: {m}"),
+            other => panic!("{path:?}: expected Config, got {other:?}"),
+        }
+        let queue = new_queue(Sqlite::new(path).wal(false)).unwrap();
+        let one = queue
+            .run(&whole(), |db| {
+                db.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+            })
+            .unwrap();
+        assert_eq!(one, 1);
+    }
+}
+
 #[test]
 fn bad_configuration_is_refused() {
     let dir = tempfile::tempdir().unwrap();
