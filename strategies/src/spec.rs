@@ -765,7 +765,7 @@ fn names_password(name: &str) -> bool {
 
 /// `text` with each `%XX` (two hex digits) replaced by the byte it stands for, as drivers
 /// decode a query parameter's name; bytes that are not UTF-8 come out as U+FFFD.
-fn percent_decoded(text: &str) -> String {
+pub(crate) fn percent_decoded(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -42,7 +42,7 @@ pub(crate) mod mysql;
 pub(crate) mod postgres;
 
 #[cfg(feature = "mysql")]
-pub use self::mysql::{MySql, io_cause as mysql_io_cause, is_busy as mysql_is_busy};
+pub use self::mysql::{MySql, MySqlOpts, io_cause as mysql_io_cause, is_busy as mysql_is_busy};
 #[cfg(feature = "postgres")]
 pub use self::postgres::{Postgres, is_busy as postgres_is_busy};
 

@@ -75,7 +75,7 @@ const FENCE_TABLE: &str = "CREATE TABLE IF NOT EXISTS turnstile_fences (
 /// ```
 #[derive(Clone)]
 pub struct MySql {
-    opts: Opts,
+    opts: MySqlOpts,
     identity: String,
     connect_timeout: Duration,
     read_timeout: Option<Duration>,
@@ -91,6 +91,64 @@ impl std::fmt::Debug for MySql {
             .field("connect_timeout", &self.connect_timeout)
             .field("read_timeout", &self.read_timeout)
             .field("isolation", &self.isolation)
+            .finish_non_exhaustive()
+    }
+}
+
+/// [`MySql`]'s parsed connection options: the driver's [`mysql::Opts`], read through
+/// `Deref` (`db.opts().get_db_name()`), [`AsRef`], or taken with [`Opts::from`] (or
+/// `.into()`, which [`mysql::Conn::new`] and [`OptsBuilder::from_opts`] accept as they
+/// are).
+///
+/// Its `Debug` shows the server, the user and the database, and the password as `***`.
+/// The driver's [`Opts`] it dereferences to prints the password in clear in its own
+/// `Debug` (`pass: Some("…")`): **do not log `*db.opts()`, `db.opts().as_ref()`, nor an
+/// `Opts` made from it.**
+///
+/// ```
+/// use turnstile::resource::MySql;
+///
+/// let db = MySql::new("mysql://app:S3cr3t@db.example:3306/app")?;
+/// assert_eq!(db.opts().get_db_name(), Some("app"));
+/// assert!(!format!("{:?}", db.opts()).contains("S3cr3t"));
+/// let opts: mysql::Opts = db.opts().clone().into();
+/// assert_eq!(opts.get_pass(), Some("S3cr3t"));
+/// # Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct MySqlOpts(Opts);
+
+impl std::ops::Deref for MySqlOpts {
+    type Target = Opts;
+
+    fn deref(&self) -> &Opts {
+        &self.0
+    }
+}
+
+impl AsRef<Opts> for MySqlOpts {
+    fn as_ref(&self) -> &Opts {
+        &self.0
+    }
+}
+
+impl From<MySqlOpts> for Opts {
+    fn from(opts: MySqlOpts) -> Opts {
+        opts.0
+    }
+}
+
+/// The server, user and database; the password as `***`.
+impl std::fmt::Debug for MySqlOpts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let opts = &self.0;
+        f.debug_struct("MySqlOpts")
+            .field("host", &opts.get_ip_or_hostname())
+            .field("port", &opts.get_tcp_port())
+            .field("socket", &opts.get_socket())
+            .field("user", &opts.get_user())
+            .field("pass", &opts.get_pass().map(|_| "***"))
+            .field("db_name", &opts.get_db_name())
             .finish_non_exhaustive()
     }
 }
@@ -121,7 +179,7 @@ impl MySql {
         let opts = parse_url(url)?;
         Ok(MySql {
             identity: identity(&opts),
-            opts,
+            opts: MySqlOpts(opts),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             read_timeout: None,
             isolation: None,
@@ -182,8 +240,9 @@ impl MySql {
         self
     }
 
-    /// The parsed connection options.
-    pub fn opts(&self) -> &Opts {
+    /// The parsed connection options: the driver's [`mysql::Opts`] through
+    /// [`MySqlOpts`], whose `Debug` shows the password as `***` (the driver's prints it).
+    pub fn opts(&self) -> &MySqlOpts {
         &self.opts
     }
 
@@ -722,6 +781,22 @@ mod tests {
         let shown = format!("{db:?}");
         assert!(!shown.contains("s3cret-pw"), "{shown}");
         assert!(shown.contains("mysql://app@127.0.0.1:3306/test"), "{shown}");
+        // Nor do the options it gives out, which still connect with it.
+        for url in [
+            "mysql://app:s3cret-pw@127.0.0.1:3306/test",
+            "mysql://127.0.0.1:3306/test?user=app&password=s3cret-pw",
+        ] {
+            let db = MySql::new(url).unwrap();
+            let shown = format!("{:?} {:#?}", db.opts(), db.opts());
+            assert!(!shown.contains("s3cret-pw"), "{shown}");
+            assert!(shown.contains("\"***\""), "{shown}");
+            assert!(
+                shown.contains("\"app\"") && shown.contains("\"test\""),
+                "{shown}"
+            );
+            assert_eq!(db.opts().get_pass(), Some("s3cret-pw"));
+            assert_eq!(Opts::from(db.opts().clone()).get_pass(), Some("s3cret-pw"));
+        }
     }
 
     #[test]

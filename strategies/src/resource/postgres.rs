@@ -89,8 +89,10 @@ impl Postgres {
     /// password's `/` as `%2F`). A `%` in the user info or a `password` parameter that
     /// starts no percent-escape (`postgres://u:secret%zz@h/db`) is refused too, naming the
     /// part, never its text (write a `%` itself as `%25`): the driver would send it as
-    /// written, where libpq refuses it. The message shows the URL with its password, and the value
-    /// of an option the driver refused (a misspelt `?passwd=…`), as `***`.
+    /// written, where libpq refuses it. A `connect_timeout` of 0 or below is refused too
+    /// (the driver would drop it for the default; libpq reads 0 as no limit). The message
+    /// shows the URL with its password, and the value of an option the driver refused (a
+    /// misspelt `?passwd=…`), as `***`.
     pub fn new(url: &str) -> Result<Self, StrategyError> {
         let config = parse_url(url)?;
         Ok(Postgres {
@@ -283,10 +285,91 @@ pub(crate) fn parse_config(url: &str) -> Result<tokio_postgres::Config, Strategy
             &"a host holds a NUL character (%00), which no host name or socket path holds",
         ));
     }
+    // The driver drops a `connect_timeout` of zero or below, which would then read as
+    // unset (the default); libpq reads 0 as no limit at all, and a negative one means
+    // nothing. Neither is taken.
+    if let Some(seconds) = params(url)
+        .into_iter()
+        .filter(|(key, _)| key == "connect_timeout")
+        .filter_map(|(_, value)| value.trim().parse::<i64>().ok())
+        .find(|&seconds| seconds <= 0)
+    {
+        return Err(bad(&format_args!(
+            "connect_timeout={seconds} must be a positive number of seconds (libpq reads 0 \
+             as no limit at all); leave it out for the default of {}s",
+            DEFAULT_CONNECT_TIMEOUT.as_secs()
+        )));
+    }
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
     }
     Ok(config)
+}
+
+/// The options of a connection string the driver accepted, keys and values decoded, as its
+/// parser reads them: a URL's query parameters (`postgres://…?key=value&…`; its user info
+/// is never looked at), or the `key=value` pairs of a key-value string (values quoted
+/// with `'` or not, `\` escaping the next character).
+fn params(url: &str) -> Vec<(String, String)> {
+    let decode = crate::spec::percent_decoded;
+    let mut found = Vec::new();
+    let Some(rest) = ["postgres://", "postgresql://"]
+        .iter()
+        .find_map(|scheme| url.strip_prefix(scheme))
+    else {
+        // Key-value pairs.
+        let mut chars = url.chars().peekable();
+        loop {
+            while chars.next_if(|c| c.is_whitespace()).is_some() {}
+            let mut key = String::new();
+            while let Some(c) = chars.next_if(|&c| !c.is_whitespace() && c != '=') {
+                key.push(c);
+            }
+            if key.is_empty() {
+                return found;
+            }
+            while chars.next_if(|c| c.is_whitespace()).is_some() {}
+            if chars.next() != Some('=') {
+                return found;
+            }
+            while chars.next_if(|c| c.is_whitespace()).is_some() {}
+            let quoted = chars.next_if_eq(&'\'').is_some();
+            let mut value = String::new();
+            while let Some(c) = chars.next_if(|&c| {
+                if quoted {
+                    c != '\''
+                } else {
+                    !c.is_whitespace()
+                }
+            }) {
+                if c == '\\' {
+                    value.extend(chars.next());
+                } else {
+                    value.push(c);
+                }
+            }
+            if quoted {
+                chars.next();
+            }
+            found.push((key, value));
+        }
+    };
+    // The user info ends at the first `@`, the host at a `/` or `?`, the path at a `?`.
+    let rest = rest.split_once('@').map_or(rest, |(_, after)| after);
+    let Some(mut query) = rest
+        .find(['/', '?'])
+        .map(|at| &rest[at..])
+        .and_then(|rest| rest.find('?').map(|at| &rest[at + 1..]))
+    else {
+        return found;
+    };
+    // A key runs to the next `=`, its value to the next `&`.
+    while let Some((key, after)) = query.split_once('=') {
+        let (value, next) = after.split_once('&').unwrap_or((after, ""));
+        found.push((decode(key), decode(value)));
+        query = next;
+    }
+    found
 }
 
 /// The option of `config` that requires TLS, which connections made with `NoTls` can
@@ -676,6 +759,43 @@ mod tests {
         assert!(!db.identity().contains("Xy7k9"), "{}", db.identity());
         let db = Postgres::new("postgres://u:secret@h:5433/app").unwrap();
         assert_eq!(db.identity(), "postgres://u@h:5433/app");
+    }
+
+    /// A `connect_timeout` of 0 or below, which the driver drops (libpq reads 0 as no
+    /// limit), is refused, by the resource and the lock, naming it and no password; a
+    /// positive one is kept, and the text of another option is not mistaken for it.
+    #[test]
+    fn a_connect_timeout_of_zero_or_below_is_refused() {
+        for url in [
+            "postgres://u:S3cr3t@h/db?connect_timeout=0",
+            "postgres://u:S3cr3t@h/db?connect_timeout=-5",
+            "postgresql://u:S3cr3t@h:5433/db?connect_timeout=5&connect_timeout=0",
+            "postgres://u:S3cr3t@h?connect%5Ftimeout=0",
+            "host=h password=S3cr3t connect_timeout=0",
+            "host=h password='S3 cr3t' connect_timeout = '-1'",
+        ] {
+            for error in [
+                Postgres::new(url).map(drop).unwrap_err(),
+                crate::lock::PostgresLock::new(url).map(drop).unwrap_err(),
+            ] {
+                let shown = error.to_string();
+                assert!(matches!(error, Error::Config(_)), "{url}: {shown}");
+                assert!(shown.contains("connect_timeout="), "{url}: {shown}");
+                assert!(!shown.contains("S3"), "{url}: {shown}");
+            }
+        }
+        for (url, seconds) in [
+            ("postgres://u:S3cr3t@h/db", 10),
+            ("postgres://u:S3cr3t@h/db?connect_timeout=5", 5),
+            ("postgres://u:connect_timeout=0@h/db?connect_timeout=3", 3),
+            ("postgres://h/db?application_name=connect_timeout=0", 10),
+            ("host=h password='connect_timeout=0' connect_timeout=7", 7),
+            ("host=h application_name=x\\ connect_timeout=0", 10),
+        ] {
+            let db = Postgres::new(url).unwrap_or_else(|e| panic!("{url}: {e}"));
+            let timeout = db.config().get_connect_timeout().copied();
+            assert_eq!(timeout, Some(Duration::from_secs(seconds)), "{url}");
+        }
     }
 
     /// The driver's reason for refusing a URL is shown, not only its `invalid connection
