@@ -20,10 +20,26 @@ pub trait Connect: Send + Sync + 'static {
     /// Any error opening it; strategies report it as
     /// [`Error::Unavailable`](crate::Error::Unavailable). A
     /// [`ConfigError`](crate::ConfigError) says the resource's own configuration cannot
-    /// work (connecting again would not help): a strategy that classifies the error with
-    /// [`Error::from_connect`](crate::Error::from_connect), as the queue and the
-    /// optimistic strategy do, reports it as [`Error::Config`](crate::Error::Config).
+    /// work (connecting again would not help): strategies classify the error with
+    /// [`Error::from_connect`](crate::Error::from_connect), which reports it as
+    /// [`Error::Config`](crate::Error::Config).
     fn connect(&self) -> Result<Self::Resource, BoxError>;
+
+    /// Opens a new resource for a caller that waits no later than `deadline`: a connector
+    /// whose opening can take long (a network login) cuts its own connect timeout to what
+    /// is left, so that a server that accepts and never answers does not keep the caller
+    /// past its timeout. The default ignores the deadline and calls
+    /// [`connect`](Self::connect).
+    ///
+    /// # Errors
+    /// As [`connect`](Self::connect).
+    fn connect_within(
+        &self,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<Self::Resource, BoxError> {
+        let _ = deadline;
+        self.connect()
+    }
 
     /// A stable, human-readable identity of the data behind the resources (a canonical
     /// database path, a server URL without password plus database name). Lock names are

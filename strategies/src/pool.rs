@@ -80,7 +80,16 @@ impl<R> Pool<R> {
                 // A connect that fails or panics (user code, or a driver's `expect`) gives
                 // the slot back through the guard; otherwise the pool would shrink for good.
                 let slot = Slot::taken(self);
-                let r = connect.connect().map_err(Error::from_connect)?;
+                let r = match connect.connect_within(deadline) {
+                    Ok(r) => r,
+                    // Cut short by the caller's deadline: a timeout, as any wait of its.
+                    Err(_) if deadline.is_some_and(|at| Instant::now() >= at) => {
+                        return Err(Error::Timeout {
+                            waited: start.elapsed(),
+                        });
+                    }
+                    Err(e) => return Err(Error::from_connect(e)),
+                };
                 slot.keep();
                 return Ok(Lent::new(self, r));
             }

@@ -870,18 +870,9 @@ fn a_server_that_never_answers_the_login_fails_within_the_connect_timeout() {
     );
 }
 
-/// A listener that accepts connections and never answers, as a hung server does; a URL
-/// for it. It holds the sockets until the test process ends.
+/// A MySQL URL of a server that accepts connections and never answers.
 fn silent_server() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for conn in listener.incoming() {
-            held.push(conn);
-        }
-    });
-    format!("mysql://root@127.0.0.1:{port}/test")
+    format!("mysql://root@{}/test", server_urls::silent_server())
 }
 
 /// A server that accepts the connection and never answers: a lock's login (whose reads

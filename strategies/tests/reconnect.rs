@@ -1,6 +1,7 @@
-//! A pooled connection the server closed while it sat idle (a restart, a killed session)
-//! looks alive until it is used: an op through `Locked` or `pg-xact` that finds it broken
-//! at `BEGIN`, before the op ran, gets a fresh connection instead of an error. Against the
+//! Connections of `Locked` and `pg-xact` to a database server: a pooled one the server
+//! closed while it sat idle (a restart, a killed session) looks alive until it is used,
+//! and an op that finds it broken at `BEGIN`, before the op ran, gets a fresh connection
+//! instead of an error; a new one is opened within the caller's timeout. Against the
 //! real servers (`TURNSTILE_POSTGRES_URL`, `TURNSTILE_MYSQL_URL`); the tests fail, not
 //! skip, when a server is absent.
 #![cfg(all(feature = "postgres", feature = "mysql", feature = "mutex"))]
@@ -82,4 +83,40 @@ fn a_mysql_connection_killed_while_idle_in_the_pool_is_replaced() {
                 .unwrap()
         },
     );
+}
+
+/// A caller's timeout bounds opening a new connection too: against a server that accepts
+/// and never answers the login, an op with a 500 ms timeout ends as `Error::Timeout` in
+/// about that, not after the 10 s connect timeout (with the lock held meanwhile).
+#[test]
+fn a_login_that_never_answers_is_bounded_by_the_callers_timeout() {
+    use std::time::{Duration, Instant};
+    use turnstile::{Error, Wait};
+    fn bounded<S: Serializer>(what: &str, strategy: &S) {
+        let started = Instant::now();
+        let result = strategy.run_with(
+            &[Key::whole()],
+            Wait::Timeout(Duration::from_millis(500)),
+            |_| Ok::<_, std::io::Error>(()),
+        );
+        let took = started.elapsed();
+        assert!(
+            matches!(result, Err(Error::Timeout { .. })),
+            "{what}: {result:?}"
+        );
+        assert!(took < Duration::from_secs(5), "{what}: took {took:?}");
+    }
+    let pg = Postgres::new(&format!(
+        "postgres://postgres@{}/test",
+        server_urls::silent_server()
+    ))
+    .unwrap();
+    bounded("postgres", &Locked::new(MutexLock::new(), pg.clone()));
+    bounded("pg-xact", &PgXactLocked::new(pg));
+    let my = MySql::new(&format!(
+        "mysql://root@{}/test",
+        server_urls::silent_server()
+    ))
+    .unwrap();
+    bounded("mysql", &Locked::new(MutexLock::new(), my));
 }

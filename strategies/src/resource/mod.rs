@@ -185,6 +185,16 @@ enum Login {
     Abandoned,
 }
 
+/// `timeout` cut to what is left before `deadline`, if one is given (zero once it passed).
+pub(crate) fn cut_to(
+    timeout: std::time::Duration,
+    deadline: Option<std::time::Instant>,
+) -> std::time::Duration {
+    deadline.map_or(timeout, |at| {
+        timeout.min(at.saturating_duration_since(std::time::Instant::now()))
+    })
+}
+
 /// Opens a connection to `server` (its identity) on a thread of its own, and waits for
 /// it at most `timeout`. A driver's connect timeout covers the TCP connect only: a server
 /// that accepts the connection and then never answers the login would block the caller

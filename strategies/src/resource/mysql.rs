@@ -430,8 +430,14 @@ impl Connect for MySql {
     }
 
     fn connect(&self) -> Result<Conn, BoxError> {
+        self.connect_within(None)
+    }
+
+    /// The connect timeout cut to what is left before `deadline`.
+    fn connect_within(&self, deadline: Option<std::time::Instant>) -> Result<Conn, BoxError> {
+        let connect_timeout = super::cut_to(self.connect_timeout, deadline);
         match self.isolation {
-            None => open(&self.opts, self.connect_timeout, self.read_timeout),
+            None => open(&self.opts, connect_timeout, self.read_timeout),
             // The driver runs its init statements as part of the login, which the connect
             // (or read) timeout bounds. Static text: the level's SQL name.
             Some(level) => {
@@ -441,7 +447,7 @@ impl Connect for MySql {
                     level.sql()
                 ));
                 let opts = OptsBuilder::from_opts(self.opts.clone()).init(init).into();
-                open(&opts, self.connect_timeout, self.read_timeout)
+                open(&opts, connect_timeout, self.read_timeout)
             }
         }
     }

@@ -485,10 +485,23 @@ pub(crate) fn identity(config: &Config) -> String {
 /// `SET` to whichever server session it picked, which then keeps it for other clients,
 /// while a login option never reaches another client's session.
 pub(crate) fn open(config: &Config, isolation: Option<Isolation>) -> Result<Client, BoxError> {
-    let timeout = config
-        .get_connect_timeout()
-        .copied()
-        .unwrap_or(super::DEFAULT_CONNECT_TIMEOUT);
+    open_by(config, isolation, None)
+}
+
+/// [`open`] for a caller that waits no later than `deadline`: the connect timeout cut to
+/// what is left.
+fn open_by(
+    config: &Config,
+    isolation: Option<Isolation>,
+    deadline: Option<std::time::Instant>,
+) -> Result<Client, BoxError> {
+    let timeout = super::cut_to(
+        config
+            .get_connect_timeout()
+            .copied()
+            .unwrap_or(super::DEFAULT_CONNECT_TIMEOUT),
+        deadline,
+    );
     let server = identity(config);
     let mut config = config.clone();
     if let Some(level) = isolation {
@@ -536,6 +549,11 @@ impl Connect for Postgres {
 
     fn connect(&self) -> Result<Client, BoxError> {
         open(&self.config, self.isolation)
+    }
+
+    /// The connect timeout cut to what is left before `deadline`.
+    fn connect_within(&self, deadline: Option<std::time::Instant>) -> Result<Client, BoxError> {
+        open_by(&self.config, self.isolation, deadline)
     }
 
     fn identity(&self) -> &str {

@@ -31,3 +31,17 @@ pub(crate) fn postgres_admin() -> postgres::Client {
         .connect()
         .expect("the PostgreSQL test server must be running (see TURNSTILE_POSTGRES_URL)")
 }
+
+/// A listener that accepts connections and never answers, as a hung server does: its
+/// `127.0.0.1:PORT`. It holds the sockets until the test process ends.
+pub(crate) fn silent_server() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming() {
+            held.push(conn);
+        }
+    });
+    addr
+}
