@@ -125,8 +125,9 @@ pub enum KeyScope {
 /// ([`Connect::single_writer`]), [`KeyScope::PerKey`] otherwise.
 ///
 /// An op that calls back into the same strategy for a lock its own call holds (any key,
-/// under [`KeyScope::Whole`]) gets [`Error::Reentrant`] at once, and the inner op never
-/// runs: waiting would wait for itself.
+/// under [`KeyScope::Whole`]), or for another key while its call has the pool's last
+/// resource, gets [`Error::Reentrant`] at once, and the inner op never runs: waiting would
+/// wait for itself.
 pub struct Locked<L, C: Connect> {
     /// Tells this strategy's locks apart among those held on a thread
     /// ([`crate::holding`]).

@@ -2,6 +2,8 @@
 //! (`Locked`, `PgXactLocked`): at most `max` open at once, callers past that wait until
 //! their deadline, and idle ones that went bad are dropped before reuse.
 
+use std::cell::RefCell;
+use std::marker::PhantomData;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -13,6 +15,14 @@ pub(crate) struct Pool<R> {
     state: Mutex<PoolState<R>>,
     freed: Condvar,
     max: usize,
+    /// Tells this pool's loans apart in [`LENT_HERE`].
+    id: u64,
+}
+
+thread_local! {
+    /// The pools (their ids) this thread has a resource of on loan, once per loan: a
+    /// thread that has every resource of a pool would wait for itself to free one.
+    static LENT_HERE: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
 }
 
 /// How long a resource may sit idle before it is asked [`Connect::is_alive`] (a round
@@ -38,6 +48,7 @@ impl<R> Pool<R> {
             }),
             freed: Condvar::new(),
             max,
+            id: crate::holding::new_owner(),
         }
     }
 
@@ -54,6 +65,12 @@ impl<R> Pool<R> {
         deadline: Option<Instant>,
     ) -> Result<Lent<'_, R>, StrategyError> {
         let start = Instant::now();
+        // An op that calls back in (another key) while its call has the pool's last
+        // resource would wait for itself: no other thread can give one back.
+        let here = LENT_HERE.with_borrow(|lent| lent.iter().filter(|&&id| id == self.id).count());
+        if here >= self.max {
+            return Err(Error::Reentrant);
+        }
         let mut state = self.lock();
         loop {
             if let Some((mut r, since)) = state.idle.pop() {
@@ -145,22 +162,29 @@ impl<R> Pool<R> {
 /// back: by [`put`](Lent::put), by [`discard`](Lent::discard), or, dropped without either
 /// (a panic in a resource's `begin` or `commit`, say, outside the op's own guard), as a
 /// discard, so that the pool never shrinks for good.
+///
+/// A loan stays on the thread that took it (it is not `Send`), which counts it in
+/// [`LENT_HERE`] until it ends.
 pub(crate) struct Lent<'a, R> {
     pool: &'a Pool<R>,
     resource: Option<R>,
+    on_this_thread: PhantomData<*const ()>,
 }
 
 impl<'a, R> Lent<'a, R> {
     fn new(pool: &'a Pool<R>, resource: R) -> Self {
+        LENT_HERE.with_borrow_mut(|lent| lent.push(pool.id));
         Lent {
             pool,
             resource: Some(resource),
+            on_this_thread: PhantomData,
         }
     }
 
     /// Gives the resource back, idle, for reuse.
     pub(crate) fn put(mut self) {
         if let Some(r) = self.resource.take() {
+            self.returned();
             self.pool.put(r);
         }
     }
@@ -168,7 +192,17 @@ impl<'a, R> Lent<'a, R> {
     /// Drops the resource (broken, or in an unknown state) and frees its slot.
     pub(crate) fn discard(mut self) {
         drop(self.resource.take());
+        self.returned();
         self.pool.discard();
+    }
+
+    /// Forgets the loan in [`LENT_HERE`].
+    fn returned(&self) {
+        LENT_HERE.with_borrow_mut(|lent| {
+            if let Some(at) = lent.iter().rposition(|&id| id == self.pool.id) {
+                lent.swap_remove(at);
+            }
+        });
     }
 }
 
@@ -194,6 +228,7 @@ impl<R> Drop for Lent<'_, R> {
     fn drop(&mut self) {
         if let Some(r) = self.resource.take() {
             drop(r);
+            self.returned();
             self.pool.discard();
         }
     }

@@ -720,3 +720,42 @@ fn wal_on_a_database_without_a_file_is_a_config_error_for_locked_and_retry() {
     let locked = Locked::new(MutexLock::new(), Sqlite::new(":memory:").wal(false));
     assert_eq!(locked.run(&key, one).unwrap(), 1);
 }
+
+/// An op that calls back in for another key while its own call has the pool's last
+/// resource would wait for itself (no other thread can give one back): refused at once,
+/// and the inner op never runs. With a resource to spare, the call goes ahead.
+#[test]
+fn an_op_calling_back_for_the_pools_last_resource_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = |pool_size: usize| {
+        let strategy = Arc::new(
+            Locked::new(MutexLock::new(), db(&dir))
+                .key_scope(KeyScope::PerKey)
+                .tx_mode(TxMode::Autocommit)
+                .pool_size(pool_size)
+                .unwrap(),
+        );
+        let inner = strategy.clone();
+        let started = Instant::now();
+        let nested = strategy
+            .run_with(
+                &[Key::new("a").unwrap()],
+                turnstile::Wait::Forever,
+                move |_| {
+                    // Bounded, so that a wait for itself shows as a failure, not a hang.
+                    Ok::<_, rusqlite::Error>(inner.run_with(
+                        &[Key::new("b").unwrap()],
+                        turnstile::Wait::Timeout(Duration::from_secs(5)),
+                        |db| db.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)),
+                    ))
+                },
+            )
+            .unwrap();
+        (nested, started.elapsed())
+    };
+    let (nested, took) = one(1);
+    assert!(matches!(nested, Err(Error::Reentrant)), "{nested:?}");
+    assert!(took < Duration::from_secs(4), "it waited first: {took:?}");
+    let (nested, _) = one(2);
+    assert_eq!(nested.unwrap(), 1);
+}
