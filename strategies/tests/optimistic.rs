@@ -12,6 +12,9 @@ use turnstile::spec::{Registry, Setup};
 use turnstile::sqlite::{Sqlite, Synchronous};
 use turnstile::{Connect, Ctx, Error, Key, Locked, Serializer, Wait};
 
+#[path = "support/server_urls.rs"]
+mod server_urls;
+
 fn db(dir: &std::path::Path) -> Sqlite {
     Sqlite::new(dir.join("v.db")).synchronous(Synchronous::Normal)
 }
@@ -289,8 +292,7 @@ fn unique_table() -> String {
 #[test]
 fn concurrent_increments_on_postgres_are_exact_and_rerun() {
     use turnstile::resource::Postgres;
-    let url = std::env::var("TURNSTILE_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let url = server_urls::postgres_url();
     let table = unique_table();
     let db = Postgres::new(&url).unwrap();
     let result = hammer_server(Versions::new(db.clone()).table(&table).unwrap());
@@ -305,8 +307,7 @@ fn concurrent_increments_on_postgres_are_exact_and_rerun() {
 fn concurrent_increments_on_mysql_are_exact_and_rerun() {
     use mysql::prelude::Queryable;
     use turnstile::resource::MySql;
-    let url = std::env::var("TURNSTILE_MYSQL_URL")
-        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned());
+    let url = server_urls::mysql_url();
     let table = unique_table();
     let db = MySql::new(&url).unwrap();
     let result = hammer_server(Versions::new(db.clone()).table(&table).unwrap());
@@ -380,8 +381,7 @@ where
 #[test]
 fn a_postgres_id_over_the_limit_is_refused_by_the_op() {
     use turnstile::resource::Postgres;
-    let url = std::env::var("TURNSTILE_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let url = server_urls::postgres_url();
     let table = unique_table();
     let db = Postgres::new(&url).unwrap();
     ids_over_the_limit_are_refused_by_the_op(
@@ -397,8 +397,7 @@ fn a_postgres_id_over_the_limit_is_refused_by_the_op() {
 fn a_mysql_id_over_the_limit_is_refused_by_the_op() {
     use mysql::prelude::Queryable;
     use turnstile::resource::MySql;
-    let url = std::env::var("TURNSTILE_MYSQL_URL")
-        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned());
+    let url = server_urls::mysql_url();
     let table = unique_table();
     let db = MySql::new(&url).unwrap();
     ids_over_the_limit_are_refused_by_the_op(
@@ -441,8 +440,7 @@ fn sqlite_takes_long_ids() {
 fn a_panic_on_a_timed_out_mysql_read_leaves_no_connection_behind() {
     use mysql::prelude::Queryable;
     use turnstile::resource::MySql;
-    let url = std::env::var("TURNSTILE_MYSQL_URL")
-        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned());
+    let url = server_urls::mysql_url();
     let table = unique_table();
     let db = MySql::new(&url)
         .unwrap()
@@ -730,8 +728,7 @@ fn a_table_name_in_another_case_is_the_same_identity() {
 #[test]
 fn a_postgres_table_of_another_shape_is_a_typed_error() {
     use turnstile::resource::Postgres;
-    let url = std::env::var("TURNSTILE_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let url = server_urls::postgres_url();
     let db = Postgres::new(&url).unwrap();
     let mut admin = db.connect().unwrap();
     let (t1, t2) = (unique_table(), format!("{}_b", unique_table()));
@@ -769,8 +766,7 @@ fn a_postgres_table_of_another_shape_is_a_typed_error() {
 fn a_mysql_table_of_another_shape_is_a_typed_error() {
     use mysql::prelude::Queryable;
     use turnstile::resource::MySql;
-    let url = std::env::var("TURNSTILE_MYSQL_URL")
-        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned());
+    let url = server_urls::mysql_url();
     let db = MySql::new(&url).unwrap();
     let mut admin = db.connect().unwrap();
     let (t1, t2) = (unique_table(), format!("{}_b", unique_table()));
