@@ -493,13 +493,7 @@ fn every_caller_of_a_batch_gets_its_locks_failure_as_it_was() {
         };
         let queue = Queue::builder().lock(lock).build(db_at(&path)).unwrap();
         // Several callers, most in one batch: each gets the lock's error.
-        let tickets: Vec<_> = (0..8)
-            .map(|_| {
-                queue
-                    .submit(&Key::whole(), |_db| Ok::<_, rusqlite::Error>(()))
-                    .unwrap()
-            })
-            .collect();
+        let tickets = no_op_tickets(&queue, 8);
         for ticket in tickets {
             let got = ticket.wait().unwrap_err();
             assert_eq!(got.kind(), expected.kind(), "{got:?}");
@@ -513,6 +507,20 @@ fn every_caller_of_a_batch_gets_its_locks_failure_as_it_was() {
 }
 
 // ---------------------------------------------------------------- redis
+
+/// `n` ops that do nothing, submitted together to `queue` (most join one batch).
+fn no_op_tickets(
+    queue: &Queue<Sqlite>,
+    n: usize,
+) -> Vec<turnstile::queue::Ticket<(), rusqlite::Error>> {
+    (0..n)
+        .map(|_| {
+            queue
+                .submit(&Key::whole(), |_db| Ok::<_, rusqlite::Error>(()))
+                .unwrap()
+        })
+        .collect()
+}
 
 #[cfg(feature = "redis")]
 mod redis {
@@ -810,13 +818,7 @@ mod redis {
             .build()
             .unwrap();
         let queue = Queue::builder().lock(lock).build(db).unwrap();
-        let tickets: Vec<_> = (0..4)
-            .map(|_| {
-                queue
-                    .submit(&Key::whole(), |_db| Ok::<_, rusqlite::Error>(()))
-                    .unwrap()
-            })
-            .collect();
+        let tickets = no_op_tickets(&queue, 4);
         for ticket in tickets {
             let error = ticket.wait().unwrap_err();
             assert!(matches!(error, Error::Unavailable(_)), "{error:?}");
