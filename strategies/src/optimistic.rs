@@ -610,7 +610,11 @@ impl<S: VersionStore> Connect for Versions<S> {
     type Resource = Versioned<S>;
 
     fn connect(&self) -> Result<Versioned<S>, BoxError> {
-        let mut conn = self.store.connect()?;
+        self.connect_within(None)
+    }
+
+    fn connect_within(&self, deadline: Option<Instant>) -> Result<Versioned<S>, BoxError> {
+        let mut conn = self.store.connect_within(deadline)?;
         self.store
             .ensure_table(&mut conn, &self.table)
             .map_err(StoreFault::into_box)?;
@@ -821,11 +825,23 @@ impl<S: VersionStore> Optimistic<S> {
         &self.versions
     }
 
-    fn checkout(&self) -> Result<Versioned<S>, StrategyError> {
+    /// An idle connection, or a new one opened within the call's deadline: a login cut
+    /// short by the deadline is [`Error::Timeout`], as any wait of the call's.
+    fn checkout(
+        &self,
+        start: Instant,
+        deadline: Option<Instant>,
+    ) -> Result<Versioned<S>, StrategyError> {
         let cached = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        match cached {
-            Some(r) => Ok(r),
-            None => self.versions.connect().map_err(Error::from_connect),
+        if let Some(r) = cached {
+            return Ok(r);
+        }
+        match self.versions.connect_within(deadline) {
+            Ok(r) => Ok(r),
+            Err(_) if deadline.is_some_and(|at| Instant::now() >= at) => Err(Error::Timeout {
+                waited: start.elapsed(),
+            }),
+            Err(e) => Err(Error::from_connect(e)),
         }
     }
 
@@ -864,7 +880,7 @@ impl<S: VersionStore> Serializer for Optimistic<S> {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            let mut r = self.checkout().map_err(Error::widen)?;
+            let mut r = self.checkout(start, deadline).map_err(Error::widen)?;
             // Begin of a Versions transaction only clears the sets; it cannot fail.
             let _ = self.versions.begin(&mut r, &[]);
             let result = catch_unwind(AssertUnwindSafe(|| {

@@ -31,7 +31,8 @@
 //!   transactions;
 //! - the budget is enforced by deadline, op time included: at most
 //!   [`Retry::max_attempts`] runs and [`Retry::max_elapsed`] of wall time, then
-//!   [`Error::Contended`].
+//!   [`Error::Contended`]; a new connection is opened within that deadline too
+//!   ([`Connect::connect_within`](crate::Connect::connect_within)), and a login it cuts short is [`Error::Timeout`].
 //!
 //! # Backoff
 //! After the `n`-th failed attempt the strategy sleeps `U(0, c)` ("full jitter"), never
@@ -302,11 +303,23 @@ impl<C: Transact> Retry<C> {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn checkout(&self) -> Result<C::Resource, StrategyError> {
+    /// An idle resource, or a new one opened within the call's deadline: a login cut short
+    /// by the deadline is [`Error::Timeout`], as any wait of the call's.
+    fn checkout(
+        &self,
+        start: Instant,
+        deadline: Option<Instant>,
+    ) -> Result<C::Resource, StrategyError> {
         if let Some(resource) = self.idle().pop() {
             return Ok(resource);
         }
-        self.connect.connect().map_err(Error::from_connect)
+        match self.connect.connect_within(deadline) {
+            Ok(resource) => Ok(resource),
+            Err(_) if deadline.is_some_and(|at| Instant::now() >= at) => Err(Error::Timeout {
+                waited: start.elapsed(),
+            }),
+            Err(e) => Err(Error::from_connect(e)),
+        }
     }
 
     fn checkin(&self, resource: C::Resource) {
@@ -498,7 +511,7 @@ impl<C: Transact> Serializer for Retry<C> {
             attempt += 1;
             let resource = match held.take() {
                 Some(r) => r,
-                None => match self.checkout() {
+                None => match self.checkout(start, deadline) {
                     Ok(r) => r,
                     Err(e) => return Err(e.widen()),
                 },

@@ -1,16 +1,23 @@
 //! Connections of `Locked` and `pg-xact` to a database server: a pooled one the server
 //! closed while it sat idle (a restart, a killed session) looks alive until it is used,
 //! and an op that finds it broken at `BEGIN`, before the op ran, gets a fresh connection
-//! instead of an error; a new one is opened within the caller's timeout. Against the
+//! instead of an error; a new one is opened within the caller's timeout (`retry`'s and `optimistic`'s too). Against the
 //! real servers (`TURNSTILE_POSTGRES_URL`, `TURNSTILE_MYSQL_URL`); the tests fail, not
 //! skip, when a server is absent.
-#![cfg(all(feature = "postgres", feature = "mysql", feature = "mutex"))]
+#![cfg(all(
+    feature = "postgres",
+    feature = "mysql",
+    feature = "mutex",
+    feature = "retry"
+))]
 
 use std::fmt::Debug;
 
 use mysql::prelude::Queryable;
 use turnstile::lock::{MutexLock, PgXactLocked};
+use turnstile::optimistic::Optimistic;
 use turnstile::resource::{MySql, Postgres};
+use turnstile::retry::Retry;
 use turnstile::{Key, Locked, Serializer};
 
 #[path = "support/server_urls.rs"]
@@ -112,11 +119,15 @@ fn a_login_that_never_answers_is_bounded_by_the_callers_timeout() {
     ))
     .unwrap();
     bounded("postgres", &Locked::new(MutexLock::new(), pg.clone()));
-    bounded("pg-xact", &PgXactLocked::new(pg));
+    bounded("pg-xact", &PgXactLocked::new(pg.clone()));
+    bounded("retry over postgres", &Retry::new(pg.clone()));
+    bounded("optimistic over postgres", &Optimistic::new(pg));
     let my = MySql::new(&format!(
         "mysql://root@{}/test",
         server_urls::silent_server()
     ))
     .unwrap();
-    bounded("mysql", &Locked::new(MutexLock::new(), my));
+    bounded("mysql", &Locked::new(MutexLock::new(), my.clone()));
+    bounded("retry over mysql", &Retry::new(my.clone()));
+    bounded("optimistic over mysql", &Optimistic::new(my));
 }
