@@ -421,7 +421,8 @@ impl PostgresLock {
     /// # Errors
     /// [`Error::Config`] when the URL does not parse, when the driver would read a piece
     /// of its password as the host or database (the rules of [`Postgres::new`](crate::resource::Postgres::new); percent-encode
-    /// an `@` as `%40`), or when it lists more than one server (a failover list: the lock
+    /// an `@` as `%40`), when its `connect_timeout` is 0 or below (libpq would read that
+    /// as no limit), or when it lists more than one server (a failover list: the lock
     /// would be taken on whichever server a client reached).
     pub fn new(url: &str) -> Result<Self, StrategyError> {
         let config = res::parse_config(url)?;
@@ -1302,6 +1303,25 @@ mod tests {
             }
         }
         assert!(PostgresLock::new("postgres://u@a:5433/db").is_ok());
+    }
+
+    /// libpq reads a `connect_timeout` of 0 or below as no limit; the lock refuses it as
+    /// the resource does, rather than wait on a silent server for ever.
+    #[test]
+    fn a_lock_url_without_a_positive_connect_timeout_is_refused() {
+        for url in [
+            "postgres://u:Xy7@a/db?connect_timeout=0",
+            "postgres://u:Xy7@a/db?connect_timeout=-1",
+        ] {
+            match PostgresLock::new(url) {
+                Err(Error::Config(m)) => {
+                    assert!(m.contains("connect_timeout"), "{url}: {m}");
+                    assert!(!m.contains("Xy7"), "{url}: {m}");
+                }
+                Err(other) => panic!("{url}: {other}"),
+                Ok(_) => panic!("{url}: accepted"),
+            }
+        }
     }
 
     /// Holds `key` from another session for `hold`, in a thread; answers when it is held.
