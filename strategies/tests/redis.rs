@@ -1001,6 +1001,45 @@ fn redlock_needs_a_quorum() {
     assert!(!text.contains(&addrs[2]), "{text}");
 }
 
+/// A server that will not answer `INFO` (denied by an ACL here; renamed away is the same
+/// server error) cannot be checked for being listed twice, but serves: the lock is taken
+/// and released, and `ping_all` counts it, rather than failing on the refused `INFO`.
+#[test]
+fn redlock_serves_through_a_server_that_refuses_info() {
+    let servers = [
+        RedisServer::start(),
+        RedisServer::start(),
+        RedisServer::start(),
+    ];
+    assert_eq!(
+        raw_command(
+            &servers[0].addr(),
+            &[b"ACL", b"SETUSER", b"default", b"-info"]
+        ),
+        "+OK"
+    );
+    assert!(
+        raw_command(&servers[0].addr(), &[b"INFO", b"server"]).starts_with("-NOPERM"),
+        "INFO was not refused"
+    );
+    let lock = RedlockLock::builder(servers.iter().map(|s| format!("redis://{}/0", s.addr())))
+        .ttl(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let name = LockName::new("no-info", Key::whole());
+    for _ in 0..2 {
+        lock.acquire(&name, Some(Instant::now() + Duration::from_secs(2)))
+            .unwrap()
+            .release()
+            .unwrap();
+    }
+    assert_eq!(lock.ping_all().unwrap(), 3);
+    let key = lock_key(&name);
+    for server in &servers {
+        assert_eq!(raw_command(&server.addr(), &[b"EXISTS", &key]), ":0");
+    }
+}
+
 /// One server listed under two names (`127.0.0.1:P` and `localhost:P`: not a textual
 /// duplicate) would count twice towards the quorum: its `run_id` gives it away, and
 /// `ping_all`, opening the spec and every acquire refuse it with a config error naming
