@@ -162,7 +162,9 @@ impl Sqlite {
     /// [`ConfigError`] (which strategies that classify connect errors with
     /// [`Error::from_connect`](turnstile_core::Error::from_connect) report as
     /// [`Error::Config`](turnstile_core::Error::Config)) saying to turn WAL off or use a
-    /// file. (Each connection to `:memory:` is a database of its own, too.)
+    /// file. (Each connection to `:memory:` is a database of its own, too.) So does a file
+    /// that SQLite will not switch to WAL because its filesystem lacks the shared memory
+    /// WAL needs (some network filesystems; SQLite's `unix-dotfile` VFS).
     pub fn wal(mut self, yes: bool) -> Self {
         self.wal = yes;
         self
@@ -193,10 +195,15 @@ impl Sqlite {
                 ))));
             }
             if !mode.eq_ignore_ascii_case("wal") {
-                return Err(Box::new(rusqlite::Error::SqliteFailure(
-                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
-                    Some(format!("could not switch to WAL (journal_mode is {mode})")),
-                )));
+                // SQLite keeps the journal it had when the file cannot have a WAL (its
+                // VFS has no shared memory: some network filesystems). Connecting again
+                // gives the same answer: a setup error, as above.
+                return Err(Box::new(ConfigError::new(format!(
+                    "SQLite could not switch database {:?} to WAL (journal_mode is {mode}; \
+                     its filesystem may not support the shared memory WAL needs): use \
+                     Sqlite::wal(false), or a local filesystem",
+                    self.path
+                ))));
             }
         }
         conn.busy_timeout(self.busy_timeout)?;
@@ -627,6 +634,29 @@ mod tests {
         db.rollback(&mut conn).unwrap();
         db.begin(&mut conn, &[claim(6)]).unwrap();
         db.commit(&mut conn).unwrap();
+    }
+
+    /// A database file on which SQLite will not keep a WAL (a VFS without shared memory:
+    /// SQLite's `unix-dotfile` here, a network filesystem elsewhere) answers the same on
+    /// every connect: a setup error saying to turn WAL off, not an outage.
+    #[test]
+    fn a_file_that_cannot_keep_a_wal_is_a_config_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let uri = format!(
+            "file:{}?vfs=unix-dotfile",
+            dir.path().join("d.db").display()
+        );
+        let error = Sqlite::new(&uri).connect().unwrap_err();
+        let config = error
+            .downcast_ref::<ConfigError>()
+            .unwrap_or_else(|| panic!("not a config error: {error:?}"));
+        let text = config.to_string();
+        assert!(text.contains("wal(false)"), "{text}");
+        assert!(text.contains("journal_mode is delete"), "{text}");
+        // Without WAL it opens and writes.
+        let conn = Sqlite::new(&uri).wal(false).connect().unwrap();
+        conn.execute_batch("CREATE TABLE t (v INTEGER); INSERT INTO t VALUES (1)")
+            .unwrap();
     }
 
     #[test]
