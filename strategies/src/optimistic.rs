@@ -285,6 +285,8 @@ pub struct ColumnTypeError {
 }
 
 impl ColumnTypeError {
+    // Made by the stores, each behind its feature.
+    #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
     pub(crate) fn new(table: &TableName, column: &'static str, found: impl fmt::Display) -> Self {
         ColumnTypeError {
             table: table.as_str().to_owned(),
@@ -836,13 +838,7 @@ impl<S: VersionStore> Optimistic<S> {
         if let Some(r) = cached {
             return Ok(r);
         }
-        match self.versions.connect_within(deadline) {
-            Ok(r) => Ok(r),
-            Err(_) if deadline.is_some_and(|at| Instant::now() >= at) => Err(Error::Timeout {
-                waited: start.elapsed(),
-            }),
-            Err(e) => Err(Error::from_connect(e)),
-        }
+        crate::pool::open_within(&self.versions, start, deadline)
     }
 
     fn checkin(&self, r: Versioned<S>) {

@@ -9,6 +9,24 @@ use std::time::{Duration, Instant};
 
 use turnstile_core::{Connect, Error, StrategyError};
 
+/// Opens a resource within a caller's `deadline` ([`Connect::connect_within`]), for a call
+/// that began at `start`: a failure once the deadline has passed is the call's
+/// [`Error::Timeout`] (the login was cut short for it), any other a connect error
+/// ([`Error::from_connect`]).
+pub(crate) fn open_within<C: Connect>(
+    connect: &C,
+    start: Instant,
+    deadline: Option<Instant>,
+) -> Result<C::Resource, StrategyError> {
+    match connect.connect_within(deadline) {
+        Ok(resource) => Ok(resource),
+        Err(_) if deadline.is_some_and(|at| Instant::now() >= at) => Err(Error::Timeout {
+            waited: start.elapsed(),
+        }),
+        Err(e) => Err(Error::from_connect(e)),
+    }
+}
+
 /// A bounded pool of resources: at most `max` open at once; callers past that wait until
 /// their deadline.
 pub(crate) struct Pool<R> {
@@ -97,16 +115,7 @@ impl<R> Pool<R> {
                 // A connect that fails or panics (user code, or a driver's `expect`) gives
                 // the slot back through the guard; otherwise the pool would shrink for good.
                 let slot = Slot::taken(self);
-                let r = match connect.connect_within(deadline) {
-                    Ok(r) => r,
-                    // Cut short by the caller's deadline: a timeout, as any wait of its.
-                    Err(_) if deadline.is_some_and(|at| Instant::now() >= at) => {
-                        return Err(Error::Timeout {
-                            waited: start.elapsed(),
-                        });
-                    }
-                    Err(e) => return Err(Error::from_connect(e)),
-                };
+                let r = open_within(connect, start, deadline)?;
                 slot.keep();
                 return Ok(Lent::new(self, r));
             }

@@ -313,13 +313,7 @@ impl<C: Transact> Retry<C> {
         if let Some(resource) = self.idle().pop() {
             return Ok(resource);
         }
-        match self.connect.connect_within(deadline) {
-            Ok(resource) => Ok(resource),
-            Err(_) if deadline.is_some_and(|at| Instant::now() >= at) => Err(Error::Timeout {
-                waited: start.elapsed(),
-            }),
-            Err(e) => Err(Error::from_connect(e)),
-        }
+        crate::pool::open_within(&self.connect, start, deadline)
     }
 
     fn checkin(&self, resource: C::Resource) {
