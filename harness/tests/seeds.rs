@@ -12,7 +12,8 @@
 //!   catch it — on the SQLite record (`kv`: linearizability) and on the plain file
 //!   rewritten in place (`file_store`: lost or torn records).
 //! - Seed 004 (notify once): check a flag, send, set the flag, in 4 processes × 16
-//!   threads. Through the MySQL lock (`TURNSTILE_MYSQL_URL`, default
+//!   threads, the flags in MySQL and a lock per notification, as the seed's Django
+//!   models had. Through the MySQL lock (`TURNSTILE_MYSQL_URL`, default
 //!   `mysql://root@127.0.0.1:3306/test`; fails when the server is down) every
 //!   notification is sent once; through `unserialized` some are sent twice. So are some
 //!   through the MySQL lock when the flag is read as the seed's code reads it, before the
@@ -21,7 +22,7 @@
 use std::time::Duration;
 
 use turnstile_harness::check::Verdict;
-use turnstile_harness::conformance::{assert_passes, mysql_url};
+use turnstile_harness::conformance::{assert_passes, mysql_data, mysql_url};
 use turnstile_harness::{RunConfig, RunReport, Workload, registry, report, run};
 
 const EXE: &str = env!("CARGO_BIN_EXE_turnstile");
@@ -108,7 +109,10 @@ fn seed_002_file_store_unserialized_is_caught() {
 }
 
 /// Seed 004's shape: notify-once in 4 processes × 16 threads, with a rendezvous between
-/// checking the flag and sending, so two unserialized senders meet.
+/// checking the flag and sending, so two unserialized senders meet. The flags live in
+/// MySQL, as the seed's Django models did, so the MySQL lock is taken per notification
+/// (`GET_LOCK` per model instance); over SQLite data, a single writer, every lock
+/// strategy takes one lock for the whole database.
 fn seed_004(spec: &str) -> RunConfig {
     seed_004_as(spec, Workload::NotifyOnce)
 }
@@ -116,6 +120,7 @@ fn seed_004(spec: &str) -> RunConfig {
 /// [`seed_004`] running `workload`: `notify_once`, or the seed's own stale-flag code.
 fn seed_004_as(spec: &str, workload: Workload) -> RunConfig {
     RunConfig::new(spec, workload)
+        .data(mysql_data())
         .procs(4)
         .threads(16)
         .ops(400)
