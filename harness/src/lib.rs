@@ -42,5 +42,7 @@ pub mod run;
 pub mod workload;
 
 pub use data::DataSpec;
-pub use run::{MAX_TIME_LIMIT, RunConfig, RunError, RunReport, WorkerSpec, registry, run};
+pub use run::{
+    MAX_TIME_LIMIT, RunConfig, RunError, RunFailure, RunReport, WorkerSpec, registry, run,
+};
 pub use workload::Workload;

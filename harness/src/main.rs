@@ -94,8 +94,9 @@ struct CompareArgs {
     /// it, with a note).
     #[arg(long)]
     ops: Option<usize>,
-    /// Abandon a setting as inconclusive after this many seconds (worker processes), or
-    /// once no op has started for this long (one process). Default 300.
+    /// Cut a setting short after this many seconds (worker processes), or once no op has
+    /// started for this long (one process): a violation in the ops that ran is its
+    /// verdict, otherwise it is inconclusive. Default 300.
     #[arg(long)]
     time_limit_s: Option<u64>,
     /// The workload: counter, bank, notify_once, kv, file_store.
@@ -187,9 +188,10 @@ struct CheckArgs {
     /// {"verdict":"no-verdict","exit":N,"error":{"kind":…,"message":…}} instead.
     #[arg(long)]
     json: bool,
-    /// Save history and database here when the run does not pass: a new directory (made
-    /// with its parents) or an empty one. One that holds files already is refused, so
-    /// that two runs' files never mix.
+    /// Save history and database here when the run does not pass, or ends without a
+    /// verdict (what it had written by then: the time limit, a worker that failed, a
+    /// signal): a new directory (made with its parents) or an empty one. One that holds
+    /// files already is refused, so that two runs' files never mix.
     #[arg(long)]
     keep: Option<PathBuf>,
     /// Where the data lives: sqlite (a fresh file), postgres://user@host:port/db or
@@ -213,8 +215,10 @@ struct CheckArgs {
     /// How long an op may wait to start, in ms (default: the strategy's).
     #[arg(long)]
     timeout_ms: Option<u64>,
-    /// Abandon the run as inconclusive after this many seconds (worker processes), or
-    /// once no op has started for this long (one process). Default 300.
+    /// Cut the run short after this many seconds (worker processes, which then get 5 s
+    /// to end the ops under way), or once no op has started for this long (one process).
+    /// The ops that ran are checked: a violation among them is the verdict (exit 1);
+    /// otherwise the run is inconclusive (exit 3). Default 300.
     #[arg(long)]
     time_limit_s: Option<u64>,
     /// Write a timeline of the critical sections here (SVG).
@@ -507,8 +511,12 @@ fn check(args: CheckArgs, given: Given<'_>) -> u8 {
         }
         Err(e) => {
             say(&format!("turnstile check: {e}"));
+            for note in &e.notes {
+                say(&format!("turnstile check: note: {note}"));
+            }
             if args.json {
-                print_no_verdict(&NoVerdict::new(&e, shown(&e.reason())));
+                let notes = e.notes.iter().map(|n| shown(n)).collect();
+                print_no_verdict(&NoVerdict::of_run(&e, shown(&e.reason()), notes));
             }
             from_variable();
             e.exit_code() as u8

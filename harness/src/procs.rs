@@ -8,16 +8,20 @@
 //! - child → parent `ready` once its strategy is open and probed; parent → child `go` when
 //!   every worker is ready (the start barrier);
 //! - child → parent `in` from inside a critical section, when the nemesis asked for it;
-//! - child → parent `done`, or `error EXIT_CODE MESSAGE`.
+//! - parent → child `stop` when the run's time limit passed: start no new op, end the ops
+//!   under way, write the history out;
+//! - child → parent `done` (every op it was given, or every one it started before `stop`),
+//!   or `error EXIT_CODE MESSAGE`.
 //!
 //! Each worker writes its own history file; the parent merges them. A worker the nemesis
 //! killed is replaced by a new one (a new process index) that runs the ops it had left,
 //! so acknowledged ops keep coming after the fault.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -33,6 +37,19 @@ use crate::run::{RunConfig, RunError, WorkerSpec, run_threads};
 /// How long a worker may take to open its strategy and report ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long the workers of a run past its time limit have, once asked to `stop`, to end
+/// the ops they have under way and write their history out before they are killed.
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// Set in a worker process when its parent says `stop`.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+/// Whether this process is a worker whose parent asked it to stop (its run's time limit
+/// passed): its threads start no new op, and it ends as when done, its history written.
+pub(crate) fn stop_asked() -> bool {
+    STOP.load(Ordering::Relaxed)
+}
+
 enum Line {
     Text(String),
     Eof,
@@ -43,6 +60,8 @@ struct Slot {
     stdin: Option<ChildStdin>,
     spec: WorkerSpec,
     ready: bool,
+    /// Told `go`: it runs ops and writes a history file.
+    started: bool,
     done: bool,
     killed: bool,
     err_path: PathBuf,
@@ -99,6 +118,7 @@ fn spawn(
         child,
         spec: spec.clone(),
         ready: false,
+        started: false,
         done: false,
         killed: false,
         err_path,
@@ -114,9 +134,15 @@ fn worker_command(exe: &Path) -> Command {
 }
 
 fn go(slot: &mut Slot) {
+    slot.started = true;
+    tell(slot, "go");
+}
+
+/// Sends `line` to the worker; one that died before reading it shows up as EOF on its
+/// stdout.
+fn tell(slot: &mut Slot, line: &str) {
     if let Some(stdin) = slot.stdin.as_mut() {
-        // A worker that died before reading `go` shows up as EOF on its stdout.
-        let _ = stdin.write_all(b"go\n").and_then(|()| stdin.flush());
+        let _ = writeln!(stdin, "{line}").and_then(|()| stdin.flush());
     }
 }
 
@@ -134,18 +160,54 @@ fn invoked(path: &Path) -> usize {
     History::load(&[path]).map_or(0, |h| h.ops.len())
 }
 
+/// What the worker processes of a run left.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Ran {
+    /// The faults injected.
+    pub faults: Vec<Fault>,
+    /// Every history file written.
+    pub histories: Vec<PathBuf>,
+    /// How the run's time limit cut it, if it did.
+    pub cut: Option<Cut>,
+}
+
+/// A run its time limit ([`RunConfig::time_limit`]) cut short.
+///
+/// Worker processes are asked to `stop`: each starts no new op, ends the ops it has under
+/// way and writes its history out, within [`STOP_GRACE`]; so the history holds every op
+/// that started, each with its end. Those that do not stop in time are killed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Cut {
+    /// The time limit.
+    pub limit: Duration,
+    /// The worker processes (their indexes) that did not stop as asked within
+    /// [`STOP_GRACE`] and were killed, or ended another way: their ops under way have no
+    /// end, and a worker that held its history in memory
+    /// ([`WorkerSpec::hold_history`]) lost what it held.
+    pub unfinished: Vec<u32>,
+}
+
+impl Cut {
+    /// A run cut at `limit` whose workers all stopped as asked (or whose threads, in this
+    /// process, did).
+    pub fn whole(limit: Duration) -> Self {
+        Cut {
+            limit,
+            unfinished: Vec::new(),
+        }
+    }
+}
+
 /// Runs the worker processes of `config` (spec.proc is the first index) and returns the
-/// faults injected and every history file written.
+/// faults injected and every history file written; past the run's time limit, what the
+/// workers wrote until they stopped ([`Ran::cut`]).
 ///
 /// # Errors
 /// [`RunError::Unavailable`] when a worker cannot reach the backend,
-/// [`RunError::Worker`] when one fails on its own or they are not all ready within 60 s;
-/// [`RunError::TimedOut`] when the run exceeds its time limit.
-pub fn run_children(
-    exe: &Path,
-    base: &WorkerSpec,
-    config: &RunConfig,
-) -> Result<(Vec<Fault>, Vec<PathBuf>), RunError> {
+/// [`RunError::Worker`] when one fails on its own or they are not all ready within 60 s.
+pub fn run_children(exe: &Path, base: &WorkerSpec, config: &RunConfig) -> Result<Ran, RunError> {
     let (tx, rx) = mpsc::channel::<(usize, Line)>();
     let procs = config.procs.max(1);
     let mut slots = Vec::new();
@@ -177,7 +239,11 @@ pub fn run_children(
         &rx,
     );
     kill_all(&mut slots);
-    result.map(|faults| (faults, histories))
+    result.map(|(faults, cut)| Ran {
+        faults,
+        histories,
+        cut,
+    })
 }
 
 fn worker_failure(slot: &mut Slot, code: Option<i32>, message: &str) -> RunError {
@@ -209,7 +275,7 @@ fn supervise(
     next_proc: &mut u32,
     tx: &Sender<(usize, Line)>,
     rx: &Receiver<(usize, Line)>,
-) -> Result<Vec<Fault>, RunError> {
+) -> Result<(Vec<Fault>, Option<Cut>), RunError> {
     let started = Instant::now();
     let mut faults = Vec::new();
     let mut all_ready = false;
@@ -217,7 +283,7 @@ fn supervise(
     let mut stopped: HashMap<usize, Instant> = HashMap::new();
     loop {
         if slots.iter().all(|s| s.done || s.killed) {
-            return Ok(faults);
+            return Ok((faults, None));
         }
         if let Some(signal) = crate::interrupt::requested() {
             // The caller kills the workers still running.
@@ -229,11 +295,13 @@ fn supervise(
             READY_TIMEOUT
         };
         if started.elapsed() > limit {
-            return Err(if all_ready {
-                RunError::TimedOut(limit)
-            } else {
-                RunError::Worker(format!("the workers were not ready within {limit:?}"))
-            });
+            if !all_ready {
+                return Err(RunError::Worker(format!(
+                    "the workers were not ready within {limit:?}"
+                )));
+            }
+            let unfinished = stop_all(slots, histories, &mut stopped, rx);
+            return Ok((faults, Some(Cut { limit, unfinished })));
         }
         // Resume stopped workers whose pause is over.
         let now = Instant::now();
@@ -249,7 +317,7 @@ fn supervise(
         let (i, line) = match rx.recv_timeout(Duration::from_millis(5)) {
             Ok(msg) => msg,
             Err(RecvTimeoutError::Timeout) => continue,
-            Err(RecvTimeoutError::Disconnected) => return Ok(faults),
+            Err(RecvTimeoutError::Disconnected) => return Ok((faults, None)),
         };
         match line {
             Line::Text(t) if t == "ready" => {
@@ -347,6 +415,59 @@ fn supervise(
     }
 }
 
+/// Asks every worker still running to stop (those the nemesis stopped are let go on
+/// first) and waits up to [`STOP_GRACE`] for each to say `done`; answers the indexes of
+/// those that did not. A worker never told `go` ran no op and wrote no history: it is
+/// killed at once, and its history file taken off `histories`.
+fn stop_all(
+    slots: &mut [Slot],
+    histories: &mut Vec<PathBuf>,
+    stopped: &mut HashMap<usize, Instant>,
+    rx: &Receiver<(usize, Line)>,
+) -> Vec<u32> {
+    for (i, _) in stopped.drain() {
+        let _ = nemesis::signal(&mut slots[i].child, rustix::process::Signal::CONT);
+    }
+    let mut waiting = Vec::new();
+    for (i, slot) in slots.iter_mut().enumerate() {
+        if slot.done || slot.killed {
+            continue;
+        }
+        if slot.started {
+            tell(slot, "stop");
+            waiting.push(i);
+        } else {
+            let _ = slot.child.kill();
+            let _ = slot.child.wait();
+            slot.killed = true;
+            let path = slot.spec.paths.history(slot.spec.proc);
+            histories.retain(|p| *p != path);
+        }
+    }
+    let deadline = Instant::now() + STOP_GRACE;
+    // Those that ended without `done`: they may not have written everything out.
+    let mut ended = Vec::new();
+    while waiting
+        .iter()
+        .any(|&i| !slots[i].done && !ended.contains(&i))
+    {
+        let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+            break;
+        };
+        match rx.recv_timeout(left) {
+            Ok((i, Line::Text(t))) if t == "done" => slots[i].done = true,
+            Ok((i, Line::Eof)) if !slots[i].done => ended.push(i),
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    waiting
+        .into_iter()
+        .filter(|&i| !slots[i].done)
+        .map(|i| slots[i].spec.proc)
+        .collect()
+}
+
 /// The `turnstile worker` subcommand: reads its JSON spec from the first line of stdin,
 /// runs that worker process and returns its exit code (0 done, 2 bad or missing spec, 3
 /// backend out of reach). `registry` is the registry of SQLite data; over other data the
@@ -392,12 +513,18 @@ pub fn worker_main(registry: &Registry<Sqlite>) -> i32 {
 /// Ends this worker process when its parent closes its stdin: the kernel does that when
 /// the parent dies, however it dies (a `SIGKILL` included), and the parent holds it open
 /// until the worker has ended. A worker left running would go on writing to a run nobody
-/// checks, and hold its locks and connections.
+/// checks, and hold its locks and connections. Until then, a `stop` line from the parent
+/// asks the threads to stop ([`stop_asked`]).
 fn end_with_parent() {
     std::thread::spawn(|| {
-        let mut rest = Vec::new();
-        // Nothing follows `go`: this returns at end of file (or on a read error).
-        let _ = std::io::stdin().lock().read_to_end(&mut rest);
+        // Only `stop` follows `go`: this returns at end of file (or on a read error).
+        for line in std::io::stdin().lock().split(b'\n') {
+            match line {
+                Ok(line) if line.trim_ascii() == b"stop" => STOP.store(true, Ordering::Relaxed),
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
         std::process::exit(3);
     });
 }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::check::Verdict;
 use crate::history::{History, Op, Phase};
-use crate::run::{RunError, RunReport};
+use crate::run::{RunError, RunFailure, RunReport};
 
 /// Writes `line` and a newline to stderr, ignoring a failure to: a reader that went away
 /// (`… 2>&1 | tee log` after Ctrl-C) or a hung-up terminal must not panic a run, as
@@ -182,7 +182,8 @@ pub fn json(report: &RunReport) -> String {
 /// report when the run ends without a verdict (a [`RunError`]): `{"verdict":
 /// "no-verdict", "exit": 3, "error": {"kind": "unavailable", "message": "…"}}`, so that a
 /// script that reads the JSON has something to read, and no report of an earlier run is
-/// taken for this one's.
+/// taken for this one's. A run that kept its files (`--keep`) says where (`"kept"`), and
+/// one with notes lists them (`"notes"`), as a report does.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NoVerdict {
     /// Always [`NoVerdict::VERDICT`], `no-verdict`: where a report says `pass`,
@@ -192,6 +193,13 @@ pub struct NoVerdict {
     pub exit: i32,
     /// Why.
     pub error: NoVerdictError,
+    /// Where the run's history and database were kept ([`RunFailure::kept`]); left out
+    /// when they were not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept: Option<std::path::PathBuf>,
+    /// The run's notes ([`RunFailure::notes`]); left out when there are none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// Why a run ended without a verdict ([`NoVerdict::error`]).
@@ -223,6 +231,19 @@ impl NoVerdict {
                 kind: Self::kind(error).to_owned(),
                 message,
             },
+            kept: None,
+            notes: Vec::new(),
+        }
+    }
+
+    /// The run that ended as `failure`, whose message (its
+    /// [`reason`](RunFailure::reason), which names where the files were kept) reads
+    /// `message` and whose notes read `notes` (as the command shows them).
+    pub fn of_run(failure: &RunFailure, message: String, notes: Vec<String>) -> Self {
+        NoVerdict {
+            kept: failure.kept.clone(),
+            notes,
+            ..Self::new(&failure.error, message)
         }
     }
 
@@ -235,6 +256,8 @@ impl NoVerdict {
                 kind: "usage".to_owned(),
                 message,
             },
+            kept: None,
+            notes: Vec::new(),
         }
     }
 
@@ -258,8 +281,8 @@ impl NoVerdict {
 
     /// Checks one read back from a file (`compare --from-json`): `verdict` is
     /// `no-verdict`, `exit` one the command exits with when there is no verdict (2, 3, or
-    /// 129 to 192: a signal's), `kind` one of the kinds, and the message at most
-    /// [`NoVerdict::MAX_MESSAGE`] bytes.
+    /// 129 to 192: a signal's), `kind` one of the kinds, and the message, and the notes
+    /// together, at most [`NoVerdict::MAX_MESSAGE`] bytes.
     ///
     /// # Errors
     /// What is wrong.
@@ -297,6 +320,13 @@ impl NoVerdict {
             return Err(format!(
                 "\"error\".\"message\" is {} bytes, past the {} of any message",
                 self.error.message.len(),
+                Self::MAX_MESSAGE
+            ));
+        }
+        let notes: usize = self.notes.iter().map(String::len).sum();
+        if notes > Self::MAX_MESSAGE {
+            return Err(format!(
+                "\"notes\" are {notes} bytes, past the {} of any run's",
                 Self::MAX_MESSAGE
             ));
         }
@@ -462,6 +492,45 @@ mod tests {
         edited["error"]["kind"] = "nosuch".into();
         let edited: NoVerdict = serde_json::from_value(edited).unwrap();
         assert!(edited.check_values().is_err());
+    }
+
+    /// A run that kept its files says where, in its message and in `kept`, and lists its
+    /// notes; one that kept nothing has neither field, as before.
+    #[test]
+    fn a_run_without_a_verdict_says_where_its_files_were_kept() {
+        let failure = RunFailure {
+            kept: Some("/tmp/kept".into()),
+            notes: vec!["the run's tables are kept: postgres://…".into()],
+            ..RunFailure::from(RunError::TimedOut(std::time::Duration::from_secs(1)))
+        };
+        assert_eq!(
+            failure.to_string(),
+            "inconclusive: the run did not finish within its time limit of 1s; history and database kept in /tmp/kept"
+        );
+        assert_eq!(failure.exit_code(), 3);
+        let no_verdict = NoVerdict::of_run(&failure, failure.reason(), failure.notes.clone());
+        let value = value_of(&no_verdict);
+        assert_eq!(value["kept"], "/tmp/kept");
+        assert_eq!(value["error"]["kind"], "timed-out");
+        assert!(
+            value["error"]["message"]
+                .as_str()
+                .unwrap()
+                .ends_with("; history and database kept in /tmp/kept"),
+            "{value}"
+        );
+        assert_eq!(value["notes"].as_array().map(Vec::len), Some(1));
+        let back: NoVerdict = serde_json::from_str(&no_verdict.json()).unwrap();
+        assert_eq!((back.check_values(), &back), (Ok(()), &no_verdict));
+        let plain = value_of(&NoVerdict::of_run(
+            &RunError::Worker("exited early".into()).into(),
+            "a worker failed: exited early".into(),
+            Vec::new(),
+        ));
+        assert!(
+            plain.get("kept").is_none() && plain.get("notes").is_none(),
+            "{plain}"
+        );
     }
 
     fn value_of(no_verdict: &NoVerdict) -> serde_json::Value {

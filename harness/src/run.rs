@@ -30,6 +30,7 @@ use crate::check::{self, CheckResult, Verdict};
 use crate::data::{self, Backend, DataSpec, Tables, WithBackend, WorkloadData};
 use crate::history::{Event, History, HistoryWriter, Phase, ThreadLog, now_ns};
 use crate::nemesis::{Fault, Nemesis};
+use crate::procs::{Cut, Ran, STOP_GRACE};
 use crate::workload::{OpEnv, Paths, Probe, Workload};
 
 /// The longest [`RunConfig::time_limit`]: a week.
@@ -77,8 +78,12 @@ pub struct RunConfig {
     /// SQLite's `synchronous`. Default `Normal`.
     pub sync: Synchronous,
     /// Where to save history and database when the run does not pass (on a server, its
-    /// tables are then kept too): a new directory, or an empty one, so that two runs'
-    /// files never mix (one that holds files is refused before the run). Default none.
+    /// tables are then kept too): a violation, an inconclusive verdict, and a run that
+    /// ends without a verdict once past bad usage — the time limit, a worker that failed,
+    /// a backend lost, a signal ([`RunFailure::kept`]) — which keeps what it had written by
+    /// then. A new directory, or an empty one, so that two runs' files never mix (one that
+    /// holds files is refused before the run); no file in it is ever overwritten. Default
+    /// none.
     pub keep: Option<PathBuf>,
     /// The SQLite database path; default a fresh file in a temporary directory.
     pub db: Option<PathBuf>,
@@ -87,13 +92,19 @@ pub struct RunConfig {
     /// The random seed. Default: random, below 2^53, so that it survives a JSON reader
     /// that takes numbers as doubles (`jq`, JavaScript).
     pub seed: u64,
-    /// How long a run may go on before it is abandoned as inconclusive (at most
-    /// [`MAX_TIME_LIMIT`])
-    /// ([`RunError::TimedOut`]). Worker processes still running this long after they
-    /// started are killed. A run in this process's threads is abandoned only when it is
-    /// stuck, once no op has started for this long: each thread stops before its next op,
-    /// and an op under way still ends first (within its strategy's timeout; one blocked
-    /// on a server that stopped answering, whenever that returns). Default 300 s.
+    /// How long a run may go on before it is cut short (at most [`MAX_TIME_LIMIT`]).
+    /// Worker processes still running this long after they started are asked to stop:
+    /// each starts no new op, ends the ones under way and writes its history out, and is
+    /// killed if it has not within [`STOP_GRACE`]. A run in this process's threads is cut
+    /// only when it is stuck, once no op has started for this long: each thread stops
+    /// before its next op, and an op under way still ends first (within its strategy's
+    /// timeout; one blocked on a server that stopped answering, whenever that returns).
+    ///
+    /// The ops that started before the cut are checked: a violation among them is the
+    /// run's verdict, and the report says the run was cut; otherwise the run ends
+    /// without a verdict, [`RunError::TimedOut`] (a partial pass proves nothing), as it
+    /// does when a worker that did not stop in time leaves a history the checkers cannot
+    /// trust. Default 300 s.
     pub time_limit: Duration,
     /// Show a progress bar on stderr (only drawn on a terminal). Default off.
     pub progress: bool,
@@ -617,7 +628,8 @@ pub enum RunError {
     Worker(String),
     /// The run directory failed (exit 3).
     Io(std::io::Error),
-    /// The run's ops did not finish within [`RunConfig::time_limit`] (exit 3).
+    /// The run's ops did not finish within [`RunConfig::time_limit`], and those that ran
+    /// showed no violation, or could not be checked (exit 3).
     TimedOut(Duration),
     /// The op run before the start to see that the backend answers waited this long and
     /// did not start: something else holds the lock, or keeps the data busy (exit 3).
@@ -679,6 +691,66 @@ impl From<std::io::Error> for RunError {
         RunError::Io(e)
     }
 }
+
+/// How [`run`] ends without a report: why ([`RunError`]), and what the run kept of itself
+/// all the same (`--keep`), so that the files of a run that went wrong are not lost with it.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct RunFailure {
+    /// Why the run ended without a verdict.
+    pub error: RunError,
+    /// Where the run's history and database were saved ([`RunConfig::keep`]): a run that
+    /// got past bad usage keeps what it had written when it ended (its histories so far,
+    /// the worker processes' stderr, its SQLite database; on a server its tables stay).
+    pub kept: Option<PathBuf>,
+    /// What the run found besides: files that could not be kept, tables kept on a server,
+    /// what the partial history of a run cut by its time limit showed.
+    pub notes: Vec<String>,
+}
+
+impl RunFailure {
+    /// The CLI's exit code: the [`error`](Self::error)'s.
+    pub fn exit_code(&self) -> i32 {
+        self.error.exit_code()
+    }
+
+    /// What went wrong ([`RunError::reason`]), and where the files were kept if they were.
+    pub fn reason(&self) -> String {
+        format!("{}{}", self.error.reason(), self.kept_clause())
+    }
+
+    fn kept_clause(&self) -> String {
+        self.kept.as_ref().map_or_else(String::new, |dir| {
+            format!("; history and database kept in {}", dir.display())
+        })
+    }
+}
+
+impl From<RunError> for RunFailure {
+    fn from(error: RunError) -> Self {
+        RunFailure {
+            error,
+            kept: None,
+            notes: Vec::new(),
+        }
+    }
+}
+
+impl From<std::io::Error> for RunFailure {
+    fn from(e: std::io::Error) -> Self {
+        RunError::Io(e).into()
+    }
+}
+
+impl std::fmt::Display for RunFailure {
+    /// As the [`error`](Self::error) says it, then where the files were kept.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}{}", self.error, self.kept_clause())
+    }
+}
+
+/// No `source`: the message says the error's own words already.
+impl std::error::Error for RunFailure {}
 
 /// Maps a strategy error met while opening or probing to a run error.
 pub(crate) fn open_error(e: turnstile::StrategyError) -> RunError {
@@ -1020,7 +1092,10 @@ pub fn run_threads_within<B: Backend>(
                 };
                 barrier.wait();
                 for _ in 0..share {
-                    if expired.load(Ordering::Relaxed) || crate::interrupt::requested().is_some() {
+                    if expired.load(Ordering::Relaxed)
+                        || crate::interrupt::requested().is_some()
+                        || crate::procs::stop_asked()
+                    {
                         cut.store(true, Ordering::Relaxed);
                         break;
                     }
@@ -1064,11 +1139,14 @@ pub fn run_threads_within<B: Backend>(
         }
     });
     if cut.into_inner() {
-        return Err(match (crate::interrupt::requested(), limit) {
-            (Some(signal), _) => RunError::Interrupted(signal),
+        match (crate::interrupt::requested(), limit) {
+            (Some(signal), _) => return Err(RunError::Interrupted(signal)),
+            // A worker whose parent asked it to stop (the run's time limit passed) ends as
+            // one that is done: every op it started has its end in the history.
+            (None, None) if crate::procs::stop_asked() => {}
             // A thread stops early only when asked to, or once a limit passed.
-            (None, limit) => RunError::TimedOut(limit.unwrap_or_default()),
-        });
+            (None, limit) => return Err(RunError::TimedOut(limit.unwrap_or_default())),
+        }
     }
     match errors.into_inner().unwrap_or_else(|p| p.into_inner()).pop() {
         Some(e) => Err(RunError::Io(e)),
@@ -1153,11 +1231,17 @@ pub fn registry() -> Registry<Sqlite> {
 /// data, the builtin registry of that server's backend) and checks the result. A strategy
 /// only known over versioned records (`optimistic`) runs its workload on them.
 ///
+/// A run cut by its time limit ([`RunConfig::time_limit`]) is checked on what it did
+/// before the cut: a violation there is the run's verdict (the report says the run was
+/// cut); a history that shows none is [`RunError::TimedOut`] all the same, since a partial
+/// pass proves nothing.
+///
 /// # Errors
-/// [`RunError`] when the run could not produce a verdict (bad usage, a backend out of
-/// reach, a worker that failed on its own, [`RunError::Interrupted`] once
-/// [`interrupt::request`](crate::interrupt::request) was called).
-pub fn run(config: &RunConfig, registry: &Registry<Sqlite>) -> Result<RunReport, RunError> {
+/// [`RunFailure`] when the run could not produce a verdict (bad usage, a backend out of
+/// reach, a worker that failed on its own, the time limit, [`RunError::Interrupted`] once
+/// [`interrupt::request`](crate::interrupt::request) was called), with where its files
+/// were kept if [`RunConfig::keep`] asked for it.
+pub fn run(config: &RunConfig, registry: &Registry<Sqlite>) -> Result<RunReport, RunFailure> {
     config.validate()?;
     known_over(&config.strategy, &config.data, registry)?;
     let tmp = tempfile::Builder::new()
@@ -1176,13 +1260,23 @@ pub fn run(config: &RunConfig, registry: &Registry<Sqlite>) -> Result<RunReport,
             spec: spec.clone(),
             dir: tmp.path(),
         },
-    );
+    )
+    .unwrap_or_else(|e| Err(e.into()));
     match (result, crate::interrupt::requested()) {
         // A run cut short by a signal fails as it can (a worker process the same Ctrl-C
         // ended, say): the signal is why. One that got to its end anyway was still asked
-        // to stop: it answers as stopped too, so the caller's exit code says so.
-        (Err(RunError::Usage(m)), _) => Err(RunError::Usage(m)),
-        (_, Some(signal)) => Err(RunError::Interrupted(signal)),
+        // to stop: it answers as stopped too, so the caller's exit code says so. What it
+        // kept stays kept.
+        (Err(f), _) if matches!(f.error, RunError::Usage(_)) => Err(f),
+        (Err(f), Some(signal)) => Err(RunFailure {
+            error: RunError::Interrupted(signal),
+            ..f
+        }),
+        (Ok(report), Some(signal)) => Err(RunFailure {
+            error: RunError::Interrupted(signal),
+            kept: report.kept,
+            notes: report.notes,
+        }),
         (result, None) => result,
     }
 }
@@ -1406,37 +1500,62 @@ pub(crate) fn causes(error: &dyn std::error::Error) -> String {
 }
 
 impl WithBackend for Run<'_> {
-    type Output = RunReport;
+    type Output = Result<RunReport, RunFailure>;
 
     /// Sets the data up, runs, checks, and drops the run's tables — unless a run that did
-    /// not pass keeps them (`--keep`).
+    /// not pass keeps its files and tables (`--keep`): one with a verdict other than pass,
+    /// one that ended without a verdict once past bad usage, one a signal stopped.
     fn with<B: Backend>(
         self,
         backend: B,
         registry: &Registry<B::Connect>,
-    ) -> Result<RunReport, RunError> {
+    ) -> Result<Self::Output, RunError> {
         reachable(&backend)?;
-        let result = run_on(&backend, registry, self.config, self.spec, self.dir);
-        // Kept for a run that did not pass, even when its files could not be copied.
-        let keep_tables = self.config.data.is_server()
-            && self.config.keep.is_some()
-            && result.as_ref().is_ok_and(|r| r.verdict != Verdict::Pass);
-        if keep_tables {
-            return result.map(|mut report| {
-                report
-                    .notes
-                    .push(format!("the run's tables are kept: {}", backend.describe()));
-                report
-            });
-        }
-        let dropped = backend.drop_tables();
-        result.map(|mut report| {
-            if let Err(e) = dropped {
-                report
-                    .notes
-                    .push(format!("the run's tables could not be dropped: {e}"));
+        let paths = self.spec.paths.clone();
+        let mut result = run_on(&backend, registry, self.config, self.spec);
+        let keep = self.config.keep.as_deref().filter(|_| match &result {
+            Ok(report) => {
+                report.verdict != Verdict::Pass || crate::interrupt::requested().is_some()
             }
-            report
+            Err(failure) => !matches!(failure.error, RunError::Usage(_)),
+        });
+        let mut notes = Vec::new();
+        let mut kept = None;
+        if let Some(keep) = keep {
+            match keep_files(self.config, &paths, self.dir, keep) {
+                Ok(true) => kept = Some(keep.to_path_buf()),
+                Ok(false) => {}
+                Err(e) => {
+                    notes.push(format!(
+                        "history and database could not be kept in {}: {e}",
+                        keep.display()
+                    ));
+                    if let Ok(report) = &mut result {
+                        report.unwritten.push(keep.to_path_buf());
+                    }
+                }
+            }
+        }
+        // Kept for a run that did not pass, even when its files could not be copied.
+        if self.config.data.is_server() && keep.is_some() {
+            notes.push(format!("the run's tables are kept: {}", backend.describe()));
+        } else if let Err(e) = backend.drop_tables()
+            && result.is_ok()
+        {
+            // After a failure, most often the server's: said once, by the failure.
+            notes.push(format!("the run's tables could not be dropped: {e}"));
+        }
+        Ok(match result {
+            Ok(mut report) => {
+                report.kept = kept;
+                report.notes.extend(notes);
+                Ok(report)
+            }
+            Err(mut failure) => {
+                failure.kept = kept;
+                failure.notes.extend(notes);
+                Err(failure)
+            }
         })
     }
 }
@@ -1447,8 +1566,7 @@ fn run_on<B: Backend>(
     registry: &Registry<B::Connect>,
     config: &RunConfig,
     mut spec: WorkerSpec,
-    dir: &Path,
-) -> Result<RunReport, RunError> {
+) -> Result<RunReport, RunFailure> {
     let paths = spec.paths.clone();
     let keys = spec.keys;
     let setup_failed =
@@ -1515,11 +1633,25 @@ fn run_on<B: Backend>(
     } else {
         let ran = run_threads_within(&spec, backend, &strategy, None, Some(config.time_limit));
         drop(strategy);
-        ran.map(|()| (Vec::new(), vec![paths.history(0)]))
+        let cut = match ran {
+            Ok(()) => Ok(None),
+            // The threads stopped before their next op: every op that started has its end.
+            Err(RunError::TimedOut(limit)) => Ok(Some(Cut::whole(limit))),
+            Err(e) => Err(e),
+        };
+        cut.map(|cut| Ran {
+            faults: Vec::new(),
+            histories: vec![paths.history(0)],
+            cut,
+        })
     };
     let wall = started.elapsed();
     drop(progress);
-    let (faults, history_paths) = ran?;
+    let Ran {
+        faults,
+        histories: history_paths,
+        cut,
+    } = ran?;
 
     let history = History::load(&history_paths)?;
     let mut unwritten = Vec::new();
@@ -1534,6 +1666,16 @@ fn run_on<B: Backend>(
     }
     for m in history.malformed.iter().take(5) {
         notes.push(format!("history: {m}"));
+    }
+    if let Some(cut) = &cut
+        && let Some(why) = unchecked(cut, &spec, &caps, config.workload)
+    {
+        notes.push(why);
+        return Err(RunFailure {
+            error: RunError::TimedOut(cut.limit),
+            kept: None,
+            notes,
+        });
     }
     let state_failed = |e: String| RunError::Unavailable(format!("reading the final state: {e}"));
     let mut db = backend
@@ -1570,7 +1712,9 @@ fn run_on<B: Backend>(
     let killed: Vec<PathBuf> = faults
         .iter()
         .filter(|f| f.kind == "kill")
-        .map(|f| paths.history(f.proc))
+        .map(|f| f.proc)
+        .chain(cut.iter().flat_map(|c| c.unfinished.iter().copied()))
+        .map(|proc| paths.history(proc))
         .collect();
     // A violation stands even so: the `history` line says that ops were missing, which
     // can explain some findings (a count above the acknowledged) and not others (a lost
@@ -1579,6 +1723,31 @@ fn run_on<B: Backend>(
 
     let floor = floor(config, &history, &faults, origin);
     checks.extend(floor);
+
+    if let Some(cut) = &cut {
+        let started = history.ops.len();
+        if !checks.iter().any(|c| c.verdict == Verdict::Violation) {
+            notes.push(format!(
+                "the run was cut by its time limit; the {started} ops that started before the cut (of {} requested) were checked and show no violation, which proves nothing of the run's other ops",
+                config.ops
+            ));
+            return Err(RunFailure {
+                error: RunError::TimedOut(cut.limit),
+                kept: None,
+                notes,
+            });
+        }
+        checks.insert(
+            0,
+            CheckResult::inconclusive(
+                TIME_LIMIT,
+                format!(
+                    "the run was cut by its time limit of {:?} after {started} of {} ops had started: the history is partial, and the violation below is in what it holds",
+                    cut.limit, config.ops
+                ),
+            ),
+        );
+    }
 
     let verdict = if checks.iter().any(|c| c.verdict == Verdict::Violation) {
         Verdict::Violation
@@ -1600,44 +1769,6 @@ fn run_on<B: Backend>(
         .with_phase(Phase::Ok)
         .filter_map(|op| op.complete.map(|c| c.saturating_sub(op.invoke)))
         .collect();
-    let kept = match (&config.keep, verdict) {
-        (Some(keep), Verdict::Violation | Verdict::Inconclusive) => {
-            let copied = copy_dir(dir, keep).and_then(|()| {
-                // A database already where it is kept (`--db` in `--keep`) stays as it is:
-                // a copy onto itself would empty it.
-                if !config.data.is_server()
-                    && !paths.db.starts_with(dir)
-                    && let Some(name) = paths.db.file_name()
-                    && !same_file(&paths.db, &keep.join(name))
-                {
-                    // Not over a kept file of the same name (a `--db` named `history-0.jsonl`).
-                    copy_new(&paths.db, &keep.join(name)).map_err(|e| match e.kind() {
-                        std::io::ErrorKind::AlreadyExists => std::io::Error::new(
-                            e.kind(),
-                            format!(
-                                "the database was not copied: the run keeps a file of its name, {}",
-                                keep.join(name).display()
-                            ),
-                        ),
-                        _ => e,
-                    })?;
-                }
-                Ok(())
-            });
-            match copied {
-                Ok(()) => Some(keep.clone()),
-                Err(e) => {
-                    notes.push(format!(
-                        "history and database could not be kept in {}: {e}",
-                        keep.display()
-                    ));
-                    unwritten.push(keep.clone());
-                    None
-                }
-            }
-        }
-        _ => None,
-    };
     Ok(RunReport {
         strategy: redact_url(&config.strategy),
         workload: config.workload,
@@ -1658,9 +1789,84 @@ fn run_on<B: Backend>(
         latencies_ns,
         wall,
         notes,
-        kept,
+        kept: None,
         unwritten,
     })
+}
+
+/// The name of the line a report of a run cut by its time limit has among its checks.
+pub const TIME_LIMIT: &str = "time_limit";
+
+/// Why the partial history of a run `cut` by its time limit cannot be checked, if it
+/// cannot: a worker process did not stop as asked and was killed. A worker that held its
+/// history in memory lost ops that may have taken effect, which the checkers would miss
+/// (a count above the acknowledged, an effect no op claims); one killed in the middle of an
+/// op outside a transaction may have left half of it in the data (a debit without its
+/// credit, a torn file), which no checker tells from a broken strategy's work. A worker
+/// killed inside a transaction, its every op's start written first, leaves what the kill
+/// nemesis leaves, and is checked as those runs are.
+fn unchecked(
+    cut: &Cut,
+    spec: &WorkerSpec,
+    caps: &Capabilities,
+    workload: Workload,
+) -> Option<String> {
+    if cut.unfinished.is_empty() {
+        return None;
+    }
+    let names: Vec<String> = cut.unfinished.iter().map(|p| format!("p{p}")).collect();
+    let (who, its) = match names.len() {
+        1 => (format!("worker {}", names[0]), "its"),
+        _ => (format!("workers {}", names.join(", ")), "their"),
+    };
+    let why = if spec.hold_history {
+        format!(
+            "the history {its} threads held in memory was lost, with ops that may have taken effect"
+        )
+    } else if !(spec.transaction || caps.transactional) || !workload.survives_kills() {
+        "an op under way outside a transaction may have left half its work in the data".to_owned()
+    } else {
+        return None;
+    };
+    Some(format!(
+        "{who} did not stop as asked within {STOP_GRACE:?} of the cut (killed, or ended without saying done): {why}, so the partial history was not checked"
+    ))
+}
+
+/// Saves the run's files in `keep`: those of its directory `dir` (histories, the worker
+/// processes' stderr, a SQLite database made there) and a SQLite database made elsewhere
+/// (`--db`). `Ok(false)`: there was nothing to keep (nothing is made in `keep` then).
+///
+/// # Errors
+/// When a file cannot be copied, or one is in the way ([`copy_dir`]).
+fn keep_files(config: &RunConfig, paths: &Paths, dir: &Path, keep: &Path) -> std::io::Result<bool> {
+    // A database already where it is kept (`--db` in `--keep`) stays as it is: a copy
+    // onto itself would empty it.
+    let db = (!config.data.is_server() && !paths.db.starts_with(dir) && paths.db.is_file())
+        .then_some(&paths.db)
+        .and_then(|db| db.file_name().map(|name| (db, keep.join(name))))
+        .filter(|(db, kept)| !same_file(db, kept));
+    let files = std::fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .any(|e| e.file_type().is_ok_and(|t| t.is_file()));
+    if !files && db.is_none() {
+        return Ok(false);
+    }
+    copy_dir(dir, keep)?;
+    if let Some((db, kept)) = db {
+        // Not over a kept file of the same name (a `--db` named `history-0.jsonl`).
+        copy_new(db, &kept).map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => std::io::Error::new(
+                e.kind(),
+                format!(
+                    "the database was not copied: the run keeps a file of its name, {}",
+                    kept.display()
+                ),
+            ),
+            _ => e,
+        })?;
+    }
+    Ok(true)
 }
 
 /// No vacuous passes: at least half the requested ops acknowledged, a nemesis that hit
@@ -1941,6 +2147,62 @@ mod tests {
             });
         }
         History::from_events(events)
+    }
+
+    /// A run cut by its time limit whose workers all stopped is checked; one with a worker
+    /// killed at the cut only when that worker wrote every op's start first and ran its
+    /// ops in transactions (what the kill nemesis leaves).
+    #[test]
+    fn a_cut_history_is_checked_unless_a_killed_worker_may_have_hidden_or_torn_ops() {
+        let registry = registry();
+        let config = RunConfig::new("busy-timeout", Workload::Counter).procs(2);
+        let paths = Paths::new(Path::new("/nonexistent"), None);
+        let spec = WorkerSpec::of_run(&config, paths, &registry);
+        let transactional =
+            Capabilities::new(Scope::Processes, turnstile::HolderDeath::KernelReleases);
+        let autocommit = transactional.transactional(false);
+        let limit = Duration::from_secs(1);
+        let whole = Cut::whole(limit);
+        let one = Cut {
+            unfinished: vec![1],
+            ..Cut::whole(limit)
+        };
+        // Held histories (no nemesis): a killed worker lost events.
+        assert!(spec.hold_history);
+        assert!(unchecked(&whole, &spec, &transactional, Workload::Counter).is_none());
+        let why = unchecked(&one, &spec, &transactional, Workload::Counter).expect("lost");
+        assert!(
+            why.starts_with("worker p1 did not stop as asked within 5s of the cut")
+                && why.contains("held in memory"),
+            "{why}"
+        );
+        // Every start written first (a nemesis run): checked inside a transaction only.
+        let written = WorkerSpec {
+            hold_history: false,
+            ..spec
+        };
+        assert!(unchecked(&one, &written, &transactional, Workload::Counter).is_none());
+        let why = unchecked(&one, &written, &autocommit, Workload::Bank).expect("torn");
+        assert!(why.contains("half its work"), "{why}");
+        let run_in_transaction = WorkerSpec {
+            transaction: true,
+            ..written.clone()
+        };
+        assert!(unchecked(&one, &run_in_transaction, &autocommit, Workload::Bank).is_none());
+        assert!(
+            unchecked(&one, &run_in_transaction, &autocommit, Workload::FileStore).is_some(),
+            "the file store is written outside any transaction"
+        );
+        let two = Cut {
+            unfinished: vec![1, 3],
+            ..Cut::whole(limit)
+        };
+        let why = unchecked(&two, &written, &autocommit, Workload::Counter).expect("torn");
+        assert!(why.starts_with("workers p1, p3 did not stop"), "{why}");
+        assert!(
+            why.ends_with("the partial history was not checked"),
+            "{why}"
+        );
     }
 
     #[test]

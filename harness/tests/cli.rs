@@ -671,7 +671,7 @@ fn a_run_in_threads_past_its_time_limit_is_inconclusive() {
         .time_limit(Duration::from_millis(300));
     let started = Instant::now();
     let error = run(&config, &registry()).expect_err("the run is cut off");
-    assert!(matches!(error, RunError::TimedOut(_)), "{error}");
+    assert!(matches!(error.error, RunError::TimedOut(_)), "{error}");
     assert_eq!(error.exit_code(), 3);
     assert!(error.to_string().starts_with("inconclusive: "), "{error}");
     assert!(

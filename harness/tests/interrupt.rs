@@ -120,6 +120,48 @@ fn a_signalled_check_kills_its_workers_removes_its_files_and_exits_as_the_signal
     }
 }
 
+/// With `--keep`, a signalled check keeps what its run wrote before it stopped (its
+/// histories, its database), says where, and still removes its run directory.
+#[test]
+fn a_signalled_check_keeps_its_files_with_keep() {
+    for procs in ["1", "2"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let keep = tmp.path().join("kept");
+        let child = long_check(
+            tmp.path(),
+            &[
+                "--strategy",
+                "file-lock",
+                "--threads",
+                "2",
+                "--procs",
+                procs,
+                "--keep",
+                keep.to_str().unwrap(),
+            ],
+        );
+        let pid = child.id();
+        let want = if procs == "1" { 0 } else { 2 };
+        let started = eventually(Duration::from_secs(30), || {
+            !run_dirs(tmp.path()).is_empty() && cli_support::children(pid).len() >= want
+        });
+        assert!(started, "procs {procs}: the run did not start");
+        std::thread::sleep(Duration::from_millis(500));
+        let (status, stderr) = stop(child, Signal::INT);
+        assert_eq!(status, Some(130), "procs {procs}: {stderr}");
+        assert!(
+            stderr.contains(&format!("history and database kept in {}", keep.display())),
+            "procs {procs}: {stderr}"
+        );
+        assert!(keep.join("run.db").is_file(), "procs {procs}: {stderr}");
+        let procs: u32 = procs.parse().unwrap();
+        for p in 0..procs {
+            assert!(keep.join(format!("history-{p}.jsonl")).is_file(), "p{p}");
+        }
+        assert_eq!(run_dirs(tmp.path()), Vec::<String>::new());
+    }
+}
+
 /// A signal that comes while the first op waits for a lock held elsewhere (the start-up
 /// probe) stops the run within a second or so, with its clean-up: the probe waits in
 /// slices and looks for the signal between them.

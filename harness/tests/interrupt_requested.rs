@@ -1,6 +1,7 @@
 //! [`interrupt::request`] from a program of one's own: a run asked to stop answers
 //! [`RunError::Interrupted`] with the signal, even one that got to its end before it
-//! looked. A binary of its own: the request is for the whole process and stays.
+//! looked, and keeps its files when asked to (`keep`). A binary of its own: the request
+//! is for the whole process and stays.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -80,10 +81,23 @@ fn a_run_asked_to_stop_answers_interrupted() {
     let leases = granted.swap(0, Ordering::SeqCst);
     assert!(leases >= OPS, "{leases} leases for {OPS} ops");
     stop_at.store(leases, Ordering::SeqCst);
-    match run(&last, &stopping) {
-        Err(RunError::Interrupted(15)) => {}
+    // With `keep`, what it wrote is kept all the same: every op, since it got to its end.
+    let dir = tempfile::tempdir().unwrap();
+    let keep = dir.path().join("kept");
+    match run(&last.clone().keep(&keep), &stopping) {
+        Err(failure) if matches!(failure.error, RunError::Interrupted(15)) => {
+            assert_eq!(failure.kept.as_deref(), Some(keep.as_path()), "{failure}");
+            assert!(failure.to_string().contains("kept in"), "{failure}");
+        }
         other => panic!("{other:?}"),
     }
+    let history = std::fs::read_to_string(keep.join("history-0.jsonl")).unwrap();
+    assert_eq!(
+        history.lines().count(),
+        2 * OPS,
+        "an invoke and an end per op"
+    );
+    assert!(keep.join("run.db").is_file());
     assert_eq!(
         granted.load(Ordering::SeqCst),
         leases,
@@ -97,7 +111,7 @@ fn a_run_asked_to_stop_answers_interrupted() {
         "the first request is kept"
     );
     match run(&config, &registry()) {
-        Err(RunError::Interrupted(15)) => {}
+        Err(failure) if matches!(failure.error, RunError::Interrupted(15)) => {}
         other => panic!("{other:?}"),
     }
     let error = RunError::Interrupted(15);

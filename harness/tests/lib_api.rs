@@ -33,7 +33,7 @@ fn a_strategy_that_cannot_reach_its_backend_is_inconclusive() {
         )))
     });
     let err = run(&RunConfig::new("down", Workload::Counter).ops(50), &r).unwrap_err();
-    assert!(matches!(err, RunError::Unavailable(_)), "{err}");
+    assert!(matches!(err.error, RunError::Unavailable(_)), "{err}");
     assert_eq!(err.exit_code(), 3);
 
     // Opens, but its resource cannot be connected (a database under a missing directory).
@@ -45,7 +45,7 @@ fn a_strategy_that_cannot_reach_its_backend_is_inconclusive() {
         )))
     });
     let err = run(&RunConfig::new("down-later", Workload::Kv).ops(50), &r).unwrap_err();
-    assert!(matches!(err, RunError::Unavailable(_)), "{err}");
+    assert!(matches!(err.error, RunError::Unavailable(_)), "{err}");
 }
 
 /// Acknowledges nothing: every op times out.

@@ -773,7 +773,8 @@ pub fn compare(
                     .strip_prefix("backend unavailable: ")
                     .unwrap_or(reason)
             ))),
-            None => crate::run(&run_config(setting), registry),
+            // Nothing is kept (no `--keep`): the failure's error says it all.
+            None => crate::run(&run_config(setting), registry).map_err(|f| f.error),
         };
         match outcome {
             Ok(run) => {
