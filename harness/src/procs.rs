@@ -473,6 +473,13 @@ fn stop_all(
 /// backend out of reach). `registry` is the registry of SQLite data; over other data the
 /// worker uses that backend's builtin one.
 pub fn worker_main(registry: &Registry<Sqlite>) -> i32 {
+    // A worker the nemesis stopped (`SIGSTOP`) reads no end of file: if its parent dies
+    // then, it would stay stopped, holding its locks and connections, until someone sent
+    // it `SIGCONT`. The kernel kills it instead. The parent spawns its workers from the
+    // thread that runs them and waits for them, so that thread outlives them (the signal
+    // comes when the parent *thread* ends). A parent that died before this line leaves
+    // a worker that is not stopped yet: the end of file below ends it.
+    let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
     let stdout = Arc::new(Mutex::new(std::io::stdout()));
     let say = |line: &str| say(&stdout, line);
     let mut spec_json = String::new();
@@ -511,7 +518,8 @@ pub fn worker_main(registry: &Registry<Sqlite>) -> i32 {
 }
 
 /// Ends this worker process when its parent closes its stdin: the kernel does that when
-/// the parent dies, however it dies (a `SIGKILL` included), and the parent holds it open
+/// the parent dies, however it dies (a `SIGKILL` included; a worker stopped then is
+/// killed by the kernel, see [`worker_main`]), and the parent holds it open
 /// until the worker has ended. A worker left running would go on writing to a run nobody
 /// checks, and hold its locks and connections. Until then, a `stop` line from the parent
 /// asks the threads to stop ([`stop_asked`]).

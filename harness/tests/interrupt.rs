@@ -202,33 +202,61 @@ fn a_signalled_check_whose_stderr_is_gone_still_exits_as_the_signal() {
     assert_eq!(run_dirs(tmp.path()), Vec::<String>::new());
 }
 
+/// Workers end when their parent is killed outright: running ones, and one the nemesis
+/// has stopped (`SIGSTOP`), which reads no end of file and, before, stayed stopped with
+/// its lock stripe held for as long as nobody resumed it.
 #[test]
 fn workers_end_when_their_parent_is_killed() {
-    let tmp = tempfile::tempdir().unwrap();
-    let child = long_check(
-        tmp.path(),
-        &["--strategy", "file-lock", "--threads", "1", "--procs", "2"],
-    );
-    let pid = child.id();
-    let mut workers = Vec::new();
-    assert!(
-        eventually(Duration::from_secs(30), || {
-            workers = cli_support::children(pid);
-            workers.len() >= 2
-        }),
-        "the workers did not start"
-    );
-    // Past `go`: the workers run their ops.
-    std::thread::sleep(Duration::from_millis(500));
-    let (status, _) = stop(child, Signal::KILL);
-    assert_eq!(status, None, "killed");
-    for worker in workers {
-        let ended = eventually(Duration::from_secs(10), || cli_support::gone(worker));
-        if !ended {
-            let _ = kill_process(Pid::from_raw(worker as i32).unwrap(), Signal::KILL);
+    for nemesis in [None, Some("stop:60000")] {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut args = vec!["--strategy", "file-lock", "--threads", "1", "--procs", "2"];
+        if let Some(nemesis) = nemesis {
+            args.extend(["--nemesis", nemesis]);
         }
-        assert!(ended, "worker {worker} outlived its killed parent");
+        let child = long_check(tmp.path(), &args);
+        let pid = child.id();
+        let mut workers = Vec::new();
+        assert!(
+            eventually(Duration::from_secs(30), || {
+                workers = cli_support::children(pid);
+                workers.len() >= 2
+            }),
+            "the workers did not start"
+        );
+        if nemesis.is_some() {
+            assert!(
+                eventually(Duration::from_secs(30), || {
+                    cli_support::children(pid).iter().any(|&w| stopped(w))
+                }),
+                "the nemesis stopped no worker"
+            );
+            workers = cli_support::children(pid);
+        } else {
+            // Past `go`: the workers run their ops.
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        let (status, _) = stop(child, Signal::KILL);
+        assert_eq!(status, None, "killed");
+        for worker in workers {
+            let ended = eventually(Duration::from_secs(10), || cli_support::gone(worker));
+            if !ended {
+                let _ = kill_process(Pid::from_raw(worker as i32).unwrap(), Signal::KILL);
+            }
+            assert!(
+                ended,
+                "worker {worker} outlived its killed parent (nemesis {nemesis:?})"
+            );
+        }
     }
+}
+
+/// Whether process `pid` is stopped (state `T`).
+fn stopped(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rfind(')')
+            .and_then(|close| stat[close + 1..].split_whitespace().next())
+            == Some("T")
+    })
 }
 
 #[test]
