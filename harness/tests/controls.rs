@@ -1,5 +1,6 @@
 //! Negative controls through the real CLI: the checkers must catch a missing lock, a racy
-//! lock and a lock used outside its scope, every time, and say what broke.
+//! lock, a racy optimistic commit, a lock used outside its scope and a queue that swallows
+//! its ops' errors, every time, and say what broke.
 
 #[path = "support/cli.rs"]
 mod cli_support;
@@ -136,6 +137,98 @@ fn racy_version_is_caught_by_counter_and_kv() {
     assert_caught(
         &racy_procs("kv"),
         &["linearizable  VIOLATION", "key k", "(pid "],
+    );
+}
+
+/// Seed 003's optimistic scheme as written (compare the versions read, then write, in
+/// separate steps): listed as a negative control over versioned records, and caught by
+/// `counter` and `kv` across threads and processes, where `optimistic` passes the same
+/// runs. The rendezvous holds each op between its read and its write until another is
+/// there too, so two ops read one version and commit within the 1 ms window.
+#[test]
+fn racy_optimistic_is_listed_and_caught_where_optimistic_passes() {
+    let out = std::process::Command::new(cli_support::EXE)
+        .arg("list")
+        .output()
+        .expect("turnstile runs");
+    let list = String::from_utf8_lossy(&out.stdout);
+    let line = list
+        .lines()
+        .find(|l| l.starts_with("racy-optimistic "))
+        .unwrap_or_else(|| panic!("list lacks racy-optimistic:\n{list}"));
+    assert!(
+        line.contains("NEGATIVE CONTROL") && line.contains("[on versioned records]"),
+        "{line}"
+    );
+    let args = |strategy, workload, procs| {
+        [
+            "--strategy",
+            strategy,
+            "--workload",
+            workload,
+            "--procs",
+            procs,
+            "--threads",
+            if procs == "1" { "6" } else { "1" },
+            "--ops",
+            "300",
+            "--rendezvous-us",
+            "2000",
+        ]
+    };
+    for procs in ["1", "4"] {
+        let out = assert_caught(
+            &args("racy-optimistic:1000", "counter", procs),
+            &["lost_update   VIOLATION", "written by"],
+        );
+        assert_lost_increments(&out);
+        assert_caught(
+            &args("racy-optimistic:1000", "kv", procs),
+            &["linearizable  VIOLATION", "key k"],
+        );
+        for workload in ["counter", "kv"] {
+            let (code, out) = check(&args("optimistic", workload, procs));
+            assert_eq!(code, 0, "optimistic / {workload} / {procs} procs:\n{out}");
+        }
+    }
+    let (code, out) = check(&args("racy-optimistic:1000001", "counter", "1"));
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("0..=1000000"), "{out}");
+}
+
+/// Seed 001's consumer thread that swallows the op's error: on the `unique` workload, one
+/// op in four breaks a UNIQUE key on purpose, and `own_error` names each whose caller did
+/// not get that error back; `queue` hands every one back.
+#[test]
+fn swallow_errors_is_caught_by_own_error_and_queue_is_not() {
+    let args = |strategy| {
+        [
+            "--strategy",
+            strategy,
+            "--workload",
+            "unique",
+            "--threads",
+            "8",
+            "--ops",
+            "200",
+            "--transaction",
+        ]
+    };
+    let out = assert_caught(
+        &args("swallow-errors"),
+        &[
+            "own_error     VIOLATION",
+            "50 of 50 ops that fail on purpose did not get their own error back",
+            "not the op's error",
+            "lost_update   VIOLATION",
+        ],
+    );
+    assert!(out.contains("failed increments took effect"), "{out}");
+    let (code, out) = check(&args("queue"));
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("own_error     pass         each of 50 ops"),
+        "{out}"
     );
 }
 

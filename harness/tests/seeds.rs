@@ -6,11 +6,22 @@
 //!   threads is acknowledged and every checker passes; through `thread-pool` (the seed's
 //!   first design) the data stays right but callers get `database is locked`, which the
 //!   `refused` checker reports.
+//! - Seed 001 (CherryPy): 8 threads hand their calls to one consumer thread, and one call
+//!   in four breaks a UNIQUE key on purpose (the `unique` workload). Through `queue`, in
+//!   its transactions (group commit) and in autocommit, each of those gets its own error
+//!   back and rolls back alone; through `swallow-errors` (a worker that swallows the
+//!   error) the `own_error` checker names every one, and in a transaction `lost_update`
+//!   sees their increments committed.
 //! - Seed 002 (Buzhug): 50 processes, each reading the shared store and then writing or
 //!   deleting in it, with a rendezvous between read and write so unserialized sections
 //!   meet. Through `file-lock` every checker passes; through `unserialized` the checkers
 //!   catch it — on the SQLite record (`kv`: linearizability) and on the plain file
 //!   rewritten in place (`file_store`: lost or torn records).
+//! - Seed 003 (SQLObject and memcached): versioned records read and written back by 6
+//!   threads, or 4 single-threaded processes, with a rendezvous between read and write.
+//!   Through `optimistic` (compare-and-set in one transaction) nothing is lost and `kv` is
+//!   linearizable; through `racy-optimistic` (the seed's compare, then write) increments
+//!   are lost and `kv` is not linearizable.
 //! - Seed 004 (notify once): check a flag, send, set the flag, in 4 processes × 16
 //!   threads, the flags in MySQL and a lock per notification, as the seed's Django
 //!   models had. Through the MySQL lock (`TURNSTILE_MYSQL_URL`, default
@@ -87,6 +98,85 @@ fn seed_000_thread_pool_is_caught_by_refused_and_its_data_stays_right() {
     );
 }
 
+/// Seed 001's shape: the web app's 8 threads hand their database calls to one consumer
+/// thread, and one call in four breaks an integrity constraint (the `unique` workload:
+/// an increment, then an `INSERT` of a row that exists). `transaction`: the queue runs
+/// ops in its transactions, a batch of waiting ops in one (group commit, a savepoint per
+/// op), so the failing op must roll back alone; else each statement commits by itself.
+fn seed_001(spec: &str, transaction: bool) -> RunConfig {
+    RunConfig::new(spec, Workload::Unique)
+        .threads(8)
+        .ops(400)
+        .think(Duration::from_micros(100))
+        .transaction(transaction)
+}
+
+/// Through `queue` (the seed's consumer thread, with the exception "stuffed into the
+/// request object"), each op that broke the constraint gets its own error back, and
+/// rolled back alone: no other op of its batch lost its increment, and its own is gone.
+#[test]
+fn seed_001_queue_hands_each_op_its_own_error() {
+    for transaction in [true, false] {
+        let report = assert_passes(&seed_001("queue", transaction));
+        let text = report::text(&report);
+        assert_eq!(report.transactional, transaction, "{text}");
+        let own = report.check("own_error").expect("own_error ran");
+        assert!(
+            own.summary
+                .starts_with("each of 100 ops that fail on purpose"),
+            "{text}"
+        );
+        assert_eq!(
+            report.errors,
+            std::collections::BTreeMap::from([("op".to_owned(), 100)]),
+            "only the ops that fail on purpose failed, with their own errors:\n{text}"
+        );
+        assert_eq!(report.acknowledged, 300, "{text}");
+        // In a transaction the failed ops are known to have rolled back; in autocommit
+        // their increment, written before the INSERT failed, stays (unknown ops).
+        let (failed, unknown) = if transaction { (100, 0) } else { (0, 100) };
+        assert_eq!((report.failed, report.unknown), (failed, unknown), "{text}");
+        assert_eq!(
+            report.check("lost_update").map(|c| c.verdict),
+            Some(Verdict::Pass),
+            "{text}"
+        );
+    }
+}
+
+/// The consumer thread that catches the op's error and does not hand it back: the
+/// callers never see their integrity errors. In autocommit nothing else shows it (every
+/// increment took effect, and the failed ops may have written theirs): only `own_error`
+/// does. In a transaction the failed ops' increments also committed with their batches.
+#[test]
+fn seed_001_a_queue_that_swallows_op_errors_is_caught() {
+    for transaction in [false, true] {
+        let report = assert_caught(&seed_001("swallow-errors", transaction), "own_error");
+        let text = report::text(&report);
+        let own = report.check("own_error").expect("own_error ran");
+        assert!(
+            own.summary.starts_with(
+                "100 of 100 ops that fail on purpose did not get their own error back"
+            ),
+            "{text}"
+        );
+        assert!(
+            own.details.iter().any(|d| d.contains("not the op's error")),
+            "{text}"
+        );
+        let lost = report.check("lost_update").expect("lost_update ran");
+        if transaction {
+            assert_eq!(lost.verdict, Verdict::Violation, "{text}");
+            assert!(
+                lost.summary.contains("failed increments took effect"),
+                "{text}"
+            );
+        } else {
+            assert_eq!(lost.verdict, Verdict::Pass, "{text}");
+        }
+    }
+}
+
 #[test]
 fn seed_002_kv_through_file_lock_passes() {
     let report = assert_passes(&seed_002("file-lock", Workload::Kv));
@@ -106,6 +196,75 @@ fn seed_002_kv_unserialized_is_caught() {
 #[test]
 fn seed_002_file_store_unserialized_is_caught() {
     assert_caught(&seed_002("unserialized", Workload::FileStore), "file_store");
+}
+
+/// Seed 003's shape: versioned records written by several workers at once, each op
+/// reading a record and writing it back, with a rendezvous between the read and the write
+/// so that two ops read the same version and commit close together. `threads` workers in
+/// each of `procs` processes (the seed's objects were shared by several processes).
+fn seed_003(spec: &str, workload: Workload, procs: usize, threads: usize) -> RunConfig {
+    RunConfig::new(spec, workload)
+        .procs(procs)
+        .threads(threads)
+        .ops(300)
+        .rendezvous(Duration::from_millis(2))
+        .worker_exe(EXE)
+}
+
+/// The seed's compare-then-write, with a 1 ms window between the two.
+const RACY_OPTIMISTIC: &str = "racy-optimistic:1000";
+
+#[test]
+fn seed_003_counter_through_optimistic_loses_nothing() {
+    for (procs, threads) in [(1, 6), (4, 1)] {
+        let report = assert_passes(&seed_003("optimistic", Workload::Counter, procs, threads));
+        let text = report::text(&report);
+        assert!(
+            report.data.starts_with("versioned records"),
+            "optimistic runs on versioned records:\n{text}"
+        );
+        assert_eq!(report.acknowledged, 300, "{text}");
+    }
+}
+
+#[test]
+fn seed_003_kv_through_optimistic_is_linearizable() {
+    for (procs, threads) in [(1, 6), (4, 1)] {
+        assert_passes(&seed_003("optimistic", Workload::Kv, procs, threads));
+    }
+}
+
+/// The same runs through the seed's scheme as written: two ops that read version `n`
+/// both pass the compare, and both write.
+#[test]
+fn seed_003_racy_optimistic_loses_increments() {
+    for (procs, threads) in [(1, 6), (4, 1)] {
+        let report = assert_caught(
+            &seed_003(RACY_OPTIMISTIC, Workload::Counter, procs, threads),
+            "lost_update",
+        );
+        let text = report::text(&report);
+        assert!(report.data.starts_with("versioned records"), "{text}");
+        let lost = report.check("lost_update").expect("lost_update ran");
+        assert!(
+            lost.details.iter().any(|d| d.contains("lost increments")),
+            "names a key that lost increments:\n{text}"
+        );
+        assert!(
+            lost.details.iter().any(|d| d.contains("written by")),
+            "names ops that wrote one value:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn seed_003_racy_optimistic_is_not_linearizable() {
+    for (procs, threads) in [(1, 6), (4, 1)] {
+        assert_caught(
+            &seed_003(RACY_OPTIMISTIC, Workload::Kv, procs, threads),
+            "linearizable",
+        );
+    }
 }
 
 /// Seed 004's shape: notify-once in 4 processes × 16 threads, with a rendezvous between

@@ -14,6 +14,7 @@ pub mod integrity;
 pub mod linearizable;
 pub mod lost_update;
 pub mod overlap;
+pub mod own_error;
 pub mod refused;
 
 use std::fmt;
@@ -106,8 +107,15 @@ impl CheckResult {
 /// rerun ops: a rerun repeats the op's effects outside the resource, which is the failure
 /// seed 004 is about, so it is reported, not excused. [`refused`] (seed 000's failure)
 /// applies to every strategy too; it needs the run's pauses, so the run calls it itself.
+///
+/// [`unique`](crate::workload::unique)'s ops are counter increments too: `lost_update`
+/// checks them (and so that an op that failed rolled back alone) beside its own
+/// [`own_error`].
 pub fn checkers_for(workload: Workload, caps: &Capabilities) -> Vec<&'static str> {
     let mut names = vec![invariant(workload)];
+    if workload == Workload::Unique {
+        names.insert(0, "lost_update");
+    }
     if caps.excludes {
         names.push("overlap");
     }
@@ -122,6 +130,7 @@ pub fn invariant(workload: Workload) -> &'static str {
         Workload::NotifyOnce | Workload::NotifyStale => "exactly_once",
         Workload::Kv => "linearizable",
         Workload::FileStore => "file_store",
+        Workload::Unique => own_error::NAME,
     }
 }
 
@@ -137,6 +146,7 @@ pub fn check_all(
         .into_iter()
         .map(|name| match (name, state) {
             ("overlap", _) => overlap::check(history),
+            (own_error::NAME, _) => own_error::check(history),
             ("lost_update", FinalState::Values(values)) => lost_update::check(history, values),
             (
                 "bank",

@@ -345,7 +345,7 @@ fn visit<B: Backend, W: WithBackend>(spec: &WorkerSpec, job: W) -> Result<W::Out
 pub(crate) fn versioned_names() -> Vec<(String, String)> {
     #[cfg(feature = "optimistic")]
     {
-        let registry = Registry::<turnstile::optimistic::Versions<Sqlite>>::builtin_versioned();
+        let registry = crate::controls::versioned_registry::<Sqlite>();
         registry
             .names()
             .map(|(n, s)| (n.to_owned(), s.to_owned()))

@@ -39,9 +39,10 @@ impl<B: Backend<Connect: VersionStore>> Backend for VersionedData<B> {
         Ok(VersionedData { inner, versions })
     }
 
-    /// `Registry::builtin_versioned()`: `optimistic`, and `mutex` over the same records.
+    /// `Registry::builtin_versioned()`: `optimistic`, and `mutex` over the same records;
+    /// and the negative control `racy-optimistic` ([`crate::controls::versioned_registry`]).
     fn registry() -> Registry<Self::Connect> {
-        Registry::builtin_versioned()
+        crate::controls::versioned_registry()
     }
 
     fn connect(&self) -> &Self::Connect {

@@ -38,6 +38,15 @@ pub trait CounterData {
     /// When the data refuses.
     fn set_value(&mut self, tables: &Tables, key: &str, value: i64) -> Result<(), OpError>;
 
+    /// Inserts counter `key` at zero, by a plain `INSERT` that the table's primary key
+    /// refuses when the counter exists (what the [`unique`](super::unique) workload's ops
+    /// that fail on purpose do). Versioned records have no constraints: there the op's own
+    /// check refuses it, with [`OpError::Duplicate`].
+    ///
+    /// # Errors
+    /// The data's UNIQUE violation when the counter exists; when the data refuses.
+    fn insert_counter(&mut self, tables: &Tables, key: &str) -> Result<(), OpError>;
+
     /// Every counter's value.
     ///
     /// # Errors
@@ -97,6 +106,15 @@ impl CounterData for Connection {
         Ok(())
     }
 
+    fn insert_counter(&mut self, t: &Tables, key: &str) -> Result<(), OpError> {
+        self.prepare_cached(&format!(
+            "INSERT INTO {} (key, value) VALUES (?1, 0)",
+            t.counter
+        ))?
+        .execute([key])?;
+        Ok(())
+    }
+
     fn counters(&mut self, t: &Tables, _keys: usize) -> Result<BTreeMap<String, i64>, OpError> {
         let mut stmt = self.prepare(&format!("SELECT key, value FROM {}", t.counter))?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
@@ -133,6 +151,11 @@ impl CounterData for postgres::Client {
     fn set_value(&mut self, t: &Tables, key: &str, value: i64) -> Result<(), OpError> {
         let sql = format!("UPDATE {} SET value = $1 WHERE key = $2", t.counter);
         pg::run(self, &sql, &[(&value, pg::INT8), (&key, pg::TEXT)])
+    }
+
+    fn insert_counter(&mut self, t: &Tables, key: &str) -> Result<(), OpError> {
+        let sql = format!("INSERT INTO {} (key, value) VALUES ($1, 0)", t.counter);
+        pg::run(self, &sql, &[(&key, pg::TEXT)])
     }
 
     fn counters(&mut self, t: &Tables, _keys: usize) -> Result<BTreeMap<String, i64>, OpError> {
@@ -182,6 +205,15 @@ impl CounterData for mysql::Conn {
         Ok(())
     }
 
+    fn insert_counter(&mut self, t: &Tables, key: &str) -> Result<(), OpError> {
+        use mysql::prelude::Queryable;
+        self.exec_drop(
+            format!("INSERT INTO {} (`key`, value) VALUES (?, 0)", t.counter),
+            (key,),
+        )?;
+        Ok(())
+    }
+
     fn counters(&mut self, t: &Tables, _keys: usize) -> Result<BTreeMap<String, i64>, OpError> {
         use mysql::prelude::Queryable;
         Ok(self
@@ -210,6 +242,14 @@ impl<S: turnstile::optimistic::VersionStore> CounterData for turnstile::optimist
 
     fn set_value(&mut self, _: &Tables, key: &str, value: i64) -> Result<(), OpError> {
         self.write(key, value.to_le_bytes())?;
+        Ok(())
+    }
+
+    fn insert_counter(&mut self, _: &Tables, key: &str) -> Result<(), OpError> {
+        if self.read(key)?.is_some() {
+            return Err(OpError::Duplicate(key.to_owned()));
+        }
+        self.write(key, 0i64.to_le_bytes())?;
         Ok(())
     }
 

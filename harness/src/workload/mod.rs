@@ -10,6 +10,10 @@
 //! - [`kv`]: read a record, then write or delete it; each key is linearizable.
 //! - [`file_store`]: a small record file rewritten in place, with no locking of its own;
 //!   it always parses and keeps every acknowledged record.
+//! - [`unique`] (seed 001): counter increments, one op in four of which then breaks the
+//!   counter table's UNIQUE key on purpose; each such op gets its own error back and rolls
+//!   back alone. Not in [`Workload::ALL`], whose ops are all meant to succeed: see
+//!   [`Workload::FAILING`].
 //!
 //! Each database workload's module holds its statements for every kind of data the
 //! harness keeps (SQLite, PostgreSQL, MySQL, versioned records), behind a trait
@@ -23,6 +27,7 @@ pub mod counter;
 pub mod file_store;
 pub mod kv;
 pub mod notify_once;
+pub mod unique;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -61,6 +66,10 @@ pub enum Workload {
     Kv,
     /// [`file_store`].
     FileStore,
+    /// [`unique`]: [`counter`], one op in four of which fails on purpose with the data's
+    /// UNIQUE violation (seed 001's integrity error), which must reach its caller. In
+    /// [`Workload::FAILING`], not in [`Workload::ALL`].
+    Unique,
 }
 
 impl Workload {
@@ -77,6 +86,11 @@ impl Workload {
     /// cannot save, which the checkers must catch.
     pub const CONTROLS: [Workload; 1] = [Workload::NotifyStale];
 
+    /// The workloads some of whose ops fail on purpose, with their own errors, which the
+    /// strategy must hand back to their callers untouched. Apart from [`Workload::ALL`],
+    /// whose every op is meant to succeed (the benchmarks time those).
+    pub const FAILING: [Workload; 1] = [Workload::Unique];
+
     /// Its CLI name.
     pub fn name(self) -> &'static str {
         match self {
@@ -86,6 +100,7 @@ impl Workload {
             Workload::NotifyStale => "notify_stale",
             Workload::Kv => "kv",
             Workload::FileStore => "file_store",
+            Workload::Unique => "unique",
         }
     }
 
@@ -96,7 +111,7 @@ impl Workload {
     /// [`RunConfig::key_count`]: crate::RunConfig::key_count
     pub fn default_keys(self) -> usize {
         match self {
-            Workload::Counter => 2,
+            Workload::Counter | Workload::Unique => 2,
             Workload::Bank => 4,
             Workload::NotifyOnce | Workload::NotifyStale => 16,
             Workload::Kv => 4,
@@ -135,7 +150,7 @@ impl Workload {
         let mut db = connect.connect().map_err(backend_error)?;
         let t = tables;
         match self {
-            Workload::Counter => {
+            Workload::Counter | Workload::Unique => {
                 db.create_counters(t)?;
                 in_transaction(connect, &mut db, |db| db.zero_counters(t, keys))
             }
@@ -156,7 +171,9 @@ impl Workload {
     pub fn next_op(self, rng: &mut fastrand::Rng, keys: usize, op_id: u64) -> (Vec<Key>, OpInput) {
         let keys = keys.max(1);
         match self {
-            Workload::Counter => (vec![key("c", rng.usize(..keys))], OpInput::Increment),
+            Workload::Counter | Workload::Unique => {
+                (vec![key("c", rng.usize(..keys))], OpInput::Increment)
+            }
             Workload::Bank => bank::next_op(rng, keys.max(2)),
             Workload::NotifyOnce | Workload::NotifyStale => {
                 let id = rng.usize(..keys);
@@ -222,6 +239,9 @@ impl Workload {
             probe.enter(db.fence().map(|f| f.0));
             let t = &*env.tables;
             let out = match &input {
+                OpInput::Increment if self == Workload::Unique => {
+                    unique::increment(&mut **db, t, &key, op_id, &env)
+                }
                 OpInput::Increment => counter::increment(&mut **db, t, &key, &env),
                 OpInput::Transfer { from, to, amount } => {
                     bank::transfer(&mut **db, t, from, to, *amount, &env)
@@ -250,7 +270,7 @@ impl Workload {
         keys: usize,
     ) -> Result<FinalState, OpError> {
         Ok(match self {
-            Workload::Counter => FinalState::Values(db.counters(tables, keys)?),
+            Workload::Counter | Workload::Unique => FinalState::Values(db.counters(tables, keys)?),
             Workload::Bank => FinalState::Balances {
                 balances: db.balances(tables, keys.max(2))?,
                 expected_total: bank::INITIAL_BALANCE * keys.max(2) as i64,
@@ -278,6 +298,7 @@ impl std::str::FromStr for Workload {
         let wanted = s.trim().to_ascii_lowercase().replace('-', "_");
         Workload::ALL
             .into_iter()
+            .chain(Workload::FAILING)
             .chain(Workload::CONTROLS)
             .find(|w| w.name() == wanted)
             .ok_or_else(|| {
@@ -285,8 +306,9 @@ impl std::str::FromStr for Workload {
                     list.iter().map(|w| w.name()).collect::<Vec<_>>().join(", ")
                 };
                 format!(
-                    "unknown workload {s:?}; known: {}; negative controls (turnstile check only): {}",
+                    "unknown workload {s:?}; known: {}; with ops that fail on purpose: {}; negative controls (turnstile check only): {}",
                     names(&Workload::ALL),
+                    names(&Workload::FAILING),
                     names(&Workload::CONTROLS)
                 )
             })
@@ -513,6 +535,9 @@ pub enum OpError {
     Io(std::io::Error),
     /// The file store did not parse: another writer tore it.
     Corrupt(String),
+    /// A record the op inserts exists already: the op's own uniqueness check refused it,
+    /// where the data has no UNIQUE constraint to (versioned records).
+    Duplicate(String),
 }
 
 impl fmt::Display for OpError {
@@ -529,6 +554,7 @@ impl fmt::Display for OpError {
             OpError::Missing(what) => write!(f, "{what} is missing"),
             OpError::Io(e) => write!(f, "i/o: {e}"),
             OpError::Corrupt(m) => write!(f, "corrupt store: {m}"),
+            OpError::Duplicate(id) => write!(f, "{id} exists already (its id is unique)"),
         }
     }
 }
@@ -563,7 +589,7 @@ impl std::error::Error for OpError {
             OpError::Store(e) => Some(e),
             OpError::Backend(e) => Some(&**e),
             OpError::Io(e) => Some(e),
-            OpError::Missing(_) | OpError::Corrupt(_) => None,
+            OpError::Missing(_) | OpError::Corrupt(_) | OpError::Duplicate(_) => None,
         }
     }
 }
@@ -635,7 +661,11 @@ impl OpError {
             #[cfg(feature = "optimistic")]
             OpError::Store(_) => true,
             OpError::Backend(_) => true,
-            OpError::Sql(_) | OpError::Missing(_) | OpError::Io(_) | OpError::Corrupt(_) => false,
+            OpError::Sql(_)
+            | OpError::Missing(_)
+            | OpError::Io(_)
+            | OpError::Corrupt(_)
+            | OpError::Duplicate(_) => false,
         }
     }
 }
@@ -735,6 +765,7 @@ mod tests {
         assert!(
             unknown.ends_with(
                 "known: counter, bank, notify_once, kv, file_store; \
+                 with ops that fail on purpose: unique; \
                  negative controls (turnstile check only): notify_stale"
             ),
             "{unknown}"
