@@ -277,8 +277,10 @@ pub fn generated(
     stop: bool,
     seed: u64,
 ) {
+    // The failing workloads too: every strategy must hand an op's own error back.
     let workloads: Vec<Workload> = Workload::ALL
         .into_iter()
+        .chain(Workload::FAILING)
         .filter(|&w| !beyond_the_data(spec, data, w))
         .collect();
     let workload = workloads[workload % workloads.len()];

@@ -887,6 +887,11 @@ fn main() -> ExitCode {
             out(&turnstile_harness::data::listing(&registry()));
             let names: Vec<&str> = Workload::ALL.iter().map(|w| w.name()).collect();
             out(&format!("workloads: {}\n", names.join(", ")));
+            let failing: Vec<&str> = Workload::FAILING.iter().map(|w| w.name()).collect();
+            out(&format!(
+                "workloads whose ops fail on purpose: {}\n",
+                failing.join(", ")
+            ));
             let controls: Vec<&str> = Workload::CONTROLS.iter().map(|w| w.name()).collect();
             out(&format!(
                 "negative-control workloads: {}\n",

@@ -55,9 +55,11 @@ pub const DEFAULT_STRATEGIES: [&str; 9] = [
 
 /// Negative controls: shown in the table, never expected to be safe; what the checkers
 /// found of them does not change the exit code, and one that cannot run is a note.
-pub const CONTROLS: [&str; 4] = [
+pub const CONTROLS: [&str; 6] = [
     "unserialized",
     "racy-version",
+    crate::controls::RACY_OPTIMISTIC,
+    crate::controls::SWALLOW_ERRORS,
     crate::controls::REDIS_NOFENCE,
     crate::controls::THREAD_POOL,
 ];
