@@ -32,7 +32,8 @@
 //! - the budget is enforced by deadline, op time included: at most
 //!   [`Retry::max_attempts`] runs and [`Retry::max_elapsed`] of wall time, then
 //!   [`Error::Contended`]; a new connection is opened within that deadline too
-//!   ([`Connect::connect_within`](crate::Connect::connect_within)), and a login it cuts short is [`Error::Timeout`].
+//!   ([`Connect::connect_within`](crate::Connect::connect_within)), and a login it cuts short is [`Error::Timeout`] (a server login gets
+//!   at least 250 ms, so a shorter budget can be overrun by that much).
 //!
 //! # Backoff
 //! After the `n`-th failed attempt the strategy sleeps `U(0, c)` ("full jitter"), never

@@ -131,3 +131,44 @@ fn a_login_that_never_answers_is_bounded_by_the_callers_timeout() {
     bounded("retry over mysql", &Retry::new(my.clone()));
     bounded("optimistic over mysql", &Optimistic::new(my));
 }
+
+/// A healthy server's login can take longer than a caller's short timeout: a login cut to
+/// that timeout was abandoned, still running, and once eight were pending every new one
+/// was refused as if the server were down (`Error::Unavailable`: "8 logins are still
+/// waiting"). A login gets at least 250 ms: sixteen callers with 1 ms timeouts, all
+/// opening connections at once, never read the server as unavailable.
+#[test]
+fn short_timeouts_on_a_healthy_server_never_read_as_an_outage() {
+    use std::time::Duration;
+    use turnstile::Wait;
+    fn burst<S: Serializer + Sync>(what: &str, strategy: &S) {
+        let results: Vec<_> = std::thread::scope(|scope| {
+            let calls: Vec<_> = (0..16)
+                .map(|_| {
+                    scope.spawn(|| {
+                        strategy
+                            .run_with(
+                                &[Key::whole()],
+                                Wait::Timeout(Duration::from_millis(1)),
+                                |_| Ok::<_, std::io::Error>(()),
+                            )
+                            .map_err(|e| e.to_string())
+                    })
+                })
+                .collect();
+            calls.into_iter().map(|c| c.join().unwrap()).collect()
+        });
+        for result in &results {
+            assert!(
+                !matches!(result, Err(e) if e.contains("unavailable")),
+                "{what}: {results:?}"
+            );
+        }
+    }
+    let pg = Postgres::new(&server_urls::postgres_url()).unwrap();
+    burst("retry over postgres", &Retry::new(pg.clone()));
+    burst("optimistic over postgres", &Optimistic::new(pg));
+    let my = MySql::new(&server_urls::mysql_url()).unwrap();
+    burst("retry over mysql", &Retry::new(my.clone()));
+    burst("optimistic over mysql", &Optimistic::new(my));
+}

@@ -272,8 +272,8 @@ impl Shared {
         let timeout = match deadline {
             None => self.connect_timeout,
             Some(at) => at.saturating_duration_since(Instant::now()).clamp(
-                Duration::from_millis(250),
-                self.connect_timeout.max(Duration::from_millis(250)),
+                crate::resource::MIN_LOGIN,
+                self.connect_timeout.max(crate::resource::MIN_LOGIN),
             ),
         };
         let mut conn =

@@ -546,7 +546,7 @@ impl Shared {
             None => configured,
             Some(at) => at
                 .saturating_duration_since(Instant::now())
-                .max(Duration::from_millis(250))
+                .max(crate::resource::MIN_LOGIN)
                 .min(configured),
         };
         config.connect_timeout(timeout);

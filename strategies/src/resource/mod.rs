@@ -185,13 +185,25 @@ enum Login {
     Abandoned,
 }
 
-/// `timeout` cut to what is left before `deadline`, if one is given (zero once it passed).
+/// The least time a login is given when a caller's deadline is nearer: a login to a
+/// healthy server under load can take tens of milliseconds, and one cut shorter would be
+/// abandoned, still running, on every call of a caller with a short timeout — until
+/// [`MAX_PENDING_LOGINS`] of them refused every new login as if the server were down. A
+/// call that must open a connection may so overrun its deadline by up to this much. The
+/// lock backends' logins have the same floor.
+pub(crate) const MIN_LOGIN: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// `timeout` cut to what is left before `deadline`, if one is given, but not below
+/// [`MIN_LOGIN`] (nor above `timeout`).
 pub(crate) fn cut_to(
     timeout: std::time::Duration,
     deadline: Option<std::time::Instant>,
 ) -> std::time::Duration {
     deadline.map_or(timeout, |at| {
-        timeout.min(at.saturating_duration_since(std::time::Instant::now()))
+        timeout.min(
+            at.saturating_duration_since(std::time::Instant::now())
+                .max(MIN_LOGIN),
+        )
     })
 }
 

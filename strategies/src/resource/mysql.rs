@@ -433,7 +433,9 @@ impl Connect for MySql {
         self.connect_within(None)
     }
 
-    /// The connect timeout cut to what is left before `deadline`.
+    /// The connect timeout cut to what is left before `deadline`, but not below 250 ms:
+    /// a login cut shorter than a healthy server takes under load would be abandoned on
+    /// every call, and enough abandoned logins refuse new ones as if the server were down.
     fn connect_within(&self, deadline: Option<std::time::Instant>) -> Result<Conn, BoxError> {
         let connect_timeout = super::cut_to(self.connect_timeout, deadline);
         match self.isolation {

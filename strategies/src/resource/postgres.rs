@@ -489,7 +489,7 @@ pub(crate) fn open(config: &Config, isolation: Option<Isolation>) -> Result<Clie
 }
 
 /// [`open`] for a caller that waits no later than `deadline`: the connect timeout cut to
-/// what is left.
+/// what is left ([`cut_to`](super::cut_to): at least [`MIN_LOGIN`](super::MIN_LOGIN)).
 fn open_by(
     config: &Config,
     isolation: Option<Isolation>,
@@ -551,7 +551,9 @@ impl Connect for Postgres {
         open(&self.config, self.isolation)
     }
 
-    /// The connect timeout cut to what is left before `deadline`.
+    /// The connect timeout cut to what is left before `deadline`, but not below 250 ms:
+    /// a login cut shorter than a healthy server takes under load would be abandoned on
+    /// every call, and enough abandoned logins refuse new ones as if the server were down.
     fn connect_within(&self, deadline: Option<std::time::Instant>) -> Result<Client, BoxError> {
         open_by(&self.config, self.isolation, deadline)
     }
