@@ -1839,6 +1839,13 @@ fn unchecked(
 ///
 /// # Errors
 /// When a file cannot be copied, or one is in the way ([`copy_dir`]).
+/// `path` with `suffix` added to its file name (`run.db` → `run.db-wal`).
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
 fn keep_files(config: &RunConfig, paths: &Paths, dir: &Path, keep: &Path) -> std::io::Result<bool> {
     // A database already where it is kept (`--db` in `--keep`) stays as it is: a copy
     // onto itself would empty it.
@@ -1854,17 +1861,27 @@ fn keep_files(config: &RunConfig, paths: &Paths, dir: &Path, keep: &Path) -> std
     }
     copy_dir(dir, keep)?;
     if let Some((db, kept)) = db {
-        // Not over a kept file of the same name (a `--db` named `history-0.jsonl`).
-        copy_new(db, &kept).map_err(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => std::io::Error::new(
-                e.kind(),
-                format!(
-                    "the database was not copied: the run keeps a file of its name, {}",
-                    kept.display()
+        // With its WAL, where the last commits of workers that were killed (a signal, a
+        // worker that did not stop in time) still are: nobody checkpointed them. Not its
+        // shared-memory index, which SQLite rebuilds from the WAL.
+        let wal = with_suffix(db, "-wal");
+        let mut copies = vec![(db.as_path(), kept.clone())];
+        if wal.is_file() {
+            copies.push((wal.as_path(), with_suffix(&kept, "-wal")));
+        }
+        for (from, to) in copies {
+            // Not over a kept file of the same name (a `--db` named `history-0.jsonl`).
+            copy_new(from, &to).map_err(|e| match e.kind() {
+                std::io::ErrorKind::AlreadyExists => std::io::Error::new(
+                    e.kind(),
+                    format!(
+                        "the database was not copied: the run keeps a file of its name, {}",
+                        to.display()
+                    ),
                 ),
-            ),
-            _ => e,
-        })?;
+                _ => e,
+            })?;
+        }
     }
     Ok(true)
 }

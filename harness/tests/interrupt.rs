@@ -162,6 +162,52 @@ fn a_signalled_check_keeps_its_files_with_keep() {
     }
 }
 
+/// A `--db` outside the run directory is kept with its WAL: worker processes a signal
+/// killed leave their last commits there, unchecked-pointed, and a copy of the database
+/// file alone lacks them (it was behind its own history).
+#[test]
+fn a_signalled_check_keeps_an_outside_database_with_its_wal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("outside.db");
+    let wal = tmp.path().join("outside.db-wal");
+    let keep = tmp.path().join("kept");
+    let child = long_check(
+        tmp.path(),
+        &[
+            "--strategy",
+            "file-lock",
+            "--threads",
+            "2",
+            "--procs",
+            "2",
+            "--db",
+            db.to_str().unwrap(),
+            "--keep",
+            keep.to_str().unwrap(),
+        ],
+    );
+    let writing = eventually(Duration::from_secs(30), || {
+        std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0)
+    });
+    assert!(writing, "the run wrote no WAL");
+    std::thread::sleep(Duration::from_millis(500));
+    let (status, stderr) = stop(child, Signal::TERM);
+    assert_eq!(status, Some(143), "{stderr}");
+    assert!(keep.join("outside.db-wal").is_file(), "{stderr}");
+    let counters = |path: &Path| -> Vec<(String, i64)> {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        let mut rows = conn.prepare("SELECT * FROM counter ORDER BY 1").unwrap();
+        rows.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    // The kept copy first: opening the database checkpoints what its WAL holds.
+    let kept = counters(&keep.join("outside.db"));
+    assert!(!kept.is_empty(), "{stderr}");
+    assert_eq!(kept, counters(&db), "the kept database is behind the run's");
+}
+
 /// A signal that comes while the first op waits for a lock held elsewhere (the start-up
 /// probe) stops the run within a second or so, with its clean-up: the probe waits in
 /// slices and looks for the signal between them.
