@@ -1517,7 +1517,9 @@ impl WithBackend for Run<'_> {
             Ok(report) => {
                 report.verdict != Verdict::Pass || crate::interrupt::requested().is_some()
             }
-            Err(failure) => !matches!(failure.error, RunError::Usage(_)),
+            // A run that failed before its first op (a strategy's server out of reach, a
+            // lock held elsewhere) has nothing to keep: its database is only set up.
+            Err(failure) => !matches!(failure.error, RunError::Usage(_)) && ran_ops(self.dir),
         });
         let mut notes = Vec::new();
         let mut kept = None;
@@ -1839,6 +1841,17 @@ fn unchecked(
 ///
 /// # Errors
 /// When a file cannot be copied, or one is in the way ([`copy_dir`]).
+/// Whether a run got to its ops: its directory holds a history or a worker's stderr.
+fn ran_ops(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries.filter_map(Result::ok).any(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name.starts_with("history-") || name.starts_with("worker-")
+        })
+    })
+}
+
 /// `path` with `suffix` added to its file name (`run.db` → `run.db-wal`).
 fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.as_os_str().to_owned();

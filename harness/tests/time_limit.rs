@@ -226,6 +226,25 @@ fn keep_saves_the_files_of_a_run_without_a_verdict() {
     ]);
     assert_eq!(code, 2, "{err}");
     assert!(!keep.exists() && !err.contains("kept in"), "{err}");
+
+    // Nor does a run whose strategy's server is out of reach: no op ran, and a directory
+    // holding only the database it set up would refuse the next run's --keep.
+    let keep = dir.path().join("kept-unreachable");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (code, _, err) = check(&[
+        "--strategy",
+        &format!("redis://127.0.0.1:{port}/0"),
+        "--workload",
+        "counter",
+        "--keep",
+        keep.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 3, "{err}");
+    assert!(!keep.exists() && !err.contains("kept in"), "{err}");
 }
 
 /// Through the library: a run whose worker process fails keeps what it wrote (here only
