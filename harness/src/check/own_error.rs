@@ -56,6 +56,9 @@ pub fn check(history: &History) -> CheckResult {
                 op.label()
             )),
             (_, Some("op")) => returned += 1,
+            // Cut off (a worker killed in its section): no completion, so no section times
+            // either, but it may have run; its outcome is unknown.
+            _ if op.complete.is_none() => superseded += 1,
             _ if op.enter.is_none() => never_ran += 1,
             (_, Some(kind)) if SUPERSEDING.contains(&kind) => superseded += 1,
             (_, None) => superseded += 1,
@@ -170,6 +173,22 @@ mod tests {
         assert_eq!(
             check(&h("timeout: waited 1s", false)).verdict,
             Verdict::Inconclusive
+        );
+    }
+
+    /// An op cut off by a kill has no completion, and so no section times: it may have
+    /// run, so its outcome is unknown, not "never ran".
+    #[test]
+    fn an_op_cut_off_is_of_unknown_outcome() {
+        let mut cut = wrote(3, Phase::Fail);
+        cut.end = None;
+        let r = check(&history(vec![cut, wrote(7, Phase::Fail)]));
+        assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
+        assert!(
+            r.summary
+                .ends_with("; 1 ended unknown or with their lease or backend lost"),
+            "{}",
+            r.summary
         );
     }
 }
