@@ -485,7 +485,12 @@ impl<S: VersionStore> RacyOptimistic<S> {
 
     /// The racy commit of `writes`: `Ok(false)` when the compare found a record moved on
     /// (a conflict: nothing was written).
-    fn commit(&self, r: &mut Versioned<S>, writes: &[Write]) -> Result<bool, TransactError> {
+    fn commit(
+        &self,
+        r: &mut Versioned<S>,
+        writes: &[Write],
+        deadline: Option<Instant>,
+    ) -> Result<bool, TransactError> {
         let v = &self.versions;
         let failed = |e: turnstile::optimistic::StoreError| TransactError::Failed(Box::new(e));
         // 1. Compare, in a transaction of its own: is every record still at the version
@@ -511,7 +516,10 @@ impl<S: VersionStore> RacyOptimistic<S> {
                 r.write(id, value.clone()).map_err(failed)?;
             }
             match v.commit(r) {
-                Err(TransactError::Busy(_)) => {}
+                // Tried again until the caller's deadline (a writer stopped with the
+                // store's lock would otherwise keep this call for ever), then a busy
+                // attempt like any other.
+                Err(TransactError::Busy(_)) if deadline.is_none_or(|at| Instant::now() < at) => {}
                 done => return done.map(|()| true),
             }
         }
@@ -583,7 +591,7 @@ impl<S: VersionStore> turnstile::Serializer for RacyOptimistic<S> {
                 .map(|(id, seen, value)| (id.to_owned(), seen, value.to_vec()))
                 .collect();
             let _ = v.rollback(&mut r);
-            match self.commit(&mut r, &writes) {
+            match self.commit(&mut r, &writes, deadline) {
                 Ok(true) => {
                     self.checkin(r);
                     return Ok(value);

@@ -120,10 +120,11 @@ pub fn check(history: &History, values: &BTreeMap<String, i64>) -> CheckResult {
             String::new()
         };
         // A count above the ops' is no lost increment: an op that failed and still
-        // committed its increment (a failed op not rolled back alone, say).
+        // committed its increment (a failed op not rolled back alone, say), or one
+        // applied twice (an op rerun after it committed).
         let summary = if lost_total == 0 && exceeded > 0 {
             format!(
-                "{garbled}{exceeded} counters above their acknowledged and unknown increments: failed increments took effect"
+                "{garbled}{exceeded} counters above their acknowledged and unknown increments: failed increments took effect, or some took effect twice"
             )
         } else {
             format!(
