@@ -1669,15 +1669,21 @@ fn run_on<B: Backend>(
     for m in history.malformed.iter().take(5) {
         notes.push(format!("history: {m}"));
     }
-    if let Some(cut) = &cut
-        && let Some(why) = unchecked(cut, &spec, &caps, config.workload)
-    {
-        notes.push(why);
-        return Err(RunFailure {
-            error: RunError::TimedOut(cut.limit),
-            kept: None,
-            notes,
-        });
+    if let Some(cut) = &cut {
+        if let Some(why) = unchecked(cut, &spec, &caps, config.workload) {
+            notes.push(why);
+            return Err(RunFailure {
+                error: RunError::TimedOut(cut.limit),
+                kept: None,
+                notes,
+            });
+        }
+        if let Some(who) = unfinished_workers(cut) {
+            notes.push(format!(
+                "{who} did not stop as asked within {STOP_GRACE:?} of the cut and {} killed: the ops under way then are of unknown outcome, as after the kill nemesis",
+                if cut.unfinished.len() == 1 { "was" } else { "were" }
+            ));
+        }
     }
     let state_failed = |e: String| RunError::Unavailable(format!("reading the final state: {e}"));
     let mut db = backend
@@ -1813,13 +1819,11 @@ fn unchecked(
     caps: &Capabilities,
     workload: Workload,
 ) -> Option<String> {
-    if cut.unfinished.is_empty() {
-        return None;
-    }
-    let names: Vec<String> = cut.unfinished.iter().map(|p| format!("p{p}")).collect();
-    let (who, its) = match names.len() {
-        1 => (format!("worker {}", names[0]), "its"),
-        _ => (format!("workers {}", names.join(", ")), "their"),
+    let who = unfinished_workers(cut)?;
+    let its = if cut.unfinished.len() == 1 {
+        "its"
+    } else {
+        "their"
     };
     let why = if spec.hold_history {
         format!(
@@ -1835,12 +1839,16 @@ fn unchecked(
     ))
 }
 
-/// Saves the run's files in `keep`: those of its directory `dir` (histories, the worker
-/// processes' stderr, a SQLite database made there) and a SQLite database made elsewhere
-/// (`--db`). `Ok(false)`: there was nothing to keep (nothing is made in `keep` then).
-///
-/// # Errors
-/// When a file cannot be copied, or one is in the way ([`copy_dir`]).
+/// The workers a cut had to end without their `done` (`worker p1`, `workers p1, p3`).
+fn unfinished_workers(cut: &Cut) -> Option<String> {
+    let names: Vec<String> = cut.unfinished.iter().map(|p| format!("p{p}")).collect();
+    match names.len() {
+        0 => None,
+        1 => Some(format!("worker {}", names[0])),
+        _ => Some(format!("workers {}", names.join(", "))),
+    }
+}
+
 /// Whether a run got to its ops: its directory holds a history or a worker's stderr.
 fn ran_ops(dir: &Path) -> bool {
     std::fs::read_dir(dir).is_ok_and(|entries| {
@@ -1859,6 +1867,12 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// Saves the run's files in `keep`: those of its directory `dir` (histories, the worker
+/// processes' stderr, a SQLite database made there) and a SQLite database made elsewhere
+/// (`--db`). `Ok(false)`: there was nothing to keep (nothing is made in `keep` then).
+///
+/// # Errors
+/// When a file cannot be copied, or one is in the way ([`copy_dir`]).
 fn keep_files(config: &RunConfig, paths: &Paths, dir: &Path, keep: &Path) -> std::io::Result<bool> {
     // A database already where it is kept (`--db` in `--keep`) stays as it is: a copy
     // onto itself would empty it.

@@ -278,3 +278,38 @@ fn a_run_whose_worker_failed_keeps_its_files() {
     );
     assert!(keep.join("worker-0.err").is_file());
 }
+
+/// A worker that does not stop within the grace after the cut — here blocked on a Redis
+/// lease that a killed holder left for 20 s — is killed; ops in a transaction leave what
+/// the kill nemesis leaves, so the ops that ran are still checked, and a note names the
+/// workers that were killed (their ops under way are of unknown outcome).
+#[test]
+fn workers_killed_at_the_end_of_the_grace_are_named() {
+    let spec = turnstile_harness::conformance::with_query(
+        &turnstile_harness::conformance::redis_url(),
+        "ttl_ms=20000",
+    );
+    let (code, out, err) = check(&[
+        "--strategy",
+        &spec,
+        "--workload",
+        "counter",
+        "--procs",
+        "3",
+        "--threads",
+        "2",
+        "--ops",
+        "100000",
+        "--nemesis",
+        "kill:300",
+        "--time-limit-s",
+        "2",
+    ]);
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(
+        err.lines()
+            .any(|l| l.contains("did not stop as asked within 5s of the cut")
+                && l.contains("killed: the ops under way then are of unknown outcome")),
+        "{err}"
+    );
+}
