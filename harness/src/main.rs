@@ -99,7 +99,8 @@ struct CompareArgs {
     /// verdict, otherwise it is inconclusive. Default 300.
     #[arg(long)]
     time_limit_s: Option<u64>,
-    /// The workload: counter, bank, notify_once, kv, file_store.
+    /// The workload: counter, bank, notify_once, kv, file_store; or unique (counter's
+    /// increment, one op in four failing on purpose with its own error).
     #[arg(long, default_value = "counter")]
     workload: Workload,
     /// Include this Redis: redis://…, or rediss://…[?tls_ca=FILE] over TLS (default: start
@@ -150,8 +151,9 @@ struct CheckArgs {
     /// Strategy spec (see `turnstile list`).
     #[arg(long, env = "TURNSTILE_CHECK_STRATEGY", hide_env_values = true)]
     strategy: String,
-    /// Workload: counter, bank, notify_once, kv, file_store; or the negative control
-    /// notify_stale (seed 004 as written: the flag read before the lock).
+    /// Workload: counter, bank, notify_once, kv, file_store; unique (counter's increment,
+    /// one op in four failing on purpose, which must get its own error back); or the
+    /// negative control notify_stale (seed 004 as written: the flag read before the lock).
     #[arg(long)]
     workload: Workload,
     /// Threads per process.

@@ -73,7 +73,8 @@ pub enum Workload {
 }
 
 impl Workload {
-    /// Every workload.
+    /// Every workload whose ops are all meant to succeed; those that fail on purpose are
+    /// [`Workload::FAILING`], the negative-control ones [`Workload::CONTROLS`].
     pub const ALL: [Workload; 5] = [
         Workload::Counter,
         Workload::Bank,
