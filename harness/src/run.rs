@@ -963,6 +963,13 @@ impl WorkerSpec {
             TxMode::Autocommit
         };
         let mut setup = Setup::new(backend.connect().clone()).tx_mode(mode);
+        if mode == TxMode::Autocommit {
+            // A lock per key, so that a run tests the lock's own per-key exclusion: over
+            // SQLite `Locked` would take one lock for the whole database (its transactions
+            // would meet at `BEGIN IMMEDIATE` anyway), and only one lock name would be
+            // tested. In autocommit each statement takes SQLite's write lock on its own.
+            setup = setup.key_scope(turnstile::KeyScope::PerKey);
+        }
         if let Some(ms) = self.timeout_ms {
             setup = setup.timeout(Duration::from_millis(ms));
         }
@@ -2195,6 +2202,56 @@ mod tests {
 
     /// A run cut by its time limit whose workers all stopped is checked; one with a worker
     /// killed at the cut only when that worker wrote every op's start first and ran its
+    /// Lock strategies run in autocommit lock per key, over SQLite too (where `Locked`
+    /// takes one lock for the whole database by default): an op on one key runs while an
+    /// op on another holds its lock, so a run tests the lock's per-key exclusion rather
+    /// than one name's. In a transaction the whole database stays one lock.
+    #[test]
+    fn lock_strategies_in_autocommit_lock_per_key_over_sqlite() {
+        use crate::data::SqliteData;
+        use turnstile::{Key, Wait};
+        for (spec, transaction) in [("mutex", false), ("file-lock", false), ("mutex", true)] {
+            let dir = tempfile::tempdir().unwrap();
+            let registry = registry();
+            let config = RunConfig::new(spec, Workload::Counter).transaction(transaction);
+            let worker = WorkerSpec {
+                probe: false,
+                ..WorkerSpec::of_run(&config, Paths::new(dir.path(), None), &registry)
+            };
+            let backend = SqliteData::open(&worker).unwrap();
+            let strategy = worker.open(&backend, &registry).unwrap();
+            let (b_in, b_ran) = std::sync::mpsc::channel::<()>();
+            let (a_in, a_held) = std::sync::mpsc::channel::<()>();
+            let met = std::thread::scope(|scope| {
+                // Holds key a until an op on key b has run (or 1 s has passed).
+                let holder = scope.spawn(|| {
+                    strategy.run_as(
+                        &[Key::new("a").unwrap()],
+                        Wait::Timeout(Duration::from_secs(5)),
+                        move |_| {
+                            let _ = a_in.send(());
+                            Ok::<_, std::io::Error>(
+                                b_ran.recv_timeout(Duration::from_secs(1)).is_ok(),
+                            )
+                        },
+                    )
+                });
+                a_held.recv().unwrap();
+                let b = strategy.run_as(
+                    &[Key::new("b").unwrap()],
+                    Wait::Timeout(Duration::from_secs(5)),
+                    move |_| {
+                        let _ = b_in.send(());
+                        Ok::<_, std::io::Error>(())
+                    },
+                );
+                assert!(b.is_ok(), "{spec}: {b:?}");
+                holder.join().unwrap().unwrap()
+            });
+            assert_eq!(met, !transaction, "{spec}, transaction {transaction}");
+        }
+    }
+
     /// ops in transactions (what the kill nemesis leaves).
     #[test]
     fn a_cut_history_is_checked_unless_a_killed_worker_may_have_hidden_or_torn_ops() {

@@ -1369,6 +1369,10 @@ pub struct Setup<C> {
     pub tx_mode: TxMode,
     /// The default wait; `None` means each strategy's own default.
     pub timeout: Option<Duration>,
+    /// Which lock names lock strategies map keys to; `None`: [`Locked`](crate::Locked)'s
+    /// default ([`KeyScope::Whole`](crate::KeyScope::Whole) over a single-writer resource,
+    /// [`KeyScope::PerKey`](crate::KeyScope::PerKey) otherwise).
+    pub key_scope: Option<crate::KeyScope>,
 }
 
 impl<C> Setup<C> {
@@ -1378,7 +1382,14 @@ impl<C> Setup<C> {
             connect,
             tx_mode: TxMode::default(),
             timeout: None,
+            key_scope: None,
         }
+    }
+
+    /// Sets [`Setup::key_scope`].
+    pub fn key_scope(mut self, keys: crate::KeyScope) -> Self {
+        self.key_scope = Some(keys);
+        self
     }
 
     /// Sets [`Setup::tx_mode`].
@@ -1394,7 +1405,7 @@ impl<C> Setup<C> {
     }
 
     /// `lock` around this setup's resource: a [`Locked`](crate::Locked) with the setup's
-    /// transaction mode and timeout, boxed. What most lock factories return.
+    /// transaction mode, timeout and key scope, boxed. What most lock factories return.
     ///
     /// # Errors
     /// [`Error::Config`] for an absurd timeout, or for [`TxMode::Autocommit`] over a
@@ -1409,6 +1420,9 @@ impl<C> Setup<C> {
     {
         crate::locked::check_tx_mode(self.tx_mode, &self.connect)?;
         let mut s = crate::Locked::new(lock, self.connect.clone()).tx_mode(self.tx_mode);
+        if let Some(keys) = self.key_scope {
+            s = s.key_scope(keys);
+        }
         if let Some(t) = self.timeout {
             s = s.timeout(Some(t))?;
         }
